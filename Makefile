@@ -1,0 +1,61 @@
+# The two commands a new user runs: `make demo` (the main job) and `make test`.
+# Each target builds its own virtual environment, so a fresh clone needs only Python, gcc and pip.
+
+PYTHON ?= python3
+VENV ?= .venv
+ASAN_VENV ?= .venv-asan
+PIP_FLAGS ?= --disable-pip-version-check -q
+PYTEST_ARGS ?=
+ASAN_LIB := $(shell gcc -print-file-name=libasan.so)
+NATIVE_SRC := $(wildcard native/*/*.c native/*/*.h native/*.py native/ffi/*) setup.py pyproject.toml
+
+.PHONY: all install test test-asan demo bench lint typecheck sdist-check clean
+
+all: test
+
+$(VENV)/.base:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip "setuptools>=77" "cffi>=2.0" wheel
+	touch $@
+
+# A real (non-editable) install: each venv gets its own build of the extensions.
+$(VENV)/.installed: $(VENV)/.base $(NATIVE_SRC) $(wildcard poolalloc/*.py poolalloc/*/*.py)
+	$(VENV)/bin/pip install $(PIP_FLAGS) --no-build-isolation --force-reinstall --no-deps .
+	$(VENV)/bin/pip install $(PIP_FLAGS) --no-build-isolation ".[test,dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# pytest (not `python -m pytest`) so that the source tree does not shadow the installed package.
+test: install
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The suite under AddressSanitizer and UBSan: the extensions are rebuilt with -fsanitize.
+test-asan:
+	$(MAKE) install VENV=$(ASAN_VENV) PA_SANITIZE=1
+	LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:halt_on_error=1 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 PYTHONMALLOC=malloc PA_UNDER_ASAN=1 \
+	$(ASAN_VENV)/bin/pytest -p no:memray $(PYTEST_ARGS)
+
+demo: install
+	$(VENV)/bin/poolalloc demo
+
+lint: install
+	$(VENV)/bin/ruff check poolalloc tests bench
+	$(VENV)/bin/ruff format --check poolalloc tests bench
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+# Build an sdist, install it into a fresh venv and run the smoke test (headers must be inside).
+sdist-check: $(VENV)/.base
+	rm -rf dist .venv-sdist
+	$(VENV)/bin/python -m pip wheel $(PIP_FLAGS) --no-deps -w dist/ . >/dev/null
+	$(VENV)/bin/pip install $(PIP_FLAGS) build
+	$(VENV)/bin/python -m build --sdist --no-isolation -o dist/ .
+	$(PYTHON) -m venv .venv-sdist
+	.venv-sdist/bin/pip install $(PIP_FLAGS) dist/poolalloc-*.tar.gz pytest
+	cd /tmp && $(CURDIR)/.venv-sdist/bin/pytest -q $(CURDIR)/tests/test_smoke.py
+
+clean:
+	rm -rf build dist *.egg-info poolalloc/*.so poolalloc/_native.c .venv .venv-asan .venv-sdist
