@@ -27,15 +27,17 @@ $(VENV)/.installed: $(VENV)/.base $(NATIVE_SRC) $(wildcard poolalloc/*.py poolal
 install: $(VENV)/.installed
 
 # pytest (not `python -m pytest`) so that the source tree does not shadow the installed package.
+# Leak tests need memray tracking, which slows everything else: they run in a second pass.
 test: install
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not leaks" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest --memray -m leaks $(PYTEST_ARGS)
 
 # The suite under AddressSanitizer and UBSan: the extensions are rebuilt with -fsanitize.
 test-asan:
 	$(MAKE) install VENV=$(ASAN_VENV) PA_SANITIZE=1
 	LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:halt_on_error=1 \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 PYTHONMALLOC=malloc PA_UNDER_ASAN=1 \
-	$(ASAN_VENV)/bin/pytest -p no:memray $(PYTEST_ARGS)
+	$(ASAN_VENV)/bin/pytest -p no:memray -m "not leaks" $(PYTEST_ARGS)
 
 demo: install
 	$(VENV)/bin/poolalloc demo
