@@ -23,9 +23,14 @@ from poolalloc.errors import (
     PoolValueError,
 )
 
+from poolalloc.buffers import Allocator, Buffer, BufferPool
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "Allocator",
+    "Buffer",
+    "BufferPool",
     "CorruptionError",
     "DoubleReleaseError",
     "ForeignBufferError",
