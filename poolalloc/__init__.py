@@ -8,6 +8,8 @@ Example:
 
 from __future__ import annotations
 
+from poolalloc.buffers import Allocator, Buffer, BufferPool
+from poolalloc.core import Block, SlabPool, size_class_of, size_classes
 from poolalloc.errors import (
     CorruptionError,
     DoubleReleaseError,
@@ -22,17 +24,16 @@ from poolalloc.errors import (
     PoolOverflowError,
     PoolValueError,
 )
-from poolalloc.core import Block, SlabPool, size_class_of, size_classes
 from poolalloc.stats import ClassStats, PoolStats
-
-from poolalloc.buffers import Allocator, Buffer, BufferPool
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Allocator",
+    "Block",
     "Buffer",
     "BufferPool",
+    "ClassStats",
     "CorruptionError",
     "DoubleReleaseError",
     "ForeignBufferError",
@@ -44,12 +45,10 @@ __all__ = [
     "PoolExhausted",
     "PoolMemoryError",
     "PoolOverflowError",
-    "PoolValueError",
-    "__version__",
-    "Block",
-    "ClassStats",
     "PoolStats",
+    "PoolValueError",
     "SlabPool",
+    "__version__",
     "size_class_of",
     "size_classes",
 ]
