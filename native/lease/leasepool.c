@@ -213,12 +213,18 @@ static PyObject *lp_acquire_many(LeasePoolObject *p, PyObject *arg) {
   PyObject *list = PyList_New(n);
   if (list == NULL) return NULL;
   for (Py_ssize_t i = 0; i < n; i++) {
+    // leak tracking may run Python code, and another thread may take blocks meanwhile: then
+    // try_acquire_one() says None and the caller falls back to the waiting path
     PyObject *lease = try_acquire_one(p);
-    if (lease == NULL || lease == Py_None) {  // None cannot happen: capacity was checked
-      Py_XDECREF(lease);
-      for (Py_ssize_t j = 0; j < i; j++) (void)pa_buffer_release((BufferObject *)PyList_GET_ITEM(list, j));
+    if (lease == NULL || lease == Py_None) {
+      PyObject *et, *ev, *tb;
+      PyErr_Fetch(&et, &ev, &tb);
+      for (Py_ssize_t j = 0; j < i; j++) {
+        if (pa_buffer_release((BufferObject *)PyList_GET_ITEM(list, j)) < 0) PyErr_Clear();
+      }
+      PyErr_Restore(et, ev, tb);
       Py_DECREF(list);
-      return NULL;
+      return lease;  // NULL with the error set, or None
     }
     PyList_SET_ITEM(list, i, lease);
   }
@@ -292,17 +298,28 @@ static PyObject *lp_release(LeasePoolObject *p, PyObject *obj) {
   Py_RETURN_NONE;
 }
 
-/* Every lease is checked before any is released, so a foreign one releases nothing. */
+/* Every lease is checked before any is released, so a foreign, already released or (strict)
+ * busy one releases nothing. A tuple copy: a give-back may run Python code (notify), during
+ * which another thread could resize the caller's list. */
 static PyObject *lp_release_many(LeasePoolObject *p, PyObject *iterable) {
-  PyObject *seq = PySequence_Fast(iterable, "release_many() needs an iterable of Buffers");
+  PyObject *seq = PySequence_Tuple(iterable);
   if (seq == NULL) return NULL;
-  Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-  PyObject **items = PySequence_Fast_ITEMS(seq);
+  Py_ssize_t n = PyTuple_GET_SIZE(seq);
   for (Py_ssize_t i = 0; i < n; i++) {
-    if (check_mine(p, items[i]) < 0) goto fail;
+    if (check_mine(p, PyTuple_GET_ITEM(seq, i)) < 0) goto fail;
+    BufferObject *b = (BufferObject *)PyTuple_GET_ITEM(seq, i);
+    if (b->released) {
+      pa_raise_code(PaExc_DoubleRelease, EALREADY, "release_many(): item %zd was already released", i);
+      goto fail;
+    }
+    if (p->strict && b->exports > 0) {
+      pa_raise_code(PaExc_Busy, EBUSY, "release_many(): item %zd has %zd view(s) alive", i,
+                    b->exports);
+      goto fail;
+    }
   }
   for (Py_ssize_t i = 0; i < n; i++) {
-    if (pa_buffer_release((BufferObject *)items[i]) < 0) goto fail;
+    if (pa_buffer_release((BufferObject *)PyTuple_GET_ITEM(seq, i)) < 0) goto fail;
   }
   Py_DECREF(seq);
   Py_RETURN_NONE;

@@ -163,3 +163,19 @@ def test_allocator_bad_sizes() -> None:
         with pytest.raises(TypeError):
             alloc._core.acquire()
         assert alloc.outstanding() == 0
+
+
+def test_release_many_refuses_a_released_or_busy_item_and_releases_none() -> None:
+    with BufferPool(64, strict=True) as pool:
+        a, b, c = pool.acquire_many(3)
+        c.release()
+        with pytest.raises(DoubleReleaseError, match="item 1"):
+            pool.release_many([a, c, b])
+        view = b.view
+        with pytest.raises(LeaseBusyError, match="item 1 has 1 view"):
+            pool.release_many((a, b))
+        assert not a.released
+        assert not b.released
+        del view
+        pool.release_many(iter([a, b]))  # any iterable
+        assert pool.outstanding() == 0
