@@ -183,8 +183,9 @@ static PyObject *lp_acquire(LeasePoolObject *p, PyObject *const *args, Py_ssize_
                             PyObject *kwnames) {
   PyObject *timeout = nargs > 0 ? args[0] : Py_None;
   Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-  if (nargs + nkw > 1 ||
-      (nkw == 1 && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "timeout") != 0)) {
+  int bad_kw =
+      nkw == 1 && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "timeout");
+  if (nargs + nkw > 1 || bad_kw) {
     PyErr_SetString(PyExc_TypeError, "acquire() takes one optional argument: timeout");
     return NULL;
   }
@@ -309,7 +310,8 @@ static PyObject *lp_release_many(LeasePoolObject *p, PyObject *iterable) {
     if (check_mine(p, PyTuple_GET_ITEM(seq, i)) < 0) goto fail;
     BufferObject *b = (BufferObject *)PyTuple_GET_ITEM(seq, i);
     if (b->released) {
-      pa_raise_code(PaExc_DoubleRelease, EALREADY, "release_many(): item %zd was already released", i);
+      pa_raise_code(PaExc_DoubleRelease, EALREADY, "release_many(): item %zd was already released",
+                    i);
       goto fail;
     }
     if (p->strict && b->exports > 0) {
