@@ -239,6 +239,9 @@ static int alloc_lease(LeasePoolObject *p, Py_ssize_t nbytes, Py_ssize_t align, 
   if (p->closed) return pa_raise_code(PaExc_Closed, ESHUTDOWN, "alloc(): the pool is closed");
   if (nbytes <= 0 || align <= 0 || (align & (align - 1)) || align > (Py_ssize_t)PA_MAX_ALIGN)
     return pa_raise_rc(EINVAL, "alloc(): nbytes >= 1 and alignment a power of two <= 4096");
+  // a block is never smaller than the request: refuse without touching the core when even the
+  // request does not fit; otherwise the block's real size decides (allocated, then checked)
+  if (p->capacity > 0 && nbytes > p->capacity - p->used) return 1;
   void *ptr;
   size_t bs = 0;
   int rc = pa_lease_api->alloc(p->pool, (size_t)nbytes, (size_t)align, &ptr);
