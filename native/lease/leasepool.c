@@ -16,6 +16,7 @@
 #include "lease.h"
 
 #include <errno.h>
+#include <string.h>
 #include <structmember.h>
 
 #define STASH_DEFAULT 64
@@ -25,8 +26,11 @@
 /* Free the newest `n` stashed blocks in one core call. */
 static int stash_drain(LeasePoolObject *p, Py_ssize_t n) {
   if (n <= 0) return 0;
+  void **first = p->stash + p->stash_n - n;
   size_t freed = 0;
-  int rc = pa_lease_api->free_batch(p->stash + p->stash_n - n, (size_t)n, &freed);
+  int rc = pa_lease_api->free_batch(first, (size_t)n, &freed);
+  if (rc != 0)  // the first `freed` went back: keep the rest, packed at the top of the stash
+    memmove(first, first + freed, ((size_t)n - freed) * sizeof(void *));
   p->stash_n -= (Py_ssize_t)freed;
   p->drains++;
   return rc ? pa_raise_rc(rc, "release") : 0;
