@@ -183,3 +183,12 @@ def test_core_sees_exactly_the_leased_and_stashed_blocks() -> None:
         s = pool.stats()
         assert s.stashed == 0
         assert s.core.in_use_blocks == 0
+
+
+def test_big_buffers_are_stashed_by_the_handful_only() -> None:
+    with BufferPool(1 << 20) as pool:
+        bufs = pool.acquire_many(20)
+        pool.release_many(bufs)
+        s = pool.stats()
+        assert 0 < s.stashed <= 8
+        assert s.core.in_use_blocks == s.stashed
