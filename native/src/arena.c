@@ -124,10 +124,10 @@ int pai_chunk_map(pa_pool_t *pool, unsigned node, size_t len, pai_chunk_t **out)
 }
 
 /* A dedicated mapping for one block above the largest class. */
-int pai_huge_map(pa_pool_t *pool, size_t size, pai_chunk_t **out) {
+int pai_huge_map(pa_pool_t *pool, unsigned node, size_t size, pai_chunk_t **out) {
   size_t len = (size + PA_PAGE_ALIGN - 1) & ~(size_t)(PA_PAGE_ALIGN - 1);
   if (len < size) return EOVERFLOW;
-  int err = pai_chunk_map(pool, 0, len, out);
+  int err = pai_chunk_map(pool, node, len, out);
   if (err) return err;
   (*out)->kind = PAI_CHUNK_HUGE;
   (*out)->npages = 0;

@@ -183,7 +183,7 @@ static inline bool pai_slab_is_out(const pai_slab_t *s, uint32_t idx) {
 
 /* ---- arenas and the chunk registry (arena.c) ---- */
 int pai_chunk_map(pa_pool_t *pool, unsigned node, size_t len, pai_chunk_t **out);
-int pai_huge_map(pa_pool_t *pool, size_t size, pai_chunk_t **out);
+int pai_huge_map(pa_pool_t *pool, unsigned node, size_t size, pai_chunk_t **out);
 void pai_chunk_unmap(pai_chunk_t *c);
 int pai_chunk_take_pages(pai_chunk_t *c, unsigned npages, unsigned *first);
 void pai_chunk_give_pages(pai_chunk_t *c, unsigned first, unsigned npages);

@@ -139,6 +139,11 @@ int pa_pool_node_stats(pa_pool_t *pool, int node, pa_stats_t *out) {
     pthread_mutex_unlock(&d->lock);
   }
   pthread_mutex_lock(&pool->lock);
+  for (pai_chunk_t *c = pool->huge; c; c = c->next) {
+    if (c->node != idx) continue;
+    out->in_use_blocks++;
+    out->in_use_bytes += c->len;
+  }
   out->mapped_bytes = pool->node_mapped[idx];
   out->mapped_peak = pool->node_mapped_peak[idx];
   out->numa_bound = pool->numa_bound;
