@@ -20,6 +20,7 @@ $(VENV)/.base:
 
 # A real (non-editable) install: each venv gets its own build of the extensions.
 $(VENV)/.installed: $(VENV)/.base $(NATIVE_SRC) $(wildcard poolalloc/*.py poolalloc/*/*.py)
+	rm -rf build  # setuptools reuses objects by timestamp, whatever flags built them (ASan or not)
 	$(VENV)/bin/pip install $(PIP_FLAGS) --no-build-isolation --force-reinstall --no-deps .
 	$(VENV)/bin/pip install $(PIP_FLAGS) --no-build-isolation ".[test,dev]"
 	touch $@
