@@ -40,7 +40,8 @@ __all__ = ["Allocator", "Buffer", "BufferPool", "LeaseStats", "live_lease_layers
 
 #: most blocks kept ready in front of the core (refilled and drained half of it at a time)
 STASH_BLOCKS = 64
-#: ...and at most this many bytes of them, so that big buffers do not sit idle by the dozen
+#: ...and, in an unbounded pool, at most this many bytes of them, so that big buffers do not sit
+#: idle by the dozen (a bounded pool may stash up to its capacity: that memory was promised)
 STASH_BYTES = 8 << 20
 _DEBUG_FLAGS = _ffi.DEBUG_CANARY | _ffi.DEBUG_UNPOOLED
 _MAX_ALIGN = _ffi.MAX_ALIGN
@@ -109,7 +110,9 @@ def _env_debug() -> bool:
     return os.environ.get("POOLALLOC_DEBUG", "") not in ("", "0")
 
 
-def _stash_for(size: int) -> int:
+def _stash_for(size: int, capacity: int) -> int:
+    if capacity:
+        return STASH_BLOCKS  # the C layer keeps used + stashed <= capacity
     return max(2, min(STASH_BLOCKS, STASH_BYTES // max(size, 1)))
 
 
@@ -153,7 +156,8 @@ class _LeasingPool:
         self._waiters = Waiters()
         self._core = LeasePool(
             address, self._slab, size, alignment, capacity,
-            fixed=fixed, strict=strict, stash=0 if self._debug else _stash_for(size), name=name,
+            fixed=fixed, strict=strict, stash=0 if self._debug else _stash_for(size, capacity),
+            name=name,
             slow=self._waiters.wait_sync, notify=self._waiters.notify,
         )  # fmt: skip
         self._leak_level = leak_level or leaks.level()
