@@ -137,6 +137,7 @@ int pai_huge_map(pa_pool_t *pool, unsigned node, size_t size, pai_chunk_t **out)
 }
 
 void pai_chunk_unmap(pai_chunk_t *c) {
+  atomic_fetch_add(&pai_slab_epoch, 1);
   pthread_mutex_lock(&reg_lock);
   registry_set(c->base, NULL);
   pa_track_unpoison((void *)c->base, c->len);
