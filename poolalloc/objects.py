@@ -144,6 +144,8 @@ class ObjectPool(Generic[T]):
         track_leaks: bool | None = None,
         stash_size: int | None = None,
     ) -> None:
+        if not callable(factory):
+            raise TypeError(f"factory must be callable, got {factory!r}")
         _check_limits(max_size, min_idle, max_idle, max_lifetime, timeout, stash_size)
         self.name = name
         self._factory = factory
@@ -514,8 +516,12 @@ class ObjectPool(Generic[T]):
 
     def _fold_orphans(self) -> None:
         """Stashes of finished threads: their slots go to the shared list, counters kept."""
-        for stash in [s for s in self._stashes if s.is_orphaned()]:
-            self._stashes.remove(stash)
+        orphans = [s for s in self._stashes if s.is_orphaned()]
+        if not orphans:
+            return
+        # By identity: stashes are lists, and list.remove() would match any equal (empty) one.
+        self._stashes = [s for s in self._stashes if not any(s is o for o in orphans)]
+        for stash in orphans:
             self._idle.extend(stash)
             self._n["acq"] += stash.acquires
             self._n["rel"] += stash.releases
