@@ -28,13 +28,19 @@ from poolalloc.objects import AsyncAcquire, CloseReport, Lease, ObjectPool, Obje
 __version__ = "0.1.0"
 
 __all__ = [
+    # ObjectPool (objects.py)
+    "AsyncAcquire",
+    "CloseReport",
     "CorruptionError",
     "DoubleReleaseError",
     "ForeignBufferError",
     "ForeignLeaseError",
+    "Lease",
     "LeaseBusyError",
     "LeaseReleasedError",
     "NumaError",
+    "ObjectPool",
+    "ObjectPoolStats",
     "PoolClosedError",
     "PoolError",
     "PoolExhausted",
@@ -42,10 +48,4 @@ __all__ = [
     "PoolOverflowError",
     "PoolValueError",
     "__version__",
-    # ObjectPool (objects.py)
-    "AsyncAcquire",
-    "CloseReport",
-    "Lease",
-    "ObjectPool",
-    "ObjectPoolStats",
 ]

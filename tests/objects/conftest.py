@@ -11,9 +11,9 @@ import pytest
 # --import-mode=importlib puts no test folder on sys.path; the helpers module needs it.
 sys.path.insert(0, str(Path(__file__).parent))
 
-from objpool_helpers import Factory, Thing  # noqa: E402
+from objpool_helpers import Factory, Thing
 
-from poolalloc import ObjectPool  # noqa: E402
+from poolalloc import ObjectPool
 
 
 @pytest.fixture

@@ -41,7 +41,8 @@ def test_explicit_lease_and_pool_release(make_pool: MakePool) -> None:
     assert pool.stats().in_use == 2
     a.release()
     pool.release(b)
-    assert a.is_released and b.is_released
+    assert a.is_released
+    assert b.is_released
     assert pool.stats().in_use == 0
 
 
@@ -140,7 +141,9 @@ def test_validate_false_or_raising_replaces_the_object(make_pool: MakePool) -> N
         second.holder = "raise"
     with pool.acquire() as third:
         assert third not in (first, second)
-    assert first.disposed and second.disposed and not third.disposed
+    assert first.disposed
+    assert second.disposed
+    assert not third.disposed
     s = pool.stats()
     assert (s.invalid, s.created, s.disposed) == (2, 3, 2)
 
@@ -208,7 +211,8 @@ def test_factory_failure_gives_the_capacity_back(make_pool: MakePool, factory: F
 
 def test_min_idle_prefills_and_trim_keeps_it(make_pool: MakePool, factory: Factory) -> None:
     pool = make_pool(min_idle=2)
-    assert pool.stats().idle == 2 and len(factory.made) == 2
+    assert pool.stats().idle == 2
+    assert len(factory.made) == 2
     leases = [pool.acquire() for _ in range(5)]
     for lease in leases:
         lease.release()
@@ -249,7 +253,8 @@ def test_close_disposes_idle_refuses_acquire_and_reports(
         pool.acquire()
     thing = out.obj
     out.release()  # returned after close: disposed
-    assert thing.disposed and len(factory.disposed) == 2
+    assert thing.disposed
+    assert len(factory.disposed) == 2
     assert pool.stats().alive == 0
     assert pool.close().is_clean  # closing twice is harmless
 
@@ -266,7 +271,8 @@ def test_close_report_carries_acquisition_stacks_when_tracking(make_pool: MakePo
     with pytest.warns(ResourceWarning):
         report = pool.close()
     assert report.outstanding == 1
-    assert len(report.stacks) == 1 and "leaky_handler" in report.stacks[0]
+    assert len(report.stacks) == 1
+    assert "leaky_handler" in report.stacks[0]
     lease.release()  # type: ignore[attr-defined]
 
 

@@ -46,9 +46,7 @@ class ObjectPoolMachine(RuleBasedStateMachine):
         self.closed = False
         self.timeouts = 0
 
-    @initialize(
-        max_size=st.integers(1, 4), stash_size=st.integers(0, 3), data=st.data()
-    )
+    @initialize(max_size=st.integers(1, 4), stash_size=st.integers(0, 3), data=st.data())
     def make(self, max_size: int, stash_size: int, data: st.DataObject) -> None:
         self.max_size = max_size
         self.min_idle = data.draw(st.integers(0, max_size), label="min_idle")
@@ -94,7 +92,8 @@ class ObjectPoolMachine(RuleBasedStateMachine):
         assert all(self._by_id(i).holder == "broken" for i in gone)
         self.idle -= gone
         thing = lease.obj
-        assert thing.holder != "broken" and not thing.disposed
+        assert thing.holder != "broken"
+        assert not thing.disposed
         assert thing.id not in self.out.values(), "object held twice"
         self.idle.discard(thing.id)
         self.out[lease] = thing.id
@@ -119,7 +118,8 @@ class ObjectPoolMachine(RuleBasedStateMachine):
             lease.release()
         del self.out[lease]
         if thing.dirty or self.closed:
-            assert thing.disposed and self._disposed_during(before) == {thing.id}
+            assert thing.disposed
+            assert self._disposed_during(before) == {thing.id}
         else:
             assert not thing.disposed
             self.idle.add(thing.id)

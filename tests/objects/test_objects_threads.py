@@ -65,7 +65,9 @@ def test_sixteen_threads_on_a_pool_of_four(make_pool: MakePool, factory: Factory
     assert not errors, errors[:3]
     s = pool.stats()
     assert (s.in_use, s.waiting) == (0, 0)
-    assert s.is_balanced and s.alive <= 4 and s.created <= 4
+    assert s.is_balanced
+    assert s.alive <= 4
+    assert s.created <= 4
     assert s.timeouts == sum(timeouts)
     assert s.acquires == sum(wins)
     # Every object is accounted for: the 4 (at most) alive are idle and can all be leased now.
@@ -199,7 +201,8 @@ def test_release_from_another_thread_wakes_a_waiter(make_pool: MakePool) -> None
     releaser.start()
     releaser.join(10)
     t.join(10)
-    assert len(got) == 1 and pool.stats().created == 1
+    assert len(got) == 1
+    assert pool.stats().created == 1
 
 
 def test_close_wakes_waiting_threads_with_pool_closed(make_pool: MakePool) -> None:
