@@ -225,6 +225,14 @@ class ObjectPool(PoolCore[T]):
 
     async def _acquire_async(self, timeout: float | None) -> Lease[T]:
         stash = self._my_stash()
+        if not self._contended:  # the thread's stash first, as in acquire()
+            try:
+                slot = stash.pop()
+            except IndexError:
+                pass
+            else:
+                if self._validate is None or self._is_valid(slot):
+                    return self._lease_out(slot, stash)
         deadline = self._deadline(timeout)
         loop = asyncio.get_running_loop()
         while True:
