@@ -121,12 +121,13 @@ class ObjectPool(PoolCore[T]):
         self._min_idle = min_idle
         self._max_lifetime = max_lifetime
         self._timeout = timeout
-        self._check_return = reset is not None or max_lifetime is not None
         if track_leaks is None:
             track_leaks = os.environ.get(_TRACK_ENV, "") not in ("", "0")
         self._track = track_leaks
         # One flag for the hot path: no per-object work on borrow or return.
-        self._plain = validate is None and not self._check_return and not track_leaks
+        self._plain = (
+            validate is None and reset is None and max_lifetime is None and not track_leaks
+        )
         self._out: dict[Lease[T], str] = {}
         for _ in range(min_idle):
             self._idle.append(Slot(factory(), monotonic()))
@@ -174,7 +175,15 @@ class ObjectPool(PoolCore[T]):
         if not self._plain:
             if self._track:
                 self._out.pop(lease, None)
-            if self._check_return and not self._fit_for_reuse(slot):
+            reset = self._reset
+            if reset is not None:
+                try:
+                    reset(slot.obj)
+                except BaseException as exc:
+                    self._reset_failed(slot, exc)  # disposes it; re-raises a non-Exception
+                    return
+            if self._max_lifetime is not None and monotonic() - slot.born > self._max_lifetime:
+                self._retire(slot, "retired")
                 return
         stash.append(slot)
         if self._contended or len(stash) > self._stash_cap:
@@ -294,21 +303,12 @@ class ObjectPool(PoolCore[T]):
             self._retire(slot, "invalid")
         return ok
 
-    def _fit_for_reuse(self, slot: Slot[T]) -> bool:
-        if self._reset is not None:
-            try:
-                self._reset(slot.obj)
-            except Exception:
-                log.warning("%r: reset raised; object disposed", self, exc_info=True)
-                self._retire(slot, "reset")
-                return False
-            except BaseException:
-                self._retire(slot, "reset")
-                raise
-        if self._max_lifetime is not None and monotonic() - slot.born > self._max_lifetime:
-            self._retire(slot, "retired")
-            return False
-        return True
+    def _reset_failed(self, slot: Slot[T], exc: BaseException) -> None:
+        """Dispose an object whose reset raised; swallow (and log) only an Exception."""
+        self._retire(slot, "reset")
+        if not isinstance(exc, Exception):
+            raise exc  # KeyboardInterrupt and friends
+        log.warning("%r: reset raised; object disposed", self, exc_info=exc)
 
     # ---- management ----
 
