@@ -185,6 +185,21 @@ def test_a_finished_threads_stash_is_folded_back(make_pool: MakePool) -> None:
     assert (s.created, s.reused) == (1, 1)
 
 
+def test_thread_churn_reuses_objects_left_in_finished_threads(make_pool: MakePool) -> None:
+    pool = make_pool()  # unbounded: without reclaiming, every new thread would build anew
+
+    def one_cycle() -> None:
+        with pool.acquire():
+            pass
+
+    for _ in range(50):
+        t = threading.Thread(target=one_cycle)
+        t.start()
+        t.join(10)
+    s = pool.stats()
+    assert (s.created, s.acquires, s.idle) == (1, 50, 1)
+
+
 def test_release_from_another_thread_wakes_a_waiter(make_pool: MakePool) -> None:
     pool = make_pool(max_size=1)
     lease = pool.acquire()
