@@ -156,9 +156,8 @@ def test_an_idle_threads_stash_cannot_starve_others(make_pool: MakePool) -> None
     try:
         assert parked.wait(10)
         assert pool.stats().idle == 2
-        start = time.monotonic()
-        a, b = pool.acquire(timeout=5), pool.acquire(timeout=5)  # stolen, not waited for
-        assert time.monotonic() - start < 1.0
+        # Nobody will release: without stealing from the parked stash these would time out.
+        a, b = pool.acquire(timeout=5), pool.acquire(timeout=5)
         assert pool.stats().created == 2
         a.release()
         b.release()
