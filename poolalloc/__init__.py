@@ -22,6 +22,8 @@ from poolalloc.errors import (
     PoolOverflowError,
     PoolValueError,
 )
+from poolalloc.core import Block, SlabPool, size_class_of, size_classes
+from poolalloc.stats import ClassStats, PoolStats
 
 __version__ = "0.1.0"
 
@@ -39,4 +41,10 @@ __all__ = [
     "PoolOverflowError",
     "PoolValueError",
     "__version__",
+    "Block",
+    "ClassStats",
+    "PoolStats",
+    "SlabPool",
+    "size_class_of",
+    "size_classes",
 ]
