@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import os
 import threading
-from types import TracebackType
-
 from contextlib import ExitStack
+from types import TracebackType
+from typing import ClassVar
 
 from poolalloc import _ffi
 from poolalloc._numa_sysfs import Topology, read_topology
@@ -38,7 +38,6 @@ from poolalloc._numa_system import NumaSystem, using
 from poolalloc.errors import PoolValueError
 
 _active_lock = threading.Lock()
-_active: Simulation | None = None
 
 
 class SimulatedNumaOs:
@@ -77,6 +76,9 @@ class Simulation:
         no node, or another simulation is active.
     """
 
+    #: The simulation in force, if any (the core's fake topology is process-wide).
+    active: ClassVar[Simulation | None] = None
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         topology = read_topology(root)
         if topology is None:
@@ -91,12 +93,11 @@ class Simulation:
         self._swap = ExitStack()
 
     def __enter__(self) -> Simulation:
-        global _active
         with _active_lock:
-            if _active is not None:
+            if Simulation.active is not None:
                 raise PoolValueError("a NUMA simulation is already active")
-            _ffi.numa_fake(len(self.topology.nodes), self.topology.cpu_to_node())
-            _active = self
+            _ffi.numa_fake(len(self.topology.nodes), list(self.topology.cpu_to_node()))
+            Simulation.active = self
         self._swap.enter_context(using(NumaSystem(self._root, libnuma_name=None, os_layer=self.os)))
         return self
 
@@ -106,13 +107,13 @@ class Simulation:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        global _active
         try:
             self._swap.close()
         finally:
             with _active_lock:
-                _ffi.numa_fake(0, ())
-                _active = None
+                _ffi.numa_fake_set_cpu(0)  # the C fake CPU is per thread and outlives the fake
+                _ffi.numa_fake(0, [])
+                Simulation.active = None
 
     def set_cpu(self, cpu: int) -> None:
         """Make the calling thread appear to run on ``cpu``, for the C core and for Python.

@@ -131,7 +131,9 @@ def _read(path: Path) -> str | None:
 
 
 def _meminfo(node_dir: Path) -> tuple[int, int]:
-    fields = {m[1]: int(m[2]) * 1024 for m in _MEMINFO_LINE.finditer(_read(node_dir / "meminfo") or "")}
+    fields = {
+        m[1]: int(m[2]) * 1024 for m in _MEMINFO_LINE.finditer(_read(node_dir / "meminfo") or "")
+    }
     return fields.get("MemTotal", 0), fields.get("MemFree", 0)
 
 
@@ -163,7 +165,9 @@ def read_topology(root: str | os.PathLike[str]) -> Topology | None:
     if not nodes:
         return None
     listed = _read(base / "has_memory")
-    with_memory = parse_list(listed) if listed is not None else [n.id for n in nodes if n.has_memory]
+    with_memory = (
+        parse_list(listed) if listed is not None else [n.id for n in nodes if n.has_memory]
+    )
     present = {n.id for n in nodes}
     return Topology(nodes, frozenset(i for i in with_memory if i in present), "sysfs")
 

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
+from poolalloc import _ffi
 from poolalloc._numa_os import Libnuma, LinuxNumaOs, NumaOs
 from poolalloc._numa_sysfs import Topology, read_topology, whole_machine
 from poolalloc.errors import NumaError, PoolValueError
@@ -27,8 +28,8 @@ from poolalloc.errors import NumaError, PoolValueError
 #: Where the kernel publishes the nodes.
 DEFAULT_SYSFS_ROOT = "/sys/devices/system/node"
 #: The C values of ``numa_node=None`` and ``numa_node='local'`` (PA_NUMA_ANY, PA_NUMA_LOCAL).
-NUMA_ANY = -1
-NUMA_LOCAL = -2
+NUMA_ANY = _ffi.NUMA_ANY
+NUMA_LOCAL = _ffi.NUMA_LOCAL
 
 #: What a pool constructor accepts as ``numa_node``.
 NumaSpec = int | Literal["local"] | None
@@ -109,10 +110,10 @@ class NumaSystem:
 
         :raises NumaError: the node does not exist or has no memory; the message names the
             nodes that do.
-        :raises TypeError: ``node`` is not an int.
+        :raises PoolValueError: ``node`` is not an int (bool included).
         """
         if isinstance(node, bool) or not isinstance(node, int):
-            raise TypeError(f"a NUMA node is an int, not {type(node).__name__}")
+            raise PoolValueError(f"a NUMA node is an int, not {type(node).__name__}", errno.EINVAL)
         topo = self.topology()
         if node in topo.has_memory:
             return node
@@ -124,15 +125,16 @@ class NumaSystem:
         """The C value for ``numa_node=spec``: NUMA_ANY, NUMA_LOCAL or a checked node number.
 
         :raises NumaError: a node number that does not exist or has no memory.
-        :raises PoolValueError: a string other than ``'local'``.
-        :raises TypeError: anything else that is not None or an int.
+        :raises PoolValueError: a string other than ``'local'``, or another type.
         """
         if spec is None:
             return NUMA_ANY
         if isinstance(spec, str):
             if spec == "local":
                 return NUMA_LOCAL
-            raise PoolValueError(f"numa_node must be None, 'local' or a node number, not {spec!r}")
+            raise PoolValueError(
+                f"numa_node must be None, 'local' or a node number, not {spec!r}", errno.EINVAL
+            )
         return self.validate_node(spec)
 
     def current_node(self) -> int:
@@ -158,9 +160,12 @@ def _describe(topo: Topology, source: Source, problem: str | None) -> str:
     return f"{len(topo.nodes)} NUMA nodes {list(topo.node_ids)}; source: {where}"
 
 
-_default: NumaSystem | None = None
-_active: NumaSystem | None = None
-_swap_lock = threading.Lock()
+class _InUse:
+    """The process-wide choice of system (a holder, so no ``global`` statement is needed)."""
+
+    lock = threading.Lock()
+    default: NumaSystem | None = None
+    replacement: NumaSystem | None = None
 
 
 def system() -> NumaSystem:
@@ -170,13 +175,12 @@ def system() -> NumaSystem:
         >>> system().sysfs_root
         '/sys/devices/system/node'
     """
-    global _default
-    if _active is not None:
-        return _active
-    with _swap_lock:
-        if _default is None:
-            _default = NumaSystem()
-        return _default
+    with _InUse.lock:
+        if _InUse.replacement is not None:
+            return _InUse.replacement
+        if _InUse.default is None:
+            _InUse.default = NumaSystem()
+        return _InUse.default
 
 
 @contextmanager
@@ -188,11 +192,10 @@ def using(replacement: NumaSystem) -> Iterator[NumaSystem]:
         ...     system().info().source
         'none'
     """
-    global _active
-    with _swap_lock:
-        previous, _active = _active, replacement
+    with _InUse.lock:
+        previous, _InUse.replacement = _InUse.replacement, replacement
     try:
         yield replacement
     finally:
-        with _swap_lock:
-            _active = previous
+        with _InUse.lock:
+            _InUse.replacement = previous

@@ -117,8 +117,7 @@ def resolve_node(spec: NumaSpec) -> int:
     """Turn a pool's ``numa_node`` (None, ``'local'`` or a node) into the C core's value.
 
     :raises NumaError: a node that does not exist or has no memory.
-    :raises PoolValueError: a string other than ``'local'``.
-    :raises TypeError: another type.
+    :raises PoolValueError: a string other than ``'local'``, or another type.
 
     Example:
         >>> resolve_node("local") == NUMA_LOCAL, resolve_node(0)
@@ -148,7 +147,7 @@ def page_nodes(memory: Buffer | int, nbytes: int | None = None) -> list[int]:
             raise PoolValueError("page_nodes(address, nbytes): nbytes is required with an address")
         address, size = memory, nbytes
     else:
-        address, length = _ffi.buffer_address(memory)
+        address, length = _buffer_span(memory)
         size = length if nbytes is None else nbytes
         if not 0 <= size <= length:
             raise PoolValueError(f"nbytes {size} is outside the buffer's {length} bytes")
@@ -156,6 +155,17 @@ def page_nodes(memory: Buffer | int, nbytes: int | None = None) -> list[int]:
         return []
     first = address - address % _PAGE
     return [_ffi.numa_page_node(page) for page in range(first, address + size, _PAGE)]
+
+
+def _buffer_span(memory: Buffer) -> tuple[int, int]:
+    # Imported here: numpy costs more to import than all of poolalloc, and only this needs it.
+    import numpy as np  # noqa: PLC0415
+
+    try:
+        view = np.frombuffer(memoryview(memory), dtype=np.uint8)
+    except (TypeError, ValueError, BufferError) as exc:
+        raise PoolValueError(f"page_nodes needs a contiguous buffer: {exc}") from exc
+    return int(view.__array_interface__["data"][0]), int(view.nbytes)
 
 
 def simulate(sysfs_root: str | os.PathLike[str]) -> Simulation:

@@ -142,7 +142,9 @@ def test_fake_machine_accepts_its_nodes_and_names_them(fake_tree: FakeTree, node
     with_memory = [n for n in range(nodes) if n != 1]
     for node in with_memory:
         assert system.resolve_node(node) == node
-    with pytest.raises(NumaError, match=re.escape(f"NUMA node 1 has no memory; nodes with memory: {with_memory}")):
+    with pytest.raises(
+        NumaError, match=re.escape(f"NUMA node 1 has no memory; nodes with memory: {with_memory}")
+    ):
         system.resolve_node(1)
     with pytest.raises(NumaError, match=rf"NUMA node {nodes} does not exist"):
         system.resolve_node(nodes)
@@ -158,7 +160,7 @@ def test_resolve_node_maps_the_three_forms() -> None:
 
 @pytest.mark.parametrize("bad", [True, 1.0, b"local", [0]])
 def test_resolve_node_refuses_other_types(bad: object) -> None:
-    with pytest.raises(TypeError, match="a NUMA node is an int"):
+    with pytest.raises(PoolValueError, match="a NUMA node is an int"):
         numa.resolve_node(bad)  # type: ignore[arg-type]
 
 
