@@ -70,15 +70,19 @@ __all__ = [
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def topology(sysfs_root: str | os.PathLike[str] = DEFAULT_SYSFS_ROOT) -> Topology:
+def topology(sysfs_root: str | os.PathLike[str] | None = None) -> Topology:
     """The nodes, their CPUs, memory (total and free, read now) and distances.
+
+    Read from ``sysfs_root``, or by default from the tree of the system in use (the real
+    machine, or the fake one inside :func:`simulate`).
 
     Example:
         >>> t = topology()
         >>> 0 in t.node_ids and t.distance(t.node_ids[0], t.node_ids[0]) == 10
         True
     """
-    return read_topology(sysfs_root) or whole_machine()
+    root = system().sysfs_root if sysfs_root is None else sysfs_root
+    return read_topology(root) or whole_machine()
 
 
 def available() -> NumaInfo:

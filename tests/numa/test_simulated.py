@@ -62,6 +62,7 @@ def test_simulation_answers_for_the_fake_machine(machine: numa.Simulation) -> No
     count = len(machine.topology.nodes)
     info = numa.available()
     assert (info.source, info.node_count) == ("sysfs", count)
+    assert numa.topology().node_ids == tuple(range(count))
     assert _ffi.numa_node_count() == count
     for cpu in range(count * CPUS_PER_NODE):
         machine.set_cpu(cpu)
