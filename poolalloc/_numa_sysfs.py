@@ -123,6 +123,24 @@ def parse_list(text: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+def format_list(values: tuple[int, ...] | list[int]) -> str:
+    """The kernel's list notation for ``values``, the inverse of :func:`parse_list`.
+
+    Example:
+        >>> format_list([0, 1, 2, 3, 8, 10, 11])
+        '0-3,8,10-11'
+    """
+    parts: list[str] = []
+    ordered = sorted(set(values))
+    start = 0
+    for i, value in enumerate(ordered):
+        if i + 1 == len(ordered) or ordered[i + 1] != value + 1:
+            low = ordered[start]
+            parts.append(str(low) if low == value else f"{low}-{value}")
+            start = i + 1
+    return ",".join(parts)
+
+
 def _read(path: Path) -> str | None:
     try:
         return path.read_text()

@@ -26,11 +26,12 @@ Example:
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from poolalloc import _ffi
 from poolalloc._numa_fake import Simulation
-from poolalloc._numa_sysfs import NumaNode, Topology, read_topology, whole_machine
+from poolalloc._numa_sysfs import NumaNode, Topology, format_list, read_topology, whole_machine
 from poolalloc._numa_system import (
     DEFAULT_SYSFS_ROOT,
     NUMA_ANY,
@@ -54,17 +55,20 @@ __all__ = [
     "NumaNode",
     "NumaSpec",
     "NumaSystem",
+    "PlacementCheck",
     "Simulation",
     "Topology",
     "available",
     "current_node",
     "page_nodes",
+    "report",
     "resolve_node",
     "simulate",
     "system",
     "topology",
     "using",
     "validate_node",
+    "verify_placement",
 ]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -194,3 +198,72 @@ def simulate(sysfs_root: str | os.PathLike[str]) -> Simulation:
         (2, 1)
     """
     return Simulation(sysfs_root)
+
+
+@dataclass(frozen=True)
+class PlacementCheck:
+    """What :func:`verify_placement` found: pages asked about, pages on the node, and whether
+    the pool reported its memory as bound.
+
+    Example:
+        >>> PlacementCheck(0, 256, 256, True).verified
+        True
+    """
+
+    node: int
+    pages: int
+    pages_on_node: int
+    pool_says_bound: bool
+
+    @property
+    def verified(self) -> bool:
+        """Every page is on the node the pool was bound to."""
+        return self.pages > 0 and self.pages_on_node == self.pages
+
+
+def verify_placement(node: int, nbytes: int = 1 << 20) -> PlacementCheck:
+    """Bind a scratch pool to ``node``, write ``nbytes`` and ask the kernel where they landed.
+
+    :raises NumaError: the node does not exist or has no memory.
+
+    Example:
+        >>> verify_placement(0).verified
+        True
+    """
+    handle = _ffi.pool_create(numa_node=validate_node(node))
+    try:
+        address = _ffi.alloc(handle, nbytes, _PAGE)
+        try:
+            _ffi.write(address, bytes(nbytes))  # first touch, after binding
+            placed = page_nodes(address, nbytes)
+            bound = _ffi.pool_stats(handle)["numa_bound"] == 1
+        finally:
+            _ffi.free(address)
+    finally:
+        _ffi.pool_destroy(handle)
+    return PlacementCheck(node, len(placed), placed.count(node), bound)
+
+
+def report() -> str:
+    """Several lines for humans (``poolalloc info``): the source, each node, a placement check.
+
+    Example:
+        >>> "NUMA source:" in report()
+        True
+    """
+    info, topo = available(), topology()
+    lines = [f"NUMA source: {info.source}; {info.note}"]
+    for n in topo.nodes:
+        cpus = format_list(n.cpus) or "none"
+        lines.append(
+            f"  node {n.id}: cpus {cpus}; memory {n.memory_total >> 20} MiB "
+            f"({n.memory_free >> 20} MiB free); distances {list(n.distances)}"
+        )
+    for node in topo.nodes_with_memory:
+        check = verify_placement(node)
+        state = "bound" if check.pool_says_bound else "UNBOUND (mbind refused)"
+        lines.append(
+            f"  placement on node {node}: {check.pages_on_node}/{check.pages} pages there, "
+            f"pool reports {state}"
+        )
+    return "\n".join(lines)

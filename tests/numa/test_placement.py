@@ -164,3 +164,27 @@ def test_page_nodes_of_unmapped_memory_is_an_error() -> None:
     region.close()  # the page is gone; the kernel must say so, not invent a node
     with pytest.raises(ForeignBufferError):
         numa.page_nodes(address, PAGE)
+
+
+def test_verify_placement_and_report_on_this_machine() -> None:
+    check = numa.verify_placement(0, 64 * PAGE)
+    assert (check.node, check.pages) == (0, 64)
+    assert check.pages_on_node == 64
+    assert check.pool_says_bound == _kernel_lets_us_bind()
+    text = numa.report()
+    assert text.startswith(f"NUMA source: {numa.available().source}")
+    for node in numa.topology().nodes:
+        assert f"node {node.id}: cpus " in text
+    assert "placement on node 0: 256/256 pages there" in text
+    with pytest.raises(NumaError):
+        numa.verify_placement(max(numa.topology().node_ids) + 1)
+
+
+def test_verify_placement_reports_a_refused_bind() -> None:
+    _ffi.fault_set(_ffi.FAULT_BIND, 0, 1000, errno.EPERM)
+    try:
+        check = numa.verify_placement(0, 4 * PAGE)
+    finally:
+        _ffi.fault_set(_ffi.FAULT_BIND, 0, 0)
+    assert not check.pool_says_bound
+    assert check.pages == 4

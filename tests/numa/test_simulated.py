@@ -84,6 +84,15 @@ def test_fixed_node_pool_binds_every_chunk_there(machine: numa.Simulation) -> No
             b.free()
 
 
+def test_verify_placement_on_every_fake_node(machine: numa.Simulation) -> None:
+    for node in range(len(machine.topology.nodes)):
+        check = numa.verify_placement(node, 16 * 4096)
+        assert (check.pages, check.pages_on_node, check.pool_says_bound) == (16, 16, True)
+    text = numa.report()
+    assert f"{len(machine.topology.nodes)} NUMA nodes" in text
+    assert "node 1: cpus 2-3; memory 2048 MiB (1024 MiB free); distances [21, 10" in text
+
+
 def test_missing_fake_node_is_refused_by_name(machine: numa.Simulation) -> None:
     count = len(machine.topology.nodes)
     message = f"NUMA node {count} does not exist; nodes with memory: {list(range(count))}"

@@ -13,7 +13,7 @@ import pytest
 
 from poolalloc import numa
 from poolalloc._numa_os import Libnuma, LinuxNumaOs
-from poolalloc._numa_sysfs import parse_list, read_topology
+from poolalloc._numa_sysfs import format_list, parse_list, read_topology
 from poolalloc.errors import NumaError, PoolValueError
 
 FakeTree = Callable[..., Path]
@@ -27,6 +27,13 @@ needs_sysfs = pytest.mark.skipif(not REAL.is_dir(), reason="kernel publishes no 
 )
 def test_parse_list(text: str, expected: tuple[int, ...]) -> None:
     assert parse_list(text) == expected
+
+
+@pytest.mark.parametrize(
+    "values", [(), (0,), (0, 1), (0, 2, 3, 4, 9), tuple(range(64)), (5, 7, 8, 9, 10, 12)]
+)
+def test_format_list_is_the_inverse_of_parse_list(values: tuple[int, ...]) -> None:
+    assert parse_list(format_list(values)) == values
 
 
 @pytest.mark.parametrize("nodes", [2, 4])
