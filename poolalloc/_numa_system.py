@@ -31,7 +31,7 @@ DEFAULT_SYSFS_ROOT = "/sys/devices/system/node"
 NUMA_ANY = _ffi.NUMA_ANY
 NUMA_LOCAL = _ffi.NUMA_LOCAL
 
-#: What a pool constructor accepts as ``numa_node``.
+#: The forms ``numa_node`` takes (constructors type it ``int | str | None`` and check strings).
 NumaSpec = int | Literal["local"] | None
 Source = Literal["libnuma", "sysfs", "none"]
 
@@ -133,7 +133,7 @@ class NumaSystem:
             return False
         return _ffi.numa_node_count() != max(topo.node_ids) + 1
 
-    def resolve_node(self, spec: NumaSpec) -> int:
+    def resolve_node(self, spec: int | str | None) -> int:
         """The C value for ``numa_node=spec``: NUMA_ANY, NUMA_LOCAL or a checked node number.
 
         :raises NumaError: a node number that does not exist or has no memory.

@@ -24,7 +24,6 @@ from typing import Final, Self
 
 from poolalloc import _ffi, numa
 from poolalloc.errors import DoubleReleaseError, PoolValueError
-from poolalloc.numa import NumaSpec
 from poolalloc.stats import ClassStats, PoolStats
 
 #: Every SlabPool alive in this process (tests use it to check that nothing is outstanding).
@@ -33,7 +32,7 @@ live_pools: Final[weakref.WeakSet[SlabPool]] = weakref.WeakSet()
 NUMA_LOCAL: Final[str] = "local"
 
 
-def _numa_value(numa_node: NumaSpec) -> int:
+def _numa_value(numa_node: int | str | None) -> int:
     return numa.resolve_node(numa_node)  # checks the node against the topology first
 
 
@@ -146,7 +145,7 @@ class SlabPool:
         *,
         max_bytes: int | None = None,
         retain_bytes: int | None = None,
-        numa_node: NumaSpec = None,
+        numa_node: int | str | None = None,
         debug: bool | int = False,
     ) -> None:
         self._handle = _ffi.pool_create(

@@ -122,7 +122,7 @@ def validate_node(node: int) -> int:
     return system().validate_node(node)
 
 
-def resolve_node(spec: NumaSpec) -> int:
+def resolve_node(spec: int | str | None) -> int:
     """Turn a pool's ``numa_node`` (None, ``'local'`` or a node) into the C core's value.
 
     :raises NumaError: a node that does not exist or has no memory.
