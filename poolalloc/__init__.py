@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+from poolalloc.core import Block, SlabPool, size_class_of, size_classes
 from poolalloc.errors import (
     CorruptionError,
     DoubleReleaseError,
@@ -22,12 +23,13 @@ from poolalloc.errors import (
     PoolOverflowError,
     PoolValueError,
 )
-from poolalloc.core import Block, SlabPool, size_class_of, size_classes
 from poolalloc.stats import ClassStats, PoolStats
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Block",
+    "ClassStats",
     "CorruptionError",
     "DoubleReleaseError",
     "ForeignBufferError",
@@ -39,12 +41,10 @@ __all__ = [
     "PoolExhausted",
     "PoolMemoryError",
     "PoolOverflowError",
-    "PoolValueError",
-    "__version__",
-    "Block",
-    "ClassStats",
     "PoolStats",
+    "PoolValueError",
     "SlabPool",
+    "__version__",
     "size_class_of",
     "size_classes",
 ]

@@ -304,6 +304,7 @@ static void direct_free(pa_pool_t *pool, pai_slab_t *s, uint32_t idx, void *p) {
   pa_track_poison(p, s->block_size);
   atomic_fetch_add(&s->depot->frees, 1);
   pai_depot_return(s, idx, false);
+  pai_note_out(pool, -(int64_t)s->block_size);
   pai_pool_unref(pool);
 }
 
@@ -324,7 +325,6 @@ static int cache_pop_after_refill(pai_tcache_t *tc, unsigned cls, void **out) {
   tc->parked_bytes -= pai_class_size[cls];
   pa_track_unpoison(p, pai_class_size[cls]);
   *(uint64_t *)p = 0;
-  bump(&t->allocs);
   bump(&t->misses);
   *out = p;
   return 0;
@@ -359,6 +359,7 @@ static int debug_alloc_slab(pa_pool_t *pool, size_t size, unsigned cls, void **o
     pa_track_poison(p, s->block_size);
     atomic_fetch_add(&s->depot->frees, 1);
     pai_depot_return(s, idx, false);
+    pai_note_out(pool, -(int64_t)s->block_size);
     return EILSEQ;
   }
   if (pool->debug & PA_DEBUG_CANARY) {
@@ -420,7 +421,6 @@ int pa_alloc(pa_pool_t *pool, size_t size, size_t align, void **out) {
       tc->parked_bytes -= pai_class_size[cls];
       pa_track_unpoison(p, pai_class_size[cls]);
       *(uint64_t *)p = 0;
-      bump(&t->allocs);
       bump(&t->hits);
       *out = p;
       return 0;
@@ -447,24 +447,32 @@ static int free_slow(pa_pool_t *pool, pai_tcache_t *tc, pai_chunk_t *c, pai_slab
 }
 
 int pa_free(void *p) {
-  pai_chunk_t *c;
-  pai_slab_t *s;
-  uint32_t idx;
-  if (PA_UNLIKELY(p == NULL)) return EFAULT;
-  if (PA_UNLIKELY(pai_locate(p, &c, &s, &idx) != 0))
+  uintptr_t a = (uintptr_t)p;
+  pai_chunk_t *c = pai_chunk_lookup(p);
+  if (PA_UNLIKELY(c == NULL || a - c->base >= c->len))
     return pai_unpooled_any() ? pai_unpooled_free(p) : EFAULT;
-  if (PA_UNLIKELY(s == NULL)) return huge_free(c);
-  if (PA_UNLIKELY(!pai_slab_is_out(s, idx) || pa_track_is_poisoned(p))) return EALREADY;
+  if (PA_UNLIKELY(c->kind != PAI_CHUNK_SLABS)) return a == c->base ? huge_free(c) : EFAULT;
+  if (PA_UNLIKELY(pa_track_is_poisoned(p))) return EALREADY;
+  /* p lies in a mapped chunk of ours, so reading it is safe; load it early, beside the slab
+   * lookup, since the marker test needs it */
+  uint64_t word = *(const uint64_t *)p;
+  unsigned slot = atomic_load_explicit(&c->page_slab[(a - c->base) >> PAI_PAGE_SHIFT],
+                                       memory_order_relaxed);
+  if (PA_UNLIKELY(slot == PAI_NO_SLAB)) return EFAULT;
+  pai_slab_t *s = &c->slabs[slot];
+  bool exact;
+  uint32_t idx = pai_slab_index(s, a, &exact);
+  if (PA_UNLIKELY(!exact)) return EFAULT;
+  if (PA_UNLIKELY(!pai_slab_is_out(s, idx))) return EALREADY;
   pa_pool_t *pool = c->pool;
   if (PA_UNLIKELY(pool->debug)) return debug_free(pool, s, idx, p);
-  uint64_t *word = p;
-  if (PA_UNLIKELY(*word == pai_free_marker(p))) return EALREADY;
+  if (PA_UNLIKELY(word == pai_free_marker(p))) return EALREADY;
   pai_tcache_t *tc = pai_tcache(pool);
   if (PA_LIKELY(tc != NULL && pool->nnodes == 1 &&
                 !atomic_load_explicit(&pool->closed, memory_order_relaxed))) {
     pai_tclass_t *t = &tc->cls[s->cls];
     if (PA_LIKELY(t->n < t->cap && tc->parked_bytes + s->block_size <= tc->budget)) {
-      *word = pai_free_marker(p);
+      *(uint64_t *)p = pai_free_marker(p);
       pa_track_poison(p, s->block_size);
       t->slots[t->n++] = p;
       tc->parked_bytes += s->block_size;

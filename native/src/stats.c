@@ -24,7 +24,7 @@ static uint64_t ld(_Atomic uint64_t *c) { return atomic_load_explicit(c, memory_
 static void sum_caches(pa_pool_t *pool, unsigned cls, class_sum_t *sum) {
   for (pai_tcache_t *tc = pool->tcaches; tc; tc = tc->pnext) {
     pai_tclass_t *t = &tc->cls[cls];
-    sum->allocs += ld(&t->allocs);
+    sum->allocs += ld(&t->hits) + ld(&t->misses); /* every cached allocation is one of them */
     sum->frees += ld(&t->frees);
     sum->hits += ld(&t->hits);
     sum->misses += ld(&t->misses);

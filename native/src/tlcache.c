@@ -46,7 +46,7 @@ void pai_thread_init_once(void) { pthread_once(&tls_once, key_init); }
 uint32_t pai_cache_cap(const pa_pool_t *pool, unsigned cls) {
   if (pool->debug) return 0;
   size_t bs = pai_class_size[cls];
-  size_t cap = ((size_t)1 << 20) / bs;
+  size_t cap = ((size_t)1 << 20) / bs; /* at most 1 MiB parked per class */
   if (cap > PAI_CACHE_MAX) cap = PAI_CACHE_MAX;
   if (cap < 2) cap = 2;
   if (pool->max_bytes) {
@@ -76,6 +76,7 @@ void pai_tcache_flush_class(pai_tcache_t *tc, unsigned cls, uint32_t keep) {
   if (t->n <= keep) return;
   pai_depot_t *held = NULL;
   size_t bs = pai_class_size[cls];
+  int64_t moved = 0;
   while (t->n > keep) {
     void *p = t->slots[t->n - 1];
     pai_chunk_t *c;
@@ -89,9 +90,11 @@ void pai_tcache_flush_class(pai_tcache_t *tc, unsigned cls, uint32_t keep) {
     }
     pai_depot_return(s, idx, true);
     t->n--;
+    moved++;
     tc->parked_bytes -= bs;
   }
   if (held) pthread_mutex_unlock(&held->lock);
+  pai_note_out(tc->pool, -moved * (int64_t)bs);
   count_exchange(t);
 }
 
@@ -145,7 +148,7 @@ static void retire_counters(pai_tcache_t *tc) {
   for (unsigned c = 0; c < PAI_NCLASSES; c++) {
     pai_tclass_t *t = &tc->cls[c];
     pai_depot_t *d = pai_depot(pool, 0, c);
-    atomic_fetch_add(&d->allocs, atomic_load(&t->allocs));
+    atomic_fetch_add(&d->allocs, atomic_load(&t->hits) + atomic_load(&t->misses));
     atomic_fetch_add(&d->frees, atomic_load(&t->frees));
     atomic_fetch_add(&d->hits, atomic_load(&t->hits));
     atomic_fetch_add(&d->misses, atomic_load(&t->misses));
