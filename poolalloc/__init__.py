@@ -14,6 +14,7 @@ from poolalloc.errors import (
     CorruptionError,
     DoubleReleaseError,
     ForeignBufferError,
+    ForeignLeaseError,
     LeaseBusyError,
     LeaseReleasedError,
     NumaError,
@@ -24,22 +25,29 @@ from poolalloc.errors import (
     PoolOverflowError,
     PoolValueError,
 )
+from poolalloc.objects import AsyncAcquire, CloseReport, Lease, ObjectPool, ObjectPoolStats
 from poolalloc.stats import ClassStats, PoolStats
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Allocator",
+    "AsyncAcquire",
     "Block",
     "Buffer",
     "BufferPool",
     "ClassStats",
+    "CloseReport",
     "CorruptionError",
     "DoubleReleaseError",
     "ForeignBufferError",
+    "ForeignLeaseError",
+    "Lease",
     "LeaseBusyError",
     "LeaseReleasedError",
     "NumaError",
+    "ObjectPool",
+    "ObjectPoolStats",
     "PoolClosedError",
     "PoolError",
     "PoolExhausted",
