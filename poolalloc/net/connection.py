@@ -205,7 +205,14 @@ class Connection:
         if self.paused and not self.closed:
             self.paused = False
             assert self.reactor is not None
-            self.reactor.call_soon(self._on_readable)
+            self.reactor.call_soon(self._resumed)
+
+    def _resumed(self) -> None:
+        hook = getattr(self.protocol, "resume_reading", None)
+        if hook is not None and not self.closed:
+            hook()  # the protocol may hold back part of an earlier read
+        if not self.paused:
+            self._on_readable()
 
     # ---- writing ----
     def write(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +14,9 @@ import pytest
 import poolalloc
 from poolalloc.net.http import HttpServer
 from poolalloc.net.reactor import Reactor
+
+# The helper module rawhttp.py sits beside this file; importlib mode does not add the folder.
+sys.path.insert(0, os.path.dirname(__file__))
 
 #: Scale for the few load loops (env PA_TEST_SECONDS, default small for a 2-core CI).
 TEST_SECONDS = float(os.environ.get("PA_TEST_SECONDS", "1"))
