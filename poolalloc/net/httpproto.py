@@ -245,4 +245,3 @@ class HttpProtocol:
             return
         self.app.send_error(self, status, message)
         conn.close()
-

@@ -73,7 +73,10 @@ def test_request_split_across_reads(make_server: Any) -> None:
 def test_content_length_and_chunked_bodies(make_server: Any) -> None:
     srv = make_server()
     srv.http.route("/echo", echo)
-    chunked = b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n3;ext=1\r\nefg\r\n0\r\nX-Trailer: 1\r\n\r\n"
+    chunked = (
+        b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"4\r\nabcd\r\n3;ext=1\r\nefg\r\n0\r\nX-Trailer: 1\r\n\r\n"
+    )
     fixed = b"PUT /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
     got = exchange(srv.port, chunked + fixed, 2)
     assert got[0][2] == b"POST abcdefg"
@@ -134,7 +137,8 @@ def test_bad_requests_get_status_and_clean_close(make_server: Any, raw: bytes, s
 def test_chunked_body_over_limit_is_413(make_server: Any) -> None:
     srv = make_server(max_body=10)
     srv.http.route("/echo", echo)
-    raw = b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n8\r\n12345678\r\n"
+    raw = b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    raw += b"8\r\n12345678\r\n8\r\n12345678\r\n"
     assert exchange(srv.port, raw)[0][0] == 413
 
 
@@ -159,7 +163,8 @@ def test_static_files_and_traversal(make_server: Any, root: Any) -> None:
     conn.request("DELETE", "/small.txt")
     resp = conn.getresponse()
     resp.read()
-    assert resp.status == 405 and "GET" in resp.getheader("Allow", "")
+    assert resp.status == 405
+    assert "GET" in resp.getheader("Allow", "")
     conn.close()
 
 
