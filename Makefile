@@ -57,7 +57,7 @@ sdist-check: $(VENV)/.base
 	$(VENV)/bin/python -m build --sdist --no-isolation -o dist/ .
 	$(PYTHON) -m venv .venv-sdist
 	.venv-sdist/bin/pip install $(PIP_FLAGS) dist/poolalloc-*.tar.gz pytest
-	cd /tmp && $(CURDIR)/.venv-sdist/bin/pytest -q $(CURDIR)/tests/test_smoke.py
+	cd /tmp && $(CURDIR)/.venv-sdist/bin/pytest -q $(CURDIR)/tests/native/test_smoke.py -p no:cacheprovider
 
 clean:
 	rm -rf build dist *.egg-info poolalloc/*.so poolalloc/_native.c .venv .venv-asan .venv-sdist

@@ -13,10 +13,12 @@
  *
  * Lock order (a thread may hold several only in this order; nothing here is taken under the
  * GIL's protection because cffi releases it):
- *   g_lock (pool list, thread list)  ->  depot->lock  ->  pool->lock  ->  registry lock
+ *   g_lock (pool list, thread list) -> tls->lock -> depot->lock -> pool->lock -> registry lock
  *   The unpooled-block table lock and the OS-fake lock are leaves.
  * Who may touch what:
- *   thread cache (pai_tcache_t) : its owner thread only; other threads read its counters
+ *   thread cache (pai_tcache_t) : its owner thread only (slow paths under tls->lock, so that
+ *                                 fork sees every cache between two slow operations); other
+ *                                 threads read its counters
  *                                 (relaxed atomics) under pool->lock; a forked child flushes the
  *                                 caches of threads that do not exist in it.
  *   slab fields, depot lists    : depot->lock; the `out` bitmap may be read without it (relaxed)
@@ -120,6 +122,7 @@ typedef struct pai_tcache_s {
 } pai_tcache_t;
 
 typedef struct pai_tls_s {
+  pthread_mutex_t lock;                /* owner's slow paths; fork takes every one */
   pai_tcache_t *caches;
   struct pai_tls_s *gprev, *gnext;     /* global thread list (g_lock) */
   int fake_cpu;
@@ -230,6 +233,9 @@ int pai_tcache_make_room(pai_tcache_t *tc, unsigned cls);
 unsigned pai_current_node(pa_pool_t *pool);
 void pai_thread_init_once(void);
 void pai_tcache_fork_child(void);
+void pai_tcache_fork_lock(void);
+void pai_tcache_fork_parent(void);
+void pai_tcache_cpu_moved(void);
 uint32_t pai_cache_cap(const pa_pool_t *pool, unsigned cls);
 
 typedef struct pai_tl_s {

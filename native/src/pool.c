@@ -11,7 +11,8 @@
  * every in-flight slow free. The struct is freed when it drops to zero, which needs the pool
  * closed (pa_pool_destroy closes it), every block back and every cache gone.
  *
- * Lock order / who may touch what: pai_g_lock -> depot->lock -> pool->lock -> registry lock;
+ * Lock order / who may touch what: pai_g_lock -> tls->lock -> depot->lock -> pool->lock ->
+ * registry lock;
  * the unpooled table lock is a leaf. fork: the prepare handler takes all of them in that order,
  * the child re-initialises them and hands back the caches of threads that did not survive.
  * ------------------------------------------------------------------------------------------- */
@@ -400,7 +401,8 @@ static inline int class_of(size_t size, size_t align, unsigned *cls) {
     *cls = pai_small_lut[(size + 63) >> 6];
     return 0;
   }
-  return pai_class_for(size, align < PA_MIN_ALIGN && align ? PA_MIN_ALIGN : align, cls);
+  if (align < PA_MIN_ALIGN && align && !(align & (align - 1))) align = PA_MIN_ALIGN;
+  return pai_class_for(size, align, cls);
 }
 
 int pa_alloc(pa_pool_t *pool, size_t size, size_t align, void **out) {
@@ -555,6 +557,7 @@ int pa_size_class(size_t size, size_t align, unsigned *cls) {
 
 static void fork_prepare(void) {
   pthread_mutex_lock(&pai_g_lock);
+  pai_tcache_fork_lock();
   for (pa_pool_t *pool = g_pools; pool; pool = pool->gnext) {
     for (unsigned i = 0; i < pool->nnodes * PAI_NCLASSES; i++)
       pthread_mutex_lock(&pool->depots[i].lock);
@@ -572,6 +575,7 @@ static void fork_parent(void) {
     for (unsigned i = pool->nnodes * PAI_NCLASSES; i > 0; i--)
       pthread_mutex_unlock(&pool->depots[i - 1].lock);
   }
+  pai_tcache_fork_parent();
   pthread_mutex_unlock(&pai_g_lock);
 }
 

@@ -239,9 +239,9 @@ int pai_depot_refill(pa_pool_t *pool, pai_depot_t *d, void **out, unsigned n, un
   }
   d->out_blocks += have;
   if (d->out_blocks > d->out_peak) d->out_peak = d->out_blocks;
+  *got = have; /* under the lock: a fork never sees blocks out of the depot and not in *got */
   pthread_mutex_unlock(&d->lock);
   pai_note_out(pool, (int64_t)have * pai_class_size[d->cls]);
-  *got = have;
   return have ? 0 : err;
 }
 
