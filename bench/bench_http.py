@@ -85,8 +85,10 @@ def peak_rss_kib(pid: int) -> int:
 
 
 def to_ms(text: str) -> float:
-    value, unit = float(re.match(r"[\d.]+", text).group()), re.sub(r"[\d.]", "", text)  # type: ignore[union-attr]
-    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if m is None:
+        return float("nan")  # wrk prints e.g. "-nan" when a run got no responses
+    return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[m.group(2)]
 
 
 def run_wrk(port: int, conns: int, duration: float) -> dict[str, Any]:
@@ -97,7 +99,8 @@ def run_wrk(port: int, conns: int, duration: float) -> dict[str, Any]:
     ).stdout  # fmt: skip
     reqs = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p99 = to_ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99_line = re.search(r"99%\s+(\S+)", out)
+    p99 = to_ms(p99_line.group(1)) if p99_line else float("nan")
     errors = re.search(r"Socket errors: (.*)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {

@@ -122,7 +122,7 @@ class Request:
         return default
 
 
-def parse_head(head: bytes, *, max_target: int = 8190) -> Request:
+def parse_head(head: bytes, max_target: int = 8190) -> Request:
     """Parse a request head: the bytes before the blank line, without the final CRLF CRLF.
 
     Example:

@@ -148,11 +148,12 @@ class HttpProtocol:
         if self._partial is None:
             m = _HEAD_END.search(view, pos, end)
             if m is not None:
-                if m.start() - pos > app.max_head:
-                    self._partial = bytearray(view[pos : m.start()])
+                start, stop = m.span()
+                if start - pos > app.max_head:
+                    self._partial = bytearray(view[pos:start])
                     self._check_head_size()
-                self._start(parse_head(bytes(view[pos : m.start()]), max_target=app.max_target))
-                return m.end()
+                self._start(parse_head(view[pos:start].tobytes(), app.max_target))
+                return stop
             self._partial = bytearray(view[pos:end])
             self.conn.deadline = self.conn.reactor.now + app.header_timeout  # type: ignore[union-attr]
             self._check_head_size()
