@@ -108,12 +108,12 @@ typedef struct job_s {
   size_t size;
   long pairs;
   uint64_t seed;
-  double ns;
+  double ns, cpu_ns;
 } job_t;
 
-static double now_ns(void) {
+static double clock_ns(clockid_t id) {
   struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  clock_gettime(id, &ts);
   return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
 }
 
@@ -154,27 +154,37 @@ static void run_mixed(job_t *j) {
 
 static void *thread_main(void *arg) {
   job_t *j = arg;
-  double t0 = now_ns();
+  double t0 = clock_ns(CLOCK_MONOTONIC), c0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
   if (j->kind == 0) run_fixed(j);
   else run_mixed(j);
-  j->ns = (now_ns() - t0) / (double)j->pairs;
+  j->ns = (clock_ns(CLOCK_MONOTONIC) - t0) / (double)j->pairs;
+  j->cpu_ns = (clock_ns(CLOCK_THREAD_CPUTIME_ID) - c0) / (double)j->pairs;
   fl_reset();
   return NULL;
 }
 
-/* ns per pair per thread, averaged over the threads. */
-static double measure(const alloc_api_t *api, int kind, size_t size, long pairs, int threads) {
+/* ns per pair per thread (wall, and CPU time in *cpu), averaged over the threads. */
+static double measure(const alloc_api_t *api, int kind, size_t size, long pairs, int threads,
+                      double *cpu) {
   job_t jobs[MAX_THREADS];
   pthread_t tids[MAX_THREADS];
+  if (threads == 1) { /* in the main thread, where glibc uses its main arena */
+    jobs[0] = (job_t){api, kind, size, pairs, 0x9E3779B97F4A7C15ull, 0, 0};
+    thread_main(&jobs[0]);
+    *cpu = jobs[0].cpu_ns;
+    return jobs[0].ns;
+  }
   for (int t = 0; t < threads; t++) {
-    jobs[t] = (job_t){api, kind, size, pairs, 0x9E3779B97F4A7C15ull * (uint64_t)(t + 1), 0};
+    jobs[t] = (job_t){api, kind, size, pairs, 0x9E3779B97F4A7C15ull * (uint64_t)(t + 1), 0, 0};
     pthread_create(&tids[t], NULL, thread_main, &jobs[t]);
   }
-  double sum = 0;
+  double sum = 0, cpu_sum = 0;
   for (int t = 0; t < threads; t++) {
     pthread_join(tids[t], NULL);
     sum += jobs[t].ns;
+    cpu_sum += jobs[t].cpu_ns;
   }
+  *cpu = cpu_sum / threads;
   return sum / threads;
 }
 
@@ -192,6 +202,46 @@ static int cmp_double(const void *a, const void *b) {
 static const char *work_names[NWORK] = {"fixed 64 B", "fixed 4 KiB", "fixed 64 KiB", "mixed"};
 static const size_t work_sizes[NWORK] = {64, 4096, 65536, 0};
 
+typedef double results_t[2][NWORK][MAX_APIS][MAX_ROUNDS];
+
+static double median_of(double *v, int rounds) {
+  qsort(v, (size_t)rounds, sizeof(double), cmp_double);
+  return v[rounds / 2];
+}
+
+static void print_table(const char *what, results_t res, const alloc_api_t *apis, int n,
+                        int rounds) {
+  printf("\n%s ns per alloc+free pair per thread\n\n", what);
+  printf("| threads | workload | allocator | median | min-max | vs mimalloc |\n");
+  printf("|---|---|---|---|---|---|\n");
+  for (int t = 0; t < 2; t++)
+    for (int w = 0; w < NWORK; w++) {
+      double med[MAX_APIS], mi = 0;
+      for (int a = 0; a < n; a++) {
+        med[a] = median_of(res[t][w][a], rounds);
+        if (strcmp(apis[a].name, "mimalloc") == 0) mi = med[a];
+      }
+      for (int a = 0; a < n; a++) {
+        printf("| %d | %s | %s | %.1f | %.1f-%.1f | ", t + 1, work_names[w], apis[a].name,
+               med[a], res[t][w][a][0], res[t][w][a][rounds - 1]);
+        if (mi > 0) printf("%.2fx |\n", med[a] / mi);
+        else printf("n/a |\n");
+      }
+    }
+}
+
+/* Throughput of 2 threads over 1 thread, from wall-clock medians. */
+static void print_scaling(results_t res, const alloc_api_t *apis, int n, int rounds) {
+  printf("\n2-thread throughput / 1-thread throughput (wall-clock medians)\n\n");
+  printf("| allocator | fixed 64 B | fixed 4 KiB | fixed 64 KiB | mixed |\n|---|---|---|---|---|\n");
+  for (int a = 0; a < n; a++) {
+    printf("| %s |", apis[a].name);
+    for (int w = 0; w < NWORK; w++)
+      printf(" %.2f |", 2.0 * median_of(res[0][w][a], rounds) / median_of(res[1][w][a], rounds));
+    printf("\n");
+  }
+}
+
 int main(int argc, char **argv) {
   int rounds = argc > 1 ? atoi(argv[1]) : 5;
   long pairs = argc > 2 ? atol(argv[2]) : 1000000;
@@ -203,30 +253,25 @@ int main(int argc, char **argv) {
   if (load(&apis[n], "jemalloc", "libjemalloc.so.2", "malloc", "free") == 0) n++;
   if (load(&apis[n], "mimalloc", "libmimalloc.so.2", "mi_malloc", "mi_free") == 0) n++;
   apis[n++] = (alloc_api_t){"freelist", fl_alloc, fl_free};
-  if (pa_pool_create(NULL, &bench_pool) != 0) return 1;
-  static double res[2][NWORK][MAX_APIS][MAX_ROUNDS];
+  if (argc > 3) { /* keep only the named allocator (for profiling) */
+    int m = 0;
+    for (int a = 0; a < n; a++)
+      if (strcmp(apis[a].name, argv[3]) == 0) apis[m++] = apis[a];
+    n = m;
+  }
+  if (n == 0 || pa_pool_create(NULL, &bench_pool) != 0) return 1;
+  static double res[2][NWORK][MAX_APIS][MAX_ROUNDS], cpu[2][NWORK][MAX_APIS][MAX_ROUNDS];
   for (int r = 0; r < rounds; r++)
     for (int t = 0; t < 2; t++)
       for (int w = 0; w < NWORK; w++)
         for (int k = 0; k < n; k++) {
           int a = (k + r) % n; /* rotate who goes first */
-          res[t][w][a][r] = measure(&apis[a], work_sizes[w] == 0, work_sizes[w], pairs, t + 1);
+          res[t][w][a][r] = measure(&apis[a], work_sizes[w] == 0, work_sizes[w], pairs, t + 1,
+                                    &cpu[t][w][a][r]);
         }
-  printf("| threads | workload | allocator | median ns/pair | min-max | vs mimalloc |\n");
-  printf("|---|---|---|---|---|---|\n");
-  for (int t = 0; t < 2; t++)
-    for (int w = 0; w < NWORK; w++) {
-      double med[MAX_APIS], mi = 0;
-      for (int a = 0; a < n; a++) {
-        qsort(res[t][w][a], (size_t)rounds, sizeof(double), cmp_double);
-        med[a] = res[t][w][a][rounds / 2];
-        if (strcmp(apis[a].name, "mimalloc") == 0) mi = med[a];
-      }
-      for (int a = 0; a < n; a++)
-        printf("| %d | %s | %s | %.1f | %.1f-%.1f | %s%.2fx |\n", t + 1, work_names[w],
-               apis[a].name, med[a], res[t][w][a][0], res[t][w][a][rounds - 1], mi ? "" : "n/a ",
-               mi ? med[a] / mi : 0.0);
-    }
+  print_table("wall-clock", res, apis, n, rounds);
+  print_table("CPU time (CLOCK_THREAD_CPUTIME_ID)", cpu, apis, n, rounds);
+  print_scaling(res, apis, n, rounds);
   printf("\nrounds=%d pairs per run per thread=%ld\n", rounds, pairs);
   pa_pool_close(bench_pool);
   pa_pool_destroy(bench_pool);
