@@ -1,0 +1,295 @@
+"""Sans-IO HTTP/1.1 request parsing: the request head, and chunked bodies read in place.
+
+Goals, in the order they were traded off:
+
+1. Strict enough to be safe: anything ambiguous (two ``Content-Length`` values that differ,
+   ``Content-Length`` together with ``Transfer-Encoding``, whitespace before a colon, a bare
+   LF, a chunk size with junk) is a :class:`HttpError` carrying the status to answer with,
+   as h11's ``error_status_hint`` does. The server answers and closes; it never guesses.
+2. No copy of body bytes: :class:`ChunkedReader` walks a pooled buffer and returns
+   ``(start, end)`` spans of payload inside it, so bodies go from the lease to their sink.
+3. Cheap for the common request: the head is parsed from one ``bytes`` slice with ``split``;
+   header names are lower-cased once.
+
+Nothing here does IO or knows about sockets, so it is tested with plain bytes.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["ChunkedReader", "HttpError", "Request", "parse_head"]
+
+#: RFC 9110 token characters, for methods and header names.
+_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+#: The whole request line in one C-level match: method, target (no controls, no space), version.
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([^\x00-\x20\x7f]+) HTTP/(\d)\.(\d)")
+#: Every header line at once: CRLF, a token, a colon, a value without control characters
+#: (so no bare CR or LF, no NUL, and no obs-fold continuation line, which starts with space).
+_HEADER_BLOCK = re.compile(rb"(?:\r\n" + _TOKEN + rb":[^\x00-\x08\x0a-\x1f\x7f]*)*")
+#: A whole valid head in one match (the common case costs one C call).
+_HEAD = re.compile(_REQUEST_LINE.pattern + rb"(" + _HEADER_BLOCK.pattern + rb")")
+#: Headers that change how the request is framed or kept alive: only these need parsing.
+_FRAMING = re.compile(rb"\r\n(?:content-length|transfer-encoding|connection|expect):", re.I)
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:;[^\r\n]*)?")
+
+
+#: Parsed heads by their exact bytes. Keep-alive clients repeat the same head again and again
+#: (same path, same headers), so most requests skip the regex work. Only heads that parsed
+#: without error are stored; bounded in count and in head size, cleared when full.
+_cache: dict[bytes, tuple[str, str, int, bytes, tuple[bool, int | None, bool, bool] | None]] = {}
+_CACHE_SIZE = 512
+_CACHE_HEAD_MAX = 1024
+
+
+class HttpError(Exception):
+    """A request the server must refuse; ``status`` is the response code to send.
+
+    Example:
+        >>> HttpError(431, "headers too large").status
+        431
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Request:
+    """One parsed request head. ``headers`` keeps order and repeats, names lower-case.
+
+    The header list is built on first use: the server itself needs only the framing
+    headers, which it finds with a substring test on the lower-cased block.
+
+    Example:
+        >>> r = parse_head(b"GET /a?b=1 HTTP/1.1\\r\\nHost: x")
+        >>> r.method, r.path, r.query, r.keep_alive, r.headers
+        ('GET', '/a', 'b=1', True, [(b'host', b'x')])
+    """
+
+    __slots__ = (
+        "_block",
+        "_headers",
+        "body",
+        "chunked",
+        "content_length",
+        "expect_continue",
+        "keep_alive",
+        "method",
+        "target",
+        "version",
+    )
+
+    def __init__(self, method: str, target: str, minor: int, block: bytes) -> None:
+        self.method = method
+        self.target = target
+        self.version = (1, minor)
+        self.keep_alive = minor >= 1
+        self.content_length: int | None = None
+        self.chunked = False
+        self.expect_continue = False
+        self.body = b""
+        self._block = block
+        self._headers: list[tuple[bytes, bytes]] | None = None
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """``(name, value)`` pairs in order, names lower-cased, values stripped."""
+        if self._headers is None:
+            pairs = []
+            for line in self._block.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                pairs.append((name.lower(), value.strip(b" \t")))
+            self._headers = pairs
+        return self._headers
+
+    @property
+    def path(self) -> str:
+        """The target without its query string."""
+        return self.target.partition("?")[0]
+
+    @property
+    def query(self) -> str:
+        """The query string ('' when absent)."""
+        return self.target.partition("?")[2]
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """The first value of header ``name`` (case-insensitive), decoded as Latin-1."""
+        key = name.lower().encode("ascii")
+        for k, v in self.headers:
+            if k == key:
+                return v.decode("latin-1")
+        return default
+
+
+def parse_head(head: bytes, max_target: int = 8190) -> Request:
+    """Parse a request head: the bytes before the blank line, without the final CRLF CRLF.
+
+    Example:
+        >>> parse_head(b"POST /u HTTP/1.1\\r\\nContent-Length: 5").content_length
+        5
+
+    :raises HttpError: 400 malformed, 414 target too long, 505 not HTTP/1.x.
+    """
+    hit = _cache.get(head)
+    if (
+        hit is not None and len(hit[1]) <= max_target
+    ):  # the same head bytes parse the same way: reuse the checked fields
+        req = Request(hit[0], hit[1], hit[2], hit[3])
+        if hit[4] is not None:
+            req.keep_alive, req.content_length, req.chunked, req.expect_continue = hit[4]
+        return req
+    req = _parse(head, max_target)
+    if len(head) <= _CACHE_HEAD_MAX:
+        if len(_cache) >= _CACHE_SIZE:
+            _cache.clear()
+        framing = None
+        if req._headers is not None:  # framing headers were parsed
+            framing = (req.keep_alive, req.content_length, req.chunked, req.expect_continue)
+        _cache[head] = (req.method, req.target, req.version[1], req._block, framing)
+    return req
+
+
+def _parse(head: bytes, max_target: int) -> Request:
+    if head.startswith(b"\r\n"):
+        head = head[2:]  # RFC 9112 2.2: ignore one empty line before the request line
+    m = _HEAD.fullmatch(head)
+    if m is None:
+        raise _head_error(head, max_target)
+    method, target, major, minor, block = m.groups()
+    if len(target) > max_target:
+        raise HttpError(414, "request target too long")
+    if major != b"1":
+        raise HttpError(505, "only HTTP/1.x is supported")
+    req = Request(method.decode("ascii"), target.decode("latin-1"), minor[0] - 48, block)
+    if block and _FRAMING.search(block) is not None:
+        _apply_framing(req)
+    return req
+
+
+def _head_error(head: bytes, max_target: int) -> HttpError:
+    """Say precisely what is wrong with a head the one-match pattern refused."""
+    eol = head.find(b"\r\n")
+    line, block = (head, b"") if eol < 0 else (head[:eol], head[eol:])
+    if _REQUEST_LINE.fullmatch(line) and not _HEADER_BLOCK.fullmatch(block):
+        return HttpError(400, "malformed header line")
+    parts = line.split(b" ")
+    if len(parts) >= 2 and len(parts[1]) > max_target:
+        return HttpError(414, "request target too long")
+    if len(parts) == 3 and re.fullmatch(rb"HTTP/\d\.\d", parts[2]) and parts[2][5:6] != b"1":
+        return HttpError(505, "only HTTP/1.x is supported")
+    return HttpError(400, "malformed request line")
+
+
+def _apply_framing(req: Request) -> None:
+    """Derive keep-alive, Content-Length and chunked from the headers (RFC 9112 6)."""
+    connection = b""
+    lengths: set[bytes] = set()
+    for name, value in req.headers:
+        if name == b"content-length":
+            lengths.update(v.strip() for v in value.split(b","))
+        elif name == b"transfer-encoding":
+            if value.lower() != b"chunked" or req.chunked:
+                raise HttpError(501, "unsupported transfer coding")
+            req.chunked = True
+        elif name == b"connection":
+            connection += b"," + value.lower()
+        elif name == b"expect" and value.lower() == b"100-continue":
+            req.expect_continue = True
+    tokens = {t.strip() for t in connection.split(b",")}
+    if b"close" in tokens:
+        req.keep_alive = False
+    elif b"keep-alive" in tokens:
+        req.keep_alive = True
+    if lengths:
+        if req.chunked or len(lengths) != 1:
+            raise HttpError(400, "conflicting body framing")
+        (text,) = lengths
+        if not text.isdigit() or len(text) > 18:
+            raise HttpError(400, "bad Content-Length")
+        req.content_length = int(text)
+
+
+class ChunkedReader:
+    """Incremental decoder of a chunked body over caller-owned buffers.
+
+    ``feed(data, start, end)`` consumes bytes of ``data[start:end]`` and returns
+    ``(consumed, spans)``: payload spans as ``(start, end)`` offsets into ``data``. Bytes of
+    chunk-size lines split across feeds are kept (at most 1 KiB); payload is never copied.
+    ``done`` turns True after the last chunk and its trailer.
+
+    Example:
+        >>> r = ChunkedReader(max_body=100)
+        >>> r.feed(b"3\\r\\nabc\\r\\n0\\r\\n\\r\\n", 0, 13)
+        (13, [(3, 6)])
+        >>> r.done, r.received
+        (True, 3)
+    """
+
+    __slots__ = ("_line", "_state", "_want", "done", "max_body", "received")
+
+    _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
+
+    def __init__(self, *, max_body: int) -> None:
+        self.max_body = max_body
+        self.received = 0
+        self.done = False
+        self._state = self._SIZE
+        self._want = 0
+        self._line = b""
+
+    def feed(
+        self, data: bytes | memoryview, start: int, end: int
+    ) -> tuple[int, list[tuple[int, int]]]:
+        """Consume from ``data[start:end]``; see the class docstring.
+
+        :raises HttpError: 400 on a malformed chunk, 413 past ``max_body``.
+        """
+        spans: list[tuple[int, int]] = []
+        pos = start
+        while pos < end and not self.done:
+            if self._state == self._DATA:
+                take = min(self._want, end - pos)
+                spans.append((pos, pos + take))
+                pos += take
+                self._want -= take
+                if self._want == 0:
+                    self._state = self._DATA_END
+                continue
+            line, pos = self._take_line(data, pos, end)
+            if line is None:
+                break
+            self._on_line(line)
+        return pos - start, spans
+
+    def _take_line(self, data: bytes | memoryview, pos: int, end: int) -> tuple[bytes | None, int]:
+        chunk = bytes(data[pos : min(end, pos + 1026 - len(self._line))])
+        nl = chunk.find(b"\n")
+        if nl < 0:
+            self._line += chunk
+            if len(self._line) > 1024:
+                raise HttpError(400, "chunk line too long")
+            return None, pos + len(chunk)
+        line = self._line + chunk[: nl + 1]
+        self._line = b""
+        if not line.endswith(b"\r\n"):
+            raise HttpError(400, "bare LF in chunked body")
+        return line[:-2], pos + nl + 1
+
+    def _on_line(self, line: bytes) -> None:
+        if self._state == self._DATA_END:
+            if line:
+                raise HttpError(400, "chunk data longer than its size")
+            self._state = self._SIZE
+        elif self._state == self._SIZE:
+            m = _CHUNK_SIZE.fullmatch(line)
+            if m is None:
+                raise HttpError(400, "bad chunk size")
+            size = int(m.group(1), 16)
+            self.received += size
+            if self.received > self.max_body:
+                raise HttpError(413, "request body too large")
+            self._want = size
+            self._state = self._DATA if size else self._TRAILER
+        elif not line:  # the blank line that ends the trailer section
+            self.done = True
