@@ -94,6 +94,8 @@ int pa_uring_prep_poll(pa_uring_t *ring, int fd, unsigned events, int multishot,
                        uint64_t user_data);
 /* Cancel every operation on `fd` (fd >= 0), or the one whose user_data is `target` (fd < 0). */
 int pa_uring_prep_cancel(pa_uring_t *ring, int fd, uint64_t target, uint64_t user_data);
+/* Cancel every operation in flight on the ring (the cancel itself completes with the count). */
+int pa_uring_prep_cancel_all(pa_uring_t *ring, uint64_t user_data);
 
 /* ---- provided-buffer ring ---- */
 /* entries: a power of two, at most PA_URING_MAX_BUFRING. */

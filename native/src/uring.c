@@ -372,6 +372,14 @@ int pa_uring_prep_cancel(pa_uring_t *r, int fd, uint64_t target, uint64_t user_d
   PREP_END(r, user_data);
 }
 
+int pa_uring_prep_cancel_all(pa_uring_t *r, uint64_t user_data) {
+  PREP_BEGIN(r);
+  sqe->opcode = IORING_OP_ASYNC_CANCEL;
+  sqe->fd = -1;
+  sqe->cancel_flags = IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL;
+  PREP_END(r, user_data);
+}
+
 /* ---- completion ---- */
 
 static unsigned reap(pa_uring_t *r, pa_uring_cqe_t *out, unsigned cap) {

@@ -82,6 +82,7 @@ static const struct {
     {IORING_OP_ACCEPT, "ACCEPT"},   {IORING_OP_RECV, "RECV"},
     {IORING_OP_SEND, "SEND"},       {IORING_OP_SENDMSG, "SENDMSG"},
     {IORING_OP_POLL_ADD, "POLL_ADD"}, {IORING_OP_ASYNC_CANCEL, "ASYNC_CANCEL"},
+    {IORING_OP_SPLICE, "SPLICE"},
 };
 
 static int check_ops(pa_uring_probe_t *o, int fd) {
