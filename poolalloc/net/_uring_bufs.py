@@ -9,7 +9,7 @@ cheap) and stages them under the freed bids.
 
 Exhaustion: a multishot receive that finds the ring empty ends with ``ENOBUFS`` and the data
 stays in the socket. :meth:`PoolRing.starved` doubles the fill target (never beyond the ring's
-entries nor the pool's capacity: ``acquire(0)`` refuses past it) and the proactor re-arms the
+entries nor half of a bounded pool's capacity, see :func:`_ring_limit`) and the proactor re-arms the
 receive once :meth:`refill` put buffers back. Nothing is lost; at worst a connection waits.
 
 Example:
@@ -41,7 +41,8 @@ class PoolRing:
         self.pool = pool
         self.bgid = bgid
         self.entries = entries
-        self.target = max(1, min(initial, entries))
+        self.limit = _ring_limit(pool, entries)
+        self.target = max(1, min(initial, self.limit))
         self.in_ring = 0
         self.grown = 0
         self.exhausted = 0
@@ -91,8 +92,8 @@ class PoolRing:
 
     def starved(self) -> None:
         """A receive found the ring empty: grow the target (bounded by the ring's entries)."""
-        if self.target < self.entries:
-            self.target = min(self.entries, self.target * 2)
+        if self.target < self.limit:
+            self.target = min(self.limit, self.target * 2)
             self.grown += 1
 
     def close(self) -> None:
@@ -113,6 +114,16 @@ class PoolRing:
             "in_ring": self.in_ring,
             "target": self.target,
             "entries": self.entries,
+            "limit": self.limit,
             "grown": self.grown,
             "pool_exhausted": self.exhausted,
         }
+
+
+def _ring_limit(pool: LeasePool, entries: int) -> int:
+    """At most half a bounded pool sits in the ring: protocols that keep leases, or acquire
+    their own for writing, must still find blocks (the ring would otherwise hoard them all)."""
+    capacity = getattr(getattr(pool, "stats", lambda: None)(), "capacity", None)
+    if not capacity:
+        return entries
+    return max(1, min(entries, int(capacity) // 2))
