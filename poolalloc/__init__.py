@@ -24,6 +24,8 @@ from poolalloc.errors import (
     PoolValueError,
 )
 from poolalloc.objects import AsyncAcquire, CloseReport, Lease, ObjectPool, ObjectPoolStats
+from poolalloc.core import Block, SlabPool, size_class_of, size_classes
+from poolalloc.stats import ClassStats, PoolStats
 
 __version__ = "0.1.0"
 
@@ -48,4 +50,10 @@ __all__ = [
     "Lease",
     "ObjectPool",
     "ObjectPoolStats",
+    "Block",
+    "ClassStats",
+    "PoolStats",
+    "SlabPool",
+    "size_class_of",
+    "size_classes",
 ]
