@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-import poolalloc
+from poolalloc.buffers import BufferPool
 from poolalloc.net.uring import Proactor
 from poolalloc.net.uring_server import UringTcpServer
 
@@ -54,7 +54,7 @@ def roundtrip(addr: tuple[str, int], payload: bytes) -> bytes:
 
 
 def test_multishot_accept_and_recv_echo(proactor: Proactor, run_with_client: Any) -> None:
-    pool = poolalloc.BufferPool(4096, capacity=256)
+    pool = BufferPool(4096, capacity=256)
     srv = start(proactor, Echo, pool)
     payloads = [os.urandom(n) for n in (1, 100, 4096, 4097, 300_000)]
 
@@ -72,7 +72,7 @@ def test_multishot_accept_and_recv_echo(proactor: Proactor, run_with_client: Any
 
 def test_ring_exhaustion_loses_nothing(run_with_client: Any) -> None:
     p = Proactor(ring_buffers=4, initial_buffers=1)
-    pool = poolalloc.BufferPool(1024, capacity=64)
+    pool = BufferPool(1024, capacity=64)
     srv = start(p, Echo, pool)
     payload = os.urandom(1 << 20)  # 1 MiB through 1 KiB buffers, 4 at most in the ring
 
@@ -114,7 +114,7 @@ class Hoarder(Echo):
 
 def test_pool_exhaustion_waits_and_loses_nothing(run_with_client: Any) -> None:
     p = Proactor(ring_buffers=8, initial_buffers=8)
-    pool = poolalloc.BufferPool(512, capacity=8)
+    pool = BufferPool(512, capacity=8)
     srv = start(p, lambda: Hoarder(8), pool)
     payload = os.urandom(64 * 1024)
 
@@ -132,7 +132,7 @@ def test_pool_exhaustion_waits_and_loses_nothing(run_with_client: Any) -> None:
 
 def test_flood_of_connections_larger_than_the_ring(run_with_client: Any) -> None:
     p = Proactor(ring_buffers=16, initial_buffers=4)
-    pool = poolalloc.BufferPool(2048, capacity=64)
+    pool = BufferPool(2048, capacity=64)
     srv = start(p, Echo, pool)
     n = 300
 
@@ -167,7 +167,7 @@ class Blaster(Echo):
 
 def test_close_cancels_operations_in_flight(run_with_client: Any) -> None:
     p = Proactor(ring_buffers=16, initial_buffers=16)
-    pool = poolalloc.BufferPool(4096, capacity=64)
+    pool = BufferPool(4096, capacity=64)
     srv = start(p, Blaster, pool)
     held: list[socket.socket] = []
 
@@ -217,7 +217,7 @@ class Pauser(Echo):
 
 
 def test_pause_holds_data_and_keeps_order(proactor: Proactor, run_with_client: Any) -> None:
-    pool = poolalloc.BufferPool(1024, capacity=128)
+    pool = BufferPool(1024, capacity=128)
     srv = start(proactor, Pauser, pool)
     payload = os.urandom(200_000)
 
@@ -248,7 +248,7 @@ def test_file_body_goes_out_by_splice(proactor: Proactor, run_with_client: Any) 
         f.write(body)
         f.flush()
         FileSender.path = f.name
-        pool = poolalloc.BufferPool(4096, capacity=32)
+        pool = BufferPool(4096, capacity=32)
         srv = start(proactor, FileSender, pool)
 
         def client(out: dict[str, Any]) -> None:
@@ -286,7 +286,7 @@ def test_send_zc_releases_the_buffer_after_the_notification(run_with_client: Any
     if p.zc_threshold is None:
         p.close()
         pytest.skip("the kernel has no IORING_OP_SEND_ZC")
-    pool = poolalloc.BufferPool(1 << 18, capacity=4)
+    pool = BufferPool(1 << 18, capacity=4)
     srv = start(p, ZeroCopy, pool)
     ZeroCopy.released.clear()
 
@@ -316,7 +316,7 @@ class HalfClose(Echo):
 
 
 def test_half_close_gets_a_reply(proactor: Proactor, run_with_client: Any) -> None:
-    pool = poolalloc.BufferPool(4096, capacity=16)
+    pool = BufferPool(4096, capacity=16)
     srv = start(proactor, HalfClose, pool)
 
     def client(out: dict[str, Any]) -> None:
@@ -329,7 +329,7 @@ def test_half_close_gets_a_reply(proactor: Proactor, run_with_client: Any) -> No
 
 
 def test_peer_reset_is_survived(proactor: Proactor, run_with_client: Any) -> None:
-    pool = poolalloc.BufferPool(4096, capacity=64)
+    pool = BufferPool(4096, capacity=64)
     srv = start(proactor, Blaster, pool)
 
     def client(out: dict[str, Any]) -> None:
