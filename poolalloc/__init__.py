@@ -27,9 +27,14 @@ from poolalloc.objects import AsyncAcquire, CloseReport, Lease, ObjectPool, Obje
 from poolalloc.core import Block, SlabPool, size_class_of, size_classes
 from poolalloc.stats import ClassStats, PoolStats
 
+from poolalloc.buffers import Allocator, Buffer, BufferPool
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "Allocator",
+    "Buffer",
+    "BufferPool",
     "CorruptionError",
     "DoubleReleaseError",
     "ForeignBufferError",

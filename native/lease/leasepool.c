@@ -75,10 +75,16 @@ static int take_block(LeasePoolObject *p, void **out) {
   return 0;
 }
 
+static int raise_free_error(int rc) {
+  return pa_raise_rc(rc, rc == EILSEQ ? "release: debug check: bytes past the end of the Buffer "
+                                        "(canary) or freed memory (poison) were overwritten"
+                                      : "release");
+}
+
 static int put_block(LeasePoolObject *p, void *ptr) {
   if (p->closed || p->stash_max == 0 || !p->fixed) {
     int rc = pa_lease_api->free(ptr);
-    return rc ? pa_raise_rc(rc, "release") : 0;
+    return rc ? raise_free_error(rc) : 0;
   }
   if (p->stash_n == p->stash_max && stash_drain(p, p->stash_batch) < 0) {
     // the drain stopped at a bad block: free this one on its own so nothing is lost
@@ -224,7 +230,8 @@ static PyObject *lp_acquire_many(LeasePoolObject *p, PyObject *arg) {
 /* 0: lease in *out; 1: capacity would be exceeded; -1 error. */
 static int alloc_lease(LeasePoolObject *p, Py_ssize_t nbytes, Py_ssize_t align, PyObject **out) {
   if (p->closed) return pa_raise_code(PaExc_Closed, ESHUTDOWN, "alloc(): the pool is closed");
-  if (nbytes <= 0 || align <= 0) return pa_raise_rc(EINVAL, "alloc(): nbytes and alignment");
+  if (nbytes <= 0 || align <= 0 || (align & (align - 1)) || align > (Py_ssize_t)PA_MAX_ALIGN)
+    return pa_raise_rc(EINVAL, "alloc(): nbytes >= 1 and alignment a power of two <= 4096");
   void *ptr;
   size_t bs = 0;
   int rc = pa_lease_api->alloc(p->pool, (size_t)nbytes, (size_t)align, &ptr);
