@@ -106,6 +106,8 @@ class Ring:
 
     The ``prep_*`` methods queue a submission; :meth:`enter` submits them all, waits and yields
     the completions. Memory passed to a send stays owned by the caller until its completion.
+    ``single_issuer`` binds the ring to the first thread that calls :meth:`enter`
+    (``SINGLE_ISSUER`` + ``DEFER_TASKRUN``); other threads then get ``EEXIST``.
 
     Example:
         >>> r = Ring(8)
@@ -117,9 +119,12 @@ class Ring:
     :raises OSError: the kernel refused the ring (see :func:`probe` for why).
     """
 
-    def __init__(self, entries: int = 256, completions: int = 4096) -> None:
+    def __init__(
+        self, entries: int = 256, completions: int = 4096, *, single_issuer: bool = False
+    ) -> None:
         out = ffi.new("pa_uring_t **")
-        check_rc(lib.pa_uring_create(entries, out), "io_uring_setup")
+        options = lib.PA_URING_SINGLE_ISSUER if single_issuer else 0
+        check_rc(lib.pa_uring_create(entries, options, out), "io_uring_setup")
         self._ring: Any = out[0]
         self._cap = completions
         self._cqes: Any = ffi.new("pa_uring_cqe_t[]", completions)

@@ -58,13 +58,16 @@ typedef struct pa_uring_probe_s {
 #define PA_URING_CQE_F_NOTIF 8u
 #define PA_URING_CQE_BUFFER_SHIFT 16u
 #define PA_URING_MAX_BUFRING 32768u
+#define PA_URING_SINGLE_ISSUER 1u
 
 /* ---- probe ---- */
 int pa_uring_probe(pa_uring_probe_t *out);
 
 /* ---- ring ---- */
-/* entries: SQ size (rounded up to a power of two by the kernel); the CQ gets 4x as many. */
-int pa_uring_create(unsigned entries, pa_uring_t **out);
+/* entries: SQ size (rounded up to a power of two by the kernel); the CQ gets 4x as many.
+ * options: PA_URING_SINGLE_ISSUER binds the ring to the first thread that enters it
+ * (SINGLE_ISSUER + DEFER_TASKRUN where the kernel has them); other threads then get EEXIST. */
+int pa_uring_create(unsigned entries, unsigned options, pa_uring_t **out);
 void pa_uring_destroy(pa_uring_t *ring);
 int pa_uring_fd(const pa_uring_t *ring);
 unsigned pa_uring_setup_flags(const pa_uring_t *ring);

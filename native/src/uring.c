@@ -7,10 +7,13 @@
  * io_uring_register_buf_ring(3) man pages: we store the SQ tail and the CQ head with release
  * semantics and load the kernel's SQ head and CQ tail with acquire semantics.
  *
- * Who may touch what: a ring belongs to one thread, the proactor's. The ring is created disabled
- * (IORING_SETUP_R_DISABLED) and enabled by the first pa_uring_enter(), so that with
- * IORING_SETUP_SINGLE_ISSUER the submitter is the thread that runs the loop, not the one that
- * built the proactor. Nothing here takes a lock.
+ * Who may touch what: a ring is driven by one thread at a time (no lock here). By default the
+ * ring is not bound to a task (COOP_TASKRUN), so a loop may be built in one thread, run in
+ * another and closed in a third. With PA_URING_SINGLE_ISSUER the kernel binds the ring to the
+ * first thread that enters it (SINGLE_ISSUER + DEFER_TASKRUN: completions' task work runs only
+ * when that thread enters, never interrupting it); the ring is created disabled
+ * (IORING_SETUP_R_DISABLED) and enabled by the first enter, so that the binding goes to the
+ * thread that runs the loop, not to the one that built it. Other threads then get EEXIST.
  *
  * fork(): the rings and the buffer ring are mapped MADV_DONTFORK, and a pthread_atfork handler
  * bumps a generation counter. In a child every call on an inherited ring returns ECHILD and
@@ -120,10 +123,11 @@ static const unsigned setup_candidates[] = {
 };
 #define BASE_SETUP (IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_R_DISABLED)
 
-static int setup_probed(unsigned entries, struct io_uring_params *p) {
+/* Without PA_URING_SINGLE_ISSUER, start at the first set that does not bind the ring to a task. */
+static int setup_probed(unsigned entries, unsigned options, struct io_uring_params *p) {
   size_t n = sizeof setup_candidates / sizeof setup_candidates[0];
   int fd = -EINVAL;
-  for (size_t i = 0; i < n && fd == -EINVAL; i++) {
+  for (size_t i = (options & PA_URING_SINGLE_ISSUER) ? 0 : 2; i < n && fd == -EINVAL; i++) {
     memset(p, 0, sizeof *p);
     p->flags = BASE_SETUP | setup_candidates[i];
     p->cq_entries = entries * 4;
@@ -180,13 +184,13 @@ static void bind_offsets(pa_uring_t *r, const struct io_uring_params *p) {
   r->cqes = (struct io_uring_cqe *)(cq + p->cq_off.cqes);
 }
 
-int pa_uring_create(unsigned entries, pa_uring_t **out) {
-  if (!out || entries == 0 || entries > 4096) return EINVAL;
+int pa_uring_create(unsigned entries, unsigned options, pa_uring_t **out) {
+  if (!out || entries == 0 || entries > 4096 || (options & ~PA_URING_SINGLE_ISSUER)) return EINVAL;
   (void)pthread_once(&atfork_once, install_atfork);
   pa_uring_t *r = calloc(1, sizeof *r);
   if (!r) return ENOMEM;
   struct io_uring_params p;
-  r->fd = setup_probed(entries, &p);
+  r->fd = setup_probed(entries, options, &p);
   if (r->fd < 0) {
     int err = -r->fd;
     free(r);
@@ -230,9 +234,16 @@ static int enable(pa_uring_t *r) {
   return 0;
 }
 
-static int usable(pa_uring_t *r) {
+/* Writing SQEs is allowed from any thread; only entering the kernel enables a disabled ring,
+ * which makes the entering thread the single issuer. */
+static int writable(const pa_uring_t *r) {
   if (!r) return EINVAL;
-  if (inherited(r)) return ECHILD;
+  return inherited(r) ? ECHILD : 0;
+}
+
+static int usable(pa_uring_t *r) {
+  int err = writable(r);
+  if (err) return err;
   return r->enabled ? 0 : enable(r);
 }
 
@@ -240,13 +251,15 @@ static int usable(pa_uring_t *r) {
 static int flush(pa_uring_t *r) {
   unsigned pending = pa_uring_pending(r);
   if (pending == 0) return 0;
+  int err = usable(r);
+  if (err) return err;
   int n = sys_enter(r->fd, pending, 0, 0, NULL, 0);
   if (n < 0 && n != -EINTR && n != -EAGAIN && n != -EBUSY) return -n;
   return 0;
 }
 
 static struct io_uring_sqe *next_sqe(pa_uring_t *r, int *err) {
-  *err = usable(r);
+  *err = writable(r);
   if (*err) return NULL;
   if (pa_uring_pending(r) >= r->sq_entries) {
     *err = flush(r);

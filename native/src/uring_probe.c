@@ -140,7 +140,7 @@ int pa_uring_probe(pa_uring_probe_t *o) {
   memset(o, 0, sizeof *o);
   read_environment(o);
   pa_uring_t *ring = NULL;
-  int err = pa_uring_create(8, &ring);
+  int err = pa_uring_create(8, PA_URING_SINGLE_ISSUER, &ring);
   if (err) {
     explain_setup_failure(o, err);
     o->code = err;

@@ -149,7 +149,7 @@ def make_loop(engine: str = "auto") -> Reactor:
 
     ok, reason = available()
     if ok:
-        return Proactor()
+        return Proactor(single_issuer=True)  # serve builds, runs and closes it in one thread
     if engine == "uring":
         raise RuntimeError(f"io_uring is unavailable: {reason}")
     print(f"poolalloc serve: io_uring unavailable ({reason}); using epoll", file=sys.stderr)

@@ -115,7 +115,10 @@ class Proactor(Reactor):
     ``entries`` sizes the submission queue; ``ring_buffers`` the provided-buffer ring of each
     BufferPool (a power of two), of which ``initial_buffers`` are filled at first and more as
     receives find the ring empty; writes of at least ``zc_threshold`` bytes use ``SEND_ZC``
-    (``None`` never).
+    (``None`` never). ``single_issuer`` binds the ring to the thread that first runs the loop
+    (``SINGLE_ISSUER`` + ``DEFER_TASKRUN``: fewer interruptions), for a loop built, run and
+    closed in one thread, as ``poolalloc serve`` does; by default any one thread at a time may
+    drive it (``COOP_TASKRUN``), e.g. a loop run in a background thread and closed by the main.
 
     Example:
         >>> p = Proactor()
@@ -140,10 +143,11 @@ class Proactor(Reactor):
         ring_buffers: int = 1024,
         initial_buffers: int = 64,
         zc_threshold: int | None = 1 << 16,
+        single_issuer: bool = False,
         max_events: int = 1024,
         exception_handler: Callable[[BaseException, object], None] | None = None,
     ) -> None:
-        self._ring = Ring(entries, completions=max(4096, 4 * entries))
+        self._ring = Ring(entries, max(4096, 4 * entries), single_issuer=single_issuer)
         try:
             super().__init__(max_events=max_events, exception_handler=exception_handler)
         except BaseException:

@@ -30,7 +30,7 @@ int main(void) {
          pr.reason, pr.setup_flags, pr.has_send_zc, pr.has_splice, pr.seccomp, pr.disabled);
   if (pr.code) return 2;
   pa_uring_t *r;
-  CHECK(pa_uring_create(64, &r));
+  CHECK(pa_uring_create(64, PA_URING_SINGLE_ISSUER, &r));
   pa_bufring_t *br;
   CHECK(pa_bufring_create(r, 1, NBUF, &br));
   static char bufs[NBUF][BSZ];
@@ -83,7 +83,7 @@ int main(void) {
     pa_bufring_destroy(br);
     pa_uring_destroy(r);
     pa_uring_t *r2;
-    int e2 = pa_uring_create(8, &r2);
+    int e2 = pa_uring_create(8, 0, &r2);
     unsigned n2 = 0;
     if (!e2) { pa_uring_prep_nop(r2, 5); e2 = pa_uring_enter(r2, 1, -1, cq, 16, &n2); pa_uring_destroy(r2); }
     _exit(e == ECHILD && e2 == 0 && n2 == 1 ? 0 : 1);

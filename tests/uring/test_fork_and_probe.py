@@ -7,6 +7,7 @@ import errno
 import os
 import socket
 import struct
+import traceback
 from collections.abc import Callable
 
 import pytest
@@ -34,6 +35,8 @@ def in_child(body: Callable[[], int]) -> int:
         code = 99
         try:
             code = body()
+        except BaseException:
+            traceback.print_exc()  # shown by pytest's capture of the child's stderr
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)

@@ -15,8 +15,8 @@ import pytest
 
 from poolalloc.buffers import BufferPool
 from poolalloc.net.http import HttpServer
-from poolalloc.net.serve import make_loop
-from poolalloc.net.uring import available
+from poolalloc.net.reactor import Reactor
+from poolalloc.net.uring import Proactor, available
 
 pytestmark = [pytest.mark.net, pytest.mark.timeout(60)]
 SECONDS = float(os.environ.get("PA_TEST_SECONDS", "1"))
@@ -33,7 +33,8 @@ class Served:
 
     def __init__(self, engine: str, **options: Any) -> None:
         self.pool = BufferPool(16384, capacity=256)
-        self.loop = make_loop(engine)
+        # built here, run in a thread, closed here: so not single_issuer (see Proactor)
+        self.loop = Proactor() if engine == "uring" else Reactor()
         self.http = HttpServer(self.loop, buffer_pool=self.pool, **options)
         self.http.start()
         self.thread = threading.Thread(target=self.loop.run, daemon=True)

@@ -185,3 +185,34 @@ def test_inherited_ring_refuses_in_a_forked_child() -> None:
         assert list(ring.enter(1, 1_000_000_000)) == [(5, 0, 0)]
     finally:
         ring.close()
+
+
+def test_single_issuer_ring_belongs_to_the_first_thread_that_enters() -> None:
+    import threading
+
+    ring = Ring(8, single_issuer=True)
+    ring.prep_nop(1)  # queuing from the building thread is fine: nothing entered yet
+    got: list[object] = []
+    worker = threading.Thread(target=lambda: got.extend(ring.enter(1, 1_000_000_000)))
+    worker.start()
+    worker.join()
+    assert got == [(1, 0, 0)]
+    try:
+        with pytest.raises(OSError) as info:
+            list(ring.enter(0, 0))
+        assert info.value.errno == errno.EEXIST
+    finally:
+        ring.close()
+
+
+def test_default_ring_may_change_threads() -> None:
+    import threading
+
+    ring = Ring(8)
+    ring.prep_nop(1)
+    worker = threading.Thread(target=lambda: list(ring.enter(1, 1_000_000_000)))
+    worker.start()
+    worker.join()
+    ring.prep_nop(2)
+    assert list(ring.enter(1, 1_000_000_000)) == [(2, 0, 0)]
+    ring.close()
