@@ -41,6 +41,8 @@ CQE_F_MORE = 2
 CQE_F_NOTIF = 8
 CQE_BUFFER_SHIFT = 16
 _CQE = struct.Struct("=QiI")
+_from_buffer = ffi.from_buffer
+_prep_send = lib.pa_uring_prep_send
 
 
 def cqe_error(res: int) -> OSError:
@@ -174,6 +176,15 @@ class Ring:
         """Queue a send of ``nbytes`` at ``address`` (zero-copy when ``zc``)."""
         check_rc(lib.pa_uring_prep_send(self._ring, fd, ffi.cast("void *", address), nbytes, zc, ud),
                  "send")
+
+    def prep_send_buffer(self, fd: int, data: Any, ud: int, zc: bool = False) -> Any:
+        """Queue a send of the whole of ``data`` (any buffer); returns the handle that must be
+        kept alive until the completion (it pins ``data``'s memory)."""
+        keep = _from_buffer(data)
+        rc = _prep_send(self._ring, fd, keep, len(keep), zc, ud)
+        if rc:
+            check_rc(rc, "send")
+        return keep
 
     def prep_sendmsg(self, fd: int, iov: Any, n: int, msg: Any, ud: int) -> None:
         """Queue a gather send of ``n`` iovecs (cffi arrays made by :func:`new_iov`)."""

@@ -205,12 +205,15 @@ class UringConnection(Connection):
             if owner is not None:
                 owner.release()
             raise ConnectionError("write on a closing connection")
-        view = memoryview(data)
-        if not view.nbytes:
+        if type(data) is not bytes:
+            data = memoryview(data)
+            if data.format != "B" or data.ndim != 1:
+                data = data.cast("B")
+        if not len(data):
             if owner is not None:
                 owner.release()
             return
-        self._queue_item([view.cast("B") if view.format != "B" else view, owner])
+        self._queue_item([data, owner])
 
     def write_file(self, fd: int, offset: int, count: int, *, close_fd: bool = True) -> None:
         """Queue ``count`` bytes of file ``fd`` from ``offset``, sent with splice.
@@ -241,6 +244,13 @@ class UringConnection(Connection):
         if isinstance(head, FileRange):
             self._splice_start(head)
             return
+        if len(self.queue) == 1:  # the common case: one response, one send
+            zc = self.proactor.zc_threshold  # type: ignore[union-attr]
+            big = zc is not None and len(head) >= zc
+            self._sending = [self._ring.prep_send_buffer(self.fd, head, self.token << 8 | SEND, big)]
+            self._sent_items = 1
+            self.inflight += 1
+            return
         views = []
         for item in self.queue:
             if isinstance(item[0], FileRange) or len(views) == IOV_MAX:
@@ -248,24 +258,18 @@ class UringConnection(Connection):
             views.append(item[0])
         self._send_views(views)
 
-    def _send_views(self, views: list[memoryview]) -> None:
-        ud = self.token << 8 | SEND
-        if len(views) == 1:
-            keep, addr = pin(views[0])
-            zc = self.proactor.zc_threshold  # type: ignore[union-attr]
-            self._ring.prep_send(self.fd, addr, views[0].nbytes, ud, zc is not None and views[0].nbytes >= zc)
-            self._sending = [keep]
-        else:
-            if self._iov is None:
-                self._iov, self._msg = new_iov(IOV_MAX)
-            iov, pins = self._iov, []
-            for i, view in enumerate(views):
-                keep, addr = pin(view)
-                pins.append(keep)
-                iov[2 * i] = addr
-                iov[2 * i + 1] = view.nbytes
-            self._ring.prep_sendmsg(self.fd, iov, len(views), self._msg, ud)
-            self._sending = pins
+    def _send_views(self, views: list[Any]) -> None:
+        """Gather several queued buffers into one sendmsg."""
+        if self._iov is None:
+            self._iov, self._msg = new_iov(IOV_MAX)
+        iov, pins = self._iov, []
+        for i, view in enumerate(views):
+            keep, addr = pin(view)
+            pins.append(keep)
+            iov[2 * i] = addr
+            iov[2 * i + 1] = len(keep)
+        self._ring.prep_sendmsg(self.fd, iov, len(views), self._msg, self.token << 8 | SEND)
+        self._sending = pins
         self._sent_items = len(views)
         self.inflight += 1
 
@@ -301,7 +305,7 @@ class UringConnection(Connection):
         while sent and queue:
             view, owner = queue[0]
             if sent < len(view):
-                queue[0][0] = view[sent:]
+                queue[0][0] = memoryview(view)[sent:]
                 break
             sent -= len(view)
             queue.popleft()
