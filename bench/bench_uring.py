@@ -93,8 +93,8 @@ def peak_rss_kib(pid: int) -> int:
 def wrk(port: int, conns: int, seconds: float) -> tuple[int, float, float]:
     """(requests, requests/s, p99 ms) of one wrk run pinned to CPU 1."""
     out = subprocess.run(
-        ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency",
-         f"http://127.0.0.1:{port}/test"],
+        ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s",
+         "--latency", f"http://127.0.0.1:{port}/test"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
@@ -112,7 +112,7 @@ def one_run(engine: str, conns: int, seconds: float, tmp: str) -> dict[str, floa
     port = free_port()
     proc = start_server(engine, port, tmp)
     try:
-        wrk(port, conns, 0.5)  # warm-up: connections, pools, caches
+        wrk(port, conns, 1)  # warm-up: connections, pools, caches
         u0, s0 = cpu_ticks(proc.pid)
         total, rps, p99 = wrk(port, conns, seconds)
         u1, s1 = cpu_ticks(proc.pid)
@@ -129,7 +129,7 @@ def syscall_run(engine: str, conns: int, seconds: float, tmp: str, use_strace: b
     port = free_port()
     proc = start_server(engine, port, tmp)
     try:
-        wrk(port, conns, 0.5)
+        wrk(port, conns, 1)
         tool = (["strace", "-c", "-f", "-p", str(proc.pid)] if use_strace else
                 ["perf", "stat", "-e", "raw_syscalls:sys_enter", "-p", str(proc.pid)])  # fmt: skip
         tracer = subprocess.Popen(tool, stderr=subprocess.PIPE, text=True)
@@ -180,7 +180,9 @@ def main() -> None:
                     results[engine].append(r)
                     print(f"  round {rnd} c={conns} {engine}: {r}", file=sys.stderr)
             print(f"\nc={conns}, {args.rounds} rounds x {args.duration}s, median (min-max)")
-            print("| server | req/s | user us/req | sys us/req | CPU us/req | p99 ms | peak RSS MiB |")
+            print(
+                "| server | req/s | user us/req | sys us/req | CPU us/req | p99 ms | peak RSS MiB |"
+            )
             print("|---|---|---|---|---|---|---|")
             for engine in engines:
                 print(summarize(engine, results[engine]))

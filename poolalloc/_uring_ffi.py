@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from poolalloc._ffi import ffi, lib
+from poolalloc._ffi import uring_ffi as ffi
+from poolalloc._ffi import uring_lib as lib
 from poolalloc.errors import check_rc
 
 __all__ = [
@@ -174,8 +175,10 @@ class Ring:
 
     def prep_send(self, fd: int, address: int, nbytes: int, ud: int, zc: bool = False) -> None:
         """Queue a send of ``nbytes`` at ``address`` (zero-copy when ``zc``)."""
-        check_rc(lib.pa_uring_prep_send(self._ring, fd, ffi.cast("void *", address), nbytes, zc, ud),
-                 "send")
+        check_rc(
+            lib.pa_uring_prep_send(self._ring, fd, ffi.cast("void *", address), nbytes, zc, ud),
+            "send",
+        )
 
     def prep_send_buffer(self, fd: int, data: Any, ud: int, zc: bool = False) -> Any:
         """Queue a send of the whole of ``data`` (any buffer); returns the handle that must be
@@ -191,11 +194,11 @@ class Ring:
         check_rc(lib.pa_uring_prep_sendmsg(self._ring, fd, iov, n, msg, ud), "sendmsg")
 
     def prep_splice(
-        self, fd_in: int, off_in: int, fd_out: int, off_out: int, nbytes: int, ud: int
+        self, fd_in: int, fd_out: int, *, nbytes: int, ud: int, off_in: int = -1, off_out: int = -1
     ) -> None:
         """Queue a splice (``off`` -1: the descriptor's own position, required for pipes)."""
-        check_rc(lib.pa_uring_prep_splice(self._ring, fd_in, off_in, fd_out, off_out, nbytes, ud),
-                 "splice")
+        rc = lib.pa_uring_prep_splice(self._ring, fd_in, off_in, fd_out, off_out, nbytes, ud)
+        check_rc(rc, "splice")
 
     def prep_poll(self, fd: int, events: int, ud: int, multishot: bool = True) -> None:
         """Queue a readiness poll on ``fd``."""

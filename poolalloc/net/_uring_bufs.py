@@ -24,10 +24,19 @@ Example:
 
 from __future__ import annotations
 
+from typing import Protocol, cast
+
 from poolalloc._uring_ffi import BufRing, Ring
 from poolalloc.net.sockets import LeaseLike, LeasePool
 
-__all__ = ["PoolRing"]
+__all__ = ["PoolRing", "RingLease"]
+
+
+class RingLease(LeaseLike, Protocol):
+    """A lease whose block address the kernel can be given (``poolalloc.Buffer`` fits)."""
+
+    @property
+    def address(self) -> int: ...
 
 
 class PoolRing:
@@ -47,11 +56,11 @@ class PoolRing:
         self.grown = 0
         self.exhausted = 0
         self._br: BufRing = ring.new_bufring(bgid, entries)
-        self._leases: list[LeaseLike | None] = [None] * entries
+        self._leases: list[RingLease | None] = [None] * entries
         self._free_bids = list(range(entries - 1, -1, -1))
         self.block_size = 0
 
-    def take(self, bid: int) -> LeaseLike:
+    def take(self, bid: int) -> RingLease:
         """The lease behind ``bid`` (named by a completion); it leaves the ring.
 
         :raises LookupError: no lease sits behind ``bid`` (a kernel/bookkeeping mismatch).
@@ -71,7 +80,7 @@ class PoolRing:
         acquire, free_bids = self.pool.acquire, self._free_bids
         while added < want and free_bids:
             try:
-                lease = acquire(0)
+                lease = cast("RingLease", acquire(0))
             except MemoryError:  # PoolExhausted: every block is with protocols right now
                 self.exhausted += 1
                 break

@@ -194,7 +194,9 @@ class HttpServer:
                 self._send_file(proto, req)
             elif self.root is not None:
                 allow = "GET, HEAD, PUT, POST" if self.uploads else "GET, HEAD"
-                self._send(proto, req, Response(405, b"method not allowed\n", headers=[("Allow", allow)]))
+                self._send(
+                    proto, req, Response(405, b"method not allowed\n", headers=[("Allow", allow)])
+                )
             else:
                 self._send(proto, req, Response(404, b"not found\n"))
         except HttpError as exc:  # the request was read whole: the connection stays usable
@@ -238,7 +240,9 @@ class HttpServer:
         conn = proto.conn
         assert conn is not None
         keep = req.keep_alive
-        head = self._head(resp.status, len(resp.body), resp.content_type, resp.headers, keep_alive=keep)
+        head = self._head(
+            resp.status, len(resp.body), resp.content_type, resp.headers, keep_alive=keep
+        )
         if resp.status >= 400:
             proto.errors += 1
         conn.write(head if req.method == "HEAD" else head + resp.body)

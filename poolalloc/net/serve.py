@@ -23,6 +23,7 @@ from poolalloc.net.httpparse import Request
 from poolalloc.net.metrics import prometheus_text
 from poolalloc.net.reactor import Reactor
 from poolalloc.net.server import TcpServer, listen_socket
+from poolalloc.net.uring import Proactor, available
 
 __all__ = ["build_server", "make_loop", "serve"]
 
@@ -120,7 +121,9 @@ def _run_worker(
     server.start()
     h, p = server.address
     kind = type(reactor).__name__
-    print(f"poolalloc serve: pid {os.getpid()} ({kind}) listening on http://{h}:{p}", file=sys.stderr)
+    print(
+        f"poolalloc serve: pid {os.getpid()} ({kind}) listening on http://{h}:{p}", file=sys.stderr
+    )
     try:
         reactor.run()
     finally:
@@ -145,8 +148,6 @@ def make_loop(engine: str = "auto") -> Reactor:
         raise ValueError(f"engine must be auto, epoll or uring, not {engine!r}")
     if engine == "epoll":
         return Reactor()
-    from poolalloc.net.uring import Proactor, available
-
     ok, reason = available()
     if ok:
         return Proactor(single_issuer=True)  # serve builds, runs and closes it in one thread

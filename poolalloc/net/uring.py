@@ -1,4 +1,4 @@
-"""The io_uring Proactor: the Reactor's interface, with receives fed from a BufferPool by the kernel.
+"""The io_uring Proactor: the Reactor's interface; the kernel fills receives from a BufferPool.
 
 Theory of operation
 ===================
@@ -51,6 +51,8 @@ What does this mean for us?
 
 from __future__ import annotations
 
+import errno
+import functools
 import os
 import select
 import time
@@ -70,7 +72,6 @@ _KIND_BITS = 8
 _EPOLL_TOKEN = 1
 _CANCEL_TOKEN = 2
 _FIRST_TOKEN = 16
-_probe_cache: ProbeResult | None = None
 
 
 class RingTarget(Protocol):
@@ -81,21 +82,19 @@ class RingTarget(Protocol):
     def complete(self, kind: int, res: int, flags: int) -> None: ...
 
 
+@functools.cache
 def probe_result() -> ProbeResult:
-    """The (cached) result of the run-time probe.
+    """The result of the run-time probe, cached (``probe_result.cache_clear()`` probes again).
 
     Example:
         >>> isinstance(probe_result().ok, bool)
         True
     """
-    global _probe_cache
-    if _probe_cache is None:
-        try:
-            _probe_cache = probe()
-        except (ImportError, OSError) as exc:  # no native module, or the probe itself failed
-            _probe_cache = ProbeResult(getattr(exc, "errno", None) or 38, str(exc), 0, 0,
-                                       False, False, -1, -1, 0)
-    return _probe_cache
+    try:
+        return probe()
+    except (ImportError, OSError) as exc:  # no native module, or the probe itself failed
+        code = getattr(exc, "errno", None) or errno.ENOSYS
+        return ProbeResult(code, str(exc), 0, 0, False, False, -1, -1, 0)
 
 
 def available() -> tuple[bool, str]:
@@ -192,8 +191,9 @@ class Proactor(Reactor):
         pr = self._pool_rings.get(id(pool))
         if pr is None:
             bgid = len(self._pool_rings) + 1
-            pr = PoolRing(self._ring, pool, bgid=bgid, entries=self.ring_buffers,
-                          initial=self.initial_buffers)
+            pr = PoolRing(
+                self._ring, pool, bgid=bgid, entries=self.ring_buffers, initial=self.initial_buffers
+            )
             self._pool_rings[id(pool)] = pr
             pr.refill()
         return pr

@@ -24,14 +24,22 @@ What differs is underneath:
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import fcntl
 import os
 import socket
 from typing import TYPE_CHECKING, Any
 
-from poolalloc._uring_ffi import CQE_BUFFER_SHIFT, CQE_F_BUFFER, CQE_F_MORE, CQE_F_NOTIF
-from poolalloc._uring_ffi import cqe_error, new_iov, pin
+from poolalloc._uring_ffi import (
+    CQE_BUFFER_SHIFT,
+    CQE_F_BUFFER,
+    CQE_F_MORE,
+    CQE_F_NOTIF,
+    cqe_error,
+    new_iov,
+    pin,
+)
 from poolalloc.net.connection import _LINGER_RST, Connection, ConnectionProtocol, FileRange
 from poolalloc.net.sockets import IOV_MAX, LeaseLike, LeasePool
 
@@ -157,7 +165,8 @@ class UringConnection(Connection):
         elif res == 0:
             self._eof()
         elif res == -errno.ENOBUFS:
-            assert self.proactor is not None and self.pool_ring is not None
+            assert self.proactor is not None
+            assert self.pool_ring is not None
             self.proactor.starved(self, self.pool_ring)
         elif res != -errno.ECANCELED and not self.closed:
             self.abort(cqe_error(res))
@@ -196,8 +205,13 @@ class UringConnection(Connection):
             self.arm_recv()
 
     # ---- writing ----
-    def write(self, data: bytes | memoryview, owner: LeaseLike | None = None) -> None:
+    def write(
+        self, data: bytes | memoryview, owner: LeaseLike | None = None, *, more: bool = False
+    ) -> None:
         """Queue ``data`` for the next flush; ``owner`` is released once the kernel is done.
+
+        ``more`` (more data follows at once) needs no action here: everything written during a
+        loop pass goes out together, gathered, just before the next ``io_uring_enter``.
 
         :raises ConnectionError: the connection is closing or closed.
         """
@@ -240,25 +254,27 @@ class UringConnection(Connection):
         self._flush_pending = False
         if self._sending is not None or self.closed or not self.queue:
             return
-        head = self.queue[0][0]
+        head: Any = self.queue[0][0]
         if isinstance(head, FileRange):
             self._splice_start(head)
             return
         if len(self.queue) == 1:  # the common case: one response, one send
             zc = self.proactor.zc_threshold  # type: ignore[union-attr]
             big = zc is not None and len(head) >= zc
-            self._sending = [self._ring.prep_send_buffer(self.fd, head, self.token << 8 | SEND, big)]
+            self._sending = [
+                self._ring.prep_send_buffer(self.fd, head, self.token << 8 | SEND, big)
+            ]
             self._sent_items = 1
             self.inflight += 1
             return
-        views = []
+        views: list[Any] = []
         for item in self.queue:
             if isinstance(item[0], FileRange) or len(views) == IOV_MAX:
                 break
             views.append(item[0])
-        self._send_views(views)
+        self._gather_send(views)
 
-    def _send_views(self, views: list[Any]) -> None:
+    def _gather_send(self, views: list[Any]) -> None:
         """Gather several queued buffers into one sendmsg."""
         if self._iov is None:
             self._iov, self._msg = new_iov(IOV_MAX)
@@ -303,7 +319,8 @@ class UringConnection(Connection):
         done: list[Any] = []
         queue = self.queue
         while sent and queue:
-            view, owner = queue[0]
+            view: Any = queue[0][0]
+            owner = queue[0][1]
             if sent < len(view):
                 queue[0][0] = memoryview(view)[sent:]
                 break
@@ -330,8 +347,8 @@ class UringConnection(Connection):
         if self.pipe is None:
             self.pipe = _new_pipe()
         n = min(item.count, _PIPE_SIZE)
-        self._ring.prep_splice(item.fd, item.offset, self.pipe[1], -1, n,
-                               self.token << 8 | SPLICE_IN)
+        ud = self.token << 8 | SPLICE_IN
+        self._ring.prep_splice(item.fd, self.pipe[1], off_in=item.offset, nbytes=n, ud=ud)
         self._sending = []
         self.inflight += 1
 
@@ -343,7 +360,7 @@ class UringConnection(Connection):
             err = cqe_error(res) if res else OSError(errno.EIO, "file truncated while sending")
             self.abort(err)
             return
-        item = self.queue[0][0]
+        item: Any = self.queue[0][0]
         item.offset += res
         item.count -= res
         self._pipe_fill = res
@@ -351,8 +368,8 @@ class UringConnection(Connection):
 
     def _splice_out(self) -> None:
         assert self.pipe is not None
-        self._ring.prep_splice(self.pipe[0], -1, self.fd, -1, self._pipe_fill,
-                               self.token << 8 | SPLICE_OUT)
+        ud = self.token << 8 | SPLICE_OUT
+        self._ring.prep_splice(self.pipe[0], self.fd, nbytes=self._pipe_fill, ud=ud)
         self.inflight += 1
 
     def _on_splice_out(self, res: int) -> None:
@@ -367,7 +384,7 @@ class UringConnection(Connection):
         if self._pipe_fill:
             self._splice_out()
             return
-        item = self.queue[0][0]
+        item: Any = self.queue[0][0]
         if item.count:
             self._splice_start(item)
             return
@@ -389,7 +406,8 @@ class UringConnection(Connection):
             self._linger()
 
     def _linger(self) -> None:
-        assert self.sock is not None and self.reactor is not None
+        assert self.sock is not None
+        assert self.reactor is not None
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
@@ -408,10 +426,8 @@ class UringConnection(Connection):
         if self.closed:
             return
         if self.sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-            except OSError:
-                pass
         self._finish(exc)
 
     def _finish(self, exc: BaseException | None) -> None:
@@ -481,10 +497,8 @@ def _release_all(items: list[Any]) -> None:
 
 def _new_pipe() -> tuple[int, int]:
     r, w = os.pipe2(os.O_CLOEXEC)
-    try:
+    with contextlib.suppress(OSError):  # pipe-max-size is lower: splices move less per round
         fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
-    except OSError:
-        pass  # pipe-max-size is lower: splices simply move less per round
     return r, w
 
 

@@ -24,6 +24,7 @@ from typing import Any
 from poolalloc._uring_ffi import CQE_F_MORE, cqe_error
 from poolalloc.net.server import TcpServer
 from poolalloc.net.uring_conn import UringConnection
+from poolalloc.objects import ObjectPool
 
 __all__ = ["UringTcpServer"]
 
@@ -73,8 +74,6 @@ class UringTcpServer(TcpServer):
     @staticmethod
     def make_connection_pool(max_connections: int | None) -> Any:
         """An ``ObjectPool`` of :class:`UringConnection` objects, reset on return."""
-        from poolalloc.objects import ObjectPool
-
         return ObjectPool(UringConnection, reset=UringConnection.reset, max_size=max_connections)
 
     def start(self) -> None:

@@ -32,7 +32,9 @@ def proactor() -> Iterator[Proactor]:
 def run_with_client() -> Callable[..., dict[str, Any]]:
     """``run_with_client(loop, client, timeout)``: run ``loop`` until ``client(result)`` returns."""
 
-    def run(loop: Any, client: Callable[[dict[str, Any]], None], timeout: float = 20.0) -> dict[str, Any]:
+    def run(
+        loop: Any, client: Callable[[dict[str, Any]], None], timeout: float = 20.0
+    ) -> dict[str, Any]:
         result: dict[str, Any] = {}
 
         def body() -> None:

@@ -80,7 +80,8 @@ def test_keep_alive_get(served: Served) -> None:
     for _ in range(int(50 * SECONDS)):
         conn.request("GET", "/test")
         resp = conn.getresponse()
-        assert resp.status == 200 and resp.read() == b"Hello, World!"
+        assert resp.status == 200
+        assert resp.read() == b"Hello, World!"
     conn.close()
 
 

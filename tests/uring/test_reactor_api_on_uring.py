@@ -20,7 +20,8 @@ from poolalloc.net.uring import Proactor, available
 _spec = importlib.util.spec_from_file_location(
     "reactor_tests_for_uring", Path(__file__).parent.parent / "net" / "test_reactor.py"
 )
-assert _spec is not None and _spec.loader is not None
+assert _spec is not None
+assert _spec.loader is not None
 _module = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_module)
 

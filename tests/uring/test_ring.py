@@ -25,7 +25,8 @@ def _need_uring() -> None:
 
 def test_probe_reports_the_environment() -> None:
     result = probe()
-    assert result.ok and result.reason == "io_uring is available"
+    assert result.ok
+    assert result.reason == "io_uring is available"
     assert result.io_uring_disabled in (-1, 0, 1)
     assert result.memlock_bytes > 0
     with open("/proc/self/status") as f:
@@ -36,7 +37,8 @@ def test_probe_reports_the_environment() -> None:
 def test_setup_and_teardown_many_rings() -> None:
     for _ in range(50):
         ring = Ring(32)
-        assert ring.fd >= 0 and not ring.closed
+        assert ring.fd >= 0
+        assert not ring.closed
         ring.close()
         ring.close()  # idempotent
         assert ring.closed
@@ -95,7 +97,7 @@ def test_bad_ring_size_raises() -> None:
 def test_send_to_bad_descriptor_raises() -> None:
     ring = Ring(8)
     try:
-        with pytest.raises(OSError) as info:
+        with pytest.raises(OSError, match="Bad file descriptor") as info:
             ring.prep_send(-1, 4096, 1, 1)
         assert info.value.errno == errno.EBADF
     finally:
@@ -126,7 +128,8 @@ def test_multishot_recv_picks_buffers_and_reports_enobufs() -> None:
             if enobufs:
                 break
         assert [bid for bid, _, _ in got] == [0, 1, 2, 3]
-        assert sum(n for _, n, _ in got) == 32 and enobufs
+        assert sum(n for _, n, _ in got) == 32
+        assert enobufs
         assert bytes(blocks[0]) == b"x" * 8
         assert b.recv(100) == b"x" * 8  # the rest stayed in the socket: nothing lost
     finally:
@@ -198,7 +201,7 @@ def test_single_issuer_ring_belongs_to_the_first_thread_that_enters() -> None:
     worker.join()
     assert got == [(1, 0, 0)]
     try:
-        with pytest.raises(OSError) as info:
+        with pytest.raises(OSError, match="exists") as info:
             list(ring.enter(0, 0))
         assert info.value.errno == errno.EEXIST
     finally:
