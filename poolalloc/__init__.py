@@ -8,6 +8,8 @@ Example:
 
 from __future__ import annotations
 
+from poolalloc.buffers import Allocator, Buffer, BufferPool
+from poolalloc.core import Block, SlabPool, size_class_of, size_classes
 from poolalloc.errors import (
     CorruptionError,
     DoubleReleaseError,
@@ -24,17 +26,16 @@ from poolalloc.errors import (
     PoolValueError,
 )
 from poolalloc.objects import AsyncAcquire, CloseReport, Lease, ObjectPool, ObjectPoolStats
-from poolalloc.core import Block, SlabPool, size_class_of, size_classes
 from poolalloc.stats import ClassStats, PoolStats
-
-from poolalloc.buffers import Allocator, Buffer, BufferPool
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Allocator",
+    "Block",
     "Buffer",
     "BufferPool",
+    "ClassStats",
     "CorruptionError",
     "DoubleReleaseError",
     "ForeignBufferError",
@@ -47,18 +48,16 @@ __all__ = [
     "PoolExhausted",
     "PoolMemoryError",
     "PoolOverflowError",
+    "PoolStats",
     "PoolValueError",
+    "SlabPool",
     "__version__",
+    "size_class_of",
+    "size_classes",
     # ObjectPool (objects.py)
     "AsyncAcquire",
     "CloseReport",
     "Lease",
     "ObjectPool",
     "ObjectPoolStats",
-    "Block",
-    "ClassStats",
-    "PoolStats",
-    "SlabPool",
-    "size_class_of",
-    "size_classes",
 ]

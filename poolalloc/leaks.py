@@ -52,9 +52,12 @@ class LeakWarning(UserWarning):
 class TrackedPool(Protocol):
     """What :func:`report` reads from a lease layer (``poolalloc._lease.LeasePool``)."""
 
-    name: object
-    tracked: dict[int, traceback.StackSummary]
-    gc_leaks: list[traceback.StackSummary]
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def tracked(self) -> dict[int, traceback.StackSummary]: ...
+    @property
+    def gc_leaks(self) -> list[traceback.StackSummary]: ...
 
     def counters(self) -> dict[str, int]: ...
 

@@ -133,7 +133,7 @@ def _headers(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
 def _apply_framing(req: Request) -> None:
     """Derive keep-alive, Content-Length and chunked from the headers (RFC 9112 6)."""
     connection = b""
-    lengths = set()
+    lengths: set[bytes] = set()
     for name, value in req.headers:
         if name == b"content-length":
             lengths.update(v.strip() for v in value.split(b","))
@@ -184,7 +184,9 @@ class ChunkedReader:
         self._want = 0
         self._line = b""
 
-    def feed(self, data: bytes | memoryview, start: int, end: int) -> tuple[int, list[tuple[int, int]]]:
+    def feed(
+        self, data: bytes | memoryview, start: int, end: int
+    ) -> tuple[int, list[tuple[int, int]]]:
         """Consume from ``data[start:end]``; see the class docstring.
 
         :raises HttpError: 400 on a malformed chunk, 413 past ``max_body``.

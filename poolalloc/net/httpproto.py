@@ -76,6 +76,7 @@ class HttpProtocol:
         self.conn: Connection | None = None
         self.requests = 0
         self.errors = 0
+        self._held: tuple[LeaseLike, int, int] | None = None
         self._reset_request()
 
     def _reset_request(self) -> None:
@@ -92,16 +93,25 @@ class HttpProtocol:
         self.conn = conn
         self.requests = 0
         self.errors = 0
+        self._held = None
         self._reset_request()
 
     def buffer_received(self, lease: LeaseLike, nbytes: int) -> bool:
-        """Walk the read; never keeps the lease (bodies are handed on as slices)."""
+        """Walk the read; keeps the lease only when backpressure stops it half-way."""
+        return self._walk(lease, 0, nbytes)
+
+    def resume_reading(self) -> None:
+        """The connection resumed reading: first finish the read held back by backpressure."""
+        held, self._held = self._held, None
+        if held is not None and not self._walk(*held):
+            held[0].release()
+
+    def _walk(self, lease: LeaseLike, pos: int, nbytes: int) -> bool:
         view = lease.view
-        pos = 0
         conn = self.conn
         assert conn is not None
         try:
-            while pos < nbytes and not conn.closing and not conn.closed:
+            while pos < nbytes and not (conn.paused or conn.closing or conn.closed):
                 if self._state == _HEAD:
                     pos = self._read_head(view, pos, nbytes)
                 elif self._state == _BODY:
@@ -110,6 +120,12 @@ class HttpProtocol:
                     pos = self._read_chunked(view, pos, nbytes)
         except HttpError as exc:
             self.fail(exc.status, str(exc))
+            return False
+        if pos < nbytes and conn.paused and not (conn.closing or conn.closed):
+            # Too much output is queued: the rest of this read (pipelined requests) waits
+            # until the client has read some, so queued responses stay bounded.
+            self._held = (lease, pos, nbytes)
+            return True
         return False
 
     def eof_received(self) -> bool:
@@ -123,6 +139,9 @@ class HttpProtocol:
         """Drop any half-received body; the connection releases its own buffers."""
         if self._sink is not None:
             self._sink.abort()
+        held, self._held = self._held, None
+        if held is not None:
+            held[0].release()
         self._reset_request()
         self.conn = None
 
@@ -132,6 +151,9 @@ class HttpProtocol:
         if self._partial is None:
             m = _HEAD_END.search(view, pos, end)
             if m is not None:
+                if m.start() - pos > app.max_head:
+                    self._partial = bytearray(view[pos : m.start()])
+                    self._check_head_size()
                 self._start(parse_head(bytes(view[pos : m.start()]), max_target=app.max_target))
                 return m.end()
             self._partial = bytearray(view[pos:end])
@@ -144,7 +166,9 @@ class HttpProtocol:
         if i < 0:
             self._check_head_size()
             return end
-        head = bytes(self._partial[:i])
+        del self._partial[i:]
+        self._check_head_size()
+        head = bytes(self._partial)
         self._partial = None
         self.conn.deadline = 0.0  # type: ignore[union-attr]
         self._start(parse_head(head, max_target=app.max_target))
@@ -221,4 +245,3 @@ class HttpProtocol:
             return
         self.app.send_error(self, status, message)
         conn.close()
-

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -160,10 +161,8 @@ def make_loop(engine: str = "auto") -> Reactor:
 def _supervise(children: list[int]) -> int:
     def forward(signum: int, frame: object) -> None:
         for pid in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
 
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)

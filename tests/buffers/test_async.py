@@ -20,7 +20,8 @@ def test_acquire_async_fast_path_and_wait() -> None:
             buf = await pool.acquire_async()
             asyncio.get_running_loop().call_later(0.05, buf.release)
             got = await pool.acquire_async(timeout=5)
-            assert buf.released and not got.released
+            assert buf.released
+            assert not got.released
             got.release()
 
     run(main())
@@ -55,7 +56,8 @@ def test_cancelled_waiters_never_strand_a_buffer() -> None:
             results = await asyncio.gather(*waiters, return_exceptions=True)
             got = [r for r in results if not isinstance(r, BaseException)]
             cancelled = [r for r in results if isinstance(r, asyncio.CancelledError)]
-            assert len(got) + len(cancelled) == 10 and len(got) <= 2
+            assert len(got) + len(cancelled) == 10
+            assert len(got) <= 2
             # every lease is either held by a finished waiter or back in the pool
             assert pool.outstanding() == len(got)
             for buf in got:
@@ -77,7 +79,8 @@ def test_wait_for_timeouts_around_acquire_async_strand_nothing() -> None:
                 with pytest.raises((TimeoutError, asyncio.TimeoutError)):
                     await asyncio.wait_for(pool.acquire_async(), 0.001)
             buf.release()
-            assert pool.outstanding() == 0 and pool.stats().waiters == 0
+            assert pool.outstanding() == 0
+            assert pool.stats().waiters == 0
 
     run(main())
 

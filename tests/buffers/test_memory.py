@@ -96,6 +96,7 @@ def _run_memray(tmp_path: Path, release: bool) -> subprocess.CompletedProcess[st
 def test_memray_catches_a_deliberate_leak_in_unpooled_debug_mode(tmp_path: Path) -> None:
     leaked = _run_memray(tmp_path, release=False)
     assert leaked.returncode != 0, leaked.stdout
-    assert "MEMORY PROBLEMS" in leaked.stdout and "leaked" in leaked.stdout, leaked.stdout
+    assert "MEMORY PROBLEMS" in leaked.stdout, leaked.stdout
+    assert "leaked" in leaked.stdout, leaked.stdout
     clean = _run_memray(tmp_path, release=True)
     assert clean.returncode == 0, clean.stdout + clean.stderr

@@ -37,7 +37,8 @@ def test_release_into_another_pool_is_refused_and_keeps_the_lease() -> None:
             other.release(buf)
         with pytest.raises(ForeignBufferError):
             other.release_many([buf])
-        assert not buf.released and mine.outstanding() == 1
+        assert not buf.released
+        assert mine.outstanding() == 1
         mine.release(buf)
 
 
@@ -47,7 +48,8 @@ def test_release_many_checks_all_before_releasing_any() -> None:
         stranger = other.alloc(10)
         with pytest.raises(ForeignBufferError):
             mine.release_many([a, stranger, b])
-        assert not a.released and not b.released
+        assert not a.released
+        assert not b.released
         mine.release_many([a, b])
         stranger.release()
         with pytest.raises(TypeError):
@@ -74,7 +76,8 @@ def test_default_release_parks_until_the_last_view_dies() -> None:
         keep = buf.view[0:16]
         keep[0] = 42
         buf.release()
-        assert buf.released and "parked" in repr(buf)
+        assert buf.released
+        assert "parked" in repr(buf)
         s = pool.stats()
         assert (s.live, s.parked, s.outstanding) == (0, 1, 1)
         # the parked block still counts against the capacity: nobody else may get it
@@ -120,7 +123,8 @@ def test_closed_pool_refuses_new_leases_but_old_ones_stay_valid() -> None:
     buf[5] = 5
     assert buf[5] == 5
     buf.release()
-    assert pool.outstanding() == 0 and pool.closed
+    assert pool.outstanding() == 0
+    assert pool.closed
 
 
 @pytest.mark.parametrize(
