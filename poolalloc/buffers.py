@@ -59,7 +59,14 @@ def live_lease_layers() -> list[LeasePool]:
 
 
 def forget_lease_layer(layer: LeasePool) -> None:
-    """Stop listing ``layer`` in :func:`live_lease_layers` (after its leak was reported)."""
+    """Stop listing ``layer`` in :func:`live_lease_layers` (after its leak was reported).
+
+    Example:
+        >>> pool = BufferPool(64)
+        >>> forget_lease_layer(pool._core)
+        >>> pool._core in live_lease_layers()
+        False
+    """
     _LIVE.discard(layer)
 
 

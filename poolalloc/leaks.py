@@ -50,7 +50,14 @@ class LeakWarning(UserWarning):
 
 
 class TrackedPool(Protocol):
-    """What :func:`report` reads from a lease layer (``poolalloc._lease.LeasePool``)."""
+    """What :func:`report` reads from a lease layer (``poolalloc._lease.LeasePool``).
+
+    Example:
+        >>> from poolalloc import BufferPool
+        >>> with BufferPool(64, leaks="all") as pool:
+        ...     pool._core.tracked
+        {}
+    """
 
     @property
     def name(self) -> str | None: ...

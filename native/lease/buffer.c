@@ -298,7 +298,13 @@ PyDoc_STRVAR(buffer_doc,
              "A lease on one pooled block, exported through the buffer protocol.\n\n"
              "Obtained from BufferPool.acquire() or Allocator.alloc(); never built directly.\n"
              "The block returns to its pool when release() was called and no memoryview,\n"
-             "slice or numpy array of it is alive.");
+             "slice or numpy array of it is alive.\n\n"
+             "Example:\n"
+             "    >>> from poolalloc import BufferPool\n"
+             "    >>> with BufferPool(16) as pool, pool.acquire() as buf:\n"
+             "    ...     buf[0:2] = b'hi'\n"
+             "    ...     bytes(buf.view[:2]), buf.nbytes\n"
+             "    (b'hi', 16)");
 
 PyTypeObject PaBufferType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "poolalloc.Buffer",
