@@ -198,6 +198,9 @@ class UringConnection(Connection):
             self.reactor.call_soon(self._resume)  # type: ignore[union-attr]
 
     def _resume(self) -> None:
+        hook = getattr(self.protocol, "resume_reading", None)
+        if hook is not None and not self.closed:
+            hook()  # the protocol may hold back part of an earlier read: it goes first
         while self._held and not self.paused and not self.closed:
             lease, n = self._held.popleft()
             self._deliver(lease, n)
