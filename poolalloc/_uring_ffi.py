@@ -262,7 +262,9 @@ class BufRing:
 
     def add(self, address: int, nbytes: int, bid: int) -> None:
         """Stage one buffer (not visible to the kernel before :meth:`publish`)."""
-        check_rc(self._add(self._br, address, nbytes, bid), "buffer ring add")
+        rc = self._add(self._br, address, nbytes, bid)
+        if rc:
+            check_rc(rc, "buffer ring add")
 
     def publish(self) -> None:
         """Make every staged buffer visible to the kernel."""

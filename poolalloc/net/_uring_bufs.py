@@ -77,7 +77,7 @@ class PoolRing:
         """Top the ring up to its target from the pool; returns how many buffers were added."""
         added = 0
         want = self.target - self.in_ring
-        acquire, free_bids = self.pool.acquire, self._free_bids
+        acquire, free_bids, add = self.pool.acquire, self._free_bids, self._br.add
         while added < want and free_bids:
             try:
                 lease = cast("RingLease", acquire(0))
@@ -88,7 +88,7 @@ class PoolRing:
             if not self.block_size:
                 self.block_size = lease.nbytes
             self._leases[bid] = lease
-            self._br.add(lease.address, self.block_size, bid)
+            add(lease.address, self.block_size, bid)
             added += 1
         if added:
             self.in_ring += added

@@ -226,11 +226,18 @@ class UringConnection(Connection):
             data = memoryview(data)
             if data.format != "B" or data.ndim != 1:
                 data = data.cast("B")
-        if not len(data):
+        n = len(data)
+        if not n:
             if owner is not None:
                 owner.release()
             return
-        self._queue_item([data, owner])
+        self.queue.append([data, owner])
+        self.queued += n
+        if not self._flush_pending and self._sending is None:
+            self._flush_pending = True
+            self.proactor.want_flush(self)  # type: ignore[union-attr]
+        if self.queued > self.high_water and not self.paused:
+            self.pause_reading()
 
     def write_file(self, fd: int, offset: int, count: int, *, close_fd: bool = True) -> None:
         """Queue ``count`` bytes of file ``fd`` from ``offset``, sent with splice.
@@ -302,6 +309,20 @@ class UringConnection(Connection):
             self.inflight -= 1
         pins, self._sending = self._sending, None
         if self.closed:
+            return
+        queue = self.queue
+        if res == self.queued and not zc_pending and len(queue) == 1:
+            # The common case, kept short: one buffer queued, all of it sent.
+            owner = queue.popleft()[1]
+            if owner is not None:
+                owner.release()
+            self.bytes_out += res
+            self.queued = 0
+            self.last_active = self.reactor.now  # type: ignore[union-attr]
+            if self.paused and not self.closing:
+                self.resume_reading()
+            if self.closing and not self._lingering:
+                self._linger()
             return
         if res < 0:
             self.abort(cqe_error(res))

@@ -114,13 +114,15 @@ from poolalloc.buffers import BufferPool
 from poolalloc.net.http import HttpServer
 from poolalloc.net.uring import Proactor
 
+# A multishot accept reads RLIMIT_NOFILE once, when it is submitted (io_accept_prep): the
+# limit must be in place before the server arms it, not lowered while it runs.
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))
 r = Proactor()
 srv = HttpServer(r, buffer_pool=BufferPool(4096, capacity=64), accept_retry=30.0)
 srv.start()
 threading.Thread(target=r.run, daemon=True).start()
 clients = [socket.socket() for _ in range(8)]
-soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))
 filler = []
 while True:  # take every free descriptor, then give exactly two back
     try:
@@ -131,7 +133,10 @@ os.close(filler.pop())
 os.close(filler.pop())
 for c in clients:
     c.connect(("127.0.0.1", srv.address[1]))  # the kernel queues them in the backlog
-time.sleep(0.3)
+deadline = time.monotonic() + 10  # slow under ASan: wait for the state, not a fixed time
+while not srv.tcp.accept_paused and time.monotonic() < deadline:
+    time.sleep(0.02)
+time.sleep(0.1)
 paused, accepted = srv.tcp.accept_paused, srv.tcp.totals["connections_total"]
 w0 = r.stats["wakeups"]
 time.sleep(0.5)
