@@ -38,8 +38,10 @@ from poolalloc.stats import PoolStats
 
 __all__ = ["Allocator", "Buffer", "BufferPool", "LeaseStats", "live_lease_layers"]
 
-#: blocks kept ready in front of the core (refilled and drained half of it at a time)
+#: most blocks kept ready in front of the core (refilled and drained half of it at a time)
 STASH_BLOCKS = 64
+#: ...and at most this many bytes of them, so that big buffers do not sit idle by the dozen
+STASH_BYTES = 8 << 20
 _DEBUG_FLAGS = _ffi.DEBUG_CANARY | _ffi.DEBUG_UNPOOLED
 _MAX_ALIGN = _ffi.MAX_ALIGN
 
@@ -107,6 +109,10 @@ def _env_debug() -> bool:
     return os.environ.get("POOLALLOC_DEBUG", "") not in ("", "0")
 
 
+def _stash_for(size: int) -> int:
+    return max(2, min(STASH_BLOCKS, STASH_BYTES // max(size, 1)))
+
+
 def _check_alignment(alignment: int) -> None:
     if alignment < 1 or alignment & (alignment - 1) or alignment > _MAX_ALIGN:
         raise PoolValueError(
@@ -147,7 +153,7 @@ class _LeasingPool:
         self._waiters = Waiters()
         self._core = LeasePool(
             address, self._slab, size, alignment, capacity,
-            fixed=fixed, strict=strict, stash=0 if self._debug else STASH_BLOCKS, name=name,
+            fixed=fixed, strict=strict, stash=0 if self._debug else _stash_for(size), name=name,
             slow=self._waiters.wait_sync, notify=self._waiters.notify,
         )  # fmt: skip
         self._leak_level = leak_level or leaks.level()
