@@ -32,17 +32,22 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Allocator",
+    "AsyncAcquire",
     "Block",
     "Buffer",
     "BufferPool",
     "ClassStats",
+    "CloseReport",
     "CorruptionError",
     "DoubleReleaseError",
     "ForeignBufferError",
     "ForeignLeaseError",
+    "Lease",
     "LeaseBusyError",
     "LeaseReleasedError",
     "NumaError",
+    "ObjectPool",
+    "ObjectPoolStats",
     "PoolClosedError",
     "PoolError",
     "PoolExhausted",
@@ -54,10 +59,4 @@ __all__ = [
     "__version__",
     "size_class_of",
     "size_classes",
-    # ObjectPool (objects.py)
-    "AsyncAcquire",
-    "CloseReport",
-    "Lease",
-    "ObjectPool",
-    "ObjectPoolStats",
 ]

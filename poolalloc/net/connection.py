@@ -165,7 +165,7 @@ class Connection:
                 self._retry_later()
                 return
             try:
-                n = recv_into(lease.view)
+                n = recv_into(lease)  # the lease exports its block: no view object made
             except (BlockingIOError, InterruptedError):
                 lease.release()
                 return
