@@ -254,11 +254,11 @@ class BufRing:
 
     def __init__(self, ring: Any, bgid: int, entries: int) -> None:
         out = ffi.new("pa_bufring_t **")
-        check_rc(lib.pa_bufring_create(ring, bgid, entries, out), "IORING_REGISTER_PBUF_RING")
+        check_rc(lib.pa_uring_bufring_create(ring, bgid, entries, out), "IORING_REGISTER_PBUF_RING")
         self._br: Any = out[0]
         self.bgid = bgid
         self.entries = entries
-        self._add = lib.pa_bufring_add
+        self._add = lib.pa_uring_bufring_add
 
     def add(self, address: int, nbytes: int, bid: int) -> None:
         """Stage one buffer (not visible to the kernel before :meth:`publish`)."""
@@ -268,10 +268,10 @@ class BufRing:
 
     def publish(self) -> None:
         """Make every staged buffer visible to the kernel."""
-        lib.pa_bufring_publish(self._br)
+        lib.pa_uring_bufring_publish(self._br)
 
     def close(self) -> None:
         """Unregister and unmap (idempotent); the owning :class:`Ring` must still be open."""
         if self._br is not None:
             br, self._br = self._br, None
-            check_rc(lib.pa_bufring_destroy(br), "IORING_UNREGISTER_PBUF_RING")
+            check_rc(lib.pa_uring_bufring_destroy(br), "IORING_UNREGISTER_PBUF_RING")
