@@ -32,7 +32,8 @@ typedef struct pa_uring_probe_s {
 #define PA_URING_SINGLE_ISSUER 1
 
 int pa_uring_probe(pa_uring_probe_t *out);
-int pa_uring_create(unsigned entries, unsigned options, pa_uring_t **out);   /* caller frees with pa_uring_destroy */
+/* caller frees with pa_uring_destroy */
+int pa_uring_create(unsigned entries, unsigned options, pa_uring_t **out);
 void pa_uring_destroy(pa_uring_t *ring);
 int pa_uring_fd(const pa_uring_t *ring);
 unsigned pa_uring_setup_flags(const pa_uring_t *ring);

@@ -313,7 +313,7 @@ class UringConnection(Connection):
         queue = self.queue
         if res == self.queued and not zc_pending and len(queue) == 1:
             # The common case, kept short: one buffer queued, all of it sent.
-            owner = queue.popleft()[1]
+            owner: Any = queue.popleft()[1]
             if owner is not None:
                 owner.release()
             self.bytes_out += res
