@@ -266,6 +266,15 @@ class BufRing:
         if rc:
             check_rc(rc, "buffer ring add")
 
+    def add_many(self, entries: list[tuple[int, int]], nbytes: int) -> None:
+        """Stage ``(address, bid)`` buffers of ``nbytes`` each and publish them."""
+        add, br = self._add, self._br
+        for address, bid in entries:
+            rc = add(br, address, nbytes, bid)
+            if rc:
+                check_rc(rc, "buffer ring add")
+        lib.pa_uring_bufring_publish(br)
+
     def publish(self) -> None:
         """Make every staged buffer visible to the kernel."""
         lib.pa_uring_bufring_publish(self._br)

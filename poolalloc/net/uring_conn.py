@@ -60,8 +60,9 @@ class _Remains:
         self.proactor, self.token = conn.proactor, conn.token
         self.pool_ring, self.inflight = conn.pool_ring, conn.inflight
         self.owners, self.pipe = owners, conn.pipe
+        self.handlers = (self.complete,) * 8
 
-    def complete(self, kind: int, res: int, flags: int) -> None:
+    def complete(self, res: int, flags: int) -> None:
         if flags & CQE_F_BUFFER and self.pool_ring is not None:
             self.pool_ring.take(flags >> CQE_BUFFER_SHIFT).release()
         if not flags & CQE_F_MORE:
@@ -88,6 +89,9 @@ class UringConnection(Connection):
     def reset(self) -> None:
         """Forget the last connection (ObjectPool ``reset``)."""
         super().reset()
+        # completion handlers by kind (``user_data & 0xff``): one call per completion
+        self.handlers = (self._on_unknown, self._on_recv, self._on_send,
+                         self._on_splice_in, self._on_splice_out)  # fmt: skip
         self.proactor: Proactor | None = None
         self.pool_ring: PoolRing | None = None
         self.token = 0
@@ -133,15 +137,8 @@ class UringConnection(Connection):
 
     # ---- completions ----
     def complete(self, kind: int, res: int, flags: int) -> None:
-        """Route one completion of this connection (called by the proactor)."""
-        if kind == RECV:
-            self._on_recv(res, flags)
-        elif kind == SEND:
-            self._on_send(res, flags)
-        elif kind == SPLICE_IN:
-            self._on_splice_in(res)
-        else:
-            self._on_splice_out(res)
+        """Route one completion of this connection (the proactor calls ``handlers`` directly)."""
+        self.handlers[kind](res, flags)
 
     # ---- reading ----
     def arm_recv(self) -> None:
@@ -153,13 +150,22 @@ class UringConnection(Connection):
         self.recv_armed = True
         self.inflight += 1
 
+    def _on_unknown(self, res: int, flags: int) -> None:
+        raise LookupError(f"completion of an unknown kind (res {res}, flags {flags:#x})")
+
     def _on_recv(self, res: int, flags: int) -> None:
         if not flags & CQE_F_MORE:
             self.recv_armed = False
             self.inflight -= 1
         if flags & CQE_F_BUFFER:
-            assert self.pool_ring is not None
-            self._deliver(self.pool_ring.take(flags >> CQE_BUFFER_SHIFT), res)
+            lease = self.pool_ring.take(flags >> CQE_BUFFER_SHIFT)  # type: ignore[union-attr]
+            if self.paused or self.closed or self._lingering or res <= 0:
+                self._deliver(lease, res)
+            else:  # the common case, inline
+                self.bytes_in += res
+                self.last_active = self.reactor.now  # type: ignore[union-attr]
+                if not self.protocol.buffer_received(lease, res):  # type: ignore[union-attr]
+                    lease.release()
             if not self.recv_armed:
                 self.arm_recv()
         elif res == 0:
@@ -235,7 +241,7 @@ class UringConnection(Connection):
         self.queued += n
         if not self._flush_pending and self._sending is None:
             self._flush_pending = True
-            self.proactor.want_flush(self)  # type: ignore[union-attr]
+            self.proactor.dirty.append(self)  # type: ignore[union-attr]
         if self.queued > self.high_water and not self.paused:
             self.pause_reading()
 
@@ -376,7 +382,7 @@ class UringConnection(Connection):
         self._sending = []
         self.inflight += 1
 
-    def _on_splice_in(self, res: int) -> None:
+    def _on_splice_in(self, res: int, flags: int = 0) -> None:
         self.inflight -= 1
         if self.closed:
             return
@@ -396,7 +402,7 @@ class UringConnection(Connection):
         self._ring.prep_splice(self.pipe[0], self.fd, nbytes=self._pipe_fill, ud=ud)
         self.inflight += 1
 
-    def _on_splice_out(self, res: int) -> None:
+    def _on_splice_out(self, res: int, flags: int = 0) -> None:
         self.inflight -= 1
         if self.closed:
             return

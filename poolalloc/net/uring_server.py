@@ -43,8 +43,9 @@ class _Listener:
         self.closed = True  # never aborted by the proactor: the server closes it
         sock = server.sock
         self.family, self.type, self.proto = sock.family, sock.type, sock.proto
+        self.handlers = (self.complete,) * 8
 
-    def complete(self, kind: int, res: int, flags: int) -> None:
+    def complete(self, res: int, flags: int) -> None:
         if not flags & CQE_F_MORE:
             self.inflight -= 1
             self.armed = False
