@@ -186,6 +186,8 @@ class Ring:
         keep = _from_buffer(data)
         rc = _prep_send(self._ring, fd, keep, len(keep), zc, ud)
         if rc:
+            # release the pin now: a traceback cycle must never hold an exported memoryview
+            ffi.release(keep)
             check_rc(rc, "send")
         return keep
 

@@ -75,13 +75,13 @@ _FIRST_TOKEN = 16
 
 
 class RingTarget(Protocol):
-    """An owner of ring operations: ``handlers[kind](res, flags)`` gets each completion;
+    """An owner of ring operations: ``handlers[kind](owner, res, flags)`` gets each completion;
     ``inflight`` says how many operations are still out."""
 
     inflight: int
 
     @property
-    def handlers(self) -> Sequence[Callable[[int, int], None]]: ...
+    def handlers(self) -> Sequence[Callable[[Any, int, int], None]]: ...
 
 
 @functools.cache
@@ -257,7 +257,7 @@ class Proactor(Reactor):
                     self._on_epoll(flags)
                 continue  # a cancel's own completion, or a target already gone
             try:
-                target.handlers[ud & 0xFF](res, flags)
+                target.handlers[ud & 0xFF](target, res, flags)
             except Exception as exc:
                 self._report(exc, target)
         self.stats["completions"] += count

@@ -56,11 +56,12 @@ _PIPE_SIZE = 1 << 20
 class _Remains:
     """What a closed connection left in flight: released when its last completion arrives."""
 
+    handlers = (lambda self, res, flags: self.complete(res, flags),) * 8
+
     def __init__(self, conn: UringConnection, owners: list[Any]) -> None:
         self.proactor, self.token = conn.proactor, conn.token
         self.pool_ring, self.inflight = conn.pool_ring, conn.inflight
         self.owners, self.pipe = owners, conn.pipe
-        self.handlers = (self.complete,) * 8
 
     def complete(self, res: int, flags: int) -> None:
         if flags & CQE_F_BUFFER and self.pool_ring is not None:
@@ -68,7 +69,8 @@ class _Remains:
         if not flags & CQE_F_MORE:
             self.inflight -= 1
         if self.inflight <= 0:
-            _release_all(self.owners)
+            owners, self.owners = self.owners, []
+            _release_all(owners)
             _close_pipe(self.pipe)
             self.pipe = None
             self.proactor.retarget(self.token, None)  # type: ignore[union-attr]
@@ -89,9 +91,6 @@ class UringConnection(Connection):
     def reset(self) -> None:
         """Forget the last connection (ObjectPool ``reset``)."""
         super().reset()
-        # completion handlers by kind (``user_data & 0xff``): one call per completion
-        self.handlers = (self._on_unknown, self._on_recv, self._on_send,
-                         self._on_splice_in, self._on_splice_out)  # fmt: skip
         self.proactor: Proactor | None = None
         self.pool_ring: PoolRing | None = None
         self.token = 0
@@ -138,7 +137,7 @@ class UringConnection(Connection):
     # ---- completions ----
     def complete(self, kind: int, res: int, flags: int) -> None:
         """Route one completion of this connection (the proactor calls ``handlers`` directly)."""
-        self.handlers[kind](res, flags)
+        self.handlers[kind](self, res, flags)
 
     # ---- reading ----
     def arm_recv(self) -> None:
@@ -425,6 +424,12 @@ class UringConnection(Connection):
             self.flush_now()
         else:
             self._drained()
+
+    #: completion handlers by kind (``user_data & 0xff``), plain functions called as
+    #: ``handlers[kind](conn, res, flags)``: a tuple of bound methods on the instance would make
+    #: every connection a reference cycle, and a cycle that holds a pinned memoryview must never
+    #: reach the garbage collector (it cannot clear a memoryview that is still exported).
+    handlers = (_on_unknown, _on_recv, _on_send, _on_splice_in, _on_splice_out)
 
     # ---- closing ----
     def close(self) -> None:
