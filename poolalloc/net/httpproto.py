@@ -106,9 +106,18 @@ class HttpProtocol:
         """Walk the read from ``pos``; keeps the lease only if backpressure stops it half-way."""
         view = lease.view
         conn = self.conn
+        app = self.app
         assert conn is not None
         try:
             while pos < nbytes and not (conn.paused or conn.closing or conn.closed):
+                if self._state == _HEAD and self._partial is None:
+                    # The common case, inlined: a whole head inside this read.
+                    m = _HEAD_END.search(view, pos, nbytes)
+                    if m is not None and m.start() - pos <= app.max_head:
+                        head = view[pos : m.start()].tobytes()
+                        pos = m.end()
+                        self._start(parse_head(head, app.max_target))
+                        continue
                 if self._state == _HEAD:
                     pos = self._read_head(view, pos, nbytes)
                 elif self._state == _BODY:
@@ -140,7 +149,7 @@ class HttpProtocol:
         if held is not None:
             held[0].release()
         self._reset_request()
-        self.conn = None
+        # self.conn stays: callers up the stack may still look at its (closed) flags.
 
     # ---- parsing ----
     def _read_head(self, view: memoryview, pos: int, end: int) -> int:
@@ -192,10 +201,12 @@ class HttpProtocol:
             raise HttpError(413, "request body too large")
         self._req = req
         self._sink = self.app.begin(self, req)
-        if self.conn.closing:  # type: ignore[union-attr]
+        conn = self.conn
+        assert conn is not None
+        if conn.closing or conn.closed:
             return  # begin() refused the request and closed
         if req.expect_continue:
-            self.conn.write(_CONTINUE)  # type: ignore[union-attr]
+            conn.write(_CONTINUE)
         if req.chunked:
             self._state = _CHUNKED
             self._chunks = ChunkedReader(max_body=limit)
