@@ -124,8 +124,7 @@ class HttpProtocol:
         if pos == 0 and nbytes <= _REPLY_KEY_MAX and self._state == _HEAD and self._partial is None:
             # The fastest case: this whole read is a request head already answered with a
             # static response (same bytes, same answer); no parse, no Request, one write.
-            data = view[:nbytes].tobytes()
-            wire = app.replies.get(data)
+            wire = app.replies.get(view[:nbytes].tobytes())
             if wire is not None and not (conn.paused or conn.closing or conn.closed):
                 self.requests += 1
                 conn.write(wire)
