@@ -152,7 +152,9 @@ class HttpServer:
         self.static: dict[str, Response] = {}
         #: Fast-path table (see ``HttpProtocol``): whole request heads -> encoded answers.
         self.replies: dict[bytes, bytes] = {}
-        self.tcp = TcpServer(
+        # The loop names its server class (the io_uring Proactor has its own); epoll by default.
+        server_class = getattr(reactor, "server_class", TcpServer)
+        self.tcp = server_class(
             reactor, lambda: HttpProtocol(self), buffer_pool=buffer_pool, **server_options
         )
         self._date = b""

@@ -24,8 +24,9 @@ from poolalloc.net.httpparse import Request
 from poolalloc.net.metrics import prometheus_text
 from poolalloc.net.reactor import Reactor
 from poolalloc.net.server import TcpServer, listen_socket
+from poolalloc.net.uring import Proactor, available
 
-__all__ = ["build_server", "serve"]
+__all__ = ["build_server", "make_loop", "serve"]
 
 
 def build_server(
@@ -63,7 +64,9 @@ def build_server(
             uploads=uploads,
             sock=sock,
             idle_timeout=idle_timeout,
-            conn_pool=TcpServer.make_connection_pool(max_connections),
+            conn_pool=getattr(reactor, "server_class", TcpServer).make_connection_pool(
+                max_connections
+            ),
         )
     except BaseException:
         sock.close()
@@ -109,20 +112,56 @@ def serve(
     return _supervise(children)
 
 
-def _run_worker(host: str, port: int, root: str | None, **options: Any) -> int:
-    reactor = Reactor()
+def _run_worker(
+    host: str, port: int, root: str | None, engine: str = "auto", **options: Any
+) -> int:
+    reactor = make_loop(engine)
     server = build_server(reactor, host, port, root, **options)
     for signum in (signal.SIGINT, signal.SIGTERM):
         reactor.add_signal_handler(signum, reactor.stop)
     server.start()
     h, p = server.address
-    print(f"poolalloc serve: pid {os.getpid()} listening on http://{h}:{p}", file=sys.stderr)
+    kind = type(reactor).__name__
+    print(
+        f"poolalloc serve: pid {os.getpid()} ({kind}) listening on http://{h}:{p}", file=sys.stderr
+    )
     try:
         reactor.run()
     finally:
         server.close()
         reactor.close()
     return 0
+
+
+#: What ``auto`` picks: the engine that spent the least server CPU per request in
+#: bench/bench_uring.py on this project's machines (docs/benchmarks.md, "## io_uring": the epoll
+#: Reactor at c = 100 and 1000, a tie at c = 10000). Change it when the measurements change.
+FASTEST_ENGINE = "epoll"
+
+
+def make_loop(engine: str = "auto") -> Reactor:
+    """The event loop for ``engine``: ``epoll``, ``uring``, or ``auto`` (the fastest measured,
+    :data:`FASTEST_ENGINE`). When io_uring is asked for and unavailable, epoll is used and the
+    reason goes to stderr.
+
+    Example:
+        >>> loop = make_loop("epoll"); type(loop).__name__
+        'Reactor'
+        >>> loop.close()
+
+    :raises ValueError: unknown engine.
+    """
+    if engine not in ("auto", "epoll", "uring"):
+        raise ValueError(f"engine must be auto, epoll or uring, not {engine!r}")
+    if engine == "auto":
+        engine = FASTEST_ENGINE
+    if engine == "epoll":
+        return Reactor()
+    ok, reason = available()
+    if ok:
+        return Proactor(single_issuer=True)  # serve builds, runs and closes it in one thread
+    print(f"poolalloc serve: io_uring unavailable ({reason}); using epoll", file=sys.stderr)
+    return Reactor()
 
 
 def _supervise(children: list[int]) -> int:
