@@ -10,6 +10,8 @@ and min-max over rounds. Run from the repository root with the package installed
 
 Servers: poolalloc (the full server), bare (a bare epoll loop: the floor for pure Python),
 asyncio (Protocol), uvloop (Protocol), uvloop-buffered (BufferedProtocol), nginx (return 200).
+``poolalloc-base`` is the same server imported from the copy of an older installed package named
+by ``--base-pythonpath`` (a before/after comparison inside one run).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ SERVERS: dict[str, list[str]] = {
     ],
     "nginx": [],
 }  # fmt: skip
+#: Set from --base-pythonpath: where "poolalloc-base" imports poolalloc from.
+OPTIONS = {"base_pythonpath": ""}
 
 
 def start_server(name: str, port: int, tmp: str) -> subprocess.Popen[bytes]:
@@ -52,6 +56,9 @@ def start_server(name: str, port: int, tmp: str) -> subprocess.Popen[bytes]:
         with open(f"{tmp}/nginx.conf", "w") as f:
             f.write(conf)
         cmd = [shutil.which("nginx") or "/usr/sbin/nginx", "-p", tmp, "-c", f"{tmp}/nginx.conf"]
+    elif name == "poolalloc-base":
+        env = f"PYTHONPATH={OPTIONS['base_pythonpath']}"
+        cmd = ["env", env, *SERVERS["poolalloc"], "--port", str(port)]
     else:
         cmd = [*SERVERS[name], "--port", str(port)]
     proc = subprocess.Popen(["taskset", "-c", "0", *cmd], stderr=subprocess.DEVNULL)
@@ -156,7 +163,9 @@ def main() -> None:
     parser.add_argument("--servers", default=",".join(SERVERS))
     parser.add_argument("--port", type=int, default=18080)
     parser.add_argument("--json", default=None, help="also write raw results here")
+    parser.add_argument("--base-pythonpath", default="", help="for the poolalloc-base server")
     args = parser.parse_args()
+    OPTIONS["base_pythonpath"] = args.base_pythonpath
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # wrk -c10000 needs it
     servers = args.servers.split(",")

@@ -154,10 +154,12 @@ class Connection:
         if self._lingering:
             self._discard_input()
             return
-        assert self.pool is not None
-        assert self.sock is not None
-        assert self.protocol is not None
-        pool, recv_into, protocol = self.pool, self.sock.recv_into, self.protocol
+        pool, sock, protocol, reactor = self.pool, self.sock, self.protocol, self.reactor
+        assert pool is not None
+        assert sock is not None
+        assert protocol is not None
+        assert reactor is not None
+        recv_into, chunk = sock.recv_into, self._chunk
         while True:
             try:
                 lease = pool.acquire(0)
@@ -178,7 +180,7 @@ class Connection:
                 self._eof()
                 return
             self.bytes_in += n
-            self.last_active = self.reactor.now  # type: ignore[union-attr]
+            self.last_active = reactor.now
             try:
                 kept = protocol.buffer_received(lease, n)
             except Exception as exc:  # a protocol bug must not strand the lease
@@ -187,12 +189,12 @@ class Connection:
                 raise  # the reactor reports it
             if not kept:
                 lease.release()
+            # A short read drained the socket: the next edge brings more (the common exit).
+            if n < chunk and not reactor.event_mask & _RDHUP:
+                return
             if self.paused or self.closing or self.closed:
                 return
-            if n < self._chunk:
-                if self.reactor.event_mask & _RDHUP:  # type: ignore[union-attr]
-                    continue  # the FIN came with this data: read on to see EOF
-                return
+            # A full read may have left bytes queued; a short one with the FIN: read on to EOF.
 
     def _retry_later(self) -> None:
         assert self.reactor is not None

@@ -8,7 +8,10 @@
   body from the pooled read buffers into ``<name>.part-*`` and renames it into place when
   complete (a half-sent upload never appears under its name). Disk writes are synchronous in
   the loop: fine for local disks, not for network filesystems.
-* ``GET /test`` answers ``Hello, World!`` (the benchmark's request).
+* Static responses: ``server.route("/path", Response(...))`` answers every request for the path
+  with the same response; keep-alive ``GET`` requests for it take the protocol's fast path
+  (the encoded answer is looked up by the request's exact head bytes and written at once).
+* ``GET /test`` answers ``Hello, World!`` (the benchmark's request), as a static route.
 
 Example:
     >>> import poolalloc
@@ -146,6 +149,9 @@ class HttpServer:
         self.max_head, self.max_target = max_head, max_target
         self.header_timeout = header_timeout
         self.routes: dict[str, Handler] = {}
+        self.static: dict[str, Response] = {}
+        #: Fast-path table (see ``HttpProtocol``): whole request heads -> encoded answers.
+        self.replies: dict[bytes, bytes] = {}
         # The loop names its server class (the io_uring Proactor has its own); epoll by default.
         server_class = getattr(reactor, "server_class", TcpServer)
         self.tcp = server_class(
@@ -155,16 +161,46 @@ class HttpServer:
         self._date_timer: Any = None
         # The last response encoded for keep-alive, to reuse when the same object comes back.
         self._wire: tuple[Response | None, bytes, bytes] = (None, b"", b"")
-        self.route("/test", lambda req: _HELLO)
+        self.route("/test", _HELLO)
 
     @property
     def address(self) -> tuple[str, int]:
         """The bound ``(host, port)``."""
         return self.tcp.address
 
-    def route(self, path: str, handler: Handler) -> None:
-        """Answer requests for exactly ``path`` with ``handler`` (any method)."""
-        self.routes[path] = handler
+    def route(self, path: str, handler: Handler | Response) -> None:
+        """Answer requests for exactly ``path`` (any method) with ``handler(request)``, or
+        always with the same :class:`Response` (a static route, served by the fast path).
+
+        Example:
+            >>> srv.route("/ping", Response(body=b"pong"))  # doctest: +SKIP
+        """
+        self.replies.clear()  # answers remembered for the old route are stale
+        if isinstance(handler, Response):
+            resp = handler
+            self.static[path] = resp
+            self.routes[path] = lambda req: resp
+        else:
+            self.static.pop(path, None)
+            self.routes[path] = handler
+
+    def static_reply(self, req: Request) -> bytes | None:
+        """The encoded answer to ``req`` if it is a keep-alive ``GET`` of a static route
+        with no body (so the same head bytes always get these bytes back), else None."""
+        resp = self.static.get(req.path)
+        if (
+            resp is None
+            or req.method != "GET"
+            or not req.keep_alive
+            or req.chunked
+            or req.content_length
+            or resp.status >= 400
+        ):
+            return None
+        head = self._head(
+            resp.status, len(resp.body), resp.content_type, resp.headers, keep_alive=True
+        )
+        return head + resp.body
 
     def start(self) -> None:
         """Start listening (the reactor must run to serve)."""
@@ -183,6 +219,7 @@ class HttpServer:
 
     def _tick(self) -> None:
         self._date = email.utils.formatdate(usegmt=True).encode()
+        self.replies.clear()  # they carry the old Date
         self._date_timer = self.reactor.call_later(1.0, self._tick)
 
     # ---- HttpApp interface (called by HttpProtocol) ----

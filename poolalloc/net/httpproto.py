@@ -8,6 +8,12 @@ A head split across reads is the only copy: its bytes are collected in a small b
 (bounded by ``max_head``; a slow sender is ended by ``header_timeout``). Body bytes go from the
 lease to the request's sink (memory for handlers, a file for uploads) as memoryview slices.
 
+Fast path: a read that is exactly one request head seen before, whose answer is a static
+response (``app.static_reply``), is looked up whole in ``app.replies`` and answered with one
+write: no regex, no :class:`~poolalloc.net.httpparse.Request`, no handler call. The same head
+bytes always parse the same way (the parser's own head cache relies on this too), so the
+answer cannot differ; the server clears the table whenever the ``Date`` second changes.
+
 Any :class:`HttpError` is answered with its status, ``Connection: close``, and a graceful
 close, so the client reads the error before the connection goes.
 """
@@ -28,6 +34,9 @@ __all__ = ["BodySink", "HttpProtocol"]
 _HEAD_END = re.compile(rb"\r\n\r\n")
 _HEAD, _BODY, _CHUNKED = range(3)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: Reads up to this size may be looked up whole in ``app.replies``; at most this many entries.
+_REPLY_KEY_MAX = 1024
+_REPLIES_MAX = 256
 
 
 class BodySink(Protocol):
@@ -53,6 +62,10 @@ class HttpApp(Protocol):
     max_head: int
     max_target: int
     header_timeout: float
+    #: Whole request heads (with their blank line) mapped to the exact bytes that answer them.
+    replies: dict[bytes, bytes]
+
+    def static_reply(self, req: Request) -> bytes | None: ...
 
     def body_limit(self, req: Request) -> int: ...
 
@@ -108,6 +121,14 @@ class HttpProtocol:
         conn = self.conn
         app = self.app
         assert conn is not None
+        if pos == 0 and nbytes <= _REPLY_KEY_MAX and self._state == _HEAD and self._partial is None:
+            # The fastest case: this whole read is a request head already answered with a
+            # static response (same bytes, same answer); no parse, no Request, one write.
+            wire = app.replies.get(view[:nbytes].tobytes())
+            if wire is not None and not (conn.paused or conn.closing or conn.closed):
+                self.requests += 1
+                conn.write(wire)
+                return False
         try:
             while pos < nbytes and not (conn.paused or conn.closing or conn.closed):
                 if self._state == _HEAD and self._partial is None:
@@ -115,8 +136,11 @@ class HttpProtocol:
                     m = _HEAD_END.search(view, pos, nbytes)
                     if m is not None and m.start() - pos <= app.max_head:
                         head = view[pos : m.start()].tobytes()
+                        req = parse_head(head, app.max_target)
+                        if pos == 0 and m.end() == nbytes and nbytes <= _REPLY_KEY_MAX:
+                            self._remember_reply(head, req)
                         pos = m.end()
-                        self._start(parse_head(head, app.max_target))
+                        self._start(req)
                         continue
                 if self._state == _HEAD:
                     pos = self._read_head(view, pos, nbytes)
@@ -133,6 +157,15 @@ class HttpProtocol:
             self._held = (lease, nbytes, pos)
             return True
         return False
+
+    def _remember_reply(self, head: bytes, req: Request) -> None:
+        """Offer this head (the whole read) to the fast path if its answer is static."""
+        wire = self.app.static_reply(req)
+        if wire is not None:
+            replies = self.app.replies
+            if len(replies) >= _REPLIES_MAX:
+                replies.clear()  # bounded: many distinct heads only cost a refill
+            replies[head + b"\r\n\r\n"] = wire
 
     def eof_received(self) -> bool:
         """Peer half-closed: finish what was queued, then close (a half-read request is lost)."""
