@@ -72,6 +72,7 @@ typedef struct pai_slab_s {
   uint32_t *req_sizes;         /* debug CANARY: requested size per block, else NULL */
   uint16_t first_page, npages;
   uint8_t on_partial;
+  uint8_t idle;                /* empty and counted in pool->idle_slab_bytes (depot->lock) */
   _Atomic uint64_t out[PAI_BITMAP_WORDS];
 } pai_slab_t;
 
@@ -147,6 +148,9 @@ struct pa_pool_s {
   uint64_t ntcaches;
   uint64_t mapped, mapped_peak, node_mapped[PAI_MAX_NODES], node_mapped_peak[PAI_MAX_NODES];
   uint64_t retained;           /* bytes of empty chunks kept mapped */
+  /* bytes of empty slabs kept in their depots beyond the first per depot; with `retained` it
+   * stays within retain_bytes (slab.c keep_empty_slab) */
+  _Atomic uint64_t idle_slab_bytes;
   uint64_t trims, trimmed, failed, huge_allocs, huge_frees, huge_bytes, unpooled_blocks;
   uint64_t unpooled_bytes, unpooled_allocs, unpooled_frees;
   _Atomic uint64_t failed_fast;

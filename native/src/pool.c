@@ -154,7 +154,9 @@ void pai_pool_unref(pa_pool_t *pool) {
 /* pool->lock held: a chunk has no slab left. Keep it within the retention budget, else unmap. */
 void pai_pool_chunk_empty(pa_pool_t *pool, pai_chunk_t *c, bool force, uint64_t *released) {
   bool closed = atomic_load_explicit(&pool->closed, memory_order_relaxed) != 0;
-  if (!force && !closed && pool->retained + c->len <= pool->retain_bytes) {
+  uint64_t idle = pool->retained + atomic_load_explicit(&pool->idle_slab_bytes,
+                                                         memory_order_relaxed);
+  if (!force && !closed && idle + c->len <= pool->retain_bytes) {
     pool->retained += c->len;
     return;
   }

@@ -43,8 +43,11 @@ def test_retention_is_bounded_without_trim() -> None:
         for b in blocks:
             b.free()
         stats = pool.stats()
-        # at most the retained chunks plus one kept slab per class stay mapped
-        assert stats.mapped_bytes <= (2 << 20) + (4 << 20)
+        # 300 blocks of 64 KiB peaked at over 19 MiB. What may stay mapped: retain_bytes (empty
+        # chunks plus empty slabs kept in their depots), the chunks pinned by this thread's
+        # cached blocks (at most half its 4 MiB cache budget per class) and by the one spare
+        # slab per class: 2 MiB + three 2 MiB chunks.
+        assert stats.mapped_bytes <= (2 << 20) + 3 * (2 << 20)
         assert stats.trims > 0
 
 
