@@ -487,12 +487,11 @@ int pa_free(void *p) {
   if (PA_UNLIKELY(pa_track_is_poisoned(p))) return EALREADY;
   /* p lies in a live slab of ours, so reading it is safe */
   uint64_t word = *(const uint64_t *)p;
-  pai_chunk_t *c = s->chunk;
   bool exact;
   uint32_t idx = pai_slab_index(s, a, &exact);
   if (PA_UNLIKELY(!exact)) return EFAULT;
   if (PA_UNLIKELY(!pai_slab_is_out(s, idx))) return EALREADY;
-  pa_pool_t *pool = c->pool;
+  pa_pool_t *pool = s->pool;
   if (PA_UNLIKELY(pool->debug)) return debug_free(pool, s, idx, p);
   if (PA_UNLIKELY(word == pai_free_marker(p))) return EALREADY;
   pai_tcache_t *tc = pai_tcache(pool);
@@ -508,7 +507,7 @@ int pa_free(void *p) {
       return 0;
     }
   }
-  return free_slow(pool, tc, c, s, idx, p);
+  return free_slow(pool, tc, s->chunk, s, idx, p);
 }
 
 int pa_alloc_batch(pa_pool_t *pool, size_t size, size_t align, size_t n, void **out) {
