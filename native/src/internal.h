@@ -237,6 +237,7 @@ static inline int pai_locate(const void *p, pai_chunk_t **chunk, pai_slab_t **sl
 }
 
 /* ---- depots (slab.c) ---- */
+void pai_depot_lock_init(pthread_mutex_t *lock);
 int pai_depot_refill(pa_pool_t *pool, pai_depot_t *d, void **out, unsigned n, unsigned *got);
 void pai_depot_return(pai_slab_t *s, uint32_t idx, bool locked);
 void pai_depot_release_empty(pai_depot_t *d, bool all, uint64_t *released);

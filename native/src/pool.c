@@ -95,7 +95,7 @@ static int pool_alloc_struct(const pa_config_t *cfg, unsigned nnodes, pa_pool_t 
   for (unsigned n = 0; n < nnodes; n++) {
     for (unsigned c = 0; c < PAI_NCLASSES; c++) {
       pai_depot_t *d = pai_depot(pool, n, c);
-      pthread_mutex_init(&d->lock, NULL);
+      pai_depot_lock_init(&d->lock);
       d->cls = c;
       d->node = n;
     }
@@ -620,7 +620,7 @@ static void fork_child(void) {
   for (pa_pool_t *pool = g_pools; pool; pool = pool->gnext) {
     pthread_mutex_init(&pool->lock, NULL);
     for (unsigned i = 0; i < pool->nnodes * PAI_NCLASSES; i++)
-      pthread_mutex_init(&pool->depots[i].lock, NULL);
+      pai_depot_lock_init(&pool->depots[i].lock);
   }
   pthread_mutex_init(&pai_g_lock, NULL);
   pai_tcache_fork_child();

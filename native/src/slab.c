@@ -240,6 +240,20 @@ static int new_slab(pa_pool_t *pool, pai_depot_t *d, pai_slab_t **out) {
 
 // ---- depot traffic ----
 
+/* Depot locks are held for one batch (a few hundred ns), so a thread that finds one taken does
+ * better spinning briefly than sleeping in the kernel: with two threads trading 64 KiB batches
+ * the futex sleeps and wake-ups cost more CPU than the work itself. glibc's adaptive mutex
+ * spins, then blocks. */
+void pai_depot_lock_init(pthread_mutex_t *lock) {
+  pthread_mutexattr_t attr;
+  pthread_mutexattr_init(&attr);
+#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
+  pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+#endif
+  pthread_mutex_init(lock, &attr);
+  pthread_mutexattr_destroy(&attr);
+}
+
 /* depot->lock held: an empty slab is taken again (or released). */
 static void slab_leaves_empty(pa_pool_t *pool, pai_depot_t *d, pai_slab_t *s) {
   d->empty_slabs--;
@@ -251,14 +265,16 @@ static void slab_leaves_empty(pa_pool_t *pool, pai_depot_t *d, pai_slab_t *s) {
 
 /* depot->lock held: may a slab that just became empty stay in its depot? The first empty slab
  * of a depot always stays (as a hot spare); more stay while the empty slabs kept so and the
- * retained chunks together fit in half the pool's retention budget. Without this a class whose
+ * retained chunks together fit in the pool's retention budget. Without this a class whose
  * working set swings by many slabs (100 live 64 KiB blocks per thread) released and re-carved
  * slabs on every swing, each time under the depot lock and the pool lock. */
 static bool keep_empty_slab(pa_pool_t *pool, pai_depot_t *d, pai_slab_t *s) {
   if (d->empty_slabs <= 1) return true;
   uint64_t bytes = (uint64_t)s->npages << PAI_PAGE_SHIFT;
   uint64_t idle = atomic_load_explicit(&pool->idle_slab_bytes, memory_order_relaxed);
-  if (idle + bytes > pool->retain_bytes / 2) return false;
+  /* retained: written under pool->lock; a relaxed read is off by at most one chunk in flight */
+  uint64_t retained = __atomic_load_n(&pool->retained, __ATOMIC_RELAXED);
+  if (idle + retained + bytes > pool->retain_bytes) return false;
   atomic_fetch_add(&pool->idle_slab_bytes, bytes);
   s->idle = 1;
   return true;
