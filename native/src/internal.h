@@ -50,6 +50,7 @@
 #define PAI_MAX_NODES 64
 #define PAI_NO_SLAB 0xFFu
 #define PAI_CACHE_MAX 256
+#define PAI_BIG_CLASS_SLOTS 32u
 #define PAI_CANARY_BYTES 16u
 #define PAI_POISON_BYTE 0xDBu
 #define PAI_CANARY_BYTE 0xCAu
@@ -66,7 +67,6 @@ typedef struct pai_slab_s {
   uintptr_t base;
   uint64_t div_magic;          /* (off * div_magic) >> 42 == off / block_size for off < 2 MiB */
   uint32_t block_size, nblocks, nfree, cls;
-  uint32_t shift;              /* log2(block_size) for power-of-two classes, else 0 */
   pa_pool_t *pool;             /* == chunk->pool, one dependent load less in pa_free */
   struct pai_slab_s *prev, *next; /* depot list: partial (nfree > 0) or full */
   pai_depot_t *depot;
@@ -177,13 +177,9 @@ void pai_slab_put(pai_slab_t *s, uint32_t idx);
 
 static inline uint32_t pai_slab_index(const pai_slab_t *s, uintptr_t p, bool *exact) {
   uintptr_t off = p - s->base;
-  uint32_t idx;
-  if (s->shift) { /* 64 B ... 1 MiB powers of two: a shift and a mask, no multiply chain */
-    idx = (uint32_t)(off >> s->shift);
-    *exact = (off & (s->block_size - 1)) == 0 && idx < s->nblocks;
-    return idx;
-  }
-  idx = (uint32_t)((off * s->div_magic) >> 42);
+  /* one multiply for every class: a shift for the powers of two only paid off for a single
+   * class, and its branch mispredicts when sizes are mixed */
+  uint32_t idx = (uint32_t)((off * s->div_magic) >> 42);
   *exact = (uintptr_t)idx * s->block_size == off && idx < s->nblocks;
   return idx;
 }

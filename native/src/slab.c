@@ -86,8 +86,6 @@ int pai_slab_init(pai_slab_t *s, pai_chunk_t *c, unsigned first_page, unsigned c
   s->nfree = s->nblocks;
   s->cls = cls;
   s->div_magic = (((uint64_t)1 << 42) + s->block_size - 1) / s->block_size;
-  if ((s->block_size & (s->block_size - 1)) == 0)
-    s->shift = (uint32_t)__builtin_ctz(s->block_size);
   s->pool = c->pool;
   s->depot = d;
   s->chunk = c;

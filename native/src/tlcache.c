@@ -45,13 +45,17 @@ void pai_thread_init_once(void) { pthread_once(&tls_once, key_init); }
 
 static size_t cache_budget(const pa_pool_t *pool);
 
-/* Slots per class: up to half the thread's byte budget (2 MiB by default: 32 blocks of 64 KiB,
- * so a batch of 16 amortises one depot lock over 16 blocks), at most PAI_CACHE_MAX, and no more
- * than 1/64 of a bounded pool's capacity. */
+/* Slots per class: 1 MiB worth, at most PAI_CACHE_MAX; large classes (where 1 MiB is fewer
+ * than PAI_BIG_CLASS_SLOTS blocks) get up to that many within half the thread's byte budget
+ * (32 blocks of 64 KiB by default, so a batch of 16 amortises one depot lock); never more than
+ * 1/64 of a bounded pool's capacity. Raising every class to half the budget instead made the
+ * mixed-size workload hit the byte budget (and its halving flushes) twice as often. */
 uint32_t pai_cache_cap(const pa_pool_t *pool, unsigned cls) {
   if (pool->debug) return 0;
   size_t bs = pai_class_size[cls];
-  size_t cap = (cache_budget(pool) / 2) / bs;
+  size_t cap = ((size_t)1 << 20) / bs;
+  size_t big = (cache_budget(pool) / 2) / bs;
+  if (cap < PAI_BIG_CLASS_SLOTS) cap = big < PAI_BIG_CLASS_SLOTS ? big : PAI_BIG_CLASS_SLOTS;
   if (cap > PAI_CACHE_MAX) cap = PAI_CACHE_MAX;
   if (cap < 2) cap = 2;
   if (pool->max_bytes) {
