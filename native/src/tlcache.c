@@ -292,13 +292,16 @@ static int make_room_locked(pai_tcache_t *tc, unsigned cls) {
   if (!ensure_slots(t)) return ENOENT;
   if (t->n >= t->cap) pai_tcache_flush_class(tc, cls, t->cap / 2);
   if (pai_class_size[cls] > tc->budget) return ENOENT;
-  /* over the byte budget: halve this class, then the others, until the block fits (halving
-   * rather than emptying keeps the caches warm for a workload that spreads over many classes) */
-  for (unsigned i = 0; i <= PAI_NCLASSES && tc->parked_bytes + pai_class_size[cls] > tc->budget;
-       i++) {
-    unsigned c = i == 0 ? cls : i - 1;
-    pai_tcache_flush_class(tc, c, tc->cls[c].n / 2);
+  /* over the byte budget: halve the other classes, largest blocks first, then this one, until
+   * the block fits. Halving rather than emptying keeps the caches warm for a workload spread
+   * over many classes; sparing the class being freed into keeps its LIFO hot while blocks
+   * parked by an earlier phase (say 32 x 64 KiB) are the ones that go. */
+  for (unsigned i = PAI_NCLASSES; i > 0 && tc->parked_bytes + pai_class_size[cls] > tc->budget;
+       i--) {
+    if (i - 1 != cls) pai_tcache_flush_class(tc, i - 1, tc->cls[i - 1].n / 2);
   }
+  if (tc->parked_bytes + pai_class_size[cls] > tc->budget)
+    pai_tcache_flush_class(tc, cls, t->n / 2);
   if (tc->parked_bytes + pai_class_size[cls] > tc->budget) flush_all(tc);
   return 0;
 }
