@@ -242,6 +242,19 @@ static void print_scaling(results_t res, const alloc_api_t *apis, int n, int rou
   }
 }
 
+/* Is `name` one of the comma-separated names in `list`? */
+static int in_list(const char *list, const char *name) {
+  size_t len = strlen(name);
+  for (const char *p = list; *p;) {
+    const char *end = strchr(p, ',');
+    size_t n = end ? (size_t)(end - p) : strlen(p);
+    if (n == len && strncmp(p, name, len) == 0) return 1;
+    if (end == NULL) break;
+    p = end + 1;
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
   int rounds = argc > 1 ? atoi(argv[1]) : 5;
   long pairs = argc > 2 ? atol(argv[2]) : 1000000;
@@ -253,10 +266,10 @@ int main(int argc, char **argv) {
   if (load(&apis[n], "jemalloc", "libjemalloc.so.2", "malloc", "free") == 0) n++;
   if (load(&apis[n], "mimalloc", "libmimalloc.so.2", "mi_malloc", "mi_free") == 0) n++;
   apis[n++] = (alloc_api_t){"freelist", fl_alloc, fl_free};
-  if (argc > 3) { /* keep only the named allocator (for profiling) */
+  if (argc > 3) { /* keep only the named allocators, comma-separated (for profiling) */
     int m = 0;
     for (int a = 0; a < n; a++)
-      if (strcmp(apis[a].name, argv[3]) == 0) apis[m++] = apis[a];
+      if (in_list(argv[3], apis[a].name)) apis[m++] = apis[a];
     n = m;
   }
   if (n == 0 || pa_pool_create(NULL, &bench_pool) != 0) return 1;

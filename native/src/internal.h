@@ -50,6 +50,7 @@
 #define PAI_MAX_NODES 64
 #define PAI_NO_SLAB 0xFFu
 #define PAI_CACHE_MAX 256
+#define PAI_BIG_CLASS_SLOTS 32u
 #define PAI_CANARY_BYTES 16u
 #define PAI_POISON_BYTE 0xDBu
 #define PAI_CANARY_BYTE 0xCAu
@@ -66,12 +67,14 @@ typedef struct pai_slab_s {
   uintptr_t base;
   uint64_t div_magic;          /* (off * div_magic) >> 42 == off / block_size for off < 2 MiB */
   uint32_t block_size, nblocks, nfree, cls;
+  pa_pool_t *pool;             /* == chunk->pool, one dependent load less in pa_free */
   struct pai_slab_s *prev, *next; /* depot list: partial (nfree > 0) or full */
   pai_depot_t *depot;
   pai_chunk_t *chunk;
   uint32_t *req_sizes;         /* debug CANARY: requested size per block, else NULL */
   uint16_t first_page, npages;
   uint8_t on_partial;
+  uint8_t idle;                /* empty and counted in pool->idle_slab_bytes (depot->lock) */
   _Atomic uint64_t out[PAI_BITMAP_WORDS];
 } pai_slab_t;
 
@@ -147,6 +150,9 @@ struct pa_pool_s {
   uint64_t ntcaches;
   uint64_t mapped, mapped_peak, node_mapped[PAI_MAX_NODES], node_mapped_peak[PAI_MAX_NODES];
   uint64_t retained;           /* bytes of empty chunks kept mapped */
+  /* bytes of empty slabs kept in their depots beyond the first per depot; with `retained` it
+   * stays within retain_bytes (slab.c keep_empty_slab) */
+  _Atomic uint64_t idle_slab_bytes;
   uint64_t trims, trimmed, failed, huge_allocs, huge_frees, huge_bytes, unpooled_blocks;
   uint64_t unpooled_bytes, unpooled_allocs, unpooled_frees;
   _Atomic uint64_t failed_fast;
@@ -171,6 +177,8 @@ void pai_slab_put(pai_slab_t *s, uint32_t idx);
 
 static inline uint32_t pai_slab_index(const pai_slab_t *s, uintptr_t p, bool *exact) {
   uintptr_t off = p - s->base;
+  /* one multiply for every class: a shift for the powers of two only paid off for a single
+   * class, and its branch mispredicts when sizes are mixed */
   uint32_t idx = (uint32_t)((off * s->div_magic) >> 42);
   *exact = (uintptr_t)idx * s->block_size == off && idx < s->nblocks;
   return idx;
@@ -225,6 +233,7 @@ static inline int pai_locate(const void *p, pai_chunk_t **chunk, pai_slab_t **sl
 }
 
 /* ---- depots (slab.c) ---- */
+void pai_depot_lock_init(pthread_mutex_t *lock);
 int pai_depot_refill(pa_pool_t *pool, pai_depot_t *d, void **out, unsigned n, unsigned *got);
 void pai_depot_return(pai_slab_t *s, uint32_t idx, bool locked);
 void pai_depot_release_empty(pai_depot_t *d, bool all, uint64_t *released);

@@ -95,7 +95,7 @@ static int pool_alloc_struct(const pa_config_t *cfg, unsigned nnodes, pa_pool_t 
   for (unsigned n = 0; n < nnodes; n++) {
     for (unsigned c = 0; c < PAI_NCLASSES; c++) {
       pai_depot_t *d = pai_depot(pool, n, c);
-      pthread_mutex_init(&d->lock, NULL);
+      pai_depot_lock_init(&d->lock);
       d->cls = c;
       d->node = n;
     }
@@ -154,7 +154,9 @@ void pai_pool_unref(pa_pool_t *pool) {
 /* pool->lock held: a chunk has no slab left. Keep it within the retention budget, else unmap. */
 void pai_pool_chunk_empty(pa_pool_t *pool, pai_chunk_t *c, bool force, uint64_t *released) {
   bool closed = atomic_load_explicit(&pool->closed, memory_order_relaxed) != 0;
-  if (!force && !closed && pool->retained + c->len <= pool->retain_bytes) {
+  uint64_t idle = pool->retained + atomic_load_explicit(&pool->idle_slab_bytes,
+                                                         memory_order_relaxed);
+  if (!force && !closed && idle + c->len <= pool->retain_bytes) {
     pool->retained += c->len;
     return;
   }
@@ -485,12 +487,11 @@ int pa_free(void *p) {
   if (PA_UNLIKELY(pa_track_is_poisoned(p))) return EALREADY;
   /* p lies in a live slab of ours, so reading it is safe */
   uint64_t word = *(const uint64_t *)p;
-  pai_chunk_t *c = s->chunk;
   bool exact;
   uint32_t idx = pai_slab_index(s, a, &exact);
   if (PA_UNLIKELY(!exact)) return EFAULT;
   if (PA_UNLIKELY(!pai_slab_is_out(s, idx))) return EALREADY;
-  pa_pool_t *pool = c->pool;
+  pa_pool_t *pool = s->pool;
   if (PA_UNLIKELY(pool->debug)) return debug_free(pool, s, idx, p);
   if (PA_UNLIKELY(word == pai_free_marker(p))) return EALREADY;
   pai_tcache_t *tc = pai_tcache(pool);
@@ -506,7 +507,7 @@ int pa_free(void *p) {
       return 0;
     }
   }
-  return free_slow(pool, tc, c, s, idx, p);
+  return free_slow(pool, tc, s->chunk, s, idx, p);
 }
 
 int pa_alloc_batch(pa_pool_t *pool, size_t size, size_t align, size_t n, void **out) {
@@ -619,7 +620,7 @@ static void fork_child(void) {
   for (pa_pool_t *pool = g_pools; pool; pool = pool->gnext) {
     pthread_mutex_init(&pool->lock, NULL);
     for (unsigned i = 0; i < pool->nnodes * PAI_NCLASSES; i++)
-      pthread_mutex_init(&pool->depots[i].lock, NULL);
+      pai_depot_lock_init(&pool->depots[i].lock);
   }
   pthread_mutex_init(&pai_g_lock, NULL);
   pai_tcache_fork_child();

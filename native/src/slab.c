@@ -86,6 +86,7 @@ int pai_slab_init(pai_slab_t *s, pai_chunk_t *c, unsigned first_page, unsigned c
   s->nfree = s->nblocks;
   s->cls = cls;
   s->div_magic = (((uint64_t)1 << 42) + s->block_size - 1) / s->block_size;
+  s->pool = c->pool;
   s->depot = d;
   s->chunk = c;
   s->first_page = (uint16_t)first_page;
@@ -237,6 +238,46 @@ static int new_slab(pa_pool_t *pool, pai_depot_t *d, pai_slab_t **out) {
 
 // ---- depot traffic ----
 
+/* Depot locks are held for one batch (a few hundred ns), so a thread that finds one taken does
+ * better spinning briefly than sleeping in the kernel: with two threads trading 64 KiB batches
+ * the futex sleeps and wake-ups cost more CPU than the work itself. glibc's adaptive mutex
+ * spins, then blocks. */
+void pai_depot_lock_init(pthread_mutex_t *lock) {
+  pthread_mutexattr_t attr;
+  pthread_mutexattr_init(&attr);
+#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
+  pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+#endif
+  pthread_mutex_init(lock, &attr);
+  pthread_mutexattr_destroy(&attr);
+}
+
+/* depot->lock held: an empty slab is taken again (or released). */
+static void slab_leaves_empty(pa_pool_t *pool, pai_depot_t *d, pai_slab_t *s) {
+  d->empty_slabs--;
+  if (s->idle) {
+    s->idle = 0;
+    atomic_fetch_sub(&pool->idle_slab_bytes, (uint64_t)s->npages << PAI_PAGE_SHIFT);
+  }
+}
+
+/* depot->lock held: may a slab that just became empty stay in its depot? The first empty slab
+ * of a depot always stays (as a hot spare); more stay while the empty slabs kept so and the
+ * retained chunks together fit in the pool's retention budget. Without this a class whose
+ * working set swings by many slabs (100 live 64 KiB blocks per thread) released and re-carved
+ * slabs on every swing, each time under the depot lock and the pool lock. */
+static bool keep_empty_slab(pa_pool_t *pool, pai_depot_t *d, pai_slab_t *s) {
+  if (d->empty_slabs <= 1) return true;
+  uint64_t bytes = (uint64_t)s->npages << PAI_PAGE_SHIFT;
+  uint64_t idle = atomic_load_explicit(&pool->idle_slab_bytes, memory_order_relaxed);
+  /* retained: written under pool->lock; a relaxed read is off by at most one chunk in flight */
+  uint64_t retained = __atomic_load_n(&pool->retained, __ATOMIC_RELAXED);
+  if (idle + retained + bytes > pool->retain_bytes) return false;
+  atomic_fetch_add(&pool->idle_slab_bytes, bytes);
+  s->idle = 1;
+  return true;
+}
+
 /* Take up to n blocks for a thread cache or a direct allocation. 0 when at least one came. */
 int pai_depot_refill(pa_pool_t *pool, pai_depot_t *d, void **out, unsigned n, unsigned *got) {
   int err = 0;
@@ -245,7 +286,7 @@ int pai_depot_refill(pa_pool_t *pool, pai_depot_t *d, void **out, unsigned n, un
   while (have < n) {
     pai_slab_t *s = d->partial;
     if (s == NULL && (err = new_slab(pool, d, &s)) != 0) break;
-    if (s->nfree == s->nblocks) d->empty_slabs--;
+    if (s->nfree == s->nblocks) slab_leaves_empty(pool, d, s);
     have += pai_slab_take(s, out + have, n - have);
     if (s->nfree == 0) move_to_full(d, s);
   }
@@ -263,7 +304,7 @@ static void release_slab(pai_depot_t *d, pai_slab_t *s, bool force, uint64_t *re
   pa_pool_t *pool = c->pool;
   list_unlink(s->on_partial ? &d->partial : &d->full, s);
   d->nslabs--;
-  d->empty_slabs--;
+  slab_leaves_empty(pool, d, s);
   unsigned first = s->first_page, npages = s->npages;
   atomic_fetch_add(&pai_slab_epoch, 1);
   pai_slab_fini(s);
@@ -286,7 +327,7 @@ void pai_depot_return(pai_slab_t *s, uint32_t idx, bool locked) {
     pa_pool_t *pool = s->chunk->pool;
     bool closed = atomic_load_explicit(&pool->closed, memory_order_relaxed) != 0;
     uint64_t released = 0;
-    if (d->empty_slabs > 1 || closed) release_slab(d, s, closed, &released);
+    if (closed || !keep_empty_slab(pool, d, s)) release_slab(d, s, closed, &released);
   }
   if (!locked) pthread_mutex_unlock(&d->lock);
 }

@@ -43,10 +43,19 @@ void pai_thread_init_once(void) { pthread_once(&tls_once, key_init); }
 
 // ---- caps ----
 
+static size_t cache_budget(const pa_pool_t *pool);
+
+/* Slots per class: 1 MiB worth, at most PAI_CACHE_MAX; large classes (where 1 MiB is fewer
+ * than PAI_BIG_CLASS_SLOTS blocks) get up to that many within half the thread's byte budget
+ * (32 blocks of 64 KiB by default, so a batch of 16 amortises one depot lock); never more than
+ * 1/64 of a bounded pool's capacity. Raising every class to half the budget instead made the
+ * mixed-size workload hit the byte budget (and its halving flushes) twice as often. */
 uint32_t pai_cache_cap(const pa_pool_t *pool, unsigned cls) {
   if (pool->debug) return 0;
   size_t bs = pai_class_size[cls];
-  size_t cap = ((size_t)1 << 20) / bs; /* at most 1 MiB parked per class */
+  size_t cap = ((size_t)1 << 20) / bs;
+  size_t big = (cache_budget(pool) / 2) / bs;
+  if (cap < PAI_BIG_CLASS_SLOTS) cap = big < PAI_BIG_CLASS_SLOTS ? big : PAI_BIG_CLASS_SLOTS;
   if (cap > PAI_CACHE_MAX) cap = PAI_CACHE_MAX;
   if (cap < 2) cap = 2;
   if (pool->max_bytes) {
@@ -283,13 +292,16 @@ static int make_room_locked(pai_tcache_t *tc, unsigned cls) {
   if (!ensure_slots(t)) return ENOENT;
   if (t->n >= t->cap) pai_tcache_flush_class(tc, cls, t->cap / 2);
   if (pai_class_size[cls] > tc->budget) return ENOENT;
-  /* over the byte budget: halve this class, then the others, until the block fits (halving
-   * rather than emptying keeps the caches warm for a workload that spreads over many classes) */
-  for (unsigned i = 0; i <= PAI_NCLASSES && tc->parked_bytes + pai_class_size[cls] > tc->budget;
-       i++) {
-    unsigned c = i == 0 ? cls : i - 1;
-    pai_tcache_flush_class(tc, c, tc->cls[c].n / 2);
+  /* over the byte budget: halve the other classes, largest blocks first, then this one, until
+   * the block fits. Halving rather than emptying keeps the caches warm for a workload spread
+   * over many classes; sparing the class being freed into keeps its LIFO hot while blocks
+   * parked by an earlier phase (say 32 x 64 KiB) are the ones that go. */
+  for (unsigned i = PAI_NCLASSES; i > 0 && tc->parked_bytes + pai_class_size[cls] > tc->budget;
+       i--) {
+    if (i - 1 != cls) pai_tcache_flush_class(tc, i - 1, tc->cls[i - 1].n / 2);
   }
+  if (tc->parked_bytes + pai_class_size[cls] > tc->budget)
+    pai_tcache_flush_class(tc, cls, t->n / 2);
   if (tc->parked_bytes + pai_class_size[cls] > tc->budget) flush_all(tc);
   return 0;
 }
