@@ -1,0 +1,262 @@
+"""``poolalloc demo``: the HTTP server under load, then the same run with fresh bytearrays.
+
+The server runs as a child process (``python -m poolalloc serve``) so that the load generator
+and the server do not share a GIL, the way a real client and server would not. The pool
+figures come from the server itself (its ``/metrics`` endpoint) after the load is over, so
+"outstanding leases: 0" is the server's own books, not an estimate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from poolalloc._progress import ProgressBar
+from poolalloc.loadgen import LoadResult, run_load
+
+HOST = "127.0.0.1"
+START_TIMEOUT = 20.0
+#: The flag of ``poolalloc serve`` that makes it allocate a fresh bytearray per read.
+BASELINE_FLAG = "--fresh-bytearray"
+
+
+class DemoError(RuntimeError):
+    """The demo could not run (the server did not start, or gave no metrics)."""
+
+
+@dataclass
+class RunReport:
+    """One server under load: the client's figures and the server's pool metrics."""
+
+    label: str
+    load: LoadResult
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_until_listening(proc: subprocess.Popen[bytes], port: int) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            last = err.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+            raise DemoError(f"the server exited at start: {last[0]}")
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1):
+            return
+        time.sleep(0.05)
+    raise DemoError(f"the server did not listen on {HOST}:{port} within {START_TIMEOUT:g}s")
+
+
+@contextlib.contextmanager
+def running_server(extra: list[str]) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """Start ``poolalloc serve`` on a free loopback port; yield (port, process); stop it."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "poolalloc", "serve", "--host", HOST, "--port", str(port)]
+    proc = subprocess.Popen([*cmd, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_until_listening(proc, port)
+        yield port, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def parse_metrics(body: bytes) -> dict[str, float]:
+    """Numbers from a JSON document (nested keys joined by dots) or Prometheus text.
+
+    Example:
+        >>> parse_metrics(b'{"pool": {"hits": 3}}')
+        {'pool.hits': 3.0}
+        >>> parse_metrics(b'# HELP x\\npa_leases_outstanding{pool="rx"} 0\\n')
+        {'pa_leases_outstanding{pool="rx"}': 0.0}
+    """
+    text = body.decode("utf-8", errors="replace")
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return {
+            name: float(value)
+            for name, _, value in (line.rpartition(" ") for line in text.splitlines())
+            if name and not name.startswith("#")
+        }
+    flat: dict[str, float] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), value)
+        elif isinstance(node, int | float) and not isinstance(node, bool):
+            flat[prefix] = float(node)
+
+    walk("", doc)
+    return flat
+
+
+def fetch_metrics(port: int) -> dict[str, float]:
+    conn = http.client.HTTPConnection(HOST, port, timeout=5)
+    try:
+        conn.request("GET", "/metrics")
+        response = conn.getresponse()
+        body = response.read()
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise DemoError(f"GET /metrics answered {response.status}")
+    return parse_metrics(body)
+
+
+def pick(metrics: dict[str, float], *words: str) -> float | None:
+    """The sum of the metrics whose name holds every one of ``words`` (None when none does)."""
+    found = [v for k, v in metrics.items() if all(w in k.lower() for w in words)]
+    return sum(found) if found else None
+
+
+def outstanding_leases(metrics: dict[str, float]) -> float | None:
+    return pick(metrics, "outstanding")
+
+
+def settled_metrics(port: int) -> dict[str, float]:
+    """The server's metrics once the closed connections' leases are back (or after 3 s)."""
+    deadline = time.monotonic() + 3.0
+    metrics = fetch_metrics(port)
+    while (outstanding_leases(metrics) or 0) > 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        metrics = fetch_metrics(port)
+    return metrics
+
+
+def drive(label: str, extra: list[str], connections: int, requests: int, timeout: float) -> RunReport:
+    """One server, one load run, then its metrics."""
+    with running_server(extra) as (port, _):
+        bar = ProgressBar(f"{label:>16}")
+        load = run_load(HOST, port, connections, requests, timeout=timeout, progress=bar)
+        bar.finish(f"{load.requests_per_second:,.0f} req/s, {load.failed} failed")
+        try:
+            metrics = settled_metrics(port)
+        except (OSError, http.client.HTTPException, DemoError) as exc:
+            metrics = {}
+            load.errors.append(f"metrics: {exc}")
+    return RunReport(label, load, metrics)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.2f} ms"
+
+
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value / 2**20:.1f} MiB"
+
+
+def _num(value: float | None, unit: str = "") -> str:
+    return "-" if value is None else f"{value:,.0f}{unit}"
+
+
+def hit_rate(metrics: dict[str, float]) -> float | None:
+    """Hits over acquires, from whichever of the two the server reports."""
+    rate = pick(metrics, "hit_rate")
+    if rate is not None:
+        return rate
+    hits, acquires = pick(metrics, "hits"), pick(metrics, "acquire")
+    return hits / acquires if hits is not None and acquires else None
+
+
+def pool_rows(metrics: dict[str, float]) -> list[tuple[str, str]]:
+    rate = hit_rate(metrics)
+    return [
+        ("buffer pool hit rate", "-" if rate is None else f"{rate:.2%}"),
+        ("bytes mapped", _mib(pick(metrics, "mapped"))),
+        ("high-water mark", _num(pick(metrics, "high_water"), " leases")),
+        ("outstanding leases", _num(outstanding_leases(metrics))),
+    ]
+
+
+def render(pooled: RunReport, baseline: RunReport | None, connections: int, requests: int) -> str:
+    """The one screen of the demo."""
+    runs = [pooled] if baseline is None else [pooled, baseline]
+    rows: list[tuple[str, ...]] = [("", *(r.label for r in runs))]
+    rows.append(("requests/s", *(f"{r.load.requests_per_second:,.0f}" for r in runs)))
+    for pct in (50, 90, 99, 100):
+        name = "latency max" if pct == 100 else f"latency p{pct}"
+        rows.append((name, *(_ms(r.load.percentile(pct)) for r in runs)))
+    rows.append(("failed requests", *(str(r.load.failed) for r in runs)))
+    for name, value in pool_rows(pooled.metrics):
+        rows.append((name, value, *(["-"] if baseline else [])))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        f"poolalloc demo: {connections} connections x {requests} keep-alive requests, "
+        f"HTTP/1.1 on {HOST}",
+        "",
+        *("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in
+                    enumerate(zip(row, widths, strict=True))) for row in rows),
+    ]
+    if baseline is not None and baseline.load.requests_per_second:
+        ratio = pooled.load.requests_per_second / baseline.load.requests_per_second
+        lines += ["", f"pooled / fresh bytearray throughput: {ratio:.2f}x (one run each, "
+                  "client and server share this machine's cores)"]
+    return "\n".join(lines)
+
+
+def verdict(pooled: RunReport, baseline: RunReport | None) -> list[str]:
+    """Why the demo failed: one line per problem (empty when all went well)."""
+    problems = [
+        f"{r.label}: {r.load.failed} requests failed ({'; '.join(r.load.errors[:2])})"
+        for r in (pooled, baseline)
+        if r is not None and r.load.failed
+    ]
+    left = outstanding_leases(pooled.metrics)
+    if left is None:
+        problems.append("the server reported no outstanding-lease count: cannot check for leaks")
+    elif left:
+        problems.append(f"{left:.0f} leases still outstanding after the run")
+    return problems
+
+
+def run_demo(
+    connections: int, requests: int, timeout: float, baseline: bool, json_path: str | None
+) -> int:
+    """Run the demo, print its screen; 0 when every request passed and no lease is left."""
+    pooled = drive("pooled", [], connections, requests, timeout)
+    fresh = drive("fresh bytearray", [BASELINE_FLAG], connections, requests, timeout) if baseline else None
+    print(render(pooled, fresh, connections, requests))
+    problems = verdict(pooled, fresh)
+    if json_path:
+        doc = {
+            r.label: {
+                "ok": r.load.ok,
+                "failed": r.load.failed,
+                "requests_per_second": r.load.requests_per_second,
+                "latency_s": {f"p{p}": r.load.percentile(p) for p in (50, 90, 99, 100)},
+                "metrics": r.metrics,
+                "errors": r.load.errors,
+            }
+            for r in (pooled, fresh)
+            if r is not None
+        }
+        doc["problems"] = problems  # type: ignore[assignment]
+        with open(json_path, "w") as out:
+            json.dump(doc, out, indent=2)
+    for line in problems:
+        print(f"poolalloc demo: FAILED: {line}", file=sys.stderr)
+    if not problems:
+        print("\nresult: OK (every request answered, every lease returned)")
+    return 1 if problems else 0

@@ -1,0 +1,213 @@
+"""The ``poolalloc`` command: ``info``, ``serve``, ``demo``, ``bench`` and ``selfcheck``.
+
+Errors are one line on stderr, ``poolalloc: error: ...``: exit status 2 for a bad command
+line, 1 for a failure while running. No traceback reaches the user (set ``PA_TRACEBACK=1`` to
+see one when debugging).
+
+Example:
+    >>> main(["info", "--json"])  # doctest: +ELLIPSIS
+    {
+      "version": {
+        "poolalloc": "...",
+    ...
+    0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+import poolalloc
+
+__all__ = ["build_parser", "main", "port_number", "positive_int"]
+
+Command = Callable[[argparse.Namespace], int]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, ``poolalloc: error: ...``, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"poolalloc: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1.
+
+    Example:
+        >>> positive_int("3")
+        3
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free port) to 65535.
+
+    Example:
+        >>> port_number("8080")
+        8080
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {value}")
+    return value
+
+
+def _subparser(
+    subs: argparse._SubParsersAction[OneLineParser], name: str, summary: str, examples: str
+) -> OneLineParser:
+    return subs.add_parser(
+        name,
+        help=summary,
+        description=summary,
+        epilog="examples:\n" + examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from poolalloc import _cli_info
+
+    report = _cli_info.collect()
+    print(json.dumps(report, indent=2) if args.json else _cli_info.render(report))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from poolalloc import _cli_demo
+
+    return _cli_demo.run_demo(
+        args.connections, args.requests, args.timeout, not args.no_baseline, args.json
+    )
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from poolalloc import _cli_bench
+
+    return _cli_bench.run_bench(args.suite, args.quick, args.json, args.plot, args.profile,
+                                args.bench_dir)
+
+
+def cmd_selfcheck(args: argparse.Namespace) -> int:
+    from poolalloc import _selfcheck
+
+    return _selfcheck.run(verbose=args.verbose)
+
+
+def add_info(subs: argparse._SubParsersAction[OneLineParser]) -> None:
+    p = _subparser(subs, "info", "show the build, the machine and what poolalloc can use on it",
+                   "  poolalloc info\n  poolalloc info --json > info.json\n")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_info)
+
+
+def add_demo(subs: argparse._SubParsersAction[OneLineParser]) -> None:
+    p = _subparser(
+        subs,
+        "demo",
+        "run the HTTP server under load and compare it with fresh bytearray reads",
+        "  poolalloc demo\n  poolalloc demo --connections 200 --requests 50\n"
+        "  poolalloc demo --no-baseline --json demo.json\n",
+    )
+    p.add_argument("--connections", type=positive_int, default=1000,
+                   help="concurrent keep-alive connections (default 1000)")
+    p.add_argument("--requests", type=positive_int, default=100,
+                   help="sequential requests per connection (default 100)")
+    p.add_argument("--timeout", type=float, default=50.0,
+                   help="seconds before unanswered requests count as failed (default 50)")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the comparison run with fresh bytearrays")
+    p.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
+    p.set_defaults(func=cmd_demo)
+
+
+def add_bench(subs: argparse._SubParsersAction[OneLineParser]) -> None:
+    p = _subparser(
+        subs,
+        "bench",
+        "run the benchmarks: ratios against baselines measured in the same run",
+        "  poolalloc bench alloc --quick\n  poolalloc bench all --json out.json --plot charts/\n"
+        "  poolalloc bench net --profile   # flame graph of the server under load (py-spy)\n",
+    )
+    p.add_argument("suite", nargs="?", default="all",
+                   choices=["alloc", "objects", "net", "zerocopy", "all"])
+    p.add_argument("--quick", action="store_true", help="short runs (noisier figures)")
+    p.add_argument("--json", metavar="FILE", help="write every figure to FILE")
+    p.add_argument("--plot", metavar="DIR", help="write PNG charts into DIR (needs matplotlib)")
+    p.add_argument("--profile", action="store_true",
+                   help="record a flame graph of the server under load with py-spy")
+    p.add_argument("--bench-dir", default="bench",
+                   help="where the bench_*.py scripts are (default ./bench)")
+    p.set_defaults(func=cmd_bench)
+
+
+def add_selfcheck(subs: argparse._SubParsersAction[OneLineParser]) -> None:
+    p = _subparser(subs, "selfcheck", "check that the native allocator works on this machine",
+                   "  poolalloc selfcheck\n  poolalloc selfcheck --verbose\n")
+    p.add_argument("--verbose", action="store_true", help="print each check")
+    p.set_defaults(func=cmd_selfcheck)
+
+
+def build_parser() -> OneLineParser:
+    """The whole command line.
+
+    Example:
+        >>> build_parser().parse_args(["demo", "--connections", "5"]).connections
+        5
+    """
+    parser = OneLineParser(
+        prog="poolalloc",
+        description="Pooled, aligned buffers for high-performance Python IO.",
+        epilog="examples:\n  poolalloc info\n  poolalloc demo\n  poolalloc bench alloc --quick\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=poolalloc.__version__)
+    subs = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=OneLineParser)
+    for add in (add_info, add_demo, add_bench, add_selfcheck):
+        add(subs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status.
+
+    Example:
+        >>> main(["--version"])
+        Traceback (most recent call last):
+        SystemExit: 0
+    """
+    args = build_parser().parse_args(argv)
+    func: Command | None = getattr(args, "func", None)
+    if func is None:
+        build_parser().print_help()
+        return 2
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        print("poolalloc: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("PA_TRACEBACK"):
+            traceback.print_exc()
+        print(f"poolalloc: error: {exc or type(exc).__name__}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
