@@ -12,6 +12,7 @@ from poolalloc.errors import (
     CorruptionError,
     DoubleReleaseError,
     ForeignBufferError,
+    ForeignLeaseError,
     LeaseBusyError,
     LeaseReleasedError,
     NumaError,
@@ -22,6 +23,7 @@ from poolalloc.errors import (
     PoolOverflowError,
     PoolValueError,
 )
+from poolalloc.objects import AsyncAcquire, CloseReport, Lease, ObjectPool, ObjectPoolStats
 
 __version__ = "0.1.0"
 
@@ -29,6 +31,7 @@ __all__ = [
     "CorruptionError",
     "DoubleReleaseError",
     "ForeignBufferError",
+    "ForeignLeaseError",
     "LeaseBusyError",
     "LeaseReleasedError",
     "NumaError",
@@ -39,4 +42,10 @@ __all__ = [
     "PoolOverflowError",
     "PoolValueError",
     "__version__",
+    # ObjectPool (objects.py)
+    "AsyncAcquire",
+    "CloseReport",
+    "Lease",
+    "ObjectPool",
+    "ObjectPoolStats",
 ]
