@@ -49,11 +49,12 @@ def size_classes() -> Section:
 
 def numa() -> Section:
     module = importlib.import_module("poolalloc.numa")
-    topo = module.topology()
-    nodes = getattr(topo, "nodes", topo)
-    section: Section = {"source": getattr(topo, "source", "?")}
-    section["nodes"] = len(nodes) if hasattr(nodes, "__len__") else nodes
-    section["detail"] = str(topo)
+    info = module.available()
+    section: Section = {"source": info.source, "nodes": info.node_count}
+    for node in module.topology().nodes:
+        cpus = f"{len(node.cpus)} CPUs" if node.cpus else "no CPUs"
+        section[f"node {node.id}"] = f"{cpus}, {node.memory_total / 2**30:.1f} GiB"
+    section["note"] = info.note
     return section
 
 

@@ -58,7 +58,7 @@ def python_blocks(page: Path) -> list[tuple[int, str]]:
 
 def runnable(page: Path) -> list[tuple[str, str]]:
     """The blocks of ``page`` that run, as (where, source)."""
-    rel = page.relative_to(DOCS.parent)
+    rel = page.relative_to(DOCS.parent) if page.is_relative_to(DOCS.parent) else page
     return [(f"{rel}:{line}", code) for line, code in python_blocks(page) if not NO_RUN.match(code)]
 
 
@@ -136,7 +136,7 @@ def test_every_public_name_has_an_example(module: ModuleType) -> None:
     missing = [
         name
         for name in public_names(module)
-        if (inspect.isclass(obj := getattr(module, name)) or callable(obj))
+        if (inspect.isclass(obj := getattr(module, name)) or inspect.isroutine(obj))
         and ">>>" not in (inspect.getdoc(obj) or "")
     ]
     assert not missing, f"{module.__name__}: no docstring example for {missing}"
