@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from poolalloc import _cli_demo
 from poolalloc._progress import ProgressBar
+from poolalloc.loadgen import run_load
 
 SUITES = ["alloc", "objects", "net", "zerocopy"]
 
@@ -58,8 +60,9 @@ def table(suite: str, rows: list[Result]) -> str:
     """One suite's rows: case, poolalloc's figure, the baseline's, and the ratio with range.
 
     Example:
-        >>> print(table("alloc", [{"case": "4 KiB", "value": 1.0, "baseline": "bytearray",
-        ...     "baseline_value": 2.0, "ratio": 2.0, "unit": "us"}]))  # doctest: +NORMALIZE_WHITESPACE
+        >>> row = {"case": "4 KiB", "value": 1.0, "baseline": "bytearray",
+        ...        "baseline_value": 2.0, "ratio": 2.0, "unit": "us"}
+        >>> print(table("alloc", [row]))  # doctest: +NORMALIZE_WHITESPACE
         alloc    poolalloc   baseline          ratio
         4 KiB    1 us        2 us (bytearray)  2.00x
     """
@@ -69,25 +72,28 @@ def table(suite: str, rows: list[Result]) -> str:
         spread = ""
         if "ratio_min" in row and "ratio_max" in row:
             spread = f" ({row['ratio_min']:.2f}-{row['ratio_max']:.2f})"
-        out.append((
-            str(row["case"]),
-            f"{row['value']:.4g} {unit}".strip(),
-            f"{row['baseline_value']:.4g} {unit} ({row['baseline']})".replace("  ", " "),
-            f"{row['ratio']:.2f}x{spread}",
-        ))
+        out.append(
+            (
+                str(row["case"]),
+                f"{row['value']:.4g} {unit}".strip(),
+                f"{row['baseline_value']:.4g} {unit} ({row['baseline']})".replace("  ", " "),
+                f"{row['ratio']:.2f}x{spread}",
+            )
+        )
     widths = [max(len(r[i]) for r in out) for i in range(4)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in out)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in out
+    )
 
 
 def plot(results: dict[str, list[Result]], out_dir: Path) -> list[Path]:
     """One PNG per suite: each case's ratio (with its min-max range) against the line at 1x."""
     try:
-        import matplotlib
+        import matplotlib  # noqa: PLC0415 (optional: the bench extra)
     except ImportError:
         raise BenchError("--plot needs matplotlib: pip install 'poolalloc[bench]'") from None
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -114,14 +120,22 @@ def profile(out_dir: Path) -> str:
     spy = shutil.which("py-spy")
     if spy is None:
         return "profile: py-spy is not installed (pip install py-spy), no flame graph recorded"
-    from poolalloc import _cli_demo
-    from poolalloc.loadgen import run_load
-
     out_dir.mkdir(parents=True, exist_ok=True)
     svg = out_dir / "serve-flamegraph.svg"
     with _cli_demo.running_server([]) as (port, server):
-        cmd = [spy, "record", "--pid", str(server.pid), "--output", str(svg), "--format",
-               "flamegraph", "--rate", "200", "--nonblocking"]
+        cmd = [
+            spy,
+            "record",
+            "--pid",
+            str(server.pid),
+            "--output",
+            str(svg),
+            "--format",
+            "flamegraph",
+            "--rate",
+            "200",
+            "--nonblocking",
+        ]
         recorder = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(0.5)
         run_load(_cli_demo.HOST, port, 200, 200, timeout=30)
@@ -132,8 +146,15 @@ def profile(out_dir: Path) -> str:
     return f"profile: flame graph of the server under load written to {svg}"
 
 
-def run_bench(suite: str, quick: bool, json_path: str | None, plot_dir: str | None,
-              with_profile: bool, bench_dir: str) -> int:
+def run_bench(
+    suite: str,
+    *,
+    quick: bool,
+    json_path: str | None,
+    plot_dir: str | None,
+    with_profile: bool,
+    bench_dir: str,
+) -> int:
     """Run one suite or all of them; print, save and plot what they measured."""
     base = Path(bench_dir)
     if not base.is_dir():
@@ -156,9 +177,12 @@ def run_bench(suite: str, quick: bool, json_path: str | None, plot_dir: str | No
     for name in sorted(set(names) - set(present)):
         print(f"bench_{name}.py is not in {base}/: skipped")
     if json_path:
-        doc = {"command": " ".join(["poolalloc", *sys.argv[1:]]), "quick": quick,
-               "machine": {"python": platform.python_version(), "platform": platform.platform()},
-               "suites": raw}
+        doc = {
+            "command": " ".join(["poolalloc", *sys.argv[1:]]),
+            "quick": quick,
+            "machine": {"python": platform.python_version(), "platform": platform.platform()},
+            "suites": raw,
+        }
         Path(json_path).write_text(json.dumps(doc, indent=2, default=str))
         print(f"figures written to {json_path}")
     if plot_dir:

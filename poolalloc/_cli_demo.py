@@ -145,7 +145,9 @@ def settled_metrics(port: int) -> dict[str, float]:
     return metrics
 
 
-def drive(label: str, extra: list[str], connections: int, requests: int, timeout: float) -> RunReport:
+def drive(
+    label: str, extra: list[str], connections: int, requests: int, timeout: float
+) -> RunReport:
     """One server, one load run, then its metrics."""
     with running_server(extra) as (port, _):
         bar = ProgressBar(f"{label:>16}")
@@ -206,13 +208,21 @@ def render(pooled: RunReport, baseline: RunReport | None, connections: int, requ
         f"poolalloc demo: {connections} connections x {requests} keep-alive requests, "
         f"HTTP/1.1 on {HOST}",
         "",
-        *("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in
-                    enumerate(zip(row, widths, strict=True))) for row in rows),
+        *(
+            "  ".join(
+                cell.rjust(w) if i else cell.ljust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+            for row in rows
+        ),
     ]
     if baseline is not None and baseline.load.requests_per_second:
         ratio = pooled.load.requests_per_second / baseline.load.requests_per_second
-        lines += ["", f"pooled / fresh bytearray throughput: {ratio:.2f}x (one run each, "
-                  "client and server share this machine's cores)"]
+        lines += [
+            "",
+            f"pooled / fresh bytearray throughput: {ratio:.2f}x (one run each, "
+            "client and server share this machine's cores)",
+        ]
     return "\n".join(lines)
 
 
@@ -236,7 +246,11 @@ def run_demo(
 ) -> int:
     """Run the demo, print its screen; 0 when every request passed and no lease is left."""
     pooled = drive("pooled", [], connections, requests, timeout)
-    fresh = drive("fresh bytearray", [BASELINE_FLAG], connections, requests, timeout) if baseline else None
+    fresh = (
+        drive("fresh bytearray", [BASELINE_FLAG], connections, requests, timeout)
+        if baseline
+        else None
+    )
     print(render(pooled, fresh, connections, requests))
     problems = verdict(pooled, fresh)
     if json_path:

@@ -60,15 +60,8 @@ def numa() -> Section:
 
 def io_uring() -> Section:
     uring = importlib.import_module("poolalloc.net.uring")
-    probe = uring.available()
-    reason = getattr(uring, "unavailable_reason", None)
-    if isinstance(probe, tuple):
-        probe, why = probe
-    elif hasattr(probe, "reason"):
-        probe, why = bool(probe), probe.reason
-    else:
-        why = reason() if callable(reason) else "available" if probe else "unknown"
-    return {"available": bool(probe), "reason": why}
+    ok, reason = uring.available()
+    return {"available": "yes" if ok else "no (epoll is used instead)", "reason": reason}
 
 
 def memlock() -> Section:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 import poolalloc
+from poolalloc import _cli_bench, _cli_demo, _cli_info
 
 __all__ = ["build_parser", "main", "port_number", "positive_int"]
 
@@ -82,37 +83,35 @@ def _subparser(
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from poolalloc import _cli_info
-
     report = _cli_info.collect()
     print(json.dumps(report, indent=2) if args.json else _cli_info.render(report))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from poolalloc import _cli_demo
-
     return _cli_demo.run_demo(
         args.connections, args.requests, args.timeout, not args.no_baseline, args.json
     )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from poolalloc import _cli_bench
-
-    return _cli_bench.run_bench(args.suite, args.quick, args.json, args.plot, args.profile,
-                                args.bench_dir)
-
-
-def cmd_selfcheck(args: argparse.Namespace) -> int:
-    from poolalloc import _selfcheck
-
-    return _selfcheck.run(verbose=args.verbose)
+    return _cli_bench.run_bench(
+        args.suite,
+        quick=args.quick,
+        json_path=args.json,
+        plot_dir=args.plot,
+        with_profile=args.profile,
+        bench_dir=args.bench_dir,
+    )
 
 
 def add_info(subs: argparse._SubParsersAction[OneLineParser]) -> None:
-    p = _subparser(subs, "info", "show the build, the machine and what poolalloc can use on it",
-                   "  poolalloc info\n  poolalloc info --json > info.json\n")
+    p = _subparser(
+        subs,
+        "info",
+        "show the build, the machine and what poolalloc can use on it",
+        "  poolalloc info\n  poolalloc info --json > info.json\n",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_info)
 
@@ -125,14 +124,27 @@ def add_demo(subs: argparse._SubParsersAction[OneLineParser]) -> None:
         "  poolalloc demo\n  poolalloc demo --connections 200 --requests 50\n"
         "  poolalloc demo --no-baseline --json demo.json\n",
     )
-    p.add_argument("--connections", type=positive_int, default=1000,
-                   help="concurrent keep-alive connections (default 1000)")
-    p.add_argument("--requests", type=positive_int, default=100,
-                   help="sequential requests per connection (default 100)")
-    p.add_argument("--timeout", type=float, default=50.0,
-                   help="seconds before unanswered requests count as failed (default 50)")
-    p.add_argument("--no-baseline", action="store_true",
-                   help="skip the comparison run with fresh bytearrays")
+    p.add_argument(
+        "--connections",
+        type=positive_int,
+        default=1000,
+        help="concurrent keep-alive connections (default 1000)",
+    )
+    p.add_argument(
+        "--requests",
+        type=positive_int,
+        default=100,
+        help="sequential requests per connection (default 100)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=50.0,
+        help="seconds before unanswered requests count as failed (default 50)",
+    )
+    p.add_argument(
+        "--no-baseline", action="store_true", help="skip the comparison run with fresh bytearrays"
+    )
     p.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
     p.set_defaults(func=cmd_demo)
 
@@ -145,23 +157,21 @@ def add_bench(subs: argparse._SubParsersAction[OneLineParser]) -> None:
         "  poolalloc bench alloc --quick\n  poolalloc bench all --json out.json --plot charts/\n"
         "  poolalloc bench net --profile   # flame graph of the server under load (py-spy)\n",
     )
-    p.add_argument("suite", nargs="?", default="all",
-                   choices=["alloc", "objects", "net", "zerocopy", "all"])
+    p.add_argument(
+        "suite", nargs="?", default="all", choices=["alloc", "objects", "net", "zerocopy", "all"]
+    )
     p.add_argument("--quick", action="store_true", help="short runs (noisier figures)")
     p.add_argument("--json", metavar="FILE", help="write every figure to FILE")
     p.add_argument("--plot", metavar="DIR", help="write PNG charts into DIR (needs matplotlib)")
-    p.add_argument("--profile", action="store_true",
-                   help="record a flame graph of the server under load with py-spy")
-    p.add_argument("--bench-dir", default="bench",
-                   help="where the bench_*.py scripts are (default ./bench)")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="record a flame graph of the server under load with py-spy",
+    )
+    p.add_argument(
+        "--bench-dir", default="bench", help="where the bench_*.py scripts are (default ./bench)"
+    )
     p.set_defaults(func=cmd_bench)
-
-
-def add_selfcheck(subs: argparse._SubParsersAction[OneLineParser]) -> None:
-    p = _subparser(subs, "selfcheck", "check that the native allocator works on this machine",
-                   "  poolalloc selfcheck\n  poolalloc selfcheck --verbose\n")
-    p.add_argument("--verbose", action="store_true", help="print each check")
-    p.set_defaults(func=cmd_selfcheck)
 
 
 def build_parser() -> OneLineParser:
@@ -179,7 +189,7 @@ def build_parser() -> OneLineParser:
     )
     parser.add_argument("--version", action="version", version=poolalloc.__version__)
     subs = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=OneLineParser)
-    for add in (add_info, add_demo, add_bench, add_selfcheck):
+    for add in (add_info, add_demo, add_bench):
         add(subs)
     return parser
 

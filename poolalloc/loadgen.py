@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import resource
 import select
@@ -159,10 +160,9 @@ class _Run:
     def close(self, conn: _Conn) -> None:
         fd = conn.sock.fileno()
         if fd >= 0 and self.conns.pop(fd, None) is not None:
-            try:
+            # It may never have been registered: its connect failed at once.
+            with contextlib.suppress(FileNotFoundError, ValueError):
                 self.epoll.unregister(fd)
-            except (FileNotFoundError, ValueError):
-                pass  # it never got registered: connect failed at once
             conn.sock.close()
 
     def on_event(self, conn: _Conn, events: int) -> None:
@@ -252,9 +252,9 @@ def run_load(
                     run.fail(conn, f"timed out after {timeout:g}s")
                 break
             for fd, events in run.epoll.poll(0.0 if opened < connections else 0.1):
-                conn = run.conns.get(fd)
-                if conn is not None:
-                    run.on_event(conn, events)
+                ready = run.conns.get(fd)
+                if ready is not None:
+                    run.on_event(ready, events)
             if progress is not None and now >= next_report:
                 progress(run.result.ok + run.result.failed, total)
                 next_report = now + 0.1
