@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-import poolalloc
 from poolalloc.net.aio import PooledProtocol
 from poolalloc.net.sockets import LeaseLike
+
+import poolalloc
 
 
 class Echo(PooledProtocol):

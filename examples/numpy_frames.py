@@ -63,7 +63,8 @@ def receive_frames(sock: socket.socket, pool: poolalloc.BufferPool, frame_bytes:
         frame = frame.reshape(rows, cols)
         # The array's memory is the pooled block itself: no copy was made.
         assert np.shares_memory(frame, np.frombuffer(view, dtype=np.uint8))
-        assert frame[0, 0] == -1.0 and frame[-1, -1] == number
+        assert frame[0, 0] == -1.0
+        assert frame[-1, -1] == number
         count += 1
         del frame  # the array must go before the block can be reused
         view.release()
