@@ -52,7 +52,8 @@ typedef struct pa_stats_s {
   uint64_t mapped_peak;      /* high-water mark of mapped_bytes */
   uint64_t in_use_bytes;     /* block bytes currently handed out (class size, not request) */
   uint64_t in_use_blocks;    /* blocks currently handed out */
-  uint64_t in_use_peak;      /* high-water mark of in_use_bytes */
+  uint64_t in_use_peak;      /* high-water mark of in_use_bytes (counts blocks parked in thread
+                                caches too, so it may exceed the exact peak by those) */
   uint64_t allocs;           /* successful allocations, ever */
   uint64_t frees;            /* successful frees, ever; allocs - frees == in_use_blocks */
   uint64_t cache_hits;       /* allocations served from the calling thread's cache */
@@ -119,6 +120,24 @@ int pa_size_class(size_t size, size_t align, unsigned *cls);
 #define PA_FAULT_BIND 2u     /* mbind */
 /* After `skip` successful calls of `what`, fail the next `count` with `err`. count 0 clears. */
 int pa_fault_set(unsigned what, unsigned skip, unsigned count, int err);
+
+/* ---- NUMA ----
+ * The pool's numa_node: a node number binds every chunk to it (mbind, before first touch);
+ * PA_NUMA_LOCAL serves each thread from the node of the CPU it runs on, with one set of chunks
+ * per node, and a block freed on another node goes back to its home node's depot. If mbind
+ * fails the pool still works and stats.numa_bound is 0. A node that does not exist: ENODEV. */
+/* Tests: replace the topology with a fake one (cpu i is on node cpu_to_node[i]); mbind is then
+ * recorded, not called. nodes 0 restores the real OS. Call while no pool is in use. */
+int pa_numa_fake(unsigned nodes, const int *cpu_to_node, unsigned ncpus);
+/* Tests, fake topology only: the calling thread now appears to run on `cpu`. */
+int pa_numa_fake_set_cpu(int cpu);
+/* The node of the page at p (get_mempolicy MPOL_F_NODE|MPOL_F_ADDR; fake: the recorded node). */
+int pa_numa_page_node(const void *p, int *node);
+/* Per-node figures of a pool: mapped_bytes/mapped_peak of the node's chunks, in_use_* = blocks
+ * out of the node's slabs (handed out or parked in a thread cache). ENODEV: the pool has no
+ * chunks set for that node (a fixed-node pool has only its node; a PA_NUMA_ANY pool only 0). */
+int pa_pool_node_stats(pa_pool_t *pool, int node, pa_stats_t *out);
+int pa_numa_node_count(unsigned *out);
 
 /* ---- the function table handed to the poolalloc._lease extension ----
  * The core exists once, in poolalloc._native; other extensions call it through this table

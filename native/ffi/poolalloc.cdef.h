@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: MIT */
+/* --- poolalloc.cdef.h: cffi cdef of the C core (a subset of native/include/poolalloc.h) ------
+ * Ownership is written next to each pointer: who frees what. Constants use `...` so that their
+ * values come from the real header at compile time. */
+
+#define PA_API_VERSION ...
+#define PA_MIN_ALIGN ...
+#define PA_PAGE_ALIGN ...
+#define PA_MAX_ALIGN ...
+#define PA_NUMA_ANY ...
+#define PA_NUMA_LOCAL ...
+#define PA_DEBUG_POISON ...
+#define PA_DEBUG_CANARY ...
+#define PA_DEBUG_UNPOOLED ...
+#define PA_FAULT_MAP ...
+#define PA_FAULT_BIND ...
+
+typedef struct pa_pool_s pa_pool_t;
+
+typedef struct pa_config_s {
+  size_t max_bytes;
+  size_t retain_bytes;
+  int numa_node;
+  unsigned debug;
+} pa_config_t;
+
+typedef struct pa_stats_s {
+  uint64_t mapped_bytes;
+  uint64_t mapped_peak;
+  uint64_t in_use_bytes;
+  uint64_t in_use_blocks;
+  uint64_t in_use_peak;
+  uint64_t allocs;
+  uint64_t frees;
+  uint64_t cache_hits;
+  uint64_t cache_misses;
+  uint64_t depot_exchanges;
+  uint64_t trims;
+  uint64_t trimmed_bytes;
+  uint64_t failed_allocs;
+  uint64_t huge_allocs;
+  int32_t numa_node;
+  int32_t numa_bound;
+  uint32_t closed;
+  uint32_t debug;
+} pa_stats_t;
+
+typedef struct pa_class_stats_s {
+  uint64_t block_size;
+  uint64_t slab_bytes;
+  uint64_t slabs;
+  uint64_t in_use_blocks;
+  uint64_t free_blocks;
+  uint64_t allocs;
+  uint64_t frees;
+  uint64_t cache_hits;
+  uint64_t cache_misses;
+  uint64_t depot_exchanges;
+} pa_class_stats_t;
+
+typedef struct pa_api_s {
+  unsigned version;
+  int (*alloc)(pa_pool_t *, size_t, size_t, void **);
+  int (*free)(void *);
+  int (*alloc_batch)(pa_pool_t *, size_t, size_t, size_t, void **);
+  int (*free_batch)(void *const *, size_t, size_t *);
+  int (*block_size)(const void *, size_t *);
+  int (*block_pool)(const void *, pa_pool_t **);
+  int (*pool_stats)(pa_pool_t *, pa_stats_t *);
+} pa_api_t;
+
+/* ---- pools ---- */
+void pa_config_init(pa_config_t *cfg);
+int pa_pool_create(const pa_config_t *cfg, pa_pool_t **out); /* *out: caller ends it with pa_pool_destroy */
+int pa_pool_close(pa_pool_t *pool);
+void pa_pool_destroy(pa_pool_t *pool);                       /* drops the handle; pool freed once empty */
+int pa_pool_trim(pa_pool_t *pool, size_t *released_bytes);
+int pa_pool_stats(pa_pool_t *pool, pa_stats_t *out);
+int pa_pool_class_stats(pa_pool_t *pool, unsigned cls, pa_class_stats_t *out);
+int pa_pool_check(pa_pool_t *pool);
+
+/* ---- blocks ---- */
+int pa_alloc(pa_pool_t *pool, size_t size, size_t align, void **out);   /* *out: caller frees with pa_free */
+int pa_free(void *p);
+int pa_alloc_batch(pa_pool_t *pool, size_t size, size_t align, size_t n, void **out); /* each out[i]: pa_free */
+int pa_free_batch(void *const *ptrs, size_t n, size_t *freed);
+int pa_block_size(const void *p, size_t *out);
+int pa_block_pool(const void *p, pa_pool_t **out);           /* *out: borrowed, not owned */
+
+/* ---- size classes ---- */
+unsigned pa_class_count(void);
+int pa_class_info(unsigned cls, size_t *block_size, size_t *slab_bytes);
+int pa_size_class(size_t size, size_t align, unsigned *cls);
+
+/* ---- fault injection ---- */
+int pa_fault_set(unsigned what, unsigned skip, unsigned count, int err);
+
+/* ---- NUMA ---- */
+int pa_numa_fake(unsigned nodes, const int *cpu_to_node, unsigned ncpus);
+int pa_numa_fake_set_cpu(int cpu);
+int pa_numa_page_node(const void *p, int *node);
+int pa_pool_node_stats(pa_pool_t *pool, int node, pa_stats_t *out);
+int pa_numa_node_count(unsigned *out);
+
+/* ---- the function table for other extensions ---- */
+const pa_api_t *pa_api(void);                                /* static: never freed */

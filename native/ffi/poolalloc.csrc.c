@@ -1,0 +1,3 @@
+/* SPDX-License-Identifier: MIT */
+/* --- poolalloc.csrc.c: the set_source prelude of poolalloc._native -------------------------- */
+#include "poolalloc.h"

@@ -1,0 +1,269 @@
+/* SPDX-License-Identifier: MIT */
+/* --- internal.h: types and pai_* functions shared by the files of the C core ------------------
+ *
+ * Memory layout (mimalloc segments/pages, Bonwick slabs):
+ *   chunk  2 MiB-aligned mapping (shorter when the pool's capacity is nearly spent), owned by one
+ *          pool and one NUMA node, registered in a radix map so that any address -> chunk is a
+ *          lookup that never dereferences memory we do not own.
+ *   page   64 KiB unit of a chunk; a slab is a run of pages.
+ *   slab   blocks of one size class; a bitmap says which blocks are "out" (handed to a user or
+ *          parked in a thread cache).
+ *   depot  per pool, per node, per class: the slabs and the lock that guards them. Thread caches
+ *          trade whole batches with it (Bonwick's magazine depot).
+ *
+ * Lock order (a thread may hold several only in this order; nothing here is taken under the
+ * GIL's protection because cffi releases it):
+ *   g_lock (pool list, thread list)  ->  depot->lock  ->  pool->lock  ->  registry lock
+ *   The unpooled-block table lock and the OS-fake lock are leaves.
+ * Who may touch what:
+ *   thread cache (pai_tcache_t) : its owner thread only; other threads read its counters
+ *                                 (relaxed atomics) under pool->lock; a forked child flushes the
+ *                                 caches of threads that do not exist in it.
+ *   slab fields, depot lists    : depot->lock; the `out` bitmap may be read without it (relaxed)
+ *   chunk page map, pool chunk lists, mapped counters, tcache list : pool->lock
+ * ------------------------------------------------------------------------------------------- */
+#ifndef PA_INTERNAL_H
+#define PA_INTERNAL_H
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "poolalloc.h"
+
+#define PA_LIKELY(x) __builtin_expect(!!(x), 1)
+#define PA_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+#define PAI_CHUNK_SHIFT 21
+#define PAI_CHUNK_SIZE ((size_t)1 << PAI_CHUNK_SHIFT)
+#define PAI_PAGE_SHIFT 16
+#define PAI_PAGE_SIZE ((size_t)1 << PAI_PAGE_SHIFT)
+#define PAI_CHUNK_PAGES 32
+#define PAI_MAX_BLOCKS 1024
+#define PAI_BITMAP_WORDS (PAI_MAX_BLOCKS / 64)
+#define PAI_NCLASSES 47
+#define PAI_MAX_CLASS_SIZE ((size_t)1 << 20)
+#define PAI_MAX_NODES 64
+#define PAI_NO_SLAB 0xFFu
+#define PAI_CACHE_MAX 64
+#define PAI_CANARY_BYTES 16u
+#define PAI_POISON_BYTE 0xDBu
+#define PAI_CANARY_BYTE 0xCAu
+#define PAI_DEFAULT_RETAIN ((size_t)8 << 20)
+#define PAI_DEFAULT_CACHE_BUDGET ((size_t)4 << 20)
+#define PAI_MAX_REQUEST (((size_t)1 << 47))
+
+typedef struct pai_depot_s pai_depot_t;
+typedef struct pai_chunk_s pai_chunk_t;
+
+/* A slab. Invariant under depot->lock: nfree + popcount(out) == nblocks. A clear bit is a block
+ * that sits in the slab; a set bit is a block handed out or parked in some thread cache. */
+typedef struct pai_slab_s {
+  uintptr_t base;
+  uint64_t div_magic;          /* (off * div_magic) >> 42 == off / block_size for off < 2 MiB */
+  uint32_t block_size, nblocks, nfree, cls;
+  struct pai_slab_s *prev, *next; /* depot list: partial (nfree > 0) or full */
+  pai_depot_t *depot;
+  pai_chunk_t *chunk;
+  uint32_t *req_sizes;         /* debug CANARY: requested size per block, else NULL */
+  uint16_t first_page, npages;
+  uint8_t on_partial;
+  _Atomic uint64_t out[PAI_BITMAP_WORDS];
+} pai_slab_t;
+
+enum { PAI_CHUNK_SLABS = 1, PAI_CHUNK_HUGE = 2 };
+
+/* A chunk descriptor. Descriptors are never freed, only recycled, so a stale lookup reads a
+ * valid (if reused) descriptor and is then refused by its checks. */
+struct pai_chunk_s {
+  uintptr_t base;
+  size_t len;                  /* mapped bytes from base */
+  pa_pool_t *pool;
+  int node;                    /* node index inside the pool (0 unless PA_NUMA_LOCAL) */
+  int bound_node;              /* node it was bound to, -1 if none */
+  unsigned kind;
+  uint32_t npages, free_pages; /* free_pages: bit i set = page i in no slab (pool->lock) */
+  _Atomic uint8_t page_slab[PAI_CHUNK_PAGES];
+  pai_chunk_t *prev, *next;    /* pool's chunk list of its node, or the descriptor free list */
+  size_t huge_req;
+  _Atomic int huge_live;
+  pai_slab_t slabs[PAI_CHUNK_PAGES];
+};
+
+struct pai_depot_s {
+  pthread_mutex_t lock;
+  pai_slab_t *partial, *full;
+  unsigned cls, node;
+  uint64_t nslabs, empty_slabs, out_blocks, out_peak;
+  /* counters of uncached traffic and of retired thread caches */
+  _Atomic uint64_t allocs, frees, hits, misses, exchanges;
+};
+
+typedef struct pai_tclass_s {
+  uint32_t n, cap, limit;   /* cap: slots allocated (0 until first use); limit: cap to use */
+  void **slots;
+  _Atomic uint64_t allocs, frees, hits, misses, exchanges;
+} pai_tclass_t;
+
+struct pai_tls_s;
+
+typedef struct pai_tcache_s {
+  pa_pool_t *pool;
+  struct pai_tls_s *owner;
+  struct pai_tcache_s *tnext;          /* owner's list */
+  struct pai_tcache_s *pprev, *pnext;  /* pool's list (pool->lock) */
+  unsigned node;
+  size_t parked_bytes, budget;
+  pai_tclass_t cls[PAI_NCLASSES];
+} pai_tcache_t;
+
+typedef struct pai_tls_s {
+  pai_tcache_t *caches;
+  struct pai_tls_s *gprev, *gnext;     /* global thread list (g_lock) */
+  int fake_cpu;
+  unsigned node_ticks, node;
+  pthread_t thread;
+} pai_tls_t;
+
+struct pa_pool_s {
+  uint64_t id;
+  size_t max_bytes, retain_bytes;
+  int numa_node;               /* as configured */
+  unsigned nnodes;             /* depot sets: node count for LOCAL, else 1 */
+  unsigned debug;
+  _Atomic int closed;
+  _Atomic uint64_t refs;       /* handle + thread caches + mapped chunks + in-flight frees */
+  _Atomic uint64_t out_bytes, out_peak; /* block bytes out of the slabs, and its high-water */
+  int handle_dropped, numa_bound;
+  pthread_mutex_t lock;
+  pai_chunk_t *chunks[PAI_MAX_NODES];
+  pai_chunk_t *huge;
+  pai_tcache_t *tcaches;
+  uint64_t ntcaches;
+  uint64_t mapped, mapped_peak, node_mapped[PAI_MAX_NODES], node_mapped_peak[PAI_MAX_NODES];
+  uint64_t retained;           /* bytes of empty chunks kept mapped */
+  uint64_t trims, trimmed, failed, huge_allocs, huge_frees, huge_bytes, unpooled_blocks;
+  uint64_t unpooled_bytes, unpooled_allocs, unpooled_frees;
+  _Atomic uint64_t failed_fast;
+  struct pa_pool_s *gprev, *gnext;
+  pai_depot_t *depots;         /* [nnodes * PAI_NCLASSES] */
+};
+
+/* ---- globals (pool.c) ---- */
+extern uint64_t pai_free_key;   /* random per process: encodes the free marker */
+
+/* ---- size classes (slab.c) ---- */
+extern const uint32_t pai_class_size[PAI_NCLASSES];
+extern uint8_t pai_small_lut[65];   /* (size + 63) >> 6 -> class, size <= 4096 */
+extern uint8_t pai_large_lut[257];  /* (size + 4095) >> 12 -> class, size <= 1 MiB */
+size_t pai_slab_bytes(unsigned cls);
+int pai_class_for(size_t size, size_t align, unsigned *cls);
+int pai_slab_init(pai_slab_t *s, pai_chunk_t *c, unsigned first_page, unsigned cls,
+                  pai_depot_t *d, unsigned debug);
+void pai_slab_fini(pai_slab_t *s);
+unsigned pai_slab_take(pai_slab_t *s, void **out, unsigned n);
+void pai_slab_put(pai_slab_t *s, uint32_t idx);
+
+static inline uint32_t pai_slab_index(const pai_slab_t *s, uintptr_t p, bool *exact) {
+  uintptr_t off = p - s->base;
+  uint32_t idx = (uint32_t)((off * s->div_magic) >> 42);
+  *exact = (uintptr_t)idx * s->block_size == off && idx < s->nblocks;
+  return idx;
+}
+
+static inline bool pai_slab_is_out(const pai_slab_t *s, uint32_t idx) {
+  uint64_t w = atomic_load_explicit(&s->out[idx >> 6], memory_order_relaxed);
+  return (w >> (idx & 63)) & 1u;
+}
+
+/* ---- arenas and the chunk registry (arena.c) ---- */
+int pai_chunk_map(pa_pool_t *pool, unsigned node, size_t len, pai_chunk_t **out);
+int pai_huge_map(pa_pool_t *pool, size_t size, pai_chunk_t **out);
+void pai_chunk_unmap(pai_chunk_t *c);
+pai_chunk_t *pai_chunk_lookup(const void *p);
+int pai_chunk_take_pages(pai_chunk_t *c, unsigned npages, unsigned *first);
+void pai_chunk_give_pages(pai_chunk_t *c, unsigned first, unsigned npages);
+void pai_registry_fork_lock(void);
+void pai_registry_fork_unlock(int child);
+
+/* Where a block lives. 0 or EFAULT (not the start of a live pooled block's slot). */
+static inline int pai_locate(const void *p, pai_chunk_t **chunk, pai_slab_t **slab,
+                             uint32_t *idx) {
+  pai_chunk_t *c = pai_chunk_lookup(p);
+  uintptr_t a = (uintptr_t)p;
+  if (PA_UNLIKELY(c == NULL || a < c->base || a - c->base >= c->len)) return EFAULT;
+  *chunk = c;
+  if (c->kind != PAI_CHUNK_SLABS) { *slab = NULL; return a == c->base ? 0 : EFAULT; }
+  unsigned slot = atomic_load_explicit(&c->page_slab[(a - c->base) >> PAI_PAGE_SHIFT],
+                                       memory_order_relaxed);
+  if (PA_UNLIKELY(slot == PAI_NO_SLAB)) return EFAULT;
+  bool exact;
+  *slab = &c->slabs[slot];
+  *idx = pai_slab_index(*slab, a, &exact);
+  return exact ? 0 : EFAULT;
+}
+
+/* ---- depots (slab.c) ---- */
+int pai_depot_refill(pa_pool_t *pool, pai_depot_t *d, void **out, unsigned n, unsigned *got);
+void pai_depot_return(pai_slab_t *s, uint32_t idx, bool locked);
+void pai_depot_release_empty(pai_depot_t *d, bool all, uint64_t *released);
+
+/* ---- pools (pool.c) ---- */
+static inline pai_depot_t *pai_depot(pa_pool_t *pool, unsigned node, unsigned cls) {
+  return &pool->depots[node * PAI_NCLASSES + cls];
+}
+extern pthread_mutex_t pai_g_lock;
+void pai_pool_chunk_empty(pa_pool_t *pool, pai_chunk_t *c, bool force, uint64_t *released);
+void pai_pool_unref(pa_pool_t *pool);
+void pai_note_mapped(pa_pool_t *pool, unsigned node, size_t len);
+void pai_note_out(pa_pool_t *pool, int64_t delta);
+
+/* ---- thread caches (tlcache.c) ---- */
+pai_tcache_t *pai_tcache_slow(pa_pool_t *pool);
+void pai_tcache_flush_class(pai_tcache_t *tc, unsigned cls, uint32_t keep);
+void pai_tcache_detach_current(pa_pool_t *pool);
+void pai_tcache_flush_current(pa_pool_t *pool);
+int pai_tcache_refill(pai_tcache_t *tc, unsigned cls);
+int pai_tcache_make_room(pai_tcache_t *tc, unsigned cls);
+unsigned pai_current_node(pa_pool_t *pool);
+void pai_thread_init_once(void);
+void pai_tcache_fork_child(void);
+uint32_t pai_cache_cap(const pa_pool_t *pool, unsigned cls);
+
+typedef struct pai_tl_s {
+  pa_pool_t *pool;
+  pai_tcache_t *cache;
+} pai_tl_t;
+extern __thread pai_tl_t pai_tl __attribute__((tls_model("initial-exec")));
+
+static inline pai_tcache_t *pai_tcache(pa_pool_t *pool) {
+  if (PA_LIKELY(pai_tl.pool == pool)) return pai_tl.cache;
+  return pai_tcache_slow(pool);
+}
+
+/* ---- NUMA (arena.c / os_linux.c) ---- */
+int pai_numa_nodes(unsigned *out);
+int pai_numa_cpu_node(unsigned *node);
+bool pai_numa_is_fake(void);
+
+/* ---- debug (pool.c) ---- */
+bool pai_unpooled_any(void);
+int pai_unpooled_free(void *p);
+int pai_unpooled_alloc(pa_pool_t *pool, size_t size, size_t align, void **out);
+int pai_unpooled_lookup(const void *p, pa_pool_t **pool, size_t *size);
+void pai_unpooled_fork_lock(void);
+int pai_unpooled_check(pa_pool_t *pool);
+void pai_unpooled_fork_unlock(int child);
+int pai_poison_check(const void *p, size_t n);
+void pai_poison_fill(void *p, size_t n);
+int pai_canary_check(const void *p, size_t req, size_t size);
+
+/* The marker word a freed block carries: its own address under a per-process random key, so
+ * that a user's data matches it by chance with probability 2^-64. */
+static inline uint64_t pai_free_marker(const void *p) {
+  return ((uint64_t)(uintptr_t)p * 0x9E3779B97F4A7C15ull) ^ pai_free_key;
+}
+
+#endif /* PA_INTERNAL_H */

@@ -1,0 +1,595 @@
+/* SPDX-License-Identifier: MIT */
+/* --- pool.c: pool lifecycle and the public allocation entry points --------------------------
+ *
+ * pa_alloc/pa_free are the hot path: one thread-cache slot pop or push (tlcache.c), a class
+ * table lookup, and for pa_free a registry lookup (arena.c) plus two double-free checks: the
+ * slab's `out` bit (clear = block sits in its slab) and the free marker word a cached block
+ * carries (see pai_free_marker). Everything else here is the slow path: refills, huge blocks
+ * (a dedicated mapping each), debug modes and pool lifetime.
+ *
+ * Lifetime: pool->refs counts the caller's handle, every thread cache, every mapped chunk and
+ * every in-flight slow free. The struct is freed when it drops to zero, which needs the pool
+ * closed (pa_pool_destroy closes it), every block back and every cache gone.
+ *
+ * Lock order / who may touch what: pai_g_lock -> depot->lock -> pool->lock -> registry lock;
+ * the unpooled table lock is a leaf. fork: the prepare handler takes all of them in that order,
+ * the child re-initialises them and hands back the caches of threads that did not survive.
+ * ------------------------------------------------------------------------------------------- */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+#include "os.h"
+#include "track.h"
+
+pthread_mutex_t pai_g_lock = PTHREAD_MUTEX_INITIALIZER;
+uint64_t pai_free_key;
+static pa_pool_t *g_pools;
+static uint64_t g_next_id;
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+static void fork_prepare(void);
+static void fork_parent(void);
+static void fork_child(void);
+
+static void global_init(void) {
+  uint64_t key;
+  if (pai_os_random(&key, sizeof key) != 0)
+    key = (uint64_t)time(NULL) * 0x2545F4914F6CDD1Dull ^ (uint64_t)(uintptr_t)&key;
+  pai_free_key = key | 1u;
+  pai_thread_init_once();
+  pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+static inline void bump(_Atomic uint64_t *c) {
+  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+}
+
+void pai_note_out(pa_pool_t *pool, int64_t delta) {
+  uint64_t now = atomic_fetch_add(&pool->out_bytes, (uint64_t)delta) + (uint64_t)delta;
+  uint64_t peak = atomic_load_explicit(&pool->out_peak, memory_order_relaxed);
+  while (now > peak && !atomic_compare_exchange_weak(&pool->out_peak, &peak, now)) {
+  }
+}
+
+// ---- configuration ----
+
+void pa_config_init(pa_config_t *cfg) {
+  if (cfg == NULL) return;
+  cfg->max_bytes = 0;
+  cfg->retain_bytes = PAI_DEFAULT_RETAIN;
+  cfg->numa_node = PA_NUMA_ANY;
+  cfg->debug = 0;
+}
+
+static unsigned env_debug(void) {
+  const char *v = getenv("POOLALLOC_DEBUG");
+  if (v == NULL || *v == '\0' || strcmp(v, "0") == 0) return 0;
+  if (strcmp(v, "unpooled") == 0) return PA_DEBUG_UNPOOLED | PA_DEBUG_CANARY;
+  long n = strtol(v, NULL, 10);
+  if (n > 1) return (unsigned)n & (PA_DEBUG_POISON | PA_DEBUG_CANARY | PA_DEBUG_UNPOOLED);
+  return PA_DEBUG_POISON | PA_DEBUG_CANARY;
+}
+
+static int check_node(int node, unsigned *nnodes) {
+  unsigned count = 1;
+  *nnodes = 1;
+  if (node == PA_NUMA_ANY) return 0;
+  if (node < PA_NUMA_LOCAL) return EINVAL;
+  int err = pai_numa_nodes(&count);
+  if (err) return err;
+  if (node == PA_NUMA_LOCAL) { *nnodes = count; return 0; }
+  return (unsigned)node < count ? 0 : ENODEV;
+}
+
+// ---- creation and lifetime ----
+
+static int pool_alloc_struct(const pa_config_t *cfg, unsigned nnodes, pa_pool_t **out) {
+  pa_pool_t *pool = calloc(1, sizeof *pool);
+  if (pool == NULL) return ENOMEM;
+  pool->depots = calloc((size_t)nnodes * PAI_NCLASSES, sizeof(pai_depot_t));
+  if (pool->depots == NULL) { free(pool); return ENOMEM; }
+  for (unsigned n = 0; n < nnodes; n++) {
+    for (unsigned c = 0; c < PAI_NCLASSES; c++) {
+      pai_depot_t *d = pai_depot(pool, n, c);
+      pthread_mutex_init(&d->lock, NULL);
+      d->cls = c;
+      d->node = n;
+    }
+  }
+  pthread_mutex_init(&pool->lock, NULL);
+  pool->max_bytes = cfg->max_bytes;
+  pool->retain_bytes = cfg->retain_bytes;
+  pool->numa_node = cfg->numa_node;
+  pool->nnodes = nnodes;
+  pool->debug = cfg->debug | env_debug();
+  pool->numa_bound = cfg->numa_node != PA_NUMA_ANY;
+  atomic_init(&pool->refs, 1);
+  *out = pool;
+  return 0;
+}
+
+int pa_pool_create(const pa_config_t *cfg, pa_pool_t **out) {
+  pa_config_t defaults;
+  unsigned nnodes;
+  if (out == NULL) return EINVAL;
+  if (cfg == NULL) { pa_config_init(&defaults); cfg = &defaults; }
+  if (cfg->debug & ~(PA_DEBUG_POISON | PA_DEBUG_CANARY | PA_DEBUG_UNPOOLED)) return EINVAL;
+  int err = check_node(cfg->numa_node, &nnodes);
+  if (err) return err;
+  pthread_once(&g_once, global_init);
+  pa_pool_t *pool;
+  err = pool_alloc_struct(cfg, nnodes, &pool);
+  if (err) return err;
+  pthread_mutex_lock(&pai_g_lock);
+  pool->id = ++g_next_id;
+  pool->gnext = g_pools;
+  if (g_pools) g_pools->gprev = pool;
+  g_pools = pool;
+  pthread_mutex_unlock(&pai_g_lock);
+  *out = pool;
+  return 0;
+}
+
+static void pool_free(pa_pool_t *pool) {
+  pthread_mutex_lock(&pai_g_lock);
+  if (pool->gprev) pool->gprev->gnext = pool->gnext;
+  else g_pools = pool->gnext;
+  if (pool->gnext) pool->gnext->gprev = pool->gprev;
+  pthread_mutex_unlock(&pai_g_lock);
+  for (unsigned i = 0; i < pool->nnodes * PAI_NCLASSES; i++)
+    pthread_mutex_destroy(&pool->depots[i].lock);
+  pthread_mutex_destroy(&pool->lock);
+  free(pool->depots);
+  free(pool);
+}
+
+void pai_pool_unref(pa_pool_t *pool) {
+  if (atomic_fetch_sub(&pool->refs, 1) == 1) pool_free(pool);
+}
+
+/* pool->lock held: a chunk has no slab left. Keep it within the retention budget, else unmap. */
+void pai_pool_chunk_empty(pa_pool_t *pool, pai_chunk_t *c, bool force, uint64_t *released) {
+  bool closed = atomic_load_explicit(&pool->closed, memory_order_relaxed) != 0;
+  if (!force && !closed && pool->retained + c->len <= pool->retain_bytes) {
+    pool->retained += c->len;
+    return;
+  }
+  if (c->prev) c->prev->next = c->next;
+  else pool->chunks[c->node] = c->next;
+  if (c->next) c->next->prev = c->prev;
+  pool->mapped -= c->len;
+  pool->node_mapped[c->node] -= c->len;
+  pool->trimmed += c->len;
+  if (!force) pool->trims++;
+  *released += c->len;
+  pai_chunk_unmap(c);
+  atomic_fetch_sub(&pool->refs, 1); /* never the last: the caller holds a reference */
+}
+
+/* pool->lock held: unmap chunks that hold no slab (retained ones). */
+static void unmap_empty_chunks(pa_pool_t *pool, uint64_t *released) {
+  for (unsigned n = 0; n < pool->nnodes; n++) {
+    pai_chunk_t *c = pool->chunks[n];
+    while (c) {
+      pai_chunk_t *next = c->next;
+      uint32_t all = c->npages == 32 ? 0xFFFFFFFFu : ((1u << c->npages) - 1u);
+      if (c->free_pages == all) {
+        pool->retained -= c->len;
+        pai_pool_chunk_empty(pool, c, true, released);
+      }
+      c = next;
+    }
+  }
+}
+
+static uint64_t trim_all(pa_pool_t *pool) {
+  uint64_t released = 0;
+  pai_tcache_flush_current(pool);
+  for (unsigned i = 0; i < pool->nnodes * PAI_NCLASSES; i++)
+    pai_depot_release_empty(&pool->depots[i], true, &released);
+  pthread_mutex_lock(&pool->lock);
+  unmap_empty_chunks(pool, &released);
+  pool->trims++;
+  pthread_mutex_unlock(&pool->lock);
+  return released;
+}
+
+int pa_pool_trim(pa_pool_t *pool, size_t *released_bytes) {
+  if (pool == NULL) return EINVAL;
+  uint64_t released = trim_all(pool);
+  if (released_bytes) *released_bytes = (size_t)released;
+  return 0;
+}
+
+int pa_pool_close(pa_pool_t *pool) {
+  if (pool == NULL) return EINVAL;
+  atomic_store(&pool->closed, 1);
+  pai_tcache_detach_current(pool);
+  trim_all(pool);
+  return 0;
+}
+
+void pa_pool_destroy(pa_pool_t *pool) {
+  if (pool == NULL) return;
+  pa_pool_close(pool);
+  pthread_mutex_lock(&pool->lock);
+  bool first = !pool->handle_dropped;
+  pool->handle_dropped = 1;
+  pthread_mutex_unlock(&pool->lock);
+  if (first) pai_pool_unref(pool);
+}
+
+// ---- huge blocks: one mapping each ----
+
+static int huge_alloc(pa_pool_t *pool, size_t size, size_t align, void **out) {
+  if (align == 0 || (align & (align - 1)) || align > PA_MAX_ALIGN) return EINVAL;
+  if (size > PAI_MAX_REQUEST) return EOVERFLOW;
+  if (atomic_load_explicit(&pool->closed, memory_order_relaxed)) return ESHUTDOWN;
+  size_t need = (pool->debug & PA_DEBUG_CANARY) ? size + PAI_CANARY_BYTES : size;
+  size_t len = (need + PA_PAGE_ALIGN - 1) & ~(size_t)(PA_PAGE_ALIGN - 1);
+  pai_chunk_t *c = NULL;
+  int err = 0;
+  pthread_mutex_lock(&pool->lock);
+  if (pool->max_bytes && pool->mapped + len > pool->max_bytes) err = ENOSPC;
+  else err = pai_huge_map(pool, need, &c);
+  if (err == 0) {
+    c->huge_req = size;
+    atomic_store(&c->huge_live, 1);
+    atomic_fetch_add(&pool->refs, 1);
+    pai_note_mapped(pool, 0, c->len);
+    c->next = pool->huge;
+    if (c->next) c->next->prev = c;
+    pool->huge = c;
+    pool->huge_allocs++;
+    pool->huge_bytes += c->len;
+    pai_note_out(pool, (int64_t)c->len);
+  } else {
+    pool->failed++;
+  }
+  pthread_mutex_unlock(&pool->lock);
+  if (err) return err;
+  if (pool->debug & PA_DEBUG_CANARY) memset((char *)c->base + size, PAI_CANARY_BYTE, c->len - size);
+  *out = (void *)c->base;
+  return 0;
+}
+
+static int huge_free(pai_chunk_t *c) {
+  int expect = 1;
+  if (!atomic_compare_exchange_strong(&c->huge_live, &expect, 0)) return EALREADY;
+  pa_pool_t *pool = c->pool;
+  int err = 0;
+  if (pool->debug & PA_DEBUG_CANARY) err = pai_canary_check((void *)c->base, c->huge_req, c->len);
+  atomic_fetch_add(&pool->refs, 1);
+  pthread_mutex_lock(&pool->lock);
+  if (c->prev) c->prev->next = c->next;
+  else pool->huge = c->next;
+  if (c->next) c->next->prev = c->prev;
+  pool->mapped -= c->len;
+  pool->node_mapped[0] -= c->len;
+  pool->huge_frees++;
+  pool->huge_bytes -= c->len;
+  pai_note_out(pool, -(int64_t)c->len);
+  pai_chunk_unmap(c);
+  atomic_fetch_sub(&pool->refs, 1);
+  pthread_mutex_unlock(&pool->lock);
+  pai_pool_unref(pool);
+  return err;
+}
+
+// ---- the slow paths of slab blocks ----
+
+/* A block straight from the depot (no thread cache). */
+static int direct_alloc(pa_pool_t *pool, unsigned cls, void **out) {
+  unsigned got;
+  void *p;
+  pai_depot_t *d = pai_depot(pool, pai_current_node(pool), cls);
+  int err = pai_depot_refill(pool, d, &p, 1, &got);
+  if (err) return err;
+  pa_track_unpoison(p, pai_class_size[cls]);
+  if (!(pool->debug & PA_DEBUG_POISON)) *(uint64_t *)p = 0;
+  atomic_fetch_add(&d->allocs, 1);
+  atomic_fetch_add(&d->misses, 1);
+  *out = p;
+  return 0;
+}
+
+static void direct_free(pa_pool_t *pool, pai_slab_t *s, uint32_t idx, void *p) {
+  atomic_fetch_add(&pool->refs, 1);
+  if (atomic_load_explicit(&pool->closed, memory_order_relaxed)) pai_tcache_detach_current(pool);
+  if (pool->debug & PA_DEBUG_POISON) pai_poison_fill(p, s->block_size);
+  pa_track_poison(p, s->block_size);
+  atomic_fetch_add(&s->depot->frees, 1);
+  pai_depot_return(s, idx, false);
+  pai_pool_unref(pool);
+}
+
+/* Drop the caller's cached blocks and empty slabs, so that a retry can map again. */
+static void reclaim_for_retry(pa_pool_t *pool) {
+  uint64_t released = 0;
+  pai_tcache_flush_current(pool);
+  for (unsigned i = 0; i < pool->nnodes * PAI_NCLASSES; i++)
+    pai_depot_release_empty(&pool->depots[i], true, &released);
+  pthread_mutex_lock(&pool->lock);
+  unmap_empty_chunks(pool, &released);
+  pthread_mutex_unlock(&pool->lock);
+}
+
+static int cache_pop_after_refill(pai_tcache_t *tc, unsigned cls, void **out) {
+  pai_tclass_t *t = &tc->cls[cls];
+  void *p = t->slots[--t->n];
+  tc->parked_bytes -= pai_class_size[cls];
+  pa_track_unpoison(p, pai_class_size[cls]);
+  *(uint64_t *)p = 0;
+  bump(&t->allocs);
+  bump(&t->misses);
+  *out = p;
+  return 0;
+}
+
+static int alloc_slow(pa_pool_t *pool, pai_tcache_t *tc, unsigned cls, void **out) {
+  int err = 0;
+  for (int attempt = 0; attempt < 2; attempt++) {
+    err = tc ? pai_tcache_refill(tc, cls) : ENOENT;
+    if (err == 0) return cache_pop_after_refill(tc, cls, out);
+    if (err == ENOENT) err = direct_alloc(pool, cls, out);
+    if (err == 0) return 0;
+    if (err != ENOSPC) break;
+    reclaim_for_retry(pool);
+  }
+  atomic_fetch_add(&pool->failed_fast, 1);
+  return err;
+}
+
+// ---- debug modes ----
+
+static int debug_alloc_slab(pa_pool_t *pool, size_t size, unsigned cls, void **out) {
+  void *p;
+  int err = direct_alloc(pool, cls, &p);
+  if (err) return err;
+  pai_chunk_t *c;
+  pai_slab_t *s = NULL;
+  uint32_t idx = 0;
+  if (pai_locate(p, &c, &s, &idx) != 0 || s == NULL) return EFAULT; /* cannot happen */
+  if ((pool->debug & PA_DEBUG_POISON) && pai_poison_check(p, s->block_size) != 0) {
+    pai_poison_fill(p, s->block_size);
+    pa_track_poison(p, s->block_size);
+    atomic_fetch_add(&s->depot->frees, 1);
+    pai_depot_return(s, idx, false);
+    return EILSEQ;
+  }
+  if (pool->debug & PA_DEBUG_CANARY) {
+    s->req_sizes[idx] = (uint32_t)size;
+    memset((char *)p + size, PAI_CANARY_BYTE, s->block_size - size);
+  }
+  *out = p;
+  return 0;
+}
+
+static int debug_alloc(pa_pool_t *pool, size_t size, size_t align, void **out) {
+  unsigned cls;
+  if (size == 0 || align == 0 || (align & (align - 1)) || align > PA_MAX_ALIGN) return EINVAL;
+  if (size > PAI_MAX_REQUEST) return EOVERFLOW;
+  if (pool->debug & PA_DEBUG_UNPOOLED) return pai_unpooled_alloc(pool, size, align, out);
+  size_t need = (pool->debug & PA_DEBUG_CANARY) ? size + PAI_CANARY_BYTES : size;
+  int err = pai_class_for(need, align < PA_MIN_ALIGN ? PA_MIN_ALIGN : align, &cls);
+  if (err == ERANGE) return huge_alloc(pool, size, align, out);
+  if (err) return err;
+  err = debug_alloc_slab(pool, size, cls, out);
+  if (err == ENOSPC) {
+    reclaim_for_retry(pool);
+    err = debug_alloc_slab(pool, size, cls, out);
+  }
+  if (err && err != EILSEQ) atomic_fetch_add(&pool->failed_fast, 1);
+  return err;
+}
+
+static int debug_free(pa_pool_t *pool, pai_slab_t *s, uint32_t idx, void *p) {
+  int err = 0;
+  if (pool->debug & PA_DEBUG_CANARY) err = pai_canary_check(p, s->req_sizes[idx], s->block_size);
+  direct_free(pool, s, idx, p);
+  return err;
+}
+
+// ---- public block API ----
+
+static inline int class_of(size_t size, size_t align, unsigned *cls) {
+  if (PA_LIKELY(size - 1 < 4096 && align <= PA_MIN_ALIGN && align && !(align & (align - 1)))) {
+    *cls = pai_small_lut[(size + 63) >> 6];
+    return 0;
+  }
+  return pai_class_for(size, align < PA_MIN_ALIGN && align ? PA_MIN_ALIGN : align, cls);
+}
+
+int pa_alloc(pa_pool_t *pool, size_t size, size_t align, void **out) {
+  unsigned cls;
+  if (PA_UNLIKELY(pool == NULL || out == NULL)) return EINVAL;
+  if (PA_UNLIKELY(atomic_load_explicit(&pool->closed, memory_order_relaxed))) return ESHUTDOWN;
+  if (PA_UNLIKELY(pool->debug)) return debug_alloc(pool, size, align, out);
+  int err = class_of(size, align, &cls);
+  if (PA_UNLIKELY(err)) return err == ERANGE ? huge_alloc(pool, size, align, out) : err;
+  pai_tcache_t *tc = pai_tcache(pool);
+  if (PA_LIKELY(tc != NULL)) {
+    pai_tclass_t *t = &tc->cls[cls];
+    if (PA_LIKELY(t->n > 0)) {
+      void *p = t->slots[--t->n];
+      tc->parked_bytes -= pai_class_size[cls];
+      pa_track_unpoison(p, pai_class_size[cls]);
+      *(uint64_t *)p = 0;
+      bump(&t->allocs);
+      bump(&t->hits);
+      *out = p;
+      return 0;
+    }
+  }
+  return alloc_slow(pool, tc, cls, out);
+}
+
+static int free_slow(pa_pool_t *pool, pai_tcache_t *tc, pai_chunk_t *c, pai_slab_t *s,
+                     uint32_t idx, void *p) {
+  if (tc == NULL || atomic_load_explicit(&pool->closed, memory_order_relaxed) ||
+      (pool->nnodes > 1 && (unsigned)c->node != tc->node) ||
+      pai_tcache_make_room(tc, s->cls) != 0) {
+    direct_free(pool, s, idx, p);
+    return 0;
+  }
+  pai_tclass_t *t = &tc->cls[s->cls];
+  *(uint64_t *)p = pai_free_marker(p);
+  pa_track_poison(p, s->block_size);
+  t->slots[t->n++] = p;
+  tc->parked_bytes += s->block_size;
+  bump(&t->frees);
+  return 0;
+}
+
+int pa_free(void *p) {
+  pai_chunk_t *c;
+  pai_slab_t *s;
+  uint32_t idx;
+  if (PA_UNLIKELY(p == NULL)) return EFAULT;
+  if (PA_UNLIKELY(pai_locate(p, &c, &s, &idx) != 0))
+    return pai_unpooled_any() ? pai_unpooled_free(p) : EFAULT;
+  if (PA_UNLIKELY(s == NULL)) return huge_free(c);
+  if (PA_UNLIKELY(!pai_slab_is_out(s, idx) || pa_track_is_poisoned(p))) return EALREADY;
+  pa_pool_t *pool = c->pool;
+  if (PA_UNLIKELY(pool->debug)) return debug_free(pool, s, idx, p);
+  uint64_t *word = p;
+  if (PA_UNLIKELY(*word == pai_free_marker(p))) return EALREADY;
+  pai_tcache_t *tc = pai_tcache(pool);
+  if (PA_LIKELY(tc != NULL && pool->nnodes == 1 &&
+                !atomic_load_explicit(&pool->closed, memory_order_relaxed))) {
+    pai_tclass_t *t = &tc->cls[s->cls];
+    if (PA_LIKELY(t->n < t->cap && tc->parked_bytes + s->block_size <= tc->budget)) {
+      *word = pai_free_marker(p);
+      pa_track_poison(p, s->block_size);
+      t->slots[t->n++] = p;
+      tc->parked_bytes += s->block_size;
+      bump(&t->frees);
+      return 0;
+    }
+  }
+  return free_slow(pool, tc, c, s, idx, p);
+}
+
+int pa_alloc_batch(pa_pool_t *pool, size_t size, size_t align, size_t n, void **out) {
+  if (pool == NULL || (out == NULL && n > 0)) return EINVAL;
+  if (n > 0 && size > SIZE_MAX / n) return EOVERFLOW;
+  for (size_t i = 0; i < n; i++) {
+    int err = pa_alloc(pool, size, align, &out[i]);
+    if (err) {
+      while (i > 0) pa_free(out[--i]);
+      return err;
+    }
+  }
+  return 0;
+}
+
+int pa_free_batch(void *const *ptrs, size_t n, size_t *freed) {
+  size_t done = 0;
+  int err = 0;
+  if (ptrs == NULL && n > 0) err = EINVAL;
+  while (err == 0 && done < n) {
+    err = pa_free(ptrs[done]);
+    if (err == 0 || err == EILSEQ) done++;
+  }
+  if (freed) *freed = done;
+  return err;
+}
+
+/* 0 when p is the start of a block a user holds now. */
+static int live_block(const void *p, pai_chunk_t **c, pai_slab_t **s, uint32_t *idx) {
+  if (pai_locate(p, c, s, idx) != 0) return EFAULT;
+  if (*s == NULL) return atomic_load(&(*c)->huge_live) ? 0 : EALREADY;
+  if (!pai_slab_is_out(*s, *idx) || pa_track_is_poisoned(p)) return EALREADY;
+  if (!(*c)->pool->debug && *(const uint64_t *)p == pai_free_marker(p)) return EALREADY;
+  return 0;
+}
+
+int pa_block_size(const void *p, size_t *out) {
+  pai_chunk_t *c;
+  pai_slab_t *s;
+  uint32_t idx;
+  if (p == NULL || out == NULL) return EINVAL;
+  int err = live_block(p, &c, &s, &idx);
+  if (err == EFAULT && pai_unpooled_any()) return pai_unpooled_lookup(p, NULL, out);
+  if (err) return err;
+  bool canary = (c->pool->debug & PA_DEBUG_CANARY) != 0;
+  if (s == NULL) *out = canary ? c->huge_req : c->len;
+  else *out = canary ? s->req_sizes[idx] : s->block_size;
+  return 0;
+}
+
+int pa_block_pool(const void *p, pa_pool_t **out) {
+  pai_chunk_t *c;
+  pai_slab_t *s;
+  uint32_t idx;
+  size_t size;
+  if (p == NULL || out == NULL) return EINVAL;
+  int err = live_block(p, &c, &s, &idx);
+  if (err == EFAULT && pai_unpooled_any()) return pai_unpooled_lookup(p, out, &size);
+  if (err) return err;
+  *out = c->pool;
+  return 0;
+}
+
+// ---- size classes ----
+
+unsigned pa_class_count(void) { return PAI_NCLASSES; }
+
+int pa_class_info(unsigned cls, size_t *block_size, size_t *slab_bytes) {
+  if (cls >= PAI_NCLASSES) return EINVAL;
+  if (block_size) *block_size = pai_class_size[cls];
+  if (slab_bytes) *slab_bytes = pai_slab_bytes(cls);
+  return 0;
+}
+
+int pa_size_class(size_t size, size_t align, unsigned *cls) {
+  if (cls == NULL) return EINVAL;
+  if (align && align < PA_MIN_ALIGN && !(align & (align - 1))) align = PA_MIN_ALIGN;
+  return pai_class_for(size, align, cls);
+}
+
+// ---- fork ----
+
+static void fork_prepare(void) {
+  pthread_mutex_lock(&pai_g_lock);
+  for (pa_pool_t *pool = g_pools; pool; pool = pool->gnext) {
+    for (unsigned i = 0; i < pool->nnodes * PAI_NCLASSES; i++)
+      pthread_mutex_lock(&pool->depots[i].lock);
+    pthread_mutex_lock(&pool->lock);
+  }
+  pai_registry_fork_lock();
+  pai_unpooled_fork_lock();
+}
+
+static void fork_parent(void) {
+  pai_unpooled_fork_unlock(0);
+  pai_registry_fork_unlock(0);
+  for (pa_pool_t *pool = g_pools; pool; pool = pool->gnext) {
+    pthread_mutex_unlock(&pool->lock);
+    for (unsigned i = pool->nnodes * PAI_NCLASSES; i > 0; i--)
+      pthread_mutex_unlock(&pool->depots[i - 1].lock);
+  }
+  pthread_mutex_unlock(&pai_g_lock);
+}
+
+static void fork_child(void) {
+  pai_unpooled_fork_unlock(1);
+  pai_registry_fork_unlock(1);
+  for (pa_pool_t *pool = g_pools; pool; pool = pool->gnext) {
+    pthread_mutex_init(&pool->lock, NULL);
+    for (unsigned i = 0; i < pool->nnodes * PAI_NCLASSES; i++)
+      pthread_mutex_init(&pool->depots[i].lock, NULL);
+  }
+  pthread_mutex_init(&pai_g_lock, NULL);
+  pai_tcache_fork_child();
+}
+
+// ---- the function table for other extensions ----
+
+static const pa_api_t api_table = {PA_API_VERSION, pa_alloc,      pa_free,      pa_alloc_batch,
+                                   pa_free_batch,  pa_block_size, pa_block_pool, pa_pool_stats};
+
+const pa_api_t *pa_api(void) { return &api_table; }

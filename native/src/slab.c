@@ -1,0 +1,291 @@
+/* SPDX-License-Identifier: MIT */
+/* --- slab.c: size classes, slab carving, the per-class depot -------------------------------
+ *
+ * Size classes: multiples of 64 bytes up to 4 KiB (four per doubling from 256 B), then
+ * multiples of 4 KiB (so that every block of 4 KiB or more is page aligned) up to 64 KiB, then
+ * four per doubling up to 1 MiB. docs/design.md "Size classes" gives the waste bound per range.
+ * A block's address is slab base + i * block_size and slab bases are 64 KiB aligned, so a class
+ * serves alignment `a` exactly when a divides its block size.
+ *
+ * A depot (one per pool, node and class) owns that class's slabs: a partial list (some blocks
+ * in the slab) and a full list. Thread caches take and give back whole batches (tlcache.c);
+ * when caching is off (debug modes, tiny pools) blocks go straight through the depot.
+ *
+ * Lock order / who may touch what (see internal.h for the whole order):
+ *   depot->lock guards the depot's lists and counters and every field of its slabs;
+ *   it is taken before pool->lock (to carve a new slab or give pages back).
+ *   The `out` bitmap is also read without the lock by pa_free's double-free check: a block a
+ *   user legitimately holds has its bit set and nobody else may change that bit.
+ * ------------------------------------------------------------------------------------------- */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "track.h"
+
+const uint32_t pai_class_size[PAI_NCLASSES] = {
+    64,     128,    192,    256,    320,    384,    448,    512,    640,    768,
+    896,    1024,   1280,   1536,   1792,   2048,   2560,   3072,   3584,   4096,
+    8192,   12288,  16384,  20480,  24576,  28672,  32768,  40960,  49152,  57344,
+    65536,  81920,  98304,  114688, 131072, 163840, 196608, 229376, 262144, 327680,
+    393216, 458752, 524288, 655360, 786432, 917504, 1048576};
+
+uint8_t pai_small_lut[65];
+uint8_t pai_large_lut[257];
+
+/* Smallest class whose block holds `size` bytes. */
+static unsigned class_scan(size_t size) {
+  unsigned c = 0;
+  while (c < PAI_NCLASSES && pai_class_size[c] < size) c++;
+  return c;
+}
+
+__attribute__((constructor)) static void class_tables_init(void) {
+  for (unsigned i = 0; i <= 64; i++) pai_small_lut[i] = (uint8_t)class_scan((size_t)i << 6);
+  for (unsigned i = 0; i <= 256; i++) pai_large_lut[i] = (uint8_t)class_scan((size_t)i << 12);
+}
+
+size_t pai_slab_bytes(unsigned cls) {
+  size_t bs = pai_class_size[cls];
+  if (bs <= 8192) return PAI_PAGE_SIZE;
+  size_t want = (8 * bs + PAI_PAGE_SIZE - 1) & ~(PAI_PAGE_SIZE - 1);
+  return want > PAI_CHUNK_SIZE ? PAI_CHUNK_SIZE : want;
+}
+
+/* 0, EINVAL (bad alignment or size 0), ERANGE (above the largest class). */
+int pai_class_for(size_t size, size_t align, unsigned *cls) {
+  if (size == 0 || align == 0 || (align & (align - 1)) || align > PA_MAX_ALIGN) return EINVAL;
+  if (size > PAI_MAX_CLASS_SIZE) return ERANGE;
+  unsigned c = size <= 4096 ? pai_small_lut[(size + 63) >> 6] : pai_large_lut[(size + 4095) >> 12];
+  while (c < PAI_NCLASSES && (pai_class_size[c] & (align - 1))) c++;
+  if (c >= PAI_NCLASSES) return ERANGE;
+  *cls = c;
+  return 0;
+}
+
+// ---- one slab ----
+
+int pai_slab_init(pai_slab_t *s, pai_chunk_t *c, unsigned first_page, unsigned cls,
+                  pai_depot_t *d, unsigned debug) {
+  size_t bytes = pai_slab_bytes(cls);
+  memset(s, 0, sizeof *s);
+  s->base = c->base + ((uintptr_t)first_page << PAI_PAGE_SHIFT);
+  s->block_size = pai_class_size[cls];
+  s->nblocks = (uint32_t)(bytes / s->block_size);
+  s->nfree = s->nblocks;
+  s->cls = cls;
+  s->div_magic = (((uint64_t)1 << 42) + s->block_size - 1) / s->block_size;
+  s->depot = d;
+  s->chunk = c;
+  s->first_page = (uint16_t)first_page;
+  s->npages = (uint16_t)(bytes >> PAI_PAGE_SHIFT);
+  if (debug & PA_DEBUG_CANARY) {
+    s->req_sizes = calloc(s->nblocks, sizeof(uint32_t));
+    if (s->req_sizes == NULL) return ENOMEM;
+  }
+  if (debug & PA_DEBUG_POISON) pai_poison_fill((void *)s->base, (size_t)s->nblocks * s->block_size);
+  pa_track_poison((void *)s->base, bytes);
+  for (unsigned i = 0; i < s->npages; i++)
+    atomic_store_explicit(&c->page_slab[first_page + i], (uint8_t)first_page, memory_order_release);
+  return 0;
+}
+
+void pai_slab_fini(pai_slab_t *s) {
+  free(s->req_sizes);
+  s->req_sizes = NULL;
+  pa_track_unpoison((void *)s->base, (size_t)s->npages << PAI_PAGE_SHIFT);
+}
+
+/* Move up to n free blocks out of the slab into out[]. depot->lock held. */
+unsigned pai_slab_take(pai_slab_t *s, void **out, unsigned n) {
+  unsigned got = 0;
+  for (unsigned w = 0; w < PAI_BITMAP_WORDS && got < n && s->nfree > got; w++) {
+    uint64_t bits = atomic_load_explicit(&s->out[w], memory_order_relaxed);
+    uint64_t valid = (w + 1) * 64 <= s->nblocks ? ~0ull
+                     : (w * 64 >= s->nblocks ? 0 : ((1ull << (s->nblocks - w * 64)) - 1));
+    uint64_t freeb = ~bits & valid;
+    while (freeb && got < n) {
+      unsigned b = (unsigned)__builtin_ctzll(freeb);
+      freeb &= freeb - 1;
+      bits |= 1ull << b;
+      out[got++] = (void *)(s->base + (uintptr_t)(w * 64 + b) * s->block_size);
+    }
+    atomic_store_explicit(&s->out[w], bits, memory_order_relaxed);
+  }
+  s->nfree -= got;
+  return got;
+}
+
+void pai_slab_put(pai_slab_t *s, uint32_t idx) {
+  uint64_t bits = atomic_load_explicit(&s->out[idx >> 6], memory_order_relaxed);
+  atomic_store_explicit(&s->out[idx >> 6], bits & ~(1ull << (idx & 63)), memory_order_relaxed);
+  s->nfree++;
+}
+
+// ---- depot lists ----
+
+static void list_unlink(pai_slab_t **head, pai_slab_t *s) {
+  if (s->prev) s->prev->next = s->next;
+  else *head = s->next;
+  if (s->next) s->next->prev = s->prev;
+  s->prev = s->next = NULL;
+}
+
+static void list_push(pai_slab_t **head, pai_slab_t *s, bool tail) {
+  s->prev = NULL;
+  s->next = NULL;
+  if (*head == NULL) { *head = s; return; }
+  if (!tail) { s->next = *head; (*head)->prev = s; *head = s; return; }
+  pai_slab_t *t = *head;
+  while (t->next) t = t->next;
+  t->next = s;
+  s->prev = t;
+}
+
+static void move_to_full(pai_depot_t *d, pai_slab_t *s) {
+  list_unlink(&d->partial, s);
+  s->on_partial = 0;
+  list_push(&d->full, s, false);
+}
+
+static void move_to_partial(pai_depot_t *d, pai_slab_t *s) {
+  list_unlink(&d->full, s);
+  s->on_partial = 1;
+  list_push(&d->partial, s, false);
+}
+
+// ---- carving new slabs (depot->lock held; takes pool->lock) ----
+
+static size_t chunk_len_for(pa_pool_t *pool, size_t need) {
+  if (pool->max_bytes == 0) return PAI_CHUNK_SIZE;
+  if (pool->mapped >= pool->max_bytes) return 0;
+  size_t room = (size_t)(pool->max_bytes - pool->mapped) & ~(PAI_PAGE_SIZE - 1);
+  size_t len = room < PAI_CHUNK_SIZE ? room : PAI_CHUNK_SIZE;
+  return len >= need ? len : 0;
+}
+
+void pai_note_mapped(pa_pool_t *pool, unsigned node, size_t len) {
+  pool->mapped += len;
+  if (pool->mapped > pool->mapped_peak) pool->mapped_peak = pool->mapped;
+  pool->node_mapped[node] += len;
+  if (pool->node_mapped[node] > pool->node_mapped_peak[node])
+    pool->node_mapped_peak[node] = pool->node_mapped[node];
+}
+
+static bool chunk_is_empty(const pai_chunk_t *c) {
+  uint32_t all = c->npages == 32 ? 0xFFFFFFFFu : ((1u << c->npages) - 1u);
+  return c->free_pages == all;
+}
+
+/* pool->lock held: pages for one slab of `npages`, from a chunk of the node or a new one. */
+static int find_pages(pa_pool_t *pool, unsigned node, unsigned npages, pai_chunk_t **out,
+                      unsigned *first) {
+  for (pai_chunk_t *c = pool->chunks[node]; c; c = c->next) {
+    bool was_empty = chunk_is_empty(c);
+    if (pai_chunk_take_pages(c, npages, first) == 0) {
+      if (was_empty) pool->retained -= c->len;
+      *out = c;
+      return 0;
+    }
+  }
+  size_t len = chunk_len_for(pool, (size_t)npages << PAI_PAGE_SHIFT);
+  if (len == 0) return ENOSPC;
+  pai_chunk_t *c;
+  int err = pai_chunk_map(pool, node, len, &c);
+  if (err) return err;
+  atomic_fetch_add(&pool->refs, 1);
+  pai_note_mapped(pool, node, len);
+  c->next = pool->chunks[node];
+  if (c->next) c->next->prev = c;
+  pool->chunks[node] = c;
+  err = pai_chunk_take_pages(c, npages, first);
+  *out = c;
+  return err;
+}
+
+static int new_slab(pa_pool_t *pool, pai_depot_t *d, pai_slab_t **out) {
+  unsigned npages = (unsigned)(pai_slab_bytes(d->cls) >> PAI_PAGE_SHIFT), first;
+  pai_chunk_t *c;
+  pthread_mutex_lock(&pool->lock);
+  int err = find_pages(pool, d->node, npages, &c, &first);
+  if (err == 0) {
+    err = pai_slab_init(&c->slabs[first], c, first, d->cls, d, pool->debug);
+    if (err) pai_chunk_give_pages(c, first, npages);
+  }
+  pthread_mutex_unlock(&pool->lock);
+  if (err) return err;
+  pai_slab_t *s = &c->slabs[first];
+  s->on_partial = 1;
+  list_push(&d->partial, s, true);
+  d->nslabs++;
+  d->empty_slabs++;
+  *out = s;
+  return 0;
+}
+
+// ---- depot traffic ----
+
+/* Take up to n blocks for a thread cache or a direct allocation. 0 when at least one came. */
+int pai_depot_refill(pa_pool_t *pool, pai_depot_t *d, void **out, unsigned n, unsigned *got) {
+  int err = 0;
+  unsigned have = 0;
+  pthread_mutex_lock(&d->lock);
+  while (have < n) {
+    pai_slab_t *s = d->partial;
+    if (s == NULL && (err = new_slab(pool, d, &s)) != 0) break;
+    if (s->nfree == s->nblocks) d->empty_slabs--;
+    have += pai_slab_take(s, out + have, n - have);
+    if (s->nfree == 0) move_to_full(d, s);
+  }
+  d->out_blocks += have;
+  if (d->out_blocks > d->out_peak) d->out_peak = d->out_blocks;
+  pthread_mutex_unlock(&d->lock);
+  pai_note_out(pool, (int64_t)have * pai_class_size[d->cls]);
+  *got = have;
+  return have ? 0 : err;
+}
+
+/* depot->lock held: give an empty slab's pages back to its chunk. */
+static void release_slab(pai_depot_t *d, pai_slab_t *s, bool force, uint64_t *released) {
+  pai_chunk_t *c = s->chunk;
+  pa_pool_t *pool = c->pool;
+  list_unlink(s->on_partial ? &d->partial : &d->full, s);
+  d->nslabs--;
+  d->empty_slabs--;
+  unsigned first = s->first_page, npages = s->npages;
+  pai_slab_fini(s);
+  pthread_mutex_lock(&pool->lock);
+  pai_chunk_give_pages(c, first, npages);
+  if (chunk_is_empty(c)) pai_pool_chunk_empty(pool, c, force, released);
+  pthread_mutex_unlock(&pool->lock);
+}
+
+/* One block back into its slab. The depot lock is taken unless `locked`. */
+void pai_depot_return(pai_slab_t *s, uint32_t idx, bool locked) {
+  pai_depot_t *d = s->depot;
+  if (!locked) pthread_mutex_lock(&d->lock);
+  pai_slab_put(s, idx);
+  d->out_blocks--;
+  pai_note_out(s->chunk->pool, -(int64_t)s->block_size);
+  if (s->nfree == 1 && !s->on_partial) move_to_partial(d, s);
+  if (s->nfree == s->nblocks) {
+    d->empty_slabs++;
+    pa_pool_t *pool = s->chunk->pool;
+    bool closed = atomic_load_explicit(&pool->closed, memory_order_relaxed) != 0;
+    uint64_t released = 0;
+    if (d->empty_slabs > 1 || closed) release_slab(d, s, closed, &released);
+  }
+  if (!locked) pthread_mutex_unlock(&d->lock);
+}
+
+/* Release the empty slabs of a depot: all of them, or all but one. Takes depot->lock. */
+void pai_depot_release_empty(pai_depot_t *d, bool all, uint64_t *released) {
+  pthread_mutex_lock(&d->lock);
+  pai_slab_t *s = d->partial;
+  while (s && d->empty_slabs > (all ? 0u : 1u)) {
+    pai_slab_t *next = s->next;
+    if (s->nfree == s->nblocks) release_slab(d, s, all, released);
+    s = next;
+  }
+  pthread_mutex_unlock(&d->lock);
+}

@@ -1,0 +1,319 @@
+/* SPDX-License-Identifier: MIT */
+/* --- tlcache.c: per-thread, per-pool, per-class block caches -------------------------------
+ *
+ * Each thread keeps, for each pool it uses, a bounded LIFO array of free blocks per class
+ * (Bonwick's magazines; mimalloc's thread-local free lists). The common pa_alloc/pa_free pops or
+ * pushes one slot: no lock, no atomic read-modify-write, no shared cache line written. An empty
+ * cache takes half a cache's worth from the depot in one locked exchange; a full one gives half
+ * back. Caches are capped per class and in total in proportion to the pool's max_bytes, so
+ * blocks parked in idle threads cannot starve a small pool.
+ *
+ * Lifetime: a cache is created on a thread's first use of a pool and holds a reference on the
+ * pool. It is flushed back and freed when the thread exits (pthread key destructor), when its
+ * thread closes the pool or next calls in after another thread closed it, and, in a forked
+ * child, for every thread that does not exist there.
+ *
+ * Lock order / who may touch what:
+ *   a cache's slots and counts: its owner thread only (or the forked child, single-threaded);
+ *   its statistics counters: written by the owner (relaxed atomics), read by pa_pool_stats
+ *   under pool->lock; pool->tcaches list: pool->lock; global thread list: pai_g_lock.
+ *   A flush takes one depot lock at a time (then pool->lock inside, via slab release).
+ * ------------------------------------------------------------------------------------------- */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "os.h"
+#include "track.h"
+
+__thread pai_tl_t pai_tl __attribute__((tls_model("initial-exec")));
+
+static __thread pai_tls_t *my_tls;
+static pthread_key_t tls_key;
+static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
+static pai_tls_t *g_threads;
+
+static void thread_exit(void *arg);
+
+static void key_init(void) { pthread_key_create(&tls_key, thread_exit); }
+
+void pai_thread_init_once(void) { pthread_once(&tls_once, key_init); }
+
+// ---- caps ----
+
+uint32_t pai_cache_cap(const pa_pool_t *pool, unsigned cls) {
+  if (pool->debug) return 0;
+  size_t bs = pai_class_size[cls];
+  size_t cap = ((size_t)1 << 20) / bs;
+  if (cap > PAI_CACHE_MAX) cap = PAI_CACHE_MAX;
+  if (cap < 2) cap = 2;
+  if (pool->max_bytes) {
+    size_t by_cap = pool->max_bytes / 64 / bs;
+    if (by_cap < cap) cap = by_cap;
+  }
+  return cap < 2 ? 0 : (uint32_t)cap;
+}
+
+static size_t cache_budget(const pa_pool_t *pool) {
+  return pool->max_bytes ? pool->max_bytes / 16 : PAI_DEFAULT_CACHE_BUDGET;
+}
+
+// ---- flushing ----
+
+static void count_exchange(pai_tclass_t *t) {
+  atomic_store_explicit(&t->exchanges,
+                        atomic_load_explicit(&t->exchanges, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+}
+
+/* Give slots[keep..n) back to their slabs, one depot lock per run of the same depot. */
+void pai_tcache_flush_class(pai_tcache_t *tc, unsigned cls, uint32_t keep) {
+  pai_tclass_t *t = &tc->cls[cls];
+  if (t->n <= keep) return;
+  pai_depot_t *held = NULL;
+  for (uint32_t i = keep; i < t->n; i++) {
+    pai_chunk_t *c;
+    pai_slab_t *s;
+    uint32_t idx;
+    if (pai_locate(t->slots[i], &c, &s, &idx) != 0 || s == NULL) continue;
+    if (s->depot != held) {
+      if (held) pthread_mutex_unlock(&held->lock);
+      held = s->depot;
+      pthread_mutex_lock(&held->lock);
+    }
+    pai_depot_return(s, idx, true);
+  }
+  if (held) pthread_mutex_unlock(&held->lock);
+  tc->parked_bytes -= (size_t)(t->n - keep) * pai_class_size[cls];
+  t->n = keep;
+  count_exchange(t);
+}
+
+static void flush_all(pai_tcache_t *tc) {
+  for (unsigned c = 0; c < PAI_NCLASSES; c++) pai_tcache_flush_class(tc, c, 0);
+}
+
+// ---- creation and detach ----
+
+static pai_tls_t *tls_get(void) {
+  if (my_tls) return my_tls;
+  pai_thread_init_once();
+  pai_tls_t *tls = calloc(1, sizeof *tls);
+  if (tls == NULL) return NULL;
+  tls->thread = pthread_self();
+  tls->node_ticks = 0;
+  pthread_mutex_lock(&pai_g_lock);
+  tls->gnext = g_threads;
+  if (g_threads) g_threads->gprev = tls;
+  g_threads = tls;
+  pthread_mutex_unlock(&pai_g_lock);
+  my_tls = tls;
+  pthread_setspecific(tls_key, tls);
+  return tls;
+}
+
+static pai_tcache_t *cache_new(pa_pool_t *pool, pai_tls_t *tls) {
+  pai_tcache_t *tc = calloc(1, sizeof *tc);
+  if (tc == NULL) return NULL;
+  tc->pool = pool;
+  tc->owner = tls;
+  tc->budget = cache_budget(pool);
+  tc->node = pai_current_node(pool);
+  for (unsigned c = 0; c < PAI_NCLASSES; c++) tc->cls[c].limit = pai_cache_cap(pool, c);
+  atomic_fetch_add(&pool->refs, 1);
+  pthread_mutex_lock(&pool->lock);
+  tc->pnext = pool->tcaches;
+  if (tc->pnext) tc->pnext->pprev = tc;
+  pool->tcaches = tc;
+  pool->ntcaches++;
+  pthread_mutex_unlock(&pool->lock);
+  tc->tnext = tls->caches;
+  tls->caches = tc;
+  return tc;
+}
+
+/* Fold a cache's counters into the depots so that the pool's totals survive it. */
+static void retire_counters(pai_tcache_t *tc) {
+  pa_pool_t *pool = tc->pool;
+  for (unsigned c = 0; c < PAI_NCLASSES; c++) {
+    pai_tclass_t *t = &tc->cls[c];
+    pai_depot_t *d = pai_depot(pool, 0, c);
+    atomic_fetch_add(&d->allocs, atomic_load(&t->allocs));
+    atomic_fetch_add(&d->frees, atomic_load(&t->frees));
+    atomic_fetch_add(&d->hits, atomic_load(&t->hits));
+    atomic_fetch_add(&d->misses, atomic_load(&t->misses));
+    atomic_fetch_add(&d->exchanges, atomic_load(&t->exchanges));
+  }
+}
+
+/* Flush, unlink from the pool and free one cache; the caller unlinks it from its thread. */
+static void cache_destroy(pai_tcache_t *tc) {
+  pa_pool_t *pool = tc->pool;
+  flush_all(tc);
+  pthread_mutex_lock(&pool->lock);
+  if (tc->pprev) tc->pprev->pnext = tc->pnext;
+  else pool->tcaches = tc->pnext;
+  if (tc->pnext) tc->pnext->pprev = tc->pprev;
+  pool->ntcaches--;
+  retire_counters(tc);
+  pthread_mutex_unlock(&pool->lock);
+  for (unsigned c = 0; c < PAI_NCLASSES; c++) free(tc->cls[c].slots);
+  free(tc);
+  pai_pool_unref(pool);
+}
+
+static void forget_current(pai_tcache_t *tc) {
+  if (pai_tl.cache == tc) { pai_tl.pool = NULL; pai_tl.cache = NULL; }
+}
+
+/* Detach this thread's caches of closed pools. */
+static void sweep_closed(pai_tls_t *tls) {
+  pai_tcache_t **link = &tls->caches;
+  while (*link) {
+    pai_tcache_t *tc = *link;
+    if (atomic_load_explicit(&tc->pool->closed, memory_order_relaxed)) {
+      *link = tc->tnext;
+      forget_current(tc);
+      cache_destroy(tc);
+    } else {
+      link = &tc->tnext;
+    }
+  }
+}
+
+pai_tcache_t *pai_tcache_slow(pa_pool_t *pool) {
+  pai_tls_t *tls = tls_get();
+  if (tls == NULL) return NULL;
+  sweep_closed(tls);
+  pai_tcache_t *tc = tls->caches;
+  while (tc && tc->pool != pool) tc = tc->tnext;
+  if (tc == NULL) {
+    if (atomic_load_explicit(&pool->closed, memory_order_relaxed)) return NULL;
+    tc = cache_new(pool, tls);
+    if (tc == NULL) return NULL;
+  }
+  pai_tl.pool = pool;
+  pai_tl.cache = tc;
+  return tc;
+}
+
+void pai_tcache_detach_current(pa_pool_t *pool) {
+  pai_tls_t *tls = my_tls;
+  if (tls == NULL) return;
+  for (pai_tcache_t **link = &tls->caches; *link; link = &(*link)->tnext) {
+    pai_tcache_t *tc = *link;
+    if (tc->pool != pool) continue;
+    *link = tc->tnext;
+    forget_current(tc);
+    cache_destroy(tc);
+    return;
+  }
+}
+
+/* Flush (keep the cache) every class of this thread's cache for the pool. */
+void pai_tcache_flush_current(pa_pool_t *pool) {
+  pai_tls_t *tls = my_tls;
+  if (tls == NULL) return;
+  for (pai_tcache_t *tc = tls->caches; tc; tc = tc->tnext)
+    if (tc->pool == pool) flush_all(tc);
+}
+
+/* Slow-path refill of one class: take `batch` blocks, mark each as free. */
+int pai_tcache_refill(pai_tcache_t *tc, unsigned cls) {
+  pai_tclass_t *t = &tc->cls[cls];
+  if (t->slots == NULL) {
+    if (t->limit == 0) return ENOENT;
+    t->slots = malloc(t->limit * sizeof(void *));
+    if (t->slots == NULL) return ENOENT;
+    t->cap = t->limit;
+  }
+  unsigned node = pai_current_node(tc->pool);
+  if (node != tc->node) {
+    flush_all(tc);
+    tc->node = node;
+  }
+  unsigned got, want = t->cap / 2 > 0 ? t->cap / 2 : 1;
+  int err = pai_depot_refill(tc->pool, pai_depot(tc->pool, tc->node, cls), t->slots, want, &got);
+  if (err) return err;
+  for (unsigned i = 0; i < got; i++) {
+    pa_track_unpoison(t->slots[i], sizeof(uint64_t));
+    *(uint64_t *)t->slots[i] = pai_free_marker(t->slots[i]);
+    pa_track_poison(t->slots[i], pai_class_size[cls]);
+  }
+  t->n = got;
+  tc->parked_bytes += (size_t)got * pai_class_size[cls];
+  count_exchange(t);
+  return 0;
+}
+
+/* Slow-path room for one more slot: allocate slots or give half back. ENOENT: no caching. */
+int pai_tcache_make_room(pai_tcache_t *tc, unsigned cls) {
+  pai_tclass_t *t = &tc->cls[cls];
+  if (t->slots == NULL) {
+    if (t->limit == 0) return ENOENT;
+    t->slots = malloc(t->limit * sizeof(void *));
+    if (t->slots == NULL) return ENOENT;
+    t->cap = t->limit;
+  }
+  if (t->n >= t->cap) pai_tcache_flush_class(tc, cls, t->cap / 2);
+  if (tc->parked_bytes + pai_class_size[cls] > tc->budget) {
+    for (unsigned c = 0; c < PAI_NCLASSES; c++) pai_tcache_flush_class(tc, c, 0);
+    if (pai_class_size[cls] > tc->budget) return ENOENT;
+  }
+  return 0;
+}
+
+// ---- NUMA node of the calling thread ----
+
+unsigned pai_current_node(pa_pool_t *pool) {
+  if (pool->numa_node != PA_NUMA_LOCAL) return 0;
+  pai_tls_t *tls = my_tls;
+  unsigned cpu, node = 0;
+  bool fake = pai_numa_is_fake();
+  if (tls && !fake && (tls->node_ticks++ & 63u) != 0) {
+    node = tls->node;
+  } else {
+    if (pai_os()->getcpu(&cpu, &node) != 0) node = 0;
+    if (tls) tls->node = node;
+  }
+  return node < pool->nnodes ? node : 0;
+}
+
+// ---- thread exit and fork ----
+
+static void tls_destroy(pai_tls_t *tls) {
+  while (tls->caches) {
+    pai_tcache_t *tc = tls->caches;
+    tls->caches = tc->tnext;
+    cache_destroy(tc);
+  }
+}
+
+static void thread_exit(void *arg) {
+  pai_tls_t *tls = arg;
+  pai_tl.pool = NULL;
+  pai_tl.cache = NULL;
+  tls_destroy(tls);
+  pthread_mutex_lock(&pai_g_lock);
+  if (tls->gprev) tls->gprev->gnext = tls->gnext;
+  else g_threads = tls->gnext;
+  if (tls->gnext) tls->gnext->gprev = tls->gprev;
+  pthread_mutex_unlock(&pai_g_lock);
+  my_tls = NULL;
+  free(tls);
+}
+
+/* In a forked child (one thread, locks fresh): hand back the caches of threads that are gone. */
+void pai_tcache_fork_child(void) {
+  pai_tls_t *tls = g_threads;
+  g_threads = my_tls;
+  while (tls) {
+    pai_tls_t *next = tls->gnext;
+    if (tls != my_tls) {
+      tls_destroy(tls);
+      free(tls);
+    }
+    tls = next;
+  }
+  if (my_tls) { my_tls->gprev = NULL; my_tls->gnext = NULL; }
+}
