@@ -105,6 +105,80 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from poolalloc.net.serve import serve  # noqa: PLC0415 (the net layer loads only to serve)
+
+    return serve(
+        args.host,
+        args.port,
+        args.root,
+        workers=args.workers,
+        uploads=args.uploads,
+        buffer_size=args.buffer_size,
+        buffer_capacity=args.buffer_capacity,
+        max_connections=args.max_connections,
+        idle_timeout=args.idle_timeout,
+        fresh_bytearray=args.fresh_bytearray,
+    )
+
+
+def loopback_host(text: str) -> str:
+    """An argparse type: a loopback address (the server is a local demo, never exposed).
+
+    Example:
+        >>> loopback_host("127.0.0.1")
+        '127.0.0.1'
+    """
+    if text == "localhost" or text.startswith("127.") or text == "::1":
+        return text
+    raise argparse.ArgumentTypeError(f"only loopback addresses are served, not {text!r}")
+
+
+def add_serve(subs: argparse._SubParsersAction[OneLineParser]) -> None:
+    p = _subparser(
+        subs,
+        "serve",
+        "run the HTTP/1.1 server on the Reactor (GET /test, static files, GET /metrics)",
+        "  poolalloc serve --port 8080\n  poolalloc serve --root ./public --uploads --workers 2\n"
+        "  poolalloc serve --fresh-bytearray   # the same server without pooled read buffers\n",
+    )
+    p.add_argument("--host", type=loopback_host, default="127.0.0.1", help="loopback address")
+    p.add_argument("--port", type=port_number, default=8080, help="TCP port (0: any free port)")
+    p.add_argument("--root", help="serve the files under this directory")
+    p.add_argument("--uploads", action="store_true", help="accept PUT uploads under --root")
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="processes sharing the port with SO_REUSEPORT (default 1)",
+    )
+    p.add_argument(
+        "--buffer-size",
+        type=positive_int,
+        default=65536,
+        help="bytes per pooled read buffer (default 65536)",
+    )
+    p.add_argument(
+        "--buffer-capacity",
+        type=positive_int,
+        default=1024,
+        help="most read buffers out at once (default 1024)",
+    )
+    p.add_argument("--max-connections", type=positive_int, help="connection limit")
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=60.0,
+        help="seconds before an idle connection is closed (default 60)",
+    )
+    p.add_argument(
+        "--fresh-bytearray",
+        action="store_true",
+        help="allocate a new bytearray per read instead of pooling (for comparison)",
+    )
+    p.set_defaults(func=cmd_serve)
+
+
 def add_info(subs: argparse._SubParsersAction[OneLineParser]) -> None:
     p = _subparser(
         subs,
@@ -189,7 +263,7 @@ def build_parser() -> OneLineParser:
     )
     parser.add_argument("--version", action="version", version=poolalloc.__version__)
     subs = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=OneLineParser)
-    for add in (add_info, add_demo, add_bench):
+    for add in (add_info, add_serve, add_demo, add_bench):
         add(subs)
     return parser
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from poolalloc.buffers import BufferPool
+from poolalloc.net.baseline import FreshBytearrayPool
 from poolalloc.net.http import HttpServer, Response
 from poolalloc.net.httpparse import Request
 from poolalloc.net.metrics import prometheus_text
@@ -39,10 +40,13 @@ def build_server(
     buffer_capacity: int = 1024,
     max_connections: int | None = None,
     idle_timeout: float = 60.0,
+    fresh_bytearray: bool = False,
 ) -> HttpServer:
     """An :class:`HttpServer` with its buffer pool, listening (not yet started).
 
     ``GET /metrics`` answers the server's metrics in the Prometheus text format.
+    ``fresh_bytearray`` replaces the buffer pool with one that allocates a new ``bytearray``
+    per read (the comparison ``poolalloc demo`` makes; see :mod:`poolalloc.net.baseline`).
 
     Example:
         >>> r = Reactor(); srv = build_server(r, port=0)
@@ -52,7 +56,11 @@ def build_server(
 
     :raises OSError: the address is in use or not local.
     """
-    pool = BufferPool(buffer_size, capacity=buffer_capacity, name="http-read")
+    pool: BufferPool | FreshBytearrayPool
+    if fresh_bytearray:
+        pool = FreshBytearrayPool(buffer_size)
+    else:
+        pool = BufferPool(buffer_size, capacity=buffer_capacity, name="http-read")
     sock = listen_socket(host, port, reuse_port=reuse_port)
     try:
         server = HttpServer(
