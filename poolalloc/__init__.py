@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+from poolalloc.core import Block, SlabPool, size_class_of, size_classes
 from poolalloc.errors import (
     CorruptionError,
     DoubleReleaseError,
@@ -24,28 +25,35 @@ from poolalloc.errors import (
     PoolValueError,
 )
 from poolalloc.objects import AsyncAcquire, CloseReport, Lease, ObjectPool, ObjectPoolStats
+from poolalloc.stats import ClassStats, PoolStats
 
 __version__ = "0.1.0"
 
 __all__ = [
+    # ObjectPool (objects.py)
+    "AsyncAcquire",
+    "Block",
+    "ClassStats",
+    "CloseReport",
     "CorruptionError",
     "DoubleReleaseError",
     "ForeignBufferError",
     "ForeignLeaseError",
+    "Lease",
     "LeaseBusyError",
     "LeaseReleasedError",
     "NumaError",
+    "ObjectPool",
+    "ObjectPoolStats",
     "PoolClosedError",
     "PoolError",
     "PoolExhausted",
     "PoolMemoryError",
     "PoolOverflowError",
+    "PoolStats",
     "PoolValueError",
+    "SlabPool",
     "__version__",
-    # ObjectPool (objects.py)
-    "AsyncAcquire",
-    "CloseReport",
-    "Lease",
-    "ObjectPool",
-    "ObjectPoolStats",
+    "size_class_of",
+    "size_classes",
 ]

@@ -43,8 +43,12 @@ def build() -> Section:
 
 def size_classes() -> Section:
     core = importlib.import_module("poolalloc.core")
-    classes = [int(size) for size in core.size_classes()]
-    return {"count": len(classes), "bytes": ", ".join(str(size) for size in classes)}
+    classes = [(int(block), int(slab)) for block, slab in core.size_classes()]
+    return {
+        "count": len(classes),
+        "block bytes": ", ".join(str(block) for block, _ in classes),
+        "largest": f"{classes[-1][0]} B; larger requests get their own mapping",
+    }
 
 
 def numa() -> Section:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 import poolalloc
-from poolalloc import _cli_bench, _cli_demo, _cli_info
+from poolalloc import _cli_bench, _cli_demo, _cli_info, _selfcheck
 
 __all__ = ["build_parser", "main", "port_number", "positive_int"]
 
@@ -179,6 +179,22 @@ def add_serve(subs: argparse._SubParsersAction[OneLineParser]) -> None:
     p.set_defaults(func=cmd_serve)
 
 
+def cmd_selfcheck(args: argparse.Namespace) -> int:
+    return _selfcheck.run(args.rounds, args.threads)
+
+
+def add_selfcheck(subs: argparse._SubParsersAction[OneLineParser]) -> None:
+    p = _subparser(
+        subs,
+        "selfcheck",
+        "check the native allocator: every size class, several threads, cross-thread frees",
+        "  poolalloc selfcheck\n  poolalloc selfcheck --rounds 10 --threads 8\n",
+    )
+    p.add_argument("--rounds", type=positive_int, default=3, help="rounds (default 3)")
+    p.add_argument("--threads", type=positive_int, default=4, help="threads (default 4)")
+    p.set_defaults(func=cmd_selfcheck)
+
+
 def add_info(subs: argparse._SubParsersAction[OneLineParser]) -> None:
     p = _subparser(
         subs,
@@ -263,7 +279,7 @@ def build_parser() -> OneLineParser:
     )
     parser.add_argument("--version", action="version", version=poolalloc.__version__)
     subs = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=OneLineParser)
-    for add in (add_info, add_serve, add_demo, add_bench):
+    for add in (add_info, add_serve, add_demo, add_bench, add_selfcheck):
         add(subs)
     return parser
 

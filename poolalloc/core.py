@@ -1,0 +1,277 @@
+"""The typed low-level allocator: :class:`SlabPool` hands out :class:`Block` objects.
+
+This is the object the buffer layer stands on. It exposes no raw pointers: a block is read and
+written through bounds-checked methods, and its ``address`` is informational only.
+
+Example:
+    >>> from poolalloc import SlabPool
+    >>> with SlabPool(max_bytes=8 << 20) as pool:
+    ...     block = pool.alloc(1000)
+    ...     block.write(0, b"hello")
+    ...     data = block.read(0, 5)
+    ...     block.free()
+    >>> data, block.block_size
+    (b'hello', 1024)
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+import weakref
+from types import TracebackType
+from typing import Final, Self
+
+from poolalloc import _ffi
+from poolalloc.errors import DoubleReleaseError, PoolValueError
+from poolalloc.stats import ClassStats, PoolStats
+
+#: Every SlabPool alive in this process (tests use it to check that nothing is outstanding).
+live_pools: Final[weakref.WeakSet[SlabPool]] = weakref.WeakSet()
+
+NUMA_LOCAL: Final[str] = "local"
+
+
+def _numa_value(numa_node: int | str | None) -> int:
+    if numa_node is None:
+        return _ffi.NUMA_ANY
+    if numa_node == NUMA_LOCAL:
+        return _ffi.NUMA_LOCAL
+    if isinstance(numa_node, int) and not isinstance(numa_node, bool) and numa_node >= 0:
+        return numa_node
+    raise PoolValueError(f"numa_node must be None, 'local' or a node >= 0: {numa_node!r}")
+
+
+def _debug_value(debug: bool | int) -> int:
+    if debug is True:
+        return _ffi.DEBUG_POISON | _ffi.DEBUG_CANARY
+    if debug is False:
+        return 0
+    return int(debug)
+
+
+class Block:
+    """One block handed out by a :class:`SlabPool`; free it exactly once.
+
+    Example:
+        >>> with SlabPool() as pool:
+        ...     b = pool.alloc(10)
+        ...     b.write(2, b"ab")
+        ...     got = b.read(2, 2)
+        ...     b.free()
+        >>> got, b.freed
+        (b'ab', True)
+    """
+
+    __slots__ = ("__weakref__", "_address", "_freed", "_pool", "block_size", "nbytes")
+
+    def __init__(self, pool: SlabPool, address: int, nbytes: int, block_size: int) -> None:
+        self._pool = pool
+        self._address = address
+        self._freed = False
+        self.nbytes = nbytes
+        self.block_size = block_size
+
+    @property
+    def address(self) -> int:
+        """The block's address, for display and alignment checks only."""
+        return self._address
+
+    @property
+    def freed(self) -> bool:
+        """True once :meth:`free` ran."""
+        return self._freed
+
+    def _span(self, offset: int, n: int) -> int:
+        if self._freed:
+            raise DoubleReleaseError("block already freed", errno.EALREADY)
+        if offset < 0 or n < 0 or offset + n > self.nbytes:
+            raise PoolValueError(
+                f"range [{offset}, {offset + n}) outside the block's {self.nbytes} bytes",
+                errno.EINVAL,
+            )
+        return self._address + offset
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """Copy ``data`` into the block at ``offset``.
+
+        :raises PoolValueError: the range leaves the requested size.
+        :raises DoubleReleaseError: the block was freed.
+        """
+        _ffi.write(self._span(offset, len(memoryview(data).cast("B"))), data)
+
+    def read(self, offset: int, n: int) -> bytes:
+        """Copy ``n`` bytes out of the block from ``offset``.
+
+        :raises PoolValueError: the range leaves the requested size.
+        :raises DoubleReleaseError: the block was freed.
+        """
+        return _ffi.read(self._span(offset, n), n)
+
+    def free(self) -> None:
+        """Give the block back to its pool.
+
+        :raises DoubleReleaseError: freed twice.
+        :raises CorruptionError: debug mode found the canary after the block overwritten (the
+            block is freed all the same).
+        """
+        if self._freed:
+            raise DoubleReleaseError("block already freed", errno.EALREADY)
+        self._freed = True
+        self._pool._forget(self)
+        _ffi.free(self._address)
+
+    def __repr__(self) -> str:
+        state = "freed" if self._freed else "live"
+        return f"<Block {self.nbytes}/{self.block_size} bytes at {self._address:#x} {state}>"
+
+
+class SlabPool:
+    """A pool of the native slab allocator, with its own capacity, stats and lifetime.
+
+    ``max_bytes`` caps the memory mapped from the OS; ``retain_bytes`` bounds the empty memory
+    kept for reuse; ``numa_node`` is None, a node number or ``"local"``; ``debug`` turns on
+    poison and canaries (True) or takes ``PA_DEBUG_*`` flags.
+
+    Example:
+        >>> pool = SlabPool()
+        >>> blocks = [pool.alloc(64) for _ in range(3)]
+        >>> pool.stats().in_use_blocks
+        3
+        >>> for b in blocks:
+        ...     b.free()
+        >>> pool.close()
+
+    :raises NumaError: the node does not exist.
+    :raises PoolValueError: a bad argument.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_bytes: int | None = None,
+        retain_bytes: int | None = None,
+        numa_node: int | str | None = None,
+        debug: bool | int = False,
+    ) -> None:
+        self._handle = _ffi.pool_create(
+            max_bytes or 0, retain_bytes, _numa_value(numa_node), _debug_value(debug)
+        )
+        self._closed = False
+        self._destroyed = False
+        self._lock = threading.Lock()
+        self._live: weakref.WeakValueDictionary[int, Block] = weakref.WeakValueDictionary()
+        live_pools.add(self)
+
+    # ---- blocks ----
+
+    def alloc(self, size: int, alignment: int = 64) -> Block:
+        """A block of at least ``size`` bytes aligned to ``alignment`` (a power of two <= 4096).
+
+        :raises PoolValueError: size 0 or negative, alignment not a power of two or too large.
+        :raises PoolOverflowError: the size does not fit.
+        :raises PoolExhausted: ``max_bytes`` reached.
+        :raises PoolMemoryError: the OS refused memory.
+        :raises PoolClosedError: the pool is closed.
+        :raises CorruptionError: debug mode found a write after free in the block it picked.
+        """
+        address = _ffi.alloc(self._handle, size, alignment)
+        block = Block(self, address, size, _ffi.block_size(address))
+        with self._lock:
+            self._live[address] = block
+        return block
+
+    def _forget(self, block: Block) -> None:
+        with self._lock:
+            self._live.pop(block.address, None)
+
+    # ---- the pool ----
+
+    def trim(self) -> int:
+        """Give empty slabs and retained chunks back to the OS; returns the bytes released."""
+        return _ffi.pool_trim(self._handle)
+
+    def stats(self) -> PoolStats:
+        """A snapshot of the pool's counters."""
+        return PoolStats.from_mapping(_ffi.pool_stats(self._handle))
+
+    def node_stats(self, node: int) -> PoolStats:
+        """The counters of one NUMA node's chunks (see ``pa_pool_node_stats``).
+
+        :raises NumaError: the pool has no chunks set for that node.
+        """
+        return PoolStats.from_mapping(_ffi.pool_node_stats(self._handle, node))
+
+    def class_stats(self) -> list[ClassStats]:
+        """One snapshot per size class, smallest first."""
+        return [
+            ClassStats.from_mapping(_ffi.pool_class_stats(self._handle, c))
+            for c in range(_ffi.class_count())
+        ]
+
+    def check(self) -> None:
+        """Verify the pool's structures (and, in debug mode, poison and canaries).
+
+        :raises CorruptionError: a write after free or past a block's end was found.
+        :raises ForeignBufferError: the structures are inconsistent.
+        """
+        _ffi.pool_check(self._handle)
+
+    def outstanding(self) -> list[Block]:
+        """The blocks of this pool that are neither freed nor garbage."""
+        with self._lock:
+            return list(self._live.values())
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
+    def close(self) -> None:
+        """Refuse new allocations and give free memory back; blocks still out stay valid.
+
+        Idempotent. The pool's memory returns to the OS when its last block is freed.
+        """
+        if not self._closed:
+            self._closed = True
+            _ffi.pool_close(self._handle)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if hasattr(self, "_handle") and not getattr(self, "_destroyed", True):
+            self._destroyed = True
+            _ffi.pool_destroy(self._handle)
+
+
+def size_classes() -> list[tuple[int, int]]:
+    """Every size class as (block_size, slab_bytes), smallest first.
+
+    Example:
+        >>> size_classes()[0]
+        (64, 65536)
+    """
+    return [_ffi.class_info(c) for c in range(_ffi.class_count())]
+
+
+def size_class_of(size: int, alignment: int = 64) -> int | None:
+    """Index into :func:`size_classes` of the class that serves the request; None if huge.
+
+    Example:
+        >>> size_classes()[size_class_of(100)][0]
+        128
+        >>> size_class_of(2 << 20) is None
+        True
+
+    :raises PoolValueError: size 0 or a bad alignment.
+    """
+    return _ffi.size_class(size, alignment)
