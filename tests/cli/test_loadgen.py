@@ -32,7 +32,8 @@ def test_non_2xx_status_fails_the_connection(http_server: int) -> None:
 def test_server_closing_early_fails_the_requests_left(http_server: int) -> None:
     result = run_load("127.0.0.1", http_server, 5, 6)
     assert (result.ok, result.failed) == (10, 20)
-    assert "closed the connection" in result.errors[0]
+    # EOF, or a reset when the next request reached the closed socket first
+    assert any(word in result.errors[0] for word in ("closed the connection", "reset", "pipe"))
 
 
 def test_refused_connections_count_as_failed() -> None:

@@ -7,7 +7,6 @@ visible first line ``# doc: no-run (reason)``, e.g. a server that runs until int
 
 from __future__ import annotations
 
-import doctest
 import importlib
 import inspect
 import json
@@ -123,12 +122,29 @@ def public_names(module: ModuleType) -> list[str]:
     ]
 
 
+# Each module's doctests run in their own interpreter: a hung example fails by timeout alone.
+DOCTEST = """
+import doctest, importlib, sys
+module = importlib.import_module(sys.argv[1])
+flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+result = doctest.testmod(module, optionflags=flags)
+print(f"attempted={result.attempted} failed={result.failed}")
+sys.exit(1 if result.failed else 0)
+"""
+
+
 @pytest.mark.parametrize("module", public_modules(), ids=lambda m: m.__name__)
-def test_module_doctests_pass(module: ModuleType) -> None:
-    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
-    result = doctest.testmod(module, optionflags=flags, verbose=False)
-    assert result.attempted > 0, f"{module.__name__} has no docstring example"
-    assert result.failed == 0
+def test_module_doctests_pass(module: ModuleType, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", DOCTEST, module.__name__],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "attempted=0 " not in done.stdout, f"{module.__name__} has no docstring example"
 
 
 @pytest.mark.parametrize("module", public_modules(), ids=lambda m: m.__name__)
