@@ -18,7 +18,7 @@ from typing import Any
 
 from poolalloc import _cli_demo
 from poolalloc._progress import ProgressBar
-from poolalloc.loadgen import run_load
+from poolalloc.loadgen import http_request, run_load
 
 SUITES = ["alloc", "objects", "net", "zerocopy"]
 
@@ -122,23 +122,13 @@ def profile(out_dir: Path) -> str:
         return "profile: py-spy is not installed (pip install py-spy), no flame graph recorded"
     out_dir.mkdir(parents=True, exist_ok=True)
     svg = out_dir / "serve-flamegraph.svg"
-    with _cli_demo.running_server([]) as (port, server):
-        cmd = [
-            spy,
-            "record",
-            "--pid",
-            str(server.pid),
-            "--output",
-            str(svg),
-            "--format",
-            "flamegraph",
-            "--rate",
-            "200",
-            "--nonblocking",
-        ]
+    with _cli_demo.running_server([]) as server:
+        cmd = [spy, "record", "--pid", str(server.proc.pid), "--output", str(svg)]
+        cmd += ["--format", "flamegraph", "--rate", "200", "--nonblocking"]
         recorder = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(0.5)
-        run_load(_cli_demo.HOST, port, 200, 200, timeout=30)
+        request = http_request(_cli_demo.HOST, server.port, _cli_demo.PATH)
+        run_load(_cli_demo.HOST, server.port, 200, 200, request=request, timeout=30)
         recorder.send_signal(2)  # SIGINT: py-spy writes the graph and exits
         _, err = recorder.communicate(timeout=30)
     if recorder.returncode != 0 or not svg.exists():

@@ -2,14 +2,14 @@
 
 The server runs as a child process (``python -m poolalloc serve``) so that the load generator
 and the server do not share a GIL, the way a real client and server would not. The pool
-figures come from the server itself (its ``/metrics`` endpoint) after the load is over, so
-"outstanding leases: 0" is the server's own books, not an estimate.
+figures come from the server itself: when it stops, after every connection is gone, it prints
+its final metrics (the same numbers as its ``GET /metrics``). "Outstanding leases: 0" is the
+server's own books at the end, not an estimate.
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import socket
 import subprocess
@@ -20,12 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from poolalloc._progress import ProgressBar
-from poolalloc.loadgen import LoadResult, run_load
+from poolalloc.loadgen import LoadResult, http_request, run_load
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 20.0
 #: The flag of ``poolalloc serve`` that makes it allocate a fresh bytearray per read.
 BASELINE_FLAG = "--fresh-bytearray"
+#: The route the load asks for: a small fixed response, so the figures are the server's own cost.
+PATH = "/test"
 
 
 class DemoError(RuntimeError):
@@ -61,24 +63,47 @@ def wait_until_listening(proc: subprocess.Popen[bytes], port: int) -> None:
     raise DemoError(f"the server did not listen on {HOST}:{port} within {START_TIMEOUT:g}s")
 
 
-@contextlib.contextmanager
-def running_server(extra: list[str]) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    """Start ``poolalloc serve`` on a free loopback port; yield (port, process); stop it."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "poolalloc", "serve", "--host", HOST, "--port", str(port)]
-    proc = subprocess.Popen([*cmd, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_until_listening(proc, port)
-        yield port, proc
-    finally:
-        proc.terminate()
+class ServerProcess:
+    """``poolalloc serve`` on a free loopback port, as a child process."""
+
+    def __init__(self, extra: list[str]) -> None:
+        self.port = free_port()
+        cmd = [sys.executable, "-m", "poolalloc", "serve", "--host", HOST, "--port", str(self.port)]
+        self.proc = subprocess.Popen(
+            [*cmd, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        self.stderr = ""
+
+    def stop(self) -> None:
+        """SIGTERM, then collect what the server printed (its final metrics among it)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
         try:
-            proc.wait(timeout=10)
+            _, err = self.proc.communicate(timeout=10)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        self.stderr = err.decode(errors="replace")
+
+    def final_metrics(self) -> dict[str, float]:
+        """The metrics the server printed on its way out."""
+        for line in reversed(self.stderr.splitlines()):
+            _, marker, doc = line.partition(" final metrics ")
+            if marker:
+                return parse_metrics(doc.encode())
+        last = self.stderr.strip().splitlines()[-1:] or [f"exit status {self.proc.returncode}"]
+        raise DemoError(f"the server printed no final metrics: {last[0]}")
+
+
+@contextlib.contextmanager
+def running_server(extra: list[str]) -> Iterator[ServerProcess]:
+    """Start ``poolalloc serve``, yield it once it listens, stop it at the end."""
+    server = ServerProcess(extra)
+    try:
+        wait_until_listening(server.proc, server.port)
+        yield server
+    finally:
+        server.stop()
 
 
 def parse_metrics(body: bytes) -> dict[str, float]:
@@ -112,52 +137,27 @@ def parse_metrics(body: bytes) -> dict[str, float]:
     return flat
 
 
-def fetch_metrics(port: int) -> dict[str, float]:
-    conn = http.client.HTTPConnection(HOST, port, timeout=5)
-    try:
-        conn.request("GET", "/metrics")
-        response = conn.getresponse()
-        body = response.read()
-    finally:
-        conn.close()
-    if response.status != 200:
-        raise DemoError(f"GET /metrics answered {response.status}")
-    return parse_metrics(body)
-
-
-def pick(metrics: dict[str, float], *words: str) -> float | None:
-    """The sum of the metrics whose name holds every one of ``words`` (None when none does)."""
-    found = [v for k, v in metrics.items() if all(w in k.lower() for w in words)]
-    return sum(found) if found else None
-
-
-def outstanding_leases(metrics: dict[str, float]) -> float | None:
-    return pick(metrics, "outstanding")
-
-
-def settled_metrics(port: int) -> dict[str, float]:
-    """The server's metrics once the closed connections' leases are back (or after 3 s)."""
-    deadline = time.monotonic() + 3.0
-    metrics = fetch_metrics(port)
-    while (outstanding_leases(metrics) or 0) > 0 and time.monotonic() < deadline:
-        time.sleep(0.1)
-        metrics = fetch_metrics(port)
-    return metrics
+def pick(metrics: dict[str, float], name: str) -> float | None:
+    """The buffer pool's metric ``name`` (``buffer_pool_<name>`` in the server's metrics)."""
+    return metrics.get(f"buffer_pool_{name}")
 
 
 def drive(
     label: str, extra: list[str], connections: int, requests: int, timeout: float
 ) -> RunReport:
-    """One server, one load run, then its metrics."""
-    with running_server(extra) as (port, _):
+    """One server, one load run, then the server's final metrics."""
+    with running_server(extra) as server:
         bar = ProgressBar(f"{label:>16}")
-        load = run_load(HOST, port, connections, requests, timeout=timeout, progress=bar)
+        request = http_request(HOST, server.port, PATH)
+        load = run_load(
+            HOST, server.port, connections, requests, request=request, timeout=timeout, progress=bar
+        )
         bar.finish(f"{load.requests_per_second:,.0f} req/s, {load.failed} failed")
-        try:
-            metrics = settled_metrics(port)
-        except (OSError, http.client.HTTPException, DemoError) as exc:
-            metrics = {}
-            load.errors.append(f"metrics: {exc}")
+    try:
+        metrics = server.final_metrics()
+    except DemoError as exc:
+        metrics = {}
+        load.errors.append(str(exc))
     return RunReport(label, load, metrics)
 
 
@@ -174,20 +174,24 @@ def _num(value: float | None, unit: str = "") -> str:
 
 
 def hit_rate(metrics: dict[str, float]) -> float | None:
-    """Hits over acquires, from whichever of the two the server reports."""
-    rate = pick(metrics, "hit_rate")
-    if rate is not None:
-        return rate
-    hits, acquires = pick(metrics, "hits"), pick(metrics, "acquire")
-    return hits / acquires if hits is not None and acquires else None
+    """Share of the allocator's block requests served from its caches, without carving."""
+    hits, misses = pick(metrics, "core_cache_hits"), pick(metrics, "core_cache_misses")
+    if hits is None or misses is None or hits + misses == 0:
+        return None
+    return hits / (hits + misses)
+
+
+def outstanding_leases(metrics: dict[str, float]) -> float | None:
+    return pick(metrics, "outstanding")
 
 
 def pool_rows(metrics: dict[str, float]) -> list[tuple[str, str]]:
     rate = hit_rate(metrics)
     return [
         ("buffer pool hit rate", "-" if rate is None else f"{rate:.2%}"),
-        ("bytes mapped", _mib(pick(metrics, "mapped"))),
-        ("high-water mark", _num(pick(metrics, "high_water"), " leases")),
+        ("bytes mapped (peak)", _mib(pick(metrics, "core_mapped_peak"))),
+        ("high-water mark", _num(pick(metrics, "peak"), " leases")),
+        ("leases taken", _num(pick(metrics, "acquires"))),
         ("outstanding leases", _num(outstanding_leases(metrics))),
     ]
 
@@ -233,11 +237,14 @@ def verdict(pooled: RunReport, baseline: RunReport | None) -> list[str]:
         for r in (pooled, baseline)
         if r is not None and r.load.failed
     ]
-    left = outstanding_leases(pooled.metrics)
-    if left is None:
-        problems.append("the server reported no outstanding-lease count: cannot check for leaks")
-    elif left:
-        problems.append(f"{left:.0f} leases still outstanding after the run")
+    for run in (pooled, baseline):
+        if run is None:
+            continue
+        left = outstanding_leases(run.metrics)
+        if left is None:
+            problems.append(f"{run.label}: the server reported no lease count: cannot check leaks")
+        elif left:
+            problems.append(f"{run.label}: {left:.0f} leases still outstanding after the run")
     return problems
 
 

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -129,6 +130,10 @@ def _run_worker(host: str, port: int, root: str | None, **options: Any) -> int:
     finally:
         server.close()
         reactor.close()
+        # The books after every connection is gone: `poolalloc demo` reads this line to check
+        # that no lease is outstanding at the end.
+        final = json.dumps(server.metrics(), sort_keys=True)
+        print(f"poolalloc serve: pid {os.getpid()} final metrics {final}", file=sys.stderr)
     return 0
 
 
