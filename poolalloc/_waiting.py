@@ -20,16 +20,17 @@ Rules that make waiting safe:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
+from poolalloc._lease import Buffer, LeasePool
 from poolalloc.errors import PoolExhausted
 
-Retry = Callable[[], Any]
+Retry = Callable[[], Buffer | None]
 
 
 def _deadline(timeout: float | None) -> float | None:
@@ -40,7 +41,7 @@ def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else deadline - time.monotonic()
 
 
-def _exhausted(core: Any, timeout: float | None) -> PoolExhausted:
+def _exhausted(core: LeasePool, timeout: float | None) -> PoolExhausted:
     name = f" {core.name!r}" if core.name is not None else ""
     waited = "without waiting" if not timeout else f"after waiting {timeout} s"
     message = f"acquire(): pool{name} is at its capacity ({core.capacity}), {waited}"
@@ -52,10 +53,10 @@ def _set_done(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-def retry_for(core: Any, nbytes: int, align: int) -> Retry:
+def retry_for(core: LeasePool, nbytes: int, align: int) -> Retry:
     """The non-blocking attempt for a fixed pool (``nbytes < 0``) or a variable one."""
     if nbytes < 0:
-        return core.try_acquire  # type: ignore[no-any-return]
+        return core.try_acquire
     return functools.partial(core.try_alloc, nbytes, align)
 
 
@@ -81,16 +82,15 @@ class Waiters:
     def _wake_tasks(self) -> None:
         tasks, self._tasks = self._tasks, []
         for loop, fut in tasks:
-            try:
+            # a closed loop raises RuntimeError: nobody waits on that future any more
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_set_done, fut)
-            except RuntimeError:  # its loop is closed: nobody waits on that future any more
-                pass
 
-    def _pass_on(self, core: Any) -> None:
+    def _pass_on(self, core: LeasePool) -> None:
         if core.available:
             self.notify()
 
-    def wait_sync(self, core: Any, timeout: float | None, nbytes: int, align: int) -> Any:
+    def wait_sync(self, core: LeasePool, timeout: float | None, nbytes: int, align: int) -> Buffer:
         """Called by C at capacity: wait for a lease until ``timeout`` (None: forever)."""
         if timeout is not None and timeout <= 0:
             raise _exhausted(core, timeout)
@@ -113,7 +113,7 @@ class Waiters:
             finally:
                 core.waiters -= 1
 
-    async def wait_async(self, core: Any, timeout: float | None, retry: Retry) -> Any:
+    async def wait_async(self, core: LeasePool, timeout: float | None, retry: Retry) -> Buffer:
         """Wait in a task for a lease until ``timeout`` (None: forever); cancellation-safe."""
         lease = retry()
         if lease is not None:
@@ -122,7 +122,8 @@ class Waiters:
             raise _exhausted(core, timeout)
         loop = asyncio.get_running_loop()
         deadline = _deadline(timeout)
-        core.waiters += 1
+        with self._cond:  # every change of core.waiters happens under this lock (rule 1)
+            core.waiters += 1
         try:
             while True:
                 fut = loop.create_future()
@@ -139,7 +140,8 @@ class Waiters:
             self._pass_on(core)
             raise
         finally:
-            core.waiters -= 1
+            with self._cond:
+                core.waiters -= 1
 
     async def _sleep(self, fut: asyncio.Future[None], remaining: float | None) -> None:
         try:

@@ -27,20 +27,23 @@ import time
 import warnings
 import weakref
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Self
 
 from poolalloc import _ffi, leaks
 from poolalloc._lease import Buffer, LeasePool
 from poolalloc._waiting import Waiters, retry_for
 from poolalloc.core import SlabPool
 from poolalloc.errors import PoolValueError
+from poolalloc.stats import PoolStats
 
 __all__ = ["Allocator", "Buffer", "BufferPool", "LeaseStats", "live_lease_layers"]
 
-#: blocks kept ready in front of the core (refilled and drained half of it at a time)
+#: most blocks kept ready in front of the core (refilled and drained half of it at a time)
 STASH_BLOCKS = 64
-_DEBUG_FLAGS = 2 | 4  # PA_DEBUG_CANARY | PA_DEBUG_UNPOOLED (poolalloc.h)
-_MAX_ALIGN = 4096  # PA_MAX_ALIGN
+#: ...and at most this many bytes of them, so that big buffers do not sit idle by the dozen
+STASH_BYTES = 8 << 20
+_DEBUG_FLAGS = _ffi.DEBUG_CANARY | _ffi.DEBUG_UNPOOLED
+_MAX_ALIGN = _ffi.MAX_ALIGN
 
 # Every lease layer alive, for the test-wide check that nothing is outstanding. Leases hold their
 # layer, so a layer with an outstanding lease stays listed even after its pool object is gone.
@@ -58,7 +61,14 @@ def live_lease_layers() -> list[LeasePool]:
 
 
 def forget_lease_layer(layer: LeasePool) -> None:
-    """Stop listing ``layer`` in :func:`live_lease_layers` (after its leak was reported)."""
+    """Stop listing ``layer`` in :func:`live_lease_layers` (after its leak was reported).
+
+    Example:
+        >>> pool = BufferPool(64)
+        >>> forget_lease_layer(pool._core)
+        >>> pool._core in live_lease_layers()
+        False
+    """
     _LIVE.discard(layer)
 
 
@@ -92,11 +102,15 @@ class LeaseStats:
     refills: int  #: batches taken from the core
     drains: int  #: batches given back to the core
     closed: bool
-    core: Any  #: the core pool's statistics (``SlabPool.stats()``)
+    core: PoolStats  #: the core pool's statistics (``SlabPool.stats()``)
 
 
 def _env_debug() -> bool:
     return os.environ.get("POOLALLOC_DEBUG", "") not in ("", "0")
+
+
+def _stash_for(size: int) -> int:
+    return max(2, min(STASH_BLOCKS, STASH_BYTES // max(size, 1)))
 
 
 def _check_alignment(alignment: int) -> None:
@@ -120,15 +134,26 @@ class _LeasingPool:
     _core: LeasePool
 
     def _open(
-        self, *, size: int, alignment: int, capacity: int, fixed: bool, numa_node: int | None,
-        name: str | None, debug: bool, strict: bool, leak_level: str | None,
+        self,
+        *,
+        size: int,
+        alignment: int,
+        capacity: int,
+        fixed: bool,
+        numa_node: int | str | None,
+        name: str | None,
+        debug: bool,
+        strict: bool,
+        leak_level: str | None,
     ) -> None:
         self._debug = debug or _env_debug()
         self._slab = SlabPool(numa_node=numa_node, debug=_DEBUG_FLAGS if self._debug else 0)
+        # the lease layer calls the core through pa_api_t with this pool's raw address
+        address = _ffi.pool_address(self._slab._handle)
         self._waiters = Waiters()
         self._core = LeasePool(
-            _ffi.pool_address(self._slab.handle), self._slab, size, alignment, capacity,
-            fixed=fixed, strict=strict, stash=0 if self._debug else STASH_BLOCKS, name=name,
+            address, self._slab, size, alignment, capacity,
+            fixed=fixed, strict=strict, stash=0 if self._debug else _stash_for(size), name=name,
             slow=self._waiters.wait_sync, notify=self._waiters.notify,
         )  # fmt: skip
         self._leak_level = leak_level or leaks.level()
@@ -139,7 +164,7 @@ class _LeasingPool:
     @property
     def name(self) -> str | None:
         """The name given at creation (used in reports)."""
-        return self._core.name  # type: ignore[no-any-return]
+        return self._core.name
 
     @property
     def closed(self) -> bool:
@@ -216,7 +241,7 @@ class BufferPool(_LeasingPool):
     :param size: bytes per buffer.
     :param capacity: most buffers out at once (None: unbounded). At capacity ``acquire`` waits.
     :param alignment: power of two up to 4096 (blocks of 4 KiB and more are page aligned).
-    :param numa_node: NUMA node to place the memory on (None: no policy).
+    :param numa_node: NUMA node to place the memory on, "local" (each thread's node) or None.
     :param debug: unpooled mode (one real allocation per acquire, canaries checked on release),
         also on with ``POOLALLOC_DEBUG=1``; memory profilers then see every buffer.
     :param strict: ``release()`` with views alive raises ``LeaseBusyError`` instead of parking.
@@ -236,7 +261,7 @@ class BufferPool(_LeasingPool):
 
     def __init__(
         self, size: int, *, capacity: int | None = None, alignment: int = 64,
-        numa_node: int | None = None, name: str | None = None, debug: bool = False,
+        numa_node: int | str | None = None, name: str | None = None, debug: bool = False,
         strict: bool = False, leaks: str | None = None,
     ) -> None:  # fmt: skip
         if size < 1:
@@ -257,7 +282,7 @@ class BufferPool(_LeasingPool):
         :raises PoolExhausted: still at capacity when the timeout ran out (0: at once).
         :raises PoolClosedError: the pool is closed.
         """
-        return self._core.acquire(timeout)  # type: ignore[no-any-return]
+        return self._core.acquire(timeout)
 
     def acquire_many(self, n: int, timeout: float | None = None) -> list[Buffer]:
         """Lease ``n`` buffers at once (all or none), in one C call when the capacity allows.
@@ -274,7 +299,9 @@ class BufferPool(_LeasingPool):
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             for _ in range(n):
-                got.append(self._core.acquire(None if deadline is None else deadline - time.monotonic()))
+                got.append(
+                    self._core.acquire(None if deadline is None else deadline - time.monotonic())
+                )
         except BaseException:
             self._core.release_many(got)
             raise
@@ -288,7 +315,7 @@ class BufferPool(_LeasingPool):
         :raises PoolExhausted: still at capacity when the timeout ran out.
         :raises PoolClosedError: the pool is (or got) closed.
         """
-        return await self._waiters.wait_async(self._core, timeout, self._core.try_acquire)  # type: ignore[no-any-return]
+        return await self._waiters.wait_async(self._core, timeout, self._core.try_acquire)
 
     def __repr__(self) -> str:
         cap = self._capacity or "unbounded"
@@ -310,8 +337,9 @@ class Allocator(_LeasingPool):
     """
 
     def __init__(
-        self, *, capacity: int | None = None, numa_node: int | None = None, debug: bool = False,
-        name: str | None = None, strict: bool = False, leaks: str | None = None,
+        self, *, capacity: int | None = None, numa_node: int | str | None = None,
+        debug: bool = False, name: str | None = None, strict: bool = False,
+        leaks: str | None = None,
     ) -> None:  # fmt: skip
         self._capacity = _check_capacity(capacity)
         self._open(
@@ -326,7 +354,7 @@ class Allocator(_LeasingPool):
         :raises PoolValueError: ``nbytes`` < 1 or a bad alignment.
         :raises PoolExhausted: the capacity stayed too small until the timeout ran out.
         """
-        return self._core.alloc(nbytes, alignment, timeout=timeout)  # type: ignore[no-any-return]
+        return self._core.alloc(nbytes, alignment, timeout=timeout)
 
     async def alloc_async(
         self, nbytes: int, alignment: int = 64, timeout: float | None = None
@@ -334,9 +362,8 @@ class Allocator(_LeasingPool):
         """:meth:`alloc` for asyncio code; cancellation-safe like ``BufferPool.acquire_async``."""
         _check_alignment(alignment)
         retry = retry_for(self._core, nbytes, alignment)
-        return await self._waiters.wait_async(self._core, timeout, retry)  # type: ignore[no-any-return]
+        return await self._waiters.wait_async(self._core, timeout, retry)
 
     def __repr__(self) -> str:
         cap = self._capacity or "unbounded"
         return f"<Allocator capacity={cap} out={self.outstanding()}>"
-

@@ -50,11 +50,21 @@ class LeakWarning(UserWarning):
 
 
 class TrackedPool(Protocol):
-    """What :func:`report` reads from a lease layer (``poolalloc._lease.LeasePool``)."""
+    """What :func:`report` reads from a lease layer (``poolalloc._lease.LeasePool``).
 
-    name: object
-    tracked: dict[int, traceback.StackSummary]
-    gc_leaks: list[traceback.StackSummary]
+    Example:
+        >>> from poolalloc import BufferPool
+        >>> with BufferPool(64, leaks="all") as pool:
+        ...     pool._core.tracked
+        {}
+    """
+
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def tracked(self) -> dict[int, traceback.StackSummary]: ...
+    @property
+    def gc_leaks(self) -> list[traceback.StackSummary]: ...
 
     def counters(self) -> dict[str, int]: ...
 

@@ -48,7 +48,8 @@ static void buffer_collect_unreleased(BufferObject *b) {
   p->gc_returns++;
   p->live--;
   b->released = 1;
-  if (b->origin != NULL && p->gc_leaks != NULL && PyList_Append(p->gc_leaks, b->origin) < 0) PyErr_WriteUnraisable(NULL);
+  if (b->origin != NULL && p->gc_leaks != NULL && PyList_Append(p->gc_leaks, b->origin) < 0)
+    PyErr_WriteUnraisable(NULL);
   pa_pool_untrack(p, b);
   if (pa_pool_give_back(p, b) < 0) PyErr_WriteUnraisable((PyObject *)p);
 }
@@ -298,7 +299,13 @@ PyDoc_STRVAR(buffer_doc,
              "A lease on one pooled block, exported through the buffer protocol.\n\n"
              "Obtained from BufferPool.acquire() or Allocator.alloc(); never built directly.\n"
              "The block returns to its pool when release() was called and no memoryview,\n"
-             "slice or numpy array of it is alive.");
+             "slice or numpy array of it is alive.\n\n"
+             "Example:\n"
+             "    >>> from poolalloc import BufferPool\n"
+             "    >>> with BufferPool(16) as pool, pool.acquire() as buf:\n"
+             "    ...     buf[0:2] = b'hi'\n"
+             "    ...     bytes(buf.view[:2]), buf.nbytes\n"
+             "    (b'hi', 16)");
 
 PyTypeObject PaBufferType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "poolalloc.Buffer",

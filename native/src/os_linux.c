@@ -139,6 +139,7 @@ int pa_numa_fake_set_cpu(int cpu) {
   if (fake_nodes == 0) return ENODEV;
   if (cpu < 0 || (unsigned)cpu >= fake_ncpus) return EINVAL;
   fake_cpu = cpu;
+  pai_tcache_cpu_moved();
   return 0;
 }
 

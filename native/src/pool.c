@@ -11,7 +11,8 @@
  * every in-flight slow free. The struct is freed when it drops to zero, which needs the pool
  * closed (pa_pool_destroy closes it), every block back and every cache gone.
  *
- * Lock order / who may touch what: pai_g_lock -> depot->lock -> pool->lock -> registry lock;
+ * Lock order / who may touch what: pai_g_lock -> tls->lock -> depot->lock -> pool->lock ->
+ * registry lock;
  * the unpooled table lock is a leaf. fork: the prepare handler takes all of them in that order,
  * the child re-initialises them and hands back the caches of threads that did not survive.
  * ------------------------------------------------------------------------------------------- */
@@ -232,14 +233,15 @@ static int huge_alloc(pa_pool_t *pool, size_t size, size_t align, void **out) {
   size_t len = (need + PA_PAGE_ALIGN - 1) & ~(size_t)(PA_PAGE_ALIGN - 1);
   pai_chunk_t *c = NULL;
   int err = 0;
+  unsigned node = pai_current_node(pool);
   pthread_mutex_lock(&pool->lock);
   if (pool->max_bytes && pool->mapped + len > pool->max_bytes) err = ENOSPC;
-  else err = pai_huge_map(pool, need, &c);
+  else err = pai_huge_map(pool, node, need, &c);
   if (err == 0) {
     c->huge_req = size;
     atomic_store(&c->huge_live, 1);
     atomic_fetch_add(&pool->refs, 1);
-    pai_note_mapped(pool, 0, c->len);
+    pai_note_mapped(pool, node, c->len);
     c->next = pool->huge;
     if (c->next) c->next->prev = c;
     pool->huge = c;
@@ -268,7 +270,7 @@ static int huge_free(pai_chunk_t *c) {
   else pool->huge = c->next;
   if (c->next) c->next->prev = c->prev;
   pool->mapped -= c->len;
-  pool->node_mapped[0] -= c->len;
+  pool->node_mapped[c->node] -= c->len;
   pool->huge_frees++;
   pool->huge_bytes -= c->len;
   pai_note_out(pool, -(int64_t)c->len);
@@ -303,6 +305,7 @@ static void direct_free(pa_pool_t *pool, pai_slab_t *s, uint32_t idx, void *p) {
   pa_track_poison(p, s->block_size);
   atomic_fetch_add(&s->depot->frees, 1);
   pai_depot_return(s, idx, false);
+  pai_note_out(pool, -(int64_t)s->block_size);
   pai_pool_unref(pool);
 }
 
@@ -323,7 +326,6 @@ static int cache_pop_after_refill(pai_tcache_t *tc, unsigned cls, void **out) {
   tc->parked_bytes -= pai_class_size[cls];
   pa_track_unpoison(p, pai_class_size[cls]);
   *(uint64_t *)p = 0;
-  bump(&t->allocs);
   bump(&t->misses);
   *out = p;
   return 0;
@@ -358,6 +360,7 @@ static int debug_alloc_slab(pa_pool_t *pool, size_t size, unsigned cls, void **o
     pa_track_poison(p, s->block_size);
     atomic_fetch_add(&s->depot->frees, 1);
     pai_depot_return(s, idx, false);
+    pai_note_out(pool, -(int64_t)s->block_size);
     return EILSEQ;
   }
   if (pool->debug & PA_DEBUG_CANARY) {
@@ -400,7 +403,8 @@ static inline int class_of(size_t size, size_t align, unsigned *cls) {
     *cls = pai_small_lut[(size + 63) >> 6];
     return 0;
   }
-  return pai_class_for(size, align < PA_MIN_ALIGN && align ? PA_MIN_ALIGN : align, cls);
+  if (align < PA_MIN_ALIGN && align && !(align & (align - 1))) align = PA_MIN_ALIGN;
+  return pai_class_for(size, align, cls);
 }
 
 int pa_alloc(pa_pool_t *pool, size_t size, size_t align, void **out) {
@@ -418,7 +422,6 @@ int pa_alloc(pa_pool_t *pool, size_t size, size_t align, void **out) {
       tc->parked_bytes -= pai_class_size[cls];
       pa_track_unpoison(p, pai_class_size[cls]);
       *(uint64_t *)p = 0;
-      bump(&t->allocs);
       bump(&t->hits);
       *out = p;
       return 0;
@@ -445,24 +448,32 @@ static int free_slow(pa_pool_t *pool, pai_tcache_t *tc, pai_chunk_t *c, pai_slab
 }
 
 int pa_free(void *p) {
-  pai_chunk_t *c;
-  pai_slab_t *s;
-  uint32_t idx;
-  if (PA_UNLIKELY(p == NULL)) return EFAULT;
-  if (PA_UNLIKELY(pai_locate(p, &c, &s, &idx) != 0))
+  uintptr_t a = (uintptr_t)p;
+  pai_chunk_t *c = pai_chunk_lookup(p);
+  if (PA_UNLIKELY(c == NULL || a - c->base >= c->len))
     return pai_unpooled_any() ? pai_unpooled_free(p) : EFAULT;
-  if (PA_UNLIKELY(s == NULL)) return huge_free(c);
-  if (PA_UNLIKELY(!pai_slab_is_out(s, idx) || pa_track_is_poisoned(p))) return EALREADY;
+  if (PA_UNLIKELY(c->kind != PAI_CHUNK_SLABS)) return a == c->base ? huge_free(c) : EFAULT;
+  if (PA_UNLIKELY(pa_track_is_poisoned(p))) return EALREADY;
+  /* p lies in a mapped chunk of ours, so reading it is safe; load it early, beside the slab
+   * lookup, since the marker test needs it */
+  uint64_t word = *(const uint64_t *)p;
+  unsigned slot = atomic_load_explicit(&c->page_slab[(a - c->base) >> PAI_PAGE_SHIFT],
+                                       memory_order_relaxed);
+  if (PA_UNLIKELY(slot == PAI_NO_SLAB)) return EFAULT;
+  pai_slab_t *s = &c->slabs[slot];
+  bool exact;
+  uint32_t idx = pai_slab_index(s, a, &exact);
+  if (PA_UNLIKELY(!exact)) return EFAULT;
+  if (PA_UNLIKELY(!pai_slab_is_out(s, idx))) return EALREADY;
   pa_pool_t *pool = c->pool;
   if (PA_UNLIKELY(pool->debug)) return debug_free(pool, s, idx, p);
-  uint64_t *word = p;
-  if (PA_UNLIKELY(*word == pai_free_marker(p))) return EALREADY;
+  if (PA_UNLIKELY(word == pai_free_marker(p))) return EALREADY;
   pai_tcache_t *tc = pai_tcache(pool);
   if (PA_LIKELY(tc != NULL && pool->nnodes == 1 &&
                 !atomic_load_explicit(&pool->closed, memory_order_relaxed))) {
     pai_tclass_t *t = &tc->cls[s->cls];
     if (PA_LIKELY(t->n < t->cap && tc->parked_bytes + s->block_size <= tc->budget)) {
-      *word = pai_free_marker(p);
+      *(uint64_t *)p = pai_free_marker(p);
       pa_track_poison(p, s->block_size);
       t->slots[t->n++] = p;
       tc->parked_bytes += s->block_size;
@@ -555,6 +566,7 @@ int pa_size_class(size_t size, size_t align, unsigned *cls) {
 
 static void fork_prepare(void) {
   pthread_mutex_lock(&pai_g_lock);
+  pai_tcache_fork_lock();
   for (pa_pool_t *pool = g_pools; pool; pool = pool->gnext) {
     for (unsigned i = 0; i < pool->nnodes * PAI_NCLASSES; i++)
       pthread_mutex_lock(&pool->depots[i].lock);
@@ -572,6 +584,7 @@ static void fork_parent(void) {
     for (unsigned i = pool->nnodes * PAI_NCLASSES; i > 0; i--)
       pthread_mutex_unlock(&pool->depots[i - 1].lock);
   }
+  pai_tcache_fork_parent();
   pthread_mutex_unlock(&pai_g_lock);
 }
 

@@ -239,9 +239,9 @@ int pai_depot_refill(pa_pool_t *pool, pai_depot_t *d, void **out, unsigned n, un
   }
   d->out_blocks += have;
   if (d->out_blocks > d->out_peak) d->out_peak = d->out_blocks;
+  *got = have; /* under the lock: a fork never sees blocks out of the depot and not in *got */
   pthread_mutex_unlock(&d->lock);
   pai_note_out(pool, (int64_t)have * pai_class_size[d->cls]);
-  *got = have;
   return have ? 0 : err;
 }
 
@@ -260,13 +260,13 @@ static void release_slab(pai_depot_t *d, pai_slab_t *s, bool force, uint64_t *re
   pthread_mutex_unlock(&pool->lock);
 }
 
-/* One block back into its slab. The depot lock is taken unless `locked`. */
+/* One block back into its slab. The depot lock is taken unless `locked`. The caller accounts
+ * the bytes with pai_note_out (once per batch). */
 void pai_depot_return(pai_slab_t *s, uint32_t idx, bool locked) {
   pai_depot_t *d = s->depot;
   if (!locked) pthread_mutex_lock(&d->lock);
   pai_slab_put(s, idx);
   d->out_blocks--;
-  pai_note_out(s->chunk->pool, -(int64_t)s->block_size);
   if (s->nfree == 1 && !s->on_partial) move_to_partial(d, s);
   if (s->nfree == s->nblocks) {
     d->empty_slabs++;

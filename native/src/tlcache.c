@@ -15,6 +15,8 @@
  *
  * Lock order / who may touch what:
  *   a cache's slots and counts: its owner thread only (or the forked child, single-threaded);
+ *   the owner's slow paths (refill, flush, create, retire) hold its tls->lock, which fork's
+ *   prepare handler takes for every thread, so a child never sees a half-done exchange;
  *   its statistics counters: written by the owner (relaxed atomics), read by pa_pool_stats
  *   under pool->lock; pool->tcaches list: pool->lock; global thread list: pai_g_lock.
  *   A flush takes one depot lock at a time (then pool->lock inside, via slab release).
@@ -44,7 +46,7 @@ void pai_thread_init_once(void) { pthread_once(&tls_once, key_init); }
 uint32_t pai_cache_cap(const pa_pool_t *pool, unsigned cls) {
   if (pool->debug) return 0;
   size_t bs = pai_class_size[cls];
-  size_t cap = ((size_t)1 << 20) / bs;
+  size_t cap = ((size_t)1 << 20) / bs; /* at most 1 MiB parked per class */
   if (cap > PAI_CACHE_MAX) cap = PAI_CACHE_MAX;
   if (cap < 2) cap = 2;
   if (pool->max_bytes) {
@@ -66,26 +68,33 @@ static void count_exchange(pai_tclass_t *t) {
                         memory_order_relaxed);
 }
 
-/* Give slots[keep..n) back to their slabs, one depot lock per run of the same depot. */
+/* Give slots[keep..n) back to their slabs, one depot lock per run of the same depot. The count
+ * drops block by block under the depot lock, so a fork (which takes every depot lock) never
+ * sees a block both in a slab and in this cache. */
 void pai_tcache_flush_class(pai_tcache_t *tc, unsigned cls, uint32_t keep) {
   pai_tclass_t *t = &tc->cls[cls];
   if (t->n <= keep) return;
   pai_depot_t *held = NULL;
-  for (uint32_t i = keep; i < t->n; i++) {
+  size_t bs = pai_class_size[cls];
+  int64_t moved = 0;
+  while (t->n > keep) {
+    void *p = t->slots[t->n - 1];
     pai_chunk_t *c;
     pai_slab_t *s;
     uint32_t idx;
-    if (pai_locate(t->slots[i], &c, &s, &idx) != 0 || s == NULL) continue;
+    if (pai_locate(p, &c, &s, &idx) != 0 || s == NULL) { t->n--; continue; }
     if (s->depot != held) {
       if (held) pthread_mutex_unlock(&held->lock);
       held = s->depot;
       pthread_mutex_lock(&held->lock);
     }
     pai_depot_return(s, idx, true);
+    t->n--;
+    moved++;
+    tc->parked_bytes -= bs;
   }
   if (held) pthread_mutex_unlock(&held->lock);
-  tc->parked_bytes -= (size_t)(t->n - keep) * pai_class_size[cls];
-  t->n = keep;
+  pai_note_out(tc->pool, -moved * (int64_t)bs);
   count_exchange(t);
 }
 
@@ -93,15 +102,15 @@ static void flush_all(pai_tcache_t *tc) {
   for (unsigned c = 0; c < PAI_NCLASSES; c++) pai_tcache_flush_class(tc, c, 0);
 }
 
-// ---- creation and detach ----
+// ---- creation and retirement ----
 
 static pai_tls_t *tls_get(void) {
   if (my_tls) return my_tls;
   pai_thread_init_once();
   pai_tls_t *tls = calloc(1, sizeof *tls);
   if (tls == NULL) return NULL;
+  pthread_mutex_init(&tls->lock, NULL);
   tls->thread = pthread_self();
-  tls->node_ticks = 0;
   pthread_mutex_lock(&pai_g_lock);
   tls->gnext = g_threads;
   if (g_threads) g_threads->gprev = tls;
@@ -112,6 +121,7 @@ static pai_tls_t *tls_get(void) {
   return tls;
 }
 
+/* tls->lock held. */
 static pai_tcache_t *cache_new(pa_pool_t *pool, pai_tls_t *tls) {
   pai_tcache_t *tc = calloc(1, sizeof *tc);
   if (tc == NULL) return NULL;
@@ -138,7 +148,7 @@ static void retire_counters(pai_tcache_t *tc) {
   for (unsigned c = 0; c < PAI_NCLASSES; c++) {
     pai_tclass_t *t = &tc->cls[c];
     pai_depot_t *d = pai_depot(pool, 0, c);
-    atomic_fetch_add(&d->allocs, atomic_load(&t->allocs));
+    atomic_fetch_add(&d->allocs, atomic_load(&t->hits) + atomic_load(&t->misses));
     atomic_fetch_add(&d->frees, atomic_load(&t->frees));
     atomic_fetch_add(&d->hits, atomic_load(&t->hits));
     atomic_fetch_add(&d->misses, atomic_load(&t->misses));
@@ -146,8 +156,9 @@ static void retire_counters(pai_tcache_t *tc) {
   }
 }
 
-/* Flush, unlink from the pool and free one cache; the caller unlinks it from its thread. */
-static void cache_destroy(pai_tcache_t *tc) {
+/* tls->lock held: flush a cache and unlink it from its pool; the caller has unlinked it from
+ * its thread and calls cache_release() once it holds no lock (the pool may be freed then). */
+static void cache_retire(pai_tcache_t *tc) {
   pa_pool_t *pool = tc->pool;
   flush_all(tc);
   pthread_mutex_lock(&pool->lock);
@@ -157,113 +168,146 @@ static void cache_destroy(pai_tcache_t *tc) {
   pool->ntcaches--;
   retire_counters(tc);
   pthread_mutex_unlock(&pool->lock);
-  for (unsigned c = 0; c < PAI_NCLASSES; c++) free(tc->cls[c].slots);
-  free(tc);
-  pai_pool_unref(pool);
-}
-
-static void forget_current(pai_tcache_t *tc) {
   if (pai_tl.cache == tc) { pai_tl.pool = NULL; pai_tl.cache = NULL; }
 }
 
-/* Detach this thread's caches of closed pools. */
-static void sweep_closed(pai_tls_t *tls) {
-  pai_tcache_t **link = &tls->caches;
+/* No lock held: free retired caches (chained by tnext) and drop their pool references. */
+static void cache_release(pai_tcache_t *list) {
+  while (list) {
+    pai_tcache_t *next = list->tnext;
+    pa_pool_t *pool = list->pool;
+    for (unsigned c = 0; c < PAI_NCLASSES; c++) free(list->cls[c].slots);
+    free(list);
+    pai_pool_unref(pool);
+    list = next;
+  }
+}
+
+/* tls->lock held: retire the caches that match (closed pools, or one pool); return them. */
+static pai_tcache_t *retire_matching(pai_tls_t *tls, const pa_pool_t *only) {
+  pai_tcache_t *retired = NULL, **link = &tls->caches;
   while (*link) {
     pai_tcache_t *tc = *link;
-    if (atomic_load_explicit(&tc->pool->closed, memory_order_relaxed)) {
-      *link = tc->tnext;
-      forget_current(tc);
-      cache_destroy(tc);
-    } else {
-      link = &tc->tnext;
-    }
+    bool match = only ? tc->pool == only
+                      : atomic_load_explicit(&tc->pool->closed, memory_order_relaxed) != 0;
+    if (!match) { link = &tc->tnext; continue; }
+    *link = tc->tnext;
+    cache_retire(tc);
+    tc->tnext = retired;
+    retired = tc;
   }
+  return retired;
+}
+
+static pai_tcache_t *find_or_make(pai_tls_t *tls, pa_pool_t *pool) {
+  pai_tcache_t *tc = tls->caches;
+  while (tc && tc->pool != pool) tc = tc->tnext;
+  if (tc == NULL) {
+    if (atomic_load_explicit(&pool->closed, memory_order_relaxed)) return NULL;
+    return cache_new(pool, tls);
+  }
+  if (pool->nnodes > 1) {
+    unsigned node = pai_current_node(pool);
+    if (node != tc->node) { flush_all(tc); tc->node = node; }
+  }
+  return tc;
 }
 
 pai_tcache_t *pai_tcache_slow(pa_pool_t *pool) {
   pai_tls_t *tls = tls_get();
   if (tls == NULL) return NULL;
-  sweep_closed(tls);
-  pai_tcache_t *tc = tls->caches;
-  while (tc && tc->pool != pool) tc = tc->tnext;
-  if (tc == NULL) {
-    if (atomic_load_explicit(&pool->closed, memory_order_relaxed)) return NULL;
-    tc = cache_new(pool, tls);
-    if (tc == NULL) return NULL;
-  }
-  pai_tl.pool = pool;
-  pai_tl.cache = tc;
+  pthread_mutex_lock(&tls->lock);
+  pai_tcache_t *retired = retire_matching(tls, NULL);
+  pai_tcache_t *tc = find_or_make(tls, pool);
+  if (tc) { pai_tl.pool = pool; pai_tl.cache = tc; }
+  pthread_mutex_unlock(&tls->lock);
+  cache_release(retired);
   return tc;
 }
 
 void pai_tcache_detach_current(pa_pool_t *pool) {
   pai_tls_t *tls = my_tls;
   if (tls == NULL) return;
-  for (pai_tcache_t **link = &tls->caches; *link; link = &(*link)->tnext) {
-    pai_tcache_t *tc = *link;
-    if (tc->pool != pool) continue;
-    *link = tc->tnext;
-    forget_current(tc);
-    cache_destroy(tc);
-    return;
-  }
+  pthread_mutex_lock(&tls->lock);
+  pai_tcache_t *retired = retire_matching(tls, pool);
+  pthread_mutex_unlock(&tls->lock);
+  cache_release(retired);
 }
 
 /* Flush (keep the cache) every class of this thread's cache for the pool. */
 void pai_tcache_flush_current(pa_pool_t *pool) {
   pai_tls_t *tls = my_tls;
   if (tls == NULL) return;
+  pthread_mutex_lock(&tls->lock);
   for (pai_tcache_t *tc = tls->caches; tc; tc = tc->tnext)
     if (tc->pool == pool) flush_all(tc);
+  pthread_mutex_unlock(&tls->lock);
 }
 
-/* Slow-path refill of one class: take `batch` blocks, mark each as free. */
-int pai_tcache_refill(pai_tcache_t *tc, unsigned cls) {
+static bool ensure_slots(pai_tclass_t *t) {
+  if (t->slots) return true;
+  if (t->limit == 0) return false;
+  t->slots = malloc(t->limit * sizeof(void *));
+  if (t->slots == NULL) return false;
+  t->cap = t->limit;
+  return true;
+}
+
+static int refill_locked(pai_tcache_t *tc, unsigned cls) {
   pai_tclass_t *t = &tc->cls[cls];
-  if (t->slots == NULL) {
-    if (t->limit == 0) return ENOENT;
-    t->slots = malloc(t->limit * sizeof(void *));
-    if (t->slots == NULL) return ENOENT;
-    t->cap = t->limit;
-  }
+  if (!ensure_slots(t)) return ENOENT;
   unsigned node = pai_current_node(tc->pool);
   if (node != tc->node) {
     flush_all(tc);
     tc->node = node;
   }
-  unsigned got, want = t->cap / 2 > 0 ? t->cap / 2 : 1;
-  int err = pai_depot_refill(tc->pool, pai_depot(tc->pool, tc->node, cls), t->slots, want, &got);
+  unsigned want = t->cap / 2 > 0 ? t->cap / 2 : 1;
+  int err = pai_depot_refill(tc->pool, pai_depot(tc->pool, tc->node, cls), t->slots, want, &t->n);
   if (err) return err;
-  for (unsigned i = 0; i < got; i++) {
+  for (unsigned i = 0; i < t->n; i++) {
     pa_track_unpoison(t->slots[i], sizeof(uint64_t));
     *(uint64_t *)t->slots[i] = pai_free_marker(t->slots[i]);
     pa_track_poison(t->slots[i], pai_class_size[cls]);
   }
-  t->n = got;
-  tc->parked_bytes += (size_t)got * pai_class_size[cls];
+  tc->parked_bytes += (size_t)t->n * pai_class_size[cls];
   count_exchange(t);
   return 0;
 }
 
-/* Slow-path room for one more slot: allocate slots or give half back. ENOENT: no caching. */
-int pai_tcache_make_room(pai_tcache_t *tc, unsigned cls) {
+/* Slow-path refill of one class: take a batch, mark each block as free. ENOENT: no caching. */
+int pai_tcache_refill(pai_tcache_t *tc, unsigned cls) {
+  pthread_mutex_lock(&tc->owner->lock);
+  int err = refill_locked(tc, cls);
+  pthread_mutex_unlock(&tc->owner->lock);
+  return err;
+}
+
+static int make_room_locked(pai_tcache_t *tc, unsigned cls) {
   pai_tclass_t *t = &tc->cls[cls];
-  if (t->slots == NULL) {
-    if (t->limit == 0) return ENOENT;
-    t->slots = malloc(t->limit * sizeof(void *));
-    if (t->slots == NULL) return ENOENT;
-    t->cap = t->limit;
-  }
+  if (!ensure_slots(t)) return ENOENT;
   if (t->n >= t->cap) pai_tcache_flush_class(tc, cls, t->cap / 2);
   if (tc->parked_bytes + pai_class_size[cls] > tc->budget) {
-    for (unsigned c = 0; c < PAI_NCLASSES; c++) pai_tcache_flush_class(tc, c, 0);
+    flush_all(tc);
     if (pai_class_size[cls] > tc->budget) return ENOENT;
   }
   return 0;
 }
 
+/* Slow-path room for one more slot: allocate slots or give half back. ENOENT: no caching. */
+int pai_tcache_make_room(pai_tcache_t *tc, unsigned cls) {
+  pthread_mutex_lock(&tc->owner->lock);
+  int err = make_room_locked(tc, cls);
+  pthread_mutex_unlock(&tc->owner->lock);
+  return err;
+}
+
 // ---- NUMA node of the calling thread ----
+
+/* The thread moved (fake topology): its next call re-checks its caches' node. */
+void pai_tcache_cpu_moved(void) {
+  pai_tl.pool = NULL;
+  pai_tl.cache = NULL;
+}
 
 unsigned pai_current_node(pa_pool_t *pool) {
   if (pool->numa_node != PA_NUMA_LOCAL) return 0;
@@ -281,36 +325,57 @@ unsigned pai_current_node(pa_pool_t *pool) {
 
 // ---- thread exit and fork ----
 
-static void tls_destroy(pai_tls_t *tls) {
+/* Retire every cache of a thread (tls->lock held); returns them for cache_release(). */
+static pai_tcache_t *retire_all(pai_tls_t *tls) {
+  pai_tcache_t *retired = NULL;
   while (tls->caches) {
     pai_tcache_t *tc = tls->caches;
     tls->caches = tc->tnext;
-    cache_destroy(tc);
+    cache_retire(tc);
+    tc->tnext = retired;
+    retired = tc;
   }
+  return retired;
 }
 
 static void thread_exit(void *arg) {
   pai_tls_t *tls = arg;
+  pthread_mutex_lock(&tls->lock);
+  pai_tcache_t *retired = retire_all(tls);
+  pthread_mutex_unlock(&tls->lock);
+  cache_release(retired);
   pai_tl.pool = NULL;
   pai_tl.cache = NULL;
-  tls_destroy(tls);
   pthread_mutex_lock(&pai_g_lock);
   if (tls->gprev) tls->gprev->gnext = tls->gnext;
   else g_threads = tls->gnext;
   if (tls->gnext) tls->gnext->gprev = tls->gprev;
   pthread_mutex_unlock(&pai_g_lock);
   my_tls = NULL;
+  pthread_mutex_destroy(&tls->lock);
   free(tls);
 }
 
-/* In a forked child (one thread, locks fresh): hand back the caches of threads that are gone. */
+/* fork prepare (pai_g_lock held): every thread's cache stops between two slow operations. */
+void pai_tcache_fork_lock(void) {
+  for (pai_tls_t *t = g_threads; t; t = t->gnext) pthread_mutex_lock(&t->lock);
+}
+
+void pai_tcache_fork_parent(void) {
+  for (pai_tls_t *t = g_threads; t; t = t->gnext) pthread_mutex_unlock(&t->lock);
+}
+
+/* In a forked child (one thread, locks re-initialised by the caller except ours here): hand
+ * back the caches of the threads that do not exist in the child. */
 void pai_tcache_fork_child(void) {
   pai_tls_t *tls = g_threads;
   g_threads = my_tls;
   while (tls) {
     pai_tls_t *next = tls->gnext;
+    pthread_mutex_init(&tls->lock, NULL);
     if (tls != my_tls) {
-      tls_destroy(tls);
+      pai_tcache_t *retired = retire_all(tls);
+      cache_release(retired);
       free(tls);
     }
     tls = next;

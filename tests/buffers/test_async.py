@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+import time
 
 import pytest
 
@@ -20,7 +22,8 @@ def test_acquire_async_fast_path_and_wait() -> None:
             buf = await pool.acquire_async()
             asyncio.get_running_loop().call_later(0.05, buf.release)
             got = await pool.acquire_async(timeout=5)
-            assert buf.released and not got.released
+            assert buf.released
+            assert not got.released
             got.release()
 
     run(main())
@@ -55,7 +58,8 @@ def test_cancelled_waiters_never_strand_a_buffer() -> None:
             results = await asyncio.gather(*waiters, return_exceptions=True)
             got = [r for r in results if not isinstance(r, BaseException)]
             cancelled = [r for r in results if isinstance(r, asyncio.CancelledError)]
-            assert len(got) + len(cancelled) == 10 and len(got) <= 2
+            assert len(got) + len(cancelled) == 10
+            assert len(got) <= 2
             # every lease is either held by a finished waiter or back in the pool
             assert pool.outstanding() == len(got)
             for buf in got:
@@ -77,7 +81,8 @@ def test_wait_for_timeouts_around_acquire_async_strand_nothing() -> None:
                 with pytest.raises((TimeoutError, asyncio.TimeoutError)):
                     await asyncio.wait_for(pool.acquire_async(), 0.001)
             buf.release()
-            assert pool.outstanding() == 0 and pool.stats().waiters == 0
+            assert pool.outstanding() == 0
+            assert pool.stats().waiters == 0
 
     run(main())
 
@@ -114,5 +119,40 @@ def test_allocator_alloc_async() -> None:
             asyncio.get_running_loop().call_later(0.02, a.release)
             b = await alloc.alloc_async(8000, timeout=5)
             b.release()
+
+    run(main())
+
+
+def test_tasks_and_threads_share_a_small_pool_with_cancellations() -> None:
+    seconds = float(os.environ.get("PA_TEST_SECONDS", "0.5"))
+
+    async def main() -> None:
+        with BufferPool(128, capacity=2) as pool:
+            stop = time.monotonic() + seconds
+
+            def thread_work() -> None:
+                while time.monotonic() < stop:
+                    with pool.acquire(timeout=10) as buf:
+                        buf[0] = 1
+
+            async def task_work(i: int) -> None:
+                while time.monotonic() < stop:
+                    try:
+                        buf = await asyncio.wait_for(pool.acquire_async(), 0.001 * (1 + i % 3))
+                    except TimeoutError:
+                        continue
+                    await asyncio.sleep(0)
+                    buf.release()
+
+            threads = [threading.Thread(target=thread_work) for _ in range(2)]
+            for t in threads:
+                t.start()
+            await asyncio.gather(*(task_work(i) for i in range(5)))
+            for t in threads:
+                t.join(30)
+            s = pool.stats()
+            assert s.outstanding == 0
+            assert s.waiters == 0
+            assert s.acquires == s.releases > 0
 
     run(main())

@@ -14,10 +14,11 @@ def test_timeout_zero_raises_at_once() -> None:
     with BufferPool(512, capacity=3, name="small") as pool:
         bufs = [pool.acquire() for _ in range(3)]
         start = time.monotonic()
-        with pytest.raises(PoolExhausted, match="'small'.*capacity \\(3\\)") as info:
+        with pytest.raises(PoolExhausted, match=r"'small'.*capacity \(3\)") as info:
             pool.acquire(timeout=0)
         assert time.monotonic() - start < 0.5
-        assert isinstance(info.value, MemoryError) and info.value.errno == 28
+        assert isinstance(info.value, MemoryError)
+        assert info.value.errno == 28
         pool.release_many(bufs)
 
 
@@ -39,7 +40,8 @@ def test_none_waits_until_another_thread_releases() -> None:
         timer.start()
         got = pool.acquire()  # blocks until the timer thread releases
         timer.join()
-        assert buf.released and not got.released
+        assert buf.released
+        assert not got.released
         got.release()
 
 
@@ -63,7 +65,7 @@ def test_close_wakes_waiters_with_pool_closed() -> None:
     def wait() -> None:
         try:
             pool.acquire()
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
+        except BaseException as exc:
             errors.append(exc)
 
     thread = threading.Thread(target=wait)
@@ -72,7 +74,8 @@ def test_close_wakes_waiters_with_pool_closed() -> None:
     pool.close()
     thread.join(10)
     assert not thread.is_alive()
-    assert len(errors) == 1 and isinstance(errors[0], PoolClosedError)
+    assert len(errors) == 1
+    assert isinstance(errors[0], PoolClosedError)
     buf.release()
 
 
@@ -81,7 +84,9 @@ def test_never_more_blocks_than_capacity_even_with_the_stash() -> None:
         for _ in range(3):
             bufs = pool.acquire_many(5)
             s = pool.stats()
-            assert s.used == 5 and s.stashed == 0 and s.peak == 5
+            assert s.used == 5
+            assert s.stashed == 0
+            assert s.peak == 5
             pool.release_many(bufs)
             s = pool.stats()
             assert s.used + s.stashed <= 5
@@ -101,7 +106,8 @@ def test_stats_balance_over_a_mixed_run() -> None:
         assert s.outstanding == len(kept)
         pool.release_many(kept)
         s = pool.stats()
-        assert s.acquires == s.releases == 200 and s.outstanding == 0
+        assert s.acquires == s.releases == 200
+        assert s.outstanding == 0
 
 
 def test_acquire_many_waits_for_the_rest_and_is_all_or_nothing() -> None:
@@ -129,13 +135,15 @@ def test_unbounded_pool_grows_and_trims() -> None:
 def test_allocator_counts_block_bytes_against_capacity() -> None:
     with Allocator(capacity=64 * 1024, name="bytes") as alloc:
         a = alloc.alloc(40_000)
-        assert a.nbytes == 40_000 and a.address % 64 == 0
+        assert a.nbytes == 40_000
+        assert a.address % 64 == 0
         used = alloc.stats().used
         assert used >= 40_000
         with pytest.raises(PoolExhausted):
             alloc.alloc(40_000, timeout=0)
         small = alloc.alloc(100, 256)
-        assert small.address % 256 == 0 and small.nbytes == 100
+        assert small.address % 256 == 0
+        assert small.nbytes == 100
         assert alloc.stats().used > used
         a.release()
         small.release()
@@ -155,5 +163,32 @@ def test_allocator_sizes_across_classes_are_usable() -> None:
         for n in (1, 63, 64, 65, 1000, 4095, 4096, 4097, 65536, 1 << 20, (1 << 22) + 1):
             buf = alloc.alloc(n)
             buf[n - 1] = 7
-            assert buf.nbytes == n and buf[n - 1] == 7
+            assert buf.nbytes == n
+            assert buf[n - 1] == 7
             buf.release()
+
+
+def test_core_sees_exactly_the_leased_and_stashed_blocks() -> None:
+    """The lease layer drives the one core (through pa_api_t): its counts match the core's."""
+    with BufferPool(2048, capacity=40) as pool:
+        bufs = pool.acquire_many(25)
+        for buf in bufs[:10]:
+            buf.release()
+        s = pool.stats()
+        assert s.used == 15
+        assert s.core.in_use_blocks == s.used + s.stashed
+        assert s.core.allocs - s.core.frees == s.core.in_use_blocks
+        pool.release_many(bufs[10:])
+        pool.trim()
+        s = pool.stats()
+        assert s.stashed == 0
+        assert s.core.in_use_blocks == 0
+
+
+def test_big_buffers_are_stashed_by_the_handful_only() -> None:
+    with BufferPool(1 << 20) as pool:
+        bufs = pool.acquire_many(20)
+        pool.release_many(bufs)
+        s = pool.stats()
+        assert 0 < s.stashed <= 8
+        assert s.core.in_use_blocks == s.stashed

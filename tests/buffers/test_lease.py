@@ -22,7 +22,9 @@ def test_view_is_exactly_nbytes_writable_bytes(pool: BufferPool) -> None:
         view = buf.view
         assert isinstance(buf, Buffer)
         assert (view.nbytes, view.format, view.itemsize, view.readonly) == (4096, "B", 1, False)
-        assert view.contiguous and view.ndim == 1 and len(buf) == 4096
+        assert view.contiguous
+        assert view.ndim == 1
+        assert len(buf) == 4096
         view[10] = 99
         assert buf[10] == 99
         view.release()
@@ -33,7 +35,8 @@ def test_address_is_aligned_and_matches_numpy(pool: BufferPool) -> None:
         arr = np.frombuffer(buf, dtype=np.uint8)
         assert buf.address % 64 == 0
         assert arr.ctypes.data == buf.address
-        assert arr.flags.writeable and arr.size == 4096
+        assert arr.flags.writeable
+        assert arr.size == 4096
         del arr
 
 
@@ -66,7 +69,8 @@ def test_as_array_dtype_and_shape_without_copy(pool: BufferPool) -> None:
     with pool.acquire() as buf:
         arr = buf.as_array("uint32", (32, 32))
         arr[0, 1] = 0x01020304
-        assert arr.shape == (32, 32) and arr.dtype == np.uint32
+        assert arr.shape == (32, 32)
+        assert arr.dtype == np.uint32
         assert bytes(buf[4:8]) == (0x01020304).to_bytes(4, "little")
         assert buf.as_array().dtype == np.uint8
         del arr
@@ -106,7 +110,8 @@ def test_context_manager_releases_and_tolerates_release_inside(pool: BufferPool)
     assert buf.released
     with pool.acquire() as buf2:
         buf2.release()
-    assert buf2.released and pool.outstanding() == 0
+    assert buf2.released
+    assert pool.outstanding() == 0
 
 
 def test_released_lease_refuses_every_memory_access(pool: BufferPool) -> None:
@@ -116,16 +121,17 @@ def test_released_lease_refuses_every_memory_access(pool: BufferPool) -> None:
         lambda: buf.view,
         lambda: buf.address,
         lambda: buf[0],
-        lambda: buf.as_array(),
+        buf.as_array,
         lambda: memoryview(buf),
         lambda: np.frombuffer(buf, np.uint8),
-        lambda: buf.__enter__(),
+        buf.__enter__,
     ):
         with pytest.raises(LeaseReleasedError):
             touch()
     with pytest.raises(LeaseReleasedError):
         buf[0] = 1
-    assert buf.released and buf.nbytes == 4096
+    assert buf.released
+    assert buf.nbytes == 4096
     assert "released" in repr(buf)
 
 

@@ -13,6 +13,7 @@ from poolalloc import (
     DoubleReleaseError,
     ForeignBufferError,
     LeaseBusyError,
+    NumaError,
     PoolClosedError,
     PoolValueError,
 )
@@ -37,7 +38,8 @@ def test_release_into_another_pool_is_refused_and_keeps_the_lease() -> None:
             other.release(buf)
         with pytest.raises(ForeignBufferError):
             other.release_many([buf])
-        assert not buf.released and mine.outstanding() == 1
+        assert not buf.released
+        assert mine.outstanding() == 1
         mine.release(buf)
 
 
@@ -47,7 +49,8 @@ def test_release_many_checks_all_before_releasing_any() -> None:
         stranger = other.alloc(10)
         with pytest.raises(ForeignBufferError):
             mine.release_many([a, stranger, b])
-        assert not a.released and not b.released
+        assert not a.released
+        assert not b.released
         mine.release_many([a, b])
         stranger.release()
         with pytest.raises(TypeError):
@@ -74,7 +77,8 @@ def test_default_release_parks_until_the_last_view_dies() -> None:
         keep = buf.view[0:16]
         keep[0] = 42
         buf.release()
-        assert buf.released and "parked" in repr(buf)
+        assert buf.released
+        assert "parked" in repr(buf)
         s = pool.stats()
         assert (s.live, s.parked, s.outstanding) == (0, 1, 1)
         # the parked block still counts against the capacity: nobody else may get it
@@ -120,7 +124,8 @@ def test_closed_pool_refuses_new_leases_but_old_ones_stay_valid() -> None:
     buf[5] = 5
     assert buf[5] == 5
     buf.release()
-    assert pool.outstanding() == 0 and pool.closed
+    assert pool.outstanding() == 0
+    assert pool.closed
 
 
 @pytest.mark.parametrize(
@@ -159,3 +164,33 @@ def test_allocator_bad_sizes() -> None:
         with pytest.raises(TypeError):
             alloc._core.acquire()
         assert alloc.outstanding() == 0
+
+
+def test_release_many_refuses_a_released_or_busy_item_and_releases_none() -> None:
+    with BufferPool(64, strict=True) as pool:
+        a, b, c = pool.acquire_many(3)
+        c.release()
+        with pytest.raises(DoubleReleaseError, match="item 1"):
+            pool.release_many([a, c, b])
+        view = b.view
+        with pytest.raises(LeaseBusyError, match="item 1 has 1 view"):
+            pool.release_many((a, b))
+        assert not a.released
+        assert not b.released
+        del view
+        pool.release_many(iter([a, b]))  # any iterable
+        assert pool.outstanding() == 0
+
+
+@pytest.mark.parametrize("node", [0, "local", None])
+def test_numa_placement_is_passed_to_the_core(node: int | str | None) -> None:
+    with BufferPool(4096, capacity=4, numa_node=node) as pool:
+        pool.acquire().release()
+        assert pool.stats().core.numa_node == {0: 0, "local": -2, None: -1}[node]
+
+
+def test_a_numa_node_that_does_not_exist_is_refused() -> None:
+    with pytest.raises(NumaError):
+        BufferPool(4096, numa_node=4095)
+    with pytest.raises(NumaError):
+        Allocator(numa_node=4095)

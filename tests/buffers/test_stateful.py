@@ -93,7 +93,7 @@ class LeaseMachine(RuleBasedStateMachine):
             return None
         if lease.released:
             try:
-                lease.buf.view
+                _ = lease.buf.view
             except LeaseReleasedError:
                 return None
             raise AssertionError("a released lease exported a view")
@@ -147,7 +147,12 @@ class LeaseMachine(RuleBasedStateMachine):
         s = self.pool.stats()
         live = sum(not m.released for m in self.model)
         parked = sum(m.released and bool(m.views) for m in self.model)
-        assert (s.live, s.parked, s.outstanding, s.used) == (live, parked, live + parked, live + parked)
+        assert (s.live, s.parked, s.outstanding, s.used) == (
+            live,
+            parked,
+            live + parked,
+            live + parked,
+        )
         assert s.acquires - s.releases == live
         assert s.used + s.stashed <= CAPACITY
 

@@ -25,7 +25,8 @@ def test_all_reports_each_outstanding_lease_with_its_stack() -> None:
     with pytest.warns(leaks.LeakWarning) as record:
         pool.close()
     text = str(record[0].message)
-    assert "'tracked'" not in text and "tracked: 2 lease(s) outstanding" in text
+    assert "'tracked'" not in text
+    assert "tracked: 2 lease(s) outstanding" in text
     assert text.count(", in acquire_and_forget") == 2
     assert "test_tracking.py" in text
     for buf in kept:
@@ -48,7 +49,8 @@ def test_garbage_collected_lease_is_reported_as_leak() -> None:
     with Allocator(leaks="all") as alloc:
         alloc.alloc(100)  # dropped without release
         gc.collect()
-        assert alloc.outstanding() == 0 and alloc.stats().gc_returns == 1
+        assert alloc.outstanding() == 0
+        assert alloc.stats().gc_returns == 1
         text = alloc.leak_report()
         assert "garbage-collected without release()" in text
         assert "test_garbage_collected_lease_is_reported_as_leak" in text
@@ -115,4 +117,5 @@ def test_teardown_fixture_reports_an_outstanding_lease(tmp_path: Path) -> None:
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out
     assert "leases still outstanding at the end of the test" in out
-    assert "test_leaky.py" in out and "KEEP.append(pool.acquire())" in out
+    assert "test_leaky.py" in out
+    assert "KEEP.append(pool.acquire())" in out

@@ -1,0 +1,136 @@
+"""Each misuse reaches Python as the exception errors.py maps its C code to."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from poolalloc import (
+    DoubleReleaseError,
+    ForeignBufferError,
+    NumaError,
+    PoolClosedError,
+    PoolExhausted,
+    PoolMemoryError,
+    SlabPool,
+    _ffi,
+)
+
+
+def test_double_free_through_the_thread_cache(pool: SlabPool) -> None:
+    address = _ffi.alloc(pool._handle, 200)
+    _ffi.free(address)
+    with pytest.raises(DoubleReleaseError) as info:
+        _ffi.free(address)
+    assert info.value.errno == errno.EALREADY
+
+
+def test_double_free_after_the_cache_flushed(pool: SlabPool) -> None:
+    keeper = pool.alloc(200)  # keeps the slab mapped through the trim
+    address = _ffi.alloc(pool._handle, 200)
+    _ffi.free(address)
+    pool.trim()  # the block goes back to its slab: the bitmap now says it is free
+    with pytest.raises(DoubleReleaseError):
+        _ffi.free(address)
+    keeper.free()
+    pool.trim()
+    with pytest.raises(ForeignBufferError):  # slab gone: the address is no longer ours
+        _ffi.free(address)
+
+
+def test_block_double_free(pool: SlabPool) -> None:
+    block = pool.alloc(10)
+    block.free()
+    with pytest.raises(DoubleReleaseError):
+        block.free()
+
+
+def test_foreign_pointers(pool: SlabPool) -> None:
+    buf = bytearray(4096)
+    for address in (1, 4096, id(buf), id(pool), (1 << 47) - 64, 1 << 63):
+        with pytest.raises(ForeignBufferError):
+            _ffi.free(address)
+
+
+def test_interior_pointer(pool: SlabPool) -> None:
+    block = pool.alloc(256)
+    with pytest.raises(ForeignBufferError):
+        _ffi.free(block.address + 8)
+    with pytest.raises(ForeignBufferError):
+        _ffi.free(block.address + 64)  # inside the 256-byte block, a 64-aligned address
+    block.free()
+
+
+def test_closed_pool_refuses_but_old_blocks_stay_valid() -> None:
+    pool = SlabPool()
+    block = pool.alloc(1000)
+    block.write(0, b"kept")
+    pool.close()
+    with pytest.raises(PoolClosedError):
+        pool.alloc(10)
+    assert block.read(0, 4) == b"kept"
+    assert pool.stats().mapped_bytes > 0
+    block.free()
+    assert pool.stats().mapped_bytes == 0
+
+
+def test_capacity_gives_pool_exhausted() -> None:
+    with SlabPool(max_bytes=4 << 20) as pool:
+        blocks = []
+        error: MemoryError | None = None
+        for _ in range(1000):
+            try:
+                blocks.append(pool.alloc(64 << 10))
+            except MemoryError as exc:
+                error = exc
+                break
+        assert isinstance(error, PoolExhausted)
+        stats = pool.stats()
+        assert stats.mapped_bytes <= 4 << 20
+        assert stats.failed_allocs >= 1
+        assert len(blocks) >= 32  # most of the capacity was usable
+        for b in blocks:
+            b.free()
+        pool.alloc(64 << 10).free()  # usable again
+
+
+def test_capacity_applies_to_huge_blocks() -> None:
+    with SlabPool(max_bytes=4 << 20) as pool, pytest.raises(PoolExhausted):
+        pool.alloc(8 << 20)
+
+
+def test_mmap_failure_is_memory_error_and_recoverable() -> None:
+    with SlabPool() as pool:
+        _ffi.fault_set(_ffi.FAULT_MAP, 0, 1)
+        with pytest.raises(PoolMemoryError) as info:
+            pool.alloc(100)
+        assert info.value.errno == errno.ENOMEM
+        assert not isinstance(info.value, PoolExhausted)
+        block = pool.alloc(100)  # memory is available again
+        block.free()
+        assert pool.stats().failed_allocs == 1
+
+
+def test_mmap_failure_midway_through_many_chunks() -> None:
+    with SlabPool() as pool:
+        _ffi.fault_set(_ffi.FAULT_MAP, 2, 3)
+        blocks, failures = [], 0
+        for _ in range(40):
+            try:
+                blocks.append(pool.alloc(256 << 10))
+            except PoolMemoryError:
+                failures += 1
+        assert failures == 3
+        pool.check()
+        for b in blocks:
+            b.free()
+
+
+def test_numa_node_that_does_not_exist() -> None:
+    count = _ffi.numa_node_count()
+    with pytest.raises(NumaError) as info:
+        SlabPool(numa_node=count)
+    assert f"NUMA node {count}" in str(info.value)
+    assert "nodes present: 0" in str(info.value)
+    assert info.value.errno == errno.ENODEV

@@ -1,0 +1,38 @@
+"""Smoke: the extension imports, the version is there, the class table is sane."""
+
+from __future__ import annotations
+
+import poolalloc
+from poolalloc import _ffi
+from poolalloc.core import size_classes
+
+
+def test_import_and_version() -> None:
+    assert isinstance(poolalloc.__version__, str)
+    assert "SlabPool" in poolalloc.__all__
+    assert _ffi.API_VERSION == 1
+
+
+def test_class_table_spans_64_bytes_to_1_mib() -> None:
+    classes = size_classes()
+    sizes = [bs for bs, _ in classes]
+    assert sizes[0] == 64
+    assert sizes[-1] >= 1 << 20
+    assert sizes == sorted(set(sizes))
+    for bs, slab in classes:
+        assert bs % 64 == 0
+        assert bs < 4096 or bs % 4096 == 0
+        assert slab >= bs
+
+
+def test_roundtrip_one_block() -> None:
+    with poolalloc.SlabPool() as pool:
+        block = pool.alloc(100)
+        block.write(0, b"poolalloc")
+        assert block.read(0, 9) == b"poolalloc"
+        block.free()
+
+
+def test_api_table_address_is_stable() -> None:
+    assert _ffi.api_address() != 0
+    assert _ffi.api_address() == _ffi.api_address()

@@ -1,0 +1,144 @@
+"""Threads: 4+ threads, cross-thread frees, about 10^6 operations, every block accounted for."""
+
+from __future__ import annotations
+
+import os
+import queue
+import random
+import threading
+import time
+
+from poolalloc import SlabPool, _ffi, size_classes
+
+THREADS = max(4, int(os.environ.get("PA_TEST_THREADS", "4")))
+BATCH = 64
+CLASSES = [bs for bs, _ in size_classes()]
+
+
+def _worker(
+    *,
+    pool: SlabPool,
+    seed: int,
+    inbox: queue.Queue[list[int] | None],
+    outbox: queue.Queue[list[int] | None],
+    budget_ops: int,
+    deadline: float,
+    done: list[int],
+) -> None:
+    rng = random.Random(seed)
+    ops = 0
+    while ops < budget_ops and time.monotonic() < deadline:
+        size = rng.choice(CLASSES[:24]) - rng.randint(0, 63)
+        batch = _ffi.alloc_batch(pool._handle, size, rng.choice((64, 128, 4096)), BATCH)
+        ops += BATCH
+        outbox.put(batch)  # the next thread frees it
+        try:
+            theirs = inbox.get_nowait()
+        except queue.Empty:
+            continue
+        if theirs is not None:
+            ops += _ffi.free_batch(theirs)
+    outbox.put(None)
+    done.append(ops)
+
+
+def test_cross_thread_alloc_free_million_ops(stress_seconds: float) -> None:
+    target = int(1_000_000 * min(stress_seconds, 10.0))
+    deadline = time.monotonic() + 20.0 * max(stress_seconds, 1.0)
+    pool = SlabPool()
+    queues: list[queue.Queue[list[int] | None]] = [queue.Queue() for _ in range(THREADS)]
+    done: list[int] = []
+    threads = [
+        threading.Thread(
+            target=_worker,
+            kwargs={
+                "pool": pool,
+                "seed": i,
+                "inbox": queues[i],
+                "outbox": queues[(i + 1) % THREADS],
+                "budget_ops": target // THREADS,
+                "deadline": deadline,
+                "done": done,
+            },
+        )
+        for i in range(THREADS)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    leftovers = 0
+    for q in queues:
+        while not q.empty():
+            batch = q.get()
+            if batch is not None:
+                leftovers += _ffi.free_batch(batch)
+    total = sum(done) + leftovers
+    stats = pool.stats()
+    assert stats.in_use_blocks == 0
+    assert stats.allocs == stats.frees
+    assert stats.allocs + stats.frees == total
+    assert total >= min(target, 200_000)
+    pool.check()
+    pool.close()
+    # the worker threads have exited: their caches go back, so everything gets unmapped
+    # (Thread.join() returns before the C-level thread-exit destructors run: poll briefly)
+    deadline = time.monotonic() + 5
+    while pool.stats().mapped_bytes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pool.stats().mapped_bytes == 0
+
+
+def test_thread_exit_returns_its_cache() -> None:
+    pool = SlabPool()
+
+    def churn() -> None:
+        blocks = [pool.alloc(100) for _ in range(50)]
+        for b in blocks:
+            b.free()  # parked in this thread's cache
+
+    t = threading.Thread(target=churn)
+    t.start()
+    t.join()
+    for c in pool.class_stats():
+        if c.block_size == 128:
+            assert c.slabs == 1
+            assert c.in_use_blocks == 0
+            assert c.free_blocks == 512
+    # nothing parked any more, so the slab can go. Thread.join() returns before the C-level
+    # thread-exit destructors ran, so give them a moment.
+    deadline = time.monotonic() + 5
+    released = pool.trim()
+    while released == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+        released = pool.trim()
+    assert released > 0
+    pool.close()
+
+
+def test_caches_cannot_starve_a_small_pool() -> None:
+    pool = SlabPool(max_bytes=2 << 20)
+    stop = threading.Event()
+
+    def idle_holder() -> None:
+        blocks = [pool.alloc(4096) for _ in range(8)]
+        for b in blocks:
+            b.free()  # parked, then the thread idles
+        stop.wait(5)
+
+    t = threading.Thread(target=idle_holder)
+    t.start()
+    time.sleep(0.05)
+    # everything but a slab's worth or so must still be obtainable from this thread
+    blocks = []
+    try:
+        while True:
+            blocks.append(pool.alloc(4096))
+    except MemoryError:
+        pass
+    stop.set()
+    t.join()
+    assert len(blocks) * 4096 >= (2 << 20) - (2 << 20) // 8
+    for b in blocks:
+        b.free()
+    pool.close()
