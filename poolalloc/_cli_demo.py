@@ -224,6 +224,9 @@ def render(pooled: RunReport, baseline: RunReport | None, connections: int, requ
         ratio = pooled.load.requests_per_second / baseline.load.requests_per_second
         lines += [
             "",
+            "Both runs are the same server code; only its read buffers differ (pooled leases,",
+            "or a new bytearray per read).",
+            "",
             f"pooled / fresh bytearray throughput: {ratio:.2f}x (one run each, "
             "client and server share this machine's cores)",
         ]
