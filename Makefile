@@ -67,7 +67,7 @@ sdist-check: $(VENV)/.base
 	$(VENV)/bin/pip install $(PIP_FLAGS) build
 	$(VENV)/bin/python -m build --sdist --no-isolation -o dist/ .
 	$(PYTHON) -m venv .venv-sdist
-	.venv-sdist/bin/pip install $(PIP_FLAGS) dist/poolalloc-*.tar.gz pytest
+	.venv-sdist/bin/pip install $(PIP_FLAGS) dist/poolalloc-*.tar.gz pytest pytest-timeout
 	cd /tmp && $(CURDIR)/.venv-sdist/bin/pytest -q $(CURDIR)/tests/native/test_smoke.py -p no:cacheprovider
 
 clean:

@@ -399,8 +399,10 @@ static int debug_free(pa_pool_t *pool, pai_slab_t *s, uint32_t idx, void *p) {
 // ---- public block API ----
 
 static inline int class_of(size_t size, size_t align, unsigned *cls) {
-  if (PA_LIKELY(size - 1 < 4096 && align <= PA_MIN_ALIGN && align && !(align & (align - 1)))) {
-    *cls = pai_small_lut[(size + 63) >> 6];
+  /* every class is a multiple of 64, so alignments up to 64 need no search */
+  if (PA_LIKELY(size - 1 < PAI_MAX_CLASS_SIZE && align <= PA_MIN_ALIGN && align &&
+                !(align & (align - 1)))) {
+    *cls = size <= 4096 ? pai_small_lut[(size + 63) >> 6] : pai_large_lut[(size + 4095) >> 12];
     return 0;
   }
   if (align < PA_MIN_ALIGN && align && !(align & (align - 1))) align = PA_MIN_ALIGN;

@@ -65,6 +65,16 @@ int pai_class_for(size_t size, size_t align, unsigned *cls) {
 
 // ---- one slab ----
 
+/* Every free block carries its free marker (pai_free_marker) from the moment its slab is carved
+ * until pa_alloc hands it out; pa_free writes it back. So a block moved between slab and caches
+ * is never touched, and a stale pointer into a fresh slab is still caught as a double free. */
+static void mark_all_free(pai_slab_t *s) {
+  for (uint32_t i = 0; i < s->nblocks; i++) {
+    void *p = (void *)(s->base + (uintptr_t)i * s->block_size);
+    *(uint64_t *)p = pai_free_marker(p);
+  }
+}
+
 int pai_slab_init(pai_slab_t *s, pai_chunk_t *c, unsigned first_page, unsigned cls,
                   pai_depot_t *d, unsigned debug) {
   size_t bytes = pai_slab_bytes(cls);
@@ -84,6 +94,7 @@ int pai_slab_init(pai_slab_t *s, pai_chunk_t *c, unsigned first_page, unsigned c
     if (s->req_sizes == NULL) return ENOMEM;
   }
   if (debug & PA_DEBUG_POISON) pai_poison_fill((void *)s->base, (size_t)s->nblocks * s->block_size);
+  else mark_all_free(s);
   pa_track_poison((void *)s->base, bytes);
   for (unsigned i = 0; i < s->npages; i++)
     atomic_store_explicit(&c->page_slab[first_page + i], (uint8_t)first_page, memory_order_release);

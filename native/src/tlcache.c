@@ -264,11 +264,7 @@ static int refill_locked(pai_tcache_t *tc, unsigned cls) {
   unsigned want = t->cap / 2 > 0 ? t->cap / 2 : 1;
   int err = pai_depot_refill(tc->pool, pai_depot(tc->pool, tc->node, cls), t->slots, want, &t->n);
   if (err) return err;
-  for (unsigned i = 0; i < t->n; i++) {
-    pa_track_unpoison(t->slots[i], sizeof(uint64_t));
-    *(uint64_t *)t->slots[i] = pai_free_marker(t->slots[i]);
-    pa_track_poison(t->slots[i], pai_class_size[cls]);
-  }
+  /* the blocks already carry their free marker (see slab.c mark_all_free) */
   tc->parked_bytes += (size_t)t->n * pai_class_size[cls];
   count_exchange(t);
   return 0;
@@ -286,10 +282,15 @@ static int make_room_locked(pai_tcache_t *tc, unsigned cls) {
   pai_tclass_t *t = &tc->cls[cls];
   if (!ensure_slots(t)) return ENOENT;
   if (t->n >= t->cap) pai_tcache_flush_class(tc, cls, t->cap / 2);
-  if (tc->parked_bytes + pai_class_size[cls] > tc->budget) {
-    flush_all(tc);
-    if (pai_class_size[cls] > tc->budget) return ENOENT;
+  if (pai_class_size[cls] > tc->budget) return ENOENT;
+  /* over the byte budget: halve this class, then the others, until the block fits (halving
+   * rather than emptying keeps the caches warm for a workload that spreads over many classes) */
+  for (unsigned i = 0; i <= PAI_NCLASSES && tc->parked_bytes + pai_class_size[cls] > tc->budget;
+       i++) {
+    unsigned c = i == 0 ? cls : i - 1;
+    pai_tcache_flush_class(tc, c, tc->cls[c].n / 2);
   }
+  if (tc->parked_bytes + pai_class_size[cls] > tc->budget) flush_all(tc);
   return 0;
 }
 

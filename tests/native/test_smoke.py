@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import poolalloc
 from poolalloc import _ffi
 from poolalloc.core import size_classes
@@ -36,3 +38,12 @@ def test_roundtrip_one_block() -> None:
 def test_api_table_address_is_stable() -> None:
     assert _ffi.api_address() != 0
     assert _ffi.api_address() == _ffi.api_address()
+
+
+def test_demo_command_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    from poolalloc.cli import main
+
+    assert main(["demo", "--rounds", "1", "--threads", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "demo: ok" in out
+    assert "1048576" in out  # the largest class shows in the table
