@@ -52,6 +52,10 @@ class Stash(list[Slot[T]]):
 
     __slots__ = ("acquires", "owner", "releases")
 
+    # Identity, not list equality: two empty stashes are different stashes.
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__  # type: ignore[assignment]
+
     def __init__(self) -> None:
         super().__init__()
         self.acquires = 0
