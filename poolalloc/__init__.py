@@ -32,7 +32,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Allocator",
-    # ObjectPool (objects.py)
     "AsyncAcquire",
     "Block",
     "Buffer",

@@ -119,6 +119,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
         idle_timeout=args.idle_timeout,
         fresh_bytearray=args.fresh_bytearray,
+        engine=args.engine,
     )
 
 
@@ -170,6 +171,12 @@ def add_serve(subs: argparse._SubParsersAction[OneLineParser]) -> None:
         type=float,
         default=60.0,
         help="seconds before an idle connection is closed (default 60)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("auto", "epoll", "uring"),
+        default="auto",
+        help="event loop: io_uring Proactor, epoll Reactor, or auto (io_uring when usable)",
     )
     p.add_argument(
         "--fresh-bytearray",

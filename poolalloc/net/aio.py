@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+
 from poolalloc.net.sockets import LeaseLike, LeasePool
 
 __all__ = ["PooledProtocol"]
@@ -87,4 +88,3 @@ class PooledProtocol(asyncio.BufferedProtocol):
         lease, self._lease = self._lease, None
         if lease is not None:
             lease.release()
-

@@ -22,6 +22,7 @@ Lifecycle: a :class:`Connection` object comes from the server's ``ObjectPool`` a
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import os
 import select
@@ -153,7 +154,9 @@ class Connection:
         if self._lingering:
             self._discard_input()
             return
-        assert self.pool is not None and self.sock is not None and self.protocol is not None
+        assert self.pool is not None
+        assert self.sock is not None
+        assert self.protocol is not None
         pool, recv_into, protocol = self.pool, self.sock.recv_into, self.protocol
         while True:
             try:
@@ -162,7 +165,7 @@ class Connection:
                 self._retry_later()
                 return
             try:
-                n = recv_into(lease.view)
+                n = recv_into(lease)  # the lease exports its block: no view object made
             except (BlockingIOError, InterruptedError):
                 lease.release()
                 return
@@ -205,7 +208,14 @@ class Connection:
         if self.paused and not self.closed:
             self.paused = False
             assert self.reactor is not None
-            self.reactor.call_soon(self._on_readable)
+            self.reactor.call_soon(self._resumed)
+
+    def _resumed(self) -> None:
+        hook = getattr(self.protocol, "resume_reading", None)
+        if hook is not None and not self.closed:
+            hook()  # the protocol may hold back part of an earlier read
+        if not self.paused:
+            self._on_readable()
 
     # ---- writing ----
     def write(
@@ -276,11 +286,12 @@ class Connection:
 
     def _send_views(self) -> int | None:
         queue = self.queue
-        views = []
+        views: list[memoryview] = []
         for item in queue:
-            if isinstance(item[0], FileRange) or len(views) == IOV_MAX:
+            head = item[0]
+            if not isinstance(head, memoryview) or len(views) == IOV_MAX:
                 break
-            views.append(item[0])
+            views.append(head)
         try:
             sent = self.sock.sendmsg(views)  # type: ignore[union-attr]
         except (BlockingIOError, InterruptedError):
@@ -340,7 +351,8 @@ class Connection:
             self._linger()
 
     def _linger(self) -> None:
-        assert self.sock is not None and self.reactor is not None
+        assert self.sock is not None
+        assert self.reactor is not None
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
@@ -368,10 +380,8 @@ class Connection:
         if self.closed:
             return
         if self.sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-            except OSError:
-                pass
         self._finish(exc)
 
     def timed_out(self) -> None:

@@ -28,7 +28,7 @@ import os
 import stat
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from poolalloc.net.httpparse import HttpError, Request
@@ -42,9 +42,12 @@ _STATUS = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in http.
 _part_ids = itertools.count()
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Response:
     """A dynamic response; ``headers`` are extra ``(name, value)`` pairs.
+
+    Immutable, so a handler may return the same object for every request: the server then
+    reuses its encoded bytes (refreshed when the ``Date`` second changes).
 
     Example:
         >>> Response(body=b"ok").status
@@ -54,7 +57,10 @@ class Response:
     status: int = 200
     body: bytes = b""
     content_type: str = "text/plain; charset=utf-8"
-    headers: list[tuple[str, str]] = field(default_factory=list)
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+_HELLO = Response(body=b"Hello, World!")
 
 
 Handler = Callable[[Request], Response]
@@ -127,12 +133,16 @@ class HttpServer:
         self.max_head, self.max_target = max_head, max_target
         self.header_timeout = header_timeout
         self.routes: dict[str, Handler] = {}
-        self.tcp = TcpServer(
+        # The loop names its server class (the io_uring Proactor has its own); epoll by default.
+        server_class = getattr(reactor, "server_class", TcpServer)
+        self.tcp = server_class(
             reactor, lambda: HttpProtocol(self), buffer_pool=buffer_pool, **server_options
         )
         self._date = b""
         self._date_timer: Any = None
-        self.route("/test", lambda req: Response(body=b"Hello, World!"))
+        # The last response encoded for keep-alive, to reuse when the same object comes back.
+        self._wire: tuple[Response | None, bytes, bytes] = (None, b"", b"")
+        self.route("/test", lambda req: _HELLO)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -192,7 +202,8 @@ class HttpServer:
                 self._send_file(proto, req)
             elif self.root is not None:
                 allow = "GET, HEAD, PUT, POST" if self.uploads else "GET, HEAD"
-                self._send(proto, req, Response(405, b"method not allowed\n", headers=[("Allow", allow)]))
+                resp = Response(405, b"method not allowed\n", headers=(("Allow", allow),))
+                self._send(proto, req, resp)
             else:
                 self._send(proto, req, Response(404, b"not found\n"))
         except HttpError as exc:  # the request was read whole: the connection stays usable
@@ -236,10 +247,22 @@ class HttpServer:
         conn = proto.conn
         assert conn is not None
         keep = req.keep_alive
-        head = self._head(resp.status, len(resp.body), resp.content_type, resp.headers, keep_alive=keep)
+        cached, date, wire = self._wire
+        if resp is cached and keep and date is self._date and req.method != "HEAD":
+            conn.write(wire)
+            return
+        head = self._head(
+            resp.status, len(resp.body), resp.content_type, resp.headers, keep_alive=keep
+        )
         if resp.status >= 400:
             proto.errors += 1
-        conn.write(head if req.method == "HEAD" else head + resp.body)
+        if req.method == "HEAD":
+            conn.write(head)
+        else:
+            wire = head + resp.body
+            if keep and resp.status < 400:
+                self._wire = (resp, self._date, wire)
+            conn.write(wire)
         if not keep:
             conn.close()
 

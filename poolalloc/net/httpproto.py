@@ -76,6 +76,7 @@ class HttpProtocol:
         self.conn: Connection | None = None
         self.requests = 0
         self.errors = 0
+        self._held: tuple[LeaseLike, int, int] | None = None  # (lease, nbytes, pos)
         self._reset_request()
 
     def _reset_request(self) -> None:
@@ -92,16 +93,22 @@ class HttpProtocol:
         self.conn = conn
         self.requests = 0
         self.errors = 0
+        self._held = None
         self._reset_request()
 
-    def buffer_received(self, lease: LeaseLike, nbytes: int) -> bool:
-        """Walk the read; never keeps the lease (bodies are handed on as slices)."""
+    def resume_reading(self) -> None:
+        """The connection resumed reading: first finish the read held back by backpressure."""
+        held, self._held = self._held, None
+        if held is not None and not self.buffer_received(*held):
+            held[0].release()
+
+    def buffer_received(self, lease: LeaseLike, nbytes: int, pos: int = 0) -> bool:
+        """Walk the read from ``pos``; keeps the lease only if backpressure stops it half-way."""
         view = lease.view
-        pos = 0
         conn = self.conn
         assert conn is not None
         try:
-            while pos < nbytes and not conn.closing and not conn.closed:
+            while pos < nbytes and not (conn.paused or conn.closing or conn.closed):
                 if self._state == _HEAD:
                     pos = self._read_head(view, pos, nbytes)
                 elif self._state == _BODY:
@@ -110,6 +117,12 @@ class HttpProtocol:
                     pos = self._read_chunked(view, pos, nbytes)
         except HttpError as exc:
             self.fail(exc.status, str(exc))
+            return False
+        if pos < nbytes and conn.paused and not (conn.closing or conn.closed):
+            # Too much output is queued: the rest of this read (pipelined requests) waits
+            # until the client has read some, so queued responses stay bounded.
+            self._held = (lease, nbytes, pos)
+            return True
         return False
 
     def eof_received(self) -> bool:
@@ -123,6 +136,9 @@ class HttpProtocol:
         """Drop any half-received body; the connection releases its own buffers."""
         if self._sink is not None:
             self._sink.abort()
+        held, self._held = self._held, None
+        if held is not None:
+            held[0].release()
         self._reset_request()
         self.conn = None
 
@@ -132,8 +148,12 @@ class HttpProtocol:
         if self._partial is None:
             m = _HEAD_END.search(view, pos, end)
             if m is not None:
-                self._start(parse_head(bytes(view[pos : m.start()]), max_target=app.max_target))
-                return m.end()
+                start, stop = m.span()
+                if start - pos > app.max_head:
+                    self._partial = bytearray(view[pos:start])
+                    self._check_head_size()
+                self._start(parse_head(view[pos:start].tobytes(), app.max_target))
+                return stop
             self._partial = bytearray(view[pos:end])
             self.conn.deadline = self.conn.reactor.now + app.header_timeout  # type: ignore[union-attr]
             self._check_head_size()
@@ -144,7 +164,9 @@ class HttpProtocol:
         if i < 0:
             self._check_head_size()
             return end
-        head = bytes(self._partial[:i])
+        del self._partial[i:]
+        self._check_head_size()
+        head = bytes(self._partial)
         self._partial = None
         self.conn.deadline = 0.0  # type: ignore[union-attr]
         self._start(parse_head(head, max_target=app.max_target))
@@ -162,17 +184,16 @@ class HttpProtocol:
 
     def _start(self, req: Request) -> None:
         self.requests += 1
+        if not (req.chunked or req.content_length):
+            self.app.finish(self, req)  # no body: answer at once (the common case)
+            return
         limit = self.app.body_limit(req)
         if req.content_length is not None and req.content_length > limit:
             raise HttpError(413, "request body too large")
         self._req = req
-        has_body = req.chunked or bool(req.content_length)
         self._sink = self.app.begin(self, req)
         if self.conn.closing:  # type: ignore[union-attr]
             return  # begin() refused the request and closed
-        if not has_body:
-            self._complete()
-            return
         if req.expect_continue:
             self.conn.write(_CONTINUE)  # type: ignore[union-attr]
         if req.chunked:
@@ -221,4 +242,3 @@ class HttpProtocol:
             return
         self.app.send_error(self, status, message)
         conn.close()
-

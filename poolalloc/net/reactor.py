@@ -54,6 +54,7 @@ What does this mean for the Reactor?
 from __future__ import annotations
 
 import collections
+import contextlib
 import heapq
 import logging
 import os
@@ -173,9 +174,7 @@ class Reactor:
         self._old_wakeup_fd = -1
 
     # ---- file descriptors ----
-    def register(
-        self, fd: int, on_readable: Callback | None, on_writable: Callback | None
-    ) -> None:
+    def register(self, fd: int, on_readable: Callback | None, on_writable: Callback | None) -> None:
         """Watch ``fd`` (one ``epoll_ctl``); callbacks run with no arguments on each edge.
 
         :raises FileExistsError: ``fd`` is already registered.
@@ -201,10 +200,9 @@ class Reactor:
         :raises KeyError: ``fd`` is not registered.
         """
         del self._handlers[fd]
-        try:
+        # An fd already closed was dropped from the set by the kernel: nothing to undo.
+        with contextlib.suppress(OSError, ValueError):
             self._epoll.unregister(fd)
-        except (OSError, ValueError):
-            pass  # already closed: the kernel dropped it from the set
 
     def is_registered(self, fd: int) -> bool:
         """True while ``fd`` is watched."""
@@ -225,10 +223,9 @@ class Reactor:
         """Like :meth:`call_soon`, from any thread; wakes the loop through the eventfd."""
         handle = Handle(callback, args)
         self._ready.append(handle)
-        try:
+        # BlockingIOError: the counter is saturated, so a wakeup is pending anyway.
+        with contextlib.suppress(BlockingIOError):
             os.eventfd_write(self._wakeup_fd, 1)
-        except BlockingIOError:
-            pass  # counter saturated: a wakeup is pending anyway
         return handle
 
     def call_at(self, when: float, callback: Callback, *args: Any) -> TimerHandle:
@@ -286,10 +283,8 @@ class Reactor:
                     self._ready.append(handle)
 
     def _drain_wakeup(self) -> None:
-        try:
+        with contextlib.suppress(BlockingIOError):
             os.eventfd_read(self._wakeup_fd)
-        except BlockingIOError:
-            pass
 
     # ---- running ----
     def run(self) -> None:
@@ -310,10 +305,8 @@ class Reactor:
     def stop(self) -> None:
         """Make :meth:`run` return after the current pass (thread-safe)."""
         self._stopping = True
-        try:
+        with contextlib.suppress(BlockingIOError, OSError):
             os.eventfd_write(self._wakeup_fd, 1)
-        except (BlockingIOError, OSError):
-            pass
 
     def run_once(self) -> None:
         """One pass: wait for IO (bounded by the next timer), dispatch, run due callbacks."""

@@ -28,6 +28,7 @@ from typing import Any
 from poolalloc.net.connection import Connection, ConnectionProtocol
 from poolalloc.net.metrics import flatten_stats
 from poolalloc.net.reactor import Reactor
+from poolalloc.objects import ObjectPool
 
 __all__ = ["TcpServer", "listen_socket"]
 
@@ -116,8 +117,6 @@ class TcpServer:
     @staticmethod
     def make_connection_pool(max_connections: int | None) -> Any:
         """An ``ObjectPool`` of :class:`Connection` objects, reset on return."""
-        from poolalloc.objects import ObjectPool
-
         return ObjectPool(Connection, reset=Connection.reset, max_size=max_connections)
 
     @staticmethod

@@ -253,4 +253,3 @@ def mmap_send(
             view.release()
     file.seek(offset + sent)
     return sent
-

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -14,48 +15,15 @@ import poolalloc
 from poolalloc.net.http import HttpServer
 from poolalloc.net.reactor import Reactor
 
+# The helper module rawhttp.py sits beside this file; importlib mode does not add the folder.
+sys.path.insert(0, os.path.dirname(__file__))
+
 #: Scale for the few load loops (env PA_TEST_SECONDS, default small for a 2-core CI).
 TEST_SECONDS = float(os.environ.get("PA_TEST_SECONDS", "1"))
 
 
-class _DevLease:
-    def __init__(self, pool: _DevPool, size: int) -> None:
-        self._pool = pool
-        self.view = memoryview(bytearray(size))
-        self.nbytes = size
-        self.released = False
-
-    def release(self) -> None:
-        assert not self.released, "double release"
-        self.released = True
-        self._pool.out -= 1
-
-
-class _DevPool:
-    """Stand-in until the buffers branch lands (same acquire/release/outstanding shape)."""
-
-    def __init__(self, size: int, capacity: int | None = None) -> None:
-        self.size, self.capacity, self.out = size, capacity, 0
-
-    def acquire(self, timeout: float | None = None) -> _DevLease:
-        if self.capacity is not None and self.out >= self.capacity:
-            raise poolalloc.PoolExhausted("exhausted")
-        self.out += 1
-        return _DevLease(self, self.size)
-
-    def outstanding(self) -> int:
-        return self.out
-
-    def stats(self) -> dict[str, int]:
-        return {"outstanding": self.out}
-
-    def close(self) -> None:
-        pass
-
-
 def make_pool(size: int = 16384, capacity: int | None = 256) -> Any:
-    factory = getattr(poolalloc, "BufferPool", _DevPool)
-    return factory(size, capacity=capacity)
+    return poolalloc.BufferPool(size, capacity=capacity, name="net-test")
 
 
 def assert_balanced(*pools: Any) -> None:

@@ -68,7 +68,7 @@ def test_sendfile_past_eof_sends_nothing(datafile: Any) -> None:
     assert sendfile(a, datafile, len(DATA) + 10, 5) == 0
     a.close()
     b.close()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="non-negative"):
         sendfile(a, datafile, -1)
 
 
@@ -86,7 +86,8 @@ def test_sendfile_falls_back_when_kernel_refuses(
     t, box = threaded_recv(b, 50_000)
     assert sendfile(a, datafile, 10, 50_000, pool=buffer_pool) == 50_000
     t.join(10)
-    assert calls and box[0] == DATA[10:50_010]
+    assert calls
+    assert box[0] == DATA[10:50_010]
     assert datafile.tell() == 50_010
     assert buffer_pool.outstanding() == 0
     a.close()
@@ -112,7 +113,8 @@ def test_fallback_reads_file_objects_without_fd() -> None:
     a, b = socket.socketpair()
     src = io.BytesIO(b"0123456789")
     assert sendfile_fallback(a, src, 3, 4) == 4
-    assert b.recv(10) == b"3456" and src.tell() == 7
+    assert b.recv(10) == b"3456"
+    assert src.tell() == 7
     a.close()
     b.close()
 
@@ -161,9 +163,8 @@ def test_splice_refused_between_two_sockets() -> None:
     a, b = socket.socketpair()
     c, d = socket.socketpair()
     a.send(b"x")
-    with pytest.raises(OSError) as info:
+    with pytest.raises(OSError, match="Invalid argument"):
         splice(b.fileno(), c.fileno(), 1)  # neither end is a pipe
-    assert info.value.errno == errno.EINVAL
     for s in (a, b, c, d):
         s.close()
 
