@@ -252,10 +252,17 @@ def verdict(pooled: RunReport, baseline: RunReport | None) -> list[str]:
 
 
 def run_demo(
-    connections: int, requests: int, timeout: float, baseline: bool, json_path: str | None
+    connections: int,
+    requests: int,
+    *,
+    timeout: float,
+    baseline: bool,
+    engine: str = "epoll",
+    json_path: str | None = None,
 ) -> int:
     """Run the demo, print its screen; 0 when every request passed and no lease is left."""
-    pooled = drive("pooled", [], connections, requests, timeout)
+    label = "pooled" if engine == "epoll" else f"pooled ({engine})"
+    pooled = drive(label, ["--engine", engine], connections, requests, timeout)
     fresh = (
         drive("fresh bytearray", [BASELINE_FLAG], connections, requests, timeout)
         if baseline

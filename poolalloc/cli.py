@@ -90,7 +90,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     return _cli_demo.run_demo(
-        args.connections, args.requests, args.timeout, not args.no_baseline, args.json
+        args.connections,
+        args.requests,
+        timeout=args.timeout,
+        baseline=not args.no_baseline,
+        engine=args.engine,
+        json_path=args.json,
     )
 
 
@@ -108,6 +113,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from poolalloc.net.serve import serve  # noqa: PLC0415 (the net layer loads only to serve)
 
+    engine = args.engine
+    if args.fresh_bytearray:
+        # io_uring reads into a ring of pool buffers that the kernel picks: no bytearray there.
+        if engine == "uring":
+            raise ValueError("--fresh-bytearray works with the epoll engine only")
+        engine = "epoll"
+
     return serve(
         args.host,
         args.port,
@@ -119,7 +131,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
         idle_timeout=args.idle_timeout,
         fresh_bytearray=args.fresh_bytearray,
-        engine=args.engine,
+        engine=engine,
     )
 
 
@@ -241,6 +253,12 @@ def add_demo(subs: argparse._SubParsersAction[OneLineParser]) -> None:
     )
     p.add_argument(
         "--no-baseline", action="store_true", help="skip the comparison run with fresh bytearrays"
+    )
+    p.add_argument(
+        "--engine",
+        choices=("epoll", "uring", "auto"),
+        default="epoll",
+        help="the pooled server's event loop (default epoll; the baseline always runs on epoll)",
     )
     p.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
     p.set_defaults(func=cmd_demo)

@@ -17,43 +17,52 @@ Example:
 
 from __future__ import annotations
 
-from poolalloc.errors import DoubleReleaseError, PoolClosedError, PoolValueError
+from poolalloc.errors import (
+    DoubleReleaseError,
+    LeaseReleasedError,
+    PoolClosedError,
+    PoolValueError,
+)
 
 __all__ = ["FreshBytearrayLease", "FreshBytearrayPool"]
 
 
-class FreshBytearrayLease:
-    """A new zero-filled ``bytearray`` behind the lease interface; released means dropped.
+class FreshBytearrayLease(bytearray):
+    """A new zero-filled ``bytearray`` with the lease interface; released means dropped.
+
+    It *is* the bytearray, so it exports its bytes like a pooled lease does
+    (``sock.recv_into(lease)`` works on it directly).
 
     Example:
         >>> lease = FreshBytearrayPool(8).acquire()
-        >>> lease.view[:2] = b"hi"; bytes(lease.view[:2])
+        >>> lease.view[:2] = b"hi"; bytes(lease[:2])
         b'hi'
     """
 
-    __slots__ = ("_data", "_pool")
+    __slots__ = ("_pool", "_released")
 
     def __init__(self, pool: FreshBytearrayPool, size: int) -> None:
+        super().__init__(size)
         self._pool = pool
-        self._data: bytearray | None = bytearray(size)
+        self._released = False
 
     @property
     def view(self) -> memoryview:
         """A writable view of the bytearray."""
-        if self._data is None:
-            raise PoolValueError("this lease was released")
-        return memoryview(self._data)
+        if self._released:
+            raise LeaseReleasedError("this lease was released")
+        return memoryview(self)
 
     @property
     def nbytes(self) -> int:
         """The size of the bytearray."""
-        return len(self._data) if self._data is not None else 0
+        return len(self)
 
     def release(self) -> None:
-        """Drop the bytearray (the garbage collector frees it); count the release."""
-        if self._data is None:
+        """Count the release; the bytearray is freed when its last reference goes."""
+        if self._released:
             raise DoubleReleaseError("this lease was already released")
-        self._data = None
+        self._released = True
         self._pool.releases += 1
 
 
