@@ -156,3 +156,9 @@ def test_every_public_name_has_an_example(module: ModuleType) -> None:
         and ">>>" not in (inspect.getdoc(obj) or "")
     ]
     assert not missing, f"{module.__name__}: no docstring example for {missing}"
+
+
+def test_api_page_covers_every_public_module() -> None:
+    page = (DOCS / "api.md").read_text()
+    listed = set(re.findall(r"^::: ([\w.]+)$", page, flags=re.M))
+    assert listed == {m.__name__ for m in public_modules()} - {"poolalloc"}
