@@ -1,6 +1,6 @@
 """``poolalloc bench``: run the bench/ scripts, print ratio tables, write JSON and charts.
 
-Each ``bench/bench_<suite>.py`` exposes ``run(quick: bool) -> dict`` (the interface is written
+``bench/suites.py`` maps each suite to a ``run(quick: bool) -> dict`` (the interface is written
 down in bench/README.md); this module only loads, reports and plots what they measured.
 """
 
@@ -29,30 +29,29 @@ class BenchError(RuntimeError):
     """A bench script is missing or broke its interface."""
 
 
-def load_suite(bench_dir: Path, suite: str) -> Any:
-    path = bench_dir / f"bench_{suite}.py"
-    spec = importlib.util.spec_from_file_location(f"_pa_bench_{suite}", path)
+def load_suites(bench_dir: Path) -> dict[str, Any]:
+    """The ``SUITES`` table of ``bench_dir/suites.py``, with bench_dir importable meanwhile."""
+    path = bench_dir / "suites.py"
+    spec = importlib.util.spec_from_file_location("_pa_bench_suites", path)
     if spec is None or spec.loader is None or not path.is_file():
-        raise BenchError(f"no {path}")
+        raise BenchError(f"no {path}: run from a poolalloc clone or pass --bench-dir")
     module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(bench_dir))  # a script may import its neighbours (a shared timer)
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(bench_dir))
-    if not callable(getattr(module, "run", None)):
-        raise BenchError(f"{path} has no run(quick) function (see bench/README.md)")
-    return module
+    sys.path.insert(0, str(bench_dir))  # the suites import the bench scripts beside them
+    spec.loader.exec_module(module)
+    suites = getattr(module, "SUITES", None)
+    if not isinstance(suites, dict):
+        raise BenchError(f"{path} has no SUITES table (see bench/README.md)")
+    return suites
 
 
 def check_rows(suite: str, result: Any) -> list[Result]:
     if not isinstance(result, dict) or not isinstance(result.get("results"), list):
-        raise BenchError(f"bench_{suite}.run() must return a dict with a 'results' list")
+        raise BenchError(f"suite {suite} must return a dict with a 'results' list")
     rows: list[Result] = result["results"]
     for row in rows:
         missing = {"case", "value", "baseline", "baseline_value", "ratio"} - set(row)
         if missing:
-            raise BenchError(f"bench_{suite}: a result lacks {sorted(missing)}")
+            raise BenchError(f"suite {suite}: a result lacks {sorted(missing)}")
     return rows
 
 
@@ -149,23 +148,24 @@ def run_bench(
     base = Path(bench_dir)
     if not base.is_dir():
         raise BenchError(f"no {base}/ directory: run from a poolalloc clone or pass --bench-dir")
+    table_of = load_suites(base)
     names = SUITES if suite == "all" else [suite]
-    present = [n for n in names if (base / f"bench_{n}.py").is_file()]
+    present = [n for n in names if n in table_of]
     if not present:
-        raise BenchError(f"no bench_{'/'.join(names)}.py in {base}/")
+        raise BenchError(f"{base}/suites.py has no suite {suite!r}")
     results: dict[str, list[Result]] = {}
     raw: dict[str, Any] = {}
     bar = ProgressBar("bench")
     for i, name in enumerate(present):
         bar(i, len(present))
-        print(f"[{i + 1}/{len(present)}] bench_{name} {'(quick)' if quick else ''}", flush=True)
-        raw[name] = load_suite(base, name).run(quick=quick)
+        print(f"[{i + 1}/{len(present)}] {name}{' (quick)' if quick else ''}", flush=True)
+        raw[name] = table_of[name](quick)
         results[name] = check_rows(name, raw[name])
         print(table(name, results[name]) + "\n", flush=True)
     bar(len(present), len(present))
     bar.finish()
     for name in sorted(set(names) - set(present)):
-        print(f"bench_{name}.py is not in {base}/: skipped")
+        print(f"suite {name} is not in {base}/suites.py: skipped")
     if json_path:
         doc = {
             "command": " ".join(["poolalloc", *sys.argv[1:]]),

@@ -86,11 +86,11 @@ def run(quick):
 def test_bench_reports_writes_json_and_charts(cli: Cli, tmp_path: Path) -> None:
     bench = tmp_path / "bench"
     bench.mkdir()
-    (bench / "bench_alloc.py").write_text(BENCH_SCRIPT)
+    (bench / "suites.py").write_text(BENCH_SCRIPT)
     done = cli("bench", "all", "--quick", "--json", "out.json", "--plot", "charts")
     assert done.returncode == 0, done.stderr
     assert "2.50x (2.00-3.00)" in done.stdout
-    assert "bench_net.py is not in bench/: skipped" in done.stdout
+    assert "suite net is not in bench/suites.py: skipped" in done.stdout
     doc = json.loads((tmp_path / "out.json").read_text())
     assert doc["quick"] is True
     assert doc["suites"]["alloc"]["results"][0]["ratio"] == 2.5
@@ -99,9 +99,9 @@ def test_bench_reports_writes_json_and_charts(cli: Cli, tmp_path: Path) -> None:
 
 def test_bench_rejects_a_script_breaking_the_interface(cli: Cli, tmp_path: Path) -> None:
     (tmp_path / "bench").mkdir()
-    (tmp_path / "bench" / "bench_alloc.py").write_text("def run(quick):\n    return {}\n")
+    (tmp_path / "bench" / "suites.py").write_text("SUITES = {'alloc': lambda quick: {}}\n")
     done = cli("bench", "alloc")
     assert done.returncode == 1
     assert done.stderr.strip() == (
-        "poolalloc: error: bench_alloc.run() must return a dict with a 'results' list"
+        "poolalloc: error: suite alloc must return a dict with a 'results' list"
     )
