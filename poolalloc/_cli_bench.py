@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from poolalloc import _cli_demo
-from poolalloc._progress import ProgressBar
 from poolalloc.loadgen import http_request, run_load
 
 SUITES = ["alloc", "objects", "net", "zerocopy"]
@@ -155,15 +154,13 @@ def run_bench(
         raise BenchError(f"{base}/suites.py has no suite {suite!r}")
     results: dict[str, list[Result]] = {}
     raw: dict[str, Any] = {}
-    bar = ProgressBar("bench")
     for i, name in enumerate(present):
-        bar(i, len(present))
-        print(f"[{i + 1}/{len(present)}] {name}{' (quick)' if quick else ''}", flush=True)
+        print(f"[{i + 1}/{len(present)}] {name}{' (quick)' if quick else ''} ...", flush=True)
+        started = time.perf_counter()
         raw[name] = table_of[name](quick)
         results[name] = check_rows(name, raw[name])
-        print(table(name, results[name]) + "\n", flush=True)
-    bar(len(present), len(present))
-    bar.finish()
+        elapsed = time.perf_counter() - started
+        print(f"{table(name, results[name])}\n({elapsed:.1f}s)\n", flush=True)
     for name in sorted(set(names) - set(present)):
         print(f"suite {name} is not in {base}/suites.py: skipped")
     if json_path:
