@@ -75,11 +75,13 @@ def test_runtime_errors_are_one_line(cli: Cli, tmp_path: Path) -> None:
 
 
 BENCH_SCRIPT = """
-def run(quick):
+def run_alloc(quick):
     assert quick is True
     return {"suite": "alloc", "command": "python bench/bench_alloc.py --quick", "results": [
         {"case": "acquire 4 KiB", "unit": "ns/op", "value": 100.0, "baseline": "bytearray",
          "baseline_value": 250.0, "ratio": 2.5, "ratio_min": 2.0, "ratio_max": 3.0}]}
+
+SUITES = {"alloc": run_alloc}
 """
 
 
