@@ -123,6 +123,24 @@ def parse_list(text: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+def format_list(values: tuple[int, ...] | list[int]) -> str:
+    """The kernel's list notation for ``values``, the inverse of :func:`parse_list`.
+
+    Example:
+        >>> format_list([0, 1, 2, 3, 8, 10, 11])
+        '0-3,8,10-11'
+    """
+    parts: list[str] = []
+    ordered = sorted(set(values))
+    start = 0
+    for i, value in enumerate(ordered):
+        if i + 1 == len(ordered) or ordered[i + 1] != value + 1:
+            low = ordered[start]
+            parts.append(str(low) if low == value else f"{low}-{value}")
+            start = i + 1
+    return ",".join(parts)
+
+
 def _read(path: Path) -> str | None:
     try:
         return path.read_text()
@@ -131,7 +149,9 @@ def _read(path: Path) -> str | None:
 
 
 def _meminfo(node_dir: Path) -> tuple[int, int]:
-    fields = {m[1]: int(m[2]) * 1024 for m in _MEMINFO_LINE.finditer(_read(node_dir / "meminfo") or "")}
+    fields = {
+        m[1]: int(m[2]) * 1024 for m in _MEMINFO_LINE.finditer(_read(node_dir / "meminfo") or "")
+    }
     return fields.get("MemTotal", 0), fields.get("MemFree", 0)
 
 
@@ -163,7 +183,9 @@ def read_topology(root: str | os.PathLike[str]) -> Topology | None:
     if not nodes:
         return None
     listed = _read(base / "has_memory")
-    with_memory = parse_list(listed) if listed is not None else [n.id for n in nodes if n.has_memory]
+    with_memory = (
+        parse_list(listed) if listed is not None else [n.id for n in nodes if n.has_memory]
+    )
     present = {n.id for n in nodes}
     return Topology(nodes, frozenset(i for i in with_memory if i in present), "sysfs")
 

@@ -22,7 +22,7 @@ import weakref
 from types import TracebackType
 from typing import Final, Self
 
-from poolalloc import _ffi
+from poolalloc import _ffi, numa
 from poolalloc.errors import DoubleReleaseError, PoolValueError
 from poolalloc.stats import ClassStats, PoolStats
 
@@ -33,13 +33,7 @@ NUMA_LOCAL: Final[str] = "local"
 
 
 def _numa_value(numa_node: int | str | None) -> int:
-    if numa_node is None:
-        return _ffi.NUMA_ANY
-    if numa_node == NUMA_LOCAL:
-        return _ffi.NUMA_LOCAL
-    if isinstance(numa_node, int) and not isinstance(numa_node, bool) and numa_node >= 0:
-        return numa_node
-    raise PoolValueError(f"numa_node must be None, 'local' or a node >= 0: {numa_node!r}")
+    return numa.resolve_node(numa_node)  # checks the node against the topology first
 
 
 def _debug_value(debug: bool | int) -> int:

@@ -9,7 +9,8 @@ CPU it runs on; ``numa_node=None`` (the default) places nothing. This module is 
 - :func:`resolve_node` turns the user's ``numa_node`` into the C value, refusing a node that
   does not exist (or has no memory) with :class:`~poolalloc.errors.NumaError`;
 - :func:`page_nodes` reports the node each page of a buffer actually lives on, so that placement
-  is verified rather than believed.
+  is verified rather than believed; :func:`verify_placement` and :func:`report` use it;
+- :func:`simulate` pretends to be a 2- or 4-node machine, for tests.
 
 A machine with one node (most laptops, most containers) runs everything on node 0: ``0`` and
 ``'local'`` are accepted, ``available().note`` says so, and nothing is an error.
@@ -25,17 +26,27 @@ Example:
 
 from __future__ import annotations
 
-import errno
 import os
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING
 
-from poolalloc._numa_os import Libnuma, LinuxNumaOs, NumaOs
-from poolalloc._numa_sysfs import NumaNode, Topology, read_topology, whole_machine
-from poolalloc.errors import NumaError, PoolValueError
+from poolalloc import _ffi
+from poolalloc._numa_fake import Simulation
+from poolalloc._numa_sysfs import NumaNode, Topology, format_list, read_topology, whole_machine
+from poolalloc._numa_system import (
+    DEFAULT_SYSFS_ROOT,
+    NUMA_ANY,
+    NUMA_LOCAL,
+    NumaInfo,
+    NumaSpec,
+    NumaSystem,
+    system,
+    using,
+)
+from poolalloc.errors import PoolValueError
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 __all__ = [
     "DEFAULT_SYSFS_ROOT",
@@ -45,199 +56,38 @@ __all__ = [
     "NumaNode",
     "NumaSpec",
     "NumaSystem",
+    "PlacementCheck",
+    "Simulation",
     "Topology",
     "available",
     "current_node",
+    "page_nodes",
+    "report",
     "resolve_node",
+    "simulate",
     "system",
     "topology",
     "using",
     "validate_node",
+    "verify_placement",
 ]
 
-#: Where the kernel publishes the nodes.
-DEFAULT_SYSFS_ROOT = "/sys/devices/system/node"
-#: The C values of ``numa_node=None`` and ``numa_node='local'`` (PA_NUMA_ANY, PA_NUMA_LOCAL).
-NUMA_ANY = -1
-NUMA_LOCAL = -2
-
-#: What a pool constructor accepts as ``numa_node``.
-NumaSpec = int | Literal["local"] | None
-Source = Literal["libnuma", "sysfs", "none"]
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-@dataclass(frozen=True)
-class NumaInfo:
-    """Which source describes the nodes, how many there are, and a sentence for humans.
-
-    Example:
-        >>> NumaInfo("sysfs", 1, (0,), None, "one node").is_single_node
-        True
-    """
-
-    source: Source
-    node_count: int
-    nodes_with_memory: tuple[int, ...]
-    libnuma: str | None
-    note: str
-
-    @property
-    def is_single_node(self) -> bool:
-        """True when every pool's memory is on node 0 whatever ``numa_node`` says."""
-        return self.node_count == 1
-
-
-class NumaSystem:
-    """One view of the machine: a sysfs tree, an optional libnuma, and an OS layer.
-
-    The default system reads the real machine. Tests build one over a fake sysfs tree (and a
-    fake OS layer) and install it with :func:`using`.
-
-    Example:
-        >>> s = NumaSystem(libnuma_name=None)
-        >>> s.info().source in ("sysfs", "none")
-        True
-    """
-
-    def __init__(
-        self,
-        sysfs_root: str | os.PathLike[str] = DEFAULT_SYSFS_ROOT,
-        *,
-        libnuma_name: str | None = "libnuma.so.1",
-        os_layer: NumaOs | None = None,
-    ) -> None:
-        self.sysfs_root = os.fspath(sysfs_root)
-        self._libnuma_name = libnuma_name
-        self._os = os_layer
-        self._cached: Topology | None = None
-        self._lock = threading.Lock()
-
-    def topology(self, *, refresh: bool = False) -> Topology:
-        """The nodes as read now (``refresh``) or at first use (memory figures then age)."""
-        with self._lock:
-            if refresh or self._cached is None:
-                self._cached = read_topology(self.sysfs_root) or whole_machine()
-            return self._cached
-
-    def info(self) -> NumaInfo:
-        """Which source is in use: libnuma (agreeing with sysfs), sysfs alone, or none."""
-        topo = self.topology()
-        lib = Libnuma.load(self._libnuma_name) if self._libnuma_name else None
-        problem = lib.disagreement(topo) if lib is not None and topo.source == "sysfs" else None
-        source: Source = "libnuma" if lib is not None and problem is None else "sysfs"
-        if topo.source == "none":
-            source = "none"
-        return NumaInfo(
-            source,
-            len(topo.nodes),
-            topo.nodes_with_memory,
-            lib.name if lib is not None else None,
-            _describe(topo, source, problem),
-        )
-
-    def validate_node(self, node: int) -> int:
-        """Return ``node`` if a pool may bind to it.
-
-        :raises NumaError: the node does not exist or has no memory; the message names the
-            nodes that do.
-        :raises TypeError: ``node`` is not an int.
-        """
-        if isinstance(node, bool) or not isinstance(node, int):
-            raise TypeError(f"a NUMA node is an int, not {type(node).__name__}")
-        topo = self.topology()
-        if node in topo.has_memory:
-            return node
-        usable = list(topo.nodes_with_memory)
-        why = "has no memory" if node in topo.node_ids else "does not exist"
-        raise NumaError(f"NUMA node {node} {why}; nodes with memory: {usable}", errno.ENODEV)
-
-    def resolve_node(self, spec: NumaSpec) -> int:
-        """The C value for ``numa_node=spec``: NUMA_ANY, NUMA_LOCAL or a checked node number.
-
-        :raises NumaError: a node number that does not exist or has no memory.
-        :raises PoolValueError: a string other than ``'local'``.
-        :raises TypeError: anything else that is not None or an int.
-        """
-        if spec is None:
-            return NUMA_ANY
-        if isinstance(spec, str):
-            if spec == "local":
-                return NUMA_LOCAL
-            raise PoolValueError(f"numa_node must be None, 'local' or a node number, not {spec!r}")
-        return self.validate_node(spec)
-
-    def current_node(self) -> int:
-        """The node of the CPU the calling thread runs on now (may change at any moment)."""
-        if self._os is None:
-            self._os = LinuxNumaOs()
-        return self._os.getcpu()[1]
-
-
-def _describe(topo: Topology, source: Source, problem: str | None) -> str:
-    where = {
-        "libnuma": "libnuma (agrees with sysfs)",
-        "sysfs": "sysfs",
-        "none": "no NUMA information (no sysfs node tree, no libnuma)",
-    }[source]
-    if problem is not None:
-        where += f"; libnuma ignored: {problem}"
-    if len(topo.nodes) == 1:
-        return (
-            f"one NUMA node (node {topo.nodes[0].id}): all memory is local, pools run on it "
-            f"whatever numa_node says; source: {where}"
-        )
-    return f"{len(topo.nodes)} NUMA nodes {list(topo.node_ids)}; source: {where}"
-
-
-_default: NumaSystem | None = None
-_active: NumaSystem | None = None
-_swap_lock = threading.Lock()
-
-
-def system() -> NumaSystem:
-    """The system in use: the real machine, or the one installed by :func:`using`.
-
-    Example:
-        >>> system().sysfs_root
-        '/sys/devices/system/node'
-    """
-    global _default
-    if _active is not None:
-        return _active
-    with _swap_lock:
-        if _default is None:
-            _default = NumaSystem()
-        return _default
-
-
-@contextmanager
-def using(replacement: NumaSystem) -> Iterator[NumaSystem]:
-    """Make ``replacement`` the system of the whole process inside the ``with`` block (tests).
-
-    Example:
-        >>> with using(NumaSystem("/nonexistent", libnuma_name=None)) as s:
-        ...     available().source
-        'none'
-    """
-    global _active
-    with _swap_lock:
-        previous, _active = _active, replacement
-    try:
-        yield replacement
-    finally:
-        with _swap_lock:
-            _active = previous
-
-
-def topology(sysfs_root: str | os.PathLike[str] = DEFAULT_SYSFS_ROOT) -> Topology:
+def topology(sysfs_root: str | os.PathLike[str] | None = None) -> Topology:
     """The nodes, their CPUs, memory (total and free, read now) and distances.
+
+    Read from ``sysfs_root``, or by default from the tree of the system in use (the real
+    machine, or the fake one inside :func:`simulate`).
 
     Example:
         >>> t = topology()
         >>> 0 in t.node_ids and t.distance(t.node_ids[0], t.node_ids[0]) == 10
         True
     """
-    return read_topology(sysfs_root) or whole_machine()
+    root = system().sysfs_root if sysfs_root is None else sysfs_root
+    return read_topology(root) or whole_machine()
 
 
 def available() -> NumaInfo:
@@ -272,15 +122,149 @@ def validate_node(node: int) -> int:
     return system().validate_node(node)
 
 
-def resolve_node(spec: NumaSpec) -> int:
+def resolve_node(spec: int | str | None) -> int:
     """Turn a pool's ``numa_node`` (None, ``'local'`` or a node) into the C core's value.
 
     :raises NumaError: a node that does not exist or has no memory.
-    :raises PoolValueError: a string other than ``'local'``.
-    :raises TypeError: another type.
+    :raises PoolValueError: a string other than ``'local'``, or another type.
 
     Example:
         >>> resolve_node("local") == NUMA_LOCAL, resolve_node(0)
         (True, 0)
     """
     return system().resolve_node(spec)
+
+
+def page_nodes(memory: Buffer | int, nbytes: int | None = None) -> list[int]:
+    """The node each page of ``memory`` lives on now, asked of the kernel page by page.
+
+    ``memory`` is a buffer (a memoryview, bytearray, numpy array...) or an address; ``nbytes``
+    defaults to the buffer's length and is required with an address. Query pages after writing
+    them: for a page never touched the kernel faults one in to answer. Under :func:`simulate`
+    the answer is the node the core recorded for the page's chunk.
+
+    :raises PoolValueError: an address without ``nbytes``, or ``nbytes`` past the buffer.
+    :raises OSError: the kernel refused (``EFAULT``: not mapped).
+
+    Example:
+        >>> buf = bytearray(3 * 4096)
+        >>> set(page_nodes(buf)) <= set(topology().node_ids)
+        True
+    """
+    if isinstance(memory, int):
+        if nbytes is None:
+            raise PoolValueError("page_nodes(address, nbytes): nbytes is required with an address")
+        address, size = memory, nbytes
+    else:
+        address, length = _buffer_span(memory)
+        size = length if nbytes is None else nbytes
+        if not 0 <= size <= length:
+            raise PoolValueError(f"nbytes {size} is outside the buffer's {length} bytes")
+    if size <= 0:
+        return []
+    first = address - address % _PAGE
+    return [_ffi.numa_page_node(page) for page in range(first, address + size, _PAGE)]
+
+
+def _buffer_span(memory: Buffer) -> tuple[int, int]:
+    # Imported here: numpy costs more to import than all of poolalloc, and only this needs it.
+    import numpy as np  # noqa: PLC0415
+
+    try:
+        view = np.frombuffer(memoryview(memory), dtype=np.uint8)
+    except (TypeError, ValueError, BufferError) as exc:
+        raise PoolValueError(f"page_nodes needs a contiguous buffer: {exc}") from exc
+    return int(view.__array_interface__["data"][0]), int(view.nbytes)
+
+
+def simulate(sysfs_root: str | os.PathLike[str]) -> Simulation:
+    """Pretend, inside a ``with`` block, to be the machine the sysfs tree at ``sysfs_root`` shows.
+
+    For tests of NUMA-aware code on a one-node machine: the C core records ``mbind`` instead of
+    calling it, and :meth:`Simulation.set_cpu` moves the calling thread between fake CPUs.
+
+    :raises PoolValueError: the tree is unusable or a simulation is already active.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     for n in (0, 1):
+        ...         node = pathlib.Path(d, f"node{n}")
+        ...         node.mkdir()
+        ...         _ = (node / "cpulist").write_text(str(n))
+        ...         _ = (node / "meminfo").write_text(f"Node {n} MemTotal: 1024 kB")
+        ...     with simulate(d) as machine:
+        ...         machine.set_cpu(1)
+        ...         available().node_count, current_node()
+        (2, 1)
+    """
+    return Simulation(sysfs_root)
+
+
+@dataclass(frozen=True)
+class PlacementCheck:
+    """What :func:`verify_placement` found: pages asked about, pages on the node, and whether
+    the pool reported its memory as bound.
+
+    Example:
+        >>> PlacementCheck(0, 256, 256, True).verified
+        True
+    """
+
+    node: int
+    pages: int
+    pages_on_node: int
+    pool_says_bound: bool
+
+    @property
+    def verified(self) -> bool:
+        """Every page is on the node the pool was bound to."""
+        return self.pages > 0 and self.pages_on_node == self.pages
+
+
+def verify_placement(node: int, nbytes: int = 1 << 20) -> PlacementCheck:
+    """Bind a scratch pool to ``node``, write ``nbytes`` and ask the kernel where they landed.
+
+    :raises NumaError: the node does not exist or has no memory.
+
+    Example:
+        >>> verify_placement(0).verified
+        True
+    """
+    handle = _ffi.pool_create(numa_node=validate_node(node))
+    try:
+        address = _ffi.alloc(handle, nbytes, _PAGE)
+        try:
+            _ffi.write(address, bytes(nbytes))  # first touch, after binding
+            placed = page_nodes(address, nbytes)
+            bound = _ffi.pool_stats(handle)["numa_bound"] == 1
+        finally:
+            _ffi.free(address)
+    finally:
+        _ffi.pool_destroy(handle)
+    return PlacementCheck(node, len(placed), placed.count(node), bound)
+
+
+def report() -> str:
+    """Several lines for humans (``poolalloc info``): the source, each node, a placement check.
+
+    Example:
+        >>> "NUMA source:" in report()
+        True
+    """
+    info, topo = available(), topology()
+    lines = [f"NUMA source: {info.source}; {info.note}"]
+    for n in topo.nodes:
+        cpus = format_list(n.cpus) or "none"
+        lines.append(
+            f"  node {n.id}: cpus {cpus}; memory {n.memory_total >> 20} MiB "
+            f"({n.memory_free >> 20} MiB free); distances {list(n.distances)}"
+        )
+    for node in topo.nodes_with_memory:
+        check = verify_placement(node)
+        state = "bound" if check.pool_says_bound else "UNBOUND (mbind refused)"
+        lines.append(
+            f"  placement on node {node}: {check.pages_on_node}/{check.pages} pages there, "
+            f"pool reports {state}"
+        )
+    return "\n".join(lines)

@@ -137,6 +137,7 @@ int pai_huge_map(pa_pool_t *pool, unsigned node, size_t size, pai_chunk_t **out)
 }
 
 void pai_chunk_unmap(pai_chunk_t *c) {
+  atomic_fetch_add(&pai_slab_epoch, 1);
   pthread_mutex_lock(&reg_lock);
   registry_set(c->base, NULL);
   pa_track_unpoison((void *)c->base, c->len);
@@ -176,10 +177,22 @@ int pa_numa_node_count(unsigned *out) {
   return pai_numa_nodes(out);
 }
 
+/* Fake topology only: the chunk holding p. Only a chunk's base is registered, so an address
+ * past the first 2 MiB of a huge mapping is found by walking down to the nearest registered
+ * base (chunks never overlap, so that one holds p or nothing does). Bounded: tests only. */
+static pai_chunk_t *fake_chunk_of(const void *p) {
+  uintptr_t a = (uintptr_t)p & ~(uintptr_t)(PAI_CHUNK_SIZE - 1);
+  for (unsigned step = 0; step < 4096 && a != 0; step++, a -= PAI_CHUNK_SIZE) {
+    pai_chunk_t *c = pai_chunk_lookup((const void *)a);
+    if (c != NULL) return c;
+  }
+  return NULL;
+}
+
 int pa_numa_page_node(const void *p, int *node) {
   if (p == NULL || node == NULL) return EINVAL;
   if (pai_os_fake_active()) {
-    pai_chunk_t *c = pai_chunk_lookup(p);
+    pai_chunk_t *c = fake_chunk_of(p);
     uintptr_t a = (uintptr_t)p;
     if (c == NULL || a < c->base || a - c->base >= c->len) return EFAULT;
     if (c->bound_node < 0) return ENODEV;

@@ -257,7 +257,13 @@ uint32_t pai_cache_cap(const pa_pool_t *pool, unsigned cls);
 typedef struct pai_tl_s {
   pa_pool_t *pool;
   pai_tcache_t *cache;
+  uintptr_t free_page;         /* (address >> 16) of the last page pa_free resolved ... */
+  pai_slab_t *free_slab;       /* ... to this slab, valid while pai_slab_epoch == free_epoch */
+  uint64_t free_epoch;
 } pai_tl_t;
+/* Bumped whenever a slab is released or a chunk unmapped, so that the per-thread page->slab
+ * memo of pa_free never outlives the slab it names. */
+extern _Atomic uint64_t pai_slab_epoch;
 extern __thread pai_tl_t pai_tl __attribute__((tls_model("initial-exec")));
 
 static inline pai_tcache_t *pai_tcache(pa_pool_t *pool) {

@@ -449,20 +449,43 @@ static int free_slow(pa_pool_t *pool, pai_tcache_t *tc, pai_chunk_t *c, pai_slab
   return 0;
 }
 
-int pa_free(void *p) {
+/* The slab of the page holding p, or NULL with *rc set (EFAULT, or the result of a huge or
+ * unpooled free). A one-entry per-thread memo skips the registry walk for repeated pages. */
+static inline pai_slab_t *free_slab_of(void *p, int *rc) {
   uintptr_t a = (uintptr_t)p;
+  uint64_t epoch = atomic_load_explicit(&pai_slab_epoch, memory_order_acquire);
+  if (PA_LIKELY((a >> PAI_PAGE_SHIFT) == pai_tl.free_page && epoch == pai_tl.free_epoch))
+    return pai_tl.free_slab;
   pai_chunk_t *c = pai_chunk_lookup(p);
-  if (PA_UNLIKELY(c == NULL || a - c->base >= c->len))
-    return pai_unpooled_any() ? pai_unpooled_free(p) : EFAULT;
-  if (PA_UNLIKELY(c->kind != PAI_CHUNK_SLABS)) return a == c->base ? huge_free(c) : EFAULT;
-  if (PA_UNLIKELY(pa_track_is_poisoned(p))) return EALREADY;
-  /* p lies in a mapped chunk of ours, so reading it is safe; load it early, beside the slab
-   * lookup, since the marker test needs it */
-  uint64_t word = *(const uint64_t *)p;
+  if (PA_UNLIKELY(c == NULL || a - c->base >= c->len)) {
+    *rc = pai_unpooled_any() ? pai_unpooled_free(p) : EFAULT;
+    return NULL;
+  }
+  if (PA_UNLIKELY(c->kind != PAI_CHUNK_SLABS)) {
+    *rc = a == c->base ? huge_free(c) : EFAULT;
+    return NULL;
+  }
   unsigned slot = atomic_load_explicit(&c->page_slab[(a - c->base) >> PAI_PAGE_SHIFT],
                                        memory_order_relaxed);
-  if (PA_UNLIKELY(slot == PAI_NO_SLAB)) return EFAULT;
-  pai_slab_t *s = &c->slabs[slot];
+  if (PA_UNLIKELY(slot == PAI_NO_SLAB)) {
+    *rc = EFAULT;
+    return NULL;
+  }
+  pai_tl.free_page = a >> PAI_PAGE_SHIFT;
+  pai_tl.free_slab = &c->slabs[slot];
+  pai_tl.free_epoch = epoch;
+  return &c->slabs[slot];
+}
+
+int pa_free(void *p) {
+  uintptr_t a = (uintptr_t)p;
+  int rc = 0;
+  pai_slab_t *s = free_slab_of(p, &rc);
+  if (PA_UNLIKELY(s == NULL)) return rc;
+  if (PA_UNLIKELY(pa_track_is_poisoned(p))) return EALREADY;
+  /* p lies in a live slab of ours, so reading it is safe */
+  uint64_t word = *(const uint64_t *)p;
+  pai_chunk_t *c = s->chunk;
   bool exact;
   uint32_t idx = pai_slab_index(s, a, &exact);
   if (PA_UNLIKELY(!exact)) return EFAULT;

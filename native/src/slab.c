@@ -31,6 +31,7 @@ const uint32_t pai_class_size[PAI_NCLASSES] = {
     393216, 458752, 524288, 655360, 786432, 917504, 1048576};
 
 uint8_t pai_small_lut[65];
+_Atomic uint64_t pai_slab_epoch = 1;
 uint8_t pai_large_lut[257];
 
 /* Smallest class whose block holds `size` bytes. */
@@ -264,6 +265,7 @@ static void release_slab(pai_depot_t *d, pai_slab_t *s, bool force, uint64_t *re
   d->nslabs--;
   d->empty_slabs--;
   unsigned first = s->first_page, npages = s->npages;
+  atomic_fetch_add(&pai_slab_epoch, 1);
   pai_slab_fini(s);
   pthread_mutex_lock(&pool->lock);
   pai_chunk_give_pages(c, first, npages);

@@ -13,7 +13,7 @@ import pytest
 
 from poolalloc import numa
 from poolalloc._numa_os import Libnuma, LinuxNumaOs
-from poolalloc._numa_sysfs import parse_list, read_topology
+from poolalloc._numa_sysfs import format_list, parse_list, read_topology
 from poolalloc.errors import NumaError, PoolValueError
 
 FakeTree = Callable[..., Path]
@@ -27,6 +27,13 @@ needs_sysfs = pytest.mark.skipif(not REAL.is_dir(), reason="kernel publishes no 
 )
 def test_parse_list(text: str, expected: tuple[int, ...]) -> None:
     assert parse_list(text) == expected
+
+
+@pytest.mark.parametrize(
+    "values", [(), (0,), (0, 1), (0, 2, 3, 4, 9), tuple(range(64)), (5, 7, 8, 9, 10, 12)]
+)
+def test_format_list_is_the_inverse_of_parse_list(values: tuple[int, ...]) -> None:
+    assert parse_list(format_list(values)) == values
 
 
 @pytest.mark.parametrize("nodes", [2, 4])
@@ -142,7 +149,9 @@ def test_fake_machine_accepts_its_nodes_and_names_them(fake_tree: FakeTree, node
     with_memory = [n for n in range(nodes) if n != 1]
     for node in with_memory:
         assert system.resolve_node(node) == node
-    with pytest.raises(NumaError, match=re.escape(f"NUMA node 1 has no memory; nodes with memory: {with_memory}")):
+    with pytest.raises(
+        NumaError, match=re.escape(f"NUMA node 1 has no memory; nodes with memory: {with_memory}")
+    ):
         system.resolve_node(1)
     with pytest.raises(NumaError, match=rf"NUMA node {nodes} does not exist"):
         system.resolve_node(nodes)
@@ -158,7 +167,7 @@ def test_resolve_node_maps_the_three_forms() -> None:
 
 @pytest.mark.parametrize("bad", [True, 1.0, b"local", [0]])
 def test_resolve_node_refuses_other_types(bad: object) -> None:
-    with pytest.raises(TypeError, match="a NUMA node is an int"):
+    with pytest.raises(PoolValueError, match="a NUMA node is an int"):
         numa.resolve_node(bad)  # type: ignore[arg-type]
 
 
