@@ -20,7 +20,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import errno
 import http
 import itertools
 import mimetypes
@@ -95,18 +97,29 @@ class _FileSink:
         self.written = 0
 
     def write(self, data: memoryview) -> None:
-        while data:
-            n = os.write(self.fd, data)
-            self.written += n
-            data = data[n:]
+        try:
+            while data:
+                n = os.write(self.fd, data)
+                self.written += n
+                data = data[n:]
+        except OSError as exc:  # disk full, quota...: the client gets a status, not a hang
+            raise HttpError(507 if exc.errno == errno.ENOSPC else 500, "cannot store") from exc
 
     def close(self) -> None:
-        os.close(self.fd)
-        os.replace(self.part, self.final)
+        fd, self.fd = self.fd, -1
+        os.close(fd)
+        try:
+            os.replace(self.part, self.final)
+        except OSError as exc:  # e.g. the name is a directory
+            os.unlink(self.part)
+            raise HttpError(409, "cannot store under that name") from exc
 
     def abort(self) -> None:
-        os.close(self.fd)
-        os.unlink(self.part)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.part)
 
 
 class HttpServer:

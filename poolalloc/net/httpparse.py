@@ -220,8 +220,8 @@ class ChunkedReader:
 
     Example:
         >>> r = ChunkedReader(max_body=100)
-        >>> r.feed(b"3\\r\\nabc\\r\\n0\\r\\n\\r\\n", 0, 15)
-        (15, [(3, 6)])
+        >>> r.feed(b"3\\r\\nabc\\r\\n0\\r\\n\\r\\n", 0, 13)
+        (13, [(3, 6)])
         >>> r.done, r.received
         (True, 3)
     """

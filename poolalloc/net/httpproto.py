@@ -140,7 +140,7 @@ class HttpProtocol:
         if held is not None:
             held[0].release()
         self._reset_request()
-        self.conn = None
+        # self.conn stays: callers up the stack may still look at its (closed) flags.
 
     # ---- parsing ----
     def _read_head(self, view: memoryview, pos: int, end: int) -> int:
@@ -192,10 +192,12 @@ class HttpProtocol:
             raise HttpError(413, "request body too large")
         self._req = req
         self._sink = self.app.begin(self, req)
-        if self.conn.closing:  # type: ignore[union-attr]
+        conn = self.conn
+        assert conn is not None
+        if conn.closing or conn.closed:
             return  # begin() refused the request and closed
         if req.expect_continue:
-            self.conn.write(_CONTINUE)  # type: ignore[union-attr]
+            conn.write(_CONTINUE)
         if req.chunked:
             self._state = _CHUNKED
             self._chunks = ChunkedReader(max_body=limit)
