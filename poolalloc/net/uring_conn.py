@@ -56,18 +56,21 @@ _PIPE_SIZE = 1 << 20
 class _Remains:
     """What a closed connection left in flight: released when its last completion arrives."""
 
+    handlers = (lambda self, res, flags: self.complete(res, flags),) * 8
+
     def __init__(self, conn: UringConnection, owners: list[Any]) -> None:
         self.proactor, self.token = conn.proactor, conn.token
         self.pool_ring, self.inflight = conn.pool_ring, conn.inflight
         self.owners, self.pipe = owners, conn.pipe
 
-    def complete(self, kind: int, res: int, flags: int) -> None:
+    def complete(self, res: int, flags: int) -> None:
         if flags & CQE_F_BUFFER and self.pool_ring is not None:
             self.pool_ring.take(flags >> CQE_BUFFER_SHIFT).release()
         if not flags & CQE_F_MORE:
             self.inflight -= 1
         if self.inflight <= 0:
-            _release_all(self.owners)
+            owners, self.owners = self.owners, []
+            _release_all(owners)
             _close_pipe(self.pipe)
             self.pipe = None
             self.proactor.retarget(self.token, None)  # type: ignore[union-attr]
@@ -133,15 +136,8 @@ class UringConnection(Connection):
 
     # ---- completions ----
     def complete(self, kind: int, res: int, flags: int) -> None:
-        """Route one completion of this connection (called by the proactor)."""
-        if kind == RECV:
-            self._on_recv(res, flags)
-        elif kind == SEND:
-            self._on_send(res, flags)
-        elif kind == SPLICE_IN:
-            self._on_splice_in(res)
-        else:
-            self._on_splice_out(res)
+        """Route one completion of this connection (the proactor calls ``handlers`` directly)."""
+        self.handlers[kind](self, res, flags)
 
     # ---- reading ----
     def arm_recv(self) -> None:
@@ -153,13 +149,22 @@ class UringConnection(Connection):
         self.recv_armed = True
         self.inflight += 1
 
+    def _on_unknown(self, res: int, flags: int) -> None:
+        raise LookupError(f"completion of an unknown kind (res {res}, flags {flags:#x})")
+
     def _on_recv(self, res: int, flags: int) -> None:
         if not flags & CQE_F_MORE:
             self.recv_armed = False
             self.inflight -= 1
         if flags & CQE_F_BUFFER:
-            assert self.pool_ring is not None
-            self._deliver(self.pool_ring.take(flags >> CQE_BUFFER_SHIFT), res)
+            lease = self.pool_ring.take(flags >> CQE_BUFFER_SHIFT)  # type: ignore[union-attr]
+            if self.paused or self.closed or self._lingering or res <= 0:
+                self._deliver(lease, res)
+            else:  # the common case, inline
+                self.bytes_in += res
+                self.last_active = self.reactor.now  # type: ignore[union-attr]
+                if not self.protocol.buffer_received(lease, res):  # type: ignore[union-attr]
+                    lease.release()
             if not self.recv_armed:
                 self.arm_recv()
         elif res == 0:
@@ -235,7 +240,7 @@ class UringConnection(Connection):
         self.queued += n
         if not self._flush_pending and self._sending is None:
             self._flush_pending = True
-            self.proactor.want_flush(self)  # type: ignore[union-attr]
+            self.proactor.dirty.append(self)  # type: ignore[union-attr]
         if self.queued > self.high_water and not self.paused:
             self.pause_reading()
 
@@ -313,7 +318,7 @@ class UringConnection(Connection):
         queue = self.queue
         if res == self.queued and not zc_pending and len(queue) == 1:
             # The common case, kept short: one buffer queued, all of it sent.
-            owner = queue.popleft()[1]
+            owner: Any = queue.popleft()[1]
             if owner is not None:
                 owner.release()
             self.bytes_out += res
@@ -376,7 +381,7 @@ class UringConnection(Connection):
         self._sending = []
         self.inflight += 1
 
-    def _on_splice_in(self, res: int) -> None:
+    def _on_splice_in(self, res: int, flags: int = 0) -> None:
         self.inflight -= 1
         if self.closed:
             return
@@ -396,7 +401,7 @@ class UringConnection(Connection):
         self._ring.prep_splice(self.pipe[0], self.fd, nbytes=self._pipe_fill, ud=ud)
         self.inflight += 1
 
-    def _on_splice_out(self, res: int) -> None:
+    def _on_splice_out(self, res: int, flags: int = 0) -> None:
         self.inflight -= 1
         if self.closed:
             return
@@ -419,6 +424,12 @@ class UringConnection(Connection):
             self.flush_now()
         else:
             self._drained()
+
+    #: completion handlers by kind (``user_data & 0xff``), plain functions called as
+    #: ``handlers[kind](conn, res, flags)``: a tuple of bound methods on the instance would make
+    #: every connection a reference cycle, and a cycle that holds a pinned memoryview must never
+    #: reach the garbage collector (it cannot clear a memoryview that is still exported).
+    handlers = (_on_unknown, _on_recv, _on_send, _on_splice_in, _on_splice_out)
 
     # ---- closing ----
     def close(self) -> None:
