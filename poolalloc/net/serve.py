@@ -101,6 +101,12 @@ def serve(
 ) -> int:
     """Run the HTTP server until SIGINT/SIGTERM; returns an exit status.
 
+    Example:
+        >>> serve(workers=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: workers must be at least 1
+
     :raises ValueError: ``workers`` is not positive.
     :raises OSError: the address cannot be bound.
     """
