@@ -68,7 +68,10 @@ class ServerProcess:
 
     def __init__(self, extra: list[str]) -> None:
         self.port = free_port()
-        cmd = [sys.executable, "-m", "poolalloc", "serve", "--host", HOST, "--port", str(self.port)]
+        # -P: the current directory (a source checkout, under `make demo`) must not shadow
+        # the installed package, whose compiled extensions the source tree does not have.
+        cmd = [sys.executable, "-P", "-m", "poolalloc", "serve", "--host", HOST]
+        cmd += ["--port", str(self.port)]
         self.proc = subprocess.Popen(
             [*cmd, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,3 +41,19 @@ def test_demo_fails_when_requests_fail(cli: Cli) -> None:
     assert done.returncode == 1
     assert "poolalloc demo: FAILED: pooled:" in done.stderr
     assert "requests failed" in done.stderr
+
+
+def test_demo_from_a_source_checkout(tmp_path: Path) -> None:
+    # `make demo` runs the installed command from the repository root: the server it starts
+    # must import the installed package, not the source tree (which has no compiled parts).
+    script = Path(sys.executable).parent / "poolalloc"
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [str(script), "demo", "--connections", "10", "--requests", "5", "--no-baseline"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
