@@ -170,6 +170,7 @@ def run_bench(
             "machine": {"python": platform.python_version(), "platform": platform.platform()},
             "suites": raw,
         }
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(doc, indent=2, default=str))
         print(f"figures written to {json_path}")
     if plot_dir:
