@@ -14,6 +14,7 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -50,43 +51,57 @@ def free_port() -> int:
         return port
 
 
-def wait_until_listening(proc: subprocess.Popen[bytes], port: int) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            last = err.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
-            raise DemoError(f"the server exited at start: {last[0]}")
-        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1):
-            return
-        time.sleep(0.05)
-    raise DemoError(f"the server did not listen on {HOST}:{port} within {START_TIMEOUT:g}s")
-
-
 class ServerProcess:
-    """``poolalloc serve`` on a free loopback port, as a child process."""
+    """``poolalloc serve`` on a free loopback port, as a child process.
+
+    Its stderr goes to a file, not a pipe: a server that logs a lot while nobody reads a pipe
+    would block once the pipe is full.
+    """
 
     def __init__(self, extra: list[str]) -> None:
         self.port = free_port()
         # -P: the current directory (a source checkout, under `make demo`) must not shadow
         # the installed package, whose compiled extensions the source tree does not have.
         cmd = [sys.executable, "-P", "-m", "poolalloc", "serve", "--host", HOST]
-        cmd += ["--port", str(self.port)]
-        self.proc = subprocess.Popen(
-            [*cmd, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        self.stderr = ""
+        cmd += ["--port", str(self.port), *extra]
+        # closed by stop(), once the server has exited and its last words are read
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log)
+        self.printed = ""
+
+    @property
+    def stderr(self) -> str:
+        """Everything the server printed so far."""
+        if self.log.closed:
+            return self.printed
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def last_words(self) -> str:
+        lines = self.stderr.strip().splitlines()
+        return lines[-1] if lines else f"exit status {self.proc.returncode}"
+
+    def wait_until_listening(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise DemoError(f"the server exited at start: {self.last_words()}")
+            with contextlib.suppress(OSError), socket.create_connection((HOST, self.port), 1):
+                return
+            time.sleep(0.05)
+        raise DemoError(f"the server did not listen on {HOST}:{self.port} in {START_TIMEOUT:g}s")
 
     def stop(self) -> None:
-        """SIGTERM, then collect what the server printed (its final metrics among it)."""
+        """SIGTERM (the server then prints its final metrics), and wait for it."""
         if self.proc.poll() is None:
             self.proc.terminate()
         try:
-            _, err = self.proc.communicate(timeout=10)
+            self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate()
-        self.stderr = err.decode(errors="replace")
+            self.proc.wait()
+        self.printed = self.stderr
+        self.log.close()
 
     def final_metrics(self) -> dict[str, float]:
         """The metrics the server printed on its way out."""
@@ -94,8 +109,7 @@ class ServerProcess:
             _, marker, doc = line.partition(" final metrics ")
             if marker:
                 return parse_metrics(doc.encode())
-        last = self.stderr.strip().splitlines()[-1:] or [f"exit status {self.proc.returncode}"]
-        raise DemoError(f"the server printed no final metrics: {last[0]}")
+        raise DemoError(f"the server printed no final metrics: {self.last_words()}")
 
 
 @contextlib.contextmanager
@@ -103,7 +117,7 @@ def running_server(extra: list[str]) -> Iterator[ServerProcess]:
     """Start ``poolalloc serve``, yield it once it listens, stop it at the end."""
     server = ServerProcess(extra)
     try:
-        wait_until_listening(server.proc, server.port)
+        server.wait_until_listening()
         yield server
     finally:
         server.stop()
