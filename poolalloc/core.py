@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import errno
-import threading
 import weakref
 from types import TracebackType
 from typing import Final, Self
@@ -153,8 +152,8 @@ class SlabPool:
         )
         self._closed = False
         self._destroyed = False
-        self._lock = threading.Lock()
-        self._live: weakref.WeakValueDictionary[int, Block] = weakref.WeakValueDictionary()
+        # strong references: a block dropped without free() is still out, and still listed
+        self._live: dict[int, Block] = {}
         live_pools.add(self)
 
     # ---- blocks ----
@@ -169,15 +168,13 @@ class SlabPool:
         :raises PoolClosedError: the pool is closed.
         :raises CorruptionError: debug mode found a write after free in the block it picked.
         """
-        address = _ffi.alloc(self._handle, size, alignment)
-        block = Block(self, address, size, _ffi.block_size(address))
-        with self._lock:
-            self._live[address] = block
+        address, usable = _ffi.alloc_sized(self._handle, size, alignment)
+        block = Block(self, address, size, usable)
+        self._live[address] = block  # one dict operation: atomic, with or without the GIL
         return block
 
     def _forget(self, block: Block) -> None:
-        with self._lock:
-            self._live.pop(block.address, None)
+        self._live.pop(block._address, None)
 
     # ---- the pool ----
 
@@ -212,9 +209,8 @@ class SlabPool:
         _ffi.pool_check(self._handle)
 
     def outstanding(self) -> list[Block]:
-        """The blocks of this pool that are neither freed nor garbage."""
-        with self._lock:
-            return list(self._live.values())
+        """The blocks of this pool not freed yet (dropped ones included: their memory is out)."""
+        return list(self._live.copy().values())
 
     @property
     def closed(self) -> bool:

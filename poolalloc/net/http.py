@@ -219,7 +219,17 @@ class HttpServer:
         handler = self.routes.get(req.path)
         try:
             if handler is not None:
-                self._send(proto, req, handler(req))
+                resp = handler(req)
+                cached, date, wire = self._wire
+                if (
+                    resp is cached
+                    and date is self._date
+                    and req.keep_alive
+                    and req.method != "HEAD"
+                ):
+                    proto.conn.write(wire)  # type: ignore[union-attr]  # the same bytes again
+                    return
+                self._send(proto, req, resp)
             elif self._is_upload(req):
                 self._send(proto, req, Response(201, b"created\n"))
             elif self.root is not None and req.method in ("GET", "HEAD"):
@@ -271,10 +281,6 @@ class HttpServer:
         conn = proto.conn
         assert conn is not None
         keep = req.keep_alive
-        cached, date, wire = self._wire
-        if resp is cached and keep and date is self._date and req.method != "HEAD":
-            conn.write(wire)
-            return
         head = self._head(
             resp.status, len(resp.body), resp.content_type, resp.headers, keep_alive=keep
         )

@@ -106,9 +106,18 @@ class HttpProtocol:
         """Walk the read from ``pos``; keeps the lease only if backpressure stops it half-way."""
         view = lease.view
         conn = self.conn
+        app = self.app
         assert conn is not None
         try:
             while pos < nbytes and not (conn.paused or conn.closing or conn.closed):
+                if self._state == _HEAD and self._partial is None:
+                    # The common case, inlined: a whole head inside this read.
+                    m = _HEAD_END.search(view, pos, nbytes)
+                    if m is not None and m.start() - pos <= app.max_head:
+                        head = view[pos : m.start()].tobytes()
+                        pos = m.end()
+                        self._start(parse_head(head, app.max_target))
+                        continue
                 if self._state == _HEAD:
                     pos = self._read_head(view, pos, nbytes)
                 elif self._state == _BODY:

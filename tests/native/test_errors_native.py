@@ -7,15 +7,19 @@ import errno
 import pytest
 
 from poolalloc import (
+    CorruptionError,
     DoubleReleaseError,
     ForeignBufferError,
     NumaError,
     PoolClosedError,
     PoolExhausted,
     PoolMemoryError,
+    PoolOverflowError,
+    PoolValueError,
     SlabPool,
     _ffi,
 )
+from poolalloc.errors import check_rc
 
 
 def test_double_free_through_the_thread_cache(pool: SlabPool) -> None:
@@ -134,3 +138,28 @@ def test_numa_node_that_does_not_exist() -> None:
     assert f"NUMA node {count}" in str(info.value)
     assert "nodes with memory: [0" in str(info.value)  # numa.resolve_node names them
     assert info.value.errno == errno.ENODEV
+
+
+# every code the C core returns, the exception errors.check_rc makes of it, and the builtin
+# that code which knows nothing of poolalloc would catch
+C_CODES = [
+    (errno.ENOMEM, PoolMemoryError, MemoryError),
+    (errno.ENOSPC, PoolExhausted, MemoryError),
+    (errno.EINVAL, PoolValueError, ValueError),
+    (errno.EOVERFLOW, PoolOverflowError, OverflowError),
+    (errno.EFAULT, ForeignBufferError, ValueError),
+    (errno.EALREADY, DoubleReleaseError, ValueError),
+    (errno.ESHUTDOWN, PoolClosedError, RuntimeError),
+    (errno.EILSEQ, CorruptionError, RuntimeError),
+    (errno.ENODEV, NumaError, ValueError),
+]
+
+
+@pytest.mark.parametrize(("code", "exc", "builtin"), C_CODES)
+def test_each_c_code_maps_to_its_exception(
+    code: int, exc: type[Exception], builtin: type[Exception]
+) -> None:
+    with pytest.raises(exc) as info:
+        check_rc(code, "core")
+    assert isinstance(info.value, builtin)
+    assert info.value.errno == code  # type: ignore[attr-defined]
