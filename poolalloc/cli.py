@@ -188,7 +188,8 @@ def add_serve(subs: argparse._SubParsersAction[OneLineParser]) -> None:
         "--engine",
         choices=("auto", "epoll", "uring"),
         default="auto",
-        help="event loop: io_uring Proactor, epoll Reactor, or auto (io_uring when usable)",
+        help="event loop: epoll Reactor, io_uring Proactor (epoll if unusable, saying why), "
+        "or auto (the one measured fastest: epoll, see docs/benchmarks.md)",
     )
     p.add_argument(
         "--fresh-bytearray",

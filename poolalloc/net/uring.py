@@ -306,8 +306,11 @@ class Proactor(Reactor):
             return
         if self.pid == os.getpid():
             self._drain_ring()
-            for pr in self._pool_rings.values():
-                pr.close()
+        # In a forked child the kernel never writes into these blocks (the child has no ring of
+        # its own here, and the C side leaves the parent's registration alone): the leases of
+        # the child's copy of the pool can simply go back.
+        for pr in self._pool_rings.values():
+            pr.close()
         self._pool_rings.clear()
         self._ring.close()
         super().close()
