@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import threading
@@ -55,6 +56,16 @@ def http_server(request: pytest.FixtureRequest) -> Iterator[int]:
         loop.close()
 
 
+def child_env() -> dict[str, str]:
+    """The environment for a child process. Under ``make test-asan`` (libasan preloaded) it
+    also preloads libstdc++: ASan intercepts ``__cxa_throw`` and must find the real one when a
+    non-instrumented C++ extension (matplotlib's ft2font) throws, or it aborts."""
+    env = dict(os.environ)
+    if "libasan" in env.get("LD_PRELOAD", ""):
+        env["LD_PRELOAD"] += ":libstdc++.so.6"
+    return env
+
+
 class Cli:
     """Runs ``python -m poolalloc ARGS`` in a scratch directory, so the installed package (not
     the source tree) is what runs."""
@@ -66,6 +77,7 @@ class Cli:
         return subprocess.run(
             [sys.executable, "-m", "poolalloc", *args],
             cwd=self.cwd,
+            env=child_env(),
             capture_output=True,
             text=True,
             timeout=timeout,
