@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 ASAN_LIB := $(shell gcc -print-file-name=libasan.so)
 NATIVE_SRC := $(wildcard native/*/*.c native/*/*.h native/*.py native/ffi/*) setup.py pyproject.toml
 
-.PHONY: all install test test-asan demo bench lint typecheck sdist-check clean
+.PHONY: all install test test-asan demo bench docs lint typecheck sdist-check clean
 
 all: test
 
@@ -43,6 +43,16 @@ test-asan:
 demo: install
 	$(VENV)/bin/poolalloc demo
 
+# The docs site, warnings as errors. mkdocstrings reads the source tree, so no build is needed;
+# the docs extra is installed from pyproject.toml without rebuilding the package.
+$(VENV)/.docs: $(VENV)/.base pyproject.toml
+	$(VENV)/bin/python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['docs']))" > $(VENV)/docs-requirements.txt
+	$(VENV)/bin/pip install $(PIP_FLAGS) -r $(VENV)/docs-requirements.txt
+	touch $@
+
+docs: $(VENV)/.docs
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 lint: install
 	$(VENV)/bin/ruff check poolalloc tests bench
 	$(VENV)/bin/ruff format --check poolalloc tests bench
@@ -61,4 +71,4 @@ sdist-check: $(VENV)/.base
 	cd /tmp && $(CURDIR)/.venv-sdist/bin/pytest -q $(CURDIR)/tests/native/test_smoke.py -p no:cacheprovider
 
 clean:
-	rm -rf build dist *.egg-info poolalloc/*.so poolalloc/_native.c .venv .venv-asan .venv-sdist
+	rm -rf build dist site *.egg-info poolalloc/*.so poolalloc/_native.c .venv .venv-asan .venv-sdist

@@ -74,6 +74,10 @@ class Simulation:
 
     :raises PoolValueError: the tree is missing, its nodes are not numbered 0..n-1, a CPU is on
         no node, or another simulation is active.
+
+    Example:
+        >>> Simulation.active is None  # none outside a ``with`` block (see ``simulate``)
+        True
     """
 
     #: The simulation in force, if any (the core's fake topology is process-wide).

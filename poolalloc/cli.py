@@ -1,144 +1,338 @@
-"""The ``poolalloc`` command line. Subcommands: ``demo`` (a self-check of the allocator),
-``serve`` (the HTTP/1.1 server of ``poolalloc.net``).
+"""The ``poolalloc`` command: ``info``, ``serve``, ``demo``, ``bench`` and ``selfcheck``.
+
+Errors are one line on stderr, ``poolalloc: error: ...``: exit status 2 for a bad command
+line, 1 for a failure while running. No traceback reaches the user (set ``PA_TRACEBACK=1`` to
+see one when debugging).
 
 Example:
-    $ poolalloc demo          # allocate across every size class from 4 threads, print stats
-    $ poolalloc serve --port 8080 --root ./files --workers 2
+    >>> main(["info", "--json"])  # doctest: +ELLIPSIS
+    {
+      "version": {
+        "poolalloc": "...",
+    ...
+    0
 """
 
 from __future__ import annotations
 
 import argparse
-import random
+import json
+import os
 import sys
-import threading
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
-from poolalloc.core import Block, SlabPool, size_classes
-from poolalloc.errors import PoolError
-from poolalloc.net.serve import serve
-from poolalloc.stats import ClassStats, PoolStats
+import poolalloc
+from poolalloc import _cli_bench, _cli_demo, _cli_info, _selfcheck
 
+__all__ = ["build_parser", "main", "port_number", "positive_int"]
 
-def _class_sizes() -> list[int]:
-    """Request sizes hitting both edges of every class, plus one huge request."""
-    sizes: list[int] = []
-    previous = 0
-    for block_size, _slab in size_classes():
-        sizes += [previous + 1, block_size]
-        previous = block_size
-    return [*sizes, previous + 1]
+Command = Callable[[argparse.Namespace], int]
 
 
-def _producer(pool: SlabPool, sizes: list[int], seed: int, out: list[Block]) -> None:
-    rng = random.Random(seed)
-    for size in sizes:
-        block = pool.alloc(size, rng.choice((64, 128, 4096)))
-        block.write(0, seed.to_bytes(1, "little") * min(size, 64))
-        out.append(block)
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, ``poolalloc: error: ...``, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"poolalloc: error: {message} (see {self.prog} --help)\n")
 
 
-def _consumer(blocks: list[Block], seed: int, errors: list[str]) -> None:
-    for block in blocks:
-        expected = seed.to_bytes(1, "little") * min(block.nbytes, 64)
-        if block.read(0, len(expected)) != expected:
-            errors.append(f"block {block!r} lost its contents")
-        block.free()
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1.
+
+    Example:
+        >>> positive_int("3")
+        3
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
-def _run_threads(pool: SlabPool, rounds: int, threads: int) -> list[str]:
-    """Each thread allocates; the next thread frees (cross-thread frees)."""
-    errors: list[str] = []
-    sizes = _class_sizes()
-    for r in range(rounds):
-        made: list[list[Block]] = [[] for _ in range(threads)]
-        workers = [
-            threading.Thread(target=_producer, args=(pool, sizes, r * threads + t + 1, made[t]))
-            for t in range(threads)
-        ]
-        _join(workers)
-        # fresh threads free what the producers made: every free is a cross-thread free
-        freers = [
-            threading.Thread(target=_consumer, args=(made[t], r * threads + t + 1, errors))
-            for t in range(threads)
-        ]
-        _join(freers)
-    return errors
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free port) to 65535.
+
+    Example:
+        >>> port_number("8080")
+        8080
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {value}")
+    return value
 
 
-def _join(threads: list[threading.Thread]) -> None:
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-
-
-def _table(rows: list[ClassStats], total: PoolStats) -> str:
-    head = f"{'block':>9} {'slab':>9} {'slabs':>6} {'in use':>7} {'free':>6} {'allocs':>8} "
-    head += f"{'frees':>8} {'hit %':>6} {'xchg':>6}"
-    lines = [head, "-" * len(head)]
-    for c in rows:
-        if c.allocs == 0 and c.slabs == 0:
-            continue
-        lines.append(
-            f"{c.block_size:>9} {c.slab_bytes:>9} {c.slabs:>6} {c.in_use_blocks:>7} "
-            f"{c.free_blocks:>6} {c.allocs:>8} {c.frees:>8} {100 * c.hit_rate:>6.1f} "
-            f"{c.depot_exchanges:>6}"
-        )
-    lines.append("-" * len(head))
-    lines.append(
-        f"pool: allocs {total.allocs} frees {total.frees} in use {total.in_use_blocks} blocks "
-        f"({total.in_use_bytes} B), mapped {total.mapped_bytes} B (peak {total.mapped_peak} B), "
-        f"huge {total.huge_allocs}, hit rate {100 * total.hit_rate:.1f}%"
+def _subparser(
+    subs: argparse._SubParsersAction[OneLineParser], name: str, summary: str, examples: str
+) -> OneLineParser:
+    return subs.add_parser(
+        name,
+        help=summary,
+        description=summary,
+        epilog="examples:\n" + examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    return "\n".join(lines)
 
 
-def demo(rounds: int = 3, threads: int = 4) -> int:
-    """Allocate across every size class from ``threads`` threads; 0 when all checks pass."""
-    with SlabPool() as pool:
-        errors = _run_threads(pool, rounds, threads)
-        try:
-            pool.check()
-        except PoolError as exc:
-            errors.append(f"pool check failed: {exc}")
-        stats = pool.stats()
-        print(_table(pool.class_stats(), stats))
-        if stats.in_use_blocks or stats.allocs != stats.frees:
-            errors.append(f"{stats.in_use_blocks} blocks outstanding")
-    for line in errors:
-        print("FAIL:", line, file=sys.stderr)
-    print("demo:", "FAILED" if errors else "ok")
-    return 1 if errors else 0
+def cmd_info(args: argparse.Namespace) -> int:
+    report = _cli_info.collect()
+    print(json.dumps(report, indent=2) if args.json else _cli_info.render(report))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    return _cli_demo.run_demo(
+        args.connections,
+        args.requests,
+        timeout=args.timeout,
+        baseline=not args.no_baseline,
+        engine=args.engine,
+        json_path=args.json,
+    )
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    return _cli_bench.run_bench(
+        args.suite,
+        quick=args.quick,
+        json_path=args.json,
+        plot_dir=args.plot,
+        with_profile=args.profile,
+        bench_dir=args.bench_dir,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from poolalloc.net.serve import serve  # noqa: PLC0415 (the net layer loads only to serve)
+
+    engine = args.engine
+    if args.fresh_bytearray:
+        # io_uring reads into a ring of pool buffers that the kernel picks: no bytearray there.
+        if engine == "uring":
+            raise ValueError("--fresh-bytearray works with the epoll engine only")
+        engine = "epoll"
+
+    return serve(
+        args.host,
+        args.port,
+        args.root,
+        workers=args.workers,
+        uploads=args.uploads,
+        buffer_size=args.buffer_size,
+        buffer_capacity=args.buffer_capacity,
+        max_connections=args.max_connections,
+        idle_timeout=args.idle_timeout,
+        fresh_bytearray=args.fresh_bytearray,
+        engine=engine,
+    )
+
+
+def loopback_host(text: str) -> str:
+    """An argparse type: a loopback address (the server is a local demo, never exposed).
+
+    Example:
+        >>> loopback_host("127.0.0.1")
+        '127.0.0.1'
+    """
+    if text == "localhost" or text.startswith("127.") or text == "::1":
+        return text
+    raise argparse.ArgumentTypeError(f"only loopback addresses are served, not {text!r}")
+
+
+def add_serve(subs: argparse._SubParsersAction[OneLineParser]) -> None:
+    p = _subparser(
+        subs,
+        "serve",
+        "run the HTTP/1.1 server on the Reactor (GET /test, static files, GET /metrics)",
+        "  poolalloc serve --port 8080\n  poolalloc serve --root ./public --uploads --workers 2\n"
+        "  poolalloc serve --fresh-bytearray   # the same server without pooled read buffers\n",
+    )
+    p.add_argument("--host", type=loopback_host, default="127.0.0.1", help="loopback address")
+    p.add_argument("--port", type=port_number, default=8080, help="TCP port (0: any free port)")
+    p.add_argument("--root", help="serve the files under this directory")
+    p.add_argument("--uploads", action="store_true", help="accept PUT uploads under --root")
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="processes sharing the port with SO_REUSEPORT (default 1)",
+    )
+    p.add_argument(
+        "--buffer-size",
+        type=positive_int,
+        default=65536,
+        help="bytes per pooled read buffer (default 65536)",
+    )
+    p.add_argument(
+        "--buffer-capacity",
+        type=positive_int,
+        default=1024,
+        help="most read buffers out at once (default 1024)",
+    )
+    p.add_argument("--max-connections", type=positive_int, help="connection limit")
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=60.0,
+        help="seconds before an idle connection is closed (default 60)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("auto", "epoll", "uring"),
+        default="auto",
+        help="event loop: epoll Reactor, io_uring Proactor (epoll if unusable, saying why), "
+        "or auto (the one measured fastest: epoll, see docs/benchmarks.md)",
+    )
+    p.add_argument(
+        "--fresh-bytearray",
+        action="store_true",
+        help="allocate a new bytearray per read instead of pooling (for comparison)",
+    )
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_selfcheck(args: argparse.Namespace) -> int:
+    return _selfcheck.run(args.rounds, args.threads)
+
+
+def add_selfcheck(subs: argparse._SubParsersAction[OneLineParser]) -> None:
+    p = _subparser(
+        subs,
+        "selfcheck",
+        "check the native allocator: every size class, several threads, cross-thread frees",
+        "  poolalloc selfcheck\n  poolalloc selfcheck --rounds 10 --threads 8\n",
+    )
+    p.add_argument("--rounds", type=positive_int, default=3, help="rounds (default 3)")
+    p.add_argument("--threads", type=positive_int, default=4, help="threads (default 4)")
+    p.set_defaults(func=cmd_selfcheck)
+
+
+def add_info(subs: argparse._SubParsersAction[OneLineParser]) -> None:
+    p = _subparser(
+        subs,
+        "info",
+        "show the build, the machine and what poolalloc can use on it",
+        "  poolalloc info\n  poolalloc info --json > info.json\n",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_info)
+
+
+def add_demo(subs: argparse._SubParsersAction[OneLineParser]) -> None:
+    p = _subparser(
+        subs,
+        "demo",
+        "run the HTTP server under load and compare it with fresh bytearray reads",
+        "  poolalloc demo\n  poolalloc demo --connections 200 --requests 50\n"
+        "  poolalloc demo --no-baseline --json demo.json\n",
+    )
+    p.add_argument(
+        "--connections",
+        type=positive_int,
+        default=1000,
+        help="concurrent keep-alive connections (default 1000)",
+    )
+    p.add_argument(
+        "--requests",
+        type=positive_int,
+        default=100,
+        help="sequential requests per connection (default 100)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=50.0,
+        help="seconds before unanswered requests count as failed (default 50)",
+    )
+    p.add_argument(
+        "--no-baseline", action="store_true", help="skip the comparison run with fresh bytearrays"
+    )
+    p.add_argument(
+        "--engine",
+        choices=("epoll", "uring", "auto"),
+        default="epoll",
+        help="the pooled server's event loop (default epoll; the baseline always runs on epoll)",
+    )
+    p.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
+    p.set_defaults(func=cmd_demo)
+
+
+def add_bench(subs: argparse._SubParsersAction[OneLineParser]) -> None:
+    p = _subparser(
+        subs,
+        "bench",
+        "run the benchmarks: ratios against baselines measured in the same run",
+        "  poolalloc bench alloc --quick\n  poolalloc bench all --json out.json --plot charts/\n"
+        "  poolalloc bench net --profile   # flame graph of the server under load (py-spy)\n",
+    )
+    p.add_argument(
+        "suite", nargs="?", default="all", choices=["alloc", "objects", "net", "zerocopy", "all"]
+    )
+    p.add_argument("--quick", action="store_true", help="short runs (noisier figures)")
+    p.add_argument("--json", metavar="FILE", help="write every figure to FILE")
+    p.add_argument("--plot", metavar="DIR", help="write PNG charts into DIR (needs matplotlib)")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="record a flame graph of the server under load with py-spy",
+    )
+    p.add_argument(
+        "--bench-dir", default="bench", help="where the bench_*.py scripts are (default ./bench)"
+    )
+    p.set_defaults(func=cmd_bench)
+
+
+def build_parser() -> OneLineParser:
+    """The whole command line.
+
+    Example:
+        >>> build_parser().parse_args(["demo", "--connections", "5"]).connections
+        5
+    """
+    parser = OneLineParser(
+        prog="poolalloc",
+        description="Pooled, aligned buffers for high-performance Python IO.",
+        epilog="examples:\n  poolalloc info\n  poolalloc demo\n  poolalloc bench alloc --quick\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=poolalloc.__version__)
+    subs = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=OneLineParser)
+    for add in (add_info, add_serve, add_demo, add_bench, add_selfcheck):
+        add(subs)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``poolalloc`` script."""
-    parser = argparse.ArgumentParser(prog="poolalloc", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser("demo", help="self-check: every size class from several threads")
-    p_demo.add_argument("--rounds", type=int, default=3)
-    p_demo.add_argument("--threads", type=int, default=4)
-    p_serve = sub.add_parser("serve", help="HTTP/1.1 server: GET /test, files under --root")
-    p_serve.add_argument("--host", default="127.0.0.1")
-    p_serve.add_argument("--port", type=int, default=8080)
-    p_serve.add_argument("--root", default=None, help="serve (and with --uploads, store) files")
-    p_serve.add_argument("--workers", type=int, default=1, help="SO_REUSEPORT processes")
-    p_serve.add_argument("--uploads", action="store_true", help="accept PUT/POST under --root")
-    p_serve.add_argument(
-        "--engine", choices=("auto", "epoll", "uring"), default="auto",
-        help="event loop: epoll Reactor, io_uring Proactor (epoll if unusable, saying why), "
-        "or auto (the one measured fastest: epoll, see docs/benchmarks.md)",
-    )  # fmt: skip
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        return demo(args.rounds, args.threads)
-    if args.command == "serve":
-        return serve(
-            args.host, args.port, args.root, args.workers, uploads=args.uploads, engine=args.engine
-        )
-    parser.error(f"unknown command {args.command}")
-    return 2
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status.
+
+    Example:
+        >>> main(["--version"])
+        Traceback (most recent call last):
+        SystemExit: 0
+    """
+    args = build_parser().parse_args(argv)
+    func: Command | None = getattr(args, "func", None)
+    if func is None:
+        build_parser().print_help()
+        return 2
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        print("poolalloc: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("PA_TRACEBACK"):
+            traceback.print_exc()
+        print(f"poolalloc: error: {exc or type(exc).__name__}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

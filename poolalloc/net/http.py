@@ -126,7 +126,18 @@ class _FileSink:
 
 
 class HttpServer:
-    """HTTP/1.1 with keep-alive, pipelining, chunked bodies, static files and uploads."""
+    """HTTP/1.1 with keep-alive, pipelining, chunked bodies, static files and uploads.
+
+    Example:
+        >>> import poolalloc
+        >>> from poolalloc.net import Reactor, listen_socket
+        >>> r = Reactor(); pool = poolalloc.BufferPool(16384, capacity=8)
+        >>> srv = HttpServer(r, buffer_pool=pool, sock=listen_socket("127.0.0.1", 0))
+        >>> srv.route("/hi", lambda req: Response(body=b"hi"))
+        >>> srv.address[0]
+        '127.0.0.1'
+        >>> srv.close(); r.close(); pool.close()
+    """
 
     def __init__(
         self,

@@ -31,9 +31,14 @@ COUNTERS = frozenset(
 def flatten_stats(prefix: str, stats: object) -> dict[str, float]:
     """Numeric fields of a pool's ``stats()`` result as ``{prefix_field: value}``.
 
+    Nested statistics (a BufferPool's ``core``: the allocator's own counters) are flattened
+    under ``prefix_key``.
+
     Example:
         >>> flatten_stats("buffers", {"in_use": 2, "name": "x", "hit_rate": 0.5})
         {'buffers_in_use': 2, 'buffers_hit_rate': 0.5}
+        >>> flatten_stats("buffers", {"core": {"mapped_bytes": 4096}})
+        {'buffers_core_mapped_bytes': 4096}
     """
     if isinstance(stats, Mapping):
         items = dict(stats)
@@ -43,6 +48,9 @@ def flatten_stats(prefix: str, stats: object) -> dict[str, float]:
         items = {k: getattr(stats, k) for k in dir(stats) if not k.startswith("_")}
     out: dict[str, float] = {}
     for key, value in items.items():
+        if isinstance(value, Mapping):
+            out.update(flatten_stats(f"{prefix}_{key}", value))
+            continue
         if isinstance(value, bool) or not isinstance(value, int | float):
             continue
         out[f"{prefix}_{key}"] = value

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from poolalloc.buffers import BufferPool
+from poolalloc.net.baseline import FreshBytearrayPool
 from poolalloc.net.http import HttpServer, Response
 from poolalloc.net.httpparse import Request
 from poolalloc.net.metrics import prometheus_text
@@ -41,10 +43,13 @@ def build_server(
     buffer_capacity: int = 1024,
     max_connections: int | None = None,
     idle_timeout: float = 60.0,
+    fresh_bytearray: bool = False,
 ) -> HttpServer:
     """An :class:`HttpServer` with its buffer pool, listening (not yet started).
 
     ``GET /metrics`` answers the server's metrics in the Prometheus text format.
+    ``fresh_bytearray`` replaces the buffer pool with one that allocates a new ``bytearray``
+    per read (the comparison ``poolalloc demo`` makes; see :mod:`poolalloc.net.baseline`).
 
     Example:
         >>> r = Reactor(); srv = build_server(r, port=0)
@@ -54,7 +59,11 @@ def build_server(
 
     :raises OSError: the address is in use or not local.
     """
-    pool = BufferPool(buffer_size, capacity=buffer_capacity, name="http-read")
+    pool: BufferPool | FreshBytearrayPool
+    if fresh_bytearray:
+        pool = FreshBytearrayPool(buffer_size)
+    else:
+        pool = BufferPool(buffer_size, capacity=buffer_capacity, name="http-read")
     sock = listen_socket(host, port, reuse_port=reuse_port)
     try:
         server = HttpServer(
@@ -91,6 +100,12 @@ def serve(
     **options: Any,
 ) -> int:
     """Run the HTTP server until SIGINT/SIGTERM; returns an exit status.
+
+    Example:
+        >>> serve(workers=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: workers must be at least 1
 
     :raises ValueError: ``workers`` is not positive.
     :raises OSError: the address cannot be bound.
@@ -130,6 +145,10 @@ def _run_worker(
     finally:
         server.close()
         reactor.close()
+        # The books after every connection is gone: `poolalloc demo` reads this line to check
+        # that no lease is outstanding at the end.
+        final = json.dumps(server.metrics(), sort_keys=True)
+        print(f"poolalloc serve: pid {os.getpid()} final metrics {final}", file=sys.stderr)
     return 0
 
 

@@ -43,9 +43,9 @@ def test_api_table_address_is_stable() -> None:
 def test_demo_command_passes(capsys: pytest.CaptureFixture[str]) -> None:
     from poolalloc.cli import main
 
-    assert main(["demo", "--rounds", "1", "--threads", "4"]) == 0
+    assert main(["selfcheck", "--rounds", "1", "--threads", "4"]) == 0
     out = capsys.readouterr().out
-    assert "demo: ok" in out
+    assert "selfcheck: ok" in out
     assert "1048576" in out  # the largest class shows in the table
 
 
