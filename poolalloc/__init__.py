@@ -8,10 +8,12 @@ Example:
 
 from __future__ import annotations
 
+from poolalloc.core import Block, SlabPool, size_class_of, size_classes
 from poolalloc.errors import (
     CorruptionError,
     DoubleReleaseError,
     ForeignBufferError,
+    ForeignLeaseError,
     LeaseBusyError,
     LeaseReleasedError,
     NumaError,
@@ -22,29 +24,35 @@ from poolalloc.errors import (
     PoolOverflowError,
     PoolValueError,
 )
-from poolalloc.core import Block, SlabPool, size_class_of, size_classes
+from poolalloc.objects import AsyncAcquire, CloseReport, Lease, ObjectPool, ObjectPoolStats
 from poolalloc.stats import ClassStats, PoolStats
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncAcquire",
+    "Block",
+    "ClassStats",
+    "CloseReport",
     "CorruptionError",
     "DoubleReleaseError",
     "ForeignBufferError",
+    "ForeignLeaseError",
+    "Lease",
     "LeaseBusyError",
     "LeaseReleasedError",
     "NumaError",
+    "ObjectPool",
+    "ObjectPoolStats",
     "PoolClosedError",
     "PoolError",
     "PoolExhausted",
     "PoolMemoryError",
     "PoolOverflowError",
-    "PoolValueError",
-    "__version__",
-    "Block",
-    "ClassStats",
     "PoolStats",
+    "PoolValueError",
     "SlabPool",
+    "__version__",
     "size_class_of",
     "size_classes",
 ]

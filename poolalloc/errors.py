@@ -175,3 +175,12 @@ def check_rc(rc: int, context: str | None = None) -> None:
     """
     if rc:
         raise error_for(rc, context)
+
+
+class ForeignLeaseError(ForeignBufferError):
+    """An ObjectPool was given a lease that it did not hand out (another pool's, or not a lease).
+
+    Example:
+        >>> issubclass(ForeignLeaseError, ForeignBufferError)
+        True
+    """

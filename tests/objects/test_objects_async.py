@@ -1,0 +1,171 @@
+"""ObjectPool under asyncio: cancellation and timeout storms strand nothing (asyncpg #467/#1052)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+import warnings
+from collections.abc import Callable
+
+import pytest
+from objpool_helpers import TEST_SECONDS, Thing
+
+from poolalloc import ObjectPool, PoolClosedError, PoolExhausted
+
+MakePool = Callable[..., ObjectPool[Thing]]
+
+
+def _assert_nothing_stranded(pool: ObjectPool[Thing], max_size: int) -> None:
+    s = pool.stats()
+    assert (s.in_use, s.waiting) == (0, 0), s
+    assert s.is_balanced, s
+    assert s.alive <= max_size, s
+    # All max_size objects can be leased at once, without waiting: none is stuck anywhere.
+    leases = [pool.acquire(timeout=0) for _ in range(max_size)]
+    for lease in leases:
+        lease.release()
+
+
+def test_cancellation_and_timeout_storm(make_pool: MakePool) -> None:
+    max_size = 3
+    pool = make_pool(max_size=max_size)
+    outcomes = {"ok": 0, "timeout": 0, "cancelled": 0}
+
+    async def user(rng: random.Random) -> None:
+        try:
+            async with pool.acquire_async(timeout=rng.choice([0, 0.001, 0.005, 0.02])) as thing:
+                assert thing.holder is None, "object held twice"
+                thing.holder = "task"
+                await asyncio.sleep(rng.choice([0, 0, 0.001]))
+                thing.holder = None
+            outcomes["ok"] += 1
+        except PoolExhausted:
+            outcomes["timeout"] += 1
+        except asyncio.CancelledError:
+            outcomes["cancelled"] += 1
+            raise
+
+    async def storm() -> None:
+        rng = random.Random(1234)
+        stop = time.monotonic() + 0.5 * TEST_SECONDS
+        while time.monotonic() < stop:
+            tasks = [asyncio.create_task(user(rng)) for _ in range(40)]
+            for _ in range(rng.randrange(5, 30)):
+                await asyncio.sleep(0)
+                rng.choice(tasks).cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(storm())
+    assert all(outcomes.values()), outcomes  # each kind of ending happened
+    assert pool.stats().timeouts == outcomes["timeout"]
+    _assert_nothing_stranded(pool, max_size)
+
+
+def test_cancel_after_the_hand_off_returns_the_object(make_pool: MakePool) -> None:
+    pool = make_pool(max_size=1)
+
+    async def scenario() -> None:
+        held = pool.acquire()
+        waiter = asyncio.create_task(pool.acquire_async(timeout=10).__aenter__())
+        while pool.stats().waiting == 0:
+            await asyncio.sleep(0)
+        held.release()  # the object is granted to the waiter, whose wake-up is only scheduled
+        waiter.cancel()  # ... and the waiter is cancelled before it runs
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+
+    asyncio.run(scenario())
+    s = pool.stats()
+    assert (s.in_use, s.idle, s.waiting, s.created) == (0, 1, 0, 1)
+    _assert_nothing_stranded(pool, 1)
+
+
+def test_timeout_racing_the_hand_off_never_loses_the_object(make_pool: MakePool) -> None:
+    pool = make_pool(max_size=1)
+    results = {"got": 0, "timeout": 0}
+
+    async def scenario() -> None:
+        for i in range(200):
+            held = pool.acquire()
+            delay = 0.0005 * (i % 4)
+
+            async def wait_briefly() -> None:
+                try:
+                    async with pool.acquire_async(timeout=0.001):
+                        results["got"] += 1
+                except PoolExhausted:
+                    results["timeout"] += 1
+
+            task = asyncio.create_task(wait_briefly())
+            await asyncio.sleep(delay)
+            held.release()
+            await task
+            s = pool.stats()
+            assert (s.in_use, s.waiting, s.alive) == (0, 0, 1), s
+
+    asyncio.run(scenario())
+    assert results["got"] + results["timeout"] == 200
+    _assert_nothing_stranded(pool, 1)
+
+
+def test_waiter_on_a_closed_loop_passes_its_grant_on(make_pool: MakePool) -> None:
+    pool = make_pool(max_size=1)
+    held = pool.acquire()
+
+    def abandon_a_loop() -> None:
+        loop = asyncio.new_event_loop()
+
+        async def wait_forever() -> None:
+            async with pool.acquire_async():
+                pass
+
+        task = loop.create_task(wait_forever())
+        loop.run_until_complete(asyncio.sleep(0.01))
+        loop.close()  # the task never finishes: its loop is gone
+        assert not task.done()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = threading.Thread(target=abandon_a_loop)
+        t.start()
+        t.join(10)
+    held.release()  # the grant cannot wake the dead loop's task: it goes back to the pool
+    s = pool.stats()
+    assert (s.in_use, s.idle, s.waiting) == (0, 1, 0), s
+    _assert_nothing_stranded(pool, 1)
+
+
+def test_await_form_gives_a_lease_and_close_wakes_tasks(make_pool: MakePool) -> None:
+    pool = make_pool(max_size=1)
+
+    async def scenario() -> None:
+        lease = await pool.acquire_async()
+        waiter = asyncio.create_task(pool.acquire_async(timeout=10).__aenter__())
+        while pool.stats().waiting == 0:
+            await asyncio.sleep(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            pool.close()
+        with pytest.raises(PoolClosedError):
+            await waiter
+        lease.release()
+
+    asyncio.run(scenario())
+    assert pool.stats().alive == 0
+
+
+def test_async_timeout_counts_and_raises(make_pool: MakePool) -> None:
+    pool = make_pool(max_size=1, timeout=0.01)
+
+    async def scenario() -> None:
+        async with pool.acquire_async():
+            start = time.monotonic()
+            with pytest.raises(PoolExhausted):
+                async with pool.acquire_async():
+                    pass
+            assert time.monotonic() - start >= 0.009
+
+    asyncio.run(scenario())
+    assert pool.stats().timeouts == 1
