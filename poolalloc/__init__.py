@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+from poolalloc.buffers import Allocator, Buffer, BufferPool
 from poolalloc.core import Block, SlabPool, size_class_of, size_classes
 from poolalloc.errors import (
     CorruptionError,
@@ -30,8 +31,11 @@ from poolalloc.stats import ClassStats, PoolStats
 __version__ = "0.1.0"
 
 __all__ = [
+    "Allocator",
     "AsyncAcquire",
     "Block",
+    "Buffer",
+    "BufferPool",
     "ClassStats",
     "CloseReport",
     "CorruptionError",

@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: MIT */
+/* --- lease.h: shared types of the poolalloc._lease extension ------------------------------------
+ *
+ * Two types live here. A LeasePool sits in front of one core pool: it keeps a stash of ready
+ * blocks (refilled and drained in batches through pa_api_t), counts what is out, and enforces the
+ * capacity. A Buffer is one lease: it owns one block and exports it through the buffer protocol.
+ *
+ * The safety rule: a block goes back to the pool only when its lease is released AND no export of
+ * it is alive (exports == 0). Every memoryview, slice or numpy array made from a lease holds one
+ * export (memoryview slices share the managed buffer of their parent, so they count once).
+ *
+ * Who may touch what: every field below is read and written with the GIL held, and no function of
+ * this extension releases the GIL, so the GIL serialises them (see docs/design.md "## Leases" for
+ * what a free-threaded build would need). The core behind `pa_api` is thread-safe by itself.
+ *
+ * Counting invariant of a LeasePool (checked by the tests through counters()):
+ *     acquires - releases == live            (leases handed out, release() not called)
+ *     used == charge of (live + parked leases)
+ *     fixed pools: core in_use_blocks == used + stash_n  (before close)
+ * ------------------------------------------------------------------------------------------- */
+#ifndef PA_LEASE_H
+#define PA_LEASE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "poolalloc.h"
+
+typedef struct lease_pool_s LeasePoolObject;
+
+typedef struct buffer_s {
+  PyObject_HEAD
+  void *ptr;               /* the block; NULL once it went back to the pool */
+  Py_ssize_t nbytes;       /* bytes exported: exactly what was asked for */
+  Py_ssize_t exports;      /* live bf_getbuffer exports */
+  Py_ssize_t charge;       /* what this lease counts against capacity: 1 block, or block bytes */
+  LeasePoolObject *pool;   /* strong reference while the object is alive; NULL in the freelist */
+  PyObject *origin;        /* acquisition stack when leak tracking sampled this lease */
+  int released;            /* release() was called (or the lease was collected) */
+} BufferObject;
+
+struct lease_pool_s {
+  PyObject_HEAD
+  pa_pool_t *pool;         /* core pool; kept alive by `owner` */
+  PyObject *owner;         /* the Python object that owns `pool` (a SlabPool) */
+  PyObject *name;
+  PyObject *slow;          /* slow(core, timeout, nbytes, align): called when at capacity */
+  PyObject *notify;        /* notify(): called when a block came back and waiters > 0 */
+  PyObject *capture;       /* capture() -> origin, for leak tracking */
+  PyObject *tracked;       /* dict: id(lease) -> origin of every tracked live lease */
+  PyObject *gc_leaks;      /* list: origins of tracked leases collected unreleased */
+  PyObject *weakreflist;
+  size_t size;             /* fixed pools: the block request size */
+  size_t align;
+  Py_ssize_t capacity;     /* 0: unbounded. Blocks (fixed) or bytes (variable) */
+  Py_ssize_t used;         /* charge of live + parked leases */
+  Py_ssize_t peak;         /* high-water mark of used */
+  Py_ssize_t live;         /* leases out, release() not called yet */
+  Py_ssize_t parked;       /* released leases whose block waits for its last export */
+  Py_ssize_t waiters;      /* threads/tasks waiting in the slow path (set from Python) */
+  unsigned long long acquires, releases, gc_returns, refills, drains;
+  int fixed;               /* one block size (BufferPool) or any size (Allocator) */
+  int strict;              /* release() with live exports raises instead of parking */
+  int closed;
+  int track_mode;          /* 0 off, 1 sampled, 2 all */
+  Py_ssize_t track_every;  /* sampled: one lease in track_every */
+  Py_ssize_t track_tick;
+  Py_ssize_t stash_max;    /* 0: no stash (debug/unpooled mode) */
+  Py_ssize_t stash_batch;
+  Py_ssize_t stash_n;
+  void **stash;            /* ready blocks, LIFO */
+};
+
+extern PyTypeObject PaBufferType;
+extern PyTypeObject PaLeasePoolType;
+extern const pa_api_t *pa_lease_api;
+
+/* exceptions taken from poolalloc.errors at import */
+extern PyObject *PaExc_LeaseReleased, *PaExc_DoubleRelease, *PaExc_Foreign, *PaExc_Busy,
+    *PaExc_Closed, *PaExc_Exhausted;
+
+/* lease.c */
+int pa_raise_rc(int rc, const char *context);                      /* always returns -1 */
+int pa_raise_code(PyObject *cls, int code, const char *fmt, ...);  /* always returns -1 */
+
+/* buffer.c */
+BufferObject *pa_buffer_new(LeasePoolObject *p, void *ptr, Py_ssize_t nbytes, Py_ssize_t charge);
+int pa_buffer_release(BufferObject *b);
+
+/* leasepool.c */
+int pa_pool_give_back(LeasePoolObject *p, BufferObject *b);  /* the block of b returns; -1 error */
+void pa_pool_untrack(LeasePoolObject *p, BufferObject *b);
+
+#endif /* PA_LEASE_H */

@@ -1,0 +1,491 @@
+/* SPDX-License-Identifier: MIT */
+/* --- leasepool.c: the lease layer in front of one core pool (poolalloc._lease.LeasePool) --------
+ *
+ * Fast path of acquire: pop a block from the stash, take a lease object from the freelist, count.
+ * No C call into the core and no Python allocation. The stash is refilled with one
+ * pa_alloc_batch() when empty and drained with one pa_free_batch() when full, so the core's cost
+ * is paid once per `stash_batch` leases.
+ *
+ * Capacity is counted here, exactly: `used` is the charge of every lease not yet back (live or
+ * parked). For a fixed pool the stash is part of the promise as well: used + stash_n never
+ * exceeds the capacity, so the core never holds more blocks than the capacity allows.
+ *
+ * When the pool is at capacity, acquire() calls the Python slow path `slow(core, timeout, nbytes,
+ * align)`, which waits; give-back calls `notify()` only while somebody waits (waiters > 0).
+ * ------------------------------------------------------------------------------------------- */
+#include "lease.h"
+
+#include <errno.h>
+#include <structmember.h>
+
+#define STASH_DEFAULT 64
+
+// ---- stash ----
+
+/* Free the newest `n` stashed blocks in one core call. */
+static int stash_drain(LeasePoolObject *p, Py_ssize_t n) {
+  if (n <= 0) return 0;
+  size_t freed = 0;
+  int rc = pa_lease_api->free_batch(p->stash + p->stash_n - n, (size_t)n, &freed);
+  p->stash_n -= (Py_ssize_t)freed;
+  p->drains++;
+  return rc ? pa_raise_rc(rc, "release") : 0;
+}
+
+static Py_ssize_t stash_room(LeasePoolObject *p) {
+  Py_ssize_t n = p->stash_batch;
+  if (p->capacity > 0 && p->capacity - p->used - p->stash_n < n)
+    n = p->capacity - p->used - p->stash_n;
+  return n;
+}
+
+static int stash_refill(LeasePoolObject *p) {
+  Py_ssize_t n = stash_room(p);
+  if (n < 1) n = 1;  // only reached with used < capacity, so one block is always allowed
+  int rc = pa_lease_api->alloc_batch(p->pool, p->size, p->align, (size_t)n, p->stash);
+  if (rc != 0 && n > 1) {  // all or nothing: a smaller request may still fit
+    n = 1;
+    rc = pa_lease_api->alloc(p->pool, p->size, p->align, p->stash);
+  }
+  if (rc != 0) return pa_raise_rc(rc, "acquire");
+  p->stash_n = n;
+  p->refills++;
+  return 0;
+}
+
+// ---- taking and giving back blocks ----
+
+static void count_out(LeasePoolObject *p, Py_ssize_t charge) {
+  p->used += charge;
+  if (p->used > p->peak) p->peak = p->used;
+  p->live++;
+  p->acquires++;
+}
+
+/* 0: block in *out; 1: at capacity (no error set); -1: error set. */
+static int take_block(LeasePoolObject *p, void **out) {
+  if (p->closed) return pa_raise_code(PaExc_Closed, ESHUTDOWN, "acquire(): the pool is closed");
+  if (p->capacity > 0 && p->used >= p->capacity) return 1;
+  if (p->stash_max == 0) {
+    int rc = pa_lease_api->alloc(p->pool, p->size, p->align, out);
+    return rc ? pa_raise_rc(rc, "acquire") : 0;
+  }
+  if (p->stash_n == 0 && stash_refill(p) < 0) return -1;
+  *out = p->stash[--p->stash_n];
+  return 0;
+}
+
+static int raise_free_error(int rc) {
+  return pa_raise_rc(rc, rc == EILSEQ ? "release: debug check: bytes past the end of the Buffer "
+                                        "(canary) or freed memory (poison) were overwritten"
+                                      : "release");
+}
+
+static int put_block(LeasePoolObject *p, void *ptr) {
+  if (p->closed || p->stash_max == 0 || !p->fixed) {
+    int rc = pa_lease_api->free(ptr);
+    return rc ? raise_free_error(rc) : 0;
+  }
+  if (p->stash_n == p->stash_max && stash_drain(p, p->stash_batch) < 0) {
+    // the drain stopped at a bad block: free this one on its own so nothing is lost
+    int rc = pa_lease_api->free(ptr);
+    return rc ? pa_raise_rc(rc, "release") : -1;
+  }
+  p->stash[p->stash_n++] = ptr;
+  return 0;
+}
+
+static int call_notify(LeasePoolObject *p) {
+  if (p->waiters <= 0 || p->notify == NULL) return 0;
+  PyObject *r = PyObject_CallNoArgs(p->notify);
+  Py_XDECREF(r);
+  return r == NULL ? -1 : 0;
+}
+
+int pa_pool_give_back(LeasePoolObject *p, BufferObject *b) {
+  void *ptr = b->ptr;
+  b->ptr = NULL;
+  p->used -= b->charge;
+  int rc = put_block(p, ptr);
+  if (call_notify(p) < 0) rc = -1;
+  return rc;
+}
+
+// ---- leak tracking ----
+
+static int track(LeasePoolObject *p, BufferObject *b) {
+  if (p->track_mode == 1 && ++p->track_tick < p->track_every) return 0;
+  p->track_tick = 0;
+  PyObject *origin = PyObject_CallNoArgs(p->capture);
+  if (origin == NULL) return -1;
+  PyObject *key = PyLong_FromVoidPtr(b);
+  int rc = key == NULL ? -1 : PyDict_SetItem(p->tracked, key, origin);
+  Py_XDECREF(key);
+  if (rc < 0) {
+    Py_DECREF(origin);
+    return -1;
+  }
+  b->origin = origin;
+  return 0;
+}
+
+void pa_pool_untrack(LeasePoolObject *p, BufferObject *b) {
+  if (b->origin == NULL || p->tracked == NULL) return;
+  PyObject *key = PyLong_FromVoidPtr(b);
+  if (key == NULL || PyDict_DelItem(p->tracked, key) < 0) PyErr_Clear();
+  Py_XDECREF(key);
+}
+
+static BufferObject *make_lease(LeasePoolObject *p, void *ptr, Py_ssize_t nbytes,
+                                Py_ssize_t charge) {
+  BufferObject *b = pa_buffer_new(p, ptr, nbytes, charge);
+  if (b == NULL) {  // no lease object: the block goes straight back, the MemoryError stays
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    if (put_block(p, ptr) < 0) PyErr_Clear();
+    PyErr_Restore(et, ev, tb);
+    return NULL;
+  }
+  count_out(p, charge);
+  if (p->track_mode && track(p, b) < 0) {
+    (void)pa_buffer_release(b);
+    Py_DECREF(b);
+    return NULL;
+  }
+  return b;
+}
+
+// ---- acquire (fixed pools) ----
+
+static PyObject *call_slow(LeasePoolObject *p, PyObject *timeout, Py_ssize_t nbytes, size_t align) {
+  if (p->slow == NULL)
+    return PyErr_Format(PaExc_Exhausted, "acquire(): the pool is at its capacity (%zd)",
+                        p->capacity);
+  return PyObject_CallFunction(p->slow, "OOnn", p, timeout, nbytes, (Py_ssize_t)align);
+}
+
+static PyObject *try_acquire_one(LeasePoolObject *p) {
+  void *ptr;
+  int rc = take_block(p, &ptr);
+  if (rc < 0) return NULL;
+  if (rc > 0) Py_RETURN_NONE;
+  return (PyObject *)make_lease(p, ptr, (Py_ssize_t)p->size, 1);
+}
+
+static int require_fixed(LeasePoolObject *p, int fixed) {
+  if (p->fixed == fixed) return 0;
+  PyErr_SetString(PyExc_TypeError, fixed ? "this lease layer serves alloc(), not acquire()"
+                                         : "this lease layer serves acquire(), not alloc()");
+  return -1;
+}
+
+static PyObject *lp_acquire(LeasePoolObject *p, PyObject *const *args, Py_ssize_t nargs,
+                            PyObject *kwnames) {
+  PyObject *timeout = nargs > 0 ? args[0] : Py_None;
+  Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+  if (nargs + nkw > 1 ||
+      (nkw == 1 && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "timeout") != 0)) {
+    PyErr_SetString(PyExc_TypeError, "acquire() takes one optional argument: timeout");
+    return NULL;
+  }
+  if (nkw == 1) timeout = args[0];
+  if (require_fixed(p, 1) < 0) return NULL;
+  PyObject *lease = try_acquire_one(p);
+  if (lease != Py_None) return lease;
+  Py_DECREF(lease);
+  return call_slow(p, timeout, -1, p->align);
+}
+
+static PyObject *lp_try_acquire(LeasePoolObject *p, PyObject *unused) {
+  (void)unused;
+  if (require_fixed(p, 1) < 0) return NULL;
+  return try_acquire_one(p);
+}
+
+/* A list of n leases, or None when the capacity cannot cover all n now. */
+static PyObject *lp_acquire_many(LeasePoolObject *p, PyObject *arg) {
+  Py_ssize_t n = PyLong_AsSsize_t(arg);
+  if (n == -1 && PyErr_Occurred()) return NULL;
+  if (n < 0) return PyErr_Format(PyExc_ValueError, "acquire_many(): n must be >= 0, not %zd", n);
+  if (require_fixed(p, 1) < 0) return NULL;
+  if (p->closed) return PyErr_Format(PaExc_Closed, "acquire_many(): the pool is closed");
+  if (p->capacity > 0 && p->used + n > p->capacity) Py_RETURN_NONE;
+  PyObject *list = PyList_New(n);
+  if (list == NULL) return NULL;
+  for (Py_ssize_t i = 0; i < n; i++) {
+    PyObject *lease = try_acquire_one(p);
+    if (lease == NULL || lease == Py_None) {  // None cannot happen: capacity was checked
+      Py_XDECREF(lease);
+      for (Py_ssize_t j = 0; j < i; j++) (void)pa_buffer_release((BufferObject *)PyList_GET_ITEM(list, j));
+      Py_DECREF(list);
+      return NULL;
+    }
+    PyList_SET_ITEM(list, i, lease);
+  }
+  return list;
+}
+
+// ---- alloc (variable pools) ----
+
+/* 0: lease in *out; 1: capacity would be exceeded; -1 error. */
+static int alloc_lease(LeasePoolObject *p, Py_ssize_t nbytes, Py_ssize_t align, PyObject **out) {
+  if (p->closed) return pa_raise_code(PaExc_Closed, ESHUTDOWN, "alloc(): the pool is closed");
+  if (nbytes <= 0 || align <= 0 || (align & (align - 1)) || align > (Py_ssize_t)PA_MAX_ALIGN)
+    return pa_raise_rc(EINVAL, "alloc(): nbytes >= 1 and alignment a power of two <= 4096");
+  void *ptr;
+  size_t bs = 0;
+  int rc = pa_lease_api->alloc(p->pool, (size_t)nbytes, (size_t)align, &ptr);
+  if (rc) return pa_raise_rc(rc, "alloc");
+  rc = pa_lease_api->block_size(ptr, &bs);
+  if (rc == 0 && p->capacity > 0 && p->used + (Py_ssize_t)bs > p->capacity) {
+    rc = pa_lease_api->free(ptr);
+    return rc ? pa_raise_rc(rc, "alloc") : 1;
+  }
+  if (rc) {
+    (void)pa_lease_api->free(ptr);
+    return pa_raise_rc(rc, "alloc");
+  }
+  *out = (PyObject *)make_lease(p, ptr, nbytes, (Py_ssize_t)bs);
+  return *out == NULL ? -1 : 0;
+}
+
+static PyObject *lp_alloc(LeasePoolObject *p, PyObject *args, PyObject *kwargs) {
+  static char *kwlist[] = {"nbytes", "alignment", "timeout", NULL};
+  Py_ssize_t nbytes, align = PA_MIN_ALIGN;
+  PyObject *timeout = Py_None, *lease = NULL;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "n|n$O:alloc", kwlist, &nbytes, &align, &timeout))
+    return NULL;
+  if (require_fixed(p, 0) < 0) return NULL;
+  int rc = alloc_lease(p, nbytes, align, &lease);
+  if (rc < 0) return NULL;
+  if (rc == 0) return lease;
+  return call_slow(p, timeout, nbytes, (size_t)align);
+}
+
+static PyObject *lp_try_alloc(LeasePoolObject *p, PyObject *const *args, Py_ssize_t nargs) {
+  if (nargs != 2) return PyErr_Format(PyExc_TypeError, "try_alloc(nbytes, alignment)");
+  Py_ssize_t nbytes = PyLong_AsSsize_t(args[0]), align = PyLong_AsSsize_t(args[1]);
+  if (PyErr_Occurred()) return NULL;
+  if (require_fixed(p, 0) < 0) return NULL;
+  PyObject *lease = NULL;
+  int rc = alloc_lease(p, nbytes, align, &lease);
+  if (rc < 0) return NULL;
+  if (rc > 0) Py_RETURN_NONE;
+  return lease;
+}
+
+// ---- release ----
+
+static int check_mine(LeasePoolObject *p, PyObject *obj) {
+  if (!Py_IS_TYPE(obj, &PaBufferType)) {
+    PyErr_Format(PyExc_TypeError, "expected a poolalloc.Buffer, not %.100s",
+                 Py_TYPE(obj)->tp_name);
+    return -1;
+  }
+  if (((BufferObject *)obj)->pool != p)
+    return pa_raise_code(PaExc_Foreign, EFAULT, "this Buffer belongs to another pool");
+  return 0;
+}
+
+static PyObject *lp_release(LeasePoolObject *p, PyObject *obj) {
+  if (check_mine(p, obj) < 0 || pa_buffer_release((BufferObject *)obj) < 0) return NULL;
+  Py_RETURN_NONE;
+}
+
+/* Every lease is checked before any is released, so a foreign one releases nothing. */
+static PyObject *lp_release_many(LeasePoolObject *p, PyObject *iterable) {
+  PyObject *seq = PySequence_Fast(iterable, "release_many() needs an iterable of Buffers");
+  if (seq == NULL) return NULL;
+  Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+  PyObject **items = PySequence_Fast_ITEMS(seq);
+  for (Py_ssize_t i = 0; i < n; i++) {
+    if (check_mine(p, items[i]) < 0) goto fail;
+  }
+  for (Py_ssize_t i = 0; i < n; i++) {
+    if (pa_buffer_release((BufferObject *)items[i]) < 0) goto fail;
+  }
+  Py_DECREF(seq);
+  Py_RETURN_NONE;
+fail:
+  Py_DECREF(seq);
+  return NULL;
+}
+
+// ---- maintenance ----
+
+static PyObject *lp_drain(LeasePoolObject *p, PyObject *unused) {
+  (void)unused;
+  Py_ssize_t n = p->stash_n;
+  if (stash_drain(p, n) < 0) return NULL;
+  return PyLong_FromSsize_t(n);
+}
+
+static PyObject *lp_close(LeasePoolObject *p, PyObject *unused) {
+  (void)unused;
+  p->closed = 1;
+  if (stash_drain(p, p->stash_n) < 0) return NULL;
+  Py_RETURN_NONE;
+}
+
+static PyObject *lp_set_tracking(LeasePoolObject *p, PyObject *args) {
+  int mode;
+  Py_ssize_t every;
+  PyObject *capture;
+  if (!PyArg_ParseTuple(args, "inO:set_tracking", &mode, &every, &capture)) return NULL;
+  if (mode < 0 || mode > 2 || every < 1)
+    return PyErr_Format(PyExc_ValueError, "set_tracking(): mode 0..2 and every >= 1");
+  if (mode && !PyCallable_Check(capture))
+    return PyErr_Format(PyExc_TypeError, "set_tracking(): capture must be callable");
+  Py_INCREF(capture);
+  Py_XSETREF(p->capture, capture);
+  p->track_mode = mode;
+  p->track_every = every;
+  p->track_tick = 0;
+  Py_RETURN_NONE;
+}
+
+static PyObject *lp_counters(LeasePoolObject *p, PyObject *unused) {
+  (void)unused;
+  return Py_BuildValue("{sn sn sn sn sn sn sn sK sK sK sK sK sn sn si}", "capacity", p->capacity,
+                       "used", p->used, "peak", p->peak, "live", p->live, "parked", p->parked,
+                       "stashed", p->stash_n, "waiters", p->waiters, "acquires", p->acquires,
+                       "releases", p->releases, "gc_returns", p->gc_returns, "refills",
+                       p->refills, "drains", p->drains, "block_size", (Py_ssize_t)p->size,
+                       "alignment", (Py_ssize_t)p->align, "closed", p->closed);
+}
+
+static PyObject *lp_get_available(LeasePoolObject *p, void *closure) {
+  (void)closure;
+  return PyBool_FromLong(!p->closed && (p->capacity == 0 || p->used < p->capacity));
+}
+
+// ---- type ----
+
+static int lp_init(LeasePoolObject *p, PyObject *args, PyObject *kwargs) {
+  static char *kwlist[] = {"pool_address", "owner", "size", "alignment", "capacity", "fixed",
+                           "strict", "stash", "name", "slow", "notify", NULL};
+  PyObject *addr, *owner, *name = Py_None, *slow = Py_None, *notify = Py_None;
+  Py_ssize_t size, align, capacity, stash = STASH_DEFAULT;
+  int fixed = 1, strict = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOnnn|$ppnOOO:LeasePool", kwlist, &addr, &owner,
+                                   &size, &align, &capacity, &fixed, &strict, &stash, &name,
+                                   &slow, &notify))
+    return -1;
+  if (p->owner != NULL) {
+    PyErr_SetString(PyExc_TypeError, "LeasePool is already initialised");
+    return -1;
+  }
+  if (size < 0 || align <= 0 || capacity < 0 || stash < 0 || (fixed && size == 0))
+    return pa_raise_rc(EINVAL, "LeasePool(): size, alignment, capacity and stash");
+  p->pool = (pa_pool_t *)PyLong_AsVoidPtr(addr);
+  if (p->pool == NULL) return PyErr_Occurred() ? -1 : pa_raise_rc(EINVAL, "LeasePool(): pool");
+  p->stash = stash ? PyMem_Calloc((size_t)stash, sizeof(void *)) : NULL;
+  if (stash && p->stash == NULL) {
+    PyErr_NoMemory();
+    return -1;
+  }
+  p->tracked = PyDict_New();
+  p->gc_leaks = PyList_New(0);
+  if (p->tracked == NULL || p->gc_leaks == NULL) return -1;
+  Py_INCREF(owner);
+  p->owner = owner;
+  Py_INCREF(name);
+  p->name = name;
+  p->slow = slow == Py_None ? NULL : Py_NewRef(slow);
+  p->notify = notify == Py_None ? NULL : Py_NewRef(notify);
+  p->size = (size_t)size;
+  p->align = (size_t)align;
+  p->capacity = capacity;
+  p->fixed = fixed;
+  p->strict = strict;
+  p->stash_max = fixed ? stash : 0;
+  p->stash_batch = stash / 2 > 0 ? stash / 2 : 1;
+  return 0;
+}
+
+static int lp_traverse(LeasePoolObject *p, visitproc visit, void *arg) {
+  Py_VISIT(p->owner);
+  Py_VISIT(p->name);
+  Py_VISIT(p->slow);
+  Py_VISIT(p->notify);
+  Py_VISIT(p->capture);
+  Py_VISIT(p->tracked);
+  Py_VISIT(p->gc_leaks);
+  return 0;
+}
+
+static int lp_clear(LeasePoolObject *p) {
+  Py_CLEAR(p->slow);
+  Py_CLEAR(p->notify);
+  Py_CLEAR(p->capture);
+  Py_CLEAR(p->tracked);
+  Py_CLEAR(p->gc_leaks);
+  Py_CLEAR(p->name);
+  return 0;
+}
+
+/* The stash goes back to the core before the owner (and with it the core pool) may die. */
+static void lp_dealloc(LeasePoolObject *p) {
+  PyObject_GC_UnTrack(p);
+  if (p->weakreflist != NULL) PyObject_ClearWeakRefs((PyObject *)p);
+  if (p->stash_n > 0 && stash_drain(p, p->stash_n) < 0) PyErr_WriteUnraisable(NULL);
+  PyMem_Free(p->stash);
+  lp_clear(p);
+  Py_CLEAR(p->owner);
+  Py_TYPE(p)->tp_free((PyObject *)p);
+}
+
+static PyMethodDef lp_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))lp_acquire, METH_FASTCALL | METH_KEYWORDS,
+     "acquire(timeout=None) -> Buffer"},
+    {"try_acquire", (PyCFunction)lp_try_acquire, METH_NOARGS, "A Buffer, or None at capacity."},
+    {"acquire_many", (PyCFunction)lp_acquire_many, METH_O,
+     "acquire_many(n) -> list of n Buffers, or None when the capacity cannot cover n now."},
+    {"alloc", (PyCFunction)(void (*)(void))lp_alloc, METH_VARARGS | METH_KEYWORDS,
+     "alloc(nbytes, alignment=64, *, timeout=None) -> Buffer"},
+    {"try_alloc", (PyCFunction)(void (*)(void))lp_try_alloc, METH_FASTCALL,
+     "try_alloc(nbytes, alignment) -> Buffer, or None at capacity."},
+    {"release", (PyCFunction)lp_release, METH_O, "release(buf): release a lease of this pool."},
+    {"release_many", (PyCFunction)lp_release_many, METH_O, "release_many(bufs)"},
+    {"drain", (PyCFunction)lp_drain, METH_NOARGS, "Free every stashed block; returns how many."},
+    {"close", (PyCFunction)lp_close, METH_NOARGS, "Refuse new leases and drain the stash."},
+    {"set_tracking", (PyCFunction)lp_set_tracking, METH_VARARGS,
+     "set_tracking(mode, every, capture)"},
+    {"counters", (PyCFunction)lp_counters, METH_NOARGS, "The lease counters as a dict."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef lp_members[] = {
+    {"waiters", T_PYSSIZET, offsetof(LeasePoolObject, waiters), 0, "waiters in the slow path"},
+    {"name", T_OBJECT, offsetof(LeasePoolObject, name), READONLY, NULL},
+    {"owner", T_OBJECT, offsetof(LeasePoolObject, owner), READONLY, NULL},
+    {"tracked", T_OBJECT, offsetof(LeasePoolObject, tracked), READONLY, NULL},
+    {"gc_leaks", T_OBJECT, offsetof(LeasePoolObject, gc_leaks), READONLY, NULL},
+    {"capacity", T_PYSSIZET, offsetof(LeasePoolObject, capacity), READONLY, NULL},
+    {"used", T_PYSSIZET, offsetof(LeasePoolObject, used), READONLY, NULL},
+    {"live", T_PYSSIZET, offsetof(LeasePoolObject, live), READONLY, NULL},
+    {"parked", T_PYSSIZET, offsetof(LeasePoolObject, parked), READONLY, NULL},
+    {"closed", T_INT, offsetof(LeasePoolObject, closed), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef lp_getset[] = {
+    {"available", (getter)lp_get_available, NULL, "True when a lease could be taken now.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+PyTypeObject PaLeasePoolType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "poolalloc._lease.LeasePool",
+    .tp_basicsize = sizeof(LeasePoolObject),
+    .tp_dealloc = (destructor)lp_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The lease layer of one core pool (internal: use BufferPool or Allocator).",
+    .tp_traverse = (traverseproc)lp_traverse,
+    .tp_clear = (inquiry)lp_clear,
+    .tp_weaklistoffset = offsetof(LeasePoolObject, weakreflist),
+    .tp_methods = lp_methods,
+    .tp_members = lp_members,
+    .tp_getset = lp_getset,
+    .tp_init = (initproc)lp_init,
+    .tp_new = PyType_GenericNew,
+};

@@ -1,0 +1,68 @@
+"""Many threads acquiring and releasing, releases on other threads included (bounded in time)."""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+
+from poolalloc import BufferPool
+
+SECONDS = float(os.environ.get("PA_TEST_SECONDS", "0.5"))
+THREADS = int(os.environ.get("PA_TEST_THREADS", "4"))
+
+
+def test_threads_hammer_a_small_pool_and_stats_balance() -> None:
+    with BufferPool(1024, capacity=THREADS) as pool:
+        stop = time.monotonic() + SECONDS
+        owners: dict[int, int] = {}
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+
+        def work(ident: int) -> None:
+            try:
+                while time.monotonic() < stop:
+                    with pool.acquire(timeout=10) as buf:
+                        with lock:  # no block is live in two leases at once
+                            assert buf.address not in owners
+                            owners[buf.address] = ident
+                        buf[0] = ident
+                        assert buf[0] == ident
+                        with lock:
+                            del owners[buf.address]
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(THREADS * 2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(SECONDS + 30)
+        assert not errors
+        s = pool.stats()
+        assert s.acquires == s.releases
+        assert s.outstanding == 0
+        assert s.peak <= THREADS
+
+
+def test_release_on_another_thread_than_the_acquirer() -> None:
+    with BufferPool(512, capacity=8) as pool:
+        handoff: queue.Queue[object] = queue.Queue(maxsize=4)
+        count = 2000
+
+        def consumer() -> None:
+            for _ in range(count):
+                buf = handoff.get()
+                buf.release()  # type: ignore[attr-defined]
+
+        thread = threading.Thread(target=consumer)
+        thread.start()
+        for i in range(count):
+            buf = pool.acquire(timeout=10)
+            buf[0] = i % 256
+            handoff.put(buf)
+        thread.join(30)
+        s = pool.stats()
+        assert s.acquires == s.releases == count
+        assert s.outstanding == 0

@@ -1,0 +1,121 @@
+"""Leak tracking levels: outstanding leases are reported at close() with the acquiring stack."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import pytest
+
+from poolalloc import Allocator, BufferPool, leaks
+
+
+def acquire_and_forget(pool: BufferPool) -> object:
+    return pool.acquire()
+
+
+def test_all_reports_each_outstanding_lease_with_its_stack() -> None:
+    pool = BufferPool(128, leaks="all", name="tracked")
+    kept = [acquire_and_forget(pool), acquire_and_forget(pool)]
+    pool.acquire().release()  # released leases are not reported
+    with pytest.warns(leaks.LeakWarning) as record:
+        pool.close()
+    text = str(record[0].message)
+    assert "'tracked'" not in text
+    assert "tracked: 2 lease(s) outstanding" in text
+    assert text.count(", in acquire_and_forget") == 2
+    assert "test_tracking.py" in text
+    for buf in kept:
+        buf.release()  # type: ignore[attr-defined]
+
+
+def test_report_names_parked_leases() -> None:
+    pool = BufferPool(128, leaks="all")
+    buf = pool.acquire()
+    view = buf.view
+    buf.release()
+    text = pool.leak_report()
+    assert "1 lease(s) outstanding (0 not released, 1 released but still viewed)" in text
+    del view
+    assert pool.leak_report() == ""
+    pool.close()
+
+
+def test_garbage_collected_lease_is_reported_as_leak() -> None:
+    with Allocator(leaks="all") as alloc:
+        alloc.alloc(100)  # dropped without release
+        gc.collect()
+        assert alloc.outstanding() == 0
+        assert alloc.stats().gc_returns == 1
+        text = alloc.leak_report()
+        assert "garbage-collected without release()" in text
+        assert "test_garbage_collected_lease_is_reported_as_leak" in text
+        with pytest.warns(leaks.LeakWarning):
+            alloc.close()
+
+
+def test_sampled_tracks_one_in_sample_every() -> None:
+    with BufferPool(64, leaks="sampled") as pool:
+        bufs = pool.acquire_many(leaks.SAMPLE_EVERY * 2)
+        assert len(pool._core.tracked) == 2
+        text = pool.leak_report()
+        assert f"{leaks.SAMPLE_EVERY * 2 - 2} lease(s) without a stack" in text
+        pool.release_many(bufs)
+        assert len(pool._core.tracked) == 0
+
+
+def test_off_records_nothing_and_warns_nothing() -> None:
+    pool = BufferPool(64, leaks="off")
+    buf = pool.acquire()
+    assert pool._core.tracked == {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pool.close()
+    buf.release()
+
+
+def test_level_from_environment_and_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POOLALLOC_LEAKS", "all")
+    assert leaks.level() == "all"
+    with BufferPool(64) as pool:
+        buf = pool.acquire()
+        assert len(pool._core.tracked) == 1
+        buf.release()
+    monkeypatch.setenv("POOLALLOC_LEAKS", "loud")
+    with pytest.raises(ValueError, match="POOLALLOC_LEAKS"):
+        leaks.level()
+    with pytest.raises(ValueError, match="level"):
+        leaks.set_level("everything")
+
+
+def test_teardown_fixture_reports_an_outstanding_lease(tmp_path: Path) -> None:
+    """The test-wide fixture fails a test that leaves a lease out, naming the stack."""
+    root = Path(__file__).resolve().parents[1]
+    test = tmp_path / "test_leaky.py"
+    test.write_text(
+        textwrap.dedent(
+            """
+            from poolalloc import BufferPool
+            KEEP = []
+            def test_leaks_a_lease():
+                pool = BufferPool(64, leaks="all")
+                KEEP.append(pool.acquire())
+            """
+        )
+    )
+    conftest = (root / "conftest.py").read_text()
+    (tmp_path / "conftest.py").write_text(conftest)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:memray",
+         str(test)],
+        capture_output=True, text=True, timeout=120, cwd=str(tmp_path), check=False,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "leases still outstanding at the end of the test" in out
+    assert "test_leaky.py" in out
+    assert "KEEP.append(pool.acquire())" in out

@@ -1,0 +1,44 @@
+"""Test-wide checks (uvloop's tearDown idea): no lease may be outstanding when a test ends.
+
+After every test the garbage collector runs (so parked blocks whose views died come back, and
+leases dropped without ``release()`` return their block), then every BufferPool/Allocator lease
+layer still alive must have nothing out. A failure names the pool and, when leak tracking was
+on (``POOLALLOC_LEAKS=all``), the stack that acquired each outstanding lease.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+
+from poolalloc import buffers, leaks
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # `make test-asan` runs with -p no:memray: its markers must still be known (--strict-markers)
+    # so that the leak tests are collected and then deselected by -m "not leaks".
+    if not config.pluginmanager.hasplugin("memray"):
+        for name in ("limit_leaks", "limit_memory"):
+            config.addinivalue_line("markers", f"{name}(limit): pytest-memray marker (inactive)")
+
+
+def _outstanding_report() -> str:
+    reports = []
+    for layer in buffers.live_lease_layers():
+        counters = layer.counters()
+        if counters["live"] or counters["parked"]:
+            reports.append(leaks.report(layer))
+            buffers.forget_lease_layer(layer)  # reported once, not again by every later test
+    return "\n".join(reports)
+
+
+@pytest.fixture(autouse=True)
+def _no_outstanding_leases() -> Iterator[None]:
+    yield
+    for _ in range(3):
+        gc.collect()
+    report = _outstanding_report()
+    if report:
+        pytest.fail(f"leases still outstanding at the end of the test:\n{report}", pytrace=False)
