@@ -22,8 +22,9 @@ import weakref
 from types import TracebackType
 from typing import Final, Self
 
-from poolalloc import _ffi
+from poolalloc import _ffi, numa
 from poolalloc.errors import DoubleReleaseError, PoolValueError
+from poolalloc.numa import NumaSpec
 from poolalloc.stats import ClassStats, PoolStats
 
 #: Every SlabPool alive in this process (tests use it to check that nothing is outstanding).
@@ -32,14 +33,8 @@ live_pools: Final[weakref.WeakSet[SlabPool]] = weakref.WeakSet()
 NUMA_LOCAL: Final[str] = "local"
 
 
-def _numa_value(numa_node: int | str | None) -> int:
-    if numa_node is None:
-        return _ffi.NUMA_ANY
-    if numa_node == NUMA_LOCAL:
-        return _ffi.NUMA_LOCAL
-    if isinstance(numa_node, int) and not isinstance(numa_node, bool) and numa_node >= 0:
-        return numa_node
-    raise PoolValueError(f"numa_node must be None, 'local' or a node >= 0: {numa_node!r}")
+def _numa_value(numa_node: NumaSpec) -> int:
+    return numa.resolve_node(numa_node)  # checks the node against the topology first
 
 
 def _debug_value(debug: bool | int) -> int:
@@ -151,7 +146,7 @@ class SlabPool:
         *,
         max_bytes: int | None = None,
         retain_bytes: int | None = None,
-        numa_node: int | str | None = None,
+        numa_node: NumaSpec = None,
         debug: bool | int = False,
     ) -> None:
         self._handle = _ffi.pool_create(

@@ -142,7 +142,8 @@ int pai_chunk_map(pa_pool_t *pool, unsigned node, size_t len, pai_chunk_t **out)
 int pai_huge_map(pa_pool_t *pool, size_t size, pai_chunk_t **out) {
   size_t len = (size + PA_PAGE_ALIGN - 1) & ~(size_t)(PA_PAGE_ALIGN - 1);
   if (len < size) return EOVERFLOW;
-  int err = pai_chunk_map(pool, 0, len, out);
+  /* a PA_NUMA_LOCAL pool places it on the caller's node, like its slabs */
+  int err = pai_chunk_map(pool, pai_current_node(pool), len, out);
   if (err) return err;
   (*out)->kind = PAI_CHUNK_HUGE;
   (*out)->npages = 0;
@@ -191,10 +192,22 @@ int pa_numa_node_count(unsigned *out) {
   return pai_numa_nodes(out);
 }
 
+/* Fake topology only: the chunk holding p. Only a chunk's base is registered, so an address
+ * past the first 2 MiB of a huge mapping is found by walking down to the nearest registered
+ * base (chunks never overlap, so that one holds p or nothing does). Bounded: tests only. */
+static pai_chunk_t *fake_chunk_of(const void *p) {
+  uintptr_t a = (uintptr_t)p & ~(uintptr_t)(PAI_CHUNK_SIZE - 1);
+  for (unsigned step = 0; step < 4096 && a != 0; step++, a -= PAI_CHUNK_SIZE) {
+    pai_chunk_t *c = pai_chunk_lookup((const void *)a);
+    if (c != NULL) return c;
+  }
+  return NULL;
+}
+
 int pa_numa_page_node(const void *p, int *node) {
   if (p == NULL || node == NULL) return EINVAL;
   if (pai_os_fake_active()) {
-    pai_chunk_t *c = pai_chunk_lookup(p);
+    pai_chunk_t *c = fake_chunk_of(p);
     uintptr_t a = (uintptr_t)p;
     if (c == NULL || a < c->base || a - c->base >= c->len) return EFAULT;
     if (c->bound_node < 0) return ENODEV;

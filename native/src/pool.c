@@ -240,7 +240,7 @@ static int huge_alloc(pa_pool_t *pool, size_t size, size_t align, void **out) {
     c->huge_req = size;
     atomic_store(&c->huge_live, 1);
     atomic_fetch_add(&pool->refs, 1);
-    pai_note_mapped(pool, 0, c->len);
+    pai_note_mapped(pool, (unsigned)c->node, c->len);
     c->next = pool->huge;
     if (c->next) c->next->prev = c;
     pool->huge = c;
@@ -269,7 +269,7 @@ static int huge_free(pai_chunk_t *c) {
   else pool->huge = c->next;
   if (c->next) c->next->prev = c->prev;
   pool->mapped -= c->len;
-  pool->node_mapped[0] -= c->len;
+  pool->node_mapped[c->node] -= c->len;
   pool->huge_frees++;
   pool->huge_bytes -= c->len;
   pai_note_out(pool, -(int64_t)c->len);
