@@ -1,7 +1,9 @@
-"""The ``poolalloc`` command line. Subcommands: ``demo`` (a self-check of the allocator).
+"""The ``poolalloc`` command line. Subcommands: ``demo`` (a self-check of the allocator),
+``serve`` (the HTTP/1.1 server of ``poolalloc.net``).
 
 Example:
     $ poolalloc demo          # allocate across every size class from 4 threads, print stats
+    $ poolalloc serve --port 8080 --root ./files --workers 2
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 
 from poolalloc.core import Block, SlabPool, size_classes
 from poolalloc.errors import PoolError
+from poolalloc.net.serve import serve
 from poolalloc.stats import ClassStats, PoolStats
 
 
@@ -116,9 +119,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_demo = sub.add_parser("demo", help="self-check: every size class from several threads")
     p_demo.add_argument("--rounds", type=int, default=3)
     p_demo.add_argument("--threads", type=int, default=4)
+    p_serve = sub.add_parser("serve", help="HTTP/1.1 server: GET /test, files under --root")
+    p_serve.add_argument("--host", default="127.0.0.1")
+    p_serve.add_argument("--port", type=int, default=8080)
+    p_serve.add_argument("--root", default=None, help="serve (and with --uploads, store) files")
+    p_serve.add_argument("--workers", type=int, default=1, help="SO_REUSEPORT processes")
+    p_serve.add_argument("--uploads", action="store_true", help="accept PUT/POST under --root")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args.rounds, args.threads)
+    if args.command == "serve":
+        return serve(args.host, args.port, args.root, args.workers, uploads=args.uploads)
     parser.error(f"unknown command {args.command}")
     return 2
 

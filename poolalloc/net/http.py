@@ -1,0 +1,298 @@
+"""A small HTTP/1.1 server on the Reactor: routes, static files by sendfile, uploads.
+
+* Dynamic responses: ``server.route("/path", handler)`` where ``handler(request)`` returns a
+  :class:`Response`; the request body (bounded by ``max_body``) is in ``request.body``.
+* Static files under ``root`` (``GET``/``HEAD``): the head is sent with ``MSG_MORE`` and the
+  body with ``os.sendfile`` from the file's descriptor, so file bytes never enter Python.
+* File-transfer mode (``uploads=True``): ``PUT``/``POST`` to a path under ``root`` streams the
+  body from the pooled read buffers into ``<name>.part-*`` and renames it into place when
+  complete (a half-sent upload never appears under its name). Disk writes are synchronous in
+  the loop: fine for local disks, not for network filesystems.
+* ``GET /test`` answers ``Hello, World!`` (the benchmark's request).
+
+Example:
+    >>> import poolalloc
+    >>> from poolalloc.net.reactor import Reactor
+    >>> r = Reactor(); pool = poolalloc.BufferPool(16384, capacity=64)
+    >>> srv = HttpServer(r, buffer_pool=pool)  # doctest: +SKIP
+    >>> srv.route("/hi", lambda req: Response(body=b"hi"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http
+import itertools
+import mimetypes
+import os
+import stat
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from poolalloc.net.httpparse import HttpError, Request
+from poolalloc.net.httpproto import BodySink, HttpProtocol
+from poolalloc.net.reactor import Reactor
+from poolalloc.net.server import TcpServer
+
+__all__ = ["HttpServer", "Response"]
+
+_STATUS = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in http.HTTPStatus}
+_part_ids = itertools.count()
+
+
+@dataclass(slots=True)
+class Response:
+    """A dynamic response; ``headers`` are extra ``(name, value)`` pairs.
+
+    Example:
+        >>> Response(body=b"ok").status
+        200
+    """
+
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+Handler = Callable[[Request], Response]
+
+
+class _MemorySink:
+    __slots__ = ("data", "req")
+
+    def __init__(self, req: Request) -> None:
+        self.req = req
+        self.data = bytearray()
+
+    def write(self, data: memoryview) -> None:
+        self.data += data
+
+    def close(self) -> None:
+        self.req.body = bytes(self.data)
+
+    def abort(self) -> None:
+        self.data = bytearray()
+
+
+class _FileSink:
+    """An upload being written straight from pooled read buffers; renamed when complete."""
+
+    __slots__ = ("fd", "final", "part", "written")
+
+    def __init__(self, final: str) -> None:
+        self.final = final
+        self.part = f"{final}.part-{os.getpid()}-{next(_part_ids)}"
+        self.fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        self.written = 0
+
+    def write(self, data: memoryview) -> None:
+        while data:
+            n = os.write(self.fd, data)
+            self.written += n
+            data = data[n:]
+
+    def close(self) -> None:
+        os.close(self.fd)
+        os.replace(self.part, self.final)
+
+    def abort(self) -> None:
+        os.close(self.fd)
+        os.unlink(self.part)
+
+
+class HttpServer:
+    """HTTP/1.1 with keep-alive, pipelining, chunked bodies, static files and uploads."""
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        *,
+        buffer_pool: Any,
+        root: str | os.PathLike[str] | None = None,
+        uploads: bool = False,
+        max_body: int = 1 << 20,
+        max_upload: int = 1 << 40,
+        max_head: int = 16384,
+        max_target: int = 8190,
+        header_timeout: float = 10.0,
+        **server_options: Any,
+    ) -> None:
+        self.reactor = reactor
+        self.root = os.path.realpath(root) if root is not None else None
+        self.uploads = uploads
+        self.max_body, self.max_upload = max_body, max_upload
+        self.max_head, self.max_target = max_head, max_target
+        self.header_timeout = header_timeout
+        self.routes: dict[str, Handler] = {}
+        self.tcp = TcpServer(
+            reactor, lambda: HttpProtocol(self), buffer_pool=buffer_pool, **server_options
+        )
+        self._date = b""
+        self._date_timer: Any = None
+        self.route("/test", lambda req: Response(body=b"Hello, World!"))
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound ``(host, port)``."""
+        return self.tcp.address
+
+    def route(self, path: str, handler: Handler) -> None:
+        """Answer requests for exactly ``path`` with ``handler`` (any method)."""
+        self.routes[path] = handler
+
+    def start(self) -> None:
+        """Start listening (the reactor must run to serve)."""
+        self._tick()
+        self.tcp.start()
+
+    def close(self) -> None:
+        """Stop listening and abort every connection."""
+        if self._date_timer is not None:
+            self._date_timer.cancel()
+        self.tcp.close()
+
+    def metrics(self) -> dict[str, float]:
+        """Connections, requests, bytes, errors and pool stats (see ``TcpServer.metrics``)."""
+        return self.tcp.metrics()
+
+    def _tick(self) -> None:
+        self._date = email.utils.formatdate(usegmt=True).encode()
+        self._date_timer = self.reactor.call_later(1.0, self._tick)
+
+    # ---- HttpApp interface (called by HttpProtocol) ----
+    def body_limit(self, req: Request) -> int:
+        """The largest body accepted for ``req``."""
+        return self.max_upload if self._is_upload(req) else self.max_body
+
+    def begin(self, proto: HttpProtocol, req: Request) -> BodySink | None:
+        """Choose where the body goes; uploads open their file here (errors answer at once)."""
+        if req.path in self.routes:
+            return _MemorySink(req)
+        if self._is_upload(req):
+            try:
+                return _FileSink(self._resolve(req.path, for_write=True))
+            except HttpError as exc:
+                proto.fail(exc.status, str(exc))
+            except OSError as exc:
+                proto.fail(409 if isinstance(exc, IsADirectoryError) else 404, exc.strerror or "")
+        return None
+
+    def finish(self, proto: HttpProtocol, req: Request) -> None:
+        """The request is complete: answer it."""
+        handler = self.routes.get(req.path)
+        try:
+            if handler is not None:
+                self._send(proto, req, handler(req))
+            elif self._is_upload(req):
+                self._send(proto, req, Response(201, b"created\n"))
+            elif self.root is not None and req.method in ("GET", "HEAD"):
+                self._send_file(proto, req)
+            elif self.root is not None:
+                allow = "GET, HEAD, PUT, POST" if self.uploads else "GET, HEAD"
+                self._send(
+                    proto, req, Response(405, b"method not allowed\n", headers=[("Allow", allow)])
+                )
+            else:
+                self._send(proto, req, Response(404, b"not found\n"))
+        except HttpError as exc:  # the request was read whole: the connection stays usable
+            self._send(proto, req, Response(exc.status, f"{exc.status} {exc}\n".encode()))
+
+    def send_error(self, proto: HttpProtocol, status: int, message: str) -> None:
+        """Write an error response with ``Connection: close``."""
+        body = f"{status} {message}\n".encode()
+        head = self._head(status, len(body), "text/plain; charset=utf-8", (), keep_alive=False)
+        assert proto.conn is not None
+        proto.conn.write(head + body)
+
+    # ---- responses ----
+    def _head(
+        self,
+        status: int,
+        length: int,
+        content_type: str,
+        headers: Any,
+        *,
+        keep_alive: bool,
+    ) -> bytes:
+        parts = [
+            _STATUS.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode(),
+            b"Server: poolalloc\r\nDate: ",
+            self._date,
+            b"\r\nContent-Type: ",
+            content_type.encode("latin-1"),
+            b"\r\nContent-Length: ",
+            str(length).encode(),
+            b"\r\n",
+        ]
+        for name, value in headers:
+            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+        if not keep_alive:
+            parts.append(b"Connection: close\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def _send(self, proto: HttpProtocol, req: Request, resp: Response) -> None:
+        conn = proto.conn
+        assert conn is not None
+        keep = req.keep_alive
+        head = self._head(
+            resp.status, len(resp.body), resp.content_type, resp.headers, keep_alive=keep
+        )
+        if resp.status >= 400:
+            proto.errors += 1
+        conn.write(head if req.method == "HEAD" else head + resp.body)
+        if not keep:
+            conn.close()
+
+    def _send_file(self, proto: HttpProtocol, req: Request) -> None:
+        path = self._resolve(req.path, for_write=False)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            raise HttpError(404, "not found") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise HttpError(404, "not found")
+        except BaseException:
+            os.close(fd)
+            raise
+        ctype = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        conn = proto.conn
+        assert conn is not None
+        head = self._head(200, st.st_size, ctype, (), keep_alive=req.keep_alive)
+        if req.method == "HEAD" or st.st_size == 0:
+            os.close(fd)
+            conn.write(head)
+        else:
+            conn.write(head, more=True)
+            if conn.closed:
+                os.close(fd)
+                return
+            conn.write_file(fd, 0, st.st_size)
+        if not req.keep_alive:
+            conn.close()
+
+    def _is_upload(self, req: Request) -> bool:
+        return self.uploads and self.root is not None and req.method in ("PUT", "POST")
+
+    def _resolve(self, target_path: str, *, for_write: bool) -> str:
+        """Map a URL path to a file under ``root``; anything escaping it is a 404."""
+        if self.root is None:
+            raise HttpError(404, "not found")
+        rel = urllib.parse.unquote(target_path).lstrip("/")
+        if "\0" in rel:
+            raise HttpError(400, "NUL in path")
+        full = os.path.realpath(os.path.join(self.root, rel))
+        if full != self.root and not full.startswith(self.root + os.sep):
+            raise HttpError(404, "not found")
+        if for_write:
+            if full == self.root or rel.endswith("/"):
+                raise HttpError(409, "cannot upload onto a directory")
+            return full
+        if os.path.isdir(full):
+            full = os.path.join(full, "index.html")
+        return full

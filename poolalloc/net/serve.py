@@ -1,0 +1,140 @@
+"""``serve()``: the HTTP server with its pools, on one process or N ``SO_REUSEPORT`` workers.
+
+With ``workers > 1`` the parent forks N children; each opens its own listening socket on the
+same port with ``SO_REUSEPORT``, so the kernel spreads new connections across them (no shared
+accept lock, no thundering herd), and each runs its own Reactor and pools. The parent only
+forwards ``SIGINT``/``SIGTERM`` and reaps the children.
+
+Example:
+    >>> serve("127.0.0.1", 8080, root=".", workers=2)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from poolalloc.buffers import BufferPool
+from poolalloc.net.http import HttpServer, Response
+from poolalloc.net.httpparse import Request
+from poolalloc.net.metrics import prometheus_text
+from poolalloc.net.reactor import Reactor
+from poolalloc.net.server import TcpServer, listen_socket
+
+__all__ = ["build_server", "serve"]
+
+
+def build_server(
+    reactor: Reactor,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    root: str | None = None,
+    *,
+    uploads: bool = False,
+    reuse_port: bool = False,
+    buffer_size: int = 65536,
+    buffer_capacity: int = 1024,
+    max_connections: int | None = None,
+    idle_timeout: float = 60.0,
+) -> HttpServer:
+    """An :class:`HttpServer` with its buffer pool, listening (not yet started).
+
+    ``GET /metrics`` answers the server's metrics in the Prometheus text format.
+
+    Example:
+        >>> r = Reactor(); srv = build_server(r, port=0)
+        >>> srv.address[0]
+        '127.0.0.1'
+        >>> srv.close(); r.close()
+
+    :raises OSError: the address is in use or not local.
+    """
+    pool = BufferPool(buffer_size, capacity=buffer_capacity, name="http-read")
+    sock = listen_socket(host, port, reuse_port=reuse_port)
+    try:
+        server = HttpServer(
+            reactor,
+            buffer_pool=pool,
+            root=root,
+            uploads=uploads,
+            sock=sock,
+            idle_timeout=idle_timeout,
+            conn_pool=TcpServer.make_connection_pool(max_connections),
+        )
+    except BaseException:
+        sock.close()
+        raise
+    server.route("/metrics", _metrics_handler(server))
+    return server
+
+
+def _metrics_handler(server: HttpServer) -> Callable[[Request], Response]:
+    def handler(req: Request) -> Response:
+        text = prometheus_text(server.metrics())
+        return Response(body=text.encode(), content_type="text/plain; version=0.0.4")
+
+    return handler
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    root: str | None = None,
+    workers: int = 1,
+    **options: Any,
+) -> int:
+    """Run the HTTP server until SIGINT/SIGTERM; returns an exit status.
+
+    :raises ValueError: ``workers`` is not positive.
+    :raises OSError: the address cannot be bound.
+    """
+    if workers < 1:
+        raise ValueError("workers must be at least 1")
+    if workers == 1:
+        return _run_worker(host, port, root, reuse_port=False, **options)
+    children = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                status = _run_worker(host, port, root, reuse_port=True, **options)
+            finally:
+                os._exit(status)
+        children.append(pid)
+    return _supervise(children)
+
+
+def _run_worker(host: str, port: int, root: str | None, **options: Any) -> int:
+    reactor = Reactor()
+    server = build_server(reactor, host, port, root, **options)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        reactor.add_signal_handler(signum, reactor.stop)
+    server.start()
+    h, p = server.address
+    print(f"poolalloc serve: pid {os.getpid()} listening on http://{h}:{p}", file=sys.stderr)
+    try:
+        reactor.run()
+    finally:
+        server.close()
+        reactor.close()
+    return 0
+
+
+def _supervise(children: list[int]) -> int:
+    def forward(signum: int, frame: object) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    status = 0
+    for pid in children:
+        _, code = os.waitpid(pid, 0)
+        status = status or os.waitstatus_to_exitcode(code)
+    return status

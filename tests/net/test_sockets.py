@@ -1,0 +1,194 @@
+"""Socket adapters: pooled reads, scatter reads, gather writes with partial writes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from typing import Any
+
+import pytest
+
+from poolalloc.net.sockets import recv_into, recvmsg_into, send_buffers, sendall_buffers
+
+pytestmark = pytest.mark.timeout(20)
+
+
+def tcp_pair() -> tuple[socket.socket, socket.socket]:
+    lsock = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(lsock.getsockname())
+    server, _ = lsock.accept()
+    lsock.close()
+    return client, server
+
+
+def unix_pair(tmp_path: Any) -> tuple[socket.socket, socket.socket]:
+    path = str(tmp_path / "s.sock")
+    lsock = socket.socket(socket.AF_UNIX)
+    lsock.bind(path)
+    lsock.listen()
+    client = socket.socket(socket.AF_UNIX)
+    client.connect(path)
+    server, _ = lsock.accept()
+    lsock.close()
+    return client, server
+
+
+@pytest.fixture(params=["socketpair", "tcp", "unix"])
+def pair(request: Any, tmp_path: Any) -> Any:
+    if request.param == "socketpair":
+        a, b = socket.socketpair()
+    elif request.param == "tcp":
+        a, b = tcp_pair()
+    else:
+        a, b = unix_pair(tmp_path)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_recv_into_returns_lease_and_count_then_none_at_eof(pair: Any, buffer_pool: Any) -> None:
+    a, b = pair
+    a.sendall(b"hello pool")
+    lease, n = recv_into(b, buffer_pool)
+    assert bytes(lease.view[:n]) == b"hello pool"
+    assert buffer_pool.outstanding() == 1
+    lease.release()
+    a.shutdown(socket.SHUT_WR)
+    assert recv_into(b, buffer_pool) is None
+    assert buffer_pool.outstanding() == 0
+
+
+def test_recv_into_nonblocking_returns_lease_on_eagain(pair: Any, buffer_pool: Any) -> None:
+    _, b = pair
+    b.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        recv_into(b, buffer_pool)
+    assert buffer_pool.outstanding() == 0
+
+
+def test_recv_into_reset_returns_lease(buffer_pool: Any) -> None:
+    a, b = tcp_pair()
+    b.send(b"unread")  # unread data makes close() send an RST
+    a.close()
+    b.settimeout(2)
+    with pytest.raises(ConnectionResetError):
+        recv_into(b, buffer_pool)
+    b.close()
+    assert buffer_pool.outstanding() == 0
+
+
+def test_recvmsg_into_scatters_across_leases(pair: Any, buffer_pool: Any) -> None:
+    a, b = pair
+    probe = buffer_pool.acquire()
+    size = probe.nbytes
+    probe.release()
+    payload = os.urandom(size + 100)
+    a.sendall(payload)
+    got: list[Any] = []
+    total = 0
+    while total < len(payload):
+        part = recvmsg_into(b, buffer_pool, 3)
+        assert part is not None
+        got.extend(part)
+        total += sum(n for _, n in part)
+    assert b"".join(bytes(lease.view[:n]) for lease, n in got) == payload
+    assert all(n <= lease.nbytes for lease, n in got)
+    for lease, _ in got:
+        lease.release()
+    with pytest.raises(ValueError, match="count"):
+        recvmsg_into(b, buffer_pool, 0)
+    a.close()
+    assert recvmsg_into(b, buffer_pool, 2) is None
+    assert buffer_pool.outstanding() == 0
+
+
+def test_send_buffers_handles_partial_writes_with_small_sndbuf(buffer_pool: Any) -> None:
+    a, b = tcp_pair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    a.setblocking(False)
+    leases = [buffer_pool.acquire() for _ in range(8)]
+    for i, lease in enumerate(leases):
+        lease.view[:] = bytes([i]) * lease.nbytes
+    expected = b"".join(bytes(lease.view) for lease in leases) + b"tail"
+    left = send_buffers(a, [lease.view for lease in leases] + [b"tail"])
+    assert left, "a 4 KiB send buffer cannot take 128 KiB at once"
+    assert sum(len(v) for v in left) < len(expected)
+    received = bytearray()
+    reader = threading.Thread(target=lambda: _read_all(b, received, len(expected)))
+    reader.start()
+    while left:
+        import select
+
+        select.select([], [a], [], 5)
+        left = send_buffers(a, left)
+    reader.join(10)
+    assert bytes(received) == expected
+    for lease in leases:
+        lease.release()
+    a.close()
+    b.close()
+
+
+def _read_all(sock: socket.socket, out: bytearray, n: int) -> None:
+    while len(out) < n:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return
+        out += chunk
+
+
+def test_send_buffers_blocking_and_sendall(pair: Any) -> None:
+    a, b = pair
+    assert send_buffers(a, [b"ab", bytearray(b"cd"), memoryview(b"ef"), b""]) == []
+    assert sendall_buffers(a, [b"gh"]) == 2
+    assert b.recv(100) == b"abcdefgh"
+    a.setblocking(False)
+    with pytest.raises(ValueError, match="blocking"):
+        sendall_buffers(a, [b"x"])
+
+
+def test_send_buffers_to_closed_peer_raises(pair: Any) -> None:
+    a, b = pair
+    b.close()
+    with pytest.raises((BrokenPipeError, ConnectionResetError)):
+        send_buffers(a, [b"x" * 65536])
+
+
+def test_send_buffers_over_tls_falls_back_to_send(tmp_path: Any) -> None:
+    ssl = pytest.importorskip("ssl")
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.check_hostname = False
+    client_ctx.verify_mode = ssl.CERT_NONE
+    a, b = tcp_pair()
+    box: list[Any] = []
+    t = threading.Thread(target=lambda: box.append(server_ctx.wrap_socket(b, server_side=True)))
+    t.start()
+    ca = client_ctx.wrap_socket(a)
+    t.join(5)
+    sb = box[0]
+    assert send_buffers(ca, [b"over ", b"tls"]) == []
+    got = bytearray()
+    _read_all(sb, got, 8)
+    assert bytes(got) == b"over tls"
+    ca.close()
+    sb.close()
+
+
+def _self_signed(tmp_path: Any) -> tuple[str, str]:
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    pem, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+         "-days", "1", "-keyout", key, "-out", pem],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    return pem, key

@@ -1,0 +1,183 @@
+"""sendfile, splice and mmap sends: byte counts, file offsets, and the fallbacks."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import socket
+import threading
+from typing import Any
+
+import pytest
+
+from poolalloc.net import zerocopy
+from poolalloc.net.zerocopy import (
+    mmap_send,
+    sendfile,
+    sendfile_fallback,
+    splice,
+    splice_file_to_socket,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+DATA = os.urandom(300_000)
+
+
+@pytest.fixture
+def datafile(tmp_path: Any) -> Any:
+    path = tmp_path / "data.bin"
+    path.write_bytes(DATA)
+    with open(path, "rb") as f:
+        yield f
+
+
+def receive(sock: socket.socket, n: int) -> bytes:
+    out = bytearray()
+    while len(out) < n:
+        chunk = sock.recv(n - len(out))
+        if not chunk:
+            break
+        out += chunk
+    return bytes(out)
+
+
+def threaded_recv(sock: socket.socket, n: int) -> tuple[threading.Thread, list[bytes]]:
+    box: list[bytes] = []
+    t = threading.Thread(target=lambda: box.append(receive(sock, n)))
+    t.start()
+    return t, box
+
+
+@pytest.mark.parametrize(("offset", "count"), [(0, None), (1234, 100_000), (299_999, 1)])
+def test_sendfile_counts_and_leaves_offset(datafile: Any, offset: int, count: Any) -> None:
+    a, b = socket.socketpair()
+    want = DATA[offset:] if count is None else DATA[offset : offset + count]
+    t, box = threaded_recv(b, len(want))
+    assert sendfile(a, datafile, offset, count) == len(want)
+    t.join(10)
+    assert box[0] == want
+    assert datafile.tell() == offset + len(want)
+    a.close()
+    b.close()
+
+
+def test_sendfile_past_eof_sends_nothing(datafile: Any) -> None:
+    a, b = socket.socketpair()
+    assert sendfile(a, datafile, len(DATA) + 10, 5) == 0
+    a.close()
+    b.close()
+    with pytest.raises(ValueError, match="non-negative"):
+        sendfile(a, datafile, -1)
+
+
+def test_sendfile_falls_back_when_kernel_refuses(
+    datafile: Any, monkeypatch: Any, buffer_pool: Any
+) -> None:
+    calls: list[int] = []
+
+    def refuse(*args: Any) -> int:
+        calls.append(1)
+        raise OSError(errno.ENOSYS, "no sendfile here")
+
+    monkeypatch.setattr(zerocopy.os, "sendfile", refuse)
+    a, b = socket.socketpair()
+    t, box = threaded_recv(b, 50_000)
+    assert sendfile(a, datafile, 10, 50_000, pool=buffer_pool) == 50_000
+    t.join(10)
+    assert calls
+    assert box[0] == DATA[10:50_010]
+    assert datafile.tell() == 50_010
+    assert buffer_pool.outstanding() == 0
+    a.close()
+    b.close()
+
+
+def test_fallback_on_nonblocking_socket_stops_at_eagain_with_right_offset(
+    datafile: Any, buffer_pool: Any
+) -> None:
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    a.setblocking(False)
+    sent = sendfile_fallback(a, datafile, 0, None, pool=buffer_pool)
+    assert 0 < sent < len(DATA)
+    assert datafile.tell() == sent
+    assert receive(b, sent) == DATA[:sent]
+    assert buffer_pool.outstanding() == 0
+    a.close()
+    b.close()
+
+
+def test_fallback_reads_file_objects_without_fd() -> None:
+    a, b = socket.socketpair()
+    src = io.BytesIO(b"0123456789")
+    assert sendfile_fallback(a, src, 3, 4) == 4
+    assert b.recv(10) == b"3456"
+    assert src.tell() == 7
+    a.close()
+    b.close()
+
+
+def test_nonblocking_native_sendfile_resumes(datafile: Any) -> None:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    sent = sendfile(a, datafile, 0)
+    assert 0 < sent < len(DATA)  # the socket buffer filled up: EAGAIN ends the call
+    assert datafile.tell() == sent
+    t, box = threaded_recv(b, len(DATA))
+    total = sent
+    import select
+
+    while total < len(DATA):
+        select.select([], [a], [], 5)
+        total += sendfile(a, datafile, total)
+    t.join(10)
+    assert box[0] == DATA
+    a.close()
+    b.close()
+
+
+def test_splice_pipe_to_pipe_and_file_offset() -> None:
+    r, w = os.pipe()
+    r2, w2 = os.pipe()
+    os.write(w, b"abcdef")
+    assert splice(r, w2, 4) == 4
+    assert os.read(r2, 10) == b"abcd"
+    for fd in (r, w, r2, w2):
+        os.close(fd)
+
+
+def test_splice_file_to_socket(datafile: Any) -> None:
+    a, b = socket.socketpair()
+    t, box = threaded_recv(b, 200_000)
+    assert splice_file_to_socket(datafile, a, 5000, 200_000) == 200_000
+    t.join(10)
+    assert box[0] == DATA[5000:205_000]
+    assert datafile.tell() == 205_000
+    a.close()
+    b.close()
+
+
+def test_splice_refused_between_two_sockets() -> None:
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    a.send(b"x")
+    with pytest.raises(OSError, match="Invalid argument"):
+        splice(b.fileno(), c.fileno(), 1)  # neither end is a pipe
+    for s in (a, b, c, d):
+        s.close()
+
+
+def test_mmap_send_range(datafile: Any) -> None:
+    a, b = socket.socketpair()
+    t, box = threaded_recv(b, 100_000)
+    assert mmap_send(a, datafile, 7000, 100_000) == 100_000
+    t.join(10)
+    assert box[0] == DATA[7000:107_000]
+    assert datafile.tell() == 107_000
+    with pytest.raises(ValueError, match="outside"):
+        mmap_send(a, datafile, 0, len(DATA) + 1)
+    assert mmap_send(a, datafile, 10, 0) == 0
+    a.close()
+    b.close()
