@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import errno
-from typing import Final, NewType
+from typing import Any, Final, NewType
 
 from poolalloc._native import ffi, lib
 from poolalloc.errors import PoolOverflowError, PoolValueError, check_rc
@@ -271,3 +271,10 @@ def numa_node_count() -> int:
     out = ffi.new("unsigned *")
     check_rc(lib.pa_numa_node_count(out), "numa_node_count")
     return int(out[0])
+
+
+# ---- io_uring ----
+#: The same ffi/lib for the io_uring bindings, ``poolalloc/_uring_ffi.py`` (the io_uring corner
+#: of this layer: it keeps every cffi object to itself, so ``Any`` stops there too).
+uring_ffi: Final[Any] = ffi
+uring_lib: Final[Any] = lib

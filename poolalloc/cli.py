@@ -125,11 +125,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_serve.add_argument("--root", default=None, help="serve (and with --uploads, store) files")
     p_serve.add_argument("--workers", type=int, default=1, help="SO_REUSEPORT processes")
     p_serve.add_argument("--uploads", action="store_true", help="accept PUT/POST under --root")
+    p_serve.add_argument(
+        "--engine", choices=("auto", "epoll", "uring"), default="auto",
+        help="event loop: io_uring Proactor, epoll Reactor, or auto (io_uring when usable)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args.rounds, args.threads)
     if args.command == "serve":
-        return serve(args.host, args.port, args.root, args.workers, uploads=args.uploads)
+        return serve(
+            args.host, args.port, args.root, args.workers, uploads=args.uploads, engine=args.engine
+        )
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -127,7 +127,9 @@ class HttpServer:
         self.max_head, self.max_target = max_head, max_target
         self.header_timeout = header_timeout
         self.routes: dict[str, Handler] = {}
-        self.tcp = TcpServer(
+        # The loop names its server class (the io_uring Proactor has its own); epoll by default.
+        server_class = getattr(reactor, "server_class", TcpServer)
+        self.tcp = server_class(
             reactor, lambda: HttpProtocol(self), buffer_pool=buffer_pool, **server_options
         )
         self._date = b""

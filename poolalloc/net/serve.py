@@ -24,8 +24,9 @@ from poolalloc.net.httpparse import Request
 from poolalloc.net.metrics import prometheus_text
 from poolalloc.net.reactor import Reactor
 from poolalloc.net.server import TcpServer, listen_socket
+from poolalloc.net.uring import Proactor, available
 
-__all__ = ["build_server", "serve"]
+__all__ = ["build_server", "make_loop", "serve"]
 
 
 def build_server(
@@ -63,7 +64,9 @@ def build_server(
             uploads=uploads,
             sock=sock,
             idle_timeout=idle_timeout,
-            conn_pool=TcpServer.make_connection_pool(max_connections),
+            conn_pool=getattr(reactor, "server_class", TcpServer).make_connection_pool(
+                max_connections
+            ),
         )
     except BaseException:
         sock.close()
@@ -109,20 +112,50 @@ def serve(
     return _supervise(children)
 
 
-def _run_worker(host: str, port: int, root: str | None, **options: Any) -> int:
-    reactor = Reactor()
+def _run_worker(
+    host: str, port: int, root: str | None, engine: str = "auto", **options: Any
+) -> int:
+    reactor = make_loop(engine)
     server = build_server(reactor, host, port, root, **options)
     for signum in (signal.SIGINT, signal.SIGTERM):
         reactor.add_signal_handler(signum, reactor.stop)
     server.start()
     h, p = server.address
-    print(f"poolalloc serve: pid {os.getpid()} listening on http://{h}:{p}", file=sys.stderr)
+    kind = type(reactor).__name__
+    print(
+        f"poolalloc serve: pid {os.getpid()} ({kind}) listening on http://{h}:{p}", file=sys.stderr
+    )
     try:
         reactor.run()
     finally:
         server.close()
         reactor.close()
     return 0
+
+
+def make_loop(engine: str = "auto") -> Reactor:
+    """The event loop for ``engine``: ``epoll``, ``uring``, or ``auto`` (io_uring when usable,
+    else epoll, saying why on stderr).
+
+    Example:
+        >>> loop = make_loop("epoll"); type(loop).__name__
+        'Reactor'
+        >>> loop.close()
+
+    :raises ValueError: unknown engine.
+    :raises RuntimeError: ``uring`` was asked for and io_uring is unavailable here.
+    """
+    if engine not in ("auto", "epoll", "uring"):
+        raise ValueError(f"engine must be auto, epoll or uring, not {engine!r}")
+    if engine == "epoll":
+        return Reactor()
+    ok, reason = available()
+    if ok:
+        return Proactor(single_issuer=True)  # serve builds, runs and closes it in one thread
+    if engine == "uring":
+        raise RuntimeError(f"io_uring is unavailable: {reason}")
+    print(f"poolalloc serve: io_uring unavailable ({reason}); using epoll", file=sys.stderr)
+    return Reactor()
 
 
 def _supervise(children: list[int]) -> int:

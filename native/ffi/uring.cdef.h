@@ -1,0 +1,61 @@
+/* cffi cdef of native/include/pa_uring.h (the io_uring proactor's C side).
+ * Ownership: pa_uring_t and pa_bufring_t are freed by pa_uring_destroy / pa_bufring_destroy
+ * (poolalloc/_uring_ffi.py pairs every create with a destroy); memory handed to a send, sendmsg
+ * or splice SQE is owned by the caller until the operation's completion arrives. */
+typedef struct pa_uring_s pa_uring_t;
+typedef struct pa_bufring_s pa_bufring_t;
+
+typedef struct pa_uring_cqe_s {
+  uint64_t user_data;
+  int32_t res;
+  uint32_t flags;
+} pa_uring_cqe_t;
+
+typedef struct pa_uring_msg_s {
+  uint64_t words[8];
+} pa_uring_msg_t;
+
+typedef struct pa_uring_probe_s {
+  int code;
+  int disabled;
+  int seccomp;
+  unsigned features;
+  unsigned setup_flags;
+  unsigned has_pbuf_ring;
+  unsigned has_send_zc;
+  unsigned has_splice;
+  unsigned has_multishot;
+  uint64_t memlock_cur;
+  char reason[200];
+} pa_uring_probe_t;
+
+#define PA_URING_SINGLE_ISSUER 1
+
+int pa_uring_probe(pa_uring_probe_t *out);
+int pa_uring_create(unsigned entries, unsigned options, pa_uring_t **out);   /* caller frees with pa_uring_destroy */
+void pa_uring_destroy(pa_uring_t *ring);
+int pa_uring_fd(const pa_uring_t *ring);
+unsigned pa_uring_setup_flags(const pa_uring_t *ring);
+unsigned pa_uring_features(const pa_uring_t *ring);
+unsigned pa_uring_pending(const pa_uring_t *ring);
+int pa_uring_enter(pa_uring_t *ring, unsigned wait_nr, int64_t timeout_ns, pa_uring_cqe_t *out,
+                   unsigned cap, unsigned *n);
+int pa_uring_prep_nop(pa_uring_t *ring, uint64_t user_data);
+int pa_uring_prep_accept(pa_uring_t *ring, int fd, int multishot, uint64_t user_data);
+int pa_uring_prep_recv(pa_uring_t *ring, int fd, uint16_t bgid, int multishot, uint64_t user_data);
+int pa_uring_prep_send(pa_uring_t *ring, int fd, const void *buf, size_t len, int zc,
+                       uint64_t user_data);
+int pa_uring_prep_sendmsg(pa_uring_t *ring, int fd, const void *iov, unsigned n,
+                          pa_uring_msg_t *msg, uint64_t user_data);
+int pa_uring_prep_splice(pa_uring_t *ring, int fd_in, int64_t off_in, int fd_out, int64_t off_out,
+                         unsigned len, uint64_t user_data);
+int pa_uring_prep_poll(pa_uring_t *ring, int fd, unsigned events, int multishot,
+                       uint64_t user_data);
+int pa_uring_prep_cancel(pa_uring_t *ring, int fd, uint64_t target, uint64_t user_data);
+int pa_uring_prep_cancel_all(pa_uring_t *ring, uint64_t user_data);
+int pa_bufring_create(pa_uring_t *ring, uint16_t bgid, unsigned entries, pa_bufring_t **out);
+                                                 /* caller frees with pa_bufring_destroy */
+int pa_bufring_destroy(pa_bufring_t *br);
+int pa_bufring_add(pa_bufring_t *br, uint64_t addr, uint32_t len, uint16_t bid);
+void pa_bufring_publish(pa_bufring_t *br);
+unsigned pa_bufring_entries(const pa_bufring_t *br);

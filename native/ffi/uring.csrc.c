@@ -1,0 +1,1 @@
+#include "pa_uring.h"

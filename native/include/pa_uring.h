@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: MIT */
+/* --- pa_uring.h: raw io_uring for the poolalloc proactor (no liburing) -------------------------
+ *
+ * A ring is driven by one thread (the proactor's). SQE "prep" calls only write into the shared
+ * submission queue; pa_uring_enter() submits everything queued, optionally waits, and copies the
+ * completions into a caller-provided array, which Python walks. No callbacks into Python.
+ *
+ * Conventions (see ../shared/reference/style.md section 7.3):
+ *  - Every function returns 0 or a positive errno code.
+ *  - A completion's `res` is passed through as the kernel wrote it: negative means -errno.
+ *    Python negates it in exactly one place (poolalloc/net/_uring_ops.py).
+ *  - Memory handed to an SQE (send buffers, iovecs, the msghdr storage) must stay valid until
+ *    the operation's completion arrives; the caller owns it and keeps it alive.
+ *
+ * Provided-buffer ring (IORING_REGISTER_PBUF_RING): the caller adds {addr, len, bid} entries
+ * (blocks of a BufferPool) and publishes them; the kernel picks one when data arrives and names
+ * its bid in the completion flags (flags >> PA_URING_CQE_BUFFER_SHIFT).
+ * ------------------------------------------------------------------------------------------- */
+#ifndef PA_URING_H
+#define PA_URING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct pa_uring_s pa_uring_t;
+typedef struct pa_bufring_s pa_bufring_t;
+
+/* One completion as Python sees it. */
+typedef struct pa_uring_cqe_s {
+  uint64_t user_data;
+  int32_t res;    /* >= 0 result, < 0 is -errno */
+  uint32_t flags; /* PA_URING_CQE_F_*; bid in the upper 16 bits */
+} pa_uring_cqe_t;
+
+/* Caller-owned storage for one sendmsg's msghdr (kept alive until the completion). */
+typedef struct pa_uring_msg_s {
+  uint64_t words[8];
+} pa_uring_msg_t;
+
+/* What the run-time probe found. code 0: usable; else an errno and a sentence in reason. */
+typedef struct pa_uring_probe_s {
+  int code;
+  int disabled;            /* /proc/sys/kernel/io_uring_disabled, -1 if absent */
+  int seccomp;             /* Seccomp: field of /proc/self/status, -1 if absent */
+  unsigned features;       /* IORING_FEAT_* of a test ring */
+  unsigned setup_flags;    /* the flags pa_uring_create would use */
+  unsigned has_pbuf_ring;  /* IORING_REGISTER_PBUF_RING accepted */
+  unsigned has_send_zc;    /* IORING_OP_SEND_ZC supported */
+  unsigned has_splice;     /* IORING_OP_SPLICE supported */
+  unsigned has_multishot;  /* multishot accept + recv (kernel >= 6.0) */
+  uint64_t memlock_cur;    /* RLIMIT_MEMLOCK soft limit in bytes (UINT64_MAX = unlimited) */
+  char reason[200];
+} pa_uring_probe_t;
+
+#define PA_URING_CQE_F_BUFFER 1u
+#define PA_URING_CQE_F_MORE 2u
+#define PA_URING_CQE_F_SOCK_NONEMPTY 4u
+#define PA_URING_CQE_F_NOTIF 8u
+#define PA_URING_CQE_BUFFER_SHIFT 16u
+#define PA_URING_MAX_BUFRING 32768u
+#define PA_URING_SINGLE_ISSUER 1u
+
+/* ---- probe ---- */
+int pa_uring_probe(pa_uring_probe_t *out);
+
+/* ---- ring ---- */
+/* entries: SQ size (rounded up to a power of two by the kernel); the CQ gets 4x as many.
+ * options: PA_URING_SINGLE_ISSUER binds the ring to the first thread that enters it
+ * (SINGLE_ISSUER + DEFER_TASKRUN where the kernel has them); other threads then get EEXIST. */
+int pa_uring_create(unsigned entries, unsigned options, pa_uring_t **out);
+void pa_uring_destroy(pa_uring_t *ring);
+int pa_uring_fd(const pa_uring_t *ring);
+unsigned pa_uring_setup_flags(const pa_uring_t *ring);
+unsigned pa_uring_features(const pa_uring_t *ring);   /* IORING_FEAT_* */
+unsigned pa_uring_pending(const pa_uring_t *ring); /* SQEs queued, not yet submitted */
+/* Submit what is queued, wait for at least `wait_nr` completions (or until timeout_ns passes;
+ * timeout_ns < 0 waits without limit), then copy up to `cap` completions into `out`.
+ * A timeout or a signal is not an error: *n tells what arrived. */
+int pa_uring_enter(pa_uring_t *ring, unsigned wait_nr, int64_t timeout_ns, pa_uring_cqe_t *out,
+                   unsigned cap, unsigned *n);
+
+/* ---- submissions (queued until the next pa_uring_enter) ---- */
+int pa_uring_prep_nop(pa_uring_t *ring, uint64_t user_data);
+int pa_uring_prep_accept(pa_uring_t *ring, int fd, int multishot, uint64_t user_data);
+/* Receive into a buffer the kernel picks from group `bgid`. */
+int pa_uring_prep_recv(pa_uring_t *ring, int fd, uint16_t bgid, int multishot, uint64_t user_data);
+/* zc != 0: IORING_OP_SEND_ZC (two completions: the result with F_MORE, then F_NOTIF). */
+int pa_uring_prep_send(pa_uring_t *ring, int fd, const void *buf, size_t len, int zc,
+                       uint64_t user_data);
+/* iov: `n` pairs {base, len} laid out like struct iovec; msg: caller storage for the msghdr. */
+int pa_uring_prep_sendmsg(pa_uring_t *ring, int fd, const void *iov, unsigned n,
+                          pa_uring_msg_t *msg, uint64_t user_data);
+/* off < 0 means "use and advance the file position" (pipes must pass -1). */
+int pa_uring_prep_splice(pa_uring_t *ring, int fd_in, int64_t off_in, int fd_out, int64_t off_out,
+                         unsigned len, uint64_t user_data);
+int pa_uring_prep_poll(pa_uring_t *ring, int fd, unsigned events, int multishot,
+                       uint64_t user_data);
+/* Cancel every operation on `fd` (fd >= 0), or the one whose user_data is `target` (fd < 0). */
+int pa_uring_prep_cancel(pa_uring_t *ring, int fd, uint64_t target, uint64_t user_data);
+/* Cancel every operation in flight on the ring (the cancel itself completes with the count). */
+int pa_uring_prep_cancel_all(pa_uring_t *ring, uint64_t user_data);
+
+/* ---- provided-buffer ring ---- */
+/* entries: a power of two, at most PA_URING_MAX_BUFRING. */
+int pa_bufring_create(pa_uring_t *ring, uint16_t bgid, unsigned entries, pa_bufring_t **out);
+/* Unregister and unmap; the ring must still be alive. Buffers in it are no longer used. */
+int pa_bufring_destroy(pa_bufring_t *br);
+/* Stage one entry; nothing is visible to the kernel until pa_bufring_publish. EINVAL on bid. */
+int pa_bufring_add(pa_bufring_t *br, uint64_t addr, uint32_t len, uint16_t bid);
+void pa_bufring_publish(pa_bufring_t *br);
+unsigned pa_bufring_entries(const pa_bufring_t *br);
+
+#endif /* PA_URING_H */

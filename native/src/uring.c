@@ -1,0 +1,525 @@
+/* SPDX-License-Identifier: MIT */
+/* --- uring.c: raw io_uring (setup, submission, batched reaping, provided-buffer rings) ---------
+ *
+ * No liburing: three system calls (io_uring_setup, io_uring_enter, io_uring_register) and the
+ * mmap'd rings. Debian's liburing 2.3 lacks the buffer-ring helpers, and the subset we need is
+ * small. Layout and memory ordering follow the kernel's io_uring.h and the io_uring(7) and
+ * io_uring_register_buf_ring(3) man pages: we store the SQ tail and the CQ head with release
+ * semantics and load the kernel's SQ head and CQ tail with acquire semantics.
+ *
+ * Who may touch what: a ring is driven by one thread at a time (no lock here). By default the
+ * ring is not bound to a task (COOP_TASKRUN), so a loop may be built in one thread, run in
+ * another and closed in a third. With PA_URING_SINGLE_ISSUER the kernel binds the ring to the
+ * first thread that enters it (SINGLE_ISSUER + DEFER_TASKRUN: completions' task work runs only
+ * when that thread enters, never interrupting it); the ring is created disabled
+ * (IORING_SETUP_R_DISABLED) and enabled by the first enter, so that the binding goes to the
+ * thread that runs the loop, not to the one that built it. Other threads then get EEXIST.
+ *
+ * fork(): the rings and the buffer ring are mapped MADV_DONTFORK, and a pthread_atfork handler
+ * bumps a generation counter. In a child every call on an inherited ring returns ECHILD and
+ * pa_uring_destroy() only closes the descriptor, so a child can never write into (or unregister
+ * buffers from) its parent's ring. A child creates its own ring.
+ * ------------------------------------------------------------------------------------------- */
+#include "pa_uring.h"
+
+#include <errno.h>
+#include <linux/io_uring.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef IORING_SETUP_SINGLE_ISSUER
+#define IORING_SETUP_SINGLE_ISSUER (1U << 12)
+#endif
+#ifndef IORING_SETUP_DEFER_TASKRUN
+#define IORING_SETUP_DEFER_TASKRUN (1U << 13)
+#endif
+#ifndef IORING_REGISTER_ENABLE_RINGS
+#define IORING_REGISTER_ENABLE_RINGS 12
+#endif
+
+_Static_assert(sizeof(struct msghdr) <= sizeof(pa_uring_msg_t), "msghdr storage too small");
+_Static_assert(sizeof(pa_uring_cqe_t) == 16, "pa_uring_cqe_t layout");
+_Static_assert(PA_URING_CQE_F_NOTIF == IORING_CQE_F_NOTIF, "flag values mirror the kernel's");
+_Static_assert(PA_URING_CQE_BUFFER_SHIFT == IORING_CQE_BUFFER_SHIFT, "bid shift");
+
+/* ---- the ring structures ---- */
+
+struct pa_uring_s {
+  int fd;
+  unsigned setup_flags;
+  unsigned features;
+  unsigned generation;   /* fork generation at creation; a mismatch means "inherited" */
+  int enabled;           /* R_DISABLED cleared by the first pa_uring_enter */
+  /* submission queue */
+  unsigned *sq_khead, *sq_ktail, *sq_kflags, sq_mask, sq_entries;
+  unsigned sq_tail;      /* our copy of the tail: SQEs written so far */
+  struct io_uring_sqe *sqes;
+  /* completion queue */
+  unsigned *cq_khead, *cq_ktail, cq_mask;
+  struct io_uring_cqe *cqes;
+  /* mappings */
+  void *sq_map, *cq_map;
+  size_t sq_map_len, cq_map_len, sqes_len;
+};
+
+struct pa_bufring_s {
+  pa_uring_t *ring;
+  struct io_uring_buf_ring *br;
+  size_t map_len;
+  unsigned entries, mask;
+  uint16_t bgid;
+  uint16_t tail;         /* staged tail; published by pa_bufring_publish */
+};
+
+/* ---- fork generation ---- */
+
+static unsigned fork_generation;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void on_fork_child(void) { __atomic_add_fetch(&fork_generation, 1, __ATOMIC_RELAXED); }
+static void install_atfork(void) { (void)pthread_atfork(NULL, NULL, on_fork_child); }
+
+static int inherited(const pa_uring_t *r) {
+  return r->generation != __atomic_load_n(&fork_generation, __ATOMIC_RELAXED);
+}
+
+/* ---- system calls ---- */
+
+static int sys_setup(unsigned entries, struct io_uring_params *p) {
+  long fd = syscall(__NR_io_uring_setup, entries, p);
+  return fd < 0 ? -errno : (int)fd;
+}
+
+static int sys_enter(int fd, unsigned submit, unsigned wait, unsigned flags, void *arg,
+                     size_t argsz) {
+  long n = syscall(__NR_io_uring_enter, fd, submit, wait, flags, arg, argsz);
+  return n < 0 ? -errno : (int)n;
+}
+
+static int sys_register(int fd, unsigned op, void *arg, unsigned nr) {
+  long rc = syscall(__NR_io_uring_register, fd, op, arg, nr);
+  return rc < 0 ? errno : 0;
+}
+
+/* ---- setup ---- */
+
+/* Best first; each later set drops what an older kernel refuses (EINVAL). */
+static const unsigned setup_candidates[] = {
+    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+    IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+    0,
+};
+#define BASE_SETUP (IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_R_DISABLED)
+
+/* Without PA_URING_SINGLE_ISSUER, start at the first set that does not bind the ring to a task. */
+static int setup_probed(unsigned entries, unsigned options, struct io_uring_params *p) {
+  size_t n = sizeof setup_candidates / sizeof setup_candidates[0];
+  int fd = -EINVAL;
+  for (size_t i = (options & PA_URING_SINGLE_ISSUER) ? 0 : 2; i < n && fd == -EINVAL; i++) {
+    memset(p, 0, sizeof *p);
+    p->flags = BASE_SETUP | setup_candidates[i];
+    p->cq_entries = entries * 4;
+    fd = sys_setup(entries, p);
+  }
+  return fd;
+}
+
+static void *map_ring(int fd, size_t len, off_t off) {
+  void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, off);
+  if (m == MAP_FAILED) return NULL;
+  (void)madvise(m, len, MADV_DONTFORK);
+  return m;
+}
+
+static void unmap_all(pa_uring_t *r) {
+  if (r->sqes) munmap(r->sqes, r->sqes_len);
+  if (r->cq_map && r->cq_map != r->sq_map) munmap(r->cq_map, r->cq_map_len);
+  if (r->sq_map) munmap(r->sq_map, r->sq_map_len);
+}
+
+static int map_rings(pa_uring_t *r, const struct io_uring_params *p) {
+  r->sq_map_len = p->sq_off.array + p->sq_entries * sizeof(unsigned);
+  r->cq_map_len = p->cq_off.cqes + p->cq_entries * sizeof(struct io_uring_cqe);
+  if (p->features & IORING_FEAT_SINGLE_MMAP) {
+    if (r->cq_map_len > r->sq_map_len) r->sq_map_len = r->cq_map_len;
+    r->cq_map_len = r->sq_map_len;
+  }
+  r->sq_map = map_ring(r->fd, r->sq_map_len, IORING_OFF_SQ_RING);
+  if (!r->sq_map) return errno;
+  r->cq_map = (p->features & IORING_FEAT_SINGLE_MMAP)
+                  ? r->sq_map
+                  : map_ring(r->fd, r->cq_map_len, IORING_OFF_CQ_RING);
+  if (!r->cq_map) return errno;
+  r->sqes_len = p->sq_entries * sizeof(struct io_uring_sqe);
+  r->sqes = map_ring(r->fd, r->sqes_len, IORING_OFF_SQES);
+  return r->sqes ? 0 : errno;
+}
+
+static void bind_offsets(pa_uring_t *r, const struct io_uring_params *p) {
+  char *sq = r->sq_map, *cq = r->cq_map;
+  r->sq_khead = (unsigned *)(sq + p->sq_off.head);
+  r->sq_ktail = (unsigned *)(sq + p->sq_off.tail);
+  r->sq_kflags = (unsigned *)(sq + p->sq_off.flags);
+  r->sq_mask = *(unsigned *)(sq + p->sq_off.ring_mask);
+  r->sq_entries = p->sq_entries;
+  /* The indirection array maps slot i to SQE i for ever, so it is written once here. */
+  unsigned *array = (unsigned *)(sq + p->sq_off.array);
+  for (unsigned i = 0; i < p->sq_entries; i++) array[i] = i;
+  r->sq_tail = *r->sq_ktail;
+  r->cq_khead = (unsigned *)(cq + p->cq_off.head);
+  r->cq_ktail = (unsigned *)(cq + p->cq_off.tail);
+  r->cq_mask = *(unsigned *)(cq + p->cq_off.ring_mask);
+  r->cqes = (struct io_uring_cqe *)(cq + p->cq_off.cqes);
+}
+
+int pa_uring_create(unsigned entries, unsigned options, pa_uring_t **out) {
+  if (!out || entries == 0 || entries > 4096 || (options & ~PA_URING_SINGLE_ISSUER)) return EINVAL;
+  (void)pthread_once(&atfork_once, install_atfork);
+  pa_uring_t *r = calloc(1, sizeof *r);
+  if (!r) return ENOMEM;
+  struct io_uring_params p;
+  r->fd = setup_probed(entries, options, &p);
+  if (r->fd < 0) {
+    int err = -r->fd;
+    free(r);
+    return err;
+  }
+  r->setup_flags = p.flags & ~(unsigned)IORING_SETUP_R_DISABLED;
+  r->features = p.features;
+  r->generation = __atomic_load_n(&fork_generation, __ATOMIC_RELAXED);
+  int err = map_rings(r, &p);
+  if (err) {
+    pa_uring_destroy(r);
+    return err;
+  }
+  bind_offsets(r, &p);
+  *out = r;
+  return 0;
+}
+
+void pa_uring_destroy(pa_uring_t *r) {
+  if (!r) return;
+  /* In a forked child the mappings were never inherited (MADV_DONTFORK): only close. */
+  if (!inherited(r)) unmap_all(r);
+  if (r->fd >= 0) close(r->fd);
+  free(r);
+}
+
+int pa_uring_fd(const pa_uring_t *r) { return r ? r->fd : -1; }
+unsigned pa_uring_setup_flags(const pa_uring_t *r) { return r ? r->setup_flags : 0; }
+unsigned pa_uring_features(const pa_uring_t *r) { return r ? r->features : 0; }
+
+unsigned pa_uring_pending(const pa_uring_t *r) {
+  return r->sq_tail - __atomic_load_n(r->sq_khead, __ATOMIC_ACQUIRE);
+}
+
+/* ---- submission ---- */
+
+static int enable(pa_uring_t *r) {
+  int err = sys_register(r->fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+  if (err) return err;
+  r->enabled = 1;
+  return 0;
+}
+
+/* Writing SQEs is allowed from any thread; only entering the kernel enables a disabled ring,
+ * which makes the entering thread the single issuer. */
+static int writable(const pa_uring_t *r) {
+  if (!r) return EINVAL;
+  return inherited(r) ? ECHILD : 0;
+}
+
+static int usable(pa_uring_t *r) {
+  int err = writable(r);
+  if (err) return err;
+  return r->enabled ? 0 : enable(r);
+}
+
+/* Hand queued SQEs to the kernel without waiting. */
+static int flush(pa_uring_t *r) {
+  unsigned pending = pa_uring_pending(r);
+  if (pending == 0) return 0;
+  int err = usable(r);
+  if (err) return err;
+  int n = sys_enter(r->fd, pending, 0, 0, NULL, 0);
+  if (n < 0 && n != -EINTR && n != -EAGAIN && n != -EBUSY) return -n;
+  return 0;
+}
+
+static struct io_uring_sqe *next_sqe(pa_uring_t *r, int *err) {
+  *err = writable(r);
+  if (*err) return NULL;
+  if (pa_uring_pending(r) >= r->sq_entries) {
+    *err = flush(r);
+    if (*err) return NULL;
+    if (pa_uring_pending(r) >= r->sq_entries) {
+      *err = EBUSY;
+      return NULL;
+    }
+  }
+  struct io_uring_sqe *sqe = &r->sqes[r->sq_tail & r->sq_mask];
+  memset(sqe, 0, sizeof *sqe);
+  return sqe;
+}
+
+static void commit_sqe(pa_uring_t *r) {
+  r->sq_tail++;
+  __atomic_store_n(r->sq_ktail, r->sq_tail, __ATOMIC_RELEASE);
+}
+
+#define PREP_BEGIN(r)                            \
+  int err_;                                      \
+  struct io_uring_sqe *sqe = next_sqe((r), &err_); \
+  if (!sqe) return err_
+
+#define PREP_END(r, ud)   \
+  sqe->user_data = (ud);  \
+  commit_sqe(r);          \
+  return 0
+
+int pa_uring_prep_nop(pa_uring_t *r, uint64_t user_data) {
+  PREP_BEGIN(r);
+  sqe->opcode = IORING_OP_NOP;
+  PREP_END(r, user_data);
+}
+
+int pa_uring_prep_accept(pa_uring_t *r, int fd, int multishot, uint64_t user_data) {
+  if (fd < 0) return EBADF;
+  PREP_BEGIN(r);
+  sqe->opcode = IORING_OP_ACCEPT;
+  sqe->fd = fd;
+  sqe->accept_flags = SOCK_CLOEXEC;
+  if (multishot) sqe->ioprio |= IORING_ACCEPT_MULTISHOT;
+  PREP_END(r, user_data);
+}
+
+int pa_uring_prep_recv(pa_uring_t *r, int fd, uint16_t bgid, int multishot, uint64_t user_data) {
+  if (fd < 0) return EBADF;
+  PREP_BEGIN(r);
+  sqe->opcode = IORING_OP_RECV;
+  sqe->fd = fd;
+  sqe->flags = IOSQE_BUFFER_SELECT;
+  sqe->buf_group = bgid;
+  if (multishot) sqe->ioprio |= IORING_RECV_MULTISHOT;
+  PREP_END(r, user_data);
+}
+
+int pa_uring_prep_send(pa_uring_t *r, int fd, const void *buf, size_t len, int zc,
+                       uint64_t user_data) {
+  if (fd < 0) return EBADF;
+  if (!buf || len == 0 || len > 0x7ffff000u) return EINVAL;
+  PREP_BEGIN(r);
+  sqe->opcode = zc ? IORING_OP_SEND_ZC : IORING_OP_SEND;
+  sqe->fd = fd;
+  sqe->addr = (uint64_t)(uintptr_t)buf;
+  sqe->len = (uint32_t)len;
+  /* MSG_WAITALL makes the kernel retry short sends on a stream socket itself. */
+  sqe->msg_flags = MSG_NOSIGNAL | MSG_WAITALL;
+  PREP_END(r, user_data);
+}
+
+int pa_uring_prep_sendmsg(pa_uring_t *r, int fd, const void *iov, unsigned n,
+                          pa_uring_msg_t *msg, uint64_t user_data) {
+  if (fd < 0) return EBADF;
+  if (!iov || !msg || n == 0 || n > 1024) return EINVAL;
+  PREP_BEGIN(r);
+  struct msghdr *mh = (struct msghdr *)(void *)msg;
+  memset(mh, 0, sizeof *mh);
+  mh->msg_iov = (struct iovec *)(uintptr_t)iov;
+  mh->msg_iovlen = n;
+  sqe->opcode = IORING_OP_SENDMSG;
+  sqe->fd = fd;
+  sqe->addr = (uint64_t)(uintptr_t)mh;
+  sqe->len = 1;
+  sqe->msg_flags = MSG_NOSIGNAL | MSG_WAITALL;
+  PREP_END(r, user_data);
+}
+
+int pa_uring_prep_splice(pa_uring_t *r, int fd_in, int64_t off_in, int fd_out, int64_t off_out,
+                         unsigned len, uint64_t user_data) {
+  if (fd_in < 0 || fd_out < 0) return EBADF;
+  if (len == 0) return EINVAL;
+  PREP_BEGIN(r);
+  sqe->opcode = IORING_OP_SPLICE;
+  sqe->fd = fd_out;
+  sqe->off = off_out < 0 ? (uint64_t)-1 : (uint64_t)off_out;
+  sqe->splice_fd_in = fd_in;
+  sqe->splice_off_in = off_in < 0 ? (uint64_t)-1 : (uint64_t)off_in;
+  sqe->len = len;
+  PREP_END(r, user_data);
+}
+
+int pa_uring_prep_poll(pa_uring_t *r, int fd, unsigned events, int multishot,
+                       uint64_t user_data) {
+  if (fd < 0) return EBADF;
+  PREP_BEGIN(r);
+  sqe->opcode = IORING_OP_POLL_ADD;
+  sqe->fd = fd;
+  sqe->poll32_events = events;
+  if (multishot) sqe->len = IORING_POLL_ADD_MULTI;
+  PREP_END(r, user_data);
+}
+
+int pa_uring_prep_cancel(pa_uring_t *r, int fd, uint64_t target, uint64_t user_data) {
+  PREP_BEGIN(r);
+  sqe->opcode = IORING_OP_ASYNC_CANCEL;
+  if (fd >= 0) {
+    sqe->fd = fd;
+    sqe->cancel_flags = IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL;
+  } else {
+    sqe->fd = -1;
+    sqe->addr = target;
+  }
+  PREP_END(r, user_data);
+}
+
+int pa_uring_prep_cancel_all(pa_uring_t *r, uint64_t user_data) {
+  PREP_BEGIN(r);
+  sqe->opcode = IORING_OP_ASYNC_CANCEL;
+  sqe->fd = -1;
+  sqe->cancel_flags = IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL;
+  PREP_END(r, user_data);
+}
+
+/* ---- completion ---- */
+
+static unsigned reap(pa_uring_t *r, pa_uring_cqe_t *out, unsigned cap) {
+  unsigned head = *r->cq_khead;
+  unsigned tail = __atomic_load_n(r->cq_ktail, __ATOMIC_ACQUIRE);
+  unsigned n = 0;
+  for (; head != tail && n < cap; head++, n++) {
+    const struct io_uring_cqe *c = &r->cqes[head & r->cq_mask];
+    out[n].user_data = c->user_data;
+    out[n].res = c->res;
+    out[n].flags = c->flags;
+  }
+  __atomic_store_n(r->cq_khead, head, __ATOMIC_RELEASE);
+  return n;
+}
+
+static unsigned cq_ready(const pa_uring_t *r) {
+  return __atomic_load_n(r->cq_ktail, __ATOMIC_ACQUIRE) - *r->cq_khead;
+}
+
+/* Whether the kernel holds completions we can only get by entering (task work, overflow). */
+static int kernel_has_more(const pa_uring_t *r) {
+  unsigned f = __atomic_load_n(r->sq_kflags, __ATOMIC_RELAXED);
+  return (f & (IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN)) != 0;
+}
+
+static int enter_and_wait(pa_uring_t *r, unsigned wait_nr, int64_t timeout_ns) {
+  unsigned submit = pa_uring_pending(r);
+  unsigned ready = cq_ready(r);
+  unsigned want = wait_nr > ready ? wait_nr : 0;
+  if (submit == 0 && want == 0 && !kernel_has_more(r) &&
+      (ready > 0 || !(r->setup_flags & IORING_SETUP_DEFER_TASKRUN)))
+    return 0;
+  unsigned flags = IORING_ENTER_GETEVENTS;
+  struct __kernel_timespec ts;
+  struct io_uring_getevents_arg arg;
+  void *argp = NULL;
+  size_t argsz = 0;
+  if (want && timeout_ns >= 0) {
+    ts.tv_sec = timeout_ns / 1000000000;
+    ts.tv_nsec = timeout_ns % 1000000000;
+    memset(&arg, 0, sizeof arg);
+    arg.ts = (uint64_t)(uintptr_t)&ts;
+    argp = &arg;
+    argsz = sizeof arg;
+    flags |= IORING_ENTER_EXT_ARG;
+  }
+  int n = sys_enter(r->fd, submit, want, flags, argp, argsz);
+  if (n >= 0 || n == -ETIME || n == -EINTR || n == -EAGAIN || n == -EBUSY) return 0;
+  return -n;
+}
+
+int pa_uring_enter(pa_uring_t *r, unsigned wait_nr, int64_t timeout_ns, pa_uring_cqe_t *out,
+                   unsigned cap, unsigned *n) {
+  if (!n || (cap && !out)) return EINVAL;
+  *n = 0;
+  int err = usable(r);
+  if (err) return err;
+  if (timeout_ns == 0) wait_nr = 0;
+  err = enter_and_wait(r, wait_nr, timeout_ns);
+  if (err) return err;
+  *n = reap(r, out, cap);
+  return 0;
+}
+
+/* ---- provided-buffer ring ---- */
+
+int pa_bufring_create(pa_uring_t *r, uint16_t bgid, unsigned entries, pa_bufring_t **out) {
+  if (!r || !out || entries == 0 || entries > PA_URING_MAX_BUFRING || (entries & (entries - 1)))
+    return EINVAL;
+  if (inherited(r)) return ECHILD;
+  pa_bufring_t *b = calloc(1, sizeof *b);
+  if (!b) return ENOMEM;
+  b->map_len = entries * sizeof(struct io_uring_buf);
+  void *m = mmap(NULL, b->map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) {
+    free(b);
+    return errno;
+  }
+  (void)madvise(m, b->map_len, MADV_DONTFORK);
+  struct io_uring_buf_reg reg;
+  memset(&reg, 0, sizeof reg);
+  reg.ring_addr = (uint64_t)(uintptr_t)m;
+  reg.ring_entries = entries;
+  reg.bgid = bgid;
+  int err = sys_register(r->fd, IORING_REGISTER_PBUF_RING, &reg, 1);
+  if (err) {
+    munmap(m, b->map_len);
+    free(b);
+    return err;
+  }
+  b->ring = r;
+  b->br = m;
+  b->entries = entries;
+  b->mask = entries - 1;
+  b->bgid = bgid;
+  *out = b;
+  return 0;
+}
+
+int pa_bufring_destroy(pa_bufring_t *b) {
+  if (!b) return 0;
+  int err = 0;
+  if (!inherited(b->ring)) {
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof reg);
+    reg.bgid = b->bgid;
+    err = sys_register(b->ring->fd, IORING_UNREGISTER_PBUF_RING, &reg, 1);
+    munmap(b->br, b->map_len);
+  }
+  free(b);
+  return err;
+}
+
+int pa_bufring_add(pa_bufring_t *b, uint64_t addr, uint32_t len, uint16_t bid) {
+  if (!b || addr == 0 || len == 0 || bid >= b->entries) return EINVAL;
+  if (inherited(b->ring)) return ECHILD;
+  struct io_uring_buf *e = &b->br->bufs[b->tail & b->mask];
+  e->addr = addr;
+  e->len = len;
+  e->bid = bid;
+  b->tail++;
+  return 0;
+}
+
+void pa_bufring_publish(pa_bufring_t *b) {
+  if (b && !inherited(b->ring)) __atomic_store_n(&b->br->tail, b->tail, __ATOMIC_RELEASE);
+}
+
+unsigned pa_bufring_entries(const pa_bufring_t *b) { return b ? b->entries : 0; }

@@ -1,0 +1,515 @@
+"""A connection on the io_uring Proactor, with the Reactor connection's interface.
+
+Protocols see the same calls as on the Reactor (``connection_made``, ``buffer_received(lease,
+n)`` returning True to keep the lease, ``eof_received``, ``connection_lost``) and use the same
+methods (``write(data, owner=...)``, ``write_file``, ``pause_reading``, ``close``, ``abort``).
+What differs is underneath:
+
+* Reads: one multishot receive per connection, buffers chosen by the kernel from the
+  provided-buffer ring of the connection's BufferPool. The completion names the buffer id; the
+  lease behind it goes to the protocol. ``ENOBUFS`` hands the connection to the proactor, which
+  grows and refills the ring and re-arms the receive: the bytes wait in the socket meanwhile.
+* Pausing cancels the receive; completions already on their way are held and delivered, in
+  order, on resume, so nothing is dropped.
+* Writes queue and are flushed once per loop pass, one operation in flight per connection
+  (two sends in flight on one socket could complete out of order): ``send`` for one buffer
+  (``SEND_ZC`` above the proactor's threshold), ``sendmsg`` to gather several. Files go
+  file -> pipe -> socket with two splices. A buffer's owner is released after the completion,
+  or for ``SEND_ZC`` after the notification.
+* Closing cancels the operations in flight. Their buffers stay with a small :class:`_Remains`
+  record until the last completion arrives, because the kernel may still be using them; the
+  pooled connection object itself is free for reuse at once (its next token differs).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import errno
+import fcntl
+import os
+import socket
+from typing import TYPE_CHECKING, Any
+
+from poolalloc._uring_ffi import (
+    CQE_BUFFER_SHIFT,
+    CQE_F_BUFFER,
+    CQE_F_MORE,
+    CQE_F_NOTIF,
+    cqe_error,
+    new_iov,
+    pin,
+)
+from poolalloc.net.connection import _LINGER_RST, Connection, ConnectionProtocol, FileRange
+from poolalloc.net.sockets import IOV_MAX, LeaseLike, LeasePool
+
+if TYPE_CHECKING:
+    from poolalloc.net._uring_bufs import PoolRing
+    from poolalloc.net.uring import Proactor
+
+__all__ = ["UringConnection"]
+
+RECV, SEND, SPLICE_IN, SPLICE_OUT = 1, 2, 3, 4
+_PIPE_SIZE = 1 << 20
+
+
+class _Remains:
+    """What a closed connection left in flight: released when its last completion arrives."""
+
+    def __init__(self, conn: UringConnection, owners: list[Any]) -> None:
+        self.proactor, self.token = conn.proactor, conn.token
+        self.pool_ring, self.inflight = conn.pool_ring, conn.inflight
+        self.owners, self.pipe = owners, conn.pipe
+
+    def complete(self, kind: int, res: int, flags: int) -> None:
+        if flags & CQE_F_BUFFER and self.pool_ring is not None:
+            self.pool_ring.take(flags >> CQE_BUFFER_SHIFT).release()
+        if not flags & CQE_F_MORE:
+            self.inflight -= 1
+        if self.inflight <= 0:
+            _release_all(self.owners)
+            _close_pipe(self.pipe)
+            self.pipe = None
+            self.proactor.retarget(self.token, None)  # type: ignore[union-attr]
+
+
+class UringConnection(Connection):
+    """Per-connection state on a :class:`~poolalloc.net.uring.Proactor`; pooled like
+    :class:`~poolalloc.net.connection.Connection`.
+
+    Example:
+        >>> import socket, poolalloc
+        >>> from poolalloc.net.uring import Proactor
+        >>> p = Proactor(); pool = poolalloc.BufferPool(4096, capacity=64)
+        >>> a, b = socket.socketpair()
+        >>> conn = UringConnection(); conn.open(p, b, pool, Echo(), 4096)  # doctest: +SKIP
+    """
+
+    def reset(self) -> None:
+        """Forget the last connection (ObjectPool ``reset``)."""
+        super().reset()
+        self.proactor: Proactor | None = None
+        self.pool_ring: PoolRing | None = None
+        self.token = 0
+        self.inflight = 0
+        self.recv_armed = False
+        self.pipe: tuple[int, int] | None = None
+        self._ring: Any = None
+        self._held: collections.deque[tuple[LeaseLike, int]] = collections.deque()
+        self._sending: list[Any] | None = None  # pins of the send in flight; None when idle
+        self._sent_items = 0  # queue items the send in flight covers
+        self._zc_owners: collections.deque[list[Any]] = collections.deque()
+        self._flush_pending = False
+        self._pipe_fill = 0
+        self._iov: Any = None
+        self._msg: Any = None
+
+    def open(
+        self,
+        reactor: Any,
+        sock: socket.socket,
+        pool: LeasePool,
+        protocol: ConnectionProtocol,
+        chunk_size: int,
+    ) -> None:
+        """Adopt a connected socket, arm its multishot receive and start the protocol.
+
+        :raises TypeError: ``reactor`` is not a Proactor.
+        :raises OSError: the ring refused the receive.
+        """
+        if not hasattr(reactor, "pool_ring"):
+            raise TypeError("UringConnection needs a poolalloc.net.uring.Proactor")
+        sock.setblocking(True)  # io_uring polls internally; the socket is never read directly
+        self.reactor = self.proactor = reactor
+        self.sock, self.fd = sock, sock.fileno()
+        self.pool, self.protocol, self._chunk = pool, protocol, chunk_size
+        self.last_active = reactor.now
+        self._ring = reactor.ring
+        self.pool_ring = reactor.pool_ring(pool)
+        self.token = reactor.new_token(self)
+        protocol.connection_made(self)
+        if not self.closed:
+            self.arm_recv()
+
+    # ---- completions ----
+    def complete(self, kind: int, res: int, flags: int) -> None:
+        """Route one completion of this connection (called by the proactor)."""
+        if kind == RECV:
+            self._on_recv(res, flags)
+        elif kind == SEND:
+            self._on_send(res, flags)
+        elif kind == SPLICE_IN:
+            self._on_splice_in(res)
+        else:
+            self._on_splice_out(res)
+
+    # ---- reading ----
+    def arm_recv(self) -> None:
+        """Start (or restart) the multishot receive, unless paused or closed."""
+        if self.recv_armed or self.closed or (self.paused and not self._lingering):
+            return
+        assert self.pool_ring is not None
+        self._ring.prep_recv(self.fd, self.pool_ring.bgid, self.token << 8 | RECV)
+        self.recv_armed = True
+        self.inflight += 1
+
+    def _on_recv(self, res: int, flags: int) -> None:
+        if not flags & CQE_F_MORE:
+            self.recv_armed = False
+            self.inflight -= 1
+        if flags & CQE_F_BUFFER:
+            assert self.pool_ring is not None
+            self._deliver(self.pool_ring.take(flags >> CQE_BUFFER_SHIFT), res)
+            if not self.recv_armed:
+                self.arm_recv()
+        elif res == 0:
+            self._eof()
+        elif res == -errno.ENOBUFS:
+            assert self.proactor is not None
+            assert self.pool_ring is not None
+            self.proactor.starved(self, self.pool_ring)
+        elif res != -errno.ECANCELED and not self.closed:
+            self.abort(cqe_error(res))
+
+    def _deliver(self, lease: LeaseLike, n: int) -> None:
+        if self.closed or self._lingering or n <= 0:
+            lease.release()  # after close() input is discarded until the peer's EOF
+            return
+        if self.paused:
+            self._held.append((lease, n))
+            return
+        self.bytes_in += n
+        self.last_active = self.reactor.now  # type: ignore[union-attr]
+        if not self.protocol.buffer_received(lease, n):  # type: ignore[union-attr]
+            lease.release()
+
+    def pause_reading(self) -> None:
+        """Stop delivering data: the receive is cancelled, late arrivals are held."""
+        if self.paused or self.closed:
+            return
+        self.paused = True
+        if self.recv_armed:
+            self._ring.prep_cancel(0, target=self.token << 8 | RECV)
+
+    def resume_reading(self) -> None:
+        """Deliver what was held, then receive again."""
+        if self.paused and not self.closed:
+            self.paused = False
+            self.reactor.call_soon(self._resume)  # type: ignore[union-attr]
+
+    def _resume(self) -> None:
+        hook = getattr(self.protocol, "resume_reading", None)
+        if hook is not None and not self.closed:
+            hook()  # the protocol may hold back part of an earlier read: it goes first
+        while self._held and not self.paused and not self.closed:
+            lease, n = self._held.popleft()
+            self._deliver(lease, n)
+        if not self.paused:
+            self.arm_recv()
+
+    # ---- writing ----
+    def write(
+        self, data: bytes | memoryview, owner: LeaseLike | None = None, *, more: bool = False
+    ) -> None:
+        """Queue ``data`` for the next flush; ``owner`` is released once the kernel is done.
+
+        ``more`` (more data follows at once) needs no action here: everything written during a
+        loop pass goes out together, gathered, just before the next ``io_uring_enter``.
+
+        :raises ConnectionError: the connection is closing or closed.
+        """
+        if self.closing or self.closed:
+            if owner is not None:
+                owner.release()
+            raise ConnectionError("write on a closing connection")
+        if type(data) is not bytes:
+            data = memoryview(data)
+            if data.format != "B" or data.ndim != 1:
+                data = data.cast("B")
+        if not len(data):
+            if owner is not None:
+                owner.release()
+            return
+        self._queue_item([data, owner])
+
+    def write_file(self, fd: int, offset: int, count: int, *, close_fd: bool = True) -> None:
+        """Queue ``count`` bytes of file ``fd`` from ``offset``, sent with splice.
+
+        :raises ConnectionError: the connection is closing or closed.
+        """
+        item = FileRange(fd, offset, count, close_fd=close_fd)
+        if self.closing or self.closed:
+            item.discard()
+            raise ConnectionError("write on a closing connection")
+        self._queue_item([item, None])
+
+    def _queue_item(self, item: list[Any]) -> None:
+        self.queue.append(item)
+        self.queued += _size(item[0])
+        if not self._flush_pending and self._sending is None:
+            self._flush_pending = True
+            self.proactor.want_flush(self)  # type: ignore[union-attr]
+        if self.queued > self.high_water and not self.paused:
+            self.pause_reading()
+
+    def flush_now(self) -> None:
+        """Submit the head of the queue (called by the proactor before it enters the kernel)."""
+        self._flush_pending = False
+        if self._sending is not None or self.closed or not self.queue:
+            return
+        head: Any = self.queue[0][0]
+        if isinstance(head, FileRange):
+            self._splice_start(head)
+            return
+        if len(self.queue) == 1:  # the common case: one response, one send
+            zc = self.proactor.zc_threshold  # type: ignore[union-attr]
+            big = zc is not None and len(head) >= zc
+            self._sending = [
+                self._ring.prep_send_buffer(self.fd, head, self.token << 8 | SEND, big)
+            ]
+            self._sent_items = 1
+            self.inflight += 1
+            return
+        views: list[Any] = []
+        for item in self.queue:
+            if isinstance(item[0], FileRange) or len(views) == IOV_MAX:
+                break
+            views.append(item[0])
+        self._gather_send(views)
+
+    def _gather_send(self, views: list[Any]) -> None:
+        """Gather several queued buffers into one sendmsg."""
+        if self._iov is None:
+            self._iov, self._msg = new_iov(IOV_MAX)
+        iov, pins = self._iov, []
+        for i, view in enumerate(views):
+            keep, addr = pin(view)
+            pins.append(keep)
+            iov[2 * i] = addr
+            iov[2 * i + 1] = len(keep)
+        self._ring.prep_sendmsg(self.fd, iov, len(views), self._msg, self.token << 8 | SEND)
+        self._sending = pins
+        self._sent_items = len(views)
+        self.inflight += 1
+
+    def _on_send(self, res: int, flags: int) -> None:
+        if flags & CQE_F_NOTIF:
+            self.inflight -= 1
+            _release_all(self._zc_owners.popleft())
+            return
+        zc_pending = bool(flags & CQE_F_MORE)
+        if not zc_pending:
+            self.inflight -= 1
+        pins, self._sending = self._sending, None
+        if self.closed:
+            return
+        if res < 0:
+            self.abort(cqe_error(res))
+            return
+        done = self._consume(res)
+        if zc_pending:
+            self._zc_owners.append([*done, pins])
+        else:
+            _release_all(done)
+        self._account(res)
+        if self.queue:
+            self.flush_now()
+        else:
+            self._drained()
+
+    def _consume(self, sent: int) -> list[Any]:
+        """Drop ``sent`` bytes from the head of the queue; return the owners now done."""
+        done: list[Any] = []
+        queue = self.queue
+        while sent and queue:
+            view: Any = queue[0][0]
+            owner = queue[0][1]
+            if sent < len(view):
+                queue[0][0] = memoryview(view)[sent:]
+                break
+            sent -= len(view)
+            queue.popleft()
+            if owner is not None:
+                done.append(owner)
+        return done
+
+    def _account(self, sent: int) -> None:
+        self.bytes_out += sent
+        self.queued -= sent
+        self.last_active = self.reactor.now  # type: ignore[union-attr]
+        if self.paused and self.queued <= self.low_water and not self.closing:
+            self.resume_reading()
+
+    def _drained(self) -> None:
+        self.queued = 0
+        if self.closing and not self.closed and not self._lingering:
+            self._linger()
+
+    # ---- files: file -> pipe -> socket ----
+    def _splice_start(self, item: FileRange) -> None:
+        if self.pipe is None:
+            self.pipe = _new_pipe()
+        n = min(item.count, _PIPE_SIZE)
+        ud = self.token << 8 | SPLICE_IN
+        self._ring.prep_splice(item.fd, self.pipe[1], off_in=item.offset, nbytes=n, ud=ud)
+        self._sending = []
+        self.inflight += 1
+
+    def _on_splice_in(self, res: int) -> None:
+        self.inflight -= 1
+        if self.closed:
+            return
+        if res <= 0:
+            err = cqe_error(res) if res else OSError(errno.EIO, "file truncated while sending")
+            self.abort(err)
+            return
+        item: Any = self.queue[0][0]
+        item.offset += res
+        item.count -= res
+        self._pipe_fill = res
+        self._splice_out()
+
+    def _splice_out(self) -> None:
+        assert self.pipe is not None
+        ud = self.token << 8 | SPLICE_OUT
+        self._ring.prep_splice(self.pipe[0], self.fd, nbytes=self._pipe_fill, ud=ud)
+        self.inflight += 1
+
+    def _on_splice_out(self, res: int) -> None:
+        self.inflight -= 1
+        if self.closed:
+            return
+        if res <= 0:
+            self.abort(cqe_error(res) if res else ConnectionResetError(errno.EPIPE, "peer gone"))
+            return
+        self._pipe_fill -= res
+        self._account(res)
+        if self._pipe_fill:
+            self._splice_out()
+            return
+        item: Any = self.queue[0][0]
+        if item.count:
+            self._splice_start(item)
+            return
+        item.discard()
+        self.queue.popleft()
+        self._sending = None
+        if self.queue:
+            self.flush_now()
+        else:
+            self._drained()
+
+    # ---- closing ----
+    def close(self) -> None:
+        """Graceful close: flush what is queued, half-close, drain input, then close."""
+        if self.closing or self.closed:
+            return
+        self.closing = True
+        if not self.queue and self._sending is None:
+            self._linger()
+
+    def _linger(self) -> None:
+        assert self.sock is not None
+        assert self.reactor is not None
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._finish(None)
+            return
+        self._lingering = True
+        self.paused = False
+        self.deadline = self.reactor.now + self.linger
+        for lease, _ in self._held:
+            lease.release()
+        self._held.clear()
+        self.arm_recv()
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Abortive close: cancel what is in flight, drop the queue, RST to the peer."""
+        if self.closed:
+            return
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+        self._finish(exc)
+
+    def _finish(self, exc: BaseException | None) -> None:
+        self.closed = True
+        sending = self._sending is not None
+        in_flight = self._cancel_inflight()
+        for item, owner in self.queue:
+            # While an operation is in flight the kernel may read any queued item's memory or
+            # file: those wait for the last completion; otherwise they are freed now.
+            keep = item if isinstance(item, FileRange) else owner
+            if keep is not None and sending:
+                in_flight.append(keep)
+            elif keep is not None:
+                _release_all([keep])
+        self.queue.clear()
+        for lease, _ in self._held:
+            lease.release()
+        self._held.clear()
+        self._hand_over(in_flight)
+        if self.sock is not None:
+            self.sock.close()
+        protocol, on_closed = self.protocol, self.on_closed
+        if protocol is not None:
+            protocol.connection_lost(exc)
+        if on_closed is not None:
+            on_closed(self)
+
+    def _cancel_inflight(self) -> list[Any]:
+        if self.recv_armed:
+            self._ring.prep_cancel(0, target=self.token << 8 | RECV)
+        held: list[Any] = []
+        if self._sending is not None:
+            kind = SEND if not self.pipe or self._pipe_fill == 0 else SPLICE_OUT
+            self._ring.prep_cancel(0, target=self.token << 8 | kind)
+            self._ring.prep_cancel(0, target=self.token << 8 | SPLICE_IN)
+            held.append(self._sending)
+        for owners in self._zc_owners:
+            held.extend(owners)
+        self._zc_owners.clear()
+        return held
+
+    def _hand_over(self, in_flight: list[Any]) -> None:
+        """Leave what the kernel may still touch to a :class:`_Remains` until its completions."""
+        assert self.proactor is not None
+        if self.inflight > 0:
+            self.proactor.retarget(self.token, _Remains(self, in_flight))
+        else:
+            _release_all(in_flight)
+            _close_pipe(self.pipe)
+            self.proactor.retarget(self.token, None)
+        self.pipe = None
+        self._sending = None
+        self._iov = self._msg = None
+        self.inflight = 0
+        self.recv_armed = False
+
+
+def _release_all(items: list[Any]) -> None:
+    for item in items:
+        if isinstance(item, list):
+            _release_all(item)
+        elif isinstance(item, FileRange):
+            item.discard()
+        elif hasattr(item, "release"):
+            item.release()
+
+
+def _new_pipe() -> tuple[int, int]:
+    r, w = os.pipe2(os.O_CLOEXEC)
+    with contextlib.suppress(OSError):  # pipe-max-size is lower: splices move less per round
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+    return r, w
+
+
+def _close_pipe(pipe: tuple[int, int] | None) -> None:
+    if pipe is not None:
+        os.close(pipe[0])
+        os.close(pipe[1])
+
+
+def _size(item: object) -> int:
+    return item.count if isinstance(item, FileRange) else len(item)  # type: ignore[arg-type]

@@ -1,0 +1,106 @@
+"""The net layer's HTTP and fault tests (tests/net/test_http*.py), run again on the Proactor.
+
+Every test there that takes the ``make_server`` fixture runs here with the server's loop a
+:class:`~poolalloc.net.uring.Proactor`: keep-alive, pipelining, bodies, files, bad input,
+disconnects, resets, half-close, slowloris, idle timeouts, a client that never reads, many
+clients with faults, and pools balanced afterwards. The test bodies are the net layer's own,
+loaded from their files, so both engines answer to one specification.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from poolalloc.net.http import HttpServer
+from poolalloc.net.uring import Proactor, available
+
+NET = Path(__file__).parent.parent / "net"
+
+
+def _load(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _load_suites() -> tuple[ModuleType, list[ModuleType]]:
+    # The net tests import their helpers as top-level ``conftest`` and ``rawhttp``.
+    saved = {k: sys.modules.get(k) for k in ("conftest", "rawhttp")}
+    try:
+        helpers = sys.modules["conftest"] = _load("net_conftest_for_uring", NET / "conftest.py")
+        sys.modules["rawhttp"] = _load("rawhttp", NET / "rawhttp.py")
+        suites = [_load(f"{p.stem}_on_uring", p) for p in sorted(NET.glob("test_http*.py"))]
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                sys.modules.pop(key, None)
+            else:
+                sys.modules[key] = value
+    return helpers, suites
+
+
+_helpers, _suites = _load_suites()
+pytestmark = [pytest.mark.uring, pytest.mark.net, pytest.mark.timeout(60)]
+
+for _suite in _suites:
+    for _name, _obj in vars(_suite).items():
+        is_test = _name.startswith("test_") and callable(_obj)
+        if is_test and "make_server" in inspect.signature(_obj).parameters:
+            globals()[_name] = _obj
+        elif _name == "root":
+            globals()[_name] = _obj  # the one fixture the suites define themselves
+
+buffer_pool = _helpers.buffer_pool
+
+
+class UringThreadedServer(_helpers.ThreadedServer):  # type: ignore[misc,name-defined]
+    """The net tests' threaded server with a Proactor as its loop."""
+
+    def __init__(self, pool: Any, **options: Any) -> None:
+        self.pool = pool
+        self.reactor = Proactor()
+        self.http = HttpServer(self.reactor, buffer_pool=pool, **options)
+        self.http.start()
+        self.thread = _helpers.threading.Thread(target=self.reactor.run, daemon=True)
+        self.thread.start()
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """As the net tests' ``call``, with one documented difference: on the Proactor the
+        blocks lent to the kernel's provided-buffer ring are leases of the pool for as long as
+        the loop lives (they go back at ``close()``), so "balanced" while serving means that
+        nothing beyond the ring's inventory is out."""
+        if getattr(fn, "__self__", None) is self.pool and fn.__name__ == "outstanding":
+            return super().call(lambda: fn() - self._lent_to_ring())
+        return super().call(fn, *args)
+
+    def _lent_to_ring(self) -> int:
+        return sum(pr.in_ring for pr in self.reactor._pool_rings.values())
+
+
+@pytest.fixture
+def make_server(buffer_pool: Any) -> Iterator[Any]:
+    ok, reason = available()
+    if not ok:
+        pytest.skip(f"io_uring unavailable: {reason}")
+    servers: list[UringThreadedServer] = []
+
+    def start(**options: Any) -> UringThreadedServer:
+        srv = UringThreadedServer(buffer_pool, **options)
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        srv.stop()
+        assert srv.http.tcp.conn_pool.stats().in_use == 0
