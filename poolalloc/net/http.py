@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import email.utils
+import errno
 import http
 import itertools
 import mimetypes
@@ -40,6 +41,8 @@ __all__ = ["HttpServer", "Response"]
 
 _STATUS = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in http.HTTPStatus}
 _part_ids = itertools.count()
+#: a write refused for lack of room: the upload is answered 507 Insufficient Storage
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 @dataclass(slots=True)
@@ -90,7 +93,11 @@ class _FileSink:
 
     def write(self, data: memoryview) -> None:
         while data:
-            n = os.write(self.fd, data)
+            try:
+                n = os.write(self.fd, data)
+            except OSError as exc:  # the protocol answers it, aborts the sink, and closes
+                status = 507 if exc.errno in _NO_ROOM else 500
+                raise HttpError(status, exc.strerror or "write failed") from exc
             self.written += n
             data = data[n:]
 
