@@ -8,10 +8,16 @@ so the parser can be fuzzed at thousands of inputs a second without sockets.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import itertools
 import os
+import socket
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hypothesis import HealthCheck, settings
 
@@ -138,3 +144,71 @@ def drive(
     conn.closed = True
     proto.connection_lost(None)
     return proto
+
+
+class ThreadedHttp:
+    """An HttpServer on a Reactor in a background thread (stopped and balanced on exit)."""
+
+    def __init__(self, pool: BufferPool | None = None, **options: Any) -> None:
+        from poolalloc.net.http import HttpServer
+        from poolalloc.net.reactor import Reactor
+
+        self.pool = pool if pool is not None else BufferPool(16384, capacity=128, name="rel-http")
+        self.reactor = Reactor()
+        self.http = HttpServer(self.reactor, buffer_pool=self.pool, **options)
+        self.http.start()
+        self.thread = threading.Thread(target=self.reactor.run, daemon=True)
+        self.thread.start()
+        self.port = self.http.address[1]
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` in the reactor thread and return its result."""
+        box: list[Any] = []
+        done = threading.Event()
+
+        def run() -> None:
+            box.append(fn())
+            done.set()
+
+        self.reactor.call_soon_threadsafe(run)
+        assert done.wait(10), "the reactor did not answer"
+        return box[0]
+
+    def close(self) -> None:
+        self.call(self.http.close)
+        self.reactor.call_soon_threadsafe(self.reactor.stop)
+        self.thread.join(10)
+        self.reactor.close()
+        gc.collect()
+        assert self.pool.outstanding() == 0, self.pool.stats()
+        self.pool.close()
+
+    def __enter__(self) -> ThreadedHttp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def request(port: int, raw: bytes, *, timeout: float = 10.0) -> tuple[int, bytes]:
+    """Send ``raw`` on a fresh connection; return (status, body) of the first response.
+
+    Status 0: the server closed without answering.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(raw)
+        f = sock.makefile("rb")
+        try:
+            line = f.readline()
+        except ConnectionResetError:
+            return 0, b""
+        if not line:
+            return 0, b""
+        status = int(line.split()[1])
+        length = 0
+        while (h := f.readline()) not in (b"\r\n", b""):
+            name, _, value = h.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        return status, f.read(length)
