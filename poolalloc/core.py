@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import errno
+import os
 import threading
 import weakref
 from types import TracebackType
@@ -29,6 +30,16 @@ from poolalloc.stats import ClassStats, PoolStats
 
 #: Every SlabPool alive in this process (tests use it to check that nothing is outstanding).
 live_pools: Final[weakref.WeakSet[SlabPool]] = weakref.WeakSet()
+
+
+def _new_locks_in_child() -> None:
+    # A parent thread that held a pool's lock at fork() does not exist in the child: the lock
+    # would stay held forever. It guards one dict operation, so a fresh lock is consistent.
+    for pool in list(live_pools):
+        pool._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_locks_in_child)
 
 NUMA_LOCAL: Final[str] = "local"
 
