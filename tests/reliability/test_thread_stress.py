@@ -160,6 +160,7 @@ def test_sixteen_threads_cross_thread_frees_every_block_accounted_for() -> None:
 
 def _assert_accounted(pools: Pools, total: Tally) -> None:
     leased = total.leases
+    print(f"thread stress: {THREADS} threads, {total}")  # shown with -s (docs/reliability.md)
     assert leased > 1000, f"too little work done: {total}"
     assert total.released == leased, "a lease was lost"
     assert total.returned == total.objects, "an object was lost"
