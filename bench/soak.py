@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import re
 import resource
@@ -99,7 +98,8 @@ def parse_wrk(text: str) -> dict[str, object]:
         out["requests"] = int(m.group(1))
     if m := re.search(r"Requests/sec:\s+([\d.]+)", text):
         out["requests_per_s"] = float(m.group(1))
-    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text):
+    errors = r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"
+    if m := re.search(errors, text):
         out["socket_errors"] = dict(
             zip(("connect", "read", "write", "timeout"), map(int, m.groups()), strict=True)
         )
@@ -167,8 +167,7 @@ def plot(result: dict[str, object], png: str) -> None:
     ax.set_ylabel("server RSS (MiB)")
     ax.set_ylim(0, max(ys) * 1.2)
     ax.set_title(
-        f"poolalloc serve ({a['engine']}), wrk c={a['connections']} + random RSTs, "
-        f"{a['seconds']} s"
+        f"poolalloc serve ({a['engine']}), wrk c={a['connections']} + random RSTs, {a['seconds']} s"
     )
     ax.grid(alpha=0.3)
     fig.tight_layout()
