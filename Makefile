@@ -20,6 +20,7 @@ $(VENV)/.base:
 
 # A real (non-editable) install: each venv gets its own build of the extensions.
 $(VENV)/.installed: $(VENV)/.base $(NATIVE_SRC) $(wildcard poolalloc/*.py poolalloc/*/*.py)
+	rm -rf build  # setuptools reuses objects by timestamp, whatever flags built them (ASan or not)
 	$(VENV)/bin/pip install $(PIP_FLAGS) --no-build-isolation --force-reinstall --no-deps .
 	$(VENV)/bin/pip install $(PIP_FLAGS) --no-build-isolation ".[test,dev]"
 	touch $@
@@ -72,7 +73,7 @@ sdist-check: $(VENV)/.base
 	$(VENV)/bin/pip install $(PIP_FLAGS) build
 	$(VENV)/bin/python -m build --sdist --no-isolation -o dist/ .
 	$(PYTHON) -m venv .venv-sdist
-	.venv-sdist/bin/pip install $(PIP_FLAGS) dist/poolalloc-*.tar.gz pytest
+	.venv-sdist/bin/pip install $(PIP_FLAGS) dist/poolalloc-*.tar.gz pytest pytest-timeout
 	cd /tmp && $(CURDIR)/.venv-sdist/bin/pytest -q $(CURDIR)/tests/native/test_smoke.py -p no:cacheprovider
 
 clean:

@@ -173,13 +173,31 @@ def bench(kind: str, threads: int, rounds: int, ops: int) -> None:
         print(f"  {name}/queue {fmt(vs_queue, 2)}   {name}/fresh {fmt(vs_fresh, 2)}")
 
 
+def only(name: str, ops: int) -> None:
+    pool: ObjectPool[object] = ObjectPool(object, max_size=8)
+    q: queue.Queue[object] = queue.Queue()
+    for _ in range(8):
+        q.put(object())
+    run = pool_with(pool) if name == "pool-with" else queue_pool(q, None)
+    run(ops)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--ops", type=int, default=200_000)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--kinds", nargs="+", default=["small", "parser"])
+    parser.add_argument(
+        "--only",
+        choices=["pool-with", "queue"],
+        help="run just this loop --ops times on a plain object and print nothing (for timing "
+        "whole processes: the same script and imports either way)",
+    )
     args = parser.parse_args()
+    if args.only:
+        only(args.only, args.ops)
+        return
     print(f"Python {sys.version.split()[0]}")
     for kind in args.kinds:
         for threads in args.threads:

@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import errno
+import threading
 from typing import Any, Final, NewType
 
 from poolalloc._native import ffi, lib
@@ -159,9 +160,31 @@ def api_address() -> int:
 
 def alloc(pool: PoolHandle, size: int, align: int = MIN_ALIGN) -> int:
     """``pa_alloc``; returns the block's address."""
-    out = ffi.new("void **")
-    check_rc(lib.pa_alloc(pool, _size(size), _size(align, "alignment"), out), "alloc")
-    return _addr(out[0])
+    return alloc_sized(pool, size, align)[0]
+
+
+class _OutParams(threading.local):
+    """Per-thread out-parameters, so that the hot calls allocate no cffi objects."""
+
+    def __init__(self) -> None:
+        self.addr = ffi.new("uintptr_t *")
+        self.usable = ffi.new("size_t *")
+
+
+_out = _OutParams()
+
+
+def alloc_sized(pool: PoolHandle, size: int, align: int = MIN_ALIGN) -> tuple[int, int]:
+    """``pa_alloc`` + ``pa_block_size`` in one call: (address, usable bytes)."""
+    out = _out
+    try:
+        rc = lib.pa_py_alloc(pool, size, align, out.addr, out.usable)
+    except (TypeError, OverflowError):
+        rc = lib.pa_py_alloc(pool, _size(size), _size(align, "alignment"), out.addr, out.usable)
+    if rc:
+        _size(size)  # a negative size reads better as PoolValueError than as EINVAL
+        check_rc(rc, "alloc")
+    return int(out.addr[0]), int(out.usable[0])
 
 
 def alloc_batch(pool: PoolHandle, size: int, align: int, n: int) -> list[int]:
@@ -173,7 +196,12 @@ def alloc_batch(pool: PoolHandle, size: int, align: int, n: int) -> list[int]:
 
 def free(address: int) -> None:
     """``pa_free`` of any integer address (foreign ones raise ForeignBufferError)."""
-    check_rc(lib.pa_free(_ptr(address)), "free")
+    try:
+        rc = lib.pa_py_free(address)
+    except (TypeError, OverflowError):
+        rc = lib.pa_py_free(_size(address, "address"))
+    if rc:
+        check_rc(rc, "free")
 
 
 def free_batch(addresses: list[int]) -> int:

@@ -31,7 +31,7 @@ DEFAULT_SYSFS_ROOT = "/sys/devices/system/node"
 NUMA_ANY = _ffi.NUMA_ANY
 NUMA_LOCAL = _ffi.NUMA_LOCAL
 
-#: What a pool constructor accepts as ``numa_node``.
+#: The forms ``numa_node`` takes (constructors type it ``int | str | None`` and check strings).
 NumaSpec = int | Literal["local"] | None
 Source = Literal["libnuma", "sysfs", "none"]
 
@@ -117,11 +117,23 @@ class NumaSystem:
         topo = self.topology()
         if node in topo.has_memory:
             return node
+        if node >= 0 and node not in topo.node_ids and self._core_has_its_own_topology(topo):
+            return node  # the C core decides, and refuses with ENODEV (NumaError) if it must
         usable = list(topo.nodes_with_memory)
         why = "has no memory" if node in topo.node_ids else "does not exist"
         raise NumaError(f"NUMA node {node} {why}; nodes with memory: {usable}", errno.ENODEV)
 
-    def resolve_node(self, spec: NumaSpec) -> int:
+    def _core_has_its_own_topology(self, topo: Topology) -> bool:
+        """True when ``pa_numa_fake`` gave the C core nodes that this (real) view lacks.
+
+        Tests of the core fake the C side alone; the core is the authority on its nodes then.
+        A system over another tree is a deliberate Python-side view and is never overruled.
+        """
+        if os.fspath(self.sysfs_root) != DEFAULT_SYSFS_ROOT:
+            return False
+        return _ffi.numa_node_count() != max(topo.node_ids) + 1
+
+    def resolve_node(self, spec: int | str | None) -> int:
         """The C value for ``numa_node=spec``: NUMA_ANY, NUMA_LOCAL or a checked node number.
 
         :raises NumaError: a node number that does not exist or has no memory.

@@ -323,6 +323,9 @@ class PoolCore(Generic[T]):
     def _new_stash(self) -> Stash[T]:
         stash: Stash[T] = Stash()
         with self._lock:
+            # A new thread is the moment to reclaim finished ones: with thread churn the
+            # registry (and objects stranded in dead stashes) would otherwise only grow.
+            self._fold_orphans()
             self._stashes.append(stash)
         self._local.stash = stash
         return stash

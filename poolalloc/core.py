@@ -17,34 +17,21 @@ Example:
 from __future__ import annotations
 
 import errno
-import os
-import threading
 import weakref
 from types import TracebackType
 from typing import Final, Self
 
 from poolalloc import _ffi, numa
 from poolalloc.errors import DoubleReleaseError, PoolValueError
-from poolalloc.numa import NumaSpec
 from poolalloc.stats import ClassStats, PoolStats
 
 #: Every SlabPool alive in this process (tests use it to check that nothing is outstanding).
 live_pools: Final[weakref.WeakSet[SlabPool]] = weakref.WeakSet()
 
-
-def _new_locks_in_child() -> None:
-    # A parent thread that held a pool's lock at fork() does not exist in the child: the lock
-    # would stay held forever. It guards one dict operation, so a fresh lock is consistent.
-    for pool in list(live_pools):
-        pool._lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_new_locks_in_child)
-
 NUMA_LOCAL: Final[str] = "local"
 
 
-def _numa_value(numa_node: NumaSpec) -> int:
+def _numa_value(numa_node: int | str | None) -> int:
     return numa.resolve_node(numa_node)  # checks the node against the topology first
 
 
@@ -157,7 +144,7 @@ class SlabPool:
         *,
         max_bytes: int | None = None,
         retain_bytes: int | None = None,
-        numa_node: NumaSpec = None,
+        numa_node: int | str | None = None,
         debug: bool | int = False,
     ) -> None:
         self._handle = _ffi.pool_create(
@@ -165,8 +152,8 @@ class SlabPool:
         )
         self._closed = False
         self._destroyed = False
-        self._lock = threading.Lock()
-        self._live: weakref.WeakValueDictionary[int, Block] = weakref.WeakValueDictionary()
+        # strong references: a block dropped without free() is still out, and still listed
+        self._live: dict[int, Block] = {}
         live_pools.add(self)
 
     # ---- blocks ----
@@ -181,15 +168,13 @@ class SlabPool:
         :raises PoolClosedError: the pool is closed.
         :raises CorruptionError: debug mode found a write after free in the block it picked.
         """
-        address = _ffi.alloc(self._handle, size, alignment)
-        block = Block(self, address, size, _ffi.block_size(address))
-        with self._lock:
-            self._live[address] = block
+        address, usable = _ffi.alloc_sized(self._handle, size, alignment)
+        block = Block(self, address, size, usable)
+        self._live[address] = block  # one dict operation: atomic, with or without the GIL
         return block
 
     def _forget(self, block: Block) -> None:
-        with self._lock:
-            self._live.pop(block.address, None)
+        self._live.pop(block._address, None)
 
     # ---- the pool ----
 
@@ -224,9 +209,8 @@ class SlabPool:
         _ffi.pool_check(self._handle)
 
     def outstanding(self) -> list[Block]:
-        """The blocks of this pool that are neither freed nor garbage."""
-        with self._lock:
-            return list(self._live.values())
+        """The blocks of this pool not freed yet (dropped ones included: their memory is out)."""
+        return list(self._live.copy().values())
 
     @property
     def closed(self) -> bool:

@@ -9,7 +9,8 @@ CPU it runs on; ``numa_node=None`` (the default) places nothing. This module is 
 - :func:`resolve_node` turns the user's ``numa_node`` into the C value, refusing a node that
   does not exist (or has no memory) with :class:`~poolalloc.errors.NumaError`;
 - :func:`page_nodes` reports the node each page of a buffer actually lives on, so that placement
-  is verified rather than believed.
+  is verified rather than believed; :func:`verify_placement` and :func:`report` use it;
+- :func:`simulate` pretends to be a 2- or 4-node machine, for tests.
 
 A machine with one node (most laptops, most containers) runs everything on node 0: ``0`` and
 ``'local'`` are accepted, ``available().note`` says so, and nothing is an error.
@@ -121,7 +122,7 @@ def validate_node(node: int) -> int:
     return system().validate_node(node)
 
 
-def resolve_node(spec: NumaSpec) -> int:
+def resolve_node(spec: int | str | None) -> int:
     """Turn a pool's ``numa_node`` (None, ``'local'`` or a node) into the C core's value.
 
     :raises NumaError: a node that does not exist or has no memory.

@@ -70,6 +70,8 @@ class ObjectPool(PoolCore[T]):
     kept by :meth:`trim`; ``max_idle`` caps idle objects kept on return; objects older than
     ``max_lifetime`` seconds are retired on return. ``track_leaks`` (default: environment
     variable ``POOLALLOC_TRACK_LEAKS=1``) records where each unreleased lease was acquired.
+    ``stash_size`` caps each thread's private, lock-free stash of idle objects (default: a
+    quarter of ``max_size`` clamped to 1..8, or 8 when unbounded; 0 disables the stashes).
 
     Example:
         >>> from poolalloc import PoolExhausted
@@ -412,7 +414,13 @@ class ObjectPool(PoolCore[T]):
 
     @property
     def is_closed(self) -> bool:
-        """True once :meth:`close` ran."""
+        """True once :meth:`close` ran.
+
+        Example:
+            >>> pool = ObjectPool(list)
+            >>> pool.is_closed, pool.close().is_clean, pool.is_closed
+            (False, True, True)
+        """
         return self._closed
 
     def __enter__(self) -> ObjectPool[T]:

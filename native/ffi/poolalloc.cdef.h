@@ -102,5 +102,9 @@ int pa_numa_page_node(const void *p, int *node);
 int pa_pool_node_stats(pa_pool_t *pool, int node, pa_stats_t *out);
 int pa_numa_node_count(unsigned *out);
 
+/* ---- binding helpers (native/ffi/poolalloc.csrc.c; not in the C API) ---- */
+int pa_py_alloc(pa_pool_t *pool, size_t size, size_t align, uintptr_t *addr, size_t *usable); /* *addr: pa_py_free */
+int pa_py_free(uintptr_t addr);
+
 /* ---- the function table for other extensions ---- */
 const pa_api_t *pa_api(void);                                /* static: never freed */

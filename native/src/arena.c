@@ -23,38 +23,23 @@
 #include "os.h"
 #include "track.h"
 
-#define LEAF_BITS 14
-#define TOP_BITS 13 /* 21 + 14 + 13 = 48-bit addresses */
-#define LEAF_SIZE ((size_t)1 << LEAF_BITS)
-
-typedef _Atomic(pai_chunk_t *) leaf_t[LEAF_SIZE];
-
-static _Atomic(leaf_t *) reg_top[(size_t)1 << TOP_BITS];
+_Atomic(pai_leaf_t *) pai_reg_top[(size_t)1 << PAI_REG_TOP_BITS];
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static pai_chunk_t *desc_free;
 
 // ---- registry ----
 
-pai_chunk_t *pai_chunk_lookup(const void *p) {
-  uintptr_t key = (uintptr_t)p >> PAI_CHUNK_SHIFT;
-  uintptr_t top = key >> LEAF_BITS;
-  if (PA_UNLIKELY(top >= ((uintptr_t)1 << TOP_BITS))) return NULL;
-  leaf_t *leaf = atomic_load_explicit(&reg_top[top], memory_order_acquire);
-  if (PA_UNLIKELY(leaf == NULL)) return NULL;
-  return atomic_load_explicit(&(*leaf)[key & (LEAF_SIZE - 1)], memory_order_acquire);
-}
-
 /* Caller holds reg_lock. */
 static int registry_set(uintptr_t base, pai_chunk_t *c) {
-  uintptr_t key = base >> PAI_CHUNK_SHIFT, top = key >> LEAF_BITS;
-  if (top >= ((uintptr_t)1 << TOP_BITS)) return ENOMEM;
-  leaf_t *leaf = atomic_load_explicit(&reg_top[top], memory_order_relaxed);
+  uintptr_t key = base >> PAI_CHUNK_SHIFT, top = key >> PAI_REG_LEAF_BITS;
+  if (top >= ((uintptr_t)1 << PAI_REG_TOP_BITS)) return ENOMEM;
+  pai_leaf_t *leaf = atomic_load_explicit(&pai_reg_top[top], memory_order_relaxed);
   if (leaf == NULL) {
-    leaf = calloc(1, sizeof(leaf_t));
+    leaf = calloc(1, sizeof(pai_leaf_t));
     if (leaf == NULL) return ENOMEM;
-    atomic_store_explicit(&reg_top[top], leaf, memory_order_release);
+    atomic_store_explicit(&pai_reg_top[top], leaf, memory_order_release);
   }
-  atomic_store_explicit(&(*leaf)[key & (LEAF_SIZE - 1)], c, memory_order_release);
+  atomic_store_explicit(&(*leaf)[key & (PAI_REG_LEAF_SIZE - 1)], c, memory_order_release);
   return 0;
 }
 
@@ -139,11 +124,10 @@ int pai_chunk_map(pa_pool_t *pool, unsigned node, size_t len, pai_chunk_t **out)
 }
 
 /* A dedicated mapping for one block above the largest class. */
-int pai_huge_map(pa_pool_t *pool, size_t size, pai_chunk_t **out) {
+int pai_huge_map(pa_pool_t *pool, unsigned node, size_t size, pai_chunk_t **out) {
   size_t len = (size + PA_PAGE_ALIGN - 1) & ~(size_t)(PA_PAGE_ALIGN - 1);
   if (len < size) return EOVERFLOW;
-  /* a PA_NUMA_LOCAL pool places it on the caller's node, like its slabs */
-  int err = pai_chunk_map(pool, pai_current_node(pool), len, out);
+  int err = pai_chunk_map(pool, node, len, out);
   if (err) return err;
   (*out)->kind = PAI_CHUNK_HUGE;
   (*out)->npages = 0;
@@ -153,6 +137,7 @@ int pai_huge_map(pa_pool_t *pool, size_t size, pai_chunk_t **out) {
 }
 
 void pai_chunk_unmap(pai_chunk_t *c) {
+  atomic_fetch_add(&pai_slab_epoch, 1);
   pthread_mutex_lock(&reg_lock);
   registry_set(c->base, NULL);
   pa_track_unpoison((void *)c->base, c->len);

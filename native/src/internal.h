@@ -49,7 +49,7 @@
 #define PAI_MAX_CLASS_SIZE ((size_t)1 << 20)
 #define PAI_MAX_NODES 64
 #define PAI_NO_SLAB 0xFFu
-#define PAI_CACHE_MAX 64
+#define PAI_CACHE_MAX 256
 #define PAI_CANARY_BYTES 16u
 #define PAI_POISON_BYTE 0xDBu
 #define PAI_CANARY_BYTE 0xCAu
@@ -106,7 +106,7 @@ struct pai_depot_s {
 typedef struct pai_tclass_s {
   uint32_t n, cap, limit;   /* cap: slots allocated (0 until first use); limit: cap to use */
   void **slots;
-  _Atomic uint64_t allocs, frees, hits, misses, exchanges;
+  _Atomic uint64_t frees, hits, misses, exchanges; /* allocations = hits + misses */
 } pai_tclass_t;
 
 struct pai_tls_s;
@@ -183,13 +183,29 @@ static inline bool pai_slab_is_out(const pai_slab_t *s, uint32_t idx) {
 
 /* ---- arenas and the chunk registry (arena.c) ---- */
 int pai_chunk_map(pa_pool_t *pool, unsigned node, size_t len, pai_chunk_t **out);
-int pai_huge_map(pa_pool_t *pool, size_t size, pai_chunk_t **out);
+int pai_huge_map(pa_pool_t *pool, unsigned node, size_t size, pai_chunk_t **out);
 void pai_chunk_unmap(pai_chunk_t *c);
-pai_chunk_t *pai_chunk_lookup(const void *p);
 int pai_chunk_take_pages(pai_chunk_t *c, unsigned npages, unsigned *first);
 void pai_chunk_give_pages(pai_chunk_t *c, unsigned first, unsigned npages);
 void pai_registry_fork_lock(void);
 void pai_registry_fork_unlock(int child);
+
+/* The chunk registry: a two-level radix map over 48-bit addresses (21 + 14 + 13 bits). */
+#define PAI_REG_LEAF_BITS 14
+#define PAI_REG_TOP_BITS 13
+#define PAI_REG_LEAF_SIZE ((size_t)1 << PAI_REG_LEAF_BITS)
+typedef _Atomic(pai_chunk_t *) pai_leaf_t[PAI_REG_LEAF_SIZE];
+extern _Atomic(pai_leaf_t *) pai_reg_top[(size_t)1 << PAI_REG_TOP_BITS];
+
+/* The chunk registered for the 2 MiB region holding p, or NULL. Never reads p itself. */
+static inline pai_chunk_t *pai_chunk_lookup(const void *p) {
+  uintptr_t key = (uintptr_t)p >> PAI_CHUNK_SHIFT;
+  uintptr_t top = key >> PAI_REG_LEAF_BITS;
+  if (PA_UNLIKELY(top >= ((uintptr_t)1 << PAI_REG_TOP_BITS))) return NULL;
+  pai_leaf_t *leaf = atomic_load_explicit(&pai_reg_top[top], memory_order_acquire);
+  if (PA_UNLIKELY(leaf == NULL)) return NULL;
+  return atomic_load_explicit(&(*leaf)[key & (PAI_REG_LEAF_SIZE - 1)], memory_order_acquire);
+}
 
 /* Where a block lives. 0 or EFAULT (not the start of a live pooled block's slot). */
 static inline int pai_locate(const void *p, pai_chunk_t **chunk, pai_slab_t **slab,
@@ -241,7 +257,13 @@ uint32_t pai_cache_cap(const pa_pool_t *pool, unsigned cls);
 typedef struct pai_tl_s {
   pa_pool_t *pool;
   pai_tcache_t *cache;
+  uintptr_t free_page;         /* (address >> 16) of the last page pa_free resolved ... */
+  pai_slab_t *free_slab;       /* ... to this slab, valid while pai_slab_epoch == free_epoch */
+  uint64_t free_epoch;
 } pai_tl_t;
+/* Bumped whenever a slab is released or a chunk unmapped, so that the per-thread page->slab
+ * memo of pa_free never outlives the slab it names. */
+extern _Atomic uint64_t pai_slab_epoch;
 extern __thread pai_tl_t pai_tl __attribute__((tls_model("initial-exec")));
 
 static inline pai_tcache_t *pai_tcache(pa_pool_t *pool) {

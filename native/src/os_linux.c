@@ -92,7 +92,7 @@ static const pai_os_t real_os = {real_map, real_unmap, real_bind, real_page_node
 
 // ---- the fake topology ----
 
-static unsigned fake_nodes;          /* 0: real OS */
+static _Atomic unsigned fake_nodes;  /* 0: real OS; read by any thread, written by tests */
 static unsigned fake_ncpus;
 static int fake_map[1024];
 static __thread int fake_cpu;

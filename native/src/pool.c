@@ -233,14 +233,15 @@ static int huge_alloc(pa_pool_t *pool, size_t size, size_t align, void **out) {
   size_t len = (need + PA_PAGE_ALIGN - 1) & ~(size_t)(PA_PAGE_ALIGN - 1);
   pai_chunk_t *c = NULL;
   int err = 0;
+  unsigned node = pai_current_node(pool);
   pthread_mutex_lock(&pool->lock);
   if (pool->max_bytes && pool->mapped + len > pool->max_bytes) err = ENOSPC;
-  else err = pai_huge_map(pool, need, &c);
+  else err = pai_huge_map(pool, node, need, &c);
   if (err == 0) {
     c->huge_req = size;
     atomic_store(&c->huge_live, 1);
     atomic_fetch_add(&pool->refs, 1);
-    pai_note_mapped(pool, (unsigned)c->node, c->len);
+    pai_note_mapped(pool, node, c->len);
     c->next = pool->huge;
     if (c->next) c->next->prev = c;
     pool->huge = c;
@@ -304,6 +305,7 @@ static void direct_free(pa_pool_t *pool, pai_slab_t *s, uint32_t idx, void *p) {
   pa_track_poison(p, s->block_size);
   atomic_fetch_add(&s->depot->frees, 1);
   pai_depot_return(s, idx, false);
+  pai_note_out(pool, -(int64_t)s->block_size);
   pai_pool_unref(pool);
 }
 
@@ -324,7 +326,6 @@ static int cache_pop_after_refill(pai_tcache_t *tc, unsigned cls, void **out) {
   tc->parked_bytes -= pai_class_size[cls];
   pa_track_unpoison(p, pai_class_size[cls]);
   *(uint64_t *)p = 0;
-  bump(&t->allocs);
   bump(&t->misses);
   *out = p;
   return 0;
@@ -359,6 +360,7 @@ static int debug_alloc_slab(pa_pool_t *pool, size_t size, unsigned cls, void **o
     pa_track_poison(p, s->block_size);
     atomic_fetch_add(&s->depot->frees, 1);
     pai_depot_return(s, idx, false);
+    pai_note_out(pool, -(int64_t)s->block_size);
     return EILSEQ;
   }
   if (pool->debug & PA_DEBUG_CANARY) {
@@ -397,8 +399,10 @@ static int debug_free(pa_pool_t *pool, pai_slab_t *s, uint32_t idx, void *p) {
 // ---- public block API ----
 
 static inline int class_of(size_t size, size_t align, unsigned *cls) {
-  if (PA_LIKELY(size - 1 < 4096 && align <= PA_MIN_ALIGN && align && !(align & (align - 1)))) {
-    *cls = pai_small_lut[(size + 63) >> 6];
+  /* every class is a multiple of 64, so alignments up to 64 need no search */
+  if (PA_LIKELY(size - 1 < PAI_MAX_CLASS_SIZE && align <= PA_MIN_ALIGN && align &&
+                !(align & (align - 1)))) {
+    *cls = size <= 4096 ? pai_small_lut[(size + 63) >> 6] : pai_large_lut[(size + 4095) >> 12];
     return 0;
   }
   if (align < PA_MIN_ALIGN && align && !(align & (align - 1))) align = PA_MIN_ALIGN;
@@ -420,7 +424,6 @@ int pa_alloc(pa_pool_t *pool, size_t size, size_t align, void **out) {
       tc->parked_bytes -= pai_class_size[cls];
       pa_track_unpoison(p, pai_class_size[cls]);
       *(uint64_t *)p = 0;
-      bump(&t->allocs);
       bump(&t->hits);
       *out = p;
       return 0;
@@ -446,25 +449,56 @@ static int free_slow(pa_pool_t *pool, pai_tcache_t *tc, pai_chunk_t *c, pai_slab
   return 0;
 }
 
+/* The slab of the page holding p, or NULL with *rc set (EFAULT, or the result of a huge or
+ * unpooled free). A one-entry per-thread memo skips the registry walk for repeated pages. */
+static inline pai_slab_t *free_slab_of(void *p, int *rc) {
+  uintptr_t a = (uintptr_t)p;
+  uint64_t epoch = atomic_load_explicit(&pai_slab_epoch, memory_order_acquire);
+  if (PA_LIKELY((a >> PAI_PAGE_SHIFT) == pai_tl.free_page && epoch == pai_tl.free_epoch))
+    return pai_tl.free_slab;
+  pai_chunk_t *c = pai_chunk_lookup(p);
+  if (PA_UNLIKELY(c == NULL || a - c->base >= c->len)) {
+    *rc = pai_unpooled_any() ? pai_unpooled_free(p) : EFAULT;
+    return NULL;
+  }
+  if (PA_UNLIKELY(c->kind != PAI_CHUNK_SLABS)) {
+    *rc = a == c->base ? huge_free(c) : EFAULT;
+    return NULL;
+  }
+  unsigned slot = atomic_load_explicit(&c->page_slab[(a - c->base) >> PAI_PAGE_SHIFT],
+                                       memory_order_relaxed);
+  if (PA_UNLIKELY(slot == PAI_NO_SLAB)) {
+    *rc = EFAULT;
+    return NULL;
+  }
+  pai_tl.free_page = a >> PAI_PAGE_SHIFT;
+  pai_tl.free_slab = &c->slabs[slot];
+  pai_tl.free_epoch = epoch;
+  return &c->slabs[slot];
+}
+
 int pa_free(void *p) {
-  pai_chunk_t *c;
-  pai_slab_t *s;
-  uint32_t idx;
-  if (PA_UNLIKELY(p == NULL)) return EFAULT;
-  if (PA_UNLIKELY(pai_locate(p, &c, &s, &idx) != 0))
-    return pai_unpooled_any() ? pai_unpooled_free(p) : EFAULT;
-  if (PA_UNLIKELY(s == NULL)) return huge_free(c);
-  if (PA_UNLIKELY(!pai_slab_is_out(s, idx) || pa_track_is_poisoned(p))) return EALREADY;
+  uintptr_t a = (uintptr_t)p;
+  int rc = 0;
+  pai_slab_t *s = free_slab_of(p, &rc);
+  if (PA_UNLIKELY(s == NULL)) return rc;
+  if (PA_UNLIKELY(pa_track_is_poisoned(p))) return EALREADY;
+  /* p lies in a live slab of ours, so reading it is safe */
+  uint64_t word = *(const uint64_t *)p;
+  pai_chunk_t *c = s->chunk;
+  bool exact;
+  uint32_t idx = pai_slab_index(s, a, &exact);
+  if (PA_UNLIKELY(!exact)) return EFAULT;
+  if (PA_UNLIKELY(!pai_slab_is_out(s, idx))) return EALREADY;
   pa_pool_t *pool = c->pool;
   if (PA_UNLIKELY(pool->debug)) return debug_free(pool, s, idx, p);
-  uint64_t *word = p;
-  if (PA_UNLIKELY(*word == pai_free_marker(p))) return EALREADY;
+  if (PA_UNLIKELY(word == pai_free_marker(p))) return EALREADY;
   pai_tcache_t *tc = pai_tcache(pool);
   if (PA_LIKELY(tc != NULL && pool->nnodes == 1 &&
                 !atomic_load_explicit(&pool->closed, memory_order_relaxed))) {
     pai_tclass_t *t = &tc->cls[s->cls];
     if (PA_LIKELY(t->n < t->cap && tc->parked_bytes + s->block_size <= tc->budget)) {
-      *word = pai_free_marker(p);
+      *(uint64_t *)p = pai_free_marker(p);
       pa_track_poison(p, s->block_size);
       t->slots[t->n++] = p;
       tc->parked_bytes += s->block_size;

@@ -31,6 +31,7 @@ const uint32_t pai_class_size[PAI_NCLASSES] = {
     393216, 458752, 524288, 655360, 786432, 917504, 1048576};
 
 uint8_t pai_small_lut[65];
+_Atomic uint64_t pai_slab_epoch = 1;
 uint8_t pai_large_lut[257];
 
 /* Smallest class whose block holds `size` bytes. */
@@ -65,6 +66,16 @@ int pai_class_for(size_t size, size_t align, unsigned *cls) {
 
 // ---- one slab ----
 
+/* Every free block carries its free marker (pai_free_marker) from the moment its slab is carved
+ * until pa_alloc hands it out; pa_free writes it back. So a block moved between slab and caches
+ * is never touched, and a stale pointer into a fresh slab is still caught as a double free. */
+static void mark_all_free(pai_slab_t *s) {
+  for (uint32_t i = 0; i < s->nblocks; i++) {
+    void *p = (void *)(s->base + (uintptr_t)i * s->block_size);
+    *(uint64_t *)p = pai_free_marker(p);
+  }
+}
+
 int pai_slab_init(pai_slab_t *s, pai_chunk_t *c, unsigned first_page, unsigned cls,
                   pai_depot_t *d, unsigned debug) {
   size_t bytes = pai_slab_bytes(cls);
@@ -84,6 +95,7 @@ int pai_slab_init(pai_slab_t *s, pai_chunk_t *c, unsigned first_page, unsigned c
     if (s->req_sizes == NULL) return ENOMEM;
   }
   if (debug & PA_DEBUG_POISON) pai_poison_fill((void *)s->base, (size_t)s->nblocks * s->block_size);
+  else mark_all_free(s);
   pa_track_poison((void *)s->base, bytes);
   for (unsigned i = 0; i < s->npages; i++)
     atomic_store_explicit(&c->page_slab[first_page + i], (uint8_t)first_page, memory_order_release);
@@ -253,6 +265,7 @@ static void release_slab(pai_depot_t *d, pai_slab_t *s, bool force, uint64_t *re
   d->nslabs--;
   d->empty_slabs--;
   unsigned first = s->first_page, npages = s->npages;
+  atomic_fetch_add(&pai_slab_epoch, 1);
   pai_slab_fini(s);
   pthread_mutex_lock(&pool->lock);
   pai_chunk_give_pages(c, first, npages);
@@ -260,13 +273,13 @@ static void release_slab(pai_depot_t *d, pai_slab_t *s, bool force, uint64_t *re
   pthread_mutex_unlock(&pool->lock);
 }
 
-/* One block back into its slab. The depot lock is taken unless `locked`. */
+/* One block back into its slab. The depot lock is taken unless `locked`. The caller accounts
+ * the bytes with pai_note_out (once per batch). */
 void pai_depot_return(pai_slab_t *s, uint32_t idx, bool locked) {
   pai_depot_t *d = s->depot;
   if (!locked) pthread_mutex_lock(&d->lock);
   pai_slab_put(s, idx);
   d->out_blocks--;
-  pai_note_out(s->chunk->pool, -(int64_t)s->block_size);
   if (s->nfree == 1 && !s->on_partial) move_to_partial(d, s);
   if (s->nfree == s->nblocks) {
     d->empty_slabs++;

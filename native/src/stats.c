@@ -24,7 +24,7 @@ static uint64_t ld(_Atomic uint64_t *c) { return atomic_load_explicit(c, memory_
 static void sum_caches(pa_pool_t *pool, unsigned cls, class_sum_t *sum) {
   for (pai_tcache_t *tc = pool->tcaches; tc; tc = tc->pnext) {
     pai_tclass_t *t = &tc->cls[cls];
-    sum->allocs += ld(&t->allocs);
+    sum->allocs += ld(&t->hits) + ld(&t->misses); /* every cached allocation is one of them */
     sum->frees += ld(&t->frees);
     sum->hits += ld(&t->hits);
     sum->misses += ld(&t->misses);
@@ -139,6 +139,11 @@ int pa_pool_node_stats(pa_pool_t *pool, int node, pa_stats_t *out) {
     pthread_mutex_unlock(&d->lock);
   }
   pthread_mutex_lock(&pool->lock);
+  for (pai_chunk_t *c = pool->huge; c; c = c->next) {
+    if (c->node != idx) continue;
+    out->in_use_blocks++;
+    out->in_use_bytes += c->len;
+  }
   out->mapped_bytes = pool->node_mapped[idx];
   out->mapped_peak = pool->node_mapped_peak[idx];
   out->numa_bound = pool->numa_bound;

@@ -46,7 +46,7 @@ void pai_thread_init_once(void) { pthread_once(&tls_once, key_init); }
 uint32_t pai_cache_cap(const pa_pool_t *pool, unsigned cls) {
   if (pool->debug) return 0;
   size_t bs = pai_class_size[cls];
-  size_t cap = ((size_t)1 << 20) / bs;
+  size_t cap = ((size_t)1 << 20) / bs; /* at most 1 MiB parked per class */
   if (cap > PAI_CACHE_MAX) cap = PAI_CACHE_MAX;
   if (cap < 2) cap = 2;
   if (pool->max_bytes) {
@@ -76,6 +76,7 @@ void pai_tcache_flush_class(pai_tcache_t *tc, unsigned cls, uint32_t keep) {
   if (t->n <= keep) return;
   pai_depot_t *held = NULL;
   size_t bs = pai_class_size[cls];
+  int64_t moved = 0;
   while (t->n > keep) {
     void *p = t->slots[t->n - 1];
     pai_chunk_t *c;
@@ -89,9 +90,11 @@ void pai_tcache_flush_class(pai_tcache_t *tc, unsigned cls, uint32_t keep) {
     }
     pai_depot_return(s, idx, true);
     t->n--;
+    moved++;
     tc->parked_bytes -= bs;
   }
   if (held) pthread_mutex_unlock(&held->lock);
+  pai_note_out(tc->pool, -moved * (int64_t)bs);
   count_exchange(t);
 }
 
@@ -145,7 +148,7 @@ static void retire_counters(pai_tcache_t *tc) {
   for (unsigned c = 0; c < PAI_NCLASSES; c++) {
     pai_tclass_t *t = &tc->cls[c];
     pai_depot_t *d = pai_depot(pool, 0, c);
-    atomic_fetch_add(&d->allocs, atomic_load(&t->allocs));
+    atomic_fetch_add(&d->allocs, atomic_load(&t->hits) + atomic_load(&t->misses));
     atomic_fetch_add(&d->frees, atomic_load(&t->frees));
     atomic_fetch_add(&d->hits, atomic_load(&t->hits));
     atomic_fetch_add(&d->misses, atomic_load(&t->misses));
@@ -261,11 +264,7 @@ static int refill_locked(pai_tcache_t *tc, unsigned cls) {
   unsigned want = t->cap / 2 > 0 ? t->cap / 2 : 1;
   int err = pai_depot_refill(tc->pool, pai_depot(tc->pool, tc->node, cls), t->slots, want, &t->n);
   if (err) return err;
-  for (unsigned i = 0; i < t->n; i++) {
-    pa_track_unpoison(t->slots[i], sizeof(uint64_t));
-    *(uint64_t *)t->slots[i] = pai_free_marker(t->slots[i]);
-    pa_track_poison(t->slots[i], pai_class_size[cls]);
-  }
+  /* the blocks already carry their free marker (see slab.c mark_all_free) */
   tc->parked_bytes += (size_t)t->n * pai_class_size[cls];
   count_exchange(t);
   return 0;
@@ -283,10 +282,15 @@ static int make_room_locked(pai_tcache_t *tc, unsigned cls) {
   pai_tclass_t *t = &tc->cls[cls];
   if (!ensure_slots(t)) return ENOENT;
   if (t->n >= t->cap) pai_tcache_flush_class(tc, cls, t->cap / 2);
-  if (tc->parked_bytes + pai_class_size[cls] > tc->budget) {
-    flush_all(tc);
-    if (pai_class_size[cls] > tc->budget) return ENOENT;
+  if (pai_class_size[cls] > tc->budget) return ENOENT;
+  /* over the byte budget: halve this class, then the others, until the block fits (halving
+   * rather than emptying keeps the caches warm for a workload that spreads over many classes) */
+  for (unsigned i = 0; i <= PAI_NCLASSES && tc->parked_bytes + pai_class_size[cls] > tc->budget;
+       i++) {
+    unsigned c = i == 0 ? cls : i - 1;
+    pai_tcache_flush_class(tc, c, tc->cls[c].n / 2);
   }
+  if (tc->parked_bytes + pai_class_size[cls] > tc->budget) flush_all(tc);
   return 0;
 }
 

@@ -46,3 +46,10 @@ def pool() -> Iterator[SlabPool]:
     p = SlabPool()
     yield p
     p.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The ASan pass runs with -p no:memray; its markers must still be known (--strict-markers).
+    if not config.pluginmanager.hasplugin("memray"):
+        config.addinivalue_line("markers", "limit_leaks(size): memray leak limit")
+        config.addinivalue_line("markers", "limit_memory(size): memray memory limit")

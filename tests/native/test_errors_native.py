@@ -7,15 +7,19 @@ import errno
 import pytest
 
 from poolalloc import (
+    CorruptionError,
     DoubleReleaseError,
     ForeignBufferError,
     NumaError,
     PoolClosedError,
     PoolExhausted,
     PoolMemoryError,
+    PoolOverflowError,
+    PoolValueError,
     SlabPool,
     _ffi,
 )
+from poolalloc.errors import check_rc
 
 
 def test_double_free_through_the_thread_cache(pool: SlabPool) -> None:
@@ -78,10 +82,14 @@ def test_closed_pool_refuses_but_old_blocks_stay_valid() -> None:
 def test_capacity_gives_pool_exhausted() -> None:
     with SlabPool(max_bytes=4 << 20) as pool:
         blocks = []
-        with pytest.raises(PoolExhausted) as info:
-            for _ in range(1000):
+        error: MemoryError | None = None
+        for _ in range(1000):
+            try:
                 blocks.append(pool.alloc(64 << 10))
-        assert isinstance(info.value, MemoryError)
+            except MemoryError as exc:
+                error = exc
+                break
+        assert isinstance(error, PoolExhausted)
         stats = pool.stats()
         assert stats.mapped_bytes <= 4 << 20
         assert stats.failed_allocs >= 1
@@ -128,5 +136,30 @@ def test_numa_node_that_does_not_exist() -> None:
     with pytest.raises(NumaError) as info:
         SlabPool(numa_node=count)
     assert f"NUMA node {count}" in str(info.value)
-    assert "nodes present: 0" in str(info.value)
+    assert "nodes with memory: [0" in str(info.value)  # numa.resolve_node names them
     assert info.value.errno == errno.ENODEV
+
+
+# every code the C core returns, the exception errors.check_rc makes of it, and the builtin
+# that code which knows nothing of poolalloc would catch
+C_CODES = [
+    (errno.ENOMEM, PoolMemoryError, MemoryError),
+    (errno.ENOSPC, PoolExhausted, MemoryError),
+    (errno.EINVAL, PoolValueError, ValueError),
+    (errno.EOVERFLOW, PoolOverflowError, OverflowError),
+    (errno.EFAULT, ForeignBufferError, ValueError),
+    (errno.EALREADY, DoubleReleaseError, ValueError),
+    (errno.ESHUTDOWN, PoolClosedError, RuntimeError),
+    (errno.EILSEQ, CorruptionError, RuntimeError),
+    (errno.ENODEV, NumaError, ValueError),
+]
+
+
+@pytest.mark.parametrize(("code", "exc", "builtin"), C_CODES)
+def test_each_c_code_maps_to_its_exception(
+    code: int, exc: type[Exception], builtin: type[Exception]
+) -> None:
+    with pytest.raises(exc) as info:
+        check_rc(code, "core")
+    assert isinstance(info.value, builtin)
+    assert info.value.errno == code  # type: ignore[attr-defined]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import threading
 
+import pytest
+
 from poolalloc import SlabPool
 
 
@@ -37,6 +39,8 @@ def _child_work(pool: SlabPool, kept: list, parent_stats_allocs: int) -> int:  #
         return 2
 
 
+# forking a threaded process is the point of this test (Python 3.12+ warns about it)
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_child_uses_pool_after_parent_threads() -> None:
     pool = SlabPool()
     kept = []

@@ -22,9 +22,10 @@ def test_local_placement_follows_the_cpu(nodes: int) -> None:
     blocks = []
     for cpu, node in enumerate(table):
         _ffi.numa_fake_set_cpu(cpu)
-        b = pool.alloc(1000)
-        assert _ffi.numa_page_node(b.address) == node
-        blocks.append((b, node))
+        for size in (1000, 3 << 20):  # a slab block and a huge block
+            b = pool.alloc(size)
+            assert _ffi.numa_page_node(b.address) == node
+            blocks.append((b, node))
     for node in range(nodes):
         stats = pool.node_stats(node)
         assert stats.mapped_bytes > 0

@@ -107,3 +107,23 @@ def test_internal_fragmentation_bound(span: tuple[int, int], bound: float) -> No
     assert worst <= bound + 1e-12
     # the stated bound is the exact worst case, not a loose one
     assert worst == pytest.approx(bound, abs=0.02)
+
+
+def test_batch_size_overflow(pool: SlabPool) -> None:
+    from poolalloc import _ffi
+
+    with pytest.raises(PoolOverflowError):
+        _ffi.alloc_batch(pool._handle, 1 << 62, 64, 8)
+    assert pool.stats().in_use_blocks == 0
+
+
+def test_batch_is_all_or_nothing() -> None:
+    from poolalloc import PoolExhausted, _ffi
+
+    with SlabPool(max_bytes=2 << 20) as pool:
+        with pytest.raises(PoolExhausted):
+            _ffi.alloc_batch(pool._handle, 64 << 10, 64, 100)
+        assert pool.stats().in_use_blocks == 0
+        addresses = _ffi.alloc_batch(pool._handle, 64 << 10, 64, 10)
+        assert len(set(addresses)) == 10
+        assert _ffi.free_batch(addresses) == 10

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import poolalloc
 from poolalloc import _ffi
 from poolalloc.core import size_classes
@@ -36,3 +38,49 @@ def test_roundtrip_one_block() -> None:
 def test_api_table_address_is_stable() -> None:
     assert _ffi.api_address() != 0
     assert _ffi.api_address() == _ffi.api_address()
+
+
+def test_demo_command_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    from poolalloc.cli import main
+
+    assert main(["demo", "--rounds", "1", "--threads", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "demo: ok" in out
+    assert "1048576" in out  # the largest class shows in the table
+
+
+API_CDEF = """
+typedef struct pa_pool_s pa_pool_t;
+typedef struct pa_api_s {
+  unsigned version;
+  int (*alloc)(pa_pool_t *, size_t, size_t, void **);
+  int (*free)(void *);
+  int (*alloc_batch)(pa_pool_t *, size_t, size_t, size_t, void **);
+  int (*free_batch)(void *const *, size_t, size_t *);
+  int (*block_size)(const void *, size_t *);
+  int (*block_pool)(const void *, pa_pool_t **);
+  void *pool_stats;
+} pa_api_t;
+"""
+
+
+def test_function_table_works_from_another_binding() -> None:
+    # what the lease extension does: call the one core through the table, by address
+    from cffi import FFI
+
+    other = FFI()
+    other.cdef(API_CDEF)
+    api = other.cast("pa_api_t *", _ffi.api_address())
+    assert api.version == _ffi.API_VERSION
+    with poolalloc.SlabPool() as pool:
+        handle = other.cast("pa_pool_t *", _ffi.pool_address(pool._handle))
+        out = other.new("void **")
+        assert api.alloc(handle, 100, 64, out) == 0
+        size, owner = other.new("size_t *"), other.new("pa_pool_t **")
+        assert api.block_size(out[0], size) == 0
+        assert size[0] == 128
+        assert api.block_pool(out[0], owner) == 0
+        assert owner[0] == handle
+        assert pool.stats().in_use_blocks == 1
+        assert api.free(out[0]) == 0
+        assert api.free(out[0]) != 0  # double free refused through the table too

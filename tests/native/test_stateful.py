@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -73,7 +75,7 @@ class AllocatorModel(RuleBasedStateMachine):
     @invariant()
     def blocks_do_not_overlap(self) -> None:
         spans = sorted((b.address, b.address + b.block_size) for b, _ in self.live.values())
-        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        for (_, end), (start, _) in itertools.pairwise(spans):
             assert end <= start, "two live blocks overlap"
 
     @invariant()

@@ -16,6 +16,7 @@ CLASSES = [bs for bs, _ in size_classes()]
 
 
 def _worker(
+    *,
     pool: SlabPool,
     seed: int,
     inbox: queue.Queue[list[int] | None],
@@ -50,7 +51,15 @@ def test_cross_thread_alloc_free_million_ops(stress_seconds: float) -> None:
     threads = [
         threading.Thread(
             target=_worker,
-            args=(pool, i, queues[i], queues[(i + 1) % THREADS], target // THREADS, deadline, done),
+            kwargs={
+                "pool": pool,
+                "seed": i,
+                "inbox": queues[i],
+                "outbox": queues[(i + 1) % THREADS],
+                "budget_ops": target // THREADS,
+                "deadline": deadline,
+                "done": done,
+            },
         )
         for i in range(THREADS)
     ]

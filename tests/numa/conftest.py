@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,9 +58,9 @@ def write_tree(
 @pytest.fixture
 def fake_tree(tmp_path: Path) -> FakeTree:
     """Factory: fake_tree(nodes, cpus_per_node=2, memoryless=..., ...) -> the tree's root."""
-    count = iter(range(1000))
+    made = itertools.count()
 
-    def make(nodes: int, cpus_per_node: int = 2, **kwargs: object) -> Path:
-        return write_tree(tmp_path / f"node-tree-{next(count)}", nodes, cpus_per_node, **kwargs)  # type: ignore[arg-type]
+    def make(nodes: int, cpus_per_node: int = 2, **options: Any) -> Path:
+        return write_tree(tmp_path / f"node-tree-{next(made)}", nodes, cpus_per_node, **options)
 
     return make

@@ -230,3 +230,20 @@ def test_unusable_trees_are_refused(fake_tree: FakeTree, tmp_path: Path) -> None
         numa.simulate(tmp_path / "nothing")
     with pytest.raises(PoolValueError, match=r"numbered 0\.\.n-1"):
         numa.simulate(fake_tree(2, node_ids=[0, 2]))
+
+
+def test_a_fake_given_to_the_core_alone_is_the_authority() -> None:
+    """pa_numa_fake without numa.simulate (the core's own tests): Python defers to the core."""
+    _ffi.numa_fake(4, [cpu // 2 for cpu in range(8)])
+    try:
+        with SlabPool(numa_node=3) as pool:
+            block = pool.alloc(100)
+            assert _ffi.numa_page_node(block.address) == 3
+            block.free()
+        with pytest.raises(NumaError, match="does not exist"):
+            SlabPool(numa_node=4)  # refused by the core (ENODEV)
+    finally:
+        _ffi.numa_fake(0, [])
+    missing = max(numa.topology().node_ids) + 1
+    with pytest.raises(NumaError, match=re.escape("nodes with memory: ")):
+        SlabPool(numa_node=missing)  # real topology again: Python's own message

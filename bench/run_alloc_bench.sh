@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The native allocator benchmark (issue #2): builds bench/out/alloc_bench from the core sources
+# (static, -O2) and runs it. Args: [rounds] [pairs per run per thread]. Needs the Debian
+# packages libjemalloc2 and libmimalloc2.0 for those two columns (skipped when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p bench/out
+gcc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Inative/include -Inative/src \
+  bench/alloc_bench.c native/src/*.c -o bench/out/alloc_bench -ldl -pthread
+# jemalloc needs static TLS that a dlopen only gets with a larger surplus
+GLIBC_TUNABLES=glibc.rtld.optional_static_tls=65536 exec bench/out/alloc_bench "${1:-5}" "${2:-1000000}"
