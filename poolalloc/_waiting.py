@@ -122,7 +122,8 @@ class Waiters:
             raise _exhausted(core, timeout)
         loop = asyncio.get_running_loop()
         deadline = _deadline(timeout)
-        core.waiters += 1
+        with self._cond:  # every change of core.waiters happens under this lock (rule 1)
+            core.waiters += 1
         try:
             while True:
                 fut = loop.create_future()
@@ -139,7 +140,8 @@ class Waiters:
             self._pass_on(core)
             raise
         finally:
-            core.waiters -= 1
+            with self._cond:
+                core.waiters -= 1
 
     async def _sleep(self, fut: asyncio.Future[None], remaining: float | None) -> None:
         try:

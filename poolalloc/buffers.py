@@ -26,6 +26,7 @@ import os
 import time
 import warnings
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Self
 
@@ -38,8 +39,11 @@ from poolalloc.stats import PoolStats
 
 __all__ = ["Allocator", "Buffer", "BufferPool", "LeaseStats", "live_lease_layers"]
 
-#: blocks kept ready in front of the core (refilled and drained half of it at a time)
+#: most blocks kept ready in front of the core (refilled and drained half of it at a time)
 STASH_BLOCKS = 64
+#: ...and, in an unbounded pool, at most this many bytes of them, so that big buffers do not sit
+#: idle by the dozen (a bounded pool may stash up to its capacity: that memory was promised)
+STASH_BYTES = 8 << 20
 _DEBUG_FLAGS = _ffi.DEBUG_CANARY | _ffi.DEBUG_UNPOOLED
 _MAX_ALIGN = _ffi.MAX_ALIGN
 
@@ -107,6 +111,12 @@ def _env_debug() -> bool:
     return os.environ.get("POOLALLOC_DEBUG", "") not in ("", "0")
 
 
+def _stash_for(size: int, capacity: int) -> int:
+    if capacity:
+        return STASH_BLOCKS  # the C layer keeps used + stashed <= capacity
+    return max(2, min(STASH_BLOCKS, STASH_BYTES // max(size, 1)))
+
+
 def _check_alignment(alignment: int) -> None:
     if alignment < 1 or alignment & (alignment - 1) or alignment > _MAX_ALIGN:
         raise PoolValueError(
@@ -147,7 +157,8 @@ class _LeasingPool:
         self._waiters = Waiters()
         self._core = LeasePool(
             address, self._slab, size, alignment, capacity,
-            fixed=fixed, strict=strict, stash=0 if self._debug else STASH_BLOCKS, name=name,
+            fixed=fixed, strict=strict, stash=0 if self._debug else _stash_for(size, capacity),
+            name=name,
             slow=self._waiters.wait_sync, notify=self._waiters.notify,
         )  # fmt: skip
         self._leak_level = leak_level or leaks.level()
@@ -157,12 +168,22 @@ class _LeasingPool:
 
     @property
     def name(self) -> str | None:
-        """The name given at creation (used in reports)."""
+        """The name given at creation (used in reports).
+
+        Example:
+            >>> BufferPool(64, name="rx").name
+            'rx'
+        """
         return self._core.name
 
     @property
     def closed(self) -> bool:
-        """True once :meth:`close` ran."""
+        """True once :meth:`close` ran.
+
+        Example:
+            >>> pool = BufferPool(64); pool.close(); pool.closed
+            True
+        """
         return bool(self._core.closed)
 
     def release(self, buf: Buffer) -> None:
@@ -170,23 +191,50 @@ class _LeasingPool:
 
         :raises ForeignBufferError: ``buf`` came from another pool.
         :raises DoubleReleaseError: ``buf`` was already released.
+
+        Example:
+            >>> with BufferPool(64) as pool:
+            ...     pool.release(pool.acquire())
         """
         self._core.release(buf)
 
-    def release_many(self, bufs: list[Buffer]) -> None:
-        """Release many leases in one call; all are checked to be this pool's first.
+    def release_many(self, bufs: Iterable[Buffer]) -> None:
+        """Release many leases in one call; every one is checked first, so none is released
+        when one is foreign, already released or (strict) still viewed.
 
-        :raises ForeignBufferError: one of them came from another pool (none is released).
+        :raises ForeignBufferError: one of them came from another pool.
+        :raises DoubleReleaseError: one of them was already released.
+        :raises LeaseBusyError: strict pool, one of them still has views.
+
+        Example:
+            >>> with BufferPool(64) as pool:
+            ...     pool.release_many(pool.acquire_many(3))
         """
         self._core.release_many(bufs)
 
     def outstanding(self) -> int:
-        """Leases whose block has not come back: not released, or released but still viewed."""
+        """Leases whose block has not come back: not released, or released but still viewed.
+
+        Example:
+            >>> with BufferPool(64) as pool:
+            ...     buf = pool.acquire(); view = buf.view; buf.release()
+            ...     pool.outstanding()  # parked until `view` dies
+            1
+        """
         counters = self._core.counters()
         return int(counters["live"] + counters["parked"])
 
     def stats(self) -> LeaseStats:
-        """The lease counters and the core pool's statistics."""
+        """The lease counters and the core pool's statistics.
+
+        Example:
+            >>> with BufferPool(64, capacity=4) as pool:
+            ...     buf = pool.acquire()
+            ...     s = pool.stats()
+            ...     buf.release()
+            >>> (s.live, s.used, s.capacity, s.core.in_use_blocks >= 1)
+            (1, 1, 4, True)
+        """
         c = self._core.counters()
         return LeaseStats(
             name=self.name, block_size=c["block_size"], capacity=c["capacity"] or None,
@@ -198,11 +246,27 @@ class _LeasingPool:
         )  # fmt: skip
 
     def leak_report(self) -> str:
-        """Outstanding and collected-unreleased leases, with their stacks when tracked."""
+        """Outstanding and collected-unreleased leases, with their stacks when tracked.
+
+        Example:
+            >>> with BufferPool(64, leaks="all") as pool:
+            ...     buf = pool.acquire()
+            ...     "1 lease(s) outstanding" in pool.leak_report()
+            ...     buf.release()
+            True
+        """
         return leaks.report(self._core)
 
     def trim(self) -> int:
-        """Give the ready blocks back to the core and free memory to the OS; returns bytes."""
+        """Give the ready blocks back to the core and free memory to the OS; returns bytes.
+
+        Example:
+            >>> with BufferPool(4096) as pool:
+            ...     pool.release_many(pool.acquire_many(10))
+            ...     released = pool.trim()
+            ...     pool.stats().stashed
+            0
+        """
         self._core.drain()
         return int(self._slab.trim())
 
@@ -211,6 +275,12 @@ class _LeasingPool:
 
         Leases still out stay valid and return their memory when released. With leak tracking
         on, each of them is reported in a :class:`~poolalloc.leaks.LeakWarning`.
+
+        Example:
+            >>> pool = BufferPool(64)
+            >>> buf = pool.acquire()
+            >>> pool.close()
+            >>> buf[0] = 1; buf.release()  # still valid after close
         """
         if self._core.closed:
             return
@@ -275,6 +345,11 @@ class BufferPool(_LeasingPool):
 
         :raises PoolExhausted: still at capacity when the timeout ran out (0: at once).
         :raises PoolClosedError: the pool is closed.
+
+        Example:
+            >>> with BufferPool(1500) as pool, pool.acquire(timeout=1.0) as buf:
+            ...     buf.nbytes
+            1500
         """
         return self._core.acquire(timeout)
 
@@ -283,6 +358,13 @@ class BufferPool(_LeasingPool):
 
         :raises PoolValueError: ``n`` is more than the capacity.
         :raises PoolExhausted: not all ``n`` could be had before the timeout.
+
+        Example:
+            >>> with BufferPool(64, capacity=8) as pool:
+            ...     bufs = pool.acquire_many(8)
+            ...     len({b.address for b in bufs})
+            ...     pool.release_many(bufs)
+            8
         """
         if self._capacity and n > self._capacity:
             raise PoolValueError(f"acquire_many({n}): more than the capacity", errno.EINVAL)
@@ -308,6 +390,16 @@ class BufferPool(_LeasingPool):
 
         :raises PoolExhausted: still at capacity when the timeout ran out.
         :raises PoolClosedError: the pool is (or got) closed.
+
+        Example:
+            >>> import asyncio
+            >>> async def main() -> int:
+            ...     with BufferPool(64, capacity=1) as pool:
+            ...         async_buf = await pool.acquire_async(timeout=1.0)
+            ...         with async_buf:
+            ...             return async_buf.nbytes
+            >>> asyncio.run(main())
+            64
         """
         return await self._waiters.wait_async(self._core, timeout, self._core.try_acquire)
 
@@ -347,13 +439,28 @@ class Allocator(_LeasingPool):
 
         :raises PoolValueError: ``nbytes`` < 1 or a bad alignment.
         :raises PoolExhausted: the capacity stayed too small until the timeout ran out.
+
+        Example:
+            >>> with Allocator() as alloc, alloc.alloc(10_000, 4096) as buf:
+            ...     buf.address % 4096
+            0
         """
         return self._core.alloc(nbytes, alignment, timeout=timeout)
 
     async def alloc_async(
         self, nbytes: int, alignment: int = 64, timeout: float | None = None
     ) -> Buffer:
-        """:meth:`alloc` for asyncio code; cancellation-safe like ``BufferPool.acquire_async``."""
+        """:meth:`alloc` for asyncio code; cancellation-safe like ``BufferPool.acquire_async``.
+
+        Example:
+            >>> import asyncio
+            >>> async def main() -> int:
+            ...     with Allocator(capacity=1 << 16) as alloc:
+            ...         with await alloc.alloc_async(1000) as buf:
+            ...             return buf.nbytes
+            >>> asyncio.run(main())
+            1000
+        """
         _check_alignment(alignment)
         retry = retry_for(self._core, nbytes, alignment)
         return await self._waiters.wait_async(self._core, timeout, retry)

@@ -48,7 +48,8 @@ static void buffer_collect_unreleased(BufferObject *b) {
   p->gc_returns++;
   p->live--;
   b->released = 1;
-  if (b->origin != NULL && p->gc_leaks != NULL && PyList_Append(p->gc_leaks, b->origin) < 0) PyErr_WriteUnraisable(NULL);
+  if (b->origin != NULL && p->gc_leaks != NULL && PyList_Append(p->gc_leaks, b->origin) < 0)
+    PyErr_WriteUnraisable(NULL);
   pa_pool_untrack(p, b);
   if (pa_pool_give_back(p, b) < 0) PyErr_WriteUnraisable((PyObject *)p);
 }

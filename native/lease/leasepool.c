@@ -16,6 +16,7 @@
 #include "lease.h"
 
 #include <errno.h>
+#include <string.h>
 #include <structmember.h>
 
 #define STASH_DEFAULT 64
@@ -25,8 +26,11 @@
 /* Free the newest `n` stashed blocks in one core call. */
 static int stash_drain(LeasePoolObject *p, Py_ssize_t n) {
   if (n <= 0) return 0;
+  void **first = p->stash + p->stash_n - n;
   size_t freed = 0;
-  int rc = pa_lease_api->free_batch(p->stash + p->stash_n - n, (size_t)n, &freed);
+  int rc = pa_lease_api->free_batch(first, (size_t)n, &freed);
+  if (rc != 0)  // the first `freed` went back: keep the rest, packed at the top of the stash
+    memmove(first, first + freed, ((size_t)n - freed) * sizeof(void *));
   p->stash_n -= (Py_ssize_t)freed;
   p->drains++;
   return rc ? pa_raise_rc(rc, "release") : 0;
@@ -183,8 +187,9 @@ static PyObject *lp_acquire(LeasePoolObject *p, PyObject *const *args, Py_ssize_
                             PyObject *kwnames) {
   PyObject *timeout = nargs > 0 ? args[0] : Py_None;
   Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-  if (nargs + nkw > 1 ||
-      (nkw == 1 && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "timeout") != 0)) {
+  int bad_kw =
+      nkw == 1 && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "timeout");
+  if (nargs + nkw > 1 || bad_kw) {
     PyErr_SetString(PyExc_TypeError, "acquire() takes one optional argument: timeout");
     return NULL;
   }
@@ -213,12 +218,18 @@ static PyObject *lp_acquire_many(LeasePoolObject *p, PyObject *arg) {
   PyObject *list = PyList_New(n);
   if (list == NULL) return NULL;
   for (Py_ssize_t i = 0; i < n; i++) {
+    // leak tracking may run Python code, and another thread may take blocks meanwhile: then
+    // try_acquire_one() says None and the caller falls back to the waiting path
     PyObject *lease = try_acquire_one(p);
-    if (lease == NULL || lease == Py_None) {  // None cannot happen: capacity was checked
-      Py_XDECREF(lease);
-      for (Py_ssize_t j = 0; j < i; j++) (void)pa_buffer_release((BufferObject *)PyList_GET_ITEM(list, j));
+    if (lease == NULL || lease == Py_None) {
+      PyObject *et, *ev, *tb;
+      PyErr_Fetch(&et, &ev, &tb);
+      for (Py_ssize_t j = 0; j < i; j++) {
+        if (pa_buffer_release((BufferObject *)PyList_GET_ITEM(list, j)) < 0) PyErr_Clear();
+      }
+      PyErr_Restore(et, ev, tb);
       Py_DECREF(list);
-      return NULL;
+      return lease;  // NULL with the error set, or None
     }
     PyList_SET_ITEM(list, i, lease);
   }
@@ -232,6 +243,9 @@ static int alloc_lease(LeasePoolObject *p, Py_ssize_t nbytes, Py_ssize_t align, 
   if (p->closed) return pa_raise_code(PaExc_Closed, ESHUTDOWN, "alloc(): the pool is closed");
   if (nbytes <= 0 || align <= 0 || (align & (align - 1)) || align > (Py_ssize_t)PA_MAX_ALIGN)
     return pa_raise_rc(EINVAL, "alloc(): nbytes >= 1 and alignment a power of two <= 4096");
+  // a block is never smaller than the request: refuse without touching the core when even the
+  // request does not fit; otherwise the block's real size decides (allocated, then checked)
+  if (p->capacity > 0 && nbytes > p->capacity - p->used) return 1;
   void *ptr;
   size_t bs = 0;
   int rc = pa_lease_api->alloc(p->pool, (size_t)nbytes, (size_t)align, &ptr);
@@ -292,17 +306,29 @@ static PyObject *lp_release(LeasePoolObject *p, PyObject *obj) {
   Py_RETURN_NONE;
 }
 
-/* Every lease is checked before any is released, so a foreign one releases nothing. */
+/* Every lease is checked before any is released, so a foreign, already released or (strict)
+ * busy one releases nothing. A tuple copy: a give-back may run Python code (notify), during
+ * which another thread could resize the caller's list. */
 static PyObject *lp_release_many(LeasePoolObject *p, PyObject *iterable) {
-  PyObject *seq = PySequence_Fast(iterable, "release_many() needs an iterable of Buffers");
+  PyObject *seq = PySequence_Tuple(iterable);
   if (seq == NULL) return NULL;
-  Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-  PyObject **items = PySequence_Fast_ITEMS(seq);
+  Py_ssize_t n = PyTuple_GET_SIZE(seq);
   for (Py_ssize_t i = 0; i < n; i++) {
-    if (check_mine(p, items[i]) < 0) goto fail;
+    if (check_mine(p, PyTuple_GET_ITEM(seq, i)) < 0) goto fail;
+    BufferObject *b = (BufferObject *)PyTuple_GET_ITEM(seq, i);
+    if (b->released) {
+      pa_raise_code(PaExc_DoubleRelease, EALREADY, "release_many(): item %zd was already released",
+                    i);
+      goto fail;
+    }
+    if (p->strict && b->exports > 0) {
+      pa_raise_code(PaExc_Busy, EBUSY, "release_many(): item %zd has %zd view(s) alive", i,
+                    b->exports);
+      goto fail;
+    }
   }
   for (Py_ssize_t i = 0; i < n; i++) {
-    if (pa_buffer_release((BufferObject *)items[i]) < 0) goto fail;
+    if (pa_buffer_release((BufferObject *)PyTuple_GET_ITEM(seq, i)) < 0) goto fail;
   }
   Py_DECREF(seq);
   Py_RETURN_NONE;

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+import time
 
 import pytest
 
@@ -117,5 +119,40 @@ def test_allocator_alloc_async() -> None:
             asyncio.get_running_loop().call_later(0.02, a.release)
             b = await alloc.alloc_async(8000, timeout=5)
             b.release()
+
+    run(main())
+
+
+def test_tasks_and_threads_share_a_small_pool_with_cancellations() -> None:
+    seconds = float(os.environ.get("PA_TEST_SECONDS", "0.5"))
+
+    async def main() -> None:
+        with BufferPool(128, capacity=2) as pool:
+            stop = time.monotonic() + seconds
+
+            def thread_work() -> None:
+                while time.monotonic() < stop:
+                    with pool.acquire(timeout=10) as buf:
+                        buf[0] = 1
+
+            async def task_work(i: int) -> None:
+                while time.monotonic() < stop:
+                    try:
+                        buf = await asyncio.wait_for(pool.acquire_async(), 0.001 * (1 + i % 3))
+                    except TimeoutError:
+                        continue
+                    await asyncio.sleep(0)
+                    buf.release()
+
+            threads = [threading.Thread(target=thread_work) for _ in range(2)]
+            for t in threads:
+                t.start()
+            await asyncio.gather(*(task_work(i) for i in range(5)))
+            for t in threads:
+                t.join(30)
+            s = pool.stats()
+            assert s.outstanding == 0
+            assert s.waiters == 0
+            assert s.acquires == s.releases > 0
 
     run(main())

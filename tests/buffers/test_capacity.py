@@ -166,3 +166,29 @@ def test_allocator_sizes_across_classes_are_usable() -> None:
             assert buf.nbytes == n
             assert buf[n - 1] == 7
             buf.release()
+
+
+def test_core_sees_exactly_the_leased_and_stashed_blocks() -> None:
+    """The lease layer drives the one core (through pa_api_t): its counts match the core's."""
+    with BufferPool(2048, capacity=40) as pool:
+        bufs = pool.acquire_many(25)
+        for buf in bufs[:10]:
+            buf.release()
+        s = pool.stats()
+        assert s.used == 15
+        assert s.core.in_use_blocks == s.used + s.stashed
+        assert s.core.allocs - s.core.frees == s.core.in_use_blocks
+        pool.release_many(bufs[10:])
+        pool.trim()
+        s = pool.stats()
+        assert s.stashed == 0
+        assert s.core.in_use_blocks == 0
+
+
+def test_big_buffers_are_stashed_by_the_handful_only() -> None:
+    with BufferPool(1 << 20) as pool:
+        bufs = pool.acquire_many(20)
+        pool.release_many(bufs)
+        s = pool.stats()
+        assert 0 < s.stashed <= 8
+        assert s.core.in_use_blocks == s.stashed

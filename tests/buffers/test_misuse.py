@@ -13,6 +13,7 @@ from poolalloc import (
     DoubleReleaseError,
     ForeignBufferError,
     LeaseBusyError,
+    NumaError,
     PoolClosedError,
     PoolValueError,
 )
@@ -163,3 +164,33 @@ def test_allocator_bad_sizes() -> None:
         with pytest.raises(TypeError):
             alloc._core.acquire()
         assert alloc.outstanding() == 0
+
+
+def test_release_many_refuses_a_released_or_busy_item_and_releases_none() -> None:
+    with BufferPool(64, strict=True) as pool:
+        a, b, c = pool.acquire_many(3)
+        c.release()
+        with pytest.raises(DoubleReleaseError, match="item 1"):
+            pool.release_many([a, c, b])
+        view = b.view
+        with pytest.raises(LeaseBusyError, match="item 1 has 1 view"):
+            pool.release_many((a, b))
+        assert not a.released
+        assert not b.released
+        del view
+        pool.release_many(iter([a, b]))  # any iterable
+        assert pool.outstanding() == 0
+
+
+@pytest.mark.parametrize("node", [0, "local", None])
+def test_numa_placement_is_passed_to_the_core(node: int | str | None) -> None:
+    with BufferPool(4096, capacity=4, numa_node=node) as pool:
+        pool.acquire().release()
+        assert pool.stats().core.numa_node == {0: 0, "local": -2, None: -1}[node]
+
+
+def test_a_numa_node_that_does_not_exist_is_refused() -> None:
+    with pytest.raises(NumaError):
+        BufferPool(4096, numa_node=4095)
+    with pytest.raises(NumaError):
+        Allocator(numa_node=4095)
