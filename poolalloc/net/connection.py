@@ -165,7 +165,7 @@ class Connection:
                 self._retry_later()
                 return
             try:
-                n = recv_into(lease.view)
+                n = recv_into(lease)  # the lease exports its block: no view object made
             except (BlockingIOError, InterruptedError):
                 lease.release()
                 return
@@ -179,7 +179,13 @@ class Connection:
                 return
             self.bytes_in += n
             self.last_active = self.reactor.now  # type: ignore[union-attr]
-            if not protocol.buffer_received(lease, n):
+            try:
+                kept = protocol.buffer_received(lease, n)
+            except Exception as exc:  # a protocol bug must not strand the lease
+                lease.release()
+                self.abort(exc)
+                raise  # the reactor reports it
+            if not kept:
                 lease.release()
             if self.paused or self.closing or self.closed:
                 return

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import errno
 import http
@@ -29,7 +30,7 @@ import os
 import stat
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from poolalloc.net.httpparse import HttpError, Request
@@ -41,13 +42,14 @@ __all__ = ["HttpServer", "Response"]
 
 _STATUS = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in http.HTTPStatus}
 _part_ids = itertools.count()
-#: a write refused for lack of room: the upload is answered 507 Insufficient Storage
-_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Response:
     """A dynamic response; ``headers`` are extra ``(name, value)`` pairs.
+
+    Immutable, so a handler may return the same object for every request: the server then
+    reuses its encoded bytes (refreshed when the ``Date`` second changes).
 
     Example:
         >>> Response(body=b"ok").status
@@ -57,7 +59,10 @@ class Response:
     status: int = 200
     body: bytes = b""
     content_type: str = "text/plain; charset=utf-8"
-    headers: list[tuple[str, str]] = field(default_factory=list)
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+_HELLO = Response(body=b"Hello, World!")
 
 
 Handler = Callable[[Request], Response]
@@ -92,22 +97,29 @@ class _FileSink:
         self.written = 0
 
     def write(self, data: memoryview) -> None:
-        while data:
-            try:
+        try:
+            while data:
                 n = os.write(self.fd, data)
-            except OSError as exc:  # the protocol answers it, aborts the sink, and closes
-                status = 507 if exc.errno in _NO_ROOM else 500
-                raise HttpError(status, exc.strerror or "write failed") from exc
-            self.written += n
-            data = data[n:]
+                self.written += n
+                data = data[n:]
+        except OSError as exc:  # disk full, quota...: the client gets a status, not a hang
+            raise HttpError(507 if exc.errno == errno.ENOSPC else 500, "cannot store") from exc
 
     def close(self) -> None:
-        os.close(self.fd)
-        os.replace(self.part, self.final)
+        fd, self.fd = self.fd, -1
+        os.close(fd)
+        try:
+            os.replace(self.part, self.final)
+        except OSError as exc:  # e.g. the name is a directory
+            os.unlink(self.part)
+            raise HttpError(409, "cannot store under that name") from exc
 
     def abort(self) -> None:
-        os.close(self.fd)
-        os.unlink(self.part)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.part)
 
 
 class HttpServer:
@@ -134,14 +146,14 @@ class HttpServer:
         self.max_head, self.max_target = max_head, max_target
         self.header_timeout = header_timeout
         self.routes: dict[str, Handler] = {}
-        # The loop names its server class (the io_uring Proactor has its own); epoll by default.
-        server_class = getattr(reactor, "server_class", TcpServer)
-        self.tcp = server_class(
+        self.tcp = TcpServer(
             reactor, lambda: HttpProtocol(self), buffer_pool=buffer_pool, **server_options
         )
         self._date = b""
         self._date_timer: Any = None
-        self.route("/test", lambda req: Response(body=b"Hello, World!"))
+        # The last response encoded for keep-alive, to reuse when the same object comes back.
+        self._wire: tuple[Response | None, bytes, bytes] = (None, b"", b"")
+        self.route("/test", lambda req: _HELLO)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -194,16 +206,25 @@ class HttpServer:
         handler = self.routes.get(req.path)
         try:
             if handler is not None:
-                self._send(proto, req, handler(req))
+                resp = handler(req)
+                cached, date, wire = self._wire
+                if (
+                    resp is cached
+                    and date is self._date
+                    and req.keep_alive
+                    and req.method != "HEAD"
+                ):
+                    proto.conn.write(wire)  # type: ignore[union-attr]  # the same bytes again
+                    return
+                self._send(proto, req, resp)
             elif self._is_upload(req):
                 self._send(proto, req, Response(201, b"created\n"))
             elif self.root is not None and req.method in ("GET", "HEAD"):
                 self._send_file(proto, req)
             elif self.root is not None:
                 allow = "GET, HEAD, PUT, POST" if self.uploads else "GET, HEAD"
-                self._send(
-                    proto, req, Response(405, b"method not allowed\n", headers=[("Allow", allow)])
-                )
+                resp = Response(405, b"method not allowed\n", headers=(("Allow", allow),))
+                self._send(proto, req, resp)
             else:
                 self._send(proto, req, Response(404, b"not found\n"))
         except HttpError as exc:  # the request was read whole: the connection stays usable
@@ -252,7 +273,13 @@ class HttpServer:
         )
         if resp.status >= 400:
             proto.errors += 1
-        conn.write(head if req.method == "HEAD" else head + resp.body)
+        if req.method == "HEAD":
+            conn.write(head)
+        else:
+            wire = head + resp.body
+            if keep and resp.status < 400:
+                self._wire = (resp, self._date, wire)
+            conn.write(wire)
         if not keep:
             conn.close()
 

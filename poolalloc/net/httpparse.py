@@ -17,15 +17,29 @@ Nothing here does IO or knows about sockets, so it is tested with plain bytes.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 __all__ = ["ChunkedReader", "HttpError", "Request", "parse_head"]
 
 #: RFC 9110 token characters, for methods and header names.
-_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_VERSION = re.compile(rb"HTTP/(\d)\.(\d)")
+_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+#: The whole request line in one C-level match: method, target (no controls, no space), version.
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([^\x00-\x20\x7f]+) HTTP/(\d)\.(\d)")
+#: Every header line at once: CRLF, a token, a colon, a value without control characters
+#: (so no bare CR or LF, no NUL, and no obs-fold continuation line, which starts with space).
+_HEADER_BLOCK = re.compile(rb"(?:\r\n" + _TOKEN + rb":[^\x00-\x08\x0a-\x1f\x7f]*)*")
+#: A whole valid head in one match (the common case costs one C call).
+_HEAD = re.compile(_REQUEST_LINE.pattern + rb"(" + _HEADER_BLOCK.pattern + rb")")
+#: Headers that change how the request is framed or kept alive: only these need parsing.
+_FRAMING = re.compile(rb"\r\n(?:content-length|transfer-encoding|connection|expect):", re.I)
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:;[^\r\n]*)?")
-_FORBIDDEN_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+#: Parsed heads by their exact bytes. Keep-alive clients repeat the same head again and again
+#: (same path, same headers), so most requests skip the regex work. Only heads that parsed
+#: without error are stored; bounded in count and in head size, cleared when full.
+_cache: dict[bytes, tuple[str, str, int, bytes, tuple[bool, int | None, bool, bool] | None]] = {}
+_CACHE_SIZE = 512
+_CACHE_HEAD_MAX = 1024
 
 
 class HttpError(Exception):
@@ -41,26 +55,53 @@ class HttpError(Exception):
         self.status = status
 
 
-@dataclass(slots=True)
 class Request:
     """One parsed request head. ``headers`` keeps order and repeats, names lower-case.
 
+    The header list is built on first use: the server itself needs only the framing
+    headers, which it finds with a substring test on the lower-cased block.
+
     Example:
         >>> r = parse_head(b"GET /a?b=1 HTTP/1.1\\r\\nHost: x")
-        >>> r.method, r.path, r.query, r.keep_alive
-        ('GET', '/a', 'b=1', True)
+        >>> r.method, r.path, r.query, r.keep_alive, r.headers
+        ('GET', '/a', 'b=1', True, [(b'host', b'x')])
     """
 
-    method: str
-    target: str
-    version: tuple[int, int]
-    headers: list[tuple[bytes, bytes]]
-    keep_alive: bool = True
-    content_length: int | None = None
-    chunked: bool = False
-    expect_continue: bool = False
-    body: bytes = b""
-    extra: dict[str, object] = field(default_factory=dict)
+    __slots__ = (
+        "_block",
+        "_headers",
+        "body",
+        "chunked",
+        "content_length",
+        "expect_continue",
+        "keep_alive",
+        "method",
+        "target",
+        "version",
+    )
+
+    def __init__(self, method: str, target: str, minor: int, block: bytes) -> None:
+        self.method = method
+        self.target = target
+        self.version = (1, minor)
+        self.keep_alive = minor >= 1
+        self.content_length: int | None = None
+        self.chunked = False
+        self.expect_continue = False
+        self.body = b""
+        self._block = block
+        self._headers: list[tuple[bytes, bytes]] | None = None
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """``(name, value)`` pairs in order, names lower-cased, values stripped."""
+        if self._headers is None:
+            pairs = []
+            for line in self._block.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                pairs.append((name.lower(), value.strip(b" \t")))
+            self._headers = pairs
+        return self._headers
 
     @property
     def path(self) -> str:
@@ -81,7 +122,7 @@ class Request:
         return default
 
 
-def parse_head(head: bytes, *, max_target: int = 8190) -> Request:
+def parse_head(head: bytes, max_target: int = 8190) -> Request:
     """Parse a request head: the bytes before the blank line, without the final CRLF CRLF.
 
     Example:
@@ -90,44 +131,54 @@ def parse_head(head: bytes, *, max_target: int = 8190) -> Request:
 
     :raises HttpError: 400 malformed, 414 target too long, 505 not HTTP/1.x.
     """
-    lines = head.split(b"\r\n")
-    request_line = lines[0]
-    if not request_line and len(lines) > 1:
-        lines.pop(0)  # RFC 9112 2.2: ignore one empty line before the request line
-        request_line = lines[0]
-    parts = request_line.split(b" ")
-    if len(parts) != 3:
-        if len(parts) == 2 and len(parts[1]) > max_target:
-            raise HttpError(414, "request target too long")
-        raise HttpError(400, "malformed request line")
-    method, target, version = parts
-    if len(target) > max_target:
-        raise HttpError(414, "request target too long")
-    if not _TOKEN.fullmatch(method) or not target or b"\n" in head.replace(b"\r\n", b""):
-        raise HttpError(400, "malformed request line")
-    v = _VERSION.fullmatch(version)
-    if v is None:
-        raise HttpError(400, "malformed HTTP version")
-    if v.group(1) != b"1":
-        raise HttpError(505, "only HTTP/1.x is supported")
-    req = Request(
-        method.decode("ascii"), target.decode("latin-1"), (1, int(v.group(2))), _headers(lines)
-    )
-    _apply_framing(req)
+    hit = _cache.get(head)
+    if (
+        hit is not None and len(hit[1]) <= max_target
+    ):  # the same head bytes parse the same way: reuse the checked fields
+        req = Request(hit[0], hit[1], hit[2], hit[3])
+        if hit[4] is not None:
+            req.keep_alive, req.content_length, req.chunked, req.expect_continue = hit[4]
+        return req
+    req = _parse(head, max_target)
+    if len(head) <= _CACHE_HEAD_MAX:
+        if len(_cache) >= _CACHE_SIZE:
+            _cache.clear()
+        framing = None
+        if req._headers is not None:  # framing headers were parsed
+            framing = (req.keep_alive, req.content_length, req.chunked, req.expect_continue)
+        _cache[head] = (req.method, req.target, req.version[1], req._block, framing)
     return req
 
 
-def _headers(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
-    headers = []
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.fullmatch(name):
-            raise HttpError(400, "malformed header line")
-        value = value.strip(b" \t")
-        if _FORBIDDEN_VALUE.search(value):
-            raise HttpError(400, "control character in header value")
-        headers.append((name.lower(), value))
-    return headers
+def _parse(head: bytes, max_target: int) -> Request:
+    if head.startswith(b"\r\n"):
+        head = head[2:]  # RFC 9112 2.2: ignore one empty line before the request line
+    m = _HEAD.fullmatch(head)
+    if m is None:
+        raise _head_error(head, max_target)
+    method, target, major, minor, block = m.groups()
+    if len(target) > max_target:
+        raise HttpError(414, "request target too long")
+    if major != b"1":
+        raise HttpError(505, "only HTTP/1.x is supported")
+    req = Request(method.decode("ascii"), target.decode("latin-1"), minor[0] - 48, block)
+    if block and _FRAMING.search(block) is not None:
+        _apply_framing(req)
+    return req
+
+
+def _head_error(head: bytes, max_target: int) -> HttpError:
+    """Say precisely what is wrong with a head the one-match pattern refused."""
+    eol = head.find(b"\r\n")
+    line, block = (head, b"") if eol < 0 else (head[:eol], head[eol:])
+    if _REQUEST_LINE.fullmatch(line) and not _HEADER_BLOCK.fullmatch(block):
+        return HttpError(400, "malformed header line")
+    parts = line.split(b" ")
+    if len(parts) >= 2 and len(parts[1]) > max_target:
+        return HttpError(414, "request target too long")
+    if len(parts) == 3 and re.fullmatch(rb"HTTP/\d\.\d", parts[2]) and parts[2][5:6] != b"1":
+        return HttpError(505, "only HTTP/1.x is supported")
+    return HttpError(400, "malformed request line")
 
 
 def _apply_framing(req: Request) -> None:
@@ -146,7 +197,10 @@ def _apply_framing(req: Request) -> None:
         elif name == b"expect" and value.lower() == b"100-continue":
             req.expect_continue = True
     tokens = {t.strip() for t in connection.split(b",")}
-    req.keep_alive = b"close" not in tokens and (req.version >= (1, 1) or b"keep-alive" in tokens)
+    if b"close" in tokens:
+        req.keep_alive = False
+    elif b"keep-alive" in tokens:
+        req.keep_alive = True
     if lengths:
         if req.chunked or len(lengths) != 1:
             raise HttpError(400, "conflicting body framing")
@@ -166,8 +220,8 @@ class ChunkedReader:
 
     Example:
         >>> r = ChunkedReader(max_body=100)
-        >>> r.feed(b"3\\r\\nabc\\r\\n0\\r\\n\\r\\n", 0, 15)
-        (15, [(3, 6)])
+        >>> r.feed(b"3\\r\\nabc\\r\\n0\\r\\n\\r\\n", 0, 13)
+        (13, [(3, 6)])
         >>> r.done, r.received
         (True, 3)
     """

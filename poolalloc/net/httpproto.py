@@ -76,7 +76,7 @@ class HttpProtocol:
         self.conn: Connection | None = None
         self.requests = 0
         self.errors = 0
-        self._held: tuple[LeaseLike, int, int] | None = None
+        self._held: tuple[LeaseLike, int, int] | None = None  # (lease, nbytes, pos)
         self._reset_request()
 
     def _reset_request(self) -> None:
@@ -96,22 +96,28 @@ class HttpProtocol:
         self._held = None
         self._reset_request()
 
-    def buffer_received(self, lease: LeaseLike, nbytes: int) -> bool:
-        """Walk the read; keeps the lease only when backpressure stops it half-way."""
-        return self._walk(lease, 0, nbytes)
-
     def resume_reading(self) -> None:
         """The connection resumed reading: first finish the read held back by backpressure."""
         held, self._held = self._held, None
-        if held is not None and not self._walk(*held):
+        if held is not None and not self.buffer_received(*held):
             held[0].release()
 
-    def _walk(self, lease: LeaseLike, pos: int, nbytes: int) -> bool:
+    def buffer_received(self, lease: LeaseLike, nbytes: int, pos: int = 0) -> bool:
+        """Walk the read from ``pos``; keeps the lease only if backpressure stops it half-way."""
         view = lease.view
         conn = self.conn
+        app = self.app
         assert conn is not None
         try:
             while pos < nbytes and not (conn.paused or conn.closing or conn.closed):
+                if self._state == _HEAD and self._partial is None:
+                    # The common case, inlined: a whole head inside this read.
+                    m = _HEAD_END.search(view, pos, nbytes)
+                    if m is not None and m.start() - pos <= app.max_head:
+                        head = view[pos : m.start()].tobytes()
+                        pos = m.end()
+                        self._start(parse_head(head, app.max_target))
+                        continue
                 if self._state == _HEAD:
                     pos = self._read_head(view, pos, nbytes)
                 elif self._state == _BODY:
@@ -124,7 +130,7 @@ class HttpProtocol:
         if pos < nbytes and conn.paused and not (conn.closing or conn.closed):
             # Too much output is queued: the rest of this read (pipelined requests) waits
             # until the client has read some, so queued responses stay bounded.
-            self._held = (lease, pos, nbytes)
+            self._held = (lease, nbytes, pos)
             return True
         return False
 
@@ -143,7 +149,7 @@ class HttpProtocol:
         if held is not None:
             held[0].release()
         self._reset_request()
-        self.conn = None
+        # self.conn stays: callers up the stack may still look at its (closed) flags.
 
     # ---- parsing ----
     def _read_head(self, view: memoryview, pos: int, end: int) -> int:
@@ -151,11 +157,12 @@ class HttpProtocol:
         if self._partial is None:
             m = _HEAD_END.search(view, pos, end)
             if m is not None:
-                if m.start() - pos > app.max_head:
-                    self._partial = bytearray(view[pos : m.start()])
+                start, stop = m.span()
+                if start - pos > app.max_head:
+                    self._partial = bytearray(view[pos:start])
                     self._check_head_size()
-                self._start(parse_head(bytes(view[pos : m.start()]), max_target=app.max_target))
-                return m.end()
+                self._start(parse_head(view[pos:start].tobytes(), app.max_target))
+                return stop
             self._partial = bytearray(view[pos:end])
             self.conn.deadline = self.conn.reactor.now + app.header_timeout  # type: ignore[union-attr]
             self._check_head_size()
@@ -186,19 +193,20 @@ class HttpProtocol:
 
     def _start(self, req: Request) -> None:
         self.requests += 1
+        if not (req.chunked or req.content_length):
+            self.app.finish(self, req)  # no body: answer at once (the common case)
+            return
         limit = self.app.body_limit(req)
         if req.content_length is not None and req.content_length > limit:
             raise HttpError(413, "request body too large")
         self._req = req
-        has_body = req.chunked or bool(req.content_length)
         self._sink = self.app.begin(self, req)
-        if self.conn.closing:  # type: ignore[union-attr]
+        conn = self.conn
+        assert conn is not None
+        if conn.closing or conn.closed:
             return  # begin() refused the request and closed
-        if not has_body:
-            self._complete()
-            return
         if req.expect_continue:
-            self.conn.write(_CONTINUE)  # type: ignore[union-attr]
+            conn.write(_CONTINUE)
         if req.chunked:
             self._state = _CHUNKED
             self._chunks = ChunkedReader(max_body=limit)

@@ -188,7 +188,7 @@ def splice_file_to_socket(file: FileLike, sock: socket.socket, offset: int, coun
     Example:
         >>> import socket, tempfile
         >>> a, b = socket.socketpair()
-        >>> f = tempfile.TemporaryFile(); _ = f.write(b"abcdef")
+        >>> f = tempfile.TemporaryFile(); _ = f.write(b"abcdef"); f.flush()
         >>> splice_file_to_socket(f, a, 1, 4), b.recv(10), f.tell()
         (4, b'bcde', 5)
         >>> a.close(); b.close(); f.close()
@@ -226,7 +226,7 @@ def mmap_send(
     Example:
         >>> import socket, tempfile
         >>> a, b = socket.socketpair()
-        >>> f = tempfile.TemporaryFile(); _ = f.write(b"mapped!")
+        >>> f = tempfile.TemporaryFile(); _ = f.write(b"mapped!"); f.flush()
         >>> mmap_send(a, f, 0), b.recv(10), f.tell()
         (7, b'mapped!', 7)
         >>> a.close(); b.close(); f.close()

@@ -191,6 +191,15 @@ def test_big_upload_then_download(make_server: Any, root: Any) -> None:
     resp.read()
     assert resp.status == 404
     conn.close()
+    for target, status in (("/sub", 409), ("/sub/", 409)):  # a directory's name is taken
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=20)
+        conn.request("PUT", target, body=b"data")
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == status
+        conn.close()
+    assert (root / "sub").is_dir()
+    assert not [p for p in os.listdir(root) if ".part-" in p]
 
 
 def test_upload_cut_short_leaves_no_file(make_server: Any, root: Any) -> None:
