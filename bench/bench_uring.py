@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import signal
 import socket
 import statistics
@@ -28,8 +29,9 @@ import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NGINX_CONF = """
-worker_processes 1; daemon off; master_process off; error_log /dev/null; pid {tmp}/nginx.pid;
-events {{ worker_connections 4096; }}
+worker_processes 1; worker_rlimit_nofile 20000; daemon off; master_process off;
+error_log /dev/null; pid {tmp}/nginx.pid;
+events {{ worker_connections 20000; }}
 http {{ access_log off; keepalive_requests 1000000;
   client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp};
   uwsgi_temp_path {tmp}; scgi_temp_path {tmp};
@@ -120,6 +122,8 @@ def one_run(engine: str, conns: int, seconds: float, tmp: str) -> dict[str, floa
     finally:
         proc.terminate()
         proc.wait(10)
+    if not total:
+        raise RuntimeError(f"{engine}: no request completed at c={conns}")
     per_req = 1e6 / CLK_TCK / total
     return {"rps": rps, "user_us": (u1 - u0) * per_req, "sys_us": (s1 - s0) * per_req,
             "p99_ms": p99, "rss_mib": rss / 1024}  # fmt: skip
@@ -156,7 +160,14 @@ def summarize(name: str, runs: list[dict[str, float]]) -> str:
             f" | {cell('p99_ms', '.2f')} | {max(r['rss_mib'] for r in runs):.1f} |")  # fmt: skip
 
 
+def raise_fd_limit() -> None:
+    """c=10000 needs more descriptors than the default soft limit (the hard limit is 20000)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main() -> None:
+    raise_fd_limit()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--serve", nargs=2, metavar=("ENGINE", "PORT"))
     ap.add_argument("--engines", default="epoll,uring,nginx")

@@ -186,6 +186,8 @@ class Ring:
         keep = _from_buffer(data)
         rc = _prep_send(self._ring, fd, keep, len(keep), zc, ud)
         if rc:
+            # release the pin now: a traceback cycle must never hold an exported memoryview
+            ffi.release(keep)
             check_rc(rc, "send")
         return keep
 
@@ -254,22 +256,33 @@ class BufRing:
 
     def __init__(self, ring: Any, bgid: int, entries: int) -> None:
         out = ffi.new("pa_bufring_t **")
-        check_rc(lib.pa_bufring_create(ring, bgid, entries, out), "IORING_REGISTER_PBUF_RING")
+        check_rc(lib.pa_uring_bufring_create(ring, bgid, entries, out), "IORING_REGISTER_PBUF_RING")
         self._br: Any = out[0]
         self.bgid = bgid
         self.entries = entries
-        self._add = lib.pa_bufring_add
+        self._add = lib.pa_uring_bufring_add
 
     def add(self, address: int, nbytes: int, bid: int) -> None:
         """Stage one buffer (not visible to the kernel before :meth:`publish`)."""
-        check_rc(self._add(self._br, address, nbytes, bid), "buffer ring add")
+        rc = self._add(self._br, address, nbytes, bid)
+        if rc:
+            check_rc(rc, "buffer ring add")
+
+    def add_many(self, entries: list[tuple[int, int]], nbytes: int) -> None:
+        """Stage ``(address, bid)`` buffers of ``nbytes`` each and publish them."""
+        add, br = self._add, self._br
+        for address, bid in entries:
+            rc = add(br, address, nbytes, bid)
+            if rc:
+                check_rc(rc, "buffer ring add")
+        lib.pa_uring_bufring_publish(br)
 
     def publish(self) -> None:
         """Make every staged buffer visible to the kernel."""
-        lib.pa_bufring_publish(self._br)
+        lib.pa_uring_bufring_publish(self._br)
 
     def close(self) -> None:
         """Unregister and unmap (idempotent); the owning :class:`Ring` must still be open."""
         if self._br is not None:
             br, self._br = self._br, None
-            check_rc(lib.pa_bufring_destroy(br), "IORING_UNREGISTER_PBUF_RING")
+            check_rc(lib.pa_uring_bufring_destroy(br), "IORING_UNREGISTER_PBUF_RING")

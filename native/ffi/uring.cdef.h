@@ -1,5 +1,5 @@
 /* cffi cdef of native/include/pa_uring.h (the io_uring proactor's C side).
- * Ownership: pa_uring_t and pa_bufring_t are freed by pa_uring_destroy / pa_bufring_destroy
+ * Ownership: pa_uring_t and pa_bufring_t are freed by pa_uring_destroy / pa_uring_bufring_destroy
  * (poolalloc/_uring_ffi.py pairs every create with a destroy); memory handed to a send, sendmsg
  * or splice SQE is owned by the caller until the operation's completion arrives. */
 typedef struct pa_uring_s pa_uring_t;
@@ -32,7 +32,8 @@ typedef struct pa_uring_probe_s {
 #define PA_URING_SINGLE_ISSUER 1
 
 int pa_uring_probe(pa_uring_probe_t *out);
-int pa_uring_create(unsigned entries, unsigned options, pa_uring_t **out);   /* caller frees with pa_uring_destroy */
+/* caller frees with pa_uring_destroy */
+int pa_uring_create(unsigned entries, unsigned options, pa_uring_t **out);
 void pa_uring_destroy(pa_uring_t *ring);
 int pa_uring_fd(const pa_uring_t *ring);
 unsigned pa_uring_setup_flags(const pa_uring_t *ring);
@@ -53,9 +54,9 @@ int pa_uring_prep_poll(pa_uring_t *ring, int fd, unsigned events, int multishot,
                        uint64_t user_data);
 int pa_uring_prep_cancel(pa_uring_t *ring, int fd, uint64_t target, uint64_t user_data);
 int pa_uring_prep_cancel_all(pa_uring_t *ring, uint64_t user_data);
-int pa_bufring_create(pa_uring_t *ring, uint16_t bgid, unsigned entries, pa_bufring_t **out);
-                                                 /* caller frees with pa_bufring_destroy */
-int pa_bufring_destroy(pa_bufring_t *br);
-int pa_bufring_add(pa_bufring_t *br, uint64_t addr, uint32_t len, uint16_t bid);
-void pa_bufring_publish(pa_bufring_t *br);
-unsigned pa_bufring_entries(const pa_bufring_t *br);
+int pa_uring_bufring_create(pa_uring_t *ring, uint16_t bgid, unsigned entries, pa_bufring_t **out);
+                                                 /* caller frees with pa_uring_bufring_destroy */
+int pa_uring_bufring_destroy(pa_bufring_t *br);
+int pa_uring_bufring_add(pa_bufring_t *br, uint64_t addr, uint32_t len, uint16_t bid);
+void pa_uring_bufring_publish(pa_bufring_t *br);
+unsigned pa_uring_bufring_entries(const pa_bufring_t *br);

@@ -102,12 +102,12 @@ int pa_uring_prep_cancel_all(pa_uring_t *ring, uint64_t user_data);
 
 /* ---- provided-buffer ring ---- */
 /* entries: a power of two, at most PA_URING_MAX_BUFRING. */
-int pa_bufring_create(pa_uring_t *ring, uint16_t bgid, unsigned entries, pa_bufring_t **out);
+int pa_uring_bufring_create(pa_uring_t *ring, uint16_t bgid, unsigned entries, pa_bufring_t **out);
 /* Unregister and unmap; the ring must still be alive. Buffers in it are no longer used. */
-int pa_bufring_destroy(pa_bufring_t *br);
-/* Stage one entry; nothing is visible to the kernel until pa_bufring_publish. EINVAL on bid. */
-int pa_bufring_add(pa_bufring_t *br, uint64_t addr, uint32_t len, uint16_t bid);
-void pa_bufring_publish(pa_bufring_t *br);
-unsigned pa_bufring_entries(const pa_bufring_t *br);
+int pa_uring_bufring_destroy(pa_bufring_t *br);
+/* Stage one entry; the kernel sees it after pa_uring_bufring_publish. EINVAL on a bad bid. */
+int pa_uring_bufring_add(pa_bufring_t *br, uint64_t addr, uint32_t len, uint16_t bid);
+void pa_uring_bufring_publish(pa_bufring_t *br);
+unsigned pa_uring_bufring_entries(const pa_bufring_t *br);
 
 #endif /* PA_URING_H */

@@ -79,7 +79,7 @@ struct pa_bufring_s {
   size_t map_len;
   unsigned entries, mask;
   uint16_t bgid;
-  uint16_t tail;         /* staged tail; published by pa_bufring_publish */
+  uint16_t tail;         /* staged tail; published by pa_uring_bufring_publish */
 };
 
 /* ---- fork generation ---- */
@@ -460,7 +460,7 @@ int pa_uring_enter(pa_uring_t *r, unsigned wait_nr, int64_t timeout_ns, pa_uring
 
 /* ---- provided-buffer ring ---- */
 
-int pa_bufring_create(pa_uring_t *r, uint16_t bgid, unsigned entries, pa_bufring_t **out) {
+int pa_uring_bufring_create(pa_uring_t *r, uint16_t bgid, unsigned entries, pa_bufring_t **out) {
   if (!r || !out || entries == 0 || entries > PA_URING_MAX_BUFRING || (entries & (entries - 1)))
     return EINVAL;
   if (inherited(r)) return ECHILD;
@@ -493,7 +493,7 @@ int pa_bufring_create(pa_uring_t *r, uint16_t bgid, unsigned entries, pa_bufring
   return 0;
 }
 
-int pa_bufring_destroy(pa_bufring_t *b) {
+int pa_uring_bufring_destroy(pa_bufring_t *b) {
   if (!b) return 0;
   int err = 0;
   if (!inherited(b->ring)) {
@@ -507,7 +507,7 @@ int pa_bufring_destroy(pa_bufring_t *b) {
   return err;
 }
 
-int pa_bufring_add(pa_bufring_t *b, uint64_t addr, uint32_t len, uint16_t bid) {
+int pa_uring_bufring_add(pa_bufring_t *b, uint64_t addr, uint32_t len, uint16_t bid) {
   if (!b || addr == 0 || len == 0 || bid >= b->entries) return EINVAL;
   if (inherited(b->ring)) return ECHILD;
   struct io_uring_buf *e = &b->br->bufs[b->tail & b->mask];
@@ -518,8 +518,8 @@ int pa_bufring_add(pa_bufring_t *b, uint64_t addr, uint32_t len, uint16_t bid) {
   return 0;
 }
 
-void pa_bufring_publish(pa_bufring_t *b) {
+void pa_uring_bufring_publish(pa_bufring_t *b) {
   if (b && !inherited(b->ring)) __atomic_store_n(&b->br->tail, b->tail, __ATOMIC_RELEASE);
 }
 
-unsigned pa_bufring_entries(const pa_bufring_t *b) { return b ? b->entries : 0; }
+unsigned pa_uring_bufring_entries(const pa_bufring_t *b) { return b ? b->entries : 0; }

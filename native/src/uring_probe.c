@@ -117,7 +117,7 @@ static int check_features(pa_uring_probe_t *o) {
 
 static int check_bufring(pa_uring_probe_t *o, pa_uring_t *ring) {
   pa_bufring_t *br = NULL;
-  int err = pa_bufring_create(ring, 0, 8, &br);
+  int err = pa_uring_bufring_create(ring, 0, 8, &br);
   if (err) {
     snprintf(o->reason, sizeof o->reason,
              "IORING_REGISTER_PBUF_RING refused (%s): provided-buffer rings need Linux 5.19",
@@ -125,7 +125,7 @@ static int check_bufring(pa_uring_probe_t *o, pa_uring_t *ring) {
     return err;
   }
   o->has_pbuf_ring = 1;
-  return pa_bufring_destroy(br);
+  return pa_uring_bufring_destroy(br);
 }
 
 static int check_multishot(pa_uring_probe_t *o) {

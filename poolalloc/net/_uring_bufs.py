@@ -75,25 +75,26 @@ class PoolRing:
 
     def refill(self) -> int:
         """Top the ring up to its target from the pool; returns how many buffers were added."""
-        added = 0
-        want = self.target - self.in_ring
-        acquire, free_bids = self.pool.acquire, self._free_bids
-        while added < want and free_bids:
+        want = min(self.target - self.in_ring, len(self._free_bids))
+        if want <= 0:
+            return 0
+        acquire, free_bids, leases = self.pool.acquire, self._free_bids, self._leases
+        staged: list[tuple[int, int]] = []
+        for _ in range(want):
             try:
                 lease = cast("RingLease", acquire(0))
             except MemoryError:  # PoolExhausted: every block is with protocols right now
                 self.exhausted += 1
                 break
             bid = free_bids.pop()
+            leases[bid] = lease
+            staged.append((lease.address, bid))
+        if staged:
             if not self.block_size:
-                self.block_size = lease.nbytes
-            self._leases[bid] = lease
-            self._br.add(lease.address, self.block_size, bid)
-            added += 1
-        if added:
-            self.in_ring += added
-            self._br.publish()
-        return added
+                self.block_size = leases[staged[0][1]].nbytes  # type: ignore[union-attr]
+            self._br.add_many(staged, self.block_size)
+            self.in_ring += len(staged)
+        return len(staged)
 
     def needs_refill(self) -> bool:
         """True while fewer buffers than the target sit in the ring."""

@@ -56,7 +56,7 @@ import functools
 import os
 import select
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from poolalloc._uring_ffi import CQE_F_MORE, ProbeResult, Ring, probe
@@ -75,11 +75,13 @@ _FIRST_TOKEN = 16
 
 
 class RingTarget(Protocol):
-    """An owner of ring operations: gets its completions, says how many are still out."""
+    """An owner of ring operations: ``handlers[kind](owner, res, flags)`` gets each completion;
+    ``inflight`` says how many operations are still out."""
 
     inflight: int
 
-    def complete(self, kind: int, res: int, flags: int) -> None: ...
+    @property
+    def handlers(self) -> Sequence[Callable[[Any, int, int], None]]: ...
 
 
 @functools.cache
@@ -159,7 +161,7 @@ class Proactor(Reactor):
         self._targets: dict[int, RingTarget] = {}
         self._pool_rings: dict[int, PoolRing] = {}
         self._next_token = _FIRST_TOKEN
-        self._dirty: list[Any] = []
+        self.dirty: list[Any] = []  # connections with writes to flush before the next enter
         self._starved: list[Any] = []
         self.stats.update(completions=0, enters=0, enobufs=0)
         self._draining = False
@@ -200,7 +202,7 @@ class Proactor(Reactor):
 
     def want_flush(self, conn: Any) -> None:
         """Flush ``conn``'s write queue just before the next ``io_uring_enter``."""
-        self._dirty.append(conn)
+        self.dirty.append(conn)
 
     def starved(self, conn: Any, pool_ring: PoolRing) -> None:
         """``conn``'s receive found no buffer: grow the ring and re-arm it after a refill."""
@@ -226,7 +228,7 @@ class Proactor(Reactor):
 
     def run_once(self) -> None:
         """One pass: flush writes, refill buffer rings, submit and wait, dispatch, run callbacks."""
-        if self._dirty:
+        if self.dirty:
             self._flush_dirty()
         self._refill()
         timeout = self._poll_timeout()
@@ -255,13 +257,13 @@ class Proactor(Reactor):
                     self._on_epoll(flags)
                 continue  # a cancel's own completion, or a target already gone
             try:
-                target.complete(ud & 0xFF, res, flags)
+                target.handlers[ud & 0xFF](target, res, flags)
             except Exception as exc:
                 self._report(exc, target)
         self.stats["completions"] += count
 
     def _flush_dirty(self) -> None:
-        dirty, self._dirty = self._dirty, []
+        dirty, self.dirty = self.dirty, []
         for conn in dirty:
             try:
                 conn.flush_now()
@@ -304,8 +306,11 @@ class Proactor(Reactor):
             return
         if self.pid == os.getpid():
             self._drain_ring()
-            for pr in self._pool_rings.values():
-                pr.close()
+        # In a forked child the kernel never writes into these blocks (the child has no ring of
+        # its own here, and the C side leaves the parent's registration alone): the leases of
+        # the child's copy of the pool can simply go back.
+        for pr in self._pool_rings.values():
+            pr.close()
         self._pool_rings.clear()
         self._ring.close()
         super().close()

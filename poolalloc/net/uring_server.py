@@ -36,6 +36,8 @@ _PEER_GONE = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR}
 class _Listener:
     """The ring target of the multishot accept."""
 
+    handlers = (lambda self, res, flags: self.complete(res, flags),) * 8
+
     def __init__(self, server: UringTcpServer) -> None:
         self.server = server
         self.inflight = 0
@@ -44,7 +46,7 @@ class _Listener:
         sock = server.sock
         self.family, self.type, self.proto = sock.family, sock.type, sock.proto
 
-    def complete(self, kind: int, res: int, flags: int) -> None:
+    def complete(self, res: int, flags: int) -> None:
         if not flags & CQE_F_MORE:
             self.inflight -= 1
             self.armed = False

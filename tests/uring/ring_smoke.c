@@ -32,10 +32,10 @@ int main(void) {
   pa_uring_t *r;
   CHECK(pa_uring_create(64, PA_URING_SINGLE_ISSUER, &r));
   pa_bufring_t *br;
-  CHECK(pa_bufring_create(r, 1, NBUF, &br));
+  CHECK(pa_uring_bufring_create(r, 1, NBUF, &br));
   static char bufs[NBUF][BSZ];
-  for (int i = 0; i < NBUF; i++) CHECK(pa_bufring_add(br, (uint64_t)(uintptr_t)bufs[i], BSZ, (uint16_t)i));
-  pa_bufring_publish(br);
+  for (int i = 0; i < NBUF; i++) CHECK(pa_uring_bufring_add(br, (uint64_t)(uintptr_t)bufs[i], BSZ, (uint16_t)i));
+  pa_uring_bufring_publish(br);
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) return 1;
   CHECK(pa_uring_prep_recv(r, sv[0], 1, 1, 42));
@@ -56,8 +56,8 @@ int main(void) {
   printf("recv completions=%u bytes=%u enobufs=%d\n", got, total, enobufs);
   if (!enobufs || total != NBUF * BSZ) return 3;
   /* refill, re-arm, get the rest */
-  for (int i = 0; i < NBUF; i++) CHECK(pa_bufring_add(br, (uint64_t)(uintptr_t)bufs[i], BSZ, (uint16_t)i));
-  pa_bufring_publish(br);
+  for (int i = 0; i < NBUF; i++) CHECK(pa_uring_bufring_add(br, (uint64_t)(uintptr_t)bufs[i], BSZ, (uint16_t)i));
+  pa_uring_bufring_publish(br);
   CHECK(pa_uring_prep_recv(r, sv[0], 1, 1, 43));
   CHECK(pa_uring_enter(r, 2, 200000000, cq, 16, &n));
   for (unsigned i = 0; i < n; i++) {
@@ -80,7 +80,7 @@ int main(void) {
   pid_t pid = fork();
   if (pid == 0) {
     int e = pa_uring_prep_nop(r, 1);
-    pa_bufring_destroy(br);
+    pa_uring_bufring_destroy(br);
     pa_uring_destroy(r);
     pa_uring_t *r2;
     int e2 = pa_uring_create(8, 0, &r2);
@@ -95,7 +95,7 @@ int main(void) {
   CHECK(pa_uring_prep_nop(r, 77));
   CHECK(pa_uring_enter(r, 1, -1, cq, 16, &n));
   if (n != 1 || cq[0].user_data != 77) return 7;
-  CHECK(pa_bufring_destroy(br));
+  CHECK(pa_uring_bufring_destroy(br));
   pa_uring_destroy(r);
   close(sv[0]);
   close(sv[1]);

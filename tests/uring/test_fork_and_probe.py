@@ -17,7 +17,12 @@ from poolalloc.net import uring
 from poolalloc.net.serve import make_loop
 from poolalloc.net.uring import Proactor, available
 
-pytestmark = pytest.mark.uring
+# fork() is the subject here: the children use only their own objects and leave by os._exit,
+# so 3.12's warning about forking a multi-threaded process (pytest's own threads) is expected.
+pytestmark = [
+    pytest.mark.uring,
+    pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning"),
+]
 
 _NR_IO_URING_SETUP = 425  # the same number on every Linux architecture (unified table)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,3 +106,73 @@ def make_server(buffer_pool: Any) -> Iterator[Any]:
     for srv in servers:
         srv.stop()
         assert srv.http.tcp.conn_pool.stats().in_use == 0
+
+
+EMFILE_SCRIPT = """
+import os, resource, socket, sys, threading, time
+from poolalloc.buffers import BufferPool
+from poolalloc.net.http import HttpServer
+from poolalloc.net.uring import Proactor
+
+# A multishot accept reads RLIMIT_NOFILE once, when it is submitted (io_accept_prep): the
+# limit must be in place before the server arms it, not lowered while it runs.
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))
+r = Proactor()
+srv = HttpServer(r, buffer_pool=BufferPool(4096, capacity=64), accept_retry=30.0)
+srv.start()
+threading.Thread(target=r.run, daemon=True).start()
+clients = [socket.socket() for _ in range(8)]
+filler = []
+while True:  # take every free descriptor, then give exactly two back
+    try:
+        filler.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError:
+        break
+os.close(filler.pop())
+os.close(filler.pop())
+for c in clients:
+    c.connect(("127.0.0.1", srv.address[1]))  # the kernel queues them in the backlog
+deadline = time.monotonic() + 10  # slow under ASan: wait for the state, not a fixed time
+while not srv.tcp.accept_paused and time.monotonic() < deadline:
+    time.sleep(0.02)
+time.sleep(0.1)
+paused, accepted = srv.tcp.accept_paused, srv.tcp.totals["connections_total"]
+w0 = r.stats["wakeups"]
+time.sleep(0.5)
+spin = r.stats["wakeups"] - w0
+for c in clients[:2]:
+    c.close()  # accepted peers leave: their server-side descriptors come free
+time.sleep(0.3)
+served = 0
+for c in clients[2:4]:
+    c.settimeout(5)
+    c.sendall(b"GET /test HTTP/1.1\\r\\n\\r\\n")
+    served += b"Hello, World!" in c.recv(1000)
+for fd in filler:
+    os.close(fd)
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+print(paused, accepted, spin, served, srv.tcp.totals["accept_paused_total"])
+"""
+
+
+def test_emfile_pauses_the_multishot_accept_without_spinning(tmp_path: Any) -> None:
+    """Descriptors run out: the multishot accept ends with EMFILE and is not re-armed (no
+    spinning) until one of our connections closes; then the waiting peers are served."""
+    ok, reason = available()
+    if not ok:
+        pytest.skip(f"io_uring unavailable: {reason}")
+    script = tmp_path / "emfile_uring.py"
+    script.write_text(EMFILE_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=30, env=env,
+        check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    paused, accepted, spin, served_n, pauses = out.stdout.split()
+    assert paused == "True"
+    assert int(accepted) == 2  # exactly the two free descriptors
+    assert int(spin) < 10  # paused: the accept is not re-armed, the loop sleeps
+    assert int(pauses) >= 1
+    assert int(served_n) == 2

@@ -163,6 +163,7 @@ def test_cancel_ends_a_multishot_receive() -> None:
         b.close()
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_inherited_ring_refuses_in_a_forked_child() -> None:
     ring = Ring(8)
     try:
