@@ -205,6 +205,11 @@ def main() -> int:
     assert isinstance(end, dict)
     # The /metrics request itself is the one connection left, and its read buffer the one lease
     # out while the answer is built: anything beyond that is a lost lease.
+    # io_uring: the provided-buffer ring keeps leases staged in the kernel for the next receives
+    # (up to half the pool's capacity, poolalloc/net/_uring_bufs.py); /metrics does not show the
+    # ring's fill, so only that bound can be checked from outside.
+    if args.engine != "epoll":
+        return 0 if end["buffer_pool_outstanding"] <= end["buffer_pool_capacity"] // 2 + 1 else 1
     return 0 if end["buffer_pool_outstanding"] == end["connections_active"] == 1 else 1
 
 
