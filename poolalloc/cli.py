@@ -127,7 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_serve.add_argument("--uploads", action="store_true", help="accept PUT/POST under --root")
     p_serve.add_argument(
         "--engine", choices=("auto", "epoll", "uring"), default="auto",
-        help="event loop: io_uring Proactor, epoll Reactor, or auto (io_uring when usable)",
+        help="event loop: epoll Reactor, io_uring Proactor (epoll if unusable, saying why), "
+        "or auto (the one measured fastest: epoll, see docs/benchmarks.md)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.command == "demo":

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = ["UringConnection"]
 
 RECV, SEND, SPLICE_IN, SPLICE_OUT = 1, 2, 3, 4
+_FLUSH_PENDING: list[Any] = []  # marker: the connection is on the proactor's flush list
 _PIPE_SIZE = 1 << 20
 
 
@@ -60,7 +61,8 @@ class _Remains:
     def __init__(self, conn: UringConnection, owners: list[Any]) -> None:
         self.proactor, self.token = conn.proactor, conn.token
         self.pool_ring, self.inflight = conn.pool_ring, conn.inflight
-        self.owners, self.pipe = owners, conn.pipe
+        self.owners = owners
+        self.pipe = conn._x.pipe if conn._x is not None else None
 
     def complete(self, res: int, flags: int) -> None:
         if flags & CQE_F_BUFFER and self.pool_ring is not None:
@@ -72,7 +74,21 @@ class _Remains:
             _release_all(owners)
             _close_pipe(self.pipe)
             self.pipe = None
-            self.proactor.retarget(self.token, None)  # type: ignore[union-attr]
+            self.proactor.retarget(self.token, None)
+
+
+class _Rare:
+    """Per-connection state that only pausing, gathering, zero-copy or files need."""
+
+    __slots__ = ("held", "iov", "msg", "pipe", "pipe_fill", "zc_owners")
+
+    def __init__(self) -> None:
+        self.held: list[tuple[LeaseLike, int]] = []  # arrived while paused, in order
+        self.zc_owners: list[list[Any]] = []  # per SEND_ZC awaiting its notification
+        self.pipe: tuple[int, int] | None = None
+        self.pipe_fill = 0
+        self.iov: Any = None
+        self.msg: Any = None
 
 
 class UringConnection(Connection):
@@ -90,22 +106,26 @@ class UringConnection(Connection):
     def reset(self) -> None:
         """Forget the last connection (ObjectPool ``reset``)."""
         super().reset()
-        self.proactor: Proactor | None = None
+        # Few attributes on purpose: past 30 an instance no longer shares its dict keys with its
+        # class (CPython's SHARED_KEYS_MAX_SIZE), and 10,000 idle connections pay for each one.
         self.pool_ring: PoolRing | None = None
         self.token = 0
         self.inflight = 0
         self.recv_armed = False
-        self.pipe: tuple[int, int] | None = None
         self._ring: Any = None
-        # lists, not deques: rarely used, and a deque costs ~600 bytes per idle connection
-        self._held: list[tuple[LeaseLike, int]] = []
-        self._sending: list[Any] | None = None  # pins of the send in flight; None when idle
-        self._sent_items = 0  # queue items the send in flight covers
-        self._zc_owners: list[list[Any]] = []
-        self._flush_pending = False
-        self._pipe_fill = 0
-        self._iov: Any = None
-        self._msg: Any = None
+        # pins of the send in flight; _FLUSH_PENDING while queued for the next flush; None idle
+        self._sending: list[Any] | None = None
+        self._x: _Rare | None = None  # state that most connections never need
+
+    @property
+    def proactor(self) -> Proactor:
+        """The loop this connection runs on (its ``reactor``, seen as a Proactor)."""
+        return self.reactor  # type: ignore[return-value]
+
+    def _rare(self) -> _Rare:
+        if self._x is None:
+            self._x = _Rare()
+        return self._x
 
     def open(
         self,
@@ -123,7 +143,7 @@ class UringConnection(Connection):
         if not hasattr(reactor, "pool_ring"):
             raise TypeError("UringConnection needs a poolalloc.net.uring.Proactor")
         sock.setblocking(True)  # io_uring polls internally; the socket is never read directly
-        self.reactor = self.proactor = reactor
+        self.reactor = reactor
         self.sock, self.fd = sock, sock.fileno()
         self.pool, self.protocol, self._chunk = pool, protocol, chunk_size
         self.last_active = reactor.now
@@ -181,7 +201,7 @@ class UringConnection(Connection):
             lease.release()  # after close() input is discarded until the peer's EOF
             return
         if self.paused:
-            self._held.append((lease, n))
+            self._rare().held.append((lease, n))
             return
         self.bytes_in += n
         self.last_active = self.reactor.now  # type: ignore[union-attr]
@@ -206,8 +226,9 @@ class UringConnection(Connection):
         hook = getattr(self.protocol, "resume_reading", None)
         if hook is not None and not self.closed:
             hook()  # the protocol may hold back part of an earlier read: it goes first
-        while self._held and not self.paused and not self.closed:
-            lease, n = self._held.pop(0)
+        x = self._x
+        while x is not None and x.held and not self.paused and not self.closed:
+            lease, n = x.held.pop(0)
             self._deliver(lease, n)
         if not self.paused:
             self.arm_recv()
@@ -238,9 +259,9 @@ class UringConnection(Connection):
             return
         self.queue.append([data, owner])
         self.queued += n
-        if not self._flush_pending and self._sending is None:
-            self._flush_pending = True
-            self.proactor.dirty.append(self)  # type: ignore[union-attr]
+        if self._sending is None:
+            self._sending = _FLUSH_PENDING
+            self.proactor.dirty.append(self)
         if self.queued > self.high_water and not self.paused:
             self.pause_reading()
 
@@ -258,15 +279,16 @@ class UringConnection(Connection):
     def _queue_item(self, item: list[Any]) -> None:
         self.queue.append(item)
         self.queued += _size(item[0])
-        if not self._flush_pending and self._sending is None:
-            self._flush_pending = True
-            self.proactor.want_flush(self)  # type: ignore[union-attr]
+        if self._sending is None:
+            self._sending = _FLUSH_PENDING
+            self.proactor.want_flush(self)
         if self.queued > self.high_water and not self.paused:
             self.pause_reading()
 
     def flush_now(self) -> None:
         """Submit the head of the queue (called by the proactor before it enters the kernel)."""
-        self._flush_pending = False
+        if self._sending is _FLUSH_PENDING:
+            self._sending = None
         if self._sending is not None or self.closed or not self.queue:
             return
         head: Any = self.queue[0][0]
@@ -274,12 +296,11 @@ class UringConnection(Connection):
             self._splice_start(head)
             return
         if len(self.queue) == 1:  # the common case: one response, one send
-            zc = self.proactor.zc_threshold  # type: ignore[union-attr]
+            zc = self.proactor.zc_threshold
             big = zc is not None and len(head) >= zc
             self._sending = [
                 self._ring.prep_send_buffer(self.fd, head, self.token << 8 | SEND, big)
             ]
-            self._sent_items = 1
             self.inflight += 1
             return
         views: list[Any] = []
@@ -291,23 +312,23 @@ class UringConnection(Connection):
 
     def _gather_send(self, views: list[Any]) -> None:
         """Gather several queued buffers into one sendmsg."""
-        if self._iov is None:
-            self._iov, self._msg = new_iov(IOV_MAX)
-        iov, pins = self._iov, []
+        x = self._rare()
+        if x.iov is None:
+            x.iov, x.msg = new_iov(IOV_MAX)
+        iov, pins = x.iov, []
         for i, view in enumerate(views):
             keep, addr = pin(view)
             pins.append(keep)
             iov[2 * i] = addr
             iov[2 * i + 1] = len(keep)
-        self._ring.prep_sendmsg(self.fd, iov, len(views), self._msg, self.token << 8 | SEND)
-        self._sending = pins
-        self._sent_items = len(views)
+        self._ring.prep_sendmsg(self.fd, iov, len(views), x.msg, self.token << 8 | SEND)
+        self._sending = [*pins, iov, x.msg]  # the kernel reads the iovecs and msghdr too
         self.inflight += 1
 
     def _on_send(self, res: int, flags: int) -> None:
         if flags & CQE_F_NOTIF:
             self.inflight -= 1
-            _release_all(self._zc_owners.pop(0))
+            _release_all(self._rare().zc_owners.pop(0))
             return
         zc_pending = bool(flags & CQE_F_MORE)
         if not zc_pending:
@@ -334,7 +355,7 @@ class UringConnection(Connection):
             return
         done = self._consume(res)
         if zc_pending:
-            self._zc_owners.append([*done, pins])
+            self._rare().zc_owners.append([*done, pins])
         else:
             _release_all(done)
         self._account(res)
@@ -373,11 +394,12 @@ class UringConnection(Connection):
 
     # ---- files: file -> pipe -> socket ----
     def _splice_start(self, item: FileRange) -> None:
-        if self.pipe is None:
-            self.pipe = _new_pipe()
+        x = self._rare()
+        if x.pipe is None:
+            x.pipe = _new_pipe()
         n = min(item.count, _PIPE_SIZE)
         ud = self.token << 8 | SPLICE_IN
-        self._ring.prep_splice(item.fd, self.pipe[1], off_in=item.offset, nbytes=n, ud=ud)
+        self._ring.prep_splice(item.fd, x.pipe[1], off_in=item.offset, nbytes=n, ud=ud)
         self._sending = []
         self.inflight += 1
 
@@ -392,13 +414,14 @@ class UringConnection(Connection):
         item: Any = self.queue[0][0]
         item.offset += res
         item.count -= res
-        self._pipe_fill = res
+        self._rare().pipe_fill = res
         self._splice_out()
 
     def _splice_out(self) -> None:
-        assert self.pipe is not None
+        x = self._rare()
+        assert x.pipe is not None
         ud = self.token << 8 | SPLICE_OUT
-        self._ring.prep_splice(self.pipe[0], self.fd, nbytes=self._pipe_fill, ud=ud)
+        self._ring.prep_splice(x.pipe[0], self.fd, nbytes=x.pipe_fill, ud=ud)
         self.inflight += 1
 
     def _on_splice_out(self, res: int, flags: int = 0) -> None:
@@ -408,9 +431,10 @@ class UringConnection(Connection):
         if res <= 0:
             self.abort(cqe_error(res) if res else ConnectionResetError(errno.EPIPE, "peer gone"))
             return
-        self._pipe_fill -= res
+        x = self._rare()
+        x.pipe_fill -= res
         self._account(res)
-        if self._pipe_fill:
+        if x.pipe_fill:
             self._splice_out()
             return
         item: Any = self.queue[0][0]
@@ -437,7 +461,7 @@ class UringConnection(Connection):
         if self.closing or self.closed:
             return
         self.closing = True
-        if not self.queue and self._sending is None:
+        if not self.queue and self._sending in (None, _FLUSH_PENDING):
             self._linger()
 
     def _linger(self) -> None:
@@ -451,9 +475,7 @@ class UringConnection(Connection):
         self._lingering = True
         self.paused = False
         self.deadline = self.reactor.now + self.linger
-        for lease, _ in self._held:
-            lease.release()
-        self._held.clear()
+        self._drop_held()
         self.arm_recv()
 
     def abort(self, exc: BaseException | None = None) -> None:
@@ -467,6 +489,8 @@ class UringConnection(Connection):
 
     def _finish(self, exc: BaseException | None) -> None:
         self.closed = True
+        if self._sending is _FLUSH_PENDING:
+            self._sending = None  # queued for a flush, nothing submitted yet
         sending = self._sending is not None
         in_flight = self._cancel_inflight()
         for item, owner in self.queue:
@@ -478,9 +502,7 @@ class UringConnection(Connection):
             elif keep is not None:
                 _release_all([keep])
         self.queue.clear()
-        for lease, _ in self._held:
-            lease.release()
-        self._held.clear()
+        self._drop_held()
         self._hand_over(in_flight)
         if self.sock is not None:
             self.sock.close()
@@ -494,15 +516,23 @@ class UringConnection(Connection):
         if self.recv_armed:
             self._ring.prep_cancel(0, target=self.token << 8 | RECV)
         held: list[Any] = []
+        x = self._x
         if self._sending is not None:
-            kind = SEND if not self.pipe or self._pipe_fill == 0 else SPLICE_OUT
+            kind = SEND if x is None or not x.pipe or x.pipe_fill == 0 else SPLICE_OUT
             self._ring.prep_cancel(0, target=self.token << 8 | kind)
             self._ring.prep_cancel(0, target=self.token << 8 | SPLICE_IN)
             held.append(self._sending)
-        for owners in self._zc_owners:
-            held.extend(owners)
-        self._zc_owners.clear()
+        if x is not None:
+            for owners in x.zc_owners:
+                held.extend(owners)
+            x.zc_owners.clear()
         return held
+
+    def _drop_held(self) -> None:
+        if self._x is not None:
+            for lease, _ in self._x.held:
+                lease.release()
+            self._x.held.clear()
 
     def _hand_over(self, in_flight: list[Any]) -> None:
         """Leave what the kernel may still touch to a :class:`_Remains` until its completions."""
@@ -511,11 +541,10 @@ class UringConnection(Connection):
             self.proactor.retarget(self.token, _Remains(self, in_flight))
         else:
             _release_all(in_flight)
-            _close_pipe(self.pipe)
+            _close_pipe(self._x.pipe if self._x is not None else None)
             self.proactor.retarget(self.token, None)
-        self.pipe = None
+        self._x = None
         self._sending = None
-        self._iov = self._msg = None
         self.inflight = 0
         self.recv_armed = False
 
