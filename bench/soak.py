@@ -111,13 +111,19 @@ def parse_wrk(text: str) -> dict[str, object]:
 def run(args: argparse.Namespace) -> dict[str, object]:
     raise_fd_limit()
     port = free_port()
+    prefix = [sys.executable]
+    if args.memray:  # the server runs under memray's tracker; --memray names the capture file
+        prefix += ["-m", "memray", "run", "--force", "-o", str(Path(args.memray).resolve()), "-m"]
+    else:
+        prefix += ["-m"]
     server = subprocess.Popen(
-        [sys.executable, "-m", "poolalloc.cli", "serve", "--port", str(port),
-         "--engine", args.engine],
+        [*prefix, "poolalloc.cli", "serve", "--port", str(port), "--engine", args.engine],
         stderr=subprocess.PIPE, text=True, cwd="/",  # not the source tree: the installed package
     )  # fmt: skip
     assert server.stderr is not None
-    print(server.stderr.readline().strip(), file=sys.stderr)  # "listening on ..."
+    while "listening on" not in (line := server.stderr.readline()):  # memray prints first
+        print(line.strip(), file=sys.stderr)
+    print(line.strip(), file=sys.stderr)
     samples: list[tuple[float, int]] = []
     stop = threading.Event()
     counts = {"resets": 0, "connect_failed": 0}
@@ -174,6 +180,19 @@ def plot(result: dict[str, object], png: str) -> None:
     fig.savefig(png, dpi=110)
 
 
+def heap_summary(capture: str) -> dict[str, float]:
+    """Heap size (memray's snapshots: bytes allocated and not freed) over the run."""
+    import memray
+
+    snaps = list(memray.FileReader(capture).get_memory_snapshots())
+    heap = [snap.heap / 2**20 for snap in snaps]
+    warm = heap[len(heap) // 4 :]
+    return {
+        "snapshots": len(heap), "first": heap[0], "max": max(heap),
+        "after_warmup_min": min(warm), "after_warmup_max": max(warm), "last": heap[-1],
+    }  # fmt: skip
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=int, default=120)
@@ -183,6 +202,7 @@ def main() -> int:
     p.add_argument("--engine", choices=("epoll", "uring", "auto"), default="epoll")
     p.add_argument("--png", default=None)
     p.add_argument("--json", default=None)
+    p.add_argument("--memray", default=None, help="run the server under memray, capture here")
     args = p.parse_args()
     result = run(args)
     summary = {k: v for k, v in result.items() if k != "rss_kib"}
@@ -201,6 +221,9 @@ def main() -> int:
         Path(args.json).write_text(json.dumps(result, indent=1, default=str))
     if args.png:
         plot(result, args.png)
+    if args.memray:
+        summary["memray_heap_mib"] = heap_summary(args.memray)
+        print(json.dumps(summary["memray_heap_mib"], indent=2))
     end = result["metrics_at_end"]
     assert isinstance(end, dict)
     # The /metrics request itself is the one connection left, and its read buffer the one lease
