@@ -1,0 +1,247 @@
+/* C test driver of the allocator core, for valgrind (memcheck, helgrind) and sanitizers.
+ *
+ * No Python: the core's thread safety must not lean on the GIL. `make valgrind` builds it with
+ * every C file of native/src and runs it under memcheck and helgrind; it also runs plainly.
+ *
+ *   1. misuse: bad sizes/alignments, double free, foreign and interior pointers, closed pool
+ *   2. fault injection: mmap refused (ENOMEM) leaves nothing half-made; batch all-or-nothing
+ *   3. threads: N threads allocate and pass every block to the next thread, which checks the
+ *      block's stamp and frees it (cross-thread frees), with batches and trims mixed in
+ *   4. close with blocks out: they stay valid and the pool goes when the last comes back
+ * Exit status 0 and "ok" when every check held; counters must balance exactly.
+ *
+ * Environment: PA_C_THREADS (default 4), PA_C_ROUNDS (default 20000 per thread).
+ */
+#include "poolalloc.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* helgrind does not model C11 atomics: tell it that the hand-off through a mailbox orders the
+ * sender's writes before the receiver's reads (the exchange is seq_cst; TSan sees that itself). */
+#if defined(__has_include)
+#if __has_include(<valgrind/helgrind.h>)
+#include <valgrind/helgrind.h>
+#endif
+#endif
+#ifndef ANNOTATE_HAPPENS_BEFORE
+#define ANNOTATE_HAPPENS_BEFORE(obj) ((void)(obj))
+#define ANNOTATE_HAPPENS_AFTER(obj) ((void)(obj))
+#endif
+
+#define EXPECT(cond)                                                          \
+  do {                                                                        \
+    if (!(cond)) {                                                            \
+      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+      exit(1);                                                                \
+    }                                                                         \
+  } while (0)
+#define EXPECT_RC(call, want) EXPECT((call) == (want))
+
+static const size_t sizes[] = {1, 64, 100, 1000, 4096, 5000, 70000, 300000, 3u << 20};
+#define NSIZES (sizeof sizes / sizeof sizes[0])
+#define SLOTS 64
+
+static unsigned env_or(const char *name, unsigned dflt) {
+  const char *v = getenv(name);
+  return v && *v ? (unsigned)strtoul(v, NULL, 10) : dflt;
+}
+
+// ---- 1. misuse ----
+
+static void check_misuse(void) {
+  pa_config_t cfg;
+  pa_config_init(&cfg);
+  pa_pool_t *pool;
+  EXPECT_RC(pa_pool_create(&cfg, &pool), 0);
+  void *p = NULL;
+  EXPECT_RC(pa_alloc(pool, 0, 64, &p), EINVAL);
+  EXPECT_RC(pa_alloc(pool, 10, 3, &p), EINVAL);
+  EXPECT_RC(pa_alloc(pool, 10, 8192, &p), EINVAL);
+  EXPECT(pa_alloc(pool, SIZE_MAX, 64, &p) != 0);
+  void *batch[4];
+  EXPECT(pa_alloc_batch(pool, 64, 64, SIZE_MAX / 2, batch) != 0);
+  EXPECT_RC(pa_alloc(pool, 100, 64, &p), 0);
+  EXPECT(((uintptr_t)p & 63) == 0);
+  int local = 0;
+  EXPECT_RC(pa_free(&local), EFAULT);                 // not ours
+  EXPECT_RC(pa_free((char *)p + 1), EFAULT);          // interior pointer
+  EXPECT_RC(pa_free(p), 0);
+  EXPECT_RC(pa_free(p), EALREADY);                    // double free
+  EXPECT_RC(pa_pool_check(pool), 0);
+  EXPECT_RC(pa_pool_close(pool), 0);
+  EXPECT_RC(pa_pool_close(pool), 0);                  // idempotent
+  EXPECT_RC(pa_alloc(pool, 100, 64, &p), ESHUTDOWN);
+  pa_stats_t st;
+  EXPECT_RC(pa_pool_stats(pool, &st), 0);
+  EXPECT(st.allocs == 1 && st.frees == 1 && st.in_use_blocks == 0);
+  pa_pool_destroy(pool);
+}
+
+// ---- 2. fault injection ----
+
+static void check_faults(void) {
+  pa_config_t cfg;
+  pa_config_init(&cfg);
+  pa_pool_t *pool;
+  EXPECT_RC(pa_pool_create(&cfg, &pool), 0);
+  void *p;
+  EXPECT_RC(pa_fault_set(PA_FAULT_MAP, 0, 1, ENOMEM), 0);
+  EXPECT_RC(pa_alloc(pool, 3u << 20, 64, &p), ENOMEM);    // a dedicated mapping refused
+  EXPECT_RC(pa_fault_set(PA_FAULT_MAP, 0, 1, ENOMEM), 0);
+  EXPECT_RC(pa_alloc(pool, 100, 64, &p), ENOMEM);         // a new chunk refused
+  void *batch[200];
+  EXPECT_RC(pa_fault_set(PA_FAULT_MAP, 1, 1, ENOMEM), 0); // the second chunk of the batch fails
+  int rc = pa_alloc_batch(pool, 300000, 64, 200, batch);
+  EXPECT(rc == ENOMEM);
+  EXPECT_RC(pa_fault_set(PA_FAULT_MAP, 0, 0, 0), 0);
+  pa_stats_t st;
+  EXPECT_RC(pa_pool_stats(pool, &st), 0);
+  EXPECT(st.in_use_blocks == 0);                          // all or nothing
+  EXPECT(st.failed_allocs >= 3);
+  EXPECT_RC(pa_alloc_batch(pool, 300000, 64, 20, batch), 0);
+  size_t freed = 0;
+  EXPECT_RC(pa_free_batch(batch, 20, &freed), 0);
+  EXPECT(freed == 20);
+  EXPECT_RC(pa_pool_check(pool), 0);
+  EXPECT_RC(pa_pool_close(pool), 0);
+  pa_pool_destroy(pool);
+}
+
+// ---- 3. threads with cross-thread frees ----
+
+typedef struct {
+  _Atomic(void *) slot[SLOTS];  // blocks handed from the previous thread to this one
+} mailbox_t;
+
+typedef struct {
+  pa_pool_t *pool;
+  mailbox_t *boxes;
+  unsigned me, nthreads, rounds;
+  unsigned long allocs, frees;
+} worker_t;
+
+static void stamp(void *p, size_t n, uint32_t tag) {
+  memcpy(p, &tag, sizeof tag);
+  if (n >= 2 * sizeof tag) memcpy((char *)p + n - sizeof tag, &tag, sizeof tag);
+}
+
+static void check_and_free(void *p, unsigned long *frees) {
+  size_t n = 0;
+  EXPECT_RC(pa_block_size(p, &n), 0);
+  uint32_t a, b;
+  memcpy(&a, p, sizeof a);
+  memcpy(&b, (char *)p + n - sizeof b, sizeof b);
+  EXPECT(n < 2 * sizeof a || a == b);  // both ends carry the stamp of the one owner
+  EXPECT_RC(pa_free(p), 0);
+  (*frees)++;
+}
+
+static void *worker(void *arg) {
+  worker_t *w = arg;
+  mailbox_t *next = &w->boxes[(w->me + 1) % w->nthreads];
+  mailbox_t *mine = &w->boxes[w->me];
+  unsigned seed = w->me * 7919u + 1;
+  for (unsigned r = 0; r < w->rounds; r++) {
+    seed = seed * 1103515245u + 12345u;
+    size_t size = sizes[(seed >> 16) % (NSIZES - (r % 64 ? 1 : 0))];
+    void *p;
+    EXPECT_RC(pa_alloc(w->pool, size, 64, &p), 0);
+    w->allocs++;
+    size_t n;
+    EXPECT_RC(pa_block_size(p, &n), 0);
+    stamp(p, n, (uint32_t)(w->me << 24 | (r & 0xffffff)));
+    ANNOTATE_HAPPENS_BEFORE(p);
+    void *old = atomic_exchange(&next->slot[r % SLOTS], p);  // hand it on
+    if (old) {
+      ANNOTATE_HAPPENS_AFTER(old);
+      check_and_free(old, &w->frees);
+    }
+    void *in = atomic_exchange(&mine->slot[(r * 7) % SLOTS], NULL);
+    if (in) {
+      ANNOTATE_HAPPENS_AFTER(in);
+      check_and_free(in, &w->frees);
+    }
+    if (r % 997 == 0) {
+      void *batch[16];
+      EXPECT_RC(pa_alloc_batch(w->pool, 200, 64, 16, batch), 0);
+      size_t freed = 0;
+      EXPECT_RC(pa_free_batch(batch, 16, &freed), 0);
+      EXPECT(freed == 16);
+    }
+    if (r % 4099 == 0) EXPECT_RC(pa_pool_trim(w->pool, NULL), 0);
+  }
+  return NULL;
+}
+
+static void check_threads(unsigned nthreads, unsigned rounds) {
+  pa_config_t cfg;
+  pa_config_init(&cfg);
+  pa_pool_t *pool;
+  EXPECT_RC(pa_pool_create(&cfg, &pool), 0);
+  mailbox_t *boxes = calloc(nthreads, sizeof *boxes);
+  worker_t *ws = calloc(nthreads, sizeof *ws);
+  pthread_t *ts = calloc(nthreads, sizeof *ts);
+  EXPECT(boxes && ws && ts);
+  for (unsigned i = 0; i < nthreads; i++) {
+    ws[i] = (worker_t){.pool = pool, .boxes = boxes, .me = i, .nthreads = nthreads,
+                       .rounds = rounds};
+    EXPECT_RC(pthread_create(&ts[i], NULL, worker, &ws[i]), 0);
+  }
+  unsigned long allocs = 0, frees = 0;
+  for (unsigned i = 0; i < nthreads; i++) {
+    EXPECT_RC(pthread_join(ts[i], NULL), 0);
+    allocs += ws[i].allocs;
+    frees += ws[i].frees;
+  }
+  for (unsigned i = 0; i < nthreads; i++)  // what is still in the mailboxes
+    for (unsigned s = 0; s < SLOTS; s++) {
+      void *p = atomic_load(&boxes[i].slot[s]);
+      if (p) check_and_free(p, &frees);
+    }
+  EXPECT(allocs == frees);
+  EXPECT_RC(pa_pool_check(pool), 0);
+  pa_stats_t st;
+  EXPECT_RC(pa_pool_stats(pool, &st), 0);
+  EXPECT(st.in_use_blocks == 0 && st.allocs == st.frees);
+  EXPECT(st.allocs >= allocs);  // plus the batches
+  EXPECT_RC(pa_pool_close(pool), 0);
+  pa_pool_destroy(pool);
+  free(boxes);
+  free(ws);
+  free(ts);
+  printf("threads: %u x %u rounds, %lu blocks, all freed across threads\n", nthreads, rounds,
+         allocs);
+}
+
+// ---- 4. close with blocks out ----
+
+static void check_close_with_blocks_out(void) {
+  pa_config_t cfg;
+  pa_config_init(&cfg);
+  pa_pool_t *pool;
+  EXPECT_RC(pa_pool_create(&cfg, &pool), 0);
+  void *p, *q;
+  EXPECT_RC(pa_alloc(pool, 1000, 64, &p), 0);
+  EXPECT_RC(pa_alloc(pool, 3u << 20, 64, &q), 0);
+  memset(p, 1, 1000);
+  EXPECT_RC(pa_pool_close(pool), 0);
+  pa_pool_destroy(pool);  // the handle goes; the blocks keep the pool alive
+  memset(q, 2, 3u << 20);
+  EXPECT_RC(pa_free(p), 0);
+  EXPECT_RC(pa_free(q), 0);  // the last block: the pool's memory goes back now
+}
+
+int main(void) {
+  check_misuse();
+  check_faults();
+  check_threads(env_or("PA_C_THREADS", 4), env_or("PA_C_ROUNDS", 20000));
+  check_close_with_blocks_out();
+  puts("ok");
+  return 0;
+}
