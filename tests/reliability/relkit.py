@@ -94,6 +94,11 @@ class FakeApp:
     header_timeout: float = 10.0
     finished: list[Request] = field(default_factory=list)
     errors: list[int] = field(default_factory=list)
+    #: The fast-path table HttpProtocol fills from ``static_reply``; this app has no static routes.
+    replies: dict[bytes, bytes] = field(default_factory=dict)
+
+    def static_reply(self, req: Request) -> bytes | None:
+        return None
 
     def body_limit(self, req: Request) -> int:
         return self.max_body
