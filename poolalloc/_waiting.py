@@ -37,8 +37,14 @@ def _deadline(timeout: float | None) -> float | None:
     return None if timeout is None else time.monotonic() + max(0.0, float(timeout))
 
 
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else deadline - time.monotonic()
+def _time_left(core: LeasePool, deadline: float | None, timeout: float | None) -> float | None:
+    """Seconds until ``deadline`` (None: no deadline); raises PoolExhausted once it passed."""
+    if deadline is None:
+        return None
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise _exhausted(core, timeout)
+    return remaining
 
 
 def _exhausted(core: LeasePool, timeout: float | None) -> PoolExhausted:
@@ -103,10 +109,7 @@ class Waiters:
                     lease = retry()
                     if lease is not None:
                         return lease
-                    remaining = _remaining(deadline)
-                    if remaining is not None and remaining <= 0:
-                        raise _exhausted(core, timeout)
-                    self._cond.wait(remaining)
+                    self._cond.wait(_time_left(core, deadline, timeout))
             except BaseException:
                 self._pass_on(core)
                 raise
@@ -132,10 +135,7 @@ class Waiters:
                 lease = retry()
                 if lease is not None:
                     return lease
-                remaining = _remaining(deadline)
-                if remaining is not None and remaining <= 0:
-                    raise _exhausted(core, timeout)
-                await self._sleep(fut, remaining)
+                await self._sleep(fut, _time_left(core, deadline, timeout))
         except BaseException:
             self._pass_on(core)
             raise

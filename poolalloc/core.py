@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import errno
 import weakref
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 from poolalloc import _ffi, numa
+from poolalloc._closing import ClosesOnExit
 from poolalloc.errors import DoubleReleaseError, PoolValueError
 from poolalloc.stats import ClassStats, PoolStats
 
@@ -119,7 +119,7 @@ class Block:
         return f"<Block {self.nbytes}/{self.block_size} bytes at {self._address:#x} {state}>"
 
 
-class SlabPool:
+class SlabPool(ClosesOnExit):
     """A pool of the native slab allocator, with its own capacity, stats and lifetime.
 
     ``max_bytes`` caps the memory mapped from the OS; ``retain_bytes`` bounds the empty memory
@@ -225,17 +225,6 @@ class SlabPool:
         if not self._closed:
             self._closed = True
             _ffi.pool_close(self._handle)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __del__(self) -> None:
         if hasattr(self, "_handle") and not getattr(self, "_destroyed", True):

@@ -38,9 +38,9 @@ import os
 import warnings
 from collections.abc import Callable
 from time import monotonic
-from types import TracebackType
 from typing import TypeVar
 
+from poolalloc._closing import ClosesOnExit
 from poolalloc._object_core import (
     PoolCore,
     acquisition_stack,
@@ -59,7 +59,7 @@ T = TypeVar("T")
 _TRACK_ENV = "POOLALLOC_TRACK_LEAKS"
 
 
-class ObjectPool(PoolCore[T]):
+class ObjectPool(PoolCore[T], ClosesOnExit):
     """A pool of objects made by ``factory``; see the module docstring for the design.
 
     ``reset(obj)`` runs on every return (if it raises, the object is disposed);
@@ -422,17 +422,6 @@ class ObjectPool(PoolCore[T]):
             (False, True, True)
         """
         return self._closed
-
-    def __enter__(self) -> ObjectPool[T]:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         # No lock here: error messages built under the lock use it.

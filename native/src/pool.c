@@ -188,21 +188,24 @@ static void unmap_empty_chunks(pa_pool_t *pool, uint64_t *released) {
   }
 }
 
-static uint64_t trim_all(pa_pool_t *pool) {
+/* Drop the caller's cached blocks, then every empty slab and chunk; returns the bytes given
+ * back. Trim and close count it as a trim; an allocation that hit ENOSPC runs it (not counted)
+ * so that its retry can map again. */
+static uint64_t release_empty(pa_pool_t *pool, bool count_trim) {
   uint64_t released = 0;
   pai_tcache_flush_current(pool);
   for (unsigned i = 0; i < pool->nnodes * PAI_NCLASSES; i++)
     pai_depot_release_empty(&pool->depots[i], true, &released);
   pthread_mutex_lock(&pool->lock);
   unmap_empty_chunks(pool, &released);
-  pool->trims++;
+  if (count_trim) pool->trims++;
   pthread_mutex_unlock(&pool->lock);
   return released;
 }
 
 int pa_pool_trim(pa_pool_t *pool, size_t *released_bytes) {
   if (pool == NULL) return EINVAL;
-  uint64_t released = trim_all(pool);
+  uint64_t released = release_empty(pool, true);
   if (released_bytes) *released_bytes = (size_t)released;
   return 0;
 }
@@ -211,7 +214,7 @@ int pa_pool_close(pa_pool_t *pool) {
   if (pool == NULL) return EINVAL;
   atomic_store(&pool->closed, 1);
   pai_tcache_detach_current(pool);
-  trim_all(pool);
+  release_empty(pool, true);
   return 0;
 }
 
@@ -311,17 +314,6 @@ static void direct_free(pa_pool_t *pool, pai_slab_t *s, uint32_t idx, void *p) {
   pai_pool_unref(pool);
 }
 
-/* Drop the caller's cached blocks and empty slabs, so that a retry can map again. */
-static void reclaim_for_retry(pa_pool_t *pool) {
-  uint64_t released = 0;
-  pai_tcache_flush_current(pool);
-  for (unsigned i = 0; i < pool->nnodes * PAI_NCLASSES; i++)
-    pai_depot_release_empty(&pool->depots[i], true, &released);
-  pthread_mutex_lock(&pool->lock);
-  unmap_empty_chunks(pool, &released);
-  pthread_mutex_unlock(&pool->lock);
-}
-
 static int cache_pop_after_refill(pai_tcache_t *tc, unsigned cls, void **out) {
   pai_tclass_t *t = &tc->cls[cls];
   void *p = t->slots[--t->n];
@@ -341,7 +333,7 @@ static int alloc_slow(pa_pool_t *pool, pai_tcache_t *tc, unsigned cls, void **ou
     if (err == ENOENT) err = direct_alloc(pool, cls, out);
     if (err == 0) return 0;
     if (err != ENOSPC) break;
-    reclaim_for_retry(pool);
+    release_empty(pool, false);
   }
   atomic_fetch_add(&pool->failed_fast, 1);
   return err;
@@ -384,7 +376,7 @@ static int debug_alloc(pa_pool_t *pool, size_t size, size_t align, void **out) {
   if (err) return err;
   err = debug_alloc_slab(pool, size, cls, out);
   if (err == ENOSPC) {
-    reclaim_for_retry(pool);
+    release_empty(pool, false);
     err = debug_alloc_slab(pool, size, cls, out);
   }
   if (err && err != EILSEQ) atomic_fetch_add(&pool->failed_fast, 1);

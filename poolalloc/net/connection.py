@@ -237,9 +237,7 @@ class Connection:
         :raises ConnectionError: the connection is closing or closed.
         """
         if self.closing or self.closed:
-            if owner is not None:
-                owner.release()
-            raise ConnectionError("write on a closing connection")
+            self._refuse_write(owner)
         if not self.queue:
             try:
                 sent = self.sock.send(data, _MSG_MORE if more else 0)  # type: ignore[union-attr]
@@ -265,16 +263,23 @@ class Connection:
         """
         item = FileRange(fd, offset, count, close_fd=close_fd)
         if self.closing or self.closed:
-            item.discard()
-            raise ConnectionError("write on a closing connection")
+            self._refuse_write(item)
         self._enqueue([item, None])
         if len(self.queue) == 1:
             self._flush()
 
+    def _refuse_write(self, owner: LeaseLike | FileRange | None) -> None:
+        """A write after ``close``: free what it handed over, then raise (both engines)."""
+        if isinstance(owner, FileRange):
+            owner.discard()
+        elif owner is not None:
+            owner.release()
+        raise ConnectionError("write on a closing connection")
+
     def _enqueue(self, item: list[object]) -> None:
         first = not self.queue
         self.queue.append(item)
-        self.queued += _size(item[0])
+        self.queued += queued_size(item[0])
         if first:
             self.reactor.modify(self.fd, self._on_readable, self._flush)  # type: ignore[union-attr]
         if self.queued > self.high_water and not self.paused:
@@ -409,6 +414,10 @@ class Connection:
         self.queue.clear()
         if self.reactor is not None and self.reactor.is_registered(self.fd):
             self.reactor.unregister(self.fd)
+        self._closed_notify(exc)
+
+    def _closed_notify(self, exc: BaseException | None) -> None:
+        """Close the socket and tell the protocol and the owner (the end of both engines' close)."""
         if self.sock is not None:
             self.sock.close()
         protocol, on_closed = self.protocol, self.on_closed
@@ -418,5 +427,6 @@ class Connection:
             on_closed(self)
 
 
-def _size(item: object) -> int:
+def queued_size(item: object) -> int:
+    """Bytes a queued item stands for (a view's length or a file range's count)."""
     return item.count if isinstance(item, FileRange) else len(item)  # type: ignore[arg-type]

@@ -181,7 +181,7 @@ class TcpServer:
             return
         self.accept_paused = True
         self.totals["accept_paused_total"] += 1
-        self.reactor.modify(self.sock.fileno(), None, None)
+        self._stop_listening()
         self._retry_timer = self.reactor.call_later(self.accept_retry, self._resume_accepting)
 
     def _resume_accepting(self) -> None:
@@ -191,6 +191,13 @@ class TcpServer:
         if self._retry_timer is not None:
             self._retry_timer.cancel()
             self._retry_timer = None
+        self._start_listening()
+
+    # The engine-specific halves of pausing (the io_uring server overrides these two).
+    def _stop_listening(self) -> None:
+        self.reactor.modify(self.sock.fileno(), None, None)
+
+    def _start_listening(self) -> None:
         self.reactor.modify(self.sock.fileno(), self._on_acceptable, None)
         self._on_acceptable()  # edges that came while paused are gone: try now
 

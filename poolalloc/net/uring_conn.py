@@ -39,7 +39,7 @@ from poolalloc._uring_ffi import (
     new_iov,
     pin,
 )
-from poolalloc.net.connection import _LINGER_RST, Connection, ConnectionProtocol, FileRange
+from poolalloc.net.connection import Connection, ConnectionProtocol, FileRange, queued_size
 from poolalloc.net.sockets import IOV_MAX, LeaseLike, LeasePool
 
 if TYPE_CHECKING:
@@ -245,9 +245,7 @@ class UringConnection(Connection):
         :raises ConnectionError: the connection is closing or closed.
         """
         if self.closing or self.closed:
-            if owner is not None:
-                owner.release()
-            raise ConnectionError("write on a closing connection")
+            self._refuse_write(owner)
         if type(data) is not bytes:
             data = memoryview(data)
             if data.format != "B" or data.ndim != 1:
@@ -272,13 +270,12 @@ class UringConnection(Connection):
         """
         item = FileRange(fd, offset, count, close_fd=close_fd)
         if self.closing or self.closed:
-            item.discard()
-            raise ConnectionError("write on a closing connection")
+            self._refuse_write(item)
         self._queue_item([item, None])
 
     def _queue_item(self, item: list[Any]) -> None:
         self.queue.append(item)
-        self.queued += _size(item[0])
+        self.queued += queued_size(item[0])
         if self._sending is None:
             self._sending = _FLUSH_PENDING
             self.proactor.want_flush(self)
@@ -380,13 +377,6 @@ class UringConnection(Connection):
                 done.append(owner)
         return done
 
-    def _account(self, sent: int) -> None:
-        self.bytes_out += sent
-        self.queued -= sent
-        self.last_active = self.reactor.now  # type: ignore[union-attr]
-        if self.paused and self.queued <= self.low_water and not self.closing:
-            self.resume_reading()
-
     def _drained(self) -> None:
         self.queued = 0
         if self.closing and not self.closed and not self._lingering:
@@ -464,28 +454,11 @@ class UringConnection(Connection):
         if not self.queue and self._sending in (None, _FLUSH_PENDING):
             self._linger()
 
-    def _linger(self) -> None:
-        assert self.sock is not None
-        assert self.reactor is not None
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            self._finish(None)
-            return
-        self._lingering = True
-        self.paused = False
-        self.deadline = self.reactor.now + self.linger
+    def _discard_input(self) -> None:
+        # Lingering (the base class's _linger): what arrives is released as its receive
+        # completes, until the peer's EOF; the receive may have been cancelled by a pause.
         self._drop_held()
         self.arm_recv()
-
-    def abort(self, exc: BaseException | None = None) -> None:
-        """Abortive close: cancel what is in flight, drop the queue, RST to the peer."""
-        if self.closed:
-            return
-        if self.sock is not None:
-            with contextlib.suppress(OSError):
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-        self._finish(exc)
 
     def _finish(self, exc: BaseException | None) -> None:
         self.closed = True
@@ -504,13 +477,7 @@ class UringConnection(Connection):
         self.queue.clear()
         self._drop_held()
         self._hand_over(in_flight)
-        if self.sock is not None:
-            self.sock.close()
-        protocol, on_closed = self.protocol, self.on_closed
-        if protocol is not None:
-            protocol.connection_lost(exc)
-        if on_closed is not None:
-            on_closed(self)
+        self._closed_notify(exc)
 
     def _cancel_inflight(self) -> list[Any]:
         if self.recv_armed:
@@ -570,7 +537,3 @@ def _close_pipe(pipe: tuple[int, int] | None) -> None:
     if pipe is not None:
         os.close(pipe[0])
         os.close(pipe[1])
-
-
-def _size(item: object) -> int:
-    return item.count if isinstance(item, FileRange) else len(item)  # type: ignore[arg-type]

@@ -22,14 +22,13 @@ import socket
 from typing import Any
 
 from poolalloc._uring_ffi import CQE_F_MORE, cqe_error
-from poolalloc.net.server import TcpServer
+from poolalloc.net.server import _OUT_OF_FDS, TcpServer
 from poolalloc.net.uring_conn import UringConnection
 from poolalloc.objects import ObjectPool
 
 __all__ = ["UringTcpServer"]
 
 ACCEPT = 5
-_OUT_OF_FDS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _PEER_GONE = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR}
 
 
@@ -108,22 +107,11 @@ class UringTcpServer(TcpServer):
             return
         self._adopt(lease, sock)
 
-    def _pause_accepting(self) -> None:
-        if self.accept_paused:
-            return
-        self.accept_paused = True
-        self.totals["accept_paused_total"] += 1
+    def _stop_listening(self) -> None:
         if self._listener.armed:
             self.reactor.ring.prep_cancel(0, target=self._token << 8 | ACCEPT)  # type: ignore[attr-defined]
-        self._retry_timer = self.reactor.call_later(self.accept_retry, self._resume_accepting)
 
-    def _resume_accepting(self) -> None:
-        if not self.accept_paused or self._closed:
-            return
-        self.accept_paused = False
-        if self._retry_timer is not None:
-            self._retry_timer.cancel()
-            self._retry_timer = None
+    def _start_listening(self) -> None:
         self.arm_accept()
 
     def close(self, *, abort: bool = True) -> None:

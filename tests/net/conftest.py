@@ -51,9 +51,11 @@ def reactor() -> Iterator[Reactor]:
 class ThreadedServer:
     """An HttpServer whose reactor runs in a background thread."""
 
+    loop_class: Any = Reactor
+
     def __init__(self, pool: Any, **options: Any) -> None:
         self.pool = pool
-        self.reactor = Reactor()
+        self.reactor = self.loop_class()
         self.http = HttpServer(self.reactor, buffer_pool=pool, **options)
         self.http.start()
         self.thread = threading.Thread(target=self.reactor.run, daemon=True)
@@ -86,12 +88,12 @@ class ThreadedServer:
         self.reactor.close()
 
 
-@pytest.fixture
-def make_server(buffer_pool: Any) -> Iterator[Any]:
+def start_servers(buffer_pool: Any, server_class: type[ThreadedServer]) -> Iterator[Any]:
+    """The body of ``make_server`` for any loop: yields ``start(**options)``, then stops all."""
     servers: list[ThreadedServer] = []
 
     def start(**options: Any) -> ThreadedServer:
-        srv = ThreadedServer(buffer_pool, **options)
+        srv = server_class(buffer_pool, **options)
         servers.append(srv)
         return srv
 
@@ -99,3 +101,8 @@ def make_server(buffer_pool: Any) -> Iterator[Any]:
     for srv in servers:
         srv.stop()
         assert srv.http.tcp.conn_pool.stats().in_use == 0
+
+
+@pytest.fixture
+def make_server(buffer_pool: Any) -> Iterator[Any]:
+    yield from start_servers(buffer_pool, ThreadedServer)

@@ -3,7 +3,23 @@
 from __future__ import annotations
 
 import socket
+import time
 from typing import BinaryIO
+
+
+def free_two_then_serve_two(clients: list[socket.socket]) -> int:
+    """The EMFILE tests' recovery step, run inside their scripts: two accepted peers leave
+    (their server-side descriptors come free); returns how many of the next two queued
+    clients got a response."""
+    for c in clients[:2]:
+        c.close()
+    time.sleep(0.3)
+    served = 0
+    for c in clients[2:4]:
+        c.settimeout(5)
+        c.sendall(b"GET /test HTTP/1.1\r\n\r\n")
+        served += b"Hello, World!" in c.recv(1000)
+    return served
 
 
 def connect(port: int, timeout: float = 5.0) -> socket.socket:

@@ -147,6 +147,7 @@ EMFILE_SCRIPT = textwrap.dedent(
     import resource, socket, sys, threading, time
     sys.path.insert(0, sys.argv[1])
     from conftest import make_pool
+    from rawhttp import free_two_then_serve_two
     from poolalloc.net.http import HttpServer
     from poolalloc.net.reactor import Reactor
 
@@ -168,15 +169,7 @@ EMFILE_SCRIPT = textwrap.dedent(
     w0 = r.stats["wakeups"]
     time.sleep(0.5)
     spin = r.stats["wakeups"] - w0
-    for c in clients[:2]:
-        c.close()  # two accepted peers leave: their server-side descriptors come free
-    time.sleep(0.3)
-    # The pending connections now get accepted and served.
-    served = 0
-    for c in clients[2:4]:
-        c.settimeout(5)
-        c.sendall(b"GET /test HTTP/1.1\\r\\n\\r\\n")
-        served += b"Hello, World!" in c.recv(1000)
+    served = free_two_then_serve_two(clients)  # the pending connections get accepted
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))  # thread exit needs to dlopen
     print(paused, spin, served, 2, srv.tcp.totals["accept_paused_total"])
     """

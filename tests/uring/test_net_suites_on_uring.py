@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 
-from poolalloc.net.http import HttpServer
 from poolalloc.net.uring import Proactor, available
 
 NET = Path(__file__).parent.parent / "net"
@@ -69,13 +68,7 @@ buffer_pool = _helpers.buffer_pool
 class UringThreadedServer(_helpers.ThreadedServer):  # type: ignore[misc,name-defined]
     """The net tests' threaded server with a Proactor as its loop."""
 
-    def __init__(self, pool: Any, **options: Any) -> None:
-        self.pool = pool
-        self.reactor = Proactor()
-        self.http = HttpServer(self.reactor, buffer_pool=pool, **options)
-        self.http.start()
-        self.thread = _helpers.threading.Thread(target=self.reactor.run, daemon=True)
-        self.thread.start()
+    loop_class = Proactor
 
     def call(self, fn: Any, *args: Any) -> Any:
         """As the net tests' ``call``, with one documented difference: on the Proactor the
@@ -95,17 +88,7 @@ def make_server(buffer_pool: Any) -> Iterator[Any]:
     ok, reason = available()
     if not ok:
         pytest.skip(f"io_uring unavailable: {reason}")
-    servers: list[UringThreadedServer] = []
-
-    def start(**options: Any) -> UringThreadedServer:
-        srv = UringThreadedServer(buffer_pool, **options)
-        servers.append(srv)
-        return srv
-
-    yield start
-    for srv in servers:
-        srv.stop()
-        assert srv.http.tcp.conn_pool.stats().in_use == 0
+    yield from _helpers.start_servers(buffer_pool, UringThreadedServer)
 
 
 EMFILE_SCRIPT = """
@@ -113,6 +96,7 @@ import os, resource, socket, sys, threading, time
 from poolalloc.buffers import BufferPool
 from poolalloc.net.http import HttpServer
 from poolalloc.net.uring import Proactor
+from rawhttp import free_two_then_serve_two  # tests/net is on the path (its conftest)
 
 # A multishot accept reads RLIMIT_NOFILE once, when it is submitted (io_accept_prep): the
 # limit must be in place before the server arms it, not lowered while it runs.
@@ -141,14 +125,7 @@ paused, accepted = srv.tcp.accept_paused, srv.tcp.totals["connections_total"]
 w0 = r.stats["wakeups"]
 time.sleep(0.5)
 spin = r.stats["wakeups"] - w0
-for c in clients[:2]:
-    c.close()  # accepted peers leave: their server-side descriptors come free
-time.sleep(0.3)
-served = 0
-for c in clients[2:4]:
-    c.settimeout(5)
-    c.sendall(b"GET /test HTTP/1.1\\r\\n\\r\\n")
-    served += b"Hello, World!" in c.recv(1000)
+served = free_two_then_serve_two(clients)  # accepted peers leave, waiting ones are served
 for fd in filler:
     os.close(fd)
 resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
