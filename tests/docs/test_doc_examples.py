@@ -22,7 +22,7 @@ import pytest
 import poolalloc
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-PAGES = sorted([*DOCS.glob("*.md"), *DOCS.glob("guide/*.md")])
+PAGES = [*sorted([*DOCS.glob("*.md"), *DOCS.glob("guide/*.md")]), DOCS.parent / "README.md"]
 FENCE = re.compile(r"^(?P<indent>[ ]*)```(?P<info>[^\n`]*)$")
 NO_RUN = re.compile(r"^# doc: no-run \((?P<reason>[^)]+)\)")
 
@@ -82,7 +82,7 @@ def test_every_opt_out_gives_a_reason_and_stays_rare() -> None:
     assert len(opted_out) * 5 <= len(blocks), "keep no-run blocks rare"
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(DOCS)))
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(DOCS.parent)))
 def test_page_examples_run(page: Path, tmp_path: Path) -> None:
     blocks = runnable(page)
     if not blocks:
