@@ -7,7 +7,7 @@ ASAN_VENV ?= .venv-asan
 PIP_FLAGS ?= --disable-pip-version-check -q
 PYTEST_ARGS ?=
 ASAN_LIB := $(shell gcc -print-file-name=libasan.so)
-NATIVE_SRC := $(wildcard native/*/*.c native/*/*.h native/*.py native/ffi/*) setup.py pyproject.toml
+NATIVE_SRC := $(wildcard native/*/*.c native/*/*.h native/ffi/*) setup.py pyproject.toml
 
 .PHONY: all install test test-asan valgrind valgrind-python demo bench docs lint typecheck sdist-check clean
 
@@ -19,7 +19,7 @@ $(VENV)/.base:
 	touch $@
 
 # A real (non-editable) install: each venv gets its own build of the extensions.
-$(VENV)/.installed: $(VENV)/.base $(NATIVE_SRC) $(wildcard poolalloc/*.py poolalloc/*/*.py)
+$(VENV)/.installed: $(VENV)/.base $(NATIVE_SRC) $(shell find src -name '*.py' -o -name '*.pyi')
 	rm -rf build  # setuptools reuses objects by timestamp, whatever flags built them (ASan or not)
 	$(VENV)/bin/pip install $(PIP_FLAGS) --no-build-isolation --force-reinstall --no-deps .
 	$(VENV)/bin/pip install $(PIP_FLAGS) --no-build-isolation ".[test,dev]"
@@ -27,7 +27,6 @@ $(VENV)/.installed: $(VENV)/.base $(NATIVE_SRC) $(wildcard poolalloc/*.py poolal
 
 install: $(VENV)/.installed
 
-# pytest (not `python -m pytest`) so that the source tree does not shadow the installed package.
 # Leak tests need memray tracking, which slows everything else: they run in a second pass.
 test: install
 	$(VENV)/bin/pytest -m "not leaks" $(PYTEST_ARGS)
@@ -45,11 +44,11 @@ test-asan:
 # threaded Python workout under memcheck and helgrind; it is not part of `valgrind` because the
 # CPython 3.11.7 build here reports uninitialised reads inside CPython itself (docs/reliability.md).
 VG_FLAGS := -q --error-exitcode=99 --suppressions=tests/valgrind.supp
-VG_CC := gcc -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -O1 -g -Inative/include -Inative/src
+VG_CC := gcc -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -O1 -g -Inative/include -Inative/core
 valgrind:
 	mkdir -p build
-	$(VG_CC) native/src/*.c tests/reliability/core_stress.c -pthread -o build/core_stress
-	$(VG_CC) -fsanitize=thread native/src/*.c tests/reliability/core_stress.c -pthread \
+	$(VG_CC) native/core/*.c tests/reliability/core_stress.c -pthread -o build/core_stress
+	$(VG_CC) -fsanitize=thread native/core/*.c tests/reliability/core_stress.c -pthread \
 		-o build/core_stress_tsan
 	PA_C_THREADS=8 PA_C_ROUNDS=100000 TSAN_OPTIONS=halt_on_error=1 build/core_stress_tsan
 	PA_C_ROUNDS=5000 valgrind $(VG_FLAGS) --leak-check=full --errors-for-leak-kinds=definite \
@@ -76,8 +75,8 @@ docs: $(VENV)/.docs
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 lint: install
-	$(VENV)/bin/ruff check poolalloc tests bench
-	$(VENV)/bin/ruff format --check poolalloc tests bench
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
 
 typecheck: install
 	$(VENV)/bin/mypy
@@ -93,4 +92,4 @@ sdist-check: $(VENV)/.base
 	cd /tmp && $(CURDIR)/.venv-sdist/bin/pytest -q $(CURDIR)/tests/native/test_smoke.py -p no:cacheprovider
 
 clean:
-	rm -rf build dist site *.egg-info poolalloc/*.so poolalloc/_native.c .venv .venv-asan .venv-sdist
+	rm -rf build dist site *.egg-info src/poolalloc/*.so src/poolalloc/_native.c .venv .venv-asan .venv-sdist

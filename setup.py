@@ -15,7 +15,7 @@ from pathlib import Path
 from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "native"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "native", "ffi"))
 from build_flags import compile_args, link_args  # noqa: E402
 
 lease = Extension(
@@ -43,7 +43,7 @@ class BuildPyWithInfo(build_py):
 
 
 setup(
-    cffi_modules=["native/build_ffi.py:ffibuilder"],
+    cffi_modules=["native/ffi/build_ffi.py:ffibuilder"],
     ext_modules=[lease],
     cmdclass={"build_py": BuildPyWithInfo},
 )

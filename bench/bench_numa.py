@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from poolalloc import _ffi, numa
-from poolalloc.core import SlabPool
+from poolalloc.slab import SlabPool
 
 # ---- helpers ----
 

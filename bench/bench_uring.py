@@ -43,7 +43,7 @@ http {{ access_log off; keepalive_requests 1000000;
 
 def serve(engine: str, port: int) -> None:
     """The server process: the full HTTP server on the chosen engine."""
-    from poolalloc.net.serve import build_server, make_loop
+    from poolalloc.net.http.serve import build_server, make_loop
 
     loop = make_loop(engine)
     server = build_server(loop, "127.0.0.1", port, buffer_size=16384, buffer_capacity=4096)

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p bench/out
-gcc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Inative/include -Inative/src \
-  bench/alloc_bench.c native/src/*.c -o bench/out/alloc_bench -ldl -pthread
+gcc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Inative/include -Inative/core \
+  bench/alloc_bench.c native/core/*.c -o bench/out/alloc_bench -ldl -pthread
 # jemalloc needs static TLS that a dlopen only gets with a larger surplus
 GLIBC_TUNABLES=glibc.rtld.optional_static_tls=65536 exec bench/out/alloc_bench "${1:-5}" "${2:-1000000}" ${3:+"$3"}

@@ -81,7 +81,7 @@ def run_objects(quick: bool) -> dict[str, Any]:
 def _serve_and_load(extra: list[str], connections: int, requests: int) -> float:
     """Requests per second of one ``poolalloc serve`` run under the built-in load generator."""
     from poolalloc import _cli_demo
-    from poolalloc.loadgen import http_request, run_load
+    from poolalloc.cli.loadgen import http_request, run_load
 
     with _cli_demo.running_server(extra) as server:
         request = http_request(_cli_demo.HOST, server.port, _cli_demo.PATH)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from poolalloc.net.reactor import Reactor
-from poolalloc.net.serve import build_server
+from poolalloc.net.epoll.reactor import Reactor
+from poolalloc.net.http.serve import build_server
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 /* cffi cdef of native/include/pa_uring.h (the io_uring proactor's C side).
  * Ownership: pa_uring_t and pa_bufring_t are freed by pa_uring_destroy / pa_uring_bufring_destroy
- * (poolalloc/_uring_ffi.py pairs every create with a destroy); memory handed to a send, sendmsg
+ * (src/poolalloc/net/uring/ring.py pairs every create with a destroy); memory handed to a send, sendmsg
  * or splice SQE is owned by the caller until the operation's completion arrives. */
 typedef struct pa_uring_s pa_uring_t;
 typedef struct pa_bufring_s pa_bufring_t;

@@ -7,7 +7,7 @@
  *
  * Conventions (see ../shared/reference/style.md section 7.3):
  *  - Every fallible function returns 0 or a positive errno code; results go through out-pointers.
- *  - Error codes and their meaning (poolalloc/errors.py maps them to exceptions):
+ *  - Error codes and their meaning (src/poolalloc/errors.py maps them to exceptions):
  *      ENOMEM     the OS refused memory (mmap failed)
  *      ENOSPC     the pool's max_bytes would be exceeded
  *      EINVAL     bad argument: size 0, alignment not a power of two or > PA_MAX_ALIGN, bad flag

@@ -150,7 +150,7 @@ def test_bad_acquire_arguments() -> None:
         with pytest.raises(TypeError):
             pool.acquire(wait=1)
         with pytest.raises(ValueError, match=">= 0"):
-            pool._core.acquire_many(-1)
+            pool._leases.acquire_many(-1)
         with pytest.raises(PoolValueError):
             BufferPool(64, capacity=2).acquire_many(3)
 
@@ -162,7 +162,7 @@ def test_allocator_bad_sizes() -> None:
         with pytest.raises(PoolValueError):
             alloc.alloc(64, alignment=3)
         with pytest.raises(TypeError):
-            alloc._core.acquire()
+            alloc._leases.acquire()
         assert alloc.outstanding() == 0
 
 

@@ -61,17 +61,17 @@ def test_garbage_collected_lease_is_reported_as_leak() -> None:
 def test_sampled_tracks_one_in_sample_every() -> None:
     with BufferPool(64, leaks="sampled") as pool:
         bufs = pool.acquire_many(leaks.SAMPLE_EVERY * 2)
-        assert len(pool._core.tracked) == 2
+        assert len(pool._leases.tracked) == 2
         text = pool.leak_report()
         assert f"{leaks.SAMPLE_EVERY * 2 - 2} lease(s) without a stack" in text
         pool.release_many(bufs)
-        assert len(pool._core.tracked) == 0
+        assert len(pool._leases.tracked) == 0
 
 
 def test_off_records_nothing_and_warns_nothing() -> None:
     pool = BufferPool(64, leaks="off")
     buf = pool.acquire()
-    assert pool._core.tracked == {}
+    assert pool._leases.tracked == {}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         pool.close()
@@ -83,7 +83,7 @@ def test_level_from_environment_and_bad_values(monkeypatch: pytest.MonkeyPatch) 
     assert leaks.level() == "all"
     with BufferPool(64) as pool:
         buf = pool.acquire()
-        assert len(pool._core.tracked) == 1
+        assert len(pool._leases.tracked) == 1
         buf.release()
     monkeypatch.setenv("POOLALLOC_LEAKS", "loud")
     with pytest.raises(ValueError, match="POOLALLOC_LEAKS"):

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from poolalloc.loadgen import LoadResult, http_request, run_load
+from poolalloc.cli.loadgen import LoadResult, http_request, run_load
 
 pytestmark = pytest.mark.net
 

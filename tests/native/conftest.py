@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from poolalloc import _ffi
-from poolalloc.core import SlabPool, live_pools
+from poolalloc.slab import SlabPool, live_pools
 
 UNDER_ASAN = os.environ.get("PA_UNDER_ASAN", "") not in ("", "0")
 

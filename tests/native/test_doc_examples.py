@@ -7,10 +7,10 @@ from types import ModuleType
 
 import pytest
 
-from poolalloc import _ffi, core, stats
+from poolalloc import _ffi, slab, stats
 
 
-@pytest.mark.parametrize("module", [core, stats, _ffi], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [slab, stats, _ffi], ids=lambda m: m.__name__)
 def test_docstring_examples(module: ModuleType) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0

@@ -6,7 +6,7 @@ import pytest
 
 import poolalloc
 from poolalloc import _ffi
-from poolalloc.core import size_classes
+from poolalloc.slab import size_classes
 
 
 def test_import_and_version() -> None:

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from poolalloc import PoolClosedError, SlabPool, size_classes
-from poolalloc.core import Block
+from poolalloc.slab import Block
 
 CLASSES = [bs for bs, _ in size_classes()]
 EDGE_SIZES = sorted({n + d for n in CLASSES[:36] for d in (-1, 0, 1) if n + d > 0})

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 import poolalloc
-from poolalloc.net.http import HttpServer
-from poolalloc.net.reactor import Reactor
+from poolalloc.net.epoll.reactor import Reactor
+from poolalloc.net.http.server import HttpServer
 
 # The helper module rawhttp.py sits beside this file; importlib mode does not add the folder.
 sys.path.insert(0, os.path.dirname(__file__))

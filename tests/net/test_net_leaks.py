@@ -7,8 +7,8 @@ import socket
 import pytest
 
 import poolalloc
-from poolalloc.net.http import HttpServer
-from poolalloc.net.reactor import Reactor
+from poolalloc.net.epoll.reactor import Reactor
+from poolalloc.net.http.server import HttpServer
 
 pytestmark = [pytest.mark.net, pytest.mark.timeout(120)]
 

@@ -7,11 +7,12 @@ from types import ModuleType
 
 import pytest
 
-from poolalloc import _numa_fake, _numa_os, _numa_sysfs, _numa_system, numa
+from poolalloc import numa
+from poolalloc.numa import kernel, machine, sysfs, testing
 
 
 @pytest.mark.parametrize(
-    "module", [numa, _numa_system, _numa_sysfs, _numa_os, _numa_fake], ids=lambda m: m.__name__
+    "module", [numa, machine, sysfs, kernel, testing], ids=lambda m: m.__name__
 )
 def test_docstring_examples(module: ModuleType) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from poolalloc import _ffi, numa
-from poolalloc.core import SlabPool
+from poolalloc.slab import SlabPool
 
 
 def _bound_pool_round(spec: numa.NumaSpec) -> None:

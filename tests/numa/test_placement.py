@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from poolalloc import _ffi, numa
-from poolalloc.core import Block, SlabPool
 from poolalloc.errors import ForeignBufferError, NumaError, PoolValueError
+from poolalloc.slab import Block, SlabPool
 
 PAGE = mmap.PAGESIZE
 # One block per kind of memory: a small class, a page-aligned class, a run of pages, and a block

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from poolalloc import _ffi, numa
-from poolalloc.core import Block, SlabPool
 from poolalloc.errors import NumaError, PoolValueError
+from poolalloc.slab import Block, SlabPool
 
 FakeTree = Callable[..., Path]
 CPUS_PER_NODE = 2

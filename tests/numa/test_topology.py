@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from poolalloc import numa
-from poolalloc._numa_os import Libnuma, LinuxNumaOs
-from poolalloc._numa_sysfs import format_list, parse_list, read_topology
 from poolalloc.errors import NumaError, PoolValueError
+from poolalloc.numa.kernel import Libnuma, LinuxNumaOs
+from poolalloc.numa.sysfs import format_list, parse_list, read_topology
 
 FakeTree = Callable[..., Path]
 REAL = Path(numa.DEFAULT_SYSFS_ROOT)

@@ -1,7 +1,7 @@
 /* C test driver of the allocator core, for valgrind (memcheck, helgrind) and sanitizers.
  *
  * No Python: the core's thread safety must not lean on the GIL. `make valgrind` builds it with
- * every C file of native/src and runs it under memcheck and helgrind; it also runs plainly.
+ * every C file of native/core and runs it under memcheck and helgrind; it also runs plainly.
  *
  *   1. misuse: bad sizes/alignments, double free, foreign and interior pointers, closed pool
  *   2. fault injection: mmap refused (ENOMEM) leaves nothing half-made; batch all-or-nothing

@@ -2,7 +2,7 @@
 
 ``PA_FUZZ_EXAMPLES`` scales every fuzz test (CI default: a few seconds in all);
 ``PA_TEST_SECONDS`` bounds every stress loop. The harness drives the real
-:class:`~poolalloc.net.httpproto.HttpProtocol` over real pooled leases with a fake connection,
+:class:`~poolalloc.net.http.protocol.HttpProtocol` over real pooled leases with a fake connection,
 so the parser can be fuzzed at thousands of inputs a second without sockets.
 """
 
@@ -22,14 +22,14 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 
 from poolalloc import BufferPool
-from poolalloc.net.httpparse import Request
-from poolalloc.net.httpproto import HttpProtocol
+from poolalloc.net.http.parser import Request
+from poolalloc.net.http.protocol import HttpProtocol
 
 FUZZ_EXAMPLES = int(os.environ.get("PA_FUZZ_EXAMPLES", "150"))
 TEST_SECONDS = float(os.environ.get("PA_TEST_SECONDS", "2"))
 CORPUS = Path(__file__).with_name("corpus")
 
-#: Every status the parser and protocol document (httpparse/httpproto docstrings).
+#: Every status the parser and protocol document (http/parser.py and http/protocol.py docstrings).
 HTTP_ERROR_STATUSES = frozenset({400, 413, 414, 431, 501, 505})
 
 
@@ -155,8 +155,8 @@ class ThreadedHttp:
     """An HttpServer on a Reactor in a background thread (stopped and balanced on exit)."""
 
     def __init__(self, pool: BufferPool | None = None, **options: Any) -> None:
-        from poolalloc.net.http import HttpServer
-        from poolalloc.net.reactor import Reactor
+        from poolalloc.net.epoll.reactor import Reactor
+        from poolalloc.net.http.server import HttpServer
 
         self.pool = pool if pool is not None else BufferPool(16384, capacity=128, name="rel-http")
         self.reactor = Reactor()

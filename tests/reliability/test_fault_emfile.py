@@ -20,8 +20,8 @@ CHILD = textwrap.dedent(
     import os, resource, socket, sys, threading, time
     sys.path.insert(0, sys.argv[2])
     from poolalloc import BufferPool
-    from poolalloc.net.http import HttpServer
-    from poolalloc.net.serve import make_loop
+    from poolalloc.net.http.server import HttpServer
+    from poolalloc.net.http.serve import make_loop
 
     loop = make_loop(sys.argv[1])
     pool = BufferPool(4096, capacity=64)
@@ -58,7 +58,7 @@ CHILD = textwrap.dedent(
 # epoll only: io_uring's multishot accept reads RLIMIT_NOFILE when it is armed, so lowering the
 # limit under a running Proactor (as this script does) cannot provoke EMFILE there. The Proactor's
 # EMFILE behaviour is tested with the limit set before arming, in
-# tests/uring/test_net_suites_on_uring.py.
+# tests/net/uring/test_net_suites_on_uring.py.
 ENGINES = ["epoll"]
 
 

@@ -19,9 +19,9 @@ import pytest
 from relkit import TEST_SECONDS
 
 from poolalloc import Allocator, BufferPool, ObjectPool, PoolExhausted
-from poolalloc.net.http import HttpServer
-from poolalloc.net.serve import make_loop
-from poolalloc.net.uring import available
+from poolalloc.net.http.serve import make_loop
+from poolalloc.net.http.server import HttpServer
+from poolalloc.net.uring.proactor import available
 
 
 @pytest.fixture

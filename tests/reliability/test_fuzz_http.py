@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from relkit import HTTP_ERROR_STATUSES, FakeApp, drive, fuzz_settings, split
 
 from poolalloc import BufferPool
-from poolalloc.net.httpparse import ChunkedReader, HttpError, parse_head
+from poolalloc.net.http.parser import ChunkedReader, HttpError, parse_head
 
 cuts = st.lists(st.integers(0, 1 << 20), max_size=24)
 pauses = st.integers(0, 3)

@@ -1,0 +1,65 @@
+"""poolalloc: pooled, aligned buffers and objects for high-performance Python IO.
+
+Example:
+    >>> import poolalloc
+    >>> isinstance(poolalloc.__version__, str)
+    True
+"""
+
+from __future__ import annotations
+
+from poolalloc import _moved
+from poolalloc.buffers import Allocator, Buffer, BufferPool
+from poolalloc.errors import (
+    CorruptionError,
+    DoubleReleaseError,
+    ForeignBufferError,
+    ForeignLeaseError,
+    LeaseBusyError,
+    LeaseReleasedError,
+    NumaError,
+    PoolClosedError,
+    PoolError,
+    PoolExhausted,
+    PoolMemoryError,
+    PoolOverflowError,
+    PoolValueError,
+)
+from poolalloc.objects import AsyncAcquire, CloseReport, Lease, ObjectPool, ObjectPoolStats
+from poolalloc.slab import Block, SlabPool, size_class_of, size_classes
+from poolalloc.stats import ClassStats, PoolStats
+
+_moved.install()
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Allocator",
+    "AsyncAcquire",
+    "Block",
+    "Buffer",
+    "BufferPool",
+    "ClassStats",
+    "CloseReport",
+    "CorruptionError",
+    "DoubleReleaseError",
+    "ForeignBufferError",
+    "ForeignLeaseError",
+    "Lease",
+    "LeaseBusyError",
+    "LeaseReleasedError",
+    "NumaError",
+    "ObjectPool",
+    "ObjectPoolStats",
+    "PoolClosedError",
+    "PoolError",
+    "PoolExhausted",
+    "PoolMemoryError",
+    "PoolOverflowError",
+    "PoolStats",
+    "PoolValueError",
+    "SlabPool",
+    "__version__",
+    "size_class_of",
+    "size_classes",
+]

@@ -1,0 +1,123 @@
+"""``poolalloc info``: what this machine and this build give poolalloc, section by section.
+
+Each section is computed on its own and degrades to a one-line reason: a missing module, a
+kernel file that does not exist or a refused probe never stops the report.
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform
+import resource
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import poolalloc
+
+THP_ENABLED = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+Section = dict[str, Any]
+
+
+def version() -> Section:
+    return {
+        "poolalloc": poolalloc.__version__,
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "platform": platform.platform(),
+    }
+
+
+def build() -> Section:
+    try:
+        info = importlib.import_module("poolalloc._build_info")
+    except ImportError:
+        return {"unknown": "no poolalloc/_build_info.py: not built by setup.py"}
+    return {
+        "compiler": getattr(info, "CC", "?"),
+        "compile args": " ".join(getattr(info, "COMPILE_ARGS", [])),
+        "link args": " ".join(getattr(info, "LINK_ARGS", [])),
+    }
+
+
+def size_classes() -> Section:
+    core = importlib.import_module("poolalloc.slab")
+    classes = [(int(block), int(slab)) for block, slab in core.size_classes()]
+    return {
+        "count": len(classes),
+        "block bytes": ", ".join(str(block) for block, _ in classes),
+        "largest": f"{classes[-1][0]} B; larger requests get their own mapping",
+    }
+
+
+def numa() -> Section:
+    module = importlib.import_module("poolalloc.numa")
+    info = module.available()
+    section: Section = {"source": info.source, "nodes": info.node_count}
+    for node in module.topology().nodes:
+        cpus = f"{len(node.cpus)} CPUs" if node.cpus else "no CPUs"
+        section[f"node {node.id}"] = f"{cpus}, {node.memory_total / 2**30:.1f} GiB"
+    section["note"] = info.note
+    return section
+
+
+def io_uring() -> Section:
+    uring = importlib.import_module("poolalloc.net.uring.proactor")
+    ok, reason = uring.available()
+    return {"available": "yes" if ok else "no (epoll is used instead)", "reason": reason}
+
+
+def memlock() -> Section:
+    def show(limit: int) -> str:
+        return "unlimited" if limit == resource.RLIM_INFINITY else f"{limit // 1024} KiB"
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    return {"soft": show(soft), "hard": show(hard)}
+
+
+def huge_pages() -> Section:
+    try:
+        modes = THP_ENABLED.read_text().split()
+    except OSError as exc:
+        return {"transparent huge pages": f"unknown ({exc.strerror})"}
+    chosen = next((m.strip("[]") for m in modes if m.startswith("[")), " ".join(modes))
+    return {"transparent huge pages": chosen, "choices": " ".join(m.strip("[]") for m in modes)}
+
+
+SECTIONS: dict[str, Callable[[], Section]] = {
+    "version": version,
+    "build": build,
+    "size classes": size_classes,
+    "NUMA": numa,
+    "io_uring": io_uring,
+    "memlock limit": memlock,
+    "huge pages": huge_pages,
+}
+
+
+def collect() -> dict[str, Section]:
+    """Every section; a section that cannot be computed says why instead."""
+    report: dict[str, Section] = {}
+    for name, compute in SECTIONS.items():
+        try:
+            report[name] = compute()
+        except ImportError as exc:
+            report[name] = {"unavailable": f"module {exc.name or exc} is not in this build"}
+        except Exception as exc:  # one broken probe must not hide the other sections
+            report[name] = {"unavailable": f"{type(exc).__name__}: {exc}"}
+    return report
+
+
+def render(report: dict[str, Section]) -> str:
+    """The report as aligned ``key: value`` lines under one heading per section."""
+    lines: list[str] = []
+    for name, section in report.items():
+        lines.append(f"{name}:")
+        width = max((len(key) for key in section), default=0)
+        lines += [f"  {key.ljust(width)}  {value}" for key, value in section.items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use
+    sys.stdout.write(render(collect()) + "\n")

@@ -1,0 +1,340 @@
+"""The ``poolalloc`` command: ``info``, ``serve``, ``demo``, ``bench`` and ``selfcheck``.
+
+Errors are one line on stderr, ``poolalloc: error: ...``: exit status 2 for a bad command
+line, 1 for a failure while running. No traceback reaches the user (set ``PA_TRACEBACK=1`` to
+see one when debugging).
+
+Example:
+    >>> main(["info", "--json"])  # doctest: +ELLIPSIS
+    {
+      "version": {
+        "poolalloc": "...",
+    ...
+    0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+import poolalloc
+from poolalloc.cli import _bench, _demo, _info, _selfcheck
+
+__all__ = ["build_parser", "main", "port_number", "positive_int"]
+
+Command = Callable[[argparse.Namespace], int]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, ``poolalloc: error: ...``, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"poolalloc: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1.
+
+    Example:
+        >>> positive_int("3")
+        3
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free port) to 65535.
+
+    Example:
+        >>> port_number("8080")
+        8080
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {value}")
+    return value
+
+
+def _subparser(
+    subs: argparse._SubParsersAction[OneLineParser], name: str, summary: str, examples: str
+) -> OneLineParser:
+    return subs.add_parser(
+        name,
+        help=summary,
+        description=summary,
+        epilog="examples:\n" + examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    report = _info.collect()
+    print(json.dumps(report, indent=2) if args.json else _info.render(report))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    return _demo.run_demo(
+        args.connections,
+        args.requests,
+        timeout=args.timeout,
+        baseline=not args.no_baseline,
+        engine=args.engine,
+        json_path=args.json,
+    )
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    return _bench.run_bench(
+        args.suite,
+        quick=args.quick,
+        json_path=args.json,
+        plot_dir=args.plot,
+        with_profile=args.profile,
+        bench_dir=args.bench_dir,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from poolalloc.cli.baseline import FreshBytearrayPool  # noqa: PLC0415 (loads only to serve)
+    from poolalloc.net.http.serve import serve  # noqa: PLC0415 (the net layer loads only to serve)
+
+    engine = args.engine
+    if args.fresh_bytearray:
+        # io_uring reads into a ring of pool buffers that the kernel picks: no bytearray there.
+        if engine == "uring":
+            raise ValueError("--fresh-bytearray works with the epoll engine only")
+        engine = "epoll"
+
+    return serve(
+        args.host,
+        args.port,
+        args.root,
+        workers=args.workers,
+        uploads=args.uploads,
+        buffer_size=args.buffer_size,
+        buffer_capacity=args.buffer_capacity,
+        max_connections=args.max_connections,
+        idle_timeout=args.idle_timeout,
+        read_pool=FreshBytearrayPool if args.fresh_bytearray else None,
+        engine=engine,
+    )
+
+
+def loopback_host(text: str) -> str:
+    """An argparse type: a loopback address (the server is a local demo, never exposed).
+
+    Example:
+        >>> loopback_host("127.0.0.1")
+        '127.0.0.1'
+    """
+    if text == "localhost" or text.startswith("127.") or text == "::1":
+        return text
+    raise argparse.ArgumentTypeError(f"only loopback addresses are served, not {text!r}")
+
+
+def add_serve(subs: argparse._SubParsersAction[OneLineParser]) -> None:
+    p = _subparser(
+        subs,
+        "serve",
+        "run the HTTP/1.1 server on the Reactor (GET /test, static files, GET /metrics)",
+        "  poolalloc serve --port 8080\n  poolalloc serve --root ./public --uploads --workers 2\n"
+        "  poolalloc serve --fresh-bytearray   # the same server without pooled read buffers\n",
+    )
+    p.add_argument("--host", type=loopback_host, default="127.0.0.1", help="loopback address")
+    p.add_argument("--port", type=port_number, default=8080, help="TCP port (0: any free port)")
+    p.add_argument("--root", help="serve the files under this directory")
+    p.add_argument("--uploads", action="store_true", help="accept PUT uploads under --root")
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="processes sharing the port with SO_REUSEPORT (default 1)",
+    )
+    p.add_argument(
+        "--buffer-size",
+        type=positive_int,
+        default=65536,
+        help="bytes per pooled read buffer (default 65536)",
+    )
+    p.add_argument(
+        "--buffer-capacity",
+        type=positive_int,
+        default=1024,
+        help="most read buffers out at once (default 1024)",
+    )
+    p.add_argument("--max-connections", type=positive_int, help="connection limit")
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=60.0,
+        help="seconds before an idle connection is closed (default 60)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("auto", "epoll", "uring"),
+        default="auto",
+        help="event loop: epoll Reactor, io_uring Proactor (epoll if unusable, saying why), "
+        "or auto (the one measured fastest: epoll, see docs/benchmarks.md)",
+    )
+    p.add_argument(
+        "--fresh-bytearray",
+        action="store_true",
+        help="allocate a new bytearray per read instead of pooling (for comparison)",
+    )
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_selfcheck(args: argparse.Namespace) -> int:
+    return _selfcheck.run(args.rounds, args.threads)
+
+
+def add_selfcheck(subs: argparse._SubParsersAction[OneLineParser]) -> None:
+    p = _subparser(
+        subs,
+        "selfcheck",
+        "check the native allocator: every size class, several threads, cross-thread frees",
+        "  poolalloc selfcheck\n  poolalloc selfcheck --rounds 10 --threads 8\n",
+    )
+    p.add_argument("--rounds", type=positive_int, default=3, help="rounds (default 3)")
+    p.add_argument("--threads", type=positive_int, default=4, help="threads (default 4)")
+    p.set_defaults(func=cmd_selfcheck)
+
+
+def add_info(subs: argparse._SubParsersAction[OneLineParser]) -> None:
+    p = _subparser(
+        subs,
+        "info",
+        "show the build, the machine and what poolalloc can use on it",
+        "  poolalloc info\n  poolalloc info --json > info.json\n",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_info)
+
+
+def add_demo(subs: argparse._SubParsersAction[OneLineParser]) -> None:
+    p = _subparser(
+        subs,
+        "demo",
+        "run the HTTP server under load and compare it with fresh bytearray reads",
+        "  poolalloc demo\n  poolalloc demo --connections 200 --requests 50\n"
+        "  poolalloc demo --no-baseline --json demo.json\n",
+    )
+    p.add_argument(
+        "--connections",
+        type=positive_int,
+        default=1000,
+        help="concurrent keep-alive connections (default 1000)",
+    )
+    p.add_argument(
+        "--requests",
+        type=positive_int,
+        default=100,
+        help="sequential requests per connection (default 100)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=50.0,
+        help="seconds before unanswered requests count as failed (default 50)",
+    )
+    p.add_argument(
+        "--no-baseline", action="store_true", help="skip the comparison run with fresh bytearrays"
+    )
+    p.add_argument(
+        "--engine",
+        choices=("epoll", "uring", "auto"),
+        default="epoll",
+        help="the pooled server's event loop (default epoll; the baseline always runs on epoll)",
+    )
+    p.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
+    p.set_defaults(func=cmd_demo)
+
+
+def add_bench(subs: argparse._SubParsersAction[OneLineParser]) -> None:
+    p = _subparser(
+        subs,
+        "bench",
+        "run the benchmarks: ratios against baselines measured in the same run",
+        "  poolalloc bench alloc --quick\n  poolalloc bench all --json out.json --plot charts/\n"
+        "  poolalloc bench net --profile   # flame graph of the server under load (py-spy)\n",
+    )
+    p.add_argument(
+        "suite", nargs="?", default="all", choices=["alloc", "objects", "net", "zerocopy", "all"]
+    )
+    p.add_argument("--quick", action="store_true", help="short runs (noisier figures)")
+    p.add_argument("--json", metavar="FILE", help="write every figure to FILE")
+    p.add_argument("--plot", metavar="DIR", help="write PNG charts into DIR (needs matplotlib)")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="record a flame graph of the server under load with py-spy",
+    )
+    p.add_argument(
+        "--bench-dir", default="bench", help="where the bench_*.py scripts are (default ./bench)"
+    )
+    p.set_defaults(func=cmd_bench)
+
+
+def build_parser() -> OneLineParser:
+    """The whole command line.
+
+    Example:
+        >>> build_parser().parse_args(["demo", "--connections", "5"]).connections
+        5
+    """
+    parser = OneLineParser(
+        prog="poolalloc",
+        description="Pooled, aligned buffers for high-performance Python IO.",
+        epilog="examples:\n  poolalloc info\n  poolalloc demo\n  poolalloc bench alloc --quick\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=poolalloc.__version__)
+    subs = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=OneLineParser)
+    for add in (add_info, add_serve, add_demo, add_bench, add_selfcheck):
+        add(subs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status.
+
+    Example:
+        >>> main(["--version"])
+        Traceback (most recent call last):
+        SystemExit: 0
+    """
+    args = build_parser().parse_args(argv)
+    func: Command | None = getattr(args, "func", None)
+    if func is None:
+        build_parser().print_help()
+        return 2
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        print("poolalloc: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("PA_TRACEBACK"):
+            traceback.print_exc()
+        print(f"poolalloc: error: {exc or type(exc).__name__}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

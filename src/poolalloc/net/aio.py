@@ -1,0 +1,90 @@
+"""asyncio integration: a ``BufferedProtocol`` whose read buffers are pooled leases.
+
+The contract is asyncio's ``_SelectorSocketTransport._read_ready__get_buffer`` (and uvloop's
+``__uv_stream_buffered_alloc``): the transport calls ``get_buffer(sizehint)``, reads into it,
+then ``buffer_updated(nbytes)``. :class:`PooledProtocol` answers ``get_buffer`` with the view
+of a lease from its pool and hands ``(lease, nbytes)`` on to :meth:`lease_received`, which
+keeps the lease (returns True, and releases it later) or lets it go back at once.
+
+A lease taken by ``get_buffer`` whose read then found nothing (``EAGAIN``) is kept for the
+next read rather than returned and re-acquired; ``eof_received`` and ``connection_lost``
+return it, so a closed connection holds nothing. If the pool is exhausted, ``get_buffer``
+raises ``PoolExhausted``; asyncio and uvloop treat that as a fatal error of this connection
+(it is closed and ``connection_lost`` receives the exception), never a crash of the loop.
+
+It runs unchanged on the default loop and on uvloop.
+
+Example:
+    >>> import asyncio, poolalloc
+    >>> class Echo(PooledProtocol):
+    ...     def lease_received(self, lease, nbytes):
+    ...         self.transport.write(lease.view[:nbytes])  # copied into the transport
+    ...         return False
+    >>> pool = poolalloc.BufferPool(4096, capacity=16)
+    >>> # loop.create_server(lambda: Echo(pool), "127.0.0.1", 0)
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from poolalloc.net.sockets import LeaseLike, LeaseSource
+
+__all__ = ["PooledProtocol"]
+
+
+class PooledProtocol(asyncio.BufferedProtocol):
+    """Reads land in pooled leases; subclasses override :meth:`lease_received`.
+
+    Example:
+        >>> issubclass(PooledProtocol, asyncio.BufferedProtocol)
+        True
+    """
+
+    def __init__(self, pool: LeaseSource) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self._lease: LeaseLike | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport (as ``self.transport``)."""
+        self.transport = transport  # type: ignore[assignment]
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """The view of a pooled lease for the next read (``sizehint`` is ignored: fixed size).
+
+        :raises poolalloc.PoolExhausted: the pool has no free buffer.
+        """
+        lease = self._lease
+        if lease is None:
+            lease = self._lease = self.pool.acquire(0)
+        return lease.view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """Hand the filled lease to :meth:`lease_received`; release it unless kept."""
+        lease, self._lease = self._lease, None
+        assert lease is not None
+        if not self.lease_received(lease, nbytes):
+            lease.release()
+
+    def lease_received(self, lease: LeaseLike, nbytes: int) -> bool:
+        """Override: ``lease.view[:nbytes]`` holds new data; return True to keep the lease.
+
+        The default discards the data.
+        """
+        return False
+
+    def eof_received(self) -> bool | None:
+        """The peer half-closed; returns the read lease. Return True to keep writing."""
+        self._drop_lease()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Return the lease held for reading, if any."""
+        self._drop_lease()
+        self.transport = None
+
+    def _drop_lease(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.release()

@@ -1,0 +1,432 @@
+"""One TCP (or Unix) connection on the Reactor: pooled reads, a gather-write queue, backpressure.
+
+Lifecycle: a :class:`Connection` object comes from the server's ``ObjectPool`` and is
+``open``-ed on an accepted socket; it goes back (``reset``) after ``connection_lost``.
+
+* Reads: only when the kernel says data is ready does the connection take a lease from the
+  ``BufferPool`` (an idle connection pins no buffer). It hands ``(lease, nbytes)`` to the
+  protocol's ``buffer_received``; a protocol that returns True keeps the lease and must release
+  it, otherwise the connection releases it at once. A short read means the socket queue was
+  drained, so the next edge will come from the kernel and no ``EAGAIN`` probe is needed.
+* Writes: ``write`` tries the socket first; whatever does not fit joins a queue of memoryviews
+  (with the lease that owns each, released once its bytes are out) and file ranges, flushed by
+  ``sendmsg`` gather writes and ``os.sendfile`` when the socket becomes writable.
+* Backpressure: past ``high_water`` queued bytes the connection stops reading (a client that
+  never reads its responses cannot make us buffer without bound); below ``low_water`` it
+  resumes, and tries a read at once because an edge-triggered fd may have fired meanwhile.
+* Closing: ``close()`` is graceful (flush, ``shutdown(SHUT_WR)``, discard input until the peer's
+  EOF or ``linger`` seconds, so a client is not hit by an RST while reading an error
+  response); ``abort()`` sends an RST (``SO_LINGER`` 0) and drops the queue.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import errno
+import os
+import select
+import socket
+import struct
+from typing import TYPE_CHECKING, Protocol
+
+from poolalloc.net.sockets import IOV_MAX, LeaseLike, LeaseSource
+
+if TYPE_CHECKING:
+    from poolalloc.net.epoll.reactor import Reactor
+
+__all__ = ["Connection", "ConnectionProtocol", "FileRange"]
+
+_RDHUP = select.EPOLLRDHUP | select.EPOLLHUP
+_MSG_MORE = getattr(socket, "MSG_MORE", 0)
+_LINGER_RST = struct.pack("ii", 1, 0)
+_RETRY_EXHAUSTED = 0.005  # seconds before a read retries when the buffer pool is empty
+
+
+class ConnectionProtocol(Protocol):
+    """What a :class:`Connection` calls; ``buffer_received`` returns True to keep the lease.
+
+    Example:
+        >>> class Echo:
+        ...     def connection_made(self, conn): self.conn = conn
+        ...     def buffer_received(self, lease, n):
+        ...         self.conn.write(lease.view[:n], owner=lease); return True
+        ...     def eof_received(self): return False
+        ...     def connection_lost(self, exc): pass
+    """
+
+    def connection_made(self, conn: Connection) -> None: ...
+
+    def buffer_received(self, lease: LeaseLike, nbytes: int) -> bool: ...
+
+    def eof_received(self) -> bool: ...
+
+    def connection_lost(self, exc: BaseException | None) -> None: ...
+
+
+class FileRange:
+    """A queued file body: ``count`` bytes of ``fd`` from ``offset``, closed when sent.
+
+    Example:
+        >>> FileRange(-1, 0, 0, close_fd=False).count
+        0
+    """
+
+    __slots__ = ("close_fd", "count", "fd", "offset")
+
+    def __init__(self, fd: int, offset: int, count: int, *, close_fd: bool = True) -> None:
+        self.fd = fd
+        self.offset = offset
+        self.count = count
+        self.close_fd = close_fd
+
+    def discard(self) -> None:
+        """Close the fd if this range owns it."""
+        if self.close_fd and self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class Connection:
+    """Per-connection state; pooled, so ``open``/``reset`` replace ``__init__``/teardown.
+
+    Example (an echo server's connection on a socketpair):
+        >>> import socket, poolalloc
+        >>> from poolalloc.net.epoll.reactor import Reactor
+        >>> r = Reactor(); pool = poolalloc.BufferPool(4096, capacity=8)
+        >>> a, b = socket.socketpair()
+        >>> conn = Connection(); conn.open(r, b, pool, Echo())  # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        self.sock: socket.socket | None = None
+        self.fd = -1
+        self.high_water = 1 << 20
+        self.low_water = 1 << 18
+        self.linger = 2.0
+        #: A protocol object kept across reuses of this pooled connection (set by servers).
+        self.spare_protocol: ConnectionProtocol | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the last connection (ObjectPool ``reset``)."""
+        self.reactor: Reactor | None = None
+        self.pool: LeaseSource | None = None
+        self.protocol: ConnectionProtocol | None = None
+        self.on_closed: collections.abc.Callable[[Connection], None] | None = None
+        self.pooled: object = None  # the ObjectPool lease holding this object, if any
+        self.queue: collections.deque[list[object]] = collections.deque()
+        self.queued = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.last_active = 0.0
+        self.deadline = 0.0  # absolute reactor time; 0 = none (set by protocols)
+        self.paused = False
+        self.closing = False
+        self.closed = False
+        self._lingering = False
+        self._chunk = 65536
+
+    def open(
+        self,
+        reactor: Reactor,
+        sock: socket.socket,
+        pool: LeaseSource,
+        protocol: ConnectionProtocol,
+        chunk_size: int,
+    ) -> None:
+        """Adopt a connected socket, register it, and start the protocol.
+
+        :raises OSError: the reactor could not register the socket.
+        """
+        sock.setblocking(False)
+        self.reactor, self.sock, self.fd = reactor, sock, sock.fileno()
+        self.pool, self.protocol, self._chunk = pool, protocol, chunk_size
+        self.last_active = reactor.now
+        reactor.register(self.fd, self._on_readable, None)
+        protocol.connection_made(self)
+        self._on_readable()  # data may have arrived before registration: no edge for it
+
+    # ---- reading ----
+    def _on_readable(self) -> None:
+        if self.paused or self.closed:
+            return
+        if self._lingering:
+            self._discard_input()
+            return
+        pool, sock, protocol, reactor = self.pool, self.sock, self.protocol, self.reactor
+        assert pool is not None
+        assert sock is not None
+        assert protocol is not None
+        assert reactor is not None
+        recv_into, chunk = sock.recv_into, self._chunk
+        while True:
+            try:
+                lease = pool.acquire(0)
+            except MemoryError:  # PoolExhausted: retry shortly instead of spinning
+                self._retry_later()
+                return
+            try:
+                n = recv_into(lease)  # the lease exports its block: no view object made
+            except (BlockingIOError, InterruptedError):
+                lease.release()
+                return
+            except OSError as exc:
+                lease.release()
+                self.abort(exc)
+                return
+            if n == 0:
+                lease.release()
+                self._eof()
+                return
+            self.bytes_in += n
+            self.last_active = reactor.now
+            try:
+                kept = protocol.buffer_received(lease, n)
+            except Exception as exc:  # a protocol bug must not strand the lease
+                lease.release()
+                self.abort(exc)
+                raise  # the reactor reports it
+            if not kept:
+                lease.release()
+            # A short read drained the socket: the next edge brings more (the common exit).
+            if n < chunk and not reactor.event_mask & _RDHUP:
+                return
+            if self.paused or self.closing or self.closed:
+                return
+            # A full read may have left bytes queued; a short one with the FIN: read on to EOF.
+
+    def _retry_later(self) -> None:
+        assert self.reactor is not None
+        self.reactor.call_later(_RETRY_EXHAUSTED, self._on_readable)
+
+    def _eof(self) -> None:
+        assert self.protocol is not None
+        if self.closing:
+            self._finish(None)
+        elif not self.protocol.eof_received():
+            self.close()
+
+    def pause_reading(self) -> None:
+        """Stop reading until :meth:`resume_reading`."""
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        """Read again; tries at once since edges may have passed while paused."""
+        if self.paused and not self.closed:
+            self.paused = False
+            assert self.reactor is not None
+            self.reactor.call_soon(self._resumed)
+
+    def _resumed(self) -> None:
+        hook = getattr(self.protocol, "resume_reading", None)
+        if hook is not None and not self.closed:
+            hook()  # the protocol may hold back part of an earlier read
+        if not self.paused:
+            self._on_readable()
+
+    # ---- writing ----
+    def write(
+        self, data: bytes | memoryview, owner: LeaseLike | None = None, *, more: bool = False
+    ) -> None:
+        """Send ``data`` (tries now, queues the rest); ``owner`` is released once it is out.
+
+        ``more=True`` tells the kernel more data follows at once (``MSG_MORE``), so a response
+        head and the file body sent next share packets.
+
+        :raises ConnectionError: the connection is closing or closed.
+        """
+        if self.closing or self.closed:
+            self._refuse_write(owner)
+        if not self.queue:
+            try:
+                sent = self.sock.send(data, _MSG_MORE if more else 0)  # type: ignore[union-attr]
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                if owner is not None:
+                    owner.release()
+                self.abort(exc)
+                return
+            self.bytes_out += sent
+            if sent == len(data):
+                if owner is not None:
+                    owner.release()
+                return
+            data = memoryview(data)[sent:]
+        self._enqueue([memoryview(data), owner])
+
+    def write_file(self, fd: int, offset: int, count: int, *, close_fd: bool = True) -> None:
+        """Queue ``count`` bytes of file ``fd`` from ``offset``, sent with ``os.sendfile``.
+
+        :raises ConnectionError: the connection is closing or closed.
+        """
+        item = FileRange(fd, offset, count, close_fd=close_fd)
+        if self.closing or self.closed:
+            self._refuse_write(item)
+        self._enqueue([item, None])
+        if len(self.queue) == 1:
+            self._flush()
+
+    def _refuse_write(self, owner: LeaseLike | FileRange | None) -> None:
+        """A write after ``close``: free what it handed over, then raise (both engines)."""
+        if isinstance(owner, FileRange):
+            owner.discard()
+        elif owner is not None:
+            owner.release()
+        raise ConnectionError("write on a closing connection")
+
+    def _enqueue(self, item: list[object]) -> None:
+        first = not self.queue
+        self.queue.append(item)
+        self.queued += queued_size(item[0])
+        if first:
+            self.reactor.modify(self.fd, self._on_readable, self._flush)  # type: ignore[union-attr]
+        if self.queued > self.high_water and not self.paused:
+            self.paused = True
+
+    def _flush(self) -> None:
+        try:
+            while self.queue:
+                head = self.queue[0][0]
+                sent = self._send_file(head) if isinstance(head, FileRange) else self._send_views()
+                if sent is None:
+                    return  # socket full: wait for the next EPOLLOUT edge
+        except OSError as exc:
+            self.abort(exc)
+            return
+        self._drained()
+
+    def _send_views(self) -> int | None:
+        queue = self.queue
+        views: list[memoryview] = []
+        for item in queue:
+            head = item[0]
+            if not isinstance(head, memoryview) or len(views) == IOV_MAX:
+                break
+            views.append(head)
+        try:
+            sent = self.sock.sendmsg(views)  # type: ignore[union-attr]
+        except (BlockingIOError, InterruptedError):
+            return None
+        if sent == 0:
+            return None
+        self._account(sent)
+        while sent:
+            view, owner = queue[0]
+            assert isinstance(view, memoryview)
+            if sent < len(view):
+                queue[0][0] = view[sent:]
+                return None  # partial write: the socket buffer is full
+            sent -= len(view)
+            queue.popleft()
+            if owner is not None:
+                owner.release()  # type: ignore[attr-defined]
+        return 0
+
+    def _send_file(self, item: FileRange) -> int | None:
+        while item.count:
+            try:
+                sent = os.sendfile(self.fd, item.fd, item.offset, min(item.count, 1 << 30))
+            except (BlockingIOError, InterruptedError):
+                return None
+            if sent == 0:  # file shorter than announced: the response would be a lie
+                raise OSError(errno.EIO, "file truncated while sending")
+            item.offset += sent
+            item.count -= sent
+            self._account(sent)
+        item.discard()
+        self.queue.popleft()
+        return 0
+
+    def _account(self, sent: int) -> None:
+        self.bytes_out += sent
+        self.queued -= sent
+        self.last_active = self.reactor.now  # type: ignore[union-attr]
+        if self.paused and self.queued <= self.low_water and not self.closing:
+            self.resume_reading()
+
+    def _drained(self) -> None:
+        self.queued = 0
+        if self.closed:
+            return
+        self.reactor.modify(self.fd, self._on_readable, None)  # type: ignore[union-attr]
+        if self.closing:
+            self._linger()
+
+    # ---- closing ----
+    def close(self) -> None:
+        """Graceful close: flush what is queued, half-close, drain input, then close."""
+        if self.closing or self.closed:
+            return
+        self.closing = True
+        if not self.queue:
+            self._linger()
+
+    def _linger(self) -> None:
+        assert self.sock is not None
+        assert self.reactor is not None
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._finish(None)
+            return
+        self._lingering = True
+        self.paused = False
+        self.deadline = self.reactor.now + self.linger
+        self._discard_input()
+
+    def _discard_input(self) -> None:
+        assert self.sock is not None
+        while not self.closed:
+            try:
+                data = self.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._finish(None)
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Abortive close: drop the queue and reset the connection (RST to the peer)."""
+        if self.closed:
+            return
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+        self._finish(exc)
+
+    def timed_out(self) -> None:
+        """Called by the server's sweep when ``deadline`` or the idle limit passed."""
+        if self._lingering or self.closing:
+            self.abort(TimeoutError("linger timeout"))
+        else:
+            self.abort(TimeoutError("connection timed out"))
+
+    def _finish(self, exc: BaseException | None) -> None:
+        self.closed = True
+        for item, owner in self.queue:
+            if isinstance(item, FileRange):
+                item.discard()
+            if owner is not None:
+                owner.release()  # type: ignore[attr-defined]
+        self.queue.clear()
+        if self.reactor is not None and self.reactor.is_registered(self.fd):
+            self.reactor.unregister(self.fd)
+        self._closed_notify(exc)
+
+    def _closed_notify(self, exc: BaseException | None) -> None:
+        """Close the socket and tell the protocol and the owner (the end of both engines' close)."""
+        if self.sock is not None:
+            self.sock.close()
+        protocol, on_closed = self.protocol, self.on_closed
+        if protocol is not None:
+            protocol.connection_lost(exc)
+        if on_closed is not None:
+            on_closed(self)
+
+
+def queued_size(item: object) -> int:
+    """Bytes a queued item stands for (a view's length or a file range's count)."""
+    return item.count if isinstance(item, FileRange) else len(item)  # type: ignore[arg-type]

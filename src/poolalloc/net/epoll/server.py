@@ -1,0 +1,267 @@
+"""A listening socket on the Reactor: accept, pooled connection state, timeouts, metrics.
+
+Accepting and running out of descriptors
+----------------------------------------
+The listener is edge-triggered like every other fd, so each edge drains the accept queue
+until ``EAGAIN``. When ``accept`` fails with ``EMFILE``/``ENFILE`` (or the connection pool is
+at ``max_connections``), the pending connection stays in the kernel's backlog and the
+listener is *paused*: its callback is removed (no ``epoll_ctl``; a level-triggered loop
+would spin here, which is the classic bug). Accepting resumes when one of our connections
+closes (a descriptor came free), or after ``accept_retry`` seconds in case descriptors were
+freed elsewhere in the process. On resume the server tries ``accept`` at once, because the
+edges that arrived while paused are gone.
+
+Timeouts
+--------
+One periodic sweep (every ``sweep_interval`` seconds) closes connections whose
+``deadline`` passed (protocols set it, e.g. the HTTP header-read timeout) or that were idle
+for ``idle_timeout``. Per-request work is one float store, with no timer per connection.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from poolalloc.net.epoll.connection import Connection, ConnectionProtocol
+from poolalloc.net.epoll.reactor import Reactor
+from poolalloc.net.metrics import flatten_stats
+from poolalloc.objects import ObjectPool
+
+__all__ = ["TcpServer", "listen_socket"]
+
+_OUT_OF_FDS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_PEER_GONE = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
+
+
+def listen_socket(
+    host: str = "127.0.0.1", port: int = 0, *, reuse_port: bool = False, backlog: int = 1024
+) -> socket.socket:
+    """A non-blocking listening TCP socket; ``reuse_port`` lets N processes share the port.
+
+    Example:
+        >>> s = listen_socket(); s.getsockname()[0]
+        '127.0.0.1'
+        >>> s.close()
+
+    :raises OSError: bind or listen failed (``EADDRINUSE``...).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class TcpServer:
+    """Serve ``protocol_factory()`` protocols on a listening socket with pooled state.
+
+    ``buffer_pool`` is a ``poolalloc.BufferPool`` (reads land in its leases); ``conn_pool`` an
+    ``ObjectPool`` of :class:`Connection` (use :meth:`make_connection_pool`).
+
+    Example:
+        >>> import poolalloc
+        >>> r = Reactor(); bufs = poolalloc.BufferPool(4096, capacity=64)
+        >>> srv = TcpServer(r, MyProtocol, buffer_pool=bufs)  # doctest: +SKIP
+        >>> srv.start(); r.run()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        protocol_factory: Callable[[], ConnectionProtocol],
+        *,
+        buffer_pool: Any,
+        conn_pool: Any = None,
+        sock: socket.socket | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        reuse_port: bool = False,
+        idle_timeout: float = 60.0,
+        high_water: int = 1 << 20,
+        low_water: int = 1 << 18,
+        accept_retry: float = 0.5,
+        sweep_interval: float | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.protocol_factory = protocol_factory
+        self.buffer_pool = buffer_pool
+        self.conn_pool = conn_pool if conn_pool is not None else self.make_connection_pool(None)
+        self.sock = sock if sock is not None else listen_socket(host, port, reuse_port=reuse_port)
+        self.sock.setblocking(False)
+        self.idle_timeout = idle_timeout
+        self.high_water, self.low_water = high_water, low_water
+        self.accept_retry = accept_retry
+        self.sweep_interval = sweep_interval or max(0.05, min(1.0, idle_timeout / 4))
+        self.chunk_size = self._chunk_size(buffer_pool)
+        self.connections: set[Connection] = set()
+        self.totals = dict.fromkeys(
+            ("connections_total", "requests_total", "bytes_in_total", "bytes_out_total"), 0
+        )
+        self.totals.update(errors_total=0, accept_paused_total=0, timeouts_total=0)
+        self.accept_paused = False
+        self._retry_timer: Any = None
+        self._sweeper: Any = None
+        self._closed = False
+
+    @staticmethod
+    def make_connection_pool(max_connections: int | None) -> Any:
+        """An ``ObjectPool`` of :class:`Connection` objects, reset on return."""
+        return ObjectPool(Connection, reset=Connection.reset, max_size=max_connections)
+
+    @staticmethod
+    def _chunk_size(pool: Any) -> int:
+        lease = pool.acquire()
+        try:
+            return int(lease.nbytes)
+        finally:
+            lease.release()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound ``(host, port)``."""
+        host, port = self.sock.getsockname()[:2]
+        return host, port
+
+    def start(self) -> None:
+        """Register the listener and the timeout sweep; accepts start with the reactor."""
+        self.reactor.register(self.sock.fileno(), self._on_acceptable, None)
+        self._sweeper = self.reactor.call_later(self.sweep_interval, self._sweep)
+
+    # ---- accepting ----
+    def _on_acceptable(self) -> None:
+        accept = self.sock.accept
+        while not self._closed:
+            try:
+                lease = self.conn_pool.acquire(timeout=0)
+            except MemoryError:  # max_connections reached (PoolExhausted)
+                self._pause_accepting()
+                return
+            try:
+                sock, _ = accept()
+            except (BlockingIOError, InterruptedError):
+                lease.release()
+                return
+            except OSError as exc:
+                lease.release()
+                if exc.errno in _OUT_OF_FDS:
+                    self._pause_accepting()
+                    return
+                if exc.errno in _PEER_GONE:
+                    continue
+                raise
+            self._adopt(lease, sock)
+
+    def _adopt(self, lease: Any, sock: socket.socket) -> None:
+        conn: Connection = lease.obj
+        if sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        protocol = conn.spare_protocol
+        if protocol is None:
+            protocol = conn.spare_protocol = self.protocol_factory()
+        conn.pooled = lease
+        conn.on_closed = self._connection_closed
+        conn.high_water, conn.low_water = self.high_water, self.low_water
+        self.connections.add(conn)
+        self.totals["connections_total"] += 1
+        conn.open(self.reactor, sock, self.buffer_pool, protocol, self.chunk_size)
+
+    def _pause_accepting(self) -> None:
+        if self.accept_paused:
+            return
+        self.accept_paused = True
+        self.totals["accept_paused_total"] += 1
+        self._stop_listening()
+        self._retry_timer = self.reactor.call_later(self.accept_retry, self._resume_accepting)
+
+    def _resume_accepting(self) -> None:
+        if not self.accept_paused or self._closed:
+            return
+        self.accept_paused = False
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+            self._retry_timer = None
+        self._start_listening()
+
+    # The engine-specific halves of pausing (the io_uring server overrides these two).
+    def _stop_listening(self) -> None:
+        self.reactor.modify(self.sock.fileno(), None, None)
+
+    def _start_listening(self) -> None:
+        self.reactor.modify(self.sock.fileno(), self._on_acceptable, None)
+        self._on_acceptable()  # edges that came while paused are gone: try now
+
+    def _connection_closed(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        self._fold(conn)
+        lease, conn.pooled = conn.pooled, None
+        if self._closed:
+            lease.release()  # type: ignore[attr-defined]
+            return
+        # Return to the pool after the current callback chain: callers up the stack still
+        # look at this object's flags, and the pool's reset would clear them.
+        self.reactor.call_soon(lease.release)  # type: ignore[attr-defined]
+        if self.accept_paused:
+            self.reactor.call_soon(self._resume_accepting)
+
+    def _fold(self, conn: Connection) -> None:
+        t = self.totals
+        t["requests_total"] += getattr(conn.protocol, "requests", 0)
+        t["bytes_in_total"] += conn.bytes_in
+        t["bytes_out_total"] += conn.bytes_out
+        t["errors_total"] += getattr(conn.protocol, "errors", 0)
+
+    # ---- timeouts ----
+    def _sweep(self) -> None:
+        now = self.reactor.now
+        idle_limit = now - self.idle_timeout
+        for conn in list(self.connections):
+            if (conn.deadline and now > conn.deadline) or conn.last_active < idle_limit:
+                self.totals["timeouts_total"] += 1
+                conn.timed_out()
+        if not self._closed:
+            self._sweeper = self.reactor.call_later(self.sweep_interval, self._sweep)
+
+    # ---- metrics and teardown ----
+    def metrics(self) -> dict[str, float]:
+        """Totals plus live connections, and the pools' numeric stats.
+
+        Example:
+            >>> srv.metrics()["connections_active"]  # doctest: +SKIP
+            0
+        """
+        out: dict[str, float] = dict(self.totals)
+        for conn in self.connections:
+            out["requests_total"] += getattr(conn.protocol, "requests", 0)
+            out["bytes_in_total"] += conn.bytes_in
+            out["bytes_out_total"] += conn.bytes_out
+            out["errors_total"] += getattr(conn.protocol, "errors", 0)
+        out["connections_active"] = len(self.connections)
+        out["accept_paused"] = int(self.accept_paused)
+        out.update(flatten_stats("buffer_pool", self.buffer_pool.stats()))
+        out.update(flatten_stats("connection_pool", self.conn_pool.stats()))
+        return out
+
+    def close(self, *, abort: bool = True) -> None:
+        """Stop accepting; abort (or gracefully close) every connection. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for timer in (self._retry_timer, self._sweeper):
+            if timer is not None:
+                timer.cancel()
+        if self.reactor.is_registered(self.sock.fileno()):
+            self.reactor.unregister(self.sock.fileno())
+        self.sock.close()
+        for conn in list(self.connections):
+            conn.abort() if abort else conn.close()

@@ -1,0 +1,288 @@
+"""The per-connection HTTP/1.1 state machine: heads, bodies, pipelining, errors.
+
+States: ``HEAD`` (looking for the blank line), ``BODY`` (``Content-Length`` bytes left) and
+``CHUNKED``. Each pooled read is walked from ``pos`` to ``nbytes``; several pipelined requests
+in one read are answered in order, synchronously, so responses cannot overtake each other.
+
+A head split across reads is the only copy: its bytes are collected in a small bytearray
+(bounded by ``max_head``; a slow sender is ended by ``header_timeout``). Body bytes go from the
+lease to the request's sink (memory for handlers, a file for uploads) as memoryview slices.
+
+Fast path: a read that is exactly one request head seen before, whose answer is a static
+response (``app.static_reply``), is looked up whole in ``app.replies`` and answered with one
+write: no regex, no :class:`~poolalloc.net.http.parser.Request`, no handler call. The same head
+bytes always parse the same way (the parser's own head cache relies on this too), so the
+answer cannot differ; the server clears the table whenever the ``Date`` second changes.
+
+Any :class:`HttpError` is answered with its status, ``Connection: close``, and a graceful
+close, so the client reads the error before the connection goes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Protocol
+
+from poolalloc.net.http.parser import ChunkedReader, HttpError, Request, parse_head
+
+if TYPE_CHECKING:
+    from poolalloc.net.epoll.connection import Connection
+    from poolalloc.net.sockets import LeaseLike
+
+__all__ = ["BodySink", "HttpProtocol"]
+
+_HEAD_END = re.compile(rb"\r\n\r\n")
+_HEAD, _BODY, _CHUNKED = range(3)
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: Reads up to this size may be looked up whole in ``app.replies``; at most this many entries.
+_REPLY_KEY_MAX = 1024
+_REPLIES_MAX = 256
+
+
+class BodySink(Protocol):
+    """Where a request body goes; ``close`` runs when the body is complete.
+
+    Example:
+        >>> class Collect:
+        ...     def write(self, data): pass
+        ...     def close(self): pass
+        ...     def abort(self): pass
+    """
+
+    def write(self, data: memoryview) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class HttpApp(Protocol):
+    """What the protocol needs from the server object (``HttpServer`` implements it)."""
+
+    max_head: int
+    max_target: int
+    header_timeout: float
+    #: Whole request heads (with their blank line) mapped to the exact bytes that answer them.
+    replies: dict[bytes, bytes]
+
+    def static_reply(self, req: Request) -> bytes | None: ...
+
+    def body_limit(self, req: Request) -> int: ...
+
+    def begin(self, proto: HttpProtocol, req: Request) -> BodySink | None: ...
+
+    def finish(self, proto: HttpProtocol, req: Request) -> None: ...
+
+    def send_error(self, proto: HttpProtocol, status: int, message: str) -> None: ...
+
+
+class HttpProtocol:
+    """HTTP/1.1 over a :class:`~poolalloc.net.epoll.connection.Connection`.
+
+    Example:
+        >>> HttpProtocol(app=None).requests  # doctest: +SKIP
+        0
+    """
+
+    def __init__(self, app: HttpApp) -> None:
+        self.app = app
+        self.conn: Connection | None = None
+        self.requests = 0
+        self.errors = 0
+        self._held: tuple[LeaseLike, int, int] | None = None  # (lease, nbytes, pos)
+        self._reset_request()
+
+    def _reset_request(self) -> None:
+        self._state = _HEAD
+        self._partial: bytearray | None = None
+        self._req: Request | None = None
+        self._sink: BodySink | None = None
+        self._left = 0
+        self._chunks: ChunkedReader | None = None
+
+    # ---- ConnectionProtocol ----
+    def connection_made(self, conn: Connection) -> None:
+        """Start a fresh connection (the object is reused across pooled connections)."""
+        self.conn = conn
+        self.requests = 0
+        self.errors = 0
+        self._held = None
+        self._reset_request()
+
+    def resume_reading(self) -> None:
+        """The connection resumed reading: first finish the read held back by backpressure."""
+        held, self._held = self._held, None
+        if held is not None and not self.buffer_received(*held):
+            held[0].release()
+
+    def buffer_received(self, lease: LeaseLike, nbytes: int, pos: int = 0) -> bool:
+        """Walk the read from ``pos``; keeps the lease only if backpressure stops it half-way."""
+        view = lease.view
+        conn = self.conn
+        app = self.app
+        assert conn is not None
+        if pos == 0 and nbytes <= _REPLY_KEY_MAX and self._state == _HEAD and self._partial is None:
+            # The fastest case: this whole read is a request head already answered with a
+            # static response (same bytes, same answer); no parse, no Request, one write.
+            wire = app.replies.get(view[:nbytes].tobytes())
+            if wire is not None and not (conn.paused or conn.closing or conn.closed):
+                self.requests += 1
+                conn.write(wire)
+                return False
+        try:
+            while pos < nbytes and not (conn.paused or conn.closing or conn.closed):
+                if self._state == _HEAD and self._partial is None:
+                    # The common case, inlined: a whole head inside this read.
+                    m = _HEAD_END.search(view, pos, nbytes)
+                    if m is not None and m.start() - pos <= app.max_head:
+                        head = view[pos : m.start()].tobytes()
+                        req = parse_head(head, app.max_target)
+                        if pos == 0 and m.end() == nbytes and nbytes <= _REPLY_KEY_MAX:
+                            self._remember_reply(head, req)
+                        pos = m.end()
+                        self._start(req)
+                        continue
+                if self._state == _HEAD:
+                    pos = self._read_head(view, pos, nbytes)
+                elif self._state == _BODY:
+                    pos = self._read_body(view, pos, nbytes)
+                else:
+                    pos = self._read_chunked(view, pos, nbytes)
+        except HttpError as exc:
+            self.fail(exc.status, str(exc))
+            return False
+        if pos < nbytes and conn.paused and not (conn.closing or conn.closed):
+            # Too much output is queued: the rest of this read (pipelined requests) waits
+            # until the client has read some, so queued responses stay bounded.
+            self._held = (lease, nbytes, pos)
+            return True
+        return False
+
+    def _remember_reply(self, head: bytes, req: Request) -> None:
+        """Offer this head (the whole read) to the fast path if its answer is static."""
+        wire = self.app.static_reply(req)
+        if wire is not None:
+            replies = self.app.replies
+            if len(replies) >= _REPLIES_MAX:
+                replies.clear()  # bounded: many distinct heads only cost a refill
+            replies[head + b"\r\n\r\n"] = wire
+
+    def eof_received(self) -> bool:
+        """Peer half-closed: finish what was queued, then close (a half-read request is lost)."""
+        if self._sink is not None:
+            self._sink.abort()
+            self._sink = None
+        return False
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """Drop any half-received body; the connection releases its own buffers."""
+        if self._sink is not None:
+            self._sink.abort()
+        held, self._held = self._held, None
+        if held is not None:
+            held[0].release()
+        self._reset_request()
+        # self.conn stays: callers up the stack may still look at its (closed) flags.
+
+    # ---- parsing ----
+    def _read_head(self, view: memoryview, pos: int, end: int) -> int:
+        app = self.app
+        if self._partial is None:
+            m = _HEAD_END.search(view, pos, end)
+            if m is not None:
+                start, stop = m.span()
+                if start - pos > app.max_head:
+                    self._partial = bytearray(view[pos:start])
+                    self._check_head_size()
+                self._start(parse_head(view[pos:start].tobytes(), app.max_target))
+                return stop
+            self._partial = bytearray(view[pos:end])
+            self.conn.deadline = self.conn.reactor.now + app.header_timeout  # type: ignore[union-attr]
+            self._check_head_size()
+            return end
+        old = len(self._partial)
+        self._partial += view[pos:end]
+        i = self._partial.find(b"\r\n\r\n", max(0, old - 3))
+        if i < 0:
+            self._check_head_size()
+            return end
+        del self._partial[i:]
+        self._check_head_size()
+        head = bytes(self._partial)
+        self._partial = None
+        self.conn.deadline = 0.0  # type: ignore[union-attr]
+        self._start(parse_head(head, max_target=app.max_target))
+        return pos + i + 4 - old
+
+    def _check_head_size(self) -> None:
+        assert self._partial is not None
+        if len(self._partial) > self.app.max_head:
+            first = self._partial.find(b"\r\n")
+            if first < 0 or first > self.app.max_target:
+                raise HttpError(414, "request target too long")
+            raise HttpError(431, "request header fields too large")
+        if len(self._partial) > 2 and self._partial.lstrip(b"\r\n")[:1].isspace():
+            raise HttpError(400, "malformed request line")
+
+    def _start(self, req: Request) -> None:
+        self.requests += 1
+        if not (req.chunked or req.content_length):
+            self.app.finish(self, req)  # no body: answer at once (the common case)
+            return
+        limit = self.app.body_limit(req)
+        if req.content_length is not None and req.content_length > limit:
+            raise HttpError(413, "request body too large")
+        self._req = req
+        self._sink = self.app.begin(self, req)
+        conn = self.conn
+        assert conn is not None
+        if conn.closing or conn.closed:
+            return  # begin() refused the request and closed
+        if req.expect_continue:
+            conn.write(_CONTINUE)
+        if req.chunked:
+            self._state = _CHUNKED
+            self._chunks = ChunkedReader(max_body=limit)
+        else:
+            self._state = _BODY
+            self._left = req.content_length or 0
+
+    def _read_body(self, view: memoryview, pos: int, end: int) -> int:
+        take = min(self._left, end - pos)
+        if self._sink is not None:
+            self._sink.write(view[pos : pos + take])
+        self._left -= take
+        if self._left == 0:
+            self._complete()
+        return pos + take
+
+    def _read_chunked(self, view: memoryview, pos: int, end: int) -> int:
+        assert self._chunks is not None
+        used, spans = self._chunks.feed(view, pos, end)
+        if self._sink is not None:
+            for start, stop in spans:
+                self._sink.write(view[start:stop])
+        if self._chunks.done:
+            self._complete()
+        return pos + used
+
+    def _complete(self) -> None:
+        req, sink = self._req, self._sink
+        self._reset_request()
+        if sink is not None:
+            sink.close()
+        assert req is not None
+        self.app.finish(self, req)
+
+    # ---- answering ----
+    def fail(self, status: int, message: str) -> None:
+        """Answer ``status`` with ``Connection: close`` and close gracefully."""
+        self.errors += 1
+        if self._sink is not None:
+            self._sink.abort()
+        self._reset_request()
+        conn = self.conn
+        if conn is None or conn.closing or conn.closed:
+            return
+        self.app.send_error(self, status, message)
+        conn.close()

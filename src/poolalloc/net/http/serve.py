@@ -1,0 +1,198 @@
+"""``serve()``: the HTTP server with its pools, on one process or N ``SO_REUSEPORT`` workers.
+
+With ``workers > 1`` the parent forks N children; each opens its own listening socket on the
+same port with ``SO_REUSEPORT``, so the kernel spreads new connections across them (no shared
+accept lock, no thundering herd), and each runs its own Reactor and pools. The parent only
+forwards ``SIGINT``/``SIGTERM`` and reaps the children.
+
+Example:
+    >>> serve("127.0.0.1", 8080, root=".", workers=2)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from poolalloc.buffers import BufferPool
+from poolalloc.net.epoll.reactor import Reactor
+from poolalloc.net.epoll.server import TcpServer, listen_socket
+from poolalloc.net.http.parser import Request
+from poolalloc.net.http.server import HttpServer, Response
+from poolalloc.net.metrics import prometheus_text
+from poolalloc.net.sockets import LeaseSource
+from poolalloc.net.uring.proactor import Proactor, available
+
+__all__ = ["build_server", "make_loop", "serve"]
+
+
+def build_server(
+    reactor: Reactor,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    root: str | None = None,
+    *,
+    uploads: bool = False,
+    reuse_port: bool = False,
+    buffer_size: int = 65536,
+    buffer_capacity: int = 1024,
+    max_connections: int | None = None,
+    idle_timeout: float = 60.0,
+    read_pool: Callable[[int], LeaseSource] | None = None,
+) -> HttpServer:
+    """An :class:`HttpServer` with its buffer pool, listening (not yet started).
+
+    ``GET /metrics`` answers the server's metrics in the Prometheus text format.
+    ``read_pool(buffer_size)``, when given, makes the pool of read buffers in place of a
+    ``BufferPool`` (``poolalloc demo`` passes one that allocates a fresh ``bytearray`` per read).
+
+    Example:
+        >>> r = Reactor(); srv = build_server(r, port=0)
+        >>> srv.address[0]
+        '127.0.0.1'
+        >>> srv.close(); r.close()
+
+    :raises OSError: the address is in use or not local.
+    """
+    pool: LeaseSource
+    if read_pool is not None:
+        pool = read_pool(buffer_size)
+    else:
+        pool = BufferPool(buffer_size, capacity=buffer_capacity, name="http-read")
+    sock = listen_socket(host, port, reuse_port=reuse_port)
+    try:
+        server = HttpServer(
+            reactor,
+            buffer_pool=pool,
+            root=root,
+            uploads=uploads,
+            sock=sock,
+            idle_timeout=idle_timeout,
+            conn_pool=getattr(reactor, "server_class", TcpServer).make_connection_pool(
+                max_connections
+            ),
+        )
+    except BaseException:
+        sock.close()
+        raise
+    server.route("/metrics", _metrics_handler(server))
+    return server
+
+
+def _metrics_handler(server: HttpServer) -> Callable[[Request], Response]:
+    def handler(req: Request) -> Response:
+        text = prometheus_text(server.metrics())
+        return Response(body=text.encode(), content_type="text/plain; version=0.0.4")
+
+    return handler
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    root: str | None = None,
+    workers: int = 1,
+    **options: Any,
+) -> int:
+    """Run the HTTP server until SIGINT/SIGTERM; returns an exit status.
+
+    Example:
+        >>> serve(workers=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: workers must be at least 1
+
+    :raises ValueError: ``workers`` is not positive.
+    :raises OSError: the address cannot be bound.
+    """
+    if workers < 1:
+        raise ValueError("workers must be at least 1")
+    if workers == 1:
+        return _run_worker(host, port, root, reuse_port=False, **options)
+    children = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                status = _run_worker(host, port, root, reuse_port=True, **options)
+            finally:
+                os._exit(status)
+        children.append(pid)
+    return _supervise(children)
+
+
+def _run_worker(
+    host: str, port: int, root: str | None, engine: str = "auto", **options: Any
+) -> int:
+    reactor = make_loop(engine)
+    server = build_server(reactor, host, port, root, **options)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        reactor.add_signal_handler(signum, reactor.stop)
+    server.start()
+    h, p = server.address
+    kind = type(reactor).__name__
+    print(
+        f"poolalloc serve: pid {os.getpid()} ({kind}) listening on http://{h}:{p}", file=sys.stderr
+    )
+    try:
+        reactor.run()
+    finally:
+        server.close()
+        reactor.close()
+        # The books after every connection is gone: `poolalloc demo` reads this line to check
+        # that no lease is outstanding at the end.
+        final = json.dumps(server.metrics(), sort_keys=True)
+        print(f"poolalloc serve: pid {os.getpid()} final metrics {final}", file=sys.stderr)
+    return 0
+
+
+#: What ``auto`` picks: the engine that spent the least server CPU per request in
+#: bench/bench_uring.py on this project's machines (docs/benchmarks.md, "## io_uring": the epoll
+#: Reactor at c = 100 and 1000, a tie at c = 10000). Change it when the measurements change.
+FASTEST_ENGINE = "epoll"
+
+
+def make_loop(engine: str = "auto") -> Reactor:
+    """The event loop for ``engine``: ``epoll``, ``uring``, or ``auto`` (the fastest measured,
+    :data:`FASTEST_ENGINE`). When io_uring is asked for and unavailable, epoll is used and the
+    reason goes to stderr.
+
+    Example:
+        >>> loop = make_loop("epoll"); type(loop).__name__
+        'Reactor'
+        >>> loop.close()
+
+    :raises ValueError: unknown engine.
+    """
+    if engine not in ("auto", "epoll", "uring"):
+        raise ValueError(f"engine must be auto, epoll or uring, not {engine!r}")
+    if engine == "auto":
+        engine = FASTEST_ENGINE
+    if engine == "epoll":
+        return Reactor()
+    ok, reason = available()
+    if ok:
+        return Proactor(single_issuer=True)  # serve builds, runs and closes it in one thread
+    print(f"poolalloc serve: io_uring unavailable ({reason}); using epoll", file=sys.stderr)
+    return Reactor()
+
+
+def _supervise(children: list[int]) -> int:
+    def forward(signum: int, frame: object) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    status = 0
+    for pid in children:
+        _, code = os.waitpid(pid, 0)
+        status = status or os.waitstatus_to_exitcode(code)
+    return status

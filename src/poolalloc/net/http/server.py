@@ -1,0 +1,384 @@
+"""A small HTTP/1.1 server on the Reactor: routes, static files by sendfile, uploads.
+
+* Dynamic responses: ``server.route("/path", handler)`` where ``handler(request)`` returns a
+  :class:`Response`; the request body (bounded by ``max_body``) is in ``request.body``.
+* Static files under ``root`` (``GET``/``HEAD``): the head is sent with ``MSG_MORE`` and the
+  body with ``os.sendfile`` from the file's descriptor, so file bytes never enter Python.
+* File-transfer mode (``uploads=True``): ``PUT``/``POST`` to a path under ``root`` streams the
+  body from the pooled read buffers into ``<name>.part-*`` and renames it into place when
+  complete (a half-sent upload never appears under its name). Disk writes are synchronous in
+  the loop: fine for local disks, not for network filesystems.
+* Static responses: ``server.route("/path", Response(...))`` answers every request for the path
+  with the same response; keep-alive ``GET`` requests for it take the protocol's fast path
+  (the encoded answer is looked up by the request's exact head bytes and written at once).
+* ``GET /test`` answers ``Hello, World!`` (the benchmark's request), as a static route.
+
+Example:
+    >>> import poolalloc
+    >>> from poolalloc.net.epoll.reactor import Reactor
+    >>> r = Reactor(); pool = poolalloc.BufferPool(16384, capacity=64)
+    >>> srv = HttpServer(r, buffer_pool=pool)  # doctest: +SKIP
+    >>> srv.route("/hi", lambda req: Response(body=b"hi"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import errno
+import http
+import itertools
+import mimetypes
+import os
+import stat
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from poolalloc.net.epoll.reactor import Reactor
+from poolalloc.net.epoll.server import TcpServer
+from poolalloc.net.http.parser import HttpError, Request
+from poolalloc.net.http.protocol import BodySink, HttpProtocol
+
+__all__ = ["HttpServer", "Response"]
+
+_STATUS = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in http.HTTPStatus}
+_part_ids = itertools.count()
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A dynamic response; ``headers`` are extra ``(name, value)`` pairs.
+
+    Immutable, so a handler may return the same object for every request: the server then
+    reuses its encoded bytes (refreshed when the ``Date`` second changes).
+
+    Example:
+        >>> Response(body=b"ok").status
+        200
+    """
+
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+_HELLO = Response(body=b"Hello, World!")
+
+
+Handler = Callable[[Request], Response]
+
+
+class _MemorySink:
+    __slots__ = ("data", "req")
+
+    def __init__(self, req: Request) -> None:
+        self.req = req
+        self.data = bytearray()
+
+    def write(self, data: memoryview) -> None:
+        self.data += data
+
+    def close(self) -> None:
+        self.req.body = bytes(self.data)
+
+    def abort(self) -> None:
+        self.data = bytearray()
+
+
+class _FileSink:
+    """An upload being written straight from pooled read buffers; renamed when complete."""
+
+    __slots__ = ("fd", "final", "part", "written")
+
+    def __init__(self, final: str) -> None:
+        self.final = final
+        self.part = f"{final}.part-{os.getpid()}-{next(_part_ids)}"
+        self.fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        self.written = 0
+
+    def write(self, data: memoryview) -> None:
+        try:
+            while data:
+                n = os.write(self.fd, data)
+                self.written += n
+                data = data[n:]
+        except OSError as exc:  # disk full, quota...: the client gets a status, not a hang
+            raise HttpError(507 if exc.errno == errno.ENOSPC else 500, "cannot store") from exc
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        os.close(fd)
+        try:
+            os.replace(self.part, self.final)
+        except OSError as exc:  # e.g. the name is a directory
+            os.unlink(self.part)
+            raise HttpError(409, "cannot store under that name") from exc
+
+    def abort(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.part)
+
+
+class HttpServer:
+    """HTTP/1.1 with keep-alive, pipelining, chunked bodies, static files and uploads.
+
+    Example:
+        >>> import poolalloc
+        >>> from poolalloc.net import Reactor, listen_socket
+        >>> r = Reactor(); pool = poolalloc.BufferPool(16384, capacity=8)
+        >>> srv = HttpServer(r, buffer_pool=pool, sock=listen_socket("127.0.0.1", 0))
+        >>> srv.route("/hi", lambda req: Response(body=b"hi"))
+        >>> srv.address[0]
+        '127.0.0.1'
+        >>> srv.close(); r.close(); pool.close()
+    """
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        *,
+        buffer_pool: Any,
+        root: str | os.PathLike[str] | None = None,
+        uploads: bool = False,
+        max_body: int = 1 << 20,
+        max_upload: int = 1 << 40,
+        max_head: int = 16384,
+        max_target: int = 8190,
+        header_timeout: float = 10.0,
+        **server_options: Any,
+    ) -> None:
+        self.reactor = reactor
+        self.root = os.path.realpath(root) if root is not None else None
+        self.uploads = uploads
+        self.max_body, self.max_upload = max_body, max_upload
+        self.max_head, self.max_target = max_head, max_target
+        self.header_timeout = header_timeout
+        self.routes: dict[str, Handler] = {}
+        self.static: dict[str, Response] = {}
+        #: Fast-path table (see ``HttpProtocol``): whole request heads -> encoded answers.
+        self.replies: dict[bytes, bytes] = {}
+        # The loop names its server class (the io_uring Proactor has its own); epoll by default.
+        server_class = getattr(reactor, "server_class", TcpServer)
+        self.tcp = server_class(
+            reactor, lambda: HttpProtocol(self), buffer_pool=buffer_pool, **server_options
+        )
+        self._date = b""
+        self._date_timer: Any = None
+        # The last response encoded for keep-alive, to reuse when the same object comes back.
+        self._wire: tuple[Response | None, bytes, bytes] = (None, b"", b"")
+        self.route("/test", _HELLO)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound ``(host, port)``."""
+        return self.tcp.address
+
+    def route(self, path: str, handler: Handler | Response) -> None:
+        """Answer requests for exactly ``path`` (any method) with ``handler(request)``, or
+        always with the same :class:`Response` (a static route, served by the fast path).
+
+        Example:
+            >>> srv.route("/ping", Response(body=b"pong"))  # doctest: +SKIP
+        """
+        self.replies.clear()  # answers remembered for the old route are stale
+        if isinstance(handler, Response):
+            resp = handler
+            self.static[path] = resp
+            self.routes[path] = lambda req: resp
+        else:
+            self.static.pop(path, None)
+            self.routes[path] = handler
+
+    def static_reply(self, req: Request) -> bytes | None:
+        """The encoded answer to ``req`` if it is a keep-alive ``GET`` of a static route
+        with no body (so the same head bytes always get these bytes back), else None."""
+        resp = self.static.get(req.path)
+        if (
+            resp is None
+            or req.method != "GET"
+            or not req.keep_alive
+            or req.chunked
+            or req.content_length
+            or resp.status >= 400
+        ):
+            return None
+        head = self._head(
+            resp.status, len(resp.body), resp.content_type, resp.headers, keep_alive=True
+        )
+        return head + resp.body
+
+    def start(self) -> None:
+        """Start listening (the reactor must run to serve)."""
+        self._tick()
+        self.tcp.start()
+
+    def close(self) -> None:
+        """Stop listening and abort every connection."""
+        if self._date_timer is not None:
+            self._date_timer.cancel()
+        self.tcp.close()
+
+    def metrics(self) -> dict[str, float]:
+        """Connections, requests, bytes, errors and pool stats (see ``TcpServer.metrics``)."""
+        return self.tcp.metrics()
+
+    def _tick(self) -> None:
+        self._date = email.utils.formatdate(usegmt=True).encode()
+        self.replies.clear()  # they carry the old Date
+        self._date_timer = self.reactor.call_later(1.0, self._tick)
+
+    # ---- HttpApp interface (called by HttpProtocol) ----
+    def body_limit(self, req: Request) -> int:
+        """The largest body accepted for ``req``."""
+        return self.max_upload if self._is_upload(req) else self.max_body
+
+    def begin(self, proto: HttpProtocol, req: Request) -> BodySink | None:
+        """Choose where the body goes; uploads open their file here (errors answer at once)."""
+        if req.path in self.routes:
+            return _MemorySink(req)
+        if self._is_upload(req):
+            try:
+                return _FileSink(self._resolve(req.path, for_write=True))
+            except HttpError as exc:
+                proto.fail(exc.status, str(exc))
+            except OSError as exc:
+                proto.fail(409 if isinstance(exc, IsADirectoryError) else 404, exc.strerror or "")
+        return None
+
+    def finish(self, proto: HttpProtocol, req: Request) -> None:
+        """The request is complete: answer it."""
+        handler = self.routes.get(req.path)
+        try:
+            if handler is not None:
+                resp = handler(req)
+                cached, date, wire = self._wire
+                if (
+                    resp is cached
+                    and date is self._date
+                    and req.keep_alive
+                    and req.method != "HEAD"
+                ):
+                    proto.conn.write(wire)  # type: ignore[union-attr]  # the same bytes again
+                    return
+                self._send(proto, req, resp)
+            elif self._is_upload(req):
+                self._send(proto, req, Response(201, b"created\n"))
+            elif self.root is not None and req.method in ("GET", "HEAD"):
+                self._send_file(proto, req)
+            elif self.root is not None:
+                allow = "GET, HEAD, PUT, POST" if self.uploads else "GET, HEAD"
+                resp = Response(405, b"method not allowed\n", headers=(("Allow", allow),))
+                self._send(proto, req, resp)
+            else:
+                self._send(proto, req, Response(404, b"not found\n"))
+        except HttpError as exc:  # the request was read whole: the connection stays usable
+            self._send(proto, req, Response(exc.status, f"{exc.status} {exc}\n".encode()))
+
+    def send_error(self, proto: HttpProtocol, status: int, message: str) -> None:
+        """Write an error response with ``Connection: close``."""
+        body = f"{status} {message}\n".encode()
+        head = self._head(status, len(body), "text/plain; charset=utf-8", (), keep_alive=False)
+        assert proto.conn is not None
+        proto.conn.write(head + body)
+
+    # ---- responses ----
+    def _head(
+        self,
+        status: int,
+        length: int,
+        content_type: str,
+        headers: Any,
+        *,
+        keep_alive: bool,
+    ) -> bytes:
+        parts = [
+            _STATUS.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode(),
+            b"Server: poolalloc\r\nDate: ",
+            self._date,
+            b"\r\nContent-Type: ",
+            content_type.encode("latin-1"),
+            b"\r\nContent-Length: ",
+            str(length).encode(),
+            b"\r\n",
+        ]
+        for name, value in headers:
+            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+        if not keep_alive:
+            parts.append(b"Connection: close\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def _send(self, proto: HttpProtocol, req: Request, resp: Response) -> None:
+        conn = proto.conn
+        assert conn is not None
+        keep = req.keep_alive
+        head = self._head(
+            resp.status, len(resp.body), resp.content_type, resp.headers, keep_alive=keep
+        )
+        if resp.status >= 400:
+            proto.errors += 1
+        if req.method == "HEAD":
+            conn.write(head)
+        else:
+            wire = head + resp.body
+            if keep and resp.status < 400:
+                self._wire = (resp, self._date, wire)
+            conn.write(wire)
+        if not keep:
+            conn.close()
+
+    def _send_file(self, proto: HttpProtocol, req: Request) -> None:
+        path = self._resolve(req.path, for_write=False)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            raise HttpError(404, "not found") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise HttpError(404, "not found")
+        except BaseException:
+            os.close(fd)
+            raise
+        ctype = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        conn = proto.conn
+        assert conn is not None
+        head = self._head(200, st.st_size, ctype, (), keep_alive=req.keep_alive)
+        if req.method == "HEAD" or st.st_size == 0:
+            os.close(fd)
+            conn.write(head)
+        else:
+            conn.write(head, more=True)
+            if conn.closed:
+                os.close(fd)
+                return
+            conn.write_file(fd, 0, st.st_size)
+        if not req.keep_alive:
+            conn.close()
+
+    def _is_upload(self, req: Request) -> bool:
+        return self.uploads and self.root is not None and req.method in ("PUT", "POST")
+
+    def _resolve(self, target_path: str, *, for_write: bool) -> str:
+        """Map a URL path to a file under ``root``; anything escaping it is a 404."""
+        if self.root is None:
+            raise HttpError(404, "not found")
+        rel = urllib.parse.unquote(target_path).lstrip("/")
+        if "\0" in rel:
+            raise HttpError(400, "NUL in path")
+        full = os.path.realpath(os.path.join(self.root, rel))
+        if full != self.root and not full.startswith(self.root + os.sep):
+            raise HttpError(404, "not found")
+        if for_write:
+            if full == self.root or rel.endswith("/"):
+                raise HttpError(409, "cannot upload onto a directory")
+            return full
+        if os.path.isdir(full):
+            full = os.path.join(full, "index.html")
+        return full

@@ -1,0 +1,235 @@
+"""Socket adapters that read into pooled leases and write many buffers with one system call.
+
+Reads return the lease together with the number of bytes the kernel filled, ``(lease, n)``:
+a lease is a fixed-size block, so the fill level belongs to the read, not to the block
+(no extra state on the lease type, and a lease can be refilled at an offset).
+
+All functions work on blocking and non-blocking sockets. On a non-blocking socket a read that
+would block raises :class:`BlockingIOError` (as ``socket.recv_into`` does) after returning the
+lease to its pool; a write that would block returns what is left instead of raising, so an
+event loop can queue it. TLS sockets (``ssl.SSLSocket``) have no ``sendmsg``/``recvmsg``;
+they are served one buffer at a time through ``send``/``recv_into``.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import warnings
+from collections.abc import Sequence
+from typing import Protocol
+
+__all__ = [
+    "BufferLike",
+    "LeaseLike",
+    "LeaseSource",
+    "recv_into",
+    "recvmsg_into",
+    "send_buffers",
+    "sendall_buffers",
+]
+
+#: Anything exporting a contiguous byte buffer: bytes, bytearray, memoryview, a lease.
+BufferLike = bytes | bytearray | memoryview
+
+#: ``sendmsg`` accepts at most IOV_MAX (1024 on Linux) buffers per call.
+IOV_MAX = 1024
+
+
+class LeaseLike(Protocol):
+    """What the adapters need from a pooled lease (``poolalloc.Buffer`` fits).
+
+    Example:
+        >>> hasattr(LeaseLike, "release")
+        True
+    """
+
+    @property
+    def view(self) -> memoryview: ...
+
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+
+    @property
+    def nbytes(self) -> int: ...
+
+    def release(self) -> None: ...
+
+
+class LeaseSource(Protocol):
+    """What the adapters need from a pool (``poolalloc.BufferPool`` fits).
+
+    Example:
+        >>> hasattr(LeaseSource, "acquire")
+        True
+    """
+
+    def acquire(self, timeout: float | None = None) -> LeaseLike: ...
+
+
+def __getattr__(name: str) -> object:
+    if name == "LeasePool":  # the old name of LeaseSource
+        warnings.warn(
+            "poolalloc.net.sockets.LeasePool is now LeaseSource", DeprecationWarning, stacklevel=2
+        )
+        return LeaseSource
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def recv_into(
+    sock: socket.socket, pool: LeaseSource, timeout: float | None = None
+) -> tuple[LeaseLike, int] | None:
+    """Read once from ``sock`` into a fresh lease; ``(lease, nbytes)`` or ``None`` at EOF.
+
+    The caller owns the lease and must release it. On EOF or error the lease is already back
+    in the pool.
+
+    Example:
+        >>> import socket, poolalloc
+        >>> a, b = socket.socketpair()
+        >>> pool = poolalloc.BufferPool(4096, capacity=4)
+        >>> _ = a.send(b"hello")
+        >>> lease, n = recv_into(b, pool)
+        >>> bytes(lease.view[:n]); lease.release()
+        b'hello'
+        >>> a.close(); recv_into(b, pool) is None
+        True
+        >>> b.close(); pool.close()
+
+    :raises BlockingIOError: a non-blocking socket has no data.
+    :raises OSError: the socket failed (e.g. ``ConnectionResetError``).
+    :raises poolalloc.PoolExhausted: no lease within ``timeout``.
+    """
+    lease = pool.acquire(timeout)
+    try:
+        n = sock.recv_into(lease.view)
+    except BaseException:
+        lease.release()
+        raise
+    if n == 0:
+        lease.release()
+        return None
+    return lease, n
+
+
+def recvmsg_into(
+    sock: socket.socket, pool: LeaseSource, count: int, timeout: float | None = None
+) -> list[tuple[LeaseLike, int]] | None:
+    """Scatter-read into up to ``count`` leases with one ``recvmsg_into``.
+
+    Returns the leases that received bytes with their fill levels, in order; unused leases go
+    straight back. ``None`` at EOF. TLS sockets read into one lease (ssl has no scatter read).
+
+    Example:
+        >>> import socket, poolalloc
+        >>> a, b = socket.socketpair()
+        >>> pool = poolalloc.BufferPool(4096, capacity=4)
+        >>> _ = a.send(b"x" * 5000)
+        >>> got = recvmsg_into(b, pool, 3)
+        >>> [n for _, n in got]
+        [4096, 904]
+        >>> for lease, _ in got: lease.release()
+        >>> a.close(); b.close(); pool.close()
+
+    :raises ValueError: ``count`` is not positive.
+    :raises BlockingIOError: a non-blocking socket has no data.
+    :raises OSError: the socket failed.
+    """
+    if count < 1:
+        raise ValueError("count must be at least 1")
+    if isinstance(sock, ssl.SSLSocket):
+        single = recv_into(sock, pool, timeout)
+        return None if single is None else [single]
+    leases = [pool.acquire(timeout) for _ in range(count)]
+    try:
+        n = sock.recvmsg_into([lease.view for lease in leases])[0]
+    except BaseException:
+        _release_all(leases)
+        raise
+    filled: list[tuple[LeaseLike, int]] = []
+    for lease in leases:
+        take = min(n, lease.nbytes)
+        if take:
+            filled.append((lease, take))
+            n -= take
+        else:
+            lease.release()
+    return filled or None
+
+
+def send_buffers(sock: socket.socket, buffers: Sequence[BufferLike]) -> list[memoryview]:
+    """Gather-write ``buffers`` with ``sendmsg`` until done or the socket would block.
+
+    Returns what is left: an empty list when everything went out, else memoryviews of the
+    unsent tails (the first one possibly a partial slice). Never raises ``BlockingIOError``.
+    A lease's ``view`` (or a slice of it) may be passed directly.
+
+    Example:
+        >>> import socket
+        >>> a, b = socket.socketpair()
+        >>> send_buffers(a, [b"GET ", memoryview(b"/ HTTP/1.1\\r\\n")])
+        []
+        >>> b.recv(100)
+        b'GET / HTTP/1.1\\r\\n'
+        >>> a.close(); b.close()
+
+    :raises OSError: the socket failed (``BrokenPipeError``, ``ConnectionResetError``...).
+    """
+    views = [memoryview(b).cast("B") for b in buffers if len(b)]
+    if isinstance(sock, ssl.SSLSocket):
+        return _send_one_by_one(sock, views)
+    while views:
+        try:
+            sent = sock.sendmsg(views[:IOV_MAX])
+        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError):
+            return views
+        views = _advance(views, sent)
+    return views
+
+
+def sendall_buffers(sock: socket.socket, buffers: Sequence[BufferLike]) -> int:
+    """Send every byte of ``buffers`` on a blocking socket; returns the total sent.
+
+    Example:
+        >>> import socket
+        >>> a, b = socket.socketpair()
+        >>> sendall_buffers(a, [b"ab", b"cd"])
+        4
+        >>> a.close(); b.close()
+
+    :raises ValueError: the socket is non-blocking (it would have to spin).
+    :raises OSError: the socket failed.
+    """
+    if sock.gettimeout() == 0.0:
+        raise ValueError("sendall_buffers needs a blocking socket")
+    total = sum(len(memoryview(b).cast("B")) for b in buffers)
+    left = send_buffers(sock, buffers)
+    if left:  # a send timeout expired mid-way
+        raise TimeoutError(f"{sum(len(v) for v in left)} of {total} bytes unsent")
+    return total
+
+
+def _send_one_by_one(sock: socket.socket, views: list[memoryview]) -> list[memoryview]:
+    while views:
+        try:
+            sent = sock.send(views[0])
+        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError):
+            return views
+        views = _advance(views, sent)
+    return views
+
+
+def _advance(views: list[memoryview], sent: int) -> list[memoryview]:
+    """Drop ``sent`` bytes from the front of ``views``."""
+    i = 0
+    while i < len(views) and sent >= len(views[i]):
+        sent -= len(views[i])
+        i += 1
+    rest = views[i:]
+    if sent and rest:
+        rest[0] = rest[0][sent:]
+    return rest
+
+
+def _release_all(leases: Sequence[LeaseLike]) -> None:
+    for lease in leases:
+        lease.release()

@@ -1,0 +1,139 @@
+"""The provided-buffer ring of one BufferPool: which lease sits behind which buffer id.
+
+The kernel only knows ``{address, length, bid}`` entries; this class keeps the leases behind
+them, so that there is one source of truth for every block: a block in the ring is a live lease
+of the pool (acquired with ``acquire(0)``), held here until a receive completion names its bid.
+Then the very same lease goes to the protocol, and when the protocol releases it the block is
+back in the pool; :meth:`PoolRing.refill` acquires leases again (the pool's stash makes that
+cheap) and stages them under the freed bids.
+
+Exhaustion: a multishot receive that finds the ring empty ends with ``ENOBUFS`` and the data
+stays in the socket. :meth:`PoolRing.starved` doubles the fill target (never beyond the ring's
+entries nor half of a bounded pool's capacity, see :func:`_ring_limit`) and the proactor re-arms the
+receive once :meth:`refill` put buffers back. Nothing is lost; at worst a connection waits.
+
+Example:
+    >>> from poolalloc.net.uring.ring import Ring
+    >>> import poolalloc
+    >>> ring = Ring(8); pool = poolalloc.BufferPool(4096, capacity=16)
+    >>> pr = PoolRing(ring, pool, bgid=1, entries=8, initial=4)
+    >>> pr.refill(), pr.in_ring
+    (4, 4)
+    >>> pr.close(); ring.close(); pool.close()
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, cast
+
+from poolalloc.net.sockets import LeaseLike, LeaseSource
+from poolalloc.net.uring.ring import BufRing, Ring
+
+__all__ = ["PoolRing", "RingLease"]
+
+
+class RingLease(LeaseLike, Protocol):
+    """A lease whose block address the kernel can be given (``poolalloc.Buffer`` fits)."""
+
+    @property
+    def address(self) -> int: ...
+
+
+class PoolRing:
+    """Leases of ``pool`` staged in a provided-buffer ring registered as group ``bgid``."""
+
+    def __init__(
+        self, ring: Ring, pool: LeaseSource, *, bgid: int, entries: int, initial: int
+    ) -> None:
+        if entries <= 0 or entries & (entries - 1) or entries > 32768:
+            raise ValueError(f"entries must be a power of two <= 32768, not {entries}")
+        self.pool = pool
+        self.bgid = bgid
+        self.entries = entries
+        self.limit = _ring_limit(pool, entries)
+        self.target = max(1, min(initial, self.limit))
+        self.in_ring = 0
+        self.grown = 0
+        self.exhausted = 0
+        self._br: BufRing = ring.new_bufring(bgid, entries)
+        self._leases: list[RingLease | None] = [None] * entries
+        self._free_bids = list(range(entries - 1, -1, -1))
+        self.block_size = 0
+
+    def take(self, bid: int) -> RingLease:
+        """The lease behind ``bid`` (named by a completion); it leaves the ring.
+
+        :raises LookupError: no lease sits behind ``bid`` (a kernel/bookkeeping mismatch).
+        """
+        lease = self._leases[bid]
+        if lease is None:
+            raise LookupError(f"buffer id {bid} of group {self.bgid} is not in the ring")
+        self._leases[bid] = None
+        self._free_bids.append(bid)
+        self.in_ring -= 1
+        return lease
+
+    def refill(self) -> int:
+        """Top the ring up to its target from the pool; returns how many buffers were added."""
+        want = min(self.target - self.in_ring, len(self._free_bids))
+        if want <= 0:
+            return 0
+        acquire, free_bids, leases = self.pool.acquire, self._free_bids, self._leases
+        staged: list[tuple[int, int]] = []
+        for _ in range(want):
+            try:
+                lease = cast("RingLease", acquire(0))
+            except MemoryError:  # PoolExhausted: every block is with protocols right now
+                self.exhausted += 1
+                break
+            bid = free_bids.pop()
+            leases[bid] = lease
+            staged.append((lease.address, bid))
+        if staged:
+            if not self.block_size:
+                self.block_size = leases[staged[0][1]].nbytes  # type: ignore[union-attr]
+            self._br.add_many(staged, self.block_size)
+            self.in_ring += len(staged)
+        return len(staged)
+
+    def needs_refill(self) -> bool:
+        """True while fewer buffers than the target sit in the ring."""
+        return self.in_ring < self.target and bool(self._free_bids)
+
+    def starved(self) -> None:
+        """A receive found the ring empty: grow the target (bounded by the ring's entries)."""
+        if self.target < self.limit:
+            self.target = min(self.limit, self.target * 2)
+            self.grown += 1
+
+    def close(self) -> None:
+        """Unregister the ring, then give every staged lease back to the pool (idempotent).
+
+        Unregistering first guarantees the kernel no longer picks any of these blocks.
+        """
+        self._br.close()
+        for bid, lease in enumerate(self._leases):
+            if lease is not None:
+                self._leases[bid] = None
+                lease.release()
+        self.in_ring = 0
+
+    def stats(self) -> dict[str, int]:
+        """Counters for metrics: buffers in the ring, target, growth and exhaustion events."""
+        return {
+            "in_ring": self.in_ring,
+            "target": self.target,
+            "entries": self.entries,
+            "limit": self.limit,
+            "grown": self.grown,
+            "pool_exhausted": self.exhausted,
+        }
+
+
+def _ring_limit(pool: LeaseSource, entries: int) -> int:
+    """At most half a bounded pool sits in the ring: protocols that keep leases, or acquire
+    their own for writing, must still find blocks (the ring would otherwise hoard them all)."""
+    capacity = getattr(getattr(pool, "stats", lambda: None)(), "capacity", None)
+    if not capacity:
+        return entries
+    return max(1, min(entries, int(capacity) // 2))

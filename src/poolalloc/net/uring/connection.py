@@ -1,0 +1,539 @@
+"""A connection on the io_uring Proactor, with the Reactor connection's interface.
+
+Protocols see the same calls as on the Reactor (``connection_made``, ``buffer_received(lease,
+n)`` returning True to keep the lease, ``eof_received``, ``connection_lost``) and use the same
+methods (``write(data, owner=...)``, ``write_file``, ``pause_reading``, ``close``, ``abort``).
+What differs is underneath:
+
+* Reads: one multishot receive per connection, buffers chosen by the kernel from the
+  provided-buffer ring of the connection's BufferPool. The completion names the buffer id; the
+  lease behind it goes to the protocol. ``ENOBUFS`` hands the connection to the proactor, which
+  grows and refills the ring and re-arms the receive: the bytes wait in the socket meanwhile.
+* Pausing cancels the receive; completions already on their way are held and delivered, in
+  order, on resume, so nothing is dropped.
+* Writes queue and are flushed once per loop pass, one operation in flight per connection
+  (two sends in flight on one socket could complete out of order): ``send`` for one buffer
+  (``SEND_ZC`` above the proactor's threshold), ``sendmsg`` to gather several. Files go
+  file -> pipe -> socket with two splices. A buffer's owner is released after the completion,
+  or for ``SEND_ZC`` after the notification.
+* Closing cancels the operations in flight. Their buffers stay with a small :class:`_Remains`
+  record until the last completion arrives, because the kernel may still be using them; the
+  pooled connection object itself is free for reuse at once (its next token differs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import socket
+from typing import TYPE_CHECKING, Any
+
+from poolalloc.net.epoll.connection import Connection, ConnectionProtocol, FileRange, queued_size
+from poolalloc.net.sockets import IOV_MAX, LeaseLike, LeaseSource
+from poolalloc.net.uring.ring import (
+    CQE_BUFFER_SHIFT,
+    CQE_F_BUFFER,
+    CQE_F_MORE,
+    CQE_F_NOTIF,
+    cqe_error,
+    new_iov,
+    pin,
+)
+
+if TYPE_CHECKING:
+    from poolalloc.net.uring._buffers import PoolRing
+    from poolalloc.net.uring.proactor import Proactor
+
+__all__ = ["UringConnection"]
+
+RECV, SEND, SPLICE_IN, SPLICE_OUT = 1, 2, 3, 4
+_FLUSH_PENDING: list[Any] = []  # marker: the connection is on the proactor's flush list
+_PIPE_SIZE = 1 << 20
+
+
+class _Remains:
+    """What a closed connection left in flight: released when its last completion arrives."""
+
+    handlers = (lambda self, res, flags: self.complete(res, flags),) * 8
+
+    def __init__(self, conn: UringConnection, owners: list[Any]) -> None:
+        self.proactor, self.token = conn.proactor, conn.token
+        self.pool_ring, self.inflight = conn.pool_ring, conn.inflight
+        self.owners = owners
+        self.pipe = conn._x.pipe if conn._x is not None else None
+
+    def complete(self, res: int, flags: int) -> None:
+        if flags & CQE_F_BUFFER and self.pool_ring is not None:
+            self.pool_ring.take(flags >> CQE_BUFFER_SHIFT).release()
+        if not flags & CQE_F_MORE:
+            self.inflight -= 1
+        if self.inflight <= 0:
+            owners, self.owners = self.owners, []
+            _release_all(owners)
+            _close_pipe(self.pipe)
+            self.pipe = None
+            self.proactor.retarget(self.token, None)
+
+
+class _Rare:
+    """Per-connection state that only pausing, gathering, zero-copy or files need."""
+
+    __slots__ = ("held", "iov", "msg", "pipe", "pipe_fill", "zc_owners")
+
+    def __init__(self) -> None:
+        self.held: list[tuple[LeaseLike, int]] = []  # arrived while paused, in order
+        self.zc_owners: list[list[Any]] = []  # per SEND_ZC awaiting its notification
+        self.pipe: tuple[int, int] | None = None
+        self.pipe_fill = 0
+        self.iov: Any = None
+        self.msg: Any = None
+
+
+class UringConnection(Connection):
+    """Per-connection state on a :class:`~poolalloc.net.uring.proactor.Proactor`; pooled like
+    :class:`~poolalloc.net.epoll.connection.Connection`.
+
+    Example:
+        >>> import socket, poolalloc
+        >>> from poolalloc.net.uring.proactor import Proactor
+        >>> p = Proactor(); pool = poolalloc.BufferPool(4096, capacity=64)
+        >>> a, b = socket.socketpair()
+        >>> conn = UringConnection(); conn.open(p, b, pool, Echo(), 4096)  # doctest: +SKIP
+    """
+
+    def reset(self) -> None:
+        """Forget the last connection (ObjectPool ``reset``)."""
+        super().reset()
+        # Few attributes on purpose: past 30 an instance no longer shares its dict keys with its
+        # class (CPython's SHARED_KEYS_MAX_SIZE), and 10,000 idle connections pay for each one.
+        self.pool_ring: PoolRing | None = None
+        self.token = 0
+        self.inflight = 0
+        self.recv_armed = False
+        self._ring: Any = None
+        # pins of the send in flight; _FLUSH_PENDING while queued for the next flush; None idle
+        self._sending: list[Any] | None = None
+        self._x: _Rare | None = None  # state that most connections never need
+
+    @property
+    def proactor(self) -> Proactor:
+        """The loop this connection runs on (its ``reactor``, seen as a Proactor)."""
+        return self.reactor  # type: ignore[return-value]
+
+    def _rare(self) -> _Rare:
+        if self._x is None:
+            self._x = _Rare()
+        return self._x
+
+    def open(
+        self,
+        reactor: Any,
+        sock: socket.socket,
+        pool: LeaseSource,
+        protocol: ConnectionProtocol,
+        chunk_size: int,
+    ) -> None:
+        """Adopt a connected socket, arm its multishot receive and start the protocol.
+
+        :raises TypeError: ``reactor`` is not a Proactor.
+        :raises OSError: the ring refused the receive.
+        """
+        if not hasattr(reactor, "pool_ring"):
+            raise TypeError("UringConnection needs a poolalloc.net.uring.proactor.Proactor")
+        sock.setblocking(True)  # io_uring polls internally; the socket is never read directly
+        self.reactor = reactor
+        self.sock, self.fd = sock, sock.fileno()
+        self.pool, self.protocol, self._chunk = pool, protocol, chunk_size
+        self.last_active = reactor.now
+        self._ring = reactor.ring
+        self.pool_ring = reactor.pool_ring(pool)
+        self.token = reactor.new_token(self)
+        protocol.connection_made(self)
+        if not self.closed:
+            self.arm_recv()
+
+    # ---- completions ----
+    def complete(self, kind: int, res: int, flags: int) -> None:
+        """Route one completion of this connection (the proactor calls ``handlers`` directly)."""
+        self.handlers[kind](self, res, flags)
+
+    # ---- reading ----
+    def arm_recv(self) -> None:
+        """Start (or restart) the multishot receive, unless paused or closed."""
+        if self.recv_armed or self.closed or (self.paused and not self._lingering):
+            return
+        assert self.pool_ring is not None
+        self._ring.prep_recv(self.fd, self.pool_ring.bgid, self.token << 8 | RECV)
+        self.recv_armed = True
+        self.inflight += 1
+
+    def _on_unknown(self, res: int, flags: int) -> None:
+        raise LookupError(f"completion of an unknown kind (res {res}, flags {flags:#x})")
+
+    def _on_recv(self, res: int, flags: int) -> None:
+        if not flags & CQE_F_MORE:
+            self.recv_armed = False
+            self.inflight -= 1
+        if flags & CQE_F_BUFFER:
+            lease = self.pool_ring.take(flags >> CQE_BUFFER_SHIFT)  # type: ignore[union-attr]
+            if self.paused or self.closed or self._lingering or res <= 0:
+                self._deliver(lease, res)
+            else:  # the common case, inline
+                self.bytes_in += res
+                self.last_active = self.reactor.now  # type: ignore[union-attr]
+                if not self.protocol.buffer_received(lease, res):  # type: ignore[union-attr]
+                    lease.release()
+            if not self.recv_armed:
+                self.arm_recv()
+        elif res == 0:
+            self._eof()
+        elif res == -errno.ENOBUFS:
+            assert self.proactor is not None
+            assert self.pool_ring is not None
+            self.proactor.starved(self, self.pool_ring)
+        elif res != -errno.ECANCELED and not self.closed:
+            self.abort(cqe_error(res))
+
+    def _deliver(self, lease: LeaseLike, n: int) -> None:
+        if self.closed or self._lingering or n <= 0:
+            lease.release()  # after close() input is discarded until the peer's EOF
+            return
+        if self.paused:
+            self._rare().held.append((lease, n))
+            return
+        self.bytes_in += n
+        self.last_active = self.reactor.now  # type: ignore[union-attr]
+        if not self.protocol.buffer_received(lease, n):  # type: ignore[union-attr]
+            lease.release()
+
+    def pause_reading(self) -> None:
+        """Stop delivering data: the receive is cancelled, late arrivals are held."""
+        if self.paused or self.closed:
+            return
+        self.paused = True
+        if self.recv_armed:
+            self._ring.prep_cancel(0, target=self.token << 8 | RECV)
+
+    def resume_reading(self) -> None:
+        """Deliver what was held, then receive again."""
+        if self.paused and not self.closed:
+            self.paused = False
+            self.reactor.call_soon(self._resume)  # type: ignore[union-attr]
+
+    def _resume(self) -> None:
+        hook = getattr(self.protocol, "resume_reading", None)
+        if hook is not None and not self.closed:
+            hook()  # the protocol may hold back part of an earlier read: it goes first
+        x = self._x
+        while x is not None and x.held and not self.paused and not self.closed:
+            lease, n = x.held.pop(0)
+            self._deliver(lease, n)
+        if not self.paused:
+            self.arm_recv()
+
+    # ---- writing ----
+    def write(
+        self, data: bytes | memoryview, owner: LeaseLike | None = None, *, more: bool = False
+    ) -> None:
+        """Queue ``data`` for the next flush; ``owner`` is released once the kernel is done.
+
+        ``more`` (more data follows at once) needs no action here: everything written during a
+        loop pass goes out together, gathered, just before the next ``io_uring_enter``.
+
+        :raises ConnectionError: the connection is closing or closed.
+        """
+        if self.closing or self.closed:
+            self._refuse_write(owner)
+        if type(data) is not bytes:
+            data = memoryview(data)
+            if data.format != "B" or data.ndim != 1:
+                data = data.cast("B")
+        n = len(data)
+        if not n:
+            if owner is not None:
+                owner.release()
+            return
+        self.queue.append([data, owner])
+        self.queued += n
+        if self._sending is None:
+            self._sending = _FLUSH_PENDING
+            self.proactor.dirty.append(self)
+        if self.queued > self.high_water and not self.paused:
+            self.pause_reading()
+
+    def write_file(self, fd: int, offset: int, count: int, *, close_fd: bool = True) -> None:
+        """Queue ``count`` bytes of file ``fd`` from ``offset``, sent with splice.
+
+        :raises ConnectionError: the connection is closing or closed.
+        """
+        item = FileRange(fd, offset, count, close_fd=close_fd)
+        if self.closing or self.closed:
+            self._refuse_write(item)
+        self._queue_item([item, None])
+
+    def _queue_item(self, item: list[Any]) -> None:
+        self.queue.append(item)
+        self.queued += queued_size(item[0])
+        if self._sending is None:
+            self._sending = _FLUSH_PENDING
+            self.proactor.want_flush(self)
+        if self.queued > self.high_water and not self.paused:
+            self.pause_reading()
+
+    def flush_now(self) -> None:
+        """Submit the head of the queue (called by the proactor before it enters the kernel)."""
+        if self._sending is _FLUSH_PENDING:
+            self._sending = None
+        if self._sending is not None or self.closed or not self.queue:
+            return
+        head: Any = self.queue[0][0]
+        if isinstance(head, FileRange):
+            self._splice_start(head)
+            return
+        if len(self.queue) == 1:  # the common case: one response, one send
+            zc = self.proactor.zc_threshold
+            big = zc is not None and len(head) >= zc
+            self._sending = [
+                self._ring.prep_send_buffer(self.fd, head, self.token << 8 | SEND, big)
+            ]
+            self.inflight += 1
+            return
+        views: list[Any] = []
+        for item in self.queue:
+            if isinstance(item[0], FileRange) or len(views) == IOV_MAX:
+                break
+            views.append(item[0])
+        self._gather_send(views)
+
+    def _gather_send(self, views: list[Any]) -> None:
+        """Gather several queued buffers into one sendmsg."""
+        x = self._rare()
+        if x.iov is None:
+            x.iov, x.msg = new_iov(IOV_MAX)
+        iov, pins = x.iov, []
+        for i, view in enumerate(views):
+            keep, addr = pin(view)
+            pins.append(keep)
+            iov[2 * i] = addr
+            iov[2 * i + 1] = len(keep)
+        self._ring.prep_sendmsg(self.fd, iov, len(views), x.msg, self.token << 8 | SEND)
+        self._sending = [*pins, iov, x.msg]  # the kernel reads the iovecs and msghdr too
+        self.inflight += 1
+
+    def _on_send(self, res: int, flags: int) -> None:
+        if flags & CQE_F_NOTIF:
+            self.inflight -= 1
+            _release_all(self._rare().zc_owners.pop(0))
+            return
+        zc_pending = bool(flags & CQE_F_MORE)
+        if not zc_pending:
+            self.inflight -= 1
+        pins, self._sending = self._sending, None
+        if self.closed:
+            return
+        queue = self.queue
+        if res == self.queued and not zc_pending and len(queue) == 1:
+            # The common case, kept short: one buffer queued, all of it sent.
+            owner: Any = queue.popleft()[1]
+            if owner is not None:
+                owner.release()
+            self.bytes_out += res
+            self.queued = 0
+            self.last_active = self.reactor.now  # type: ignore[union-attr]
+            if self.paused and not self.closing:
+                self.resume_reading()
+            if self.closing and not self._lingering:
+                self._linger()
+            return
+        if res < 0:
+            self.abort(cqe_error(res))
+            return
+        done = self._consume(res)
+        if zc_pending:
+            self._rare().zc_owners.append([*done, pins])
+        else:
+            _release_all(done)
+        self._account(res)
+        if self.queue:
+            self.flush_now()
+        else:
+            self._drained()
+
+    def _consume(self, sent: int) -> list[Any]:
+        """Drop ``sent`` bytes from the head of the queue; return the owners now done."""
+        done: list[Any] = []
+        queue = self.queue
+        while sent and queue:
+            view: Any = queue[0][0]
+            owner = queue[0][1]
+            if sent < len(view):
+                queue[0][0] = memoryview(view)[sent:]
+                break
+            sent -= len(view)
+            queue.popleft()
+            if owner is not None:
+                done.append(owner)
+        return done
+
+    def _drained(self) -> None:
+        self.queued = 0
+        if self.closing and not self.closed and not self._lingering:
+            self._linger()
+
+    # ---- files: file -> pipe -> socket ----
+    def _splice_start(self, item: FileRange) -> None:
+        x = self._rare()
+        if x.pipe is None:
+            x.pipe = _new_pipe()
+        n = min(item.count, _PIPE_SIZE)
+        ud = self.token << 8 | SPLICE_IN
+        self._ring.prep_splice(item.fd, x.pipe[1], off_in=item.offset, nbytes=n, ud=ud)
+        self._sending = []
+        self.inflight += 1
+
+    def _on_splice_in(self, res: int, flags: int = 0) -> None:
+        self.inflight -= 1
+        if self.closed:
+            return
+        if res <= 0:
+            err = cqe_error(res) if res else OSError(errno.EIO, "file truncated while sending")
+            self.abort(err)
+            return
+        item: Any = self.queue[0][0]
+        item.offset += res
+        item.count -= res
+        self._rare().pipe_fill = res
+        self._splice_out()
+
+    def _splice_out(self) -> None:
+        x = self._rare()
+        assert x.pipe is not None
+        ud = self.token << 8 | SPLICE_OUT
+        self._ring.prep_splice(x.pipe[0], self.fd, nbytes=x.pipe_fill, ud=ud)
+        self.inflight += 1
+
+    def _on_splice_out(self, res: int, flags: int = 0) -> None:
+        self.inflight -= 1
+        if self.closed:
+            return
+        if res <= 0:
+            self.abort(cqe_error(res) if res else ConnectionResetError(errno.EPIPE, "peer gone"))
+            return
+        x = self._rare()
+        x.pipe_fill -= res
+        self._account(res)
+        if x.pipe_fill:
+            self._splice_out()
+            return
+        item: Any = self.queue[0][0]
+        if item.count:
+            self._splice_start(item)
+            return
+        item.discard()
+        self.queue.popleft()
+        self._sending = None
+        if self.queue:
+            self.flush_now()
+        else:
+            self._drained()
+
+    #: completion handlers by kind (``user_data & 0xff``), plain functions called as
+    #: ``handlers[kind](conn, res, flags)``: a tuple of bound methods on the instance would make
+    #: every connection a reference cycle, and a cycle that holds a pinned memoryview must never
+    #: reach the garbage collector (it cannot clear a memoryview that is still exported).
+    handlers = (_on_unknown, _on_recv, _on_send, _on_splice_in, _on_splice_out)
+
+    # ---- closing ----
+    def close(self) -> None:
+        """Graceful close: flush what is queued, half-close, drain input, then close."""
+        if self.closing or self.closed:
+            return
+        self.closing = True
+        if not self.queue and self._sending in (None, _FLUSH_PENDING):
+            self._linger()
+
+    def _discard_input(self) -> None:
+        # Lingering (the base class's _linger): what arrives is released as its receive
+        # completes, until the peer's EOF; the receive may have been cancelled by a pause.
+        self._drop_held()
+        self.arm_recv()
+
+    def _finish(self, exc: BaseException | None) -> None:
+        self.closed = True
+        if self._sending is _FLUSH_PENDING:
+            self._sending = None  # queued for a flush, nothing submitted yet
+        sending = self._sending is not None
+        in_flight = self._cancel_inflight()
+        for item, owner in self.queue:
+            # While an operation is in flight the kernel may read any queued item's memory or
+            # file: those wait for the last completion; otherwise they are freed now.
+            keep = item if isinstance(item, FileRange) else owner
+            if keep is not None and sending:
+                in_flight.append(keep)
+            elif keep is not None:
+                _release_all([keep])
+        self.queue.clear()
+        self._drop_held()
+        self._hand_over(in_flight)
+        self._closed_notify(exc)
+
+    def _cancel_inflight(self) -> list[Any]:
+        if self.recv_armed:
+            self._ring.prep_cancel(0, target=self.token << 8 | RECV)
+        held: list[Any] = []
+        x = self._x
+        if self._sending is not None:
+            kind = SEND if x is None or not x.pipe or x.pipe_fill == 0 else SPLICE_OUT
+            self._ring.prep_cancel(0, target=self.token << 8 | kind)
+            self._ring.prep_cancel(0, target=self.token << 8 | SPLICE_IN)
+            held.append(self._sending)
+        if x is not None:
+            for owners in x.zc_owners:
+                held.extend(owners)
+            x.zc_owners.clear()
+        return held
+
+    def _drop_held(self) -> None:
+        if self._x is not None:
+            for lease, _ in self._x.held:
+                lease.release()
+            self._x.held.clear()
+
+    def _hand_over(self, in_flight: list[Any]) -> None:
+        """Leave what the kernel may still touch to a :class:`_Remains` until its completions."""
+        assert self.proactor is not None
+        if self.inflight > 0:
+            self.proactor.retarget(self.token, _Remains(self, in_flight))
+        else:
+            _release_all(in_flight)
+            _close_pipe(self._x.pipe if self._x is not None else None)
+            self.proactor.retarget(self.token, None)
+        self._x = None
+        self._sending = None
+        self.inflight = 0
+        self.recv_armed = False
+
+
+def _release_all(items: list[Any]) -> None:
+    for item in items:
+        if isinstance(item, list):
+            _release_all(item)
+        elif isinstance(item, FileRange):
+            item.discard()
+        elif hasattr(item, "release"):
+            item.release()
+
+
+def _new_pipe() -> tuple[int, int]:
+    r, w = os.pipe2(os.O_CLOEXEC)
+    with contextlib.suppress(OSError):  # pipe-max-size is lower: splices move less per round
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+    return r, w
+
+
+def _close_pipe(pipe: tuple[int, int] | None) -> None:
+    if pipe is not None:
+        os.close(pipe[0])
+        os.close(pipe[1])

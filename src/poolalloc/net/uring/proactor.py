@@ -1,0 +1,340 @@
+"""The io_uring Proactor: the Reactor's interface; the kernel fills receives from a BufferPool.
+
+Theory of operation
+===================
+
+Some facts about io_uring
+-------------------------
+* A Reactor asks "which fds are ready?" and then makes one system call per read and per write.
+  A Proactor hands the kernel whole operations and later collects their results. io_uring does
+  this through two rings shared with the kernel: we write submission entries (SQEs), the kernel
+  writes completion entries (CQEs). One ``io_uring_enter`` submits every queued SQE *and* waits
+  for completions, so a loop pass costs one system call however many sockets took part.
+* Multishot operations (Linux 6.0): one accept SQE yields a CQE per new connection, one receive
+  SQE a CQE per arrival, until an error or ``ENOBUFS`` ends it (the CQE lacks ``F_MORE``).
+* Provided-buffer rings (``IORING_REGISTER_PBUF_RING``, 5.19): a ring of ``{addr, len, bid}``
+  entries shared with the kernel. A receive with buffer selection takes a buffer only when data
+  arrives, so an idle connection pins no memory, exactly like the Reactor's read-when-ready.
+  The CQE names the buffer by its id. When the ring is empty the receive ends with
+  ``ENOBUFS`` and the bytes stay queued in the socket.
+* ``SEND_ZC`` posts two CQEs: the result, then a notification (``F_NOTIF``) once the kernel no
+  longer reads the pages. Only then may the buffer be reused. Over loopback the kernel copies
+  anyway (a deferred copy), and for small writes the page pinning costs more than a copy, so it
+  is used only above ``zc_threshold`` (Netty disables it by default for the same reasons).
+* Rings are per process. After ``fork()`` the child inherits the descriptor but must not use
+  it: the C side maps the rings ``MADV_DONTFORK`` and refuses (``ECHILD``) every call on an
+  inherited ring. A child builds its own :class:`Proactor`.
+* Closing a socket does not end the operations in flight on it (they hold a file reference):
+  a multishot receive on a closed fd would live as long as the ring. Every close therefore
+  cancels (``IORING_OP_ASYNC_CANCEL``) the connection's operations, and the leases they use go
+  back to the pool only after their final CQE.
+
+What does this mean for us?
+---------------------------
+* :class:`Proactor` *is* a :class:`~poolalloc.net.epoll.reactor.Reactor` (timers, ``call_soon``,
+  signals, ``register`` for any fd), whose wait is ``io_uring_enter`` instead of
+  ``epoll_wait``. The Reactor's epoll set stays, watched by one multishot poll SQE on the epoll
+  fd, so the eventfd wakeup, signals and any registered fd work unchanged.
+* Sockets go through the ring: :class:`~poolalloc.net.uring.connection.UringConnection` has the
+  Reactor connection's interface (protocols cannot tell the engines apart) and
+  :class:`~poolalloc.net.uring.server.UringTcpServer` accepts with a multishot accept.
+* Each completion's ``user_data`` is ``token << 8 | kind``: the token names the object that
+  owns the operation (a connection, a listener), the kind which operation it was. Tokens are
+  never reused, so a late CQE of a closed connection cannot reach the next user of the same
+  pooled connection object.
+* Completions are copied in C into an array of ``{user_data, res, flags}``; Python walks it
+  with ``struct.iter_unpack``. No C-to-Python callback. A negative ``res`` becomes an exception
+  in one place, :func:`poolalloc.net.uring.ring.cqe_error`.
+* Writes queued during a pass are flushed just before the next ``io_uring_enter``: all the
+  responses a pass produced go to the kernel in that same system call.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import select
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from poolalloc.net.epoll.reactor import Reactor
+from poolalloc.net.sockets import LeaseSource
+from poolalloc.net.uring._buffers import PoolRing
+from poolalloc.net.uring.connection import UringConnection
+from poolalloc.net.uring.ring import CQE_F_MORE, ProbeResult, Ring, probe
+from poolalloc.net.uring.server import UringTcpServer
+
+__all__ = ["Proactor", "available", "probe_result"]
+
+_KIND_BITS = 8
+_EPOLL_TOKEN = 1
+_CANCEL_TOKEN = 2
+_FIRST_TOKEN = 16
+
+
+class RingTarget(Protocol):
+    """An owner of ring operations: ``handlers[kind](owner, res, flags)`` gets each completion;
+    ``inflight`` says how many operations are still out."""
+
+    inflight: int
+
+    @property
+    def handlers(self) -> Sequence[Callable[[Any, int, int], None]]: ...
+
+
+@functools.cache
+def probe_result() -> ProbeResult:
+    """The result of the run-time probe, cached (``probe_result.cache_clear()`` probes again).
+
+    Example:
+        >>> isinstance(probe_result().ok, bool)
+        True
+    """
+    try:
+        return probe()
+    except (ImportError, OSError) as exc:  # no native module, or the probe itself failed
+        code = getattr(exc, "errno", None) or errno.ENOSYS
+        return ProbeResult(code, str(exc), 0, 0, False, False, -1, -1, 0)
+
+
+def available() -> tuple[bool, str]:
+    """Whether the io_uring Proactor can run here, and why not when it cannot.
+
+    Example:
+        >>> ok, reason = available(); isinstance(reason, str)
+        True
+    """
+    result = probe_result()
+    return result.ok, result.reason
+
+
+class Proactor(Reactor):
+    """An io_uring event loop with the Reactor's interface.
+
+    ``entries`` sizes the submission queue; ``ring_buffers`` the provided-buffer ring of each
+    BufferPool (a power of two), of which ``initial_buffers`` are filled at first and more as
+    receives find the ring empty; writes of at least ``zc_threshold`` bytes use ``SEND_ZC``
+    (``None`` never). ``single_issuer`` binds the ring to the thread that first runs the loop
+    (``SINGLE_ISSUER`` + ``DEFER_TASKRUN``: fewer interruptions), for a loop built, run and
+    closed in one thread, as ``poolalloc serve`` does; by default any one thread at a time may
+    drive it (``COOP_TASKRUN``), e.g. a loop run in a background thread and closed by the main.
+
+    Example:
+        >>> p = Proactor()
+        >>> out = []
+        >>> _ = p.call_later(0.01, out.append, "timer")
+        >>> _ = p.call_later(0.02, p.stop)
+        >>> p.run(); out
+        ['timer']
+        >>> p.close()
+
+    :raises OSError: io_uring is not usable here (:func:`available` says why).
+    """
+
+    #: what servers built on this loop use (``HttpServer`` picks them up from the loop)
+    connection_class = UringConnection
+    server_class = UringTcpServer
+
+    def __init__(
+        self,
+        *,
+        entries: int = 1024,
+        ring_buffers: int = 1024,
+        initial_buffers: int = 64,
+        zc_threshold: int | None = 1 << 16,
+        single_issuer: bool = False,
+        max_events: int = 1024,
+        exception_handler: Callable[[BaseException, object], None] | None = None,
+    ) -> None:
+        self._ring = Ring(entries, max(4096, 4 * entries), single_issuer=single_issuer)
+        try:
+            super().__init__(max_events=max_events, exception_handler=exception_handler)
+        except BaseException:
+            self._ring.close()
+            raise
+        self.pid = os.getpid()
+        self.ring_buffers = ring_buffers
+        self.initial_buffers = initial_buffers
+        self.zc_threshold = zc_threshold if probe_result().has_send_zc else None
+        self._targets: dict[int, RingTarget] = {}
+        self._pool_rings: dict[int, PoolRing] = {}
+        self._next_token = _FIRST_TOKEN
+        self.dirty: list[Any] = []  # connections with writes to flush before the next enter
+        self._starved: list[Any] = []
+        self.stats.update(completions=0, enters=0, enobufs=0)
+        self._draining = False
+        self._arm_epoll()
+
+    # ---- tokens and ring access ----
+    @property
+    def ring(self) -> Ring:
+        """The ring (for connections and servers of this engine)."""
+        self._check_pid()
+        return self._ring
+
+    def new_token(self, target: RingTarget) -> int:
+        """A never-reused token for ``target``; ``user_data`` is ``token << 8 | kind``."""
+        token = self._next_token
+        self._next_token += 1
+        self._targets[token] = target
+        return token
+
+    def retarget(self, token: int, target: RingTarget | None) -> None:
+        """Route the token's remaining completions to ``target`` (None: forget the token)."""
+        if target is None:
+            self._targets.pop(token, None)
+        else:
+            self._targets[token] = target
+
+    def pool_ring(self, pool: LeaseSource) -> PoolRing:
+        """The provided-buffer ring fed from ``pool`` (created on first use)."""
+        pr = self._pool_rings.get(id(pool))
+        if pr is None:
+            bgid = len(self._pool_rings) + 1
+            pr = PoolRing(
+                self._ring, pool, bgid=bgid, entries=self.ring_buffers, initial=self.initial_buffers
+            )
+            self._pool_rings[id(pool)] = pr
+            pr.refill()
+        return pr
+
+    def want_flush(self, conn: Any) -> None:
+        """Flush ``conn``'s write queue just before the next ``io_uring_enter``."""
+        self.dirty.append(conn)
+
+    def starved(self, conn: Any, pool_ring: PoolRing) -> None:
+        """``conn``'s receive found no buffer: grow the ring and re-arm it after a refill."""
+        self.stats["enobufs"] += 1
+        pool_ring.starved()
+        self._starved.append(conn)
+
+    # ---- the loop ----
+    def _check_pid(self) -> None:
+        if self.pid != os.getpid():
+            raise RuntimeError(
+                "this Proactor belongs to the parent process: an io_uring instance is not "
+                "shared across fork(); create a new Proactor in the child"
+            )
+
+    def run(self) -> None:
+        """Run until :meth:`stop` (see :meth:`Reactor.run`).
+
+        :raises RuntimeError: closed, already running, or called in a forked child.
+        """
+        self._check_pid()
+        super().run()
+
+    def run_once(self) -> None:
+        """One pass: flush writes, refill buffer rings, submit and wait, dispatch, run callbacks."""
+        if self.dirty:
+            self._flush_dirty()
+        self._refill()
+        timeout = self._poll_timeout()
+        if self._starved and timeout != 0:
+            timeout = 0.005 if timeout < 0 else min(timeout, 0.005)
+        wait_ns = -1 if timeout < 0 else int(timeout * 1e9)
+        completions = self._ring.enter(0 if wait_ns == 0 else 1, wait_ns)
+        self.now = time.monotonic()
+        self.stats["wakeups"] += 1
+        self.stats["enters"] += 1
+        self._complete(completions)
+        if self._timers:
+            self._collect_timers()
+        if self._ready:
+            self._run_ready()
+
+    def _complete(self, completions: Any) -> None:
+        targets = self._targets
+        count = 0
+        for ud, res, flags in completions:
+            count += 1
+            token = ud >> _KIND_BITS
+            target = targets.get(token)
+            if target is None:
+                if token == _EPOLL_TOKEN:
+                    self._on_epoll(flags)
+                continue  # a cancel's own completion, or a target already gone
+            try:
+                target.handlers[ud & 0xFF](target, res, flags)
+            except Exception as exc:
+                self._report(exc, target)
+        self.stats["completions"] += count
+
+    def _flush_dirty(self) -> None:
+        dirty, self.dirty = self.dirty, []
+        for conn in dirty:
+            try:
+                conn.flush_now()
+            except Exception as exc:
+                self._report(exc, conn)
+
+    def _refill(self) -> None:
+        for pr in self._pool_rings.values():
+            if pr.needs_refill():
+                pr.refill()
+        if self._starved:
+            starved, self._starved = self._starved, []
+            for conn in starved:
+                if conn.pool_ring.in_ring:
+                    conn.arm_recv()
+                else:
+                    self._starved.append(conn)
+
+    # ---- the epoll set (eventfd wakeups, signals, registered fds) ----
+    def _arm_epoll(self) -> None:
+        self._ring.prep_poll(self._epoll.fileno(), select.POLLIN, _EPOLL_TOKEN << _KIND_BITS)
+
+    def _on_epoll(self, flags: int) -> None:
+        events = self._epoll.poll(0, self._max_events)
+        if events:
+            self.stats["events"] += len(events)
+            self._dispatch(events)
+        if not flags & CQE_F_MORE and not self._draining:
+            self._arm_epoll()
+
+    # ---- teardown ----
+    def close(self) -> None:
+        """Cancel every operation, wait for their completions, return all buffers; idempotent.
+
+        :raises RuntimeError: the proactor is running.
+        """
+        if self._running:
+            raise RuntimeError("cannot close a running proactor")
+        if self._closed:
+            return
+        if self.pid == os.getpid():
+            self._drain_ring()
+        # In a forked child the kernel never writes into these blocks (the child has no ring of
+        # its own here, and the C side leaves the parent's registration alone): the leases of
+        # the child's copy of the pool can simply go back.
+        for pr in self._pool_rings.values():
+            pr.close()
+        self._pool_rings.clear()
+        self._ring.close()
+        super().close()
+
+    def _drain_ring(self, limit: float = 2.0) -> None:
+        self._draining = True
+        for target in list(self._targets.values()):
+            abort = getattr(target, "abort", None)
+            if abort is not None and not getattr(target, "closed", True):
+                abort(ConnectionAbortedError("proactor closed"))
+        self._flush_dirty()
+        self._ring.prep_cancel_all(_CANCEL_TOKEN << _KIND_BITS)
+        deadline = time.monotonic() + limit
+        while self._outstanding() and time.monotonic() < deadline:
+            self._complete(self._ring.enter(1, 10_000_000))
+
+    def _outstanding(self) -> int:
+        return sum(t.inflight for t in self._targets.values())
+
+    def ring_stats(self) -> dict[str, dict[str, int]]:
+        """Per-pool buffer-ring counters (buffers in the ring, growth, exhaustion).
+
+        Example:
+            >>> p = Proactor(); p.ring_stats(); p.close()
+            {}
+        """
+        return {f"bgid{pr.bgid}": pr.stats() for pr in self._pool_rings.values()}

@@ -1,0 +1,341 @@
+"""The locked half of ObjectPool: waiter queue, grants, stashes, retirement (no public API).
+
+Lock order and ownership (see ``docs/design.md`` ## ObjectPool):
+
+* ``_lock`` guards ``_idle``, ``_waiters``, ``_stashes`` (the registry), ``_alive``, ``_n``,
+  ``_closed`` and ``_contended``. It is never held while user code runs: ``factory``,
+  ``validate``, ``reset`` and ``dispose`` run outside it, and so do wake-ups (methods collect
+  ``wake`` and ``dead`` lists under the lock and :meth:`ObjectStore._finish` acts on them after).
+* A stash is appended to only by its owning thread, without the lock; anybody may ``pop()``
+  from it (an atomic list operation), which is how waiters, ``trim`` and ``close`` steal.
+* ``_alive`` counts objects against ``max_size``, including CREATE permits not yet built.
+
+Example:
+    >>> core = ObjectStore(max_size=1, max_idle=None, stash_cap=1, dispose=None)
+    >>> core._take(None, None) is CREATE  # capacity left: the caller may build one object
+    True
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable
+from time import monotonic
+from typing import Generic, TypeVar
+
+from poolalloc.errors import PoolClosedError, PoolExhausted, PoolValueError
+from poolalloc.objects._waiting import CLOSED, CREATE, AsyncWaiter, ThreadWaiter, Waiter
+from poolalloc.objects.lease import Slot, Stash
+
+T = TypeVar("T")
+log = logging.getLogger("poolalloc.objects")
+_COUNTERS = (
+    "created",
+    "fresh",
+    "disposed",
+    "timeouts",
+    "invalid",
+    "reset",
+    "retired",
+    "acq",
+    "rel",
+)
+
+
+def stash_cap(max_size: int | None, max_idle: int | None, stash_size: int | None) -> int:
+    # Small per-thread stashes: Netty learned that big per-thread caches bloat (Recycler 32k ->
+    # 4096); a quarter of a bounded pool, at most 8, keeps most objects where waiters find them.
+    if stash_size is not None:
+        cap = stash_size
+    elif max_size is None:
+        cap = 8
+    else:
+        cap = max(1, min(8, max_size // 4))
+    return cap if max_idle is None else min(cap, max_idle)
+
+
+def acquisition_stack() -> str:
+    return "".join(traceback.format_stack()[:-2])
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_limits(
+    *,
+    max_size: int | None,
+    min_idle: int,
+    max_idle: int | None,
+    max_lifetime: float | None,
+    timeout: float | None,
+    stash_size: int | None,
+) -> None:
+    problems = []
+    if max_size is not None and not (_is_count(max_size) and max_size >= 1):
+        problems.append(f"max_size must be an int >= 1 or None, got {max_size!r}")
+    if not _is_count(min_idle):
+        problems.append(f"min_idle must be an int >= 0, got {min_idle!r}")
+    elif max_size is not None and _is_count(max_size) and min_idle > max_size:
+        problems.append(f"min_idle ({min_idle}) exceeds max_size ({max_size})")
+    if max_idle is not None and not _is_count(max_idle):
+        problems.append(f"max_idle must be an int >= 0 or None, got {max_idle!r}")
+    elif max_idle is not None and _is_count(min_idle) and min_idle > max_idle:
+        problems.append(f"min_idle ({min_idle}) exceeds max_idle ({max_idle})")
+    if max_lifetime is not None and not max_lifetime > 0:
+        problems.append(f"max_lifetime must be > 0 seconds or None, got {max_lifetime!r}")
+    if timeout is not None and not timeout >= 0:
+        problems.append(f"timeout must be >= 0 seconds or None, got {timeout!r}")
+    if stash_size is not None and not _is_count(stash_size):
+        problems.append(f"stash_size must be an int >= 0 or None, got {stash_size!r}")
+    if problems:
+        raise PoolValueError("; ".join(problems))
+
+
+class ObjectStore(Generic[T]):
+    """Shared state and the slow paths of an ObjectPool; ObjectPool adds the public API."""
+
+    def __init__(
+        self,
+        *,
+        max_size: int | None,
+        max_idle: int | None,
+        stash_cap: int,
+        dispose: Callable[[T], object] | None,
+    ) -> None:
+        self._max_size = max_size
+        self._max_idle = max_idle
+        self._stash_cap = stash_cap
+        self._dispose = dispose
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._stashes: list[Stash[T]] = []
+        self._idle: list[Slot[T]] = []
+        self._waiters: deque[Waiter] = deque()
+        self._contended = False  # a waiter is queued or the pool is closed: returns must lock
+        self._closed = False
+        self._alive = 0
+        self._n = dict.fromkeys(_COUNTERS, 0)
+
+    def _take(self, deadline: float | None, loop: asyncio.AbstractEventLoop | None) -> object:
+        """A slot, CREATE, or a queued waiter (possibly granted already)."""
+        wake: list[Waiter] = []
+        with self._lock:
+            if self._closed:
+                raise PoolClosedError(f"{self!r} is closed")
+            if not self._waiters:
+                if self._idle:
+                    return self._idle.pop()
+                if self._max_size is None or self._alive < self._max_size:
+                    self._alive += 1
+                    return CREATE
+            waiter: Waiter = ThreadWaiter() if loop is None else AsyncWaiter(loop)
+            self._waiters.append(waiter)
+            self._contended = True
+            self._serve_waiters(wake)
+            gave_up = waiter.grant is None and deadline is not None and deadline <= monotonic()
+            if gave_up:
+                self._waiters.remove(waiter)
+                self._contended = bool(self._waiters)
+                self._n["timeouts"] += 1
+        self._wake(wake)
+        if gave_up:
+            raise PoolExhausted(f"{self!r}: no object free and max_size reached")
+        return waiter
+
+    def _wait_thread(self, waiter: ThreadWaiter, deadline: float | None) -> object:
+        try:
+            waiter.wait(None if deadline is None else deadline - monotonic())
+        except BaseException:
+            self._abandon(waiter)
+            raise
+        return self._collect(waiter)
+
+    async def _wait_async(self, waiter: AsyncWaiter, deadline: float | None) -> object:
+        try:
+            if deadline is None:
+                await waiter.future
+            else:
+                async with asyncio.timeout(max(deadline - monotonic(), 0.0)):
+                    await waiter.future
+        except TimeoutError:
+            pass  # _collect decides: a grant may have arrived just in time
+        except BaseException:
+            self._abandon(waiter)
+            raise
+        return self._collect(waiter)
+
+    def _collect(self, waiter: Waiter) -> object:
+        with self._lock:
+            grant = waiter.grant
+            if grant is None:
+                self._waiters.remove(waiter)
+                self._contended = self._closed or bool(self._waiters)
+                self._n["timeouts"] += 1
+        if grant is None:
+            raise PoolExhausted(f"{self!r}: timed out waiting for a free object")
+        return grant
+
+    def _abandon(self, waiter: Waiter) -> None:
+        """A waiter gives up (cancelled, interrupted, loop gone): pass on whatever it got."""
+        wake: list[Waiter] = []
+        dead: list[Slot[T]] = []
+        with self._lock:
+            grant, waiter.grant = waiter.grant, None
+            if grant is None:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                self._contended = self._closed or bool(self._waiters)
+            else:
+                self._regrant(grant, wake, dead)
+        self._finish(wake, dead)
+
+    def _abandon_permit(self) -> None:
+        wake: list[Waiter] = []
+        with self._lock:
+            self._regrant(CREATE, wake, [])
+        self._wake(wake)
+
+    def _spill(self, stash: Stash[T]) -> None:
+        """A return found waiters, a closed pool, or a full stash: settle it under the lock."""
+        wake: list[Waiter] = []
+        dead: list[Slot[T]] = []
+        with self._lock:
+            try:
+                slot = stash.pop()
+            except IndexError:
+                return  # a waiter stole it already: nothing left to settle
+            if self._closed:
+                self._retire_locked(slot, wake, dead)
+                while stash:
+                    self._retire_locked(stash.pop(), wake, dead)
+            elif self._waiters:
+                self._grant(slot, wake)
+            elif len(stash) < self._stash_cap:
+                stash.append(slot)
+            else:
+                self._to_idle(slot, wake, dead)
+        self._finish(wake, dead)
+
+    def _grant(self, grant: object, wake: list[Waiter]) -> None:
+        waiter = self._waiters.popleft()
+        waiter.grant = grant
+        wake.append(waiter)
+        if not self._waiters:
+            self._contended = self._closed
+
+    def _regrant(self, grant: object, wake: list[Waiter], dead: list[Slot[T]]) -> None:
+        if grant is CLOSED:
+            return
+        if grant is CREATE:
+            if self._waiters and not self._closed:
+                self._grant(CREATE, wake)
+            else:
+                self._alive -= 1
+            return
+        assert isinstance(grant, Slot)
+        if self._closed:
+            self._retire_locked(grant, wake, dead)
+        elif self._waiters:
+            self._grant(grant, wake)
+        else:
+            self._to_idle(grant, wake, dead)
+
+    def _to_idle(self, slot: Slot[T], wake: list[Waiter], dead: list[Slot[T]]) -> None:
+        if self._max_idle is not None and self._idle_count() >= self._max_idle:
+            self._retire_locked(slot, wake, dead)
+        else:
+            self._idle.append(slot)
+
+    def _retire_locked(self, slot: Slot[T], wake: list[Waiter], dead: list[Slot[T]]) -> None:
+        self._alive -= 1
+        self._n["disposed"] += 1
+        dead.append(slot)
+        if self._waiters and not self._closed:
+            self._alive += 1
+            self._grant(CREATE, wake)
+
+    def _retire(self, slot: Slot[T], reason: str) -> None:
+        wake: list[Waiter] = []
+        dead: list[Slot[T]] = []
+        with self._lock:
+            self._n[reason] += 1
+            self._retire_locked(slot, wake, dead)
+        self._finish(wake, dead)
+
+    def _serve_waiters(self, wake: list[Waiter]) -> None:
+        """Hand queued waiters idle objects, free capacity, then other threads' stashes."""
+        self._fold_orphans()
+        while self._waiters and self._idle:
+            self._grant(self._idle.pop(), wake)
+        while self._waiters and (self._max_size is None or self._alive < self._max_size):
+            self._alive += 1
+            self._grant(CREATE, wake)
+        for stash in self._stashes:
+            while self._waiters:
+                try:
+                    slot = stash.pop()
+                except IndexError:
+                    break
+                self._grant(slot, wake)
+
+    def _fold_orphans(self) -> None:
+        """Stashes of finished threads: their slots go to the shared list, counters kept."""
+        orphans = [s for s in self._stashes if s.is_orphaned()]
+        if not orphans:
+            return
+        # By identity: stashes are lists, and list.remove() would match any equal (empty) one.
+        self._stashes = [s for s in self._stashes if not any(s is o for o in orphans)]
+        for stash in orphans:
+            self._idle.extend(stash)
+            self._n["acq"] += stash.acquires
+            self._n["rel"] += stash.releases
+
+    def _idle_count(self) -> int:
+        return len(self._idle) + sum(len(s) for s in self._stashes)
+
+    def _finish(self, wake: list[Waiter], dead: list[Slot[T]]) -> None:
+        self._wake(wake)
+        dispose = self._dispose
+        if dispose is not None:
+            for slot in dead:
+                try:
+                    dispose(slot.obj)
+                except Exception:
+                    log.warning("%r: dispose raised", self, exc_info=True)
+
+    def _wake(self, wake: list[Waiter]) -> None:
+        for waiter in wake:
+            if not waiter.wake():
+                self._abandon(waiter)  # its event loop is gone: pass the grant on
+
+    def _my_stash(self) -> Stash[T]:
+        try:
+            stash: Stash[T] = self._local.stash
+        except AttributeError:
+            stash = self._new_stash()
+        return stash
+
+    def _new_stash(self) -> Stash[T]:
+        stash: Stash[T] = Stash()
+        with self._lock:
+            # A new thread is the moment to reclaim finished ones: with thread churn the
+            # registry (and objects stranded in dead stashes) would otherwise only grow.
+            self._fold_orphans()
+            self._stashes.append(stash)
+        self._local.stash = stash
+        return stash
+
+    def _steal_all(self) -> None:
+        """Move every stash's slots to the shared list (lock held)."""
+        self._fold_orphans()
+        for stash in self._stashes:
+            while stash:
+                try:
+                    self._idle.append(stash.pop())
+                except IndexError:
+                    break

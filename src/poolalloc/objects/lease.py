@@ -1,0 +1,200 @@
+"""Leases of an ObjectPool and the two records behind them: a slot per object, a stash per thread.
+
+A :class:`Slot` lives as long as its object and carries its birth time (for ``max_lifetime``).
+A :class:`Lease` is new for every acquisition, so a stale reference to an old lease can never
+release somebody else's later lease of the same object: it is already marked released and
+raises :class:`~poolalloc.errors.DoubleReleaseError`. Leases have ``__slots__`` and no
+``__init__`` (the pool fills them), which keeps the acquire path to one C-level allocation.
+
+Example:
+    >>> from poolalloc.objects import ObjectPool
+    >>> pool = ObjectPool(list)
+    >>> with pool.acquire() as items:
+    ...     items.append(1)
+    >>> lease = pool.acquire()
+    >>> lease.obj, lease.is_released
+    ([1], False)
+    >>> lease.release(); lease.is_released
+    True
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Awaitable, Generator
+from types import TracebackType
+from typing import Generic, Protocol, TypeVar
+
+from poolalloc._closing import ExcInfo
+from poolalloc.errors import DoubleReleaseError, LeaseReleasedError
+
+__all__ = ["AsyncAcquire", "Lease"]
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Slot(Generic[T]):
+    """One pooled object and when it was made (``time.monotonic()``)."""
+
+    __slots__ = ("born", "obj")
+
+    def __init__(self, obj: T, born: float) -> None:
+        self.obj = obj
+        self.born = born
+
+
+class Stash(list[Slot[T]]):
+    """A thread's private LIFO of idle slots plus that thread's own counters.
+
+    Only the owning thread appends to it; others may only ``pop()`` (steal), which is one atomic
+    list operation. The counters are written by the owner alone, so they need no lock;
+    ``ObjectPool.stats()`` sums them.
+    """
+
+    __slots__ = ("acquires", "owner", "releases")
+
+    # Identity, not list equality: two empty stashes are different stashes.
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.acquires = 0
+        self.releases = 0
+        self.owner = weakref.ref(threading.current_thread())
+
+    def is_orphaned(self) -> bool:
+        """True when the owning thread has finished (its slots are anybody's)."""
+        thread = self.owner()
+        return thread is None or not thread.is_alive()
+
+
+class LeaseOwner(Protocol[T]):
+    """What a lease needs from its pool (ObjectPool implements it)."""
+
+    _plain: bool  # no reset, lifetime or leak tracking: a return is just an append
+    _contended: bool
+    _stash_cap: int
+    _local: threading.local
+
+    def _put(self, slot: Slot[T], lease: Lease[T]) -> None: ...
+
+    def _spill(self, stash: Stash[T]) -> None: ...
+
+
+class Lease(Generic[T]):
+    """One acquisition of a pooled object: use ``obj``, then ``release()`` (or use ``with``).
+
+    Example:
+        >>> from poolalloc.objects import ObjectPool
+        >>> pool = ObjectPool(dict)
+        >>> lease = pool.acquire()
+        >>> lease.obj["k"] = 1
+        >>> pool.release(lease)
+        >>> lease.release()
+        Traceback (most recent call last):
+        ...
+        poolalloc.errors.DoubleReleaseError: lease already released
+    """
+
+    __slots__ = ("_pool", "_slot")
+    _pool: LeaseOwner[T]
+    _slot: Slot[T] | None
+
+    @property
+    def obj(self) -> T:
+        """The leased object; raises LeaseReleasedError once the lease is released."""
+        slot = self._slot
+        if slot is None:
+            raise LeaseReleasedError("lease already released")
+        return slot.obj
+
+    @property
+    def is_released(self) -> bool:
+        """True once the object went back to the pool."""
+        return self._slot is None
+
+    def release(self) -> None:
+        """Give the object back (``reset`` runs); a second call raises DoubleReleaseError."""
+        slot = self._slot
+        if slot is None:
+            raise DoubleReleaseError("lease already released")
+        self._slot = None
+        self._pool._put(slot, self)
+
+    def __enter__(self) -> T:
+        slot = self._slot
+        if slot is None:
+            raise LeaseReleasedError("lease already released")
+        return slot.obj
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Named parameters, not ``*exc_info: *ExcInfo``: packing the tuple costs ~20 ns here.
+        slot = self._slot
+        if slot is None:
+            raise DoubleReleaseError("lease already released")
+        self._slot = None
+        pool = self._pool
+        # ObjectPool._put inlined for the plain case: one Python call less on the hottest path.
+        try:
+            stash: Stash[T] = pool._local.stash
+        except AttributeError:
+            pool._put(slot, self)
+            return
+        if not pool._plain:
+            pool._put(slot, self)
+            return
+        stash.releases += 1
+        stash.append(slot)
+        if pool._contended or len(stash) > pool._stash_cap:
+            pool._spill(stash)
+
+    def __repr__(self) -> str:
+        state = "released" if self._slot is None else repr(self._slot.obj)
+        return f"<Lease {state}>"
+
+
+class AsyncAcquire(Generic[T]):
+    """``async with pool.acquire_async() as obj`` or ``lease = await pool.acquire_async()``.
+
+    Example:
+        >>> import asyncio
+        >>> from poolalloc.objects import ObjectPool
+        >>> async def demo() -> int:
+        ...     pool = ObjectPool(list, max_size=1)
+        ...     async with pool.acquire_async(timeout=1.0) as items:
+        ...         items.append(7)
+        ...     lease = await pool.acquire_async()
+        ...     try:
+        ...         return lease.obj[0]
+        ...     finally:
+        ...         lease.release()
+        >>> asyncio.run(demo())
+        7
+    """
+
+    __slots__ = ("_lease", "_start")
+
+    def __init__(self, start: Awaitable[Lease[T]]) -> None:
+        self._start = start
+        self._lease: Lease[T] | None = None
+
+    def __await__(self) -> Generator[object, None, Lease[T]]:
+        return self._start.__await__()
+
+    async def __aenter__(self) -> T:
+        lease = await self._start
+        self._lease = lease
+        return lease.obj
+
+    async def __aexit__(self, *exc_info: *ExcInfo) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.release()

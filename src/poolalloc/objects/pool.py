@@ -1,0 +1,430 @@
+"""ObjectPool[T]: reuse expensive objects, with the behaviour of SQLAlchemy's and psycopg's pools
+and a thread-local fast path like Netty's Recycler.
+
+Theory of operation (the long form is ``docs/design.md`` ## ObjectPool):
+
+* Every idle object sits either in the shared LIFO ``_idle`` (guarded by ``_lock``) or in one
+  thread's :class:`~poolalloc.objects.lease.Stash`. A thread that acquires and releases in a loop
+  pops and appends its own stash and touches no lock, as long as the pool is not *contended*.
+* ``_contended`` is true while any waiter is queued or the pool is closed. A release always
+  appends to its stash first and reads ``_contended`` second; a new waiter registers (and sets
+  ``_contended``) first and steals every stash second. Whichever order the two threads run in,
+  the waiter gets the object: none is left in a stash while somebody waits for it.
+* Stashes are capped (``stash_size``) and stealable, so objects in idle threads' stashes cannot
+  starve a bounded pool; stashes of finished threads are folded back on the next slow path.
+* Waiters (threads and asyncio tasks in one FIFO) receive *grants* under the lock: see
+  :mod:`poolalloc.objects._waiting`.
+
+Counting equation (checked by ``ObjectPoolStats.is_balanced`` in the tests): every object made
+and not disposed is either leased (``in_use = acquires - releases``) or idle.
+
+Example:
+    >>> pool = ObjectPool(bytearray, reset=lambda b: b.clear(), max_size=2)
+    >>> with pool.acquire() as buf:
+    ...     buf += b"hello"
+    >>> with pool.acquire() as buf:
+    ...     len(buf)  # the same object, reset
+    0
+    >>> s = pool.stats(); (s.created, s.reused, s.is_balanced)
+    (1, 1, True)
+    >>> pool.close().is_clean
+    True
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import warnings
+from collections.abc import Callable
+from time import monotonic
+from typing import TypeVar
+
+from poolalloc._closing import ClosesOnExit
+from poolalloc.errors import ForeignLeaseError, PoolClosedError, PoolValueError
+from poolalloc.objects._store import (
+    ObjectStore,
+    acquisition_stack,
+    check_limits,
+    log,
+    stash_cap,
+)
+from poolalloc.objects._waiting import CLOSED, CREATE, AsyncWaiter, ThreadWaiter, Waiter
+from poolalloc.objects.lease import AsyncAcquire, Lease, Slot, Stash
+from poolalloc.objects.stats import CloseReport, ObjectPoolStats
+
+__all__ = ["AsyncAcquire", "CloseReport", "Lease", "ObjectPool", "ObjectPoolStats"]
+
+T = TypeVar("T")
+_TRACK_ENV = "POOLALLOC_TRACK_LEAKS"
+
+
+class ObjectPool(ObjectStore[T], ClosesOnExit):
+    """A pool of objects made by ``factory``; see the module docstring for the design.
+
+    ``reset(obj)`` runs on every return (if it raises, the object is disposed);
+    ``validate(obj)`` runs on borrow (false or raising: disposed and replaced); ``dispose(obj)``
+    runs once per object that leaves the pool. ``max_size`` bounds objects alive; at the bound,
+    acquirers wait in FIFO order up to ``timeout`` seconds (None: forever, 0: not at all) and
+    then get :class:`~poolalloc.errors.PoolExhausted`. ``min_idle`` objects are made up front and
+    kept by :meth:`trim`; ``max_idle`` caps idle objects kept on return; objects older than
+    ``max_lifetime`` seconds are retired on return. ``track_leaks`` (default: environment
+    variable ``POOLALLOC_TRACK_LEAKS=1``) records where each unreleased lease was acquired.
+    ``stash_size`` caps each thread's private, lock-free stash of idle objects (default: a
+    quarter of ``max_size`` clamped to 1..8, or 8 when unbounded; 0 disables the stashes).
+
+    Example:
+        >>> from poolalloc import PoolExhausted
+        >>> with ObjectPool(dict, max_size=1, timeout=0) as pool:
+        ...     with pool.acquire() as first:
+        ...         try:
+        ...             pool.acquire()
+        ...         except PoolExhausted:
+        ...             print("exhausted")
+        exhausted
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[], T],
+        *,
+        reset: Callable[[T], object] | None = None,
+        validate: Callable[[T], bool] | None = None,
+        dispose: Callable[[T], object] | None = None,
+        max_size: int | None = None,
+        min_idle: int = 0,
+        max_idle: int | None = None,
+        max_lifetime: float | None = None,
+        timeout: float | None = None,
+        name: str | None = None,
+        track_leaks: bool | None = None,
+        stash_size: int | None = None,
+    ) -> None:
+        if not callable(factory):
+            raise TypeError(f"factory must be callable, got {factory!r}")
+        check_limits(
+            max_size=max_size,
+            min_idle=min_idle,
+            max_idle=max_idle,
+            max_lifetime=max_lifetime,
+            timeout=timeout,
+            stash_size=stash_size,
+        )
+        self.name = name
+        super().__init__(
+            max_size=max_size,
+            max_idle=max_idle,
+            stash_cap=stash_cap(max_size, max_idle, stash_size),
+            dispose=dispose,
+        )
+        self._factory = factory
+        self._reset = reset
+        self._validate = validate
+        self._min_idle = min_idle
+        self._max_lifetime = max_lifetime
+        self._timeout = timeout
+        if track_leaks is None:
+            track_leaks = os.environ.get(_TRACK_ENV, "") not in ("", "0")
+        self._track = track_leaks
+        # One flag for the hot path: no per-object work on borrow or return.
+        self._plain = (
+            validate is None and reset is None and max_lifetime is None and not track_leaks
+        )
+        self._out: dict[Lease[T], str] = {}
+        for _ in range(min_idle):
+            self._idle.append(Slot(factory(), monotonic()))
+            self._alive += 1
+            self._n["created"] += 1
+
+    # ---- the fast path: no lock unless contended ----
+
+    def acquire(self, timeout: float | None = None) -> Lease[T]:
+        """Lease an object: ``with pool.acquire() as obj:`` or ``lease = pool.acquire()``.
+
+        ``timeout`` overrides the pool's default wait when ``max_size`` is reached.
+
+        Example:
+            >>> pool = ObjectPool(list)
+            >>> lease = pool.acquire()
+            >>> lease.obj
+            []
+            >>> lease.release()
+        """
+        if not self._contended:
+            try:
+                stash = self._local.stash
+                slot = stash.pop()
+            except (AttributeError, IndexError):
+                pass
+            else:
+                if self._plain:
+                    stash.acquires += 1
+                    lease: Lease[T] = Lease()
+                    lease._slot = slot
+                    lease._pool = self
+                    return lease
+                if self._validate is None or self._is_valid(slot):
+                    return self._lease_out(slot, stash)
+        return self._acquire_slow(timeout)
+
+    def _put(self, slot: Slot[T], lease: Lease[T]) -> None:
+        # Called by Lease.release/__exit__ once the lease is marked released.
+        try:
+            stash = self._local.stash
+        except AttributeError:
+            stash = self._new_stash()
+        stash.releases += 1
+        if not self._plain:
+            if self._track:
+                self._out.pop(lease, None)
+            reset = self._reset
+            if reset is not None:
+                try:
+                    reset(slot.obj)
+                except BaseException as exc:
+                    self._reset_failed(slot, exc)  # disposes it; re-raises a non-Exception
+                    return
+            if self._max_lifetime is not None and monotonic() - slot.born > self._max_lifetime:
+                self._retire(slot, "retired")
+                return
+        stash.append(slot)
+        if self._contended or len(stash) > self._stash_cap:
+            self._spill(stash)
+
+    def release(self, lease: Lease[T]) -> None:
+        """Give back a lease handed out by this pool (same as ``lease.release()``).
+
+        Example:
+            >>> pool, other = ObjectPool(list), ObjectPool(list)
+            >>> pool.release(other.acquire())
+            Traceback (most recent call last):
+            ...
+            poolalloc.errors.ForeignLeaseError: this lease was not handed out by this pool
+        """
+        if not isinstance(lease, Lease) or lease._pool is not self:
+            raise ForeignLeaseError("this lease was not handed out by this pool")
+        lease.release()
+
+    def acquire_async(self, timeout: float | None = None) -> AsyncAcquire[T]:
+        """``async with pool.acquire_async(timeout=...) as obj:`` (or ``await`` it for a lease).
+
+        Threads and tasks wait in one FIFO; a cancelled or timed-out task never strands an
+        object. Use ``timeout`` rather than ``asyncio.wait_for`` around it.
+
+        Example:
+            >>> import asyncio
+            >>> async def demo() -> list[int]:
+            ...     async with ObjectPool(list).acquire_async() as items:
+            ...         return items
+            >>> asyncio.run(demo())
+            []
+        """
+        return AsyncAcquire(self._acquire_async(timeout))
+
+    # ---- the slow paths ----
+
+    def _acquire_slow(self, timeout: float | None) -> Lease[T]:
+        stash = self._my_stash()
+        deadline = self._deadline(timeout)
+        while True:
+            grant = self._take(deadline, None)
+            if isinstance(grant, ThreadWaiter):
+                grant = self._wait_thread(grant, deadline)
+            lease = self._lease_from_grant(grant, stash)
+            if lease is not None:
+                return lease
+
+    async def _acquire_async(self, timeout: float | None) -> Lease[T]:
+        stash = self._my_stash()
+        if not self._contended:  # the thread's stash first, as in acquire()
+            try:
+                slot = stash.pop()
+            except IndexError:
+                pass
+            else:
+                if self._validate is None or self._is_valid(slot):
+                    return self._lease_out(slot, stash)
+        deadline = self._deadline(timeout)
+        loop = asyncio.get_running_loop()
+        while True:
+            grant = self._take(deadline, loop)
+            if isinstance(grant, AsyncWaiter):
+                grant = await self._wait_async(grant, deadline)
+            # No await from here to the return: a cancellation cannot separate grant and lease.
+            lease = self._lease_from_grant(grant, stash)
+            if lease is not None:
+                return lease
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        if timeout is None:
+            timeout = self._timeout
+        if timeout is not None and timeout < 0:
+            raise PoolValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+        return None if timeout is None else monotonic() + timeout
+
+    def _lease_from_grant(self, grant: object, stash: Stash[T]) -> Lease[T] | None:
+        if grant is CLOSED:
+            raise PoolClosedError(f"{self!r} closed while waiting")
+        if grant is CREATE:
+            slot = self._create()
+        else:
+            assert isinstance(grant, Slot)
+            slot = grant
+            if self._validate is not None and not self._is_valid(slot):
+                return None
+        return self._lease_out(slot, stash)
+
+    def _lease_out(self, slot: Slot[T], stash: Stash[T]) -> Lease[T]:
+        stash.acquires += 1
+        lease: Lease[T] = Lease()
+        lease._slot = slot
+        lease._pool = self
+        if self._track:
+            self._out[lease] = acquisition_stack()
+        return lease
+
+    def _create(self) -> Slot[T]:
+        try:
+            obj = self._factory()
+        except BaseException:
+            self._abandon_permit()
+            raise
+        with self._lock:
+            self._n["created"] += 1
+            self._n["fresh"] += 1
+        return Slot(obj, monotonic())
+
+    def _is_valid(self, slot: Slot[T]) -> bool:
+        assert self._validate is not None
+        try:
+            ok = bool(self._validate(slot.obj))
+        except Exception:
+            log.warning("%r: validate raised; object replaced", self, exc_info=True)
+            ok = False
+        if not ok:
+            self._retire(slot, "invalid")
+        return ok
+
+    def _reset_failed(self, slot: Slot[T], exc: BaseException) -> None:
+        """Dispose an object whose reset raised; swallow (and log) only an Exception."""
+        self._retire(slot, "reset")
+        if not isinstance(exc, Exception):
+            raise exc  # KeyboardInterrupt and friends
+        log.warning("%r: reset raised; object disposed", self, exc_info=exc)
+
+    # ---- management ----
+
+    def stats(self) -> ObjectPoolStats:
+        """A snapshot of the counters (exact when no other thread is inside the pool).
+
+        Example:
+            >>> pool = ObjectPool(list, min_idle=2)
+            >>> s = pool.stats(); (s.created, s.idle, s.in_use, s.is_balanced)
+            (2, 2, 0, True)
+        """
+        with self._lock:
+            self._fold_orphans()
+            n = self._n
+            acquires = n["acq"] + sum(s.acquires for s in self._stashes)
+            releases = n["rel"] + sum(s.releases for s in self._stashes)
+            return ObjectPoolStats(
+                name=self.name,
+                max_size=self._max_size,
+                created=n["created"],
+                reused=acquires - n["fresh"],
+                disposed=n["disposed"],
+                in_use=acquires - releases,
+                idle=self._idle_count(),
+                waiting=len(self._waiters),
+                timeouts=n["timeouts"],
+                invalid=n["invalid"],
+                reset_failures=n["reset"],
+                retired=n["retired"],
+                acquires=acquires,
+            )
+
+    def trim(self) -> int:
+        """Dispose idle objects above ``min_idle`` and any past ``max_lifetime``; return the count.
+
+        Example:
+            >>> pool = ObjectPool(list, min_idle=1)
+            >>> leases = [pool.acquire() for _ in range(3)]
+            >>> for lease in leases:
+            ...     lease.release()
+            >>> pool.trim(), pool.stats().idle
+            (2, 1)
+        """
+        wake: list[Waiter] = []
+        dead: list[Slot[T]] = []
+        with self._lock:
+            self._steal_all()
+            if self._max_lifetime is not None:
+                now = monotonic()
+                expired = [s for s in self._idle if now - s.born > self._max_lifetime]
+                self._idle = [s for s in self._idle if now - s.born <= self._max_lifetime]
+                for slot in expired:
+                    self._n["retired"] += 1
+                    self._retire_locked(slot, wake, dead)
+            excess = max(len(self._idle) - self._min_idle, 0)
+            oldest, self._idle = self._idle[:excess], self._idle[excess:]
+            for slot in oldest:
+                self._retire_locked(slot, wake, dead)
+        self._finish(wake, dead)
+        return len(dead)
+
+    def close(self) -> CloseReport:
+        """Dispose idle objects, refuse new acquires, and report leases still out.
+
+        Objects returned after close are disposed. Closing twice is harmless.
+
+        Example:
+            >>> pool = ObjectPool(list)
+            >>> lease = pool.acquire()
+            >>> import warnings
+            >>> with warnings.catch_warnings():
+            ...     warnings.simplefilter("ignore")
+            ...     pool.close().outstanding
+            1
+            >>> lease.release(); pool.stats().disposed
+            1
+        """
+        wake: list[Waiter] = []
+        dead: list[Slot[T]] = []
+        with self._lock:
+            was_closed = self._closed
+            self._closed = self._contended = True
+            self._steal_all()
+            for slot in self._idle:
+                self._retire_locked(slot, wake, dead)
+            self._idle.clear()
+            while self._waiters:
+                self._grant(CLOSED, wake)
+            self._contended = True
+            stacks = tuple(self._out.values())
+        self._finish(wake, dead)
+        s = self.stats()
+        if s.in_use and not was_closed:
+            warnings.warn(
+                f"{self!r} closed with {s.in_use} object(s) still leased"
+                + ("" if stacks else f" (set {_TRACK_ENV}=1 to see where)"),
+                ResourceWarning,
+                stacklevel=2,
+            )
+        return CloseReport(outstanding=s.in_use, stacks=stacks)
+
+    @property
+    def is_closed(self) -> bool:
+        """True once :meth:`close` ran.
+
+        Example:
+            >>> pool = ObjectPool(list)
+            >>> pool.is_closed, pool.close().is_clean, pool.is_closed
+            (False, True, True)
+        """
+        return self._closed
+
+    def __repr__(self) -> str:
+        # No lock here: error messages built under the lock use it.
+        label = f" {self.name!r}" if self.name else ""
+        state = " closed" if self._closed else ""
+        return f"<ObjectPool{label} max_size={self._max_size}{state}>"

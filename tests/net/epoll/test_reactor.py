@@ -1,0 +1,200 @@
+"""The epoll Reactor: fds, timers, call_soon(_threadsafe), stop, signals, errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from poolalloc.net.epoll.reactor import Reactor
+
+pytestmark = pytest.mark.timeout(20)
+
+
+def run_for(r: Reactor, seconds: float) -> None:
+    r.call_later(seconds, r.stop)
+    r.run()
+
+
+def test_timers_fire_in_deadline_order(reactor: Reactor) -> None:
+    out: list[str] = []
+    reactor.call_later(0.03, out.append, "c")
+    when = time.monotonic() + 0.01
+    reactor.call_at(when, out.append, "a")
+    reactor.call_later(0.02, out.append, "b")
+    reactor.call_at(when, out.append, "a2")  # same deadline: creation order
+    run_for(reactor, 0.06)
+    assert out == ["a", "a2", "b", "c"]
+
+
+def test_timer_not_early_and_cancel(reactor: Reactor) -> None:
+    fired: list[float] = []
+    start = time.monotonic()
+    reactor.call_later(0.05, lambda: fired.append(time.monotonic() - start))
+    dropped = reactor.call_later(0.01, fired.append, -1.0)
+    dropped.cancel()
+    run_for(reactor, 0.08)
+    assert len(fired) == 1
+    assert fired[0] >= 0.05
+
+
+def test_many_cancelled_timers_are_compacted(reactor: Reactor) -> None:
+    handles = [reactor.call_later(100 + i, print) for i in range(1000)]
+    for h in handles[:900]:
+        h.cancel()
+    assert len(reactor._timers) < 1000  # rebuilt once more than half were cancelled
+    live = [t for t in reactor._timers if not t.cancelled]
+    assert len(live) == 100
+
+
+def test_call_soon_runs_in_order_and_does_not_starve(reactor: Reactor) -> None:
+    out: list[int] = []
+
+    def again(i: int) -> None:
+        out.append(i)
+        if i < 5:
+            reactor.call_soon(again, i + 1)
+
+    reactor.call_soon(again, 0)
+    reactor.call_soon(out.append, 100)
+    reactor.run_once()
+    assert out == [0, 100]  # the re-scheduled callback waits for the next pass
+    run_for(reactor, 0.01)
+    assert out == [0, 100, 1, 2, 3, 4, 5]
+
+
+def test_call_soon_threadsafe_wakes_a_sleeping_loop(reactor: Reactor) -> None:
+    got: list[str] = []
+    reactor.call_later(10, reactor.stop)  # safety net only
+
+    def worker() -> None:
+        time.sleep(0.05)
+        reactor.call_soon_threadsafe(got.append, "from thread")
+        reactor.call_soon_threadsafe(reactor.stop)
+
+    t = threading.Thread(target=worker)
+    start = time.monotonic()
+    t.start()
+    reactor.run()
+    t.join()
+    assert got == ["from thread"]
+    assert time.monotonic() - start < 5
+
+
+def test_stop_from_another_thread(reactor: Reactor) -> None:
+    t = threading.Thread(target=lambda: (time.sleep(0.05), reactor.stop()))
+    t.start()
+    reactor.run()  # sleeping in epoll_wait with no timers: only the eventfd can end it
+    t.join()
+    assert not reactor._running
+
+
+def test_readable_and_writable_callbacks(reactor: Reactor) -> None:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    events: list[str] = []
+    reactor.register(a.fileno(), lambda: events.append("r"), lambda: events.append("w"))
+    reactor.run_once()  # a fresh socket is writable: one edge
+    assert events == ["w"]
+    b.send(b"x")
+    reactor.run_once()
+    assert "r" in events
+    reactor.modify(a.fileno(), None, None)  # no epoll_ctl: the callbacks just go away
+    b.send(b"y")
+    events.clear()
+    reactor.call_later(0.02, lambda: None)
+    reactor.run_once()
+    assert events == []
+    reactor.unregister(a.fileno())
+    assert not reactor.is_registered(a.fileno())
+    with pytest.raises(KeyError):
+        reactor.modify(a.fileno(), None, None)
+    a.close()
+    b.close()
+
+
+def test_register_twice_and_regular_file(reactor: Reactor, tmp_path: object) -> None:
+    a, b = socket.socketpair()
+    reactor.register(a.fileno(), None, None)
+    with pytest.raises(FileExistsError):
+        reactor.register(a.fileno(), None, None)
+    with open(__file__, "rb") as f, pytest.raises(PermissionError):
+        reactor.register(f.fileno(), None, None)  # epoll refuses regular files
+    reactor.unregister(a.fileno())
+    a.close()
+    b.close()
+
+
+def test_hangup_wakes_reader(reactor: Reactor) -> None:
+    a, b = socket.socketpair()
+    seen: list[bytes] = []
+    reactor.register(a.fileno(), lambda: seen.append(a.recv(10)), None)
+    b.close()
+    reactor.run_once()
+    assert seen == [b""]
+    reactor.unregister(a.fileno())
+    a.close()
+
+
+def test_callback_exception_is_reported_and_loop_continues() -> None:
+    errors: list[BaseException] = []
+    with Reactor(exception_handler=lambda exc, where: errors.append(exc)) as r:
+        out: list[int] = []
+        r.call_soon(lambda: 1 / 0)
+        r.call_soon(out.append, 1)
+        run_for(r, 0.01)
+        assert out == [1]
+        assert isinstance(errors[0], ZeroDivisionError)
+        assert r.stats["errors"] == 1
+
+
+def test_signals_are_delivered_without_loss(reactor: Reactor) -> None:
+    got: list[int] = []
+    reactor.add_signal_handler(signal.SIGUSR1, got.append, signal.SIGUSR1)
+    reactor.add_signal_handler(signal.SIGUSR2, got.append, signal.SIGUSR2)
+
+    def fire() -> None:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGUSR2)
+
+    reactor.call_later(0.01, fire)
+    reactor.call_later(0.2, reactor.stop)
+    reactor.run()
+    assert sorted(got) == sorted([signal.SIGUSR1, signal.SIGUSR2])
+    assert reactor.remove_signal_handler(signal.SIGUSR1)
+    assert not reactor.remove_signal_handler(signal.SIGUSR1)
+
+
+def test_signal_wakes_a_sleeping_loop(reactor: Reactor) -> None:
+    reactor.add_signal_handler(signal.SIGUSR1, reactor.stop)
+    t = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGUSR1))
+    t.start()
+    start = time.monotonic()
+    reactor.run()  # no timers: only the wakeup fd can end the wait
+    t.join()
+    assert time.monotonic() - start < 5
+
+
+def test_close_rules() -> None:
+    r = Reactor()
+    refused: list[str] = []
+
+    def close_while_running() -> None:
+        try:
+            r.close()
+        except RuntimeError as exc:
+            refused.append(str(exc))
+
+    r.call_soon(close_while_running)
+    r.call_soon(r.stop)
+    r.run()
+    assert refused == ["cannot close a running reactor"]
+    r.close()
+    r.close()  # idempotent
+    assert r.closed
+    with pytest.raises(RuntimeError):
+        r.run()

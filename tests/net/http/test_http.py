@@ -1,0 +1,243 @@
+"""The HTTP/1.1 server with real clients: keep-alive, pipelining, bodies, files, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import os
+from typing import Any
+
+import pytest
+from rawhttp import connect, exchange, is_closed_by_peer, read_response
+
+from poolalloc.net.http.parser import Request
+from poolalloc.net.http.server import Response
+
+pytestmark = [pytest.mark.net, pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+def root(tmp_path: Any) -> Any:
+    (tmp_path / "small.txt").write_bytes(b"small file\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "index.html").write_bytes(b"<p>index</p>")
+    (tmp_path / "empty.bin").write_bytes(b"")
+    return tmp_path
+
+
+def echo(req: Request) -> Response:
+    return Response(body=req.method.encode() + b" " + req.body)
+
+
+def test_get_test_keep_alive_with_http_client(make_server: Any) -> None:
+    srv = make_server()
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+    for _ in range(20):
+        conn.request("GET", "/test")
+        resp = conn.getresponse()
+        assert (resp.status, resp.read()) == (200, b"Hello, World!")
+        assert resp.getheader("Connection") is None  # keep-alive is the 1.1 default
+    conn.close()
+    metrics = srv.call(srv.http.metrics)
+    assert metrics["connections_total"] == 1
+    assert metrics["requests_total"] == 20
+
+
+def test_pipelined_requests_are_answered_in_order(make_server: Any, root: Any) -> None:
+    srv = make_server(root=root)
+    raw = (
+        b"GET /test HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"HEAD /small.txt HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /sub/ HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    with connect(srv.port) as sock:
+        sock.sendall(raw)
+        f = sock.makefile("rb")
+        got = [read_response(f, m) for m in ("GET", "GET", "HEAD", "GET")]
+    assert [g[0] for g in got] == [200, 200, 200, 200]
+    assert got[0][2] == b"Hello, World!"
+    assert got[1][2] == b"small file\n"
+    assert got[2][1]["content-length"] == "11"
+    assert got[3][2] == b"<p>index</p>"
+
+
+def test_request_split_across_reads(make_server: Any) -> None:
+    srv = make_server()
+    with connect(srv.port) as sock:
+        for piece in (b"GE", b"T /te", b"st HTTP/1.1\r\nHo", b"st: x\r", b"\n\r", b"\n"):
+            sock.sendall(piece)
+        assert read_response(sock.makefile("rb"))[2] == b"Hello, World!"
+
+
+def test_content_length_and_chunked_bodies(make_server: Any) -> None:
+    srv = make_server()
+    srv.http.route("/echo", echo)
+    chunked = (
+        b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"4\r\nabcd\r\n3;ext=1\r\nefg\r\n0\r\nX-Trailer: 1\r\n\r\n"
+    )
+    fixed = b"PUT /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
+    got = exchange(srv.port, chunked + fixed, 2)
+    assert got[0][2] == b"POST abcdefg"
+    assert got[1][2] == b"PUT hello"
+
+
+def test_expect_100_continue(make_server: Any) -> None:
+    srv = make_server()
+    srv.http.route("/echo", echo)
+    with connect(srv.port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+        f = sock.makefile("rb")
+        assert f.readline().startswith(b"HTTP/1.1 100")
+        f.readline()
+        sock.sendall(b"abc")
+        assert read_response(f)[2] == b"POST abc"
+
+
+def test_connection_close_and_http10(make_server: Any) -> None:
+    srv = make_server()
+    for raw in (
+        b"GET /test HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET /test HTTP/1.0\r\n\r\n",
+    ):
+        with connect(srv.port) as sock:
+            sock.sendall(raw)
+            status, headers, body = read_response(sock.makefile("rb"))
+            assert (status, body, headers.get("connection")) == (200, b"Hello, World!", "close")
+            assert is_closed_by_peer(sock)
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET /test HTTP/1.1\r\nBad Header\r\n\r\n", 400),
+        (b"GET /test HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+        (b"GET /test HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (b"GET /test HTTP/2.0\r\n\r\n", 505),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 414),
+        (b"GET /test HTTP/1.1\r\n" + b"X-Big: " + b"b" * 20000 + b"\r\n\r\n", 431),
+        (b"POST /test HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", 413),
+        (b"POST /test HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n", 400),
+        (b"POST /test HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+    ],
+)
+def test_bad_requests_get_status_and_clean_close(make_server: Any, raw: bytes, status: int) -> None:
+    srv = make_server()
+    with connect(srv.port) as sock:
+        sock.sendall(raw)
+        got, headers, _ = read_response(sock.makefile("rb"))
+        assert got == status
+        assert headers["connection"] == "close"
+        assert is_closed_by_peer(sock)
+    assert exchange(srv.port, b"GET /test HTTP/1.1\r\n\r\n")[0][0] == 200  # still serving
+
+
+def test_chunked_body_over_limit_is_413(make_server: Any) -> None:
+    srv = make_server(max_body=10)
+    srv.http.route("/echo", echo)
+    raw = b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    raw += b"8\r\n12345678\r\n8\r\n12345678\r\n"
+    assert exchange(srv.port, raw)[0][0] == 413
+
+
+def test_static_files_and_traversal(make_server: Any, root: Any) -> None:
+    srv = make_server(root=root)
+    (root.parent / "secret.txt").write_bytes(b"secret")
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+    for path, status, body in [
+        ("/small.txt", 200, b"small file\n"),
+        ("/empty.bin", 200, b""),
+        ("/missing", 404, None),
+        ("/../secret.txt", 404, None),
+        ("/%2e%2e/secret.txt", 404, None),
+        ("/sub", 200, b"<p>index</p>"),
+    ]:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        data = resp.read()
+        assert resp.status == status, path
+        if body is not None:
+            assert data == body
+    conn.request("DELETE", "/small.txt")
+    resp = conn.getresponse()
+    resp.read()
+    assert resp.status == 405
+    assert "GET" in resp.getheader("Allow", "")
+    conn.close()
+
+
+def test_big_upload_then_download(make_server: Any, root: Any) -> None:
+    srv = make_server(root=root, uploads=True)
+    data = os.urandom(8 << 20)
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=20)
+    conn.request("PUT", "/big.bin", body=data)
+    resp = conn.getresponse()
+    resp.read()
+    assert resp.status == 201
+    assert (root / "big.bin").read_bytes() == data
+    assert not [p for p in os.listdir(root) if ".part-" in p]
+    conn.request("GET", "/big.bin")
+    resp = conn.getresponse()
+    assert resp.read() == data
+    conn.request("POST", "/chunky.bin", body=iter([data[:100_000], data[100_000:300_000]]))
+    resp = conn.getresponse()  # an iterable body is sent chunked by http.client
+    resp.read()
+    assert resp.status == 201
+    assert (root / "chunky.bin").read_bytes() == data[:300_000]
+    conn.request("PUT", "/nodir/x.bin", body=b"x")
+    resp = conn.getresponse()
+    resp.read()
+    assert resp.status == 404
+    conn.close()
+    for target, status in (("/sub", 409), ("/sub/", 409)):  # a directory's name is taken
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=20)
+        conn.request("PUT", target, body=b"data")
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == status
+        conn.close()
+    assert (root / "sub").is_dir()
+    assert not [p for p in os.listdir(root) if ".part-" in p]
+
+
+def test_upload_cut_short_leaves_no_file(make_server: Any, root: Any) -> None:
+    srv = make_server(root=root, uploads=True)
+    with connect(srv.port) as sock:
+        sock.sendall(b"PUT /partial.bin HTTP/1.1\r\nContent-Length: 100000\r\n\r\n" + b"x" * 5000)
+    srv.call(lambda: None)
+    _wait_for(lambda: srv.call(lambda: len(srv.http.tcp.connections)) == 0)
+    assert not os.path.exists(root / "partial.bin")
+    assert not [p for p in os.listdir(root) if ".part-" in p]
+
+
+def test_asyncio_streams_client(make_server: Any) -> None:
+    srv = make_server()
+
+    async def client() -> list[bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        bodies = []
+        for _ in range(5):
+            writer.write(b"GET /test HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            bodies.append(await reader.readexactly(length))
+        writer.close()
+        await writer.wait_closed()
+        return bodies
+
+    async def many() -> list[list[bytes]]:
+        return await asyncio.gather(*(client() for _ in range(20)))
+
+    results = asyncio.run(many())
+    assert all(b == b"Hello, World!" for bodies in results for b in bodies)
+
+
+def _wait_for(cond: Any, timeout: float = 5.0) -> None:
+    import time
+
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "condition not reached"
+        time.sleep(0.01)

@@ -1,0 +1,101 @@
+"""Sans-IO HTTP parsing: heads, framing rules, chunked bodies split anywhere."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from poolalloc.net.http.parser import ChunkedReader, HttpError, parse_head
+
+
+def test_head_fields_and_lazy_headers() -> None:
+    req = parse_head(b"PUT /up/a.bin?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 12\r\nX-A:  v ")
+    assert (req.method, req.path, req.query, req.version) == ("PUT", "/up/a.bin", "x=1", (1, 1))
+    assert req.content_length == 12
+    assert req.keep_alive
+    assert req.header("x-a") == "v"
+    assert req.header("missing", "d") == "d"
+
+
+def test_keep_alive_rules() -> None:
+    assert not parse_head(b"GET / HTTP/1.0").keep_alive
+    assert parse_head(b"GET / HTTP/1.0\r\nConnection: Keep-Alive").keep_alive
+    assert not parse_head(b"GET / HTTP/1.1\r\nConnection: foo, close").keep_alive
+
+
+def test_cached_heads_parse_identically() -> None:
+    head = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue"
+    first, second = parse_head(head), parse_head(head)
+    assert first is not second
+    for r in (first, second):
+        assert (r.chunked, r.expect_continue, r.content_length, r.keep_alive) == (
+            True,
+            True,
+            None,
+            True,
+        )
+    second.body = b"mutated"
+    assert parse_head(head).body == b""  # cached fields, fresh object
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"GET / HTTP/1.1\r\nA: 1\nB: 2", 400),  # bare LF
+        (b"GET / HTTP/1.1\r\n folded", 400),  # obs-fold
+        (b"GET / HTTP/1.1\r\nA : 1", 400),  # space before colon
+        (b"GET / HTTP/1.1\r\nA: \x00", 400),
+        (b"GET / HTTP/1.1\r\nContent-Length: -1", 400),
+        (b"GET / HTTP/1.1\r\nContent-Length: 1, 2", 400),
+        (b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked", 501),
+        (b"GET / HTTP/3.0", 505),
+        (b"GET /" + b"x" * 100 + b" HTTP/1.1", 414),
+        (b"G(T / HTTP/1.1", 400),
+    ],
+)
+def test_bad_heads(head: bytes, status: int) -> None:
+    with pytest.raises(HttpError) as info:
+        parse_head(head, 50)
+    assert info.value.status == status
+
+
+def test_same_content_length_twice_is_accepted() -> None:
+    assert (
+        parse_head(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3").content_length == 3
+    )
+
+
+BODY = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (b"hello ", b"chunked", b"x" * 300))
+BODY += b"0\r\nTrailer: yes\r\n\r\n"
+
+
+@given(st.lists(st.integers(min_value=0, max_value=len(BODY)), max_size=8))
+def test_chunked_split_anywhere(cuts: list[int]) -> None:
+    reader = ChunkedReader(max_body=10_000)
+    payload = bytearray()
+    bounds = [0, *sorted(cuts), len(BODY)]
+    for start, end in itertools.pairwise(bounds):
+        pos = start
+        while pos < end and not reader.done:
+            used, spans = reader.feed(BODY, pos, end)
+            for a, b in spans:
+                payload += BODY[a:b]
+            pos += used
+            if used == 0:
+                break
+    assert reader.done
+    assert bytes(payload) == b"hello chunked" + b"x" * 300
+    assert reader.received == len(payload)
+
+
+def test_chunked_errors() -> None:
+    with pytest.raises(HttpError, match="too large") as info:
+        ChunkedReader(max_body=5).feed(b"6\r\nabcdef\r\n", 0, 11)
+    assert info.value.status == 413
+    with pytest.raises(HttpError, match="longer than its size"):
+        ChunkedReader(max_body=50).feed(b"2\r\nabc\r\n", 0, 8)
+    with pytest.raises(HttpError, match="bare LF"):
+        ChunkedReader(max_body=50).feed(b"2\nab", 0, 4)

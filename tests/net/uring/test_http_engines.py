@@ -1,0 +1,145 @@
+"""The HTTP server on both engines: the same requests, faults and balance checks for each."""
+
+from __future__ import annotations
+
+import gc
+import http.client
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from poolalloc.buffers import BufferPool
+from poolalloc.net.epoll.reactor import Reactor
+from poolalloc.net.http.server import HttpServer
+from poolalloc.net.uring.proactor import Proactor, available
+
+pytestmark = [pytest.mark.net, pytest.mark.timeout(60)]
+SECONDS = float(os.environ.get("PA_TEST_SECONDS", "1"))
+
+
+def _engines() -> list[Any]:
+    ok, reason = available()
+    skip = pytest.mark.skip(reason=f"io_uring unavailable: {reason}")
+    return ["epoll", pytest.param("uring", marks=[pytest.mark.uring] + ([] if ok else [skip]))]
+
+
+class Served:
+    """An HttpServer on the chosen engine, its loop in a background thread."""
+
+    def __init__(self, engine: str, **options: Any) -> None:
+        self.pool = BufferPool(16384, capacity=256)
+        # built here, run in a thread, closed here: so not single_issuer (see Proactor)
+        self.loop = Proactor() if engine == "uring" else Reactor()
+        self.http = HttpServer(self.loop, buffer_pool=self.pool, **options)
+        self.http.start()
+        self.thread = threading.Thread(target=self.loop.run, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return self.http.address[1]
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        assert not self.thread.is_alive()
+        self.http.close()
+        self.loop.call_soon(lambda: None)
+        self.loop.run_once()  # pending releases run
+        self.loop.close()
+        for _ in range(3):
+            gc.collect()
+        assert self.pool.outstanding() == 0
+        assert self.http.tcp.conn_pool.stats().in_use == 0
+        self.pool.close()
+
+
+@pytest.fixture(params=_engines())
+def served(request: pytest.FixtureRequest) -> Iterator[Served]:
+    srv = Served(request.param, idle_timeout=0.5)
+    yield srv
+    srv.stop()
+
+
+def raw(port: int, data: bytes, *, read_until_close: bool = True) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(data)
+        chunks = []
+        while read_until_close and (chunk := s.recv(65536)):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def test_keep_alive_get(served: Served) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=5)
+    for _ in range(int(50 * SECONDS)):
+        conn.request("GET", "/test")
+        resp = conn.getresponse()
+        assert resp.status == 200
+        assert resp.read() == b"Hello, World!"
+    conn.close()
+
+
+def test_pipelined_requests_answer_in_order(served: Served) -> None:
+    reqs = b"".join(b"GET /test HTTP/1.1\r\nHost: x\r\n\r\n" for _ in range(20))
+    reply = raw(served.port, reqs + b"GET /test HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert reply.count(b"Hello, World!") == 21
+
+
+def test_bad_request_gets_400_and_close(served: Served) -> None:
+    assert raw(served.port, b"NONSENSE\r\n\r\n").startswith(b"HTTP/1.1 400")
+
+
+def test_oversized_headers_get_431(served: Served) -> None:
+    big = b"GET /test HTTP/1.1\r\nX: " + b"a" * 40000 + b"\r\n\r\n"
+    assert raw(served.port, big).startswith(b"HTTP/1.1 431")
+
+
+def test_disconnect_mid_request_and_reset(served: Served) -> None:
+    for _ in range(10):
+        with socket.create_connection(("127.0.0.1", served.port)) as s:
+            s.sendall(b"GET /test HTTP/1.1\r\nHo")
+    for _ in range(10):
+        s = socket.create_connection(("127.0.0.1", served.port))
+        s.sendall(b"GET /test HTTP/1.1\r\n\r\n")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+        s.close()
+    assert b"Hello, World!" in raw(served.port, b"GET /test HTTP/1.0\r\n\r\n")
+
+
+def test_slow_client_is_ended_by_the_idle_timeout(served: Served) -> None:
+    with socket.create_connection(("127.0.0.1", served.port), timeout=5) as s:
+        s.sendall(b"GET /te")
+        start = time.monotonic()
+        try:
+            while s.recv(1024):
+                pass  # the server closes; we read until EOF
+        except ConnectionResetError:
+            pass  # or until the reset of an abortive close
+        assert time.monotonic() - start < 4
+
+
+def test_many_parallel_clients(served: Served) -> None:
+    errors: list[BaseException] = []
+
+    def client() -> None:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=5)
+            for _ in range(10):
+                conn.request("GET", "/test")
+                assert conn.getresponse().read() == b"Hello, World!"
+            conn.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert not errors
