@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 from cffi import FFI
@@ -33,8 +34,29 @@ def _rel(path: Path) -> str:
     return os.path.relpath(path)
 
 
+HEADER_TYPES = re.compile(r"/\* @header-types ([\w ]+)\n.*?\*/", re.DOTALL)
+
+
+def header_structs(header: Path) -> dict[str, str]:
+    """Every ``typedef struct ... { ... } name;`` of ``header``, comments removed, by name."""
+    text = re.sub(r"/\*.*?\*/", "", header.read_text(), flags=re.DOTALL)
+    found = re.finditer(r"typedef struct \w+ \{[^}]*\} (\w+);", text)
+    return {m.group(1): m.group(0) for m in found}
+
+
+def _with_header_types(cdef: str) -> str:
+    # A cdef marker names structs the public header defines: they are copied from there at build
+    # time, so a field is written once and the cdef can never disagree with the compiled layout.
+    structs = header_structs(NATIVE / "include" / "poolalloc.h")
+
+    def fill(match: re.Match[str]) -> str:
+        return "\n\n".join(structs[name] for name in match.group(1).split())
+
+    return HEADER_TYPES.sub(fill, cdef)
+
+
 def _cdef_text() -> str:
-    return "\n".join(p.read_text() for p in sorted(HERE.glob("*.cdef.h")))
+    return _with_header_types("\n".join(p.read_text() for p in sorted(HERE.glob("*.cdef.h"))))
 
 
 def _prelude() -> str:

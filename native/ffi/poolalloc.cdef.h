@@ -17,57 +17,8 @@
 
 typedef struct pa_pool_s pa_pool_t;
 
-typedef struct pa_config_s {
-  size_t max_bytes;
-  size_t retain_bytes;
-  int numa_node;
-  unsigned debug;
-} pa_config_t;
-
-typedef struct pa_stats_s {
-  uint64_t mapped_bytes;
-  uint64_t mapped_peak;
-  uint64_t in_use_bytes;
-  uint64_t in_use_blocks;
-  uint64_t in_use_peak;
-  uint64_t allocs;
-  uint64_t frees;
-  uint64_t cache_hits;
-  uint64_t cache_misses;
-  uint64_t depot_exchanges;
-  uint64_t trims;
-  uint64_t trimmed_bytes;
-  uint64_t failed_allocs;
-  uint64_t huge_allocs;
-  int32_t numa_node;
-  int32_t numa_bound;
-  uint32_t closed;
-  uint32_t debug;
-} pa_stats_t;
-
-typedef struct pa_class_stats_s {
-  uint64_t block_size;
-  uint64_t slab_bytes;
-  uint64_t slabs;
-  uint64_t in_use_blocks;
-  uint64_t free_blocks;
-  uint64_t allocs;
-  uint64_t frees;
-  uint64_t cache_hits;
-  uint64_t cache_misses;
-  uint64_t depot_exchanges;
-} pa_class_stats_t;
-
-typedef struct pa_api_s {
-  unsigned version;
-  int (*alloc)(pa_pool_t *, size_t, size_t, void **);
-  int (*free)(void *);
-  int (*alloc_batch)(pa_pool_t *, size_t, size_t, size_t, void **);
-  int (*free_batch)(void *const *, size_t, size_t *);
-  int (*block_size)(const void *, size_t *);
-  int (*block_pool)(const void *, pa_pool_t **);
-  int (*pool_stats)(pa_pool_t *, pa_stats_t *);
-} pa_api_t;
+/* @header-types pa_config_t pa_stats_t pa_class_stats_t pa_api_t
+ * The builder puts these structs here from native/include/poolalloc.h: written once. */
 
 /* ---- pools ---- */
 void pa_config_init(pa_config_t *cfg);

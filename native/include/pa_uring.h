@@ -5,10 +5,11 @@
  * submission queue; pa_uring_enter() submits everything queued, optionally waits, and copies the
  * completions into a caller-provided array, which Python walks. No callbacks into Python.
  *
- * Conventions (see ../shared/reference/style.md section 7.3):
+ * Conventions (as in native/include/poolalloc.h):
  *  - Every function returns 0 or a positive errno code.
  *  - A completion's `res` is passed through as the kernel wrote it: negative means -errno.
- *    Python negates it in exactly one place (poolalloc/net/_uring_ops.py).
+ *    Python negates it in exactly one place (cqe_error in
+ *    src/poolalloc/net/uring/ring.py).
  *  - Memory handed to an SQE (send buffers, iovecs, the msghdr storage) must stay valid until
  *    the operation's completion arrives; the caller owns it and keeps it alive.
  *

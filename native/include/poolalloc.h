@@ -5,7 +5,7 @@
  * one size class each. A block's chunk is found by masking its address, so pa_free() needs no
  * pool argument and a pointer that is not ours is detected (EFAULT), never followed.
  *
- * Conventions (see ../shared/reference/style.md section 7.3):
+ * Conventions:
  *  - Every fallible function returns 0 or a positive errno code; results go through out-pointers.
  *  - Error codes and their meaning (src/poolalloc/errors.py maps them to exceptions):
  *      ENOMEM     the OS refused memory (mmap failed)

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* --- uring_probe.c: can this process use io_uring, and if not, why ------------------------------
+/* --- probe.c: can this process use io_uring, and if not, why ------------------------------
  *
  * io_uring can be missing for reasons a user can act on, and the answer must say which:
  * the sysctl kernel.io_uring_disabled (1: only the io_uring_group may, 2: nobody), a seccomp

@@ -2,7 +2,7 @@
 
 Thin typed wrappers named after the C functions (``pa_`` dropped). Pointers cross this layer as
 plain ``int`` addresses and pools as an opaque :class:`PoolHandle`; every C return code goes
-through :func:`poolalloc.errors.check_rc`. Nothing here is public API: ``core.py`` and the
+through :func:`poolalloc.errors.check_rc`. Nothing here is public API: ``slab.py`` and the
 buffer layer build the friendly objects on top.
 
 Example:
