@@ -9,12 +9,17 @@ on (``POOLALLOC_LEAKS=all``), the stack that acquired each outstanding lease.
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from poolalloc import buffers, leaks
 from poolalloc._lease import LeasePool
+
+# --import-mode=importlib puts no test folder on sys.path: shared helpers (``budget``) live here.
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 
+import budget
 import pytest
 
 from poolalloc import Allocator, BufferPool, PoolClosedError, PoolExhausted
@@ -124,7 +124,7 @@ def test_allocator_alloc_async() -> None:
 
 
 def test_tasks_and_threads_share_a_small_pool_with_cancellations() -> None:
-    seconds = float(os.environ.get("PA_TEST_SECONDS", "0.5"))
+    seconds = budget.seconds(0.5)
 
     async def main() -> None:
         with BufferPool(128, capacity=2) as pool:

@@ -7,9 +7,11 @@ import queue
 import threading
 import time
 
+import budget
+
 from poolalloc import BufferPool
 
-SECONDS = float(os.environ.get("PA_TEST_SECONDS", "0.5"))
+SECONDS = budget.seconds(0.5)
 THREADS = int(os.environ.get("PA_TEST_THREADS", "4"))
 
 

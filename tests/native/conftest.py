@@ -6,6 +6,7 @@ import gc
 import os
 from collections.abc import Iterator
 
+import budget
 import pytest
 
 from poolalloc import _ffi
@@ -17,7 +18,7 @@ UNDER_ASAN = os.environ.get("PA_UNDER_ASAN", "") not in ("", "0")
 @pytest.fixture
 def stress_seconds() -> float:
     """Scale of stress tests (env PA_TEST_SECONDS, default 1)."""
-    return float(os.environ.get("PA_TEST_SECONDS", "1"))
+    return budget.seconds()
 
 
 @pytest.fixture(autouse=True)
@@ -46,10 +47,3 @@ def pool() -> Iterator[SlabPool]:
     p = SlabPool()
     yield p
     p.close()
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # The ASan pass runs with -p no:memray; its markers must still be known (--strict-markers).
-    if not config.pluginmanager.hasplugin("memray"):
-        config.addinivalue_line("markers", "limit_leaks(size): memray leak limit")
-        config.addinivalue_line("markers", "limit_memory(size): memray memory limit")

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import budget
 import pytest
 
 import poolalloc
@@ -19,7 +20,7 @@ from poolalloc.net.http.server import HttpServer
 sys.path.insert(0, os.path.dirname(__file__))
 
 #: Scale for the few load loops (env PA_TEST_SECONDS, default small for a 2-core CI).
-TEST_SECONDS = float(os.environ.get("PA_TEST_SECONDS", "1"))
+TEST_SECONDS = budget.seconds()
 
 
 def make_pool(size: int = 16384, capacity: int | None = 256) -> Any:

@@ -12,13 +12,6 @@ import pytest
 FakeTree = Callable[..., Path]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # `make test-asan` runs with -p no:memray, which also drops memray's markers; --strict-markers
-    # would then refuse to collect the leak tests that the -m "not leaks" filter deselects anyway.
-    for name in ("limit_leaks", "limit_memory"):
-        config.addinivalue_line("markers", f"{name}(limit): pytest-memray marker")
-
-
 def _cpulist(cpus: list[int]) -> str:
     return ",".join(str(c) for c in cpus)
 

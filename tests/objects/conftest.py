@@ -16,14 +16,6 @@ from objpool_helpers import Factory, Thing
 from poolalloc import ObjectPool
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # `make test-asan` runs with -p no:memray; --strict-markers still needs its markers known,
-    # so that the leak tests are collected and then deselected by -m "not leaks".
-    if not config.pluginmanager.hasplugin("memray"):
-        for name in ("limit_leaks", "limit_memory"):
-            config.addinivalue_line("markers", f"{name}(limit): pytest-memray marker (inactive)")
-
-
 @pytest.fixture
 def factory() -> Factory:
     return Factory()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 
+import budget
+
 #: Stress tests scale with PA_TEST_SECONDS (CI default small: 2 cores, several Pythons).
-TEST_SECONDS = float(os.environ.get("PA_TEST_SECONDS", "1"))
+TEST_SECONDS = budget.seconds()
 
 
 class Thing:

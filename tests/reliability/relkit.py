@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import budget
 from hypothesis import HealthCheck, settings
 
 from poolalloc import BufferPool
@@ -26,7 +27,7 @@ from poolalloc.net.http.parser import Request
 from poolalloc.net.http.protocol import HttpProtocol
 
 FUZZ_EXAMPLES = int(os.environ.get("PA_FUZZ_EXAMPLES", "150"))
-TEST_SECONDS = float(os.environ.get("PA_TEST_SECONDS", "2"))
+TEST_SECONDS = budget.seconds(2)
 CORPUS = Path(__file__).with_name("corpus")
 
 #: Every status the parser and protocol document (http/parser.py and http/protocol.py docstrings).

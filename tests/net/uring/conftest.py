@@ -6,16 +6,16 @@ runs in another thread, bounded in time; the loop stops when the client returns.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import budget
 import pytest
 
 from poolalloc.net.uring.proactor import Proactor, available
 
-SECONDS = float(os.environ.get("PA_TEST_SECONDS", "1"))
+SECONDS = budget.seconds()
 
 
 @pytest.fixture

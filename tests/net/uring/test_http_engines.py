@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import gc
 import http.client
-import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import budget
 import pytest
 
 from poolalloc.buffers import BufferPool
@@ -19,7 +19,7 @@ from poolalloc.net.http.server import HttpServer
 from poolalloc.net.uring.proactor import Proactor, available
 
 pytestmark = [pytest.mark.net, pytest.mark.timeout(60)]
-SECONDS = float(os.environ.get("PA_TEST_SECONDS", "1"))
+SECONDS = budget.seconds()
 
 
 def _engines() -> list[Any]:
