@@ -75,6 +75,7 @@ typedef struct pai_slab_s {
   uint16_t first_page, npages;
   uint8_t on_partial;
   uint8_t idle;                /* empty and counted in pool->idle_slab_bytes (depot->lock) */
+  uint64_t empty_since;        /* monotonic ns when it last became empty (depot->lock) */
   _Atomic uint64_t out[PAI_BITMAP_WORDS];
 } pai_slab_t;
 
@@ -93,6 +94,7 @@ struct pai_chunk_s {
   _Atomic uint8_t page_slab[PAI_CHUNK_PAGES];
   pai_chunk_t *prev, *next;    /* pool's chunk list of its node, or the descriptor free list */
   size_t huge_req;
+  uint64_t empty_since;        /* monotonic ns when it was last retained empty (pool->lock) */
   _Atomic int huge_live;
   pai_slab_t slabs[PAI_CHUNK_PAGES];
 };
@@ -110,6 +112,10 @@ typedef struct pai_tclass_s {
   uint32_t n, cap, limit;   /* cap: slots allocated (0 until first use); limit: cap to use */
   void **slots;
   _Atomic uint64_t frees, hits, misses, exchanges; /* allocations = hits + misses */
+  /* a reclaimer's idleness probe (under the owner's tls->lock): operation count at its last
+   * look, since when it has been unchanged, and whether the class was emptied since */
+  uint64_t probe_ops, probe_ns;
+  uint8_t probe_flushed;
 } pai_tclass_t;
 
 struct pai_tls_s;
@@ -120,7 +126,17 @@ typedef struct pai_tcache_s {
   struct pai_tcache_s *tnext;          /* owner's list */
   struct pai_tcache_s *pprev, *pnext;  /* pool's list (pool->lock) */
   unsigned node;
+  /* Set by another thread (under the owner's tls->lock) that wants to take the cached blocks;
+   * the owner's fast paths see it (acquire) after announcing themselves in pai_tl.busy, and go
+   * to the slow path, which waits on tls->lock. See tlcache.c "Reclaiming other threads'
+   * caches". */
+  _Atomic uint32_t frozen;
   size_t parked_bytes, budget;
+  /* Bytes this thread handed out minus bytes it took back (may be negative: cross-thread
+   * frees), its high-water since the last sync, and the value folded into pool->live_synced at
+   * that sync. Owner-written relaxed atomics; in_use_peak is computed from them. */
+  _Atomic int64_t live, live_hw;
+  _Atomic int64_t live_at_sync;        /* owner-written, under tls->lock */
   pai_tclass_t cls[PAI_NCLASSES];
 } pai_tcache_t;
 
@@ -131,6 +147,7 @@ typedef struct pai_tls_s {
   int fake_cpu;
   unsigned node_ticks, node;
   pthread_t thread;
+  _Atomic uint32_t *busy;              /* &pai_tl.busy of this thread */
 } pai_tls_t;
 
 struct pa_pool_s {
@@ -141,7 +158,12 @@ struct pa_pool_s {
   unsigned debug;
   _Atomic int closed;
   _Atomic uint64_t refs;       /* handle + thread caches + mapped chunks + in-flight frees */
-  _Atomic uint64_t out_bytes, out_peak; /* block bytes out of the slabs, and its high-water */
+  /* Bytes handed to users as of the last sync of every thread cache (tlcache.c sync_live) plus
+   * the uncached traffic, and the high-water estimate of bytes handed to users (in_use_peak). */
+  _Atomic int64_t live_synced;
+  _Atomic uint64_t use_peak;
+  uint64_t decay_ns;           /* 0: no clock; else idle memory older than this goes back */
+  _Atomic uint64_t decay_last; /* monotonic ns of the last decay pass (claimed by CAS) */
   int handle_dropped, numa_bound;
   pthread_mutex_t lock;
   pai_chunk_t *chunks[PAI_MAX_NODES];
@@ -237,6 +259,7 @@ void pai_depot_lock_init(pthread_mutex_t *lock);
 int pai_depot_refill(pa_pool_t *pool, pai_depot_t *d, void **out, unsigned n, unsigned *got);
 void pai_depot_return(pai_slab_t *s, uint32_t idx, bool locked);
 void pai_depot_release_empty(pai_depot_t *d, bool all, uint64_t *released);
+void pai_depot_release_idle(pai_depot_t *d, uint64_t age, uint64_t now, uint64_t *released);
 
 /* ---- pools (pool.c) ---- */
 static inline pai_depot_t *pai_depot(pa_pool_t *pool, unsigned node, unsigned cls) {
@@ -261,14 +284,23 @@ void pai_tcache_fork_child(void);
 void pai_tcache_fork_lock(void);
 void pai_tcache_fork_parent(void);
 void pai_tcache_cpu_moved(void);
+void pai_tcache_sync_live(pai_tcache_t *tc);
+void pai_peak_candidate(pa_pool_t *pool, int64_t bytes);
+int pai_reclaim_caches(pa_pool_t *pool, bool idle_only, uint64_t age, pa_close_report_t *rep);
+uint64_t pai_now_ns(void);
+void pai_pool_maybe_decay(pa_pool_t *pool);
 uint32_t pai_cache_cap(const pa_pool_t *pool, unsigned cls);
 
 typedef struct pai_tl_s {
+  /* 1 while this thread is inside pa_alloc/pa_free (written by the thread, read by a
+   * reclaimer after membarrier; see tlcache.c) */
+  _Atomic uint32_t busy;
   pa_pool_t *pool;
   pai_tcache_t *cache;
   uintptr_t free_page;         /* (address >> 16) of the last page pa_free resolved ... */
   pai_slab_t *free_slab;       /* ... to this slab, valid while pai_slab_epoch == free_epoch */
   uint64_t free_epoch;
+  bool decaying;               /* this thread is emptying idle caches: slabs emptied are stale */
 } pai_tl_t;
 /* Bumped whenever a slab is released or a chunk unmapped, so that the per-thread page->slab
  * memo of pa_free never outlives the slab it names. */

@@ -48,11 +48,25 @@ static inline void bump(_Atomic uint64_t *c) {
                         memory_order_relaxed);
 }
 
-void pai_note_out(pa_pool_t *pool, int64_t delta) {
-  uint64_t now = atomic_fetch_add(&pool->out_bytes, (uint64_t)delta) + (uint64_t)delta;
-  uint64_t peak = atomic_load_explicit(&pool->out_peak, memory_order_relaxed);
-  while (now > peak && !atomic_compare_exchange_weak(&pool->out_peak, &peak, now)) {
+void pai_peak_candidate(pa_pool_t *pool, int64_t bytes) {
+  if (bytes <= 0) return;
+  uint64_t now = (uint64_t)bytes;
+  uint64_t peak = atomic_load_explicit(&pool->use_peak, memory_order_relaxed);
+  while (now > peak && !atomic_compare_exchange_weak(&pool->use_peak, &peak, now)) {
   }
+}
+
+/* Bytes handed to (delta > 0) or taken back from users outside the thread caches. The
+ * caller's own cache syncs first, so that its earlier swing is not added to this one. */
+void pai_note_out(pa_pool_t *pool, int64_t delta) {
+  if (pai_tl.pool == pool && pai_tl.cache) pai_tcache_sync_live(pai_tl.cache);
+  pai_peak_candidate(pool, atomic_fetch_add(&pool->live_synced, delta) + delta);
+}
+
+uint64_t pai_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 // ---- configuration ----
@@ -63,6 +77,7 @@ void pa_config_init(pa_config_t *cfg) {
   cfg->retain_bytes = PAI_DEFAULT_RETAIN;
   cfg->numa_node = PA_NUMA_ANY;
   cfg->debug = 0;
+  cfg->decay_ms = 0;
 }
 
 static unsigned env_debug(void) {
@@ -103,6 +118,7 @@ static int pool_alloc_struct(const pa_config_t *cfg, unsigned nnodes, pa_pool_t 
   pthread_mutex_init(&pool->lock, NULL);
   pool->max_bytes = cfg->max_bytes;
   pool->retain_bytes = cfg->retain_bytes;
+  pool->decay_ns = cfg->decay_ms > UINT64_MAX / 1000000u ? UINT64_MAX : cfg->decay_ms * 1000000u;
   pool->numa_node = cfg->numa_node;
   pool->nnodes = nnodes;
   pool->debug = cfg->debug | env_debug();
@@ -158,6 +174,7 @@ void pai_pool_chunk_empty(pa_pool_t *pool, pai_chunk_t *c, bool force, uint64_t 
                                                          memory_order_relaxed);
   if (!force && !closed && idle + c->len <= pool->retain_bytes) {
     pool->retained += c->len;
+    c->empty_since = pai_now_ns();
     return;
   }
   if (c->prev) c->prev->next = c->next;
@@ -210,12 +227,72 @@ int pa_pool_trim(pa_pool_t *pool, size_t *released_bytes) {
   return 0;
 }
 
-int pa_pool_close(pa_pool_t *pool) {
+int pa_pool_close_report(pa_pool_t *pool, pa_close_report_t *out) {
+  pa_close_report_t rep = {0};
   if (pool == NULL) return EINVAL;
   atomic_store(&pool->closed, 1);
   pai_tcache_detach_current(pool);
+  pai_reclaim_caches(pool, false, 0, &rep);
   release_empty(pool, true);
+  if (out) {
+    pa_stats_t st;
+    pa_pool_stats(pool, &st);
+    rep.mapped_bytes = st.mapped_bytes;
+    rep.in_use_bytes = st.in_use_bytes;
+    *out = rep;
+  }
   return 0;
+}
+
+int pa_pool_close(pa_pool_t *pool) { return pa_pool_close_report(pool, NULL); }
+
+/* Empty slabs of a depot and retained chunks of the pool that have been idle for `age` ns. */
+static uint64_t decay_pass(pa_pool_t *pool, uint64_t age, uint64_t now) {
+  uint64_t released = 0;
+  for (unsigned i = 0; i < pool->nnodes * PAI_NCLASSES; i++)
+    pai_depot_release_idle(&pool->depots[i], age, now, &released);
+  pthread_mutex_lock(&pool->lock);
+  for (unsigned n = 0; n < pool->nnodes; n++) {
+    pai_chunk_t *c = pool->chunks[n];
+    while (c) {
+      pai_chunk_t *next = c->next;
+      uint32_t all = c->npages == 32 ? 0xFFFFFFFFu : ((1u << c->npages) - 1u);
+      if (c->free_pages == all && c->empty_since <= now && now - c->empty_since >= age) {
+        pool->retained -= c->len;
+        pai_pool_chunk_empty(pool, c, true, &released);
+      }
+      c = next;
+    }
+  }
+  if (released) pool->trims++;
+  pthread_mutex_unlock(&pool->lock);
+  return released;
+}
+
+int pa_pool_decay(pa_pool_t *pool, uint64_t max_age_ms, size_t *released_bytes) {
+  if (pool == NULL) return EINVAL;
+  uint64_t age = pool->decay_ns;
+  if (age == 0) age = max_age_ms > UINT64_MAX / 1000000u ? UINT64_MAX : max_age_ms * 1000000u;
+  pa_close_report_t rep = {0};
+  uint64_t now = pai_now_ns();
+  atomic_store_explicit(&pool->decay_last, now, memory_order_relaxed);
+  pai_reclaim_caches(pool, true, age, &rep);
+  uint64_t released = decay_pass(pool, age, pai_now_ns());
+  if (released_bytes) *released_bytes = (size_t)released;
+  return 0;
+}
+
+/* A slow path's look at the clock: at most one decay pass per half decay time per pool. Runs
+ * with no lock held and with the caller's cache untouched for the rest of its call. */
+void pai_pool_maybe_decay(pa_pool_t *pool) {
+  if (PA_LIKELY(pool->decay_ns == 0)) return;
+  uint64_t now = pai_now_ns();
+  uint64_t last = atomic_load_explicit(&pool->decay_last, memory_order_relaxed);
+  if (now - last < pool->decay_ns / 2) return;
+  if (!atomic_compare_exchange_strong(&pool->decay_last, &last, now)) return;
+  pa_close_report_t rep = {0};
+  pai_reclaim_caches(pool, true, pool->decay_ns, &rep);
+  decay_pass(pool, pool->decay_ns, pai_now_ns());
 }
 
 void pa_pool_destroy(pa_pool_t *pool) {
@@ -297,6 +374,7 @@ static int direct_alloc(pa_pool_t *pool, unsigned cls, void **out) {
   if (err) return err;
   pa_track_unpoison(p, pai_class_size[cls]);
   if (!(pool->debug & PA_DEBUG_POISON)) *(uint64_t *)p = 0;
+  pai_note_out(pool, (int64_t)pai_class_size[cls]);
   atomic_fetch_add(&d->allocs, 1);
   atomic_fetch_add(&d->misses, 1);
   *out = p;
@@ -314,6 +392,18 @@ static void direct_free(pa_pool_t *pool, pai_slab_t *s, uint32_t idx, void *p) {
   pai_pool_unref(pool);
 }
 
+static inline void live_add(pai_tcache_t *tc, int64_t bytes) {
+  int64_t live = atomic_load_explicit(&tc->live, memory_order_relaxed) + bytes;
+  atomic_store_explicit(&tc->live, live, memory_order_relaxed);
+  if (live > atomic_load_explicit(&tc->live_hw, memory_order_relaxed))
+    atomic_store_explicit(&tc->live_hw, live, memory_order_relaxed);
+}
+
+static inline void live_sub(pai_tcache_t *tc, uint32_t bytes) {
+  atomic_store_explicit(&tc->live, atomic_load_explicit(&tc->live, memory_order_relaxed) - bytes,
+                        memory_order_relaxed);
+}
+
 static int cache_pop_after_refill(pai_tcache_t *tc, unsigned cls, void **out) {
   pai_tclass_t *t = &tc->cls[cls];
   void *p = t->slots[--t->n];
@@ -321,6 +411,7 @@ static int cache_pop_after_refill(pai_tcache_t *tc, unsigned cls, void **out) {
   pa_track_unpoison(p, pai_class_size[cls]);
   *(uint64_t *)p = 0;
   bump(&t->misses);
+  live_add(tc, (int64_t)pai_class_size[cls]);
   *out = p;
   return 0;
 }
@@ -329,7 +420,11 @@ static int alloc_slow(pa_pool_t *pool, pai_tcache_t *tc, unsigned cls, void **ou
   int err = 0;
   for (int attempt = 0; attempt < 2; attempt++) {
     err = tc ? pai_tcache_refill(tc, cls) : ENOENT;
-    if (err == 0) return cache_pop_after_refill(tc, cls, out);
+    if (err == 0) {
+      cache_pop_after_refill(tc, cls, out);
+      pai_pool_maybe_decay(pool);
+      return 0;
+    }
     if (err == ENOENT) err = direct_alloc(pool, cls, out);
     if (err == 0) return 0;
     if (err != ENOSPC) break;
@@ -403,7 +498,24 @@ static inline int class_of(size_t size, size_t align, unsigned *cls) {
   return pai_class_for(size, align, cls);
 }
 
-int pa_alloc(pa_pool_t *pool, size_t size, size_t align, void **out) {
+/* The calling thread is inside pa_alloc/pa_free: a reclaimer (tlcache.c) keeps off its cache.
+ * The compiler barrier keeps the store before the loads of pool->closed and tc->frozen; the
+ * reclaimer's membarrier supplies the CPU-side fence. */
+static inline void enter(void) {
+  atomic_store_explicit(&pai_tl.busy, 1, memory_order_relaxed);
+  atomic_signal_fence(memory_order_seq_cst);
+}
+
+static inline int leave(int rc) {
+  atomic_store_explicit(&pai_tl.busy, 0, memory_order_release);
+  return rc;
+}
+
+static inline bool frozen(const pai_tcache_t *tc) {
+  return atomic_load_explicit(&tc->frozen, memory_order_acquire) != 0;
+}
+
+static inline int alloc_in(pa_pool_t *pool, size_t size, size_t align, void **out) {
   unsigned cls;
   if (PA_UNLIKELY(pool == NULL || out == NULL)) return EINVAL;
   if (PA_UNLIKELY(atomic_load_explicit(&pool->closed, memory_order_relaxed))) return ESHUTDOWN;
@@ -413,17 +525,23 @@ int pa_alloc(pa_pool_t *pool, size_t size, size_t align, void **out) {
   pai_tcache_t *tc = pai_tcache(pool);
   if (PA_LIKELY(tc != NULL)) {
     pai_tclass_t *t = &tc->cls[cls];
-    if (PA_LIKELY(t->n > 0)) {
+    if (PA_LIKELY(!frozen(tc) && t->n > 0)) {
       void *p = t->slots[--t->n];
       tc->parked_bytes -= pai_class_size[cls];
       pa_track_unpoison(p, pai_class_size[cls]);
       *(uint64_t *)p = 0;
       bump(&t->hits);
+      live_add(tc, (int64_t)pai_class_size[cls]);
       *out = p;
       return 0;
     }
   }
   return alloc_slow(pool, tc, cls, out);
+}
+
+int pa_alloc(pa_pool_t *pool, size_t size, size_t align, void **out) {
+  enter();
+  return leave(alloc_in(pool, size, align, out));
 }
 
 static int free_slow(pa_pool_t *pool, pai_tcache_t *tc, pai_chunk_t *c, pai_slab_t *s,
@@ -440,6 +558,8 @@ static int free_slow(pa_pool_t *pool, pai_tcache_t *tc, pai_chunk_t *c, pai_slab
   t->slots[t->n++] = p;
   tc->parked_bytes += s->block_size;
   bump(&t->frees);
+  live_sub(tc, s->block_size);
+  pai_pool_maybe_decay(pool);
   return 0;
 }
 
@@ -471,7 +591,7 @@ static inline pai_slab_t *free_slab_of(void *p, int *rc) {
   return &c->slabs[slot];
 }
 
-int pa_free(void *p) {
+static inline int free_in(void *p) {
   uintptr_t a = (uintptr_t)p;
   int rc = 0;
   pai_slab_t *s = free_slab_of(p, &rc);
@@ -488,7 +608,7 @@ int pa_free(void *p) {
   if (PA_UNLIKELY(word == pai_free_marker(p))) return EALREADY;
   pai_tcache_t *tc = pai_tcache(pool);
   if (PA_LIKELY(tc != NULL && pool->nnodes == 1 &&
-                !atomic_load_explicit(&pool->closed, memory_order_relaxed))) {
+                !atomic_load_explicit(&pool->closed, memory_order_relaxed) && !frozen(tc))) {
     pai_tclass_t *t = &tc->cls[s->cls];
     if (PA_LIKELY(t->n < t->cap && tc->parked_bytes + s->block_size <= tc->budget)) {
       *(uint64_t *)p = pai_free_marker(p);
@@ -496,10 +616,16 @@ int pa_free(void *p) {
       t->slots[t->n++] = p;
       tc->parked_bytes += s->block_size;
       bump(&t->frees);
+      live_sub(tc, s->block_size);
       return 0;
     }
   }
   return free_slow(pool, tc, s->chunk, s, idx, p);
+}
+
+int pa_free(void *p) {
+  enter();
+  return leave(free_in(p));
 }
 
 int pa_alloc_batch(pa_pool_t *pool, size_t size, size_t align, size_t n, void **out) {

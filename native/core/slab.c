@@ -232,6 +232,7 @@ static int new_slab(pa_pool_t *pool, pai_depot_t *d, pai_slab_t **out) {
   list_push(&d->partial, s, true);
   d->nslabs++;
   d->empty_slabs++;
+  s->empty_since = pai_now_ns();
   *out = s;
   return 0;
 }
@@ -294,7 +295,6 @@ int pai_depot_refill(pa_pool_t *pool, pai_depot_t *d, void **out, unsigned n, un
   if (d->out_blocks > d->out_peak) d->out_peak = d->out_blocks;
   *got = have; /* under the lock: a fork never sees blocks out of the depot and not in *got */
   pthread_mutex_unlock(&d->lock);
-  pai_note_out(pool, (int64_t)have * pai_class_size[d->cls]);
   return have ? 0 : err;
 }
 
@@ -315,7 +315,7 @@ static void release_slab(pai_depot_t *d, pai_slab_t *s, bool force, uint64_t *re
 }
 
 /* One block back into its slab. The depot lock is taken unless `locked`. The caller accounts
- * the bytes with pai_note_out (once per batch). */
+ * a direct free with pai_note_out. */
 void pai_depot_return(pai_slab_t *s, uint32_t idx, bool locked) {
   pai_depot_t *d = s->depot;
   if (!locked) pthread_mutex_lock(&d->lock);
@@ -325,6 +325,8 @@ void pai_depot_return(pai_slab_t *s, uint32_t idx, bool locked) {
   if (s->nfree == s->nblocks) {
     d->empty_slabs++;
     pa_pool_t *pool = s->chunk->pool;
+    /* emptied by a decay pass: its blocks were idle that long already */
+    s->empty_since = pai_tl.decaying ? 0 : pai_now_ns();
     bool closed = atomic_load_explicit(&pool->closed, memory_order_relaxed) != 0;
     uint64_t released = 0;
     if (closed || !keep_empty_slab(pool, d, s)) release_slab(d, s, closed, &released);
@@ -339,6 +341,20 @@ void pai_depot_release_empty(pai_depot_t *d, bool all, uint64_t *released) {
   while (s && d->empty_slabs > (all ? 0u : 1u)) {
     pai_slab_t *next = s->next;
     if (s->nfree == s->nblocks) release_slab(d, s, all, released);
+    s = next;
+  }
+  pthread_mutex_unlock(&d->lock);
+}
+
+/* Release the empty slabs of a depot (the spare too) that have been empty for `age` ns; a chunk
+ * left without slabs is unmapped. Takes depot->lock. */
+void pai_depot_release_idle(pai_depot_t *d, uint64_t age, uint64_t now, uint64_t *released) {
+  pthread_mutex_lock(&d->lock);
+  pai_slab_t *s = d->partial;
+  while (s && d->empty_slabs > 0) {
+    pai_slab_t *next = s->next;
+    if (s->nfree == s->nblocks && s->empty_since <= now && now - s->empty_since >= age)
+      release_slab(d, s, true, released);
     s = next;
   }
   pthread_mutex_unlock(&d->lock);

@@ -111,7 +111,18 @@ int pa_pool_stats(pa_pool_t *pool, pa_stats_t *out) {
     out->depot_exchanges += s.exchanges;
   }
   add_pool_fields(pool, out);
-  uint64_t peak = ld(&pool->out_peak);
+  /* every cache's swing since its last sync, on top of what all of them synced */
+  pthread_mutex_lock(&pool->lock);
+  int64_t candidate = atomic_load(&pool->live_synced);
+  for (pai_tcache_t *tc = pool->tcaches; tc; tc = tc->pnext) {
+    int64_t live = atomic_load_explicit(&tc->live, memory_order_relaxed);
+    int64_t hw = atomic_load_explicit(&tc->live_hw, memory_order_relaxed);
+    candidate += (hw > live ? hw : live) - atomic_load_explicit(&tc->live_at_sync,
+                                                                memory_order_relaxed);
+  }
+  pthread_mutex_unlock(&pool->lock);
+  pai_peak_candidate(pool, candidate);
+  uint64_t peak = ld(&pool->use_peak);
   out->in_use_peak = peak > out->in_use_bytes ? peak : out->in_use_bytes;
   out->numa_node = pool->numa_node;
   out->closed = (uint32_t)atomic_load(&pool->closed);

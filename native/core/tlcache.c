@@ -21,8 +21,12 @@
  *   under pool->lock; pool->tcaches list: pool->lock; global thread list: pai_g_lock.
  *   A flush takes one depot lock at a time (then pool->lock inside, via slab release).
  * ------------------------------------------------------------------------------------------- */
+#include <linux/membarrier.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "os.h"
@@ -37,7 +41,16 @@ static pai_tls_t *g_threads;
 
 static void thread_exit(void *arg);
 
-static void key_init(void) { pthread_key_create(&tls_key, thread_exit); }
+static bool g_membarrier;
+
+static void key_init(void) {
+  pthread_key_create(&tls_key, thread_exit);
+  /* Reclaiming another thread's cache needs the asymmetric fence (see below); without it the
+   * reclaimer skips live threads' caches and reports them. */
+  long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+  g_membarrier = cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+                 syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+}
 
 void pai_thread_init_once(void) { pthread_once(&tls_once, key_init); }
 
@@ -85,7 +98,7 @@ void pai_tcache_flush_class(pai_tcache_t *tc, unsigned cls, uint32_t keep) {
   if (t->n <= keep) return;
   pai_depot_t *held = NULL;
   size_t bs = pai_class_size[cls];
-  int64_t moved = 0;
+  uint32_t moved = 0;
   while (t->n > keep) {
     void *p = t->slots[t->n - 1];
     pai_chunk_t *c;
@@ -103,7 +116,7 @@ void pai_tcache_flush_class(pai_tcache_t *tc, unsigned cls, uint32_t keep) {
     tc->parked_bytes -= bs;
   }
   if (held) pthread_mutex_unlock(&held->lock);
-  pai_note_out(tc->pool, -moved * (int64_t)bs);
+  (void)moved;
   count_exchange(t);
 }
 
@@ -120,6 +133,7 @@ static pai_tls_t *tls_get(void) {
   if (tls == NULL) return NULL;
   pthread_mutex_init(&tls->lock, NULL);
   tls->thread = pthread_self();
+  tls->busy = &pai_tl.busy;
   pthread_mutex_lock(&pai_g_lock);
   tls->gnext = g_threads;
   if (g_threads) g_threads->gprev = tls;
@@ -170,6 +184,7 @@ static void retire_counters(pai_tcache_t *tc) {
 static void cache_retire(pai_tcache_t *tc) {
   pa_pool_t *pool = tc->pool;
   flush_all(tc);
+  pai_tcache_sync_live(tc);
   pthread_mutex_lock(&pool->lock);
   if (tc->pprev) tc->pprev->pnext = tc->pnext;
   else pool->tcaches = tc->pnext;
@@ -265,6 +280,9 @@ static bool ensure_slots(pai_tclass_t *t) {
 static int refill_locked(pai_tcache_t *tc, unsigned cls) {
   pai_tclass_t *t = &tc->cls[cls];
   if (!ensure_slots(t)) return ENOENT;
+  pai_tcache_sync_live(tc);
+  /* came here because the cache was frozen by a reclaimer that then found us busy */
+  if (t->n > 0) return 0;
   unsigned node = pai_current_node(tc->pool);
   if (node != tc->node) {
     flush_all(tc);
@@ -290,6 +308,7 @@ int pai_tcache_refill(pai_tcache_t *tc, unsigned cls) {
 static int make_room_locked(pai_tcache_t *tc, unsigned cls) {
   pai_tclass_t *t = &tc->cls[cls];
   if (!ensure_slots(t)) return ENOENT;
+  pai_tcache_sync_live(tc);
   if (t->n >= t->cap) pai_tcache_flush_class(tc, cls, t->cap / 2);
   if (pai_class_size[cls] > tc->budget) return ENOENT;
   /* over the byte budget: halve the other classes, largest blocks first, then this one, until
@@ -312,6 +331,122 @@ int pai_tcache_make_room(pai_tcache_t *tc, unsigned cls) {
   int err = make_room_locked(tc, cls);
   pthread_mutex_unlock(&tc->owner->lock);
   return err;
+}
+
+// ---- in_use_peak ----
+
+/* Fold this cache's handed-out bytes into pool->live_synced and offer the pool its high-water
+ * since the last sync: (everyone else as of their last sync) + (our peak since ours). Exact
+ * with one thread; with several it is an estimate, since the others' current values are their
+ * last synced ones. Only the owner (or a forked child, for dead threads) calls it. */
+void pai_tcache_sync_live(pai_tcache_t *tc) {
+  pa_pool_t *pool = tc->pool;
+  int64_t live = atomic_load_explicit(&tc->live, memory_order_relaxed);
+  int64_t hw = atomic_load_explicit(&tc->live_hw, memory_order_relaxed);
+  int64_t synced = atomic_load_explicit(&tc->live_at_sync, memory_order_relaxed);
+  int64_t before = atomic_fetch_add(&pool->live_synced, live - synced);
+  pai_peak_candidate(pool, before - synced + (hw > live ? hw : live));
+  atomic_store_explicit(&tc->live_at_sync, live, memory_order_relaxed);
+  atomic_store_explicit(&tc->live_hw, live, memory_order_relaxed);
+}
+
+// ---- Reclaiming other threads' caches ----
+/*
+ * A live thread that parked blocks and then stopped calling the allocator keeps them until its
+ * next call. pa_pool_close_report and pa_pool_decay take them without stopping that thread:
+ *
+ *   owner (pa_alloc/pa_free)              reclaimer (under g_lock, then the owner's tls->lock)
+ *   busy = 1  (relaxed store)             tc->frozen = 1
+ *   compiler barrier                      membarrier(PRIVATE_EXPEDITED)
+ *   load pool->closed, tc->frozen         load owner's busy (acquire)
+ *   ... touch the cache ...               0: flush the cache; 1: leave it, report it busy
+ *   busy = 0  (release store)             frozen = 0 (release; a closed pool keeps it)
+ *
+ * membarrier makes every running thread of the process execute a full barrier (a sleeping one
+ * had a context switch), so the pair behaves like Dekker's with a fence on both sides while
+ * the owner pays only two thread-local stores: either the owner sees frozen (or closed) and
+ * leaves its slots to the slow path, which waits on tls->lock, or the reclaimer sees busy and
+ * keeps out. A busy==0 it reads was written after the owner's last touch (release/acquire), so
+ * the flush happens after it; the owner's next touch comes through tls->lock or through the
+ * frozen=0 release. Liburcu and Folly's asymmetric fences use the same pairing.
+ */
+
+/* tls->lock held. A class is idle when its operation count has not moved for `age` (two
+ * probes that far apart; age 0: now), and it has not been emptied since. */
+static bool class_idle(pai_tclass_t *t, uint64_t now, uint64_t age) {
+  uint64_t ops = atomic_load_explicit(&t->hits, memory_order_relaxed) +
+                 atomic_load_explicit(&t->misses, memory_order_relaxed) +
+                 atomic_load_explicit(&t->frees, memory_order_relaxed);
+  if (ops != t->probe_ops || t->probe_ns == 0) {
+    t->probe_ops = ops;
+    t->probe_ns = now;
+    t->probe_flushed = 0;
+    if (age != 0) return false;
+  }
+  return !t->probe_flushed && now - t->probe_ns >= age;
+}
+
+/* g_lock and tls->lock held. Empty the classes marked in `which` (all for a close). 1: emptied
+ * some, 0: nothing parked there, -1: the owner is inside a call (left alone). */
+static int reclaim_one(pai_tls_t *tls, pai_tcache_t *tc, const bool *which, bool keep_frozen,
+                       uint64_t *bytes) {
+  if (tls != my_tls) {
+    if (!g_membarrier) return -1;
+    atomic_store(&tc->frozen, 1);
+    syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+    if (atomic_load_explicit(tls->busy, memory_order_acquire)) {
+      if (!keep_frozen) atomic_store_explicit(&tc->frozen, 0, memory_order_release);
+      return -1;
+    }
+  }
+  uint64_t parked = 0;
+  bool was = pai_tl.decaying;
+  pai_tl.decaying = !keep_frozen;
+  for (unsigned c = 0; c < PAI_NCLASSES; c++) {
+    if (!which[c]) continue;
+    parked += (uint64_t)tc->cls[c].n * pai_class_size[c];
+    pai_tcache_flush_class(tc, c, 0);
+    tc->cls[c].probe_flushed = 1;
+  }
+  pai_tl.decaying = was;
+  if (!keep_frozen) atomic_store_explicit(&tc->frozen, 0, memory_order_release);
+  *bytes += parked;
+  return parked ? 1 : 0;
+}
+
+/* Empty the caches that threads hold for `pool`: all of every one (close), or the classes
+ * idle for `age` (decay). A close retries busy owners for a short while, then reports them. */
+int pai_reclaim_caches(pa_pool_t *pool, bool idle_only, uint64_t age, pa_close_report_t *rep) {
+  bool closed = atomic_load(&pool->closed) != 0;
+  uint64_t now = pai_now_ns();
+  bool which[PAI_NCLASSES];
+  for (int pass = 0; pass < 50; pass++) {
+    uint64_t busy = 0;
+    pthread_mutex_lock(&pai_g_lock);
+    for (pai_tls_t *tls = g_threads; tls; tls = tls->gnext) {
+      pthread_mutex_lock(&tls->lock);
+      pai_tcache_t *tc = tls->caches;
+      while (tc && tc->pool != pool) tc = tc->tnext;
+      bool any = false;
+      for (unsigned c = 0; tc && c < PAI_NCLASSES; c++) {
+        which[c] = !idle_only || class_idle(&tc->cls[c], now, age);
+        any = any || which[c];
+      }
+      if (any) {
+        int r = reclaim_one(tls, tc, which, closed, &rep->reclaimed_bytes);
+        if (r > 0) rep->caches_reclaimed++;
+        if (r < 0) busy++;
+      }
+      pthread_mutex_unlock(&tls->lock);
+    }
+    pthread_mutex_unlock(&pai_g_lock);
+    rep->caches_busy = busy;
+    /* a decay pass comes again; a close waits a little for threads inside a call */
+    if (busy == 0 || idle_only || !g_membarrier) break;
+    struct timespec pause = {0, 200000};
+    nanosleep(&pause, NULL);
+  }
+  return 0;
 }
 
 // ---- NUMA node of the calling thread ----

@@ -17,13 +17,15 @@
 
 typedef struct pa_pool_s pa_pool_t;
 
-/* @header-types pa_config_t pa_stats_t pa_class_stats_t pa_api_t
+/* @header-types pa_config_t pa_close_report_t pa_stats_t pa_class_stats_t pa_api_t
  * The builder puts these structs here from native/include/poolalloc.h: written once. */
 
 /* ---- pools ---- */
 void pa_config_init(pa_config_t *cfg);
 int pa_pool_create(const pa_config_t *cfg, pa_pool_t **out); /* *out: caller ends it with pa_pool_destroy */
 int pa_pool_close(pa_pool_t *pool);
+int pa_pool_close_report(pa_pool_t *pool, pa_close_report_t *out);  /* out: caller's */
+int pa_pool_decay(pa_pool_t *pool, uint64_t max_age_ms, size_t *released_bytes);
 void pa_pool_destroy(pa_pool_t *pool);                       /* drops the handle; pool freed once empty */
 int pa_pool_trim(pa_pool_t *pool, size_t *released_bytes);
 int pa_pool_stats(pa_pool_t *pool, pa_stats_t *out);

@@ -45,15 +45,31 @@ typedef struct pa_config_s {
   size_t retain_bytes; /* empty-slab bytes kept for reuse before going back to the OS */
   int numa_node;       /* PA_NUMA_ANY, PA_NUMA_LOCAL or a node number */
   unsigned debug;      /* PA_DEBUG_* flags; also set from env POOLALLOC_DEBUG=1 at create */
+  uint64_t decay_ms;   /* 0: no clock (retain_bytes alone). Else empty slabs, retained chunks
+                          and idle threads' cached blocks unused for this long go back to the
+                          OS, checked on slow paths, by pa_pool_trim and pa_pool_decay */
 } pa_config_t;
+
+/* What pa_pool_close_report could and could not give back. */
+typedef struct pa_close_report_s {
+  uint64_t caches_reclaimed;  /* other live threads' caches of this pool it emptied */
+  uint64_t caches_busy;       /* caches whose thread stayed inside the allocator (or the kernel
+                                 lacks membarrier): their blocks stay until that thread's next
+                                 call into the pool or its exit */
+  uint64_t reclaimed_bytes;   /* block bytes taken from those caches back to their slabs */
+  uint64_t mapped_bytes;      /* still mapped after the close */
+  uint64_t in_use_bytes;      /* of which handed to users (they come back at pa_free) */
+} pa_close_report_t;
 
 typedef struct pa_stats_s {
   uint64_t mapped_bytes;     /* bytes currently mapped from the OS for this pool */
   uint64_t mapped_peak;      /* high-water mark of mapped_bytes */
   uint64_t in_use_bytes;     /* block bytes currently handed out (class size, not request) */
   uint64_t in_use_blocks;    /* blocks currently handed out */
-  uint64_t in_use_peak;      /* high-water mark of in_use_bytes (counts blocks parked in thread
-                                caches too, so it may exceed the exact peak by those) */
+  uint64_t in_use_peak;      /* high-water mark of in_use_bytes: blocks handed to users, not
+                                blocks parked in thread caches. Exact with one thread; with
+                                several, each thread's swing since its last slow path may be
+                                added at a moment when another's had already fallen */
   uint64_t allocs;           /* successful allocations, ever */
   uint64_t frees;            /* successful frees, ever; allocs - frees == in_use_blocks */
   uint64_t cache_hits;       /* allocations served from the calling thread's cache */
@@ -88,6 +104,13 @@ int pa_pool_create(const pa_config_t *cfg, pa_pool_t **out);
 /* Refuse further allocations (ESHUTDOWN), trim everything that is free. Blocks still out stay
  * valid; the pool's memory goes back to the OS when the last one is freed. Idempotent. */
 int pa_pool_close(pa_pool_t *pool);
+/* pa_pool_close that also empties the caches other live threads hold for this pool (those not
+ * inside the allocator right now: no stop-the-world) and says what is left; `out` may be NULL. */
+int pa_pool_close_report(pa_pool_t *pool, pa_close_report_t *out);
+/* Give back what has been idle for the pool's decay_ms (empty slabs, retained chunks, caches of
+ * threads that made no allocator call in that time). Without decay_ms, `max_age_ms` is used
+ * (0: everything idle now). For a timer in an event loop; no background thread exists. */
+int pa_pool_decay(pa_pool_t *pool, uint64_t max_age_ms, size_t *released_bytes);
 /* Drop the caller's handle. The struct is freed once closed and no block refers to it. After
  * this the caller must not use `pool` again. */
 void pa_pool_destroy(pa_pool_t *pool);

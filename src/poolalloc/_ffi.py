@@ -74,14 +74,20 @@ def _addr(cdata: object) -> int:
 
 
 def pool_create(
-    max_bytes: int = 0, retain_bytes: int | None = None, numa_node: int = NUMA_ANY, debug: int = 0
+    max_bytes: int = 0,
+    retain_bytes: int | None = None,
+    numa_node: int = NUMA_ANY,
+    debug: int = 0,
+    decay_ms: int | None = None,
 ) -> PoolHandle:
-    """``pa_pool_create``; None retain_bytes keeps the C default."""
+    """``pa_pool_create``; None retain_bytes or decay_ms keeps the C default."""
     cfg = ffi.new("pa_config_t *")
     lib.pa_config_init(cfg)
     cfg.max_bytes = _size(max_bytes, "max_bytes")
     if retain_bytes is not None:
         cfg.retain_bytes = _size(retain_bytes, "retain_bytes")
+    if decay_ms is not None:
+        cfg.decay_ms = _size(decay_ms, "decay_ms")
     cfg.numa_node = numa_node
     cfg.debug = debug
     out = ffi.new("pa_pool_t **")
@@ -101,6 +107,25 @@ def _node_list() -> str:
 def pool_close(pool: PoolHandle) -> None:
     """``pa_pool_close``: refuse new allocations, trim what is free."""
     check_rc(lib.pa_pool_close(pool), "pool_close")
+
+
+CLOSE_REPORT_FIELDS: Final[tuple[str, ...]] = (
+    "caches_reclaimed", "caches_busy", "reclaimed_bytes", "mapped_bytes", "in_use_bytes",
+)  # fmt: skip
+
+
+def pool_close_report(pool: PoolHandle) -> dict[str, int]:
+    """``pa_pool_close_report``: close, empty idle threads' caches, say what is left."""
+    out = ffi.new("pa_close_report_t *")
+    check_rc(lib.pa_pool_close_report(pool, out), "pool_close")
+    return _fields(out, CLOSE_REPORT_FIELDS)
+
+
+def pool_decay(pool: PoolHandle, max_age_ms: int = 0) -> int:
+    """``pa_pool_decay``; returns the bytes given back to the OS."""
+    out = ffi.new("size_t *")
+    check_rc(lib.pa_pool_decay(pool, _size(max_age_ms, "max_age_ms"), out), "pool_decay")
+    return int(out[0])
 
 
 def pool_destroy(pool: PoolHandle) -> None:

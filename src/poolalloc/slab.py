@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import weakref
+from dataclasses import dataclass
 from typing import Final
 
 from poolalloc import _ffi, numa
@@ -119,12 +120,36 @@ class Block:
         return f"<Block {self.nbytes}/{self.block_size} bytes at {self._address:#x} {state}>"
 
 
+@dataclass(frozen=True)
+class CloseReport:
+    """What :meth:`SlabPool.close` gave back and what it could not.
+
+    ``caches_reclaimed``: caches of other live threads it emptied; ``caches_busy``: caches whose
+    thread stayed inside an allocator call (their blocks come back at that thread's next call
+    into the pool or its exit); ``reclaimed_bytes``: bytes taken from those caches;
+    ``mapped_bytes``: still mapped after the close; ``in_use_bytes``: of which held by users.
+
+    Example:
+        >>> report = SlabPool().close_report()
+        >>> report.mapped_bytes, report.caches_busy
+        (0, 0)
+    """
+
+    caches_reclaimed: int
+    caches_busy: int
+    reclaimed_bytes: int
+    mapped_bytes: int
+    in_use_bytes: int
+
+
 class SlabPool(ClosesOnExit):
     """A pool of the native slab allocator, with its own capacity, stats and lifetime.
 
     ``max_bytes`` caps the memory mapped from the OS; ``retain_bytes`` bounds the empty memory
     kept for reuse; ``numa_node`` is None, a node number or ``"local"``; ``debug`` turns on
-    poison and canaries (True) or takes ``PA_DEBUG_*`` flags.
+    poison and canaries (True) or takes ``PA_DEBUG_*`` flags. ``decay_ms`` (None or 0: off) gives
+    back to the OS the empty slabs, retained chunks and idle threads' cached blocks unused for
+    that long, checked on the allocator's slow paths and by :meth:`decay`.
 
     Example:
         >>> pool = SlabPool()
@@ -146,9 +171,10 @@ class SlabPool(ClosesOnExit):
         retain_bytes: int | None = None,
         numa_node: int | str | None = None,
         debug: bool | int = False,
+        decay_ms: int | None = None,
     ) -> None:
         self._handle = _ffi.pool_create(
-            max_bytes or 0, retain_bytes, _numa_value(numa_node), _debug_value(debug)
+            max_bytes or 0, retain_bytes, _numa_value(numa_node), _debug_value(debug), decay_ms
         )
         self._closed = False
         self._destroyed = False
@@ -181,6 +207,23 @@ class SlabPool(ClosesOnExit):
     def trim(self) -> int:
         """Give empty slabs and retained chunks back to the OS; returns the bytes released."""
         return _ffi.pool_trim(self._handle)
+
+    def decay(self, max_age_ms: int = 0) -> int:
+        """Give back what has been idle for the pool's ``decay_ms`` (else ``max_age_ms``).
+
+        Empty slabs, retained chunks, and the caches of threads that made no call into the
+        pool since the previous :meth:`decay` at least that long ago. No background thread
+        exists: call it from a timer to let an idle pool shrink. Returns the bytes unmapped.
+
+        Example:
+            >>> pool = SlabPool()
+            >>> pool.alloc(64).free()
+            >>> pool.decay() > 0
+            True
+            >>> pool.close_report().mapped_bytes
+            0
+        """
+        return _ffi.pool_decay(self._handle, max_age_ms)
 
     def stats(self) -> PoolStats:
         """A snapshot of the pool's counters."""
@@ -220,11 +263,28 @@ class SlabPool(ClosesOnExit):
     def close(self) -> None:
         """Refuse new allocations and give free memory back; blocks still out stay valid.
 
-        Idempotent. The pool's memory returns to the OS when its last block is freed.
+        Also empties the caches that other live threads keep for this pool, unless such a
+        thread is inside an allocator call at that moment (no thread is stopped); see
+        :meth:`close_report`. Idempotent. The pool's memory returns to the OS when its last
+        block is freed.
         """
-        if not self._closed:
-            self._closed = True
-            _ffi.pool_close(self._handle)
+        self.close_report()
+
+    def close_report(self) -> CloseReport:
+        """:meth:`close`, then say what it reclaimed and what stays mapped.
+
+        Example:
+            >>> pool = SlabPool()
+            >>> block = pool.alloc(100)
+            >>> report = pool.close_report()
+            >>> report.in_use_bytes, report.mapped_bytes > 0
+            (128, True)
+            >>> block.free()
+            >>> pool.stats().mapped_bytes
+            0
+        """
+        self._closed = True
+        return CloseReport(**_ffi.pool_close_report(self._handle))
 
     def __del__(self) -> None:
         if hasattr(self, "_handle") and not getattr(self, "_destroyed", True):
