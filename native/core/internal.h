@@ -126,17 +126,15 @@ typedef struct pai_tcache_s {
   struct pai_tcache_s *tnext;          /* owner's list */
   struct pai_tcache_s *pprev, *pnext;  /* pool's list (pool->lock) */
   unsigned node;
-  /* Set by another thread (under the owner's tls->lock) that wants to take the cached blocks;
-   * the owner's fast paths see it (acquire) after announcing themselves in pai_tl.busy, and go
-   * to the slow path, which waits on tls->lock. See tlcache.c "Reclaiming other threads'
-   * caches". */
-  _Atomic uint32_t frozen;
-  size_t parked_bytes, budget;
-  /* Bytes this thread handed out minus bytes it took back (may be negative: cross-thread
-   * frees), its high-water since the last sync, and the value folded into pool->live_synced at
-   * that sync. Owner-written relaxed atomics; in_use_peak is computed from them. */
-  _Atomic int64_t live, live_hw;
-  _Atomic int64_t live_at_sync;        /* owner-written, under tls->lock */
+  size_t budget;
+  /* Bytes parked here (all classes), bytes this cache has taken out of the slabs net of what
+   * it gave back plus what its thread handed out net of what it took back (so that bytes
+   * handed out = base - parked, negative with cross-thread frees), the lowest `parked` since
+   * the last sync (so the high-water of handed-out bytes is base - parked_lw), and the handed-
+   * out bytes folded into pool->live_synced at that sync. Written by the owner (relaxed; the
+   * fast path only moves `parked` and `parked_lw`) or by a reclaimer while the owner is out;
+   * read by statistics. */
+  _Atomic int64_t parked, base, parked_lw, live_at_sync;
   pai_tclass_t cls[PAI_NCLASSES];
 } pai_tcache_t;
 
@@ -148,6 +146,7 @@ typedef struct pai_tls_s {
   unsigned node_ticks, node;
   pthread_t thread;
   _Atomic uint32_t *busy;              /* &pai_tl.busy of this thread */
+  _Atomic(pa_pool_t *) *tl_pool;       /* &pai_tl.pool of this thread */
 } pai_tls_t;
 
 struct pa_pool_s {
@@ -292,14 +291,16 @@ void pai_pool_maybe_decay(pa_pool_t *pool);
 uint32_t pai_cache_cap(const pa_pool_t *pool, unsigned cls);
 
 typedef struct pai_tl_s {
-  /* 1 while this thread is inside pa_alloc/pa_free (written by the thread, read by a
-   * reclaimer after membarrier; see tlcache.c) */
-  _Atomic uint32_t busy;
-  pa_pool_t *pool;
+  /* The pool whose cache `cache` is. A reclaimer (tlcache.c) may set it to NULL under the
+   * thread's tls->lock, which sends the thread's next call through the slow path. */
+  _Atomic(pa_pool_t *) pool;
   pai_tcache_t *cache;
   uintptr_t free_page;         /* (address >> 16) of the last page pa_free resolved ... */
   pai_slab_t *free_slab;       /* ... to this slab, valid while pai_slab_epoch == free_epoch */
   uint64_t free_epoch;
+  /* 1 while this thread is inside pa_alloc/pa_free (written by the thread, read by a
+   * reclaimer after membarrier; see tlcache.c) */
+  _Atomic uint32_t busy;
   bool decaying;               /* this thread is emptying idle caches: slabs emptied are stale */
 } pai_tl_t;
 /* Bumped whenever a slab is released or a chunk unmapped, so that the per-thread page->slab
@@ -308,8 +309,16 @@ extern _Atomic uint64_t pai_slab_epoch;
 extern __thread pai_tl_t pai_tl __attribute__((tls_model("initial-exec")));
 
 static inline pai_tcache_t *pai_tcache(pa_pool_t *pool) {
-  if (PA_LIKELY(pai_tl.pool == pool)) return pai_tl.cache;
+  if (PA_LIKELY(atomic_load_explicit(&pai_tl.pool, memory_order_relaxed) == pool))
+    return pai_tl.cache;
   return pai_tcache_slow(pool);
+}
+
+static inline int64_t pai_ld64(_Atomic int64_t *a) {
+  return atomic_load_explicit(a, memory_order_relaxed);
+}
+static inline void pai_add64(_Atomic int64_t *a, int64_t d) {
+  atomic_store_explicit(a, atomic_load_explicit(a, memory_order_relaxed) + d, memory_order_relaxed);
 }
 
 /* ---- NUMA (arena.c / os_linux.c) ---- */

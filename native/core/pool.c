@@ -59,13 +59,14 @@ void pai_peak_candidate(pa_pool_t *pool, int64_t bytes) {
 /* Bytes handed to (delta > 0) or taken back from users outside the thread caches. The
  * caller's own cache syncs first, so that its earlier swing is not added to this one. */
 void pai_note_out(pa_pool_t *pool, int64_t delta) {
-  if (pai_tl.pool == pool && pai_tl.cache) pai_tcache_sync_live(pai_tl.cache);
+  if (atomic_load_explicit(&pai_tl.pool, memory_order_relaxed) == pool && pai_tl.cache)
+    pai_tcache_sync_live(pai_tl.cache);
   pai_peak_candidate(pool, atomic_fetch_add(&pool->live_synced, delta) + delta);
 }
 
 uint64_t pai_now_ns(void) {
   struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts); /* a few ms of resolution; cheap on every kernel */
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
@@ -392,26 +393,21 @@ static void direct_free(pa_pool_t *pool, pai_slab_t *s, uint32_t idx, void *p) {
   pai_pool_unref(pool);
 }
 
-static inline void live_add(pai_tcache_t *tc, int64_t bytes) {
-  int64_t live = atomic_load_explicit(&tc->live, memory_order_relaxed) + bytes;
-  atomic_store_explicit(&tc->live, live, memory_order_relaxed);
-  if (live > atomic_load_explicit(&tc->live_hw, memory_order_relaxed))
-    atomic_store_explicit(&tc->live_hw, live, memory_order_relaxed);
-}
-
-static inline void live_sub(pai_tcache_t *tc, uint32_t bytes) {
-  atomic_store_explicit(&tc->live, atomic_load_explicit(&tc->live, memory_order_relaxed) - bytes,
-                        memory_order_relaxed);
+/* A block leaves the cache for a user: `parked` drops, and its low-water mark with it. */
+static inline void parked_take(pai_tcache_t *tc, uint32_t bytes) {
+  int64_t parked = pai_ld64(&tc->parked) - bytes;
+  atomic_store_explicit(&tc->parked, parked, memory_order_relaxed);
+  if (PA_UNLIKELY(parked < pai_ld64(&tc->parked_lw)))
+    atomic_store_explicit(&tc->parked_lw, parked, memory_order_relaxed);
 }
 
 static int cache_pop_after_refill(pai_tcache_t *tc, unsigned cls, void **out) {
   pai_tclass_t *t = &tc->cls[cls];
   void *p = t->slots[--t->n];
-  tc->parked_bytes -= pai_class_size[cls];
+  parked_take(tc, pai_class_size[cls]);
   pa_track_unpoison(p, pai_class_size[cls]);
   *(uint64_t *)p = 0;
   bump(&t->misses);
-  live_add(tc, (int64_t)pai_class_size[cls]);
   *out = p;
   return 0;
 }
@@ -499,7 +495,7 @@ static inline int class_of(size_t size, size_t align, unsigned *cls) {
 }
 
 /* The calling thread is inside pa_alloc/pa_free: a reclaimer (tlcache.c) keeps off its cache.
- * The compiler barrier keeps the store before the loads of pool->closed and tc->frozen; the
+ * The compiler barrier keeps the store before the load of pai_tl.pool (in pai_tcache); the
  * reclaimer's membarrier supplies the CPU-side fence. */
 static inline void enter(void) {
   atomic_store_explicit(&pai_tl.busy, 1, memory_order_relaxed);
@@ -511,11 +507,7 @@ static inline int leave(int rc) {
   return rc;
 }
 
-static inline bool frozen(const pai_tcache_t *tc) {
-  return atomic_load_explicit(&tc->frozen, memory_order_acquire) != 0;
-}
-
-static inline int alloc_in(pa_pool_t *pool, size_t size, size_t align, void **out) {
+static int alloc_in(pa_pool_t *pool, size_t size, size_t align, void **out) {
   unsigned cls;
   if (PA_UNLIKELY(pool == NULL || out == NULL)) return EINVAL;
   if (PA_UNLIKELY(atomic_load_explicit(&pool->closed, memory_order_relaxed))) return ESHUTDOWN;
@@ -525,13 +517,12 @@ static inline int alloc_in(pa_pool_t *pool, size_t size, size_t align, void **ou
   pai_tcache_t *tc = pai_tcache(pool);
   if (PA_LIKELY(tc != NULL)) {
     pai_tclass_t *t = &tc->cls[cls];
-    if (PA_LIKELY(!frozen(tc) && t->n > 0)) {
+    if (PA_LIKELY(t->n > 0)) {
       void *p = t->slots[--t->n];
-      tc->parked_bytes -= pai_class_size[cls];
+      parked_take(tc, pai_class_size[cls]);
       pa_track_unpoison(p, pai_class_size[cls]);
       *(uint64_t *)p = 0;
       bump(&t->hits);
-      live_add(tc, (int64_t)pai_class_size[cls]);
       *out = p;
       return 0;
     }
@@ -539,9 +530,32 @@ static inline int alloc_in(pa_pool_t *pool, size_t size, size_t align, void **ou
   return alloc_slow(pool, tc, cls, out);
 }
 
-int pa_alloc(pa_pool_t *pool, size_t size, size_t align, void **out) {
-  enter();
+/* Everything but a cache hit; out of line so that the hit path saves no registers. */
+__attribute__((noinline)) static int alloc_rest(pa_pool_t *pool, size_t size, size_t align,
+                                                void **out) {
   return leave(alloc_in(pool, size, align, out));
+}
+
+int pa_alloc(pa_pool_t *pool, size_t size, size_t align, void **out) {
+  unsigned cls;
+  enter();
+  if (PA_LIKELY(pool != NULL && out != NULL &&
+                !atomic_load_explicit(&pool->closed, memory_order_relaxed) && !pool->debug &&
+                class_of(size, align, &cls) == 0 &&
+                atomic_load_explicit(&pai_tl.pool, memory_order_relaxed) == pool)) {
+    pai_tcache_t *tc = pai_tl.cache;
+    pai_tclass_t *t = &tc->cls[cls];
+    if (PA_LIKELY(t->n > 0)) {
+      void *p = t->slots[--t->n];
+      parked_take(tc, pai_class_size[cls]);
+      pa_track_unpoison(p, pai_class_size[cls]);
+      *(uint64_t *)p = 0;
+      bump(&t->hits);
+      *out = p;
+      return leave(0);
+    }
+  }
+  return alloc_rest(pool, size, align, out);
 }
 
 static int free_slow(pa_pool_t *pool, pai_tcache_t *tc, pai_chunk_t *c, pai_slab_t *s,
@@ -556,9 +570,8 @@ static int free_slow(pa_pool_t *pool, pai_tcache_t *tc, pai_chunk_t *c, pai_slab
   *(uint64_t *)p = pai_free_marker(p);
   pa_track_poison(p, s->block_size);
   t->slots[t->n++] = p;
-  tc->parked_bytes += s->block_size;
+  pai_add64(&tc->parked, s->block_size);
   bump(&t->frees);
-  live_sub(tc, s->block_size);
   pai_pool_maybe_decay(pool);
   return 0;
 }
@@ -591,7 +604,7 @@ static inline pai_slab_t *free_slab_of(void *p, int *rc) {
   return &c->slabs[slot];
 }
 
-static inline int free_in(void *p) {
+static int free_in(void *p) {
   uintptr_t a = (uintptr_t)p;
   int rc = 0;
   pai_slab_t *s = free_slab_of(p, &rc);
@@ -608,24 +621,53 @@ static inline int free_in(void *p) {
   if (PA_UNLIKELY(word == pai_free_marker(p))) return EALREADY;
   pai_tcache_t *tc = pai_tcache(pool);
   if (PA_LIKELY(tc != NULL && pool->nnodes == 1 &&
-                !atomic_load_explicit(&pool->closed, memory_order_relaxed) && !frozen(tc))) {
+                !atomic_load_explicit(&pool->closed, memory_order_relaxed))) {
     pai_tclass_t *t = &tc->cls[s->cls];
-    if (PA_LIKELY(t->n < t->cap && tc->parked_bytes + s->block_size <= tc->budget)) {
+    int64_t parked = pai_ld64(&tc->parked) + s->block_size;
+    if (PA_LIKELY(t->n < t->cap && (uint64_t)parked <= tc->budget)) {
       *(uint64_t *)p = pai_free_marker(p);
       pa_track_poison(p, s->block_size);
       t->slots[t->n++] = p;
-      tc->parked_bytes += s->block_size;
+      atomic_store_explicit(&tc->parked, parked, memory_order_relaxed);
       bump(&t->frees);
-      live_sub(tc, s->block_size);
       return 0;
     }
   }
   return free_slow(pool, tc, s->chunk, s, idx, p);
 }
 
+__attribute__((noinline)) static int free_rest(void *p) { return leave(free_in(p)); }
+
+/* The cache push; anything else (including every error) goes to free_rest, which starts over. */
 int pa_free(void *p) {
   enter();
-  return leave(free_in(p));
+  uintptr_t a = (uintptr_t)p;
+  uint64_t epoch = atomic_load_explicit(&pai_slab_epoch, memory_order_acquire);
+  if (PA_LIKELY((a >> PAI_PAGE_SHIFT) == pai_tl.free_page && epoch == pai_tl.free_epoch &&
+                !pa_track_is_poisoned(p))) {
+    pai_slab_t *s = pai_tl.free_slab;
+    pa_pool_t *pool = s->pool;
+    uint64_t word = *(const uint64_t *)p;
+    bool exact;
+    uint32_t idx = pai_slab_index(s, a, &exact);
+    if (PA_LIKELY(exact && pai_slab_is_out(s, idx) && !pool->debug &&
+                  word != pai_free_marker(p) && pool->nnodes == 1 &&
+                  !atomic_load_explicit(&pool->closed, memory_order_relaxed) &&
+                  atomic_load_explicit(&pai_tl.pool, memory_order_relaxed) == pool)) {
+      pai_tcache_t *tc = pai_tl.cache;
+      pai_tclass_t *t = &tc->cls[s->cls];
+      int64_t parked = pai_ld64(&tc->parked) + s->block_size;
+      if (PA_LIKELY(t->n < t->cap && (uint64_t)parked <= tc->budget)) {
+        *(uint64_t *)p = pai_free_marker(p);
+        pa_track_poison(p, s->block_size);
+        t->slots[t->n++] = p;
+        atomic_store_explicit(&tc->parked, parked, memory_order_relaxed);
+        bump(&t->frees);
+        return leave(0);
+      }
+    }
+  }
+  return free_rest(p);
 }
 
 int pa_alloc_batch(pa_pool_t *pool, size_t size, size_t align, size_t n, void **out) {

@@ -115,10 +115,7 @@ int pa_pool_stats(pa_pool_t *pool, pa_stats_t *out) {
   pthread_mutex_lock(&pool->lock);
   int64_t candidate = atomic_load(&pool->live_synced);
   for (pai_tcache_t *tc = pool->tcaches; tc; tc = tc->pnext) {
-    int64_t live = atomic_load_explicit(&tc->live, memory_order_relaxed);
-    int64_t hw = atomic_load_explicit(&tc->live_hw, memory_order_relaxed);
-    candidate += (hw > live ? hw : live) - atomic_load_explicit(&tc->live_at_sync,
-                                                                memory_order_relaxed);
+    candidate += pai_ld64(&tc->base) - pai_ld64(&tc->parked_lw) - pai_ld64(&tc->live_at_sync);
   }
   pthread_mutex_unlock(&pool->lock);
   pai_peak_candidate(pool, candidate);

@@ -113,10 +113,13 @@ void pai_tcache_flush_class(pai_tcache_t *tc, unsigned cls, uint32_t keep) {
     pai_depot_return(s, idx, true);
     t->n--;
     moved++;
-    tc->parked_bytes -= bs;
   }
   if (held) pthread_mutex_unlock(&held->lock);
-  (void)moved;
+  /* handed-out bytes (base - parked) and their high-water (base - parked_lw) stay put */
+  int64_t bytes = (int64_t)moved * (int64_t)bs;
+  pai_add64(&tc->parked, -bytes);
+  pai_add64(&tc->base, -bytes);
+  pai_add64(&tc->parked_lw, -bytes);
   count_exchange(t);
 }
 
@@ -134,6 +137,7 @@ static pai_tls_t *tls_get(void) {
   pthread_mutex_init(&tls->lock, NULL);
   tls->thread = pthread_self();
   tls->busy = &pai_tl.busy;
+  tls->tl_pool = &pai_tl.pool;
   pthread_mutex_lock(&pai_g_lock);
   tls->gnext = g_threads;
   if (g_threads) g_threads->gprev = tls;
@@ -192,7 +196,10 @@ static void cache_retire(pai_tcache_t *tc) {
   pool->ntcaches--;
   retire_counters(tc);
   pthread_mutex_unlock(&pool->lock);
-  if (pai_tl.cache == tc) { pai_tl.pool = NULL; pai_tl.cache = NULL; }
+  if (pai_tl.cache == tc) {
+    atomic_store_explicit(&pai_tl.pool, NULL, memory_order_relaxed);
+    pai_tl.cache = NULL;
+  }
 }
 
 /* No lock held: free retired caches (chained by tnext) and drop their pool references. */
@@ -243,7 +250,10 @@ pai_tcache_t *pai_tcache_slow(pa_pool_t *pool) {
   pthread_mutex_lock(&tls->lock);
   pai_tcache_t *retired = retire_matching(tls, NULL);
   pai_tcache_t *tc = find_or_make(tls, pool);
-  if (tc) { pai_tl.pool = pool; pai_tl.cache = tc; }
+  if (tc) {
+    pai_tl.cache = tc;
+    atomic_store_explicit(&pai_tl.pool, pool, memory_order_relaxed);
+  }
   pthread_mutex_unlock(&tls->lock);
   cache_release(retired);
   return tc;
@@ -281,8 +291,7 @@ static int refill_locked(pai_tcache_t *tc, unsigned cls) {
   pai_tclass_t *t = &tc->cls[cls];
   if (!ensure_slots(t)) return ENOENT;
   pai_tcache_sync_live(tc);
-  /* came here because the cache was frozen by a reclaimer that then found us busy */
-  if (t->n > 0) return 0;
+  if (t->n > 0) return 0; /* a reclaimer sent us here and then found us busy */
   unsigned node = pai_current_node(tc->pool);
   if (node != tc->node) {
     flush_all(tc);
@@ -292,7 +301,10 @@ static int refill_locked(pai_tcache_t *tc, unsigned cls) {
   int err = pai_depot_refill(tc->pool, pai_depot(tc->pool, tc->node, cls), t->slots, want, &t->n);
   if (err) return err;
   /* the blocks already carry their free marker (see slab.c mark_all_free) */
-  tc->parked_bytes += (size_t)t->n * pai_class_size[cls];
+  int64_t bytes = (int64_t)t->n * pai_class_size[cls];
+  pai_add64(&tc->parked, bytes);
+  pai_add64(&tc->base, bytes);
+  pai_add64(&tc->parked_lw, bytes);
   count_exchange(t);
   return 0;
 }
@@ -315,13 +327,13 @@ static int make_room_locked(pai_tcache_t *tc, unsigned cls) {
    * the block fits. Halving rather than emptying keeps the caches warm for a workload spread
    * over many classes; sparing the class being freed into keeps its LIFO hot while blocks
    * parked by an earlier phase (say 32 x 64 KiB) are the ones that go. */
-  for (unsigned i = PAI_NCLASSES; i > 0 && tc->parked_bytes + pai_class_size[cls] > tc->budget;
-       i--) {
+  for (unsigned i = PAI_NCLASSES;
+       i > 0 && (uint64_t)pai_ld64(&tc->parked) + pai_class_size[cls] > tc->budget; i--) {
     if (i - 1 != cls) pai_tcache_flush_class(tc, i - 1, tc->cls[i - 1].n / 2);
   }
-  if (tc->parked_bytes + pai_class_size[cls] > tc->budget)
+  if ((uint64_t)pai_ld64(&tc->parked) + pai_class_size[cls] > tc->budget)
     pai_tcache_flush_class(tc, cls, t->n / 2);
-  if (tc->parked_bytes + pai_class_size[cls] > tc->budget) flush_all(tc);
+  if ((uint64_t)pai_ld64(&tc->parked) + pai_class_size[cls] > tc->budget) flush_all(tc);
   return 0;
 }
 
@@ -341,13 +353,13 @@ int pai_tcache_make_room(pai_tcache_t *tc, unsigned cls) {
  * last synced ones. Only the owner (or a forked child, for dead threads) calls it. */
 void pai_tcache_sync_live(pai_tcache_t *tc) {
   pa_pool_t *pool = tc->pool;
-  int64_t live = atomic_load_explicit(&tc->live, memory_order_relaxed);
-  int64_t hw = atomic_load_explicit(&tc->live_hw, memory_order_relaxed);
-  int64_t synced = atomic_load_explicit(&tc->live_at_sync, memory_order_relaxed);
+  int64_t base = pai_ld64(&tc->base), parked = pai_ld64(&tc->parked);
+  int64_t live = base - parked, hw = base - pai_ld64(&tc->parked_lw);
+  int64_t synced = pai_ld64(&tc->live_at_sync);
   int64_t before = atomic_fetch_add(&pool->live_synced, live - synced);
-  pai_peak_candidate(pool, before - synced + (hw > live ? hw : live));
+  pai_peak_candidate(pool, before - synced + hw);
   atomic_store_explicit(&tc->live_at_sync, live, memory_order_relaxed);
-  atomic_store_explicit(&tc->live_hw, live, memory_order_relaxed);
+  atomic_store_explicit(&tc->parked_lw, parked, memory_order_relaxed);
 }
 
 // ---- Reclaiming other threads' caches ----
@@ -356,19 +368,20 @@ void pai_tcache_sync_live(pai_tcache_t *tc) {
  * next call. pa_pool_close_report and pa_pool_decay take them without stopping that thread:
  *
  *   owner (pa_alloc/pa_free)              reclaimer (under g_lock, then the owner's tls->lock)
- *   busy = 1  (relaxed store)             tc->frozen = 1
+ *   busy = 1  (relaxed store)             owner's pai_tl.pool = NULL
  *   compiler barrier                      membarrier(PRIVATE_EXPEDITED)
- *   load pool->closed, tc->frozen         load owner's busy (acquire)
+ *   load pai_tl.pool: == pool -> cache    load owner's busy (acquire)
  *   ... touch the cache ...               0: flush the cache; 1: leave it, report it busy
- *   busy = 0  (release store)             frozen = 0 (release; a closed pool keeps it)
+ *   busy = 0  (release store)
  *
  * membarrier makes every running thread of the process execute a full barrier (a sleeping one
  * had a context switch), so the pair behaves like Dekker's with a fence on both sides while
- * the owner pays only two thread-local stores: either the owner sees frozen (or closed) and
- * leaves its slots to the slow path, which waits on tls->lock, or the reclaimer sees busy and
- * keeps out. A busy==0 it reads was written after the owner's last touch (release/acquire), so
- * the flush happens after it; the owner's next touch comes through tls->lock or through the
- * frozen=0 release. Liburcu and Folly's asymmetric fences use the same pairing.
+ * the owner pays only two thread-local stores and no extra load (it loads pai_tl.pool anyway to
+ * find its cache): either the owner sees NULL and takes the slow path, which waits on
+ * tls->lock and looks the cache up again, or the reclaimer sees busy and keeps out. A busy==0
+ * it reads was written after the owner's last touch (release/acquire), so the flush happens
+ * after it; the owner's next touch comes after tls->lock. Liburcu and Folly's asymmetric fences
+ * use the same pairing.
  */
 
 /* tls->lock held. A class is idle when its operation count has not moved for `age` (two
@@ -388,20 +401,17 @@ static bool class_idle(pai_tclass_t *t, uint64_t now, uint64_t age) {
 
 /* g_lock and tls->lock held. Empty the classes marked in `which` (all for a close). 1: emptied
  * some, 0: nothing parked there, -1: the owner is inside a call (left alone). */
-static int reclaim_one(pai_tls_t *tls, pai_tcache_t *tc, const bool *which, bool keep_frozen,
+static int reclaim_one(pai_tls_t *tls, pai_tcache_t *tc, const bool *which, bool closed,
                        uint64_t *bytes) {
   if (tls != my_tls) {
     if (!g_membarrier) return -1;
-    atomic_store(&tc->frozen, 1);
+    atomic_store(tls->tl_pool, NULL);
     syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
-    if (atomic_load_explicit(tls->busy, memory_order_acquire)) {
-      if (!keep_frozen) atomic_store_explicit(&tc->frozen, 0, memory_order_release);
-      return -1;
-    }
+    if (atomic_load_explicit(tls->busy, memory_order_acquire)) return -1;
   }
   uint64_t parked = 0;
   bool was = pai_tl.decaying;
-  pai_tl.decaying = !keep_frozen;
+  pai_tl.decaying = !closed;
   for (unsigned c = 0; c < PAI_NCLASSES; c++) {
     if (!which[c]) continue;
     parked += (uint64_t)tc->cls[c].n * pai_class_size[c];
@@ -409,7 +419,6 @@ static int reclaim_one(pai_tls_t *tls, pai_tcache_t *tc, const bool *which, bool
     tc->cls[c].probe_flushed = 1;
   }
   pai_tl.decaying = was;
-  if (!keep_frozen) atomic_store_explicit(&tc->frozen, 0, memory_order_release);
   *bytes += parked;
   return parked ? 1 : 0;
 }
@@ -453,7 +462,7 @@ int pai_reclaim_caches(pa_pool_t *pool, bool idle_only, uint64_t age, pa_close_r
 
 /* The thread moved (fake topology): its next call re-checks its caches' node. */
 void pai_tcache_cpu_moved(void) {
-  pai_tl.pool = NULL;
+  atomic_store_explicit(&pai_tl.pool, NULL, memory_order_relaxed);
   pai_tl.cache = NULL;
 }
 
@@ -492,7 +501,7 @@ static void thread_exit(void *arg) {
   pai_tcache_t *retired = retire_all(tls);
   pthread_mutex_unlock(&tls->lock);
   cache_release(retired);
-  pai_tl.pool = NULL;
+  atomic_store_explicit(&pai_tl.pool, NULL, memory_order_relaxed);
   pai_tl.cache = NULL;
   pthread_mutex_lock(&pai_g_lock);
   if (tls->gprev) tls->gprev->gnext = tls->gnext;
