@@ -50,6 +50,7 @@
 #define PAI_MAX_NODES 64
 #define PAI_NO_SLAB 0xFFu
 #define PAI_CACHE_MAX 256
+#define PAI_SHARDS 4               /* depot sets per node; thread caches are spread over them */
 #define PAI_BIG_CLASS_SLOTS 32u
 #define PAI_CANARY_BYTES 16u
 #define PAI_POISON_BYTE 0xDBu
@@ -99,10 +100,12 @@ struct pai_chunk_s {
   pai_slab_t slabs[PAI_CHUNK_PAGES];
 };
 
-struct pai_depot_s {
+/* Cache-line aligned: the depots of one class but different shards are taken by different
+ * threads at once. */
+struct __attribute__((aligned(64))) pai_depot_s {
   pthread_mutex_t lock;
   pai_slab_t *partial, *full;
-  unsigned cls, node;
+  unsigned cls, node, shard;
   uint64_t nslabs, empty_slabs, out_blocks, out_peak;
   /* counters of uncached traffic and of retired thread caches */
   _Atomic uint64_t allocs, frees, hits, misses, exchanges;
@@ -125,7 +128,7 @@ typedef struct pai_tcache_s {
   struct pai_tls_s *owner;
   struct pai_tcache_s *tnext;          /* owner's list */
   struct pai_tcache_s *pprev, *pnext;  /* pool's list (pool->lock) */
-  unsigned node;
+  unsigned node, shard;
   size_t budget;
   /* Bytes parked here (all classes), bytes this cache has taken out of the slabs net of what
    * it gave back plus what its thread handed out net of what it took back (so that bytes
@@ -178,7 +181,8 @@ struct pa_pool_s {
   uint64_t unpooled_bytes, unpooled_allocs, unpooled_frees;
   _Atomic uint64_t failed_fast;
   struct pa_pool_s *gprev, *gnext;
-  pai_depot_t *depots;         /* [nnodes * PAI_NCLASSES] */
+  pai_depot_t *depots;         /* [nnodes][PAI_SHARDS][PAI_NCLASSES] */
+  _Atomic unsigned next_shard; /* round-robin shard of the next thread cache */
 };
 
 /* ---- globals (pool.c) ---- */
@@ -261,8 +265,17 @@ void pai_depot_release_empty(pai_depot_t *d, bool all, uint64_t *released);
 void pai_depot_release_idle(pai_depot_t *d, uint64_t age, uint64_t now, uint64_t *released);
 
 /* ---- pools (pool.c) ---- */
+/* Depots come in PAI_SHARDS sets per node: each thread cache refills from its own shard, so
+ * threads do not trade through one lock; a block goes back to its slab's depot. */
+static inline pai_depot_t *pai_depot_at(pa_pool_t *pool, unsigned node, unsigned shard,
+                                        unsigned cls) {
+  return &pool->depots[(node * PAI_SHARDS + shard) * PAI_NCLASSES + cls];
+}
 static inline pai_depot_t *pai_depot(pa_pool_t *pool, unsigned node, unsigned cls) {
-  return &pool->depots[node * PAI_NCLASSES + cls];
+  return pai_depot_at(pool, node, 0, cls);
+}
+static inline unsigned pai_ndepots(const pa_pool_t *pool) {
+  return pool->nnodes * PAI_SHARDS * PAI_NCLASSES;
 }
 extern pthread_mutex_t pai_g_lock;
 void pai_pool_chunk_empty(pa_pool_t *pool, pai_chunk_t *c, bool force, uint64_t *released);

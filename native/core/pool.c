@@ -106,14 +106,20 @@ static int check_node(int node, unsigned *nnodes) {
 static int pool_alloc_struct(const pa_config_t *cfg, unsigned nnodes, pa_pool_t **out) {
   pa_pool_t *pool = calloc(1, sizeof *pool);
   if (pool == NULL) return ENOMEM;
-  pool->depots = calloc((size_t)nnodes * PAI_NCLASSES, sizeof(pai_depot_t));
-  if (pool->depots == NULL) { free(pool); return ENOMEM; }
+  size_t nd = (size_t)nnodes * PAI_SHARDS * PAI_NCLASSES;
+  void *mem = NULL;
+  if (posix_memalign(&mem, 64, nd * sizeof(pai_depot_t)) != 0) { free(pool); return ENOMEM; }
+  memset(mem, 0, nd * sizeof(pai_depot_t));
+  pool->depots = mem;
   for (unsigned n = 0; n < nnodes; n++) {
-    for (unsigned c = 0; c < PAI_NCLASSES; c++) {
-      pai_depot_t *d = pai_depot(pool, n, c);
-      pai_depot_lock_init(&d->lock);
-      d->cls = c;
-      d->node = n;
+    for (unsigned sh = 0; sh < PAI_SHARDS; sh++) {
+      for (unsigned c = 0; c < PAI_NCLASSES; c++) {
+        pai_depot_t *d = pai_depot_at(pool, n, sh, c);
+        pai_depot_lock_init(&d->lock);
+        d->cls = c;
+        d->node = n;
+        d->shard = sh;
+      }
     }
   }
   pthread_mutex_init(&pool->lock, NULL);
@@ -157,7 +163,7 @@ static void pool_free(pa_pool_t *pool) {
   else g_pools = pool->gnext;
   if (pool->gnext) pool->gnext->gprev = pool->gprev;
   pthread_mutex_unlock(&pai_g_lock);
-  for (unsigned i = 0; i < pool->nnodes * PAI_NCLASSES; i++)
+  for (unsigned i = 0; i < pai_ndepots(pool); i++)
     pthread_mutex_destroy(&pool->depots[i].lock);
   pthread_mutex_destroy(&pool->lock);
   free(pool->depots);
@@ -212,7 +218,7 @@ static void unmap_empty_chunks(pa_pool_t *pool, uint64_t *released) {
 static uint64_t release_empty(pa_pool_t *pool, bool count_trim) {
   uint64_t released = 0;
   pai_tcache_flush_current(pool);
-  for (unsigned i = 0; i < pool->nnodes * PAI_NCLASSES; i++)
+  for (unsigned i = 0; i < pai_ndepots(pool); i++)
     pai_depot_release_empty(&pool->depots[i], true, &released);
   pthread_mutex_lock(&pool->lock);
   unmap_empty_chunks(pool, &released);
@@ -250,7 +256,7 @@ int pa_pool_close(pa_pool_t *pool) { return pa_pool_close_report(pool, NULL); }
 /* Empty slabs of a depot and retained chunks of the pool that have been idle for `age` ns. */
 static uint64_t decay_pass(pa_pool_t *pool, uint64_t age, uint64_t now) {
   uint64_t released = 0;
-  for (unsigned i = 0; i < pool->nnodes * PAI_NCLASSES; i++)
+  for (unsigned i = 0; i < pai_ndepots(pool); i++)
     pai_depot_release_idle(&pool->depots[i], age, now, &released);
   pthread_mutex_lock(&pool->lock);
   for (unsigned n = 0; n < pool->nnodes; n++) {
@@ -754,7 +760,7 @@ static void fork_prepare(void) {
   pthread_mutex_lock(&pai_g_lock);
   pai_tcache_fork_lock();
   for (pa_pool_t *pool = g_pools; pool; pool = pool->gnext) {
-    for (unsigned i = 0; i < pool->nnodes * PAI_NCLASSES; i++)
+    for (unsigned i = 0; i < pai_ndepots(pool); i++)
       pthread_mutex_lock(&pool->depots[i].lock);
     pthread_mutex_lock(&pool->lock);
   }
@@ -767,7 +773,7 @@ static void fork_parent(void) {
   pai_registry_fork_unlock(0);
   for (pa_pool_t *pool = g_pools; pool; pool = pool->gnext) {
     pthread_mutex_unlock(&pool->lock);
-    for (unsigned i = pool->nnodes * PAI_NCLASSES; i > 0; i--)
+    for (unsigned i = pai_ndepots(pool); i > 0; i--)
       pthread_mutex_unlock(&pool->depots[i - 1].lock);
   }
   pai_tcache_fork_parent();
@@ -779,7 +785,7 @@ static void fork_child(void) {
   pai_registry_fork_unlock(1);
   for (pa_pool_t *pool = g_pools; pool; pool = pool->gnext) {
     pthread_mutex_init(&pool->lock, NULL);
-    for (unsigned i = 0; i < pool->nnodes * PAI_NCLASSES; i++)
+    for (unsigned i = 0; i < pai_ndepots(pool); i++)
       pai_depot_lock_init(&pool->depots[i].lock);
   }
   pthread_mutex_init(&pai_g_lock, NULL);

@@ -279,11 +279,46 @@ static bool keep_empty_slab(pa_pool_t *pool, pai_depot_t *d, pai_slab_t *s) {
   return true;
 }
 
+/* No lock held: move one empty slab of another shard of this class into `d`, so that a thread
+ * whose shard ran dry reuses what threads of other shards (often exited ones) left empty before
+ * anything is carved; carving while empty slabs idle elsewhere also spent the retention budget
+ * and made slabs churn through the pool lock. An empty slab has no block out, so no one else
+ * follows its depot pointer. 1 if one moved. */
+static int adopt_empty(pa_pool_t *pool, pai_depot_t *d) {
+  for (unsigned i = 1; i < PAI_SHARDS; i++) {
+    pai_depot_t *o = pai_depot_at(pool, d->node, (d->shard + i) % PAI_SHARDS, d->cls);
+    if (pthread_mutex_trylock(&o->lock) != 0) continue; /* busy: carving is cheaper than waiting */
+    pai_slab_t *s = o->empty_slabs ? o->partial : NULL;
+    while (s && s->nfree != s->nblocks) s = s->next;
+    if (s) {
+      list_unlink(&o->partial, s);
+      o->nslabs--;
+      slab_leaves_empty(pool, o, s);
+    }
+    pthread_mutex_unlock(&o->lock);
+    if (s == NULL) continue;
+    pthread_mutex_lock(&d->lock);
+    s->depot = d;
+    s->on_partial = 1;
+    list_push(&d->partial, s, true);
+    d->nslabs++;
+    d->empty_slabs++;
+    pthread_mutex_unlock(&d->lock);
+    return 1;
+  }
+  return 0;
+}
+
 /* Take up to n blocks for a thread cache or a direct allocation. 0 when at least one came. */
 int pai_depot_refill(pa_pool_t *pool, pai_depot_t *d, void **out, unsigned n, unsigned *got) {
   int err = 0;
   unsigned have = 0;
   pthread_mutex_lock(&d->lock);
+  if (d->partial == NULL && PAI_SHARDS > 1) {
+    pthread_mutex_unlock(&d->lock);
+    adopt_empty(pool, d);
+    pthread_mutex_lock(&d->lock);
+  }
   while (have < n) {
     pai_slab_t *s = d->partial;
     if (s == NULL && (err = new_slab(pool, d, &s)) != 0) break;

@@ -33,8 +33,8 @@ static void sum_caches(pa_pool_t *pool, unsigned cls, class_sum_t *sum) {
 }
 
 static void sum_depots(pa_pool_t *pool, unsigned cls, class_sum_t *sum) {
-  for (unsigned n = 0; n < pool->nnodes; n++) {
-    pai_depot_t *d = pai_depot(pool, n, cls);
+  for (unsigned n = 0; n < pool->nnodes * PAI_SHARDS; n++) {
+    pai_depot_t *d = &pool->depots[n * PAI_NCLASSES + cls];
     pthread_mutex_lock(&d->lock);
     sum->slabs += d->nslabs;
     sum->out += d->out_blocks;
@@ -139,12 +139,14 @@ int pa_pool_node_stats(pa_pool_t *pool, int node, pa_stats_t *out) {
   int idx = node_index(pool, node);
   if (idx < 0) return ENODEV;
   memset(out, 0, sizeof *out);
-  for (unsigned c = 0; c < PAI_NCLASSES; c++) {
-    pai_depot_t *d = pai_depot(pool, (unsigned)idx, c);
-    pthread_mutex_lock(&d->lock);
-    out->in_use_blocks += d->out_blocks;
-    out->in_use_bytes += d->out_blocks * pai_class_size[c];
-    pthread_mutex_unlock(&d->lock);
+  for (unsigned sh = 0; sh < PAI_SHARDS; sh++) {
+    for (unsigned c = 0; c < PAI_NCLASSES; c++) {
+      pai_depot_t *d = pai_depot_at(pool, (unsigned)idx, sh, c);
+      pthread_mutex_lock(&d->lock);
+      out->in_use_blocks += d->out_blocks;
+      out->in_use_bytes += d->out_blocks * pai_class_size[c];
+      pthread_mutex_unlock(&d->lock);
+    }
   }
   pthread_mutex_lock(&pool->lock);
   for (pai_chunk_t *c = pool->huge; c; c = c->next) {
@@ -232,7 +234,7 @@ static int check_huge(pa_pool_t *pool) {
 int pa_pool_check(pa_pool_t *pool) {
   if (pool == NULL) return EINVAL;
   int pattern = 0;
-  for (unsigned i = 0; i < pool->nnodes * PAI_NCLASSES; i++) {
+  for (unsigned i = 0; i < pai_ndepots(pool); i++) {
     int err = check_depot(pool, &pool->depots[i]);
     if (err == EFAULT) return EFAULT;
     if (err) pattern = err;

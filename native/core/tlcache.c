@@ -156,6 +156,7 @@ static pai_tcache_t *cache_new(pa_pool_t *pool, pai_tls_t *tls) {
   tc->owner = tls;
   tc->budget = cache_budget(pool);
   tc->node = pai_current_node(pool);
+  tc->shard = atomic_fetch_add(&pool->next_shard, 1) % PAI_SHARDS;
   for (unsigned c = 0; c < PAI_NCLASSES; c++) tc->cls[c].limit = pai_cache_cap(pool, c);
   atomic_fetch_add(&pool->refs, 1);
   pthread_mutex_lock(&pool->lock);
@@ -298,7 +299,8 @@ static int refill_locked(pai_tcache_t *tc, unsigned cls) {
     tc->node = node;
   }
   unsigned want = t->cap / 2 > 0 ? t->cap / 2 : 1;
-  int err = pai_depot_refill(tc->pool, pai_depot(tc->pool, tc->node, cls), t->slots, want, &t->n);
+  pai_depot_t *d = pai_depot_at(tc->pool, tc->node, tc->shard, cls);
+  int err = pai_depot_refill(tc->pool, d, t->slots, want, &t->n);
   if (err) return err;
   /* the blocks already carry their free marker (see slab.c mark_all_free) */
   int64_t bytes = (int64_t)t->n * pai_class_size[cls];
