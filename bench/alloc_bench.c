@@ -20,6 +20,11 @@
 #include <time.h>
 
 #include "poolalloc.h"
+#ifdef PA_LOCK_STATS
+#include <stdatomic.h>
+extern _Atomic uint64_t pai_lock_taken, pai_lock_contended;
+static double lock_taken[2][4], lock_contended[2][4]; /* [threads-1][workload], summed */
+#endif
 
 #define LIFO_DEPTH 100
 #define MIXED_LIVE 1000
@@ -279,12 +284,33 @@ int main(int argc, char **argv) {
       for (int w = 0; w < NWORK; w++)
         for (int k = 0; k < n; k++) {
           int a = (k + r) % n; /* rotate who goes first */
+#ifdef PA_LOCK_STATS
+          uint64_t taken0 = atomic_load(&pai_lock_taken), cont0 = atomic_load(&pai_lock_contended);
+#endif
           res[t][w][a][r] = measure(&apis[a], work_sizes[w] == 0, work_sizes[w], pairs, t + 1,
                                     &cpu[t][w][a][r]);
+#ifdef PA_LOCK_STATS
+          if (apis[a].alloc == pa_alloc_fn) {
+            lock_taken[t][w] += (double)(atomic_load(&pai_lock_taken) - taken0);
+            lock_contended[t][w] += (double)(atomic_load(&pai_lock_contended) - cont0);
+          }
+#endif
         }
   print_table("wall-clock", res, apis, n, rounds);
   print_table("CPU time (CLOCK_THREAD_CPUTIME_ID)", cpu, apis, n, rounds);
   print_scaling(res, apis, n, rounds);
+#ifdef PA_LOCK_STATS
+  printf("\npoolalloc depot lock acquisitions per 1000 pairs per thread (contended ones: a "
+         "trylock failed first)\n\n| threads | workload | taken | contended | contended %%|\n"
+         "|---|---|---|---|---|\n");
+  for (int t = 0; t < 2; t++)
+    for (int w = 0; w < NWORK; w++) {
+      double per = 1000.0 / ((double)pairs * rounds * (t + 1));
+      printf("| %d | %s | %.2f | %.3f | %.2f |\n", t + 1, work_names[w], lock_taken[t][w] * per,
+             lock_contended[t][w] * per,
+             lock_taken[t][w] ? 100.0 * lock_contended[t][w] / lock_taken[t][w] : 0.0);
+    }
+#endif
   printf("\nrounds=%d pairs per run per thread=%ld\n", rounds, pairs);
   pa_pool_close(bench_pool);
   pa_pool_destroy(bench_pool);

@@ -50,7 +50,9 @@
 #define PAI_MAX_NODES 64
 #define PAI_NO_SLAB 0xFFu
 #define PAI_CACHE_MAX 256
+#ifndef PAI_SHARDS
 #define PAI_SHARDS 4               /* depot sets per node; thread caches are spread over them */
+#endif
 #define PAI_BIG_CLASS_SLOTS 32u
 #define PAI_CANARY_BYTES 16u
 #define PAI_POISON_BYTE 0xDBu
@@ -258,6 +260,19 @@ static inline int pai_locate(const void *p, pai_chunk_t **chunk, pai_slab_t **sl
 }
 
 /* ---- depots (slab.c) ---- */
+#ifdef PA_LOCK_STATS
+/* bench/alloc_bench.c built with -DPA_LOCK_STATS: depot lock acquisitions, and those that found
+ * the lock taken (a trylock failed first) */
+extern _Atomic uint64_t pai_lock_taken, pai_lock_contended;
+static inline void pai_depot_lock(pai_depot_t *d) {
+  atomic_fetch_add_explicit(&pai_lock_taken, 1, memory_order_relaxed);
+  if (pthread_mutex_trylock(&d->lock) == 0) return;
+  atomic_fetch_add_explicit(&pai_lock_contended, 1, memory_order_relaxed);
+  pthread_mutex_lock(&d->lock);
+}
+#else
+static inline void pai_depot_lock(pai_depot_t *d) { pthread_mutex_lock(&d->lock); }
+#endif
 void pai_depot_lock_init(pthread_mutex_t *lock);
 int pai_depot_refill(pa_pool_t *pool, pai_depot_t *d, void **out, unsigned n, unsigned *got);
 void pai_depot_return(pai_slab_t *s, uint32_t idx, bool locked);

@@ -243,6 +243,10 @@ static int new_slab(pa_pool_t *pool, pai_depot_t *d, pai_slab_t **out) {
  * better spinning briefly than sleeping in the kernel: with two threads trading 64 KiB batches
  * the futex sleeps and wake-ups cost more CPU than the work itself. glibc's adaptive mutex
  * spins, then blocks. */
+#ifdef PA_LOCK_STATS
+_Atomic uint64_t pai_lock_taken, pai_lock_contended;
+#endif
+
 void pai_depot_lock_init(pthread_mutex_t *lock) {
   pthread_mutexattr_t attr;
   pthread_mutexattr_init(&attr);
@@ -297,7 +301,7 @@ static int adopt_empty(pa_pool_t *pool, pai_depot_t *d) {
     }
     pthread_mutex_unlock(&o->lock);
     if (s == NULL) continue;
-    pthread_mutex_lock(&d->lock);
+    pai_depot_lock(d);
     s->depot = d;
     s->on_partial = 1;
     list_push(&d->partial, s, true);
@@ -313,11 +317,11 @@ static int adopt_empty(pa_pool_t *pool, pai_depot_t *d) {
 int pai_depot_refill(pa_pool_t *pool, pai_depot_t *d, void **out, unsigned n, unsigned *got) {
   int err = 0;
   unsigned have = 0;
-  pthread_mutex_lock(&d->lock);
+  pai_depot_lock(d);
   if (d->partial == NULL && PAI_SHARDS > 1) {
     pthread_mutex_unlock(&d->lock);
     adopt_empty(pool, d);
-    pthread_mutex_lock(&d->lock);
+    pai_depot_lock(d);
   }
   while (have < n) {
     pai_slab_t *s = d->partial;
@@ -353,7 +357,7 @@ static void release_slab(pai_depot_t *d, pai_slab_t *s, bool force, uint64_t *re
  * a direct free with pai_note_out. */
 void pai_depot_return(pai_slab_t *s, uint32_t idx, bool locked) {
   pai_depot_t *d = s->depot;
-  if (!locked) pthread_mutex_lock(&d->lock);
+  if (!locked) pai_depot_lock(d);
   pai_slab_put(s, idx);
   d->out_blocks--;
   if (s->nfree == 1 && !s->on_partial) move_to_partial(d, s);
@@ -371,7 +375,7 @@ void pai_depot_return(pai_slab_t *s, uint32_t idx, bool locked) {
 
 /* Release the empty slabs of a depot: all of them, or all but one. Takes depot->lock. */
 void pai_depot_release_empty(pai_depot_t *d, bool all, uint64_t *released) {
-  pthread_mutex_lock(&d->lock);
+  pai_depot_lock(d);
   pai_slab_t *s = d->partial;
   while (s && d->empty_slabs > (all ? 0u : 1u)) {
     pai_slab_t *next = s->next;
@@ -384,7 +388,7 @@ void pai_depot_release_empty(pai_depot_t *d, bool all, uint64_t *released) {
 /* Release the empty slabs of a depot (the spare too) that have been empty for `age` ns; a chunk
  * left without slabs is unmapped. Takes depot->lock. */
 void pai_depot_release_idle(pai_depot_t *d, uint64_t age, uint64_t now, uint64_t *released) {
-  pthread_mutex_lock(&d->lock);
+  pai_depot_lock(d);
   pai_slab_t *s = d->partial;
   while (s && d->empty_slabs > 0) {
     pai_slab_t *next = s->next;

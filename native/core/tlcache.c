@@ -108,7 +108,7 @@ void pai_tcache_flush_class(pai_tcache_t *tc, unsigned cls, uint32_t keep) {
     if (s->depot != held) {
       if (held) pthread_mutex_unlock(&held->lock);
       held = s->depot;
-      pthread_mutex_lock(&held->lock);
+      pai_depot_lock(held);
     }
     pai_depot_return(s, idx, true);
     t->n--;
