@@ -644,14 +644,29 @@ static int free_in(void *p) {
 
 __attribute__((noinline)) static int free_rest(void *p) { return leave(free_in(p)); }
 
+/* The slab of the page holding p through the memo or the registry, or NULL for anything else
+ * (huge, unpooled, foreign), with no side effect but the memo. */
+static inline pai_slab_t *slab_of_fast(uintptr_t a) {
+  uint64_t epoch = atomic_load_explicit(&pai_slab_epoch, memory_order_acquire);
+  if (PA_LIKELY((a >> PAI_PAGE_SHIFT) == pai_tl.free_page && epoch == pai_tl.free_epoch))
+    return pai_tl.free_slab;
+  pai_chunk_t *c = pai_chunk_lookup((const void *)a);
+  if (PA_UNLIKELY(c == NULL || a - c->base >= c->len || c->kind != PAI_CHUNK_SLABS)) return NULL;
+  unsigned slot = atomic_load_explicit(&c->page_slab[(a - c->base) >> PAI_PAGE_SHIFT],
+                                       memory_order_relaxed);
+  if (PA_UNLIKELY(slot == PAI_NO_SLAB)) return NULL;
+  pai_tl.free_page = a >> PAI_PAGE_SHIFT;
+  pai_tl.free_slab = &c->slabs[slot];
+  pai_tl.free_epoch = epoch;
+  return &c->slabs[slot];
+}
+
 /* The cache push; anything else (including every error) goes to free_rest, which starts over. */
 int pa_free(void *p) {
   enter();
   uintptr_t a = (uintptr_t)p;
-  uint64_t epoch = atomic_load_explicit(&pai_slab_epoch, memory_order_acquire);
-  if (PA_LIKELY((a >> PAI_PAGE_SHIFT) == pai_tl.free_page && epoch == pai_tl.free_epoch &&
-                !pa_track_is_poisoned(p))) {
-    pai_slab_t *s = pai_tl.free_slab;
+  pai_slab_t *s = slab_of_fast(a);
+  if (PA_LIKELY(s != NULL && !pa_track_is_poisoned(p))) {
     pa_pool_t *pool = s->pool;
     uint64_t word = *(const uint64_t *)p;
     bool exact;
