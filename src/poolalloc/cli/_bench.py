@@ -146,7 +146,10 @@ def run_bench(
     """Run one suite or all of them; print, save and plot what they measured."""
     base = Path(bench_dir)
     if not base.is_dir():
-        raise BenchError(f"no {base}/ directory: run from a poolalloc clone or pass --bench-dir")
+        raise BenchError(
+            f"no {base}/ directory: run from a poolalloc clone or pass --bench-dir "
+            "(`poolalloc bench workloads` needs neither)"
+        )
     table_of = load_suites(base)
     names = SUITES if suite == "all" else [suite]
     present = [n for n in names if n in table_of]
@@ -178,4 +181,24 @@ def run_bench(
             print(f"chart written to {path}")
     if with_profile:
         print(profile(Path(plot_dir or ".")))
+    return 0
+
+
+def run_workload_suite(
+    names: list[str] | None, *, size: str, json_path: str | None, plot_dir: str | None
+) -> int:
+    """``poolalloc bench workloads``: the suite shipped in the package (no bench/ needed)."""
+    from poolalloc.cli import workloads  # noqa: PLC0415 (loads only for this command)
+
+    command = " ".join(["poolalloc", *sys.argv[1:]])
+    docs = workloads.run_workloads(names, size=size)
+    if json_path:
+        workloads.write_json(docs, json_path, command=command, size=size)
+        print(f"figures written to {json_path}")
+    if plot_dir:
+        machine = workloads.machine()
+        label = f"{command}  |  {machine['cpus']} CPUs, {machine['cpu_model']}"
+        label += f", Python {machine['python']}"
+        for path in workloads.plot(docs, plot_dir, command=label):
+            print(f"chart written to {path}")
     return 0

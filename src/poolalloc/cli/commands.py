@@ -100,6 +100,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.suite == "workloads":
+        return _bench.run_workload_suite(
+            args.workload,
+            size="tiny" if args.tiny else "quick" if args.quick else "full",
+            json_path=args.json,
+            plot_dir=args.plot,
+        )
     return _bench.run_bench(
         args.suite,
         quick=args.quick,
@@ -271,12 +278,26 @@ def add_bench(subs: argparse._SubParsersAction[OneLineParser]) -> None:
         subs,
         "bench",
         "run the benchmarks: ratios against baselines measured in the same run",
+        "  poolalloc bench workloads --quick   # from an install: no clone needed\n"
+        "  poolalloc bench workloads --json w.json --plot docs/img\n"
         "  poolalloc bench alloc --quick\n  poolalloc bench all --json out.json --plot charts/\n"
         "  poolalloc bench net --profile   # flame graph of the server under load (py-spy)\n",
     )
     p.add_argument(
-        "suite", nargs="?", default="all", choices=["alloc", "objects", "net", "zerocopy", "all"]
+        "suite",
+        nargs="?",
+        default="all",
+        choices=["workloads", "alloc", "objects", "net", "zerocopy", "all"],
+        help="workloads: the suite shipped in the package (relay, many connections, hand-off, "
+        "churn); the others run the bench/ scripts of a clone",
     )
+    p.add_argument(
+        "--workload",
+        action="append",
+        choices=["relay", "connections", "handoff", "churn"],
+        help="with `workloads`: run only this one (repeatable)",
+    )
+    p.add_argument("--tiny", action="store_true", help="with `workloads`: seconds-long runs")
     p.add_argument("--quick", action="store_true", help="short runs (noisier figures)")
     p.add_argument("--json", metavar="FILE", help="write every figure to FILE")
     p.add_argument("--plot", metavar="DIR", help="write PNG charts into DIR (needs matplotlib)")
