@@ -4,12 +4,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 ASAN_VENV ?= .venv-asan
+DEMO_VENV ?= .venv-demo
 PIP_FLAGS ?= --disable-pip-version-check -q
 PYTEST_ARGS ?=
 ASAN_LIB := $(shell gcc -print-file-name=libasan.so)
 NATIVE_SRC := $(wildcard native/*/*.c native/*/*.h native/ffi/*) setup.py pyproject.toml
 
-.PHONY: all install test test-asan valgrind valgrind-python demo bench docs lint typecheck sdist-check clean
+.PHONY: all install test test-asan valgrind valgrind-python demo charts bench docs lint typecheck sdist-check clean
 
 all: test
 
@@ -63,8 +64,22 @@ valgrind-python: install
 	cd build && PYTHONMALLOC=malloc PA_VG_ROUNDS=30 valgrind $(VG_FLAGS) --tool=helgrind \
 		$(CURDIR)/$(VENV)/bin/python $(CURDIR)/tests/reliability/valgrind_threads.py
 
-demo: install
-	$(VENV)/bin/poolalloc demo
+# The demo gets a venv of its own with only what it runs: the package and uvloop (a baseline
+# it compares with), no test or dev tools.
+$(DEMO_VENV)/.installed: $(NATIVE_SRC) $(shell find src -name '*.py' -o -name '*.pyi')
+	test -x $(DEMO_VENV)/bin/pip || $(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip "setuptools>=77" "cffi>=2.0" wheel
+	rm -rf build
+	$(DEMO_VENV)/bin/pip install $(PIP_FLAGS) --no-build-isolation --force-reinstall --no-deps .
+	$(DEMO_VENV)/bin/pip install $(PIP_FLAGS) --no-build-isolation ".[demo]"
+	touch $@
+
+demo: $(DEMO_VENV)/.installed
+	$(DEMO_VENV)/bin/poolalloc demo
+
+# The workload charts of docs/benchmarks.md, and their figures (docs/workloads.json).
+charts: install
+	$(VENV)/bin/poolalloc bench workloads --json docs/workloads.json --plot docs/img
 
 # The docs site, warnings as errors. mkdocstrings reads the source tree, so no build is needed;
 # the docs extra is installed from pyproject.toml without rebuilding the package.
@@ -94,4 +109,4 @@ sdist-check: $(VENV)/.base
 	cd /tmp && $(CURDIR)/.venv-sdist/bin/pytest -q $(CURDIR)/tests/native/test_smoke.py -p no:cacheprovider
 
 clean:
-	rm -rf build dist site *.egg-info src/poolalloc/*.so src/poolalloc/_native.c .venv .venv-asan .venv-sdist
+	rm -rf build dist site *.egg-info src/poolalloc/*.so src/poolalloc/_native.c .venv .venv-asan .venv-sdist .venv-demo

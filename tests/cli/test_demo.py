@@ -16,12 +16,26 @@ Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def test_small_demo_passes_with_no_outstanding_lease(cli: Cli, tmp_path: Path) -> None:
-    done = cli("demo", "--connections", "50", "--requests", "20", "--json", "demo.json")
+    done = cli(
+        "demo", "--connections", "50", "--requests", "20", "--json", "demo.json",
+        "--workloads", "tiny", timeout=240,
+    )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "outstanding leases" in done.stdout
     assert "result: OK" in done.stdout
+    # The workloads where pooling matters come first; the hello world last, labelled as such.
+    out = done.stdout
+    hello = out.index("hello world: kernel-bound, pooling can't help much")
+    assert out.index("connections, a 64 B message every") < hello
+    assert out.index("hand-off to 2 worker threads, 1 MiB frames") < hello
+    assert hello < out.index("pooled / fresh bytearray throughput:")
     doc = json.loads((tmp_path / "demo.json").read_text())
     assert doc["problems"] == []
+    assert [w["workload"] for w in doc["workloads"]] == ["connections", "handoff"]
+    for w in doc["workloads"]:
+        pooled_row = next(r for r in w["rows"] if r["variant"] == "pooled")
+        for ratio in w["ratios"]:
+            assert ratio["a_value"] == pooled_row["summary"][ratio["metric"]]["median"]
     for label in ("pooled", "fresh bytearray"):
         assert (doc[label]["ok"], doc[label]["failed"]) == (1000, 0)
         assert doc[label]["metrics"]["buffer_pool_outstanding"] == 0
@@ -36,8 +50,9 @@ def test_small_demo_passes_with_no_outstanding_lease(cli: Cli, tmp_path: Path) -
 def test_demo_fails_when_requests_fail(cli: Cli) -> None:
     # A timeout far below one round trip of a loaded server: requests are counted as failed.
     done = cli(
-        "demo", "--connections", "20", "--requests", "5", "--timeout", "0.000001", "--no-baseline"
-    )
+        "demo", "--connections", "20", "--requests", "5", "--timeout", "0.000001", "--no-baseline",
+        "--workloads", "none",
+    )  # fmt: skip
     assert done.returncode == 1
     assert "poolalloc demo: FAILED: pooled:" in done.stderr
     assert "requests failed" in done.stderr
@@ -49,7 +64,17 @@ def test_demo_from_a_source_checkout(tmp_path: Path) -> None:
     script = Path(sys.executable).parent / "poolalloc"
     repo = Path(__file__).resolve().parents[2]
     done = subprocess.run(
-        [str(script), "demo", "--connections", "10", "--requests", "5", "--no-baseline"],
+        [
+            str(script),
+            "demo",
+            "--connections",
+            "10",
+            "--requests",
+            "5",
+            "--no-baseline",
+            "--workloads",
+            "none",
+        ],
         cwd=repo,
         capture_output=True,
         text=True,

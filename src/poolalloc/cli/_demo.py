@@ -1,4 +1,9 @@
-"""``poolalloc demo``: the HTTP server under load, then the same run with fresh bytearrays.
+"""``poolalloc demo``: where pooling makes a difference, then a hello-world HTTP comparison.
+
+The demo leads with short runs of two workloads of ``poolalloc bench workloads``: thousands of
+connections held by servers (memory per connection) and frames handed to worker threads (the
+buffer cannot be reused at once). It ends with the HTTP server under load, pooled and with a
+fresh bytearray per read: a hello-world request is kernel-bound, so the two are close there.
 
 The server runs as a child process (``python -m poolalloc serve``) so that the load generator
 and the server do not share a GIL, the way a real client and server would not. The pool
@@ -268,6 +273,29 @@ def verdict(pooled: RunReport, baseline: RunReport | None) -> list[str]:
     return problems
 
 
+#: The workloads the demo leads with (``poolalloc bench workloads`` runs all four).
+DEMO_WORKLOADS = ["connections", "handoff"]
+HELLO_TITLE = "hello world: kernel-bound, pooling can't help much"
+
+
+def run_workload_part(size: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """The short workload runs; their documents, and a problem line if one failed."""
+    if size == "none":
+        return [], []
+    from poolalloc.cli import workloads  # noqa: PLC0415 (loads numpy and the net layer)
+
+    print(
+        "Where pooling makes a difference (short runs, ratios = pooled / that row; the full "
+        "suite: poolalloc bench workloads)\n",
+        flush=True,
+    )
+    try:
+        docs = workloads.run_workloads(DEMO_WORKLOADS, size=size)
+    except Exception as exc:
+        return [], [f"workloads: {exc}"]
+    return docs, []
+
+
 def run_demo(
     connections: int,
     requests: int,
@@ -276,8 +304,11 @@ def run_demo(
     baseline: bool,
     engine: str = "epoll",
     json_path: str | None = None,
+    workloads_size: str = "demo",
 ) -> int:
     """Run the demo, print its screen; 0 when every request passed and no lease is left."""
+    docs, workload_problems = run_workload_part(workloads_size)
+    print(f"{HELLO_TITLE}\n", flush=True)
     label = "pooled" if engine == "epoll" else f"pooled ({engine})"
     pooled = drive(label, ["--engine", engine], connections, requests, timeout)
     fresh = (
@@ -286,7 +317,7 @@ def run_demo(
         else None
     )
     print(render(pooled, fresh, connections, requests))
-    problems = verdict(pooled, fresh)
+    problems = workload_problems + verdict(pooled, fresh)
     if json_path:
         doc = {
             r.label: {
@@ -301,6 +332,7 @@ def run_demo(
             if r is not None
         }
         doc["problems"] = problems  # type: ignore[assignment]
+        doc["workloads"] = docs  # type: ignore[assignment]
         with open(json_path, "w") as out:
             json.dump(doc, out, indent=2)
     for line in problems:

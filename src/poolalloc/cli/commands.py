@@ -96,6 +96,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         baseline=not args.no_baseline,
         engine=args.engine,
         json_path=args.json,
+        workloads_size=args.workloads,
     )
 
 
@@ -238,7 +239,8 @@ def add_demo(subs: argparse._SubParsersAction[OneLineParser]) -> None:
     p = _subparser(
         subs,
         "demo",
-        "run the HTTP server under load and compare it with fresh bytearray reads",
+        "show where pooling makes a difference (many connections, hand-off to threads), then "
+        "the HTTP server under load against fresh bytearray reads",
         "  poolalloc demo\n  poolalloc demo --connections 200 --requests 50\n"
         "  poolalloc demo --no-baseline --json demo.json\n",
     )
@@ -268,6 +270,12 @@ def add_demo(subs: argparse._SubParsersAction[OneLineParser]) -> None:
         choices=("epoll", "uring", "auto"),
         default="epoll",
         help="the pooled server's event loop (default epoll; the baseline always runs on epoll)",
+    )
+    p.add_argument(
+        "--workloads",
+        choices=("demo", "tiny", "none"),
+        default="demo",
+        help="how long the workload runs that lead the demo are (default demo; none: skip them)",
     )
     p.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
     p.set_defaults(func=cmd_demo)
