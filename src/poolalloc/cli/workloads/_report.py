@@ -82,6 +82,7 @@ def plot(docs: list[Doc], out_dir: str | Path, *, command: str = "") -> list[Pat
         raise RuntimeError("--plot needs matplotlib: pip install 'poolalloc[bench]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
+    from matplotlib.ticker import NullFormatter  # noqa: PLC0415
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -107,6 +108,7 @@ def plot(docs: list[Doc], out_dir: str | Path, *, command: str = "") -> list[Pat
             positive = [v for v in med if v > 0]
             if positive and max(positive) / min(positive) > 30:
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())  # labels only at the decades
             better = "lower" if m["lower_is_better"] else "higher"
             ax.set_xlabel(f"{m['label']} ({m['unit']}), {better} is better")
             ax.invert_yaxis()
