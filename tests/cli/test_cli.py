@@ -71,7 +71,8 @@ def test_runtime_errors_are_one_line(cli: Cli, tmp_path: Path) -> None:
     missing = tmp_path / "missing"
     assert done.stderr == (
         f"poolalloc: error: no {missing}/ directory: "
-        "run from a poolalloc clone or pass --bench-dir\n"
+        "run from a poolalloc clone or pass --bench-dir "
+        "(`poolalloc bench workloads` needs neither)\n"
     )
 
 
