@@ -323,7 +323,3 @@ def wait_stdin_closed() -> None:
     """Block until the parent closes our stdin (how a helper is told to finish)."""
     while sys.stdin.read(1):
         pass
-
-
-def now() -> float:
-    return time.monotonic()
