@@ -1,7 +1,7 @@
 """The ``poolalloc`` command: ``info``, ``serve``, ``demo``, ``bench`` and ``selfcheck``.
 
 Errors are one line on stderr, ``poolalloc: error: ...``: exit status 2 for a bad command
-line, 1 for a failure while running. No traceback reaches the user (set ``PA_TRACEBACK=1`` to
+line, 1 for a failure while running. No traceback reaches the user (set ``POOLALLOC_TRACEBACK=1`` to
 see one when debugging).
 
 Example:
@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 import poolalloc
+from poolalloc import settings
 from poolalloc.cli import _bench, _demo, _info, _selfcheck
 
 __all__ = ["build_parser", "main", "port_number", "positive_int"]
@@ -311,6 +312,23 @@ def build_parser() -> OneLineParser:
     return parser
 
 
+_plain_showwarning = warnings.showwarning
+
+
+def _show_warning(  # noqa: PLR0917 - the signature of warnings.showwarning
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    if category is DeprecationWarning and "is deprecated: set POOLALLOC_" in str(message):
+        print(f"poolalloc: warning: {message}", file=sys.stderr)
+    else:
+        _plain_showwarning(message, category, filename, lineno, file, line)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status.
 
@@ -319,6 +337,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         Traceback (most recent call last):
         SystemExit: 0
     """
+    # The warning that an old environment variable was read is for the person at the terminal:
+    # shown (Python hides DeprecationWarning outside __main__), on one line like the errors.
+    warnings.filterwarnings("default", r".* is deprecated: set POOLALLOC_", DeprecationWarning)
+    warnings.showwarning = _show_warning
     args = build_parser().parse_args(argv)
     func: Command | None = getattr(args, "func", None)
     if func is None:
@@ -330,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("poolalloc: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        if os.environ.get("PA_TRACEBACK"):
+        if settings.flag("POOLALLOC_TRACEBACK"):
             traceback.print_exc()
         print(f"poolalloc: error: {exc or type(exc).__name__}", file=sys.stderr)
         return 1
