@@ -17,17 +17,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NoReturn, TextIO
 
 import poolalloc
 from poolalloc import settings
 from poolalloc.cli import _bench, _demo, _info, _selfcheck
 
-__all__ = ["build_parser", "main", "port_number", "positive_int"]
+__all__ = [
+    "build_parser",
+    "main",
+    "output_dir",
+    "output_file",
+    "port_number",
+    "positive_float",
+    "positive_int",
+]
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -55,6 +65,66 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a number of seconds above 0.
+
+    Example:
+        >>> positive_float("2.5")
+        2.5
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text}")
+    return value
+
+
+def _creatable(path: Path) -> None:
+    """Raise ArgumentTypeError unless ``path`` (a file or folder to make) can be created."""
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot create {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot create {path}: {parent} is not writable")
+
+
+def output_file(text: str) -> str:
+    """An argparse type: a file to write (missing folders are made); checked before any work.
+
+    Example:
+        >>> output_file("figures.json")
+        'figures.json'
+    """
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory: name a file")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise argparse.ArgumentTypeError(f"cannot write {text}: permission denied")
+    else:
+        _creatable(path)
+    return text
+
+
+def output_dir(text: str) -> str:
+    """An argparse type: a folder to write into (made if missing); checked before any work.
+
+    Example:
+        >>> output_dir("charts")
+        'charts'
+    """
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file: name a directory")
+    if not path.exists():
+        _creatable(path)
+    return text
+
+
 def port_number(text: str) -> int:
     """An argparse type: a TCP port, 0 (any free port) to 65535.
 
@@ -74,13 +144,15 @@ def port_number(text: str) -> int:
 def _subparser(
     subs: argparse._SubParsersAction[OneLineParser], name: str, summary: str, examples: str
 ) -> OneLineParser:
-    return subs.add_parser(
+    parser = subs.add_parser(
         name,
         help=summary,
         description=summary,
         epilog="examples:\n" + examples,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.set_defaults(parser=parser)  # main() reports stray arguments with this command's help
+    return parser
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -250,7 +322,7 @@ def add_demo(subs: argparse._SubParsersAction[OneLineParser]) -> None:
     )
     p.add_argument(
         "--timeout",
-        type=float,
+        type=positive_float,
         default=50.0,
         help="seconds before unanswered requests count as failed (default 50)",
     )
@@ -263,7 +335,9 @@ def add_demo(subs: argparse._SubParsersAction[OneLineParser]) -> None:
         default="epoll",
         help="the pooled server's event loop (default epoll; the baseline always runs on epoll)",
     )
-    p.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
+    p.add_argument(
+        "--json", metavar="FILE", type=output_file, help="also write the figures to FILE as JSON"
+    )
     p.set_defaults(func=cmd_demo)
 
 
@@ -279,8 +353,13 @@ def add_bench(subs: argparse._SubParsersAction[OneLineParser]) -> None:
         "suite", nargs="?", default="all", choices=["alloc", "objects", "net", "zerocopy", "all"]
     )
     p.add_argument("--quick", action="store_true", help="short runs (noisier figures)")
-    p.add_argument("--json", metavar="FILE", help="write every figure to FILE")
-    p.add_argument("--plot", metavar="DIR", help="write PNG charts into DIR (needs matplotlib)")
+    p.add_argument("--json", metavar="FILE", type=output_file, help="write every figure to FILE")
+    p.add_argument(
+        "--plot",
+        metavar="DIR",
+        type=output_dir,
+        help="write PNG charts into DIR (needs matplotlib)",
+    )
     p.add_argument(
         "--profile",
         action="store_true",
@@ -341,7 +420,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # shown (Python hides DeprecationWarning outside __main__), on one line like the errors.
     warnings.filterwarnings("default", r".* is deprecated: set POOLALLOC_", DeprecationWarning)
     warnings.showwarning = _show_warning
-    args = build_parser().parse_args(argv)
+    args, stray = build_parser().parse_known_args(argv)
+    if stray:
+        parser: argparse.ArgumentParser = getattr(args, "parser", None) or build_parser()
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
     func: Command | None = getattr(args, "func", None)
     if func is None:
         build_parser().print_help()
@@ -354,8 +436,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if settings.flag("POOLALLOC_TRACEBACK"):
             traceback.print_exc()
-        print(f"poolalloc: error: {exc or type(exc).__name__}", file=sys.stderr)
+        print(f"poolalloc: error: {_one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """What went wrong, without Python's decoration (``[Errno 2]``) or a second line."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+        if exc.filename is not None:
+            text += f": {exc.filename}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

@@ -191,7 +191,7 @@ def send_buffers(sock: socket.socket, buffers: Sequence[BufferLike]) -> list[mem
 
     :raises OSError: the socket failed (``BrokenPipeError``, ``ConnectionResetError``...).
     """
-    views = [memoryview(b).cast("B") for b in buffers if len(b)]
+    views = _views(buffers)
     if isinstance(sock, ssl.SSLSocket):
         return _send_one_by_one(sock, views)
     while views:
@@ -218,11 +218,33 @@ def sendall_buffers(sock: socket.socket, buffers: Sequence[BufferLike]) -> int:
     """
     if sock.gettimeout() == 0.0:
         raise ValueError("sendall_buffers needs a blocking socket")
-    total = sum(len(memoryview(b).cast("B")) for b in buffers)
+    total = sum(len(v) for v in _views(buffers))
     left = send_buffers(sock, buffers)
     if left:  # a send timeout expired mid-way
         raise TimeoutError(f"{sum(len(v) for v in left)} of {total} bytes unsent")
     return total
+
+
+def _views(buffers: Sequence[BufferLike]) -> list[memoryview]:
+    try:
+        views = [memoryview(b).cast("B") for b in buffers]
+    except TypeError:
+        if isinstance(buffers, bytes | bytearray | memoryview | str):
+            raise TypeError(
+                f"buffers must be a sequence of buffers, not one {type(buffers).__name__}: "
+                "wrap it in a list"
+            ) from None
+        for i, b in enumerate(buffers):
+            if not isinstance(b, bytes | bytearray | memoryview):
+                try:
+                    memoryview(b)
+                except TypeError:
+                    hint = ": encode it first" if isinstance(b, str) else ""
+                    raise TypeError(
+                        f"buffers[{i}] has type {type(b).__name__}, not a bytes-like type{hint}"
+                    ) from None
+        raise
+    return [v for v in views if len(v)]
 
 
 def _send_one_by_one(sock: socket.socket, views: list[memoryview]) -> list[memoryview]:
