@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -123,3 +124,35 @@ def test_a_stale_build_directory_is_not_reused(source_copy: Path, tmp_path: Path
     assert "License-Expression: MIT" in meta
     assert "Classifier: Topic :: System :: Networking" in meta
     assert "Classifier: Development Status :: 3 - Alpha" in meta
+
+
+def _install_blocks() -> list[str]:
+    text = (ROOT / "docs" / "index.md").read_text()
+    section = text[text.index("## Install") :]
+    section = section[: section.index("\n## ", 1)]
+    return re.findall(r"^```sh\n(.*?)^```", section, re.M | re.S)
+
+
+@pytest.mark.timeout(900)
+def test_the_documented_install_from_a_clone_works(tmp_path: Path) -> None:
+    clone_install, wheel_install = _install_blocks()
+    assert clone_install in (ROOT / "README.md").read_text()  # the README says the same
+    clone = tmp_path / "poolalloc"
+    shutil.copytree(ROOT, clone, ignore=SKIP)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "python3").symlink_to(sys.executable)  # the Python running the tests
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = f"{bindir}:/usr/local/bin:/usr/bin:/bin"
+    run = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", clone_install],
+        cwd=clone, env=env, capture_output=True, text=True, timeout=840, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "selfcheck: ok" in run.stdout
+    # The wheel route is what `make wheel-check` runs (in CI), command for command.
+    makefile = (ROOT / "Makefile").read_text()
+    commands = [line.split("#")[0].strip() for line in wheel_install.splitlines()]
+    assert commands == ["make wheel", "pip install dist/poolalloc-*manylinux*.whl"]
+    assert "\nwheel:" in makefile
+    assert "dist/poolalloc-*manylinux*.whl" in makefile[makefile.index("\nwheel-check:") :]
