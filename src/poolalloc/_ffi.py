@@ -62,6 +62,20 @@ def _size(value: int, what: str = "size") -> int:
     return value
 
 
+def _check_request(size: int, align: int) -> None:
+    """Name the argument the core refused with EINVAL (its return code cannot say which)."""
+    _size(size)
+    _size(align, "alignment")
+    if size == 0:
+        raise PoolValueError("size must be at least 1 byte, not 0", errno.EINVAL)
+    if align & (align - 1) or align == 0:
+        raise PoolValueError(
+            f"alignment must be a power of two (64, 128, ..., 4096, ...), not {align}", errno.EINVAL
+        )
+    if align > MAX_ALIGN:
+        raise PoolValueError(f"alignment must be at most {MAX_ALIGN}, not {align}", errno.EINVAL)
+
+
 def _ptr(address: int) -> object:
     return ffi.cast("void *", _size(address, "address"))
 
@@ -207,7 +221,8 @@ def alloc_sized(pool: PoolHandle, size: int, align: int = MIN_ALIGN) -> tuple[in
     except (TypeError, OverflowError):
         rc = lib.pa_py_alloc(pool, _size(size), _size(align, "alignment"), out.addr, out.usable)
     if rc:
-        _size(size)  # a negative size reads better as PoolValueError than as EINVAL
+        if rc == errno.EINVAL:
+            _check_request(size, align)
         check_rc(rc, "alloc")
     return int(out.addr[0]), int(out.usable[0])
 
@@ -215,7 +230,10 @@ def alloc_sized(pool: PoolHandle, size: int, align: int = MIN_ALIGN) -> tuple[in
 def alloc_batch(pool: PoolHandle, size: int, align: int, n: int) -> list[int]:
     """``pa_alloc_batch``: n blocks, all or nothing."""
     out = ffi.new("void *[]", max(_size(n, "n"), 1))
-    check_rc(lib.pa_alloc_batch(pool, _size(size), _size(align, "alignment"), n, out), "alloc")
+    rc = lib.pa_alloc_batch(pool, _size(size), _size(align, "alignment"), n, out)
+    if rc == errno.EINVAL:
+        _check_request(size, align)
+    check_rc(rc, "alloc")
     return [_addr(out[i]) for i in range(n)]
 
 
@@ -289,6 +307,8 @@ def size_class(size: int, align: int = MIN_ALIGN) -> int | None:
     rc = lib.pa_size_class(_size(size), _size(align, "alignment"), out)
     if rc == errno.ERANGE:
         return None
+    if rc == errno.EINVAL:
+        _check_request(size, align)
     check_rc(rc, "size_class")
     return int(out[0])
 

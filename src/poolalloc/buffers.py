@@ -22,7 +22,6 @@ Example:
 from __future__ import annotations
 
 import errno
-import os
 import time
 import warnings
 import weakref
@@ -30,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Self
 
-from poolalloc import _ffi, leaks
+from poolalloc import _ffi, leaks, settings
 from poolalloc._lease import Buffer, LeasePool
 from poolalloc._waiting import Waiters, retry_for
 from poolalloc.errors import PoolValueError
@@ -108,7 +107,7 @@ class LeaseStats:
 
 
 def _env_debug() -> bool:
-    return os.environ.get("POOLALLOC_DEBUG", "") not in ("", "0")
+    return settings.flag("POOLALLOC_DEBUG")
 
 
 def _stash_for(size: int, capacity: int) -> int:

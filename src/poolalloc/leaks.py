@@ -27,6 +27,8 @@ import sys
 import traceback
 from typing import Protocol
 
+from poolalloc import settings
+
 __all__ = ["LEVELS", "SAMPLE_EVERY", "LeakWarning", "capture", "level", "report", "set_level"]
 
 #: the tracking levels, in the order of their cost
@@ -87,7 +89,7 @@ def level() -> str:
     """
     if _override is not None:
         return _override
-    return _parse(os.environ.get("POOLALLOC_LEAKS", "") or "off", "POOLALLOC_LEAKS")
+    return _parse(settings.value("POOLALLOC_LEAKS"), "POOLALLOC_LEAKS")
 
 
 def set_level(value: str | None) -> None:

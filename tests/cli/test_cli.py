@@ -113,8 +113,9 @@ def test_bench_rejects_a_script_breaking_the_interface(cli: Cli, tmp_path: Path)
 
 def test_serve_on_a_busy_port_is_one_line(cli: Cli) -> None:
     with socket.create_server(("127.0.0.1", 0)) as busy:
-        done = cli("serve", "--port", str(busy.getsockname()[1]), timeout=60)
+        port = busy.getsockname()[1]
+        done = cli("serve", "--port", str(port), timeout=60)
     assert done.returncode == 1
     assert done.stderr.startswith("poolalloc: error: ")
     assert done.stderr.count("\n") == 1
-    assert "Address already in use" in done.stderr
+    assert f"127.0.0.1:{port} is already in use" in done.stderr

@@ -26,6 +26,8 @@ FLOORS = {
     "poolalloc.errors": 1,
     "poolalloc._closing": 1,
     "poolalloc._moved": 1,
+    "poolalloc.settings": 1,
+    "poolalloc._version": 1,
     "poolalloc": 2,
     "poolalloc.net": 3,
     "poolalloc.net.epoll": 4,

@@ -279,7 +279,7 @@ def test_close_report_carries_acquisition_stacks_when_tracking(make_pool: MakePo
 def test_leak_tracking_follows_the_environment(
     factory: Factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("POOLALLOC_TRACK_LEAKS", "1")
+    monkeypatch.setenv("POOLALLOC_LEAKS", "all")
     pool = ObjectPool(factory)
     lease = pool.acquire()
     with pytest.warns(ResourceWarning):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -333,6 +334,7 @@ def run_demo(
         }
         doc["problems"] = problems  # type: ignore[assignment]
         doc["workloads"] = docs  # type: ignore[assignment]
+        os.makedirs(os.path.dirname(json_path) or ".", exist_ok=True)
         with open(json_path, "w") as out:
             json.dump(doc, out, indent=2)
     for line in problems:

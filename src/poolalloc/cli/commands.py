@@ -1,7 +1,7 @@
 """The ``poolalloc`` command: ``info``, ``serve``, ``demo``, ``bench`` and ``selfcheck``.
 
 Errors are one line on stderr, ``poolalloc: error: ...``: exit status 2 for a bad command
-line, 1 for a failure while running. No traceback reaches the user (set ``PA_TRACEBACK=1`` to
+line, 1 for a failure while running. No traceback reaches the user (set ``POOLALLOC_TRACEBACK=1`` to
 see one when debugging).
 
 Example:
@@ -20,13 +20,24 @@ import json
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from pathlib import Path
+from typing import NoReturn, TextIO
 
 import poolalloc
+from poolalloc import settings
 from poolalloc.cli import _bench, _demo, _info, _selfcheck
 
-__all__ = ["build_parser", "main", "port_number", "positive_int"]
+__all__ = [
+    "build_parser",
+    "main",
+    "output_dir",
+    "output_file",
+    "port_number",
+    "positive_float",
+    "positive_int",
+]
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -54,6 +65,66 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a number of seconds above 0.
+
+    Example:
+        >>> positive_float("2.5")
+        2.5
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text}")
+    return value
+
+
+def _creatable(path: Path) -> None:
+    """Raise ArgumentTypeError unless ``path`` (a file or folder to make) can be created."""
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot create {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot create {path}: {parent} is not writable")
+
+
+def output_file(text: str) -> str:
+    """An argparse type: a file to write (missing folders are made); checked before any work.
+
+    Example:
+        >>> output_file("figures.json")
+        'figures.json'
+    """
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory: name a file")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise argparse.ArgumentTypeError(f"cannot write {text}: permission denied")
+    else:
+        _creatable(path)
+    return text
+
+
+def output_dir(text: str) -> str:
+    """An argparse type: a folder to write into (made if missing); checked before any work.
+
+    Example:
+        >>> output_dir("charts")
+        'charts'
+    """
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file: name a directory")
+    if not path.exists():
+        _creatable(path)
+    return text
+
+
 def port_number(text: str) -> int:
     """An argparse type: a TCP port, 0 (any free port) to 65535.
 
@@ -73,13 +144,15 @@ def port_number(text: str) -> int:
 def _subparser(
     subs: argparse._SubParsersAction[OneLineParser], name: str, summary: str, examples: str
 ) -> OneLineParser:
-    return subs.add_parser(
+    parser = subs.add_parser(
         name,
         help=summary,
         description=summary,
         epilog="examples:\n" + examples,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.set_defaults(parser=parser)  # main() reports stray arguments with this command's help
+    return parser
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -258,7 +331,7 @@ def add_demo(subs: argparse._SubParsersAction[OneLineParser]) -> None:
     )
     p.add_argument(
         "--timeout",
-        type=float,
+        type=positive_float,
         default=50.0,
         help="seconds before unanswered requests count as failed (default 50)",
     )
@@ -277,7 +350,9 @@ def add_demo(subs: argparse._SubParsersAction[OneLineParser]) -> None:
         default="demo",
         help="how long the workload runs that lead the demo are (default demo; none: skip them)",
     )
-    p.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
+    p.add_argument(
+        "--json", metavar="FILE", type=output_file, help="also write the figures to FILE as JSON"
+    )
     p.set_defaults(func=cmd_demo)
 
 
@@ -307,8 +382,13 @@ def add_bench(subs: argparse._SubParsersAction[OneLineParser]) -> None:
     )
     p.add_argument("--tiny", action="store_true", help="with `workloads`: seconds-long runs")
     p.add_argument("--quick", action="store_true", help="short runs (noisier figures)")
-    p.add_argument("--json", metavar="FILE", help="write every figure to FILE")
-    p.add_argument("--plot", metavar="DIR", help="write PNG charts into DIR (needs matplotlib)")
+    p.add_argument("--json", metavar="FILE", type=output_file, help="write every figure to FILE")
+    p.add_argument(
+        "--plot",
+        metavar="DIR",
+        type=output_dir,
+        help="write PNG charts into DIR (needs matplotlib)",
+    )
     p.add_argument(
         "--profile",
         action="store_true",
@@ -340,6 +420,23 @@ def build_parser() -> OneLineParser:
     return parser
 
 
+_plain_showwarning = warnings.showwarning
+
+
+def _show_warning(  # noqa: PLR0917 - the signature of warnings.showwarning
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    if category is DeprecationWarning and "is deprecated: set POOLALLOC_" in str(message):
+        print(f"poolalloc: warning: {message}", file=sys.stderr)
+    else:
+        _plain_showwarning(message, category, filename, lineno, file, line)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status.
 
@@ -348,7 +445,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         Traceback (most recent call last):
         SystemExit: 0
     """
-    args = build_parser().parse_args(argv)
+    # The warning that an old environment variable was read is for the person at the terminal:
+    # shown (Python hides DeprecationWarning outside __main__), on one line like the errors.
+    warnings.filterwarnings("default", r".* is deprecated: set POOLALLOC_", DeprecationWarning)
+    warnings.showwarning = _show_warning
+    args, stray = build_parser().parse_known_args(argv)
+    if stray:
+        parser: argparse.ArgumentParser = getattr(args, "parser", None) or build_parser()
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
     func: Command | None = getattr(args, "func", None)
     if func is None:
         build_parser().print_help()
@@ -359,10 +463,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("poolalloc: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        if os.environ.get("PA_TRACEBACK"):
+        if settings.flag("POOLALLOC_TRACEBACK"):
             traceback.print_exc()
-        print(f"poolalloc: error: {exc or type(exc).__name__}", file=sys.stderr)
+        print(f"poolalloc: error: {_one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """What went wrong, without Python's decoration (``[Errno 2]``) or a second line."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+        if exc.filename is not None:
+            text += f": {exc.filename}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

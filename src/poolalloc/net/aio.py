@@ -16,8 +16,9 @@ It runs unchanged on the default loop and on uvloop.
 
 Example:
     >>> import asyncio, poolalloc
-    >>> class Echo(PooledProtocol):
-    ...     def lease_received(self, lease, nbytes):
+    >>> class Echo(PooledProtocol[poolalloc.Buffer]):
+    ...     def lease_received(self, lease: poolalloc.Buffer, nbytes: int) -> bool:
+    ...         assert self.transport is not None
     ...         self.transport.write(lease.view[:nbytes])  # copied into the transport
     ...         return False
     >>> pool = poolalloc.BufferPool(4096, capacity=16)
@@ -27,24 +28,28 @@ Example:
 from __future__ import annotations
 
 import asyncio
+from typing import Generic
 
-from poolalloc.net.sockets import LeaseLike, LeaseSource
+from poolalloc.net.sockets import L, LeaseLike, LeaseSource
 
-__all__ = ["PooledProtocol"]
+__all__ = ["LeaseLike", "LeaseSource", "PooledProtocol"]
 
 
-class PooledProtocol(asyncio.BufferedProtocol):
+class PooledProtocol(asyncio.BufferedProtocol, Generic[L]):
     """Reads land in pooled leases; subclasses override :meth:`lease_received`.
+
+    Generic over the pool's lease type: ``PooledProtocol[poolalloc.Buffer]`` for a
+    ``BufferPool``, so :meth:`lease_received` gets a ``Buffer`` (with ``as_array``).
 
     Example:
         >>> issubclass(PooledProtocol, asyncio.BufferedProtocol)
         True
     """
 
-    def __init__(self, pool: LeaseSource) -> None:
+    def __init__(self, pool: LeaseSource[L]) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
-        self._lease: LeaseLike | None = None
+        self._lease: L | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Keep the transport (as ``self.transport``)."""
@@ -67,7 +72,7 @@ class PooledProtocol(asyncio.BufferedProtocol):
         if not self.lease_received(lease, nbytes):
             lease.release()
 
-    def lease_received(self, lease: LeaseLike, nbytes: int) -> bool:
+    def lease_received(self, lease: L, nbytes: int) -> bool:
         """Override: ``lease.view[:nbytes]`` holds new data; return True to keep the lease.
 
         The default discards the data.

@@ -5,16 +5,23 @@ lookup per request) and folded into the server's totals when the connection clos
 snapshot adds the live connections. Pool statistics are whatever the pools' ``stats()``
 return (a mapping, a dataclass or an object with public attributes); numeric fields are
 flattened under the pool's prefix.
+
+In the exposition every metric has a ``# HELP`` and a ``# TYPE`` line. Figures that only grow
+are ``counter``s and their names end in ``_total`` (a pool's ``acquires`` is exposed as
+``poolalloc_buffer_pool_acquires_total``); everything else is a ``gauge``. The format is the
+one ``prometheus_client``'s parser reads (the test suite uses it as the reference).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from collections.abc import Mapping
 
-__all__ = ["COUNTERS", "flatten_stats", "prometheus_text"]
+__all__ = ["COUNTERS", "COUNTER_FIELDS", "flatten_stats", "help_for", "prometheus_text"]
 
-#: Metric names that only grow (typed ``counter``); everything else is a ``gauge``.
+#: Server metric names that only grow (typed ``counter``).
 COUNTERS = frozenset(
     {
         "connections_total",
@@ -26,6 +33,100 @@ COUNTERS = frozenset(
         "timeouts_total",
     }
 )
+
+#: Pool statistics fields that only grow: the last part of a flattened name.
+COUNTER_FIELDS = frozenset(
+    {
+        "acquires",
+        "releases",
+        "gc_returns",
+        "refills",
+        "drains",
+        "allocs",
+        "frees",
+        "cache_hits",
+        "cache_misses",
+        "depot_exchanges",
+        "trims",
+        "trimmed_bytes",
+        "failed_allocs",
+        "huge_allocs",
+        "created",
+        "reused",
+        "disposed",
+        "timeouts",
+        "invalid",
+        "reset_failures",
+        "retired",
+    }
+)
+
+_SERVER_HELP = {
+    "connections_total": "Connections accepted.",
+    "connections_active": "Connections open now.",
+    "requests_total": "Requests answered.",
+    "bytes_in_total": "Bytes received.",
+    "bytes_out_total": "Bytes sent.",
+    "errors_total": "Requests refused as malformed or failed while being served.",
+    "accept_paused_total": "Times accepting paused because the process ran out of descriptors "
+    "or memory.",
+    "accepting": "1 while the server accepts connections, 0 while accepting is paused.",
+    "timeouts_total": "Connections closed for being idle too long.",
+}
+
+_PREFIX_HELP = {
+    "buffer_pool_core": "Read-buffer pool's slab allocator",
+    "buffer_pool": "Read-buffer pool",
+    "connection_pool": "Connection-object pool",
+}
+
+_FIELD_HELP = {
+    "acquires": "leases handed out",
+    "releases": "leases given back",
+    "gc_returns": "leases garbage-collected without release()",
+    "refills": "batches of blocks taken from the allocator",
+    "drains": "batches of blocks given back to the allocator",
+    "block_size": "bytes per buffer",
+    "capacity": "most buffers outstanding at once",
+    "used": "buffers counted against the capacity",
+    "peak": "high-water mark of used buffers",
+    "outstanding": "leases whose block is not back yet",
+    "live": "leases handed out and not released",
+    "parked": "released leases whose block waits for its last view to die",
+    "stashed": "ready blocks held in front of the allocator",
+    "waiters": "threads or tasks waiting for a lease",
+    "mapped_bytes": "bytes mapped from the kernel",
+    "mapped_peak": "high-water mark of mapped bytes",
+    "in_use_bytes": "bytes in blocks handed out",
+    "in_use_blocks": "blocks handed out",
+    "in_use_peak": "high-water mark of blocks handed out",
+    "allocs": "blocks allocated",
+    "frees": "blocks freed",
+    "cache_hits": "allocations served by a thread cache",
+    "cache_misses": "allocations that went past the thread cache",
+    "depot_exchanges": "batches exchanged with the shared depot",
+    "trims": "trims run",
+    "trimmed_bytes": "bytes returned to the kernel by trims",
+    "failed_allocs": "allocations refused",
+    "huge_allocs": "allocations too large for a size class",
+    "numa_node": "NUMA node the memory is bound to (-1: none)",
+    "numa_bound": "1 when the memory is bound to a NUMA node",
+    "closed": "1 once closed",
+    "debug": "1 in debug mode",
+    "max_size": "most objects alive at once",
+    "created": "objects created",
+    "reused": "borrows served by an idle object",
+    "disposed": "objects disposed",
+    "in_use": "objects lent out now",
+    "idle": "idle objects kept",
+    "waiting": "borrowers waiting now",
+    "timeouts": "borrowers that gave up waiting",
+    "invalid": "objects that failed validation on borrow",
+    "reset_failures": "objects whose reset raised on return",
+    "retired": "objects retired for their age",
+}
+
+_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 
 
 def flatten_stats(prefix: str, stats: object) -> dict[str, float]:
@@ -57,24 +158,72 @@ def flatten_stats(prefix: str, stats: object) -> dict[str, float]:
     return out
 
 
-def prometheus_text(metrics: Mapping[str, float], *, namespace: str = "poolalloc") -> str:
-    """Render ``metrics`` in the Prometheus exposition format (version 0.0.4).
+def _is_counter(name: str) -> bool:
+    if name in COUNTERS:
+        return True
+    return any(name.endswith(f"_{field}") for field in COUNTER_FIELDS) and name not in _SERVER_HELP
+
+
+def help_for(name: str) -> str:
+    """The ``# HELP`` text of metric ``name`` (a key of ``metrics()``).
 
     Example:
-        >>> print(prometheus_text({"requests_total": 3}), end="")
+        >>> help_for("buffer_pool_core_allocs")
+        "Read-buffer pool's slab allocator: blocks allocated."
+        >>> help_for("requests_total")
+        'Requests answered.'
+    """
+    if name in _SERVER_HELP:
+        return _SERVER_HELP[name]
+    for prefix, what in _PREFIX_HELP.items():
+        field = name.removeprefix(f"{prefix}_")
+        if field != name and field in _FIELD_HELP:
+            return f"{what}: {_FIELD_HELP[field]}."
+    return f"poolalloc figure {name}."
+
+
+def prometheus_text(metrics: Mapping[str, float], *, namespace: str = "poolalloc") -> str:
+    """Render ``metrics`` in the Prometheus text exposition format (version 0.0.4).
+
+    :raises ValueError: a name is not a valid metric name, or two metrics would be exposed
+        under one name (a gauge ``x`` beside a counter ``x_total``).
+
+    Example:
+        >>> print(prometheus_text({"requests_total": 3, "buffer_pool_acquires": 5}), end="")
+        # HELP poolalloc_buffer_pool_acquires_total Read-buffer pool: leases handed out.
+        # TYPE poolalloc_buffer_pool_acquires_total counter
+        poolalloc_buffer_pool_acquires_total 5
+        # HELP poolalloc_requests_total Requests answered.
         # TYPE poolalloc_requests_total counter
         poolalloc_requests_total 3
     """
+    families: dict[str, str] = {}
     lines = []
     for name in sorted(metrics):
-        full = f"{namespace}_{name}"
-        kind = "counter" if name in COUNTERS else "gauge"
-        lines.append(f"# TYPE {full} {kind}")
-        lines.append(f"{full} {_number(metrics[name])}")
+        counter = _is_counter(name)
+        exposed = f"{namespace}_{name}"
+        if counter and not exposed.endswith("_total"):
+            exposed += "_total"
+        if not _NAME.match(exposed):
+            raise ValueError(f"{name!r} is not a valid Prometheus metric name")
+        family = exposed.removesuffix("_total") if counter else exposed
+        if family in families:
+            raise ValueError(
+                f"metrics {families[family]!r} and {name!r} would share the name {family!r}"
+            )
+        families[family] = name
+        help_text = help_for(name).replace("\\", "\\\\").replace("\n", "\\n")
+        lines.append(f"# HELP {exposed} {help_text}")
+        lines.append(f"# TYPE {exposed} {'counter' if counter else 'gauge'}")
+        lines.append(f"{exposed} {_number(metrics[name])}")
     return "\n".join(lines) + "\n"
 
 
 def _number(value: float) -> str:
     if isinstance(value, int):
         return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
     return repr(float(value))

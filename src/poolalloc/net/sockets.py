@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import socket
 import ssl
+import sys
 import warnings
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 __all__ = [
     "BufferLike",
@@ -29,8 +30,13 @@ __all__ = [
     "sendall_buffers",
 ]
 
-#: Anything exporting a contiguous byte buffer: bytes, bytearray, memoryview, a lease.
-BufferLike = bytes | bytearray | memoryview
+#: Anything exporting a byte buffer (PEP 688): bytes, bytearray, memoryview, a lease, an array.
+if TYPE_CHECKING:
+    from typing_extensions import Buffer as BufferLike
+elif sys.version_info >= (3, 12):
+    from collections.abc import Buffer as BufferLike
+else:  # Python 3.11 has no runtime Buffer ABC; the name only documents the annotations there
+    BufferLike = bytes | bytearray | memoryview
 
 #: ``sendmsg`` accepts at most IOV_MAX (1024 on Linux) buffers per call.
 IOV_MAX = 1024
@@ -55,15 +61,26 @@ class LeaseLike(Protocol):
     def release(self) -> None: ...
 
 
-class LeaseSource(Protocol):
-    """What the adapters need from a pool (``poolalloc.BufferPool`` fits).
+#: The lease type a pool hands out; the adapters give back the same type (a ``poolalloc.Buffer``
+#: from a ``BufferPool``, with ``as_array``), not just :class:`LeaseLike`.
+L = TypeVar("L", bound=LeaseLike)
+if TYPE_CHECKING:  # a bare ``LeaseSource`` means ``LeaseSource[LeaseLike]`` (PEP 696 default)
+    from typing_extensions import TypeVar as _DefaultedTypeVar
+
+    L_co = _DefaultedTypeVar("L_co", bound=LeaseLike, covariant=True, default=LeaseLike)
+else:  # typing.TypeVar takes ``default`` only from Python 3.13
+    L_co = TypeVar("L_co", bound=LeaseLike, covariant=True)
+
+
+class LeaseSource(Protocol[L_co]):
+    """What the adapters need from a pool (``poolalloc.BufferPool`` is a ``LeaseSource[Buffer]``).
 
     Example:
         >>> hasattr(LeaseSource, "acquire")
         True
     """
 
-    def acquire(self, timeout: float | None = None) -> LeaseLike: ...
+    def acquire(self, timeout: float | None = None) -> L_co: ...
 
 
 def __getattr__(name: str) -> object:
@@ -76,8 +93,8 @@ def __getattr__(name: str) -> object:
 
 
 def recv_into(
-    sock: socket.socket, pool: LeaseSource, timeout: float | None = None
-) -> tuple[LeaseLike, int] | None:
+    sock: socket.socket, pool: LeaseSource[L], timeout: float | None = None
+) -> tuple[L, int] | None:
     """Read once from ``sock`` into a fresh lease; ``(lease, nbytes)`` or ``None`` at EOF.
 
     The caller owns the lease and must release it. On EOF or error the lease is already back
@@ -112,8 +129,8 @@ def recv_into(
 
 
 def recvmsg_into(
-    sock: socket.socket, pool: LeaseSource, count: int, timeout: float | None = None
-) -> list[tuple[LeaseLike, int]] | None:
+    sock: socket.socket, pool: LeaseSource[L], count: int, timeout: float | None = None
+) -> list[tuple[L, int]] | None:
     """Scatter-read into up to ``count`` leases with one ``recvmsg_into``.
 
     Returns the leases that received bytes with their fill levels, in order; unused leases go
@@ -145,7 +162,7 @@ def recvmsg_into(
     except BaseException:
         _release_all(leases)
         raise
-    filled: list[tuple[LeaseLike, int]] = []
+    filled: list[tuple[L, int]] = []
     for lease in leases:
         take = min(n, lease.nbytes)
         if take:
@@ -174,7 +191,7 @@ def send_buffers(sock: socket.socket, buffers: Sequence[BufferLike]) -> list[mem
 
     :raises OSError: the socket failed (``BrokenPipeError``, ``ConnectionResetError``...).
     """
-    views = [memoryview(b).cast("B") for b in buffers if len(b)]
+    views = _views(buffers)
     if isinstance(sock, ssl.SSLSocket):
         return _send_one_by_one(sock, views)
     while views:
@@ -201,11 +218,33 @@ def sendall_buffers(sock: socket.socket, buffers: Sequence[BufferLike]) -> int:
     """
     if sock.gettimeout() == 0.0:
         raise ValueError("sendall_buffers needs a blocking socket")
-    total = sum(len(memoryview(b).cast("B")) for b in buffers)
+    total = sum(len(v) for v in _views(buffers))
     left = send_buffers(sock, buffers)
     if left:  # a send timeout expired mid-way
         raise TimeoutError(f"{sum(len(v) for v in left)} of {total} bytes unsent")
     return total
+
+
+def _views(buffers: Sequence[BufferLike]) -> list[memoryview]:
+    try:
+        views = [memoryview(b).cast("B") for b in buffers]
+    except TypeError:
+        if isinstance(buffers, bytes | bytearray | memoryview | str):
+            raise TypeError(
+                f"buffers must be a sequence of buffers, not one {type(buffers).__name__}: "
+                "wrap it in a list"
+            ) from None
+        for i, b in enumerate(buffers):
+            if not isinstance(b, bytes | bytearray | memoryview):
+                try:
+                    memoryview(b)
+                except TypeError:
+                    hint = ": encode it first" if isinstance(b, str) else ""
+                    raise TypeError(
+                        f"buffers[{i}] has type {type(b).__name__}, not a bytes-like type{hint}"
+                    ) from None
+        raise
+    return [v for v in views if len(v)]
 
 
 def _send_one_by_one(sock: socket.socket, views: list[memoryview]) -> list[memoryview]:

@@ -34,12 +34,12 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import os
 import warnings
 from collections.abc import Callable
 from time import monotonic
 from typing import TypeVar
 
+from poolalloc import leaks
 from poolalloc._closing import ClosesOnExit
 from poolalloc.errors import ForeignLeaseError, PoolClosedError, PoolValueError
 from poolalloc.objects._store import (
@@ -56,7 +56,7 @@ from poolalloc.objects.stats import CloseReport, ObjectPoolStats
 __all__ = ["AsyncAcquire", "CloseReport", "Lease", "ObjectPool", "ObjectPoolStats"]
 
 T = TypeVar("T")
-_TRACK_ENV = "POOLALLOC_TRACK_LEAKS"
+_TRACK_ENV = "POOLALLOC_LEAKS"
 
 
 class ObjectPool(ObjectStore[T], ClosesOnExit):
@@ -68,8 +68,9 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
     acquirers wait in FIFO order up to ``timeout`` seconds (None: forever, 0: not at all) and
     then get :class:`~poolalloc.errors.PoolExhausted`. ``min_idle`` objects are made up front and
     kept by :meth:`trim`; ``max_idle`` caps idle objects kept on return; objects older than
-    ``max_lifetime`` seconds are retired on return. ``track_leaks`` (default: environment
-    variable ``POOLALLOC_TRACK_LEAKS=1``) records where each unreleased lease was acquired.
+    ``max_lifetime`` seconds are retired on return. ``track_leaks`` (default: on when the leak
+    tracking level is not ``off``: ``POOLALLOC_LEAKS``, or ``leaks.set_level()``) records
+    where each unreleased lease was acquired.
     ``stash_size`` caps each thread's private, lock-free stash of idle objects (default: a
     quarter of ``max_size`` clamped to 1..8, or 8 when unbounded; 0 disables the stashes).
 
@@ -124,7 +125,7 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
         self._max_lifetime = max_lifetime
         self._timeout = timeout
         if track_leaks is None:
-            track_leaks = os.environ.get(_TRACK_ENV, "") not in ("", "0")
+            track_leaks = leaks.level() != "off"
         self._track = track_leaks
         # One flag for the hot path: no per-object work on borrow or return.
         self._plain = (
@@ -406,7 +407,7 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
         if s.in_use and not was_closed:
             warnings.warn(
                 f"{self!r} closed with {s.in_use} object(s) still leased"
-                + ("" if stacks else f" (set {_TRACK_ENV}=1 to see where)"),
+                + ("" if stacks else f" (set {_TRACK_ENV}=all to see where)"),
                 ResourceWarning,
                 stacklevel=2,
             )

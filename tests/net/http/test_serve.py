@@ -79,10 +79,13 @@ def test_prometheus_text_and_flatten() -> None:
     assert flat == {"pool_in_use": 1, "pool_rate": 0.25}
     text = prometheus_text({"requests_total": 5, "connections_active": 2, "pool_rate": 0.25})
     assert text.splitlines() == [
+        "# HELP poolalloc_connections_active Connections open now.",
         "# TYPE poolalloc_connections_active gauge",
         "poolalloc_connections_active 2",
+        "# HELP poolalloc_pool_rate poolalloc figure pool_rate.",
         "# TYPE poolalloc_pool_rate gauge",
         "poolalloc_pool_rate 0.25",
+        "# HELP poolalloc_requests_total Requests answered.",
         "# TYPE poolalloc_requests_total counter",
         "poolalloc_requests_total 5",
     ]

@@ -247,7 +247,7 @@ class TcpServer:
             out["bytes_out_total"] += conn.bytes_out
             out["errors_total"] += getattr(conn.protocol, "errors", 0)
         out["connections_active"] = len(self.connections)
-        out["accept_paused"] = int(self.accept_paused)
+        out["accepting"] = int(not self.accept_paused)
         out.update(flatten_stats("buffer_pool", self.buffer_pool.stats()))
         out.update(flatten_stats("connection_pool", self.conn_pool.stats()))
         return out

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -121,6 +122,10 @@ def serve(
             status = 1
             try:
                 status = _run_worker(host, port, root, reuse_port=True, **options)
+            except Exception as exc:  # a forked worker has no caller to report to: say it here
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                # One write per line: the workers fail together and share stderr.
+                os.write(2, f"poolalloc serve: pid {os.getpid()}: {why}\n".encode())
             finally:
                 os._exit(status)
         children.append(pid)
@@ -131,7 +136,17 @@ def _run_worker(
     host: str, port: int, root: str | None, engine: str = "auto", **options: Any
 ) -> int:
     reactor = make_loop(engine)
-    server = build_server(reactor, host, port, root, **options)
+    try:
+        server = build_server(reactor, host, port, root, **options)
+    except OSError as exc:
+        reactor.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise OSError(
+                exc.errno,
+                f"{host}:{port} is already in use: stop the program listening there, or pick "
+                "another port (0: any free port)",
+            ) from None
+        raise
     for signum in (signal.SIGINT, signal.SIGTERM):
         reactor.add_signal_handler(signum, reactor.stop)
     server.start()
