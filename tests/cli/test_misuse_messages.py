@@ -46,11 +46,11 @@ CLI_CASES: list[tuple[list[str], int, str]] = [
     (["demo", "--engine", "kqueue"], 2, "poolalloc: error: argument --engine: invalid choice: "
      "'kqueue' (choose from 'epoll', 'uring', 'auto') (see poolalloc demo --help)"),
     (["bench"], 1, "poolalloc: error: no bench/ directory: run from a poolalloc clone or pass "
-     "--bench-dir"),
+     "--bench-dir (`poolalloc bench workloads` needs neither)"),
     (["bench", "--bench-dir", "{tmp}"], 1, "poolalloc: error: no {tmp}/suites.py: run from a "
      "poolalloc clone or pass --bench-dir"),
     (["bench", "nosuch"], 2, "poolalloc: error: argument suite: invalid choice: 'nosuch' (choose "
-     "from 'alloc', 'objects', 'net', 'zerocopy', 'all') (see poolalloc bench --help)"),
+     "from 'workloads', 'alloc', 'objects', 'net', 'zerocopy', 'all') (see poolalloc bench --help)"),
     (["bench", "--plot", "{file}"], 2, "poolalloc: error: argument --plot: {file} is a file: "
      "name a directory (see poolalloc bench --help)"),
     (["bench", "--json", "{tmp}"], 2, "poolalloc: error: argument --json: {tmp} is a directory: "
