@@ -50,7 +50,8 @@ CLI_CASES: list[tuple[list[str], int, str]] = [
     (["bench", "--bench-dir", "{tmp}"], 1, "poolalloc: error: no {tmp}/suites.py: run from a "
      "poolalloc clone or pass --bench-dir"),
     (["bench", "nosuch"], 2, "poolalloc: error: argument suite: invalid choice: 'nosuch' (choose "
-     "from 'workloads', 'alloc', 'objects', 'net', 'zerocopy', 'all') (see poolalloc bench --help)"),
+     "from 'workloads', 'alloc', 'objects', 'net', 'zerocopy', 'all') (see poolalloc bench "
+     "--help)"),
     (["bench", "--plot", "{file}"], 2, "poolalloc: error: argument --plot: {file} is a file: "
      "name a directory (see poolalloc bench --help)"),
     (["bench", "--json", "{tmp}"], 2, "poolalloc: error: argument --json: {tmp} is a directory: "
