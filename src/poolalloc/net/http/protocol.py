@@ -31,9 +31,13 @@ if TYPE_CHECKING:
 
 __all__ = ["BodySink", "HttpProtocol"]
 
-_HEAD_END = re.compile(rb"\r\n\r\n")
+#: The end of a head: its last line's LF, then the empty line. RFC 9112 2.2 lets a bare LF end
+#: a line (nginx and h11 accept it), so the CRs are optional; the parser drops the last CR.
+_HEAD_END = re.compile(rb"\n\r?\n")
 _HEAD, _BODY, _CHUNKED = range(3)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_EOL = (13, 10)
+_LEADING_EOL = re.compile(rb"[\r\n]+")
 #: Reads up to this size may be looked up whole in ``app.replies``; at most this many entries.
 _REPLY_KEY_MAX = 1024
 _REPLIES_MAX = 256
@@ -73,7 +77,9 @@ class HttpApp(Protocol):
 
     def finish(self, proto: HttpProtocol, req: Request) -> None: ...
 
-    def send_error(self, proto: HttpProtocol, status: int, message: str) -> None: ...
+    def send_error(
+        self, proto: HttpProtocol, status: int, message: str, *, with_body: bool = True
+    ) -> None: ...
 
 
 class HttpProtocol:
@@ -132,13 +138,21 @@ class HttpProtocol:
         try:
             while pos < nbytes and not (conn.paused or conn.closing or conn.closed):
                 if self._state == _HEAD and self._partial is None:
+                    if view[pos] in _EOL:
+                        # RFC 9112 2.2: empty lines before a request are skipped (any number,
+                        # as nginx does); a read of nothing else starts a partial head, so
+                        # header_timeout bounds a peer that sends only those.
+                        skip = _LEADING_EOL.match(view, pos, nbytes).end()  # type: ignore[union-attr]
+                        if skip < nbytes:
+                            pos = skip
+                            continue
                     # The common case, inlined: a whole head inside this read.
                     m = _HEAD_END.search(view, pos, nbytes)
                     if m is not None and m.start() - pos <= app.max_head:
                         head = view[pos : m.start()].tobytes()
                         req = parse_head(head, app.max_target)
                         if pos == 0 and m.end() == nbytes and nbytes <= _REPLY_KEY_MAX:
-                            self._remember_reply(head, req)
+                            self._remember_reply(view[:nbytes].tobytes(), req)
                         pos = m.end()
                         self._start(req)
                         continue
@@ -149,7 +163,8 @@ class HttpProtocol:
                 else:
                     pos = self._read_chunked(view, pos, nbytes)
         except HttpError as exc:
-            self.fail(exc.status, str(exc))
+            req = self._req
+            self.fail(exc.status, str(exc), exc.method or (req.method if req else None))
             return False
         if pos < nbytes and conn.paused and not (conn.closing or conn.closed):
             # Too much output is queued: the rest of this read (pipelined requests) waits
@@ -158,14 +173,14 @@ class HttpProtocol:
             return True
         return False
 
-    def _remember_reply(self, head: bytes, req: Request) -> None:
-        """Offer this head (the whole read) to the fast path if its answer is static."""
+    def _remember_reply(self, read: bytes, req: Request) -> None:
+        """Offer this read (exactly one whole head) to the fast path if its answer is static."""
         wire = self.app.static_reply(req)
         if wire is not None:
             replies = self.app.replies
             if len(replies) >= _REPLIES_MAX:
                 replies.clear()  # bounded: many distinct heads only cost a refill
-            replies[head + b"\r\n\r\n"] = wire
+            replies[read] = wire
 
     def eof_received(self) -> bool:
         """Peer half-closed: finish what was queued, then close (a half-read request is lost)."""
@@ -188,7 +203,7 @@ class HttpProtocol:
     def _read_head(self, view: memoryview, pos: int, end: int) -> int:
         app = self.app
         if self._partial is None:
-            m = _HEAD_END.search(view, pos, end)
+            m = None if view[pos] in _EOL else _HEAD_END.search(view, pos, end)
             if m is not None:
                 start, stop = m.span()
                 if start - pos > app.max_head:
@@ -202,17 +217,22 @@ class HttpProtocol:
             return end
         old = len(self._partial)
         self._partial += view[pos:end]
-        i = self._partial.find(b"\r\n\r\n", max(0, old - 3))
-        if i < 0:
+        if self._partial[:1] in (b"\r", b"\n"):  # empty lines before the request line
+            lead = len(self._partial) - len(self._partial.lstrip(b"\r\n"))
+            del self._partial[:lead]
+            old -= lead  # offsets below stay relative to this read
+        m = _HEAD_END.search(self._partial, max(0, old - 2))
+        if m is None:
             self._check_head_size()
             return end
-        del self._partial[i:]
+        stop = m.end()
+        del self._partial[m.start() :]
         self._check_head_size()
         head = bytes(self._partial)
         self._partial = None
         self.conn.deadline = 0.0  # type: ignore[union-attr]
         self._start(parse_head(head, max_target=app.max_target))
-        return pos + i + 4 - old
+        return pos + stop - old
 
     def _check_head_size(self) -> None:
         assert self._partial is not None
@@ -231,7 +251,7 @@ class HttpProtocol:
             return
         limit = self.app.body_limit(req)
         if req.content_length is not None and req.content_length > limit:
-            raise HttpError(413, "request body too large")
+            raise HttpError(413, "request body too large", req.method)  # before any 100
         self._req = req
         self._sink = self.app.begin(self, req)
         conn = self.conn
@@ -239,6 +259,13 @@ class HttpProtocol:
         if conn.closing or conn.closed:
             return  # begin() refused the request and closed
         if req.expect_continue:
+            if self._sink is None:
+                # Nobody wants this body (e.g. a 404): answer now instead of asking for it
+                # (RFC 9110 10.1.1), then close, since the client may send it or not.
+                self._req = None
+                req.keep_alive = False
+                self.app.finish(self, req)
+                return
             conn.write(_CONTINUE)
         if req.chunked:
             self._state = _CHUNKED
@@ -275,8 +302,9 @@ class HttpProtocol:
         self.app.finish(self, req)
 
     # ---- answering ----
-    def fail(self, status: int, message: str) -> None:
-        """Answer ``status`` with ``Connection: close`` and close gracefully."""
+    def fail(self, status: int, message: str, method: str | None = None) -> None:
+        """Answer ``status`` with ``Connection: close`` and close gracefully; the answer to a
+        ``HEAD`` request (``method``, when known) has no body."""
         self.errors += 1
         if self._sink is not None:
             self._sink.abort()
@@ -284,5 +312,5 @@ class HttpProtocol:
         conn = self.conn
         if conn is None or conn.closing or conn.closed:
             return
-        self.app.send_error(self, status, message)
+        self.app.send_error(self, status, message, with_body=method != "HEAD")
         conn.close()
