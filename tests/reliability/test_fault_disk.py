@@ -65,7 +65,8 @@ FSIZE_CHILD = textwrap.dedent(
     root = sys.argv[1]
     with ThreadedHttp(root=root, uploads=True) as srv:
         def put(name, body):
-            head = f"PUT /{name} HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: {len(body)}\\r\\n\\r\\n".encode()
+            head = f"PUT /{name} HTTP/1.1\\r\\nHost: x\\r\\n".encode()
+            head += f"Content-Length: {len(body)}\\r\\n\\r\\n".encode()
             return request(srv.port, head + body)[0]
         print(put("small", b"a" * 1000), put("big", b"x" * (1 << 20)), put("again", b"c" * 10))
         print(request(srv.port, b"GET /small HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")[1] == b"a" * 1000)

@@ -80,7 +80,9 @@ def test_transfer_encoding_in_http10_is_400_and_close(make_server: Any) -> None:
     srv = make_server()
     srv.http.route("/echo", _echo)
     with connect(srv.port) as sock:
-        sock.sendall(b"POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+        sock.sendall(
+            b"POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+        )
         status, headers, _ = read_response(sock.makefile("rb"))
         assert (status, headers["connection"]) == (400, "close")
         assert is_closed_by_peer(sock)
@@ -221,7 +223,9 @@ def test_100_continue_still_sent_when_the_body_is_wanted(make_server: Any) -> No
     srv.http.route("/echo", _echo)
     with connect(srv.port) as sock:
         f = sock.makefile("rb")
-        sock.sendall(b"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+        sock.sendall(
+            b"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+        )
         assert f.readline().startswith(b"HTTP/1.1 100 ")
         assert f.readline() == b"\r\n"
         sock.sendall(b"ok")
@@ -243,7 +247,9 @@ def test_control_bytes_in_chunk_extensions_and_trailers_are_400(
     srv = make_server()
     srv.http.route("/echo", _echo)
     with connect(srv.port) as sock:
-        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk)
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk
+        )
         status, headers, _ = read_response(sock.makefile("rb"))
         assert (status, headers["connection"]) == (400, "close")
         assert is_closed_by_peer(sock)

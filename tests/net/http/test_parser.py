@@ -58,7 +58,11 @@ def test_cached_heads_parse_identically() -> None:
         (b"GET / HTTP/1.1\r\nA: \x00", 400),
         (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: -1", 400),
         (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1, 2", 400),
-        (b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked", 501),
+        (
+            b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+            b"Transfer-Encoding: chunked",
+            501,
+        ),
         (b"GET / HTTP/3.0", 505),
         (b"GET /" + b"x" * 100 + b" HTTP/1.1", 414),
         (b"G(T / HTTP/1.1", 400),
@@ -104,8 +108,9 @@ def test_error_names_the_method_once_known() -> None:
 
 def test_same_content_length_twice_is_accepted() -> None:
     assert (
-        parse_head(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 3")
-        .content_length
+        parse_head(
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 3"
+        ).content_length
         == 3
     )
 
@@ -169,7 +174,8 @@ def test_valid_chunk_extensions_and_endless_trailers() -> None:
     line = b"T: " + b"v" * 1000 + b"\r\n"
     reader = ChunkedReader(max_body=50)
     reader.feed(b"0\r\n", 0, 3)
+    for _ in range(16):  # 16 KiB of trailer fields: still accepted
+        reader.feed(line, 0, len(line))
     with pytest.raises(HttpError) as info:
-        for _ in range(20):
-            reader.feed(line, 0, len(line))
+        reader.feed(line, 0, len(line))
     assert info.value.status == 431

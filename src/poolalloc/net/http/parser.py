@@ -35,14 +35,15 @@ _HEADER_BLOCK = re.compile(rb"(?:\r\n" + _TOKEN + rb":[^\x00-\x08\x0a-\x1f\x7f]*
 _HEAD = re.compile(_REQUEST_LINE.pattern + rb"(" + _HEADER_BLOCK.pattern + rb")\r?")
 #: Headers that change how the request is framed, kept alive or routed: only these need
 #: parsing (``host`` is in nearly every request, so nearly every new head is parsed whole).
-_FRAMING = re.compile(
-    rb"\r\n(?:content-length|transfer-encoding|connection|expect|host):", re.I
-)
+_FRAMING = re.compile(rb"\r\n(?:content-length|transfer-encoding|connection|expect|host):", re.I)
 #: Empty lines before the request line (RFC 9112 2.2; any number, as nginx skips them).
 _LEADING_EOL = re.compile(rb"[\r\n]+")
 #: RFC 9112 7.1: chunk-size, then chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS value ] ).
 _CHUNK_SIZE = re.compile(
-    rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[ \t]*" + _TOKEN + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN
+    rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[ \t]*"
+    + _TOKEN
+    + rb"(?:[ \t]*=[ \t]*(?:"
+    + _TOKEN
     + rb'|"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"))?)*'
 )
 #: A trailer field line (RFC 9112 7.1.2): the same syntax as a header line.
@@ -154,10 +155,11 @@ def parse_head(head: bytes, max_target: int = 8190) -> Request:
     """Parse a request head: the bytes before the blank line, without the final CRLF CRLF.
 
     Example:
-        >>> parse_head(b"POST /u HTTP/1.1\\r\\nContent-Length: 5").content_length
+        >>> parse_head(b"POST /u HTTP/1.1\\r\\nHost: h\\r\\nContent-Length: 5").content_length
         5
 
-    :raises HttpError: 400 malformed, 414 target too long, 505 not HTTP/1.x.
+    :raises HttpError: 400 malformed (including a missing, repeated or invalid ``Host``),
+        414 target too long, 501 unsupported transfer coding, 505 not HTTP/1.x.
     """
     hit = _cache.get(head)
     if (

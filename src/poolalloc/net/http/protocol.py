@@ -163,8 +163,8 @@ class HttpProtocol:
                 else:
                     pos = self._read_chunked(view, pos, nbytes)
         except HttpError as exc:
-            req = self._req
-            self.fail(exc.status, str(exc), exc.method or (req.method if req else None))
+            pending = self._req
+            self.fail(exc.status, str(exc), exc.method or (pending.method if pending else None))
             return False
         if pos < nbytes and conn.paused and not (conn.closing or conn.closed):
             # Too much output is queued: the rest of this read (pipelined requests) waits
@@ -217,7 +217,7 @@ class HttpProtocol:
             return end
         old = len(self._partial)
         self._partial += view[pos:end]
-        if self._partial[:1] in (b"\r", b"\n"):  # empty lines before the request line
+        if self._partial and self._partial[0] in _EOL:  # empty lines before the request line
             lead = len(self._partial) - len(self._partial.lstrip(b"\r\n"))
             del self._partial[:lead]
             old -= lead  # offsets below stay relative to this read
