@@ -102,6 +102,8 @@ def test_bare_lf_heads_are_answered(make_server: Any, raw: bytes) -> None:
         f = sock.makefile("rb")
         sock.sendall(raw + raw)  # pipelined
         assert [read_response(f)[2] for _ in range(2)] == [b"Hello, World!"] * 2
+        sock.sendall(raw + b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")  # then a CRLF head
+        assert [read_response(f)[0] for _ in range(2)] == [200, 404]
         for i in range(len(raw)):  # and one byte per send: the head's end is found across reads
             sock.sendall(raw[i : i + 1])
         assert read_response(f)[2] == b"Hello, World!"

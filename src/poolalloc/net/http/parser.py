@@ -33,9 +33,10 @@ _HEADER_BLOCK = re.compile(rb"(?:\r\n" + _TOKEN + rb":[^\x00-\x08\x0a-\x1f\x7f]*
 #: A whole valid head in one match (the common case costs one C call). The protocol finds a
 #: head's end by its last LF, so the CR of the last line's CRLF may still be there.
 _HEAD = re.compile(_REQUEST_LINE.pattern + rb"(" + _HEADER_BLOCK.pattern + rb")\r?")
-#: Headers that change how the request is framed, kept alive or routed: only these need
-#: parsing (``host`` is in nearly every request, so nearly every new head is parsed whole).
-_FRAMING = re.compile(rb"\r\n(?:content-length|transfer-encoding|connection|expect|host):", re.I)
+#: Headers that change how the request is framed or kept alive: only these need parsing.
+_FRAMING = re.compile(rb"\r\n(?:content-length|transfer-encoding|connection|expect):", re.I)
+#: Every Host value at once (values hold no CR, the head pattern made sure of that).
+_HOST_FIELD = re.compile(rb"\r\nhost:[ \t]*([^\r]*)", re.I)
 #: Empty lines before the request line (RFC 9112 2.2; any number, as nginx skips them).
 _LEADING_EOL = re.compile(rb"[\r\n]+")
 #: RFC 9112 7.1: chunk-size, then chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS value ] ).
@@ -215,10 +216,14 @@ def _parse(head: bytes, max_target: int) -> Request:
     if target[0] != "/" and not _other_form_ok(method, target):
         raise HttpError(400, "malformed request target", method)
     req = Request(method, target, minor[0] - 48, block)
+    # RFC 9112 3.2: one Host, valid, and present in HTTP/1.1 (one C-level scan of the block).
+    hosts = _HOST_FIELD.findall(block) if block else []
+    if len(hosts) > 1 or (hosts and _HOST.fullmatch(hosts[0].rstrip(b" \t")) is None):
+        raise HttpError(400, "bad or repeated Host", method)
+    if not hosts and req.version[1]:
+        raise HttpError(400, "HTTP/1.1 request without Host", method)
     if block and _FRAMING.search(block) is not None:
         _apply_framing(req)
-    elif req.version[1]:
-        raise HttpError(400, "HTTP/1.1 request without Host", method)
     return req
 
 
@@ -247,19 +252,13 @@ def _head_error(head: bytes, max_target: int) -> HttpError:
 
 
 def _apply_framing(req: Request) -> None:
-    """Derive keep-alive, Content-Length and chunked from the headers (RFC 9112 6), and check
-    Host (RFC 9112 3.2)."""
+    """Derive keep-alive, Content-Length and chunked from the headers (RFC 9112 6)."""
     connection = b""
     lengths: set[bytes] = set()
-    hosts = 0
     method = req.method
     http11 = req.version[1] >= 1
     for name, value in req.headers:
-        if name == b"host":
-            hosts += 1
-            if hosts > 1 or _HOST.fullmatch(value) is None:
-                raise HttpError(400, "bad or repeated Host", method)
-        elif name == b"content-length":
+        if name == b"content-length":
             lengths.update(v.strip(b" \t") for v in value.split(b","))
         elif name == b"transfer-encoding":
             if not http11:
@@ -274,8 +273,6 @@ def _apply_framing(req: Request) -> None:
         elif name == b"expect" and value.lower() == b"100-continue":
             # RFC 9110 10.1.1: an HTTP/1.0 client does not understand 100 Continue.
             req.expect_continue = http11
-    if http11 and not hosts:
-        raise HttpError(400, "HTTP/1.1 request without Host", method)
     if connection:
         tokens = {t.strip(b" \t") for t in connection.split(b",")}
         if b"close" in tokens:

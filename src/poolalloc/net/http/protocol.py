@@ -31,13 +31,15 @@ if TYPE_CHECKING:
 
 __all__ = ["BodySink", "HttpProtocol"]
 
-#: The end of a head: its last line's LF, then the empty line. RFC 9112 2.2 lets a bare LF end
-#: a line (nginx and h11 accept it), so the CRs are optional; the parser drops the last CR.
-_HEAD_END = re.compile(rb"\n\r?\n")
+#: The end of a head, as every real client sends it: one C-level substring search.
+_HEAD_END = re.compile(rb"\r\n\r\n")
+#: The end of a head whose lines may end in a bare LF (RFC 9112 2.2 lets a recipient take one
+#: as a line end, as nginx and h11 do): searched only where the CRLF CRLF search cannot answer.
+#: The parser drops the CR this leaves at the end of a head.
+_BLANK_LINE = re.compile(rb"\n\r?\n")
 _HEAD, _BODY, _CHUNKED = range(3)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _EOL = (13, 10)
-_LEADING_EOL = re.compile(rb"[\r\n]+")
 #: Reads up to this size may be looked up whole in ``app.replies``; at most this many entries.
 _REPLY_KEY_MAX = 1024
 _REPLIES_MAX = 256
@@ -138,22 +140,32 @@ class HttpProtocol:
         try:
             while pos < nbytes and not (conn.paused or conn.closing or conn.closed):
                 if self._state == _HEAD and self._partial is None:
-                    if view[pos] in _EOL:
-                        # RFC 9112 2.2: empty lines before a request are skipped (any number,
-                        # as nginx does); a read of nothing else starts a partial head, so
-                        # header_timeout bounds a peer that sends only those.
-                        skip = _LEADING_EOL.match(view, pos, nbytes).end()  # type: ignore[union-attr]
-                        if skip < nbytes:
-                            pos = skip
-                            continue
-                    # The common case, inlined: a whole head inside this read.
+                    # The common case, inlined: a whole head inside this read. Empty lines
+                    # before it stay in the head (the parser skips them) unless nothing else
+                    # precedes the blank line that matched.
                     m = _HEAD_END.search(view, pos, nbytes)
                     if m is not None and m.start() - pos <= app.max_head:
-                        head = view[pos : m.start()].tobytes()
-                        req = parse_head(head, app.max_target)
-                        if pos == 0 and m.end() == nbytes and nbytes <= _REPLY_KEY_MAX:
-                            self._remember_reply(view[:nbytes].tobytes(), req)
-                        pos = m.end()
+                        start, stop = m.span()
+                        if start - pos < 2 and not view[pos:start].tobytes().strip(b"\n"):
+                            pos = self._skip_empty_lines(stop, nbytes)
+                            continue
+                        head = view[pos:start].tobytes()
+                        try:
+                            req = parse_head(head, app.max_target)
+                        except HttpError:
+                            # A head whose lines end in bare LF may end before this CRLF CRLF
+                            # (then what follows is the next request): retry up to its end.
+                            blank = _BLANK_LINE.search(head)
+                            if blank is None:
+                                raise
+                            head, stop = head[: blank.start()], pos + blank.end()
+                            if not head.strip(b"\r\n"):
+                                pos = self._skip_empty_lines(stop, nbytes)
+                                continue
+                            req = parse_head(head, app.max_target)
+                        if pos == 0 and stop == nbytes and nbytes <= _REPLY_KEY_MAX:
+                            self._remember_reply(view, nbytes, req)
+                        pos = stop
                         self._start(req)
                         continue
                 if self._state == _HEAD:
@@ -173,14 +185,23 @@ class HttpProtocol:
             return True
         return False
 
-    def _remember_reply(self, read: bytes, req: Request) -> None:
+    def _skip_empty_lines(self, pos: int, nbytes: int) -> int:
+        """RFC 9112 2.2: empty lines before a request are skipped, any number (as nginx does).
+        A read that ends with them starts a partial head, so ``header_timeout`` bounds a peer
+        that sends nothing else."""
+        if pos == nbytes:
+            self._partial = bytearray()
+            self.conn.deadline = self.conn.reactor.now + self.app.header_timeout  # type: ignore[union-attr]
+        return pos
+
+    def _remember_reply(self, view: memoryview, nbytes: int, req: Request) -> None:
         """Offer this read (exactly one whole head) to the fast path if its answer is static."""
         wire = self.app.static_reply(req)
         if wire is not None:
             replies = self.app.replies
             if len(replies) >= _REPLIES_MAX:
                 replies.clear()  # bounded: many distinct heads only cost a refill
-            replies[read] = wire
+            replies[view[:nbytes].tobytes()] = wire  # the exact bytes, whatever the line ends
 
     def eof_received(self) -> bool:
         """Peer half-closed: finish what was queued, then close (a half-read request is lost)."""
@@ -203,7 +224,7 @@ class HttpProtocol:
     def _read_head(self, view: memoryview, pos: int, end: int) -> int:
         app = self.app
         if self._partial is None:
-            m = None if view[pos] in _EOL else _HEAD_END.search(view, pos, end)
+            m = None if view[pos] in _EOL else _BLANK_LINE.search(view, pos, end)
             if m is not None:
                 start, stop = m.span()
                 if start - pos > app.max_head:
@@ -221,7 +242,7 @@ class HttpProtocol:
             lead = len(self._partial) - len(self._partial.lstrip(b"\r\n"))
             del self._partial[:lead]
             old -= lead  # offsets below stay relative to this read
-        m = _HEAD_END.search(self._partial, max(0, old - 2))
+        m = _BLANK_LINE.search(self._partial, max(0, old - 2))
         if m is None:
             self._check_head_size()
             return end
