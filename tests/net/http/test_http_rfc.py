@@ -109,10 +109,18 @@ def test_bare_lf_heads_are_answered(make_server: Any, raw: bytes) -> None:
         assert read_response(f)[2] == b"Hello, World!"
 
 
-def test_bare_cr_is_400(make_server: Any) -> None:
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET /test HTTP/1.1\rHost: x\r\n\r\n",
+        b"GET /test HTTP/1.1\r\nHost: x\r\nA: b\r\r\n\r\n",  # a CR before a line's CRLF
+        b"GET /test HTTP/1.1\r\nHost: x\r\nA: b\r\r\n\n",
+    ],
+)
+def test_bare_cr_is_400(make_server: Any, raw: bytes) -> None:
     srv = make_server()
     with connect(srv.port) as sock:
-        sock.sendall(b"GET /test HTTP/1.1\rHost: x\r\n\r\n")
+        sock.sendall(raw)
         assert read_response(sock.makefile("rb"))[0] == 400
         assert is_closed_by_peer(sock)
 
@@ -176,6 +184,7 @@ def test_empty_lines_before_a_request_are_ignored(make_server: Any) -> None:
         (b"HEAD /test HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n", 413),
         (b"HEAD /test HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
         (b"HEAD /nothing HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+        (b"HEAD /test HTTP/1.1\r\nHost: x\r\nX: " + b"x" * 20000 + b"\r\n\r\n", 431),
     ],
 )
 def test_answers_to_head_have_no_body(make_server: Any, raw: bytes, status: int) -> None:

@@ -45,6 +45,8 @@ def test_cached_heads_parse_identically() -> None:
     ("head", "status"),
     [
         (b"GET / HTTP/1.1\r\nHost: h\r\nA: 1\rB: 2", 400),  # bare CR
+        (b"GET / HTTP/1.1\r\nHost: h\r\nA: 1\r", 400),  # bare CR ending the last line
+        (b"GET / HTTP/1.1\r\nHost: h\nA: 1\r", 400),
         (b"GET / HTTP/1.1\r\nA: 1", 400),  # no Host in HTTP/1.1
         (b"GET / HTTP/1.1\r\nHost: a\r\nHost: a", 400),
         (b"GET / HTTP/1.1\r\nHost: a/b", 400),
@@ -78,7 +80,7 @@ def test_bad_heads(head: bytes, status: int) -> None:
     ("head", "fields"),
     [
         (b"GET /a HTTP/1.1\nHost: h\nX: 1", ("GET", "/a", "/a", (1, 1))),  # bare LF
-        (b"GET /a HTTP/1.1\r\nHost: h\nX: 1\r", ("GET", "/a", "/a", (1, 1))),  # mixed
+        (b"GET /a HTTP/1.1\r\nHost: h\nX: 1", ("GET", "/a", "/a", (1, 1))),  # mixed
         (b"\r\n\r\nGET /a HTTP/1.1\r\nHost: h", ("GET", "/a", "/a", (1, 1))),  # leading
         (b"GET http://h:8/t?q=1 HTTP/1.1\r\nHost: h", ("GET", "http://h:8/t?q=1", "/t", (1, 1))),
         (b"GET http://h HTTP/1.1\r\nHost: h", ("GET", "http://h", "/", (1, 1))),

@@ -30,9 +30,8 @@ _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/(\d)\.(\d)"
 #: Every header line at once: CRLF, a token, a colon, a value without control characters
 #: (so no bare CR or LF, no NUL, and no obs-fold continuation line, which starts with space).
 _HEADER_BLOCK = re.compile(rb"(?:\r\n" + _TOKEN + rb":[^\x00-\x08\x0a-\x1f\x7f]*)*")
-#: A whole valid head in one match (the common case costs one C call). The protocol finds a
-#: head's end by its last LF, so the CR of the last line's CRLF may still be there.
-_HEAD = re.compile(_REQUEST_LINE.pattern + rb"(" + _HEADER_BLOCK.pattern + rb")\r?")
+#: A whole valid head in one match (the common case costs one C call).
+_HEAD = re.compile(_REQUEST_LINE.pattern + rb"(" + _HEADER_BLOCK.pattern + rb")")
 #: Headers that change how the request is framed or kept alive: only these need parsing.
 _FRAMING = re.compile(rb"\r\n(?:content-length|transfer-encoding|connection|expect):", re.I)
 #: Every Host value at once (values hold no CR, the head pattern made sure of that).
@@ -198,12 +197,11 @@ def _parse(head: bytes, max_target: int) -> Request:
         # line end (as nginx and h11 take it); a bare CR stays an error.
         if head[:1] in (b"\r", b"\n"):
             head = head[_LEADING_EOL.match(head).end() :]  # type: ignore[union-attr]
-        head = head.removesuffix(b"\r")
         if b"\n" in head:
             lf = head.replace(b"\r\n", b"\n")
             if b"\r" not in lf:
                 head = lf.replace(b"\n", b"\r\n")
-        m = None if head.endswith(b"\r") else _HEAD.fullmatch(head)
+        m = _HEAD.fullmatch(head)
     if m is None:
         raise _head_error(head, max_target)
     method_b, target_b, major, minor, block = m.groups()

@@ -35,7 +35,7 @@ __all__ = ["BodySink", "HttpProtocol"]
 _HEAD_END = re.compile(rb"\r\n\r\n")
 #: The end of a head whose lines may end in a bare LF (RFC 9112 2.2 lets a recipient take one
 #: as a line end, as nginx and h11 do): searched only where the CRLF CRLF search cannot answer.
-#: The parser drops the CR this leaves at the end of a head.
+#: The match starts at the last line's LF; ``_line_end`` steps back over that line's CR.
 _BLANK_LINE = re.compile(rb"\n\r?\n")
 _HEAD, _BODY, _CHUNKED = range(3)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -43,6 +43,12 @@ _EOL = (13, 10)
 #: Reads up to this size may be looked up whole in ``app.replies``; at most this many entries.
 _REPLY_KEY_MAX = 1024
 _REPLIES_MAX = 256
+
+
+def _line_end(buf: bytes | bytearray | memoryview, lf: int) -> int:
+    """Where the line whose LF is at ``lf`` ends: before its CR, if one precedes the LF (only
+    one: any other CR is a bare CR, refused by the parser)."""
+    return lf - 1 if lf > 0 and buf[lf - 1] == 13 else lf
 
 
 class BodySink(Protocol):
@@ -158,7 +164,8 @@ class HttpProtocol:
                             blank = _BLANK_LINE.search(head)
                             if blank is None:
                                 raise
-                            head, stop = head[: blank.start()], pos + blank.end()
+                            head = head[: _line_end(head, blank.start())]
+                            stop = pos + blank.end()
                             if not head.strip(b"\r\n"):
                                 pos = self._skip_empty_lines(stop, nbytes)
                                 continue
@@ -175,8 +182,10 @@ class HttpProtocol:
                 else:
                     pos = self._read_chunked(view, pos, nbytes)
         except HttpError as exc:
-            pending = self._req
-            self.fail(exc.status, str(exc), exc.method or (pending.method if pending else None))
+            method = exc.method or (self._req.method if self._req else None)
+            if method is None and self._partial is not None and self._partial[:5] == b"HEAD ":
+                method = "HEAD"  # e.g. a 431 for a HEAD request whose head never ended
+            self.fail(exc.status, str(exc), method)
             return False
         if pos < nbytes and conn.paused and not (conn.closing or conn.closed):
             # Too much output is queued: the rest of this read (pipelined requests) waits
@@ -226,7 +235,7 @@ class HttpProtocol:
         if self._partial is None:
             m = None if view[pos] in _EOL else _BLANK_LINE.search(view, pos, end)
             if m is not None:
-                start, stop = m.span()
+                start, stop = _line_end(view, m.start()), m.end()
                 if start - pos > app.max_head:
                     self._partial = bytearray(view[pos:start])
                     self._check_head_size()
@@ -247,7 +256,7 @@ class HttpProtocol:
             self._check_head_size()
             return end
         stop = m.end()
-        del self._partial[m.start() :]
+        del self._partial[_line_end(self._partial, m.start()) :]
         self._check_head_size()
         head = bytes(self._partial)
         self._partial = None
