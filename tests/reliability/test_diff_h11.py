@@ -161,6 +161,12 @@ DIFFERENCES: dict[str, tuple[Callable[[Look], bool], bool]] = {
     "target-form": (lambda k: not _target_form_ok(k), False),
     # RFC 9110 5.5: control bytes in field values; h11 refuses only NUL, CR, LF, VT, FF.
     "controls-in-values": (lambda k: _CONTROLS.search(k.raw) is not None, False),
+    # RFC 9110 2.5: HTTP/1.x with x >= 2 is handled as HTTP/1.1, so it needs a Host;
+    # h11 asks for Host only in exactly HTTP/1.1.
+    "minor-version": (
+        lambda k: re.fullmatch(rb"HTTP/1\.[2-9]", k.version) is not None and not k.values(b"host"),
+        False,
+    ),
     # RFC 9110 2.5: only HTTP/1.x is served (505); h11 parses any d.d version.
     "version": (lambda k: re.fullmatch(rb"HTTP/[02-9]\.\d", k.version) is not None, False),
     # RFC 9112 7.1.1: the chunk-ext grammar; h11 (and nginx) take any bytes up to CRLF.
