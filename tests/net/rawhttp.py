@@ -17,7 +17,7 @@ def free_two_then_serve_two(clients: list[socket.socket]) -> int:
     served = 0
     for c in clients[2:4]:
         c.settimeout(5)
-        c.sendall(b"GET /test HTTP/1.1\r\n\r\n")
+        c.sendall(b"GET /test HTTP/1.1\r\nHost: x\r\n\r\n")
         served += b"Hello, World!" in c.recv(1000)
     return served
 

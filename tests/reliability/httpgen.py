@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 TOKEN = "!#$%&'*+.^_`|~-" + string.digits + string.ascii_letters
 VISIBLE = "".join(chr(c) for c in range(0x21, 0x7F))
-FRAMING = {"content-length", "transfer-encoding", "connection", "expect"}
+FRAMING = {"content-length", "transfer-encoding", "connection", "expect", "host"}
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def valid_requests(draw: st.DrawFn) -> tuple[bytes, Expected]:
     method, target, hdrs = draw(methods), draw(targets), draw(headers)
     framing = draw(st.sampled_from(["none", "length", "chunked"]))
     body = b"" if framing == "none" else draw(st.binary(max_size=600))
-    head = [f"{method} {target} HTTP/1.1"]
+    head = [f"{method} {target} HTTP/1.1", "Host: h"]
     head += [f"{n}:{draw(st.sampled_from(['', ' ', chr(9)]))}{v}" for n, v in hdrs]
     if framing == "length":
         head.append(f"Content-Length: {len(body)}")
@@ -59,17 +59,17 @@ def valid_requests(draw: st.DrawFn) -> tuple[bytes, Expected]:
         head.append("Transfer-Encoding: chunked")
     raw = "\r\n".join(head).encode() + b"\r\n\r\n"
     raw += chunked(draw, body) if framing == "chunked" else body
-    expected_headers = tuple((n.lower().encode(), v.encode()) for n, v in hdrs)
+    expected_headers = ((b"host", b"h"), *((n.lower().encode(), v.encode()) for n, v in hdrs))
     return raw, Expected(method, target, body, expected_headers)
 
 
 def _req(line: str, *hdrs: str, body: bytes = b"") -> bytes:
-    return "\r\n".join([line, *hdrs]).encode() + b"\r\n\r\n" + body
+    return "\r\n".join([line, "Host: h", *hdrs]).encode() + b"\r\n\r\n" + body
 
 
 # Each strategy gives (raw bytes, the status the server must answer). Limits: FakeApp defaults.
 bad_version = st.tuples(st.integers(2, 9), st.integers(0, 9)).map(
-    lambda v: (_req(f"GET / HTTP/{v[0]}.{v[1]}", "Host: x"), 505)
+    lambda v: (_req(f"GET / HTTP/{v[0]}.{v[1]}"), 505)
 )
 long_target = st.integers(257, 3000).map(lambda n: (_req("GET /" + "a" * n + " HTTP/1.1"), 414))
 big_head = st.integers(3, 40).map(
@@ -110,7 +110,13 @@ bad_chunk = st.sampled_from(
 ).map(lambda c: (_req("POST / HTTP/1.1", _CHUNKED, body=c), 400))
 bad_head = st.sampled_from(
     [
-        b"GET / HTTP/1.1\nHost: x\r\n\r\n",  # bare LF
+        b"GET / HTTP/1.1\rHost: x\r\n\r\n",  # bare CR
+        b"GET / HTTP/1.1\r\n\r\n",  # no Host in HTTP/1.1
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",  # two Host lines
+        b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",  # not a host
+        b"GET x HTTP/1.1\r\nHost: a\r\n\r\n",  # target of no RFC 9112 form
+        b"GET * HTTP/1.1\r\nHost: a\r\n\r\n",  # asterisk-form is for OPTIONS only
+        b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",  # TE in 1.0
         b"GET / HTTP/1.1\r\nHost : x\r\n\r\n",  # whitespace before the colon
         b"GET / HTTP/1.1\r\n folded: x\r\n\r\n",  # obsolete line folding
         b"GET / HTTP/1.1\r\nHost: a\x00b\r\n\r\n",  # NUL in a value

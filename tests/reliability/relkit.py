@@ -114,7 +114,9 @@ class FakeApp:
         if not req.keep_alive:
             proto.conn.close()
 
-    def send_error(self, proto: HttpProtocol, status: int, message: str) -> None:
+    def send_error(
+        self, proto: HttpProtocol, status: int, message: str, *, with_body: bool = True
+    ) -> None:
         self.errors.append(status)
         assert proto.conn is not None
         proto.conn.write(f"HTTP/1.1 {status} x\r\n\r\n".encode())

@@ -21,7 +21,7 @@ from relkit import ThreadedHttp, request
 
 
 def put(port: int, name: str, body: bytes) -> tuple[int, bytes]:
-    head = f"PUT /{name} HTTP/1.1\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    head = f"PUT /{name} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
     return request(port, head + body)
 
 
@@ -51,7 +51,7 @@ def test_full_tmpfs_answers_507_and_keeps_serving(tiny_tmpfs: Path) -> None:
         assert status == 507, body
         assert sorted(os.listdir(tiny_tmpfs)) == ["small"], "a partial upload was left behind"
         assert put(srv.port, "after", b"b" * 1000)[0] == 201, "the space was not given back"
-        assert request(srv.port, b"GET /small HTTP/1.1\r\n\r\n") == (200, b"a" * 1000)
+        assert request(srv.port, b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n") == (200, b"a" * 1000)
         assert srv.call(lambda: srv.http.metrics()["errors_total"]) >= 1
 
 
@@ -65,10 +65,11 @@ FSIZE_CHILD = textwrap.dedent(
     root = sys.argv[1]
     with ThreadedHttp(root=root, uploads=True) as srv:
         def put(name, body):
-            head = f"PUT /{name} HTTP/1.1\\r\\nContent-Length: {len(body)}\\r\\n\\r\\n".encode()
+            head = f"PUT /{name} HTTP/1.1\\r\\nHost: x\\r\\n".encode()
+            head += f"Content-Length: {len(body)}\\r\\n\\r\\n".encode()
             return request(srv.port, head + body)[0]
         print(put("small", b"a" * 1000), put("big", b"x" * (1 << 20)), put("again", b"c" * 10))
-        print(request(srv.port, b"GET /small HTTP/1.1\\r\\n\\r\\n")[1] == b"a" * 1000)
+        print(request(srv.port, b"GET /small HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")[1] == b"a" * 1000)
     print(sorted(os.listdir(root)))
     """
 )

@@ -42,7 +42,7 @@ CHILD = textwrap.dedent(
         c.close()  # two peers leave: their descriptors come free, accepting resumes
     answered = 0
     for c in clients[2:]:
-        c.sendall(b"GET /test HTTP/1.1\\r\\nConnection: close\\r\\n\\r\\n")
+        c.sendall(b"GET /test HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
         data = b""
         while chunk := c.recv(4096):
             data += chunk

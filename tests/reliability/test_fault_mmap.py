@@ -135,7 +135,7 @@ def test_http_server_waits_out_refused_memory_and_answers_everyone() -> None:
         _ffi.fault_set(_ffi.FAULT_MAP, 0, 1_000_000)  # no memory at all for now
         clients = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(9)]
         for c in clients:
-            c.sendall(b"GET /test HTTP/1.1\r\n\r\n")
+            c.sendall(b"GET /test HTTP/1.1\r\nHost: x\r\n\r\n")
         time.sleep(0.3)
         refused = pool.stats().core.failed_allocs
         _ffi.fault_set(_ffi.FAULT_MAP, 0, 0)  # memory is back

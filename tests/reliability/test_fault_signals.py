@@ -106,7 +106,7 @@ def test_event_loop_serves_through_a_signal_storm(engine: str, alarms: list[int]
             with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
                 while sent[0] < 100 or time.monotonic() < until:
                     sent[0] += 1
-                    s.sendall(b"GET /test HTTP/1.1\r\n\r\n")
+                    s.sendall(b"GET /test HTTP/1.1\r\nHost: x\r\n\r\n")
                     data = b""
                     while not data.endswith(b"Hello, World!"):
                         chunk = s.recv(4096)

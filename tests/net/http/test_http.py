@@ -74,10 +74,10 @@ def test_content_length_and_chunked_bodies(make_server: Any) -> None:
     srv = make_server()
     srv.http.route("/echo", echo)
     chunked = (
-        b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"4\r\nabcd\r\n3;ext=1\r\nefg\r\n0\r\nX-Trailer: 1\r\n\r\n"
     )
-    fixed = b"PUT /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
+    fixed = b"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
     got = exchange(srv.port, chunked + fixed, 2)
     assert got[0][2] == b"POST abcdefg"
     assert got[1][2] == b"PUT hello"
@@ -87,7 +87,9 @@ def test_expect_100_continue(make_server: Any) -> None:
     srv = make_server()
     srv.http.route("/echo", echo)
     with connect(srv.port) as sock:
-        sock.sendall(b"POST /echo HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n"
+        )
         f = sock.makefile("rb")
         assert f.readline().startswith(b"HTTP/1.1 100")
         f.readline()
@@ -98,7 +100,7 @@ def test_expect_100_continue(make_server: Any) -> None:
 def test_connection_close_and_http10(make_server: Any) -> None:
     srv = make_server()
     for raw in (
-        b"GET /test HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET /test HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         b"GET /test HTTP/1.0\r\n\r\n",
     ):
         with connect(srv.port) as sock:
@@ -112,15 +114,19 @@ def test_connection_close_and_http10(make_server: Any) -> None:
     ("raw", "status"),
     [
         (b"GARBAGE\r\n\r\n", 400),
-        (b"GET /test HTTP/1.1\r\nBad Header\r\n\r\n", 400),
-        (b"GET /test HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
-        (b"GET /test HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (b"GET /test HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400),
+        (b"GET /test HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+        (
+            b"GET /test HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n",
+            400,
+        ),
         (b"GET /test HTTP/2.0\r\n\r\n", 505),
         (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 414),
-        (b"GET /test HTTP/1.1\r\n" + b"X-Big: " + b"b" * 20000 + b"\r\n\r\n", 431),
-        (b"POST /test HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", 413),
-        (b"POST /test HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n", 400),
-        (b"POST /test HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        (b"GET /test HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"b" * 20000 + b"\r\n\r\n", 431),
+        (b"POST /test HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n", 413),
+        (b"POST /test HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n", 400),
+        (b"POST /test HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
     ],
 )
 def test_bad_requests_get_status_and_clean_close(make_server: Any, raw: bytes, status: int) -> None:
@@ -131,13 +137,15 @@ def test_bad_requests_get_status_and_clean_close(make_server: Any, raw: bytes, s
         assert got == status
         assert headers["connection"] == "close"
         assert is_closed_by_peer(sock)
-    assert exchange(srv.port, b"GET /test HTTP/1.1\r\n\r\n")[0][0] == 200  # still serving
+    assert (
+        exchange(srv.port, b"GET /test HTTP/1.1\r\nHost: x\r\n\r\n")[0][0] == 200
+    )  # still serving
 
 
 def test_chunked_body_over_limit_is_413(make_server: Any) -> None:
     srv = make_server(max_body=10)
     srv.http.route("/echo", echo)
-    raw = b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    raw = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
     raw += b"8\r\n12345678\r\n8\r\n12345678\r\n"
     assert exchange(srv.port, raw)[0][0] == 413
 
@@ -205,7 +213,9 @@ def test_big_upload_then_download(make_server: Any, root: Any) -> None:
 def test_upload_cut_short_leaves_no_file(make_server: Any, root: Any) -> None:
     srv = make_server(root=root, uploads=True)
     with connect(srv.port) as sock:
-        sock.sendall(b"PUT /partial.bin HTTP/1.1\r\nContent-Length: 100000\r\n\r\n" + b"x" * 5000)
+        sock.sendall(
+            b"PUT /partial.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"x" * 5000
+        )
     srv.call(lambda: None)
     _wait_for(lambda: srv.call(lambda: len(srv.http.tcp.connections)) == 0)
     assert not os.path.exists(root / "partial.bin")

@@ -63,7 +63,7 @@ def test_a_new_date_second_drops_remembered_answers(make_server: Any) -> None:
     ("raw", "method", "closes"),
     [
         (b"HEAD /test HTTP/1.1\r\nHost: x\r\n\r\n", "HEAD", False),
-        (b"GET /test HTTP/1.1\r\nConnection: close\r\n\r\n", "GET", True),
+        (b"GET /test HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "GET", True),
         (b"GET /test HTTP/1.0\r\n\r\n", "GET", True),
     ],
 )

@@ -40,7 +40,7 @@ def wait_until(cond: Any, timeout: float = 5.0) -> None:
 def test_disconnect_mid_request_and_mid_body(make_server: Any) -> None:
     srv = make_server()
     srv.http.route("/echo", lambda req: Response(body=req.body))
-    for raw in (b"GET /te", b"POST /echo HTTP/1.1\r\nContent-Length: 1000\r\n\r\nabc"):
+    for raw in (b"GET /te", b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc"):
         sock = connect(srv.port)
         sock.sendall(raw)
         sock.close()

@@ -23,11 +23,11 @@ def test_head_fields_and_lazy_headers() -> None:
 def test_keep_alive_rules() -> None:
     assert not parse_head(b"GET / HTTP/1.0").keep_alive
     assert parse_head(b"GET / HTTP/1.0\r\nConnection: Keep-Alive").keep_alive
-    assert not parse_head(b"GET / HTTP/1.1\r\nConnection: foo, close").keep_alive
+    assert not parse_head(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: foo, close").keep_alive
 
 
 def test_cached_heads_parse_identically() -> None:
-    head = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue"
+    head = b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue"
     first, second = parse_head(head), parse_head(head)
     assert first is not second
     for r in (first, second):
@@ -44,13 +44,27 @@ def test_cached_heads_parse_identically() -> None:
 @pytest.mark.parametrize(
     ("head", "status"),
     [
-        (b"GET / HTTP/1.1\r\nA: 1\nB: 2", 400),  # bare LF
+        (b"GET / HTTP/1.1\r\nHost: h\r\nA: 1\rB: 2", 400),  # bare CR
+        (b"GET / HTTP/1.1\r\nHost: h\r\nA: 1\r", 400),  # bare CR ending the last line
+        (b"GET / HTTP/1.1\r\nHost: h\nA: 1\r", 400),
+        (b"GET / HTTP/1.1\r\nA: 1", 400),  # no Host in HTTP/1.1
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: a", 400),
+        (b"GET / HTTP/1.1\r\nHost: a/b", 400),
+        (b"GET / HTTP/1.1\r\nHost: a b", 400),
+        (b"GET a/b HTTP/1.1\r\nHost: a", 400),  # no RFC 9112 target form
+        (b"GET * HTTP/1.1\r\nHost: a", 400),
+        (b"GET /\xc3\xa9 HTTP/1.1\r\nHost: a", 400),  # not visible ASCII
+        (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked", 400),
         (b"GET / HTTP/1.1\r\n folded", 400),  # obs-fold
         (b"GET / HTTP/1.1\r\nA : 1", 400),  # space before colon
         (b"GET / HTTP/1.1\r\nA: \x00", 400),
-        (b"GET / HTTP/1.1\r\nContent-Length: -1", 400),
-        (b"GET / HTTP/1.1\r\nContent-Length: 1, 2", 400),
-        (b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked", 501),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: -1", 400),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1, 2", 400),
+        (
+            b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+            b"Transfer-Encoding: chunked",
+            501,
+        ),
         (b"GET / HTTP/3.0", 505),
         (b"GET /" + b"x" * 100 + b" HTTP/1.1", 414),
         (b"G(T / HTTP/1.1", 400),
@@ -62,9 +76,44 @@ def test_bad_heads(head: bytes, status: int) -> None:
     assert info.value.status == status
 
 
+@pytest.mark.parametrize(
+    ("head", "fields"),
+    [
+        (b"GET /a HTTP/1.1\nHost: h\nX: 1", ("GET", "/a", "/a", (1, 1))),  # bare LF
+        (b"GET /a HTTP/1.1\r\nHost: h\nX: 1", ("GET", "/a", "/a", (1, 1))),  # mixed
+        (b"\r\n\r\nGET /a HTTP/1.1\r\nHost: h", ("GET", "/a", "/a", (1, 1))),  # leading
+        (b"GET http://h:8/t?q=1 HTTP/1.1\r\nHost: h", ("GET", "http://h:8/t?q=1", "/t", (1, 1))),
+        (b"GET http://h HTTP/1.1\r\nHost: h", ("GET", "http://h", "/", (1, 1))),
+        (b"OPTIONS * HTTP/1.1\r\nHost: h", ("OPTIONS", "*", "", (1, 1))),
+        (b"CONNECT h:443 HTTP/1.1\r\nHost: h:443", ("CONNECT", "h:443", "", (1, 1))),
+        (b"GET / HTTP/1.0", ("GET", "/", "/", (1, 0))),  # Host is optional in 1.0
+        (b"GET / HTTP/1.1\r\nHost:", ("GET", "/", "/", (1, 1))),  # empty Host is valid
+        (b"GET / HTTP/1.1\r\nHost: [::1]:80", ("GET", "/", "/", (1, 1))),
+    ],
+)
+def test_lenient_and_other_form_heads(head: bytes, fields: tuple[object, ...]) -> None:
+    req = parse_head(head)
+    assert (req.method, req.target, req.path, req.version) == fields
+
+
+def test_expect_continue_is_ignored_in_http10() -> None:
+    head = b"POST / HTTP/1.0\r\nContent-Length: 1\r\nExpect: 100-continue"
+    assert not parse_head(head).expect_continue
+    assert parse_head(head.replace(b"1.0", b"1.1") + b"\r\nHost: h").expect_continue
+
+
+def test_error_names_the_method_once_known() -> None:
+    with pytest.raises(HttpError) as info:
+        parse_head(b"HEAD / HTTP/1.1")
+    assert (info.value.status, info.value.method) == (400, "HEAD")
+
+
 def test_same_content_length_twice_is_accepted() -> None:
     assert (
-        parse_head(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3").content_length == 3
+        parse_head(
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 3"
+        ).content_length
+        == 3
     )
 
 
@@ -99,3 +148,36 @@ def test_chunked_errors() -> None:
         ChunkedReader(max_body=50).feed(b"2\r\nabc\r\n", 0, 8)
     with pytest.raises(HttpError, match="bare LF"):
         ChunkedReader(max_body=50).feed(b"2\nab", 0, 4)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"2;a\x00b\r\nab\r\n0\r\n\r\n",  # NUL in a chunk extension
+        b"2;a=\x01\r\nab\r\n0\r\n\r\n",  # control byte in its value
+        b"2;\r\nab\r\n0\r\n\r\n",  # no extension name
+        b'2;a="x\r\nab\r\n0\r\n\r\n',  # unterminated quoted string
+        b"2\r\nab\r\n0\r\nno colon\r\n\r\n",  # malformed trailer field
+        b"2\r\nab\r\n0\r\nT: \x00\r\n\r\n",  # NUL in a trailer value
+    ],
+)
+def test_bad_chunk_extensions_and_trailers_are_400(body: bytes) -> None:
+    with pytest.raises(HttpError) as info:
+        ChunkedReader(max_body=50).feed(body, 0, len(body))
+    assert info.value.status == 400
+
+
+def test_valid_chunk_extensions_and_endless_trailers() -> None:
+    body = b'2 ;a=1; b = "q\\"x" ;c\r\nab\r\n0\r\nT: 1\r\n\r\n'
+    reader = ChunkedReader(max_body=50)
+    start = body.index(b"\r\nab") + 2
+    assert reader.feed(body, 0, len(body)) == (len(body), [(start, start + 2)])
+    assert reader.done
+    line = b"T: " + b"v" * 1000 + b"\r\n"
+    reader = ChunkedReader(max_body=50)
+    reader.feed(b"0\r\n", 0, 3)
+    for _ in range(16):  # 16 KiB of trailer fields: still accepted
+        reader.feed(line, 0, len(line))
+    with pytest.raises(HttpError) as info:
+        reader.feed(line, 0, len(line))
+    assert info.value.status == 431

@@ -96,17 +96,17 @@ def test_bad_request_gets_400_and_close(served: Served) -> None:
 
 
 def test_oversized_headers_get_431(served: Served) -> None:
-    big = b"GET /test HTTP/1.1\r\nX: " + b"a" * 40000 + b"\r\n\r\n"
+    big = b"GET /test HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 40000 + b"\r\n\r\n"
     assert raw(served.port, big).startswith(b"HTTP/1.1 431")
 
 
 def test_disconnect_mid_request_and_reset(served: Served) -> None:
     for _ in range(10):
         with socket.create_connection(("127.0.0.1", served.port)) as s:
-            s.sendall(b"GET /test HTTP/1.1\r\nHo")
+            s.sendall(b"GET /test HTTP/1.1\r\nHost: x\r\nHo")
     for _ in range(10):
         s = socket.create_connection(("127.0.0.1", served.port))
-        s.sendall(b"GET /test HTTP/1.1\r\n\r\n")
+        s.sendall(b"GET /test HTTP/1.1\r\nHost: x\r\n\r\n")
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
         s.close()
     assert b"Hello, World!" in raw(served.port, b"GET /test HTTP/1.0\r\n\r\n")

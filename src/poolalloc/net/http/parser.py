@@ -4,12 +4,14 @@ Goals, in the order they were traded off:
 
 1. Strict enough to be safe: anything ambiguous (two ``Content-Length`` values that differ,
    ``Content-Length`` together with ``Transfer-Encoding``, whitespace before a colon, a bare
-   LF, a chunk size with junk) is a :class:`HttpError` carrying the status to answer with,
-   as h11's ``error_status_hint`` does. The server answers and closes; it never guesses.
+   CR, obs-fold, a missing or repeated ``Host``, a chunk size with junk) is a
+   :class:`HttpError` carrying the status to answer with, as h11's ``error_status_hint`` does.
+   The server answers and closes; it never guesses. Where RFC 9112 lets a recipient be
+   lenient, the choice follows nginx or h11; ``docs/http.md`` lists every case.
 2. No copy of body bytes: :class:`ChunkedReader` walks a pooled buffer and returns
    ``(start, end)`` spans of payload inside it, so bodies go from the lease to their sink.
-3. Cheap for the common request: the head is parsed from one ``bytes`` slice with ``split``;
-   header names are lower-cased once.
+3. Cheap for the common request: the head is parsed from one ``bytes`` slice with one regex
+   match; header names are lower-cased once; a head seen before is not parsed again.
 
 Nothing here does IO or knows about sockets, so it is tested with plain bytes.
 """
@@ -22,8 +24,9 @@ __all__ = ["ChunkedReader", "HttpError", "Request", "parse_head"]
 
 #: RFC 9110 token characters, for methods and header names.
 _TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-#: The whole request line in one C-level match: method, target (no controls, no space), version.
-_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([^\x00-\x20\x7f]+) HTTP/(\d)\.(\d)")
+#: The whole request line in one C-level match: method, target (visible ASCII, as h11 and
+#: RFC 3986 allow), version.
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/(\d)\.(\d)")
 #: Every header line at once: CRLF, a token, a colon, a value without control characters
 #: (so no bare CR or LF, no NUL, and no obs-fold continuation line, which starts with space).
 _HEADER_BLOCK = re.compile(rb"(?:\r\n" + _TOKEN + rb":[^\x00-\x08\x0a-\x1f\x7f]*)*")
@@ -31,7 +34,27 @@ _HEADER_BLOCK = re.compile(rb"(?:\r\n" + _TOKEN + rb":[^\x00-\x08\x0a-\x1f\x7f]*
 _HEAD = re.compile(_REQUEST_LINE.pattern + rb"(" + _HEADER_BLOCK.pattern + rb")")
 #: Headers that change how the request is framed or kept alive: only these need parsing.
 _FRAMING = re.compile(rb"\r\n(?:content-length|transfer-encoding|connection|expect):", re.I)
-_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:;[^\r\n]*)?")
+#: Every Host value at once (values hold no CR, the head pattern made sure of that).
+_HOST_FIELD = re.compile(rb"\r\nhost:[ \t]*([^\r]*)", re.I)
+#: Empty lines before the request line (RFC 9112 2.2; any number, as nginx skips them).
+_LEADING_EOL = re.compile(rb"[\r\n]+")
+#: RFC 9112 7.1: chunk-size, then chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS value ] ).
+_CHUNK_SIZE = re.compile(
+    rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[ \t]*"
+    + _TOKEN
+    + rb"(?:[ \t]*=[ \t]*(?:"
+    + _TOKEN
+    + rb'|"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"))?)*'
+)
+#: A trailer field line (RFC 9112 7.1.2): the same syntax as a header line.
+_FIELD_LINE = re.compile(_TOKEN + rb":[^\x00-\x08\x0a-\x1f\x7f]*")
+#: RFC 9112 3.2 / RFC 3986 3.2.2: Host = uri-host [ ":" port ]; uri-host is an IP literal in
+#: brackets or a reg-name (unreserved, pct-encoded, sub-delims), possibly empty.
+_HOST = re.compile(rb"(?:\[[0-9A-Za-z:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
+#: RFC 9112 3.2.2 absolute-form: scheme "://" authority [path-abempty] ["?" query].
+_ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/?#]*")
+#: Trailer sections bigger than this are refused (431), so a peer cannot stream them forever.
+_MAX_TRAILER = 16384
 
 
 #: Parsed heads by their exact bytes. Keep-alive clients repeat the same head again and again
@@ -50,9 +73,12 @@ class HttpError(Exception):
         431
     """
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, method: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        #: The request's method when it was read before the error (a ``HEAD`` is answered
+        #: without a body), else None.
+        self.method = method
 
 
 class Request:
@@ -105,8 +131,11 @@ class Request:
 
     @property
     def path(self) -> str:
-        """The target without its query string."""
-        return self.target.partition("?")[0]
+        """The target's path without its query string (``/p`` for ``http://h/p?q``)."""
+        target = self.target
+        if target[:1] != "/":
+            target = _origin_form(target)
+        return target.partition("?")[0]
 
     @property
     def query(self) -> str:
@@ -126,10 +155,11 @@ def parse_head(head: bytes, max_target: int = 8190) -> Request:
     """Parse a request head: the bytes before the blank line, without the final CRLF CRLF.
 
     Example:
-        >>> parse_head(b"POST /u HTTP/1.1\\r\\nContent-Length: 5").content_length
+        >>> parse_head(b"POST /u HTTP/1.1\\r\\nHost: h\\r\\nContent-Length: 5").content_length
         5
 
-    :raises HttpError: 400 malformed, 414 target too long, 505 not HTTP/1.x.
+    :raises HttpError: 400 malformed (including a missing, repeated or invalid ``Host``),
+        414 target too long, 501 unsupported transfer coding, 505 not HTTP/1.x.
     """
     hit = _cache.get(head)
     if (
@@ -150,29 +180,67 @@ def parse_head(head: bytes, max_target: int = 8190) -> Request:
     return req
 
 
+def _origin_form(target: str) -> str:
+    """The path and query of an absolute-form target ("*" and authority-form give "")."""
+    m = _ABSOLUTE.match(target)
+    if m is None:
+        return ""
+    rest = target[m.end() :]
+    return rest if rest[:1] == "/" else "/" + rest
+
+
 def _parse(head: bytes, max_target: int) -> Request:
-    if head.startswith(b"\r\n"):
-        head = head[2:]  # RFC 9112 2.2: ignore one empty line before the request line
     m = _HEAD.fullmatch(head)
     if m is None:
+        # Only heads that missed the strict pattern pay for the lenient cases of RFC 9112 2.2:
+        # empty lines before the request line are skipped (as nginx does), and a bare LF is a
+        # line end (as nginx and h11 take it); a bare CR stays an error.
+        if head[:1] in (b"\r", b"\n"):
+            head = head[_LEADING_EOL.match(head).end() :]  # type: ignore[union-attr]
+        if b"\n" in head:
+            lf = head.replace(b"\r\n", b"\n")
+            if b"\r" not in lf:
+                head = lf.replace(b"\n", b"\r\n")
+        m = _HEAD.fullmatch(head)
+    if m is None:
         raise _head_error(head, max_target)
-    method, target, major, minor, block = m.groups()
-    if len(target) > max_target:
-        raise HttpError(414, "request target too long")
+    method_b, target_b, major, minor, block = m.groups()
+    method = method_b.decode("ascii")
+    if len(target_b) > max_target:
+        raise HttpError(414, "request target too long", method)
     if major != b"1":
-        raise HttpError(505, "only HTTP/1.x is supported")
-    req = Request(method.decode("ascii"), target.decode("latin-1"), minor[0] - 48, block)
+        raise HttpError(505, "only HTTP/1.x is supported", method)
+    target = target_b.decode("ascii")
+    if target[0] != "/" and not _other_form_ok(method, target):
+        raise HttpError(400, "malformed request target", method)
+    req = Request(method, target, minor[0] - 48, block)
+    # RFC 9112 3.2: one Host, valid, and present in HTTP/1.1 (one C-level scan of the block).
+    hosts = _HOST_FIELD.findall(block) if block else []
+    if len(hosts) > 1 or (hosts and _HOST.fullmatch(hosts[0].rstrip(b" \t")) is None):
+        raise HttpError(400, "bad or repeated Host", method)
+    if not hosts and req.version[1]:
+        raise HttpError(400, "HTTP/1.1 request without Host", method)
     if block and _FRAMING.search(block) is not None:
         _apply_framing(req)
     return req
+
+
+def _other_form_ok(method: str, target: str) -> bool:
+    """RFC 9112 3.2: asterisk-form for OPTIONS, authority-form for CONNECT, absolute-form."""
+    if target == "*":
+        return method == "OPTIONS"
+    if method == "CONNECT":
+        return _HOST.fullmatch(target.encode("ascii")) is not None and ":" in target
+    return _ABSOLUTE.match(target) is not None
 
 
 def _head_error(head: bytes, max_target: int) -> HttpError:
     """Say precisely what is wrong with a head the one-match pattern refused."""
     eol = head.find(b"\r\n")
     line, block = (head, b"") if eol < 0 else (head[:eol], head[eol:])
-    if _REQUEST_LINE.fullmatch(line) and not _HEADER_BLOCK.fullmatch(block):
-        return HttpError(400, "malformed header line")
+    m = _REQUEST_LINE.fullmatch(line)
+    if m and not _HEADER_BLOCK.fullmatch(block):
+        return HttpError(400, "malformed header line", m.group(1).decode("ascii"))
     parts = line.split(b" ")
     if len(parts) >= 2 and len(parts[1]) > max_target:
         return HttpError(414, "request target too long")
@@ -185,28 +253,36 @@ def _apply_framing(req: Request) -> None:
     """Derive keep-alive, Content-Length and chunked from the headers (RFC 9112 6)."""
     connection = b""
     lengths: set[bytes] = set()
+    method = req.method
+    http11 = req.version[1] >= 1
     for name, value in req.headers:
         if name == b"content-length":
-            lengths.update(v.strip() for v in value.split(b","))
+            lengths.update(v.strip(b" \t") for v in value.split(b","))
         elif name == b"transfer-encoding":
+            if not http11:
+                # RFC 9112 6.1: the framing of an HTTP/1.0 message with Transfer-Encoding
+                # cannot be trusted; refused as nginx does.
+                raise HttpError(400, "Transfer-Encoding in an HTTP/1.0 request", method)
             if value.lower() != b"chunked" or req.chunked:
-                raise HttpError(501, "unsupported transfer coding")
+                raise HttpError(501, "unsupported transfer coding", method)
             req.chunked = True
         elif name == b"connection":
             connection += b"," + value.lower()
         elif name == b"expect" and value.lower() == b"100-continue":
-            req.expect_continue = True
-    tokens = {t.strip() for t in connection.split(b",")}
-    if b"close" in tokens:
-        req.keep_alive = False
-    elif b"keep-alive" in tokens:
-        req.keep_alive = True
+            # RFC 9110 10.1.1: an HTTP/1.0 client does not understand 100 Continue.
+            req.expect_continue = http11
+    if connection:
+        tokens = {t.strip(b" \t") for t in connection.split(b",")}
+        if b"close" in tokens:
+            req.keep_alive = False
+        elif b"keep-alive" in tokens:
+            req.keep_alive = True
     if lengths:
         if req.chunked or len(lengths) != 1:
-            raise HttpError(400, "conflicting body framing")
+            raise HttpError(400, "conflicting body framing", method)
         (text,) = lengths
         if not text.isdigit() or len(text) > 18:
-            raise HttpError(400, "bad Content-Length")
+            raise HttpError(400, "bad Content-Length", method)
         req.content_length = int(text)
 
 
@@ -226,7 +302,7 @@ class ChunkedReader:
         (True, 3)
     """
 
-    __slots__ = ("_line", "_state", "_want", "done", "max_body", "received")
+    __slots__ = ("_line", "_state", "_trailer", "_want", "done", "max_body", "received")
 
     _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
 
@@ -237,13 +313,15 @@ class ChunkedReader:
         self._state = self._SIZE
         self._want = 0
         self._line = b""
+        self._trailer = 0
 
     def feed(
         self, data: bytes | memoryview, start: int, end: int
     ) -> tuple[int, list[tuple[int, int]]]:
         """Consume from ``data[start:end]``; see the class docstring.
 
-        :raises HttpError: 400 on a malformed chunk, 413 past ``max_body``.
+        :raises HttpError: 400 on a malformed chunk or trailer field, 413 past ``max_body``,
+            431 for a trailer section over 16 KiB.
         """
         spans: list[tuple[int, int]] = []
         pos = start
@@ -293,3 +371,9 @@ class ChunkedReader:
             self._state = self._DATA if size else self._TRAILER
         elif not line:  # the blank line that ends the trailer section
             self.done = True
+        else:  # a trailer field: checked as a header line would be, then dropped
+            self._trailer += len(line) + 2
+            if self._trailer > _MAX_TRAILER:
+                raise HttpError(431, "trailer section too large")
+            if _FIELD_LINE.fullmatch(line) is None:
+                raise HttpError(400, "malformed trailer field")

@@ -31,12 +31,24 @@ if TYPE_CHECKING:
 
 __all__ = ["BodySink", "HttpProtocol"]
 
+#: The end of a head, as every real client sends it: one C-level substring search.
 _HEAD_END = re.compile(rb"\r\n\r\n")
+#: The end of a head whose lines may end in a bare LF (RFC 9112 2.2 lets a recipient take one
+#: as a line end, as nginx and h11 do): searched only where the CRLF CRLF search cannot answer.
+#: The match starts at the last line's LF; ``_line_end`` steps back over that line's CR.
+_BLANK_LINE = re.compile(rb"\n\r?\n")
 _HEAD, _BODY, _CHUNKED = range(3)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_EOL = (13, 10)
 #: Reads up to this size may be looked up whole in ``app.replies``; at most this many entries.
 _REPLY_KEY_MAX = 1024
 _REPLIES_MAX = 256
+
+
+def _line_end(buf: bytes | bytearray | memoryview, lf: int) -> int:
+    """Where the line whose LF is at ``lf`` ends: before its CR, if one precedes the LF (only
+    one: any other CR is a bare CR, refused by the parser)."""
+    return lf - 1 if lf > 0 and buf[lf - 1] == 13 else lf
 
 
 class BodySink(Protocol):
@@ -73,7 +85,9 @@ class HttpApp(Protocol):
 
     def finish(self, proto: HttpProtocol, req: Request) -> None: ...
 
-    def send_error(self, proto: HttpProtocol, status: int, message: str) -> None: ...
+    def send_error(
+        self, proto: HttpProtocol, status: int, message: str, *, with_body: bool = True
+    ) -> None: ...
 
 
 class HttpProtocol:
@@ -132,14 +146,33 @@ class HttpProtocol:
         try:
             while pos < nbytes and not (conn.paused or conn.closing or conn.closed):
                 if self._state == _HEAD and self._partial is None:
-                    # The common case, inlined: a whole head inside this read.
+                    # The common case, inlined: a whole head inside this read. Empty lines
+                    # before it stay in the head (the parser skips them) unless nothing else
+                    # precedes the blank line that matched.
                     m = _HEAD_END.search(view, pos, nbytes)
                     if m is not None and m.start() - pos <= app.max_head:
-                        head = view[pos : m.start()].tobytes()
-                        req = parse_head(head, app.max_target)
-                        if pos == 0 and m.end() == nbytes and nbytes <= _REPLY_KEY_MAX:
-                            self._remember_reply(head, req)
-                        pos = m.end()
+                        start, stop = m.span()
+                        if start - pos < 2 and not view[pos:start].tobytes().strip(b"\n"):
+                            pos = self._skip_empty_lines(stop, nbytes)
+                            continue
+                        head = view[pos:start].tobytes()
+                        try:
+                            req = parse_head(head, app.max_target)
+                        except HttpError:
+                            # A head whose lines end in bare LF may end before this CRLF CRLF
+                            # (then what follows is the next request): retry up to its end.
+                            blank = _BLANK_LINE.search(head)
+                            if blank is None:
+                                raise
+                            head = head[: _line_end(head, blank.start())]
+                            stop = pos + blank.end()
+                            if not head.strip(b"\r\n"):
+                                pos = self._skip_empty_lines(stop, nbytes)
+                                continue
+                            req = parse_head(head, app.max_target)
+                        if pos == 0 and stop == nbytes and nbytes <= _REPLY_KEY_MAX:
+                            self._remember_reply(view, nbytes, req)
+                        pos = stop
                         self._start(req)
                         continue
                 if self._state == _HEAD:
@@ -149,7 +182,10 @@ class HttpProtocol:
                 else:
                     pos = self._read_chunked(view, pos, nbytes)
         except HttpError as exc:
-            self.fail(exc.status, str(exc))
+            method = exc.method or (self._req.method if self._req else None)
+            if method is None and self._partial is not None and self._partial[:5] == b"HEAD ":
+                method = "HEAD"  # e.g. a 431 for a HEAD request whose head never ended
+            self.fail(exc.status, str(exc), method)
             return False
         if pos < nbytes and conn.paused and not (conn.closing or conn.closed):
             # Too much output is queued: the rest of this read (pipelined requests) waits
@@ -158,14 +194,23 @@ class HttpProtocol:
             return True
         return False
 
-    def _remember_reply(self, head: bytes, req: Request) -> None:
-        """Offer this head (the whole read) to the fast path if its answer is static."""
+    def _skip_empty_lines(self, pos: int, nbytes: int) -> int:
+        """RFC 9112 2.2: empty lines before a request are skipped, any number (as nginx does).
+        A read that ends with them starts a partial head, so ``header_timeout`` bounds a peer
+        that sends nothing else."""
+        if pos == nbytes:
+            self._partial = bytearray()
+            self.conn.deadline = self.conn.reactor.now + self.app.header_timeout  # type: ignore[union-attr]
+        return pos
+
+    def _remember_reply(self, view: memoryview, nbytes: int, req: Request) -> None:
+        """Offer this read (exactly one whole head) to the fast path if its answer is static."""
         wire = self.app.static_reply(req)
         if wire is not None:
             replies = self.app.replies
             if len(replies) >= _REPLIES_MAX:
                 replies.clear()  # bounded: many distinct heads only cost a refill
-            replies[head + b"\r\n\r\n"] = wire
+            replies[view[:nbytes].tobytes()] = wire  # the exact bytes, whatever the line ends
 
     def eof_received(self) -> bool:
         """Peer half-closed: finish what was queued, then close (a half-read request is lost)."""
@@ -188,9 +233,9 @@ class HttpProtocol:
     def _read_head(self, view: memoryview, pos: int, end: int) -> int:
         app = self.app
         if self._partial is None:
-            m = _HEAD_END.search(view, pos, end)
+            m = None if view[pos] in _EOL else _BLANK_LINE.search(view, pos, end)
             if m is not None:
-                start, stop = m.span()
+                start, stop = _line_end(view, m.start()), m.end()
                 if start - pos > app.max_head:
                     self._partial = bytearray(view[pos:start])
                     self._check_head_size()
@@ -202,17 +247,22 @@ class HttpProtocol:
             return end
         old = len(self._partial)
         self._partial += view[pos:end]
-        i = self._partial.find(b"\r\n\r\n", max(0, old - 3))
-        if i < 0:
+        if self._partial and self._partial[0] in _EOL:  # empty lines before the request line
+            lead = len(self._partial) - len(self._partial.lstrip(b"\r\n"))
+            del self._partial[:lead]
+            old -= lead  # offsets below stay relative to this read
+        m = _BLANK_LINE.search(self._partial, max(0, old - 2))
+        if m is None:
             self._check_head_size()
             return end
-        del self._partial[i:]
+        stop = m.end()
+        del self._partial[_line_end(self._partial, m.start()) :]
         self._check_head_size()
         head = bytes(self._partial)
         self._partial = None
         self.conn.deadline = 0.0  # type: ignore[union-attr]
         self._start(parse_head(head, max_target=app.max_target))
-        return pos + i + 4 - old
+        return pos + stop - old
 
     def _check_head_size(self) -> None:
         assert self._partial is not None
@@ -231,7 +281,7 @@ class HttpProtocol:
             return
         limit = self.app.body_limit(req)
         if req.content_length is not None and req.content_length > limit:
-            raise HttpError(413, "request body too large")
+            raise HttpError(413, "request body too large", req.method)  # before any 100
         self._req = req
         self._sink = self.app.begin(self, req)
         conn = self.conn
@@ -239,6 +289,13 @@ class HttpProtocol:
         if conn.closing or conn.closed:
             return  # begin() refused the request and closed
         if req.expect_continue:
+            if self._sink is None:
+                # Nobody wants this body (e.g. a 404): answer now instead of asking for it
+                # (RFC 9110 10.1.1), then close, since the client may send it or not.
+                self._req = None
+                req.keep_alive = False
+                self.app.finish(self, req)
+                return
             conn.write(_CONTINUE)
         if req.chunked:
             self._state = _CHUNKED
@@ -275,8 +332,9 @@ class HttpProtocol:
         self.app.finish(self, req)
 
     # ---- answering ----
-    def fail(self, status: int, message: str) -> None:
-        """Answer ``status`` with ``Connection: close`` and close gracefully."""
+    def fail(self, status: int, message: str, method: str | None = None) -> None:
+        """Answer ``status`` with ``Connection: close`` and close gracefully; the answer to a
+        ``HEAD`` request (``method``, when known) has no body."""
         self.errors += 1
         if self._sink is not None:
             self._sink.abort()
@@ -284,5 +342,5 @@ class HttpProtocol:
         conn = self.conn
         if conn is None or conn.closing or conn.closed:
             return
-        self.app.send_error(self, status, message)
+        self.app.send_error(self, status, message, with_body=method != "HEAD")
         conn.close()

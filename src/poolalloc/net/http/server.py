@@ -209,7 +209,12 @@ class HttpServer:
         ):
             return None
         head = self._head(
-            resp.status, len(resp.body), resp.content_type, resp.headers, keep_alive=True
+            resp.status,
+            len(resp.body),
+            resp.content_type,
+            resp.headers,
+            keep_alive=True,
+            http10=req.version[1] == 0,
         )
         return head + resp.body
 
@@ -263,6 +268,7 @@ class HttpServer:
                     and date is self._date
                     and req.keep_alive
                     and req.method != "HEAD"
+                    and req.version[1]  # HTTP/1.0 keep-alive answers say so: other bytes
                 ):
                     proto.conn.write(wire)  # type: ignore[union-attr]  # the same bytes again
                     return
@@ -280,12 +286,14 @@ class HttpServer:
         except HttpError as exc:  # the request was read whole: the connection stays usable
             self._send(proto, req, Response(exc.status, f"{exc.status} {exc}\n".encode()))
 
-    def send_error(self, proto: HttpProtocol, status: int, message: str) -> None:
-        """Write an error response with ``Connection: close``."""
+    def send_error(
+        self, proto: HttpProtocol, status: int, message: str, *, with_body: bool = True
+    ) -> None:
+        """Write an error response with ``Connection: close`` (no body for a ``HEAD``)."""
         body = f"{status} {message}\n".encode()
         head = self._head(status, len(body), "text/plain; charset=utf-8", (), keep_alive=False)
         assert proto.conn is not None
-        proto.conn.write(head + body)
+        proto.conn.write(head + body if with_body else head)
 
     # ---- responses ----
     def _head(
@@ -296,6 +304,7 @@ class HttpServer:
         headers: Any,
         *,
         keep_alive: bool,
+        http10: bool = False,
     ) -> bytes:
         parts = [
             _STATUS.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode(),
@@ -311,6 +320,8 @@ class HttpServer:
             parts.append(f"{name}: {value}\r\n".encode("latin-1"))
         if not keep_alive:
             parts.append(b"Connection: close\r\n")
+        elif http10:  # HTTP/1.0 keep-alive is opt-in: say it was granted, as nginx does
+            parts.append(b"Connection: keep-alive\r\n")
         parts.append(b"\r\n")
         return b"".join(parts)
 
@@ -319,7 +330,12 @@ class HttpServer:
         assert conn is not None
         keep = req.keep_alive
         head = self._head(
-            resp.status, len(resp.body), resp.content_type, resp.headers, keep_alive=keep
+            resp.status,
+            len(resp.body),
+            resp.content_type,
+            resp.headers,
+            keep_alive=keep,
+            http10=req.version[1] == 0,
         )
         if resp.status >= 400:
             proto.errors += 1
@@ -327,7 +343,7 @@ class HttpServer:
             conn.write(head)
         else:
             wire = head + resp.body
-            if keep and resp.status < 400:
+            if keep and resp.status < 400 and req.version[1]:
                 self._wire = (resp, self._date, wire)
             conn.write(wire)
         if not keep:
@@ -349,7 +365,9 @@ class HttpServer:
         ctype = mimetypes.guess_type(path)[0] or "application/octet-stream"
         conn = proto.conn
         assert conn is not None
-        head = self._head(200, st.st_size, ctype, (), keep_alive=req.keep_alive)
+        head = self._head(
+            200, st.st_size, ctype, (), keep_alive=req.keep_alive, http10=req.version[1] == 0
+        )
         if req.method == "HEAD" or st.st_size == 0:
             os.close(fd)
             conn.write(head)
