@@ -307,6 +307,8 @@ int pai_tcache_refill(pai_tcache_t *tc, unsigned cls);
 int pai_tcache_make_room(pai_tcache_t *tc, unsigned cls);
 unsigned pai_current_node(pa_pool_t *pool);
 void pai_thread_init_once(void);
+/* Whether close and decay can empty caches of live threads (membarrier works here). */
+bool pai_reclaim_live_supported(void);
 void pai_tcache_fork_child(void);
 void pai_tcache_fork_lock(void);
 void pai_tcache_fork_parent(void);
@@ -315,6 +317,27 @@ void pai_tcache_sync_live(pai_tcache_t *tc);
 void pai_peak_candidate(pa_pool_t *pool, int64_t bytes);
 int pai_reclaim_caches(pa_pool_t *pool, bool idle_only, uint64_t age, pa_close_report_t *rep);
 uint64_t pai_now_ns(void);
+/* empty_since of a slab or chunk of a pool without decay: no clock read where memory goes idle
+ * (often under a depot lock); an explicit decay with an age stamps it, so its age counts from
+ * the first pa_pool_decay that finds it idle. */
+#define PAI_UNSTAMPED UINT64_MAX
+/* pool->lock held. keep_empty_slab reads pool->retained without it (atomically), so every
+ * write is atomic too. */
+static inline void pai_retained_add(pa_pool_t *pool, uint64_t delta) {
+  __atomic_store_n(&pool->retained, pool->retained + delta, __ATOMIC_RELAXED);
+}
+static inline uint64_t pai_idle_stamp(const pa_pool_t *pool) {
+  return pool->decay_ns ? pai_now_ns() : PAI_UNSTAMPED;
+}
+/* Whether memory idle since *since is `age` old at `now` (lock that guards *since held). */
+static inline bool pai_idle_for(uint64_t *since, uint64_t now, uint64_t age) {
+  if (age == 0) return true;
+  if (*since == PAI_UNSTAMPED) {
+    *since = now;
+    return false;
+  }
+  return *since <= now && now - *since >= age;
+}
 void pai_pool_maybe_decay(pa_pool_t *pool);
 uint32_t pai_cache_cap(const pa_pool_t *pool, unsigned cls);
 
@@ -347,6 +370,10 @@ static inline int64_t pai_ld64(_Atomic int64_t *a) {
 }
 static inline void pai_add64(_Atomic int64_t *a, int64_t d) {
   atomic_store_explicit(a, atomic_load_explicit(a, memory_order_relaxed) + d, memory_order_relaxed);
+}
+/* The same, published for pa_pool_stats' acquire loads (in_use_peak; see pai_tcache_sync_live). */
+static inline void pai_add64_rel(_Atomic int64_t *a, int64_t d) {
+  atomic_store_explicit(a, atomic_load_explicit(a, memory_order_relaxed) + d, memory_order_release);
 }
 
 /* ---- NUMA (arena.c / os_linux.c) ---- */

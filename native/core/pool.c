@@ -180,8 +180,8 @@ void pai_pool_chunk_empty(pa_pool_t *pool, pai_chunk_t *c, bool force, uint64_t 
   uint64_t idle = pool->retained + atomic_load_explicit(&pool->idle_slab_bytes,
                                                          memory_order_relaxed);
   if (!force && !closed && idle + c->len <= pool->retain_bytes) {
-    pool->retained += c->len;
-    c->empty_since = pai_now_ns();
+    pai_retained_add(pool, c->len);
+    c->empty_since = pai_idle_stamp(pool);
     return;
   }
   if (c->prev) c->prev->next = c->next;
@@ -204,7 +204,7 @@ static void unmap_empty_chunks(pa_pool_t *pool, uint64_t *released) {
       pai_chunk_t *next = c->next;
       uint32_t all = c->npages == 32 ? 0xFFFFFFFFu : ((1u << c->npages) - 1u);
       if (c->free_pages == all) {
-        pool->retained -= c->len;
+        pai_retained_add(pool, -(uint64_t)c->len);
         pai_pool_chunk_empty(pool, c, true, released);
       }
       c = next;
@@ -264,8 +264,8 @@ static uint64_t decay_pass(pa_pool_t *pool, uint64_t age, uint64_t now) {
     while (c) {
       pai_chunk_t *next = c->next;
       uint32_t all = c->npages == 32 ? 0xFFFFFFFFu : ((1u << c->npages) - 1u);
-      if (c->free_pages == all && c->empty_since <= now && now - c->empty_since >= age) {
-        pool->retained -= c->len;
+      if (c->free_pages == all && pai_idle_for(&c->empty_since, now, age)) {
+        pai_retained_add(pool, -(uint64_t)c->len);
         pai_pool_chunk_empty(pool, c, true, &released);
       }
       c = next;
@@ -282,7 +282,9 @@ int pa_pool_decay(pa_pool_t *pool, uint64_t max_age_ms, size_t *released_bytes) 
   if (age == 0) age = max_age_ms > UINT64_MAX / 1000000u ? UINT64_MAX : max_age_ms * 1000000u;
   pa_close_report_t rep = {0};
   uint64_t now = pai_now_ns();
-  atomic_store_explicit(&pool->decay_last, now, memory_order_relaxed);
+  uint64_t last = atomic_load_explicit(&pool->decay_last, memory_order_relaxed);
+  while (now > last && !atomic_compare_exchange_weak(&pool->decay_last, &last, now)) {
+  }
   pai_reclaim_caches(pool, true, age, &rep);
   uint64_t released = decay_pass(pool, age, pai_now_ns());
   if (released_bytes) *released_bytes = (size_t)released;
@@ -295,7 +297,8 @@ void pai_pool_maybe_decay(pa_pool_t *pool) {
   if (PA_LIKELY(pool->decay_ns == 0)) return;
   uint64_t now = pai_now_ns();
   uint64_t last = atomic_load_explicit(&pool->decay_last, memory_order_relaxed);
-  if (now - last < pool->decay_ns / 2) return;
+  /* another thread may have stamped a later time since our clock read: not due then */
+  if (now <= last || now - last < pool->decay_ns / 2) return;
   if (!atomic_compare_exchange_strong(&pool->decay_last, &last, now)) return;
   pa_close_report_t rep = {0};
   pai_reclaim_caches(pool, true, pool->decay_ns, &rep);

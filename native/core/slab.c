@@ -196,7 +196,7 @@ static int find_pages(pa_pool_t *pool, unsigned node, unsigned npages, pai_chunk
   for (pai_chunk_t *c = pool->chunks[node]; c; c = c->next) {
     bool was_empty = chunk_is_empty(c);
     if (pai_chunk_take_pages(c, npages, first) == 0) {
-      if (was_empty) pool->retained -= c->len;
+      if (was_empty) pai_retained_add(pool, -(uint64_t)c->len);
       *out = c;
       return 0;
     }
@@ -232,7 +232,7 @@ static int new_slab(pa_pool_t *pool, pai_depot_t *d, pai_slab_t **out) {
   list_push(&d->partial, s, true);
   d->nslabs++;
   d->empty_slabs++;
-  s->empty_since = pai_now_ns();
+  s->empty_since = pai_idle_stamp(pool);
   *out = s;
   return 0;
 }
@@ -365,7 +365,7 @@ void pai_depot_return(pai_slab_t *s, uint32_t idx, bool locked) {
     d->empty_slabs++;
     pa_pool_t *pool = s->chunk->pool;
     /* emptied by a decay pass: its blocks were idle that long already */
-    s->empty_since = pai_tl.decaying ? 0 : pai_now_ns();
+    s->empty_since = pai_tl.decaying ? 0 : pai_idle_stamp(pool);
     bool closed = atomic_load_explicit(&pool->closed, memory_order_relaxed) != 0;
     uint64_t released = 0;
     if (closed || !keep_empty_slab(pool, d, s)) release_slab(d, s, closed, &released);
@@ -392,7 +392,7 @@ void pai_depot_release_idle(pai_depot_t *d, uint64_t age, uint64_t now, uint64_t
   pai_slab_t *s = d->partial;
   while (s && d->empty_slabs > 0) {
     pai_slab_t *next = s->next;
-    if (s->nfree == s->nblocks && s->empty_since <= now && now - s->empty_since >= age)
+    if (s->nfree == s->nblocks && pai_idle_for(&s->empty_since, now, age))
       release_slab(d, s, true, released);
     s = next;
   }

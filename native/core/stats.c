@@ -113,9 +113,16 @@ int pa_pool_stats(pa_pool_t *pool, pa_stats_t *out) {
   add_pool_fields(pool, out);
   /* every cache's swing since its last sync, on top of what all of them synced */
   pthread_mutex_lock(&pool->lock);
-  int64_t candidate = atomic_load(&pool->live_synced);
+  /* in this order, against the owners' publishing order (pai_tcache_sync_live): a view
+   * caught half-way can only come out low. base is read on both sides of parked_lw, since
+   * a rise publishes parked_lw first and a fall base first. */
+  int64_t candidate = atomic_load_explicit(&pool->live_synced, memory_order_acquire);
   for (pai_tcache_t *tc = pool->tcaches; tc; tc = tc->pnext) {
-    candidate += pai_ld64(&tc->base) - pai_ld64(&tc->parked_lw) - pai_ld64(&tc->live_at_sync);
+    int64_t at_sync = atomic_load_explicit(&tc->live_at_sync, memory_order_acquire);
+    int64_t base = atomic_load_explicit(&tc->base, memory_order_acquire);
+    int64_t low = atomic_load_explicit(&tc->parked_lw, memory_order_acquire);
+    int64_t base2 = atomic_load_explicit(&tc->base, memory_order_acquire);
+    candidate += (base2 < base ? base2 : base) - low - at_sync;
   }
   pthread_mutex_unlock(&pool->lock);
   pai_peak_candidate(pool, candidate);

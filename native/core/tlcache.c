@@ -35,22 +35,44 @@
 __thread pai_tl_t pai_tl __attribute__((tls_model("initial-exec")));
 
 static __thread pai_tls_t *my_tls;
+/* Set once thread_exit ran: another key's destructor may still call in (glibc runs up to
+ * PTHREAD_DESTRUCTOR_ITERATIONS rounds), and a tls made then would never be unlinked, leaving
+ * the global list pointing into this thread's static TLS after it is gone. Such late calls
+ * take the uncached path. */
+static __thread bool my_exited;
 static pthread_key_t tls_key;
 static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
 static pai_tls_t *g_threads;
 
 static void thread_exit(void *arg);
 
-static bool g_membarrier;
+/* Reclaiming another thread's cache needs the asymmetric fence (see below); without it the
+ * reclaimer skips live threads' caches and reports the ones holding blocks. 0: not probed yet
+ * (registration costs milliseconds with other threads running, so the first reclaim does it,
+ * under g_lock); 1: registered; -1: unsupported, refused, or a fence failed once. */
+static _Atomic int g_membarrier;
 
-static void key_init(void) {
-  pthread_key_create(&tls_key, thread_exit);
-  /* Reclaiming another thread's cache needs the asymmetric fence (see below); without it the
-   * reclaimer skips live threads' caches and reports them. */
-  long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
-  g_membarrier = cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
-                 syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+/* g_lock held. */
+static bool membarrier_ready(void) {
+  int state = atomic_load_explicit(&g_membarrier, memory_order_relaxed);
+  if (state == 0) {
+    long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    bool ok = cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+              syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+    state = ok ? 1 : -1;
+    atomic_store_explicit(&g_membarrier, state, memory_order_relaxed);
+  }
+  return state > 0;
 }
+
+bool pai_reclaim_live_supported(void) {
+  pthread_mutex_lock(&pai_g_lock);
+  bool ok = membarrier_ready();
+  pthread_mutex_unlock(&pai_g_lock);
+  return ok;
+}
+
+static void key_init(void) { pthread_key_create(&tls_key, thread_exit); }
 
 void pai_thread_init_once(void) { pthread_once(&tls_once, key_init); }
 
@@ -115,11 +137,12 @@ void pai_tcache_flush_class(pai_tcache_t *tc, unsigned cls, uint32_t keep) {
     moved++;
   }
   if (held) pthread_mutex_unlock(&held->lock);
-  /* handed-out bytes (base - parked) and their high-water (base - parked_lw) stay put */
+  /* handed-out bytes (base - parked) and their high-water (base - parked_lw) stay put; base
+   * drops first, so a stats reader (parked_lw, then base) never sees the high-water grow */
   int64_t bytes = (int64_t)moved * (int64_t)bs;
   pai_add64(&tc->parked, -bytes);
-  pai_add64(&tc->base, -bytes);
-  pai_add64(&tc->parked_lw, -bytes);
+  pai_add64_rel(&tc->base, -bytes);
+  pai_add64_rel(&tc->parked_lw, -bytes);
   count_exchange(t);
 }
 
@@ -129,8 +152,18 @@ static void flush_all(pai_tcache_t *tc) {
 
 // ---- creation and retirement ----
 
+static void tls_unlink(pai_tls_t *tls) {
+  pthread_mutex_lock(&pai_g_lock);
+  if (tls->gprev) tls->gprev->gnext = tls->gnext;
+  else g_threads = tls->gnext;
+  if (tls->gnext) tls->gnext->gprev = tls->gprev;
+  pthread_mutex_unlock(&pai_g_lock);
+}
+
+/* NULL: no cache for this thread (out of memory, no key slot, or the thread is exiting). */
 static pai_tls_t *tls_get(void) {
   if (my_tls) return my_tls;
+  if (my_exited) return NULL;
   pai_thread_init_once();
   pai_tls_t *tls = calloc(1, sizeof *tls);
   if (tls == NULL) return NULL;
@@ -143,8 +176,14 @@ static pai_tls_t *tls_get(void) {
   if (g_threads) g_threads->gprev = tls;
   g_threads = tls;
   pthread_mutex_unlock(&pai_g_lock);
+  /* without the key's destructor nothing would unlink it before the thread's TLS goes */
+  if (pthread_setspecific(tls_key, tls) != 0) {
+    tls_unlink(tls);
+    pthread_mutex_destroy(&tls->lock);
+    free(tls);
+    return NULL;
+  }
   my_tls = tls;
-  pthread_setspecific(tls_key, tls);
   return tls;
 }
 
@@ -303,10 +342,12 @@ static int refill_locked(pai_tcache_t *tc, unsigned cls) {
   int err = pai_depot_refill(tc->pool, d, t->slots, want, &t->n);
   if (err) return err;
   /* the blocks already carry their free marker (see slab.c mark_all_free) */
+  /* parked_lw rises before base, so a stats reader (base, then parked_lw) never sees the
+   * high-water grow */
   int64_t bytes = (int64_t)t->n * pai_class_size[cls];
   pai_add64(&tc->parked, bytes);
-  pai_add64(&tc->base, bytes);
-  pai_add64(&tc->parked_lw, bytes);
+  pai_add64_rel(&tc->parked_lw, bytes);
+  pai_add64_rel(&tc->base, bytes);
   count_exchange(t);
   return 0;
 }
@@ -352,16 +393,23 @@ int pai_tcache_make_room(pai_tcache_t *tc, unsigned cls) {
 /* Fold this cache's handed-out bytes into pool->live_synced and offer the pool its high-water
  * since the last sync: (everyone else as of their last sync) + (our peak since ours). Exact
  * with one thread; with several it is an estimate, since the others' current values are their
- * last synced ones. Only the owner (or a forked child, for dead threads) calls it. */
+ * last synced ones. Only the owner (or a forked child, for dead threads) calls it.
+ *
+ * pa_pool_stats reads live_synced, then each cache's live_at_sync, parked_lw and base with
+ * acquire loads while the owner runs on. The owner publishes in an order (release stores) that
+ * a reader can catch half-way only on the low side: the cache's own fields before the pool's
+ * sum, parked_lw before live_at_sync, parked_lw up before base up and base down before
+ * parked_lw down. An in_use_peak may miss a swing in flight; it never counts one twice. */
 void pai_tcache_sync_live(pai_tcache_t *tc) {
   pa_pool_t *pool = tc->pool;
   int64_t base = pai_ld64(&tc->base), parked = pai_ld64(&tc->parked);
   int64_t live = base - parked, hw = base - pai_ld64(&tc->parked_lw);
   int64_t synced = pai_ld64(&tc->live_at_sync);
-  int64_t before = atomic_fetch_add(&pool->live_synced, live - synced);
+  atomic_store_explicit(&tc->parked_lw, parked, memory_order_release);
+  atomic_store_explicit(&tc->live_at_sync, live, memory_order_release);
+  int64_t before = atomic_fetch_add_explicit(&pool->live_synced, live - synced,
+                                             memory_order_acq_rel);
   pai_peak_candidate(pool, before - synced + hw);
-  atomic_store_explicit(&tc->live_at_sync, live, memory_order_relaxed);
-  atomic_store_explicit(&tc->parked_lw, parked, memory_order_relaxed);
 }
 
 // ---- Reclaiming other threads' caches ----
@@ -389,6 +437,8 @@ void pai_tcache_sync_live(pai_tcache_t *tc) {
 /* tls->lock held. A class is idle when its operation count has not moved for `age` (two
  * probes that far apart; age 0: now), and it has not been emptied since. */
 static bool class_idle(pai_tclass_t *t, uint64_t now, uint64_t age) {
+  /* now is read under g_lock, as every probe stamp is written, so it is never behind one; the
+   * check keeps a clock surprise from wrapping the subtraction below into "idle for ages" */
   uint64_t ops = atomic_load_explicit(&t->hits, memory_order_relaxed) +
                  atomic_load_explicit(&t->misses, memory_order_relaxed) +
                  atomic_load_explicit(&t->frees, memory_order_relaxed);
@@ -398,18 +448,25 @@ static bool class_idle(pai_tclass_t *t, uint64_t now, uint64_t age) {
     t->probe_flushed = 0;
     if (age != 0) return false;
   }
-  return !t->probe_flushed && now - t->probe_ns >= age;
+  return !t->probe_flushed && now >= t->probe_ns && now - t->probe_ns >= age;
 }
 
 /* g_lock and tls->lock held. Empty the classes marked in `which` (all for a close). 1: emptied
- * some, 0: nothing parked there, -1: the owner is inside a call (left alone). */
+ * some, 0: nothing parked there, -1: left alone while it holds blocks (the owner is inside a
+ * call, or live threads' caches cannot be reclaimed here). */
 static int reclaim_one(pai_tls_t *tls, pai_tcache_t *tc, const bool *which, bool closed,
                        uint64_t *bytes) {
   if (tls != my_tls) {
-    if (!g_membarrier) return -1;
+    /* relaxed: the owner writes it, and only as a hint here (busy only when it holds some) */
+    bool holds = atomic_load_explicit(&tc->parked, memory_order_relaxed) > 0;
+    if (!membarrier_ready()) return holds ? -1 : 0;
     atomic_store(tls->tl_pool, NULL);
-    syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
-    if (atomic_load_explicit(tls->busy, memory_order_acquire)) return -1;
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0) {
+      /* no fence, no Dekker pairing (EPERM, ENOMEM, a seccomp filter): stop for good */
+      atomic_store_explicit(&g_membarrier, -1, memory_order_relaxed);
+      return holds ? -1 : 0;
+    }
+    if (atomic_load_explicit(tls->busy, memory_order_acquire)) return holds ? -1 : 0;
   }
   uint64_t parked = 0;
   bool was = pai_tl.decaying;
@@ -429,11 +486,12 @@ static int reclaim_one(pai_tls_t *tls, pai_tcache_t *tc, const bool *which, bool
  * idle for `age` (decay). A close retries busy owners for a short while, then reports them. */
 int pai_reclaim_caches(pa_pool_t *pool, bool idle_only, uint64_t age, pa_close_report_t *rep) {
   bool closed = atomic_load(&pool->closed) != 0;
-  uint64_t now = pai_now_ns();
   bool which[PAI_NCLASSES];
   for (int pass = 0; pass < 50; pass++) {
     uint64_t busy = 0;
     pthread_mutex_lock(&pai_g_lock);
+    /* under g_lock: no other reclaimer stamps a later probe between this read and its use */
+    uint64_t now = pai_now_ns();
     for (pai_tls_t *tls = g_threads; tls; tls = tls->gnext) {
       pthread_mutex_lock(&tls->lock);
       pai_tcache_t *tc = tls->caches;
@@ -453,7 +511,7 @@ int pai_reclaim_caches(pa_pool_t *pool, bool idle_only, uint64_t age, pa_close_r
     pthread_mutex_unlock(&pai_g_lock);
     rep->caches_busy = busy;
     /* a decay pass comes again; a close waits a little for threads inside a call */
-    if (busy == 0 || idle_only || !g_membarrier) break;
+    if (busy == 0 || idle_only || atomic_load(&g_membarrier) < 0) break;
     struct timespec pause = {0, 200000};
     nanosleep(&pause, NULL);
   }
@@ -499,17 +557,14 @@ static pai_tcache_t *retire_all(pai_tls_t *tls) {
 
 static void thread_exit(void *arg) {
   pai_tls_t *tls = arg;
+  my_exited = true;
   pthread_mutex_lock(&tls->lock);
   pai_tcache_t *retired = retire_all(tls);
   pthread_mutex_unlock(&tls->lock);
   cache_release(retired);
   atomic_store_explicit(&pai_tl.pool, NULL, memory_order_relaxed);
   pai_tl.cache = NULL;
-  pthread_mutex_lock(&pai_g_lock);
-  if (tls->gprev) tls->gprev->gnext = tls->gnext;
-  else g_threads = tls->gnext;
-  if (tls->gnext) tls->gnext->gprev = tls->gprev;
-  pthread_mutex_unlock(&pai_g_lock);
+  tls_unlink(tls);
   my_tls = NULL;
   pthread_mutex_destroy(&tls->lock);
   free(tls);
@@ -527,6 +582,8 @@ void pai_tcache_fork_parent(void) {
 /* In a forked child (one thread, locks re-initialised by the caller except ours here): hand
  * back the caches of the threads that do not exist in the child. */
 void pai_tcache_fork_child(void) {
+  /* the child is a new address space: register it again at its first reclaim */
+  atomic_store_explicit(&g_membarrier, 0, memory_order_relaxed);
   pai_tls_t *tls = g_threads;
   g_threads = my_tls;
   while (tls) {
