@@ -288,6 +288,8 @@ static bool keep_empty_slab(pa_pool_t *pool, pai_depot_t *d, pai_slab_t *s) {
  * anything is carved; carving while empty slabs idle elsewhere also spent the retention budget
  * and made slabs churn through the pool lock. An empty slab has no block out, so no one else
  * follows its depot pointer. 1 if one moved. */
+static void release_slab(pai_depot_t *d, pai_slab_t *s, bool force, uint64_t *released);
+
 static int adopt_empty(pa_pool_t *pool, pai_depot_t *d) {
   for (unsigned i = 1; i < PAI_SHARDS; i++) {
     pai_depot_t *o = pai_depot_at(pool, d->node, (d->shard + i) % PAI_SHARDS, d->cls);
@@ -307,8 +309,16 @@ static int adopt_empty(pa_pool_t *pool, pai_depot_t *d) {
     list_push(&d->partial, s, true);
     d->nslabs++;
     d->empty_slabs++;
+    /* In transit the slab was in no depot: a close that swept both meanwhile missed it, and
+     * nothing would release it later. A close sets the flag before it sweeps, so either its
+     * sweep of d comes after this and finds the slab, or the flag is seen here. */
+    if (atomic_load_explicit(&pool->closed, memory_order_relaxed)) {
+      uint64_t released = 0;
+      release_slab(d, s, true, &released);
+      s = NULL;
+    }
     pthread_mutex_unlock(&d->lock);
-    return 1;
+    return s != NULL;
   }
   return 0;
 }
