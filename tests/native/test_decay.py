@@ -50,6 +50,22 @@ def test_without_decay_an_idle_pool_keeps_its_retention() -> None:
     pool.close()
 
 
+def test_without_decay_an_explicit_age_counts_from_the_first_decay_call() -> None:
+    # a pool without decay_ms reads no clock when memory goes idle: the first decay() with an
+    # age starts the clock, a later one past that age releases
+    pool = SlabPool()
+    _churn(pool, 200, 64 << 10)
+    kept = pool.stats().mapped_bytes
+    assert kept > 0
+    assert pool.decay(max_age_ms=100) == 0
+    assert pool.stats().mapped_bytes == kept
+    time.sleep(0.3)
+    released = pool.decay(max_age_ms=100)
+    assert released > 0
+    assert pool.stats().mapped_bytes < kept
+    pool.close()
+
+
 def test_idle_pool_falls_to_its_floor_within_the_decay_time() -> None:
     decay_ms = 200
     pool = SlabPool(decay_ms=decay_ms)
