@@ -160,7 +160,8 @@ def test_static_files_and_traversal(make_server: Any, root: Any) -> None:
         ("/missing", 404, None),
         ("/../secret.txt", 404, None),
         ("/%2e%2e/secret.txt", 404, None),
-        ("/sub", 200, b"<p>index</p>"),
+        ("/sub", 301, None),
+        ("/sub/", 200, b"<p>index</p>"),
     ]:
         conn.request("GET", path)
         resp = conn.getresponse()

@@ -61,8 +61,8 @@ for _suite in _suites:
         is_test = _name.startswith("test_") and callable(_obj)
         if is_test and "make_server" in inspect.signature(_obj).parameters:
             globals()[_name] = _obj
-        elif _name == "root":
-            globals()[_name] = _obj  # the one fixture the suites define themselves
+        elif _name in ("root", "files_root"):
+            globals()[_name] = _obj  # the fixtures the suites define themselves
 
 buffer_pool = _helpers.buffer_pool
 

@@ -28,16 +28,16 @@ import email.utils
 import errno
 import http
 import itertools
-import mimetypes
 import os
 import stat
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 from poolalloc.net.epoll.reactor import Reactor
 from poolalloc.net.epoll.server import TcpServer
+from poolalloc.net.http import _files
 from poolalloc.net.http.parser import HttpError, Request
 from poolalloc.net.http.protocol import BodySink, HttpProtocol
 
@@ -45,6 +45,7 @@ __all__ = ["HttpServer", "Response"]
 
 _STATUS = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in http.HTTPStatus}
 _part_ids = itertools.count()
+_TEXT = "text/plain; charset=utf-8"
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,8 +300,8 @@ class HttpServer:
     def _head(
         self,
         status: int,
-        length: int,
-        content_type: str,
+        length: int | None,
+        content_type: str | None,
         headers: Any,
         *,
         keep_alive: bool,
@@ -310,12 +311,12 @@ class HttpServer:
             _STATUS.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode(),
             b"Server: poolalloc\r\nDate: ",
             self._date,
-            b"\r\nContent-Type: ",
-            content_type.encode("latin-1"),
-            b"\r\nContent-Length: ",
-            str(length).encode(),
             b"\r\n",
         ]
+        if content_type is not None:  # a 304 carries no content metadata
+            parts += (b"Content-Type: ", content_type.encode("latin-1"), b"\r\n")
+        if length is not None:
+            parts += (b"Content-Length: ", str(length).encode(), b"\r\n")
         for name, value in headers:
             parts.append(f"{name}: {value}\r\n".encode("latin-1"))
         if not keep_alive:
@@ -351,6 +352,11 @@ class HttpServer:
 
     def _send_file(self, proto: HttpProtocol, req: Request) -> None:
         path = self._resolve(req.path, for_write=False)
+        if path is None:  # a directory named without its slash: send the client to it
+            location = req.path + "/" + (f"?{req.query}" if req.query else "")
+            resp = Response(301, b"moved permanently\n", headers=(("Location", location),))
+            self._send(proto, req, resp)
+            return
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:
@@ -359,16 +365,47 @@ class HttpServer:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise HttpError(404, "not found")
+            answer = _files.plan(req, st)
         except BaseException:
             os.close(fd)
             raise
-        ctype = mimetypes.guess_type(path)[0] or "application/octet-stream"
         conn = proto.conn
         assert conn is not None
+        http10 = req.version[1] == 0
+        headers = [
+            ("Last-Modified", answer.last_modified),
+            ("ETag", answer.etag),
+            ("Accept-Ranges", "bytes"),
+        ]
+        if answer.status in (304, 412, 416):  # no file content to send
+            os.close(fd)
+            if answer.status == 304:  # RFC 9110 15.4.5: the validators, no content metadata
+                head = self._head(
+                    304, None, None, headers, keep_alive=req.keep_alive, http10=http10
+                )
+                body = b""
+            else:
+                proto.errors += 1
+                if answer.status == 416:
+                    headers.append(("Content-Range", f"bytes */{st.st_size}"))
+                phrase = http.HTTPStatus(answer.status).phrase.lower()
+                body = f"{answer.status} {phrase}\n".encode()
+                head = self._head(
+                    answer.status, len(body), _TEXT, headers,
+                    keep_alive=req.keep_alive, http10=http10,
+                )  # fmt: skip
+            conn.write(head if req.method == "HEAD" else head + body)
+            if not req.keep_alive:
+                conn.close()
+            return
+        if answer.status == 206:
+            last = answer.offset + answer.length - 1
+            headers.append(("Content-Range", f"bytes {answer.offset}-{last}/{st.st_size}"))
         head = self._head(
-            200, st.st_size, ctype, (), keep_alive=req.keep_alive, http10=req.version[1] == 0
-        )
-        if req.method == "HEAD" or st.st_size == 0:
+            answer.status, answer.length, _files.content_type(path), headers,
+            keep_alive=req.keep_alive, http10=http10,
+        )  # fmt: skip
+        if req.method == "HEAD" or answer.length == 0:
             os.close(fd)
             conn.write(head)
         else:
@@ -376,15 +413,22 @@ class HttpServer:
             if conn.closed:
                 os.close(fd)
                 return
-            conn.write_file(fd, 0, st.st_size)
+            conn.write_file(fd, answer.offset, answer.length)
         if not req.keep_alive:
             conn.close()
 
     def _is_upload(self, req: Request) -> bool:
         return self.uploads and self.root is not None and req.method in ("PUT", "POST")
 
-    def _resolve(self, target_path: str, *, for_write: bool) -> str:
-        """Map a URL path to a file under ``root``; anything escaping it is a 404."""
+    @overload
+    def _resolve(self, target_path: str, *, for_write: Literal[True]) -> str: ...
+    @overload
+    def _resolve(self, target_path: str, *, for_write: Literal[False]) -> str | None: ...
+
+    def _resolve(self, target_path: str, *, for_write: bool) -> str | None:
+        """Map a URL path to a file under ``root``; anything escaping it is a 404. For reads,
+        a directory named without its final slash gives None (the caller redirects), and a
+        name with a final slash must be a directory (``/file.txt/`` is a 404)."""
         if self.root is None:
             raise HttpError(404, "not found")
         rel = urllib.parse.unquote(target_path).lstrip("/")
@@ -397,6 +441,10 @@ class HttpServer:
             if full == self.root or rel.endswith("/"):
                 raise HttpError(409, "cannot upload onto a directory")
             return full
+        # "a/", "a/." and "a/.." name a directory: never a file, whatever realpath makes of them
+        names_dir = rel == "" or rel.endswith("/") or os.path.basename(rel) in (".", "..")
         if os.path.isdir(full):
-            full = os.path.join(full, "index.html")
+            return os.path.join(full, "index.html") if names_dir else None
+        if names_dir:
+            raise HttpError(404, "not found")
         return full
