@@ -52,6 +52,21 @@ def test_help_shows_examples(command: str, cli: Cli, tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["serve", "--port", "-1"], "port must be 0-65535"),
+        (["serve", "--port", "70000"], "port must be 0-65535"),
+        (["serve", "--host", "not an address"], "argument --host: not an IP address or host"),
+        (["serve", "--host", "::1::2"], "argument --host: not an IP address"),
+        (["serve", "--root", "/no/such/dir"], "argument --root: /no/such/dir: no such directory"),
+        (["serve", "--root", "/dev/null"], "argument --root: /dev/null is not a directory"),
+        (["serve", "--uploads"], "--uploads needs --root DIR"),
+        (["serve", "--workers", "0"], "argument --workers: must be 1-1024, got 0"),
+        (["serve", "--workers", "two"], "argument --workers: not an integer: 'two'"),
+        (["serve", "--buffer-size", "16"], "argument --buffer-size: must be 256-16777216 bytes"),
+        (["serve", "--buffer-capacity", "0"], "argument --buffer-capacity: must be 1-1048576"),
+        (["serve", "--max-connections", "-5"], "argument --max-connections: must be 1-"),
+        (["serve", "--idle-timeout", "0"], "argument --idle-timeout: must be a positive number"),
+        (["serve", "--idle-timeout", "inf"], "argument --idle-timeout: must be a positive number"),
+        (["serve", "--idle-timeout", "soon"], "not a number of seconds: 'soon'"),
+        (["serve", "--engine", "uring", "--fresh-bytearray"], "--fresh-bytearray works with"),
         (["demo", "--connections", "0"], "must be at least 1"),
         (["bench", "nonsense"], "invalid choice"),
         (["no-such-command"], "invalid choice"),
@@ -111,11 +126,23 @@ def test_bench_rejects_a_script_breaking_the_interface(cli: Cli, tmp_path: Path)
     )
 
 
-def test_serve_on_a_busy_port_is_one_line(cli: Cli) -> None:
+@pytest.mark.parametrize("workers", ["1", "3"])
+def test_serve_on_a_busy_port_is_one_line(cli: Cli, workers: str) -> None:
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
-        done = cli("serve", "--port", str(port), timeout=60)
+        done = cli("serve", "--port", str(port), "--workers", workers, timeout=60)
     assert done.returncode == 1
-    assert done.stderr.startswith("poolalloc: error: ")
+    assert done.stderr == (  # one line, from the parent, however many workers
+        f"poolalloc: error: 127.0.0.1:{port} is already in use: stop the program listening "
+        "there, or pick another port (0: any free port)\n"
+    )
+
+
+def test_serve_on_an_address_not_here_is_one_line(cli: Cli) -> None:
+    done = cli("serve", "--host", "192.0.2.1", "--port", "0", timeout=60)  # TEST-NET-1: not ours
+    assert done.returncode == 1
     assert done.stderr.count("\n") == 1
-    assert f"127.0.0.1:{port} is already in use" in done.stderr
+    assert done.stderr == (
+        "poolalloc: error: 192.0.2.1:0 is not an address of this machine: give one of its "
+        "addresses as --host (e.g. 127.0.0.1, 0.0.0.0, ::1 or ::)\n"
+    )

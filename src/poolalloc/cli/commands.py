@@ -16,8 +16,11 @@ Example:
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
+import math
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -30,13 +33,18 @@ from poolalloc import settings
 from poolalloc.cli import _bench, _demo, _info, _selfcheck
 
 __all__ = [
+    "bounded_int",
     "build_parser",
+    "check_serve",
+    "directory",
+    "host_address",
     "main",
     "output_dir",
     "output_file",
     "port_number",
     "positive_float",
     "positive_int",
+    "seconds",
 ]
 
 Command = Callable[[argparse.Namespace], int]
@@ -195,12 +203,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from poolalloc.cli.baseline import FreshBytearrayPool  # noqa: PLC0415 (loads only to serve)
     from poolalloc.net.http.serve import serve  # noqa: PLC0415 (the net layer loads only to serve)
 
-    engine = args.engine
-    if args.fresh_bytearray:
-        # io_uring reads into a ring of pool buffers that the kernel picks: no bytearray there.
-        if engine == "uring":
-            raise ValueError("--fresh-bytearray works with the epoll engine only")
-        engine = "epoll"
+    engine = "epoll" if args.fresh_bytearray else args.engine
 
     return serve(
         args.host,
@@ -217,52 +220,139 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
 
 
-def loopback_host(text: str) -> str:
-    """An argparse type: a loopback address (the server is a local demo, never exposed).
+def host_address(text: str) -> str:
+    """An argparse type: an address to listen on, IPv4 or IPv6 (``[::1]`` or ``::1``), or a
+    host name. ``0.0.0.0`` and ``::`` listen on every interface.
 
     Example:
-        >>> loopback_host("127.0.0.1")
-        '127.0.0.1'
+        >>> host_address("[::]"), host_address("0.0.0.0")
+        ('::', '0.0.0.0')
     """
-    if text == "localhost" or text.startswith("127.") or text == "::1":
-        return text
-    raise argparse.ArgumentTypeError(f"only loopback addresses are served, not {text!r}")
+    host = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    labels = host.rstrip(".").split(".")
+    if host and all(_LABEL.fullmatch(label) for label in labels):
+        return host
+    raise argparse.ArgumentTypeError(
+        f"not an IP address or host name: {text!r} (use e.g. 127.0.0.1, 0.0.0.0, ::1 or ::)"
+    )
+
+
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)", re.ASCII)
+
+
+def bounded_int(low: int, high: int, unit: str = "") -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high`` (argparse names the option).
+
+    Example:
+        >>> bounded_int(1, 1024)("4")
+        4
+    """
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"must be {low}-{high}{unit}, got {value}: give a value in that range"
+            )
+        return value
+
+    return parse
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a positive, finite number of seconds.
+
+    Example:
+        >>> seconds("2.5")
+        2.5
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of seconds, got {text}: give e.g. 60"
+        )
+    return value
+
+
+def directory(text: str) -> str:
+    """An argparse type: an existing directory.
+
+    Example:
+        >>> directory(".")
+        '.'
+    """
+    if not os.path.exists(text):
+        raise argparse.ArgumentTypeError(f"{text}: no such directory: give an existing one")
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is not a directory: give a directory")
+    if not os.access(text, os.R_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{text}: permission denied: give a readable directory")
+    return text
+
+
+def check_serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Checks of ``serve`` options that depend on each other (usage errors, status 2)."""
+    if args.uploads and args.root is None:
+        parser.error("--uploads needs --root DIR (the directory uploads are written to)")
+    if args.fresh_bytearray and args.engine == "uring":
+        # io_uring reads into a ring of pool buffers that the kernel picks: no bytearray there.
+        parser.error("--fresh-bytearray works with --engine epoll only: drop one of them")
 
 
 def add_serve(subs: argparse._SubParsersAction[OneLineParser]) -> None:
     p = _subparser(
         subs,
         "serve",
-        "run the HTTP/1.1 server on the Reactor (GET /test, static files, GET /metrics)",
+        "run the HTTP/1.1 server (GET /test, static files with ranges, GET /metrics)",
         "  poolalloc serve --port 8080\n  poolalloc serve --root ./public --uploads --workers 2\n"
+        "  poolalloc serve --host :: --port 8080 --root ./public   # every interface, IPv6+IPv4\n"
         "  poolalloc serve --fresh-bytearray   # the same server without pooled read buffers\n",
     )
-    p.add_argument("--host", type=loopback_host, default="127.0.0.1", help="loopback address")
+    p.add_argument(
+        "--host",
+        type=host_address,
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 or :: for every interface)",
+    )
     p.add_argument("--port", type=port_number, default=8080, help="TCP port (0: any free port)")
-    p.add_argument("--root", help="serve the files under this directory")
-    p.add_argument("--uploads", action="store_true", help="accept PUT uploads under --root")
+    p.add_argument("--root", type=directory, help="serve the files under this directory")
+    p.add_argument("--uploads", action="store_true", help="accept PUT/POST uploads under --root")
     p.add_argument(
         "--workers",
-        type=positive_int,
+        type=bounded_int(1, 1024),
         default=1,
         help="processes sharing the port with SO_REUSEPORT (default 1)",
     )
     p.add_argument(
         "--buffer-size",
-        type=positive_int,
+        type=bounded_int(256, 16 << 20, " bytes"),
         default=65536,
-        help="bytes per pooled read buffer (default 65536)",
+        help="bytes per pooled read buffer, 256 to 16 MiB (default 65536)",
     )
     p.add_argument(
         "--buffer-capacity",
-        type=positive_int,
+        type=bounded_int(1, 1 << 20),
         default=1024,
         help="most read buffers out at once (default 1024)",
     )
-    p.add_argument("--max-connections", type=positive_int, help="connection limit")
+    p.add_argument(
+        "--max-connections",
+        type=bounded_int(1, 1 << 24),
+        help="connection limit",
+    )
     p.add_argument(
         "--idle-timeout",
-        type=float,
+        type=seconds,
         default=60.0,
         help="seconds before an idle connection is closed (default 60)",
     )
@@ -278,7 +368,7 @@ def add_serve(subs: argparse._SubParsersAction[OneLineParser]) -> None:
         action="store_true",
         help="allocate a new bytearray per read instead of pooling (for comparison)",
     )
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=cmd_serve, check=lambda args: check_serve(p, args))
 
 
 def cmd_selfcheck(args: argparse.Namespace) -> int:
@@ -453,6 +543,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if stray:
         parser: argparse.ArgumentParser = getattr(args, "parser", None) or build_parser()
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    check: Callable[[argparse.Namespace], None] | None = getattr(args, "check", None)
+    if check is not None:
+        check(args)
     func: Command | None = getattr(args, "func", None)
     if func is None:
         build_parser().print_help()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -69,6 +70,56 @@ def test_serve_cli(tmp_path: Any, workers: int) -> None:
         assert b"# TYPE poolalloc_connections_total counter" in text
         if workers > 1:
             assert len(children(proc.pid)) == workers  # N processes on one port
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+
+
+def listening_ports(proc: subprocess.Popen[bytes], count: int) -> list[str]:
+    """The addresses the first ``count`` "listening on" lines of the server name."""
+    assert proc.stderr is not None
+    found: list[str] = []
+    end = time.monotonic() + 20
+    while len(found) < count and time.monotonic() < end:
+        ready, _, _ = select.select([proc.stderr], [], [], 0.2)
+        if ready:
+            line = proc.stderr.readline().decode()
+            assert line, "server exited"
+            if " listening on " in line:
+                found.append(line.rsplit(" ", 1)[1].strip())
+    assert len(found) == count, found
+    return found
+
+
+@pytest.mark.parametrize(
+    ("host", "workers", "url_host", "clients"),
+    [
+        ("::", 1, "[::]", ["::1", "127.0.0.1"]),  # one IPv6 socket takes both families
+        ("0.0.0.0", 2, "0.0.0.0", ["127.0.0.1"]),
+        ("[::1]", 2, "[::1]", ["::1"]),
+    ],
+)
+def test_serve_on_any_address(
+    tmp_path: Any, host: str, workers: int, url_host: str, clients: list[str]
+) -> None:
+    """``--host`` takes any address; the tests still talk to it over loopback only. With
+    ``--port 0`` every worker shares the one port the parent picked."""
+    cmd = [sys.executable, "-m", "poolalloc.cli", "serve", "--host", host, "--port", "0"]
+    cmd += ["--workers", str(workers)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, cwd=tmp_path, env=dict(os.environ))
+    try:
+        urls = listening_ports(proc, workers)
+        assert len(set(urls)) == 1, urls
+        prefix = f"http://{url_host}:"
+        assert urls[0].startswith(prefix)
+        port = int(urls[0][len(prefix) :])
+        assert port > 0
+        for client in clients:
+            conn = http.client.HTTPConnection(client, port, timeout=5)
+            conn.request("GET", "/test")
+            resp = conn.getresponse()
+            assert (resp.status, resp.read()) == (200, b"Hello, World!")
+            conn.close()
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0

@@ -16,6 +16,7 @@ import errno
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -65,7 +66,7 @@ def build_server(
         pool = read_pool(buffer_size)
     else:
         pool = BufferPool(buffer_size, capacity=buffer_capacity, name="http-read")
-    sock = listen_socket(host, port, reuse_port=reuse_port)
+    sock = _listen_or_explain(host, port, reuse_port=reuse_port)
     try:
         server = HttpServer(
             reactor,
@@ -115,6 +116,10 @@ def serve(
         raise ValueError("workers must be at least 1")
     if workers == 1:
         return _run_worker(host, port, root, reuse_port=False, **options)
+    # Bind once here, without SO_REUSEPORT: a busy address is one error from the parent (not one
+    # per child), and port 0 becomes one concrete port that every worker then shares.
+    with _listen_or_explain(host, port) as probe:
+        port = probe.getsockname()[1]
     children = []
     for _ in range(workers):
         pid = os.fork()
@@ -132,29 +137,53 @@ def serve(
     return _supervise(children)
 
 
+#: What to do when listening fails, by errno; "{addr}" is the address as host:port.
+_HINTS = {
+    errno.EADDRINUSE: "{addr} is already in use: stop the program listening there, or pick "
+    "another port (0: any free port)",
+    errno.EADDRNOTAVAIL: "{addr} is not an address of this machine: give one of its addresses "
+    "as --host (e.g. 127.0.0.1, 0.0.0.0, ::1 or ::)",
+    errno.EACCES: "{addr}: permission denied: ports below 1024 need privileges, pick a port of "
+    "1024 or above",
+    errno.EAFNOSUPPORT: "{addr}: address family not supported here: use an IPv4 --host such "
+    "as 127.0.0.1",
+}
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _listen_or_explain(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """``listen_socket``, its OSError saying what to change (one line, no traceback)."""
+    addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        return listen_socket(host, port, reuse_port=reuse_port)
+    except socket.gaierror as exc:
+        why = f"{host}: {exc.strerror}: give an IP address or a name this machine resolves"
+        raise OSError(errno.EINVAL, why) from None
+    except OSError as exc:
+        hint = _HINTS.get(exc.errno or 0, "{addr}: " + (exc.strerror or str(exc)))
+        raise OSError(exc.errno, hint.format(addr=addr)) from None
+    except UnicodeError as exc:  # an over-long host name
+        raise OSError(errno.EINVAL, f"{host!r}: {exc}") from None
+
+
 def _run_worker(
     host: str, port: int, root: str | None, engine: str = "auto", **options: Any
 ) -> int:
     reactor = make_loop(engine)
     try:
         server = build_server(reactor, host, port, root, **options)
-    except OSError as exc:
+    except BaseException:
         reactor.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise OSError(
-                exc.errno,
-                f"{host}:{port} is already in use: stop the program listening there, or pick "
-                "another port (0: any free port)",
-            ) from None
         raise
     for signum in (signal.SIGINT, signal.SIGTERM):
         reactor.add_signal_handler(signum, reactor.stop)
     server.start()
     h, p = server.address
     kind = type(reactor).__name__
-    print(
-        f"poolalloc serve: pid {os.getpid()} ({kind}) listening on http://{h}:{p}", file=sys.stderr
-    )
+    print(f"poolalloc serve: pid {os.getpid()} ({kind}) listening on {_url(h, p)}", file=sys.stderr)
     try:
         reactor.run()
     finally:
