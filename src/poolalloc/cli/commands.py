@@ -35,7 +35,6 @@ from poolalloc.cli import _bench, _demo, _info, _selfcheck
 __all__ = [
     "bounded_int",
     "build_parser",
-    "check_serve",
     "directory",
     "host_address",
     "main",
@@ -300,7 +299,7 @@ def directory(text: str) -> str:
     return text
 
 
-def check_serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def _check_serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Checks of ``serve`` options that depend on each other (usage errors, status 2)."""
     if args.uploads and args.root is None:
         parser.error("--uploads needs --root DIR (the directory uploads are written to)")
@@ -368,7 +367,7 @@ def add_serve(subs: argparse._SubParsersAction[OneLineParser]) -> None:
         action="store_true",
         help="allocate a new bytearray per read instead of pooling (for comparison)",
     )
-    p.set_defaults(func=cmd_serve, check=lambda args: check_serve(p, args))
+    p.set_defaults(func=cmd_serve, check=lambda args: _check_serve(p, args))
 
 
 def cmd_selfcheck(args: argparse.Namespace) -> int:

@@ -4,6 +4,9 @@
   :class:`Response`; the request body (bounded by ``max_body``) is in ``request.body``.
 * Static files under ``root`` (``GET``/``HEAD``): the head is sent with ``MSG_MORE`` and the
   body with ``os.sendfile`` from the file's descriptor, so file bytes never enter Python.
+  ``ETag``/``Last-Modified``, conditional requests (304/412) and one byte range (206/416) are
+  decided by ``_files.plan`` (several ranges get the whole file); ``/dir`` redirects to
+  ``/dir/`` (301), which serves ``dir/index.html``.
 * File-transfer mode (``uploads=True``): ``PUT``/``POST`` to a path under ``root`` streams the
   body from the pooled read buffers into ``<name>.part-*`` and renames it into place when
   complete (a half-sent upload never appears under its name). Disk writes are synchronous in
