@@ -127,18 +127,24 @@ def plan(req: Request, st: os.stat_result) -> Answer:
         return answer(200)  # not a range: ignored
     first, last = m.group(1), m.group(2)
     if first == "":  # the last n bytes
-        n = int(last)
+        n = _count(last)
         if n == 0 or size == 0:
             return answer(416, 0, 0)
         start = max(0, size - n)
         return answer(206, start, size - start)
-    start = int(first)
-    if last != "" and int(last) < start:
+    start = _count(first)
+    if last != "" and _count(last) < start:
         return answer(200)  # invalid: ignored
     if start >= size:
         return answer(416, 0, 0)
-    end = size - 1 if last == "" else min(int(last), size - 1)
+    end = size - 1 if last == "" else min(_count(last), size - 1)
     return answer(206, start, end - start + 1)
+
+
+def _count(digits: str) -> int:
+    """A byte position; beyond any file when it has more digits than int64 (no slow
+    conversion of a long string, and ``int()`` refuses over 4300 digits)."""
+    return int(digits) if len(digits) <= 18 else 1 << 63
 
 
 def _field(req: Request, name: str) -> str | None:
@@ -169,7 +175,7 @@ def _date(value: str | None) -> int | None:
         return None
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.UTC)
