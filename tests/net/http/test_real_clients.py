@@ -52,7 +52,7 @@ class Served:
         self.engine, self.root = engine, root
         cmd = [sys.executable, "-m", "poolalloc.cli", "serve", "--engine", engine]
         cmd += ["--port", "0", "--root", str(root), "--uploads"]
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, cwd=root)
+        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, bufsize=0, cwd=root)
         line = self._listening_line()
         # The engine asked for is the engine that runs (serve says which, and falls back loudly).
         assert f"({'Proactor' if engine == 'uring' else 'Reactor'})" in line, line

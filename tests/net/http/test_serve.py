@@ -106,7 +106,9 @@ def test_serve_on_any_address(
     ``--port 0`` every worker shares the one port the parent picked."""
     cmd = [sys.executable, "-m", "poolalloc.cli", "serve", "--host", host, "--port", "0"]
     cmd += ["--workers", str(workers)]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, cwd=tmp_path, env=dict(os.environ))
+    proc = subprocess.Popen(
+        cmd, stderr=subprocess.PIPE, bufsize=0, cwd=tmp_path, env=dict(os.environ)
+    )  # unbuffered: select() must see every line that has not been read yet
     try:
         urls = listening_ports(proc, workers)
         assert len(set(urls)) == 1, urls

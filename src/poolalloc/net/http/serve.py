@@ -129,8 +129,7 @@ def serve(
                 status = _run_worker(host, port, root, reuse_port=True, **options)
             except Exception as exc:  # a forked worker has no caller to report to: say it here
                 why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-                # One write per line: the workers fail together and share stderr.
-                os.write(2, f"poolalloc serve: pid {os.getpid()}: {why}\n".encode())
+                _say(f"poolalloc serve: pid {os.getpid()}: {why}")
             finally:
                 os._exit(status)
         children.append(pid)
@@ -148,6 +147,15 @@ _HINTS = {
     errno.EAFNOSUPPORT: "{addr}: address family not supported here: use an IPv4 --host such "
     "as 127.0.0.1",
 }
+
+
+def _say(line: str) -> None:
+    """One line on stderr in one write: the workers share it, and ``print`` writes the text
+    and its newline separately, so two workers' lines could interleave."""
+    sys.stderr.flush()
+    data = (line + "\n").encode(errors="replace")
+    while data:
+        data = data[os.write(sys.stderr.fileno(), data) :]
 
 
 def _url(host: str, port: int) -> str:
@@ -183,7 +191,7 @@ def _run_worker(
     server.start()
     h, p = server.address
     kind = type(reactor).__name__
-    print(f"poolalloc serve: pid {os.getpid()} ({kind}) listening on {_url(h, p)}", file=sys.stderr)
+    _say(f"poolalloc serve: pid {os.getpid()} ({kind}) listening on {_url(h, p)}")
     try:
         reactor.run()
     finally:
@@ -192,7 +200,7 @@ def _run_worker(
         # The books after every connection is gone: `poolalloc demo` reads this line to check
         # that no lease is outstanding at the end.
         final = json.dumps(server.metrics(), sort_keys=True)
-        print(f"poolalloc serve: pid {os.getpid()} final metrics {final}", file=sys.stderr)
+        _say(f"poolalloc serve: pid {os.getpid()} final metrics {final}")
     return 0
 
 
@@ -223,7 +231,7 @@ def make_loop(engine: str = "auto") -> Reactor:
     ok, reason = available()
     if ok:
         return Proactor(single_issuer=True)  # serve builds, runs and closes it in one thread
-    print(f"poolalloc serve: io_uring unavailable ({reason}); using epoll", file=sys.stderr)
+    _say(f"poolalloc serve: io_uring unavailable ({reason}); using epoll")
     return Reactor()
 
 
