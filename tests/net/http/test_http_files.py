@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 import pytest
-from rawhttp import connect, read_response
+from rawhttp import connect, is_closed_by_peer, read_response
 
 pytestmark = [pytest.mark.net, pytest.mark.timeout(60)]
 
@@ -108,6 +108,16 @@ def test_if_none_match_and_if_modified_since_give_304(make_server: Any, files_ro
     # HEAD answers the same way.
     status, h, body = one(srv.port, "/small.txt", "HEAD", If_None_Match=etag)
     assert (status, body, h["etag"]) == (304, b"", etag)
+    # Connection: close is honoured after a 304, a 412 and a 416 as after a 200.
+    for extra in (f"If-None-Match: {etag}", 'If-Match: "other"', "Range: bytes=99-"):
+        with connect(srv.port) as sock:
+            sock.sendall(
+                f"GET /small.txt HTTP/1.1\r\n{extra}\r\nConnection: close\r\n\r\n".encode()
+            )
+            status, h, _ = read_response(sock.makefile("rb"))
+            assert h["connection"] == "close", extra
+            assert is_closed_by_peer(sock), extra
+        assert status in (304, 412, 416)
 
 
 def test_if_match_and_if_unmodified_since_give_412(make_server: Any, files_root: Any) -> None:
