@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
-import math
 import os
 import re
 import sys
@@ -43,7 +42,6 @@ __all__ = [
     "port_number",
     "positive_float",
     "positive_int",
-    "seconds",
 ]
 
 Command = Callable[[argparse.Namespace], int]
@@ -265,24 +263,6 @@ def bounded_int(low: int, high: int, unit: str = "") -> Callable[[str], int]:
     return parse
 
 
-def seconds(text: str) -> float:
-    """An argparse type: a positive, finite number of seconds.
-
-    Example:
-        >>> seconds("2.5")
-        2.5
-    """
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(
-            f"must be a positive number of seconds, got {text}: give e.g. 60"
-        )
-    return value
-
-
 def directory(text: str) -> str:
     """An argparse type: an existing directory.
 
@@ -351,7 +331,7 @@ def add_serve(subs: argparse._SubParsersAction[OneLineParser]) -> None:
     )
     p.add_argument(
         "--idle-timeout",
-        type=seconds,
+        type=positive_float,
         default=60.0,
         help="seconds before an idle connection is closed (default 60)",
     )
