@@ -1,0 +1,138 @@
+"""Every ASGI message type the server claims, driven by a raw app, on poolalloc and on uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+from apps import Recorder
+
+pytestmark = [pytest.mark.net, pytest.mark.timeout(60)]
+
+
+@pytest.fixture(params=["poolalloc", "uvicorn"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def wait_for(predicate: Any, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+def read_response(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_http_request_more_body(kind: str, make_server: Any) -> None:
+    app = Recorder()
+    server = make_server(kind, app)
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        for piece in (b"a" * 1000, b"b" * 2000, b"c" * 3):
+            time.sleep(0.05)  # separate reads: separate http.request messages
+            sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+        time.sleep(0.05)
+        sock.sendall(b"0\r\n\r\n")
+        reply = read_response(sock)
+    assert reply.endswith(b"a" * 1000 + b"b" * 2000 + b"c" * 3)
+    messages = app.received
+    assert all(m["type"] == "http.request" for m in messages)
+    assert len(messages) >= 2
+    assert [m["more_body"] for m in messages] == [True] * (len(messages) - 1) + [False]
+    assert sum(m["size"] for m in messages) == 3003
+
+
+def test_http_response_body_more_body(kind: str, make_server: Any) -> None:
+    server = make_server(kind, Recorder())
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        r = client.get("/chunks")
+    assert r.headers["transfer-encoding"] == "chunked"
+    assert r.text == "one,two,three"
+
+
+def test_http_disconnect(kind: str, make_server: Any) -> None:
+    app = Recorder()
+    server = make_server(kind, app)
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(b"GET /wait-disconnect HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        while b"start" not in got:
+            got += sock.recv(4096)
+    wait_for(app.disconnected.is_set)
+    assert app.received[-1] == {"type": "http.disconnect"}
+
+
+def test_lifespan_startup_state_and_shutdown(kind: str, make_server: Any) -> None:
+    app = Recorder()
+    server = make_server(kind, app)
+    assert app.lifespan == ["lifespan.startup"]
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.get("/state").text == "True"
+    server.stop()
+    assert app.lifespan == ["lifespan.startup", "lifespan.shutdown"]
+
+
+def test_no_response_is_a_500(kind: str, make_server: Any) -> None:
+    server = make_server(kind, Recorder())
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.get("/no-response").status_code == 500
+
+
+def test_graceful_shutdown_finishes_in_flight_requests(kind: str, make_server: Any) -> None:
+    server = make_server(kind, Recorder())
+    answers: list[httpx.Response] = []
+
+    def slow() -> None:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            answers.append(client.get("/slow?0.5"))
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    time.sleep(0.2)  # the request is in the app now
+    server.stop()
+    thread.join(10)
+    assert answers[0].status_code == 200
+    assert answers[0].text == "slow done"
+
+
+def test_app_exception_logs_a_traceback(make_server: Any, caplog: pytest.LogCaptureFixture) -> None:
+    from apps import starlette_app
+
+    server = make_server("poolalloc", starlette_app)
+    with caplog.at_level(logging.ERROR, logger="poolalloc.asgi"):
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            r = client.get("/boom")
+        wait_for(lambda: any("on purpose" in rec.getMessage() for rec in caplog.records))
+    assert r.status_code == 500
+    assert r.text == "Internal Server Error"
+    message = next(rec.getMessage() for rec in caplog.records if "on purpose" in rec.getMessage())
+    assert "Traceback" in message
+    assert "RuntimeError: the app failed on purpose" in message
+
+
+def test_expect_100_continue(kind: str, make_server: Any) -> None:
+    server = make_server(kind, Recorder())
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+        )
+        interim = sock.recv(4096)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n")
+        sock.sendall(b"hello")
+        reply = interim + read_response(sock)
+    assert reply.endswith(b"hello")
