@@ -136,3 +136,17 @@ def test_expect_100_continue(kind: str, make_server: Any) -> None:
         sock.sendall(b"hello")
         reply = interim + read_response(sock)
     assert reply.endswith(b"hello")
+
+
+def test_response_head_names_each_header_once(kind: str, make_server: Any) -> None:
+    from apps import hello_world
+
+    server = make_server(kind, hello_world)
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reply = read_response(sock)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    names = [line.split(b":")[0].lower() for line in head.split(b"\r\n")[1:]]
+    assert names.count(b"content-length") == 1
+    assert names.count(b"content-type") == 1
+    assert body == b"Hello, World!"

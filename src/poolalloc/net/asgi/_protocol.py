@@ -283,13 +283,7 @@ class _Cycle:
                 continue  # the server frames the body itself
             parts += (name, b": ", value, b"\r\n")
         no_body = status < 200 or status in (204, 304)
-        if has_length:
-            parts.extend(
-                (name + b": " + value + b"\r\n")
-                for name, value in self.headers
-                if name.lower() == b"content-length"
-            )
-        elif not no_body:
+        if not has_length and not no_body:
             if not more:
                 parts.append(b"content-length: %d\r\n" % (len(body) if not self._head_only else 0))
             elif self.scope["http_version"] == "1.1":
