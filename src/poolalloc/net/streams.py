@@ -511,6 +511,7 @@ class _PooledStreamProtocol(asyncio.BufferedProtocol):
         self._loop = loop
         self._cb = client_connected_cb
         self._lease: Any = None
+        self._view: memoryview | None = None  # the view of _lease handed to the transport
         self._transport: asyncio.Transport | None = None
         self._task: asyncio.Future[None] | None = None
         self._paused = False
@@ -554,21 +555,22 @@ class _PooledStreamProtocol(asyncio.BufferedProtocol):
                 self._transport.close()
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        lease = self._lease
-        if lease is None:  # kept when the last read found nothing (EAGAIN)
+        view = self._view
+        if view is None:  # else kept from a read that found nothing (EAGAIN)
             try:
                 lease = self._lease = self._pool.acquire(0)
             except Exception as exc:
                 self._buffer_error = exc  # uvloop reports it as a RuntimeError: keep the cause
                 raise
-        view: memoryview = lease.view
+            view = self._view = lease.view
         return view
 
     def buffer_updated(self, nbytes: int) -> None:
         lease, self._lease = self._lease, None
-        whole = lease.view
+        whole, self._view = self._view, None
+        assert whole is not None
         piece = whole[:nbytes]
-        whole.release()
+        _drop(whole)  # uvloop may still export it until this call returns: then it lets go
         try:
             lease.release()  # parked until the reader and its users drop the piece
         except BufferError:
@@ -577,6 +579,7 @@ class _PooledStreamProtocol(asyncio.BufferedProtocol):
             data = piece.tobytes()
             piece.release()
             self._lease = lease
+            self._view = lease.view
             piece = memoryview(data)
         reader = self._reader
         if reader is None:
@@ -619,6 +622,9 @@ class _PooledStreamProtocol(asyncio.BufferedProtocol):
         self._task = None
 
     def _drop_lease(self) -> None:
+        view, self._view = self._view, None
+        if view is not None:
+            _drop(view)
         lease, self._lease = self._lease, None
         if lease is not None:
             try:

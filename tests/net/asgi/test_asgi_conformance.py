@@ -150,3 +150,30 @@ def test_response_head_names_each_header_once(kind: str, make_server: Any) -> No
     assert names.count(b"content-length") == 1
     assert names.count(b"content-type") == 1
     assert body == b"Hello, World!"
+
+
+def test_idle_keep_alive_connections_close(make_server: Any) -> None:
+    import asyncio
+
+    from apps import hello_world
+
+    from poolalloc.net.asgi import AsgiServer
+
+    async def main() -> tuple[bytes, bytes, float]:
+        server = AsgiServer(hello_world, "127.0.0.1", 0, keep_alive_timeout=0.3, lifespan="off")
+        await server.start()
+        reader, writer = await asyncio.open_connection(*server.address)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = await reader.readuntil(b"Hello, World!")
+        started = time.monotonic()
+        writer.write(b"GET / HTT")  # a head that never completes
+        rest = await asyncio.wait_for(reader.read(), 5)  # the server closes
+        waited = time.monotonic() - started
+        writer.close()
+        await server.shutdown(1)
+        return first, rest, waited
+
+    first, rest, waited = asyncio.run(main())
+    assert first.endswith(b"Hello, World!")
+    assert rest == b""
+    assert 0.1 < waited < 3

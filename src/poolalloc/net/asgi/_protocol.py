@@ -308,12 +308,14 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         self.loop = loop
         self.transport: asyncio.Transport | None = None
         self._lease: Any = None
+        self._view: memoryview | None = None
         self._pending = bytearray()  # a partial head, or bytes of the next pipelined request
         self.cycle: _Cycle | None = None
         self._read_paused = False
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._idle_handle: asyncio.TimerHandle | None = None
+        self._idle_since: float | None = None
         self._server: tuple[str, int] | None = None
         self._client: tuple[str, int] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -330,18 +332,14 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         self._arm_idle()
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        lease = self._lease
-        if lease is None:
-            lease = self._lease = self.state.pool.acquire(0)
-        view: memoryview = lease.view
+        view = self._view
+        if view is None:  # one lease per connection, reused for every read
+            self._lease = self.state.pool.acquire(0)
+            view = self._view = self._lease.view
         return view
 
     def buffer_updated(self, nbytes: int) -> None:
-        view = self._lease.view
-        try:
-            self._data(view, nbytes)
-        finally:
-            view.release()
+        self._data(self._view, nbytes)  # type: ignore[arg-type]
 
     def eof_received(self) -> bool:
         cycle = self.cycle
@@ -361,6 +359,10 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         if self._idle_handle is not None:
             self._idle_handle.cancel()
         self.transport = None
+        view, self._view = self._view, None
+        if view is not None:
+            with contextlib.suppress(BufferError):  # the transport may still export it
+                view.release()
         lease, self._lease = self._lease, None
         if lease is not None:
             try:
@@ -387,9 +389,6 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
     # -- reading requests -------------------------------------------------------------------
 
     def _data(self, view: memoryview, end: int) -> None:
-        if self._idle_handle is not None:
-            self._idle_handle.cancel()
-            self._idle_handle = None
         pos = 0
         cycle = self.cycle
         if cycle is not None and not cycle.body_done and not self._pending:
@@ -531,12 +530,35 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             self.transport.pause_reading()
 
     def _arm_idle(self) -> None:
-        if self._idle_handle is not None:
-            self._idle_handle.cancel()
+        """The connection went idle: close it after the keep-alive timeout without traffic.
+
+        One timer per connection, not one per request: going idle only stamps the time, and
+        a timer that fires early (the connection was busy meanwhile) re-arms for what is left.
+        A head that trickles in does not reset the stamp, so it must be whole in that time.
+        """
         if self.state.closing:
             self._close()
             return
-        self._idle_handle = self.loop.call_later(self.state.keep_alive_timeout, self._close)
+        self._idle_since = self.loop.time()
+        if self._idle_handle is None:
+            self._idle_handle = self.loop.call_later(
+                self.state.keep_alive_timeout, self._idle_check
+            )
+
+    def _idle_check(self) -> None:
+        self._idle_handle = None
+        if self.transport is None:
+            return
+        if self.cycle is not None or self._idle_since is None:  # busy: check again later
+            self._idle_handle = self.loop.call_later(
+                self.state.keep_alive_timeout, self._idle_check
+            )
+            return
+        left = self._idle_since + self.state.keep_alive_timeout - self.loop.time()
+        if left > 0:
+            self._idle_handle = self.loop.call_later(left, self._idle_check)
+        else:
+            self._close()
 
     def _fail(self, exc: HttpError) -> None:
         if self.transport is not None and (self.cycle is None or not self.cycle.started):
