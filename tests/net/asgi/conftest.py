@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.util
 import os
 import socket
 import sys
@@ -13,8 +14,17 @@ from typing import Any
 
 import pytest
 
-# apps.py sits beside this file; importlib mode does not add the folder.
-sys.path.insert(0, os.path.dirname(__file__))
+# apps.py sits beside this file. It is loaded under a name of its own rather than by putting
+# this folder on sys.path: a folder with a conftest.py on sys.path would shadow the
+# ``from conftest import ...`` of tests elsewhere.
+_spec = importlib.util.spec_from_file_location(
+    "asgi_test_apps", os.path.join(os.path.dirname(__file__), "apps.py")
+)
+assert _spec is not None
+assert _spec.loader is not None
+asgi_test_apps = importlib.util.module_from_spec(_spec)
+sys.modules["asgi_test_apps"] = asgi_test_apps
+_spec.loader.exec_module(asgi_test_apps)
 
 
 class Running:

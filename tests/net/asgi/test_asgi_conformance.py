@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from apps import Recorder
+from asgi_test_apps import Recorder
 
 pytestmark = [pytest.mark.net, pytest.mark.timeout(60)]
 
@@ -110,7 +110,7 @@ def test_graceful_shutdown_finishes_in_flight_requests(kind: str, make_server: A
 
 
 def test_app_exception_logs_a_traceback(make_server: Any, caplog: pytest.LogCaptureFixture) -> None:
-    from apps import starlette_app
+    from asgi_test_apps import starlette_app
 
     server = make_server("poolalloc", starlette_app)
     with caplog.at_level(logging.ERROR, logger="poolalloc.asgi"):
@@ -139,7 +139,7 @@ def test_expect_100_continue(kind: str, make_server: Any) -> None:
 
 
 def test_response_head_names_each_header_once(kind: str, make_server: Any) -> None:
-    from apps import hello_world
+    from asgi_test_apps import hello_world
 
     server = make_server(kind, hello_world)
     with socket.create_connection((server.host, server.port), timeout=10) as sock:
@@ -155,7 +155,7 @@ def test_response_head_names_each_header_once(kind: str, make_server: Any) -> No
 def test_idle_keep_alive_connections_close(make_server: Any) -> None:
     import asyncio
 
-    from apps import hello_world
+    from asgi_test_apps import hello_world
 
     from poolalloc.net.asgi import AsgiServer
 
@@ -177,3 +177,31 @@ def test_idle_keep_alive_connections_close(make_server: Any) -> None:
     assert first.endswith(b"Hello, World!")
     assert rest == b""
     assert 0.1 < waited < 3
+
+
+def test_body_over_the_limit_is_a_413() -> None:
+    import asyncio
+
+    from asgi_test_apps import hello_world
+
+    from poolalloc.net.asgi import AsgiServer
+
+    async def main() -> tuple[bytes, bytes]:
+        server = AsgiServer(hello_world, "127.0.0.1", 0, max_body=1000, lifespan="off")
+        await server.start()
+        replies = []
+        for head in (
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3e9\r\n" + b"z" * 1001 + b"\r\n0\r\n\r\n",
+        ):
+            reader, writer = await asyncio.open_connection(*server.address)
+            writer.write(head)
+            replies.append(await asyncio.wait_for(reader.read(), 5))
+            writer.close()
+        await server.shutdown(1)
+        return replies[0], replies[1]
+
+    by_length, chunked = asyncio.run(main())
+    assert by_length.startswith(b"HTTP/1.1 413 ")
+    assert chunked.startswith(b"HTTP/1.1 413 ")

@@ -435,6 +435,8 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             req = parse_head(bytes(buf[pos:at]))
             if req.method == "CONNECT":
                 raise HttpError(501, "CONNECT is not supported")
+            if req.content_length is not None and req.content_length > self.state.max_body:
+                raise HttpError(413, "request body too large")
         except HttpError as exc:
             self._fail(exc)
             return end
