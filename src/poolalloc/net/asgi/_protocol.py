@@ -89,6 +89,37 @@ def _simple_response(status: int, text: str, *, close: bool) -> bytes:
     )
 
 
+#: A parsed head and the scope fields derived from it: (request, http_version, path, raw_path,
+#: query_string, headers).
+_Parsed = tuple[Request, str, str, bytes, bytes, list[tuple[bytes, bytes]]]
+#: Parsed heads by their exact bytes: keep-alive clients send the same head again and again,
+#: so most requests skip the parsing and the scope's string work. Only heads that parsed are
+#: stored (the Request is only read after parsing); bounded, cleared when full.
+_heads: dict[bytes, _Parsed] = {}
+_HEADS_MAX = 512
+_HEAD_CACHE_MAX = 2048
+
+
+def _parsed(head: bytes) -> _Parsed:
+    hit = _heads.get(head)
+    if hit is None:
+        req = parse_head(head)
+        raw_path, _, query = req.target.partition("?")
+        hit = (
+            req,
+            "1.1" if req.version[1] == 1 else "1.0",
+            unquote(raw_path) if "%" in raw_path else raw_path,
+            raw_path.encode("latin-1"),
+            query.encode("latin-1"),
+            req.headers,
+        )
+        if len(head) <= _HEAD_CACHE_MAX:
+            if len(_heads) >= _HEADS_MAX:
+                _heads.clear()
+            _heads[head] = hit
+    return hit
+
+
 class ServerState:
     """What the connections of one server share: the app, pools, limits and bookkeeping."""
 
@@ -432,7 +463,8 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         try:
             if at - pos > self.state.max_head:
                 raise HttpError(431, "request head too large")
-            req = parse_head(bytes(buf[pos:at]))
+            parsed = _parsed(bytes(buf[pos:at]))
+            req = parsed[0]
             if req.method == "CONNECT":
                 raise HttpError(501, "CONNECT is not supported")
             if req.content_length is not None and req.content_length > self.state.max_body:
@@ -440,7 +472,7 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         except HttpError as exc:
             self._fail(exc)
             return end
-        cycle = self.cycle = _Cycle(self, self._scope(req), req)
+        cycle = self.cycle = _Cycle(self, self._scope(parsed), req)
         pos = at + 4
         if not cycle.body_done:
             try:
@@ -452,23 +484,22 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         self._task = self.loop.create_task(self._run(cycle))
         return pos
 
-    def _scope(self, req: Request) -> Scope:
-        target = req.target
-        raw_path, _, query = target.partition("?")
+    def _scope(self, parsed: _Parsed) -> Scope:
+        req, http_version, path, raw_path, query, headers = parsed
         state = self.state
         return {
             "type": "http",
             "asgi": _ASGI,
-            "http_version": "1.1" if req.version[1] == 1 else "1.0",
+            "http_version": http_version,
             "server": self._server,
             "client": self._client,
             "scheme": "http",
             "method": req.method,
             "root_path": state.root_path,
-            "path": unquote(raw_path) if "%" in raw_path else raw_path,
-            "raw_path": raw_path.encode("latin-1"),
-            "query_string": query.encode("latin-1"),
-            "headers": req.headers,
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "headers": list(headers),  # the app's own list: it may change it
             "state": state.state.copy(),
         }
 
