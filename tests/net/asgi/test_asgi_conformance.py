@@ -205,3 +205,38 @@ def test_body_over_the_limit_is_a_413() -> None:
     by_length, chunked = asyncio.run(main())
     assert by_length.startswith(b"HTTP/1.1 413 ")
     assert chunked.startswith(b"HTTP/1.1 413 ")
+
+
+def test_lifespan_failed_and_unsupported() -> None:
+    import asyncio
+
+    from poolalloc.net.asgi import AsgiServer, LifespanError
+
+    async def failing(scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "lifespan"
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "no database"})
+
+    async def http_only(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            raise ValueError("only http here")
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body"})
+
+    async def main() -> bytes:
+        with pytest.raises(LifespanError, match="no database"):
+            await AsgiServer(failing, "127.0.0.1", 0).start()
+        with pytest.raises(LifespanError):
+            await AsgiServer(http_only, "127.0.0.1", 0, lifespan="on").start()
+        server = AsgiServer(http_only, "127.0.0.1", 0)  # auto: served without lifespan
+        await server.start()
+        reader, writer = await asyncio.open_connection(*server.address)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reply = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        await server.shutdown(1)
+        return reply
+
+    reply = asyncio.run(main())
+    assert reply.startswith(b"HTTP/1.1 204 ")
+    assert b"content-length" not in reply.lower()  # 204 has no body and no length

@@ -196,7 +196,11 @@ class AsgiServer:
         loop = asyncio.get_running_loop()
         if self._lifespan_mode != "off":
             self._lifespan = _Lifespan(self.state.app, self.state.state, self._lifespan_mode)
-            await self._lifespan.startup()
+            try:
+                await self._lifespan.startup()
+            except BaseException:
+                self._close_pool()
+                raise
         state = self.state
 
         def factory() -> HttpAsgiProtocol:
@@ -230,6 +234,9 @@ class AsgiServer:
             await self._server.wait_closed()
         if self._lifespan is not None:
             await self._lifespan.shutdown()
+        self._close_pool()
+
+    def _close_pool(self) -> None:
         if self._own_pool:
             close = getattr(self.pool, "close", None)
             if close is not None:
