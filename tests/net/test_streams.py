@@ -289,9 +289,12 @@ def test_backpressure_pauses_and_resumes(run: Any, buffer_pool: Any) -> None:
         server, port = await serve(handler, buffer_pool, limit=16384)
         _, writer = await streams.open_connection("127.0.0.1", port, pool=buffer_pool)
         writer.write(b"p" * total)
-        for _ in range(50):
+        deadline = asyncio.get_running_loop().time() + 20
+        while not (server_reader and server_reader[0]._paused):  # slow machines take longer
+            assert asyncio.get_running_loop().time() < deadline, "reading never paused"
             await asyncio.sleep(0.01)
             peak = max(peak, buffer_pool.outstanding())
+        await asyncio.sleep(0.1)  # paused: nothing more may arrive
         reader = server_reader[0]
         paused = reader._paused
         buffered = reader._size
@@ -416,14 +419,12 @@ def test_exhausted_pool_raises_in_the_reader(run: Any) -> None:
 
         server, port = await serve(handler, None)
         reader, writer = await streams.open_connection("127.0.0.1", port, pool=pool)
-        await asyncio.sleep(0.2)
-
-        async def read_all() -> None:
-            while True:
-                await reader.readexactly(1)
-
+        deadline = asyncio.get_running_loop().time() + 20
+        while reader.exception() is None:  # nothing is read: two 8-byte reads exhaust it
+            assert asyncio.get_running_loop().time() < deadline, "the pool never ran out"
+            await asyncio.sleep(0.01)
         with pytest.raises(poolalloc.PoolExhausted):
-            await read_all()
+            await reader.readexactly(1)
         reader.discard()
         await stop(server, writer)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -110,6 +111,7 @@ class Recorder:
         self.received: list[dict[str, Any]] = []
         self.lifespan: list[str] = []
         self.disconnected = asyncio.Event()
+        self.in_slow = threading.Event()  # a /slow request reached the app (seen from tests)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -159,6 +161,7 @@ class Recorder:
         elif path == "/no-response":
             return
         elif path == "/slow":
+            self.in_slow.set()
             await asyncio.sleep(float(scope["query_string"] or b"0.5"))
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b"slow done"})

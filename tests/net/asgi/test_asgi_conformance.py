@@ -93,7 +93,8 @@ def test_no_response_is_a_500(kind: str, make_server: Any) -> None:
 
 
 def test_graceful_shutdown_finishes_in_flight_requests(kind: str, make_server: Any) -> None:
-    server = make_server(kind, Recorder())
+    app = Recorder()
+    server = make_server(kind, app)
     answers: list[httpx.Response] = []
 
     def slow() -> None:
@@ -102,7 +103,7 @@ def test_graceful_shutdown_finishes_in_flight_requests(kind: str, make_server: A
 
     thread = threading.Thread(target=slow)
     thread.start()
-    time.sleep(0.2)  # the request is in the app now
+    assert app.in_slow.wait(10)  # the request is in the app now
     server.stop()
     thread.join(10)
     assert answers[0].status_code == 200

@@ -33,6 +33,7 @@ async def app(scope, receive, send):
                 print("lifespan shutdown ran", flush=True)
                 return
     if scope["path"] == "/slow":
+        print("slow request started", flush=True)
         await asyncio.sleep(1.0)
     body = b"pid %d" % os.getpid()
     await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -75,7 +76,10 @@ def test_app_dir_import_serve_and_graceful_sigterm(app_dir: Path) -> None:
             target=lambda: answers.append(httpx.get(url + "/slow", timeout=10))
         )
         thread.start()
-        time.sleep(0.3)  # the slow request is in flight
+        deadline = time.monotonic() + 10
+        while "slow request started" not in log.read_text():  # the request is in flight
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.02)
         proc.send_signal(signal.SIGTERM)
         thread.join(10)
         assert proc.wait(20) == 0
