@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Self
 
-from poolalloc import _ffi, leaks, settings
+from poolalloc import _async_backends, _ffi, leaks, settings
 from poolalloc._lease import Buffer, LeasePool
 from poolalloc._waiting import Waiters, retry_for
 from poolalloc.errors import PoolValueError
@@ -400,6 +400,10 @@ class BufferPool(_LeasingPool):
             >>> asyncio.run(main())
             64
         """
+        if _async_backends.not_asyncio():  # trio, or anyio on trio
+            return await _async_backends.wait_lease(
+                self._waiters, self._leases, timeout, self._leases.try_acquire
+            )
         return await self._waiters.wait_async(self._leases, timeout, self._leases.try_acquire)
 
     def __repr__(self) -> str:
@@ -462,6 +466,8 @@ class Allocator(_LeasingPool):
         """
         _check_alignment(alignment)
         retry = retry_for(self._leases, nbytes, alignment)
+        if _async_backends.not_asyncio():  # trio, or anyio on trio
+            return await _async_backends.wait_lease(self._waiters, self._leases, timeout, retry)
         return await self._waiters.wait_async(self._leases, timeout, retry)
 
     def __repr__(self) -> str:

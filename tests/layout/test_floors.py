@@ -33,6 +33,7 @@ FLOORS = {
     "poolalloc.net.epoll": 4,
     "poolalloc.net.uring": 4,
     "poolalloc.net.http": 5,
+    "poolalloc.net.asgi": 5,
     "poolalloc.cli": 6,
     "poolalloc.__main__": 6,  # `python -m poolalloc` is the command line
 }

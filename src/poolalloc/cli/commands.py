@@ -197,6 +197,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.app is not None:
+        return _serve_asgi(args)
     from poolalloc.cli.baseline import FreshBytearrayPool  # noqa: PLC0415 (loads only to serve)
     from poolalloc.net.http.serve import serve  # noqa: PLC0415 (the net layer loads only to serve)
 
@@ -288,6 +290,19 @@ def _check_serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
         parser.error("--fresh-bytearray works with --engine epoll only: drop one of them")
 
 
+def _serve_asgi(args: argparse.Namespace) -> int:
+    from poolalloc.net.asgi import serve as serve_asgi  # noqa: PLC0415 (loads only to serve)
+
+    if args.root or args.uploads or args.fresh_bytearray:
+        raise ValueError(
+            "--app serves the application alone: drop --root/--uploads/--fresh-bytearray"
+        )
+    return serve_asgi(
+        args.app, args.host, args.port, workers=args.workers, app_dir=args.app_dir,
+        buffer_size=args.buffer_size,
+    )  # fmt: skip
+
+
 def add_serve(subs: argparse._SubParsersAction[OneLineParser]) -> None:
     p = _subparser(
         subs,
@@ -295,7 +310,8 @@ def add_serve(subs: argparse._SubParsersAction[OneLineParser]) -> None:
         "run the HTTP/1.1 server (GET /test, static files with ranges, GET /metrics)",
         "  poolalloc serve --port 8080\n  poolalloc serve --root ./public --uploads --workers 2\n"
         "  poolalloc serve --host :: --port 8080 --root ./public   # every interface, IPv6+IPv4\n"
-        "  poolalloc serve --fresh-bytearray   # the same server without pooled read buffers\n",
+        "  poolalloc serve --fresh-bytearray   # the same server without pooled read buffers\n"
+        "  poolalloc serve --app main:app      # an ASGI application (Starlette, FastAPI...)\n",
     )
     p.add_argument(
         "--host",
@@ -306,6 +322,16 @@ def add_serve(subs: argparse._SubParsersAction[OneLineParser]) -> None:
     p.add_argument("--port", type=port_number, default=8080, help="TCP port (0: any free port)")
     p.add_argument("--root", type=directory, help="serve the files under this directory")
     p.add_argument("--uploads", action="store_true", help="accept PUT/POST uploads under --root")
+    p.add_argument(
+        "--app",
+        metavar="MODULE:ATTR",
+        help="run this ASGI 3 application (imported as uvicorn does) on pooled asyncio reads",
+    )
+    p.add_argument(
+        "--app-dir",
+        default=".",
+        help="directory put first on sys.path to import --app from (default: current)",
+    )
     p.add_argument(
         "--workers",
         type=bounded_int(1, 1024),

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from time import monotonic
 from typing import TypeVar
 
-from poolalloc import leaks
+from poolalloc import _async_backends, leaks
 from poolalloc._closing import ClosesOnExit
 from poolalloc.errors import ForeignLeaseError, PoolClosedError, PoolValueError
 from poolalloc.objects._store import (
@@ -236,6 +236,9 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
                 return lease
 
     async def _acquire_async(self, timeout: float | None) -> Lease[T]:
+        if _async_backends.not_asyncio():  # trio, or anyio on trio
+            got: Lease[T] = await _async_backends.acquire_object(self, timeout)
+            return got
         stash = self._my_stash()
         if not self._contended:  # the thread's stash first, as in acquire()
             try:

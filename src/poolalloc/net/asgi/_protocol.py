@@ -1,0 +1,613 @@
+"""One HTTP/1.1 connection serving an ASGI 3 application: an asyncio BufferedProtocol.
+
+The transport reads into a pooled lease that the connection keeps while it lives (the lease is
+reused read after read, so steady state acquires nothing). Heads are found with a compiled
+pattern over the lease's view and parsed by :func:`poolalloc.net.http.parser.parse_head`;
+bodies are cut from the view (Content-Length) or decoded in place by
+:class:`~poolalloc.net.http.parser.ChunkedReader`, and each piece is copied once into the
+``bytes`` that ASGI's ``http.request`` message must carry.
+
+One request runs at a time per connection: bytes of a pipelined next request wait (copied,
+bounded; reading pauses past the bound) until the current response is complete, so responses
+leave in request order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+import traceback
+from collections import deque
+from collections.abc import Awaitable, Callable, MutableMapping
+from email.utils import formatdate
+from typing import Any, cast
+from urllib.parse import unquote
+
+from poolalloc.net.http.parser import ChunkedReader, HttpError, Request, parse_head
+from poolalloc.net.sockets import LeaseSource
+
+logger = logging.getLogger("poolalloc.asgi")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_HEAD_END = re.compile(b"\r\n\r\n")
+_ASGI = {"version": "3.0", "spec_version": "2.3"}
+_REASONS = {
+    100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
+    206: "Partial Content", 301: "Moved Permanently", 302: "Found", 303: "See Other",
+    304: "Not Modified", 307: "Temporary Redirect", 308: "Permanent Redirect",
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict", 411: "Length Required",
+    413: "Content Too Large", 414: "URI Too Long", 415: "Unsupported Media Type",
+    422: "Unprocessable Content", 429: "Too Many Requests",
+    431: "Request Header Fields Too Large", 500: "Internal Server Error",
+    501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
+}  # fmt: skip
+_STATUS_LINES: dict[int, bytes] = {}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+_date_cache: list[Any] = [0, b""]
+
+
+def _date_header() -> bytes:
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[0] = now
+        _date_cache[1] = b"date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+    value: bytes = _date_cache[1]
+    return value
+
+
+def _status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        reason = _REASONS.get(status, "")
+        line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {reason}\r\n".encode("latin-1")
+    return line
+
+
+def _simple_response(status: int, text: str, *, close: bool) -> bytes:
+    body = text.encode()
+    return b"".join(
+        [
+            _status_line(status),
+            _date_header(),
+            b"content-type: text/plain; charset=utf-8\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n" if close else b"",
+            b"\r\n",
+            body,
+        ]
+    )
+
+
+#: A parsed head and the scope fields derived from it: (request, http_version, path, raw_path,
+#: query_string, headers).
+_Parsed = tuple[Request, str, str, bytes, bytes, list[tuple[bytes, bytes]]]
+#: Parsed heads by their exact bytes: keep-alive clients send the same head again and again,
+#: so most requests skip the parsing and the scope's string work. Only heads that parsed are
+#: stored (the Request is only read after parsing); bounded, cleared when full.
+_heads: dict[bytes, _Parsed] = {}
+_HEADS_MAX = 512
+_HEAD_CACHE_MAX = 2048
+
+
+def _parsed(head: bytes) -> _Parsed:
+    hit = _heads.get(head)
+    if hit is None:
+        req = parse_head(head)
+        raw_path, _, query = req.target.partition("?")
+        hit = (
+            req,
+            "1.1" if req.version[1] == 1 else "1.0",
+            unquote(raw_path) if "%" in raw_path else raw_path,
+            raw_path.encode("latin-1"),
+            query.encode("latin-1"),
+            req.headers,
+        )
+        if len(head) <= _HEAD_CACHE_MAX:
+            if len(_heads) >= _HEADS_MAX:
+                _heads.clear()
+            _heads[head] = hit
+    return hit
+
+
+class ServerState:
+    """What the connections of one server share: the app, pools, limits and bookkeeping."""
+
+    def __init__(
+        self,
+        app: App,
+        pool: LeaseSource,
+        *,
+        root_path: str = "",
+        max_head: int = 65536,
+        max_body: int = 1 << 30,
+        keep_alive_timeout: float = 5.0,
+        pipeline_limit: int = 65536,
+    ) -> None:
+        self.app = app
+        self.pool = pool
+        self.root_path = root_path
+        self.max_head = max_head
+        self.max_body = max_body
+        self.keep_alive_timeout = keep_alive_timeout
+        self.pipeline_limit = pipeline_limit
+        self.state: dict[str, Any] = {}  # the lifespan state, copied into each request scope
+        self.connections: set[HttpAsgiProtocol] = set()
+        self.closing = False  # graceful shutdown: finish what is in flight, take nothing new
+        self.requests = 0
+
+
+class _Cycle:
+    """One request/response exchange: the ASGI ``receive`` and ``send`` of one request."""
+
+    __slots__ = (
+        "_body",
+        "_chunked_out",
+        "_head_only",
+        "_waiter",
+        "body_done",
+        "conn",
+        "continue_sent",
+        "disconnected",
+        "expect_100",
+        "final_sent",
+        "finished",
+        "headers",
+        "keep_alive",
+        "length_left",
+        "reader",
+        "scope",
+        "started",
+        "status",
+    )
+
+    def __init__(self, conn: HttpAsgiProtocol, scope: Scope, req: Request) -> None:
+        self.conn = conn
+        self.scope = scope
+        self.keep_alive = req.keep_alive
+        self.expect_100 = req.expect_continue
+        self.continue_sent = False
+        self._head_only = req.method == "HEAD"
+        self._body: deque[bytes] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self.reader = ChunkedReader(max_body=conn.state.max_body) if req.chunked else None
+        self.length_left = 0 if req.chunked else (req.content_length or 0)
+        self.body_done = not req.chunked and not self.length_left
+        self.final_sent = False  # the http.request with more_body=False went to the app
+        self.disconnected = False
+        self.started = False
+        self.finished = False
+        self._chunked_out = False
+        self.status = 0
+        self.headers: list[Any] = []
+
+    # -- fed by the connection --------------------------------------------------------------
+
+    def feed(self, data: memoryview | bytes | bytearray, pos: int, end: int) -> int:
+        """Take body bytes from ``data[pos:end]``; returns where the body ended (or ``end``)."""
+        if self.reader is not None:
+            used, spans = self.reader.feed(cast(Any, data), pos, end)  # slices a bytearray too
+            for s, e in spans:
+                self._body.append(bytes(data[s:e]))
+            if self.reader.done:
+                self.body_done = True
+            pos += used
+        else:
+            take = min(self.length_left, end - pos)
+            if take:
+                self._body.append(bytes(data[pos : pos + take]))
+                self.length_left -= take
+                pos += take
+            if not self.length_left:
+                self.body_done = True
+        self._wake()
+        return pos
+
+    def buffered(self) -> int:
+        return sum(len(b) for b in self._body)
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def lost(self) -> None:
+        self.disconnected = True
+        self._wake()
+
+    # -- the ASGI callables -----------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        conn = self.conn
+        if self.expect_100 and not self.continue_sent and not self.started:
+            self.continue_sent = True
+            if conn.transport is not None and not self.body_done:
+                conn.transport.write(_CONTINUE)
+        while True:
+            if self._body and (self.body_done or not self.disconnected):
+                data = self._body.popleft() if len(self._body) == 1 else b"".join(self._body)
+                self._body.clear()
+                more = not self.body_done
+                self.final_sent = not more
+                conn.maybe_resume()
+                return {"type": "http.request", "body": data, "more_body": more}
+            if self.disconnected:
+                return {"type": "http.disconnect"}
+            if self.body_done and not self.final_sent:
+                self.final_sent = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            # nothing to hand out: more body is coming, or (body all read) a disconnect or
+            # the end of the response is what the app waits for
+            if self.finished:
+                return {"type": "http.disconnect"}
+            conn.maybe_resume()
+            self._waiter = conn.loop.create_future()
+            await self._waiter
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            if self.started:
+                raise RuntimeError("http.response.start sent twice")
+            self.started = True
+            self.status = int(message["status"])
+            self.headers = list(message.get("headers", ()))
+            return
+        if kind != "http.response.body":
+            raise RuntimeError(f"unexpected ASGI message type {kind!r} for an http scope")
+        if not self.started:
+            raise RuntimeError("http.response.body before http.response.start")
+        if self.finished:
+            raise RuntimeError("http.response.body after the response was complete")
+        body = message.get("body", b"")
+        more = bool(message.get("more_body", False))
+        conn = self.conn
+        if self.disconnected or conn.transport is None:
+            if not more:
+                self.finished = True
+            return  # the client is gone: drop the response, as other servers do
+        out: list[bytes] = []
+        if self.status:  # the head is not written yet
+            out.append(self._head(body, more))
+            self.status = 0
+        if self._head_only:
+            body = b""
+        if self._chunked_out:
+            if body:
+                out.append(b"%x\r\n" % len(body))
+                out.append(body)
+                out.append(b"\r\n")
+            if not more:
+                out.append(b"0\r\n\r\n")
+        elif body:
+            out.append(body)
+        conn.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if more:
+            await conn.drain()
+        else:
+            self.finished = True
+            self._wake()
+            conn.response_done(self)
+
+    def _head(self, body: bytes, more: bool) -> bytes:
+        status = self.status
+        parts = [_status_line(status), _date_header()]
+        has_length = False
+        for name, value in self.headers:
+            lname = name.lower()
+            if lname == b"content-length":
+                has_length = True
+            elif lname == b"connection" and value.lower() == b"close":
+                self.keep_alive = False
+                continue
+            elif lname == b"transfer-encoding":
+                continue  # the server frames the body itself
+            parts += (name, b": ", value, b"\r\n")
+        no_body = status < 200 or status in (204, 304)
+        if not has_length and not no_body:
+            if not more:
+                parts.append(b"content-length: %d\r\n" % (len(body) if not self._head_only else 0))
+            elif self.scope["http_version"] == "1.1":
+                self._chunked_out = True
+                parts.append(b"transfer-encoding: chunked\r\n")
+            else:
+                self.keep_alive = False  # HTTP/1.0 without a length: the close ends the body
+        if not self.body_done:
+            self.keep_alive = False  # the app did not read the whole body: do not guess
+        if not self.keep_alive or self.conn.state.closing:
+            self.keep_alive = False
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+
+class HttpAsgiProtocol(asyncio.BufferedProtocol):
+    """HTTP/1.1 for an ASGI app on an asyncio transport, reading into a pooled lease."""
+
+    def __init__(self, state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
+        self.state = state
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self._lease: Any = None
+        self._view: memoryview | None = None
+        self._pending = bytearray()  # a partial head, or bytes of the next pipelined request
+        self.cycle: _Cycle | None = None
+        self._read_paused = False
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._idle_handle: asyncio.TimerHandle | None = None
+        self._idle_since: float | None = None
+        self._server: tuple[str, int] | None = None
+        self._client: tuple[str, int] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- transport events -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.state.connections.add(self)
+        sockname = transport.get_extra_info("sockname")
+        peername = transport.get_extra_info("peername")
+        self._server = tuple(sockname[:2]) if isinstance(sockname, tuple) else None
+        self._client = tuple(peername[:2]) if isinstance(peername, tuple) else None
+        self._arm_idle()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        view = self._view
+        if view is None:  # one lease per connection, reused for every read
+            self._lease = self.state.pool.acquire(0)
+            view = self._view = self._lease.view
+        return view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._data(self._view, nbytes)  # type: ignore[arg-type]
+
+    def eof_received(self) -> bool:
+        cycle = self.cycle
+        if cycle is not None and not cycle.finished:
+            cycle.lost()  # a half-close mid-request: report a disconnect
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state.connections.discard(self)
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.lost()
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+        self.transport = None
+        view, self._view = self._view, None
+        if view is not None:
+            with contextlib.suppress(BufferError):  # the transport may still export it
+                view.release()
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            try:
+                lease.release()
+            except BufferError:  # a strict pool while a view lives: it comes back with it
+                self.loop.call_soon(_release_quietly, lease)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+
+    async def drain(self) -> None:
+        if self._write_paused and self.transport is not None:
+            waiter = self.loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+
+    # -- reading requests -------------------------------------------------------------------
+
+    def _data(self, view: memoryview, end: int) -> None:
+        pos = 0
+        cycle = self.cycle
+        if cycle is not None and not cycle.body_done and not self._pending:
+            try:
+                pos = cycle.feed(view, 0, end)
+            except HttpError as exc:
+                self._fail(exc)
+                return
+            if cycle.buffered() > self.state.pipeline_limit:
+                self._pause_reading()
+        elif cycle is None and not self._pending:
+            pos = self._start(view, 0, end)  # the common case: parse straight from the lease
+        if pos < end:
+            self._pending += view[pos:end]
+            if self.cycle is None:
+                if len(self._pending) > self.state.max_head:
+                    self._fail(HttpError(431, "request head too large"))
+            elif len(self._pending) > self.state.pipeline_limit:
+                self._pause_reading()
+
+    def _next(self) -> None:
+        """Start the request whose bytes begin ``_pending`` (called with no cycle running)."""
+        if self.cycle is not None or self.transport is None:
+            return
+        buf = self._pending
+        if not buf:
+            self._arm_idle()
+            return
+        used = self._start(buf, 0, len(buf))
+        del buf[:used]
+
+    def _start(self, buf: memoryview | bytearray, pos: int, end: int) -> int:
+        """Parse a head at ``buf[pos:]`` and start its request; returns the bytes consumed."""
+        if self.state.closing:
+            self._close()
+            return end
+        found = _HEAD_END.search(buf, pos, end)
+        if found is None:
+            return pos  # incomplete: the caller keeps the bytes
+        at = found.start()
+        try:
+            if at - pos > self.state.max_head:
+                raise HttpError(431, "request head too large")
+            parsed = _parsed(bytes(buf[pos:at]))
+            req = parsed[0]
+            if req.method == "CONNECT":
+                raise HttpError(501, "CONNECT is not supported")
+            if req.content_length is not None and req.content_length > self.state.max_body:
+                raise HttpError(413, "request body too large")
+        except HttpError as exc:
+            self._fail(exc)
+            return end
+        cycle = self.cycle = _Cycle(self, self._scope(parsed), req)
+        pos = at + 4
+        if not cycle.body_done:
+            try:
+                pos = cycle.feed(buf, pos, end)
+            except HttpError as exc:
+                self._fail(exc)
+                return end
+        self.state.requests += 1
+        self._task = self.loop.create_task(self._run(cycle))
+        return pos
+
+    def _scope(self, parsed: _Parsed) -> Scope:
+        req, http_version, path, raw_path, query, headers = parsed
+        state = self.state
+        return {
+            "type": "http",
+            "asgi": _ASGI,
+            "http_version": http_version,
+            "server": self._server,
+            "client": self._client,
+            "scheme": "http",
+            "method": req.method,
+            "root_path": state.root_path,
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "headers": list(headers),  # the app's own list: it may change it
+            "state": state.state.copy(),
+        }
+
+    async def _run(self, cycle: _Cycle) -> None:
+        try:
+            await self.state.app(cycle.scope, cycle.receive, cycle.send)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+                self._close()
+                raise
+            logger.error(
+                "Exception in ASGI application\n%s",
+                "".join(traceback.format_exception(exc)),
+            )
+            self._app_failed(cycle)
+        else:
+            if not cycle.finished:
+                logger.error(
+                    "ASGI application returned without completing a response: %s %s",
+                    cycle.scope["method"],
+                    cycle.scope["path"],
+                )
+                self._app_failed(cycle)
+
+    def _app_failed(self, cycle: _Cycle) -> None:
+        if cycle.finished or self.transport is None:
+            return
+        if cycle.status or not cycle.started:  # nothing written yet: a clean 500
+            cycle.finished = True
+            self.transport.write(_simple_response(500, "Internal Server Error", close=True))
+        self._close()
+
+    def response_done(self, cycle: _Cycle) -> None:
+        """The response went out whole: next request, or close."""
+        if cycle is not self.cycle:
+            return
+        self.cycle = None
+        if not cycle.keep_alive or self.transport is None:
+            self._close()
+            return
+        self.maybe_resume()
+        if self._pending:
+            self.loop.call_soon(self._next)
+        else:
+            self._arm_idle()
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def maybe_resume(self) -> None:
+        if self._read_paused and self.transport is not None:
+            cycle = self.cycle
+            if len(self._pending) <= self.state.pipeline_limit and (
+                cycle is None or cycle.buffered() <= self.state.pipeline_limit
+            ):
+                self._read_paused = False
+                self.transport.resume_reading()
+
+    def _pause_reading(self) -> None:
+        if not self._read_paused and self.transport is not None:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def _arm_idle(self) -> None:
+        """The connection went idle: close it after the keep-alive timeout without traffic.
+
+        One timer per connection, not one per request: going idle only stamps the time, and
+        a timer that fires early (the connection was busy meanwhile) re-arms for what is left.
+        A head that trickles in does not reset the stamp, so it must be whole in that time.
+        """
+        if self.state.closing:
+            self._close()
+            return
+        self._idle_since = self.loop.time()
+        if self._idle_handle is None:
+            self._idle_handle = self.loop.call_later(
+                self.state.keep_alive_timeout, self._idle_check
+            )
+
+    def _idle_check(self) -> None:
+        self._idle_handle = None
+        if self.transport is None:
+            return
+        if self.cycle is not None or self._idle_since is None:  # busy: check again later
+            self._idle_handle = self.loop.call_later(
+                self.state.keep_alive_timeout, self._idle_check
+            )
+            return
+        left = self._idle_since + self.state.keep_alive_timeout - self.loop.time()
+        if left > 0:
+            self._idle_handle = self.loop.call_later(left, self._idle_check)
+        else:
+            self._close()
+
+    def _fail(self, exc: HttpError) -> None:
+        if self.transport is not None and (self.cycle is None or not self.cycle.started):
+            self.transport.write(_simple_response(exc.status, str(exc), close=True))
+        self._close()
+
+    def _close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: an idle connection closes now, a busy one after its response."""
+        if self.cycle is None:
+            self._close()
+
+
+def _release_quietly(lease: Any) -> None:
+    with contextlib.suppress(BufferError):
+        lease.release()  # still viewed: the lease layer gives the block back when the view dies

@@ -1,0 +1,432 @@
+"""Run an ASGI 3 application: :class:`AsgiServer` in code, :func:`serve` as a program.
+
+The server is an asyncio ``create_server`` whose protocol
+(:mod:`poolalloc.net.asgi._protocol`) reads into pooled leases and parses with the sans-IO
+parser of :mod:`poolalloc.net.http.parser`. It runs on uvloop when uvloop is installed (the
+default ``loop="auto"``), else on asyncio's own loop.
+
+:func:`serve` adds what a program needs: the ``lifespan`` protocol around the server's life,
+``SIGINT``/``SIGTERM`` for a graceful shutdown (stop accepting, close idle keep-alive
+connections, let in-flight requests finish up to ``graceful_timeout``, then the lifespan
+shutdown), and ``workers > 1``: forked processes, each with its own ``SO_REUSEPORT`` socket on
+the same port.
+
+Example:
+    >>> import asyncio
+    >>> async def app(scope, receive, send):
+    ...     await send({"type": "http.response.start", "status": 200, "headers": []})
+    ...     await send({"type": "http.response.body", "body": b"hi"})
+    >>> async def main() -> bytes:
+    ...     server = AsgiServer(app, port=0, lifespan="off")
+    ...     await server.start()
+    ...     reader, writer = await asyncio.open_connection(*server.address)
+    ...     writer.write(b"GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+    ...     reply = await reader.read()
+    ...     writer.close(); await server.shutdown()
+    ...     return reply.split(b"\\r\\n\\r\\n")[1]
+    >>> asyncio.run(main())
+    b'hi'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import socket
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from poolalloc.buffers import BufferPool
+from poolalloc.net.asgi._protocol import App, HttpAsgiProtocol, Message, ServerState
+from poolalloc.net.sockets import LeaseSource
+
+__all__ = ["AsgiServer", "LifespanError", "import_app", "new_event_loop", "serve"]
+
+logger = logging.getLogger("poolalloc.asgi")
+
+
+class LifespanError(RuntimeError):
+    """The application reported ``lifespan.startup.failed`` (or failed during startup).
+
+    Example:
+        >>> issubclass(LifespanError, RuntimeError)
+        True
+    """
+
+
+class _Lifespan:
+    """The ``lifespan`` scope: startup before serving, shutdown after."""
+
+    def __init__(self, app: App, state: dict[str, Any], mode: str) -> None:
+        self.app = app
+        self.state = state
+        self.mode = mode  # "on": failure to run is an error; "auto": an app without it is fine
+        self.supported = True
+        self._queue: asyncio.Queue[Message] = asyncio.Queue()
+        self._started = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._failed: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def receive(self) -> Message:
+        return await self._queue.get()
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "lifespan.startup.complete":
+            self._started.set()
+        elif kind == "lifespan.startup.failed":
+            self._failed = str(message.get("message", ""))
+            self._started.set()
+        elif kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            if kind.endswith("failed"):
+                logger.error("lifespan shutdown failed: %s", message.get("message", ""))
+            self._stopped.set()
+        else:
+            raise RuntimeError(f"unexpected ASGI message type {kind!r} for a lifespan scope")
+
+    async def _main(self) -> None:
+        scope = {
+            "type": "lifespan",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "state": self.state,
+        }
+        try:
+            await self.app(scope, self.receive, self.send)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            if not self._started.is_set() and self.mode == "auto":
+                self.supported = False
+                logger.info("ASGI 'lifespan' unsupported by the app (%r): serving without", exc)
+            else:
+                self._failed = self._failed or repr(exc)
+                logger.error("lifespan failed\n%s", "".join(traceback.format_exception(exc)))
+        finally:
+            self._started.set()
+            self._stopped.set()
+
+    async def startup(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._main())
+        await self._queue.put({"type": "lifespan.startup"})
+        await self._started.wait()
+        if self._failed is not None and self.supported:
+            raise LifespanError(f"lifespan startup failed: {self._failed}")
+
+    async def shutdown(self) -> None:
+        if not self.supported or self._task is None or self._task.done():
+            return
+        await self._queue.put({"type": "lifespan.shutdown"})
+        await self._stopped.wait()
+
+
+class AsgiServer:
+    """An ASGI 3 app on a listening socket, in the running event loop.
+
+    :param app: the ASGI 3 application (``async def app(scope, receive, send)``).
+    :param pool: read buffers (None: a ``BufferPool`` of ``buffer_size`` bytes, no capacity).
+    :param lifespan: ``"auto"`` (run it if the app supports it), ``"on"`` or ``"off"``.
+    :param sock: a bound socket to serve on instead of ``host``/``port``.
+    :param reuse_port: set ``SO_REUSEPORT`` (workers sharing a port).
+
+    Example:
+        >>> AsgiServer(lambda s, r, w: None, port=0).address
+        Traceback (most recent call last):
+        ...
+        RuntimeError: the server is not started
+    """
+
+    def __init__(
+        self,
+        app: App,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        pool: LeaseSource | None = None,
+        buffer_size: int = 16384,
+        lifespan: str = "auto",
+        root_path: str = "",
+        keep_alive_timeout: float = 5.0,
+        max_body: int = 1 << 30,
+        backlog: int = 2048,
+        sock: socket.socket | None = None,
+        reuse_port: bool = False,
+    ) -> None:
+        if lifespan not in ("auto", "on", "off"):
+            raise ValueError(f"lifespan must be auto, on or off, not {lifespan!r}")
+        self._own_pool = pool is None
+        self.pool: LeaseSource = pool if pool is not None else BufferPool(buffer_size)
+        self.state = ServerState(
+            app, self.pool, root_path=root_path, keep_alive_timeout=keep_alive_timeout,
+            max_body=max_body,
+        )  # fmt: skip
+        self.host, self.port = host, port
+        self._lifespan_mode = lifespan
+        self._lifespan: _Lifespan | None = None
+        self._backlog = backlog
+        self._sock = sock
+        self._reuse_port = reuse_port
+        self._server: asyncio.Server | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)`` the server listens on."""
+        if self._server is None:
+            raise RuntimeError("the server is not started")
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return host, port
+
+    @property
+    def connections(self) -> int:
+        """Open connections."""
+        return len(self.state.connections)
+
+    async def start(self) -> None:
+        """Run the lifespan startup, then listen.
+
+        :raises LifespanError: the app's startup failed.
+        :raises OSError: the address cannot be bound.
+        """
+        loop = asyncio.get_running_loop()
+        if self._lifespan_mode != "off":
+            self._lifespan = _Lifespan(self.state.app, self.state.state, self._lifespan_mode)
+            try:
+                await self._lifespan.startup()
+            except BaseException:
+                self._close_pool()
+                raise
+        state = self.state
+
+        def factory() -> HttpAsgiProtocol:
+            return HttpAsgiProtocol(state, loop)
+
+        if self._sock is not None:
+            self._server = await loop.create_server(factory, sock=self._sock, backlog=self._backlog)
+        else:
+            self._server = await loop.create_server(
+                factory, self.host, self.port, backlog=self._backlog,
+                reuse_port=self._reuse_port or None,
+            )  # fmt: skip
+
+    async def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop accepting, let in-flight requests finish (up to ``timeout``), run the lifespan
+        shutdown, and close what is left."""
+        self.state.closing = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.state.connections):
+            conn.shutdown()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.state.connections and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for conn in list(self.state.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        await asyncio.sleep(0)
+        if self._server is not None:
+            await self._server.wait_closed()
+        if self._lifespan is not None:
+            await self._lifespan.shutdown()
+        self._close_pool()
+
+    def _close_pool(self) -> None:
+        if self._own_pool:
+            close = getattr(self.pool, "close", None)
+            if close is not None:
+                close()
+
+
+def new_event_loop(loop: str = "auto") -> asyncio.AbstractEventLoop:
+    """uvloop's loop for ``auto`` when uvloop is installed (or ``uvloop``), else asyncio's.
+
+    Example:
+        >>> loop = new_event_loop("asyncio"); loop.is_running()
+        False
+        >>> loop.close()
+
+    :raises ValueError: an unknown loop name.
+    :raises ImportError: ``uvloop`` asked for and not installed.
+    """
+    if loop in ("auto", "uvloop"):
+        try:
+            import uvloop  # noqa: PLC0415 (optional)
+        except ImportError:
+            if loop == "uvloop":
+                raise
+        else:
+            new: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+            return new()
+    elif loop != "asyncio":
+        raise ValueError(f"loop must be auto, asyncio or uvloop, not {loop!r}")
+    return asyncio.new_event_loop()
+
+
+def import_app(spec: str, app_dir: str | None = ".") -> App:
+    """The app named by ``module:attribute`` (uvicorn's form), importing from ``app_dir``.
+
+    ``app_dir`` (default: the current directory) goes first on ``sys.path``, as uvicorn does.
+
+    Example:
+        >>> import_app("nowhere")
+        Traceback (most recent call last):
+        ...
+        ValueError: the app must be given as 'module:attribute', not 'nowhere'
+
+    :raises ValueError: a malformed spec, or a module/attribute that does not exist.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"the app must be given as 'module:attribute', not {spec!r}")
+    if app_dir is not None:
+        path = os.path.abspath(app_dir)
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name and not module_name.startswith(f"{exc.name}."):
+            raise  # the app's own import failed: show that error, not ours
+        raise ValueError(f"could not import module {module_name!r} (from {spec!r})") from exc
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(f"attribute {attr!r} not found in module {module_name!r}") from None
+    if not callable(obj):
+        raise ValueError(f"{spec!r} is not callable: not an ASGI application")
+    app: App = obj
+    return app
+
+
+def serve(
+    app: App | str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    workers: int = 1,
+    app_dir: str | None = ".",
+    loop: str = "auto",
+    graceful_timeout: float = 30.0,
+    ready: Callable[[tuple[str, int]], None] | None = None,
+    **options: Any,
+) -> int:
+    """Serve ``app`` (or ``"module:attribute"``) until SIGINT/SIGTERM; returns an exit status.
+
+    Other keywords go to :class:`AsgiServer`. ``ready(address)`` is called once listening.
+
+    Example:
+        >>> serve("app:app", workers=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: workers must be at least 1
+
+    :raises ValueError: ``workers`` < 1, or a bad app spec.
+    """
+    if workers < 1:
+        raise ValueError("workers must be at least 1")
+    if isinstance(app, str):
+        app = import_app(app, app_dir)
+    if workers == 1:
+        return _run_worker(app, host, port, loop, graceful_timeout, ready, options)
+    # Bind once here so a port of 0 gets one number that every worker then shares.
+    probe = _reuse_port_socket(host, port)
+    port = probe.getsockname()[1]
+    children = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                options["sock"] = _reuse_port_socket(host, port)
+                status = _run_worker(app, host, port, loop, graceful_timeout, None, options)
+            finally:
+                os._exit(status)
+        children.append(pid)
+    probe.close()
+    if ready is not None:
+        ready((host, port))
+    return _supervise(children)
+
+
+def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.setblocking(False)
+    return sock
+
+
+def _run_worker(  # noqa: PLR0917 (private: one call site per mode)
+    app: App,
+    host: str,
+    port: int,
+    loop_name: str,
+    graceful_timeout: float,
+    ready: Callable[[tuple[str, int]], None] | None,
+    options: dict[str, Any],
+) -> int:
+    loop = new_event_loop(loop_name)
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(
+            _serve_until_signal(app, host, port, graceful_timeout, ready, options)
+        )
+    finally:
+        loop.close()
+
+
+async def _serve_until_signal(  # noqa: PLR0917
+    app: App,
+    host: str,
+    port: int,
+    graceful_timeout: float,
+    ready: Callable[[tuple[str, int]], None] | None,
+    options: dict[str, Any],
+) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    server = AsgiServer(app, host, port, **options)
+    try:
+        await server.start()
+    except Exception as exc:
+        print(f"poolalloc serve: could not start: {exc}", file=sys.stderr)
+        return 3
+    h, p = server.address
+    print(
+        f"poolalloc serve: pid {os.getpid()} serving ASGI app on http://{h}:{p}",
+        file=sys.stderr,
+        flush=True,
+    )
+    if ready is not None:
+        ready((h, p))
+    await stop.wait()
+    print(f"poolalloc serve: pid {os.getpid()} shutting down", file=sys.stderr, flush=True)
+    await server.shutdown(graceful_timeout)
+    return 0
+
+
+def _supervise(children: list[int]) -> int:
+    def forward(signum: int, frame: object) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    status = 0
+    for pid in children:
+        _, code = os.waitpid(pid, 0)
+        status = status or os.waitstatus_to_exitcode(code)
+    return status

@@ -1,0 +1,892 @@
+"""asyncio streams whose reads land in pooled memory: ``open_connection`` and ``start_server``.
+
+The functions and the reader/writer pair have the signatures and the behaviour of
+:mod:`asyncio`'s streams (``read``, ``readexactly``, ``readuntil``, ``readline`` return bytes and
+raise ``asyncio.IncompleteReadError`` / ``asyncio.LimitOverrunError`` as asyncio does; ``limit``
+bounds ``readuntil`` and drives backpressure the same way), so they are a drop-in replacement.
+Underneath, the transport reads straight into pooled leases: the protocol is a
+``BufferedProtocol`` whose ``get_buffer`` hands out the view of a lease from ``pool``.
+
+The lease variants hand the received bytes out *without copying*:
+
+* :meth:`PooledStreamReader.read_lease` -- the next received piece, as it arrived;
+* :meth:`PooledStreamReader.readexactly_lease` -- exactly ``n`` bytes;
+* :meth:`PooledStreamReader.readuntil_lease` -- up to and including a separator.
+
+Each returns a :class:`PooledBytes`: one or a few zero-copy views of pooled blocks (a read that
+spans two transport reads spans two blocks). Release it (or use ``with``) when done; the blocks
+go back to the pool when the last view of them is released. The writer accepts a
+:class:`PooledBytes` or a lease as well as bytes, and gives it back to its pool once the
+transport is done with it.
+
+How memory is held: once a read has landed, the reader returns the lease at once and keeps only
+views of the filled part; a lease released with views alive is *parked* by the lease layer and
+its block comes back when the last view dies. A pool created with ``strict=True`` refuses to
+park, so over such a pool each read is copied out of its lease (correct, but not zero copy). A
+stream whose pool is exhausted fails that
+connection (the reader raises ``PoolExhausted``), never the loop.
+
+Backpressure is asyncio's: reading pauses while more than ``2 * limit`` bytes wait unread, and
+resumes at ``limit``. It runs unchanged on the default loop and on uvloop.
+
+Example:
+    >>> import asyncio
+    >>> async def main() -> bytes:
+    ...     async def echo(reader, writer):
+    ...         with await reader.readuntil_lease(b"!") as data:
+    ...             writer.write(data)  # zero copy in, zero copy out
+    ...         writer.close()
+    ...     server = await start_server(echo, "127.0.0.1", 0)
+    ...     port = server.sockets[0].getsockname()[1]
+    ...     reader, writer = await open_connection("127.0.0.1", port)
+    ...     writer.write(b"hello!")
+    ...     reply = await reader.read()
+    ...     writer.close(); await writer.wait_closed()
+    ...     server.close(); await server.wait_closed()
+    ...     return reply
+    >>> asyncio.run(main())
+    b'hello!'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, cast
+
+from poolalloc.buffers import BufferPool
+from poolalloc.net.sockets import LeaseSource
+
+__all__ = [
+    "PooledBytes",
+    "PooledStreamReader",
+    "PooledStreamWriter",
+    "default_pool",
+    "open_connection",
+    "open_unix_connection",
+    "start_server",
+    "start_unix_server",
+]
+
+#: asyncio's default ``limit`` (64 KiB).
+DEFAULT_LIMIT = 2**16
+#: Block size of the default pool: asyncio's transports read at most 256 KiB at a time, and
+#: 64 KiB holds a typical read whole.
+DEFAULT_BLOCK = 2**16
+
+_default_pool: BufferPool | None = None
+
+ClientConnected = Callable[["PooledStreamReader", "PooledStreamWriter"], Awaitable[None] | None]
+
+
+def default_pool() -> BufferPool:
+    """The process-wide pool (64 KiB blocks, no capacity) used when ``pool=None``.
+
+    Example:
+        >>> default_pool() is default_pool(), default_pool().size
+        (True, 65536)
+    """
+    global _default_pool  # noqa: PLW0603 -- created on first use, shared afterwards
+    if _default_pool is None or _default_pool.closed:
+        _default_pool = BufferPool(DEFAULT_BLOCK, name="poolalloc.net.streams")
+    return _default_pool
+
+
+def _drop(view: memoryview) -> None:
+    """Let go of a view now; if someone still exports it, its last user lets go later."""
+    with contextlib.suppress(BufferError):
+        view.release()
+
+
+class PooledBytes:
+    """Received bytes in pooled memory: one or more zero-copy views, released together.
+
+    ``views`` are the pieces in order (one per pooled block the bytes span). ``view`` is one
+    contiguous view: the piece itself when there is one, else a copy (say ``views`` to avoid
+    it). ``bytes(data)`` copies. After :meth:`release` the views are gone.
+
+    Example:
+        >>> data = PooledBytes([memoryview(b"ab"), memoryview(b"cd")])
+        >>> len(data), bytes(data), len(data.views)
+        (4, b'abcd', 2)
+        >>> data.release(); data.released
+        True
+    """
+
+    __slots__ = ("_views", "nbytes")
+
+    def __init__(self, views: Iterable[memoryview]) -> None:
+        self._views: tuple[memoryview, ...] | None = tuple(views)
+        self.nbytes = sum(len(v) for v in self._views)
+
+    @property
+    def views(self) -> tuple[memoryview, ...]:
+        """The zero-copy pieces, in order.
+
+        :raises ValueError: already released.
+        """
+        if self._views is None:
+            raise ValueError("PooledBytes: already released")
+        return self._views
+
+    @property
+    def view(self) -> memoryview:
+        """One contiguous view: zero copy for a single piece, a copy when it spans blocks."""
+        views = self.views
+        if len(views) == 1:
+            return views[0]
+        return memoryview(b"".join(views))
+
+    @property
+    def released(self) -> bool:
+        """True once :meth:`release` ran."""
+        return self._views is None
+
+    def tobytes(self) -> bytes:
+        """A copy of the bytes."""
+        views = self.views
+        return views[0].tobytes() if len(views) == 1 else b"".join(views)
+
+    def __bytes__(self) -> bytes:
+        return self.tobytes()
+
+    def __len__(self) -> int:
+        return self.nbytes
+
+    def __buffer__(self, flags: int, /) -> memoryview:
+        return self.view
+
+    def release(self) -> None:
+        """Let go of the pieces; their blocks go back once nothing else views them. Idempotent."""
+        views, self._views = self._views, None
+        if views is not None:
+            for view in views:
+                _drop(view)
+
+    def __enter__(self) -> PooledBytes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        state = "released" if self._views is None else f"{len(self._views)} piece(s)"
+        return f"<PooledBytes nbytes={self.nbytes} {state}>"
+
+
+class PooledStreamReader:
+    """asyncio's ``StreamReader`` over pooled reads, with zero-copy ``*_lease`` variants.
+
+    Example:
+        >>> import asyncio
+        >>> async def main():
+        ...     reader = PooledStreamReader()
+        ...     reader.feed_data(b"line one\\nrest"); reader.feed_eof()
+        ...     return await reader.readline(), await reader.read()
+        >>> asyncio.run(main())
+        (b'line one\\n', b'rest')
+    """
+
+    def __init__(
+        self, limit: int = DEFAULT_LIMIT, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
+        if limit <= 0:
+            raise ValueError("Limit cannot be <= 0")
+        self._limit = limit
+        self._loop = loop
+        self._pieces: collections.deque[memoryview] = collections.deque()
+        self._size = 0
+        self._eof = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._exception: BaseException | None = None
+        self._transport: Any = None  # pause_reading/resume_reading: a ReadTransport
+        self._paused = False
+
+    def __repr__(self) -> str:
+        info = [f"{self._size} bytes"] if self._size else []
+        if self._eof:
+            info.append("eof")
+        if self._exception is not None:
+            info.append(f"exception={self._exception!r}")
+        if self._paused:
+            info.append("paused")
+        return "<PooledStreamReader " + " ".join(info) + ">"
+
+    # -- fed by the protocol ----------------------------------------------------------------
+
+    def exception(self) -> BaseException | None:
+        """The error the stream failed with, if any."""
+        return self._exception
+
+    def set_exception(self, exc: BaseException) -> None:
+        """Fail the stream: the waiting and every later read raise ``exc``."""
+        self._exception = exc
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.cancelled():
+            waiter.set_exception(exc)
+
+    def set_transport(self, transport: asyncio.BaseTransport) -> None:
+        """The transport to pause and resume (set once)."""
+        assert self._transport is None, "Transport already set"
+        self._transport = transport
+
+    def _wakeup_waiter(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.cancelled():
+            waiter.set_result(None)
+
+    def _maybe_resume_transport(self) -> None:
+        if self._paused and self._size <= self._limit:
+            self._paused = False
+            self._transport.resume_reading()
+
+    def feed_eof(self) -> None:
+        """The peer sent EOF: reads return what is buffered, then b'' (or raise as asyncio)."""
+        self._eof = True
+        self._wakeup_waiter()
+
+    def at_eof(self) -> bool:
+        """True when EOF was fed and nothing is buffered."""
+        return self._eof and not self._size
+
+    def feed_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes not from a pool (a copy is kept): for tests and adapters."""
+        if data:
+            self.feed_view(memoryview(bytes(data)))
+
+    def feed_view(self, view: memoryview) -> None:
+        """Append a view the reader now owns (the protocol feeds views of pooled blocks)."""
+        assert not self._eof, "feed_view after feed_eof"
+        self._pieces.append(view)
+        self._size += len(view)
+        self._wakeup_waiter()
+        if self._transport is not None and not self._paused and self._size > 2 * self._limit:
+            try:
+                self._transport.pause_reading()
+            except NotImplementedError:
+                self._transport = None  # cannot pause: the limit then only bounds readuntil
+            else:
+                self._paused = True
+
+    def discard(self) -> int:
+        """Drop everything buffered (its blocks go back); returns the bytes dropped."""
+        dropped = self._size
+        while self._pieces:
+            _drop(self._pieces.popleft())
+        self._size = 0
+        self._maybe_resume_transport()
+        return dropped
+
+    async def _wait_for_data(self, func_name: str) -> None:
+        if self._waiter is not None:
+            raise RuntimeError(
+                f"{func_name}() called while another coroutine is already waiting for incoming data"
+            )
+        assert not self._eof, "_wait_for_data after EOF"
+        if self._paused:  # a read is asked for: let data come even above the limit
+            self._paused = False
+            self._transport.resume_reading()
+        loop = self._loop if self._loop is not None else asyncio.get_running_loop()
+        self._waiter = loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    # -- taking bytes out -------------------------------------------------------------------
+
+    def _take(self, n: int) -> list[memoryview]:
+        """Remove the first ``n`` buffered bytes (n <= size) as views."""
+        out: list[memoryview] = []
+        pieces = self._pieces
+        left = n
+        while left:
+            head = pieces[0]
+            if len(head) <= left:
+                out.append(pieces.popleft())
+                left -= len(head)
+            else:
+                out.append(head[:left])
+                pieces[0] = head[left:]
+                _drop(head)
+                left = 0
+        self._size -= n
+        self._maybe_resume_transport()
+        return out
+
+    def _take_bytes(self, n: int) -> bytes:
+        views = self._take(n)
+        data = views[0].tobytes() if len(views) == 1 else b"".join(views)
+        for view in views:
+            _drop(view)
+        return data
+
+    def _find(self, pattern: re.Pattern[bytes], sep: bytes, offset: int) -> int:
+        """Position of the first ``sep`` starting at or after ``offset``, or -1."""
+        seplen = len(sep)
+        pos = 0
+        tail = b""  # the last seplen-1 bytes before the current piece (a match may straddle)
+        for piece in self._pieces:
+            size = len(piece)
+            if seplen > 1 and tail:
+                window = tail + piece[: seplen - 1].tobytes()
+                at = window.find(sep)
+                while at != -1 and pos - len(tail) + at < offset:
+                    at = window.find(sep, at + 1)
+                if at != -1 and at < len(tail):
+                    return pos - len(tail) + at
+            if pos + size > offset:
+                found = pattern.search(piece, max(0, offset - pos))
+                if found is not None:
+                    return pos + found.start()
+            if seplen > 1:
+                if size >= seplen - 1:
+                    tail = piece[size - (seplen - 1) :].tobytes()
+                else:
+                    tail = (tail + piece.tobytes())[-(seplen - 1) :]
+            pos += size
+        return -1
+
+    async def _until(self, separator: bytes) -> int:
+        """Wait until ``separator`` is buffered; the length through it (asyncio's rules)."""
+        if not isinstance(separator, bytes | bytearray):
+            raise TypeError("separator must be bytes (a tuple of separators is not supported)")
+        seplen = len(separator)
+        if seplen == 0:
+            raise ValueError("Separator should be at least one-byte string")
+        if self._exception is not None:
+            raise self._exception
+        sep = bytes(separator)
+        pattern = re.compile(re.escape(sep))
+        offset = 0
+        while True:
+            if self._size - offset >= seplen:
+                isep = self._find(pattern, sep, offset)
+                if isep != -1:
+                    break
+                offset = self._size + 1 - seplen
+                if offset > self._limit:
+                    raise asyncio.LimitOverrunError(
+                        "Separator is not found, and chunk exceed the limit", offset
+                    )
+            if self._eof:
+                chunk = self._take_bytes(self._size)
+                raise asyncio.IncompleteReadError(chunk, None)
+            await self._wait_for_data("readuntil")
+        if isep > self._limit:
+            raise asyncio.LimitOverrunError(
+                "Separator is found, but chunk is longer than limit", isep
+            )
+        return isep + seplen
+
+    async def _exactly(self, n: int) -> None:
+        if n < 0:
+            raise ValueError("readexactly size can not be less than zero")
+        if self._exception is not None:
+            raise self._exception
+        while self._size < n:
+            if self._eof:
+                incomplete = self._take_bytes(self._size)
+                raise asyncio.IncompleteReadError(incomplete, n)
+            await self._wait_for_data("readexactly")
+
+    # -- asyncio's API (bytes) --------------------------------------------------------------
+
+    async def readline(self) -> bytes:
+        """Read through ``\\n`` (or to EOF); ``ValueError`` past the limit, as asyncio."""
+        sep = b"\n"
+        try:
+            line = await self.readuntil(sep)
+        except asyncio.IncompleteReadError as e:
+            return e.partial
+        except asyncio.LimitOverrunError as e:
+            if self._size >= e.consumed + 1 and self._peek(e.consumed, 1) == sep:
+                self._take_bytes(e.consumed + 1)
+            else:
+                self.discard()
+            self._maybe_resume_transport()
+            raise ValueError(e.args[0]) from None
+        return line
+
+    def _peek(self, at: int, n: int) -> bytes:
+        out = b""
+        pos = 0
+        for piece in self._pieces:
+            if pos + len(piece) > at:
+                out += piece[max(0, at - pos) : at - pos + n].tobytes()
+                if len(out) >= n:
+                    break
+            pos += len(piece)
+        return out[:n]
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        """Read through ``separator``; raises as ``asyncio.StreamReader.readuntil`` does.
+
+        :raises asyncio.IncompleteReadError: EOF before the separator (``partial`` holds all).
+        :raises asyncio.LimitOverrunError: no separator within ``limit`` (the data stays).
+        """
+        return self._take_bytes(await self._until(separator))
+
+    async def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (``-1``: everything until EOF); b'' at EOF."""
+        if self._exception is not None:
+            raise self._exception
+        if n == 0:
+            return b""
+        if n < 0:
+            blocks = []
+            while True:
+                block = await self.read(self._limit)
+                if not block:
+                    break
+                blocks.append(block)
+            return b"".join(blocks)
+        if not self._size and not self._eof:
+            await self._wait_for_data("read")
+        return self._take_bytes(min(n, self._size))
+
+    async def readexactly(self, n: int) -> bytes:
+        """Exactly ``n`` bytes.
+
+        :raises asyncio.IncompleteReadError: EOF came first (``partial`` holds what came).
+        """
+        await self._exactly(n)
+        return self._take_bytes(n) if n else b""
+
+    # -- zero-copy variants -----------------------------------------------------------------
+
+    async def read_lease(self, n: int = -1) -> PooledBytes | None:
+        """The next received bytes (at most ``n``; -1: one whole piece), zero copy; None at EOF.
+
+        Each result is one view of one pooled block, exactly as the transport delivered it.
+        """
+        if self._exception is not None:
+            raise self._exception
+        if n == 0:
+            return PooledBytes(())
+        if not self._size and not self._eof:
+            await self._wait_for_data("read")
+        if not self._size:
+            return None
+        first = len(self._pieces[0])
+        return PooledBytes(self._take(first if n < 0 else min(n, first)))
+
+    async def readexactly_lease(self, n: int) -> PooledBytes:
+        """Exactly ``n`` bytes as zero-copy views (one per pooled block they span).
+
+        :raises asyncio.IncompleteReadError: EOF came first.
+        """
+        await self._exactly(n)
+        return PooledBytes(self._take(n))
+
+    async def readuntil_lease(self, separator: bytes = b"\n") -> PooledBytes:
+        """:meth:`readuntil` without the copy: the bytes through ``separator`` as views."""
+        return PooledBytes(self._take(await self._until(separator)))
+
+    def __aiter__(self) -> PooledStreamReader:
+        return self
+
+    async def __anext__(self) -> bytes:
+        line = await self.readline()
+        if line == b"":
+            raise StopAsyncIteration
+        return line
+
+
+class _PooledStreamProtocol(asyncio.BufferedProtocol):
+    """Reads into pooled leases and feeds their views to a reader; asyncio's flow control."""
+
+    def __init__(
+        self,
+        reader: PooledStreamReader,
+        pool: LeaseSource,
+        loop: asyncio.AbstractEventLoop,
+        client_connected_cb: ClientConnected | None = None,
+    ) -> None:
+        self._reader: PooledStreamReader | None = reader
+        self._pool = pool
+        self._loop = loop
+        self._cb = client_connected_cb
+        self._lease: Any = None
+        self._view: memoryview | None = None  # the view of _lease handed to the transport
+        self._transport: asyncio.Transport | None = None
+        self._task: asyncio.Future[None] | None = None
+        self._paused = False
+        self._drain_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._connection_lost = False
+        self._closed: asyncio.Future[None] = loop.create_future()
+        self._over_ssl = False
+        self._buffer_error: Exception | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        reader = self._reader
+        assert reader is not None
+        reader.set_transport(transport)
+        self._over_ssl = transport.get_extra_info("sslcontext") is not None
+        if self._cb is not None:
+            writer = PooledStreamWriter(transport, self, reader, self._loop)  # type: ignore[arg-type]
+            result = self._cb(reader, writer)
+            if asyncio.iscoroutine(result):
+                self._task = self._loop.create_task(result)
+                self._task.add_done_callback(self._handler_done)
+            self._cb = None
+
+    def _handler_done(self, task: asyncio.Future[None]) -> None:
+        if self._connection_lost and self._reader is not None:
+            self._reader.discard()  # the handler is gone: nobody will read what is left
+        if task.cancelled():
+            if self._transport is not None:
+                self._transport.close()
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._loop.call_exception_handler(
+                {
+                    "message": "Unhandled exception in client_connected_cb",
+                    "exception": exc,
+                    "transport": self._transport,
+                }
+            )
+            if self._transport is not None:
+                self._transport.close()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        view = self._view
+        if view is None:  # else kept from a read that found nothing (EAGAIN)
+            try:
+                lease = self._lease = self._pool.acquire(0)
+            except Exception as exc:
+                self._buffer_error = exc  # uvloop reports it as a RuntimeError: keep the cause
+                raise
+            view = self._view = lease.view
+        return view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        lease, self._lease = self._lease, None
+        whole, self._view = self._view, None
+        assert whole is not None
+        piece = whole[:nbytes]
+        _drop(whole)  # uvloop may still export it until this call returns: then it lets go
+        try:
+            lease.release()  # parked until the reader and its users drop the piece
+        except BufferError:
+            # a strict pool refuses to park a viewed block (the transport still holds its view
+            # during this call): keep a copy, and the lease for the next read
+            data = piece.tobytes()
+            piece.release()
+            self._lease = lease
+            self._view = lease.view
+            piece = memoryview(data)
+        reader = self._reader
+        if reader is None:
+            _drop(piece)
+        else:
+            reader.feed_view(piece)
+
+    def eof_received(self) -> bool:
+        self._drop_lease()
+        if self._reader is not None:
+            self._reader.feed_eof()
+        return not self._over_ssl  # keep the write side open after a half-close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._drop_lease()
+        if exc is not None and self._buffer_error is not None:
+            exc = self._buffer_error
+        reader = self._reader
+        if reader is not None and self._task is not None and self._task.done():
+            reader.discard()  # the handler is gone: nobody will read what is left
+        if reader is not None:
+            if exc is None:
+                reader.feed_eof()
+            else:
+                reader.set_exception(exc)
+        if not self._closed.done():
+            if exc is None:
+                self._closed.set_result(None)
+            else:
+                self._closed.set_exception(exc)
+                self._closed.exception()  # retrieved: nobody has to await it
+        self._connection_lost = True
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                if exc is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(exc)
+        self._transport = None
+        self._task = None
+
+    def _drop_lease(self) -> None:
+        view, self._view = self._view, None
+        if view is not None:
+            _drop(view)
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            try:
+                lease.release()
+            except BufferError:
+                # a strict pool, and the transport still views the lease (EOF is reported
+                # from inside its read): try again once the transport's call has returned
+                self._loop.call_soon(_release_quietly, lease)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _drain_helper(self) -> None:
+        if self._connection_lost:
+            raise ConnectionResetError("Connection lost")
+        if not self._paused:
+            return
+        waiter = self._loop.create_future()
+        self._drain_waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            self._drain_waiters.remove(waiter)
+
+
+def _release_quietly(lease: Any) -> None:
+    with contextlib.suppress(BufferError):
+        lease.release()  # still viewed: the lease layer returns it when its views die
+
+
+def _is_plain(data: object) -> bool:
+    return isinstance(data, bytes | bytearray | memoryview)
+
+
+class PooledStreamWriter:
+    """asyncio's ``StreamWriter``; ``write`` also takes a :class:`PooledBytes` or a lease.
+
+    A pooled argument is given back (released) by the writer once the transport is done with
+    it: at once when it was sent whole, else when the transport drops its view of it.
+
+    Example:
+        >>> PooledStreamWriter.__name__
+        'PooledStreamWriter'
+    """
+
+    def __init__(
+        self,
+        transport: asyncio.WriteTransport,
+        protocol: _PooledStreamProtocol,
+        reader: PooledStreamReader | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._reader = reader
+        self._loop = loop
+        self._busy: list[Any] = []  # leases of a strict pool, released once the buffer empties
+
+    def __repr__(self) -> str:
+        return f"<PooledStreamWriter transport={self._transport!r}>"
+
+    @property
+    def transport(self) -> asyncio.WriteTransport:
+        """The underlying transport."""
+        return self._transport
+
+    def _give_back(self, owned: Any) -> None:
+        try:
+            owned.release()
+        except BufferError:  # a strict pool will not park a block that is still viewed
+            self._busy.append(owned)
+
+    def _retry_busy(self) -> None:
+        if self._busy and (
+            self._transport.is_closing() or self._transport.get_write_buffer_size() == 0
+        ):
+            busy, self._busy = self._busy, []
+            for owned in busy:
+                with contextlib.suppress(BufferError):
+                    owned.release()
+
+    def write(self, data: Any) -> None:
+        """Queue ``data``: bytes-like, a :class:`PooledBytes`, or a lease (released after)."""
+        if _is_plain(data):
+            self._transport.write(data)
+            return
+        if isinstance(data, PooledBytes):
+            views = data.views
+            if len(views) == 1:
+                self._transport.write(views[0])
+            else:
+                self._transport.writelines(views)
+        else:
+            view = memoryview(data.view)
+            self._transport.write(view)
+            _drop(view)
+        self._give_back(data)
+        self._retry_busy()
+
+    def writelines(self, data: Iterable[Any]) -> None:
+        """Queue several buffers (any mix of what :meth:`write` takes) in one call."""
+        bufs: list[Any] = []
+        owned: list[Any] = []
+        made: list[memoryview] = []
+        for item in data:
+            if _is_plain(item):
+                bufs.append(item)
+            elif isinstance(item, PooledBytes):
+                bufs.extend(item.views)
+                owned.append(item)
+            else:
+                view = memoryview(item.view)
+                bufs.append(view)
+                made.append(view)
+                owned.append(item)
+        self._transport.writelines(bufs)
+        for view in made:
+            _drop(view)
+        for item in owned:
+            self._give_back(item)
+        self._retry_busy()
+
+    def write_eof(self) -> None:
+        """Half-close: send EOF after the queued data."""
+        self._transport.write_eof()
+
+    def can_write_eof(self) -> bool:
+        """Whether :meth:`write_eof` is possible (not over TLS)."""
+        return self._transport.can_write_eof()
+
+    def close(self) -> None:
+        """Close the transport (queued data is still sent)."""
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        """True once closing or closed."""
+        return self._transport.is_closing()
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is closed; raises the error it was lost with, if any."""
+        await self._protocol._closed
+        self._retry_busy()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """The transport's ``get_extra_info``."""
+        return self._transport.get_extra_info(name, default)
+
+    async def drain(self) -> None:
+        """Wait until the transport's buffer is below its high-water mark (asyncio's rules)."""
+        if self._reader is not None:
+            exc = self._reader.exception()
+            if exc is not None:
+                raise exc
+        if self._transport.is_closing():
+            await asyncio.sleep(0)  # let connection_lost run, so drain raises on a lost peer
+        await self._protocol._drain_helper()
+        self._retry_busy()
+
+
+def _pool_for(pool: LeaseSource | None) -> LeaseSource:
+    return default_pool() if pool is None else pool
+
+
+async def open_connection(
+    host: str | None = None,
+    port: int | str | None = None,
+    *,
+    pool: LeaseSource | None = None,
+    limit: int = DEFAULT_LIMIT,
+    **kwds: Any,
+) -> tuple[PooledStreamReader, PooledStreamWriter]:
+    """``asyncio.open_connection`` with reads into ``pool`` (None: :func:`default_pool`).
+
+    Other keywords go to ``loop.create_connection`` (``ssl``, ``family``, ``local_addr``...).
+
+    Example:
+        >>> open_connection.__name__
+        'open_connection'
+    """
+    loop = asyncio.get_running_loop()
+    reader = PooledStreamReader(limit=limit, loop=loop)
+    protocol = _PooledStreamProtocol(reader, _pool_for(pool), loop)
+    transport, _ = await loop.create_connection(
+        lambda: protocol, cast(Any, host), cast(Any, port), **kwds
+    )
+    return reader, PooledStreamWriter(transport, protocol, reader, loop)
+
+
+async def start_server(
+    client_connected_cb: ClientConnected,
+    host: str | None = None,
+    port: int | str | None = None,
+    *,
+    pool: LeaseSource | None = None,
+    limit: int = DEFAULT_LIMIT,
+    **kwds: Any,
+) -> asyncio.Server:
+    """``asyncio.start_server``: ``client_connected_cb(reader, writer)`` per connection.
+
+    The callback may be a coroutine function (run as a task; if it raises, the error is
+    reported to the loop's exception handler and the connection closed). Other keywords go to
+    ``loop.create_server``.
+
+    Example:
+        >>> start_server.__name__
+        'start_server'
+    """
+    loop = asyncio.get_running_loop()
+    source = _pool_for(pool)
+
+    def factory() -> _PooledStreamProtocol:
+        reader = PooledStreamReader(limit=limit, loop=loop)
+        return _PooledStreamProtocol(reader, source, loop, client_connected_cb)
+
+    return await loop.create_server(factory, host, cast(Any, port), **kwds)
+
+
+async def open_unix_connection(
+    path: str | None = None,
+    *,
+    pool: LeaseSource | None = None,
+    limit: int = DEFAULT_LIMIT,
+    **kwds: Any,
+) -> tuple[PooledStreamReader, PooledStreamWriter]:
+    """``asyncio.open_unix_connection`` on pooled reads.
+
+    Example:
+        >>> open_unix_connection.__name__
+        'open_unix_connection'
+    """
+    loop = asyncio.get_running_loop()
+    reader = PooledStreamReader(limit=limit, loop=loop)
+    protocol = _PooledStreamProtocol(reader, _pool_for(pool), loop)
+    transport, _ = await loop.create_unix_connection(lambda: protocol, path, **kwds)
+    return reader, PooledStreamWriter(transport, protocol, reader, loop)
+
+
+async def start_unix_server(
+    client_connected_cb: ClientConnected,
+    path: str | None = None,
+    *,
+    pool: LeaseSource | None = None,
+    limit: int = DEFAULT_LIMIT,
+    **kwds: Any,
+) -> asyncio.Server:
+    """``asyncio.start_unix_server`` on pooled reads.
+
+    Example:
+        >>> start_unix_server.__name__
+        'start_unix_server'
+    """
+    loop = asyncio.get_running_loop()
+    source = _pool_for(pool)
+
+    def factory() -> _PooledStreamProtocol:
+        reader = PooledStreamReader(limit=limit, loop=loop)
+        return _PooledStreamProtocol(reader, source, loop, client_connected_cb)
+
+    return await loop.create_unix_server(factory, path, **kwds)

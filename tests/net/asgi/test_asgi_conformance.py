@@ -1,0 +1,243 @@
+"""Every ASGI message type the server claims, driven by a raw app, on poolalloc and on uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+from asgi_test_apps import Recorder
+
+pytestmark = [pytest.mark.net, pytest.mark.timeout(60)]
+
+
+@pytest.fixture(params=["poolalloc", "uvicorn"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def wait_for(predicate: Any, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+def read_response(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_http_request_more_body(kind: str, make_server: Any) -> None:
+    app = Recorder()
+    server = make_server(kind, app)
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        for piece in (b"a" * 1000, b"b" * 2000, b"c" * 3):
+            time.sleep(0.05)  # separate reads: separate http.request messages
+            sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+        time.sleep(0.05)
+        sock.sendall(b"0\r\n\r\n")
+        reply = read_response(sock)
+    assert reply.endswith(b"a" * 1000 + b"b" * 2000 + b"c" * 3)
+    messages = app.received
+    assert all(m["type"] == "http.request" for m in messages)
+    assert len(messages) >= 2
+    assert [m["more_body"] for m in messages] == [True] * (len(messages) - 1) + [False]
+    assert sum(m["size"] for m in messages) == 3003
+
+
+def test_http_response_body_more_body(kind: str, make_server: Any) -> None:
+    server = make_server(kind, Recorder())
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        r = client.get("/chunks")
+    assert r.headers["transfer-encoding"] == "chunked"
+    assert r.text == "one,two,three"
+
+
+def test_http_disconnect(kind: str, make_server: Any) -> None:
+    app = Recorder()
+    server = make_server(kind, app)
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(b"GET /wait-disconnect HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        while b"start" not in got:
+            got += sock.recv(4096)
+    wait_for(app.disconnected.is_set)
+    assert app.received[-1] == {"type": "http.disconnect"}
+
+
+def test_lifespan_startup_state_and_shutdown(kind: str, make_server: Any) -> None:
+    app = Recorder()
+    server = make_server(kind, app)
+    assert app.lifespan == ["lifespan.startup"]
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.get("/state").text == "True"
+    server.stop()
+    assert app.lifespan == ["lifespan.startup", "lifespan.shutdown"]
+
+
+def test_no_response_is_a_500(kind: str, make_server: Any) -> None:
+    server = make_server(kind, Recorder())
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.get("/no-response").status_code == 500
+
+
+def test_graceful_shutdown_finishes_in_flight_requests(kind: str, make_server: Any) -> None:
+    app = Recorder()
+    server = make_server(kind, app)
+    answers: list[httpx.Response] = []
+
+    def slow() -> None:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            answers.append(client.get("/slow?0.5"))
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    assert app.in_slow.wait(10)  # the request is in the app now
+    server.stop()
+    thread.join(10)
+    assert answers[0].status_code == 200
+    assert answers[0].text == "slow done"
+
+
+def test_app_exception_logs_a_traceback(make_server: Any, caplog: pytest.LogCaptureFixture) -> None:
+    from asgi_test_apps import starlette_app
+
+    server = make_server("poolalloc", starlette_app)
+    with caplog.at_level(logging.ERROR, logger="poolalloc.asgi"):
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            r = client.get("/boom")
+        wait_for(lambda: any("on purpose" in rec.getMessage() for rec in caplog.records))
+    assert r.status_code == 500
+    assert r.text == "Internal Server Error"
+    message = next(rec.getMessage() for rec in caplog.records if "on purpose" in rec.getMessage())
+    assert "Traceback" in message
+    assert "RuntimeError: the app failed on purpose" in message
+
+
+def test_expect_100_continue(kind: str, make_server: Any) -> None:
+    server = make_server(kind, Recorder())
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+        )
+        interim = sock.recv(4096)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n")
+        sock.sendall(b"hello")
+        reply = interim + read_response(sock)
+    assert reply.endswith(b"hello")
+
+
+def test_response_head_names_each_header_once(kind: str, make_server: Any) -> None:
+    from asgi_test_apps import hello_world
+
+    server = make_server(kind, hello_world)
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reply = read_response(sock)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    names = [line.split(b":")[0].lower() for line in head.split(b"\r\n")[1:]]
+    assert names.count(b"content-length") == 1
+    assert names.count(b"content-type") == 1
+    assert body == b"Hello, World!"
+
+
+def test_idle_keep_alive_connections_close(make_server: Any) -> None:
+    import asyncio
+
+    from asgi_test_apps import hello_world
+
+    from poolalloc.net.asgi import AsgiServer
+
+    async def main() -> tuple[bytes, bytes, float]:
+        server = AsgiServer(hello_world, "127.0.0.1", 0, keep_alive_timeout=0.3, lifespan="off")
+        await server.start()
+        reader, writer = await asyncio.open_connection(*server.address)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = await reader.readuntil(b"Hello, World!")
+        started = time.monotonic()
+        writer.write(b"GET / HTT")  # a head that never completes
+        rest = await asyncio.wait_for(reader.read(), 5)  # the server closes
+        waited = time.monotonic() - started
+        writer.close()
+        await server.shutdown(1)
+        return first, rest, waited
+
+    first, rest, waited = asyncio.run(main())
+    assert first.endswith(b"Hello, World!")
+    assert rest == b""
+    assert 0.1 < waited < 3
+
+
+def test_body_over_the_limit_is_a_413() -> None:
+    import asyncio
+
+    from asgi_test_apps import hello_world
+
+    from poolalloc.net.asgi import AsgiServer
+
+    async def main() -> tuple[bytes, bytes]:
+        server = AsgiServer(hello_world, "127.0.0.1", 0, max_body=1000, lifespan="off")
+        await server.start()
+        replies = []
+        for head in (
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3e9\r\n" + b"z" * 1001 + b"\r\n0\r\n\r\n",
+        ):
+            reader, writer = await asyncio.open_connection(*server.address)
+            writer.write(head)
+            replies.append(await asyncio.wait_for(reader.read(), 5))
+            writer.close()
+        await server.shutdown(1)
+        return replies[0], replies[1]
+
+    by_length, chunked = asyncio.run(main())
+    assert by_length.startswith(b"HTTP/1.1 413 ")
+    assert chunked.startswith(b"HTTP/1.1 413 ")
+
+
+def test_lifespan_failed_and_unsupported() -> None:
+    import asyncio
+
+    from poolalloc.net.asgi import AsgiServer, LifespanError
+
+    async def failing(scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "lifespan"
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "no database"})
+
+    async def http_only(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            raise ValueError("only http here")
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body"})
+
+    async def main() -> bytes:
+        with pytest.raises(LifespanError, match="no database"):
+            await AsgiServer(failing, "127.0.0.1", 0).start()
+        with pytest.raises(LifespanError):
+            await AsgiServer(http_only, "127.0.0.1", 0, lifespan="on").start()
+        server = AsgiServer(http_only, "127.0.0.1", 0)  # auto: served without lifespan
+        await server.start()
+        reader, writer = await asyncio.open_connection(*server.address)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reply = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        await server.shutdown(1)
+        return reply
+
+    reply = asyncio.run(main())
+    assert reply.startswith(b"HTTP/1.1 204 ")
+    assert b"content-length" not in reply.lower()  # 204 has no body and no length

@@ -1,0 +1,130 @@
+"""``poolalloc serve --app module:app``: import as uvicorn does, workers, graceful SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from poolalloc.net.asgi import import_app
+
+pytestmark = [pytest.mark.net, pytest.mark.timeout(90)]
+
+LISTENING = r"serving ASGI app on http://[^:]+:(\d+)"
+
+APP = """
+import asyncio, os
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                print("lifespan shutdown ran", flush=True)
+                return
+    if scope["path"] == "/slow":
+        print("slow request started", flush=True)
+        await asyncio.sleep(1.0)
+    body = b"pid %d" % os.getpid()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+"""
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    (tmp_path / "myservice.py").write_text(APP)
+    return tmp_path
+
+
+def start(app_dir: Path, *extra: str, cwd: Path | None = None) -> tuple[Any, list[int], Path]:
+    log = app_dir / "server.log"
+    out = log.open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "poolalloc", "serve", "--app", "myservice:app", "--port", "0",
+         *extra],
+        stdout=out, stderr=subprocess.STDOUT, cwd=cwd or os.getcwd(),
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    ports: list[int] = []
+    want = 2 if "--workers" in extra else 1
+    while len(ports) < want:
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        ports = [int(p) for p in re.findall(LISTENING, log.read_text())]
+        time.sleep(0.05)
+    return proc, ports, log
+
+
+def test_app_dir_import_serve_and_graceful_sigterm(app_dir: Path) -> None:
+    proc, (port,), log = start(app_dir, "--app-dir", str(app_dir))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert httpx.get(url + "/", timeout=10).text == f"pid {proc.pid}"
+        answers: list[httpx.Response] = []
+        thread = threading.Thread(
+            target=lambda: answers.append(httpx.get(url + "/slow", timeout=10))
+        )
+        thread.start()
+        deadline = time.monotonic() + 10
+        while "slow request started" not in log.read_text():  # the request is in flight
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        thread.join(10)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert answers[0].status_code == 200  # finished, not cut off
+    assert "lifespan shutdown ran" in log.read_text()
+
+
+def test_current_directory_is_on_the_path(app_dir: Path) -> None:
+    proc, (port,), _ = start(app_dir, cwd=app_dir)
+    try:
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+
+
+def test_workers_share_the_port(app_dir: Path) -> None:
+    proc, ports, _ = start(app_dir, "--app-dir", str(app_dir), "--workers", "2")
+    try:
+        assert len(set(ports)) == 1
+        pids = set()
+        deadline = time.monotonic() + 20
+        while len(pids) < 2 and time.monotonic() < deadline:
+            with httpx.Client(timeout=10) as client:  # new connections spread over the workers
+                pids.add(client.get(f"http://127.0.0.1:{ports[0]}/").text)
+        assert len(pids) == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+
+
+def test_bad_app_specs_are_clear_errors(app_dir: Path) -> None:
+    with pytest.raises(ValueError, match="module:attribute"):
+        import_app("myservice", str(app_dir))
+    with pytest.raises(ValueError, match="could not import module 'nothere'"):
+        import_app("nothere:app", str(app_dir))
+    with pytest.raises(ValueError, match="attribute 'nope' not found"):
+        import_app("myservice:nope", str(app_dir))
+    assert callable(import_app("myservice:app", str(app_dir)))
+    run = subprocess.run(
+        [sys.executable, "-m", "poolalloc", "serve", "--app", "nothere:app", "--port", "0"],
+        check=False, capture_output=True, text=True, timeout=30, cwd=app_dir,
+    )  # fmt: skip
+    assert run.returncode != 0
+    assert "could not import module 'nothere'" in run.stderr
