@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import struct
@@ -175,7 +176,7 @@ def test_a_large_file_goes_out_in_slices_that_let_others_run(
         assert max(counts) <= SEND_SLICE
         # Between two turns of the other callback (one loop pass) at most a slice from the
         # writable edge and one from the rescheduled flush went out.
-        steps = [b - a for a, b in zip(turns, turns[1:], strict=False)]
+        steps = [b - a for a, b in itertools.pairwise(turns)]
         assert max(steps) <= 2 * SEND_SLICE
         assert len(set(turns)) >= 3  # the download took several passes, others ran between
     finally:

@@ -374,7 +374,6 @@ def test_idle_connection_object_costs_about_what_the_reactors_does() -> None:
     assert per_object(UringConnection) <= 1.25 * per_object(Connection)
 
 
-
 def test_a_resume_that_comes_before_the_cancelled_receive_ends_rearms_it(
     proactor: Proactor, run_with_client: Any
 ) -> None:

@@ -6,10 +6,11 @@ Lifecycle: a :class:`Connection` object comes from the server's ``ObjectPool`` a
 * Reads: only when the kernel says data is ready does the connection take a lease from the
   ``BufferPool`` (an idle connection pins no buffer), with the pool's non-raising
   ``try_acquire``: an empty pool means "retry in a few milliseconds" (one timer per connection,
-  cancelled when it closes), while a real ``MemoryError`` still propagates. It hands ``(lease, nbytes)`` to the
-  protocol's ``buffer_received``; a protocol that returns True keeps the lease and must release
-  it, otherwise the connection releases it at once. A short read means the socket queue was
-  drained, so the next edge will come from the kernel and no ``EAGAIN`` probe is needed.
+  cancelled when it closes), while a real ``MemoryError`` still propagates. It hands ``(lease,
+  nbytes)`` to the protocol's ``buffer_received``; a protocol that returns True keeps the lease
+  and must release it, otherwise the connection releases it at once. A short read means the
+  socket queue was drained, so the next edge will come from the kernel and no ``EAGAIN`` probe
+  is needed.
 * Writes: ``write`` tries the socket first; whatever does not fit joins a queue of memoryviews
   (with the lease that owns each, released once its bytes are out) and file ranges, flushed by
   ``sendmsg`` gather writes and ``os.sendfile`` when the socket becomes writable.

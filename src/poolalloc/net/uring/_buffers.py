@@ -2,10 +2,10 @@
 
 The kernel only knows ``{address, length, bid}`` entries; this class keeps the leases behind
 them, so that there is one source of truth for every block: a block in the ring is a live lease
-of the pool (taken with the non-raising ``try_acquire``), held here until a receive completion names its bid.
-Then the very same lease goes to the protocol, and when the protocol releases it the block is
-back in the pool; :meth:`PoolRing.refill` acquires leases again (the pool's stash makes that
-cheap) and stages them under the freed bids.
+of the pool (taken with the non-raising ``try_acquire``), held here until a receive completion
+names its bid. Then the very same lease goes to the protocol, and when the protocol releases it
+the block is back in the pool; :meth:`PoolRing.refill` acquires leases again (the pool's stash
+makes that cheap) and stages them under the freed bids.
 
 Exhaustion: a multishot receive that finds the ring empty ends with ``ENOBUFS`` and the data
 stays in the socket. :meth:`PoolRing.starved` doubles the fill target (never beyond the ring's

@@ -59,8 +59,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from poolalloc.net.epoll.reactor import Reactor
 from poolalloc.net.epoll.connection import ReadPool
+from poolalloc.net.epoll.reactor import Reactor
 from poolalloc.net.uring._buffers import PoolRing
 from poolalloc.net.uring.connection import UringConnection
 from poolalloc.net.uring.ring import CQE_F_MORE, ProbeResult, Ring, probe
