@@ -9,6 +9,9 @@ directory that holds one large sparse file. Two measurements per server, alterna
 * ``download``: the same, while ``curl`` downloads the large file over and over as fast as it
   reads (it is a C client: "full speed" is the server's, not a Python reader's).
 
+On the epoll engine the server also times each ``os.sendfile`` call: the longest call is how
+long one download held the loop at a time, whatever the machine's load did to the probes.
+
 The report gives, per server, the median over rounds of the probe's p50, p99 and max (with
 min-max over rounds), the download throughput, and the ratio of the loaded p99 to the idle p99
 of the same server in the same round. Run from the repository root with the package installed:
@@ -38,6 +41,7 @@ from _serverproc import wait_listening
 
 HERE = os.path.abspath(__file__)
 HEAD = b"GET /test HTTP/1.1\r\nHost: x\r\n\r\n"
+WARM = bytearray(1 << 20)
 
 
 def serve(engine: str, port: int, root: str) -> None:
@@ -54,8 +58,32 @@ def serve(engine: str, port: int, root: str) -> None:
 
         loop = Reactor()
     server = build_server(loop, "127.0.0.1", port, root=root)
+    if engine == "epoll":
+        _trace_sendfile(server)
     server.start()
     loop.run()
+
+
+def _trace_sendfile(server: Any) -> None:
+    """Time every ``os.sendfile`` call (the epoll engine's file path): the longest one is how
+    long one download held the loop in a single call; ``GET /sendfile-stats`` reports it."""
+    from poolalloc.net.http.server import Response
+
+    real = os.sendfile
+    worst = {"seconds": 0.0, "bytes": 0, "calls": 0}
+
+    def timed(out_fd: int, in_fd: int, offset: Any, count: int) -> int:
+        start = time.perf_counter()
+        try:
+            sent = real(out_fd, in_fd, offset, count)
+        finally:
+            worst["seconds"] = max(worst["seconds"], time.perf_counter() - start)
+            worst["calls"] += 1
+        worst["bytes"] = max(worst["bytes"], sent)
+        return sent
+
+    os.sendfile = timed  # type: ignore[assignment]
+    server.route("/sendfile-stats", lambda req: Response(body=json.dumps(worst).encode()))
 
 
 def free_port() -> int:
@@ -127,6 +155,7 @@ def measure(cmd: list[str], env: dict[str, str], args: argparse.Namespace, root:
         loaded = probe(port, args.duration, args.interval)
         stop.set()
         thread.join(120)
+        traced = sendfile_stats(port)
     finally:
         proc.kill()
         proc.wait()
@@ -134,7 +163,21 @@ def measure(cmd: list[str], env: dict[str, str], args: argparse.Namespace, root:
         "idle_p50": pct(idle, 0.5), "idle_p99": pct(idle, 0.99),
         "p50": pct(loaded, 0.5), "p99": pct(loaded, 0.99), "max": max(loaded),
         "probes": len(loaded), "gbps": dl["bytes"] / max(dl["seconds"], 1e-9) / 1e9,
+        "sendfile_max_s": traced["seconds"], "sendfile_max_bytes": traced["bytes"],
     }  # fmt: skip
+
+
+def sendfile_stats(port: int) -> dict[str, float]:
+    """The epoll server's longest ``sendfile`` call (zeros for a server that does not trace)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /sendfile-stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        return {"seconds": 0.0, "bytes": 0}
+    return dict(json.loads(body))
 
 
 def main() -> None:
@@ -168,6 +211,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         with open(os.path.join(root, "large.bin"), "wb") as f:
             f.truncate(int(args.size * (1 << 30)))
+        with open(os.path.join(root, "large.bin"), "rb") as f:
+            # Read it once: the first server to send it would otherwise pay for filling the
+            # page cache (seconds of system time), a handicap for whichever server goes first.
+            while f.readinto(WARM):
+                pass
         for r in range(args.rounds):
             order = list(servers) if r % 2 == 0 else list(reversed(servers))
             for name in order:
@@ -176,7 +224,7 @@ def main() -> None:
                 print(name, json.dumps(results[name][-1]), flush=True)
     print(f"\n{args.rounds} rounds of {args.duration} s, probe every {args.interval * 1e3:g} ms")
     print("server        p50 ms            p99 ms              max ms              "
-          "idle p99 ms   p99 loaded/idle   download GB/s")  # fmt: skip
+          "idle p99 ms   p99 loaded/idle   download GB/s     longest sendfile ms  MiB")  # fmt: skip
 
     def cell(name: str, key: str, scale: float = 1e3) -> str:
         vals = [row[key] * scale for row in results[name]]
@@ -186,7 +234,8 @@ def main() -> None:
         ratio = statistics.median(row["p99"] / row["idle_p99"] for row in rows)
         print(
             f"{name:13} {cell(name, 'p50'):17} {cell(name, 'p99'):19} {cell(name, 'max'):19} "
-            f"{cell(name, 'idle_p99'):13} {ratio:6.1f}           {cell(name, 'gbps', 1)}"
+            f"{cell(name, 'idle_p99'):13} {ratio:6.1f}           {cell(name, 'gbps', 1):17} "
+            f"{cell(name, 'sendfile_max_s'):20} {cell(name, 'sendfile_max_bytes', 2**-20)}"
         )
     if args.json:
         with open(args.json, "w") as f:
