@@ -15,6 +15,7 @@ import pytest
 
 from poolalloc.buffers import BufferPool
 from poolalloc.cli.baseline import FreshBytearrayPool
+from poolalloc.errors import PoolMemoryError
 from poolalloc.net.epoll import connection as connection_module
 from poolalloc.net.epoll.connection import SEND_SLICE, Connection
 from poolalloc.net.epoll.reactor import Reactor
@@ -104,6 +105,49 @@ def test_a_real_memory_error_is_not_taken_for_an_empty_pool() -> None:
         srv.close()
         r.close()
         real.close()
+
+
+def test_memory_the_os_refused_is_waited_out_and_counted() -> None:
+    """The pool's PoolMemoryError (mmap refused) is not a bug to report: the read is retried
+    like for a full pool, counted in the reactor's stats, and served once memory is back."""
+    errors: list[BaseException] = []
+    r = Reactor(exception_handler=lambda exc, where: errors.append(exc))
+    real = BufferPool(4096, capacity=4)
+    refusals = [3]
+
+    class Refusing:
+        def acquire(self, timeout: float | None = None) -> Any:
+            return real.acquire(timeout)
+
+        def try_acquire(self) -> Any:
+            if refusals[0]:
+                refusals[0] -= 1
+                raise PoolMemoryError("acquire: Cannot allocate memory")
+            return real.try_acquire()
+
+    got: list[bytes] = []
+
+    class Keep(Sink):
+        def buffer_received(self, lease: Any, n: int) -> bool:
+            got.append(bytes(lease.view[:n]))
+            return False
+
+    srv = TcpServer(r, Keep, buffer_pool=real)
+    srv.start()
+    srv.buffer_pool = Refusing()
+    client = socket.create_connection(srv.address)
+    try:
+        client.sendall(b"x")
+        spin(r, 0.1)
+        assert errors == []
+        assert got == [b"x"]
+        assert r.stats["memory_refused"] == 3
+    finally:
+        client.close()
+        srv.close()
+        r.close()
+    assert real.outstanding() == 0
+    real.close()
 
 
 def test_pools_offer_a_non_raising_acquire() -> None:

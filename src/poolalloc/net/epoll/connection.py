@@ -6,9 +6,10 @@ Lifecycle: a :class:`Connection` object comes from the server's ``ObjectPool`` a
 * Reads: only when the kernel says data is ready does the connection take a lease from the
   ``BufferPool`` (an idle connection pins no buffer), with the pool's non-raising
   ``try_acquire``: an empty pool means "retry in a few milliseconds" (one timer per connection,
-  cancelled when it closes), while a real ``MemoryError`` still propagates. It hands ``(lease,
-  nbytes)`` to the protocol's ``buffer_received``; a protocol that returns True keeps the lease
-  and must release it, otherwise the connection releases it at once. A short read means the
+  cancelled when it closes). The pool's ``PoolMemoryError`` (the OS refused its memory) is
+  waited out the same way and counted in ``reactor.stats["memory_refused"]``; any other
+  ``MemoryError`` propagates. It hands ``(lease, nbytes)`` to the protocol's
+  ``buffer_received``; a protocol that returns True keeps the lease and must release it, otherwise the connection releases it at once. A short read means the
   socket queue was drained, so the next edge will come from the kernel and no ``EAGAIN`` probe
   is needed.
 * Writes: ``write`` tries the socket first; whatever does not fit joins a queue of memoryviews
@@ -41,6 +42,7 @@ import socket
 import struct
 from typing import TYPE_CHECKING, Protocol
 
+from poolalloc.errors import PoolMemoryError
 from poolalloc.net.sockets import IOV_MAX, LeaseLike, LeaseSource
 
 if TYPE_CHECKING:
@@ -235,7 +237,13 @@ class Connection:
         assert reactor is not None
         recv_into, chunk, try_acquire = sock.recv_into, self._chunk, pool.try_acquire
         while True:
-            lease = try_acquire()
+            try:
+                lease = try_acquire()
+            except PoolMemoryError:
+                # The OS refused the pool memory (mmap failed): not a full pool, but waited
+                # out the same way, and counted. Any other MemoryError propagates.
+                reactor.stats["memory_refused"] = reactor.stats.get("memory_refused", 0) + 1
+                lease = None
             if lease is None:  # every block is in use: retry shortly instead of spinning
                 self._retry_later()
                 return

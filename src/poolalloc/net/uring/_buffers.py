@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Protocol, cast
 
+from poolalloc.errors import PoolMemoryError
 from poolalloc.net.epoll.connection import ReadPool
 from poolalloc.net.sockets import LeaseLike
 from poolalloc.net.uring.ring import BufRing, Ring
@@ -82,7 +83,10 @@ class PoolRing:
         try_acquire, free_bids, leases = self.pool.try_acquire, self._free_bids, self._leases
         staged: list[tuple[int, int]] = []
         for _ in range(want):
-            got = try_acquire()
+            try:
+                got = try_acquire()
+            except PoolMemoryError:  # the OS refused memory: counted, tried again next pass
+                got = None
             if got is None:  # every block is with protocols right now
                 self.exhausted += 1
                 break
