@@ -9,9 +9,9 @@ Lifecycle: a :class:`Connection` object comes from the server's ``ObjectPool`` a
   cancelled when it closes). The pool's ``PoolMemoryError`` (the OS refused its memory) is
   waited out the same way and counted in ``reactor.stats["memory_refused"]``; any other
   ``MemoryError`` propagates. It hands ``(lease, nbytes)`` to the protocol's
-  ``buffer_received``; a protocol that returns True keeps the lease and must release it, otherwise the connection releases it at once. A short read means the
-  socket queue was drained, so the next edge will come from the kernel and no ``EAGAIN`` probe
-  is needed.
+  ``buffer_received``; a protocol that returns True keeps the lease and must release it,
+  otherwise the connection releases it at once. A short read means the socket queue was drained,
+  so the next edge will come from the kernel and no ``EAGAIN`` probe is needed.
 * Writes: ``write`` tries the socket first; whatever does not fit joins a queue of memoryviews
   (with the lease that owns each, released once its bytes are out) and file ranges, flushed by
   ``sendmsg`` gather writes and ``os.sendfile`` when the socket becomes writable.
