@@ -167,6 +167,8 @@ class Connection:
     _timer: Handle | None = None
     #: True from ``resume_reading`` until the resume runs (class default, as ``_timer``).
     _resuming = False
+    #: True while the next flush slice is scheduled (class default, as ``_timer``).
+    _more_pending = False
 
     def __init__(self) -> None:
         self.high_water = 1 << 20
@@ -202,6 +204,8 @@ class Connection:
             self._cancel_timer()
         if self._resuming:
             self._resuming = False
+        if self._more_pending:
+            self._more_pending = False
 
     def open(
         self,
@@ -396,8 +400,11 @@ class Connection:
                 budget -= sent
                 if budget <= 0 and self.queue:
                     # This pass's share is used: other ready connections go first. No edge
-                    # will come for a socket that still has room, so the loop calls us back.
-                    self.reactor.call_soon(self._flush_more, self.sock)  # type: ignore[union-attr]
+                    # will come for a socket that still has room, so the loop calls us back
+                    # (once: a writable edge meanwhile must not add a second call).
+                    if not self._more_pending:
+                        self._more_pending = True
+                        self.reactor.call_soon(self._flush_more, self.sock)  # type: ignore[union-attr]
                     return
         except OSError as exc:
             self.abort(exc)
@@ -405,7 +412,10 @@ class Connection:
         self._drained()
 
     def _flush_more(self, sock: socket.socket | None) -> None:
-        if sock is self.sock and not self.closed and self.queue:
+        if sock is not self.sock:
+            return  # the pooled object serves another socket now
+        self._more_pending = False
+        if not self.closed and self.queue:
             self._flush()
 
     def _send_views(self) -> int | None:
