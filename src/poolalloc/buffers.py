@@ -338,6 +338,7 @@ class BufferPool(_LeasingPool):
         self.size = size
         # the C method itself: no Python frame on the fast path; it calls the slow path at capacity
         self.acquire = self._leases.acquire  # type: ignore[method-assign]
+        self.try_acquire = self._leases.try_acquire  # type: ignore[method-assign]
 
     def acquire(self, timeout: float | None = None) -> Buffer:
         """Lease one buffer; at capacity wait up to ``timeout`` seconds (None: forever).
@@ -351,6 +352,23 @@ class BufferPool(_LeasingPool):
             1500
         """
         return self._leases.acquire(timeout)
+
+    def try_acquire(self) -> Buffer | None:
+        """Lease one buffer, or return None at once when the pool is at its capacity.
+
+        The non-raising form for event loops: exhaustion is an ordinary outcome there, and
+        ``except MemoryError`` around ``acquire(0)`` would also swallow a real out-of-memory.
+
+        :raises PoolClosedError: the pool is closed.
+
+        Example:
+            >>> with BufferPool(64, capacity=1) as pool:
+            ...     buf = pool.try_acquire()
+            ...     pool.try_acquire() is None
+            ...     buf.release()
+            True
+        """
+        return self._leases.try_acquire()
 
     def acquire_many(self, n: int, timeout: float | None = None) -> list[Buffer]:
         """Lease ``n`` buffers at once (all or none), in one C call when the capacity allows.

@@ -93,8 +93,9 @@ def start_servers(buffer_pool: Any, server_class: type[ThreadedServer]) -> Itera
     """The body of ``make_server`` for any loop: yields ``start(**options)``, then stops all."""
     servers: list[ThreadedServer] = []
 
-    def start(**options: Any) -> ThreadedServer:
-        srv = server_class(buffer_pool, **options)
+    def start(pool: Any = None, **options: Any) -> ThreadedServer:
+        """``pool``: the server's read buffers (default: the test's ``buffer_pool``)."""
+        srv = server_class(buffer_pool if pool is None else pool, **options)
         servers.append(srv)
         return srv
 

@@ -91,6 +91,15 @@ class FreshBytearrayPool:
         self.high_water = max(self.high_water, self.acquires - self.releases)
         return FreshBytearrayLease(self, self.size)
 
+    def try_acquire(self) -> FreshBytearrayLease:
+        """As :meth:`acquire`: this pool is never full, so it never returns None.
+
+        Example:
+            >>> FreshBytearrayPool(8).try_acquire().nbytes
+            8
+        """
+        return self.acquire()
+
     def stats(self) -> dict[str, int]:
         """Counters named as in ``BufferPool.stats()`` (``peak``: most leases out at once)."""
         return {

@@ -66,17 +66,6 @@ for _suite in _suites:
 
 buffer_pool = _helpers.buffer_pool
 
-# Known defect, not hidden: under AddressSanitizer (make test-asan) the Proactor's fast path did
-# not pause a client that never reads within 60 s, while the same test passes on the Proactor
-# without ASan and on epoll under ASan. Marked non-strict xfail so the run still reports it.
-if os.environ.get("PA_UNDER_ASAN"):
-    globals()["test_fast_path_still_pauses_a_client_that_never_reads"] = pytest.mark.xfail(
-        reason="known defect under ASan: the io_uring fast path does not pause a non-reading "
-        "client within the bound (an open defect, named in the closing note)",
-        strict=False,
-        raises=(AssertionError, BlockingIOError, pytest.fail.Exception),
-    )(globals()["test_fast_path_still_pauses_a_client_that_never_reads"])
-
 
 class UringThreadedServer(_helpers.ThreadedServer):  # type: ignore[misc,name-defined]
     """The net tests' threaded server with a Proactor as its loop."""

@@ -372,3 +372,36 @@ def test_idle_connection_object_costs_about_what_the_reactors_does() -> None:
         return size
 
     assert per_object(UringConnection) <= 1.25 * per_object(Connection)
+
+
+def test_a_resume_that_comes_before_the_cancelled_receive_ends_rearms_it(
+    proactor: Proactor, run_with_client: Any
+) -> None:
+    """Pause (which cancels the multishot receive) and resume within one loop pass: the resume
+    runs before the cancellation is even submitted, so it finds the receive still armed; the
+    cancellation's completion must then arm it again, or the connection stops reading."""
+    pool = BufferPool(4096, capacity=64)
+
+    class Flipper(Echo):
+        def buffer_received(self, lease: Any, n: int) -> bool:
+            self.conn.pause_reading()  # as a protocol does when its output piles up...
+            self.conn.resume_reading()  # ... and the peer catches up in the same pass
+            return super().buffer_received(lease, n)
+
+    srv = start(proactor, Flipper, pool)
+
+    def client(out: dict[str, Any]) -> None:
+        with socket.create_connection(srv.address, timeout=2.0) as c:
+            for i in range(20):  # a connection that stopped reading shows as a timeout here
+                byte = bytes([i])
+                c.sendall(byte)
+                assert c.recv(16) == byte, f"round {i}"
+            out["rounds"] = i + 1
+
+    out = run_with_client(proactor, client, timeout=30)
+    assert "error" not in out, out.get("error")
+    assert out["rounds"] == 20
+    srv.close()
+    proactor.close()
+    assert pool.outstanding() == 0
+    pool.close()

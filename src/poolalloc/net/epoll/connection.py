@@ -4,16 +4,28 @@ Lifecycle: a :class:`Connection` object comes from the server's ``ObjectPool`` a
 ``open``-ed on an accepted socket; it goes back (``reset``) after ``connection_lost``.
 
 * Reads: only when the kernel says data is ready does the connection take a lease from the
-  ``BufferPool`` (an idle connection pins no buffer). It hands ``(lease, nbytes)`` to the
-  protocol's ``buffer_received``; a protocol that returns True keeps the lease and must release
-  it, otherwise the connection releases it at once. A short read means the socket queue was
-  drained, so the next edge will come from the kernel and no ``EAGAIN`` probe is needed.
+  ``BufferPool`` (an idle connection pins no buffer), with the pool's non-raising
+  ``try_acquire``: an empty pool means "retry in a few milliseconds" (one timer per connection,
+  cancelled when it closes). The pool's ``PoolMemoryError`` (the OS refused its memory) is
+  waited out the same way and counted in ``reactor.stats["memory_refused"]``; any other
+  ``MemoryError`` propagates. It hands ``(lease, nbytes)`` to the protocol's
+  ``buffer_received``; a protocol that returns True keeps the lease and must release it,
+  otherwise the connection releases it at once. A short read means the socket queue was drained,
+  so the next edge will come from the kernel and no ``EAGAIN`` probe is needed.
 * Writes: ``write`` tries the socket first; whatever does not fit joins a queue of memoryviews
   (with the lease that owns each, released once its bytes are out) and file ranges, flushed by
   ``sendmsg`` gather writes and ``os.sendfile`` when the socket becomes writable.
 * Backpressure: past ``high_water`` queued bytes the connection stops reading (a client that
   never reads its responses cannot make us buffer without bound); below ``low_water`` it
   resumes, and tries a read at once because an edge-triggered fd may have fired meanwhile.
+  Input held back while paused must not pin pooled blocks (protocols copy the few unparsed
+  bytes out and release the lease; :class:`HeldBytes` carries them back in on resume), so the
+  blocks in use are bounded by the connections being read right now, not by the paused ones.
+* Fairness: one flush sends at most ``SEND_SLICE`` bytes; a connection with more to send
+  reschedules itself with ``call_soon``, so one large download cannot hold the loop while
+  small requests on other connections wait.
+* Callbacks scheduled for a connection (a retry timer, a resume, the next flush slice) carry
+  the socket they were made for and do nothing once the connection closed or was reused.
 * Closing: ``close()`` is graceful (flush, ``shutdown(SHUT_WR)``, discard input until the peer's
   EOF or ``linger`` seconds, so a client is not hit by an RST while reading an error
   response); ``abort()`` sends an RST (``SO_LINGER`` 0) and drops the queue.
@@ -30,17 +42,69 @@ import socket
 import struct
 from typing import TYPE_CHECKING, Protocol
 
+from poolalloc.errors import PoolMemoryError
 from poolalloc.net.sockets import IOV_MAX, LeaseLike, LeaseSource
 
 if TYPE_CHECKING:
-    from poolalloc.net.epoll.reactor import Reactor
+    from poolalloc.net.epoll.reactor import Handle, Reactor
 
-__all__ = ["Connection", "ConnectionProtocol", "FileRange"]
+__all__ = ["SEND_SLICE", "Connection", "ConnectionProtocol", "FileRange", "HeldBytes", "ReadPool"]
 
 _RDHUP = select.EPOLLRDHUP | select.EPOLLHUP
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)
 _LINGER_RST = struct.pack("ii", 1, 0)
 _RETRY_EXHAUSTED = 0.005  # seconds before a read retries when the buffer pool is empty
+#: Most bytes one connection sends per loop pass before other ready connections get a turn.
+SEND_SLICE = 1 << 20
+
+
+class ReadPool(LeaseSource, Protocol):
+    """A pool the connections read into: ``try_acquire`` returns None when it is exhausted.
+
+    Example:
+        >>> import poolalloc
+        >>> pool = poolalloc.BufferPool(64, capacity=1)
+        >>> lease = pool.try_acquire(); pool.try_acquire() is None
+        True
+        >>> lease.release(); pool.close()
+    """
+
+    def try_acquire(self) -> LeaseLike | None: ...
+
+
+class HeldBytes:
+    """Input held back by backpressure, copied out of its pooled block, with a lease's face.
+
+    A paused connection keeps only these few bytes (the pooled block went back at once);
+    on resume they are handed to ``buffer_received`` like a fresh read. ``release`` is a no-op.
+
+    Example:
+        >>> held = HeldBytes(b"GET / HTTP/1.1\\r\\n\\r\\n")
+        >>> held.nbytes, bytes(held.view[:3])
+        (18, b'GET')
+        >>> held.release()
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    @property
+    def view(self) -> memoryview:
+        """A read-only view of the held bytes."""
+        return memoryview(self.data)
+
+    @property
+    def nbytes(self) -> int:
+        """How many bytes are held."""
+        return len(self.data)
+
+    def __buffer__(self, flags: int, /) -> memoryview:
+        return memoryview(self.data)
+
+    def release(self) -> None:
+        """Nothing to give back: the bytes belong to this object."""
 
 
 class ConnectionProtocol(Protocol):
@@ -98,9 +162,15 @@ class Connection:
         >>> conn = Connection(); conn.open(r, b, pool, Echo())  # doctest: +SKIP
     """
 
+    #: The pending read retry (pool exhausted), cancelled on close. A class-level default: an
+    #: instance only gets this attribute if it ever retries (see UringConnection.reset).
+    _timer: Handle | None = None
+    #: True from ``resume_reading`` until the resume runs (class default, as ``_timer``).
+    _resuming = False
+    #: True while the next flush slice is scheduled (class default, as ``_timer``).
+    _more_pending = False
+
     def __init__(self) -> None:
-        self.sock: socket.socket | None = None
-        self.fd = -1
         self.high_water = 1 << 20
         self.low_water = 1 << 18
         self.linger = 2.0
@@ -111,7 +181,11 @@ class Connection:
     def reset(self) -> None:
         """Forget the last connection (ObjectPool ``reset``)."""
         self.reactor: Reactor | None = None
-        self.pool: LeaseSource | None = None
+        # None between uses: callbacks scheduled for the last connection compare their socket
+        # with this one, so they cannot touch the next user of this pooled object.
+        self.sock: socket.socket | None = None
+        self.fd = -1
+        self.pool: ReadPool | None = None
         self.protocol: ConnectionProtocol | None = None
         self.on_closed: collections.abc.Callable[[Connection], None] | None = None
         self.pooled: object = None  # the ObjectPool lease holding this object, if any
@@ -126,12 +200,18 @@ class Connection:
         self.closed = False
         self._lingering = False
         self._chunk = 65536
+        if self._timer is not None:
+            self._cancel_timer()
+        if self._resuming:
+            self._resuming = False
+        if self._more_pending:
+            self._more_pending = False
 
     def open(
         self,
         reactor: Reactor,
         sock: socket.socket,
-        pool: LeaseSource,
+        pool: ReadPool,
         protocol: ConnectionProtocol,
         chunk_size: int,
     ) -> None:
@@ -159,11 +239,16 @@ class Connection:
         assert sock is not None
         assert protocol is not None
         assert reactor is not None
-        recv_into, chunk = sock.recv_into, self._chunk
+        recv_into, chunk, try_acquire = sock.recv_into, self._chunk, pool.try_acquire
         while True:
             try:
-                lease = pool.acquire(0)
-            except MemoryError:  # PoolExhausted: retry shortly instead of spinning
+                lease = try_acquire()
+            except PoolMemoryError:
+                # The OS refused the pool memory (mmap failed): not a full pool, but waited
+                # out the same way, and counted. Any other MemoryError propagates.
+                reactor.stats["memory_refused"] = reactor.stats.get("memory_refused", 0) + 1
+                lease = None
+            if lease is None:  # every block is in use: retry shortly instead of spinning
                 self._retry_later()
                 return
             try:
@@ -198,7 +283,13 @@ class Connection:
 
     def _retry_later(self) -> None:
         assert self.reactor is not None
-        self.reactor.call_later(_RETRY_EXHAUSTED, self._on_readable)
+        if self._timer is None:  # each new edge would add one more timer otherwise
+            self._timer = self.reactor.call_later(_RETRY_EXHAUSTED, self._retry, self.sock)
+
+    def _retry(self, sock: socket.socket) -> None:
+        if sock is self.sock and not self.closed:
+            self._timer = None
+            self._on_readable()
 
     def _eof(self) -> None:
         assert self.protocol is not None
@@ -212,13 +303,23 @@ class Connection:
         self.paused = True
 
     def resume_reading(self) -> None:
-        """Read again; tries at once since edges may have passed while paused."""
-        if self.paused and not self.closed:
-            self.paused = False
-            assert self.reactor is not None
-            self.reactor.call_soon(self._resumed)
+        """Read again (from the next loop pass); tries at once since edges may have passed.
 
-    def _resumed(self) -> None:
+        The connection stays paused until then: input that arrives meanwhile must not overtake
+        what the protocol held back when it paused.
+        """
+        if self.paused and not self.closed and not self._resuming:
+            self._resuming = True
+            assert self.reactor is not None
+            self.reactor.call_soon(self._resumed, self.sock)
+
+    def _resumed(self, sock: socket.socket | None) -> None:
+        if sock is not self.sock or self.closed:
+            return  # the connection closed (or the pooled object was reused) meanwhile
+        self._resuming = False
+        if self.queued > self.high_water and not self._lingering:
+            return  # filled up again meanwhile: stay paused
+        self.paused = False
         hook = getattr(self.protocol, "resume_reading", None)
         if hook is not None and not self.closed:
             hook()  # the protocol may hold back part of an earlier read
@@ -286,16 +387,36 @@ class Connection:
             self.paused = True
 
     def _flush(self) -> None:
+        budget = SEND_SLICE
         try:
             while self.queue:
                 head = self.queue[0][0]
-                sent = self._send_file(head) if isinstance(head, FileRange) else self._send_views()
+                if isinstance(head, FileRange):
+                    sent = self._send_file(head, budget)
+                else:
+                    sent = self._send_views()
                 if sent is None:
                     return  # socket full: wait for the next EPOLLOUT edge
+                budget -= sent
+                if budget <= 0 and self.queue:
+                    # This pass's share is used: other ready connections go first. No edge
+                    # will come for a socket that still has room, so the loop calls us back
+                    # (once: a writable edge meanwhile must not add a second call).
+                    if not self._more_pending:
+                        self._more_pending = True
+                        self.reactor.call_soon(self._flush_more, self.sock)  # type: ignore[union-attr]
+                    return
         except OSError as exc:
             self.abort(exc)
             return
         self._drained()
+
+    def _flush_more(self, sock: socket.socket | None) -> None:
+        if sock is not self.sock:
+            return  # the pooled object serves another socket now
+        self._more_pending = False
+        if not self.closed and self.queue:
+            self._flush()
 
     def _send_views(self) -> int | None:
         queue = self.queue
@@ -312,6 +433,7 @@ class Connection:
         if sent == 0:
             return None
         self._account(sent)
+        total = sent
         while sent:
             view, owner = queue[0]
             assert isinstance(view, memoryview)
@@ -322,22 +444,26 @@ class Connection:
             queue.popleft()
             if owner is not None:
                 owner.release()  # type: ignore[attr-defined]
-        return 0
+        return total
 
-    def _send_file(self, item: FileRange) -> int | None:
-        while item.count:
+    def _send_file(self, item: FileRange, budget: int) -> int | None:
+        """Send up to ``budget`` bytes of the file; None when the socket is full."""
+        total = 0
+        while item.count and total < budget:
             try:
-                sent = os.sendfile(self.fd, item.fd, item.offset, min(item.count, 1 << 30))
+                sent = os.sendfile(self.fd, item.fd, item.offset, min(item.count, budget - total))
             except (BlockingIOError, InterruptedError):
                 return None
             if sent == 0:  # file shorter than announced: the response would be a lie
                 raise OSError(errno.EIO, "file truncated while sending")
             item.offset += sent
             item.count -= sent
+            total += sent
             self._account(sent)
-        item.discard()
-        self.queue.popleft()
-        return 0
+        if not item.count:
+            item.discard()
+            self.queue.popleft()
+        return total
 
     def _account(self, sent: int) -> None:
         self.bytes_out += sent
@@ -406,6 +532,7 @@ class Connection:
 
     def _finish(self, exc: BaseException | None) -> None:
         self.closed = True
+        self._cancel_timer()
         for item, owner in self.queue:
             if isinstance(item, FileRange):
                 item.discard()
@@ -415,6 +542,11 @@ class Connection:
         if self.reactor is not None and self.reactor.is_registered(self.fd):
             self.reactor.unregister(self.fd)
         self._closed_notify(exc)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _closed_notify(self, exc: BaseException | None) -> None:
         """Close the socket and tell the protocol and the owner (the end of both engines' close)."""

@@ -25,6 +25,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from poolalloc.errors import PoolExhausted
 from poolalloc.net.epoll.connection import Connection, ConnectionProtocol
 from poolalloc.net.epoll.reactor import Reactor
 from poolalloc.net.metrics import flatten_stats
@@ -146,7 +147,7 @@ class TcpServer:
         while not self._closed:
             try:
                 lease = self.conn_pool.acquire(timeout=0)
-            except MemoryError:  # max_connections reached (PoolExhausted)
+            except PoolExhausted:  # max_connections reached
                 self._pause_accepting()
                 return
             try:

@@ -14,6 +14,10 @@ write: no regex, no :class:`~poolalloc.net.http.parser.Request`, no handler call
 bytes always parse the same way (the parser's own head cache relies on this too), so the
 answer cannot differ; the server clears the table whenever the ``Date`` second changes.
 
+Backpressure: when too much output is queued the connection pauses, and the rest of the read
+(pipelined requests) waits. Those few bytes are copied out of the pooled block, which goes
+back at once: a paused client never pins pool memory, however many of them there are.
+
 Any :class:`HttpError` is answered with its status, ``Connection: close``, and a graceful
 close, so the client reads the error before the connection goes.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Protocol
 
+from poolalloc.net.epoll.connection import HeldBytes
 from poolalloc.net.http.parser import ChunkedReader, HttpError, Request, parse_head
 
 if TYPE_CHECKING:
@@ -103,7 +108,7 @@ class HttpProtocol:
         self.conn: Connection | None = None
         self.requests = 0
         self.errors = 0
-        self._held: tuple[LeaseLike, int, int] | None = None  # (lease, nbytes, pos)
+        self._held: bytes | None = None  # unparsed input of a read stopped by backpressure
         self._reset_request()
 
     def _reset_request(self) -> None:
@@ -126,11 +131,11 @@ class HttpProtocol:
     def resume_reading(self) -> None:
         """The connection resumed reading: first finish the read held back by backpressure."""
         held, self._held = self._held, None
-        if held is not None and not self.buffer_received(*held):
-            held[0].release()
+        if held is not None:
+            self.buffer_received(HeldBytes(held), len(held))
 
-    def buffer_received(self, lease: LeaseLike, nbytes: int, pos: int = 0) -> bool:
-        """Walk the read from ``pos``; keeps the lease only if backpressure stops it half-way."""
+    def buffer_received(self, lease: LeaseLike | HeldBytes, nbytes: int, pos: int = 0) -> bool:
+        """Walk the read from ``pos``; never keeps the lease (held input is copied out)."""
         view = lease.view
         conn = self.conn
         app = self.app
@@ -189,9 +194,9 @@ class HttpProtocol:
             return False
         if pos < nbytes and conn.paused and not (conn.closing or conn.closed):
             # Too much output is queued: the rest of this read (pipelined requests) waits
-            # until the client has read some, so queued responses stay bounded.
-            self._held = (lease, nbytes, pos)
-            return True
+            # until the client has read some, so queued responses stay bounded. The bytes are
+            # copied (at most one read) so the pooled block goes back now.
+            self._held = view[pos:nbytes].tobytes()
         return False
 
     def _skip_empty_lines(self, pos: int, nbytes: int) -> int:
@@ -223,9 +228,7 @@ class HttpProtocol:
         """Drop any half-received body; the connection releases its own buffers."""
         if self._sink is not None:
             self._sink.abort()
-        held, self._held = self._held, None
-        if held is not None:
-            held[0].release()
+        self._held = None
         self._reset_request()
         # self.conn stays: callers up the stack may still look at its (closed) flags.
 

@@ -2,10 +2,10 @@
 
 The kernel only knows ``{address, length, bid}`` entries; this class keeps the leases behind
 them, so that there is one source of truth for every block: a block in the ring is a live lease
-of the pool (acquired with ``acquire(0)``), held here until a receive completion names its bid.
-Then the very same lease goes to the protocol, and when the protocol releases it the block is
-back in the pool; :meth:`PoolRing.refill` acquires leases again (the pool's stash makes that
-cheap) and stages them under the freed bids.
+of the pool (taken with the non-raising ``try_acquire``), held here until a receive completion
+names its bid. Then the very same lease goes to the protocol, and when the protocol releases it
+the block is back in the pool; :meth:`PoolRing.refill` acquires leases again (the pool's stash
+makes that cheap) and stages them under the freed bids.
 
 Exhaustion: a multishot receive that finds the ring empty ends with ``ENOBUFS`` and the data
 stays in the socket. :meth:`PoolRing.starved` doubles the fill target (never beyond the ring's
@@ -26,7 +26,9 @@ from __future__ import annotations
 
 from typing import Protocol, cast
 
-from poolalloc.net.sockets import LeaseLike, LeaseSource
+from poolalloc.errors import PoolMemoryError
+from poolalloc.net.epoll.connection import ReadPool
+from poolalloc.net.sockets import LeaseLike
 from poolalloc.net.uring.ring import BufRing, Ring
 
 __all__ = ["PoolRing", "RingLease"]
@@ -43,7 +45,7 @@ class PoolRing:
     """Leases of ``pool`` staged in a provided-buffer ring registered as group ``bgid``."""
 
     def __init__(
-        self, ring: Ring, pool: LeaseSource, *, bgid: int, entries: int, initial: int
+        self, ring: Ring, pool: ReadPool, *, bgid: int, entries: int, initial: int
     ) -> None:
         if entries <= 0 or entries & (entries - 1) or entries > 32768:
             raise ValueError(f"entries must be a power of two <= 32768, not {entries}")
@@ -78,14 +80,17 @@ class PoolRing:
         want = min(self.target - self.in_ring, len(self._free_bids))
         if want <= 0:
             return 0
-        acquire, free_bids, leases = self.pool.acquire, self._free_bids, self._leases
+        try_acquire, free_bids, leases = self.pool.try_acquire, self._free_bids, self._leases
         staged: list[tuple[int, int]] = []
         for _ in range(want):
             try:
-                lease = cast("RingLease", acquire(0))
-            except MemoryError:  # PoolExhausted: every block is with protocols right now
+                got = try_acquire()
+            except PoolMemoryError:  # the OS refused memory: counted, tried again next pass
+                got = None
+            if got is None:  # every block is with protocols right now
                 self.exhausted += 1
                 break
+            lease = cast("RingLease", got)
             bid = free_bids.pop()
             leases[bid] = lease
             staged.append((lease.address, bid))
@@ -130,7 +135,7 @@ class PoolRing:
         }
 
 
-def _ring_limit(pool: LeaseSource, entries: int) -> int:
+def _ring_limit(pool: ReadPool, entries: int) -> int:
     """At most half a bounded pool sits in the ring: protocols that keep leases, or acquire
     their own for writing, must still find blocks (the ring would otherwise hoard them all)."""
     capacity = getattr(getattr(pool, "stats", lambda: None)(), "capacity", None)

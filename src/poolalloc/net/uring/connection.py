@@ -10,7 +10,8 @@ What differs is underneath:
   lease behind it goes to the protocol. ``ENOBUFS`` hands the connection to the proactor, which
   grows and refills the ring and re-arms the receive: the bytes wait in the socket meanwhile.
 * Pausing cancels the receive; completions already on their way are held and delivered, in
-  order, on resume, so nothing is dropped.
+  order, on resume, so nothing is dropped. What they carry is copied out of the pooled block
+  (which goes back at once): a paused connection pins no pool memory.
 * Writes queue and are flushed once per loop pass, one operation in flight per connection
   (two sends in flight on one socket could complete out of order): ``send`` for one buffer
   (``SEND_ZC`` above the proactor's threshold), ``sendmsg`` to gather several. Files go
@@ -30,8 +31,15 @@ import os
 import socket
 from typing import TYPE_CHECKING, Any
 
-from poolalloc.net.epoll.connection import Connection, ConnectionProtocol, FileRange, queued_size
-from poolalloc.net.sockets import IOV_MAX, LeaseLike, LeaseSource
+from poolalloc.net.epoll.connection import (
+    Connection,
+    ConnectionProtocol,
+    FileRange,
+    HeldBytes,
+    ReadPool,
+    queued_size,
+)
+from poolalloc.net.sockets import IOV_MAX, LeaseLike
 from poolalloc.net.uring.ring import (
     CQE_BUFFER_SHIFT,
     CQE_F_BUFFER,
@@ -80,10 +88,11 @@ class _Remains:
 class _Rare:
     """Per-connection state that only pausing, gathering, zero-copy or files need."""
 
-    __slots__ = ("held", "iov", "msg", "pipe", "pipe_fill", "zc_owners")
+    __slots__ = ("held", "iov", "msg", "pipe", "pipe_fill", "resuming", "zc_owners")
 
     def __init__(self) -> None:
-        self.held: list[tuple[LeaseLike, int]] = []  # arrived while paused, in order
+        self.resuming = False  # resume_reading ran; the resume itself runs next loop pass
+        self.held: list[bytes] = []  # arrived while paused, in order, copied out of the pool
         self.zc_owners: list[list[Any]] = []  # per SEND_ZC awaiting its notification
         self.pipe: tuple[int, int] | None = None
         self.pipe_fill = 0
@@ -131,7 +140,7 @@ class UringConnection(Connection):
         self,
         reactor: Any,
         sock: socket.socket,
-        pool: LeaseSource,
+        pool: ReadPool,
         protocol: ConnectionProtocol,
         chunk_size: int,
     ) -> None:
@@ -193,15 +202,22 @@ class UringConnection(Connection):
             assert self.proactor is not None
             assert self.pool_ring is not None
             self.proactor.starved(self, self.pool_ring)
-        elif res != -errno.ECANCELED and not self.closed:
+        elif res == -errno.ECANCELED:
+            # The receive a pause cancelled has ended. If the connection resumed before this
+            # completion came, the resume found the receive still armed and left it: arm it now
+            # (arm_recv does nothing while paused or closed), or the connection would hang.
+            if not self.recv_armed:
+                self.arm_recv()
+        elif not self.closed:
             self.abort(cqe_error(res))
 
-    def _deliver(self, lease: LeaseLike, n: int) -> None:
+    def _deliver(self, lease: LeaseLike | HeldBytes, n: int) -> None:
         if self.closed or self._lingering or n <= 0:
             lease.release()  # after close() input is discarded until the peer's EOF
             return
         if self.paused:
-            self._rare().held.append((lease, n))
+            self._rare().held.append(lease.view[:n].tobytes())
+            lease.release()
             return
         self.bytes_in += n
         self.last_active = self.reactor.now  # type: ignore[union-attr]
@@ -217,19 +233,31 @@ class UringConnection(Connection):
             self._ring.prep_cancel(0, target=self.token << 8 | RECV)
 
     def resume_reading(self) -> None:
-        """Deliver what was held, then receive again."""
-        if self.paused and not self.closed:
-            self.paused = False
-            self.reactor.call_soon(self._resume)  # type: ignore[union-attr]
+        """Deliver what was held, then receive again (from the next loop pass).
 
-    def _resume(self) -> None:
+        The connection stays paused until then, so a completion that arrives meanwhile is held
+        behind what came before it, never delivered ahead of it.
+        """
+        if self.paused and not self.closed:
+            x = self._rare()
+            if not x.resuming:
+                x.resuming = True
+                self.reactor.call_soon(self._resume, self.sock)  # type: ignore[union-attr]
+
+    def _resume(self, sock: socket.socket | None) -> None:
+        if sock is not self.sock or self.closed:
+            return  # the connection closed (or the pooled object was reused) meanwhile
+        self._rare().resuming = False
+        if self.queued > self.high_water and not self._lingering:
+            return  # filled up again meanwhile: stay paused
+        self.paused = False
         hook = getattr(self.protocol, "resume_reading", None)
         if hook is not None and not self.closed:
             hook()  # the protocol may hold back part of an earlier read: it goes first
         x = self._x
         while x is not None and x.held and not self.paused and not self.closed:
-            lease, n = x.held.pop(0)
-            self._deliver(lease, n)
+            data = x.held.pop(0)
+            self._deliver(HeldBytes(data), len(data))
         if not self.paused:
             self.arm_recv()
 
@@ -462,6 +490,7 @@ class UringConnection(Connection):
 
     def _finish(self, exc: BaseException | None) -> None:
         self.closed = True
+        self._cancel_timer()
         if self._sending is _FLUSH_PENDING:
             self._sending = None  # queued for a flush, nothing submitted yet
         sending = self._sending is not None
@@ -497,8 +526,6 @@ class UringConnection(Connection):
 
     def _drop_held(self) -> None:
         if self._x is not None:
-            for lease, _ in self._x.held:
-                lease.release()
             self._x.held.clear()
 
     def _hand_over(self, in_flight: list[Any]) -> None:

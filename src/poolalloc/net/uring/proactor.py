@@ -59,8 +59,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from poolalloc.net.epoll.connection import ReadPool
 from poolalloc.net.epoll.reactor import Reactor
-from poolalloc.net.sockets import LeaseSource
 from poolalloc.net.uring._buffers import PoolRing
 from poolalloc.net.uring.connection import UringConnection
 from poolalloc.net.uring.ring import CQE_F_MORE, ProbeResult, Ring, probe
@@ -188,7 +188,7 @@ class Proactor(Reactor):
         else:
             self._targets[token] = target
 
-    def pool_ring(self, pool: LeaseSource) -> PoolRing:
+    def pool_ring(self, pool: ReadPool) -> PoolRing:
         """The provided-buffer ring fed from ``pool`` (created on first use)."""
         pr = self._pool_rings.get(id(pool))
         if pr is None:

@@ -21,6 +21,7 @@ import errno
 import socket
 from typing import Any
 
+from poolalloc.errors import PoolExhausted
 from poolalloc.net.epoll.server import _OUT_OF_FDS, TcpServer
 from poolalloc.net.uring.connection import UringConnection
 from poolalloc.net.uring.ring import CQE_F_MORE, cqe_error
@@ -101,7 +102,7 @@ class UringTcpServer(TcpServer):
             return
         try:
             lease = self.conn_pool.acquire(timeout=0)
-        except MemoryError:  # max_connections reached (PoolExhausted)
+        except PoolExhausted:  # max_connections reached
             sock.close()
             self._pause_accepting()
             return
