@@ -24,7 +24,7 @@ import threading
 import weakref
 from collections.abc import Awaitable, Generator
 from types import TracebackType
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, NoReturn, Protocol, TypeVar
 
 from poolalloc._closing import ExcInfo
 from poolalloc.errors import DoubleReleaseError, LeaseReleasedError
@@ -159,6 +159,17 @@ class Lease(Generic[T]):
     def __repr__(self) -> str:
         state = "released" if self._slot is None else repr(self._slot.obj)
         return f"<Lease {state}>"
+
+    # A copy would be a second handle on the same pooled object: released twice, or used by two
+    # holders at once. Leases are not copyable or picklable (Buffer leases refuse the same way).
+    def __copy__(self) -> NoReturn:
+        raise TypeError("a Lease cannot be copied: it stands for one acquisition")
+
+    def __deepcopy__(self, memo: object) -> NoReturn:
+        raise TypeError("a Lease cannot be copied: it stands for one acquisition")
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a Lease cannot be pickled: it stands for one acquisition")
 
 
 class AsyncAcquire(Generic[T]):
