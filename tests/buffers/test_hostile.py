@@ -202,3 +202,22 @@ def test_leases_refuse_to_be_copied_or_pickled(duplicate: Any) -> None:
         with pytest.raises(TypeError):
             duplicate(buf)
         buf.release()
+
+
+# ---- the documented invariants hold when leases are collected without release ----
+
+
+def test_lease_invariants_hold_after_garbage_collected_leases() -> None:
+    import gc
+
+    with BufferPool(64, capacity=4) as pool, Allocator(capacity=1 << 16) as alloc:
+        for source in (pool.acquire, lambda: alloc.alloc(100)):
+            kept = source()
+            source()  # dropped at once: collected without release()
+            gc.collect()
+            for owner in (pool, alloc):
+                s = owner.stats()
+                assert s.acquires - s.releases - s.gc_returns == s.live
+                assert s.outstanding == s.live + s.parked
+            kept.release()
+        assert (pool.stats().gc_returns, alloc.stats().gc_returns) == (1, 1)

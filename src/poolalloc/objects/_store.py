@@ -33,6 +33,8 @@ from poolalloc.objects.lease import Slot, Stash
 
 T = TypeVar("T")
 log = logging.getLogger("poolalloc.objects")
+#: longest a waiting thread sleeps before it looks for objects of collected leases
+RECHECK = 0.5
 _COUNTERS = (
     "created",
     "fresh",
@@ -43,6 +45,7 @@ _COUNTERS = (
     "retired",
     "acq",
     "rel",
+    "gc",
 )
 
 
@@ -120,9 +123,56 @@ class ObjectStore(Generic[T]):
         self._closed = False
         self._alive = 0
         self._n = dict.fromkeys(_COUNTERS, 0)
+        # Slots of leases collected unreleased, with whether their reset went well. Filled by
+        # Lease.__del__, which may run inside a garbage collection on a thread that holds
+        # `_lock` already (the lock is not reentrant): it appends here and folds them in only
+        # when it gets the lock without waiting; every locked slow path folds the rest.
+        self._collected_slots: list[tuple[Slot[T], bool]] = []
+        self._reset: Callable[[T], object] | None = None
+
+    def _collected(self, slot: Slot[T], lease_id: int) -> None:
+        """A lease was collected unreleased (from ``Lease.__del__``): its object comes back."""
+        ok = True
+        reset = self._reset
+        if reset is not None:
+            try:
+                reset(slot.obj)
+            except Exception:
+                ok = False  # disposed when folded in, like any object whose reset raised
+        self._collected_slots.append((slot, ok))
+        self._forget_lease(lease_id)
+        if self._lock.acquire(False):  # else the holder (maybe this very thread) folds it in
+            self._lock.release()
+            self._fold_now()
+
+    def _fold_now(self) -> None:
+        wake: list[Waiter] = []
+        dead: list[Slot[T]] = []
+        with self._lock:
+            self._fold_collected(wake, dead)
+        self._finish(wake, dead)
+
+    def _forget_lease(self, lease_id: int) -> None:
+        """Leak tracking forgets the lease (ObjectPool keeps a record per lease)."""
+
+    def _fold_collected(self, wake: list[Waiter], dead: list[Slot[T]]) -> None:
+        """Slots of collected leases back into the pool (lock held)."""
+        while self._collected_slots:
+            try:
+                slot, ok = self._collected_slots.pop()
+            except IndexError:
+                return
+            self._n["gc"] += 1
+            if ok:
+                self._regrant(slot, wake, dead)
+            else:
+                self._n["reset"] += 1
+                self._retire_locked(slot, wake, dead)
 
     def _take(self, deadline: float | None, loop: asyncio.AbstractEventLoop | None) -> object:
         """A slot, CREATE, or a queued waiter (possibly granted already)."""
+        if self._collected_slots:
+            self._fold_now()
         wake: list[Waiter] = []
         with self._lock:
             if self._closed:
@@ -149,7 +199,15 @@ class ObjectStore(Generic[T]):
 
     def _wait_thread(self, waiter: ThreadWaiter, deadline: float | None) -> object:
         try:
-            waiter.wait(None if deadline is None else deadline - monotonic())
+            while True:
+                left = None if deadline is None else deadline - monotonic()
+                if left is not None and left <= 0:
+                    break
+                if waiter.wait(RECHECK if left is None else min(left, RECHECK)):
+                    break
+                # an object of a lease collected while the lock was busy may be waiting for us
+                if self._collected_slots:
+                    self._fold_now()
         except BaseException:
             self._abandon(waiter)
             raise
@@ -205,6 +263,7 @@ class ObjectStore(Generic[T]):
         wake: list[Waiter] = []
         dead: list[Slot[T]] = []
         with self._lock:
+            self._fold_collected(wake, dead)
             try:
                 slot = stash.pop()
             except IndexError:

@@ -81,6 +81,8 @@ class LeaseOwner(Protocol[T]):
 
     def _put(self, slot: Slot[T], lease: Lease[T]) -> None: ...
 
+    def _collected(self, slot: Slot[T], lease_id: int) -> None: ...
+
     def _spill(self, stash: Stash[T]) -> None: ...
 
 
@@ -159,6 +161,17 @@ class Lease(Generic[T]):
     def __repr__(self) -> str:
         state = "released" if self._slot is None else repr(self._slot.obj)
         return f"<Lease {state}>"
+
+    def __del__(self) -> None:
+        # Collected without release() (dropped, or an interrupt between acquire and `with`):
+        # the object goes back and is counted in gc_returns, as a Buffer's block does.
+        try:
+            slot = self._slot
+        except AttributeError:  # never filled in
+            return
+        if slot is not None:
+            self._slot = None
+            self._pool._collected(slot, id(self))
 
     # A copy would be a second handle on the same pooled object: released twice, or used by two
     # holders at once. Leases are not copyable or picklable (Buffer leases refuse the same way).

@@ -16,7 +16,8 @@ Theory of operation (the long form is ``docs/design.md`` ## ObjectPool):
   :mod:`poolalloc.objects._waiting`.
 
 Counting equation (checked by ``ObjectPoolStats.is_balanced`` in the tests): every object made
-and not disposed is either leased (``in_use = acquires - releases``) or idle.
+and not disposed is either leased (``in_use = acquires - releases - gc_returns``) or idle. A
+lease collected without ``release()`` gives its object back (``gc_returns``), as a Buffer does.
 
 Example:
     >>> pool = ObjectPool(bytearray, reset=lambda b: b.clear(), max_size=2)
@@ -131,7 +132,8 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
         self._plain = (
             validate is None and reset is None and max_lifetime is None and not track_leaks
         )
-        self._out: dict[Lease[T], str] = {}
+        # id(lease) -> acquisition stack (ids, not leases: a lease must stay collectable)
+        self._out: dict[int, str] = {}
         for _ in range(min_idle):
             self._idle.append(Slot(factory(), monotonic()))
             self._alive += 1
@@ -177,7 +179,7 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
         stash.releases += 1
         if not self._plain:
             if self._track:
-                self._out.pop(lease, None)
+                self._out.pop(id(lease), None)
             reset = self._reset
             if reset is not None:
                 try:
@@ -281,7 +283,7 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
         lease._slot = slot
         lease._pool = self
         if self._track:
-            self._out[lease] = acquisition_stack()
+            self._out[id(lease)] = acquisition_stack()
         return lease
 
     def _create(self) -> Slot[T]:
@@ -306,6 +308,12 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
             self._retire(slot, "invalid")
         return ok
 
+    def _forget_lease(self, lease_id: int) -> None:
+        stack = self._out.pop(lease_id, None)
+        if stack is not None:
+            log.warning("%r: a lease was garbage-collected without release(); acquired at:\n%s",
+                        self, stack)
+
     def _reset_failed(self, slot: Slot[T], exc: BaseException) -> None:
         """Dispose an object whose reset raised; swallow (and log) only an Exception."""
         self._retire(slot, "reset")
@@ -323,6 +331,8 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
             >>> s = pool.stats(); (s.created, s.idle, s.in_use, s.is_balanced)
             (2, 2, 0, True)
         """
+        if self._collected_slots:
+            self._fold_now()
         with self._lock:
             self._fold_orphans()
             n = self._n
@@ -334,7 +344,7 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
                 created=n["created"],
                 reused=acquires - n["fresh"],
                 disposed=n["disposed"],
-                in_use=acquires - releases,
+                in_use=acquires - releases - n["gc"],
                 idle=self._idle_count(),
                 waiting=len(self._waiters),
                 timeouts=n["timeouts"],
@@ -342,6 +352,7 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
                 reset_failures=n["reset"],
                 retired=n["retired"],
                 acquires=acquires,
+                gc_returns=n["gc"],
             )
 
     def trim(self) -> int:
@@ -355,6 +366,8 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
             >>> pool.trim(), pool.stats().idle
             (2, 1)
         """
+        if self._collected_slots:
+            self._fold_now()
         wake: list[Waiter] = []
         dead: list[Slot[T]] = []
         with self._lock:
@@ -389,6 +402,8 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
             >>> lease.release(); pool.stats().disposed
             1
         """
+        if self._collected_slots:
+            self._fold_now()
         wake: list[Waiter] = []
         dead: list[Slot[T]] = []
         with self._lock:
