@@ -65,6 +65,8 @@ struct lease_pool_s {
   Py_ssize_t parked;       /* released leases whose block waits for its last export */
   PyObject *waitq;         /* list: one entry per waiting thread/task (appended from Python) */
   unsigned long long acquires, releases, gc_returns, refills, drains;
+  unsigned long sole;      /* the thread that took every lease counted in `used`, if one did */
+  int mixed;               /* leases of more than one thread in `used` (reset when used == 0) */
   int fixed;               /* one block size (BufferPool) or any size (Allocator) */
   int strict;              /* release() with live exports raises instead of parking */
   int closed;

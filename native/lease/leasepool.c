@@ -60,6 +60,15 @@ static int stash_refill(LeasePoolObject *p) {
 // ---- taking and giving back blocks ----
 
 static void count_out(LeasePoolObject *p, Py_ssize_t charge) {
+  // who holds the pool: one thread alone, or several (what the slow path needs to tell a wait
+  // that can never end, a thread waiting for blocks only it holds, from an ordinary one)
+  unsigned long me = PyThread_get_thread_ident();
+  if (p->used == 0) {
+    p->sole = me;
+    p->mixed = 0;
+  } else if (p->sole != me) {
+    p->mixed = 1;
+  }
   p->used += charge;
   if (p->used > p->peak) p->peak = p->used;
   p->live++;
@@ -416,6 +425,11 @@ static PyObject *lp_counters(LeasePoolObject *p, PyObject *unused) {
                        "alignment", (Py_ssize_t)p->align, "closed", p->closed);
 }
 
+static PyObject *lp_get_held_by_caller(LeasePoolObject *p, void *closure) {
+  (void)closure;
+  return PyBool_FromLong(p->used > 0 && !p->mixed && p->sole == PyThread_get_thread_ident());
+}
+
 static PyObject *lp_get_waiters(LeasePoolObject *p, void *closure) {
   (void)closure;
   return PyLong_FromSsize_t(p->waitq ? PyList_GET_SIZE(p->waitq) : 0);
@@ -560,6 +574,8 @@ static PyMemberDef lp_members[] = {
 static PyGetSetDef lp_getset[] = {
     {"available", (getter)lp_get_available, NULL, "True when a lease could be taken now.", NULL},
     {"waiters", (getter)lp_get_waiters, NULL, "Threads and tasks waiting for a lease.", NULL},
+    {"held_by_caller", (getter)lp_get_held_by_caller, NULL,
+     "True when every live and parked lease was acquired by the calling thread.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -33,6 +33,7 @@ import contextlib
 import errno
 import functools
 import math
+import threading
 import time
 from collections.abc import Callable
 
@@ -65,7 +66,29 @@ def _exhausted(core: LeasePool, timeout: float) -> PoolExhausted:
     waited = "without waiting" if not timeout else f"after waiting {timeout} s"
     held = _held_by(core)
     message = f"acquire(): pool{name} is at its capacity ({core.capacity}){held}, {waited}"
+    if timeout and core.held_by_caller:
+        message += "; every outstanding lease was acquired by this thread"
     return PoolExhausted(message, errno.ENOSPC)
+
+
+def _self_deadlock(core: LeasePool) -> PoolExhausted:
+    c = core.counters()
+    name = f" {core.name!r}" if core.name is not None else ""
+    lines = [
+        f"acquire(): this thread holds every block of pool{name} ({c['live']} live lease(s),"
+        f" {c['parked']} released but held by a live view: a memoryview, slice, numpy array or"
+        " pin); waiting for one of them would never end. Release a lease (and drop its views)"
+        " first."
+    ]
+    stacks = list(core.tracked.values())
+    if stacks:
+        lines.append("Live leases were acquired at:")
+        for stack in stacks:
+            frame = stack[-1]
+            lines.append(f"  {frame.filename}:{frame.lineno} in {frame.name}")
+    elif c["live"]:
+        lines.append("(leaks='all' or POOLALLOC_LEAKS=all shows where they were acquired)")
+    return PoolExhausted("\n".join(lines), errno.ENOSPC)
 
 
 def _held_by(core: LeasePool) -> str:
@@ -136,6 +159,11 @@ class Waiters:
         wait = self.timeout_of(timeout)
         if wait <= 0:
             raise _exhausted(core, wait)
+        # This thread took every lease out, and no other thread exists that could release one
+        # (a lease handed to another thread for release is a normal pattern, so with other
+        # threads alive the wait goes on, bounded by its timeout, whose error then says this).
+        if core.held_by_caller and threading.active_count() == 1:
+            raise _self_deadlock(core)
         retry = retry_for(core, nbytes, align)
         deadline = _deadline(wait)
         gate = _thread.allocate_lock()

@@ -35,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import math
 import warnings
 from collections.abc import Callable
 from time import monotonic
@@ -42,6 +43,7 @@ from typing import TypeVar
 
 from poolalloc import leaks
 from poolalloc._closing import ClosesOnExit
+from poolalloc._waiting import DEFAULT_TIMEOUT
 from poolalloc.errors import ForeignLeaseError, PoolClosedError, PoolValueError
 from poolalloc.objects._store import (
     ObjectStore,
@@ -66,7 +68,8 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
     ``reset(obj)`` runs on every return (if it raises, the object is disposed);
     ``validate(obj)`` runs on borrow (false or raising: disposed and replaced); ``dispose(obj)``
     runs once per object that leaves the pool. ``max_size`` bounds objects alive; at the bound,
-    acquirers wait in FIFO order up to ``timeout`` seconds (None: forever, 0: not at all) and
+    acquirers wait in FIFO order up to ``timeout`` seconds (None: ``DEFAULT_TIMEOUT``, 30 s, as
+    for BufferPool; ``math.inf``: no limit; 0: not at all) and
     then get :class:`~poolalloc.errors.PoolExhausted`. ``min_idle`` objects are made up front and
     kept by :meth:`trim`; ``max_idle`` caps idle objects kept on return; objects older than
     ``max_lifetime`` seconds are retired on return. ``track_leaks`` (default: on when the leak
@@ -124,7 +127,7 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
         self._validate = validate
         self._min_idle = min_idle
         self._max_lifetime = max_lifetime
-        self._timeout = timeout
+        self._timeout = DEFAULT_TIMEOUT if timeout is None else timeout
         if track_leaks is None:
             track_leaks = leaks.level() != "off"
         self._track = track_leaks
@@ -135,7 +138,7 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
         # id(lease) -> acquisition stack (ids, not leases: a lease must stay collectable)
         self._out: dict[int, str] = {}
         for _ in range(min_idle):
-            self._idle.append(Slot(factory(), monotonic()))
+            self._idle.append(Slot(factory(), monotonic(), self._home))
             self._alive += 1
             self._n["created"] += 1
 
@@ -162,9 +165,10 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
             else:
                 if self._plain:
                     stash.acquires += 1
+                    slot.out = True
                     lease: Lease[T] = Lease()
-                    lease._slot = slot
                     lease._pool = self
+                    lease._slot = slot
                     return lease
                 if self._validate is None or self._is_valid(slot):
                     return self._lease_out(slot, stash)
@@ -177,6 +181,7 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
         except AttributeError:
             stash = self._new_stash()
         stash.releases += 1
+        slot.out = False
         if not self._plain:
             if self._track:
                 self._out.pop(id(lease), None)
@@ -261,9 +266,16 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
     def _deadline(self, timeout: float | None) -> float | None:
         if timeout is None:
             timeout = self._timeout
-        if timeout is not None and timeout < 0:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise TypeError(
+                f"timeout must be a number of seconds (int or float) or None,"
+                f" not {type(timeout).__name__}"
+            )
+        if timeout == math.inf:
+            return None  # asked for explicitly: no limit
+        if not timeout >= 0:
             raise PoolValueError(f"timeout must be >= 0 or None, got {timeout!r}")
-        return None if timeout is None else monotonic() + timeout
+        return monotonic() + timeout
 
     def _lease_from_grant(self, grant: object, stash: Stash[T]) -> Lease[T] | None:
         if grant is CLOSED:
@@ -279,9 +291,10 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
 
     def _lease_out(self, slot: Slot[T], stash: Stash[T]) -> Lease[T]:
         stash.acquires += 1
+        slot.out = True
         lease: Lease[T] = Lease()
-        lease._slot = slot
         lease._pool = self
+        lease._slot = slot
         if self._track:
             self._out[id(lease)] = acquisition_stack()
         return lease
@@ -295,7 +308,7 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
         with self._lock:
             self._n["created"] += 1
             self._n["fresh"] += 1
-        return Slot(obj, monotonic())
+        return Slot(obj, monotonic(), self._home)
 
     def _is_valid(self, slot: Slot[T]) -> bool:
         assert self._validate is not None
@@ -311,8 +324,9 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
     def _forget_lease(self, lease_id: int) -> None:
         stack = self._out.pop(lease_id, None)
         if stack is not None:
-            log.warning("%r: a lease was garbage-collected without release(); acquired at:\n%s",
-                        self, stack)
+            log.warning(
+                "%r: a lease was garbage-collected without release(); acquired at:\n%s", self, stack
+            )
 
     def _reset_failed(self, slot: Slot[T], exc: BaseException) -> None:
         """Dispose an object whose reset raised; swallow (and log) only an Exception."""
