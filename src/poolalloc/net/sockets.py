@@ -156,7 +156,7 @@ def recvmsg_into(
     if isinstance(sock, ssl.SSLSocket):
         single = recv_into(sock, pool, timeout)
         return None if single is None else [single]
-    leases: list[LeaseLike] = []
+    leases: list[L] = []
     try:
         for _ in range(count):
             leases.append(pool.acquire(timeout))
