@@ -21,13 +21,13 @@ static int freelist_n;
 
 // ---- life cycle ----
 
-BufferObject *pa_buffer_new(LeasePoolObject *p, void *ptr, Py_ssize_t nbytes, Py_ssize_t charge) {
+BufferObject *lease_buffer_new(LeasePoolObject *p, void *ptr, Py_ssize_t nbytes, Py_ssize_t charge) {
   BufferObject *b;
   if (freelist_n > 0) {
     b = freelist[--freelist_n];
-    (void)PyObject_Init((PyObject *)b, &PaBufferType);
+    (void)PyObject_Init((PyObject *)b, &LeaseBufferType);
   } else {
-    b = PyObject_New(BufferObject, &PaBufferType);
+    b = PyObject_New(BufferObject, &LeaseBufferType);
     if (b == NULL) return NULL;
   }
   b->ptr = ptr;
@@ -50,8 +50,8 @@ static void buffer_collect_unreleased(BufferObject *b) {
   b->released = 1;
   if (b->origin != NULL && p->gc_leaks != NULL && PyList_Append(p->gc_leaks, b->origin) < 0)
     PyErr_WriteUnraisable(NULL);
-  pa_pool_untrack(p, b);
-  if (pa_pool_give_back(p, b) < 0) PyErr_WriteUnraisable((PyObject *)p);
+  lease_pool_untrack(p, b);
+  if (lease_pool_give_back(p, b) < 0) PyErr_WriteUnraisable((PyObject *)p);
 }
 
 static void buffer_dealloc(BufferObject *b) {
@@ -75,23 +75,28 @@ static void buffer_dealloc(BufferObject *b) {
 static int buffer_getbuffer(BufferObject *b, Py_buffer *view, int flags) {
   if (b->released) {
     view->obj = NULL;
-    return pa_raise_code(PaExc_LeaseReleased, 0, "this Buffer was released; acquire a new one");
+    return lease_raise_code(LeaseExc_LeaseReleased, 0, "this Buffer was released; acquire a new one");
   }
   if (PyBuffer_FillInfo(view, (PyObject *)b, b->ptr, b->nbytes, 0, flags) < 0) return -1;
   b->exports++;
   return 0;
 }
 
-static void buffer_releasebuffer(BufferObject *b, Py_buffer *view) {
-  (void)view;
+/* One export (view or pin) ended: a parked block goes back with the last one. */
+static void buffer_unexport(BufferObject *b) {
   b->exports--;
   if (b->exports == 0 && b->released && b->ptr != NULL) {
     PyObject *et, *ev, *tb;
     PyErr_Fetch(&et, &ev, &tb);
     b->pool->parked--;
-    if (pa_pool_give_back(b->pool, b) < 0) PyErr_WriteUnraisable((PyObject *)b);
+    if (lease_pool_give_back(b->pool, b) < 0) PyErr_WriteUnraisable((PyObject *)b);
     PyErr_Restore(et, ev, tb);
   }
+}
+
+static void buffer_releasebuffer(BufferObject *b, Py_buffer *view) {
+  (void)view;
+  buffer_unexport(b);
 }
 
 static PyBufferProcs buffer_as_buffer = {
@@ -103,32 +108,47 @@ static PyBufferProcs buffer_as_buffer = {
 
 static int check_live(BufferObject *b) {
   if (!b->released) return 0;
-  return pa_raise_code(PaExc_LeaseReleased, 0, "this Buffer was released; acquire a new one");
+  return lease_raise_code(LeaseExc_LeaseReleased, 0, "this Buffer was released; acquire a new one");
 }
 
-int pa_buffer_release(BufferObject *b) {
+/* index < 0: a single release; else the position in a release_many() batch. */
+int lease_buffer_check_release(BufferObject *b, Py_ssize_t index) {
+  if (b->released) {
+    if (index < 0)
+      return lease_raise_code(LeaseExc_DoubleRelease, EALREADY,
+                              "this Buffer was already released");
+    return lease_raise_code(LeaseExc_DoubleRelease, EALREADY,
+                            "release_many(): item %zd was already released (or is listed twice)",
+                            index);
+  }
+  if (b->exports > 0 && b->pool->strict && index >= 0)
+    return lease_raise_code(LeaseExc_Busy, EBUSY, "release_many(): item %zd has %zd view(s) alive",
+                            index, b->exports);
+  if (b->exports > 0 && b->pool->strict)
+    return lease_raise_code(LeaseExc_Busy, EBUSY,
+                            "release(): %zd view(s) of this Buffer (memoryview, slice, numpy "
+                            "array or pin) are still alive; drop or release them first",
+                            b->exports);
+  return 0;
+}
+
+int lease_buffer_release(BufferObject *b) {
   LeasePoolObject *p = b->pool;
-  if (b->released)
-    return pa_raise_code(PaExc_DoubleRelease, EALREADY, "this Buffer was already released");
-  if (b->exports > 0 && p->strict)
-    return pa_raise_code(PaExc_Busy, EBUSY,
-                         "release(): %zd view(s) of this Buffer (memoryview, slice or numpy "
-                         "array) are still alive; drop or release them first",
-                         b->exports);
+  if (lease_buffer_check_release(b, -1) < 0) return -1;
   b->released = 1;
   p->live--;
   p->releases++;
-  pa_pool_untrack(p, b);
+  lease_pool_untrack(p, b);
   if (b->exports > 0) {
     p->parked++;  // the last bf_releasebuffer gives the block back
     return 0;
   }
-  return pa_pool_give_back(p, b);
+  return lease_pool_give_back(p, b);
 }
 
 static PyObject *buffer_release(BufferObject *b, PyObject *unused) {
   (void)unused;
-  if (pa_buffer_release(b) < 0) return NULL;
+  if (lease_buffer_release(b) < 0) return NULL;
   Py_RETURN_NONE;
 }
 
@@ -143,9 +163,97 @@ static PyObject *buffer_exit(BufferObject *b, PyObject *const *args, Py_ssize_t 
   (void)args;
   (void)nargs;
   // released inside the block already: nothing left to do
-  if (!b->released && pa_buffer_release(b) < 0) return NULL;
+  if (!b->released && lease_buffer_release(b) < 0) return NULL;
   Py_RETURN_FALSE;
 }
+
+// ---- pins ----
+
+static PyObject *pin_new(BufferObject *b) {
+  if (check_live(b) < 0) return NULL;
+  PinObject *pin = PyObject_New(PinObject, &LeasePinType);
+  if (pin == NULL) return NULL;
+  Py_INCREF(b);
+  pin->lease = b;
+  pin->ptr = b->ptr;
+  pin->nbytes = b->nbytes;
+  b->exports++;
+  return (PyObject *)pin;
+}
+
+static PyObject *buffer_pin(BufferObject *b, PyObject *unused) {
+  (void)unused;
+  return pin_new(b);
+}
+
+static void pin_dealloc(PinObject *pin) {
+  BufferObject *b = pin->lease;
+  buffer_unexport(b);
+  Py_DECREF(b);
+  PyObject_Free(pin);
+}
+
+/* Exports stay valid for as long as the pin lives, and every export holds the pin (view->obj),
+ * so the pin needs no count of its own and no bf_releasebuffer. */
+static int pin_getbuffer(PinObject *pin, Py_buffer *view, int flags) {
+  return PyBuffer_FillInfo(view, (PyObject *)pin, pin->ptr, pin->nbytes, 0, flags);
+}
+
+static PyBufferProcs pin_as_buffer = {(getbufferproc)pin_getbuffer, NULL};
+
+static Py_ssize_t pin_length(PinObject *pin) { return pin->nbytes; }
+
+static PyMappingMethods pin_as_mapping = {(lenfunc)pin_length, NULL, NULL};
+
+static PyObject *pin_get_lease(PinObject *pin, void *closure) {
+  (void)closure;
+  return Py_NewRef(pin->lease);
+}
+
+static PyObject *pin_get_address(PinObject *pin, void *closure) {
+  (void)closure;
+  return PyLong_FromVoidPtr(pin->ptr);
+}
+
+static PyGetSetDef pin_getset[] = {
+    {"lease", (getter)pin_get_lease, NULL, "The lease whose block this pin holds.", NULL},
+    {"address", (getter)pin_get_address, NULL, "Address of the block (int).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyObject *pin_repr(PinObject *pin) {
+  return PyUnicode_FromFormat("<poolalloc.BufferPin nbytes=%zd address=%p>", pin->nbytes,
+                              pin->ptr);
+}
+
+PyDoc_STRVAR(pin_doc,
+             "A pin on a lease's block: exports the block and keeps it from going back to the\n"
+             "pool for as long as this object is alive, whatever else is released meanwhile.\n\n"
+             "Obtained from Buffer.pin(); Buffer.as_array() builds its arrays on one, so the\n"
+             "array's `.base` is the pin (there is no memoryview to release early).\n\n"
+             "Example:\n"
+             "    >>> from poolalloc import BufferPool\n"
+             "    >>> with BufferPool(16) as pool:\n"
+             "    ...     buf = pool.acquire()\n"
+             "    ...     pin = buf.pin()\n"
+             "    ...     buf.release()  # parked: the pin still holds the block\n"
+             "    ...     memoryview(pin)[0] = 1\n"
+             "    ...     parked = pool.stats().parked\n"
+             "    ...     del pin\n"
+             "    ...     parked, pool.stats().parked\n"
+             "    (1, 0)");
+
+PyTypeObject LeasePinType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "poolalloc.BufferPin",
+    .tp_basicsize = sizeof(PinObject),
+    .tp_dealloc = (destructor)pin_dealloc,
+    .tp_repr = (reprfunc)pin_repr,
+    .tp_as_mapping = &pin_as_mapping,
+    .tp_as_buffer = &pin_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = pin_doc,
+    .tp_getset = pin_getset,
+};
 
 // ---- item access: the cheap path for one byte ----
 
@@ -271,8 +379,12 @@ static PyObject *buffer_as_array(BufferObject *b, PyObject *args, PyObject *kwar
     Py_DECREF(np);
     if (frombuffer == NULL) return NULL;
   }
-  PyObject *arr = dtype == NULL ? PyObject_CallFunction(frombuffer, "Os", b, "uint8")
-                                : PyObject_CallFunctionObjArgs(frombuffer, b, dtype, NULL);
+  // built on a pin: numpy keeps the pin as `.base`, and the block stays while any array lives
+  PyObject *pin = pin_new(b);
+  if (pin == NULL) return NULL;
+  PyObject *arr = dtype == NULL ? PyObject_CallFunction(frombuffer, "Os", pin, "uint8")
+                                : PyObject_CallFunctionObjArgs(frombuffer, pin, dtype, NULL);
+  Py_DECREF(pin);
   if (arr == NULL || shape == Py_None) return arr;
   PyObject *shaped = PyObject_CallMethod(arr, "reshape", "(O)", shape);
   Py_DECREF(arr);
@@ -289,7 +401,10 @@ static PyMethodDef buffer_methods[] = {
     {"release", (PyCFunction)buffer_release, METH_NOARGS,
      "Give the block back (parked until its last view dies)."},
     {"as_array", (PyCFunction)(void (*)(void))buffer_as_array, METH_VARARGS | METH_KEYWORDS,
-     "as_array(dtype='uint8', shape=None): a numpy array over the block, no copy."},
+     "as_array(dtype='uint8', shape=None): a numpy array over the block, no copy.\n"
+     "The array (and every array derived from it) keeps the block until it is gone."},
+    {"pin", (PyCFunction)buffer_pin, METH_NOARGS,
+     "A BufferPin: exports the block and keeps it from going back while the pin lives."},
     {"__enter__", (PyCFunction)buffer_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)(void (*)(void))buffer_exit, METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL},
@@ -307,7 +422,7 @@ PyDoc_STRVAR(buffer_doc,
              "    ...     bytes(buf.view[:2]), buf.nbytes\n"
              "    (b'hi', 16)");
 
-PyTypeObject PaBufferType = {
+PyTypeObject LeaseBufferType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "poolalloc.Buffer",
     .tp_basicsize = sizeof(BufferObject),
     .tp_dealloc = (destructor)buffer_dealloc,

@@ -12,14 +12,16 @@
 
 #include <stdarg.h>
 
-const pa_api_t *pa_lease_api;
-PyObject *PaExc_LeaseReleased, *PaExc_DoubleRelease, *PaExc_Foreign, *PaExc_Busy, *PaExc_Closed,
-    *PaExc_Exhausted;
+const pa_api_t *lease_api;
+PyObject *LeaseExc_LeaseReleased, *LeaseExc_DoubleRelease, *LeaseExc_Foreign, *LeaseExc_Busy,
+    *LeaseExc_Closed, *LeaseExc_Exhausted, *LeaseExc_Value;
+PyObject *lease_token;
+static int token_claimed;
 static PyObject *error_for;
 
 // ---- errors ----
 
-int pa_raise_rc(int rc, const char *context) {
+int lease_raise_rc(int rc, const char *context) {
   PyObject *exc = PyObject_CallFunction(error_for, "is", rc, context);
   if (exc != NULL) {
     PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
@@ -28,7 +30,7 @@ int pa_raise_rc(int rc, const char *context) {
   return -1;
 }
 
-int pa_raise_code(PyObject *cls, int code, const char *fmt, ...) {
+int lease_raise_code(PyObject *cls, int code, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   PyObject *msg = PyUnicode_FromFormatV(fmt, ap);
@@ -52,15 +54,15 @@ static int load_api(void) {
   PyObject *addr = PyObject_CallMethod(ffi, "api_address", NULL);
   Py_DECREF(ffi);
   if (addr == NULL) return -1;
-  pa_lease_api = (const pa_api_t *)PyLong_AsVoidPtr(addr);
+  lease_api = (const pa_api_t *)PyLong_AsVoidPtr(addr);
   Py_DECREF(addr);
-  if (pa_lease_api == NULL) {
+  if (lease_api == NULL) {
     if (!PyErr_Occurred()) PyErr_SetString(PyExc_ImportError, "poolalloc._ffi gave no API table");
     return -1;
   }
-  if (pa_lease_api->version != PA_API_VERSION) {
+  if (lease_api->version != PA_API_VERSION) {
     PyErr_Format(PyExc_ImportError, "poolalloc._native API version %u, _lease expects %u",
-                 pa_lease_api->version, PA_API_VERSION);
+                 lease_api->version, PA_API_VERSION);
     return -1;
   }
   return 0;
@@ -73,9 +75,10 @@ static int load_errors(void) {
     PyObject **slot;
     const char *name;
   } names[] = {
-      {&PaExc_LeaseReleased, "LeaseReleasedError"}, {&PaExc_DoubleRelease, "DoubleReleaseError"},
-      {&PaExc_Foreign, "ForeignBufferError"},       {&PaExc_Busy, "LeaseBusyError"},
-      {&PaExc_Closed, "PoolClosedError"},           {&PaExc_Exhausted, "PoolExhausted"},
+      {&LeaseExc_LeaseReleased, "LeaseReleasedError"}, {&LeaseExc_DoubleRelease, "DoubleReleaseError"},
+      {&LeaseExc_Foreign, "ForeignBufferError"},       {&LeaseExc_Busy, "LeaseBusyError"},
+      {&LeaseExc_Closed, "PoolClosedError"},           {&LeaseExc_Exhausted, "PoolExhausted"},
+      {&LeaseExc_Value, "PoolValueError"},
       {&error_for, "error_for"},
   };
   int rc = 0;
@@ -87,22 +90,48 @@ static int load_errors(void) {
   return rc;
 }
 
+/* The key to LeasePool(): handed out once, to poolalloc.buffers at its import, so that nothing
+ * else can build a lease layer over a raw (possibly bogus) core pool address. */
+static PyObject *claim_token(PyObject *module, PyObject *unused) {
+  (void)module;
+  (void)unused;
+  if (token_claimed) {
+    PyErr_SetString(PyExc_RuntimeError, "the LeasePool token was claimed already");
+    return NULL;
+  }
+  token_claimed = 1;
+  return Py_NewRef(lease_token);
+}
+
+static PyMethodDef lease_functions[] = {
+    {"_claim_token", claim_token, METH_NOARGS, "Internal: the key to LeasePool (once)."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef lease_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "poolalloc._lease",
     .m_doc = "Buffer leases over the poolalloc core (internal; use poolalloc.BufferPool).",
     .m_size = -1,
+    .m_methods = lease_functions,
 };
 
 PyMODINIT_FUNC PyInit__lease(void) {
   if (load_api() < 0 || load_errors() < 0) return NULL;
-  if (PyType_Ready(&PaBufferType) < 0 || PyType_Ready(&PaLeasePoolType) < 0) return NULL;
+  if (PyType_Ready(&LeaseBufferType) < 0 || PyType_Ready(&LeasePoolType) < 0 ||
+      PyType_Ready(&LeasePinType) < 0)
+    return NULL;
+  static int token_target;
+  lease_token = PyCapsule_New(&token_target, "poolalloc._lease.token", NULL);
+  if (lease_token == NULL) return NULL;
   PyObject *m = PyModule_Create(&lease_module);
   if (m == NULL) return NULL;
-  Py_INCREF(&PaBufferType);
-  Py_INCREF(&PaLeasePoolType);
-  if (PyModule_AddObject(m, "Buffer", (PyObject *)&PaBufferType) < 0 ||
-      PyModule_AddObject(m, "LeasePool", (PyObject *)&PaLeasePoolType) < 0 ||
+  Py_INCREF(&LeaseBufferType);
+  Py_INCREF(&LeasePoolType);
+  Py_INCREF(&LeasePinType);
+  if (PyModule_AddObject(m, "Buffer", (PyObject *)&LeaseBufferType) < 0 ||
+      PyModule_AddObject(m, "BufferPin", (PyObject *)&LeasePinType) < 0 ||
+      PyModule_AddObject(m, "LeasePool", (PyObject *)&LeasePoolType) < 0 ||
       PyModule_AddIntConstant(m, "API_VERSION", PA_API_VERSION) < 0) {
     Py_DECREF(m);
     return NULL;

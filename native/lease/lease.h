@@ -6,20 +6,26 @@
  * capacity. A Buffer is one lease: it owns one block and exports it through the buffer protocol.
  *
  * The safety rule: a block goes back to the pool only when its lease is released AND no export of
- * it is alive (exports == 0). Every memoryview, slice or numpy array made from a lease holds one
- * export (memoryview slices share the managed buffer of their parent, so they count once).
+ * it is alive (exports == 0). Two kinds of export count:
+ *   - buffer-protocol exports of the lease itself (memoryview(lease), lease.view, recv_into...):
+ *     one per bf_getbuffer until its bf_releasebuffer; memoryview slices and casts share the
+ *     managed buffer of their parent, so they count once;
+ *   - pins (BufferPin, lease.pin(), what as_array() builds numpy arrays on): one per pin object
+ *     for as long as that object is alive. A pin has no bf_releasebuffer, so numpy keeps the pin
+ *     itself as the array's `.base` (not a memoryview that Python code could release early), and
+ *     no Python-side release can end the pin before the last array over it is gone.
  *
  * Who may touch what: every field below is read and written with the GIL held, and no function of
  * this extension releases the GIL, so the GIL serialises them (see docs/design.md "## Leases" for
  * what a free-threaded build would need). The core behind `pa_api` is thread-safe by itself.
  *
  * Counting invariant of a LeasePool (checked by the tests through counters()):
- *     acquires - releases == live            (leases handed out, release() not called)
+ *     acquires - releases - gc_returns == live   (gc_returns: leases collected unreleased)
  *     used == charge of (live + parked leases)
  *     fixed pools: core in_use_blocks == used + stash_n  (before close)
  * ------------------------------------------------------------------------------------------- */
-#ifndef PA_LEASE_H
-#define PA_LEASE_H
+#ifndef POOLALLOC_LEASE_H
+#define POOLALLOC_LEASE_H
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -57,8 +63,10 @@ struct lease_pool_s {
   Py_ssize_t peak;         /* high-water mark of used */
   Py_ssize_t live;         /* leases out, release() not called yet */
   Py_ssize_t parked;       /* released leases whose block waits for its last export */
-  Py_ssize_t waiters;      /* threads/tasks waiting in the slow path (set from Python) */
+  PyObject *waitq;         /* list: one entry per waiting thread/task (appended from Python) */
   unsigned long long acquires, releases, gc_returns, refills, drains;
+  unsigned long sole;      /* the thread that took every lease counted in `used`, if one did */
+  int mixed;               /* leases of more than one thread in `used` (reset when used == 0) */
   int fixed;               /* one block size (BufferPool) or any size (Allocator) */
   int strict;              /* release() with live exports raises instead of parking */
   int closed;
@@ -71,24 +79,36 @@ struct lease_pool_s {
   void **stash;            /* ready blocks, LIFO */
 };
 
-extern PyTypeObject PaBufferType;
-extern PyTypeObject PaLeasePoolType;
-extern const pa_api_t *pa_lease_api;
+/* A pin: keeps one lease's block from going back for as long as the pin object lives, and
+ * exports that block (no bf_releasebuffer, so consumers keep the pin itself). */
+typedef struct {
+  PyObject_HEAD
+  BufferObject *lease;     /* strong reference */
+  void *ptr;
+  Py_ssize_t nbytes;
+} PinObject;
+
+extern PyTypeObject LeaseBufferType;
+extern PyTypeObject LeasePinType;
+extern PyTypeObject LeasePoolType;
+extern const pa_api_t *lease_api;
 
 /* exceptions taken from poolalloc.errors at import */
-extern PyObject *PaExc_LeaseReleased, *PaExc_DoubleRelease, *PaExc_Foreign, *PaExc_Busy,
-    *PaExc_Closed, *PaExc_Exhausted;
+extern PyObject *LeaseExc_LeaseReleased, *LeaseExc_DoubleRelease, *LeaseExc_Foreign,
+    *LeaseExc_Busy, *LeaseExc_Closed, *LeaseExc_Exhausted, *LeaseExc_Value;
 
 /* lease.c */
-int pa_raise_rc(int rc, const char *context);                      /* always returns -1 */
-int pa_raise_code(PyObject *cls, int code, const char *fmt, ...);  /* always returns -1 */
+extern PyObject *lease_token;  /* capsule that only poolalloc.buffers holds: LeasePool's key */
+int lease_raise_rc(int rc, const char *context);                      /* always returns -1 */
+int lease_raise_code(PyObject *cls, int code, const char *fmt, ...);  /* always returns -1 */
 
 /* buffer.c */
-BufferObject *pa_buffer_new(LeasePoolObject *p, void *ptr, Py_ssize_t nbytes, Py_ssize_t charge);
-int pa_buffer_release(BufferObject *b);
+BufferObject *lease_buffer_new(LeasePoolObject *p, void *ptr, Py_ssize_t nbytes, Py_ssize_t charge);
+int lease_buffer_release(BufferObject *b);
+int lease_buffer_check_release(BufferObject *b, Py_ssize_t index);  /* may b be released now? */
 
 /* leasepool.c */
-int pa_pool_give_back(LeasePoolObject *p, BufferObject *b);  /* the block of b returns; -1 error */
-void pa_pool_untrack(LeasePoolObject *p, BufferObject *b);
+int lease_pool_give_back(LeasePoolObject *p, BufferObject *b);  /* the block of b returns; -1 error */
+void lease_pool_untrack(LeasePoolObject *p, BufferObject *b);
 
-#endif /* PA_LEASE_H */
+#endif /* POOLALLOC_LEASE_H */

@@ -28,12 +28,12 @@ static int stash_drain(LeasePoolObject *p, Py_ssize_t n) {
   if (n <= 0) return 0;
   void **first = p->stash + p->stash_n - n;
   size_t freed = 0;
-  int rc = pa_lease_api->free_batch(first, (size_t)n, &freed);
+  int rc = lease_api->free_batch(first, (size_t)n, &freed);
   if (rc != 0)  // the first `freed` went back: keep the rest, packed at the top of the stash
     memmove(first, first + freed, ((size_t)n - freed) * sizeof(void *));
   p->stash_n -= (Py_ssize_t)freed;
   p->drains++;
-  return rc ? pa_raise_rc(rc, "release") : 0;
+  return rc ? lease_raise_rc(rc, "release") : 0;
 }
 
 static Py_ssize_t stash_room(LeasePoolObject *p) {
@@ -46,12 +46,12 @@ static Py_ssize_t stash_room(LeasePoolObject *p) {
 static int stash_refill(LeasePoolObject *p) {
   Py_ssize_t n = stash_room(p);
   if (n < 1) n = 1;  // only reached with used < capacity, so one block is always allowed
-  int rc = pa_lease_api->alloc_batch(p->pool, p->size, p->align, (size_t)n, p->stash);
+  int rc = lease_api->alloc_batch(p->pool, p->size, p->align, (size_t)n, p->stash);
   if (rc != 0 && n > 1) {  // all or nothing: a smaller request may still fit
     n = 1;
-    rc = pa_lease_api->alloc(p->pool, p->size, p->align, p->stash);
+    rc = lease_api->alloc(p->pool, p->size, p->align, p->stash);
   }
-  if (rc != 0) return pa_raise_rc(rc, "acquire");
+  if (rc != 0) return lease_raise_rc(rc, "acquire");
   p->stash_n = n;
   p->refills++;
   return 0;
@@ -60,6 +60,15 @@ static int stash_refill(LeasePoolObject *p) {
 // ---- taking and giving back blocks ----
 
 static void count_out(LeasePoolObject *p, Py_ssize_t charge) {
+  // who holds the pool: one thread alone, or several (what the slow path needs to tell a wait
+  // that can never end, a thread waiting for blocks only it holds, from an ordinary one)
+  unsigned long me = PyThread_get_thread_ident();
+  if (p->used == 0) {
+    p->sole = me;
+    p->mixed = 0;
+  } else if (p->sole != me) {
+    p->mixed = 1;
+  }
   p->used += charge;
   if (p->used > p->peak) p->peak = p->used;
   p->live++;
@@ -68,11 +77,11 @@ static void count_out(LeasePoolObject *p, Py_ssize_t charge) {
 
 /* 0: block in *out; 1: at capacity (no error set); -1: error set. */
 static int take_block(LeasePoolObject *p, void **out) {
-  if (p->closed) return pa_raise_code(PaExc_Closed, ESHUTDOWN, "acquire(): the pool is closed");
+  if (p->closed) return lease_raise_code(LeaseExc_Closed, ESHUTDOWN, "acquire(): the pool is closed");
   if (p->capacity > 0 && p->used >= p->capacity) return 1;
   if (p->stash_max == 0) {
-    int rc = pa_lease_api->alloc(p->pool, p->size, p->align, out);
-    return rc ? pa_raise_rc(rc, "acquire") : 0;
+    int rc = lease_api->alloc(p->pool, p->size, p->align, out);
+    return rc ? lease_raise_rc(rc, "acquire") : 0;
   }
   if (p->stash_n == 0 && stash_refill(p) < 0) return -1;
   *out = p->stash[--p->stash_n];
@@ -80,33 +89,33 @@ static int take_block(LeasePoolObject *p, void **out) {
 }
 
 static int raise_free_error(int rc) {
-  return pa_raise_rc(rc, rc == EILSEQ ? "release: debug check: bytes past the end of the Buffer "
+  return lease_raise_rc(rc, rc == EILSEQ ? "release: debug check: bytes past the end of the Buffer "
                                         "(canary) or freed memory (poison) were overwritten"
                                       : "release");
 }
 
 static int put_block(LeasePoolObject *p, void *ptr) {
   if (p->closed || p->stash_max == 0 || !p->fixed) {
-    int rc = pa_lease_api->free(ptr);
+    int rc = lease_api->free(ptr);
     return rc ? raise_free_error(rc) : 0;
   }
   if (p->stash_n == p->stash_max && stash_drain(p, p->stash_batch) < 0) {
     // the drain stopped at a bad block: free this one on its own so nothing is lost
-    int rc = pa_lease_api->free(ptr);
-    return rc ? pa_raise_rc(rc, "release") : -1;
+    int rc = lease_api->free(ptr);
+    return rc ? lease_raise_rc(rc, "release") : -1;
   }
   p->stash[p->stash_n++] = ptr;
   return 0;
 }
 
 static int call_notify(LeasePoolObject *p) {
-  if (p->waiters <= 0 || p->notify == NULL) return 0;
+  if (p->waitq == NULL || PyList_GET_SIZE(p->waitq) == 0 || p->notify == NULL) return 0;
   PyObject *r = PyObject_CallNoArgs(p->notify);
   Py_XDECREF(r);
   return r == NULL ? -1 : 0;
 }
 
-int pa_pool_give_back(LeasePoolObject *p, BufferObject *b) {
+int lease_pool_give_back(LeasePoolObject *p, BufferObject *b) {
   void *ptr = b->ptr;
   b->ptr = NULL;
   p->used -= b->charge;
@@ -133,7 +142,7 @@ static int track(LeasePoolObject *p, BufferObject *b) {
   return 0;
 }
 
-void pa_pool_untrack(LeasePoolObject *p, BufferObject *b) {
+void lease_pool_untrack(LeasePoolObject *p, BufferObject *b) {
   if (b->origin == NULL || p->tracked == NULL) return;
   PyObject *key = PyLong_FromVoidPtr(b);
   if (key == NULL || PyDict_DelItem(p->tracked, key) < 0) PyErr_Clear();
@@ -142,7 +151,7 @@ void pa_pool_untrack(LeasePoolObject *p, BufferObject *b) {
 
 static BufferObject *make_lease(LeasePoolObject *p, void *ptr, Py_ssize_t nbytes,
                                 Py_ssize_t charge) {
-  BufferObject *b = pa_buffer_new(p, ptr, nbytes, charge);
+  BufferObject *b = lease_buffer_new(p, ptr, nbytes, charge);
   if (b == NULL) {  // no lease object: the block goes straight back, the MemoryError stays
     PyObject *et, *ev, *tb;
     PyErr_Fetch(&et, &ev, &tb);
@@ -152,7 +161,7 @@ static BufferObject *make_lease(LeasePoolObject *p, void *ptr, Py_ssize_t nbytes
   }
   count_out(p, charge);
   if (p->track_mode && track(p, b) < 0) {
-    (void)pa_buffer_release(b);
+    (void)lease_buffer_release(b);
     Py_DECREF(b);
     return NULL;
   }
@@ -161,9 +170,25 @@ static BufferObject *make_lease(LeasePoolObject *p, void *ptr, Py_ssize_t nbytes
 
 // ---- acquire (fixed pools) ----
 
+/* None or a real number of seconds (bools are not durations). */
+static int check_timeout(PyObject *timeout, const char *method) {
+  if (timeout == Py_None) return 0;
+  if (!PyBool_Check(timeout) && (PyFloat_Check(timeout) || PyLong_Check(timeout))) {
+    double t = PyFloat_AsDouble(timeout);
+    if (t == -1.0 && PyErr_Occurred()) return -1;
+    if (t != t)  // NaN: no deadline can be computed from it
+      return lease_raise_code(LeaseExc_Value, EINVAL, "%s(): timeout must be a number of seconds "
+                              "or None, not nan", method);
+    return 0;
+  }
+  PyErr_Format(PyExc_TypeError, "%s(): timeout must be a number of seconds (int or float) or "
+               "None, not %.100s", method, Py_TYPE(timeout)->tp_name);
+  return -1;
+}
+
 static PyObject *call_slow(LeasePoolObject *p, PyObject *timeout, Py_ssize_t nbytes, size_t align) {
   if (p->slow == NULL)
-    return PyErr_Format(PaExc_Exhausted, "acquire(): the pool is at its capacity (%zd)",
+    return PyErr_Format(LeaseExc_Exhausted, "acquire(): the pool is at its capacity (%zd)",
                         p->capacity);
   return PyObject_CallFunction(p->slow, "OOnn", p, timeout, nbytes, (Py_ssize_t)align);
 }
@@ -194,7 +219,7 @@ static PyObject *lp_acquire(LeasePoolObject *p, PyObject *const *args, Py_ssize_
     return NULL;
   }
   if (nkw == 1) timeout = args[0];
-  if (require_fixed(p, 1) < 0) return NULL;
+  if (require_fixed(p, 1) < 0 || check_timeout(timeout, "acquire") < 0) return NULL;
   PyObject *lease = try_acquire_one(p);
   if (lease != Py_None) return lease;
   Py_DECREF(lease);
@@ -213,7 +238,7 @@ static PyObject *lp_acquire_many(LeasePoolObject *p, PyObject *arg) {
   if (n == -1 && PyErr_Occurred()) return NULL;
   if (n < 0) return PyErr_Format(PyExc_ValueError, "acquire_many(): n must be >= 0, not %zd", n);
   if (require_fixed(p, 1) < 0) return NULL;
-  if (p->closed) return PyErr_Format(PaExc_Closed, "acquire_many(): the pool is closed");
+  if (p->closed) return PyErr_Format(LeaseExc_Closed, "acquire_many(): the pool is closed");
   if (p->capacity > 0 && p->used + n > p->capacity) Py_RETURN_NONE;
   PyObject *list = PyList_New(n);
   if (list == NULL) return NULL;
@@ -225,7 +250,7 @@ static PyObject *lp_acquire_many(LeasePoolObject *p, PyObject *arg) {
       PyObject *et, *ev, *tb;
       PyErr_Fetch(&et, &ev, &tb);
       for (Py_ssize_t j = 0; j < i; j++) {
-        if (pa_buffer_release((BufferObject *)PyList_GET_ITEM(list, j)) < 0) PyErr_Clear();
+        if (lease_buffer_release((BufferObject *)PyList_GET_ITEM(list, j)) < 0) PyErr_Clear();
       }
       PyErr_Restore(et, ev, tb);
       Py_DECREF(list);
@@ -240,24 +265,35 @@ static PyObject *lp_acquire_many(LeasePoolObject *p, PyObject *arg) {
 
 /* 0: lease in *out; 1: capacity would be exceeded; -1 error. */
 static int alloc_lease(LeasePoolObject *p, Py_ssize_t nbytes, Py_ssize_t align, PyObject **out) {
-  if (p->closed) return pa_raise_code(PaExc_Closed, ESHUTDOWN, "alloc(): the pool is closed");
+  if (p->closed) return lease_raise_code(LeaseExc_Closed, ESHUTDOWN, "alloc(): the pool is closed");
   if (nbytes <= 0 || align <= 0 || (align & (align - 1)) || align > (Py_ssize_t)PA_MAX_ALIGN)
-    return pa_raise_rc(EINVAL, "alloc(): nbytes >= 1 and alignment a power of two <= 4096");
-  // a block is never smaller than the request: refuse without touching the core when even the
-  // request does not fit; otherwise the block's real size decides (allocated, then checked)
+    return lease_raise_rc(EINVAL, "alloc(): nbytes >= 1 and alignment a power of two <= 4096");
+  // a block is never smaller than the request: a request above the capacity can never fit, and
+  // one above what is left waits; otherwise the block's real size decides (allocated, checked)
+  if (p->capacity > 0 && nbytes > p->capacity)
+    return lease_raise_code(LeaseExc_Value, EINVAL, "alloc(%zd): more than the capacity of this "
+                            "Allocator (%zd bytes); it can never be served", nbytes, p->capacity);
   if (p->capacity > 0 && nbytes > p->capacity - p->used) return 1;
   void *ptr;
   size_t bs = 0;
-  int rc = pa_lease_api->alloc(p->pool, (size_t)nbytes, (size_t)align, &ptr);
-  if (rc) return pa_raise_rc(rc, "alloc");
-  rc = pa_lease_api->block_size(ptr, &bs);
+  int rc = lease_api->alloc(p->pool, (size_t)nbytes, (size_t)align, &ptr);
+  if (rc) return lease_raise_rc(rc, "alloc");
+  rc = lease_api->block_size(ptr, &bs);
+  if (rc == 0 && p->capacity > 0 && (Py_ssize_t)bs > p->capacity) {
+    rc = lease_api->free(ptr);
+    if (rc) return lease_raise_rc(rc, "alloc");
+    return lease_raise_code(LeaseExc_Value, EINVAL, "alloc(%zd, alignment=%zd): its block is %zu "
+                            "bytes (the size class that serves it), more than the capacity of "
+                            "this Allocator (%zd bytes); it can never be served", nbytes, align,
+                            bs, p->capacity);
+  }
   if (rc == 0 && p->capacity > 0 && p->used + (Py_ssize_t)bs > p->capacity) {
-    rc = pa_lease_api->free(ptr);
-    return rc ? pa_raise_rc(rc, "alloc") : 1;
+    rc = lease_api->free(ptr);
+    return rc ? lease_raise_rc(rc, "alloc") : 1;
   }
   if (rc) {
-    (void)pa_lease_api->free(ptr);
-    return pa_raise_rc(rc, "alloc");
+    (void)lease_api->free(ptr);
+    return lease_raise_rc(rc, "alloc");
   }
   *out = (PyObject *)make_lease(p, ptr, nbytes, (Py_ssize_t)bs);
   return *out == NULL ? -1 : 0;
@@ -269,7 +305,7 @@ static PyObject *lp_alloc(LeasePoolObject *p, PyObject *args, PyObject *kwargs) 
   PyObject *timeout = Py_None, *lease = NULL;
   if (!PyArg_ParseTupleAndKeywords(args, kwargs, "n|n$O:alloc", kwlist, &nbytes, &align, &timeout))
     return NULL;
-  if (require_fixed(p, 0) < 0) return NULL;
+  if (require_fixed(p, 0) < 0 || check_timeout(timeout, "alloc") < 0) return NULL;
   int rc = alloc_lease(p, nbytes, align, &lease);
   if (rc < 0) return NULL;
   if (rc == 0) return lease;
@@ -291,50 +327,58 @@ static PyObject *lp_try_alloc(LeasePoolObject *p, PyObject *const *args, Py_ssiz
 // ---- release ----
 
 static int check_mine(LeasePoolObject *p, PyObject *obj) {
-  if (!Py_IS_TYPE(obj, &PaBufferType)) {
-    PyErr_Format(PyExc_TypeError, "expected a poolalloc.Buffer, not %.100s",
-                 Py_TYPE(obj)->tp_name);
-    return -1;
-  }
+  if (!Py_IS_TYPE(obj, &LeaseBufferType))
+    return lease_raise_code(LeaseExc_Foreign, EFAULT, "release(): expected a poolalloc.Buffer "
+                            "leased from this pool, not a %.100s", Py_TYPE(obj)->tp_name);
   if (((BufferObject *)obj)->pool != p)
-    return pa_raise_code(PaExc_Foreign, EFAULT, "this Buffer belongs to another pool");
+    return lease_raise_code(LeaseExc_Foreign, EFAULT, "this Buffer belongs to another pool");
   return 0;
 }
 
 static PyObject *lp_release(LeasePoolObject *p, PyObject *obj) {
-  if (check_mine(p, obj) < 0 || pa_buffer_release((BufferObject *)obj) < 0) return NULL;
+  if (check_mine(p, obj) < 0 || lease_buffer_release((BufferObject *)obj) < 0) return NULL;
   Py_RETURN_NONE;
 }
 
-/* Every lease is checked before any is released, so a foreign, already released or (strict)
- * busy one releases nothing. A tuple copy: a give-back may run Python code (notify), during
- * which another thread could resize the caller's list. */
+/* All or nothing: every lease is checked before any is released, so a foreign, already
+ * released, twice-listed or (strict) busy one releases nothing. Duplicates are found by marking
+ * each checked lease (released = 2) and unmarking them all before acting; no Python code runs in
+ * between. Then every lease is released even when one give-back fails (a debug-mode canary
+ * check), and the first failure is raised at the end. A tuple copy: a give-back may run Python
+ * code (notify), during which another thread could resize the caller's list. */
 static PyObject *lp_release_many(LeasePoolObject *p, PyObject *iterable) {
   PyObject *seq = PySequence_Tuple(iterable);
   if (seq == NULL) return NULL;
-  Py_ssize_t n = PyTuple_GET_SIZE(seq);
+  Py_ssize_t n = PyTuple_GET_SIZE(seq), checked = 0;
+  int ok = 1;
+  for (; checked < n; checked++) {
+    PyObject *obj = PyTuple_GET_ITEM(seq, checked);
+    if (check_mine(p, obj) < 0 || lease_buffer_check_release((BufferObject *)obj, checked) < 0) {
+      ok = 0;
+      break;
+    }
+    ((BufferObject *)obj)->released = 2;
+  }
+  for (Py_ssize_t i = 0; i < checked; i++) ((BufferObject *)PyTuple_GET_ITEM(seq, i))->released = 0;
+  if (!ok) {
+    Py_DECREF(seq);
+    return NULL;
+  }
+  PyObject *et = NULL, *ev = NULL, *tb = NULL;
   for (Py_ssize_t i = 0; i < n; i++) {
-    if (check_mine(p, PyTuple_GET_ITEM(seq, i)) < 0) goto fail;
     BufferObject *b = (BufferObject *)PyTuple_GET_ITEM(seq, i);
-    if (b->released) {
-      pa_raise_code(PaExc_DoubleRelease, EALREADY, "release_many(): item %zd was already released",
-                    i);
-      goto fail;
+    if (b->released) continue;  // a notify callback in between released it: nothing to do
+    if (lease_buffer_release(b) < 0) {
+      if (et == NULL) PyErr_Fetch(&et, &ev, &tb);
+      else PyErr_Clear();
     }
-    if (p->strict && b->exports > 0) {
-      pa_raise_code(PaExc_Busy, EBUSY, "release_many(): item %zd has %zd view(s) alive", i,
-                    b->exports);
-      goto fail;
-    }
-  }
-  for (Py_ssize_t i = 0; i < n; i++) {
-    if (pa_buffer_release((BufferObject *)PyTuple_GET_ITEM(seq, i)) < 0) goto fail;
   }
   Py_DECREF(seq);
+  if (et != NULL) {
+    PyErr_Restore(et, ev, tb);
+    return NULL;
+  }
   Py_RETURN_NONE;
-fail:
-  Py_DECREF(seq);
-  return NULL;
 }
 
 // ---- maintenance ----
@@ -374,10 +418,33 @@ static PyObject *lp_counters(LeasePoolObject *p, PyObject *unused) {
   (void)unused;
   return Py_BuildValue("{sn sn sn sn sn sn sn sK sK sK sK sK sn sn si}", "capacity", p->capacity,
                        "used", p->used, "peak", p->peak, "live", p->live, "parked", p->parked,
-                       "stashed", p->stash_n, "waiters", p->waiters, "acquires", p->acquires,
+                       "stashed", p->stash_n, "waiters",
+                       p->waitq ? PyList_GET_SIZE(p->waitq) : 0, "acquires", p->acquires,
                        "releases", p->releases, "gc_returns", p->gc_returns, "refills",
                        p->refills, "drains", p->drains, "block_size", (Py_ssize_t)p->size,
                        "alignment", (Py_ssize_t)p->align, "closed", p->closed);
+}
+
+static PyObject *lp_get_held_by_caller(LeasePoolObject *p, void *closure) {
+  (void)closure;
+  return PyBool_FromLong(p->used > 0 && !p->mixed && p->sole == PyThread_get_thread_ident());
+}
+
+static PyObject *lp_get_waiters(LeasePoolObject *p, void *closure) {
+  (void)closure;
+  return PyLong_FromSsize_t(p->waitq ? PyList_GET_SIZE(p->waitq) : 0);
+}
+
+/* A new pool only with the token; tp_init checks it again (it could be called on its own). */
+static PyObject *lp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+  PyObject *token = PyTuple_GET_SIZE(args) > 0 ? PyTuple_GET_ITEM(args, 0) : NULL;
+  if (token == NULL && kwargs != NULL) token = PyDict_GetItemString(kwargs, "token");
+  if (token != lease_token) {
+    PyErr_SetString(PyExc_TypeError, "LeasePool is internal: use poolalloc.BufferPool or "
+                    "poolalloc.Allocator");
+    return NULL;
+  }
+  return PyType_GenericNew(type, args, kwargs);
 }
 
 static PyObject *lp_get_available(LeasePoolObject *p, void *closure) {
@@ -388,23 +455,29 @@ static PyObject *lp_get_available(LeasePoolObject *p, void *closure) {
 // ---- type ----
 
 static int lp_init(LeasePoolObject *p, PyObject *args, PyObject *kwargs) {
-  static char *kwlist[] = {"pool_address", "owner", "size", "alignment", "capacity", "fixed",
-                           "strict", "stash", "name", "slow", "notify", NULL};
-  PyObject *addr, *owner, *name = Py_None, *slow = Py_None, *notify = Py_None;
+  static char *kwlist[] = {"token", "pool_address", "owner", "size", "alignment", "capacity",
+                           "fixed", "strict", "stash", "name", "slow", "notify", "waitq", NULL};
+  PyObject *token, *addr, *owner, *name = Py_None, *slow = Py_None, *notify = Py_None;
+  PyObject *waitq = NULL;
   Py_ssize_t size, align, capacity, stash = STASH_DEFAULT;
   int fixed = 1, strict = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOnnn|$ppnOOO:LeasePool", kwlist, &addr, &owner,
-                                   &size, &align, &capacity, &fixed, &strict, &stash, &name,
-                                   &slow, &notify))
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOnnn|$ppnOOOO!:LeasePool", kwlist, &token,
+                                   &addr, &owner, &size, &align, &capacity, &fixed, &strict,
+                                   &stash, &name, &slow, &notify, &PyList_Type, &waitq))
     return -1;
+  if (token != lease_token) {  // a raw address from anywhere else could point anywhere
+    PyErr_SetString(PyExc_TypeError, "LeasePool is internal: use poolalloc.BufferPool or "
+                    "poolalloc.Allocator");
+    return -1;
+  }
   if (p->owner != NULL) {
     PyErr_SetString(PyExc_TypeError, "LeasePool is already initialised");
     return -1;
   }
   if (size < 0 || align <= 0 || capacity < 0 || stash < 0 || (fixed && size == 0))
-    return pa_raise_rc(EINVAL, "LeasePool(): size, alignment, capacity and stash");
+    return lease_raise_rc(EINVAL, "LeasePool(): size, alignment, capacity and stash");
   p->pool = (pa_pool_t *)PyLong_AsVoidPtr(addr);
-  if (p->pool == NULL) return PyErr_Occurred() ? -1 : pa_raise_rc(EINVAL, "LeasePool(): pool");
+  if (p->pool == NULL) return PyErr_Occurred() ? -1 : lease_raise_rc(EINVAL, "LeasePool(): pool");
   p->stash = stash ? PyMem_Calloc((size_t)stash, sizeof(void *)) : NULL;
   if (stash && p->stash == NULL) {
     PyErr_NoMemory();
@@ -419,6 +492,8 @@ static int lp_init(LeasePoolObject *p, PyObject *args, PyObject *kwargs) {
   p->name = name;
   p->slow = slow == Py_None ? NULL : Py_NewRef(slow);
   p->notify = notify == Py_None ? NULL : Py_NewRef(notify);
+  p->waitq = waitq == NULL ? PyList_New(0) : Py_NewRef(waitq);
+  if (p->waitq == NULL) return -1;
   p->size = (size_t)size;
   p->align = (size_t)align;
   p->capacity = capacity;
@@ -437,6 +512,7 @@ static int lp_traverse(LeasePoolObject *p, visitproc visit, void *arg) {
   Py_VISIT(p->capture);
   Py_VISIT(p->tracked);
   Py_VISIT(p->gc_leaks);
+  Py_VISIT(p->waitq);
   return 0;
 }
 
@@ -446,6 +522,7 @@ static int lp_clear(LeasePoolObject *p) {
   Py_CLEAR(p->capture);
   Py_CLEAR(p->tracked);
   Py_CLEAR(p->gc_leaks);
+  Py_CLEAR(p->waitq);
   Py_CLEAR(p->name);
   return 0;
 }
@@ -482,7 +559,6 @@ static PyMethodDef lp_methods[] = {
 };
 
 static PyMemberDef lp_members[] = {
-    {"waiters", T_PYSSIZET, offsetof(LeasePoolObject, waiters), 0, "waiters in the slow path"},
     {"name", T_OBJECT, offsetof(LeasePoolObject, name), READONLY, NULL},
     {"owner", T_OBJECT, offsetof(LeasePoolObject, owner), READONLY, NULL},
     {"tracked", T_OBJECT, offsetof(LeasePoolObject, tracked), READONLY, NULL},
@@ -497,10 +573,13 @@ static PyMemberDef lp_members[] = {
 
 static PyGetSetDef lp_getset[] = {
     {"available", (getter)lp_get_available, NULL, "True when a lease could be taken now.", NULL},
+    {"waiters", (getter)lp_get_waiters, NULL, "Threads and tasks waiting for a lease.", NULL},
+    {"held_by_caller", (getter)lp_get_held_by_caller, NULL,
+     "True when every live and parked lease was acquired by the calling thread.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-PyTypeObject PaLeasePoolType = {
+PyTypeObject LeasePoolType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "poolalloc._lease.LeasePool",
     .tp_basicsize = sizeof(LeasePoolObject),
     .tp_dealloc = (destructor)lp_dealloc,
@@ -513,5 +592,5 @@ PyTypeObject PaLeasePoolType = {
     .tp_members = lp_members,
     .tp_getset = lp_getset,
     .tp_init = (initproc)lp_init,
-    .tp_new = PyType_GenericNew,
+    .tp_new = lp_new,
 };

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from poolalloc import _moved
 from poolalloc._version import __version__
-from poolalloc.buffers import Allocator, Buffer, BufferPool
+from poolalloc.buffers import Allocator, Buffer, BufferPin, BufferPool
 from poolalloc.errors import (
     CorruptionError,
     DoubleReleaseError,
@@ -37,6 +37,7 @@ __all__ = [
     "AsyncAcquire",
     "Block",
     "Buffer",
+    "BufferPin",
     "BufferPool",
     "ClassStats",
     "CloseReport",

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import sys
 import time
@@ -29,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from poolalloc._lease import Buffer, LeasePool
-from poolalloc._waiting import Waiters, _exhausted
+from poolalloc._waiting import RECHECK, Wake, Waiters, _discard, _exhausted
 from poolalloc.objects._waiting import AsyncWaiter
 
 Retry = Callable[[], Buffer | None]
@@ -108,7 +109,11 @@ class _TrioWake:
 async def wait_lease(
     waiters: Waiters, core: LeasePool, timeout: float | None, retry: Retry
 ) -> Buffer:
-    """``Waiters.wait_async`` for trio: a lease within ``timeout`` (None: no limit).
+    """``Waiters.wait_async`` for trio: a lease within ``timeout`` (None: the pool's default).
+
+    The wake-up entry in the pool's queue sets a ``trio.Event`` through the run's token (the
+    pool may be notified from any thread); the waiter re-checks at least every ``RECHECK``
+    seconds, as the thread and asyncio waiters do.
 
     :raises poolalloc.PoolExhausted: still none when the timeout ran out.
     """
@@ -117,37 +122,43 @@ async def wait_lease(
     if lease is not None:
         await trio.lowlevel.cancel_shielded_checkpoint()  # a checkpoint, as trio's calls are
         return lease
-    if timeout is not None and timeout <= 0:
-        raise _exhausted(core, timeout)
-    deadline = math.inf if timeout is None else trio.current_time() + max(0.0, timeout)
-    loop = _TrioWake()
-    with waiters._cond:  # every change of core.waiters happens under this lock
-        core.waiters += 1
+    wait = waiters.timeout_of(timeout)
+    if wait <= 0:
+        raise _exhausted(core, wait)
+    deadline = trio.current_time() + wait  # inf stays inf: no deadline
+    token = trio.lowlevel.current_trio_token()
+    queue = waiters.queue
+    wake: Wake | None = None
     try:
         while True:
-            fut = loop.create_future()
-            with waiters._cond:
-                waiters._tasks.append((loop, fut))  # type: ignore[arg-type]
-            try:
-                lease = retry()
-                if lease is not None:
-                    return lease
-                with trio.move_on_at(deadline):
-                    await fut.event.wait()
-            finally:
-                with waiters._cond:
-                    waiters._tasks = [(lp, f) for lp, f in waiters._tasks if f is not fut]  # type: ignore[comparison-overlap]
+            event = trio.Event()
+            wake = functools.partial(_wake_trio, token, event)
+            queue.append(wake)  # before the retry: a release in between finds it
+            lease = retry()
+            if lease is not None:
+                return lease
+            with trio.move_on_at(min(deadline, trio.current_time() + RECHECK)):
+                await event.wait()
+            _discard(queue, wake)
             if trio.current_time() >= deadline:
                 lease = retry()  # one more try, then give up
                 if lease is not None:
                     return lease
-                raise _exhausted(core, timeout)
+                raise _exhausted(core, wait)
     except BaseException:
         waiters._pass_on(core)
         raise
     finally:
-        with waiters._cond:
-            core.waiters -= 1
+        if wake is not None:
+            _discard(queue, wake)
+
+
+def _wake_trio(token: Any, event: Any) -> None:
+    trio = _trio()
+    try:
+        token.run_sync_soon(event.set)
+    except trio.RunFinishedError as exc:  # the pools treat RuntimeError as "nobody waits there"
+        raise RuntimeError("the trio run has finished") from exc
 
 
 async def acquire_object(pool: Any, timeout: float | None) -> Any:

@@ -9,6 +9,8 @@ import numpy.typing as npt
 
 API_VERSION: int
 
+def _claim_token() -> object: ...
+
 @final
 class Buffer:
     """A lease on one pooled block, exported through the buffer protocol."""
@@ -26,6 +28,7 @@ class Buffer:
     @property
     def pool(self) -> LeasePool | None: ...
     def release(self) -> None: ...
+    def pin(self) -> BufferPin: ...
     def as_array(
         self, dtype: npt.DTypeLike = "uint8", shape: int | tuple[int, ...] | None = None
     ) -> np.ndarray[Any, Any]: ...
@@ -42,8 +45,22 @@ class Buffer:
     def __buffer__(self, flags: int, /) -> memoryview: ...
 
 @final
+class BufferPin:
+    """Keeps a lease's block from going back while alive; exports the block."""
+
+    @property
+    def lease(self) -> Buffer: ...
+    @property
+    def address(self) -> int: ...
+    def __len__(self) -> int: ...
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+
+@final
 class LeasePool:
-    waiters: int
+    @property
+    def waiters(self) -> int: ...
+    @property
+    def held_by_caller(self) -> bool: ...
     @property
     def name(self) -> str | None: ...
     @property
@@ -66,6 +83,7 @@ class LeasePool:
     def available(self) -> bool: ...
     def __init__(
         self,
+        token: object,
         pool_address: int,
         owner: object,
         size: int,
@@ -78,6 +96,7 @@ class LeasePool:
         name: str | None = None,
         slow: Callable[[LeasePool, float | None, int, int], Buffer] | None = None,
         notify: Callable[[], None] | None = None,
+        waitq: list[Callable[[], object]] | None = None,
     ) -> None: ...
     def acquire(self, timeout: float | None = None) -> Buffer: ...
     def try_acquire(self) -> Buffer | None: ...

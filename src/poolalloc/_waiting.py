@@ -1,62 +1,118 @@
 """The slow path of a lease pool: waiting at capacity, for threads and for asyncio tasks.
 
 The C lease layer calls :meth:`Waiters.wait_sync` only when the pool is at capacity, and calls
-:meth:`Waiters.notify` only when a block came back while ``core.waiters > 0``, so nothing here
-costs anything on the fast path.
+:meth:`Waiters.notify` only when a block came back while the wait queue is not empty, so nothing
+here costs anything on the fast path.
 
 Rules that make waiting safe:
 
-1. A waiter counts itself in ``core.waiters`` *before* it retries, under the condition's lock.
-   A release that lands between the retry and the wait therefore always notifies: no lost wakeup.
+1. A waiter puts its wake-up entry in the queue *before* it retries. A release that lands
+   between the retry and the wait therefore always finds it: no lost wakeup.
 2. Nothing ever hands a block to a waiter. A woken waiter takes a lease itself with a
    synchronous ``try_acquire()``, with no ``await`` between taking it and returning it, so a
    cancelled or timed-out waiter never strands a buffer (asyncpg #467 and #1052 are that bug).
 3. A waiter that leaves without a lease (timeout, cancellation, error) passes the wakeup on when
    a lease could be taken now, so a notification it swallowed is not lost.
-4. The condition uses an RLock: a garbage collection inside a waiter may run a lease's
-   deallocation, which gives a block back and notifies on the same thread.
+4. No lock is held across a point where an exception can land. An asynchronous exception
+   (KeyboardInterrupt, ``PyThreadState_SetAsyncExc``) is raised between two bytecodes, even
+   inside ``with cond:`` (``Condition.__enter__`` is Python code that returns after it took the
+   lock), and a lock left held there stops every other thread for good. So the queue is a plain
+   list changed only by single C-level calls (``append``, ``pop``, ``remove``), each waiting
+   thread blocks on a private gate lock that nobody else ever waits on, and a notification
+   releases gates. What an interrupt can leave behind is a stale entry (woken once, then gone)
+   or a swallowed wakeup, which rule 5 bounds.
+5. A waiter re-checks at least every ``RECHECK`` seconds, so even a wakeup lost to an interrupt
+   in the notifying thread delays it by that much at most, never for good.
 """
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import contextlib
 import errno
 import functools
+import math
 import threading
 import time
 from collections.abc import Callable
 
 from poolalloc._lease import Buffer, LeasePool
-from poolalloc.errors import PoolExhausted
+from poolalloc.errors import PoolExhausted, PoolValueError
 
 Retry = Callable[[], Buffer | None]
+Wake = Callable[[], object]
+
+#: longest a waiter sleeps before it looks at the pool again (bounds a lost wakeup)
+RECHECK = 0.5
+#: how long acquire()/alloc() wait at capacity when neither the call nor the pool says otherwise
+DEFAULT_TIMEOUT = 30.0
 
 
-def _deadline(timeout: float | None) -> float | None:
-    return None if timeout is None else time.monotonic() + max(0.0, float(timeout))
+def _deadline(timeout: float) -> float:
+    return time.monotonic() + timeout  # inf stays inf: wait without a deadline
 
 
-def _time_left(core: LeasePool, deadline: float | None, timeout: float | None) -> float | None:
-    """Seconds until ``deadline`` (None: no deadline); raises PoolExhausted once it passed."""
-    if deadline is None:
-        return None
+def _time_left(core: LeasePool, deadline: float, timeout: float) -> float:
+    """Seconds until ``deadline``; raises PoolExhausted once it passed."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise _exhausted(core, timeout)
-    return remaining
+    return min(remaining, RECHECK)
 
 
-def _exhausted(core: LeasePool, timeout: float | None) -> PoolExhausted:
+def _exhausted(core: LeasePool, timeout: float) -> PoolExhausted:
     name = f" {core.name!r}" if core.name is not None else ""
     waited = "without waiting" if not timeout else f"after waiting {timeout} s"
-    message = f"acquire(): pool{name} is at its capacity ({core.capacity}), {waited}"
+    held = _held_by(core)
+    message = f"acquire(): pool{name} is at its capacity ({core.capacity}){held}, {waited}"
+    if timeout and core.held_by_caller:
+        message += "; every outstanding lease was acquired by this thread"
     return PoolExhausted(message, errno.ENOSPC)
+
+
+def _self_deadlock(core: LeasePool) -> PoolExhausted:
+    c = core.counters()
+    name = f" {core.name!r}" if core.name is not None else ""
+    lines = [
+        f"acquire(): this thread holds every block of pool{name} ({c['live']} live lease(s),"
+        f" {c['parked']} released but held by a live view: a memoryview, slice, numpy array or"
+        " pin); waiting for one of them would never end. Release a lease (and drop its views)"
+        " first."
+    ]
+    stacks = list(core.tracked.values())
+    if stacks:
+        lines.append("Live leases were acquired at:")
+        for stack in stacks:
+            frame = stack[-1]
+            lines.append(f"  {frame.filename}:{frame.lineno} in {frame.name}")
+    elif c["live"]:
+        lines.append("(leaks='all' or POOLALLOC_LEAKS=all shows where they were acquired)")
+    return PoolExhausted("\n".join(lines), errno.ENOSPC)
+
+
+def _held_by(core: LeasePool) -> str:
+    c = core.counters()
+    if c["parked"]:
+        return (
+            f" ({c['live']} lease(s) live, {c['parked']} released but held by a live view:"
+            " a memoryview, slice, numpy array or pin)"
+        )
+    return ""
 
 
 def _set_done(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def _wake_task(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None]) -> None:
+    loop.call_soon_threadsafe(_set_done, fut)
+
+
+def _discard(queue: list[Wake], entry: Wake) -> None:
+    with contextlib.suppress(ValueError):
+        queue.remove(entry)
 
 
 def retry_for(core: LeasePool, nbytes: int, align: int) -> Retry:
@@ -67,87 +123,110 @@ def retry_for(core: LeasePool, nbytes: int, align: int) -> Retry:
 
 
 class Waiters:
-    """Threads and tasks waiting for a lease of one pool, woken by the lease layer."""
+    """Threads and tasks waiting for a lease of one pool, woken by the lease layer.
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.RLock())
-        self._tasks: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+    ``queue`` is shared with the C layer, which reads its length to know whether to notify.
+    """
+
+    def __init__(self, default_timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.queue: list[Wake] = []
+        self.default_timeout = default_timeout
 
     def notify(self) -> None:
-        """Wake one waiting thread and every waiting task (a block came back)."""
-        with self._cond:
-            self._cond.notify()
-            self._wake_tasks()
-
-    def notify_all(self) -> None:
-        """Wake everybody (the pool closed)."""
-        with self._cond:
-            self._cond.notify_all()
-            self._wake_tasks()
-
-    def _wake_tasks(self) -> None:
-        tasks, self._tasks = self._tasks, []
-        for loop, fut in tasks:
-            # a closed loop raises RuntimeError: nobody waits on that future any more
+        """Wake every waiting thread and task (a block came back); each one retries."""
+        queue = self.queue
+        for _ in range(len(queue)):
+            try:
+                wake = queue.pop()
+            except IndexError:
+                return
+            # a gate released twice, or a task whose loop closed: nobody waits there any more
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_set_done, fut)
+                wake()
+
+    notify_all = notify  # the pool closed: the same, everybody retries and sees it
 
     def _pass_on(self, core: LeasePool) -> None:
         if core.available:
             self.notify()
 
-    def wait_sync(self, core: LeasePool, timeout: float | None, nbytes: int, align: int) -> Buffer:
-        """Called by C at capacity: wait for a lease until ``timeout`` (None: forever)."""
-        if timeout is not None and timeout <= 0:
-            raise _exhausted(core, timeout)
-        retry = retry_for(core, nbytes, align)
-        deadline = _deadline(timeout)
-        with self._cond:
-            core.waiters += 1
-            try:
-                while True:
-                    lease = retry()
-                    if lease is not None:
-                        return lease
-                    self._cond.wait(_time_left(core, deadline, timeout))
-            except BaseException:
-                self._pass_on(core)
-                raise
-            finally:
-                core.waiters -= 1
+    def timeout_of(self, timeout: float | None) -> float:
+        """The wait for one call: its own ``timeout``, else the pool's default."""
+        return self.default_timeout if timeout is None else max(0.0, float(timeout))
 
-    async def wait_async(self, core: LeasePool, timeout: float | None, retry: Retry) -> Buffer:
-        """Wait in a task for a lease until ``timeout`` (None: forever); cancellation-safe."""
-        lease = retry()
-        if lease is not None:
-            return lease
-        if timeout is not None and timeout <= 0:
-            raise _exhausted(core, timeout)
-        loop = asyncio.get_running_loop()
-        deadline = _deadline(timeout)
-        with self._cond:  # every change of core.waiters happens under this lock (rule 1)
-            core.waiters += 1
+    def wait_sync(self, core: LeasePool, timeout: float | None, nbytes: int, align: int) -> Buffer:
+        """Called by C at capacity: wait for a lease until ``timeout`` (None: the default)."""
+        wait = self.timeout_of(timeout)
+        if wait <= 0:
+            raise _exhausted(core, wait)
+        # This thread took every lease out, and no other thread exists that could release one
+        # (a lease handed to another thread for release is a normal pattern, so with other
+        # threads alive the wait goes on, bounded by its timeout, whose error then says this).
+        if core.held_by_caller and threading.active_count() == 1:
+            raise _self_deadlock(core)
+        retry = retry_for(core, nbytes, align)
+        deadline = _deadline(wait)
+        gate = _thread.allocate_lock()
+        gate.acquire()
+        wake: Wake = gate.release
+        queue = self.queue
         try:
             while True:
-                fut = loop.create_future()
-                with self._cond:
-                    self._tasks.append((loop, fut))
+                queue.append(wake)  # rule 1: before the retry
                 lease = retry()
                 if lease is not None:
                     return lease
-                await self._sleep(fut, _time_left(core, deadline, timeout))
+                gate.acquire(True, _time_left(core, deadline, wait))
+                _discard(queue, wake)
         except BaseException:
             self._pass_on(core)
             raise
         finally:
-            with self._cond:
-                core.waiters -= 1
+            _discard(queue, wake)
 
-    async def _sleep(self, fut: asyncio.Future[None], remaining: float | None) -> None:
+    async def wait_async(self, core: LeasePool, timeout: float | None, retry: Retry) -> Buffer:
+        """Wait in a task for a lease until ``timeout`` (None: the default); cancellation-safe."""
+        lease = retry()
+        if lease is not None:
+            return lease
+        wait = self.timeout_of(timeout)
+        if wait <= 0:
+            raise _exhausted(core, wait)
+        loop = asyncio.get_running_loop()
+        deadline = _deadline(wait)
+        queue = self.queue
+        wake: Wake | None = None
         try:
-            await asyncio.wait_for(fut, remaining)
-        except TimeoutError:
-            pass  # the caller's loop retries once more, then raises PoolExhausted
+            while True:
+                fut = loop.create_future()
+                wake = functools.partial(_wake_task, loop, fut)
+                queue.append(wake)
+                lease = retry()
+                if lease is not None:
+                    return lease
+                # asyncio.timeout, not wait_for: wait_for (3.11) swallows a cancellation that
+                # arrives together with the wakeup
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_time_left(core, deadline, wait)):
+                        await fut
+                _discard(queue, wake)
+        except BaseException:
+            self._pass_on(core)
+            raise
         finally:
-            with self._cond:
-                self._tasks = [(lp, f) for lp, f in self._tasks if f is not fut]
+            if wake is not None:
+                _discard(queue, wake)
+
+
+def check_timeout(timeout: object, what: str = "timeout") -> float | None:
+    """``timeout`` as seconds (None stays None), or a TypeError/ValueError naming it."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(
+            f"{what} must be a number of seconds (int or float) or None,"
+            f" not {type(timeout).__name__}"
+        )
+    if math.isnan(timeout) or timeout < 0:
+        raise PoolValueError(f"{what} must be >= 0 seconds (inf: no limit), not {timeout!r}")
+    return float(timeout)

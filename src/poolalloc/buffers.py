@@ -29,14 +29,27 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Self
 
-from poolalloc import _async_backends, _ffi, leaks, settings
-from poolalloc._lease import Buffer, LeasePool
-from poolalloc._waiting import Waiters, retry_for
+from poolalloc import _async_backends, _ffi, _lease, leaks, settings
+from poolalloc._lease import Buffer, BufferPin, LeasePool
+from poolalloc._waiting import DEFAULT_TIMEOUT, Waiters, check_timeout, retry_for
 from poolalloc.errors import PoolValueError
 from poolalloc.slab import SlabPool
 from poolalloc.stats import PoolStats
 
-__all__ = ["Allocator", "Buffer", "BufferPool", "LeaseStats", "live_lease_layers"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "Allocator",
+    "Buffer",
+    "BufferPin",
+    "BufferPool",
+    "CloseReport",
+    "LeaseStats",
+    "live_lease_layers",
+]
+
+# The key to LeasePool(): the lease extension hands it out once, here, so that its internal class
+# cannot be built from anywhere else with a raw (possibly bogus) core pool address.
+_TOKEN = _lease._claim_token()
 
 #: most blocks kept ready in front of the core (refilled and drained half of it at a time)
 STASH_BLOCKS = 64
@@ -77,7 +90,8 @@ def forget_lease_layer(layer: LeasePool) -> None:
 class LeaseStats:
     """A snapshot of one pool's lease counters (``pool.stats()``).
 
-    ``acquires - releases == live`` and ``outstanding == live + parked`` always hold.
+    ``acquires - releases - gc_returns == live`` and ``outstanding == live + parked`` always
+    hold (``gc_returns``: leases collected without ``release()``; their blocks came back).
 
     Example:
         >>> with BufferPool(64) as pool:
@@ -116,7 +130,15 @@ def _stash_for(size: int, capacity: int) -> int:
     return max(2, min(STASH_BLOCKS, STASH_BYTES // max(size, 1)))
 
 
+def _check_int(value: object, what: str) -> int:
+    # bools are ints to Python, but True is no size; floats are rejected, not truncated
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    return value
+
+
 def _check_alignment(alignment: int) -> None:
+    _check_int(alignment, "alignment")
     if alignment < 1 or alignment & (alignment - 1) or alignment > _MAX_ALIGN:
         raise PoolValueError(
             f"alignment must be a power of two <= {_MAX_ALIGN}, not {alignment}", errno.EINVAL
@@ -126,6 +148,7 @@ def _check_alignment(alignment: int) -> None:
 def _check_capacity(capacity: int | None) -> int:
     if capacity is None:
         return 0
+    _check_int(capacity, "capacity")
     if capacity < 1:
         raise PoolValueError(f"capacity must be >= 1 or None, not {capacity}", errno.EINVAL)
     return capacity
@@ -148,17 +171,19 @@ class _LeasingPool:
         debug: bool,
         strict: bool,
         leak_level: str | None,
+        timeout: float | None,
     ) -> None:
+        wait = check_timeout(timeout)
         self._debug = debug or _env_debug()
         self._slab = SlabPool(numa_node=numa_node, debug=_DEBUG_FLAGS if self._debug else 0)
         # the lease layer calls the core through pa_api_t with this pool's raw address
         address = _ffi.pool_address(self._slab._handle)
-        self._waiters = Waiters()
+        self._waiters = Waiters(DEFAULT_TIMEOUT if wait is None else wait)
         self._leases = LeasePool(
-            address, self._slab, size, alignment, capacity,
+            _TOKEN, address, self._slab, size, alignment, capacity,
             fixed=fixed, strict=strict, stash=0 if self._debug else _stash_for(size, capacity),
-            name=name,
-            slow=self._waiters.wait_sync, notify=self._waiters.notify,
+            name=name, slow=self._waiters.wait_sync, notify=self._waiters.notify,
+            waitq=self._waiters.queue,
         )  # fmt: skip
         self._leak_level = leak_level or leaks.level()
         mode, every = leaks.mode_of(self._leak_level)
@@ -180,7 +205,7 @@ class _LeasingPool:
         """True once :meth:`close` ran.
 
         Example:
-            >>> pool = BufferPool(64); pool.close(); pool.closed
+            >>> pool = BufferPool(64); _ = pool.close(); pool.closed
             True
         """
         return bool(self._leases.closed)
@@ -269,27 +294,50 @@ class _LeasingPool:
         self._leases.drain()
         return int(self._slab.trim())
 
-    def close(self) -> None:
+    def close(self) -> CloseReport:
         """Refuse new leases, wake waiters (they get PoolClosedError), free what is free.
 
-        Leases still out stay valid and return their memory when released. With leak tracking
-        on, each of them is reported in a :class:`~poolalloc.leaks.LeakWarning`.
+        Returns a :class:`CloseReport` of the leases still out (live, or released but held by a
+        view). Those stay valid and return their memory when released. When there are any, a
+        warning says so: with leak tracking on, a :class:`~poolalloc.leaks.LeakWarning` naming
+        each one and where it was acquired; with it off, a ``ResourceWarning`` (shown under
+        ``python -X dev`` or ``-W default``, like an unclosed file's).
+        Closing again returns the current report and warns no more.
 
         Example:
+            >>> import warnings
             >>> pool = BufferPool(64)
             >>> buf = pool.acquire()
-            >>> pool.close()
+            >>> with warnings.catch_warnings():
+            ...     warnings.simplefilter("ignore")
+            ...     report = pool.close()
+            >>> report.outstanding, report.is_clean
+            (1, False)
             >>> buf[0] = 1; buf.release()  # still valid after close
         """
         if self._leases.closed:
-            return
+            return self._report()
         self._leases.close()
         self._waiters.notify_all()
-        if self._leak_level != "off":
+        report = self._report()
+        if self._leak_level != "off":  # the LeakWarning names each lease and its stack
             text = leaks.report(self._leases)
             if text:
                 warnings.warn(text, leaks.LeakWarning, stacklevel=2)
+        elif not report.is_clean:
+            warnings.warn(
+                f"{self!r} closed with {report.live} lease(s) live and {report.parked} released"
+                " but held by views (leaks='all' shows where they were acquired)",
+                ResourceWarning,
+                stacklevel=2,
+            )
         self._slab.close()
+        return report
+
+    def _report(self) -> CloseReport:
+        c = self._leases.counters()
+        stacks = tuple("".join(s.format()) for s in self._leases.tracked.values())
+        return CloseReport(live=c["live"], parked=c["parked"], stacks=stacks)
 
     def __enter__(self) -> Self:
         return self
@@ -298,11 +346,39 @@ class _LeasingPool:
         self.close()
 
 
+@dataclass(frozen=True)
+class CloseReport:
+    """What ``close()`` of a BufferPool or Allocator found still out.
+
+    Example:
+        >>> CloseReport(live=0, parked=0, stacks=()).is_clean
+        True
+    """
+
+    live: int  #: leases not released
+    parked: int  #: released leases whose block a view (memoryview, array, pin) still holds
+    #: one formatted acquisition stack per tracked live lease (leak tracking on)
+    stacks: tuple[str, ...]
+
+    @property
+    def outstanding(self) -> int:
+        """Leases whose block has not come back (live + parked)."""
+        return self.live + self.parked
+
+    @property
+    def is_clean(self) -> bool:
+        """True when nothing was out at close."""
+        return self.outstanding == 0
+
+
 class BufferPool(_LeasingPool):
     """A pool of fixed-size, aligned buffers handed out as :class:`Buffer` leases.
 
     :param size: bytes per buffer.
-    :param capacity: most buffers out at once (None: unbounded). At capacity ``acquire`` waits.
+    :param capacity: most buffers out at once (None: unbounded). At capacity ``acquire`` waits
+        up to its ``timeout``.
+    :param timeout: how long ``acquire()`` waits at capacity when the call gives no timeout:
+        ``DEFAULT_TIMEOUT`` (30 s) unless set; ``math.inf`` waits without limit, 0 not at all.
     :param alignment: power of two up to 4096 (blocks of 4 KiB and more are page aligned).
     :param numa_node: NUMA node to place the memory on, "local" (each thread's node) or None.
     :param debug: unpooled mode (one real allocation per acquire, canaries checked on release),
@@ -319,14 +395,15 @@ class BufferPool(_LeasingPool):
         Traceback (most recent call last):
         ...
         poolalloc.errors.PoolExhausted: acquire(): pool is at its capacity (2), without waiting
-        >>> pool.release_many([a, b]); pool.close()
+        >>> pool.release_many([a, b]); _ = pool.close()
     """
 
     def __init__(
         self, size: int, *, capacity: int | None = None, alignment: int = 64,
         numa_node: int | str | None = None, name: str | None = None, debug: bool = False,
-        strict: bool = False, leaks: str | None = None,
+        strict: bool = False, leaks: str | None = None, timeout: float | None = None,
     ) -> None:  # fmt: skip
+        _check_int(size, "size")
         if size < 1:
             raise PoolValueError(f"size must be >= 1, not {size}", errno.EINVAL)
         _check_alignment(alignment)
@@ -334,6 +411,7 @@ class BufferPool(_LeasingPool):
         self._open(
             size=size, alignment=alignment, capacity=self._capacity, fixed=True,
             numa_node=numa_node, name=name, debug=debug, strict=strict, leak_level=leaks,
+            timeout=timeout,
         )  # fmt: skip
         self.size = size
         # the C method itself: no Python frame on the fast path; it calls the slow path at capacity
@@ -341,7 +419,8 @@ class BufferPool(_LeasingPool):
         self.try_acquire = self._leases.try_acquire  # type: ignore[method-assign]
 
     def acquire(self, timeout: float | None = None) -> Buffer:
-        """Lease one buffer; at capacity wait up to ``timeout`` seconds (None: forever).
+        """Lease one buffer; at capacity wait up to ``timeout`` seconds (None: the pool's
+        default, 30 s unless set; ``math.inf``: no limit).
 
         :raises PoolExhausted: still at capacity when the timeout ran out (0: at once).
         :raises PoolClosedError: the pool is closed.
@@ -383,18 +462,18 @@ class BufferPool(_LeasingPool):
             ...     pool.release_many(bufs)
             8
         """
+        _check_int(n, "n")
+        wait = self._waiters.timeout_of(check_timeout(timeout))
         if self._capacity and n > self._capacity:
             raise PoolValueError(f"acquire_many({n}): more than the capacity", errno.EINVAL)
         bufs: list[Buffer] | None = self._leases.acquire_many(n)
         if bufs is not None:
             return bufs
         got: list[Buffer] = []
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = time.monotonic() + wait
         try:
             for _ in range(n):
-                got.append(
-                    self._leases.acquire(None if deadline is None else deadline - time.monotonic())
-                )
+                got.append(self._leases.acquire(max(0.0, deadline - time.monotonic())))
         except BaseException:
             self._leases.release_many(got)
             raise
@@ -418,11 +497,12 @@ class BufferPool(_LeasingPool):
             >>> asyncio.run(main())
             64
         """
+        wait = check_timeout(timeout)
         if _async_backends.not_asyncio():  # trio, or anyio on trio
             return await _async_backends.wait_lease(
-                self._waiters, self._leases, timeout, self._leases.try_acquire
+                self._waiters, self._leases, wait, self._leases.try_acquire
             )
-        return await self._waiters.wait_async(self._leases, timeout, self._leases.try_acquire)
+        return await self._waiters.wait_async(self._leases, wait, self._leases.try_acquire)
 
     def __repr__(self) -> str:
         cap = self._capacity or "unbounded"
@@ -446,19 +526,20 @@ class Allocator(_LeasingPool):
     def __init__(
         self, *, capacity: int | None = None, numa_node: int | str | None = None,
         debug: bool = False, name: str | None = None, strict: bool = False,
-        leaks: str | None = None,
+        leaks: str | None = None, timeout: float | None = None,
     ) -> None:  # fmt: skip
         self._capacity = _check_capacity(capacity)
         self._open(
             size=0, alignment=64, capacity=self._capacity, fixed=False, numa_node=numa_node,
-            name=name, debug=debug, strict=strict, leak_level=leaks,
+            name=name, debug=debug, strict=strict, leak_level=leaks, timeout=timeout,
         )  # fmt: skip
         self.alloc = self._leases.alloc  # type: ignore[method-assign]
 
     def alloc(self, nbytes: int, alignment: int = 64, *, timeout: float | None = None) -> Buffer:
         """Lease ``nbytes`` bytes aligned to ``alignment``; at capacity wait like ``acquire``.
 
-        :raises PoolValueError: ``nbytes`` < 1 or a bad alignment.
+        :raises PoolValueError: ``nbytes`` < 1, a bad alignment, or a request whose block (its
+            size class) is larger than the whole capacity: it could never be served.
         :raises PoolExhausted: the capacity stayed too small until the timeout ran out.
 
         Example:
@@ -482,11 +563,16 @@ class Allocator(_LeasingPool):
             >>> asyncio.run(main())
             1000
         """
+        _check_int(nbytes, "nbytes")
         _check_alignment(alignment)
+        wait = check_timeout(timeout)
+        lease = self._leases.try_alloc(nbytes, alignment)  # a request that never fits raises
+        if lease is not None:
+            return lease
         retry = retry_for(self._leases, nbytes, alignment)
         if _async_backends.not_asyncio():  # trio, or anyio on trio
-            return await _async_backends.wait_lease(self._waiters, self._leases, timeout, retry)
-        return await self._waiters.wait_async(self._leases, timeout, retry)
+            return await _async_backends.wait_lease(self._waiters, self._leases, wait, retry)
+        return await self._waiters.wait_async(self._leases, wait, retry)
 
     def __repr__(self) -> str:
         cap = self._capacity or "unbounded"

@@ -152,14 +152,32 @@ ERRNO_TO_EXC: dict[int, type[PoolError]] = {
 }
 
 
+#: What each code of the table means here, in our words: the C library's text for some of them
+#: says something else (EILSEQ is "Invalid or incomplete multibyte or wide character").
+ERRNO_MESSAGES: dict[int, str] = {
+    _errno.ENOMEM: "the operating system refused memory",
+    _errno.ENOSPC: "the pool is at its capacity",
+    _errno.EINVAL: "invalid argument",
+    _errno.EOVERFLOW: "the size computation overflows",
+    _errno.EFAULT: "the memory was not handed out by this pool",
+    _errno.EALREADY: "already released",
+    _errno.ESHUTDOWN: "the pool is closed",
+    _errno.EBUSY: "views of the buffer are still alive",
+    _errno.EILSEQ: "memory corruption detected (canary or poison overwritten)",
+    _errno.ENODEV: "no such NUMA node, or the node has no memory",
+}
+
+
 def error_for(rc: int, context: str | None = None) -> Exception:
     """Build (not raise) the exception for C return code ``rc``.
 
     Example:
         >>> type(error_for(22)).__name__
         'PoolValueError'
+        >>> str(error_for(84, "release"))
+        'release: memory corruption detected (canary or poison overwritten)'
     """
-    text = os.strerror(rc)
+    text = ERRNO_MESSAGES.get(rc) or os.strerror(rc)
     message = f"{context}: {text}" if context else text
     cls = ERRNO_TO_EXC.get(rc)
     if cls is None:

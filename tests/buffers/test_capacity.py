@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from poolalloc import Allocator, BufferPool, PoolClosedError, PoolExhausted
+from poolalloc import Allocator, Buffer, BufferPool, PoolClosedError, PoolExhausted
 
 
 def test_timeout_zero_raises_at_once() -> None:
@@ -22,9 +22,18 @@ def test_timeout_zero_raises_at_once() -> None:
         pool.release_many(bufs)
 
 
+def acquired_elsewhere(pool: BufferPool) -> Buffer:
+    """A lease taken by another thread (a thread waiting for its own leases fails at once)."""
+    box: list[Buffer] = []
+    thread = threading.Thread(target=lambda: box.append(pool.acquire(timeout=5)))
+    thread.start()
+    thread.join(10)
+    return box[0]
+
+
 def test_positive_timeout_waits_then_raises() -> None:
     with BufferPool(512, capacity=1) as pool:
-        buf = pool.acquire()
+        buf = acquired_elsewhere(pool)
         start = time.monotonic()
         with pytest.raises(PoolExhausted):
             pool.acquire(timeout=0.2)
@@ -192,3 +201,55 @@ def test_big_buffers_are_stashed_by_the_handful_only() -> None:
         s = pool.stats()
         assert 0 < s.stashed <= 8
         assert s.core.in_use_blocks == s.stashed
+
+
+SELF_DEADLOCK = """
+import sys, time
+from poolalloc import BufferPool, PoolExhausted
+pool = BufferPool(64, capacity=2, name="solo", leaks=sys.argv[1])
+held = pool.acquire()
+viewed = pool.acquire()
+view = viewed.view
+viewed.release()  # parked: the view holds it
+start = time.monotonic()
+try:
+    pool.acquire()  # the default timeout, but nobody else could ever release
+except PoolExhausted as exc:
+    print(f"{time.monotonic() - start:.3f}")
+    print(exc)
+"""
+
+
+@pytest.mark.parametrize("leaks", ["off", "all"])
+def test_a_lone_thread_waiting_for_its_own_leases_fails_at_once(leaks: str) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", SELF_DEADLOCK, leaks],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    elapsed, message = out.split("\n", 1)
+    assert float(elapsed) < 5
+    assert "this thread holds every block of pool 'solo'" in message
+    assert "1 live lease(s), 1 released but held by a live view" in message
+    if leaks == "all":
+        assert "<string>:5 in <module>" in message  # where `held` was acquired
+    else:
+        assert "leaks='all'" in message
+
+
+def test_the_default_wait_is_finite() -> None:
+    from poolalloc.buffers import DEFAULT_TIMEOUT
+
+    assert 0 < DEFAULT_TIMEOUT < float("inf")
+    with BufferPool(64, capacity=1, timeout=0.1) as pool:
+        held = acquired_elsewhere(pool)
+        start = time.monotonic()
+        with pytest.raises(PoolExhausted, match=r"after waiting 0\.1 s"):
+            pool.acquire()  # no timeout given: the pool's default
+        assert time.monotonic() - start >= 0.09
+        held.release()

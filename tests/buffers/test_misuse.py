@@ -53,7 +53,7 @@ def test_release_many_checks_all_before_releasing_any() -> None:
         assert not b.released
         mine.release_many([a, b])
         stranger.release()
-        with pytest.raises(TypeError):
+        with pytest.raises(ForeignBufferError, match=r"expected a poolalloc\.Buffer"):
             mine.release_many([b"not a lease"])
 
 

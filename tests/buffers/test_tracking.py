@@ -68,14 +68,35 @@ def test_sampled_tracks_one_in_sample_every() -> None:
         assert len(pool._leases.tracked) == 0
 
 
-def test_off_records_nothing_and_warns_nothing() -> None:
+def test_off_records_nothing_and_close_reports_with_a_resource_warning() -> None:
     pool = BufferPool(64, leaks="off")
     buf = pool.acquire()
     assert pool._leases.tracked == {}
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        report = pool.close()
+    assert [w.category for w in record] == [ResourceWarning]
+    assert "1 lease(s) live" in str(record[0].message)
+    assert (report.live, report.parked, report.outstanding, report.stacks) == (1, 0, 1, ())
+    assert not report.is_clean
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        pool.close()
+        assert pool.close() == report  # closing again: the same report, no second warning
     buf.release()
+
+
+def test_close_report_counts_parked_leases_and_is_clean_when_nothing_is_out() -> None:
+    pool = BufferPool(64, leaks="off")
+    buf = pool.acquire()
+    view = buf.view
+    buf.release()
+    with pytest.warns(ResourceWarning, match="1 released but held by views"):
+        report = pool.close()
+    assert (report.live, report.parked) == (0, 1)
+    del view
+    with BufferPool(64) as clean:
+        clean.acquire().release()
+    assert clean.close().is_clean
 
 
 def test_level_from_environment_and_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:

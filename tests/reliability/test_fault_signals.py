@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from relkit import TEST_SECONDS
@@ -73,7 +74,11 @@ def test_pool_waits_survive_signals(alarms: list[int]) -> None:
 def test_timed_waits_keep_their_deadline_under_signals(alarms: list[int]) -> None:
     bufs = BufferPool(256, capacity=1)
     objs: ObjectPool[list[int]] = ObjectPool(list, max_size=1)
-    held = [bufs.acquire(), objs.acquire()]
+    # taken on another thread: a lone thread waiting for a lease it holds itself fails at once
+    taker = threading.Thread(target=lambda: held.append(bufs.acquire(timeout=5)))
+    held: list[Any] = [objs.acquire()]
+    taker.start()
+    taker.join(10)
     for wait in (lambda: bufs.acquire(timeout=0.3), lambda: objs.acquire(timeout=0.3)):
         start = time.monotonic()
         with pytest.raises(PoolExhausted):

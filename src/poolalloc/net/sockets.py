@@ -110,7 +110,7 @@ def recv_into(
         b'hello'
         >>> a.close(); recv_into(b, pool) is None
         True
-        >>> b.close(); pool.close()
+        >>> b.close(); _ = pool.close()
 
     :raises BlockingIOError: a non-blocking socket has no data.
     :raises OSError: the socket failed (e.g. ``ConnectionResetError``).
@@ -145,7 +145,7 @@ def recvmsg_into(
         >>> [n for _, n in got]
         [4096, 904]
         >>> for lease, _ in got: lease.release()
-        >>> a.close(); b.close(); pool.close()
+        >>> a.close(); b.close(); _ = pool.close()
 
     :raises ValueError: ``count`` is not positive.
     :raises BlockingIOError: a non-blocking socket has no data.
@@ -156,7 +156,13 @@ def recvmsg_into(
     if isinstance(sock, ssl.SSLSocket):
         single = recv_into(sock, pool, timeout)
         return None if single is None else [single]
-    leases = [pool.acquire(timeout) for _ in range(count)]
+    leases: list[L] = []
+    try:
+        for _ in range(count):
+            leases.append(pool.acquire(timeout))
+    except BaseException:
+        _release_all(leases)  # the ones taken before the failure go back
+        raise
     try:
         n = sock.recvmsg_into([lease.view for lease in leases])[0]
     except BaseException:

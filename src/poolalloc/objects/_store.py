@@ -22,6 +22,7 @@ import asyncio
 import logging
 import threading
 import traceback
+import weakref
 from collections import deque
 from collections.abc import Callable
 from time import monotonic
@@ -33,6 +34,8 @@ from poolalloc.objects.lease import Slot, Stash
 
 T = TypeVar("T")
 log = logging.getLogger("poolalloc.objects")
+#: longest a waiting thread sleeps before it looks for objects of collected leases
+RECHECK = 0.5
 _COUNTERS = (
     "created",
     "fresh",
@@ -43,6 +46,7 @@ _COUNTERS = (
     "retired",
     "acq",
     "rel",
+    "gc",
 )
 
 
@@ -88,7 +92,9 @@ def check_limits(
         problems.append(f"min_idle ({min_idle}) exceeds max_idle ({max_idle})")
     if max_lifetime is not None and not max_lifetime > 0:
         problems.append(f"max_lifetime must be > 0 seconds or None, got {max_lifetime!r}")
-    if timeout is not None and not timeout >= 0:
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)):
+        problems.append(f"timeout must be a number of seconds or None, got {timeout!r}")
+    elif timeout is not None and not timeout >= 0:
         problems.append(f"timeout must be >= 0 seconds or None, got {timeout!r}")
     if stash_size is not None and not _is_count(stash_size):
         problems.append(f"stash_size must be an int >= 0 or None, got {stash_size!r}")
@@ -120,9 +126,70 @@ class ObjectStore(Generic[T]):
         self._closed = False
         self._alive = 0
         self._n = dict.fromkeys(_COUNTERS, 0)
+        # Slots of leases collected unreleased, with whether their reset went well. Filled by
+        # Lease.__del__, which may run inside a garbage collection on a thread that holds
+        # `_lock` already (the lock is not reentrant): it appends here and folds them in only
+        # when it gets the lock without waiting; every locked slow path folds the rest.
+        self._collected_slots: list[tuple[Slot[T], bool, bool]] = []
+        self._home = weakref.ref(self)  # what each slot's finalizer gives its object back to
+        self._reset: Callable[[T], object] | None = None
+
+    def _collected(self, slot: Slot[T], lease_id: int) -> None:
+        """A lease was collected unreleased (from ``Lease.__del__``): its object comes back."""
+        self._forget_lease(lease_id)
+        if slot.home is None:
+            return  # collected in the same cycle as its lease: the slot's finalizer did it
+        slot.home = None
+        ok = True
+        reset = self._reset
+        if reset is not None:
+            try:
+                reset(slot.obj)
+            except Exception:
+                ok = False  # disposed when folded in, like any object whose reset raised
+        self._collected_slots.append((Slot(slot.obj, slot.born, self._home), ok, True))
+        self._fold_soon()
+
+    def _slot_lost(self, obj: T, born: float, out: bool) -> None:
+        """A slot died in transit (an interrupt between two places): its object comes back."""
+        # folded in like a collected lease's slot: idle, granted, or disposed if closed
+        self._collected_slots.append((Slot(obj, born, self._home), True, out))
+        self._fold_soon()
+
+    def _fold_soon(self) -> None:
+        if self._lock.acquire(False):  # else the holder (maybe this very thread) folds it in
+            self._lock.release()
+            self._fold_now()
+
+    def _fold_now(self) -> None:
+        wake: list[Waiter] = []
+        dead: list[Slot[T]] = []
+        with self._lock:
+            self._fold_collected(wake, dead)
+        self._finish(wake, dead)
+
+    def _forget_lease(self, lease_id: int) -> None:
+        """Leak tracking forgets the lease (ObjectPool keeps a record per lease)."""
+
+    def _fold_collected(self, wake: list[Waiter], dead: list[Slot[T]]) -> None:
+        """Slots of collected leases back into the pool (lock held)."""
+        while self._collected_slots:
+            try:
+                slot, ok, leased = self._collected_slots.pop()
+            except IndexError:
+                return
+            if leased:
+                self._n["gc"] += 1
+            if ok:
+                self._regrant(slot, wake, dead)
+            else:
+                self._n["reset"] += 1
+                self._retire_locked(slot, wake, dead)
 
     def _take(self, deadline: float | None, loop: asyncio.AbstractEventLoop | None) -> object:
         """A slot, CREATE, or a queued waiter (possibly granted already)."""
+        if self._collected_slots:
+            self._fold_now()
         wake: list[Waiter] = []
         with self._lock:
             if self._closed:
@@ -149,7 +216,15 @@ class ObjectStore(Generic[T]):
 
     def _wait_thread(self, waiter: ThreadWaiter, deadline: float | None) -> object:
         try:
-            waiter.wait(None if deadline is None else deadline - monotonic())
+            while True:
+                left = None if deadline is None else deadline - monotonic()
+                if left is not None and left <= 0:
+                    break
+                if waiter.wait(RECHECK if left is None else min(left, RECHECK)):
+                    break
+                # an object of a lease collected while the lock was busy may be waiting for us
+                if self._collected_slots:
+                    self._fold_now()
         except BaseException:
             self._abandon(waiter)
             raise
@@ -205,6 +280,7 @@ class ObjectStore(Generic[T]):
         wake: list[Waiter] = []
         dead: list[Slot[T]] = []
         with self._lock:
+            self._fold_collected(wake, dead)
             try:
                 slot = stash.pop()
             except IndexError:
@@ -252,6 +328,7 @@ class ObjectStore(Generic[T]):
             self._idle.append(slot)
 
     def _retire_locked(self, slot: Slot[T], wake: list[Waiter], dead: list[Slot[T]]) -> None:
+        slot.home = None  # disposed on purpose: its finalizer must not bring it back
         self._alive -= 1
         self._n["disposed"] += 1
         dead.append(slot)

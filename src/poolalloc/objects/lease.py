@@ -24,7 +24,7 @@ import threading
 import weakref
 from collections.abc import Awaitable, Generator
 from types import TracebackType
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
 from poolalloc._closing import ExcInfo
 from poolalloc.errors import DoubleReleaseError, LeaseReleasedError
@@ -36,13 +36,32 @@ T_co = TypeVar("T_co", covariant=True)
 
 
 class Slot(Generic[T]):
-    """One pooled object and when it was made (``time.monotonic()``)."""
+    """One pooled object, when it was made (``time.monotonic()``), and its pool.
 
-    __slots__ = ("born", "obj")
+    A slot is always somewhere the pool can see (idle list, a stash, a lease, a grant) except for
+    the few bytecodes while it moves between two of them. An asynchronous exception landing
+    there drops the last reference to it; its finalizer then gives the object back to ``home``
+    (counted as a garbage-collected lease when ``out`` says it was leased), so no interrupt
+    leaves the pool short. A disposed slot has ``home = None``.
+    """
 
-    def __init__(self, obj: T, born: float) -> None:
+    __slots__ = ("born", "home", "obj", "out")
+
+    def __init__(self, obj: T, born: float, home: weakref.ref[Any] | None = None) -> None:
         self.obj = obj
         self.born = born
+        self.home = home
+        self.out = False  #: counted as leased (acquires) and not yet as released
+
+    def __del__(self) -> None:
+        home = self.home
+        if home is not None:
+            # Whoever gives the object back first (this, or the finalizer of a lease collected
+            # in the same garbage cycle) clears `home`, so it comes back once, in a new slot.
+            self.home = None
+            pool = home()
+            if pool is not None:
+                pool._slot_lost(self.obj, self.born, self.out)
 
 
 class Stash(list[Slot[T]]):
@@ -80,6 +99,8 @@ class LeaseOwner(Protocol[T]):
     _local: threading.local
 
     def _put(self, slot: Slot[T], lease: Lease[T]) -> None: ...
+
+    def _collected(self, slot: Slot[T], lease_id: int) -> None: ...
 
     def _spill(self, stash: Stash[T]) -> None: ...
 
@@ -152,6 +173,7 @@ class Lease(Generic[T]):
             pool._put(slot, self)
             return
         stash.releases += 1
+        slot.out = False
         stash.append(slot)
         if pool._contended or len(stash) > pool._stash_cap:
             pool._spill(stash)
@@ -159,6 +181,28 @@ class Lease(Generic[T]):
     def __repr__(self) -> str:
         state = "released" if self._slot is None else repr(self._slot.obj)
         return f"<Lease {state}>"
+
+    def __del__(self) -> None:
+        # Collected without release() (dropped, or an interrupt between acquire and `with`):
+        # the object goes back and is counted in gc_returns, as a Buffer's block does.
+        try:
+            slot = self._slot
+        except AttributeError:  # never filled in
+            return
+        if slot is not None:
+            self._slot = None
+            self._pool._collected(slot, id(self))
+
+    # A copy would be a second handle on the same pooled object: released twice, or used by two
+    # holders at once. Leases are not copyable or picklable (Buffer leases refuse the same way).
+    def __copy__(self) -> NoReturn:
+        raise TypeError("a Lease cannot be copied: it stands for one acquisition")
+
+    def __deepcopy__(self, memo: object) -> NoReturn:
+        raise TypeError("a Lease cannot be copied: it stands for one acquisition")
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a Lease cannot be pickled: it stands for one acquisition")
 
 
 class AsyncAcquire(Generic[T]):

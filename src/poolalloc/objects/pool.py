@@ -16,7 +16,8 @@ Theory of operation (the long form is ``docs/design.md`` ## ObjectPool):
   :mod:`poolalloc.objects._waiting`.
 
 Counting equation (checked by ``ObjectPoolStats.is_balanced`` in the tests): every object made
-and not disposed is either leased (``in_use = acquires - releases``) or idle.
+and not disposed is either leased (``in_use = acquires - releases - gc_returns``) or idle. A
+lease collected without ``release()`` gives its object back (``gc_returns``), as a Buffer does.
 
 Example:
     >>> pool = ObjectPool(bytearray, reset=lambda b: b.clear(), max_size=2)
@@ -34,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import math
 import warnings
 from collections.abc import Callable
 from time import monotonic
@@ -41,6 +43,7 @@ from typing import TypeVar
 
 from poolalloc import _async_backends, leaks
 from poolalloc._closing import ClosesOnExit
+from poolalloc._waiting import DEFAULT_TIMEOUT
 from poolalloc.errors import ForeignLeaseError, PoolClosedError, PoolValueError
 from poolalloc.objects._store import (
     ObjectStore,
@@ -65,7 +68,8 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
     ``reset(obj)`` runs on every return (if it raises, the object is disposed);
     ``validate(obj)`` runs on borrow (false or raising: disposed and replaced); ``dispose(obj)``
     runs once per object that leaves the pool. ``max_size`` bounds objects alive; at the bound,
-    acquirers wait in FIFO order up to ``timeout`` seconds (None: forever, 0: not at all) and
+    acquirers wait in FIFO order up to ``timeout`` seconds (None: ``DEFAULT_TIMEOUT``, 30 s, as
+    for BufferPool; ``math.inf``: no limit; 0: not at all) and
     then get :class:`~poolalloc.errors.PoolExhausted`. ``min_idle`` objects are made up front and
     kept by :meth:`trim`; ``max_idle`` caps idle objects kept on return; objects older than
     ``max_lifetime`` seconds are retired on return. ``track_leaks`` (default: on when the leak
@@ -123,7 +127,7 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
         self._validate = validate
         self._min_idle = min_idle
         self._max_lifetime = max_lifetime
-        self._timeout = timeout
+        self._timeout = DEFAULT_TIMEOUT if timeout is None else timeout
         if track_leaks is None:
             track_leaks = leaks.level() != "off"
         self._track = track_leaks
@@ -131,9 +135,10 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
         self._plain = (
             validate is None and reset is None and max_lifetime is None and not track_leaks
         )
-        self._out: dict[Lease[T], str] = {}
+        # id(lease) -> acquisition stack (ids, not leases: a lease must stay collectable)
+        self._out: dict[int, str] = {}
         for _ in range(min_idle):
-            self._idle.append(Slot(factory(), monotonic()))
+            self._idle.append(Slot(factory(), monotonic(), self._home))
             self._alive += 1
             self._n["created"] += 1
 
@@ -160,9 +165,10 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
             else:
                 if self._plain:
                     stash.acquires += 1
+                    slot.out = True
                     lease: Lease[T] = Lease()
-                    lease._slot = slot
                     lease._pool = self
+                    lease._slot = slot
                     return lease
                 if self._validate is None or self._is_valid(slot):
                     return self._lease_out(slot, stash)
@@ -175,9 +181,10 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
         except AttributeError:
             stash = self._new_stash()
         stash.releases += 1
+        slot.out = False
         if not self._plain:
             if self._track:
-                self._out.pop(lease, None)
+                self._out.pop(id(lease), None)
             reset = self._reset
             if reset is not None:
                 try:
@@ -262,9 +269,16 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
     def _deadline(self, timeout: float | None) -> float | None:
         if timeout is None:
             timeout = self._timeout
-        if timeout is not None and timeout < 0:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise TypeError(
+                f"timeout must be a number of seconds (int or float) or None,"
+                f" not {type(timeout).__name__}"
+            )
+        if timeout == math.inf:
+            return None  # asked for explicitly: no limit
+        if not timeout >= 0:
             raise PoolValueError(f"timeout must be >= 0 or None, got {timeout!r}")
-        return None if timeout is None else monotonic() + timeout
+        return monotonic() + timeout
 
     def _lease_from_grant(self, grant: object, stash: Stash[T]) -> Lease[T] | None:
         if grant is CLOSED:
@@ -280,11 +294,12 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
 
     def _lease_out(self, slot: Slot[T], stash: Stash[T]) -> Lease[T]:
         stash.acquires += 1
+        slot.out = True
         lease: Lease[T] = Lease()
-        lease._slot = slot
         lease._pool = self
+        lease._slot = slot
         if self._track:
-            self._out[lease] = acquisition_stack()
+            self._out[id(lease)] = acquisition_stack()
         return lease
 
     def _create(self) -> Slot[T]:
@@ -296,7 +311,7 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
         with self._lock:
             self._n["created"] += 1
             self._n["fresh"] += 1
-        return Slot(obj, monotonic())
+        return Slot(obj, monotonic(), self._home)
 
     def _is_valid(self, slot: Slot[T]) -> bool:
         assert self._validate is not None
@@ -308,6 +323,13 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
         if not ok:
             self._retire(slot, "invalid")
         return ok
+
+    def _forget_lease(self, lease_id: int) -> None:
+        stack = self._out.pop(lease_id, None)
+        if stack is not None:
+            log.warning(
+                "%r: a lease was garbage-collected without release(); acquired at:\n%s", self, stack
+            )
 
     def _reset_failed(self, slot: Slot[T], exc: BaseException) -> None:
         """Dispose an object whose reset raised; swallow (and log) only an Exception."""
@@ -326,6 +348,8 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
             >>> s = pool.stats(); (s.created, s.idle, s.in_use, s.is_balanced)
             (2, 2, 0, True)
         """
+        if self._collected_slots:
+            self._fold_now()
         with self._lock:
             self._fold_orphans()
             n = self._n
@@ -337,7 +361,7 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
                 created=n["created"],
                 reused=acquires - n["fresh"],
                 disposed=n["disposed"],
-                in_use=acquires - releases,
+                in_use=acquires - releases - n["gc"],
                 idle=self._idle_count(),
                 waiting=len(self._waiters),
                 timeouts=n["timeouts"],
@@ -345,6 +369,7 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
                 reset_failures=n["reset"],
                 retired=n["retired"],
                 acquires=acquires,
+                gc_returns=n["gc"],
             )
 
     def trim(self) -> int:
@@ -358,6 +383,8 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
             >>> pool.trim(), pool.stats().idle
             (2, 1)
         """
+        if self._collected_slots:
+            self._fold_now()
         wake: list[Waiter] = []
         dead: list[Slot[T]] = []
         with self._lock:
@@ -392,6 +419,8 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
             >>> lease.release(); pool.stats().disposed
             1
         """
+        if self._collected_slots:
+            self._fold_now()
         wake: list[Waiter] = []
         dead: list[Slot[T]] = []
         with self._lock:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 class ObjectPoolStats:
     """One snapshot of an ObjectPool's counters (exact when no other thread is mid-call).
 
-    ``created - disposed`` objects are alive; each is either ``in_use`` (leased) or ``idle``.
+    ``created - disposed`` objects are alive; each is either ``in_use`` (leased) or ``idle``, and
+    ``in_use == acquires - releases - gc_returns``.
     ``reused`` counts acquisitions served by an existing object, so ``hit_rate`` is
     ``reused / acquires``.
 
@@ -44,6 +45,8 @@ class ObjectPoolStats:
     #: objects disposed on return because they outlived ``max_lifetime``
     retired: int
     acquires: int
+    #: leases garbage-collected without ``release()`` (their objects came back)
+    gc_returns: int = 0
 
     @property
     def alive(self) -> int:

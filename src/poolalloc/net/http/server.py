@@ -140,7 +140,7 @@ class HttpServer:
         >>> srv.route("/hi", lambda req: Response(body=b"hi"))
         >>> srv.address[0]
         '127.0.0.1'
-        >>> srv.close(); r.close(); pool.close()
+        >>> srv.close(); r.close(); _ = pool.close()
     """
 
     def __init__(

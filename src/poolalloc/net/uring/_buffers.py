@@ -19,7 +19,7 @@ Example:
     >>> pr = PoolRing(ring, pool, bgid=1, entries=8, initial=4)
     >>> pr.refill(), pr.in_ring
     (4, 4)
-    >>> pr.close(); ring.close(); pool.close()
+    >>> pr.close(); ring.close(); _ = pool.close()
 """
 
 from __future__ import annotations

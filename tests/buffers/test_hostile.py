@@ -1,0 +1,223 @@
+"""What a careless or hostile caller can do from Python: each gets a clear error, nothing is lost,
+nothing crashes, and the counters balance."""
+
+from __future__ import annotations
+
+import copy
+import errno
+import pickle
+import socket
+from typing import Any
+
+import pytest
+
+from poolalloc import (
+    Allocator,
+    BufferPool,
+    DoubleReleaseError,
+    ForeignBufferError,
+    ObjectPool,
+    PoolExhausted,
+    PoolValueError,
+)
+from poolalloc.errors import CorruptionError, error_for
+from poolalloc.net.sockets import recvmsg_into
+
+# ---- internal classes cannot be built or rewired from Python ----
+
+
+def test_lease_layer_cannot_be_built_with_a_raw_address() -> None:
+    with BufferPool(64) as pool:
+        lease = pool.acquire()
+        layer_type: Any = type(lease.pool)
+        with pytest.raises(TypeError, match="internal"):
+            layer_type(0x1000, None, 64, 64, 0)
+        with pytest.raises(TypeError, match="internal"):
+            layer_type(object(), 0x1000, None, 64, 64, 0)
+        with pytest.raises(TypeError, match="internal"):
+            layer_type.__new__(layer_type, 0x1000)
+        lease.release()
+
+
+def test_lease_layer_token_is_handed_out_once() -> None:
+    from poolalloc import _lease
+
+    with pytest.raises(RuntimeError, match="claimed"):
+        _lease._claim_token()
+
+
+def test_lease_layer_state_is_read_only() -> None:
+    with BufferPool(64, capacity=1) as pool:
+        lease = pool.acquire()
+        layer: Any = lease.pool
+        for name, value in (("waiters", 5), ("capacity", 10), ("used", 0), ("closed", 1)):
+            with pytest.raises(AttributeError):
+                setattr(layer, name, value)
+        assert pool.stats().waiters == 0
+        lease.release()
+
+
+# ---- arguments: named, with the type wanted ----
+
+
+@pytest.mark.parametrize(
+    ("make", "exc", "pattern"),
+    [
+        (lambda: BufferPool(True), TypeError, "size must be an int, not bool"),  # type: ignore[arg-type]
+        (lambda: BufferPool(64.0), TypeError, "size must be an int, not float"),  # type: ignore[arg-type]
+        (lambda: BufferPool(64, capacity=True), TypeError, "capacity must be an int, not bool"),
+        (lambda: Allocator(capacity=True), TypeError, "capacity must be an int, not bool"),
+        (lambda: BufferPool(64, alignment=64.0), TypeError, "alignment must be an int"),  # type: ignore[arg-type]
+        (lambda: BufferPool(64, timeout="1"), TypeError, "timeout must be a number"),  # type: ignore[arg-type]
+        (lambda: BufferPool(64, timeout=-1), PoolValueError, "timeout must be >= 0"),
+    ],
+)
+def test_bad_constructor_arguments_name_the_argument(make: Any, exc: type, pattern: str) -> None:
+    with pytest.raises(exc, match=pattern):
+        make()
+
+
+def test_bad_timeouts_name_the_argument() -> None:
+    with BufferPool(64, capacity=1) as pool, Allocator(capacity=4096) as alloc:
+        held = pool.acquire()
+        for bad in ("1", True, [1]):
+            with pytest.raises(TypeError, match=r"acquire\(\): timeout must be a number"):
+                pool.acquire(timeout=bad)
+            with pytest.raises(TypeError, match=r"alloc\(\): timeout must be a number"):
+                alloc.alloc(64, timeout=bad)
+        with pytest.raises(PoolValueError, match="nan"):
+            pool.acquire(timeout=float("nan"))
+        held.release()
+
+
+def test_releasing_something_that_is_not_a_lease_is_a_foreign_buffer_error() -> None:
+    with BufferPool(64) as pool:
+        obj_pool = ObjectPool(list)
+        obj_lease = obj_pool.acquire()
+        for stranger in (bytearray(64), b"x", obj_lease, None):
+            with pytest.raises(ForeignBufferError, match=r"expected a poolalloc\.Buffer"):
+                pool.release(stranger)  # type: ignore[arg-type]
+        obj_lease.release()
+
+
+def test_error_messages_are_our_own_words_not_the_c_library_text() -> None:
+    exc = error_for(errno.EILSEQ, "release")
+    assert isinstance(exc, CorruptionError)
+    assert str(exc) == "release: memory corruption detected (canary or poison overwritten)"
+    assert "multibyte" not in str(exc)
+    assert str(error_for(errno.ENOSPC)) == "the pool is at its capacity"
+
+
+# ---- requests that can never fit ----
+
+
+def test_allocations_that_can_never_fit_fail_at_once_and_say_why() -> None:
+    with Allocator(capacity=1000) as alloc:
+        with pytest.raises(PoolValueError, match=r"block is 1024 bytes.*capacity.*1000 bytes"):
+            alloc.alloc(1000)
+        assert alloc.stats().used == 0
+        with alloc.alloc(500) as small:  # a smaller class does fit
+            assert small.nbytes == 500
+    with Allocator(capacity=1 << 20) as alloc:
+        with pytest.raises(PoolValueError, match=r"alloc\(2097152\): more than the capacity"):
+            alloc.alloc(2 << 20, timeout=30)
+        s = alloc.stats()
+        assert (s.used, s.live, s.waiters) == (0, 0, 0)
+
+
+def test_async_allocations_that_can_never_fit_fail_at_once() -> None:
+    import asyncio
+
+    async def main() -> None:
+        with Allocator(capacity=1000) as alloc, pytest.raises(PoolValueError, match="never be"):
+            await alloc.alloc_async(1000, timeout=30)
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+# ---- adapters and batches: all or nothing ----
+
+
+def test_recvmsg_into_gives_back_the_leases_it_took_when_it_fails() -> None:
+    a, b = socket.socketpair()
+    with BufferPool(256, capacity=3) as pool:
+        mine = pool.acquire()
+        a.send(b"x" * 600)
+        with pytest.raises(PoolExhausted):
+            recvmsg_into(b, pool, 3, timeout=0)
+        s = pool.stats()
+        assert (s.live, s.gc_returns, s.acquires - s.releases) == (1, 0, 1)
+        mine.release()
+        got = recvmsg_into(b, pool, 3, timeout=0)
+        assert got is not None
+        assert sum(n for _, n in got) == 600
+        for lease, _ in got:
+            lease.release()
+    a.close()
+    b.close()
+
+
+def test_release_many_refuses_duplicates_and_releases_none() -> None:
+    with BufferPool(64) as pool:
+        a, b = pool.acquire_many(2)
+        with pytest.raises(DoubleReleaseError, match="item 2"):
+            pool.release_many([a, b, a])
+        assert (a.released, b.released) == (False, False)
+        assert pool.stats().live == 2
+        pool.release_many([a, b])
+        assert pool.stats().live == 0
+
+
+def test_release_many_releases_every_lease_even_when_a_canary_check_fails() -> None:
+    with BufferPool(64, debug=True) as pool:
+        a, b, c = pool.acquire_many(3)
+        b_raw = b.view.cast("B")
+        addr = b.address
+        assert addr
+        # write one byte past the end of b (inside the canary), through ctypes
+        import ctypes
+
+        ctypes.memset(addr + 64, 0xEE, 1)
+        del b_raw
+        with pytest.raises(CorruptionError, match="canary"):
+            pool.release_many([a, b, c])
+        assert (a.released, b.released, c.released) == (True, True, True)
+        s = pool.stats()
+        assert (s.live, s.acquires - s.releases - s.gc_returns) == (0, 0)
+
+
+# ---- leases of either pool cannot be duplicated ----
+
+
+@pytest.mark.parametrize("duplicate", [copy.copy, copy.deepcopy, pickle.dumps])
+def test_leases_refuse_to_be_copied_or_pickled(duplicate: Any) -> None:
+    pool = ObjectPool(list, max_size=1)
+    lease = pool.acquire()
+    with pytest.raises(TypeError, match="cannot be"):
+        duplicate(lease)
+    lease.release()
+    assert pool.stats().in_use == 0
+    with BufferPool(64) as bufs:
+        buf = bufs.acquire()
+        with pytest.raises(TypeError):
+            duplicate(buf)
+        buf.release()
+
+
+# ---- the documented invariants hold when leases are collected without release ----
+
+
+def test_lease_invariants_hold_after_garbage_collected_leases() -> None:
+    import gc
+
+    with BufferPool(64, capacity=4) as pool, Allocator(capacity=1 << 16) as alloc:
+        for source in (pool.acquire, lambda: alloc.alloc(100)):
+            kept = source()
+            source()  # dropped at once: collected without release()
+            gc.collect()
+            for owner in (pool, alloc):
+                s = owner.stats()
+                assert s.acquires - s.releases - s.gc_returns == s.live
+                assert s.outstanding == s.live + s.parked
+            kept.release()
+        assert (pool.stats().gc_returns, alloc.stats().gc_returns) == (1, 1)

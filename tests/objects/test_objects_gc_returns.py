@@ -1,0 +1,105 @@
+"""ObjectPool leases collected without release() give their object back, counted in gc_returns."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+
+import pytest
+
+from poolalloc import ObjectPool, PoolExhausted
+
+
+def test_a_dropped_lease_comes_back_and_the_stats_balance() -> None:
+    pool = ObjectPool(list, max_size=1, timeout=0)
+    pool.acquire()  # dropped without release()
+    gc.collect()
+    with pool.acquire() as items:  # max_size=1 is not exhausted for good
+        assert items == []
+    s = pool.stats()
+    assert (s.gc_returns, s.in_use, s.idle, s.alive, s.is_balanced) == (1, 0, 1, 1, True)
+    assert s.in_use == s.acquires - (s.acquires - s.gc_returns - s.in_use) - s.gc_returns
+    assert pool.close().is_clean
+
+
+def test_a_lease_in_a_reference_cycle_comes_back_when_the_cycle_is_collected() -> None:
+    pool = ObjectPool(dict, max_size=1, timeout=0)
+    holder: dict[str, object] = {}
+    holder["lease"] = pool.acquire()
+    holder["self"] = holder
+    del holder
+    with pytest.raises(PoolExhausted):
+        pool.acquire()
+    gc.collect()
+    pool.acquire().release()
+    s = pool.stats()
+    assert (s.gc_returns, s.timeouts, s.is_balanced) == (1, 1, True)
+
+
+def test_a_waiting_thread_gets_the_object_of_a_lease_dropped_elsewhere() -> None:
+    pool = ObjectPool(list, max_size=1)
+    box = [pool.acquire()]
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(pool.acquire(timeout=10)))
+    waiter.start()
+    while not pool.stats().waiting:
+        threading.Event().wait(0.01)
+    box.clear()  # the only reference: the lease is collected here
+    waiter.join(10)
+    assert len(got) == 1
+    got.pop().release()  # type: ignore[attr-defined]
+    s = pool.stats()
+    assert (s.gc_returns, s.in_use, s.is_balanced) == (1, 0, True)
+
+
+def test_a_collected_lease_is_reset_and_disposed_when_reset_raises() -> None:
+    disposed: list[object] = []
+
+    def reset(obj: list[int]) -> None:
+        if obj:
+            raise ValueError("dirty")
+
+    pool = ObjectPool(list, reset=reset, dispose=disposed.append, max_size=2)
+    dirty = pool.acquire()
+    dirty.obj.append(1)
+    del dirty  # dropped dirty: reset raises, the object is disposed
+    clean = pool.acquire()
+    del clean  # dropped clean: reset passes, the object is kept
+    s = pool.stats()
+    assert (s.gc_returns, s.reset_failures, s.disposed, s.idle, s.is_balanced) == (
+        2,
+        1,
+        1,
+        1,
+        True,
+    )
+    assert disposed == [[1]]
+
+
+def test_leak_tracking_logs_where_a_collected_lease_was_acquired(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pool = ObjectPool(list, track_leaks=True)
+    with caplog.at_level(logging.WARNING, logger="poolalloc.objects"):
+        pool.acquire()
+        gc.collect()
+    assert "garbage-collected without release()" in caplog.text
+    assert "test_leak_tracking_logs_where" in caplog.text
+    assert pool.close().is_clean
+
+
+def test_an_interrupt_between_acquire_and_with_leaves_the_pool_whole() -> None:
+    pool = ObjectPool(list, max_size=1, timeout=0)
+
+    def interrupted() -> None:
+        lease = pool.acquire()
+        raise KeyboardInterrupt  # lands after acquire returned, before `with lease:` ran
+        with lease:  # pragma: no cover
+            pass
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted()
+    gc.collect()  # the traceback held the frame, and the frame the lease
+    pool.acquire().release()
+    assert pool.stats().is_balanced
