@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from poolalloc._lease import Buffer, LeasePool
-from poolalloc._waiting import RECHECK, Wake, Waiters, _discard, _exhausted
+from poolalloc._waiting import RECHECK, Waiters, Wake, _discard, _exhausted
 from poolalloc.objects._waiting import AsyncWaiter
 
 Retry = Callable[[], Buffer | None]
