@@ -66,7 +66,7 @@ class ReadPool(LeaseSource, Protocol):
         >>> pool = poolalloc.BufferPool(64, capacity=1)
         >>> lease = pool.try_acquire(); pool.try_acquire() is None
         True
-        >>> lease.release(); pool.close()
+        >>> lease.release(); _ = pool.close()
     """
 
     def try_acquire(self) -> LeaseLike | None: ...
