@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import socket
@@ -227,5 +228,52 @@ def test_a_large_file_goes_out_in_slices_that_let_others_run(
         conn.abort()
         r.close()
         b.close()
+    assert pool.outstanding() == 0
+    pool.close()
+
+
+class Echo(Sink):
+    """Writes back what it reads."""
+
+    def buffer_received(self, lease: Any, n: int) -> bool:
+        self.conn.write(lease.view[:n], owner=lease)
+        return True
+
+
+def test_an_idle_connection_holds_no_write_queue() -> None:
+    """The write queue is created only when a write has to wait and dropped once it drains:
+    an idle connection, fresh or after a reply that did not fit the socket, holds no deque."""
+    r = Reactor()
+    pool = BufferPool(4096, capacity=64)
+    a, b = socket.socketpair()
+    conn = Connection()
+    try:
+        conn.open(r, a, pool, Echo(), 4096)
+        assert conn.queue is None  # opened, nothing written
+        b.sendall(b"ping")
+        spin(r, 0.05)
+        assert b.recv(16) == b"ping"
+        assert conn.queue is None  # the reply went out at once: nothing was queued
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        big = b"x" * (1 << 20)
+        conn.write(big)
+        assert conn.queue is not None  # the socket is full: the rest waits
+        assert conn.queued > 0
+        received = bytearray()
+        b.setblocking(False)
+        end = time.monotonic() + 10
+        while len(received) < len(big) and time.monotonic() < end:
+            spin(r, 0.002)
+            with contextlib.suppress(BlockingIOError):
+                received.extend(b.recv(1 << 20))
+        assert len(received) == len(big)
+        spin(r, 0.01)
+        assert conn.queue is None  # drained: the deque is gone again
+        assert conn.queued == 0
+    finally:
+        conn.abort()
+        r.close()
+        b.close()
+    assert conn.queue is None
     assert pool.outstanding() == 0
     pool.close()

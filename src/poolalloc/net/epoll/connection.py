@@ -151,6 +151,20 @@ class FileRange:
             self.fd = -1
 
 
+#: What a queued write stands for: bytes in memory or a file range.
+QueuedData = bytes | memoryview | FileRange
+
+
+class _Queued:
+    """One queued write: its data and the lease released once the data is out."""
+
+    __slots__ = ("data", "owner")
+
+    def __init__(self, data: QueuedData, owner: LeaseLike | None) -> None:
+        self.data = data
+        self.owner = owner
+
+
 class Connection:
     """Per-connection state; pooled, so ``open``/``reset`` replace ``__init__``/teardown.
 
@@ -189,7 +203,9 @@ class Connection:
         self.protocol: ConnectionProtocol | None = None
         self.on_closed: collections.abc.Callable[[Connection], None] | None = None
         self.pooled: object = None  # the ObjectPool lease holding this object, if any
-        self.queue: collections.deque[list[object]] = collections.deque()
+        # Created by the first write that has to wait and dropped once drained: an idle
+        # connection holds no deque (an empty one is ~760 bytes with its first block).
+        self.queue: collections.deque[_Queued] | None = None
         self.queued = 0
         self.bytes_in = 0
         self.bytes_out = 0
@@ -355,7 +371,7 @@ class Connection:
                     owner.release()
                 return
             data = memoryview(data)[sent:]
-        self._enqueue([memoryview(data), owner])
+        self._enqueue(_Queued(memoryview(data), owner))
 
     def write_file(self, fd: int, offset: int, count: int, *, close_fd: bool = True) -> None:
         """Queue ``count`` bytes of file ``fd`` from ``offset``, sent with ``os.sendfile``.
@@ -365,8 +381,7 @@ class Connection:
         item = FileRange(fd, offset, count, close_fd=close_fd)
         if self.closing or self.closed:
             self._refuse_write(item)
-        self._enqueue([item, None])
-        if len(self.queue) == 1:
+        if self._enqueue(_Queued(item, None)):
             self._flush()
 
     def _refuse_write(self, owner: LeaseLike | FileRange | None) -> None:
@@ -377,20 +392,25 @@ class Connection:
             owner.release()
         raise ConnectionError("write on a closing connection")
 
-    def _enqueue(self, item: list[object]) -> None:
-        first = not self.queue
-        self.queue.append(item)
-        self.queued += queued_size(item[0])
+    def _enqueue(self, item: _Queued) -> bool:
+        """Queue ``item``; True when it is the only one (nothing was waiting before it)."""
+        queue = self.queue
+        if queue is None:
+            queue = self.queue = collections.deque()
+        first = not queue
+        queue.append(item)
+        self.queued += queued_size(item.data)
         if first:
             self.reactor.modify(self.fd, self._on_readable, self._flush)  # type: ignore[union-attr]
         if self.queued > self.high_water and not self.paused:
             self.paused = True
+        return first
 
     def _flush(self) -> None:
         budget = SEND_SLICE
         try:
             while self.queue:
-                head = self.queue[0][0]
+                head = self.queue[0].data
                 if isinstance(head, FileRange):
                     sent = self._send_file(head, budget)
                 else:
@@ -420,9 +440,10 @@ class Connection:
 
     def _send_views(self) -> int | None:
         queue = self.queue
+        assert queue is not None
         views: list[memoryview] = []
         for item in queue:
-            head = item[0]
+            head = item.data
             if not isinstance(head, memoryview) or len(views) == IOV_MAX:
                 break
             views.append(head)
@@ -435,15 +456,16 @@ class Connection:
         self._account(sent)
         total = sent
         while sent:
-            view, owner = queue[0]
+            first = queue[0]
+            view = first.data
             assert isinstance(view, memoryview)
             if sent < len(view):
-                queue[0][0] = view[sent:]
+                first.data = view[sent:]
                 return None  # partial write: the socket buffer is full
             sent -= len(view)
             queue.popleft()
-            if owner is not None:
-                owner.release()  # type: ignore[attr-defined]
+            if first.owner is not None:
+                first.owner.release()
         return total
 
     def _send_file(self, item: FileRange, budget: int) -> int | None:
@@ -462,6 +484,7 @@ class Connection:
             self._account(sent)
         if not item.count:
             item.discard()
+            assert self.queue is not None
             self.queue.popleft()
         return total
 
@@ -474,6 +497,7 @@ class Connection:
 
     def _drained(self) -> None:
         self.queued = 0
+        self.queue = None  # empty: an idle connection keeps no deque
         if self.closed:
             return
         self.reactor.modify(self.fd, self._on_readable, None)  # type: ignore[union-attr]
@@ -533,12 +557,12 @@ class Connection:
     def _finish(self, exc: BaseException | None) -> None:
         self.closed = True
         self._cancel_timer()
-        for item, owner in self.queue:
-            if isinstance(item, FileRange):
-                item.discard()
-            if owner is not None:
-                owner.release()  # type: ignore[attr-defined]
-        self.queue.clear()
+        queue, self.queue = self.queue, None
+        for queued in queue or ():
+            if isinstance(queued.data, FileRange):
+                queued.data.discard()
+            if queued.owner is not None:
+                queued.owner.release()
         if self.reactor is not None and self.reactor.is_registered(self.fd):
             self.reactor.unregister(self.fd)
         self._closed_notify(exc)
@@ -559,6 +583,11 @@ class Connection:
             on_closed(self)
 
 
-def queued_size(item: object) -> int:
-    """Bytes a queued item stands for (a view's length or a file range's count)."""
-    return item.count if isinstance(item, FileRange) else len(item)  # type: ignore[arg-type]
+def queued_size(item: QueuedData) -> int:
+    """Bytes a queued item stands for (a view's length or a file range's count).
+
+    Example:
+        >>> queued_size(b"abc"), queued_size(FileRange(-1, 0, 7, close_fd=False))
+        (3, 7)
+    """
+    return item.count if isinstance(item, FileRange) else len(item)

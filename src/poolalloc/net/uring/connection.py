@@ -24,6 +24,7 @@ What differs is underneath:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import fcntl
@@ -37,6 +38,7 @@ from poolalloc.net.epoll.connection import (
     FileRange,
     HeldBytes,
     ReadPool,
+    _Queued,
     queued_size,
 )
 from poolalloc.net.sockets import IOV_MAX, LeaseLike
@@ -283,7 +285,10 @@ class UringConnection(Connection):
             if owner is not None:
                 owner.release()
             return
-        self.queue.append([data, owner])
+        queue = self.queue
+        if queue is None:
+            queue = self.queue = collections.deque()
+        queue.append(_Queued(data, owner))
         self.queued += n
         if self._sending is None:
             self._sending = _FLUSH_PENDING
@@ -299,11 +304,14 @@ class UringConnection(Connection):
         item = FileRange(fd, offset, count, close_fd=close_fd)
         if self.closing or self.closed:
             self._refuse_write(item)
-        self._queue_item([item, None])
+        self._queue_item(_Queued(item, None))
 
-    def _queue_item(self, item: list[Any]) -> None:
-        self.queue.append(item)
-        self.queued += queued_size(item[0])
+    def _queue_item(self, item: _Queued) -> None:
+        queue = self.queue
+        if queue is None:
+            queue = self.queue = collections.deque()
+        queue.append(item)
+        self.queued += queued_size(item.data)
         if self._sending is None:
             self._sending = _FLUSH_PENDING
             self.proactor.want_flush(self)
@@ -314,13 +322,14 @@ class UringConnection(Connection):
         """Submit the head of the queue (called by the proactor before it enters the kernel)."""
         if self._sending is _FLUSH_PENDING:
             self._sending = None
-        if self._sending is not None or self.closed or not self.queue:
+        queue = self.queue
+        if self._sending is not None or self.closed or not queue:
             return
-        head: Any = self.queue[0][0]
+        head = queue[0].data
         if isinstance(head, FileRange):
             self._splice_start(head)
             return
-        if len(self.queue) == 1:  # the common case: one response, one send
+        if len(queue) == 1:  # the common case: one response, one send
             zc = self.proactor.zc_threshold
             big = zc is not None and len(head) >= zc
             self._sending = [
@@ -329,10 +338,10 @@ class UringConnection(Connection):
             self.inflight += 1
             return
         views: list[Any] = []
-        for item in self.queue:
-            if isinstance(item[0], FileRange) or len(views) == IOV_MAX:
+        for item in queue:
+            if isinstance(item.data, FileRange) or len(views) == IOV_MAX:
                 break
-            views.append(item[0])
+            views.append(item.data)
         self._gather_send(views)
 
     def _gather_send(self, views: list[Any]) -> None:
@@ -362,9 +371,12 @@ class UringConnection(Connection):
         if self.closed:
             return
         queue = self.queue
+        assert queue is not None  # a send was in flight, so its data is still queued
         if res == self.queued and not zc_pending and len(queue) == 1:
-            # The common case, kept short: one buffer queued, all of it sent.
-            owner: Any = queue.popleft()[1]
+            # The common case, kept short: one buffer queued, all of it sent. The emptied
+            # deque goes too: an idle connection keeps none.
+            owner = queue[0].owner
+            self.queue = None
             if owner is not None:
                 owner.release()
             self.bytes_out += res
@@ -394,19 +406,20 @@ class UringConnection(Connection):
         done: list[Any] = []
         queue = self.queue
         while sent and queue:
-            view: Any = queue[0][0]
-            owner = queue[0][1]
+            first = queue[0]
+            view: Any = first.data  # bytes or a memoryview: files are sent by splice
             if sent < len(view):
-                queue[0][0] = memoryview(view)[sent:]
+                first.data = memoryview(view)[sent:]
                 break
             sent -= len(view)
             queue.popleft()
-            if owner is not None:
-                done.append(owner)
+            if first.owner is not None:
+                done.append(first.owner)
         return done
 
     def _drained(self) -> None:
         self.queued = 0
+        self.queue = None  # empty: an idle connection keeps no deque
         if self.closing and not self.closed and not self._lingering:
             self._linger()
 
@@ -429,7 +442,9 @@ class UringConnection(Connection):
             err = cqe_error(res) if res else OSError(errno.EIO, "file truncated while sending")
             self.abort(err)
             return
-        item: Any = self.queue[0][0]
+        assert self.queue is not None
+        item = self.queue[0].data
+        assert isinstance(item, FileRange)
         item.offset += res
         item.count -= res
         self._rare().pipe_fill = res
@@ -455,14 +470,17 @@ class UringConnection(Connection):
         if x.pipe_fill:
             self._splice_out()
             return
-        item: Any = self.queue[0][0]
+        queue = self.queue
+        assert queue is not None
+        item = queue[0].data
+        assert isinstance(item, FileRange)
         if item.count:
             self._splice_start(item)
             return
         item.discard()
-        self.queue.popleft()
+        queue.popleft()
         self._sending = None
-        if self.queue:
+        if queue:
             self.flush_now()
         else:
             self._drained()
@@ -495,15 +513,15 @@ class UringConnection(Connection):
             self._sending = None  # queued for a flush, nothing submitted yet
         sending = self._sending is not None
         in_flight = self._cancel_inflight()
-        for item, owner in self.queue:
+        queue, self.queue = self.queue, None
+        for queued in queue or ():
             # While an operation is in flight the kernel may read any queued item's memory or
             # file: those wait for the last completion; otherwise they are freed now.
-            keep = item if isinstance(item, FileRange) else owner
+            keep = queued.data if isinstance(queued.data, FileRange) else queued.owner
             if keep is not None and sending:
                 in_flight.append(keep)
             elif keep is not None:
                 _release_all([keep])
-        self.queue.clear()
         self._drop_held()
         self._hand_over(in_flight)
         self._closed_notify(exc)
