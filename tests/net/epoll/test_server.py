@@ -1,0 +1,244 @@
+"""TcpServer on its own over loopback: listening, pooled accepts, limits, sweeps, metrics, close."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from poolalloc.buffers import BufferPool
+from poolalloc.net.epoll.connection import Connection
+from poolalloc.net.epoll.reactor import Reactor
+from poolalloc.net.epoll.server import TcpServer, listen_socket
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class Echo:
+    """Writes back what it reads."""
+
+    def connection_made(self, conn: Any) -> None:
+        self.conn = conn
+
+    def buffer_received(self, lease: Any, n: int) -> bool:
+        self.conn.write(lease.view[:n], owner=lease)
+        return True
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        pass
+
+
+def pump(r: Reactor, until: Callable[[], bool], seconds: float = 5.0) -> bool:
+    """Run the loop until ``until()`` holds or ``seconds`` pass; return ``until()``."""
+    end = time.monotonic() + seconds
+    while not until() and time.monotonic() < end:
+        r.call_later(0.002, lambda: None)  # bound each pass's wait
+        r.run_once()
+    return until()
+
+
+def echo(r: Reactor, c: socket.socket, data: bytes) -> bytes:
+    """Send ``data`` on client ``c`` and read back as many bytes, running the loop meanwhile."""
+    c.setblocking(False)
+    c.sendall(data)
+    got = bytearray()
+
+    def done() -> bool:
+        with contextlib.suppress(BlockingIOError):
+            chunk = c.recv(65536)
+            if not chunk:
+                return True
+            got.extend(chunk)
+        return len(got) >= len(data)
+
+    pump(r, done)
+    return bytes(got)
+
+
+def peer_closed(c: socket.socket) -> bool:
+    """True once the server closed (FIN or RST) client ``c``; non-blocking."""
+    c.setblocking(False)
+    try:
+        return c.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+@pytest.fixture
+def loop() -> Any:
+    r = Reactor()
+    pool = BufferPool(4096, capacity=32)
+    servers: list[TcpServer] = []
+    clients: list[socket.socket] = []
+
+    def serve(**kw: Any) -> TcpServer:
+        srv = TcpServer(r, Echo, buffer_pool=pool, **kw)
+        srv.start()
+        servers.append(srv)
+        return srv
+
+    def connect(srv: TcpServer) -> socket.socket:
+        c = socket.create_connection(srv.address, timeout=5)
+        clients.append(c)
+        return c
+
+    yield r, pool, serve, connect
+    for c in clients:
+        c.close()
+    for srv in servers:
+        srv.close()
+    r.close()
+    assert pool.outstanding() == 0
+    pool.close()
+
+
+def test_listen_socket_binds_loopback_non_blocking() -> None:
+    s = listen_socket()
+    try:
+        host, port = s.getsockname()
+        assert host == "127.0.0.1"
+        assert port > 0
+        assert s.getblocking() is False
+        assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+        with pytest.raises(OSError, match="in use") as info:  # the port is taken
+            listen_socket(port=port)
+        assert info.value.errno == errno.EADDRINUSE
+    finally:
+        s.close()
+
+
+def test_listen_socket_reuse_port_shares_the_port() -> None:
+    a = listen_socket(reuse_port=True)
+    try:
+        b = listen_socket(port=a.getsockname()[1], reuse_port=True)
+        b.close()
+    finally:
+        a.close()
+
+
+def test_accepted_connections_are_pooled_and_reused(loop: Any) -> None:
+    r, _pool, serve, connect = loop
+    srv = serve()
+    clients = [connect(srv) for _ in range(3)]
+    assert pump(r, lambda: len(srv.connections) == 3)
+    for i, c in enumerate(clients):
+        assert echo(r, c, b"hello %d" % i) == b"hello %d" % i
+    first = set(srv.connections)
+    assert all(type(conn) is Connection and conn.pooled is not None for conn in first)
+    for c in clients:
+        c.close()
+    assert pump(r, lambda: not srv.connections)
+    assert pump(r, lambda: srv.conn_pool.stats().in_use == 0)
+    again = connect(srv)
+    assert pump(r, lambda: len(srv.connections) == 1)
+    assert next(iter(srv.connections)) in first  # the pool handed out a used object again
+    assert echo(r, again, b"x") == b"x"
+    assert srv.totals["connections_total"] == 4
+
+
+def test_max_connections_pauses_accepting_until_one_leaves(loop: Any) -> None:
+    r, _pool, serve, connect = loop
+    srv = serve(conn_pool=TcpServer.make_connection_pool(2), accept_retry=30.0)
+    a, b, c = (connect(srv) for _ in range(3))  # the third waits in the kernel's backlog
+    assert pump(r, lambda: srv.accept_paused)
+    pump(r, lambda: False, 0.1)
+    assert len(srv.connections) == 2
+    assert srv.totals["accept_paused_total"] == 1
+    assert srv.metrics()["accepting"] == 0
+    a.close()  # a slot comes free: accepting resumes at once, not after accept_retry
+    assert pump(r, lambda: srv.totals["connections_total"] == 3)
+    assert len(srv.connections) == 2
+    assert echo(r, c, b"third") == b"third"
+    assert echo(r, b, b"second") == b"second"
+    # Full again once the third is in: paused again, with nothing to wait for in the backlog.
+    assert srv.accept_paused
+    assert srv.totals["accept_paused_total"] == 2
+
+
+def test_idle_connections_are_swept(loop: Any) -> None:
+    r, _pool, serve, connect = loop
+    srv = serve(idle_timeout=0.5, sweep_interval=0.05)
+    busy, idle = connect(srv), connect(srv)
+    assert pump(r, lambda: len(srv.connections) == 2)
+    assert echo(r, busy, b"a") == b"a"
+    end = time.monotonic() + 1.2
+    while time.monotonic() < end:  # the busy client keeps talking past the idle limit
+        assert echo(r, busy, b"b") == b"b"
+        pump(r, lambda: False, 0.05)
+    assert pump(r, lambda: peer_closed(idle))
+    assert len(srv.connections) == 1
+    assert srv.totals["timeouts_total"] == 1
+    assert not peer_closed(busy)
+
+
+def test_a_protocol_deadline_is_swept(loop: Any) -> None:
+    r, _pool, serve, connect = loop
+    srv = serve(idle_timeout=60.0, sweep_interval=0.05)
+    c = connect(srv)
+    assert pump(r, lambda: len(srv.connections) == 1)
+    conn = next(iter(srv.connections))
+    conn.deadline = r.now + 0.1
+    assert pump(r, lambda: not srv.connections, 2.0)
+    assert srv.totals["timeouts_total"] == 1
+    assert pump(r, lambda: peer_closed(c))
+
+
+def test_metrics_count_traffic_and_name_the_pools(loop: Any) -> None:
+    r, _pool, serve, connect = loop
+    srv = serve()
+    c = connect(srv)
+    assert echo(r, c, b"12345") == b"12345"
+    m = srv.metrics()
+    for key in (
+        "connections_total",
+        "requests_total",
+        "bytes_in_total",
+        "bytes_out_total",
+        "errors_total",
+        "accept_paused_total",
+        "timeouts_total",
+        "connections_active",
+        "accepting",
+    ):
+        assert key in m, key
+    assert any(k.startswith("buffer_pool_") for k in m)
+    assert any(k.startswith("connection_pool_") for k in m)
+    assert m["connections_active"] == 1
+    assert m["bytes_in_total"] == 5
+    assert m["bytes_out_total"] == 5
+    c.close()
+    assert pump(r, lambda: not srv.connections)
+    m = srv.metrics()  # a closed connection's bytes are folded into the totals
+    assert m["bytes_in_total"] == 5
+    assert m["bytes_out_total"] == 5
+    assert m["connections_active"] == 0
+
+
+def test_close_releases_every_connection_and_the_listener(loop: Any) -> None:
+    r, pool, serve, connect = loop
+    srv = serve()
+    clients = [connect(srv) for _ in range(4)]
+    assert pump(r, lambda: len(srv.connections) == 4)
+    assert echo(r, clients[0], b"x") == b"x"
+    port = srv.address[1]
+    srv.close()
+    srv.close()  # idempotent
+    assert not srv.connections
+    assert srv.sock.fileno() == -1
+    assert not r.is_registered(srv.sock.fileno())
+    assert srv.conn_pool.stats().in_use == 0
+    assert pool.outstanding() == 0
+    for c in clients:
+        assert pump(r, lambda c=c: peer_closed(c))
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
