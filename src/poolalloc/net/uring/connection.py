@@ -373,10 +373,9 @@ class UringConnection(Connection):
         queue = self.queue
         assert queue is not None  # a send was in flight, so its data is still queued
         if res == self.queued and not zc_pending and len(queue) == 1:
-            # The common case, kept short: one buffer queued, all of it sent. The emptied
-            # deque goes too: an idle connection keeps none.
-            owner = queue[0].owner
-            self.queue = None
+            # The common case, kept short: one buffer queued, all of it sent. The deque stays:
+            # every write on this engine is queued, so dropping it would cost one per response.
+            owner = queue.popleft().owner
             if owner is not None:
                 owner.release()
             self.bytes_out += res
@@ -419,7 +418,6 @@ class UringConnection(Connection):
 
     def _drained(self) -> None:
         self.queued = 0
-        self.queue = None  # empty: an idle connection keeps no deque
         if self.closing and not self.closed and not self._lingering:
             self._linger()
 
