@@ -115,9 +115,8 @@ def test_context_manager_releases_and_tolerates_release_inside(pool: BufferPool)
 
 
 def test_with_block_that_raises_releases_and_does_not_swallow(pool: BufferPool) -> None:
-    with pytest.raises(KeyError, match="boom"):
-        with pool.acquire() as buf:
-            raise KeyError("boom")
+    with pytest.raises(KeyError, match="boom"), pool.acquire() as buf:
+        raise KeyError("boom")
     assert buf.released
     assert pool.outstanding() == 0
 
@@ -146,9 +145,9 @@ def test_enter_and_exit_reject_bad_calls(pool: BufferPool) -> None:
         buf.__enter__(1)
     with pytest.raises(TypeError, match="keyword"):
         buf.__exit__(None, None, exc_tb=None)
-    with pytest.raises(TypeError, match="poolalloc.Buffer"):
+    with pytest.raises(TypeError, match=r"poolalloc\.Buffer"):
         Buffer.__exit__(b"not a lease", None, None, None)
-    with pytest.raises(TypeError, match="poolalloc.Buffer"):
+    with pytest.raises(TypeError, match=r"poolalloc\.Buffer"):
         Buffer.__enter__()
     assert not buf.released
     buf.release()

@@ -59,9 +59,8 @@ def test_release_many_checks_all_before_releasing_any() -> None:
 
 def test_strict_with_block_leaving_a_view_alive_raises_busy() -> None:
     with BufferPool(256, strict=True) as pool:
-        with pytest.raises(LeaseBusyError, match="1 view"):
-            with pool.acquire() as buf:
-                view = buf.view
+        with pytest.raises(LeaseBusyError, match="1 view"), pool.acquire() as buf:
+            view = buf.view
         assert not buf.released
         del view
         buf.release()
