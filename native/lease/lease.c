@@ -118,7 +118,7 @@ static struct PyModuleDef lease_module = {
 
 PyMODINIT_FUNC PyInit__lease(void) {
   if (load_api() < 0 || load_errors() < 0) return NULL;
-  if (PyType_Ready(&LeaseBufferType) < 0 || PyType_Ready(&LeasePoolType) < 0 ||
+  if (lease_buffer_type_ready() < 0 || PyType_Ready(&LeasePoolType) < 0 ||
       PyType_Ready(&LeasePinType) < 0)
     return NULL;
   static int token_target;

@@ -105,6 +105,7 @@ int lease_raise_code(PyObject *cls, int code, const char *fmt, ...);  /* always 
 /* buffer.c */
 BufferObject *lease_buffer_new(LeasePoolObject *p, void *ptr, Py_ssize_t nbytes, Py_ssize_t charge);
 int lease_buffer_release(BufferObject *b);
+int lease_buffer_type_ready(void);  /* PyType_Ready for Buffer and its `with` methods */
 int lease_buffer_check_release(BufferObject *b, Py_ssize_t index);  /* may b be released now? */
 
 /* leasepool.c */

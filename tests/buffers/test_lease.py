@@ -114,6 +114,66 @@ def test_context_manager_releases_and_tolerates_release_inside(pool: BufferPool)
     assert pool.outstanding() == 0
 
 
+def test_with_block_that_raises_releases_and_does_not_swallow(pool: BufferPool) -> None:
+    with pytest.raises(KeyError, match="boom"), pool.acquire() as buf:
+        raise KeyError("boom")
+    assert buf.released
+    assert pool.outstanding() == 0
+
+
+def test_enter_and_exit_called_directly_behave_like_the_with_statement(pool: BufferPool) -> None:
+    buf = pool.acquire()
+    assert buf.__enter__() is buf
+    assert "Buffer.__exit__" in repr(buf.__exit__)
+    assert "__enter__" in repr(Buffer.__enter__)
+    assert Buffer.__enter__(buf) is buf
+    assert buf.__exit__(None, None, None) is False
+    assert buf.released
+    # released inside the block: __exit__ has nothing left to do and still returns False
+    assert buf.__exit__(KeyError, KeyError("x"), None) is False
+    other = pool.acquire()
+    assert Buffer.__exit__(other, None, None, None) is False
+    assert other.released
+    assert pool.outstanding() == 0
+
+
+def test_enter_and_exit_reject_bad_calls(pool: BufferPool) -> None:
+    buf = pool.acquire()
+    with pytest.raises(TypeError, match="exactly 3"):
+        buf.__exit__()
+    with pytest.raises(TypeError, match="exactly 0"):
+        buf.__enter__(1)
+    with pytest.raises(TypeError, match="keyword"):
+        buf.__exit__(None, None, exc_tb=None)
+    with pytest.raises(TypeError, match=r"poolalloc\.Buffer"):
+        Buffer.__exit__(b"not a lease", None, None, None)
+    with pytest.raises(TypeError, match=r"poolalloc\.Buffer"):
+        Buffer.__enter__()
+    assert not buf.released
+    buf.release()
+
+
+def test_with_statement_allocates_nothing_per_block(pool: BufferPool) -> None:
+    import tracemalloc
+
+    def cycle(n: int) -> None:
+        for _ in range(n):
+            with pool.acquire() as b:
+                b[0] = 1
+
+    cycle(100)
+    tracemalloc.start()
+    try:
+        cycle(10)
+        before = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        cycle(10_000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= before + 256, (before, peak)
+
+
 def test_released_lease_refuses_every_memory_access(pool: BufferPool) -> None:
     buf = pool.acquire()
     buf.release()

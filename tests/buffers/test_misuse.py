@@ -57,6 +57,16 @@ def test_release_many_checks_all_before_releasing_any() -> None:
             mine.release_many([b"not a lease"])
 
 
+def test_strict_with_block_leaving_a_view_alive_raises_busy() -> None:
+    with BufferPool(256, strict=True) as pool:
+        with pytest.raises(LeaseBusyError, match="1 view"), pool.acquire() as buf:
+            view = buf.view
+        assert not buf.released
+        del view
+        buf.release()
+        assert pool.outstanding() == 0
+
+
 def test_strict_release_with_views_names_the_holders() -> None:
     with BufferPool(256, strict=True) as pool:
         buf = pool.acquire()
