@@ -31,7 +31,6 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import logging
 import os
@@ -44,6 +43,7 @@ from typing import Any
 
 from poolalloc.buffers import BufferPool
 from poolalloc.net.asgi._protocol import App, HttpAsgiProtocol, Message, ServerState
+from poolalloc.net.http.serve import _supervise  # the same SIGTERM-forwarding supervisor
 from poolalloc.net.sockets import LeaseSource
 
 __all__ = ["AsgiServer", "LifespanError", "import_app", "new_event_loop", "serve"]
@@ -415,18 +415,3 @@ async def _serve_until_signal(  # noqa: PLR0917
     print(f"poolalloc serve: pid {os.getpid()} shutting down", file=sys.stderr, flush=True)
     await server.shutdown(graceful_timeout)
     return 0
-
-
-def _supervise(children: list[int]) -> int:
-    def forward(signum: int, frame: object) -> None:
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
-    status = 0
-    for pid in children:
-        _, code = os.waitpid(pid, 0)
-        status = status or os.waitstatus_to_exitcode(code)
-    return status
