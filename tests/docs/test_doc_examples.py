@@ -147,12 +147,19 @@ def test_module_doctests_pass(module: ModuleType, tmp_path: Path) -> None:
     assert "attempted=0 " not in done.stdout, f"{module.__name__} has no docstring example"
 
 
+def _ours(obj: object) -> bool:
+    # A name re-exported from the standard library (``BufferLike`` is ``collections.abc.Buffer``
+    # on 3.12+) carries that library's docstring, not one of ours.
+    return str(getattr(obj, "__module__", "")).split(".")[0] == "poolalloc"
+
+
 @pytest.mark.parametrize("module", public_modules(), ids=lambda m: m.__name__)
 def test_every_public_name_has_an_example(module: ModuleType) -> None:
     missing = [
         name
         for name in public_names(module)
         if (inspect.isclass(obj := getattr(module, name)) or inspect.isroutine(obj))
+        and _ours(obj)
         and ">>>" not in (inspect.getdoc(obj) or "")
     ]
     assert not missing, f"{module.__name__}: no docstring example for {missing}"
