@@ -613,6 +613,21 @@ static inline pai_slab_t *free_slab_of(void *p, int *rc) {
   return &c->slabs[slot];
 }
 
+/* Park a checked block in the thread cache when its class has room and the cache's byte budget
+ * allows; false sends the caller down the slow path. Both free paths share it so that the marker,
+ * the poison and the parked count are written in one order only. */
+static inline bool cache_push(pai_tcache_t *tc, pai_slab_t *s, void *p) {
+  pai_tclass_t *t = &tc->cls[s->cls];
+  int64_t parked = pai_ld64(&tc->parked) + s->block_size;
+  if (PA_UNLIKELY(t->n >= t->cap || (uint64_t)parked > tc->budget)) return false;
+  *(uint64_t *)p = pai_free_marker(p);
+  pa_track_poison(p, s->block_size);
+  t->slots[t->n++] = p;
+  atomic_store_explicit(&tc->parked, parked, memory_order_relaxed);
+  bump(&t->frees);
+  return true;
+}
+
 static int free_in(void *p) {
   uintptr_t a = (uintptr_t)p;
   int rc = 0;
@@ -631,16 +646,7 @@ static int free_in(void *p) {
   pai_tcache_t *tc = pai_tcache(pool);
   if (PA_LIKELY(tc != NULL && pool->nnodes == 1 &&
                 !atomic_load_explicit(&pool->closed, memory_order_relaxed))) {
-    pai_tclass_t *t = &tc->cls[s->cls];
-    int64_t parked = pai_ld64(&tc->parked) + s->block_size;
-    if (PA_LIKELY(t->n < t->cap && (uint64_t)parked <= tc->budget)) {
-      *(uint64_t *)p = pai_free_marker(p);
-      pa_track_poison(p, s->block_size);
-      t->slots[t->n++] = p;
-      atomic_store_explicit(&tc->parked, parked, memory_order_relaxed);
-      bump(&t->frees);
-      return 0;
-    }
+    if (PA_LIKELY(cache_push(tc, s, p))) return 0;
   }
   return free_slow(pool, tc, s->chunk, s, idx, p);
 }
@@ -678,17 +684,7 @@ int pa_free(void *p) {
                   word != pai_free_marker(p) && pool->nnodes == 1 &&
                   !atomic_load_explicit(&pool->closed, memory_order_relaxed) &&
                   atomic_load_explicit(&pai_tl.pool, memory_order_relaxed) == pool)) {
-      pai_tcache_t *tc = pai_tl.cache;
-      pai_tclass_t *t = &tc->cls[s->cls];
-      int64_t parked = pai_ld64(&tc->parked) + s->block_size;
-      if (PA_LIKELY(t->n < t->cap && (uint64_t)parked <= tc->budget)) {
-        *(uint64_t *)p = pai_free_marker(p);
-        pa_track_poison(p, s->block_size);
-        t->slots[t->n++] = p;
-        atomic_store_explicit(&tc->parked, parked, memory_order_relaxed);
-        bump(&t->frees);
-        return leave(0);
-      }
+      if (PA_LIKELY(cache_push(pai_tl.cache, s, p))) return leave(0);
     }
   }
   return free_rest(p);
