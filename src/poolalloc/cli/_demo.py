@@ -20,12 +20,12 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from poolalloc.cli._child import LoggedChild
 from poolalloc.cli._progress import ProgressBar
 from poolalloc.cli.loadgen import LoadResult, http_request, run_load
 
@@ -57,12 +57,8 @@ def free_port() -> int:
         return port
 
 
-class ServerProcess:
-    """``poolalloc serve`` on a free loopback port, as a child process.
-
-    Its stderr goes to a file, not a pipe: a server that logs a lot while nobody reads a pipe
-    would block once the pipe is full.
-    """
+class ServerProcess(LoggedChild):
+    """``poolalloc serve`` on a free loopback port, as a child process."""
 
     def __init__(self, extra: list[str]) -> None:
         self.port = free_port()
@@ -70,22 +66,7 @@ class ServerProcess:
         # the installed package, whose compiled extensions the source tree does not have.
         cmd = [sys.executable, "-P", "-m", "poolalloc", "serve", "--host", HOST]
         cmd += ["--port", str(self.port), *extra]
-        # closed by stop(), once the server has exited and its last words are read
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log)
-        self.printed = ""
-
-    @property
-    def stderr(self) -> str:
-        """Everything the server printed so far."""
-        if self.log.closed:
-            return self.printed
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-    def last_words(self) -> str:
-        lines = self.stderr.strip().splitlines()
-        return lines[-1] if lines else f"exit status {self.proc.returncode}"
+        super().__init__(cmd, stdout=subprocess.DEVNULL)
 
     def wait_until_listening(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
@@ -96,18 +77,6 @@ class ServerProcess:
                 return
             time.sleep(0.05)
         raise DemoError(f"the server did not listen on {HOST}:{self.port} in {START_TIMEOUT:g}s")
-
-    def stop(self) -> None:
-        """SIGTERM (the server then prints its final metrics), and wait for it."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.printed = self.stderr
-        self.log.close()
 
     def final_metrics(self) -> dict[str, float]:
         """The metrics the server printed on its way out."""

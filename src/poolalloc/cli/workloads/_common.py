@@ -8,11 +8,12 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from poolalloc.cli._child import LoggedChild
 
 HOST = "127.0.0.1"
 KIB = 1024
@@ -211,11 +212,10 @@ def has_uvloop() -> bool:
     return True
 
 
-class Child:
+class Child(LoggedChild):
     """A helper process: ``python -P -c 'from poolalloc.cli.workloads import MOD; MOD.main()'``.
 
-    It prints one line, ``READY <words>``, once it can serve; stderr goes to a file so that
-    a chatty child never blocks on a full pipe.
+    It prints one line, ``READY <words>``, once it can serve.
     """
 
     def __init__(self, module: str, *args: str) -> None:
@@ -223,21 +223,9 @@ class Child:
             "import sys; from poolalloc.cli.workloads import "
             f"{module} as m; sys.exit(m.main(sys.argv[1:]))"
         )
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-P", "-c", code, *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            bufsize=0,
-        )
+        cmd = [sys.executable, "-P", "-c", code, *args]
+        super().__init__(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
         self.ready: list[str] = []
-
-    def stderr(self) -> str:
-        if self.log.closed:
-            return ""
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
 
     @property
     def pid(self) -> int:
@@ -258,7 +246,7 @@ class Child:
         line = raw.decode(errors="replace")
         if not line.startswith("READY"):
             self.stop()
-            err = self.stderr()
+            err = self.stderr
             raise RuntimeError(f"a workload helper failed to start: {err.strip()[-400:]}")
         self.ready = line.split()[1:]
         return self.ready
@@ -290,22 +278,8 @@ class Child:
                 chunks.append(data)
         self.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
         if self.proc.returncode != 0:
-            raise RuntimeError(f"a workload helper failed: {self.stderr().strip()[-400:]}")
+            raise RuntimeError(f"a workload helper failed: {self.stderr.strip()[-400:]}")
         return b"".join(chunks).decode()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-        self.log.close()
 
 
 @contextlib.contextmanager
