@@ -74,7 +74,7 @@ def _conns_run(size: str) -> list[Doc]:
             quick=True,
             connections=40,
             seconds=1.0,
-            servers=["pooled", "asyncio Protocol", "uvloop Protocol"],
+            servers=["pooled", "pooled io_uring", "asyncio Protocol", "uvloop Protocol"],
         )
     if size == "demo":
         return _conns.run(

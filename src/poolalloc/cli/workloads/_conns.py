@@ -23,9 +23,11 @@ from poolalloc.cli.workloads._common import (
     proc_cpu,
     proc_status,
 )
+from poolalloc.cli.workloads._relay import uring_available
 
 SERVERS = [
     ("pooled", "pooled"),
+    ("pooled io_uring", "pooled-uring"),
     ("asyncio Protocol", "asyncio-plain"),
     ("uvloop Protocol", "uvloop-plain"),
     ("asyncio BufferedProtocol", "asyncio-buffered"),
@@ -98,11 +100,23 @@ def run(
     for v, (_, kind) in zip(variants, chosen, strict=True):
         if kind.startswith("uvloop") and not has_uvloop():
             v.available, v.note = False, "not installed"
+        if kind == "pooled-uring":
+            ok, why = uring_available()
+            if not ok:
+                v.available, v.note = False, why
     for r in range(rounds):
         for v, (_, kind) in zip(variants, chosen, strict=True):
             if v.available:
                 v.add(**measure(kind, n, secs, interval, share, seed=r))
     goals = [
+        Goal(
+            "io_uring memory per connection <= the epoll Reactor's",
+            "kib_per_conn",
+            "pooled io_uring",
+            "pooled",
+            1.0,
+            True,
+        ),
         Goal(
             "memory per connection <= 0.5x uvloop's plain Protocol server",
             "kib_per_conn",

@@ -36,19 +36,27 @@ class _Echo:
         self.conn = None
 
 
-def run_pooled() -> None:
+def run_pooled(engine: str) -> None:
+    """The project's server: ``epoll`` (the Reactor) or ``uring`` (the io_uring Proactor)."""
     import poolalloc  # noqa: PLC0415
     from poolalloc.net.epoll.reactor import Reactor  # noqa: PLC0415
     from poolalloc.net.epoll.server import TcpServer, listen_socket  # noqa: PLC0415
 
-    reactor = Reactor()
+    server_class: Any = TcpServer
+    if engine == "uring":
+        from poolalloc.net.uring.proactor import Proactor  # noqa: PLC0415
+
+        reactor: Reactor = Proactor()
+        server_class = Proactor.server_class
+    else:
+        reactor = Reactor()
     pool = poolalloc.BufferPool(READ_SIZE, capacity=None)
     sock = listen_socket(HOST, 0, backlog=BACKLOG)
-    server = TcpServer(
+    server = server_class(
         reactor,
         _Echo,
         buffer_pool=pool,
-        conn_pool=TcpServer.make_connection_pool(None),
+        conn_pool=server_class.make_connection_pool(None),
         sock=sock,
         idle_timeout=3600.0,
     )
@@ -117,13 +125,13 @@ async def _serve_asyncio(kind: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """``main([kind])``: kind is ``pooled`` or ``asyncio-plain``, ``uvloop-buffered``..."""
+    """``main([kind])``: kind is ``pooled``, ``pooled-uring``, ``asyncio-plain``..."""
     kind = argv[0]
     pin_to(0)
     raise_fd_limit(1 << 20)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if kind == "pooled":
-        run_pooled()
+    if kind in ("pooled", "pooled-uring"):
+        run_pooled("uring" if kind == "pooled-uring" else "epoll")
         return 0
     loop_name, _, style = kind.partition("-")
     if loop_name == "uvloop":

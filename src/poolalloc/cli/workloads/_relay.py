@@ -28,7 +28,15 @@ from poolalloc.cli.workloads._common import (
     child,
     has_uvloop,
 )
+from poolalloc.cli.workloads._loops import relay_epoll, relay_uring
 from poolalloc.cli.workloads._peer import COUNT, recv_exact
+
+
+def uring_available() -> tuple[bool, str]:
+    from poolalloc.net.uring.proactor import available  # noqa: PLC0415 (loads the ring only here)
+
+    return available()
+
 
 Relay = Callable[[int, int, int, int], None]  # (source port, sink port, bytes, chunk)
 
@@ -144,6 +152,8 @@ VARIANTS: list[tuple[str, Relay]] = [
     ("reused bytearray", relay_reused),
     ("asyncio streams", relay_asyncio),
     ("uvloop streams", relay_uvloop),
+    ("epoll Reactor", relay_epoll),
+    ("io_uring Proactor", relay_uring),
     ("splice (kernel floor)", relay_splice),
 ]
 
@@ -165,8 +175,14 @@ def run(*, quick: bool, scale: float = 1.0) -> list[Doc]:
         for chunk in chunks:
             variants = [Variant(name) for name, _ in VARIANTS]
             funcs = dict(VARIANTS)
+            by_name = {v.name: v for v in variants}
             if not has_uvloop():
-                variants[5].available, variants[5].note = False, "not installed"
+                by_name["uvloop streams"].available = False
+                by_name["uvloop streams"].note = "not installed"
+            uring_ok, why = uring_available()
+            if not uring_ok:
+                by_name["io_uring Proactor"].available = False
+                by_name["io_uring Proactor"].note = why
             for _ in range(rounds):
                 for v in variants:
                     if not v.available:
@@ -183,6 +199,14 @@ def run(*, quick: bool, scale: float = 1.0) -> list[Doc]:
                     "pooled",
                     "splice (kernel floor)",
                     1.5,
+                    True,
+                ),
+                Goal(
+                    "io_uring relay CPU per GiB <= 0.8x the epoll Reactor",
+                    "cpu_s_per_gib",
+                    "io_uring Proactor",
+                    "epoll Reactor",
+                    0.8,
                     True,
                 ),
                 Goal(

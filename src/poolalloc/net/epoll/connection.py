@@ -241,10 +241,16 @@ class Connection:
         self.last_active = reactor.now
         reactor.register(self.fd, self._on_readable, None)
         protocol.connection_made(self)
-        self._on_readable()  # data may have arrived before registration: no edge for it
+        self._on_readable(drain=True)  # data may have arrived before registration
 
     # ---- reading ----
-    def _on_readable(self) -> None:
+    def _on_readable(self, drain: bool = False) -> None:
+        """Read while there is data; ``drain``: read until EAGAIN even after a short read.
+
+        Edge-triggered epoll reports new input once. An edge that came while the connection
+        was paused or the pool was exhausted is gone by the time reading starts again, and
+        with it the sign of a FIN behind a short read: those callers drain.
+        """
         if self.paused or self.closed:
             return
         if self._lingering:
@@ -291,7 +297,7 @@ class Connection:
             if not kept:
                 lease.release()
             # A short read drained the socket: the next edge brings more (the common exit).
-            if n < chunk and not reactor.event_mask & _RDHUP:
+            if n < chunk and not drain and not reactor.event_mask & _RDHUP:
                 return
             if self.paused or self.closing or self.closed:
                 return
@@ -305,7 +311,7 @@ class Connection:
     def _retry(self, sock: socket.socket) -> None:
         if sock is self.sock and not self.closed:
             self._timer = None
-            self._on_readable()
+            self._on_readable(drain=True)
 
     def _eof(self) -> None:
         assert self.protocol is not None
@@ -340,7 +346,7 @@ class Connection:
         if hook is not None and not self.closed:
             hook()  # the protocol may hold back part of an earlier read
         if not self.paused:
-            self._on_readable()
+            self._on_readable(drain=True)
 
     # ---- writing ----
     def write(

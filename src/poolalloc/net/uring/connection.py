@@ -90,11 +90,12 @@ class _Remains:
 class _Rare:
     """Per-connection state that only pausing, gathering, zero-copy or files need."""
 
-    __slots__ = ("held", "iov", "msg", "pipe", "pipe_fill", "resuming", "zc_owners")
+    __slots__ = ("eof", "held", "iov", "msg", "pipe", "pipe_fill", "resuming", "zc_owners")
 
     def __init__(self) -> None:
         self.resuming = False  # resume_reading ran; the resume itself runs next loop pass
         self.held: list[bytes] = []  # arrived while paused, in order, copied out of the pool
+        self.eof = False  # the peer's EOF came while paused: it follows the held bytes
         self.zc_owners: list[list[Any]] = []  # per SEND_ZC awaiting its notification
         self.pipe: tuple[int, int] | None = None
         self.pipe_fill = 0
@@ -199,7 +200,13 @@ class UringConnection(Connection):
             if not self.recv_armed:
                 self.arm_recv()
         elif res == 0:
-            self._eof()
+            if self.paused and not self._lingering:
+                # The protocol sees the EOF after the bytes held back before it, on resume,
+                # as the epoll engine reads it only then: delivered now it would close the
+                # connection and drop them.
+                self._rare().eof = True
+            else:
+                self._eof()
         elif res == -errno.ENOBUFS:
             assert self.proactor is not None
             assert self.pool_ring is not None
@@ -260,6 +267,11 @@ class UringConnection(Connection):
         while x is not None and x.held and not self.paused and not self.closed:
             data = x.held.pop(0)
             self._deliver(HeldBytes(data), len(data))
+        if x is not None and x.eof:
+            if not self.paused and not self.closed:
+                x.eof = False
+                self._eof()
+            return  # nothing follows the EOF: no receive to arm
         if not self.paused:
             self.arm_recv()
 
