@@ -14,6 +14,7 @@ import itertools
 import os
 import socket
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,10 @@ import budget
 from hypothesis import HealthCheck, settings
 
 from poolalloc import BufferPool
+from poolalloc.net.http._cache import ReplyCache
 from poolalloc.net.http.parser import Request
 from poolalloc.net.http.protocol import HttpProtocol
+from poolalloc.net.transport import HeldBytes
 
 FUZZ_EXAMPLES = int(os.environ.get("PA_FUZZ_EXAMPLES", "150"))
 TEST_SECONDS = budget.seconds(2)
@@ -45,19 +48,29 @@ def fuzz_settings(share: float = 1.0) -> settings:
     )
 
 
-class FakeReactor:
-    now = 0.0
-
-
 class FakeConn:
-    """The part of Connection that HttpProtocol uses; ``pause_every`` simulates backpressure."""
+    """The part of the Transport interface HttpProtocol uses; ``pause_every`` simulates
+    backpressure."""
 
     def __init__(self, pause_every: int = 0) -> None:
-        self.reactor = FakeReactor()
         self.paused = self.closing = self.closed = False
-        self.deadline = 0.0
+        self.deadline: float | None = None
         self.writes: list[bytes] = []
+        self.held: deque[bytes] = deque()
         self.pause_every = pause_every
+
+    def set_deadline(self, seconds: float | None) -> None:
+        self.deadline = seconds
+
+    def hold_back(self, data: bytes) -> None:
+        self.held.appendleft(data)
+
+    def resume(self, proto: HttpProtocol) -> None:
+        """As a connection resumes: held input first, until it pauses again."""
+        self.paused = False
+        while self.held and not (self.paused or self.closing):
+            data = self.held.popleft()
+            proto.buffer_received(HeldBytes(data), len(data))
 
     def write(self, data: bytes, *, more: bool = False) -> None:
         assert not self.closed, "write after close"
@@ -95,8 +108,8 @@ class FakeApp:
     header_timeout: float = 10.0
     finished: list[Request] = field(default_factory=list)
     errors: list[int] = field(default_factory=list)
-    #: The fast-path table HttpProtocol fills from ``static_reply``; this app has no static routes.
-    replies: dict[bytes, bytes] = field(default_factory=dict)
+    #: The reply cache HttpProtocol fills; this app has no static routes.
+    replies: ReplyCache = field(default_factory=ReplyCache)
 
     def static_reply(self, req: Request) -> bytes | None:
         return None
@@ -109,17 +122,11 @@ class FakeApp:
 
     def finish(self, proto: HttpProtocol, req: Request) -> None:
         self.finished.append(req)
-        assert proto.conn is not None
-        proto.conn.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-        if not req.keep_alive:
-            proto.conn.close()
+        proto.send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", close=not req.keep_alive)
 
-    def send_error(
-        self, proto: HttpProtocol, status: int, message: str, *, with_body: bool = True
-    ) -> None:
+    def error_reply(self, status: int, message: str, *, with_body: bool = True) -> bytes:
         self.errors.append(status)
-        assert proto.conn is not None
-        proto.conn.write(f"HTTP/1.1 {status} x\r\n\r\n".encode())
+        return f"HTTP/1.1 {status} x\r\n\r\n".encode()
 
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -138,8 +145,7 @@ def drive(
     reads = [p[i : i + 2048] for p in pieces for i in range(0, len(p), 2048)]
     for part in reads:
         while conn.paused and not conn.closing:  # the peer read our output: resume
-            conn.paused = False
-            proto.resume_reading()
+            conn.resume(proto)
         if conn.closing:
             break  # Connection discards input after close()
         lease = pool.acquire()
@@ -147,8 +153,7 @@ def drive(
         if not proto.buffer_received(lease, len(part)):
             lease.release()
     while conn.paused and not conn.closing:
-        conn.paused = False
-        proto.resume_reading()
+        conn.resume(proto)
     conn.closed = True
     proto.connection_lost(None)
     return proto

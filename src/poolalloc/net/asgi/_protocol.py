@@ -28,6 +28,7 @@ from urllib.parse import unquote
 
 from poolalloc.net.http.parser import ChunkedReader, HttpError, Request, parse_head
 from poolalloc.net.sockets import LeaseSource
+from poolalloc.net.transport import StreamTransport
 
 logger = logging.getLogger("poolalloc.asgi")
 
@@ -156,7 +157,6 @@ class _Cycle:
         "_head_only",
         "_waiter",
         "body_done",
-        "conn",
         "continue_sent",
         "disconnected",
         "expect_100",
@@ -165,14 +165,15 @@ class _Cycle:
         "headers",
         "keep_alive",
         "length_left",
+        "proto",
         "reader",
         "scope",
         "started",
         "status",
     )
 
-    def __init__(self, conn: HttpAsgiProtocol, scope: Scope, req: Request) -> None:
-        self.conn = conn
+    def __init__(self, proto: HttpAsgiProtocol, scope: Scope, req: Request) -> None:
+        self.proto = proto
         self.scope = scope
         self.keep_alive = req.keep_alive
         self.expect_100 = req.expect_continue
@@ -180,7 +181,7 @@ class _Cycle:
         self._head_only = req.method == "HEAD"
         self._body: deque[bytes] = deque()
         self._waiter: asyncio.Future[None] | None = None
-        self.reader = ChunkedReader(max_body=conn.state.max_body) if req.chunked else None
+        self.reader = ChunkedReader(max_body=proto.state.max_body) if req.chunked else None
         self.length_left = 0 if req.chunked else (req.content_length or 0)
         self.body_done = not req.chunked and not self.length_left
         self.final_sent = False  # the http.request with more_body=False went to the app
@@ -228,18 +229,18 @@ class _Cycle:
     # -- the ASGI callables -----------------------------------------------------------------
 
     async def receive(self) -> Message:
-        conn = self.conn
+        proto = self.proto
         if self.expect_100 and not self.continue_sent and not self.started:
             self.continue_sent = True
-            if conn.transport is not None and not self.body_done:
-                conn.transport.write(_CONTINUE)
+            if not self.body_done:
+                proto.write(_CONTINUE)
         while True:
             if self._body and (self.body_done or not self.disconnected):
                 data = self._body.popleft() if len(self._body) == 1 else b"".join(self._body)
                 self._body.clear()
                 more = not self.body_done
                 self.final_sent = not more
-                conn.maybe_resume()
+                proto.maybe_resume()
                 return {"type": "http.request", "body": data, "more_body": more}
             if self.disconnected:
                 return {"type": "http.disconnect"}
@@ -250,8 +251,8 @@ class _Cycle:
             # the end of the response is what the app waits for
             if self.finished:
                 return {"type": "http.disconnect"}
-            conn.maybe_resume()
-            self._waiter = conn.loop.create_future()
+            proto.maybe_resume()
+            self._waiter = proto.loop.create_future()
             await self._waiter
 
     async def send(self, message: Message) -> None:
@@ -271,8 +272,8 @@ class _Cycle:
             raise RuntimeError("http.response.body after the response was complete")
         body = message.get("body", b"")
         more = bool(message.get("more_body", False))
-        conn = self.conn
-        if self.disconnected or conn.transport is None:
+        proto = self.proto
+        if self.disconnected or proto.transport is None:
             if not more:
                 self.finished = True
             return  # the client is gone: drop the response, as other servers do
@@ -291,13 +292,13 @@ class _Cycle:
                 out.append(b"0\r\n\r\n")
         elif body:
             out.append(body)
-        conn.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        proto.write(out[0] if len(out) == 1 else b"".join(out))
         if more:
-            await conn.drain()
+            await proto.drain()
         else:
             self.finished = True
             self._wake()
-            conn.response_done(self)
+            proto.response_done(self)
 
     def _head(self, body: bytes, more: bool) -> bytes:
         status = self.status
@@ -324,7 +325,7 @@ class _Cycle:
                 self.keep_alive = False  # HTTP/1.0 without a length: the close ends the body
         if not self.body_done:
             self.keep_alive = False  # the app did not read the whole body: do not guess
-        if not self.keep_alive or self.conn.state.closing:
+        if not self.keep_alive or self.proto.state.closing:
             self.keep_alive = False
             parts.append(b"connection: close\r\n")
         parts.append(b"\r\n")
@@ -337,7 +338,8 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
     def __init__(self, state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
         self.state = state
         self.loop = loop
-        self.transport: asyncio.Transport | None = None
+        #: Only the StreamTransport part of asyncio's transport is used.
+        self.transport: StreamTransport | None = None
         self._lease: Any = None
         self._view: memoryview | None = None
         self._pending = bytearray()  # a partial head, or bytes of the next pipelined request
@@ -354,7 +356,7 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
     # -- transport events -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(StreamTransport, transport)  # a stream: it has write()
         self.state.connections.add(self)
         sockname = transport.get_extra_info("sockname")
         peername = transport.get_extra_info("peername")
@@ -370,7 +372,9 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         return view
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._data(self._view, nbytes)  # type: ignore[arg-type]
+        view = self._view
+        assert view is not None  # get_buffer came first
+        self._data(view, nbytes)
 
     def eof_received(self) -> bool:
         cycle = self.cycle
@@ -410,6 +414,12 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             if not waiter.done():
                 waiter.set_result(None)
         self._drain_waiters.clear()
+
+    def write(self, data: bytes) -> None:
+        """Send ``data`` unless the connection is gone (then it is dropped, as a write to a
+        closed asyncio transport would be)."""
+        if self.transport is not None:
+            self.transport.write(data)
 
     async def drain(self) -> None:
         if self._write_paused and self.transport is not None:

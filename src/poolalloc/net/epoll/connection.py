@@ -18,9 +18,11 @@ Lifecycle: a :class:`Connection` object comes from the server's ``ObjectPool`` a
 * Backpressure: past ``high_water`` queued bytes the connection stops reading (a client that
   never reads its responses cannot make us buffer without bound); below ``low_water`` it
   resumes, and tries a read at once because an edge-triggered fd may have fired meanwhile.
-  Input held back while paused must not pin pooled blocks (protocols copy the few unparsed
-  bytes out and release the lease; :class:`HeldBytes` carries them back in on resume), so the
-  blocks in use are bounded by the connections being read right now, not by the paused ones.
+  Input held back while paused must not pin pooled blocks (a protocol hands the few unparsed
+  bytes to ``hold_back`` and the lease goes back; they come back first, as :class:`HeldBytes`,
+  on resume), so the blocks in use are bounded by the connections being read right now, not
+  by the paused ones. The bookkeeping shared with the io_uring connection (pausing, the queue's
+  accounting, closing) is :class:`~poolalloc.net.transport.BaseConnection`'s.
 * Fairness: one flush sends at most ``SEND_SLICE`` bytes; a connection with more to send
   reschedules itself with ``call_soon``, so one large download cannot hold the loop while
   small requests on other connections wait.
@@ -33,140 +35,50 @@ Lifecycle: a :class:`Connection` object comes from the server's ``ObjectPool`` a
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import errno
 import os
 import select
 import socket
-import struct
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from poolalloc.errors import PoolMemoryError
-from poolalloc.net.sockets import IOV_MAX, LeaseLike, LeaseSource
+from poolalloc.net.sockets import IOV_MAX, LeaseLike
+from poolalloc.net.transport import (
+    BaseConnection,
+    ConnectionProtocol,
+    FileRange,
+    HeldBytes,
+    ReadPool,
+    _Queued,
+    queued_size,
+)
 
 if TYPE_CHECKING:
     from poolalloc.net.epoll.reactor import Handle, Reactor
 
-__all__ = ["SEND_SLICE", "Connection", "ConnectionProtocol", "FileRange", "HeldBytes", "ReadPool"]
+# ConnectionProtocol, FileRange, HeldBytes, ReadPool and queued_size live in
+# poolalloc.net.transport (both engines use them); this module's names stay importable.
+__all__ = [
+    "SEND_SLICE",
+    "Connection",
+    "ConnectionProtocol",
+    "FileRange",
+    "HeldBytes",
+    "ReadPool",
+    "queued_size",
+]
 
 _RDHUP = select.EPOLLRDHUP | select.EPOLLHUP
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)
-_LINGER_RST = struct.pack("ii", 1, 0)
 _RETRY_EXHAUSTED = 0.005  # seconds before a read retries when the buffer pool is empty
 #: Most bytes one connection sends per loop pass before other ready connections get a turn.
 SEND_SLICE = 1 << 20
 
 
-class ReadPool(LeaseSource, Protocol):
-    """A pool the connections read into: ``try_acquire`` returns None when it is exhausted.
-
-    Example:
-        >>> import poolalloc
-        >>> pool = poolalloc.BufferPool(64, capacity=1)
-        >>> lease = pool.try_acquire(); pool.try_acquire() is None
-        True
-        >>> lease.release(); _ = pool.close()
-    """
-
-    def try_acquire(self) -> LeaseLike | None: ...
-
-
-class HeldBytes:
-    """Input held back by backpressure, copied out of its pooled block, with a lease's face.
-
-    A paused connection keeps only these few bytes (the pooled block went back at once);
-    on resume they are handed to ``buffer_received`` like a fresh read. ``release`` is a no-op.
-
-    Example:
-        >>> held = HeldBytes(b"GET / HTTP/1.1\\r\\n\\r\\n")
-        >>> held.nbytes, bytes(held.view[:3])
-        (18, b'GET')
-        >>> held.release()
-    """
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    @property
-    def view(self) -> memoryview:
-        """A read-only view of the held bytes."""
-        return memoryview(self.data)
-
-    @property
-    def nbytes(self) -> int:
-        """How many bytes are held."""
-        return len(self.data)
-
-    def __buffer__(self, flags: int, /) -> memoryview:
-        return memoryview(self.data)
-
-    def release(self) -> None:
-        """Nothing to give back: the bytes belong to this object."""
-
-
-class ConnectionProtocol(Protocol):
-    """What a :class:`Connection` calls; ``buffer_received`` returns True to keep the lease.
-
-    Example:
-        >>> class Echo:
-        ...     def connection_made(self, conn): self.conn = conn
-        ...     def buffer_received(self, lease, n):
-        ...         self.conn.write(lease.view[:n], owner=lease); return True
-        ...     def eof_received(self): return False
-        ...     def connection_lost(self, exc): pass
-    """
-
-    def connection_made(self, conn: Connection) -> None: ...
-
-    def buffer_received(self, lease: LeaseLike, nbytes: int) -> bool: ...
-
-    def eof_received(self) -> bool: ...
-
-    def connection_lost(self, exc: BaseException | None) -> None: ...
-
-
-class FileRange:
-    """A queued file body: ``count`` bytes of ``fd`` from ``offset``, closed when sent.
-
-    Example:
-        >>> FileRange(-1, 0, 0, close_fd=False).count
-        0
-    """
-
-    __slots__ = ("close_fd", "count", "fd", "offset")
-
-    def __init__(self, fd: int, offset: int, count: int, *, close_fd: bool = True) -> None:
-        self.fd = fd
-        self.offset = offset
-        self.count = count
-        self.close_fd = close_fd
-
-    def discard(self) -> None:
-        """Close the fd if this range owns it."""
-        if self.close_fd and self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
-#: What a queued write stands for: bytes in memory or a file range.
-QueuedData = bytes | memoryview | FileRange
-
-
-class _Queued:
-    """One queued write: its data and the lease released once the data is out."""
-
-    __slots__ = ("data", "owner")
-
-    def __init__(self, data: QueuedData, owner: LeaseLike | None) -> None:
-        self.data = data
-        self.owner = owner
-
-
-class Connection:
-    """Per-connection state; pooled, so ``open``/``reset`` replace ``__init__``/teardown.
+class Connection(BaseConnection["Reactor"]):
+    """A connection on the epoll :class:`~poolalloc.net.epoll.reactor.Reactor`: reads when the
+    socket is readable, writes at once and queues the rest for ``EPOLLOUT``. The bookkeeping is
+    :class:`~poolalloc.net.transport.BaseConnection`'s.
 
     Example (an echo server's connection on a socketpair):
         >>> import socket, poolalloc
@@ -177,49 +89,16 @@ class Connection:
     """
 
     #: The pending read retry (pool exhausted), cancelled on close. A class-level default: an
-    #: instance only gets this attribute if it ever retries (see UringConnection.reset).
+    #: instance only gets this attribute if it ever retries.
     _timer: Handle | None = None
-    #: True from ``resume_reading`` until the resume runs (class default, as ``_timer``).
-    _resuming = False
     #: True while the next flush slice is scheduled (class default, as ``_timer``).
     _more_pending = False
 
-    def __init__(self) -> None:
-        self.high_water = 1 << 20
-        self.low_water = 1 << 18
-        self.linger = 2.0
-        #: A protocol object kept across reuses of this pooled connection (set by servers).
-        self.spare_protocol: ConnectionProtocol | None = None
-        self.reset()
-
     def reset(self) -> None:
         """Forget the last connection (ObjectPool ``reset``)."""
-        self.reactor: Reactor | None = None
-        # None between uses: callbacks scheduled for the last connection compare their socket
-        # with this one, so they cannot touch the next user of this pooled object.
-        self.sock: socket.socket | None = None
-        self.fd = -1
-        self.pool: ReadPool | None = None
-        self.protocol: ConnectionProtocol | None = None
-        self.on_closed: collections.abc.Callable[[Connection], None] | None = None
-        self.pooled: object = None  # the ObjectPool lease holding this object, if any
-        # Created by the first write that has to wait and dropped once drained: an idle
-        # connection holds no deque (an empty one is ~760 bytes with its first block).
-        self.queue: collections.deque[_Queued] | None = None
-        self.queued = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.last_active = 0.0
-        self.deadline = 0.0  # absolute reactor time; 0 = none (set by protocols)
-        self.paused = False
-        self.closing = False
-        self.closed = False
-        self._lingering = False
-        self._chunk = 65536
+        super().reset()
         if self._timer is not None:
             self._cancel_timer()
-        if self._resuming:
-            self._resuming = False
         if self._more_pending:
             self._more_pending = False
 
@@ -236,9 +115,7 @@ class Connection:
         :raises OSError: the reactor could not register the socket.
         """
         sock.setblocking(False)
-        self.reactor, self.sock, self.fd = reactor, sock, sock.fileno()
-        self.pool, self.protocol, self._chunk = pool, protocol, chunk_size
-        self.last_active = reactor.now
+        self._adopt(reactor, sock, pool, protocol, chunk_size)
         reactor.register(self.fd, self._on_readable, None)
         protocol.connection_made(self)
         self._on_readable(drain=True)  # data may have arrived before registration
@@ -286,8 +163,7 @@ class Connection:
                 lease.release()
                 self._eof()
                 return
-            self.bytes_in += n
-            self.last_active = reactor.now
+            self._received(n)
             try:
                 kept = protocol.buffer_received(lease, n)
             except Exception as exc:  # a protocol bug must not strand the lease
@@ -303,6 +179,9 @@ class Connection:
                 return
             # A full read may have left bytes queued; a short one with the FIN: read on to EOF.
 
+    def _read_more(self) -> None:
+        self._on_readable(drain=True)  # after a pause: edges (and a FIN's) may have passed
+
     def _retry_later(self) -> None:
         assert self.reactor is not None
         if self._timer is None:  # each new edge would add one more timer otherwise
@@ -311,41 +190,6 @@ class Connection:
     def _retry(self, sock: socket.socket) -> None:
         if sock is self.sock and not self.closed:
             self._timer = None
-            self._on_readable(drain=True)
-
-    def _eof(self) -> None:
-        assert self.protocol is not None
-        if self.closing:
-            self._finish(None)
-        elif not self.protocol.eof_received():
-            self.close()
-
-    def pause_reading(self) -> None:
-        """Stop reading until :meth:`resume_reading`."""
-        self.paused = True
-
-    def resume_reading(self) -> None:
-        """Read again (from the next loop pass); tries at once since edges may have passed.
-
-        The connection stays paused until then: input that arrives meanwhile must not overtake
-        what the protocol held back when it paused.
-        """
-        if self.paused and not self.closed and not self._resuming:
-            self._resuming = True
-            assert self.reactor is not None
-            self.reactor.call_soon(self._resumed, self.sock)
-
-    def _resumed(self, sock: socket.socket | None) -> None:
-        if sock is not self.sock or self.closed:
-            return  # the connection closed (or the pooled object was reused) meanwhile
-        self._resuming = False
-        if self.queued > self.high_water and not self._lingering:
-            return  # filled up again meanwhile: stay paused
-        self.paused = False
-        hook = getattr(self.protocol, "resume_reading", None)
-        if hook is not None and not self.closed:
-            hook()  # the protocol may hold back part of an earlier read
-        if not self.paused:
             self._on_readable(drain=True)
 
     # ---- writing ----
@@ -361,9 +205,11 @@ class Connection:
         """
         if self.closing or self.closed:
             self._refuse_write(owner)
+        sock = self.sock
+        assert sock is not None  # open and not closing
         if not self.queue:
             try:
-                sent = self.sock.send(data, _MSG_MORE if more else 0)  # type: ignore[union-attr]
+                sent = sock.send(data, _MSG_MORE if more else 0)
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError as exc:
@@ -371,7 +217,7 @@ class Connection:
                     owner.release()
                 self.abort(exc)
                 return
-            self.bytes_out += sent
+            self._sent(sent)
             if sent == len(data):
                 if owner is not None:
                     owner.release()
@@ -390,26 +236,12 @@ class Connection:
         if self._enqueue(_Queued(item, None)):
             self._flush()
 
-    def _refuse_write(self, owner: LeaseLike | FileRange | None) -> None:
-        """A write after ``close``: free what it handed over, then raise (both engines)."""
-        if isinstance(owner, FileRange):
-            owner.discard()
-        elif owner is not None:
-            owner.release()
-        raise ConnectionError("write on a closing connection")
-
     def _enqueue(self, item: _Queued) -> bool:
         """Queue ``item``; True when it is the only one (nothing was waiting before it)."""
-        queue = self.queue
-        if queue is None:
-            queue = self.queue = collections.deque()
-        first = not queue
-        queue.append(item)
-        self.queued += queued_size(item.data)
+        first = self._push(item)
         if first:
-            self.reactor.modify(self.fd, self._on_readable, self._flush)  # type: ignore[union-attr]
-        if self.queued > self.high_water and not self.paused:
-            self.paused = True
+            assert self.reactor is not None
+            self.reactor.modify(self.fd, self._on_readable, self._flush)
         return first
 
     def _flush(self) -> None:
@@ -430,7 +262,8 @@ class Connection:
                     # (once: a writable edge meanwhile must not add a second call).
                     if not self._more_pending:
                         self._more_pending = True
-                        self.reactor.call_soon(self._flush_more, self.sock)  # type: ignore[union-attr]
+                        assert self.reactor is not None
+                        self.reactor.call_soon(self._flush_more, self.sock)
                     return
         except OSError as exc:
             self.abort(exc)
@@ -445,8 +278,9 @@ class Connection:
             self._flush()
 
     def _send_views(self) -> int | None:
-        queue = self.queue
+        queue, sock = self.queue, self.sock
         assert queue is not None
+        assert sock is not None
         views: list[memoryview] = []
         for item in queue:
             head = item.data
@@ -454,7 +288,7 @@ class Connection:
                 break
             views.append(head)
         try:
-            sent = self.sock.sendmsg(views)  # type: ignore[union-attr]
+            sent = sock.sendmsg(views)
         except (BlockingIOError, InterruptedError):
             return None
         if sent == 0:
@@ -494,44 +328,17 @@ class Connection:
             self.queue.popleft()
         return total
 
-    def _account(self, sent: int) -> None:
-        self.bytes_out += sent
-        self.queued -= sent
-        self.last_active = self.reactor.now  # type: ignore[union-attr]
-        if self.paused and self.queued <= self.low_water and not self.closing:
-            self.resume_reading()
-
     def _drained(self) -> None:
         self.queued = 0
         self.queue = None  # empty: an idle connection keeps no deque
         if self.closed:
             return
-        self.reactor.modify(self.fd, self._on_readable, None)  # type: ignore[union-attr]
+        assert self.reactor is not None
+        self.reactor.modify(self.fd, self._on_readable, None)
         if self.closing:
             self._linger()
 
     # ---- closing ----
-    def close(self) -> None:
-        """Graceful close: flush what is queued, half-close, drain input, then close."""
-        if self.closing or self.closed:
-            return
-        self.closing = True
-        if not self.queue:
-            self._linger()
-
-    def _linger(self) -> None:
-        assert self.sock is not None
-        assert self.reactor is not None
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            self._finish(None)
-            return
-        self._lingering = True
-        self.paused = False
-        self.deadline = self.reactor.now + self.linger
-        self._discard_input()
-
     def _discard_input(self) -> None:
         assert self.sock is not None
         while not self.closed:
@@ -543,22 +350,6 @@ class Connection:
                 data = b""
             if not data:
                 self._finish(None)
-
-    def abort(self, exc: BaseException | None = None) -> None:
-        """Abortive close: drop the queue and reset the connection (RST to the peer)."""
-        if self.closed:
-            return
-        if self.sock is not None:
-            with contextlib.suppress(OSError):
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-        self._finish(exc)
-
-    def timed_out(self) -> None:
-        """Called by the server's sweep when ``deadline`` or the idle limit passed."""
-        if self._lingering or self.closing:
-            self.abort(TimeoutError("linger timeout"))
-        else:
-            self.abort(TimeoutError("connection timed out"))
 
     def _finish(self, exc: BaseException | None) -> None:
         self.closed = True
@@ -577,23 +368,3 @@ class Connection:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-    def _closed_notify(self, exc: BaseException | None) -> None:
-        """Close the socket and tell the protocol and the owner (the end of both engines' close)."""
-        if self.sock is not None:
-            self.sock.close()
-        protocol, on_closed = self.protocol, self.on_closed
-        if protocol is not None:
-            protocol.connection_lost(exc)
-        if on_closed is not None:
-            on_closed(self)
-
-
-def queued_size(item: QueuedData) -> int:
-    """Bytes a queued item stands for (a view's length or a file range's count).
-
-    Example:
-        >>> queued_size(b"abc"), queued_size(FileRange(-1, 0, 7, close_fd=False))
-        (3, 7)
-    """
-    return item.count if isinstance(item, FileRange) else len(item)

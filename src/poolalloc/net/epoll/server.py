@@ -29,12 +29,15 @@ from poolalloc.errors import PoolExhausted
 from poolalloc.net.epoll.connection import Connection, ConnectionProtocol
 from poolalloc.net.epoll.reactor import Reactor
 from poolalloc.net.metrics import flatten_stats
+from poolalloc.net.transport import BaseConnection
 from poolalloc.objects import ObjectPool
 
 __all__ = ["TcpServer", "listen_socket"]
 
 _OUT_OF_FDS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _PEER_GONE = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
+#: The per-connection counters a server sums into its totals.
+_COUNTED = ("requests_total", "bytes_in_total", "bytes_out_total", "errors_total")
 
 
 def listen_socket(
@@ -107,7 +110,7 @@ class TcpServer:
         self.accept_retry = accept_retry
         self.sweep_interval = sweep_interval or max(0.05, min(1.0, idle_timeout / 4))
         self.chunk_size = self._chunk_size(buffer_pool)
-        self.connections: set[Connection] = set()
+        self.connections: set[BaseConnection[Any]] = set()
         self.totals = dict.fromkeys(
             ("connections_total", "requests_total", "bytes_in_total", "bytes_out_total"), 0
         )
@@ -166,7 +169,7 @@ class TcpServer:
             self._adopt(lease, sock)
 
     def _adopt(self, lease: Any, sock: socket.socket) -> None:
-        conn: Connection = lease.obj
+        conn: BaseConnection[Any] = lease.obj
         if sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         protocol = conn.spare_protocol
@@ -204,7 +207,7 @@ class TcpServer:
         self.reactor.modify(self.sock.fileno(), self._on_acceptable, None)
         self._on_acceptable()  # edges that came while paused are gone: try now
 
-    def _connection_closed(self, conn: Connection) -> None:
+    def _connection_closed(self, conn: BaseConnection[Any]) -> None:
         self.connections.discard(conn)
         self._fold(conn)
         lease, conn.pooled = conn.pooled, None
@@ -217,12 +220,8 @@ class TcpServer:
         if self.accept_paused:
             self.reactor.call_soon(self._resume_accepting)
 
-    def _fold(self, conn: Connection) -> None:
-        t = self.totals
-        t["requests_total"] += getattr(conn.protocol, "requests", 0)
-        t["bytes_in_total"] += conn.bytes_in
-        t["bytes_out_total"] += conn.bytes_out
-        t["errors_total"] += getattr(conn.protocol, "errors", 0)
+    def _fold(self, conn: BaseConnection[Any]) -> None:
+        _add_counts(self.totals, conn)
 
     # ---- timeouts ----
     def _sweep(self) -> None:
@@ -245,10 +244,7 @@ class TcpServer:
         """
         out: dict[str, float] = dict(self.totals)
         for conn in self.connections:
-            out["requests_total"] += getattr(conn.protocol, "requests", 0)
-            out["bytes_in_total"] += conn.bytes_in
-            out["bytes_out_total"] += conn.bytes_out
-            out["errors_total"] += getattr(conn.protocol, "errors", 0)
+            _add_counts(out, conn)
         out["connections_active"] = len(self.connections)
         out["accepting"] = int(not self.accept_paused)
         out.update(flatten_stats("buffer_pool", self.buffer_pool.stats()))
@@ -268,3 +264,16 @@ class TcpServer:
         self.sock.close()
         for conn in list(self.connections):
             conn.abort() if abort else conn.close()
+
+
+def _add_counts(totals: dict[str, Any], conn: BaseConnection[Any]) -> None:
+    """Add one connection's counters (its bytes, its protocol's requests and errors)."""
+    protocol = conn.protocol
+    counts = (
+        getattr(protocol, "requests", 0),
+        conn.bytes_in,
+        conn.bytes_out,
+        getattr(protocol, "errors", 0),
+    )
+    for name, count in zip(_COUNTED, counts, strict=True):
+        totals[name] += count

@@ -9,14 +9,21 @@ A head split across reads is the only copy: its bytes are collected in a small b
 lease to the request's sink (memory for handlers, a file for uploads) as memoryview slices.
 
 Fast path: a read that is exactly one request head seen before, whose answer is a static
-response (``app.static_reply``), is looked up whole in ``app.replies`` and answered with one
+response (``app.static_reply``), is looked up whole in the server's reply cache
+(:class:`~poolalloc.net.http._cache.ReplyCache`, ``app.replies``) and answered with one
 write: no regex, no :class:`~poolalloc.net.http.parser.Request`, no handler call. The same head
-bytes always parse the same way (the parser's own head cache relies on this too), so the
-answer cannot differ; the server clears the table whenever the ``Date`` second changes.
+bytes always parse the same way, so the answer cannot differ; other heads seen before skip the
+parse through the same cache.
+
+The protocol talks to its connection only through
+:class:`~poolalloc.net.transport.Transport` (write, pause, close, a deadline, hold back), and
+the server answers through the protocol (:meth:`HttpProtocol.send`,
+:meth:`HttpProtocol.send_file`), which counts requests and errors in one place (``_tally``).
 
 Backpressure: when too much output is queued the connection pauses, and the rest of the read
-(pipelined requests) waits. Those few bytes are copied out of the pooled block, which goes
-back at once: a paused client never pins pool memory, however many of them there are.
+(pipelined requests) waits: the protocol hands those few bytes to the connection's
+``hold_back`` (a copy; the pooled block goes back at once), which delivers them first on resume.
+A paused client never pins pool memory, however many of them there are.
 
 Any :class:`HttpError` is answered with its status, ``Connection: close``, and a graceful
 close, so the client reads the error before the connection goes.
@@ -24,15 +31,16 @@ close, so the client reads the error before the connection goes.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import TYPE_CHECKING, Protocol
 
-from poolalloc.net.epoll.connection import HeldBytes
+from poolalloc.net.http._cache import ReplyCache
 from poolalloc.net.http.parser import ChunkedReader, HttpError, Request, parse_head
 
 if TYPE_CHECKING:
-    from poolalloc.net.epoll.connection import Connection
     from poolalloc.net.sockets import LeaseLike
+    from poolalloc.net.transport import HeldBytes, Transport
 
 __all__ = ["BodySink", "HttpProtocol"]
 
@@ -45,9 +53,8 @@ _BLANK_LINE = re.compile(rb"\n\r?\n")
 _HEAD, _BODY, _CHUNKED = range(3)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _EOL = (13, 10)
-#: Reads up to this size may be looked up whole in ``app.replies``; at most this many entries.
+#: Reads up to this size may be looked up whole in ``app.replies`` (its ``max_key``).
 _REPLY_KEY_MAX = 1024
-_REPLIES_MAX = 256
 
 
 def _line_end(buf: bytes | bytearray | memoryview, lf: int) -> int:
@@ -79,24 +86,25 @@ class HttpApp(Protocol):
     max_head: int
     max_target: int
     header_timeout: float
-    #: Whole request heads (with their blank line) mapped to the exact bytes that answer them.
-    replies: dict[bytes, bytes]
+    #: Request heads seen before: their parse, and the bytes that answer them when static.
+    replies: ReplyCache
 
     def static_reply(self, req: Request) -> bytes | None: ...
 
     def body_limit(self, req: Request) -> int: ...
 
-    def begin(self, proto: HttpProtocol, req: Request) -> BodySink | None: ...
+    def begin(self, proto: HttpProtocol, req: Request) -> BodySink | None:
+        """Where the body goes (None: dropped); raises HttpError to refuse the request."""
 
     def finish(self, proto: HttpProtocol, req: Request) -> None: ...
 
-    def send_error(
-        self, proto: HttpProtocol, status: int, message: str, *, with_body: bool = True
-    ) -> None: ...
+    def error_reply(self, status: int, message: str, *, with_body: bool = True) -> bytes:
+        """The bytes of an error response that closes the connection."""
 
 
 class HttpProtocol:
-    """HTTP/1.1 over a :class:`~poolalloc.net.epoll.connection.Connection`.
+    """HTTP/1.1 over a :class:`~poolalloc.net.transport.Transport` (either engine's
+    connection).
 
     Example:
         >>> HttpProtocol(app=None).requests  # doctest: +SKIP
@@ -105,10 +113,9 @@ class HttpProtocol:
 
     def __init__(self, app: HttpApp) -> None:
         self.app = app
-        self.conn: Connection | None = None
+        self._transport: Transport | None = None
         self.requests = 0
         self.errors = 0
-        self._held: bytes | None = None  # unparsed input of a read stopped by backpressure
         self._reset_request()
 
     def _reset_request(self) -> None:
@@ -120,32 +127,30 @@ class HttpProtocol:
         self._chunks: ChunkedReader | None = None
 
     # ---- ConnectionProtocol ----
-    def connection_made(self, conn: Connection) -> None:
+    def connection_made(self, conn: Transport) -> None:
         """Start a fresh connection (the object is reused across pooled connections)."""
-        self.conn = conn
+        self._transport = conn
         self.requests = 0
         self.errors = 0
-        self._held = None
         self._reset_request()
 
-    def resume_reading(self) -> None:
-        """The connection resumed reading: first finish the read held back by backpressure."""
-        held, self._held = self._held, None
-        if held is not None:
-            self.buffer_received(HeldBytes(held), len(held))
+    def _tally(self, requests: int, errors: int = 0) -> None:
+        """Count requests started and error answers (the one place both counters grow)."""
+        self.requests += requests
+        self.errors += errors
 
     def buffer_received(self, lease: LeaseLike | HeldBytes, nbytes: int, pos: int = 0) -> bool:
         """Walk the read from ``pos``; never keeps the lease (held input is copied out)."""
         view = lease.view
-        conn = self.conn
+        conn = self._transport
         app = self.app
         assert conn is not None
         if pos == 0 and nbytes <= _REPLY_KEY_MAX and self._state == _HEAD and self._partial is None:
             # The fastest case: this whole read is a request head already answered with a
             # static response (same bytes, same answer); no parse, no Request, one write.
-            wire = app.replies.get(view[:nbytes].tobytes())
+            wire = app.replies.answer(view[:nbytes].tobytes())
             if wire is not None and not (conn.paused or conn.closing or conn.closed):
-                self.requests += 1
+                self._tally(1)
                 conn.write(wire)
                 return False
         try:
@@ -160,12 +165,13 @@ class HttpProtocol:
                         if start - pos < 2 and not view[pos:start].tobytes().strip(b"\n"):
                             pos = self._skip_empty_lines(stop, nbytes)
                             continue
-                        head = view[pos:start].tobytes()
+                        key = view[pos:stop].tobytes()
                         try:
-                            req = parse_head(head, app.max_target)
+                            req = app.replies.parse(key, app.max_target, app.static_reply)
                         except HttpError:
                             # A head whose lines end in bare LF may end before this CRLF CRLF
                             # (then what follows is the next request): retry up to its end.
+                            head = key[:-4]
                             blank = _BLANK_LINE.search(head)
                             if blank is None:
                                 raise
@@ -175,8 +181,6 @@ class HttpProtocol:
                                 pos = self._skip_empty_lines(stop, nbytes)
                                 continue
                             req = parse_head(head, app.max_target)
-                        if pos == 0 and stop == nbytes and nbytes <= _REPLY_KEY_MAX:
-                            self._remember_reply(view, nbytes, req)
                         pos = stop
                         self._start(req)
                         continue
@@ -196,7 +200,7 @@ class HttpProtocol:
             # Too much output is queued: the rest of this read (pipelined requests) waits
             # until the client has read some, so queued responses stay bounded. The bytes are
             # copied (at most one read) so the pooled block goes back now.
-            self._held = view[pos:nbytes].tobytes()
+            conn.hold_back(view[pos:nbytes].tobytes())
         return False
 
     def _skip_empty_lines(self, pos: int, nbytes: int) -> int:
@@ -205,17 +209,13 @@ class HttpProtocol:
         that sends nothing else."""
         if pos == nbytes:
             self._partial = bytearray()
-            self.conn.deadline = self.conn.reactor.now + self.app.header_timeout  # type: ignore[union-attr]
+            self._header_deadline()
         return pos
 
-    def _remember_reply(self, view: memoryview, nbytes: int, req: Request) -> None:
-        """Offer this read (exactly one whole head) to the fast path if its answer is static."""
-        wire = self.app.static_reply(req)
-        if wire is not None:
-            replies = self.app.replies
-            if len(replies) >= _REPLIES_MAX:
-                replies.clear()  # bounded: many distinct heads only cost a refill
-            replies[view[:nbytes].tobytes()] = wire  # the exact bytes, whatever the line ends
+    def _header_deadline(self) -> None:
+        """A head has begun: it must be whole within ``header_timeout``."""
+        assert self._transport is not None
+        self._transport.set_deadline(self.app.header_timeout)
 
     def eof_received(self) -> bool:
         """Peer half-closed: finish what was queued, then close (a half-read request is lost)."""
@@ -228,9 +228,8 @@ class HttpProtocol:
         """Drop any half-received body; the connection releases its own buffers."""
         if self._sink is not None:
             self._sink.abort()
-        self._held = None
         self._reset_request()
-        # self.conn stays: callers up the stack may still look at its (closed) flags.
+        # The transport stays: callers up the stack may still look at its (closed) flags.
 
     # ---- parsing ----
     def _read_head(self, view: memoryview, pos: int, end: int) -> int:
@@ -245,7 +244,7 @@ class HttpProtocol:
                 self._start(parse_head(view[pos:start].tobytes(), app.max_target))
                 return stop
             self._partial = bytearray(view[pos:end])
-            self.conn.deadline = self.conn.reactor.now + app.header_timeout  # type: ignore[union-attr]
+            self._header_deadline()
             self._check_head_size()
             return end
         old = len(self._partial)
@@ -263,7 +262,8 @@ class HttpProtocol:
         self._check_head_size()
         head = bytes(self._partial)
         self._partial = None
-        self.conn.deadline = 0.0  # type: ignore[union-attr]
+        assert self._transport is not None
+        self._transport.set_deadline(None)
         self._start(parse_head(head, max_target=app.max_target))
         return pos + stop - old
 
@@ -278,7 +278,7 @@ class HttpProtocol:
             raise HttpError(400, "malformed request line")
 
     def _start(self, req: Request) -> None:
-        self.requests += 1
+        self._tally(1)
         if not (req.chunked or req.content_length):
             self.app.finish(self, req)  # no body: answer at once (the common case)
             return
@@ -286,11 +286,9 @@ class HttpProtocol:
         if req.content_length is not None and req.content_length > limit:
             raise HttpError(413, "request body too large", req.method)  # before any 100
         self._req = req
-        self._sink = self.app.begin(self, req)
-        conn = self.conn
+        self._sink = self.app.begin(self, req)  # an HttpError here is answered by the caller
+        conn = self._transport
         assert conn is not None
-        if conn.closing or conn.closed:
-            return  # begin() refused the request and closed
         if req.expect_continue:
             if self._sink is None:
                 # Nobody wants this body (e.g. a 404): answer now instead of asking for it
@@ -334,16 +332,50 @@ class HttpProtocol:
         assert req is not None
         self.app.finish(self, req)
 
-    # ---- answering ----
+    # ---- answering (what the server calls) ----
+    def send(self, data: bytes, *, status: int = 200, close: bool = False) -> None:
+        """Write a response (``status`` is counted: 400 and above are errors); ``close``
+        closes the connection gracefully once it is out.
+
+        Example:
+            >>> proto.send(b"HTTP/1.1 204 No Content\\r\\n\\r\\n")  # doctest: +SKIP
+        """
+        if status >= 400:
+            self._tally(0, 1)
+        conn = self._transport
+        assert conn is not None
+        conn.write(data)
+        if close:
+            conn.close()
+
+    def send_file(
+        self, head: bytes, fd: int, offset: int, count: int, *, close: bool = False
+    ) -> None:
+        """Write a response ``head``, then ``count`` bytes of file ``fd`` from ``offset``; the fd
+        is closed once sent (or at once, if the connection closed meanwhile).
+
+        Example:
+            >>> proto.send_file(head, fd, 0, size)  # doctest: +SKIP
+        """
+        conn = self._transport
+        assert conn is not None
+        conn.write(head, more=True)
+        if conn.closed:
+            os.close(fd)
+            return
+        conn.write_file(fd, offset, count)
+        if close:
+            conn.close()
+
     def fail(self, status: int, message: str, method: str | None = None) -> None:
         """Answer ``status`` with ``Connection: close`` and close gracefully; the answer to a
         ``HEAD`` request (``method``, when known) has no body."""
-        self.errors += 1
+        self._tally(0, 1)
         if self._sink is not None:
             self._sink.abort()
         self._reset_request()
-        conn = self.conn
+        conn = self._transport
         if conn is None or conn.closing or conn.closed:
             return
-        self.app.send_error(self, status, message, with_body=method != "HEAD")
+        conn.write(self.app.error_reply(status, message, with_body=method != "HEAD"))
         conn.close()

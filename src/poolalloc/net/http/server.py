@@ -14,6 +14,9 @@
 * Static responses: ``server.route("/path", Response(...))`` answers every request for the path
   with the same response; keep-alive ``GET`` requests for it take the protocol's fast path
   (the encoded answer is looked up by the request's exact head bytes and written at once).
+* One reply cache (``server.replies``, a :class:`~poolalloc.net.http._cache.ReplyCache`): heads
+  seen before with their parse and static answer, and the last dynamic response encoded. It
+  is cleared whenever a route changes or the ``Date`` second does, and when full.
 * ``GET /test`` answers ``Hello, World!`` (the benchmark's request), as a static route.
 
 Example:
@@ -41,6 +44,7 @@ from typing import Any, Literal, overload
 from poolalloc.net.epoll.reactor import Reactor
 from poolalloc.net.epoll.server import TcpServer
 from poolalloc.net.http import _files
+from poolalloc.net.http._cache import ReplyCache
 from poolalloc.net.http.parser import HttpError, Request
 from poolalloc.net.http.protocol import BodySink, HttpProtocol
 
@@ -165,8 +169,8 @@ class HttpServer:
         self.header_timeout = header_timeout
         self.routes: dict[str, Handler] = {}
         self.static: dict[str, Response] = {}
-        #: Fast-path table (see ``HttpProtocol``): whole request heads -> encoded answers.
-        self.replies: dict[bytes, bytes] = {}
+        #: The one reply cache (see the module docstring), cleared by ``route`` and ``_tick``.
+        self.replies = ReplyCache()
         # The loop names its server class (the io_uring Proactor has its own); epoll by default.
         server_class = getattr(reactor, "server_class", TcpServer)
         self.tcp = server_class(
@@ -174,8 +178,6 @@ class HttpServer:
         )
         self._date = b""
         self._date_timer: Any = None
-        # The last response encoded for keep-alive, to reuse when the same object comes back.
-        self._wire: tuple[Response | None, bytes, bytes] = (None, b"", b"")
         self.route("/test", _HELLO)
 
     @property
@@ -190,7 +192,7 @@ class HttpServer:
         Example:
             >>> srv.route("/ping", Response(body=b"pong"))  # doctest: +SKIP
         """
-        self.replies.clear()  # answers remembered for the old route are stale
+        self.replies.clear()  # answers remembered for the old route are stale (the one rule)
         if isinstance(handler, Response):
             resp = handler
             self.static[path] = resp
@@ -239,7 +241,7 @@ class HttpServer:
 
     def _tick(self) -> None:
         self._date = email.utils.formatdate(usegmt=True).encode()
-        self.replies.clear()  # they carry the old Date
+        self.replies.clear()  # they carry the old Date (the one rule)
         self._date_timer = self.reactor.call_later(1.0, self._tick)
 
     # ---- HttpApp interface (called by HttpProtocol) ----
@@ -248,16 +250,18 @@ class HttpServer:
         return self.max_upload if self._is_upload(req) else self.max_body
 
     def begin(self, proto: HttpProtocol, req: Request) -> BodySink | None:
-        """Choose where the body goes; uploads open their file here (errors answer at once)."""
+        """Choose where the body goes; uploads open their file here.
+
+        :raises HttpError: the upload cannot be stored (the protocol answers and closes).
+        """
         if req.path in self.routes:
             return _MemorySink(req)
         if self._is_upload(req):
             try:
                 return _FileSink(self._resolve(req.path, for_write=True))
-            except HttpError as exc:
-                proto.fail(exc.status, str(exc))
             except OSError as exc:
-                proto.fail(409 if isinstance(exc, IsADirectoryError) else 404, exc.strerror or "")
+                status = 409 if isinstance(exc, IsADirectoryError) else 404
+                raise HttpError(status, exc.strerror or "", req.method) from exc
         return None
 
     def finish(self, proto: HttpProtocol, req: Request) -> None:
@@ -266,15 +270,15 @@ class HttpServer:
         try:
             if handler is not None:
                 resp = handler(req)
-                cached, date, wire = self._wire
+                last = self.replies.last
                 if (
-                    resp is cached
-                    and date is self._date
+                    last is not None
+                    and resp is last[0]
                     and req.keep_alive
                     and req.method != "HEAD"
                     and req.version[1]  # HTTP/1.0 keep-alive answers say so: other bytes
                 ):
-                    proto.conn.write(wire)  # type: ignore[union-attr]  # the same bytes again
+                    proto.send(last[1])  # the same bytes again (a status under 400)
                     return
                 self._send(proto, req, resp)
             elif self._is_upload(req):
@@ -290,14 +294,11 @@ class HttpServer:
         except HttpError as exc:  # the request was read whole: the connection stays usable
             self._send(proto, req, Response(exc.status, f"{exc.status} {exc}\n".encode()))
 
-    def send_error(
-        self, proto: HttpProtocol, status: int, message: str, *, with_body: bool = True
-    ) -> None:
-        """Write an error response with ``Connection: close`` (no body for a ``HEAD``)."""
+    def error_reply(self, status: int, message: str, *, with_body: bool = True) -> bytes:
+        """An error response with ``Connection: close`` (no body for a ``HEAD``)."""
         body = f"{status} {message}\n".encode()
         head = self._head(status, len(body), "text/plain; charset=utf-8", (), keep_alive=False)
-        assert proto.conn is not None
-        proto.conn.write(head + body if with_body else head)
+        return head + body if with_body else head
 
     # ---- responses ----
     def _head(
@@ -330,8 +331,6 @@ class HttpServer:
         return b"".join(parts)
 
     def _send(self, proto: HttpProtocol, req: Request, resp: Response) -> None:
-        conn = proto.conn
-        assert conn is not None
         keep = req.keep_alive
         head = self._head(
             resp.status,
@@ -341,17 +340,13 @@ class HttpServer:
             keep_alive=keep,
             http10=req.version[1] == 0,
         )
-        if resp.status >= 400:
-            proto.errors += 1
         if req.method == "HEAD":
-            conn.write(head)
-        else:
-            wire = head + resp.body
-            if keep and resp.status < 400 and req.version[1]:
-                self._wire = (resp, self._date, wire)
-            conn.write(wire)
-        if not keep:
-            conn.close()
+            proto.send(head, status=resp.status, close=not keep)
+            return
+        wire = head + resp.body
+        if keep and resp.status < 400 and req.version[1]:
+            self.replies.last = (resp, wire)
+        proto.send(wire, status=resp.status, close=not keep)
 
     def _send_file(self, proto: HttpProtocol, req: Request) -> None:
         path = self._resolve(req.path, for_write=False)
@@ -372,8 +367,6 @@ class HttpServer:
         except BaseException:
             os.close(fd)
             raise
-        conn = proto.conn
-        assert conn is not None
         http10 = req.version[1] == 0
         headers = [
             ("Last-Modified", answer.last_modified),
@@ -388,7 +381,6 @@ class HttpServer:
                 )
                 body = b""
             else:
-                proto.errors += 1
                 if answer.status == 416:
                     headers.append(("Content-Range", f"bytes */{st.st_size}"))
                 phrase = http.HTTPStatus(answer.status).phrase.lower()
@@ -397,9 +389,8 @@ class HttpServer:
                     answer.status, len(body), _TEXT, headers,
                     keep_alive=req.keep_alive, http10=http10,
                 )  # fmt: skip
-            conn.write(head if req.method == "HEAD" else head + body)
-            if not req.keep_alive:
-                conn.close()
+            data = head if req.method == "HEAD" else head + body
+            proto.send(data, status=answer.status, close=not req.keep_alive)
             return
         if answer.status == 206:
             last = answer.offset + answer.length - 1
@@ -410,15 +401,10 @@ class HttpServer:
         )  # fmt: skip
         if req.method == "HEAD" or answer.length == 0:
             os.close(fd)
-            conn.write(head)
+            proto.send(head, status=answer.status, close=not req.keep_alive)
         else:
-            conn.write(head, more=True)
-            if conn.closed:
-                os.close(fd)
-                return
-            conn.write_file(fd, answer.offset, answer.length)
-        if not req.keep_alive:
-            conn.close()
+            close = not req.keep_alive
+            proto.send_file(head, fd, answer.offset, answer.length, close=close)
 
     def _is_upload(self, req: Request) -> bool:
         return self.uploads and self.root is not None and req.method in ("PUT", "POST")

@@ -24,7 +24,6 @@ What differs is underneath:
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import errno
 import fcntl
@@ -32,16 +31,15 @@ import os
 import socket
 from typing import TYPE_CHECKING, Any
 
-from poolalloc.net.epoll.connection import (
-    Connection,
+from poolalloc.net.sockets import IOV_MAX, LeaseLike
+from poolalloc.net.transport import (
+    BaseConnection,
     ConnectionProtocol,
     FileRange,
     HeldBytes,
     ReadPool,
     _Queued,
-    queued_size,
 )
-from poolalloc.net.sockets import IOV_MAX, LeaseLike
 from poolalloc.net.uring.ring import (
     CQE_BUFFER_SHIFT,
     CQE_F_BUFFER,
@@ -88,13 +86,11 @@ class _Remains:
 
 
 class _Rare:
-    """Per-connection state that only pausing, gathering, zero-copy or files need."""
+    """Per-connection state that only an EOF while paused, gathering, zero-copy or files need."""
 
-    __slots__ = ("eof", "held", "iov", "msg", "pipe", "pipe_fill", "resuming", "zc_owners")
+    __slots__ = ("eof", "iov", "msg", "pipe", "pipe_fill", "zc_owners")
 
     def __init__(self) -> None:
-        self.resuming = False  # resume_reading ran; the resume itself runs next loop pass
-        self.held: list[bytes] = []  # arrived while paused, in order, copied out of the pool
         self.eof = False  # the peer's EOF came while paused: it follows the held bytes
         self.zc_owners: list[list[Any]] = []  # per SEND_ZC awaiting its notification
         self.pipe: tuple[int, int] | None = None
@@ -103,9 +99,10 @@ class _Rare:
         self.msg: Any = None
 
 
-class UringConnection(Connection):
-    """Per-connection state on a :class:`~poolalloc.net.uring.proactor.Proactor`; pooled like
-    :class:`~poolalloc.net.epoll.connection.Connection`.
+class UringConnection(BaseConnection["Proactor"]):
+    """A connection on a :class:`~poolalloc.net.uring.proactor.Proactor`; the sibling of the
+    epoll :class:`~poolalloc.net.epoll.connection.Connection`, with the same bookkeeping
+    (:class:`~poolalloc.net.transport.BaseConnection`) and its own reads, sends and close.
 
     Example:
         >>> import socket, poolalloc
@@ -131,8 +128,10 @@ class UringConnection(Connection):
 
     @property
     def proactor(self) -> Proactor:
-        """The loop this connection runs on (its ``reactor``, seen as a Proactor)."""
-        return self.reactor  # type: ignore[return-value]
+        """The loop this connection runs on (its ``reactor``)."""
+        proactor = self.reactor
+        assert proactor is not None, "the connection is not open"
+        return proactor
 
     def _rare(self) -> _Rare:
         if self._x is None:
@@ -141,7 +140,7 @@ class UringConnection(Connection):
 
     def open(
         self,
-        reactor: Any,
+        reactor: Proactor,
         sock: socket.socket,
         pool: ReadPool,
         protocol: ConnectionProtocol,
@@ -155,10 +154,7 @@ class UringConnection(Connection):
         if not hasattr(reactor, "pool_ring"):
             raise TypeError("UringConnection needs a poolalloc.net.uring.proactor.Proactor")
         sock.setblocking(True)  # io_uring polls internally; the socket is never read directly
-        self.reactor = reactor
-        self.sock, self.fd = sock, sock.fileno()
-        self.pool, self.protocol, self._chunk = pool, protocol, chunk_size
-        self.last_active = reactor.now
+        self._adopt(reactor, sock, pool, protocol, chunk_size)
         self._ring = reactor.ring
         self.pool_ring = reactor.pool_ring(pool)
         self.token = reactor.new_token(self)
@@ -225,12 +221,12 @@ class UringConnection(Connection):
             lease.release()  # after close() input is discarded until the peer's EOF
             return
         if self.paused:
-            self._rare().held.append(lease.view[:n].tobytes())
+            self._hold_arrival(lease.view[:n].tobytes())
             lease.release()
             return
-        self.bytes_in += n
-        self.last_active = self.reactor.now  # type: ignore[union-attr]
-        if not self.protocol.buffer_received(lease, n):  # type: ignore[union-attr]
+        self._received(n)
+        assert self.protocol is not None
+        if not self.protocol.buffer_received(lease, n):
             lease.release()
 
     def pause_reading(self) -> None:
@@ -241,39 +237,14 @@ class UringConnection(Connection):
         if self.recv_armed:
             self._ring.prep_cancel(0, target=self.token << 8 | RECV)
 
-    def resume_reading(self) -> None:
-        """Deliver what was held, then receive again (from the next loop pass).
-
-        The connection stays paused until then, so a completion that arrives meanwhile is held
-        behind what came before it, never delivered ahead of it.
-        """
-        if self.paused and not self.closed:
-            x = self._rare()
-            if not x.resuming:
-                x.resuming = True
-                self.reactor.call_soon(self._resume, self.sock)  # type: ignore[union-attr]
-
-    def _resume(self, sock: socket.socket | None) -> None:
-        if sock is not self.sock or self.closed:
-            return  # the connection closed (or the pooled object was reused) meanwhile
-        self._rare().resuming = False
-        if self.queued > self.high_water and not self._lingering:
-            return  # filled up again meanwhile: stay paused
-        self.paused = False
-        hook = getattr(self.protocol, "resume_reading", None)
-        if hook is not None and not self.closed:
-            hook()  # the protocol may hold back part of an earlier read: it goes first
+    def _read_more(self) -> None:
+        """After a pause, once what was held is delivered: the held EOF, or receive again."""
         x = self._x
-        while x is not None and x.held and not self.paused and not self.closed:
-            data = x.held.pop(0)
-            self._deliver(HeldBytes(data), len(data))
         if x is not None and x.eof:
-            if not self.paused and not self.closed:
-                x.eof = False
-                self._eof()
+            x.eof = False
+            self._eof()
             return  # nothing follows the EOF: no receive to arm
-        if not self.paused:
-            self.arm_recv()
+        self.arm_recv()
 
     # ---- writing ----
     def write(
@@ -292,21 +263,11 @@ class UringConnection(Connection):
             data = memoryview(data)
             if data.format != "B" or data.ndim != 1:
                 data = data.cast("B")
-        n = len(data)
-        if not n:
+        if not len(data):
             if owner is not None:
                 owner.release()
             return
-        queue = self.queue
-        if queue is None:
-            queue = self.queue = collections.deque()
-        queue.append(_Queued(data, owner))
-        self.queued += n
-        if self._sending is None:
-            self._sending = _FLUSH_PENDING
-            self.proactor.dirty.append(self)
-        if self.queued > self.high_water and not self.paused:
-            self.pause_reading()
+        self._queue_item(_Queued(data, owner))
 
     def write_file(self, fd: int, offset: int, count: int, *, close_fd: bool = True) -> None:
         """Queue ``count`` bytes of file ``fd`` from ``offset``, sent with splice.
@@ -319,16 +280,10 @@ class UringConnection(Connection):
         self._queue_item(_Queued(item, None))
 
     def _queue_item(self, item: _Queued) -> None:
-        queue = self.queue
-        if queue is None:
-            queue = self.queue = collections.deque()
-        queue.append(item)
-        self.queued += queued_size(item.data)
         if self._sending is None:
             self._sending = _FLUSH_PENDING
             self.proactor.want_flush(self)
-        if self.queued > self.high_water and not self.paused:
-            self.pause_reading()
+        self._push(item)
 
     def flush_now(self) -> None:
         """Submit the head of the queue (called by the proactor before it enters the kernel)."""
@@ -390,9 +345,8 @@ class UringConnection(Connection):
             owner = queue.popleft().owner
             if owner is not None:
                 owner.release()
-            self.bytes_out += res
+            self._sent(res)
             self.queued = 0
-            self.last_active = self.reactor.now  # type: ignore[union-attr]
             if self.paused and not self.closing:
                 self.resume_reading()
             if self.closing and not self._lingering:
@@ -502,23 +456,16 @@ class UringConnection(Connection):
     handlers = (_on_unknown, _on_recv, _on_send, _on_splice_in, _on_splice_out)
 
     # ---- closing ----
-    def close(self) -> None:
-        """Graceful close: flush what is queued, half-close, drain input, then close."""
-        if self.closing or self.closed:
-            return
-        self.closing = True
-        if not self.queue and self._sending in (None, _FLUSH_PENDING):
-            self._linger()
+    def _output_pending(self) -> bool:
+        return bool(self.queue) or self._sending not in (None, _FLUSH_PENDING)
 
     def _discard_input(self) -> None:
         # Lingering (the base class's _linger): what arrives is released as its receive
         # completes, until the peer's EOF; the receive may have been cancelled by a pause.
-        self._drop_held()
         self.arm_recv()
 
     def _finish(self, exc: BaseException | None) -> None:
         self.closed = True
-        self._cancel_timer()
         if self._sending is _FLUSH_PENDING:
             self._sending = None  # queued for a flush, nothing submitted yet
         sending = self._sending is not None
@@ -532,7 +479,6 @@ class UringConnection(Connection):
                 in_flight.append(keep)
             elif keep is not None:
                 _release_all([keep])
-        self._drop_held()
         self._hand_over(in_flight)
         self._closed_notify(exc)
 
@@ -551,10 +497,6 @@ class UringConnection(Connection):
                 held.extend(owners)
             x.zc_owners.clear()
         return held
-
-    def _drop_held(self) -> None:
-        if self._x is not None:
-            self._x.held.clear()
 
     def _hand_over(self, in_flight: list[Any]) -> None:
         """Leave what the kernel may still touch to a :class:`_Remains` until its completions."""

@@ -1,0 +1,503 @@
+"""The connection as its protocol sees it (:class:`Transport`), and what both engines share.
+
+:class:`BaseConnection` keeps the per-connection state that does not depend on how bytes move:
+the protocol hookup, ``open``/``reset`` (connections are pooled), pausing and resuming with the
+input held back meanwhile, the write queue's accounting and its high/low-water marks,
+``close``/``abort``/``timed_out``, the closed notification and the byte counters. The epoll
+:class:`~poolalloc.net.epoll.connection.Connection` and the io_uring
+:class:`~poolalloc.net.uring.connection.UringConnection` derive from it, as siblings, and add
+only their engine's half: how a read arrives, how the queue is sent, what closing must cancel.
+
+* Held-back input: while a connection is paused, what arrives is not given to the protocol; a
+  protocol that paused in the middle of a read hands the unread rest to :meth:`hold_back`.
+  Both are kept here as ``bytes`` (the pooled block went back at once, so a paused connection
+  pins no pool memory), the protocol's rest first, and handed to ``buffer_received`` as
+  :class:`HeldBytes`, in order, on resume.
+* The protocol sees its connection only through :class:`Transport` (write, pause, resume,
+  close, a deadline): never the loop or the engine's internals. :class:`StreamTransport` is
+  the part an asyncio transport also has.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar
+
+from poolalloc.net.sockets import LeaseLike, LeaseSource
+
+__all__ = [
+    "BaseConnection",
+    "ConnectionProtocol",
+    "FileRange",
+    "HeldBytes",
+    "Loop",
+    "ReadPool",
+    "StreamTransport",
+    "Transport",
+    "queued_size",
+]
+
+_LINGER_RST = struct.pack("ii", 1, 0)
+
+
+class ReadPool(LeaseSource, Protocol):
+    """A pool the connections read into: ``try_acquire`` returns None when it is exhausted.
+
+    Example:
+        >>> import poolalloc
+        >>> pool = poolalloc.BufferPool(64, capacity=1)
+        >>> lease = pool.try_acquire(); pool.try_acquire() is None
+        True
+        >>> lease.release(); _ = pool.close()
+    """
+
+    def try_acquire(self) -> LeaseLike | None: ...
+
+
+class HeldBytes:
+    """Input held back by backpressure, copied out of its pooled block, with a lease's face.
+
+    A paused connection keeps only these few bytes (the pooled block went back at once);
+    on resume they are handed to ``buffer_received`` like a fresh read. ``release`` is a no-op.
+
+    Example:
+        >>> held = HeldBytes(b"GET / HTTP/1.1\\r\\n\\r\\n")
+        >>> held.nbytes, bytes(held.view[:3])
+        (18, b'GET')
+        >>> held.release()
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    @property
+    def view(self) -> memoryview:
+        """A read-only view of the held bytes."""
+        return memoryview(self.data)
+
+    @property
+    def nbytes(self) -> int:
+        """How many bytes are held."""
+        return len(self.data)
+
+    def __buffer__(self, flags: int, /) -> memoryview:
+        return memoryview(self.data)
+
+    def release(self) -> None:
+        """Nothing to give back: the bytes belong to this object."""
+
+
+class StreamTransport(Protocol):
+    """What a protocol may ask of any byte-stream transport: an asyncio ``Transport`` has it,
+    and so do both engines' connections.
+
+    Example:
+        >>> import asyncio
+        >>> def stop(t: StreamTransport) -> None: t.close()
+        >>> stop.__annotations__["t"]
+        'StreamTransport'
+    """
+
+    def write(self, data: bytes, /) -> None: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def is_closing(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class Transport(StreamTransport, Protocol):
+    """A pooled connection as its protocol sees it (both engines' connections satisfy it).
+
+    Beyond :class:`StreamTransport`: writes that release their lease once sent, files,
+    input held back by a protocol that paused mid-read, a deadline, and the state flags.
+
+    Example:
+        >>> from poolalloc.net.epoll.connection import Connection
+        >>> t: Transport = Connection()
+        >>> t.closed, t.paused
+        (False, False)
+    """
+
+    @property
+    def paused(self) -> bool: ...
+
+    @property
+    def closing(self) -> bool: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    def write(
+        self, data: bytes | memoryview, owner: LeaseLike | None = None, *, more: bool = False
+    ) -> None: ...
+
+    def write_file(self, fd: int, offset: int, count: int, *, close_fd: bool = True) -> None: ...
+
+    def hold_back(self, data: bytes) -> None: ...
+
+    def set_deadline(self, seconds: float | None) -> None: ...
+
+
+class ConnectionProtocol(Protocol):
+    """What a connection calls; ``buffer_received`` returns True to keep the lease.
+
+    Example:
+        >>> class Echo:
+        ...     def connection_made(self, conn): self.conn = conn
+        ...     def buffer_received(self, lease, n):
+        ...         self.conn.write(lease.view[:n], owner=lease); return True
+        ...     def eof_received(self): return False
+        ...     def connection_lost(self, exc): pass
+    """
+
+    def connection_made(self, conn: Any) -> None: ...
+
+    def buffer_received(self, lease: LeaseLike, nbytes: int) -> bool: ...
+
+    def eof_received(self) -> bool: ...
+
+    def connection_lost(self, exc: BaseException | None) -> None: ...
+
+
+class Loop(Protocol):
+    """The event loop a connection runs on, as far as the shared bookkeeping needs it.
+
+    Example:
+        >>> from poolalloc.net.epoll.reactor import Reactor
+        >>> with Reactor() as r:
+        ...     loop: Loop = r
+        ...     loop.now > 0
+        True
+    """
+
+    now: float
+
+    def call_soon(self, callback: Callable[..., object], *args: Any) -> Any: ...
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Any: ...
+
+
+class FileRange:
+    """A queued file body: ``count`` bytes of ``fd`` from ``offset``, closed when sent.
+
+    Example:
+        >>> FileRange(-1, 0, 0, close_fd=False).count
+        0
+    """
+
+    __slots__ = ("close_fd", "count", "fd", "offset")
+
+    def __init__(self, fd: int, offset: int, count: int, *, close_fd: bool = True) -> None:
+        self.fd = fd
+        self.offset = offset
+        self.count = count
+        self.close_fd = close_fd
+
+    def discard(self) -> None:
+        """Close the fd if this range owns it."""
+        if self.close_fd and self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+#: What a queued write stands for: bytes in memory or a file range.
+QueuedData = bytes | memoryview | FileRange
+
+
+class _Queued:
+    """One queued write: its data and the lease released once the data is out."""
+
+    __slots__ = ("data", "owner")
+
+    def __init__(self, data: QueuedData, owner: LeaseLike | None) -> None:
+        self.data = data
+        self.owner = owner
+
+
+def queued_size(item: QueuedData) -> int:
+    """Bytes a queued item stands for (a view's length or a file range's count).
+
+    Example:
+        >>> queued_size(b"abc"), queued_size(FileRange(-1, 0, 7, close_fd=False))
+        (3, 7)
+    """
+    return item.count if isinstance(item, FileRange) else len(item)
+
+
+LoopT = TypeVar("LoopT", bound=Loop)
+
+
+class BaseConnection(Generic[LoopT]):
+    """The bookkeeping both engines' connections share; pooled, so ``open``/``reset`` replace
+    ``__init__``/teardown. An engine supplies ``open``, ``write``, ``write_file``, how reading
+    starts again (``_read_more``), lingering (``_discard_input``) and ``_finish``.
+
+    Example:
+        >>> from poolalloc.net.epoll.connection import Connection
+        >>> from poolalloc.net.uring.connection import UringConnection
+        >>> issubclass(Connection, BaseConnection), issubclass(UringConnection, Connection)
+        (True, False)
+    """
+
+    #: True from ``resume_reading`` until the resume runs. A class-level default, as the next:
+    #: an instance only gets the attribute if it ever needs it (idle connections are many).
+    _resuming = False
+    #: Input kept while paused, oldest first (see the module docstring); None when empty.
+    _held: collections.deque[bytes] | None = None
+
+    def __init__(self) -> None:
+        self.high_water = 1 << 20
+        self.low_water = 1 << 18
+        self.linger = 2.0
+        #: A protocol object kept across reuses of this pooled connection (set by servers).
+        self.spare_protocol: ConnectionProtocol | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the last connection (ObjectPool ``reset``)."""
+        self.reactor: LoopT | None = None
+        # None between uses: callbacks scheduled for the last connection compare their socket
+        # with this one, so they cannot touch the next user of this pooled object.
+        self.sock: socket.socket | None = None
+        self.fd = -1
+        self.pool: ReadPool | None = None
+        self.protocol: ConnectionProtocol | None = None
+        self.on_closed: Callable[[Any], None] | None = None
+        self.pooled: object = None  # the ObjectPool lease holding this object, if any
+        # Created by the first write that has to wait (epoll drops it once drained, so an
+        # idle connection there holds no deque: an empty one is ~760 bytes).
+        self.queue: collections.deque[_Queued] | None = None
+        self.queued = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.last_active = 0.0
+        self.deadline = 0.0  # absolute loop time; 0 = none (set by protocols)
+        self.paused = False
+        self.closing = False
+        self.closed = False
+        self._lingering = False
+        self._chunk = 65536
+        if self._resuming:
+            self._resuming = False
+        if self._held is not None:
+            self._held = None
+
+    def open(
+        self,
+        reactor: LoopT,
+        sock: socket.socket,
+        pool: ReadPool,
+        protocol: ConnectionProtocol,
+        chunk_size: int,
+    ) -> None:
+        """Adopt a connected socket and start the protocol (the engine's half)."""
+        raise NotImplementedError
+
+    def _adopt(
+        self,
+        reactor: LoopT,
+        sock: socket.socket,
+        pool: ReadPool,
+        protocol: ConnectionProtocol,
+        chunk_size: int,
+    ) -> None:
+        self.reactor = reactor
+        self.sock, self.fd = sock, sock.fileno()
+        self.pool, self.protocol, self._chunk = pool, protocol, chunk_size
+        self.last_active = reactor.now
+
+    # ---- the transport interface's small parts ----
+    def is_closing(self) -> bool:
+        """True once ``close`` or ``abort`` was called (as asyncio transports say it)."""
+        return self.closing or self.closed
+
+    def set_deadline(self, seconds: float | None) -> None:
+        """Abort the connection if it is still open ``seconds`` from now (None: no deadline).
+
+        The server's timeout sweep enforces it, so it is as precise as the sweep interval.
+        """
+        if seconds is None:
+            self.deadline = 0.0
+        else:
+            assert self.reactor is not None
+            self.deadline = self.reactor.now + seconds
+
+    # ---- reading ----
+    def _received(self, nbytes: int) -> None:
+        """Count ``nbytes`` that arrived (the one place ``bytes_in`` grows)."""
+        self.bytes_in += nbytes
+        assert self.reactor is not None
+        self.last_active = self.reactor.now
+
+    def hold_back(self, data: bytes) -> None:
+        """Keep ``data``, the unread rest of the read being delivered, until the connection
+        resumes: it is delivered again first, ahead of anything that arrived after it."""
+        held = self._held
+        if held is None:
+            held = self._held = collections.deque()
+        held.appendleft(data)
+
+    def _hold_arrival(self, data: bytes) -> None:
+        """Keep ``data``, which arrived while paused (counted now), behind what is held."""
+        self._received(len(data))
+        held = self._held
+        if held is None:
+            held = self._held = collections.deque()
+        held.append(data)
+
+    def _drop_held(self) -> None:
+        if self._held is not None:
+            self._held = None
+
+    def pause_reading(self) -> None:
+        """Stop delivering input until :meth:`resume_reading`."""
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        """Deliver what was held, then read again (from the next loop pass).
+
+        The connection stays paused until then: input that arrives meanwhile must not overtake
+        what was held back when it paused.
+        """
+        if self.paused and not self.closed and not self._resuming:
+            self._resuming = True
+            assert self.reactor is not None
+            self.reactor.call_soon(self._resumed, self.sock)
+
+    def _resumed(self, sock: socket.socket | None) -> None:
+        if sock is not self.sock or self.closed:
+            return  # the connection closed (or the pooled object was reused) meanwhile
+        self._resuming = False
+        if self.queued > self.high_water and not self._lingering:
+            return  # filled up again meanwhile: stay paused
+        self.paused = False
+        hook = getattr(self.protocol, "resume_reading", None)
+        if hook is not None and not self.closed:
+            hook()
+        held = self._held
+        while held and not self.paused and not self.closed:
+            data = held.popleft()
+            assert self.protocol is not None
+            # A protocol that pauses again hands the unread rest back with hold_back.
+            self.protocol.buffer_received(HeldBytes(data), len(data))
+        if not self.paused and not self.closed:
+            self._read_more()
+
+    def _read_more(self) -> None:
+        """Read again after a pause (the engine's half)."""
+        raise NotImplementedError
+
+    def _eof(self) -> None:
+        assert self.protocol is not None
+        if self.closing:
+            self._finish(None)
+        elif not self.protocol.eof_received():
+            self.close()
+
+    # ---- the write queue's accounting ----
+    def _refuse_write(self, owner: LeaseLike | FileRange | None) -> None:
+        """A write after ``close``: free what it handed over, then raise."""
+        if isinstance(owner, FileRange):
+            owner.discard()
+        elif owner is not None:
+            owner.release()
+        raise ConnectionError("write on a closing connection")
+
+    def _push(self, item: _Queued) -> bool:
+        """Queue ``item`` and pause past ``high_water``; True when nothing was waiting before."""
+        queue = self.queue
+        if queue is None:
+            queue = self.queue = collections.deque()
+        first = not queue
+        queue.append(item)
+        self.queued += queued_size(item.data)
+        if self.queued > self.high_water and not self.paused:
+            self.pause_reading()
+        return first
+
+    def _sent(self, nbytes: int) -> None:
+        """Count ``nbytes`` that left (the one place ``bytes_out`` grows)."""
+        self.bytes_out += nbytes
+        assert self.reactor is not None
+        self.last_active = self.reactor.now
+
+    def _account(self, sent: int) -> None:
+        """``sent`` queued bytes left: count them, resume below ``low_water``."""
+        self._sent(sent)
+        self.queued -= sent
+        if self.paused and self.queued <= self.low_water and not self.closing:
+            self.resume_reading()
+
+    def _output_pending(self) -> bool:
+        return bool(self.queue)
+
+    # ---- closing ----
+    def close(self) -> None:
+        """Graceful close: flush what is queued, half-close, drain input, then close."""
+        if self.closing or self.closed:
+            return
+        self.closing = True
+        if not self._output_pending():
+            self._linger()
+
+    def _linger(self) -> None:
+        """Half-close, then discard input until the peer's EOF or ``linger`` seconds."""
+        assert self.sock is not None
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._finish(None)
+            return
+        self._lingering = True
+        self.paused = False
+        self._drop_held()
+        self.set_deadline(self.linger)
+        self._discard_input()
+
+    def _discard_input(self) -> None:
+        """Drop input until the peer's EOF (the engine's half)."""
+        raise NotImplementedError
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Abortive close: drop the queue and reset the connection (RST to the peer)."""
+        if self.closed:
+            return
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+        self._finish(exc)
+
+    def timed_out(self) -> None:
+        """Called by the server's sweep when ``deadline`` or the idle limit passed."""
+        if self._lingering or self.closing:
+            self.abort(TimeoutError("linger timeout"))
+        else:
+            self.abort(TimeoutError("connection timed out"))
+
+    def _finish(self, exc: BaseException | None) -> None:
+        """Mark closed, free the queue, end with :meth:`_closed_notify` (the engine's half)."""
+        raise NotImplementedError
+
+    def _closed_notify(self, exc: BaseException | None) -> None:
+        """Close the socket and tell the protocol and the owner (the end of every close)."""
+        self._drop_held()
+        if self.sock is not None:
+            self.sock.close()
+        protocol, on_closed = self.protocol, self.on_closed
+        if protocol is not None:
+            protocol.connection_lost(exc)
+        if on_closed is not None:
+            on_closed(self)
