@@ -163,7 +163,8 @@ class Connection(BaseConnection["Reactor"]):
                 lease.release()
                 self._eof()
                 return
-            self._received(n)
+            self.bytes_in += n  # BaseConnection._received, inlined: once per read
+            self.last_active = reactor.now
             try:
                 kept = protocol.buffer_received(lease, n)
             except Exception as exc:  # a protocol bug must not strand the lease
@@ -217,7 +218,7 @@ class Connection(BaseConnection["Reactor"]):
                     owner.release()
                 self.abort(exc)
                 return
-            self._sent(sent)
+            self.bytes_out += sent  # BaseConnection._sent, inlined: once per response
             if sent == len(data):
                 if owner is not None:
                     owner.release()

@@ -27,7 +27,7 @@ _Fields = tuple[str, str, int, bytes, tuple[bool, int | None, bool, bool] | None
 
 
 class ReplyCache:
-    """Heads by their exact bytes -> (parsed fields, static answer or None); see the module.
+    """Heads by their exact bytes -> parsed fields, and the static answers; see the module.
 
     Example:
         >>> cache = ReplyCache()
@@ -40,12 +40,14 @@ class ReplyCache:
         True
     """
 
-    __slots__ = ("_heads", "last", "max_entries", "max_key")
+    __slots__ = ("_heads", "answers", "last", "max_entries", "max_key")
 
     def __init__(self, max_entries: int = 512, max_key: int = 1024) -> None:
         self.max_entries = max_entries
         self.max_key = max_key
-        self._heads: dict[bytes, tuple[_Fields, bytes | None]] = {}
+        self._heads: dict[bytes, _Fields] = {}
+        #: The static answers among them, by the same keys (the fast path's one lookup).
+        self.answers: dict[bytes, bytes] = {}
         #: The last dynamic response encoded for keep-alive, and its bytes (see the module).
         self.last: tuple[object, bytes] | None = None
 
@@ -54,8 +56,7 @@ class ReplyCache:
 
     def answer(self, key: bytes) -> bytes | None:
         """The static answer remembered for the head ``key`` (with its blank line), or None."""
-        hit = self._heads.get(key)
-        return None if hit is None else hit[1]
+        return self.answers.get(key)
 
     def parse(
         self,
@@ -70,9 +71,8 @@ class ReplyCache:
 
         :raises HttpError: as :func:`~poolalloc.net.http.parser.parse_head`.
         """
-        hit = self._heads.get(key)
-        if hit is not None:
-            fields = hit[0]
+        fields = self._heads.get(key)
+        if fields is not None:
             req = Request(fields[0], fields[1], fields[2], fields[3])
             if fields[4] is not None:
                 req.keep_alive, req.content_length, req.chunked, req.expect_continue = fields[4]
@@ -81,15 +81,18 @@ class ReplyCache:
         if len(key) <= self.max_key:
             heads = self._heads
             if len(heads) >= self.max_entries:
-                heads.clear()
+                self.clear()  # bounded: many distinct heads only cost a refill
             framing = None
             if req._headers is not None:  # framing headers were parsed
                 framing = (req.keep_alive, req.content_length, req.chunked, req.expect_continue)
+            heads[key] = (req.method, req.target, req.version[1], req._block, framing)
             wire = static_reply(req) if static_reply is not None else None
-            heads[key] = ((req.method, req.target, req.version[1], req._block, framing), wire)
+            if wire is not None:
+                self.answers[key] = wire
         return req
 
     def clear(self) -> None:
         """Forget everything (the one invalidation rule: see the module docstring)."""
         self._heads.clear()
+        self.answers.clear()
         self.last = None

@@ -1,0 +1,289 @@
+"""The bookkeeping both engines' connections share (``BaseConnection``), on both engines.
+
+Every test runs once on the epoll Reactor and once on the io_uring Proactor (skipped only
+when the probe says io_uring cannot run here), over real loopback sockets, with the loop
+driven pass by pass in the test's thread.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import poolalloc
+from poolalloc.net.epoll.connection import Connection
+from poolalloc.net.epoll.reactor import Reactor
+from poolalloc.net.epoll.server import TcpServer
+from poolalloc.net.transport import BaseConnection, HeldBytes
+
+pytestmark = [pytest.mark.net, pytest.mark.timeout(60)]
+
+
+class Recorder:
+    """Records what the connection hands it; ``on_data`` decides what to do with a read."""
+
+    def __init__(self) -> None:
+        self.conn: Any = None
+        self.reads: list[bytes] = []
+        self.lost: list[BaseException | None] = []
+        self.eof = 0
+        self.on_data: Callable[[Recorder, bytes], None] | None = None
+
+    def connection_made(self, conn: Any) -> None:
+        self.conn = conn
+
+    def buffer_received(self, lease: Any, nbytes: int) -> bool:
+        data = lease.view[:nbytes].tobytes()
+        self.reads.append(data)
+        if self.on_data is not None:
+            self.on_data(self, data)
+        return False
+
+    def eof_received(self) -> bool:
+        self.eof += 1
+        return False
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost.append(exc)
+
+
+class Harness:
+    """A server with one Recorder per connection on the chosen engine's loop."""
+
+    def __init__(self, engine: str, **options: Any) -> None:
+        if engine == "uring":
+            from poolalloc.net.uring.proactor import Proactor, available
+
+            ok, reason = available()
+            if not ok:
+                pytest.skip(f"io_uring unavailable: {reason}")
+            self.loop: Reactor = Proactor(ring_buffers=64, initial_buffers=8)
+        else:
+            self.loop = Reactor()
+        self.errors: list[BaseException] = []
+        self.loop.exception_handler = lambda exc, where: self.errors.append(exc)
+        self.pool = poolalloc.BufferPool(4096, capacity=128, name="transport-test")
+        self.protocols: list[Recorder] = []
+        server_class = getattr(self.loop, "server_class", TcpServer)
+        self.server = server_class(self.loop, self._protocol, buffer_pool=self.pool, **options)
+        self.server.start()
+        self.clients: list[socket.socket] = []
+
+    def _protocol(self) -> Recorder:
+        proto = Recorder()
+        self.protocols.append(proto)
+        return proto
+
+    def connect(self) -> tuple[socket.socket, Recorder]:
+        made = len(self.protocols)
+        client = socket.create_connection(self.server.address, timeout=5)
+        self.clients.append(client)
+        self.until(lambda: len(self.protocols) > made and self.protocols[-1].conn is not None)
+        return client, self.protocols[-1]
+
+    def until(self, condition: Callable[[], bool], seconds: float = 10.0) -> None:
+        """Run loop passes until ``condition()`` holds (failing after ``seconds``)."""
+        deadline = time.monotonic() + seconds
+        while not condition():
+            assert time.monotonic() < deadline, "condition not reached in time"
+            self.loop.call_later(0.002, lambda: None)  # bound each pass's wait
+            self.loop.run_once()
+
+    def spin(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        self.until(lambda: time.monotonic() >= end, seconds + 5)
+
+    def receive(self, client: socket.socket, nbytes: int | None = None) -> bytes:
+        """Read ``nbytes`` from ``client`` (None: until EOF) while the loop runs."""
+        got = bytearray()
+        client.setblocking(False)
+        deadline = time.monotonic() + 20
+        while nbytes is None or len(got) < nbytes:
+            assert time.monotonic() < deadline, f"only {len(got)} bytes came"
+            try:
+                chunk = client.recv(1 << 20)
+            except BlockingIOError:
+                self.spin(0.002)
+                continue
+            if not chunk:
+                assert nbytes is None, "peer closed early"
+                break
+            got += chunk
+        return bytes(got)
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+        self.server.close()
+        self.spin(0.05)
+        self.loop.close()
+        assert self.pool.outstanding() == 0
+        self.pool.close()
+        assert self.errors == []
+
+
+@pytest.fixture(params=["epoll", "uring"])
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def harness(engine: str) -> Iterator[Harness]:
+    h = Harness(engine)
+    yield h
+    h.close()
+
+
+def test_the_engines_connections_are_siblings_of_one_base() -> None:
+    from poolalloc.net.uring.connection import UringConnection
+
+    assert issubclass(Connection, BaseConnection)
+    assert issubclass(UringConnection, BaseConnection)
+    assert not issubclass(UringConnection, Connection)
+    # The epoll engine's halves are not carried by the io_uring connection.
+    for name in ("_on_readable", "_retry_later", "_flush", "_send_views", "_send_file"):
+        assert hasattr(Connection, name)
+        assert not hasattr(UringConnection, name), name
+
+
+def test_bytes_are_counted_both_ways_and_folded_into_the_totals(harness: Harness) -> None:
+    client, proto = harness.connect()
+    proto.on_data = lambda p, data: p.conn.write(data)  # echo
+    payload = b"x" * 10000
+    client.sendall(payload)
+    assert harness.receive(client, len(payload)) == payload
+    conn = proto.conn
+    assert (conn.bytes_in, conn.bytes_out) == (len(payload), len(payload))
+    client.close()
+    harness.clients.remove(client)
+    harness.until(lambda: bool(proto.lost))
+    metrics = harness.server.metrics()
+    assert metrics["bytes_in_total"] == len(payload)
+    assert metrics["bytes_out_total"] == len(payload)
+
+
+def test_paused_input_is_held_and_delivered_first_and_in_order_on_resume(
+    harness: Harness,
+) -> None:
+    """A protocol that pauses mid-read hands back the unread rest; what arrives while paused
+    waits behind it. Neither pins a pooled block; on resume both come, in order, as
+    HeldBytes."""
+    client, proto = harness.connect()
+    kinds: list[type] = []
+
+    def first_read(p: Recorder, data: bytes) -> None:
+        p.conn.pause_reading()
+        p.conn.hold_back(data[3:])  # "consumed" three bytes, the rest waits
+        p.on_data = lambda p, data: kinds.append(type(p.conn))
+
+    proto.on_data = first_read
+    harness.spin(0.05)
+    idle = harness.pool.outstanding()  # io_uring: what its buffer ring holds
+    client.sendall(b"abcdef")
+    harness.until(lambda: len(proto.reads) == 1)
+    client.sendall(b"ghi")
+    harness.spin(0.1)  # io_uring: the late read lands, and is held
+    assert proto.reads == [b"abcdef"]
+    assert proto.conn.paused
+    assert harness.pool.outstanding() <= idle  # held input is bytes, not pooled blocks
+    original = Recorder.buffer_received
+    seen: list[type] = []
+
+    def spy(self: Recorder, lease: Any, nbytes: int) -> bool:
+        seen.append(type(lease))
+        return original(self, lease, nbytes)
+
+    proto.buffer_received = spy.__get__(proto)  # type: ignore[method-assign]
+    proto.conn.resume_reading()
+    harness.until(lambda: b"".join(proto.reads) == b"abcdefdefghi")
+    assert proto.reads[1] == b"def"  # the protocol's rest came first
+    assert seen[0] is HeldBytes
+    assert not proto.conn.paused
+
+
+def test_the_write_queue_pauses_past_high_water_and_resumes_below_low_water(
+    harness: Harness,
+) -> None:
+    client, proto = harness.connect()
+    conn = proto.conn
+    conn.high_water, conn.low_water = 64 << 10, 16 << 10
+    block = b"y" * (256 << 10)
+    sent = 0
+    while not conn.paused:  # a peer that does not read: the queue fills
+        conn.write(block)
+        sent += len(block)
+        harness.spin(0.005)
+        assert sent < 1 << 30, "never paused"
+    assert conn.queued > conn.high_water
+    assert len(harness.receive(client, sent)) == sent
+    harness.until(lambda: not conn.paused)
+    assert conn.queued == 0
+    assert conn.bytes_out == sent
+
+
+def test_close_flushes_then_notifies_once_and_refuses_later_writes(harness: Harness) -> None:
+    client, proto = harness.connect()
+    conn = proto.conn
+    closed: list[Any] = []
+    on_closed = conn.on_closed
+
+    def notify(c: Any) -> None:
+        closed.append(c)
+        on_closed(c)
+
+    conn.on_closed = notify
+    body = b"z" * 300000
+    conn.write(body)
+    conn.close()
+    assert conn.is_closing()
+    lease = harness.pool.acquire()
+    with pytest.raises(ConnectionError):
+        conn.write(b"late", owner=lease)
+    assert lease.released  # the refused write's owner was released, not leaked
+    assert harness.receive(client) == body  # every byte, then the graceful close's FIN
+    client.close()
+    harness.clients.remove(client)
+    harness.until(lambda: bool(proto.lost))
+    assert proto.lost == [None]
+    assert closed == [conn]
+
+
+def test_abort_releases_queued_owners_and_resets_the_peer(harness: Harness) -> None:
+    client, proto = harness.connect()
+    conn = proto.conn
+    leases = []
+    for _ in range(32):
+        lease = harness.pool.acquire()
+        lease[:] = b"q" * lease.nbytes
+        leases.append(lease)
+        conn.write(lease.view, owner=lease)
+    conn.abort(RuntimeError("stop"))
+    assert conn.closed
+    harness.spin(0.05)  # io_uring: the cancelled sends' completions come back
+    assert len(proto.lost) == 1
+    assert isinstance(proto.lost[0], RuntimeError)
+    assert all(lease.released for lease in leases)
+    with pytest.raises(ConnectionResetError):
+        harness.receive(client)
+
+
+def test_a_deadline_times_the_connection_out(engine: str) -> None:
+    h = Harness(engine, sweep_interval=0.02)
+    try:
+        _, proto = h.connect()
+        proto.conn.set_deadline(0.05)
+        assert proto.conn.deadline > 0
+        h.until(lambda: bool(proto.lost))
+        assert isinstance(proto.lost[0], TimeoutError)
+        assert h.server.metrics()["timeouts_total"] == 1
+        _, other = h.connect()
+        other.conn.set_deadline(0.05)
+        other.conn.set_deadline(None)  # cleared: only the idle limit applies
+        h.spin(0.2)
+        assert other.lost == []
+    finally:
+        h.close()
