@@ -28,7 +28,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
-from typing import Generic
+from typing import Generic, cast
 
 from poolalloc.net.sockets import L, LeaseLike, LeaseSource
 
@@ -53,7 +53,8 @@ class PooledProtocol(asyncio.BufferedProtocol, Generic[L]):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Keep the transport (as ``self.transport``)."""
-        self.transport = transport  # type: ignore[assignment]
+        # A stream transport: asyncio types the argument as the base of every transport kind.
+        self.transport = cast(asyncio.Transport, transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         """The view of a pooled lease for the next read (``sizehint`` is ignored: fixed size).

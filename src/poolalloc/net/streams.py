@@ -522,13 +522,16 @@ class _PooledStreamProtocol(asyncio.BufferedProtocol):
         self._buffer_error: Exception | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        # A stream protocol is only ever given a stream transport (asyncio types the argument
+        # as the base class, shared with datagram and subprocess transports).
+        stream = cast(asyncio.Transport, transport)
+        self._transport = stream
         reader = self._reader
         assert reader is not None
         reader.set_transport(transport)
         self._over_ssl = transport.get_extra_info("sslcontext") is not None
         if self._cb is not None:
-            writer = PooledStreamWriter(transport, self, reader, self._loop)  # type: ignore[arg-type]
+            writer = PooledStreamWriter(stream, self, reader, self._loop)
             result = self._cb(reader, writer)
             if asyncio.iscoroutine(result):
                 self._task = self._loop.create_task(result)

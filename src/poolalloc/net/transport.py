@@ -37,6 +37,7 @@ __all__ = [
     "HeldBytes",
     "Loop",
     "ReadPool",
+    "Releasable",
     "StreamTransport",
     "Transport",
     "queued_size",
@@ -172,6 +173,17 @@ class ConnectionProtocol(Protocol):
     def connection_lost(self, exc: BaseException | None) -> None: ...
 
 
+class Releasable(Protocol):
+    """What holds a pooled connection object: a lease with ``release``.
+
+    Example:
+        >>> from poolalloc.objects import ObjectPool
+        >>> lease: Releasable = ObjectPool(list).acquire(); lease.release()
+    """
+
+    def release(self) -> None: ...
+
+
 class Loop(Protocol):
     """The event loop a connection runs on, as far as the shared bookkeeping needs it.
 
@@ -276,7 +288,7 @@ class BaseConnection(Generic[LoopT]):
         self.pool: ReadPool | None = None
         self.protocol: ConnectionProtocol | None = None
         self.on_closed: Callable[[Any], None] | None = None
-        self.pooled: object = None  # the ObjectPool lease holding this object, if any
+        self.pooled: Releasable | None = None  # the ObjectPool lease holding this object
         # Created by the first write that has to wait (epoll drops it once drained, so an
         # idle connection there holds no deque: an empty one is ~760 bytes).
         self.queue: collections.deque[_Queued] | None = None

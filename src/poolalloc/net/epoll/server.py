@@ -211,12 +211,13 @@ class TcpServer:
         self.connections.discard(conn)
         self._fold(conn)
         lease, conn.pooled = conn.pooled, None
+        assert lease is not None  # set by _adopt
         if self._closed:
-            lease.release()  # type: ignore[attr-defined]
+            lease.release()
             return
         # Return to the pool after the current callback chain: callers up the stack still
         # look at this object's flags, and the pool's reset would clear them.
-        self.reactor.call_soon(lease.release)  # type: ignore[attr-defined]
+        self.reactor.call_soon(lease.release)
         if self.accept_paused:
             self.reactor.call_soon(self._resume_accepting)
 

@@ -11,7 +11,8 @@ Goals, in the order they were traded off:
 2. No copy of body bytes: :class:`ChunkedReader` walks a pooled buffer and returns
    ``(start, end)`` spans of payload inside it, so bodies go from the lease to their sink.
 3. Cheap for the common request: the head is parsed from one ``bytes`` slice with one regex
-   match; header names are lower-cased once; a head seen before is not parsed again.
+   match; header names are lower-cased once. Nothing is remembered here: the server's reply
+   cache (``_cache.ReplyCache``) keeps heads seen before, so a repeated one is not parsed again.
 
 Nothing here does IO or knows about sockets, so it is tested with plain bytes.
 """
@@ -36,8 +37,6 @@ _HEAD = re.compile(_REQUEST_LINE.pattern + rb"(" + _HEADER_BLOCK.pattern + rb")"
 _FRAMING = re.compile(rb"\r\n(?:content-length|transfer-encoding|connection|expect):", re.I)
 #: Every Host value at once (values hold no CR, the head pattern made sure of that).
 _HOST_FIELD = re.compile(rb"\r\nhost:[ \t]*([^\r]*)", re.I)
-#: Empty lines before the request line (RFC 9112 2.2; any number, as nginx skips them).
-_LEADING_EOL = re.compile(rb"[\r\n]+")
 #: RFC 9112 7.1: chunk-size, then chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS value ] ).
 _CHUNK_SIZE = re.compile(
     rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[ \t]*"
@@ -56,13 +55,6 @@ _ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/?#]*")
 #: Trailer sections bigger than this are refused (431), so a peer cannot stream them forever.
 _MAX_TRAILER = 16384
 
-
-#: Parsed heads by their exact bytes. Keep-alive clients repeat the same head again and again
-#: (same path, same headers), so most requests skip the regex work. Only heads that parsed
-#: without error are stored; bounded in count and in head size, cleared when full.
-_cache: dict[bytes, tuple[str, str, int, bytes, tuple[bool, int | None, bool, bool] | None]] = {}
-_CACHE_SIZE = 512
-_CACHE_HEAD_MAX = 1024
 
 
 class HttpError(Exception):
@@ -161,23 +153,7 @@ def parse_head(head: bytes, max_target: int = 8190) -> Request:
     :raises HttpError: 400 malformed (including a missing, repeated or invalid ``Host``),
         414 target too long, 501 unsupported transfer coding, 505 not HTTP/1.x.
     """
-    hit = _cache.get(head)
-    if (
-        hit is not None and len(hit[1]) <= max_target
-    ):  # the same head bytes parse the same way: reuse the checked fields
-        req = Request(hit[0], hit[1], hit[2], hit[3])
-        if hit[4] is not None:
-            req.keep_alive, req.content_length, req.chunked, req.expect_continue = hit[4]
-        return req
-    req = _parse(head, max_target)
-    if len(head) <= _CACHE_HEAD_MAX:
-        if len(_cache) >= _CACHE_SIZE:
-            _cache.clear()
-        framing = None
-        if req._headers is not None:  # framing headers were parsed
-            framing = (req.keep_alive, req.content_length, req.chunked, req.expect_continue)
-        _cache[head] = (req.method, req.target, req.version[1], req._block, framing)
-    return req
+    return _parse(head, max_target)
 
 
 def _origin_form(target: str) -> str:
@@ -196,7 +172,7 @@ def _parse(head: bytes, max_target: int) -> Request:
         # empty lines before the request line are skipped (as nginx does), and a bare LF is a
         # line end (as nginx and h11 take it); a bare CR stays an error.
         if head[:1] in (b"\r", b"\n"):
-            head = head[_LEADING_EOL.match(head).end() :]  # type: ignore[union-attr]
+            head = head.lstrip(b"\r\n")
         if b"\n" in head:
             lf = head.replace(b"\r\n", b"\n")
             if b"\r" not in lf:

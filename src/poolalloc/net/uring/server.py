@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from poolalloc.errors import PoolExhausted
 from poolalloc.net.epoll.server import _OUT_OF_FDS, TcpServer
 from poolalloc.net.uring.connection import UringConnection
 from poolalloc.net.uring.ring import CQE_F_MORE, cqe_error
 from poolalloc.objects import ObjectPool
+
+if TYPE_CHECKING:
+    from poolalloc.net.uring.proactor import Proactor
 
 __all__ = ["UringTcpServer"]
 
@@ -60,7 +63,7 @@ class _Listener:
             srv.reactor._report(cqe_error(res), self)
         if srv._closed:
             if self.inflight <= 0:
-                srv.reactor.retarget(srv._token, None)  # type: ignore[attr-defined]
+                srv.reactor.retarget(srv._token, None)
         elif not self.armed and not srv.accept_paused:
             srv.arm_accept()
 
@@ -73,6 +76,8 @@ class UringTcpServer(TcpServer):
         True
     """
 
+    reactor: Proactor  # the server's loop is a Proactor (TcpServer's is any Reactor)
+
     @staticmethod
     def make_connection_pool(max_connections: int | None) -> Any:
         """An ``ObjectPool`` of :class:`UringConnection` objects, reset on return."""
@@ -81,7 +86,7 @@ class UringTcpServer(TcpServer):
     def start(self) -> None:
         """Arm the multishot accept and the timeout sweep."""
         self._listener = _Listener(self)
-        self._token = self.reactor.new_token(self._listener)  # type: ignore[attr-defined]
+        self._token = self.reactor.new_token(self._listener)
         self.arm_accept()
         self._sweeper = self.reactor.call_later(self.sweep_interval, self._sweep)
 
@@ -90,7 +95,7 @@ class UringTcpServer(TcpServer):
         listener = self._listener
         if listener.armed:
             return
-        ring = self.reactor.ring  # type: ignore[attr-defined]
+        ring = self.reactor.ring
         ring.prep_accept(self.sock.fileno(), self._token << 8 | ACCEPT)
         listener.armed = True
         listener.inflight += 1
@@ -110,7 +115,7 @@ class UringTcpServer(TcpServer):
 
     def _stop_listening(self) -> None:
         if self._listener.armed:
-            self.reactor.ring.prep_cancel(0, target=self._token << 8 | ACCEPT)  # type: ignore[attr-defined]
+            self.reactor.ring.prep_cancel(0, target=self._token << 8 | ACCEPT)
 
     def _start_listening(self) -> None:
         self.arm_accept()
@@ -120,5 +125,5 @@ class UringTcpServer(TcpServer):
         if self._closed:
             return
         if getattr(self, "_listener", None) is not None and self._listener.armed:
-            self.reactor.ring.prep_cancel(0, target=self._token << 8 | ACCEPT)  # type: ignore[attr-defined]
+            self.reactor.ring.prep_cancel(0, target=self._token << 8 | ACCEPT)
         super().close(abort=abort)
