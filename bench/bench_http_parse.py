@@ -10,8 +10,9 @@ over a fake connection (as the loop would after a ``recv``):
 Each run is a subprocess measuring process CPU time (``time.process_time``) for ``--n``
 requests; ``--base-pythonpath`` names an older installed copy of the package to compare
 against, run alternately with the current one (the fake app and connection speak both the
-current interface and the one before the reply cache and the Transport interface). Prints median (min-max) microseconds per
-request and the ratio of medians (current / base). Run from the repository root:
+current interface and the one before the reply cache and the Transport interface). Prints
+median (min-max) microseconds per request and the ratio of medians (current / base). Run from
+the repository root:
 
     .venv/bin/python bench/bench_http_parse.py --rounds 7 --base-pythonpath /tmp/base-site
 """
