@@ -56,7 +56,6 @@ _ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/?#]*")
 _MAX_TRAILER = 16384
 
 
-
 class HttpError(Exception):
     """A request the server must refuse; ``status`` is the response code to send.
 
