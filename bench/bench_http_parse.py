@@ -79,10 +79,11 @@ class App:
     def begin(self, proto, req):
         return None
 
-    def finish(self, proto, req):
-        if hasattr(proto, "send"):
+    if hasattr(HttpProtocol, "send"):
+        def finish(self, proto, req):
             proto.send(OK)
-        else:
+    else:
+        def finish(self, proto, req):
             proto.conn.write(OK)
 
     def send_error(self, proto, status, message, **kw):

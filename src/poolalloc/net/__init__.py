@@ -5,7 +5,8 @@ Floor 3 of the package, with the floors above it in subpackages (imports only go
 * here: ``sockets`` (recv_into / recvmsg_into / gather writes), ``zerocopy`` (sendfile,
   splice, mmap), ``metrics`` (Prometheus text), ``aio`` (asyncio ``PooledProtocol``),
   ``streams`` (asyncio's ``open_connection``/``start_server`` on pooled reads), ``anyio``
-  (``recv_lease`` for anyio byte streams; needs anyio);
+  (``recv_lease`` for anyio byte streams; needs anyio), ``transport`` (the ``Transport``
+  interface protocols use, and ``BaseConnection``, what both engines' connections share);
 * floor 4, the engines: ``epoll`` (the Reactor, its connection and TCP server) and ``uring``
   (the io_uring Proactor, its connection and TCP server, buffer rings);
 * floor 5: ``http`` (the parser, the protocol, the server and ``serve``).

@@ -101,9 +101,10 @@ class StreamTransport(Protocol):
 
     Example:
         >>> import asyncio
-        >>> def stop(t: StreamTransport) -> None: t.close()
-        >>> stop.__annotations__["t"]
-        'StreamTransport'
+        >>> from poolalloc.net.epoll.connection import Connection
+        >>> names = ("write", "pause_reading", "resume_reading", "is_closing", "close", "abort")
+        >>> all(callable(getattr(c, n)) for c in (Connection, asyncio.Transport) for n in names)
+        True
     """
 
     def write(self, data: bytes, /) -> None: ...

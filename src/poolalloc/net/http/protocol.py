@@ -145,10 +145,12 @@ class HttpProtocol:
         conn = self._transport
         app = self.app
         assert conn is not None
+        whole = None  # the read's bytes, when looked up whole: also the cache key of its head
         if pos == 0 and nbytes <= _REPLY_KEY_MAX and self._state == _HEAD and self._partial is None:
             # The fastest case: this whole read is a request head already answered with a
             # static response (same bytes, same answer); no parse, no Request, one write.
-            wire = app.replies.answers.get(view[:nbytes].tobytes())
+            whole = view[:nbytes].tobytes()
+            wire = app.replies.answers.get(whole)
             if wire is not None and not (conn.paused or conn.closing or conn.closed):
                 self.requests += 1  # _tally(1), inlined: the fast path's whole cost counts
                 conn.write(wire)
@@ -165,7 +167,10 @@ class HttpProtocol:
                         if start - pos < 2 and not view[pos:start].tobytes().strip(b"\n"):
                             pos = self._skip_empty_lines(stop, nbytes)
                             continue
-                        key = view[pos:stop].tobytes()
+                        if whole is not None and pos == 0 and stop == nbytes:
+                            key = whole  # the read is this one head: no second copy
+                        else:
+                            key = view[pos:stop].tobytes()
                         try:
                             req = app.replies.parse(key, app.max_target, app.static_reply)
                         except HttpError:
