@@ -14,7 +14,10 @@ import numpy.typing as npt
 
 import poolalloc
 from poolalloc.net.aio import PooledProtocol
+from poolalloc.net.epoll.connection import Connection
 from poolalloc.net.sockets import recv_into, recvmsg_into, send_buffers, sendall_buffers
+from poolalloc.net.transport import StreamTransport, Transport
+from poolalloc.net.uring.connection import UringConnection
 
 
 def checksum(lease: poolalloc.Buffer, n: int) -> int:
@@ -90,8 +93,17 @@ def objects() -> int:
         return first
 
 
+def transports() -> int:
+    # Both engines' connections are Transports, and an asyncio transport is a StreamTransport:
+    # a protocol typed against them runs on any of them.
+    conns: list[Transport] = [Connection(), UringConnection()]
+    streams: list[StreamTransport] = [*conns, asyncio.Transport()]
+    return len(streams)
+
+
 def main() -> None:
     assert sockets_roundtrip() > 0
+    assert transports() == 3
     assert asyncio.run(serve_once()) == 5
     assert objects() == 7
     print("ok")
