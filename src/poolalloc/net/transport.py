@@ -397,8 +397,8 @@ class BaseConnection(Generic[LoopT]):
         if self.queued > self.high_water and not self._lingering:
             return  # filled up again meanwhile: stay paused
         self.paused = False
-        hook = getattr(self.protocol, "resume_reading", None)
-        if hook is not None and not self.closed:
+        hook = getattr(self.protocol, "resume_reading", None)  # optional, for a protocol's own
+        if hook is not None and not self.closed:  # state; held input is the connection's
             hook()
         held = self._held
         while held and not self.paused and not self.closed:
