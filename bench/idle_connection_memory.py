@@ -1,6 +1,7 @@
 """Python heap per idle connection on a TcpServer echo, measured with tracemalloc.
 
-Usage: ``.venv/bin/python bench/idle_connection_memory.py [N]`` (default 2,000 connections).
+Usage: ``.venv/bin/python bench/idle_connection_memory.py [N] [epoll|uring]`` (default 2,000
+connections on the epoll Reactor; ``uring``: the io_uring Proactor and its server).
 Prints bytes per connection with the connections fresh and after one echo round trip; the
 figure includes the measuring script's own client socket objects.
 """
@@ -47,10 +48,17 @@ def grown(snapshot: tracemalloc.Snapshot, base: tracemalloc.Snapshot) -> int:
     return sum(st.size_diff for st in snapshot.compare_to(base, "filename"))
 
 
-def main(n: int) -> None:
-    r = Reactor()
+def main(n: int, engine: str = "epoll") -> None:
+    server_class: Any = TcpServer
+    if engine == "uring":
+        from poolalloc.net.uring.proactor import Proactor
+
+        r: Reactor = Proactor()
+        server_class = Proactor.server_class
+    else:
+        r = Reactor()
     pool = poolalloc.BufferPool(4096, capacity=n + 64)
-    srv = TcpServer(r, Echo, buffer_pool=pool, idle_timeout=600)
+    srv = server_class(r, Echo, buffer_pool=pool, idle_timeout=600)
     srv.start()
     warm = [socket.create_connection(srv.address) for _ in range(50)]  # caches filled first
     pump(r, 0.3)
@@ -74,7 +82,7 @@ def main(n: int) -> None:
     gc.collect()
     after = grown(tracemalloc.take_snapshot(), base)
     tracemalloc.stop()
-    print(f"N={n} fresh: {fresh / n:.0f} B/conn; after one echo: {after / n:.0f} B/conn")
+    print(f"{engine} N={n} fresh: {fresh / n:.0f} B/conn; after one echo: {after / n:.0f} B/conn")
     for c in clients + warm:
         c.close()
     srv.close()
@@ -83,4 +91,4 @@ def main(n: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 2000)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 2000, *sys.argv[2:3])
