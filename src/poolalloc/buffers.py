@@ -154,6 +154,16 @@ def _check_capacity(capacity: int | None) -> int:
     return capacity
 
 
+def _check_decay_ms(decay_ms: int | None) -> None:
+    if decay_ms is None:
+        return
+    _check_int(decay_ms, "decay_ms")
+    if decay_ms < 0:
+        raise PoolValueError(
+            f"decay_ms must be >= 0 (0 or None: off), not {decay_ms}", errno.EINVAL
+        )
+
+
 class _LeasingPool:
     """What BufferPool and Allocator share: the core pool, the lease layer, waiting, closing."""
 
@@ -172,10 +182,13 @@ class _LeasingPool:
         strict: bool,
         leak_level: str | None,
         timeout: float | None,
+        decay_ms: int | None = None,
     ) -> None:
         wait = check_timeout(timeout)
         self._debug = debug or _env_debug()
-        self._slab = SlabPool(numa_node=numa_node, debug=_DEBUG_FLAGS if self._debug else 0)
+        self._slab = SlabPool(
+            numa_node=numa_node, debug=_DEBUG_FLAGS if self._debug else 0, decay_ms=decay_ms
+        )
         # the lease layer calls the core through pa_api_t with this pool's raw address
         address = _ffi.pool_address(self._slab._handle)
         self._waiters = Waiters(DEFAULT_TIMEOUT if wait is None else wait)
@@ -386,7 +399,11 @@ class BufferPool(_LeasingPool):
     :param strict: ``release()`` with views alive raises ``LeaseBusyError`` instead of parking.
     :param leaks: leak tracking level (``off``, ``sampled``, ``all``); default from
         :func:`poolalloc.leaks.level`.
-    :raises PoolValueError: bad size, capacity or alignment.
+    :param decay_ms: give memory idle this many milliseconds back to the OS (None or 0: keep
+        it for reuse, the default); checked by the allocator's slow paths and :meth:`decay`,
+        which a timer may call (there is no background thread). See ``SlabPool(decay_ms=)``.
+    :raises PoolValueError: bad size, capacity, alignment or decay_ms.
+    :raises TypeError: a size, capacity, alignment or decay_ms that is not an int.
 
     Example:
         >>> pool = BufferPool(256, capacity=2)
@@ -402,21 +419,50 @@ class BufferPool(_LeasingPool):
         self, size: int, *, capacity: int | None = None, alignment: int = 64,
         numa_node: int | str | None = None, name: str | None = None, debug: bool = False,
         strict: bool = False, leaks: str | None = None, timeout: float | None = None,
+        decay_ms: int | None = None,
     ) -> None:  # fmt: skip
         _check_int(size, "size")
         if size < 1:
             raise PoolValueError(f"size must be >= 1, not {size}", errno.EINVAL)
         _check_alignment(alignment)
         self._capacity = _check_capacity(capacity)
+        _check_decay_ms(decay_ms)
         self._open(
             size=size, alignment=alignment, capacity=self._capacity, fixed=True,
             numa_node=numa_node, name=name, debug=debug, strict=strict, leak_level=leaks,
-            timeout=timeout,
+            timeout=timeout, decay_ms=decay_ms,
         )  # fmt: skip
         self.size = size
+        self._decay_seen = (-1, -1)  # (acquires, releases) at the previous decay()
         # the C method itself: no Python frame on the fast path; it calls the slow path at capacity
         self.acquire = self._leases.acquire  # type: ignore[method-assign]
         self.try_acquire = self._leases.try_acquire  # type: ignore[method-assign]
+
+    def decay(self, max_age_ms: int = 0) -> int:
+        """Give back to the OS what has been idle for ``decay_ms`` (else ``max_age_ms``).
+
+        Call it from a timer to let an idle pool shrink (there is no background thread). The
+        released buffers the pool keeps ready for the next ``acquire`` go back to the core when
+        no buffer was acquired or released since the previous call; the core then unmaps what
+        has been unused for the decay time (:meth:`SlabPool.decay`). Returns the bytes unmapped.
+
+        :raises PoolValueError: ``max_age_ms`` is negative or not an int.
+
+        Example:
+            >>> import time
+            >>> pool = BufferPool(65536, decay_ms=20)
+            >>> pool.release_many(pool.acquire_many(64))
+            >>> _ = pool.decay(); time.sleep(0.05); _ = pool.decay(); time.sleep(0.05)
+            >>> pool.decay() > 0, pool.stats().core.mapped_bytes
+            (True, 0)
+            >>> _ = pool.close()
+        """
+        counters = self._leases.counters()
+        seen = (counters["acquires"], counters["releases"])
+        if seen == self._decay_seen and counters["stashed"]:
+            self._leases.drain()
+        self._decay_seen = seen
+        return int(self._slab.decay(max_age_ms))
 
     def acquire(self, timeout: float | None = None) -> Buffer:
         """Lease one buffer; at capacity wait up to ``timeout`` seconds (None: the pool's
