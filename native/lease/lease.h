@@ -91,6 +91,7 @@ typedef struct {
 extern PyTypeObject LeaseBufferType;
 extern PyTypeObject LeasePinType;
 extern PyTypeObject LeasePoolType;
+extern PyTypeObject LeaseObjBaseType; /* objlease.c: C base of poolalloc.objects.Lease */
 extern const pa_api_t *lease_api;
 
 /* exceptions taken from poolalloc.errors at import */
@@ -106,6 +107,7 @@ int lease_raise_code(PyObject *cls, int code, const char *fmt, ...);  /* always 
 BufferObject *lease_buffer_new(LeasePoolObject *p, void *ptr, Py_ssize_t nbytes, Py_ssize_t charge);
 int lease_buffer_release(BufferObject *b);
 int lease_buffer_type_ready(void);  /* PyType_Ready for Buffer and its `with` methods */
+int lease_objlease_type_ready(void); /* the same for the C base of ObjectPool leases */
 int lease_buffer_check_release(BufferObject *b, Py_ssize_t index);  /* may b be released now? */
 
 /* leasepool.c */

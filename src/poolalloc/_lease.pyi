@@ -113,3 +113,14 @@ class LeasePool:
         self, mode: int, every: int, capture: Callable[[], traceback.StackSummary], /
     ) -> None: ...
     def counters(self) -> dict[str, int]: ...
+
+class ObjectLeaseBase:
+    """The C base of poolalloc.objects.Lease: its two fields and its `with` methods."""
+    def __enter__(self) -> Any: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> None: ...

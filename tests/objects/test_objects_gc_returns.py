@@ -9,6 +9,8 @@ import threading
 import pytest
 
 from poolalloc import ObjectPool, PoolExhausted
+from poolalloc.errors import DoubleReleaseError, LeaseReleasedError
+from poolalloc.objects.lease import Lease, TrackedLease
 
 
 def test_a_dropped_lease_comes_back_and_the_stats_balance() -> None:
@@ -103,3 +105,63 @@ def test_an_interrupt_between_acquire_and_with_leaves_the_pool_whole() -> None:
     gc.collect()  # the traceback held the frame, and the frame the lease
     pool.acquire().release()
     assert pool.stats().is_balanced
+
+
+class _Holder:
+    """An object that keeps a reference to its own lease (the lease, slot and object cycle)."""
+
+    lease: object = None
+
+
+@pytest.mark.parametrize("track", [False, True])
+def test_a_lease_kept_alive_by_its_own_object_is_released_once_the_cycle_is_collected(
+    track: bool,
+) -> None:
+    pool = ObjectPool(_Holder, max_size=1, timeout=0, track_leaks=track)
+    lease = pool.acquire()
+    lease.obj.lease = lease  # the object holds the lease: collected only as a cycle
+    del lease
+    gc.collect()  # the object comes back and takes its old lease back to life with it
+    with pool.acquire() as holder:
+        stale = holder.lease
+        assert isinstance(stale, Lease)
+        assert stale.is_released
+        with pytest.raises(DoubleReleaseError):
+            stale.release()  # must not give back the object the new lease holds
+        with pytest.raises(LeaseReleasedError):
+            _ = stale.obj
+        with pytest.raises(LeaseReleasedError), stale:
+            pass
+        assert pool.stats().in_use == 1
+        holder.lease = None
+    s = pool.stats()
+    assert (s.gc_returns, s.in_use, s.idle, s.is_balanced) == (1, 0, 1, True)
+    assert pool.close().is_clean
+
+
+def test_only_pools_that_track_leaks_hand_out_leases_with_a_finalizer() -> None:
+    # a released lease of an untracked pool is freed without a Python call: its finalizer is
+    # the C one of its base, not a Python __del__
+    plain = ObjectPool(list, track_leaks=False)
+    tracked = ObjectPool(list, track_leaks=True)
+    with plain.acquire(), tracked.acquire():
+        pass
+    lease, other = plain.acquire(), tracked.acquire()
+    assert type(lease) is Lease
+    assert "__del__" not in vars(Lease)
+    assert type(other) is TrackedLease
+    assert "__del__" in vars(TrackedLease)
+    assert isinstance(other, Lease)
+    lease.release()
+    other.release()
+
+
+def test_an_untracked_pool_resets_the_object_of_a_collected_lease() -> None:
+    pool = ObjectPool(list, reset=list.clear, track_leaks=False, max_size=1)
+    lease = pool.acquire()
+    lease.obj.append(1)
+    del lease
+    with pool.acquire() as items:
+        assert items == []
+    s = pool.stats()
+    assert (s.gc_returns, s.reset_failures, s.is_balanced) == (1, 0, True)

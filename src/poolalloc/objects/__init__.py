@@ -5,7 +5,8 @@ buffer pools, the network layer or the CLI.
 
 * ``pool.py``: :class:`ObjectPool`, the public face (factory, reset, validate, close).
 * ``_store.py``: the locked half (idle LIFO, waiter queue, per-thread stashes, retirement).
-* ``lease.py``: :class:`Lease` and :class:`AsyncAcquire`, what ``acquire`` hands out.
+* ``lease.py``: :class:`Lease` (:class:`~poolalloc.objects.lease.TrackedLease` when leaks are
+  tracked) and :class:`AsyncAcquire`, what ``acquire`` hands out.
 * ``_waiting.py``: thread and asyncio waiters in one FIFO.
 * ``stats.py``: :class:`ObjectPoolStats` and :class:`CloseReport`.
 

@@ -151,9 +151,17 @@ class ObjectStore(Generic[T]):
         self._fold_soon()
 
     def _slot_lost(self, obj: T, born: float, out: bool) -> None:
-        """A slot died in transit (an interrupt between two places): its object comes back."""
+        """A slot died unreleased (its lease was collected, or an interrupt caught it between
+        two places): its object comes back, reset first when it was leased."""
+        ok = True
+        reset = self._reset
+        if out and reset is not None:
+            try:
+                reset(obj)
+            except Exception:
+                ok = False  # disposed when folded in, like any object whose reset raised
         # folded in like a collected lease's slot: idle, granted, or disposed if closed
-        self._collected_slots.append((Slot(obj, born, self._home), True, out))
+        self._collected_slots.append((Slot(obj, born, self._home), ok, out))
         self._fold_soon()
 
     def _fold_soon(self) -> None:

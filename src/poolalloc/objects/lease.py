@@ -6,6 +6,14 @@ release somebody else's later lease of the same object: it is already marked rel
 raises :class:`~poolalloc.errors.DoubleReleaseError`. Leases have ``__slots__`` and no
 ``__init__`` (the pool fills them), which keeps the acquire path to one C-level allocation.
 
+A lease's fields and its ``__enter__``/``__exit__`` live in a C base
+(``poolalloc._lease.ObjectLeaseBase``, native/lease/objlease.c), which makes the ``with`` form
+cost about what an explicit ``release()`` does. Its finalizer is C too: a lease collected
+unreleased drops its slot, and the slot's finalizer gives the object back (counted in
+``gc_returns``); a released lease is freed without a Python call. Only pools that track leaks
+hand out :class:`TrackedLease`, whose Python finalizer also logs where the lost lease was
+acquired.
+
 Example:
     >>> from poolalloc.objects import ObjectPool
     >>> pool = ObjectPool(list)
@@ -24,12 +32,13 @@ import threading
 import weakref
 from collections.abc import Awaitable, Generator
 from types import TracebackType
-from typing import Any, Generic, NoReturn, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, Protocol, TypeVar
 
 from poolalloc._closing import ExcInfo
+from poolalloc._lease import ObjectLeaseBase
 from poolalloc.errors import DoubleReleaseError, LeaseReleasedError
 
-__all__ = ["AsyncAcquire", "Lease"]
+__all__ = ["AsyncAcquire", "Lease", "TrackedLease"]
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -42,7 +51,8 @@ class Slot(Generic[T]):
     the few bytecodes while it moves between two of them. An asynchronous exception landing
     there drops the last reference to it; its finalizer then gives the object back to ``home``
     (counted as a garbage-collected lease when ``out`` says it was leased), so no interrupt
-    leaves the pool short. A disposed slot has ``home = None``.
+    leaves the pool short. A lease collected unreleased goes the same way: its finalizer drops
+    the slot. A disposed slot, and one whose object a finalizer gave back, has ``home = None``.
     """
 
     __slots__ = ("born", "home", "obj", "out")
@@ -105,7 +115,7 @@ class LeaseOwner(Protocol[T]):
     def _spill(self, stash: Stash[T]) -> None: ...
 
 
-class Lease(Generic[T]):
+class Lease(ObjectLeaseBase, Generic[T]):
     """One acquisition of a pooled object: use ``obj``, then ``release()`` (or use ``with``).
 
     Example:
@@ -120,7 +130,7 @@ class Lease(Generic[T]):
         poolalloc.errors.DoubleReleaseError: lease already released
     """
 
-    __slots__ = ("_pool", "_slot")
+    __slots__ = ()  # `_pool` and `_slot` are fields of the C base
     _pool: LeaseOwner[T]
     _slot: Slot[T] | None
 
@@ -145,53 +155,22 @@ class Lease(Generic[T]):
         self._slot = None
         self._pool._put(slot, self)
 
-    def __enter__(self) -> T:
-        slot = self._slot
-        if slot is None:
-            raise LeaseReleasedError("lease already released")
-        return slot.obj
+    if TYPE_CHECKING:
+        # In C (poolalloc._lease.ObjectLeaseBase): `with` calls them from C, where two Python
+        # methods would cost twice an explicit release(); these are their types.
+        def __enter__(self) -> T: ...
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        # Named parameters, not ``*exc_info: *ExcInfo``: packing the tuple costs ~20 ns here.
-        slot = self._slot
-        if slot is None:
-            raise DoubleReleaseError("lease already released")
-        self._slot = None
-        pool = self._pool
-        # ObjectPool._put inlined for the plain case: one Python call less on the hottest path.
-        try:
-            stash: Stash[T] = pool._local.stash
-        except AttributeError:
-            pool._put(slot, self)
-            return
-        if not pool._plain:
-            pool._put(slot, self)
-            return
-        stash.releases += 1
-        slot.out = False
-        stash.append(slot)
-        if pool._contended or len(stash) > pool._stash_cap:
-            pool._spill(stash)
+        def __exit__(
+            self,
+            exc_type: type[BaseException] | None,
+            exc: BaseException | None,
+            tb: TracebackType | None,
+            /,
+        ) -> None: ...
 
     def __repr__(self) -> str:
         state = "released" if self._slot is None else repr(self._slot.obj)
         return f"<Lease {state}>"
-
-    def __del__(self) -> None:
-        # Collected without release() (dropped, or an interrupt between acquire and `with`):
-        # the object goes back and is counted in gc_returns, as a Buffer's block does.
-        try:
-            slot = self._slot
-        except AttributeError:  # never filled in
-            return
-        if slot is not None:
-            self._slot = None
-            self._pool._collected(slot, id(self))
 
     # A copy would be a second handle on the same pooled object: released twice, or used by two
     # holders at once. Leases are not copyable or picklable (Buffer leases refuse the same way).
@@ -203,6 +182,32 @@ class Lease(Generic[T]):
 
     def __reduce__(self) -> NoReturn:
         raise TypeError("a Lease cannot be pickled: it stands for one acquisition")
+
+
+class TrackedLease(Lease[T]):
+    """A lease of a pool that tracks leaks: collected unreleased, it logs where it was acquired.
+
+    Example:
+        >>> from poolalloc.objects import ObjectPool
+        >>> pool = ObjectPool(list, track_leaks=True)
+        >>> lease = pool.acquire()
+        >>> type(lease).__name__, isinstance(lease, Lease)
+        ('TrackedLease', True)
+        >>> lease.release()
+    """
+
+    __slots__ = ()
+
+    def __del__(self) -> None:
+        # Collected without release() (dropped, or an interrupt between acquire and `with`):
+        # the object goes back, counted in gc_returns, and the acquisition stack is logged.
+        try:
+            slot = self._slot
+        except AttributeError:  # never filled in
+            return
+        if slot is not None:
+            self._slot = None
+            self._pool._collected(slot, id(self))
 
 
 class AsyncAcquire(Generic[T]):

@@ -53,7 +53,7 @@ from poolalloc.objects._store import (
     stash_cap,
 )
 from poolalloc.objects._waiting import CLOSED, CREATE, AsyncWaiter, ThreadWaiter, Waiter
-from poolalloc.objects.lease import AsyncAcquire, Lease, Slot, Stash
+from poolalloc.objects.lease import AsyncAcquire, Lease, Slot, Stash, TrackedLease
 from poolalloc.objects.stats import CloseReport, ObjectPoolStats
 
 __all__ = ["AsyncAcquire", "CloseReport", "Lease", "ObjectPool", "ObjectPoolStats"]
@@ -295,7 +295,7 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
     def _lease_out(self, slot: Slot[T], stash: Stash[T]) -> Lease[T]:
         stash.acquires += 1
         slot.out = True
-        lease: Lease[T] = Lease()
+        lease: Lease[T] = TrackedLease() if self._track else Lease()
         lease._pool = self
         lease._slot = slot
         if self._track:
