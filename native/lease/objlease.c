@@ -60,13 +60,61 @@ static void objlease_finalize(ObjLeaseObject *l) {
   PyErr_Restore(et, ev, tb);
 }
 
+/* Two lookups cached per type and type version, as the interpreter's inline caches do for
+ * bytecode: `slot.obj` (a __slots__ member: read at its offset) and `type(pool)._put` (a
+ * function, called with the pool first). A type changed since gets a new version tag, and a
+ * tag is never reused, so a stale entry is never taken; anything else takes the generic path.
+ * `_put` is private: an instance attribute of that name on a pool is not looked at. */
+static PyTypeObject *obj_type, *put_type; /* compared only, never dereferenced when stale */
+static unsigned int obj_version, put_version;
+static Py_ssize_t obj_offset;
+static PyObject *put_func;
+
+static int cache_valid(PyTypeObject *t, PyTypeObject *cached, unsigned int version) {
+  return t == cached && PyType_HasFeature(t, Py_TPFLAGS_VALID_VERSION_TAG) &&
+         t->tp_version_tag == version;
+}
+
+static PyObject *slot_obj(PyObject *slot) {
+  PyTypeObject *t = Py_TYPE(slot);
+  if (cache_valid(t, obj_type, obj_version)) {
+    PyObject *v = *(PyObject **)((char *)slot + obj_offset);
+    if (v != NULL) return Py_NewRef(v);
+  } else {
+    PyObject *d = _PyType_Lookup(t, str_obj); /* borrowed; assigns the version tag */
+    if (d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type) &&
+        ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX &&
+        PyType_HasFeature(t, Py_TPFLAGS_VALID_VERSION_TAG)) {
+      obj_type = t;
+      obj_version = t->tp_version_tag;
+      obj_offset = ((PyMemberDescrObject *)d)->d_member->offset;
+    }
+  }
+  return PyObject_GetAttr(slot, str_obj); /* raises what Python would */
+}
+
+static PyObject *pool_put(PyObject *pool, PyObject *slot, PyObject *lease) {
+  PyObject *args[] = {NULL, pool, slot, lease}; /* args[0]: room the callee may use */
+  size_t nargsf = 3 | PY_VECTORCALL_ARGUMENTS_OFFSET;
+  PyTypeObject *t = Py_TYPE(pool);
+  if (!cache_valid(t, put_type, put_version)) {
+    PyObject *f = _PyType_Lookup(t, str_put);
+    if (f == NULL || !PyFunction_Check(f) || !PyType_HasFeature(t, Py_TPFLAGS_VALID_VERSION_TAG))
+      return PyObject_VectorcallMethod(str_put, args + 1, nargsf, NULL);
+    Py_XSETREF(put_func, Py_NewRef(f));
+    put_type = t;
+    put_version = t->tp_version_tag;
+  }
+  return PyObject_Vectorcall(put_func, args + 1, nargsf, NULL);
+}
+
 static PyObject *objlease_enter(ObjLeaseObject *l) {
   PyObject *slot = l->slot;
   if (slot == NULL || slot == Py_None) {
     PyErr_SetString(LeaseExc_LeaseReleased, "lease already released");
     return NULL;
   }
-  return PyObject_GetAttr(slot, str_obj);
+  return slot_obj(slot);
 }
 
 static PyObject *objlease_exit(ObjLeaseObject *l) {
@@ -80,9 +128,7 @@ static PyObject *objlease_exit(ObjLeaseObject *l) {
     return NULL;
   }
   l->slot = Py_NewRef(Py_None); /* released before the pool sees it, as in Lease.release() */
-  PyObject *args[] = {NULL, l->pool, slot, (PyObject *)l}; /* args[0]: room the callee may use */
-  PyObject *res =
-      PyObject_VectorcallMethod(str_put, args + 1, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+  PyObject *res = pool_put(l->pool, slot, (PyObject *)l);
   Py_DECREF(slot); /* the reference the lease held */
   if (res == NULL) return NULL;
   Py_DECREF(res);

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import threading
+from typing import Any
 
 import pytest
 
@@ -144,3 +145,41 @@ def test_leases_and_their_slots_are_collected_in_a_cycle() -> None:
         del d  # the name outlives the block
     s = pool.stats()
     assert (s.gc_returns, s.in_use, s.is_balanced) == (10, 0, True)
+
+
+class _CountingPool(ObjectPool[list[int]]):
+    puts = 0
+
+    def _put(self, slot: Any, lease: Any) -> None:
+        type(self).puts += 1
+        super()._put(slot, lease)
+
+
+def test_exit_calls_the_put_of_the_pools_own_type_even_when_it_changes() -> None:
+    # __exit__ caches the lookup of `_put` per type and type version: it must follow both
+    plain, counting = ObjectPool(list), _CountingPool(list)
+    for _ in range(3):
+        with plain.acquire(), counting.acquire():
+            pass
+    assert _CountingPool.puts == 3
+    seen: list[object] = []
+    original = _CountingPool._put
+
+    def patched(self: _CountingPool, slot: Any, lease: Any) -> None:
+        seen.append(lease)
+        original(self, slot, lease)
+
+    _CountingPool._put = patched  # type: ignore[method-assign]
+    try:
+        with counting.acquire(), plain.acquire():
+            pass
+    finally:
+        del _CountingPool._put  # back to the inherited one, also a type change
+        _CountingPool._put = original  # type: ignore[method-assign]
+    assert len(seen) == 1
+    assert _CountingPool.puts == 4
+    with counting.acquire():
+        pass
+    assert _CountingPool.puts == 5
+    assert plain.stats().is_balanced
+    assert counting.stats().is_balanced
