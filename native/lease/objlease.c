@@ -70,9 +70,16 @@ static unsigned int obj_version, put_version;
 static Py_ssize_t obj_offset;
 static PyObject *put_func;
 
+/* A type's version tag is valid when nonzero (3.13 dropped the flag; 3.11-3.12 clear both) */
+static int version_valid(PyTypeObject *t) {
+#if PY_VERSION_HEX < 0x030D0000
+  if (!PyType_HasFeature(t, Py_TPFLAGS_VALID_VERSION_TAG)) return 0;
+#endif
+  return t->tp_version_tag != 0;
+}
+
 static int cache_valid(PyTypeObject *t, PyTypeObject *cached, unsigned int version) {
-  return t == cached && PyType_HasFeature(t, Py_TPFLAGS_VALID_VERSION_TAG) &&
-         t->tp_version_tag == version;
+  return t == cached && version_valid(t) && t->tp_version_tag == version;
 }
 
 static PyObject *slot_obj(PyObject *slot) {
@@ -83,8 +90,7 @@ static PyObject *slot_obj(PyObject *slot) {
   } else {
     PyObject *d = _PyType_Lookup(t, str_obj); /* borrowed; assigns the version tag */
     if (d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type) &&
-        ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX &&
-        PyType_HasFeature(t, Py_TPFLAGS_VALID_VERSION_TAG)) {
+        ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX && version_valid(t)) {
       obj_type = t;
       obj_version = t->tp_version_tag;
       obj_offset = ((PyMemberDescrObject *)d)->d_member->offset;
@@ -99,7 +105,7 @@ static PyObject *pool_put(PyObject *pool, PyObject *slot, PyObject *lease) {
   PyTypeObject *t = Py_TYPE(pool);
   if (!cache_valid(t, put_type, put_version)) {
     PyObject *f = _PyType_Lookup(t, str_put);
-    if (f == NULL || !PyFunction_Check(f) || !PyType_HasFeature(t, Py_TPFLAGS_VALID_VERSION_TAG))
+    if (f == NULL || !PyFunction_Check(f) || !version_valid(t))
       return PyObject_VectorcallMethod(str_put, args + 1, nargsf, NULL);
     Py_XSETREF(put_func, Py_NewRef(f));
     put_type = t;
