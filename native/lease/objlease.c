@@ -111,7 +111,10 @@ static PyObject *pool_put(PyObject *pool, PyObject *slot, PyObject *lease) {
     put_type = t;
     put_version = t->tp_version_tag;
   }
-  return PyObject_Vectorcall(put_func, args + 1, nargsf, NULL);
+  PyObject *f = Py_NewRef(put_func); /* a nested `with` may replace the cached one meanwhile */
+  PyObject *res = PyObject_Vectorcall(f, args + 1, nargsf, NULL);
+  Py_DECREF(f);
+  return res;
 }
 
 static PyObject *objlease_enter(ObjLeaseObject *l) {
@@ -134,7 +137,9 @@ static PyObject *objlease_exit(ObjLeaseObject *l) {
     return NULL;
   }
   l->slot = Py_NewRef(Py_None); /* released before the pool sees it, as in Lease.release() */
-  PyObject *res = pool_put(l->pool, slot, (PyObject *)l);
+  PyObject *pool = Py_NewRef(l->pool); /* `_put` may run code that deletes `lease._pool` */
+  PyObject *res = pool_put(pool, slot, (PyObject *)l);
+  Py_DECREF(pool);
   Py_DECREF(slot); /* the reference the lease held */
   if (res == NULL) return NULL;
   Py_DECREF(res);
