@@ -198,10 +198,38 @@ class _LeasingPool:
             name=name, slow=self._waiters.wait_sync, notify=self._waiters.notify,
             waitq=self._waiters.queue,
         )  # fmt: skip
+        self._decay_seen = (-1, -1)  # (acquires, releases) at the previous decay()
         self._leak_level = leak_level or leaks.level()
         mode, every = leaks.mode_of(self._leak_level)
         self._leases.set_tracking(mode, every, leaks.capture)
         _LIVE.add(self._leases)
+
+    def decay(self, max_age_ms: int = 0) -> int:
+        """Give back to the OS what has been idle for ``decay_ms`` (else ``max_age_ms``).
+
+        Call it from a timer to let an idle pool shrink (there is no background thread). The
+        released buffers a BufferPool keeps ready for the next ``acquire`` go back to the core
+        when no buffer was acquired or released since the previous call; the core then unmaps
+        what has been unused for the decay time (:meth:`SlabPool.decay`). Returns the bytes
+        unmapped. ``BufferPool`` and ``Allocator`` both have it.
+
+        :raises PoolValueError: ``max_age_ms`` is negative or not an int.
+
+        Example:
+            >>> import time
+            >>> pool = BufferPool(65536, decay_ms=20)
+            >>> pool.release_many(pool.acquire_many(64))
+            >>> _ = pool.decay(); time.sleep(0.05); _ = pool.decay(); time.sleep(0.05)
+            >>> pool.decay() > 0, pool.stats().core.mapped_bytes
+            (True, 0)
+            >>> _ = pool.close()
+        """
+        counters = self._leases.counters()
+        seen = (counters["acquires"], counters["releases"])
+        if seen == self._decay_seen and counters["stashed"]:
+            self._leases.drain()
+        self._decay_seen = seen
+        return int(self._slab.decay(max_age_ms))
 
     @property
     def name(self) -> str | None:
@@ -433,36 +461,9 @@ class BufferPool(_LeasingPool):
             timeout=timeout, decay_ms=decay_ms,
         )  # fmt: skip
         self.size = size
-        self._decay_seen = (-1, -1)  # (acquires, releases) at the previous decay()
         # the C method itself: no Python frame on the fast path; it calls the slow path at capacity
         self.acquire = self._leases.acquire  # type: ignore[method-assign]
         self.try_acquire = self._leases.try_acquire  # type: ignore[method-assign]
-
-    def decay(self, max_age_ms: int = 0) -> int:
-        """Give back to the OS what has been idle for ``decay_ms`` (else ``max_age_ms``).
-
-        Call it from a timer to let an idle pool shrink (there is no background thread). The
-        released buffers the pool keeps ready for the next ``acquire`` go back to the core when
-        no buffer was acquired or released since the previous call; the core then unmaps what
-        has been unused for the decay time (:meth:`SlabPool.decay`). Returns the bytes unmapped.
-
-        :raises PoolValueError: ``max_age_ms`` is negative or not an int.
-
-        Example:
-            >>> import time
-            >>> pool = BufferPool(65536, decay_ms=20)
-            >>> pool.release_many(pool.acquire_many(64))
-            >>> _ = pool.decay(); time.sleep(0.05); _ = pool.decay(); time.sleep(0.05)
-            >>> pool.decay() > 0, pool.stats().core.mapped_bytes
-            (True, 0)
-            >>> _ = pool.close()
-        """
-        counters = self._leases.counters()
-        seen = (counters["acquires"], counters["releases"])
-        if seen == self._decay_seen and counters["stashed"]:
-            self._leases.drain()
-        self._decay_seen = seen
-        return int(self._slab.decay(max_age_ms))
 
     def acquire(self, timeout: float | None = None) -> Buffer:
         """Lease one buffer; at capacity wait up to ``timeout`` seconds (None: the pool's
@@ -559,7 +560,8 @@ class Allocator(_LeasingPool):
     """Leases of any size, served by the core's size classes, with a capacity in bytes.
 
     Each lease counts its block's real size (the size class, not the request) against the
-    capacity, so ``capacity`` bounds the memory held by leases.
+    capacity, so ``capacity`` bounds the memory held by leases. ``decay_ms`` and :meth:`decay`
+    work as for :class:`BufferPool`.
 
     Example:
         >>> with Allocator(capacity=1 << 20) as alloc:
@@ -572,12 +574,14 @@ class Allocator(_LeasingPool):
     def __init__(
         self, *, capacity: int | None = None, numa_node: int | str | None = None,
         debug: bool = False, name: str | None = None, strict: bool = False,
-        leaks: str | None = None, timeout: float | None = None,
+        leaks: str | None = None, timeout: float | None = None, decay_ms: int | None = None,
     ) -> None:  # fmt: skip
         self._capacity = _check_capacity(capacity)
+        _check_decay_ms(decay_ms)
         self._open(
             size=0, alignment=64, capacity=self._capacity, fixed=False, numa_node=numa_node,
             name=name, debug=debug, strict=strict, leak_level=leaks, timeout=timeout,
+            decay_ms=decay_ms,
         )  # fmt: skip
         self.alloc = self._leases.alloc  # type: ignore[method-assign]
 

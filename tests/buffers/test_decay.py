@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from poolalloc import BufferPool
+from poolalloc import Allocator, BufferPool
 from poolalloc.errors import PoolValueError
 
 BLOCK = 64 << 10
@@ -97,3 +97,30 @@ def test_decay_ms_off(off: int | None) -> None:
 def test_decay_max_age_is_checked() -> None:
     with BufferPool(64) as pool, pytest.raises(PoolValueError, match="max_age_ms"):
         pool.decay(max_age_ms=-1)
+
+
+def test_an_idle_allocator_gives_its_memory_back_within_the_decay_time() -> None:
+    decay_ms = 200
+    alloc = Allocator(decay_ms=decay_ms)
+    bufs = [alloc.alloc(size) for size in (100, 5000, 70_000, 300_000) * 40]
+    for buf in bufs:
+        buf[:] = b"\xff" * buf.nbytes  # touch every page
+        buf.release()
+    assert alloc.stats().core.mapped_bytes > 0
+    start = time.monotonic()
+    while alloc.stats().core.mapped_bytes and time.monotonic() - start < 5:
+        alloc.decay()
+        time.sleep(0.01)
+    took = time.monotonic() - start
+    assert alloc.stats().core.mapped_bytes == 0
+    assert decay_ms / 1000 * 0.9 <= took <= 3 * decay_ms / 1000 + 1.0
+    with alloc.alloc(100) as buf:
+        buf[0] = 1
+    alloc.close()
+
+
+def test_allocator_checks_decay_ms() -> None:
+    with pytest.raises(PoolValueError, match="decay_ms"):
+        Allocator(decay_ms=-1)
+    with pytest.raises(TypeError, match="decay_ms"):
+        Allocator(decay_ms=0.5)  # type: ignore[arg-type]
