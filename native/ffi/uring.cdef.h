@@ -30,6 +30,8 @@ typedef struct pa_uring_probe_s {
 } pa_uring_probe_t;
 
 #define PA_URING_SINGLE_ISSUER 1
+#define PA_URING_CSEND_MAX 16384
+#define PA_URING_CSEND_PENDING_MAX 65536
 
 int pa_uring_probe(pa_uring_probe_t *out);
 /* caller frees with pa_uring_destroy */
@@ -54,9 +56,16 @@ int pa_uring_prep_poll(pa_uring_t *ring, int fd, unsigned events, int multishot,
                        uint64_t user_data);
 int pa_uring_prep_cancel(pa_uring_t *ring, int fd, uint64_t target, uint64_t user_data);
 int pa_uring_prep_cancel_all(pa_uring_t *ring, uint64_t user_data);
+int pa_uring_registered_index(const pa_uring_t *ring);
+/* data is `const void *` in pa_uring.h; char here so that cffi passes a bytes object as is */
+int pa_uring_csend(pa_uring_t *ring, int fd, const char *data, size_t len, uint64_t py_ud);
+int pa_uring_csend_busy(pa_uring_t *ring, int fd, int notify, uint64_t py_ud, int *busy);
+int pa_uring_csend_detach(pa_uring_t *ring, int fd);
+unsigned pa_uring_csend_inflight(const pa_uring_t *ring);
 int pa_uring_bufring_create(pa_uring_t *ring, uint16_t bgid, unsigned entries, pa_bufring_t **out);
                                                  /* caller frees with pa_uring_bufring_destroy */
 int pa_uring_bufring_destroy(pa_bufring_t *br);
 int pa_uring_bufring_add(pa_bufring_t *br, uint64_t addr, uint32_t len, uint16_t bid);
 void pa_uring_bufring_publish(pa_bufring_t *br);
+int pa_uring_bufring_readd(pa_bufring_t *br, const uint16_t *bids, unsigned n);
 unsigned pa_uring_bufring_entries(const pa_bufring_t *br);

@@ -60,6 +60,10 @@ typedef struct pa_uring_probe_s {
 #define PA_URING_CQE_BUFFER_SHIFT 16u
 #define PA_URING_MAX_BUFRING 32768u
 #define PA_URING_SINGLE_ISSUER 1u
+/* user_data of the ring's own copied sends (never a Python token: those stay below 2^56) */
+#define PA_URING_CSEND_TAG (1ull << 63)
+#define PA_URING_CSEND_MAX 16384u         /* largest write pa_uring_csend copies */
+#define PA_URING_CSEND_PENDING_MAX 65536u /* bytes buffered behind a send in flight */
 
 /* ---- probe ---- */
 int pa_uring_probe(pa_uring_probe_t *out);
@@ -101,6 +105,28 @@ int pa_uring_prep_cancel(pa_uring_t *ring, int fd, uint64_t target, uint64_t use
 /* Cancel every operation in flight on the ring (the cancel itself completes with the count). */
 int pa_uring_prep_cancel_all(pa_uring_t *ring, uint64_t user_data);
 
+/* Index of the registered ring fd (IORING_REGISTER_RING_FDS) the ring enters by, -1 if none
+ * (only SINGLE_ISSUER rings register, from the thread that enables them). */
+int pa_uring_registered_index(const pa_uring_t *ring);
+
+/* ---- copied small sends ----
+ * pa_uring_csend copies `len` (<= PA_URING_CSEND_MAX) bytes and sends them on `fd`, in order
+ * with the earlier copied sends on that fd: one send in flight per fd; what is written
+ * meanwhile is buffered (up to PA_URING_CSEND_PENDING_MAX, else EAGAIN) and sent when it
+ * completes. The caller keeps nothing alive. Completions are handled inside pa_uring_enter;
+ * an event {py_ud, res, 0} reaches the caller only when a send failed (res < 0; later calls
+ * get EPIPE) or, with a notify request from pa_uring_csend_busy, once everything was sent
+ * (res 0). EMSGSIZE: too large to copy; the caller sends it itself, after the copied ones. */
+int pa_uring_csend(pa_uring_t *ring, int fd, const void *data, size_t len, uint64_t py_ud);
+/* *busy: 1 while copied bytes of `fd` are in flight (notify != 0: post the res-0 event, as
+ * py_ud, when they are all sent), -EPIPE after a failure, else 0. */
+int pa_uring_csend_busy(pa_uring_t *ring, int fd, int notify, uint64_t py_ud, int *busy);
+/* Forget `fd` before it is closed: a send in flight is cancelled and its record freed at its
+ * last completion; buffered bytes are dropped. */
+int pa_uring_csend_detach(pa_uring_t *ring, int fd);
+/* Copied sends still in flight (including detached ones): the ring is drained when 0. */
+unsigned pa_uring_csend_inflight(const pa_uring_t *ring);
+
 /* ---- provided-buffer ring ---- */
 /* entries: a power of two, at most PA_URING_MAX_BUFRING. */
 int pa_uring_bufring_create(pa_uring_t *ring, uint16_t bgid, unsigned entries, pa_bufring_t **out);
@@ -109,6 +135,10 @@ int pa_uring_bufring_destroy(pa_bufring_t *br);
 /* Stage one entry; the kernel sees it after pa_uring_bufring_publish. EINVAL on a bad bid. */
 int pa_uring_bufring_add(pa_bufring_t *br, uint64_t addr, uint32_t len, uint16_t bid);
 void pa_uring_bufring_publish(pa_bufring_t *br);
+/* Stage again, and publish, the blocks last added under `bids` (n of them): buffers a receive
+ * used and nobody kept go back into the ring without their addresses crossing into Python.
+ * EINVAL on a bid never added (entries staged before it stay staged). */
+int pa_uring_bufring_readd(pa_bufring_t *br, const uint16_t *bids, unsigned n);
 unsigned pa_uring_bufring_entries(const pa_bufring_t *br);
 
 #endif /* PA_URING_H */

@@ -71,7 +71,28 @@ struct pa_uring_s {
   /* mappings */
   void *sq_map, *cq_map;
   size_t sq_map_len, cq_map_len, sqes_len;
+  /* registered ring fd (IORING_REGISTER_RING_FDS): the index to enter with, -1 when none */
+  int reg_index;
+  long reg_tid; /* the thread that registered it (registrations are per thread) */
+  /* copied small sends (pa_uring_csend): records by socket fd, detached ones still in flight */
+  struct csend_s **cs_by_fd;
+  unsigned cs_cap;
+  struct csend_s *cs_zombies;
+  unsigned cs_inflight;
 };
+
+/* The small sends a ring makes on its own: the bytes are copied here, so Python keeps nothing
+ * alive and never sees the completion unless it asked (notify) or the send failed. */
+typedef struct csend_s {
+  struct csend_s *prev, *next; /* the list of detached records still in flight */
+  int fd;
+  int detached, notify, inflight, failed;
+  uint64_t py_ud;              /* what Python's event carries (its token and kind) */
+  char *a;                     /* in flight: a[a_off, a_len) is what the kernel still sends */
+  uint32_t a_len, a_off;
+  char *b;                     /* written while `a` was in flight: sent next, in order */
+  uint32_t b_len, b_cap;
+} csend_t;
 
 struct pa_bufring_s {
   pa_uring_t *ring;
@@ -80,6 +101,8 @@ struct pa_bufring_s {
   unsigned entries, mask;
   uint16_t bgid;
   uint16_t tail;         /* staged tail; published by pa_uring_bufring_publish */
+  uint64_t *addrs;       /* by bid: the block last staged under it (pa_uring_bufring_readd) */
+  uint32_t *lens;
 };
 
 /* ---- fork generation ---- */
@@ -87,7 +110,12 @@ struct pa_bufring_s {
 static unsigned fork_generation;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
-static void on_fork_child(void) { __atomic_add_fetch(&fork_generation, 1, __ATOMIC_RELAXED); }
+static _Thread_local long cached_tid; /* gettid() of this thread, 0 until asked */
+
+static void on_fork_child(void) {
+  __atomic_add_fetch(&fork_generation, 1, __ATOMIC_RELAXED);
+  cached_tid = 0; /* the child's thread has a tid of its own */
+}
 static void install_atfork(void) { (void)pthread_atfork(NULL, NULL, on_fork_child); }
 
 static int inherited(const pa_uring_t *r) {
@@ -189,6 +217,7 @@ int pa_uring_create(unsigned entries, unsigned options, pa_uring_t **out) {
   (void)pthread_once(&atfork_once, install_atfork);
   pa_uring_t *r = calloc(1, sizeof *r);
   if (!r) return ENOMEM;
+  r->reg_index = -1;
   struct io_uring_params p;
   r->fd = setup_probed(entries, options, &p);
   if (r->fd < 0) {
@@ -209,11 +238,18 @@ int pa_uring_create(unsigned entries, unsigned options, pa_uring_t **out) {
   return 0;
 }
 
+static void csend_destroy_all(pa_uring_t *r);
+static void unregister_ring_fd(pa_uring_t *r);
+
 void pa_uring_destroy(pa_uring_t *r) {
   if (!r) return;
   /* In a forked child the mappings were never inherited (MADV_DONTFORK): only close. */
-  if (!inherited(r)) unmap_all(r);
+  if (!inherited(r)) {
+    unregister_ring_fd(r);
+    unmap_all(r);
+  }
   if (r->fd >= 0) close(r->fd);
+  csend_destroy_all(r);
   free(r);
 }
 
@@ -227,12 +263,55 @@ unsigned pa_uring_pending(const pa_uring_t *r) {
 
 /* ---- submission ---- */
 
+/* Registered ring fd (IORING_REGISTER_RING_FDS, 5.18): io_uring_enter then skips the file
+ * table lookup. The registration belongs to the calling thread, so it is made only for a
+ * SINGLE_ISSUER ring (bound to the thread that enables it) and undone by that same thread. A
+ * kernel that refuses it leaves reg_index at -1: entering by fd works everywhere. */
+static long current_tid(void) {
+  if (!cached_tid) cached_tid = (long)syscall(SYS_gettid);
+  return cached_tid;
+}
+
+static void register_ring_fd(pa_uring_t *r) {
+  if (!(r->setup_flags & IORING_SETUP_SINGLE_ISSUER)) return;
+  struct io_uring_rsrc_update up;
+  memset(&up, 0, sizeof up);
+  up.offset = (unsigned)-1; /* any free slot */
+  up.data = (uint64_t)r->fd;
+  long rc = syscall(__NR_io_uring_register, r->fd, IORING_REGISTER_RING_FDS, &up, 1);
+  if (rc == 1) {
+    r->reg_index = (int)up.offset;
+    r->reg_tid = current_tid();
+  }
+}
+
+static void unregister_ring_fd(pa_uring_t *r) {
+  if (r->reg_index < 0 || r->reg_tid != current_tid()) return;
+  struct io_uring_rsrc_update up;
+  memset(&up, 0, sizeof up);
+  up.offset = (unsigned)r->reg_index;
+  (void)syscall(__NR_io_uring_register, r->fd, IORING_UNREGISTER_RING_FDS, &up, 1);
+  r->reg_index = -1;
+}
+
 static int enable(pa_uring_t *r) {
   int err = sys_register(r->fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
   if (err) return err;
   r->enabled = 1;
+  register_ring_fd(r);
   return 0;
 }
+
+/* Enter by the registered index from the thread that registered it; any other thread enters by
+ * fd (and a SINGLE_ISSUER ring then answers EEXIST, as without the registration). */
+static int ring_enter(const pa_uring_t *r, unsigned submit, unsigned wait, unsigned flags,
+                      void *arg, size_t argsz) {
+  if (r->reg_index >= 0 && r->reg_tid == current_tid())
+    return sys_enter(r->reg_index, submit, wait, flags | IORING_ENTER_REGISTERED_RING, arg, argsz);
+  return sys_enter(r->fd, submit, wait, flags, arg, argsz);
+}
+
+int pa_uring_registered_index(const pa_uring_t *r) { return r ? r->reg_index : -1; }
 
 /* Writing SQEs is allowed from any thread; only entering the kernel enables a disabled ring,
  * which makes the entering thread the single issuer. */
@@ -253,7 +332,7 @@ static int flush(pa_uring_t *r) {
   if (pending == 0) return 0;
   int err = usable(r);
   if (err) return err;
-  int n = sys_enter(r->fd, pending, 0, 0, NULL, 0);
+  int n = ring_enter(r, pending, 0, 0, NULL, 0);
   if (n < 0 && n != -EINTR && n != -EAGAIN && n != -EBUSY) return -n;
   return 0;
 }
@@ -395,15 +474,24 @@ int pa_uring_prep_cancel_all(pa_uring_t *r, uint64_t user_data) {
 
 /* ---- completion ---- */
 
+static void csend_complete(pa_uring_t *r, csend_t *c, int32_t res, pa_uring_cqe_t *ev,
+                           unsigned *n);
+
 static unsigned reap(pa_uring_t *r, pa_uring_cqe_t *out, unsigned cap) {
   unsigned head = *r->cq_khead;
   unsigned tail = __atomic_load_n(r->cq_ktail, __ATOMIC_ACQUIRE);
   unsigned n = 0;
-  for (; head != tail && n < cap; head++, n++) {
+  for (; head != tail && n < cap; head++) {
     const struct io_uring_cqe *c = &r->cqes[head & r->cq_mask];
+    if (c->user_data & PA_URING_CSEND_TAG) {
+      /* a copied send: handled here; Python sees an event only when it must act */
+      csend_complete(r, (csend_t *)(uintptr_t)(c->user_data & ~PA_URING_CSEND_TAG), c->res, out, &n);
+      continue;
+    }
     out[n].user_data = c->user_data;
     out[n].res = c->res;
     out[n].flags = c->flags;
+    n++;
   }
   __atomic_store_n(r->cq_khead, head, __ATOMIC_RELEASE);
   return n;
@@ -440,7 +528,7 @@ static int enter_and_wait(pa_uring_t *r, unsigned wait_nr, int64_t timeout_ns) {
     argsz = sizeof arg;
     flags |= IORING_ENTER_EXT_ARG;
   }
-  int n = sys_enter(r->fd, submit, want, flags, argp, argsz);
+  int n = ring_enter(r, submit, want, flags, argp, argsz);
   if (n >= 0 || n == -ETIME || n == -EINTR || n == -EAGAIN || n == -EBUSY) return 0;
   return -n;
 }
@@ -458,6 +546,218 @@ int pa_uring_enter(pa_uring_t *r, unsigned wait_nr, int64_t timeout_ns, pa_uring
   return 0;
 }
 
+
+/* ---- copied small sends ---- */
+
+static void csend_free(csend_t *c) {
+  free(c->a);
+  free(c->b);
+  free(c);
+}
+
+static int csend_submit(pa_uring_t *r, csend_t *c) {
+  int err;
+  struct io_uring_sqe *sqe = next_sqe(r, &err);
+  if (!sqe) return err;
+  sqe->opcode = IORING_OP_SEND;
+  sqe->fd = c->fd;
+  sqe->addr = (uint64_t)(uintptr_t)(c->a + c->a_off);
+  sqe->len = c->a_len - c->a_off;
+  sqe->msg_flags = MSG_NOSIGNAL | MSG_WAITALL;
+  sqe->user_data = PA_URING_CSEND_TAG | (uint64_t)(uintptr_t)c;
+  commit_sqe(r);
+  c->inflight = 1;
+  r->cs_inflight++;
+  return 0;
+}
+
+/* The send failed (or could not be submitted): drop what is buffered, tell Python once. */
+static void csend_fail(csend_t *c, int32_t res, pa_uring_cqe_t *ev, unsigned *n) {
+  free(c->a);
+  free(c->b);
+  c->a = c->b = NULL;
+  c->a_len = c->a_off = c->b_len = c->b_cap = 0;
+  c->failed = 1;
+  c->notify = 0;
+  ev[*n].user_data = c->py_ud;
+  ev[*n].res = res;
+  ev[*n].flags = 0;
+  (*n)++;
+}
+
+/* One completion of a copied send. Writes at most one event into ev[*n]: the caller has room. */
+static void csend_complete(pa_uring_t *r, csend_t *c, int32_t res, pa_uring_cqe_t *ev,
+                           unsigned *n) {
+  c->inflight = 0;
+  r->cs_inflight--;
+  if (c->detached) {
+    if (c->prev) c->prev->next = c->next;
+    else r->cs_zombies = c->next;
+    if (c->next) c->next->prev = c->prev;
+    csend_free(c);
+    return;
+  }
+  if (res < 0) {
+    csend_fail(c, res, ev, n);
+    return;
+  }
+  if (res == 0 && c->a_off < c->a_len) {
+    csend_fail(c, -EPIPE, ev, n);
+    return;
+  }
+  c->a_off += (uint32_t)res;
+  if (c->a_off < c->a_len) { /* a short send (a signal): the kernel sends the rest next */
+    int err = csend_submit(r, c);
+    if (err) csend_fail(c, -err, ev, n);
+    return;
+  }
+  free(c->a);
+  c->a = NULL;
+  c->a_len = c->a_off = 0;
+  if (c->b_len) {
+    c->a = c->b;
+    c->a_len = c->b_len;
+    c->b = NULL;
+    c->b_len = c->b_cap = 0;
+    int err = csend_submit(r, c);
+    if (err) csend_fail(c, -err, ev, n);
+    return;
+  }
+  if (c->notify) {
+    c->notify = 0;
+    ev[*n].user_data = c->py_ud;
+    ev[*n].res = 0;
+    ev[*n].flags = 0;
+    (*n)++;
+  }
+}
+
+static int csend_slot(pa_uring_t *r, int fd, csend_t ***slot) {
+  if ((unsigned)fd >= r->cs_cap) {
+    unsigned cap = r->cs_cap ? r->cs_cap : 64;
+    while (cap <= (unsigned)fd) cap *= 2;
+    csend_t **grown = realloc(r->cs_by_fd, cap * sizeof *grown);
+    if (!grown) return ENOMEM;
+    memset(grown + r->cs_cap, 0, (cap - r->cs_cap) * sizeof *grown);
+    r->cs_by_fd = grown;
+    r->cs_cap = cap;
+  }
+  *slot = &r->cs_by_fd[fd];
+  return 0;
+}
+
+int pa_uring_csend(pa_uring_t *r, int fd, const void *data, size_t len, uint64_t py_ud) {
+  int err = writable(r);
+  if (err) return err;
+  if (fd < 0) return EBADF;
+  if (!data || len == 0) return EINVAL;
+  if (len > PA_URING_CSEND_MAX) return EMSGSIZE;
+  csend_t **slot;
+  err = csend_slot(r, fd, &slot);
+  if (err) return err;
+  csend_t *c = *slot;
+  if (!c) {
+    c = calloc(1, sizeof *c);
+    if (!c) return ENOMEM;
+    c->fd = fd;
+    *slot = c;
+  }
+  if (c->failed) return EPIPE;
+  c->py_ud = py_ud;
+  if (!c->inflight) {
+    c->a = malloc(len);
+    if (!c->a) return ENOMEM;
+    memcpy(c->a, data, len);
+    c->a_len = (uint32_t)len;
+    c->a_off = 0;
+    err = csend_submit(r, c);
+    if (err) {
+      free(c->a);
+      c->a = NULL;
+      c->a_len = 0;
+    }
+    return err;
+  }
+  if (c->b_len + len > PA_URING_CSEND_PENDING_MAX) return EAGAIN;
+  if (c->b_len + len > c->b_cap) {
+    uint32_t cap = c->b_cap ? c->b_cap : 256;
+    while (cap < c->b_len + len) cap *= 2;
+    char *grown = realloc(c->b, cap);
+    if (!grown) return ENOMEM;
+    c->b = grown;
+    c->b_cap = cap;
+  }
+  memcpy(c->b + c->b_len, data, len);
+  c->b_len += (uint32_t)len;
+  return 0;
+}
+
+int pa_uring_csend_busy(pa_uring_t *r, int fd, int notify, uint64_t py_ud, int *busy) {
+  if (!busy) return EINVAL;
+  *busy = 0;
+  int err = writable(r);
+  if (err) return err;
+  if (fd < 0 || (unsigned)fd >= r->cs_cap || !r->cs_by_fd[fd]) return 0;
+  csend_t *c = r->cs_by_fd[fd];
+  if (c->failed) {
+    *busy = -EPIPE;
+    return 0;
+  }
+  if (c->inflight) {
+    *busy = 1;
+    if (notify) {
+      c->notify = 1;
+      c->py_ud = py_ud;
+    }
+  }
+  return 0;
+}
+
+int pa_uring_csend_detach(pa_uring_t *r, int fd) {
+  int err = writable(r);
+  if (err) return err;
+  if (fd < 0 || (unsigned)fd >= r->cs_cap || !r->cs_by_fd[fd]) return 0;
+  csend_t *c = r->cs_by_fd[fd];
+  r->cs_by_fd[fd] = NULL;
+  if (!c->inflight) {
+    csend_free(c);
+    return 0;
+  }
+  /* The kernel still reads `a`: it is freed with the record at the final completion. A send to
+   * a peer that never reads would wait for ever: cancel it (its own completion is ignored). */
+  free(c->b);
+  c->b = NULL;
+  c->b_len = c->b_cap = 0;
+  c->detached = 1;
+  c->prev = NULL;
+  c->next = r->cs_zombies;
+  if (c->next) c->next->prev = c;
+  r->cs_zombies = c;
+  struct io_uring_sqe *sqe = next_sqe(r, &err);
+  if (!sqe) return err;
+  sqe->opcode = IORING_OP_ASYNC_CANCEL;
+  sqe->fd = -1;
+  sqe->addr = PA_URING_CSEND_TAG | (uint64_t)(uintptr_t)c;
+  sqe->user_data = 0;
+  commit_sqe(r);
+  return 0;
+}
+
+unsigned pa_uring_csend_inflight(const pa_uring_t *r) { return r ? r->cs_inflight : 0; }
+
+static void csend_destroy_all(pa_uring_t *r) {
+  for (unsigned i = 0; i < r->cs_cap; i++)
+    if (r->cs_by_fd[i]) csend_free(r->cs_by_fd[i]);
+  free(r->cs_by_fd);
+  r->cs_by_fd = NULL;
+  r->cs_cap = 0;
+  while (r->cs_zombies) {
+    csend_t *next = r->cs_zombies->next;
+    csend_free(r->cs_zombies);
+    r->cs_zombies = next;
+  }
+}
+
 /* ---- provided-buffer ring ---- */
 
 int pa_uring_bufring_create(pa_uring_t *r, uint16_t bgid, unsigned entries, pa_bufring_t **out) {
@@ -466,11 +766,22 @@ int pa_uring_bufring_create(pa_uring_t *r, uint16_t bgid, unsigned entries, pa_b
   if (inherited(r)) return ECHILD;
   pa_bufring_t *b = calloc(1, sizeof *b);
   if (!b) return ENOMEM;
+  b->addrs = calloc(entries, sizeof *b->addrs);
+  b->lens = calloc(entries, sizeof *b->lens);
+  if (!b->addrs || !b->lens) {
+    free(b->addrs);
+    free(b->lens);
+    free(b);
+    return ENOMEM;
+  }
   b->map_len = entries * sizeof(struct io_uring_buf);
   void *m = mmap(NULL, b->map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (m == MAP_FAILED) {
+    int err = errno;
+    free(b->addrs);
+    free(b->lens);
     free(b);
-    return errno;
+    return err;
   }
   (void)madvise(m, b->map_len, MADV_DONTFORK);
   struct io_uring_buf_reg reg;
@@ -481,6 +792,8 @@ int pa_uring_bufring_create(pa_uring_t *r, uint16_t bgid, unsigned entries, pa_b
   int err = sys_register(r->fd, IORING_REGISTER_PBUF_RING, &reg, 1);
   if (err) {
     munmap(m, b->map_len);
+    free(b->addrs);
+    free(b->lens);
     free(b);
     return err;
   }
@@ -503,6 +816,8 @@ int pa_uring_bufring_destroy(pa_bufring_t *b) {
     err = sys_register(b->ring->fd, IORING_UNREGISTER_PBUF_RING, &reg, 1);
     munmap(b->br, b->map_len);
   }
+  free(b->addrs);
+  free(b->lens);
   free(b);
   return err;
 }
@@ -515,6 +830,24 @@ int pa_uring_bufring_add(pa_bufring_t *b, uint64_t addr, uint32_t len, uint16_t 
   e->len = len;
   e->bid = bid;
   b->tail++;
+  b->addrs[bid] = addr;
+  b->lens[bid] = len;
+  return 0;
+}
+
+int pa_uring_bufring_readd(pa_bufring_t *b, const uint16_t *bids, unsigned n) {
+  if (!b || (n && !bids)) return EINVAL;
+  if (inherited(b->ring)) return ECHILD;
+  for (unsigned i = 0; i < n; i++) {
+    uint16_t bid = bids[i];
+    if (bid >= b->entries || !b->addrs[bid]) return EINVAL;
+    struct io_uring_buf *e = &b->br->bufs[b->tail & b->mask];
+    e->addr = b->addrs[bid];
+    e->len = b->lens[bid];
+    e->bid = bid;
+    b->tail++;
+  }
+  __atomic_store_n(&b->br->tail, b->tail, __ATOMIC_RELEASE);
   return 0;
 }
 

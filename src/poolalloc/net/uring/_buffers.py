@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import array
 from typing import Protocol, cast
 
 from poolalloc.errors import PoolMemoryError
@@ -61,6 +62,36 @@ class PoolRing:
         self._leases: list[RingLease | None] = [None] * entries
         self._free_bids = list(range(entries - 1, -1, -1))
         self.block_size = 0
+        self.recycled = 0
+        #: bids whose buffers a receive used and its protocol did not keep: they go back into
+        #: the ring as they are (no trip through the pool) at the next :meth:`publish`
+        self.recycle_bids = array.array("H")
+        self.leases = self._leases  # read-only by bid for the receive path
+
+    def lease(self, bid: int) -> RingLease:
+        """The lease behind ``bid`` while it stays the ring's (see :meth:`recycle`).
+
+        :raises LookupError: no lease sits behind ``bid``.
+        """
+        lease = self._leases[bid]
+        if lease is None:
+            raise LookupError(f"buffer id {bid} of group {self.bgid} is not in the ring")
+        return lease
+
+    def recycle(self, bid: int) -> None:
+        """Put the buffer a receive used back into the ring as it is (at :meth:`publish`): its
+        protocol did not keep the lease, so the block needs no trip through the pool."""
+        if self._leases[bid] is None:
+            raise LookupError(f"buffer id {bid} of group {self.bgid} is not in the ring")
+        self.recycle_bids.append(bid)
+
+    def publish(self) -> None:
+        """Hand the recycled buffers back to the kernel in one call (before the next enter)."""
+        bids = self.recycle_bids
+        if bids:
+            self.recycled += len(bids)
+            self._br.readd(bids)
+            del bids[:]
 
     def take(self, bid: int) -> RingLease:
         """The lease behind ``bid`` (named by a completion); it leaves the ring.
@@ -117,6 +148,7 @@ class PoolRing:
         Unregistering first guarantees the kernel no longer picks any of these blocks.
         """
         self._br.close()
+        del self.recycle_bids[:]
         for bid, lease in enumerate(self._leases):
             if lease is not None:
                 self._leases[bid] = None
@@ -132,6 +164,7 @@ class PoolRing:
             "limit": self.limit,
             "grown": self.grown,
             "pool_exhausted": self.exhausted,
+            "recycled": self.recycled,
         }
 
 

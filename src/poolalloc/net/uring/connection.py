@@ -45,6 +45,7 @@ from poolalloc.net.uring.ring import (
     CQE_F_BUFFER,
     CQE_F_MORE,
     CQE_F_NOTIF,
+    CSEND_MAX,
     cqe_error,
     new_iov,
     pin,
@@ -56,15 +57,21 @@ if TYPE_CHECKING:
 
 __all__ = ["UringConnection"]
 
-RECV, SEND, SPLICE_IN, SPLICE_OUT = 1, 2, 3, 4
+RECV, SEND, SPLICE_IN, SPLICE_OUT, CSENT = 1, 2, 3, 4, 5
 _FLUSH_PENDING: list[Any] = []  # marker: the connection is on the proactor's flush list
+_WAIT_COPIED: list[Any] = []  # marker: the queue waits until the ring's copied sends are out
 _PIPE_SIZE = 1 << 20
 
 
 class _Remains:
     """What a closed connection left in flight: released when its last completion arrives."""
 
-    handlers = (lambda self, res, flags: self.complete(res, flags),) * 8
+    # CSENT (kind 5) is an event of the ring's copied sends, not an operation: nothing to count
+    handlers = (
+        (lambda self, res, flags: self.complete(res, flags),) * 5
+        + (lambda self, res, flags: None,)
+        + (lambda self, res, flags: self.complete(res, flags),) * 2
+    )
 
     def __init__(self, conn: UringConnection, owners: list[Any]) -> None:
         self.proactor, self.token = conn.proactor, conn.token
@@ -158,6 +165,7 @@ class UringConnection(BaseConnection["Proactor"]):
         self._ring = reactor.ring
         self.pool_ring = reactor.pool_ring(pool)
         self.token = reactor.new_token(self)
+        self._ring.csend_detach(self.fd)  # whatever an earlier socket with this fd left
         protocol.connection_made(self)
         if not self.closed:
             self.arm_recv()
@@ -185,14 +193,26 @@ class UringConnection(BaseConnection["Proactor"]):
             self.recv_armed = False
             self.inflight -= 1
         if flags & CQE_F_BUFFER:
-            lease = self.pool_ring.take(flags >> CQE_BUFFER_SHIFT)  # type: ignore[union-attr]
+            pool_ring = self.pool_ring
+            assert pool_ring is not None
+            bid = flags >> CQE_BUFFER_SHIFT
             if self.paused or self.closed or self._lingering or res <= 0:
-                self._deliver(lease, res)
+                self._deliver(pool_ring.take(bid), res)
             else:  # the common case, inline
                 self.bytes_in += res
                 self.last_active = self.reactor.now  # type: ignore[union-attr]
-                if not self.protocol.buffer_received(lease, res):  # type: ignore[union-attr]
-                    lease.release()
+                lease = pool_ring.leases[bid]
+                if lease is None:
+                    raise LookupError(f"buffer id {bid} is not in the ring")
+                try:
+                    kept = self.protocol.buffer_received(lease, res)  # type: ignore[union-attr]
+                except BaseException:
+                    pool_ring.take(bid)  # the protocol may hold it: it leaves the ring
+                    raise
+                if kept:
+                    pool_ring.take(bid)
+                else:  # not kept: the very block goes back into the ring, no pool round trip
+                    pool_ring.recycle_bids.append(bid)
             if not self.recv_armed:
                 self.arm_recv()
         elif res == 0:
@@ -259,6 +279,15 @@ class UringConnection(BaseConnection["Proactor"]):
         """
         if self.closing or self.closed:
             self._refuse_write(owner)
+        if type(data) is bytes and self._sending is None and not self.queue:
+            # Small bytes with nothing queued: the ring copies and sends them itself and handles
+            # the completion in C (Python sees it only on failure), so nothing is pinned here.
+            n = len(data)
+            if 0 < n <= CSEND_MAX and not self._ring.csend(self.fd, data, self.token << 8 | CSENT):
+                if owner is not None:
+                    owner.release()
+                self._sent(n)
+                return
         if type(data) is not bytes:
             data = memoryview(data)
             if data.format != "B" or data.ndim != 1:
@@ -281,9 +310,30 @@ class UringConnection(BaseConnection["Proactor"]):
 
     def _queue_item(self, item: _Queued) -> None:
         if self._sending is None:
+            self._want_flush()
+        self._push(item)
+
+    def _want_flush(self) -> None:
+        """Flush the queue before the next enter, or once the copied sends are out."""
+        if self._ring.csend_busy(self.fd, self.token << 8 | CSENT):
+            self._sending = _WAIT_COPIED  # _on_csent flushes: queued bytes go after copied ones
+        else:
             self._sending = _FLUSH_PENDING
             self.proactor.want_flush(self)
-        self._push(item)
+
+    def _on_csent(self, res: int, flags: int) -> None:
+        """The ring's copied sends failed (``res`` < 0) or, as asked, are all out (``res`` 0)."""
+        if self.closed:
+            return
+        if res < 0:
+            self.abort(cqe_error(res))
+            return
+        if self._sending is _WAIT_COPIED:
+            self._sending = None
+            if self.queue:
+                self.flush_now()
+            else:
+                self._drained()
 
     def flush_now(self) -> None:
         """Submit the head of the queue (called by the proactor before it enters the kernel)."""
@@ -453,11 +503,19 @@ class UringConnection(BaseConnection["Proactor"]):
     #: ``handlers[kind](conn, res, flags)``: a tuple of bound methods on the instance would make
     #: every connection a reference cycle, and a cycle that holds a pinned memoryview must never
     #: reach the garbage collector (it cannot clear a memoryview that is still exported).
-    handlers = (_on_unknown, _on_recv, _on_send, _on_splice_in, _on_splice_out)
+    handlers = (_on_unknown, _on_recv, _on_send, _on_splice_in, _on_splice_out, _on_csent)
 
     # ---- closing ----
     def _output_pending(self) -> bool:
-        return bool(self.queue) or self._sending not in (None, _FLUSH_PENDING)
+        sending = self._sending  # identity checks: the markers are (distinct) empty lists
+        if self.queue or not (sending is None or sending is _FLUSH_PENDING):
+            return True
+        if sending is None and self.closing:
+            # close() asks: the ring's copied sends must be out before the shutdown
+            if self._ring.csend_busy(self.fd, self.token << 8 | CSENT):
+                self._sending = _WAIT_COPIED  # _on_csent lingers once they are
+                return True
+        return False
 
     def _discard_input(self) -> None:
         # Lingering (the base class's _linger): what arrives is released as its receive
@@ -466,7 +524,7 @@ class UringConnection(BaseConnection["Proactor"]):
 
     def _finish(self, exc: BaseException | None) -> None:
         self.closed = True
-        if self._sending is _FLUSH_PENDING:
+        if self._sending is _FLUSH_PENDING or self._sending is _WAIT_COPIED:
             self._sending = None  # queued for a flush, nothing submitted yet
         sending = self._sending is not None
         in_flight = self._cancel_inflight()
@@ -483,6 +541,7 @@ class UringConnection(BaseConnection["Proactor"]):
         self._closed_notify(exc)
 
     def _cancel_inflight(self) -> list[Any]:
+        self._ring.csend_detach(self.fd)  # the ring cancels and frees its copied sends itself
         if self.recv_armed:
             self._ring.prep_cancel(0, target=self.token << 8 | RECV)
         held: list[Any] = []

@@ -272,6 +272,8 @@ class Proactor(Reactor):
 
     def _refill(self) -> None:
         for pr in self._pool_rings.values():
+            if pr.recycle_bids:
+                pr.publish()
             if pr.needs_refill():
                 pr.refill()
         if self._starved:
@@ -328,7 +330,7 @@ class Proactor(Reactor):
             self._complete(self._ring.enter(1, 10_000_000))
 
     def _outstanding(self) -> int:
-        return sum(t.inflight for t in self._targets.values())
+        return sum(t.inflight for t in self._targets.values()) + self._ring.csend_inflight()
 
     def ring_stats(self) -> dict[str, dict[str, int]]:
         """Per-pool buffer-ring counters (buffers in the ring, growth, exhaustion).

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 from collections.abc import Iterator
@@ -28,6 +29,8 @@ __all__ = [
     "CQE_F_BUFFER",
     "CQE_F_MORE",
     "CQE_F_NOTIF",
+    "CSEND_MAX",
+    "CSEND_PENDING_MAX",
     "BufRing",
     "ProbeResult",
     "Ring",
@@ -41,6 +44,10 @@ CQE_F_BUFFER = 1
 CQE_F_MORE = 2
 CQE_F_NOTIF = 8
 CQE_BUFFER_SHIFT = 16
+#: largest write :meth:`Ring.csend` copies, and how much it buffers behind a send in flight
+CSEND_MAX = int(lib.PA_URING_CSEND_MAX)
+CSEND_PENDING_MAX = int(lib.PA_URING_CSEND_PENDING_MAX)
+_CSEND_DECLINED = frozenset({errno.EMSGSIZE, errno.EAGAIN, errno.EPIPE})
 _CQE = struct.Struct("=QiI")
 _from_buffer = ffi.from_buffer
 _prep_send = lib.pa_uring_prep_send
@@ -133,6 +140,8 @@ class Ring:
         self._cqes: Any = ffi.new("pa_uring_cqe_t[]", completions)
         self._cq_mem = memoryview(ffi.buffer(self._cqes)).cast("B")
         self._n: Any = ffi.new("unsigned *")
+        self._busy: Any = ffi.new("int *")
+        self._csend = lib.pa_uring_csend
         self.setup_flags = int(lib.pa_uring_setup_flags(self._ring))
         self.fd = int(lib.pa_uring_fd(self._ring))
 
@@ -156,6 +165,41 @@ class Ring:
         if n == 0:
             return iter(())
         return _CQE.iter_unpack(self._cq_mem[: n * 16])
+
+    def csend(self, fd: int, data: bytes, ud: int) -> int:
+        """Copy ``data`` and send it on ``fd`` after the earlier copied sends; returns 0, or an
+        errno code when the caller must send it itself (``EMSGSIZE`` over
+        :data:`CSEND_MAX`, ``EAGAIN`` when :data:`CSEND_PENDING_MAX` bytes already wait,
+        ``EPIPE`` after a failed one). Nothing needs keeping alive. Its completions are handled
+        in C: ``ud`` gets an event only when a send fails (``res`` < 0) or, after
+        :meth:`csend_busy` asked, once all is sent (``res`` 0).
+
+        :raises OSError: the ring is unusable (``ECHILD`` in a forked child).
+        """
+        rc = self._csend(self._ring, fd, data, len(data), ud)
+        if rc and rc not in _CSEND_DECLINED:
+            check_rc(rc, "send")
+        return int(rc)
+
+    def csend_busy(self, fd: int, ud: int) -> int:
+        """1 while copied sends of ``fd`` are in flight (then ``ud`` gets the event with
+        ``res`` 0 once they are all sent), ``-EPIPE`` after one failed, else 0."""
+        check_rc(lib.pa_uring_csend_busy(self._ring, fd, 1, ud, self._busy), "send")
+        return int(self._busy[0])
+
+    def csend_detach(self, fd: int) -> None:
+        """Forget ``fd``'s copied sends before it is closed (one in flight is cancelled)."""
+        check_rc(lib.pa_uring_csend_detach(self._ring, fd), "cancel")
+
+    def csend_inflight(self) -> int:
+        """Copied sends still in flight, detached ones included."""
+        return int(lib.pa_uring_csend_inflight(self._ring))
+
+    @property
+    def registered_index(self) -> int:
+        """The registered ring fd index it enters by (``IORING_REGISTER_RING_FDS``), -1 when
+        none: only ``single_issuer`` rings register, at their first :meth:`enter`."""
+        return int(lib.pa_uring_registered_index(self._ring))
 
     def pending(self) -> int:
         """Submissions queued and not yet handed to the kernel."""
@@ -280,6 +324,12 @@ class BufRing:
     def publish(self) -> None:
         """Make every staged buffer visible to the kernel."""
         lib.pa_uring_bufring_publish(self._br)
+
+    def readd(self, bids: Any) -> None:
+        """Stage again and publish the blocks last added under ``bids`` (an ``array('H')``)."""
+        if bids:
+            ptr = _from_buffer("uint16_t[]", bids)
+            check_rc(lib.pa_uring_bufring_readd(self._br, ptr, len(bids)), "readd")
 
     def close(self) -> None:
         """Unregister and unmap (idempotent); the owning :class:`Ring` must still be open."""

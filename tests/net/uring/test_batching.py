@@ -1,0 +1,303 @@
+"""Work the ring does in C: copied small sends, recycled receive buffers, the registered ring fd."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from poolalloc.buffers import BufferPool
+from poolalloc.net.uring.proactor import Proactor, available
+from poolalloc.net.uring.ring import CSEND_MAX, CSEND_PENDING_MAX, Ring
+from poolalloc.net.uring.server import UringTcpServer
+
+pytestmark = [pytest.mark.uring, pytest.mark.net]
+
+
+@pytest.fixture(autouse=True)
+def _need_uring() -> None:
+    ok, reason = available()
+    if not ok:
+        pytest.skip(f"io_uring unavailable: {reason}")
+
+
+def drain(ring: Ring, until: Any, limit: float = 5.0) -> list[tuple[int, int, int]]:
+    """Enter until ``until(events)`` holds (bounded); returns every event seen."""
+    seen: list[tuple[int, int, int]] = []
+    deadline = time.monotonic() + limit
+    while not until(seen):
+        assert time.monotonic() < deadline, f"timed out; events so far: {seen}"
+        seen += list(ring.enter(1, 20_000_000))
+    return seen
+
+
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    out = bytearray()
+    while len(out) < n:
+        chunk = sock.recv(n - len(out))
+        assert chunk, "peer closed early"
+        out += chunk
+    return bytes(out)
+
+
+def test_copied_sends_arrive_in_order_and_post_no_completion() -> None:
+    ring = Ring(16)
+    a, b = socket.socketpair()
+    try:
+        parts = [bytes([i]) * (i + 1) for i in range(50)]  # written while one is in flight
+        for part in parts:
+            assert ring.csend(a.fileno(), part, 7 << 8 | 5) == 0
+        want = b"".join(parts)
+        drain(ring, lambda _: ring.csend_inflight() == 0)
+        assert recv_exactly(b, len(want)) == want
+        assert list(ring.enter(0, 0)) == []  # success is handled in C: nothing for Python
+        ring.csend_detach(a.fileno())
+    finally:
+        ring.close()
+        a.close()
+        b.close()
+
+
+def test_copied_send_notifies_when_asked() -> None:
+    ring = Ring(16)
+    a, b = socket.socketpair()
+    try:
+        assert ring.csend(a.fileno(), b"hello", 9) == 0
+        assert ring.csend_busy(a.fileno(), 11) == 1  # the ud given here is the one notified
+        events = drain(ring, lambda ev: ev)
+        assert events == [(11, 0, 0)]
+        assert ring.csend_busy(a.fileno(), 11) == 0
+        assert recv_exactly(b, 5) == b"hello"
+        ring.csend_detach(a.fileno())
+    finally:
+        ring.close()
+        a.close()
+        b.close()
+
+
+def test_copied_sends_decline_what_they_must_not_take() -> None:
+    ring = Ring(16)
+    a, b = socket.socketpair()
+    try:
+        fd = a.fileno()
+        assert ring.csend(fd, b"x" * (CSEND_MAX + 1), 1) == errno.EMSGSIZE
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        # The peer never reads: the first send stays in flight, the rest is buffered up to the
+        # bound, then the ring declines (the caller queues it itself, with backpressure).
+        results = [ring.csend(fd, b"y" * CSEND_MAX, 1) for _ in range(200)]
+        list(ring.enter(0, 0))
+        assert errno.EAGAIN in results
+        accepted = results.index(errno.EAGAIN)
+        assert accepted * CSEND_MAX <= CSEND_MAX + CSEND_PENDING_MAX
+        with pytest.raises(OSError):
+            ring.csend(-1, b"z", 1)
+        # Detaching cancels the blocked send; its record is freed at the final completion,
+        # which Python never sees.
+        ring.csend_detach(fd)
+        events = drain(ring, lambda _: ring.csend_inflight() == 0)
+        assert all(ud == 0 for ud, _, _ in events)  # only the cancel's own completion
+    finally:
+        ring.close()
+        a.close()
+        b.close()
+
+
+def test_copied_send_failure_reaches_python_once() -> None:
+    ring = Ring(16)
+    a, b = socket.socketpair()
+    try:
+        b.close()
+        assert ring.csend(a.fileno(), b"lost", 21) == 0
+        events = drain(ring, lambda ev: ev)
+        assert events == [(21, -errno.EPIPE, 0)]
+        assert ring.csend(a.fileno(), b"again", 21) == errno.EPIPE
+        assert ring.csend_busy(a.fileno(), 21) == -errno.EPIPE
+        ring.csend_detach(a.fileno())
+        assert ring.csend(a.fileno(), b"fresh record", 21) == 0  # a new socket, a new record
+        drain(ring, lambda ev: ev)
+    finally:
+        ring.close()
+        a.close()
+
+
+def test_registered_ring_fd_only_for_single_issuer() -> None:
+    shared = Ring(8)
+    bound = Ring(8, single_issuer=True)
+    try:
+        shared.prep_nop(1)
+        bound.prep_nop(2)
+        assert list(shared.enter(1, 1_000_000_000)) == [(1, 0, 0)]
+        assert list(bound.enter(1, 1_000_000_000)) == [(2, 0, 0)]
+        assert shared.registered_index == -1  # any thread may enter: no per-thread registration
+        assert bound.registered_index >= 0
+        for ud in range(3, 40):  # keeps working through the registered index
+            bound.prep_nop(ud)
+        got = drain(bound, lambda ev: len(ev) == 37)
+        assert sorted(ud for ud, _, _ in got) == list(range(3, 40))
+    finally:
+        shared.close()
+        bound.close()
+
+
+class SmallReplies:
+    """Answers every read with small bytes (copied by the ring), then a pooled buffer (queued):
+    the two paths must keep the order of the writes."""
+
+    def connection_made(self, conn: Any) -> None:
+        self.conn = conn
+        self.n = 0
+
+    def buffer_received(self, lease: Any, n: int) -> bool:
+        for _ in range(n):
+            self.n += 1
+            self.conn.write(b"<%d>" % self.n)
+            if self.n % 7 == 0:
+                self.conn.write(memoryview(b"[view%d]" % self.n))
+        return False  # not kept: the buffer is recycled into the ring
+
+    def eof_received(self) -> bool:
+        self.conn.write(b"<bye>")
+        self.conn.close()
+        return False
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        pass
+
+
+def expected_replies(count: int) -> bytes:
+    out = []
+    for i in range(1, count + 1):
+        out.append(b"<%d>" % i)
+        if i % 7 == 0:
+            out.append(b"[view%d]" % i)
+    return b"".join(out) + b"<bye>"
+
+
+def test_copied_and_queued_writes_keep_their_order_and_close_waits(run_with_client: Any) -> None:
+    p = Proactor(ring_buffers=64, initial_buffers=8, single_issuer=True)
+    pool = BufferPool(4096, capacity=64)
+    srv = UringTcpServer(p, SmallReplies, buffer_pool=pool)
+    srv.start()
+    count = 3000
+
+    def client(out: dict[str, Any]) -> None:
+        with socket.create_connection(srv.address, timeout=10) as c:
+            for i in range(0, count, 100):
+                c.sendall(b"." * 100)
+                time.sleep(0.001 * (i % 3))
+            c.shutdown(socket.SHUT_WR)
+            chunks = []
+            while chunk := c.recv(65536):
+                chunks.append(chunk)
+            out["data"] = b"".join(chunks)
+
+    out = run_with_client(p, client)
+    assert out["data"] == expected_replies(count)  # and EOF came after "<bye>": close waited
+    assert p.ring_stats()["bgid1"]["recycled"] > 0
+    srv.close()
+    p.close()
+    assert pool.outstanding() == 0
+    pool.close()
+
+
+class Chatty:
+    """Writes 8 KiB of small bytes for every read: a client that never reads must pause it
+    with bounded memory, copied sends or not."""
+
+    made: list[Any] = []
+
+    def connection_made(self, conn: Any) -> None:
+        self.conn = conn
+        Chatty.made.append(conn)
+
+    def buffer_received(self, lease: Any, n: int) -> bool:
+        for _ in range(8):
+            self.conn.write(b"z" * 1024)
+        return False
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        pass
+
+
+def test_small_writes_to_a_client_that_never_reads_are_bounded(run_with_client: Any) -> None:
+    p = Proactor(ring_buffers=64, initial_buffers=8)
+    pool = BufferPool(4096, capacity=64)
+    srv = UringTcpServer(p, Chatty, buffer_pool=pool)
+    srv.start()
+    conns: list[Any] = []
+    Chatty.made.clear()
+
+    def client(out: dict[str, Any]) -> None:
+        c = socket.create_connection(srv.address, timeout=10)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stop = time.monotonic() + 1.5
+        sent = 0
+        c.setblocking(False)
+        while time.monotonic() < stop:
+            try:
+                sent += c.send(b"." * 512)  # asks for 512 KiB of output per send
+            except BlockingIOError:
+                time.sleep(0.01)
+        out["sent"] = sent
+        p.call_soon_threadsafe(lambda: conns.extend(Chatty.made))
+        time.sleep(0.1)
+        c.close()
+
+    out = run_with_client(p, client)
+    assert out["sent"] > 0
+    assert len(conns) == 1
+    for conn in conns:  # the server paused: its queue stays near the high-water mark
+        assert conn.paused
+        assert conn.queued <= conn.high_water + 8192
+    srv.close()
+    p.close()
+    assert pool.outstanding() == 0
+    pool.close()
+
+
+def test_closing_a_proactor_with_copied_sends_in_flight_frees_them() -> None:
+    p = Proactor(ring_buffers=16, initial_buffers=4)
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    try:
+        ring = p.ring
+        for _ in range(8):
+            ring.csend(a.fileno(), b"q" * CSEND_MAX, 3)
+        list(ring.enter(0, 0))
+        assert ring.csend_inflight() == 1
+        ring.csend_detach(a.fileno())
+        started = time.monotonic()
+        p.close()  # drains the ring: the cancelled send's last completion frees it
+        assert time.monotonic() - started < 2.0
+    finally:
+        a.close()
+        b.close()
+
+
+def test_threads_do_not_share_the_registered_index() -> None:
+    ring = Ring(8, single_issuer=True)
+    try:
+        ring.prep_nop(1)
+        assert list(ring.enter(1, 1_000_000_000)) == [(1, 0, 0)]
+        errors: list[BaseException] = []
+
+        def other() -> None:
+            try:
+                ring.prep_nop(2)
+                list(ring.enter(1, 1_000_000))
+            except OSError as exc:
+                errors.append(exc)
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join(5)
+        assert errors and getattr(errors[0], "errno", None) == errno.EEXIST
+    finally:
+        ring.close()
