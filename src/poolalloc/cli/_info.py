@@ -62,10 +62,20 @@ def numa() -> Section:
     return section
 
 
+_FEAT_REG_REG_RING = 1 << 13  # IORING_FEAT_REG_REG_RING: io_uring_enter by a registered ring fd
+
+
 def io_uring() -> Section:
     uring = importlib.import_module("poolalloc.net.uring.proactor")
     ok, reason = uring.available()
-    return {"available": "yes" if ok else "no (epoll is used instead)", "reason": reason}
+    engine, why = importlib.import_module("poolalloc.net.http.serve").auto_engine()
+    available = "yes" if ok else "no (epoll is used instead)"
+    section: Section = {"available": available, "reason": reason}
+    if ok:
+        features = uring.probe_result().features
+        section["registered ring fd"] = "yes" if features & _FEAT_REG_REG_RING else "no"
+    section["serve --engine auto"] = f"{engine}: {why}"
+    return section
 
 
 def memlock() -> Section:

@@ -30,7 +30,7 @@ from poolalloc.net.metrics import prometheus_text
 from poolalloc.net.sockets import LeaseSource
 from poolalloc.net.uring.proactor import Proactor, available
 
-__all__ = ["build_server", "make_loop", "serve"]
+__all__ = ["auto_engine", "build_server", "make_loop", "serve"]
 
 
 def build_server(
@@ -210,6 +210,21 @@ def _run_worker(
 FASTEST_ENGINE = "epoll"
 
 
+def auto_engine() -> tuple[str, str]:
+    """The engine ``--engine auto`` runs on this machine (``"epoll"`` or ``"uring"``), and why.
+
+    Example:
+        >>> engine, why = auto_engine(); engine in ("epoll", "uring") and bool(why)
+        True
+    """
+    if FASTEST_ENGINE == "epoll":
+        return "epoll", "the epoll Reactor spent the least CPU per request (docs/benchmarks.md)"
+    ok, reason = available()
+    if ok:
+        return "uring", "the io_uring Proactor spent the least CPU per request (docs/benchmarks.md)"
+    return "epoll", f"io_uring is unavailable here: {reason}"
+
+
 def make_loop(engine: str = "auto") -> Reactor:
     """The event loop for ``engine``: ``epoll``, ``uring``, or ``auto`` (the fastest measured,
     :data:`FASTEST_ENGINE`). When io_uring is asked for and unavailable, epoll is used and the
@@ -225,7 +240,7 @@ def make_loop(engine: str = "auto") -> Reactor:
     if engine not in ("auto", "epoll", "uring"):
         raise ValueError(f"engine must be auto, epoll or uring, not {engine!r}")
     if engine == "auto":
-        engine = FASTEST_ENGINE
+        engine = auto_engine()[0]  # quietly epoll where io_uring cannot run
     if engine == "epoll":
         return Reactor()
     ok, reason = available()

@@ -283,7 +283,9 @@ class UringConnection(BaseConnection["Proactor"]):
             # Small bytes with nothing queued: the ring copies and sends them itself and handles
             # the completion in C (Python sees it only on failure), so nothing is pinned here.
             n = len(data)
-            if 0 < n <= CSEND_MAX and not self._ring.csend(self.fd, data, self.token << 8 | CSENT):
+            if 0 < n <= CSEND_MAX and not self._ring.csend_raw(
+                self.fd, data, n, self.token << 8 | CSENT
+            ):
                 if owner is not None:
                     owner.release()
                 self._sent(n)

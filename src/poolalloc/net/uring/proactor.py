@@ -45,8 +45,35 @@ What does this mean for us?
 * Completions are copied in C into an array of ``{user_data, res, flags}``; Python walks it
   with ``struct.iter_unpack``. No C-to-Python callback. A negative ``res`` becomes an exception
   in one place, :func:`poolalloc.net.uring.ring.cqe_error`.
-* Writes queued during a pass are flushed just before the next ``io_uring_enter``: all the
-  responses a pass produced go to the kernel in that same system call.
+* Python is entered once per batch, and per batch it should see only what a protocol must
+  see. Two kinds of completion used to cost Python work per request for bookkeeping alone,
+  and are now handled in C while the completion queue is reaped:
+
+  - *Small writes are the ring's.* ``bytes`` of at most ``CSEND_MAX`` (16 KiB) written on a
+    connection with nothing queued are copied by C (:meth:`Ring.csend
+    <poolalloc.net.uring.ring.Ring.csend>`) and sent at once; what is written while that send
+    is in flight is appended to a C buffer (at most ``CSEND_PENDING_MAX``, 64 KiB) and sent
+    when it completes, in order. Nothing is pinned in Python, and a send that completed in
+    full never reaches Python. Python hears of these sends only when one failed (the
+    connection aborts) or when it asked to: a write that cannot be copied (a lease, a file, a
+    large or a declined one) queues as before, but its flush waits for the copied bytes to be
+    out (``csend_busy`` asks C for one event then), and so does a graceful close before its
+    ``shutdown``. Backpressure is unchanged: past 64 KiB in C, writes queue in Python, where
+    ``high_water`` pauses reading as on the Reactor.
+  - *Receive buffers nobody kept go straight back.* When the protocol returns False from
+    ``buffer_received`` the block is not released to the pool and acquired again: its bid is
+    appended to the pool ring's ``recycle_bids`` and one C call per pass
+    (``pa_uring_bufring_readd``) puts every such block back under its bid and publishes the
+    ring. A protocol that keeps the lease takes it out of the ring as before.
+
+  What is left per request in Python: one receive completion (dispatch, the protocol's
+  ``buffer_received``) and one ``write`` that is a single C call.
+* A ``single_issuer`` ring enters the kernel by a registered ring fd
+  (``IORING_REGISTER_RING_FDS``, :attr:`Ring.registered_index
+  <poolalloc.net.uring.ring.Ring.registered_index>`), which spares the file-table lookup of
+  every ``io_uring_enter``. The registration belongs to the registering thread, so only a
+  ring bound to one thread uses it, and only from that thread; a kernel that refuses it enters
+  by fd.
 """
 
 from __future__ import annotations

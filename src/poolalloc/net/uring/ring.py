@@ -14,9 +14,10 @@ Example:
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,7 +142,11 @@ class Ring:
         self._cq_mem = memoryview(ffi.buffer(self._cqes)).cast("B")
         self._n: Any = ffi.new("unsigned *")
         self._busy: Any = ffi.new("int *")
-        self._csend = lib.pa_uring_csend
+        #: ``csend_raw(fd, data, len(data), ud) -> errno``: :meth:`csend` without a Python frame
+        #: or an exception, for the write path (any nonzero code: send it the ordinary way)
+        self.csend_raw: Callable[[int, bytes, int, int], int] = functools.partial(
+            lib.pa_uring_csend, self._ring
+        )
         self.setup_flags = int(lib.pa_uring_setup_flags(self._ring))
         self.fd = int(lib.pa_uring_fd(self._ring))
 
@@ -176,7 +181,7 @@ class Ring:
 
         :raises OSError: the ring is unusable (``ECHILD`` in a forked child).
         """
-        rc = self._csend(self._ring, fd, data, len(data), ud)
+        rc = self.csend_raw(fd, data, len(data), ud)
         if rc and rc not in _CSEND_DECLINED:
             check_rc(rc, "send")
         return int(rc)
@@ -261,6 +266,7 @@ class Ring:
     def close(self) -> None:
         """Tear the ring down (idempotent); buffer rings must be closed first."""
         if self._ring is not None:
+            self.csend_raw = _closed_csend  # the partial holds the pointer freed below
             self._cq_mem.release()
             lib.pa_uring_destroy(self._ring)
             self._ring = None
@@ -268,6 +274,10 @@ class Ring:
     def new_bufring(self, bgid: int, entries: int) -> BufRing:
         """Register a provided-buffer ring of ``entries`` (a power of two) as group ``bgid``."""
         return BufRing(self._ring, bgid, entries)
+
+
+def _closed_csend(fd: int, data: bytes, n: int, ud: int) -> int:
+    return errno.EBADF
 
 
 def new_iov(n: int) -> tuple[Any, Any]:
