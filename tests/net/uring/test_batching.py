@@ -209,6 +209,7 @@ class Chatty:
     with bounded memory, copied sends or not."""
 
     made: ClassVar[list[Any]] = []
+    paused = threading.Event()
 
     def connection_made(self, conn: Any) -> None:
         self.conn = conn
@@ -217,6 +218,8 @@ class Chatty:
     def buffer_received(self, lease: Any, n: int) -> bool:
         for _ in range(8):
             self.conn.write(b"z" * 1024)
+        if self.conn.paused:
+            Chatty.paused.set()
         return False
 
     def eof_received(self) -> bool:
@@ -231,31 +234,40 @@ def test_small_writes_to_a_client_that_never_reads_are_bounded(run_with_client: 
     pool = BufferPool(4096, capacity=64)
     srv = UringTcpServer(p, Chatty, buffer_pool=pool)
     srv.start()
-    conns: list[Any] = []
+    seen: list[tuple[bool, int, int]] = []
     Chatty.made.clear()
+    Chatty.paused.clear()
 
     def client(out: dict[str, Any]) -> None:
         c = socket.create_connection(srv.address, timeout=10)
         c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stop = time.monotonic() + 1.5
-        sent = 0
         c.setblocking(False)
-        while time.monotonic() < stop:
+        deadline = time.monotonic() + 15
+        more = 0.3  # once paused, keep pushing a while: the queue must stay bounded
+        while time.monotonic() < deadline and more > 0:
             try:
-                sent += c.send(b"." * 512)  # asks for 512 KiB of output per send
+                c.send(b"." * 512)
             except BlockingIOError:
                 time.sleep(0.01)
-        out["sent"] = sent
-        p.call_soon_threadsafe(lambda: conns.extend(Chatty.made))
-        time.sleep(0.1)
+                if Chatty.paused.is_set():
+                    more -= 0.01
+        out["paused"] = Chatty.paused.is_set()
+        got = threading.Event()
+
+        def look() -> None:
+            seen.extend((conn.paused, conn.queued, conn.high_water) for conn in Chatty.made)
+            got.set()
+
+        p.call_soon_threadsafe(look)
+        got.wait(10)
         c.close()
 
-    out = run_with_client(p, client)
-    assert out["sent"] > 0
-    assert len(conns) == 1
-    for conn in conns:  # the server paused: its queue stays near the high-water mark
-        assert conn.paused
-        assert conn.queued <= conn.high_water + 8192
+    out = run_with_client(p, client, timeout=30)
+    assert out["paused"], "the server never paused: the test did not fill the queue"
+    assert len(seen) == 1
+    paused, queued, high_water = seen[0]
+    assert paused
+    assert queued <= high_water + 8192  # at most one read's writes past the mark
     srv.close()
     p.close()
     assert pool.outstanding() == 0
