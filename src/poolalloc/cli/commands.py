@@ -366,7 +366,8 @@ def add_serve(subs: argparse._SubParsersAction[OneLineParser]) -> None:
         choices=("auto", "epoll", "uring"),
         default="auto",
         help="event loop: epoll Reactor, io_uring Proactor (epoll if unusable, saying why), "
-        "or auto (the one measured fastest: epoll, see docs/benchmarks.md)",
+        "or auto (epoll until io_uring meets its goals in docs/benchmarks.md; "
+        "poolalloc info says which)",
     )
     p.add_argument(
         "--fresh-bytearray",

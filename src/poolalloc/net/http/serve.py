@@ -204,9 +204,10 @@ def _run_worker(
     return 0
 
 
-#: What ``auto`` picks: the engine that spent the least server CPU per request in
-#: bench/bench_uring.py on this project's machines (docs/benchmarks.md, "## io_uring": the epoll
-#: Reactor at c = 100 and 1000, a tie at c = 10000). Change it when the measurements change.
+#: What ``auto`` picks. The io_uring Proactor becomes the default once it meets its goals in
+#: bench/bench_uring.py on this project's machines (docs/benchmarks.md, "## io_uring"): CPU per
+#: request at most 0.9x the epoll Reactor's at c = 100 and 1000 (met since completions are
+#: handled in C: 0.82-0.90) and at most nginx's at c = 1000 (not yet: 0.96-1.04, a tie).
 FASTEST_ENGINE = "epoll"
 
 
@@ -218,7 +219,7 @@ def auto_engine() -> tuple[str, str]:
         True
     """
     if FASTEST_ENGINE == "epoll":
-        return "epoll", "the epoll Reactor spent the least CPU per request (docs/benchmarks.md)"
+        return "epoll", "the default engine (docs/benchmarks.md, io_uring: why not io_uring yet)"
     ok, reason = available()
     if ok:
         return "uring", "the io_uring Proactor spent the least CPU per request (docs/benchmarks.md)"
