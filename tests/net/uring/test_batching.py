@@ -314,3 +314,15 @@ def test_threads_do_not_share_the_registered_index() -> None:
         assert getattr(errors[0], "errno", None) == errno.EEXIST
     finally:
         ring.close()
+
+
+def test_a_closed_ring_declines_copied_sends_and_forgets_nothing() -> None:
+    ring = Ring(8)
+    a, b = socket.socketpair()
+    try:
+        ring.close()
+        assert ring.csend_raw(a.fileno(), b"late", 4, 1) == errno.EBADF  # no dangling pointer
+        ring.csend_detach(a.fileno())  # nothing left to forget: no error
+    finally:
+        a.close()
+        b.close()

@@ -193,7 +193,10 @@ class Ring:
         return int(self._busy[0])
 
     def csend_detach(self, fd: int) -> None:
-        """Forget ``fd``'s copied sends before it is closed (one in flight is cancelled)."""
+        """Forget ``fd``'s copied sends before it is closed (one in flight is cancelled); a
+        closed ring has none left."""
+        if self._ring is None:
+            return
         check_rc(lib.pa_uring_csend_detach(self._ring, fd), "cancel")
 
     def csend_inflight(self) -> int:
