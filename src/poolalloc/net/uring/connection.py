@@ -512,11 +512,11 @@ class UringConnection(BaseConnection["Proactor"]):
         sending = self._sending  # identity checks: the markers are (distinct) empty lists
         if self.queue or not (sending is None or sending is _FLUSH_PENDING):
             return True
-        if sending is None and self.closing:
-            # close() asks: the ring's copied sends must be out before the shutdown
-            if self._ring.csend_busy(self.fd, self.token << 8 | CSENT):
-                self._sending = _WAIT_COPIED  # _on_csent lingers once they are
-                return True
+        # close() asks: the ring's copied sends must be out before the shutdown
+        ud = self.token << 8 | CSENT
+        if sending is None and self.closing and self._ring.csend_busy(self.fd, ud):
+            self._sending = _WAIT_COPIED  # _on_csent lingers once they are
+            return True
         return False
 
     def _discard_input(self) -> None:
