@@ -206,8 +206,9 @@ def _run_worker(
 
 #: What ``auto`` picks. The io_uring Proactor becomes the default once it meets its goals in
 #: bench/bench_uring.py on this project's machines (docs/benchmarks.md, "## io_uring"): CPU per
-#: request at most 0.9x the epoll Reactor's at c = 100 and 1000 (met since completions are
-#: handled in C: 0.82-0.90) and at most nginx's at c = 1000 (not yet: 0.96-1.04, a tie).
+#: request at most 0.9x the epoll Reactor's at c = 100 and 1000 (since completions are handled
+#: in C: 0.73-0.86 at c = 1000, 0.83-0.91 at c = 100, at the threshold) and at most nginx's at
+#: c = 1000 (not yet: 0.98-1.03, a tie).
 FASTEST_ENGINE = "epoll"
 
 
