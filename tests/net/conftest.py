@@ -9,7 +9,6 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import budget
 import pytest
 
 import poolalloc
@@ -19,8 +18,6 @@ from poolalloc.net.http.server import HttpServer
 # The helper module rawhttp.py sits beside this file; importlib mode does not add the folder.
 sys.path.insert(0, os.path.dirname(__file__))
 
-#: Scale for the few load loops (env PA_TEST_SECONDS, default small for a 2-core CI).
-TEST_SECONDS = budget.seconds()
 
 
 def make_pool(size: int = 16384, capacity: int | None = 256) -> Any:
