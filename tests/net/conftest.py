@@ -19,7 +19,6 @@ from poolalloc.net.http.server import HttpServer
 sys.path.insert(0, os.path.dirname(__file__))
 
 
-
 def make_pool(size: int = 16384, capacity: int | None = 256) -> Any:
     return poolalloc.BufferPool(size, capacity=capacity, name="net-test")
 
