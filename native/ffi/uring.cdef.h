@@ -41,6 +41,7 @@ int pa_uring_fd(const pa_uring_t *ring);
 unsigned pa_uring_setup_flags(const pa_uring_t *ring);
 unsigned pa_uring_features(const pa_uring_t *ring);
 unsigned pa_uring_pending(const pa_uring_t *ring);
+int pa_uring_submit(pa_uring_t *ring);
 int pa_uring_enter(pa_uring_t *ring, unsigned wait_nr, int64_t timeout_ns, pa_uring_cqe_t *out,
                    unsigned cap, unsigned *n);
 int pa_uring_prep_nop(pa_uring_t *ring, uint64_t user_data);

@@ -78,6 +78,10 @@ int pa_uring_fd(const pa_uring_t *ring);
 unsigned pa_uring_setup_flags(const pa_uring_t *ring);
 unsigned pa_uring_features(const pa_uring_t *ring);   /* IORING_FEAT_* */
 unsigned pa_uring_pending(const pa_uring_t *ring); /* SQEs queued, not yet submitted */
+/* Hand what is queued to the kernel now, without waiting and without reaping completions.
+ * A queued SQE names its socket by fd number, resolved only at submission: submit before
+ * closing a socket that has SQEs queued, or they may act on whatever reuses the number. */
+int pa_uring_submit(pa_uring_t *ring);
 /* Submit what is queued, wait for at least `wait_nr` completions (or until timeout_ns passes;
  * timeout_ns < 0 waits without limit), then copy up to `cap` completions into `out`.
  * A timeout or a signal is not an error: *n tells what arrived. */

@@ -337,6 +337,13 @@ static int flush(pa_uring_t *r) {
   return 0;
 }
 
+int pa_uring_submit(pa_uring_t *r) {
+  if (r == NULL) return EINVAL;
+  int err = writable(r);
+  if (err) return err;
+  return flush(r);
+}
+
 static struct io_uring_sqe *next_sqe(pa_uring_t *r, int *err) {
   *err = writable(r);
   if (*err) return NULL;
@@ -745,17 +752,17 @@ int pa_uring_csend_detach(pa_uring_t *r, int fd) {
 
 unsigned pa_uring_csend_inflight(const pa_uring_t *r) { return r ? r->cs_inflight : 0; }
 
+/* At destroy, a send still in flight may yet be read by the kernel, which tears the ring down
+ * asynchronously after its fd is closed: its record and bytes are left allocated (a few KiB
+ * at most per socket, and only when a close did not wait for the sends, see Proactor.close)
+ * rather than freed under it. */
 static void csend_destroy_all(pa_uring_t *r) {
   for (unsigned i = 0; i < r->cs_cap; i++)
-    if (r->cs_by_fd[i]) csend_free(r->cs_by_fd[i]);
+    if (r->cs_by_fd[i] && !r->cs_by_fd[i]->inflight) csend_free(r->cs_by_fd[i]);
   free(r->cs_by_fd);
   r->cs_by_fd = NULL;
   r->cs_cap = 0;
-  while (r->cs_zombies) {
-    csend_t *next = r->cs_zombies->next;
-    csend_free(r->cs_zombies);
-    r->cs_zombies = next;
-  }
+  r->cs_zombies = NULL; /* every zombie is in flight: left as said above */
 }
 
 /* ---- provided-buffer ring ---- */

@@ -287,3 +287,69 @@ def test_a_deadline_times_the_connection_out(engine: str) -> None:
         assert other.lost == []
     finally:
         h.close()
+
+
+@pytest.mark.parametrize("size", [1000, 300_000])
+def test_a_reply_closed_after_the_peer_half_closed_is_delivered_whole(
+    harness: Harness, size: int
+) -> None:
+    """A client sends its request and shuts down its writing side (``nc -N``, HTTP/1.0
+    clients): its EOF must not cut off the reply that close() is still flushing."""
+    client, proto = harness.connect()
+    reply = bytes(range(256)) * (size // 256) + bytes(size % 256)
+
+    def answer(p: Recorder, data: bytes) -> None:
+        p.conn.write(reply)
+        p.conn.close()
+
+    proto.on_data = answer
+    client.sendall(b"request")
+    client.shutdown(socket.SHUT_WR)
+    assert harness.receive(client) == reply
+    harness.until(lambda: bool(proto.lost))
+    assert proto.lost == [None]
+
+
+def test_bytes_written_just_before_an_abort_never_reach_a_socket_that_reuses_the_fd(
+    harness: Harness,
+) -> None:
+    """The io_uring engine sends later, at the loop's next submission: a send queued by the
+    pass that aborts a connection must not land on whatever socket takes its fd number."""
+    client, proto = harness.connect()
+    pairs: list[tuple[socket.socket, socket.socket]] = []
+
+    def write_then_abort(p: Recorder, data: bytes) -> None:
+        p.conn.write(b"SECRET-FOR-THE-FIRST-CLIENT")
+        p.conn.abort()
+        pairs.append(socket.socketpair())  # takes the lowest free fds: the one just closed
+
+    proto.on_data = write_then_abort
+    client.sendall(b"go")
+    harness.until(lambda: bool(pairs) and bool(proto.lost))
+    harness.spin(0.1)
+    a, b = pairs[0]
+    b.setblocking(False)
+    try:
+        leaked = b.recv(1024)
+    except BlockingIOError:
+        leaked = b""
+    a.close()
+    b.close()
+    assert b"SECRET" not in leaked
+
+
+def test_a_protocol_error_on_a_read_aborts_and_returns_the_lease(harness: Harness) -> None:
+    client, proto = harness.connect()
+
+    def fail(p: Recorder, data: bytes) -> None:
+        raise RuntimeError("protocol bug")
+
+    proto.on_data = fail
+    harness.spin(0.05)
+    idle = harness.pool.outstanding()  # io_uring: what its buffer ring holds
+    client.sendall(b"boom")
+    harness.until(lambda: bool(proto.lost))
+    harness.spin(0.05)
+    assert [type(e) for e in harness.errors] == [RuntimeError]
+    harness.errors.clear()
+    assert harness.pool.outstanding() <= idle

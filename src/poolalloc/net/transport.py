@@ -416,6 +416,10 @@ class BaseConnection(Generic[LoopT]):
     def _eof(self) -> None:
         assert self.protocol is not None
         if self.closing:
+            if not self._lingering and self._output_pending():
+                # The peer only half-closed: it may still read what close() is flushing. Once
+                # that is out, _linger shuts down our side and reads this EOF again.
+                return
             self._finish(None)
         elif not self.protocol.eof_received():
             self.close()

@@ -206,6 +206,14 @@ class UringConnection(BaseConnection["Proactor"]):
                     raise LookupError(f"buffer id {bid} is not in the ring")
                 try:
                     kept = self.protocol.buffer_received(lease, res)  # type: ignore[union-attr]
+                except Exception as exc:
+                    # A protocol bug must not strand the block or the connection (as on epoll):
+                    # the lease goes back to the pool, the connection is aborted, the loop
+                    # reports the exception.
+                    pool_ring.take(bid)
+                    lease.release()
+                    self.abort(exc)
+                    raise
                 except BaseException:
                     pool_ring.take(bid)  # the protocol may hold it: it leaves the ring
                     raise
@@ -543,10 +551,18 @@ class UringConnection(BaseConnection["Proactor"]):
             elif keep is not None:
                 _release_all([keep])
         self._hand_over(in_flight)
+        # What is queued for this socket (a copied send, a receive, the cancels) names it by fd
+        # number, resolved at submission: submitted after the close below, it could act on a
+        # socket that took the number meanwhile.
+        with contextlib.suppress(OSError):
+            self._ring.submit()
         self._closed_notify(exc)
 
     def _cancel_inflight(self) -> list[Any]:
-        self._ring.csend_detach(self.fd)  # the ring cancels and frees its copied sends itself
+        # The ring cancels and frees its copied sends itself. If it cannot queue the cancel (a
+        # full submission queue), closing must still go on: the send then ends with the peer.
+        with contextlib.suppress(OSError):
+            self._ring.csend_detach(self.fd)
         if self.recv_armed:
             self._ring.prep_cancel(0, target=self.token << 8 | RECV)
         held: list[Any] = []

@@ -213,6 +213,18 @@ class Ring:
         """Submissions queued and not yet handed to the kernel."""
         return int(lib.pa_uring_pending(self._ring))
 
+    def submit(self) -> None:
+        """Hand what is queued to the kernel now (no wait, no completions reaped).
+
+        A queued submission names its socket by fd number, which the kernel resolves only when
+        it is submitted: a connection submits before it closes its socket, so that nothing
+        queued for it can act on a socket that reuses the number.
+
+        :raises OSError: the ring failed (``ECHILD`` in a forked child).
+        """
+        if self._ring is not None and lib.pa_uring_pending(self._ring):
+            check_rc(lib.pa_uring_submit(self._ring), "io_uring_enter")
+
     def prep_nop(self, ud: int) -> None:
         """Queue a no-op (tests, wakeups)."""
         check_rc(lib.pa_uring_prep_nop(self._ring, ud), "nop")
