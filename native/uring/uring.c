@@ -339,6 +339,7 @@ static int flush(pa_uring_t *r) {
 
 int pa_uring_submit(pa_uring_t *r) {
   if (r == NULL) return EINVAL;
+  if (pa_uring_pending(r) == 0) return 0;
   int err = writable(r);
   if (err) return err;
   return flush(r);

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from echo import Echo
 
 from poolalloc.buffers import BufferPool
 from poolalloc.net.epoll.connection import Connection
@@ -17,23 +18,6 @@ from poolalloc.net.epoll.reactor import Reactor
 from poolalloc.net.epoll.server import TcpServer, listen_socket
 
 pytestmark = pytest.mark.timeout(30)
-
-
-class Echo:
-    """Writes back what it reads."""
-
-    def connection_made(self, conn: Any) -> None:
-        self.conn = conn
-
-    def buffer_received(self, lease: Any, n: int) -> bool:
-        self.conn.write(lease.view[:n], owner=lease)
-        return True
-
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        pass
 
 
 def pump(r: Reactor, until: Callable[[], bool], seconds: float = 5.0) -> bool:

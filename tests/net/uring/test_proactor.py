@@ -11,29 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from echo import Echo
 
 from poolalloc.buffers import BufferPool
 from poolalloc.net.uring.proactor import Proactor
 from poolalloc.net.uring.server import UringTcpServer
 
 pytestmark = [pytest.mark.uring, pytest.mark.net]
-
-
-class Echo:
-    """Writes every buffer back without copying; the lease goes back once it is sent."""
-
-    def connection_made(self, conn: Any) -> None:
-        self.conn = conn
-
-    def buffer_received(self, lease: Any, n: int) -> bool:
-        self.conn.write(lease.view[:n], owner=lease)
-        return True
-
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self.lost = exc
 
 
 def start(p: Proactor, factory: Callable[[], Any], pool: Any) -> UringTcpServer:

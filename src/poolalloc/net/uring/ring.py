@@ -222,7 +222,7 @@ class Ring:
 
         :raises OSError: the ring failed (``ECHILD`` in a forked child).
         """
-        if self._ring is not None and lib.pa_uring_pending(self._ring):
+        if self._ring is not None:  # nothing queued: no system call
             check_rc(lib.pa_uring_submit(self._ring), "io_uring_enter")
 
     def prep_nop(self, ud: int) -> None:
