@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* --- alloc_bench.c: alloc+free pairs of poolalloc against glibc, jemalloc, mimalloc ----------
  *
- * Workloads (issue #2): fixed 64 B, 4 KiB and 64 KiB in LIFO order (batches of 100 allocated,
+ * Workloads: fixed 64 B, 4 KiB and 64 KiB in LIFO order (batches of 100 allocated,
  * then freed newest first); mixed sizes 16 B..16 KiB with 1000 live blocks, one replaced at
  * random per pair. Each at 1 and 2 threads (every thread runs the same loop; poolalloc uses one
  * pool shared by the threads). Allocators alternate inside every round; the figure is ns per

@@ -1,4 +1,4 @@
-"""acquire + write one byte + release, against fresh allocations (issue #3's benchmark).
+"""acquire + write one byte + release, against fresh allocations.
 
 Candidates per size n (256 B, 4 KiB, 64 KiB, 1 MiB):
   pool       b = pool.acquire(); b[0] = 1; b.release()     (BufferPool, capacity 64)

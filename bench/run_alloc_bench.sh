@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The native allocator benchmark (issue #2): builds bench/out/alloc_bench from the core sources
+# The native allocator benchmark: builds bench/out/alloc_bench from the core sources
 # (static, -O2) and runs it. Args: [rounds] [pairs per run per thread] [allocators, comma-
 # separated: poolalloc,glibc,jemalloc,mimalloc,freelist; default all]. Needs the Debian
 # packages libjemalloc2 and libmimalloc2.0 for those two columns (skipped when missing).
