@@ -73,7 +73,8 @@ struct pa_uring_s {
   size_t sq_map_len, cq_map_len, sqes_len;
   /* registered ring fd (IORING_REGISTER_RING_FDS): the index to enter with, -1 when none */
   int reg_index;
-  long reg_tid; /* the thread that registered it (registrations are per thread) */
+  /* thread_serial() of the thread that registered it: registrations are per thread */
+  uint64_t reg_thread;
   /* copied small sends (pa_uring_csend): records by socket fd, detached ones still in flight */
   struct csend_s **cs_by_fd;
   unsigned cs_cap;
@@ -110,11 +111,14 @@ struct pa_bufring_s {
 static unsigned fork_generation;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
-static _Thread_local long cached_tid; /* gettid() of this thread, 0 until asked */
+/* A number per thread that is never reused, unlike a tid (the kernel hands a dead thread's tid
+ * to a new one, which must not enter by the old thread's registered index). 0 until asked. */
+static uint64_t thread_serials;
+static _Thread_local uint64_t cached_serial;
 
 static void on_fork_child(void) {
   __atomic_add_fetch(&fork_generation, 1, __ATOMIC_RELAXED);
-  cached_tid = 0; /* the child's thread has a tid of its own */
+  cached_serial = 0; /* the child's thread registered nothing: it counts as a new thread */
 }
 static void install_atfork(void) { (void)pthread_atfork(NULL, NULL, on_fork_child); }
 
@@ -267,9 +271,9 @@ unsigned pa_uring_pending(const pa_uring_t *r) {
  * table lookup. The registration belongs to the calling thread, so it is made only for a
  * SINGLE_ISSUER ring (bound to the thread that enables it) and undone by that same thread. A
  * kernel that refuses it leaves reg_index at -1: entering by fd works everywhere. */
-static long current_tid(void) {
-  if (!cached_tid) cached_tid = (long)syscall(SYS_gettid);
-  return cached_tid;
+static uint64_t thread_serial(void) {
+  if (!cached_serial) cached_serial = __atomic_add_fetch(&thread_serials, 1, __ATOMIC_RELAXED);
+  return cached_serial;
 }
 
 static void register_ring_fd(pa_uring_t *r) {
@@ -281,12 +285,12 @@ static void register_ring_fd(pa_uring_t *r) {
   long rc = syscall(__NR_io_uring_register, r->fd, IORING_REGISTER_RING_FDS, &up, 1);
   if (rc == 1) {
     r->reg_index = (int)up.offset;
-    r->reg_tid = current_tid();
+    r->reg_thread = thread_serial();
   }
 }
 
 static void unregister_ring_fd(pa_uring_t *r) {
-  if (r->reg_index < 0 || r->reg_tid != current_tid()) return;
+  if (r->reg_index < 0 || r->reg_thread != thread_serial()) return;
   struct io_uring_rsrc_update up;
   memset(&up, 0, sizeof up);
   up.offset = (unsigned)r->reg_index;
@@ -306,7 +310,7 @@ static int enable(pa_uring_t *r) {
  * fd (and a SINGLE_ISSUER ring then answers EEXIST, as without the registration). */
 static int ring_enter(const pa_uring_t *r, unsigned submit, unsigned wait, unsigned flags,
                       void *arg, size_t argsz) {
-  if (r->reg_index >= 0 && r->reg_tid == current_tid())
+  if (r->reg_index >= 0 && r->reg_thread == thread_serial())
     return sys_enter(r->reg_index, submit, wait, flags | IORING_ENTER_REGISTERED_RING, arg, argsz);
   return sys_enter(r->fd, submit, wait, flags, arg, argsz);
 }
