@@ -10,9 +10,11 @@ only their engine's half: how a read arrives, how the queue is sent, what closin
 
 * Held-back input: while a connection is paused, what arrives is not given to the protocol; a
   protocol that paused in the middle of a read hands the unread rest to :meth:`hold_back`.
-  Both are kept here as ``bytes`` (the pooled block went back at once, so a paused connection
-  pins no pool memory), the protocol's rest first, and handed to ``buffer_received`` as
-  :class:`HeldBytes`, in order, on resume.
+  Both are kept here, in one queue, the protocol's rest first, and handed to
+  ``buffer_received`` in order on resume: ``bytes`` (the pooled block went back at once) as
+  :class:`HeldBytes`, and the pooled blocks an engine kept (io_uring receives that completed
+  while paused, within a bound the engine enforces, see ``held_blocks``) as the leases they
+  are, so that a relay writes them on without a copy.
 * The protocol sees its connection only through :class:`Transport` (write, pause, resume,
   close, a deadline): never the loop or the engine's internals. :class:`StreamTransport` is
   the part an asyncio transport also has.
@@ -268,8 +270,11 @@ class BaseConnection(Generic[LoopT]):
     #: True from ``resume_reading`` until the resume runs. A class-level default, as the next:
     #: an instance only gets the attribute if it ever needs it (idle connections are many).
     _resuming = False
-    #: Input kept while paused, oldest first (see the module docstring); None when empty.
-    _held: collections.deque[bytes] | None = None
+    #: Input kept while paused, oldest first (see the module docstring): ``bytes``, or a
+    #: ``(lease, nbytes)`` pair for a pooled block an engine kept; None when empty.
+    _held: collections.deque[bytes | tuple[LeaseLike, int]] | None = None
+    #: Pooled blocks among ``_held`` (a class default, as ``_resuming``).
+    _held_leases = 0
 
     def __init__(self) -> None:
         self.high_water = 1 << 20
@@ -306,7 +311,7 @@ class BaseConnection(Generic[LoopT]):
         if self._resuming:
             self._resuming = False
         if self._held is not None:
-            self._held = None
+            self._drop_held()
 
     def open(
         self,
@@ -363,6 +368,12 @@ class BaseConnection(Generic[LoopT]):
             held = self._held = collections.deque()
         held.appendleft(data)
 
+    @property
+    def held_blocks(self) -> int:
+        """Pooled blocks this paused connection holds for its protocol (0 on epoll, which
+        reads nothing while paused; on io_uring, receives that completed while paused)."""
+        return self._held_leases
+
     def _hold_arrival(self, data: bytes) -> None:
         """Keep ``data``, which arrived while paused (counted now), behind what is held."""
         self._received(len(data))
@@ -371,9 +382,31 @@ class BaseConnection(Generic[LoopT]):
             held = self._held = collections.deque()
         held.append(data)
 
+    def _hold_lease(self, lease: LeaseLike, nbytes: int) -> None:
+        """Keep the pooled block ``lease``, which arrived while paused with ``nbytes`` (counted
+        now), behind what is held; it is released if the connection closes first."""
+        self._received(nbytes)
+        held = self._held
+        if held is None:
+            held = self._held = collections.deque()
+        held.append((lease, nbytes))
+        self._held_leases += 1
+
+    def _held_lease_gone(self, lease: LeaseLike) -> None:
+        """A held block left the queue (delivered or released): the engine's bookkeeping."""
+
     def _drop_held(self) -> None:
-        if self._held is not None:
-            self._held = None
+        held = self._held
+        if held is None:
+            return
+        self._held = None
+        if self._held_leases:
+            self._held_leases = 0
+            for item in held:
+                if isinstance(item, tuple):
+                    lease = item[0]
+                    self._held_lease_gone(lease)
+                    lease.release()
 
     def pause_reading(self) -> None:
         """Stop delivering input until :meth:`resume_reading`."""
@@ -401,11 +434,27 @@ class BaseConnection(Generic[LoopT]):
         if hook is not None and not self.closed:  # state; held input is the connection's
             hook()
         held = self._held
+        protocol = self.protocol
         while held and not self.paused and not self.closed:
-            data = held.popleft()
-            assert self.protocol is not None
+            item = held.popleft()
+            assert protocol is not None
             # A protocol that pauses again hands the unread rest back with hold_back.
-            self.protocol.buffer_received(HeldBytes(data), len(data))
+            if isinstance(item, bytes):
+                protocol.buffer_received(HeldBytes(item), len(item))
+                continue
+            lease, nbytes = item
+            self._held_leases -= 1
+            self._held_lease_gone(lease)
+            try:
+                kept = protocol.buffer_received(lease, nbytes)
+            except Exception as exc:
+                # As for a fresh read: a protocol bug must not strand the block or the
+                # connection; the lease goes back, the connection is aborted, the loop reports.
+                lease.release()
+                self.abort(exc)
+                raise
+            if not kept:
+                lease.release()
         if not self.paused and not self.closed:
             self._read_more()
 

@@ -3,7 +3,14 @@
 A read lands in a pooled lease; the lease itself is written to the sink and goes back to the
 pool once the kernel has taken its bytes, so no byte is copied in Python. The source pauses
 while the sink's write queue is above its high-water mark and resumes once it falls under the
-low-water mark: memory stays bounded however fast the source is.
+low-water mark: memory stays bounded however fast the source is. The marks are the same on
+both engines: four reads, and never below the connections' default high-water mark (1 MiB),
+which small reads would otherwise undercut: io_uring completes a batch of receives per pass,
+and sixteen 64 KiB reads passed a 256 KiB mark in almost every pass, a pause and a resume
+each time, where the Reactor, which sends each read at once, hardly ever paused.
+
+The Proactor stages at most 2 MiB of receive blocks (``ring_bytes``): the kernel fills staged
+blocks in ring order, and sixteen 1 MiB blocks written in turn are more than the caches keep.
 """
 
 from __future__ import annotations
@@ -15,8 +22,12 @@ import poolalloc
 from poolalloc.cli.workloads._common import HOST
 from poolalloc.cli.workloads._peer import COUNT
 
-#: Reads a sink may have queued before the source pauses (and half of it to resume).
+#: Reads a sink may have queued before the source pauses (and half of it to resume)...
 QUEUE_READS = 4
+#: ...but never fewer bytes than this (the connections' default high-water mark).
+MIN_HIGH_WATER = 1 << 20
+#: Most bytes of receive blocks the Proactor stages in its buffer ring.
+RING_BYTES = 2 << 20
 #: Seconds the whole relay may take before it is called stuck.
 DEADLINE = 600.0
 
@@ -103,26 +114,39 @@ class _Drain:
             self.run.fail(exc)
 
 
-def make_loop(engine: str) -> tuple[Any, type]:
+def make_loop(engine: str, ring_bytes: int | None = RING_BYTES) -> tuple[Any, type]:
     """A Reactor (``epoll``) or a Proactor (``uring``) sized for a one-connection relay, and
     the connection class that runs on it."""
     if engine == "uring":
         from poolalloc.net.uring.connection import UringConnection  # noqa: PLC0415
         from poolalloc.net.uring.proactor import Proactor  # noqa: PLC0415
 
-        return Proactor(ring_buffers=16, initial_buffers=8), UringConnection
+        proactor = Proactor(ring_buffers=16, initial_buffers=8, ring_bytes=ring_bytes)
+        return proactor, UringConnection
     from poolalloc.net.epoll.connection import Connection  # noqa: PLC0415
     from poolalloc.net.epoll.reactor import Reactor  # noqa: PLC0415
 
     return Reactor(), Connection
 
 
-def relay(engine: str, src_port: int, sink_port: int, total: int, chunk: int) -> None:
+def relay(
+    engine: str,
+    src_port: int,
+    sink_port: int,
+    total: int,
+    chunk: int,
+    *,
+    ring_bytes: int | None = RING_BYTES,
+    min_high_water: int = MIN_HIGH_WATER,
+) -> None:
     """Relay ``total`` bytes from the source port to the sink port on ``engine``'s loop.
+
+    ``ring_bytes`` and ``min_high_water`` are there to measure the relay without them
+    (``bench/relay_loops.py``); the workload keeps the defaults.
 
     :raises RuntimeError: the sink did not get every byte, or the relay did not end in time.
     """
-    loop, connection_class = make_loop(engine)
+    loop, connection_class = make_loop(engine, ring_bytes)
     try:
         with poolalloc.BufferPool(chunk, capacity=64) as pool:
             run = _Run(loop, total)
@@ -130,7 +154,8 @@ def relay(engine: str, src_port: int, sink_port: int, total: int, chunk: int) ->
             src.sendall(COUNT.pack(total))
             dst = socket.create_connection((HOST, sink_port))
             sink, source = connection_class(), connection_class()
-            sink.high_water, sink.low_water = QUEUE_READS * chunk, QUEUE_READS * chunk // 2
+            high = max(QUEUE_READS * chunk, min_high_water)
+            sink.high_water, sink.low_water = high, high // 2
             sink.open(loop, dst, pool, _Drain(run), chunk)
             source.open(loop, src, pool, _Feed(run), chunk)
             timer = loop.call_later(DEADLINE, run.fail, TimeoutError("the relay got stuck"))

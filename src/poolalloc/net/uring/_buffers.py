@@ -9,8 +9,21 @@ makes that cheap) and stages them under the freed bids.
 
 Exhaustion: a multishot receive that finds the ring empty ends with ``ENOBUFS`` and the data
 stays in the socket. :meth:`PoolRing.starved` doubles the fill target (never beyond the ring's
-entries nor half of a bounded pool's capacity, see :func:`_ring_limit`) and the proactor re-arms the
-receive once :meth:`refill` put buffers back. Nothing is lost; at worst a connection waits.
+entries, half of a bounded pool's capacity, nor ``max_bytes`` of staged blocks, see
+:func:`_ring_limit`) and the proactor re-arms the receive once :meth:`refill` put buffers back.
+Nothing is lost; at worst a connection waits.
+
+Why a bound in bytes: the kernel takes staged buffers in ring order, so a receive lands in the
+block staged longest ago, and every staged block is written in turn. With big blocks a deep
+ring spreads a stream over more memory than the caches hold: relaying 1 MiB reads through 16
+staged blocks cost 1.3x the CPU of the epoll Reactor's relay, which reuses one hot block,
+and through 2 staged blocks the same as the Reactor's (``docs/benchmarks.md``).
+
+Paused connections: a receive that completes while its connection is paused is kept as its
+lease (delivered on resume, released if the connection closes first) while the connections of
+this ring hold fewer than :attr:`PoolRing.hold_limit` such blocks together (a quarter of a
+bounded pool's capacity, see :func:`_hold_limit`); past it the bytes are copied out and the
+block goes back at once. So paused connections can never take the blocks the others read into.
 
 Example:
     >>> from poolalloc.net.uring.ring import Ring
@@ -46,14 +59,21 @@ class PoolRing:
     """Leases of ``pool`` staged in a provided-buffer ring registered as group ``bgid``."""
 
     def __init__(
-        self, ring: Ring, pool: ReadPool, *, bgid: int, entries: int, initial: int
+        self,
+        ring: Ring,
+        pool: ReadPool,
+        *,
+        bgid: int,
+        entries: int,
+        initial: int,
+        max_bytes: int | None = None,
     ) -> None:
         if entries <= 0 or entries & (entries - 1) or entries > 32768:
             raise ValueError(f"entries must be a power of two <= 32768, not {entries}")
         self.pool = pool
         self.bgid = bgid
         self.entries = entries
-        self.limit = _ring_limit(pool, entries)
+        self.limit = _ring_limit(pool, entries, max_bytes)
         self.target = max(1, min(initial, self.limit))
         self.in_ring = 0
         self.grown = 0
@@ -67,6 +87,11 @@ class PoolRing:
         #: the ring as they are (no trip through the pool) at the next :meth:`publish`
         self.recycle_bids = array.array("H")
         self.leases = self._leases  # read-only by bid for the receive path
+        #: most blocks paused connections may hold together, how many they hold now, and how
+        #: many arrivals were copied out because the limit was reached
+        self.hold_limit = _hold_limit(pool, entries)
+        self.held = 0
+        self.held_copied = 0
 
     def lease(self, bid: int) -> RingLease:
         """The lease behind ``bid`` while it stays the ring's (see :meth:`recycle`).
@@ -165,13 +190,32 @@ class PoolRing:
             "grown": self.grown,
             "pool_exhausted": self.exhausted,
             "recycled": self.recycled,
+            "held": self.held,
+            "hold_limit": self.hold_limit,
+            "held_copied": self.held_copied,
         }
 
 
-def _ring_limit(pool: ReadPool, entries: int) -> int:
+def _ring_limit(pool: ReadPool, entries: int, max_bytes: int | None = None) -> int:
     """At most half a bounded pool sits in the ring: protocols that keep leases, or acquire
-    their own for writing, must still find blocks (the ring would otherwise hoard them all)."""
+    their own for writing, must still find blocks (the ring would otherwise hoard them all);
+    and at most ``max_bytes`` of blocks (never fewer than two), when given."""
+    stats = getattr(pool, "stats", lambda: None)()
+    limit = entries
+    capacity = getattr(stats, "capacity", None)
+    if capacity:
+        limit = max(1, min(limit, int(capacity) // 2))
+    block = getattr(stats, "block_size", 0)
+    if max_bytes is not None and block:
+        limit = min(limit, max(2, max_bytes // int(block)))
+    return limit
+
+
+def _hold_limit(pool: ReadPool, entries: int) -> int:
+    """Blocks that paused connections may keep together: a quarter of a bounded pool (with the
+    ring's half, a quarter stays for protocols that keep leases); the ring's entries when the
+    pool is unbounded."""
     capacity = getattr(getattr(pool, "stats", lambda: None)(), "capacity", None)
     if not capacity:
         return entries
-    return max(1, min(entries, int(capacity) // 2))
+    return max(1, int(capacity) // 4)

@@ -10,8 +10,13 @@ What differs is underneath:
   lease behind it goes to the protocol. ``ENOBUFS`` hands the connection to the proactor, which
   grows and refills the ring and re-arms the receive: the bytes wait in the socket meanwhile.
 * Pausing cancels the receive; completions already on their way are held and delivered, in
-  order, on resume, so nothing is dropped. What they carry is copied out of the pooled block
-  (which goes back at once): a paused connection pins no pool memory.
+  order, on resume, so nothing is dropped. They are few and bounded: at most the buffers the
+  pool ring had staged when the cancel went in (one refill more if a loop pass ran between
+  the pause and the next ``io_uring_enter``). Each is held as its lease, not copied (a relay
+  writes it on as it is), while the connections of that pool ring hold fewer than its
+  ``hold_limit`` blocks together (a quarter of a bounded pool); past it the bytes are copied
+  out and the block goes back at once. So paused connections together never pin more than
+  ``hold_limit`` pooled blocks, and the others always find blocks to read into.
 * Writes queue and are flushed once per loop pass, one operation in flight per connection
   (two sends in flight on one socket could complete out of order): ``send`` for one buffer
   (``SEND_ZC`` above the proactor's threshold), ``sendmsg`` to gather several. Files go
@@ -249,13 +254,34 @@ class UringConnection(BaseConnection["Proactor"]):
             lease.release()  # after close() input is discarded until the peer's EOF
             return
         if self.paused:
-            self._hold_arrival(lease.view[:n].tobytes())
-            lease.release()
+            self._hold_paused(lease, n)
             return
         self._received(n)
         assert self.protocol is not None
         if not self.protocol.buffer_received(lease, n):
             lease.release()
+
+    def _hold_paused(self, lease: LeaseLike | HeldBytes, n: int) -> None:
+        """Keep a receive that raced the pause's cancel, to deliver it on resume.
+
+        The block itself is kept while the pool ring's ``hold_limit`` allows, so that the
+        protocol gets the very lease on resume (no copy); past it the bytes are copied out and
+        the block goes back at once, as a paused epoll connection holds no block.
+        """
+        pool_ring = self.pool_ring
+        if pool_ring is not None and pool_ring.held < pool_ring.hold_limit:
+            pool_ring.held += 1
+            self._hold_lease(lease, n)
+            return
+        if pool_ring is not None:
+            pool_ring.held_copied += 1
+        self._hold_arrival(lease.view[:n].tobytes())
+        lease.release()
+
+    def _held_lease_gone(self, lease: LeaseLike) -> None:
+        pool_ring = self.pool_ring
+        if pool_ring is not None:
+            pool_ring.held -= 1
 
     def pause_reading(self) -> None:
         """Stop delivering data: the receive is cancelled, late arrivals are held."""

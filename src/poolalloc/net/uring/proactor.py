@@ -142,11 +142,14 @@ class Proactor(Reactor):
 
     ``entries`` sizes the submission queue; ``ring_buffers`` the provided-buffer ring of each
     BufferPool (a power of two), of which ``initial_buffers`` are filled at first and more as
-    receives find the ring empty; writes of at least ``zc_threshold`` bytes use ``SEND_ZC``
-    (``None`` never). ``single_issuer`` binds the ring to the thread that first runs the loop
-    (``SINGLE_ISSUER`` + ``DEFER_TASKRUN``: fewer interruptions), for a loop built, run and
-    closed in one thread, as ``poolalloc serve`` does; by default any one thread at a time may
-    drive it (``COOP_TASKRUN``), e.g. a loop run in a background thread and closed by the main.
+    receives find the ring empty, up to ``ring_bytes`` of blocks when given (a few big blocks
+    stay in the caches: give it for bulk transfers in blocks of hundreds of KiB; ``None``, the
+    default, bounds the ring by its entries and the pool only); writes of at least
+    ``zc_threshold`` bytes use ``SEND_ZC`` (``None`` never). ``single_issuer`` binds the ring
+    to the thread that first runs the loop (``SINGLE_ISSUER`` + ``DEFER_TASKRUN``: fewer
+    interruptions), for a loop built, run and closed in one thread, as ``poolalloc serve``
+    does; by default any one thread at a time may drive it (``COOP_TASKRUN``), e.g. a loop run
+    in a background thread and closed by the main.
 
     Example:
         >>> p = Proactor()
@@ -170,6 +173,7 @@ class Proactor(Reactor):
         entries: int = 1024,
         ring_buffers: int = 1024,
         initial_buffers: int = 64,
+        ring_bytes: int | None = None,
         zc_threshold: int | None = 1 << 16,
         single_issuer: bool = False,
         max_events: int = 1024,
@@ -184,6 +188,7 @@ class Proactor(Reactor):
         self.pid = os.getpid()
         self.ring_buffers = ring_buffers
         self.initial_buffers = initial_buffers
+        self.ring_bytes = ring_bytes
         self.zc_threshold = zc_threshold if probe_result().has_send_zc else None
         self._targets: dict[int, RingTarget] = {}
         self._pool_rings: dict[int, PoolRing] = {}
@@ -221,7 +226,12 @@ class Proactor(Reactor):
         if pr is None:
             bgid = len(self._pool_rings) + 1
             pr = PoolRing(
-                self._ring, pool, bgid=bgid, entries=self.ring_buffers, initial=self.initial_buffers
+                self._ring,
+                pool,
+                bgid=bgid,
+                entries=self.ring_buffers,
+                initial=self.initial_buffers,
+                max_bytes=self.ring_bytes,
             )
             self._pool_rings[id(pool)] = pr
             pr.refill()
