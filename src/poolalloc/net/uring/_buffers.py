@@ -16,8 +16,8 @@ Nothing is lost; at worst a connection waits.
 Why a bound in bytes: the kernel takes staged buffers in ring order, so a receive lands in the
 block staged longest ago, and every staged block is written in turn. With big blocks a deep
 ring spreads a stream over more memory than the caches hold: relaying 1 MiB reads through 16
-staged blocks cost 1.3x the CPU of the epoll Reactor's relay, which reuses one hot block,
-and through 2 staged blocks the same as the Reactor's (``docs/benchmarks.md``).
+staged blocks cost 1.2x the CPU of the epoll Reactor's relay, which reuses one hot block,
+and through 2 staged blocks 0.95x (``docs/benchmarks.md``).
 
 Paused connections: a receive that completes while its connection is paused is kept as its
 lease (delivered on resume, released if the connection closes first) while the connections of
