@@ -22,8 +22,9 @@
 #include "poolalloc.h"
 #ifdef PA_LOCK_STATS
 #include <stdatomic.h>
-extern _Atomic uint64_t pai_lock_taken, pai_lock_contended;
+extern _Atomic uint64_t pai_lock_taken, pai_lock_contended, pai_ev[5];
 static double lock_taken[2][4], lock_contended[2][4]; /* [threads-1][workload], summed */
+static double events[2][4][5]; /* carves, releases, adoptions, chunk maps, evictions */
 #endif
 
 #define LIFO_DEPTH 100
@@ -286,6 +287,8 @@ int main(int argc, char **argv) {
           int a = (k + r) % n; /* rotate who goes first */
 #ifdef PA_LOCK_STATS
           uint64_t taken0 = atomic_load(&pai_lock_taken), cont0 = atomic_load(&pai_lock_contended);
+          uint64_t ev0[5];
+          for (int e = 0; e < 5; e++) ev0[e] = atomic_load(&pai_ev[e]);
 #endif
           res[t][w][a][r] = measure(&apis[a], work_sizes[w] == 0, work_sizes[w], pairs, t + 1,
                                     &cpu[t][w][a][r]);
@@ -293,6 +296,7 @@ int main(int argc, char **argv) {
           if (apis[a].alloc == pa_alloc_fn) {
             lock_taken[t][w] += (double)(atomic_load(&pai_lock_taken) - taken0);
             lock_contended[t][w] += (double)(atomic_load(&pai_lock_contended) - cont0);
+            for (int e = 0; e < 5; e++) events[t][w][e] += (double)(atomic_load(&pai_ev[e]) - ev0[e]);
           }
 #endif
         }
@@ -301,14 +305,18 @@ int main(int argc, char **argv) {
   print_scaling(res, apis, n, rounds);
 #ifdef PA_LOCK_STATS
   printf("\npoolalloc depot lock acquisitions per 1000 pairs per thread (contended ones: a "
-         "trylock failed first)\n\n| threads | workload | taken | contended | contended %%|\n"
-         "|---|---|---|---|---|\n");
+         "trylock failed first), and slab carves, slab releases, adoptions of an empty slab from "
+         "another shard, chunk maps and slabs of other classes evicted per 1000 pairs per thread\n\n"
+         "| threads | workload | taken | contended | contended %% | carves | releases | adoptions "
+         "| chunk maps | evictions |\n|---|---|---|---|---|---|---|---|---|---|\n");
   for (int t = 0; t < 2; t++)
     for (int w = 0; w < NWORK; w++) {
       double per = 1000.0 / ((double)pairs * rounds * (t + 1));
-      printf("| %d | %s | %.2f | %.3f | %.2f |\n", t + 1, work_names[w], lock_taken[t][w] * per,
-             lock_contended[t][w] * per,
-             lock_taken[t][w] ? 100.0 * lock_contended[t][w] / lock_taken[t][w] : 0.0);
+      printf("| %d | %s | %.2f | %.3f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", t + 1,
+             work_names[w], lock_taken[t][w] * per, lock_contended[t][w] * per,
+             lock_taken[t][w] ? 100.0 * lock_contended[t][w] / lock_taken[t][w] : 0.0,
+             events[t][w][0] * per, events[t][w][1] * per, events[t][w][2] * per,
+             events[t][w][3] * per, events[t][w][4] * per);
     }
 #endif
   printf("\nrounds=%d pairs per run per thread=%ld\n", rounds, pairs);

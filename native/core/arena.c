@@ -57,7 +57,8 @@ static pai_chunk_t *desc_get(void) {
   pai_chunk_t *c = desc_free;
   if (c) desc_free = c->next;
   pthread_mutex_unlock(&reg_lock);
-  if (c == NULL) c = malloc(sizeof *c);
+  /* aligned: each slab descriptor has cache lines of its own (internal.h pai_slab_t) */
+  if (c == NULL) c = aligned_alloc(64, sizeof *c);
   if (c == NULL) return NULL;
   memset(c, 0, sizeof *c);
   for (unsigned i = 0; i < PAI_CHUNK_PAGES; i++) atomic_init(&c->page_slab[i], PAI_NO_SLAB);

@@ -66,7 +66,7 @@ typedef struct pai_chunk_s pai_chunk_t;
 
 /* A slab. Invariant under depot->lock: nfree + popcount(out) == nblocks. A clear bit is a block
  * that sits in the slab; a set bit is a block handed out or parked in some thread cache. */
-typedef struct pai_slab_s {
+typedef struct __attribute__((aligned(64))) pai_slab_s {
   uintptr_t base;
   uint64_t div_magic;          /* (off * div_magic) >> 42 == off / block_size for off < 2 MiB */
   uint32_t block_size, nblocks, nfree, cls;
@@ -99,7 +99,7 @@ struct pai_chunk_s {
   size_t huge_req;
   uint64_t empty_since;        /* monotonic ns when it was last retained empty (pool->lock) */
   _Atomic int huge_live;
-  pai_slab_t slabs[PAI_CHUNK_PAGES];
+  pai_slab_t slabs[PAI_CHUNK_PAGES]; /* line-aligned: see pai_slab_t */
 };
 
 /* Cache-line aligned: the depots of one class but different shards are taken by different
@@ -154,37 +154,53 @@ typedef struct pai_tls_s {
   _Atomic(pa_pool_t *) *tl_pool;       /* &pai_tl.pool of this thread */
 } pai_tls_t;
 
+/* Cache-line layout: the first line holds what every pa_alloc/pa_free reads and almost nothing
+ * writes; each group of fields that threads write at run time (references, the in_use_peak
+ * sums, the decay clock, the idle-slab budget, the lock and what it guards) has a line of its
+ * own. With `refs` and `live_synced` beside `closed` and `debug`, every depot exchange of one
+ * thread (a sync writes live_synced) cost the other thread a cache miss on its next call: two
+ * threads trading 64 KiB blocks each spent 45-105 ns of CPU per pair against 30 with a pool
+ * each. */
+#define PAI_LINE __attribute__((aligned(64)))
 struct pa_pool_s {
-  uint64_t id;
+  /* read-mostly */
   size_t max_bytes, retain_bytes;
+  uint64_t decay_ns;           /* 0: no clock; else idle memory older than this goes back */
+  pai_depot_t *depots;         /* [nnodes][PAI_SHARDS][PAI_NCLASSES] */
   int numa_node;               /* as configured */
   unsigned nnodes;             /* depot sets: node count for LOCAL, else 1 */
   unsigned debug;
   _Atomic int closed;
-  _Atomic uint64_t refs;       /* handle + thread caches + mapped chunks + in-flight frees */
+  uint64_t id;
+  /* written when caches, chunks and slow frees come and go */
+  PAI_LINE _Atomic uint64_t refs; /* handle + thread caches + mapped chunks + in-flight frees */
+  _Atomic uint64_t failed_fast;
+  _Atomic unsigned next_shard; /* round-robin shard of the next thread cache */
+  _Atomic uint32_t shard_caches[PAI_SHARDS]; /* live thread caches per shard (any node) */
   /* Bytes handed to users as of the last sync of every thread cache (tlcache.c sync_live) plus
    * the uncached traffic, and the high-water estimate of bytes handed to users (in_use_peak). */
-  _Atomic int64_t live_synced;
+  PAI_LINE _Atomic int64_t live_synced;
   _Atomic uint64_t use_peak;
-  uint64_t decay_ns;           /* 0: no clock; else idle memory older than this goes back */
-  _Atomic uint64_t decay_last; /* monotonic ns of the last decay pass (claimed by CAS) */
+  PAI_LINE _Atomic uint64_t decay_last; /* monotonic ns of the last decay pass (claimed by CAS) */
+  /* bytes of empty slabs kept in their depots beyond the first per depot; with `retained` it
+   * stays within retain_bytes (slab.c keep_empty_slab) */
+  PAI_LINE _Atomic uint64_t idle_slab_bytes;
+  uint64_t retained;           /* bytes of empty chunks kept mapped (pool->lock) */
+  /* bit c: some depot of class c may hold an idle slab (set when one is kept, cleared by an
+   * eviction sweep that finds none; a hint, see slab.c evict_idle) */
+  _Atomic uint64_t idle_classes;
+  /* an eviction asked for under a depot lock: (bytes << 6) | class, 0 if none (slab.c) */
+  _Atomic uint64_t evict_want;
+  PAI_LINE pthread_mutex_t lock;
   int handle_dropped, numa_bound;
-  pthread_mutex_t lock;
   pai_chunk_t *chunks[PAI_MAX_NODES];
   pai_chunk_t *huge;
   pai_tcache_t *tcaches;
   uint64_t ntcaches;
   uint64_t mapped, mapped_peak, node_mapped[PAI_MAX_NODES], node_mapped_peak[PAI_MAX_NODES];
-  uint64_t retained;           /* bytes of empty chunks kept mapped */
-  /* bytes of empty slabs kept in their depots beyond the first per depot; with `retained` it
-   * stays within retain_bytes (slab.c keep_empty_slab) */
-  _Atomic uint64_t idle_slab_bytes;
   uint64_t trims, trimmed, failed, huge_allocs, huge_frees, huge_bytes, unpooled_blocks;
   uint64_t unpooled_bytes, unpooled_allocs, unpooled_frees;
-  _Atomic uint64_t failed_fast;
   struct pa_pool_s *gprev, *gnext;
-  pai_depot_t *depots;         /* [nnodes][PAI_SHARDS][PAI_NCLASSES] */
-  _Atomic unsigned next_shard; /* round-robin shard of the next thread cache */
 };
 
 /* ---- globals (pool.c) ---- */
@@ -264,6 +280,9 @@ static inline int pai_locate(const void *p, pai_chunk_t **chunk, pai_slab_t **sl
 /* bench/alloc_bench.c built with -DPA_LOCK_STATS: depot lock acquisitions, and those that found
  * the lock taken (a trylock failed first) */
 extern _Atomic uint64_t pai_lock_taken, pai_lock_contended;
+/* slab carves, slab releases, adoptions, chunk maps, slabs evicted for another class */
+extern _Atomic uint64_t pai_ev[5];
+#define PAI_EV(i) atomic_fetch_add_explicit(&pai_ev[i], 1, memory_order_relaxed)
 static inline void pai_depot_lock(pai_depot_t *d) {
   atomic_fetch_add_explicit(&pai_lock_taken, 1, memory_order_relaxed);
   if (pthread_mutex_trylock(&d->lock) == 0) return;
@@ -271,11 +290,13 @@ static inline void pai_depot_lock(pai_depot_t *d) {
   pthread_mutex_lock(&d->lock);
 }
 #else
+#define PAI_EV(i) ((void)0)
 static inline void pai_depot_lock(pai_depot_t *d) { pthread_mutex_lock(&d->lock); }
 #endif
 void pai_depot_lock_init(pthread_mutex_t *lock);
 int pai_depot_refill(pa_pool_t *pool, pai_depot_t *d, void **out, unsigned n, unsigned *got);
 void pai_depot_return(pai_slab_t *s, uint32_t idx, bool locked);
+void pai_depot_evict_pending(pa_pool_t *pool);
 void pai_depot_release_empty(pai_depot_t *d, bool all, uint64_t *released);
 void pai_depot_release_idle(pai_depot_t *d, uint64_t age, uint64_t now, uint64_t *released);
 

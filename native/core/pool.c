@@ -104,8 +104,10 @@ static int check_node(int node, unsigned *nnodes) {
 // ---- creation and lifetime ----
 
 static int pool_alloc_struct(const pa_config_t *cfg, unsigned nnodes, pa_pool_t **out) {
-  pa_pool_t *pool = calloc(1, sizeof *pool);
-  if (pool == NULL) return ENOMEM;
+  pa_pool_t *pool = NULL;
+  /* aligned: the struct keeps its written fields on lines of their own (internal.h) */
+  if (posix_memalign((void **)&pool, 64, sizeof *pool) != 0) return ENOMEM;
+  memset(pool, 0, sizeof *pool);
   size_t nd = (size_t)nnodes * PAI_SHARDS * PAI_NCLASSES;
   void *mem = NULL;
   if (posix_memalign(&mem, 64, nd * sizeof(pai_depot_t)) != 0) { free(pool); return ENOMEM; }

@@ -206,6 +206,7 @@ static int find_pages(pa_pool_t *pool, unsigned node, unsigned npages, pai_chunk
   pai_chunk_t *c;
   int err = pai_chunk_map(pool, node, len, &c);
   if (err) return err;
+  PAI_EV(3);
   atomic_fetch_add(&pool->refs, 1);
   pai_note_mapped(pool, node, len);
   c->next = pool->chunks[node];
@@ -228,6 +229,7 @@ static int new_slab(pa_pool_t *pool, pai_depot_t *d, pai_slab_t **out) {
   pthread_mutex_unlock(&pool->lock);
   if (err) return err;
   pai_slab_t *s = &c->slabs[first];
+  PAI_EV(0);
   s->on_partial = 1;
   list_push(&d->partial, s, true);
   d->nslabs++;
@@ -244,7 +246,7 @@ static int new_slab(pa_pool_t *pool, pai_depot_t *d, pai_slab_t **out) {
  * the futex sleeps and wake-ups cost more CPU than the work itself. glibc's adaptive mutex
  * spins, then blocks. */
 #ifdef PA_LOCK_STATS
-_Atomic uint64_t pai_lock_taken, pai_lock_contended;
+_Atomic uint64_t pai_lock_taken, pai_lock_contended, pai_ev[5];
 #endif
 
 void pai_depot_lock_init(pthread_mutex_t *lock) {
@@ -266,33 +268,95 @@ static void slab_leaves_empty(pa_pool_t *pool, pai_depot_t *d, pai_slab_t *s) {
   }
 }
 
+static void release_slab(pai_depot_t *d, pai_slab_t *s, bool force, uint64_t *released);
+
+/* No depot lock held: release idle empty slabs of classes other than `cls` (any shard or
+ * node) until `need` bytes of them went, so that the class being freed into keeps its slabs
+ * next time. Without it the retention budget filled with slabs that an earlier phase left
+ * empty (1000 live mixed-size blocks leave about 8 MiB), and the class in use released and
+ * re-carved a slab every few exchanges for good: 30 carves per 1000 pairs of 64 KiB blocks at
+ * one thread, each under the pool lock, and with two threads the pages one thread released
+ * were often carved by the other, whose writes then missed on every line of them. It runs
+ * after the depot lock that found the budget short is dropped, so depot locks never nest. */
+static void evict_idle(pa_pool_t *pool, unsigned cls, uint64_t need) {
+  uint64_t classes = atomic_load_explicit(&pool->idle_classes, memory_order_relaxed);
+  classes &= ~(1ull << cls);
+  uint64_t freed = 0;
+  while (classes && freed < need) {
+    unsigned c = (unsigned)__builtin_ctzll(classes);
+    classes &= classes - 1;
+    bool left = false;
+    for (unsigned k = 0; k < pool->nnodes * PAI_SHARDS && freed < need; k++) {
+      pai_depot_t *o = &pool->depots[k * PAI_NCLASSES + c];
+      pai_depot_lock(o);
+      for (pai_slab_t *sl = o->partial, *next; sl; sl = next) {
+        next = sl->next;
+        if (!sl->idle) continue;
+        if (freed >= need) { left = true; break; }
+        uint64_t released = 0;
+        freed += (uint64_t)sl->npages << PAI_PAGE_SHIFT;
+        PAI_EV(4);
+        release_slab(o, sl, false, &released);
+      }
+      pthread_mutex_unlock(&o->lock);
+    }
+    /* none found in the class: drop its bit (one kept meanwhile sets it again) */
+    if (!left && freed < need)
+      atomic_fetch_and_explicit(&pool->idle_classes, ~(1ull << c), memory_order_relaxed);
+  }
+}
+
+/* No lock held: the eviction a keep_empty_slab under a depot lock asked for, if any. */
+void pai_depot_evict_pending(pa_pool_t *pool) {
+  if (PA_LIKELY(atomic_load_explicit(&pool->evict_want, memory_order_relaxed) == 0)) return;
+  uint64_t want = atomic_exchange_explicit(&pool->evict_want, 0, memory_order_relaxed);
+  if (want) evict_idle(pool, (unsigned)(want & 63u), want >> 6);
+}
+
 /* depot->lock held: may a slab that just became empty stay in its depot? The first empty slab
  * of a depot always stays (as a hot spare); more stay while the empty slabs kept so and the
- * retained chunks together fit in the pool's retention budget. Without this a class whose
- * working set swings by many slabs (100 live 64 KiB blocks per thread) released and re-carved
- * slabs on every swing, each time under the depot lock and the pool lock. */
+ * retained chunks together fit in the pool's retention budget. When they do not and other
+ * classes hold idle slabs, the slab goes back now and an eviction of those (evict_idle) is left
+ * for when the lock is dropped. Without this a class whose working set swings by many slabs
+ * (100 live 64 KiB blocks per thread) released and re-carved slabs on every swing, each time
+ * under the depot lock and the pool lock. */
 static bool keep_empty_slab(pa_pool_t *pool, pai_depot_t *d, pai_slab_t *s) {
   if (d->empty_slabs <= 1) return true;
   uint64_t bytes = (uint64_t)s->npages << PAI_PAGE_SHIFT;
   uint64_t idle = atomic_load_explicit(&pool->idle_slab_bytes, memory_order_relaxed);
   /* retained: written under pool->lock; a relaxed read is off by at most one chunk in flight */
   uint64_t retained = __atomic_load_n(&pool->retained, __ATOMIC_RELAXED);
-  if (idle + retained + bytes > pool->retain_bytes) return false;
+  uint64_t bit = 1ull << d->cls;
+  uint64_t classes = atomic_load_explicit(&pool->idle_classes, memory_order_relaxed);
+  if (idle + retained + bytes > pool->retain_bytes) {
+    /* the class and the bytes short, packed in one word (a class fits in 6 bits) */
+    uint64_t none = 0;
+    if (classes & ~bit)
+      atomic_compare_exchange_strong_explicit(
+          &pool->evict_want, &none, ((idle + retained + bytes - pool->retain_bytes) << 6) | d->cls,
+          memory_order_relaxed, memory_order_relaxed);
+    return false;
+  }
   atomic_fetch_add(&pool->idle_slab_bytes, bytes);
   s->idle = 1;
+  if (!(classes & bit)) atomic_fetch_or_explicit(&pool->idle_classes, bit, memory_order_relaxed);
   return true;
 }
 
 /* No lock held: move one empty slab of another shard of this class into `d`, so that a thread
- * whose shard ran dry reuses what threads of other shards (often exited ones) left empty before
- * anything is carved; carving while empty slabs idle elsewhere also spent the retention budget
- * and made slabs churn through the pool lock. An empty slab has no block out, so no one else
- * follows its depot pointer. 1 if one moved. */
-static void release_slab(pai_depot_t *d, pai_slab_t *s, bool force, uint64_t *released);
+ * whose shard ran dry reuses what threads of exited threads' shards left empty before anything
+ * is carved; carving while empty slabs idle elsewhere also spent the retention budget and made
+ * slabs churn through the pool lock. Only shards that no live thread cache uses are tried: a
+ * live thread's empty slabs are its next refill, and taking them made two threads pass slabs
+ * (and every cache line of their blocks) back and forth. An empty slab has no block out, so no
+ * one else follows its depot pointer. 1 if one moved. */
 
 static int adopt_empty(pa_pool_t *pool, pai_depot_t *d) {
-  for (unsigned i = 1; i < PAI_SHARDS; i++) {
-    pai_depot_t *o = pai_depot_at(pool, d->node, (d->shard + i) % PAI_SHARDS, d->cls);
+  for (unsigned i = 1; i < 2 * PAI_SHARDS - 1; i++) {
+    unsigned sh = (d->shard + i) % PAI_SHARDS;
+    bool orphan = atomic_load_explicit(&pool->shard_caches[sh], memory_order_relaxed) == 0;
+    if (orphan != (i < PAI_SHARDS) || sh == d->shard) continue;
+    pai_depot_t *o = pai_depot_at(pool, d->node, sh, d->cls);
     if (pthread_mutex_trylock(&o->lock) != 0) continue; /* busy: carving is cheaper than waiting */
     pai_slab_t *s = o->empty_slabs ? o->partial : NULL;
     while (s && s->nfree != s->nblocks) s = s->next;
@@ -304,6 +368,7 @@ static int adopt_empty(pa_pool_t *pool, pai_depot_t *d) {
     pthread_mutex_unlock(&o->lock);
     if (s == NULL) continue;
     pai_depot_lock(d);
+    PAI_EV(2);
     s->depot = d;
     s->on_partial = 1;
     list_push(&d->partial, s, true);
@@ -355,6 +420,7 @@ static void release_slab(pai_depot_t *d, pai_slab_t *s, bool force, uint64_t *re
   d->nslabs--;
   slab_leaves_empty(pool, d, s);
   unsigned first = s->first_page, npages = s->npages;
+  PAI_EV(1);
   atomic_fetch_add(&pai_slab_epoch, 1);
   pai_slab_fini(s);
   pthread_mutex_lock(&pool->lock);
@@ -367,20 +433,23 @@ static void release_slab(pai_depot_t *d, pai_slab_t *s, bool force, uint64_t *re
  * a direct free with pai_note_out. */
 void pai_depot_return(pai_slab_t *s, uint32_t idx, bool locked) {
   pai_depot_t *d = s->depot;
+  pa_pool_t *pool = s->pool; /* s may be released (and its chunk unmapped) below */
   if (!locked) pai_depot_lock(d);
   pai_slab_put(s, idx);
   d->out_blocks--;
   if (s->nfree == 1 && !s->on_partial) move_to_partial(d, s);
   if (s->nfree == s->nblocks) {
     d->empty_slabs++;
-    pa_pool_t *pool = s->chunk->pool;
     /* emptied by a decay pass: its blocks were idle that long already */
     s->empty_since = pai_tl.decaying ? 0 : pai_idle_stamp(pool);
     bool closed = atomic_load_explicit(&pool->closed, memory_order_relaxed) != 0;
     uint64_t released = 0;
     if (closed || !keep_empty_slab(pool, d, s)) release_slab(d, s, closed, &released);
   }
-  if (!locked) pthread_mutex_unlock(&d->lock);
+  if (!locked) {
+    pthread_mutex_unlock(&d->lock);
+    pai_depot_evict_pending(pool);
+  }
 }
 
 /* Release the empty slabs of a depot: all of them, or all but one. Takes depot->lock. */

@@ -136,7 +136,10 @@ void pai_tcache_flush_class(pai_tcache_t *tc, unsigned cls, uint32_t keep) {
     t->n--;
     moved++;
   }
-  if (held) pthread_mutex_unlock(&held->lock);
+  if (held) {
+    pthread_mutex_unlock(&held->lock);
+    pai_depot_evict_pending(tc->pool);
+  }
   /* handed-out bytes (base - parked) and their high-water (base - parked_lw) stay put; base
    * drops first, so a stats reader (parked_lw, then base) never sees the high-water grow */
   int64_t bytes = (int64_t)moved * (int64_t)bs;
@@ -196,6 +199,7 @@ static pai_tcache_t *cache_new(pa_pool_t *pool, pai_tls_t *tls) {
   tc->budget = cache_budget(pool);
   tc->node = pai_current_node(pool);
   tc->shard = atomic_fetch_add(&pool->next_shard, 1) % PAI_SHARDS;
+  atomic_fetch_add(&pool->shard_caches[tc->shard], 1);
   for (unsigned c = 0; c < PAI_NCLASSES; c++) tc->cls[c].limit = pai_cache_cap(pool, c);
   atomic_fetch_add(&pool->refs, 1);
   pthread_mutex_lock(&pool->lock);
@@ -234,6 +238,7 @@ static void cache_retire(pai_tcache_t *tc) {
   else pool->tcaches = tc->pnext;
   if (tc->pnext) tc->pnext->pprev = tc->pprev;
   pool->ntcaches--;
+  atomic_fetch_sub(&pool->shard_caches[tc->shard], 1);
   retire_counters(tc);
   pthread_mutex_unlock(&pool->lock);
   if (pai_tl.cache == tc) {

@@ -15,6 +15,10 @@
  *      a thread whose stack (and static TLS) the test unmaps after the join; closing the pool
  *      then must not touch that memory
  *   7. membarrier refused at run time (seccomp filter, EPERM): part 5 again, reporting busy
+ *   8. retention pressure: threads on different classes swing their working sets past a small
+ *      retain_bytes, so that each one's kept empty slabs are evicted by the others (a trylock
+ *      on depots that their owners are using); each generation of threads leaves blocks for the
+ *      next, which frees them into the exited threads' slabs and adopts those slabs once empty
  * Exit status 0 and "ok" when every check held; counters must balance exactly.
  *
  * Environment: PA_C_THREADS (default 4), PA_C_ROUNDS (default 20000 per thread), PA_C_RECLAIM
@@ -403,6 +407,99 @@ static int refuse_membarrier(void) {
   return 0;
 }
 
+// ---- 8. retention pressure: eviction across classes, adoption from exited threads ----
+
+typedef struct {
+  pa_pool_t *pool;
+  size_t size;
+  unsigned rounds;
+  void **leave;          /* blocks left for the next generation to free */
+  unsigned nleave;
+  unsigned long allocs, frees;
+} swing_t;
+
+static void *swing_worker(void *arg) {
+  swing_t *w = arg;
+  void *live[96];
+  for (unsigned r = 0; r < w->rounds; r++) {
+    unsigned n = 8 + r % 88; /* the working set swings, so slabs empty and fill again */
+    for (unsigned i = 0; i < n; i++) {
+      EXPECT_RC(pa_alloc(w->pool, w->size, 64, &live[i]), 0);
+      stamp(live[i], w->size, (uint32_t)(uintptr_t)w ^ i);
+      w->allocs++;
+    }
+    for (unsigned i = n; i > 0; i--) {
+      uint32_t tag;
+      memcpy(&tag, live[i - 1], sizeof tag);
+      EXPECT(tag == ((uint32_t)(uintptr_t)w ^ (i - 1)));
+      EXPECT_RC(pa_free(live[i - 1]), 0);
+      w->frees++;
+    }
+  }
+  for (unsigned i = 0; i < w->nleave; i++) {
+    EXPECT_RC(pa_alloc(w->pool, w->size, 64, &w->leave[i]), 0);
+    w->allocs++;
+  }
+  return NULL;
+}
+
+static void check_retention_pressure(unsigned rounds) {
+  enum { GENS = 3, THREADS = 3, LEAVE = 40 };
+  static const size_t swing_sizes[THREADS] = {65536, 20000, 4096};
+  pa_config_t cfg;
+  pa_config_init(&cfg);
+  cfg.retain_bytes = 2u << 20; /* far below what the three working sets swing by */
+  pa_pool_t *pool;
+  EXPECT_RC(pa_pool_create(&cfg, &pool), 0);
+  void *left[THREADS][LEAVE];
+  unsigned long allocs = 0, frees = 0;
+  bool have_left = false;
+  for (unsigned g = 0; g < GENS; g++) {
+    pthread_t tids[THREADS];
+    swing_t ws[THREADS];
+    void *next[THREADS][LEAVE];
+    for (unsigned t = 0; t < THREADS; t++) {
+      ws[t] = (swing_t){pool, swing_sizes[(t + g) % THREADS], rounds, next[t], LEAVE, 0, 0};
+      EXPECT_RC(pthread_create(&tids[t], NULL, swing_worker, &ws[t]), 0);
+    }
+    /* the previous generation's blocks go back from this thread, into slabs of shards whose
+     * threads have exited, while the new threads run */
+    for (unsigned t = 0; have_left && t < THREADS; t++)
+      for (unsigned i = 0; i < LEAVE; i++) {
+        EXPECT_RC(pa_free(left[t][i]), 0);
+        frees++;
+      }
+    for (unsigned t = 0; t < THREADS; t++) {
+      EXPECT_RC(pthread_join(tids[t], NULL), 0);
+      allocs += ws[t].allocs;
+      frees += ws[t].frees;
+    }
+    memcpy(left, next, sizeof left);
+    have_left = true;
+    EXPECT_RC(pa_pool_check(pool), 0);
+  }
+  for (unsigned t = 0; t < THREADS; t++)
+    for (unsigned i = 0; i < LEAVE; i++) {
+      EXPECT_RC(pa_free(left[t][i]), 0);
+      frees++;
+    }
+  pa_stats_t st;
+  EXPECT_RC(pa_pool_stats(pool, &st), 0);
+  EXPECT(st.allocs == allocs && st.frees == frees && st.in_use_blocks == 0);
+  EXPECT_RC(pa_pool_check(pool), 0);
+  pa_close_report_t rep;
+  EXPECT_RC(pa_pool_close_report(pool, &rep), 0);
+  EXPECT(rep.mapped_bytes == 0 && rep.in_use_bytes == 0);
+  pa_pool_destroy(pool);
+  printf("retention: %u generations of %u threads over a %u KiB budget, %lu blocks\n",
+         (unsigned)GENS, (unsigned)THREADS, (unsigned)(cfg.retain_bytes >> 10), allocs);
+#ifdef PA_LOCK_STATS
+  printf("  slab carves %lu, releases %lu, adoptions %lu, chunk maps %lu, evictions %lu\n",
+         (unsigned long)pai_ev[0], (unsigned long)pai_ev[1], (unsigned long)pai_ev[2],
+         (unsigned long)pai_ev[3], (unsigned long)pai_ev[4]);
+#endif
+}
+
 int main(void) {
   check_misuse();
   check_faults();
@@ -414,6 +511,7 @@ int main(void) {
   /* ThreadSanitizer tears its per-thread state down in a key destructor of its own, before a
    * re-armed destructor's last round: under it, part 6 crashes inside the runtime */
   if (env_or("PA_C_LATE", 1)) check_late_exit();
+  check_retention_pressure(env_or("PA_C_ROUNDS", 20000) / 20 + 20);
   /* last: the filter stays for the rest of the process */
   if (env_or("PA_C_RECLAIM", 1) && env_or("PA_C_SECCOMP", 1)) {
     EXPECT_RC(refuse_membarrier(), 0);
