@@ -66,6 +66,34 @@ def test_kept_empty_slabs_count_against_retain_bytes() -> None:
         assert after.trims > 0
 
 
+def _slabs(pool: SlabPool, block_size: int) -> int:
+    return next(c.slabs for c in pool.class_stats() if c.block_size == block_size)
+
+
+def test_class_in_use_evicts_idle_slabs_of_other_classes() -> None:
+    # An earlier phase leaves the retention budget full of empty 16 KiB slabs; a class in use
+    # afterwards (100 live 64 KiB blocks, allocated and freed five times) has those released
+    # to keep its own empty slabs, instead of releasing and re-carving its slabs on every
+    # swing while the stale ones stay.
+    with SlabPool(retain_bytes=4 << 20) as pool:
+        blocks = _fill(pool, 300, 16 << 10)
+        for b in blocks:
+            b.free()
+        stale = _slabs(pool, 16 << 10)
+        assert stale * (128 << 10) >= 4 << 20  # the budget is full of them
+        for _ in range(5):
+            swing = [pool.alloc(64 << 10) for _ in range(100)]
+            for b in reversed(swing):
+                b.free()
+        assert _slabs(pool, 16 << 10) < stale // 2
+        # 32 blocks cached pin 4 slabs of 8 blocks, one empty slab is the spare, and most of
+        # the 4 MiB budget (eight 512 KiB slabs) now holds this class's empty slabs
+        assert _slabs(pool, 64 << 10) >= 10
+        stats = pool.stats()
+        assert stats.in_use_blocks == 0
+        pool.check()
+
+
 def test_close_unmaps_everything_when_empty() -> None:
     pool = SlabPool()
     blocks = _fill(pool, 100, 8192)
