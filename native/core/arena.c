@@ -162,6 +162,15 @@ int pai_chunk_take_pages(pai_chunk_t *c, unsigned npages, unsigned *first) {
   return ENOSPC;
 }
 
+/* The run of `npages` at `first`, if every page of it is free. 0 or ENOSPC. */
+int pai_chunk_take_pages_at(pai_chunk_t *c, unsigned first, unsigned npages) {
+  if (npages == 0 || first + npages > c->npages) return ENOSPC;
+  uint32_t run = npages == 32 ? 0xFFFFFFFFu : ((1u << npages) - 1u);
+  if (((c->free_pages >> first) & run) != run) return ENOSPC;
+  c->free_pages &= ~(run << first);
+  return 0;
+}
+
 void pai_chunk_give_pages(pai_chunk_t *c, unsigned first, unsigned npages) {
   uint32_t run = npages == 32 ? 0xFFFFFFFFu : ((1u << npages) - 1u);
   for (unsigned i = first; i < first + npages; i++)

@@ -108,6 +108,9 @@ struct __attribute__((aligned(64))) pai_depot_s {
   pthread_mutex_t lock;
   pai_slab_t *partial, *full;
   unsigned cls, node, shard;
+  /* where the depot's last released slab was: carved there again first (slab.c find_pages) */
+  const pai_chunk_t *last_chunk;
+  unsigned last_page;
   uint64_t nslabs, empty_slabs, out_blocks, out_peak;
   /* counters of uncached traffic and of retired thread caches */
   _Atomic uint64_t allocs, frees, hits, misses, exchanges;
@@ -237,6 +240,7 @@ int pai_chunk_map(pa_pool_t *pool, unsigned node, size_t len, pai_chunk_t **out)
 int pai_huge_map(pa_pool_t *pool, unsigned node, size_t size, pai_chunk_t **out);
 void pai_chunk_unmap(pai_chunk_t *c);
 int pai_chunk_take_pages(pai_chunk_t *c, unsigned npages, unsigned *first);
+int pai_chunk_take_pages_at(pai_chunk_t *c, unsigned first, unsigned npages);
 void pai_chunk_give_pages(pai_chunk_t *c, unsigned first, unsigned npages);
 void pai_registry_fork_lock(void);
 void pai_registry_fork_unlock(int child);

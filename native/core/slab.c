@@ -190,15 +190,27 @@ static bool chunk_is_empty(const pai_chunk_t *c) {
   return c->free_pages == all;
 }
 
-/* pool->lock held: pages for one slab of `npages`, from a chunk of the node or a new one. */
-static int find_pages(pa_pool_t *pool, unsigned node, unsigned npages, pai_chunk_t **out,
+/* pool->lock held: pages for one slab of `npages`, from a chunk of the node or a new one.
+ * The pages the depot last released come first, if they are still free: when two threads
+ * swing past the retention budget, each releases slabs and carves again, and pages released by
+ * one and carved by the other made every block's first write a miss on a line the first thread
+ * still held (the chunk is looked up in the pool's list, never through the stale pointer). */
+static int find_pages(pa_pool_t *pool, pai_depot_t *d, unsigned npages, pai_chunk_t **out,
                       unsigned *first) {
-  for (pai_chunk_t *c = pool->chunks[node]; c; c = c->next) {
-    bool was_empty = chunk_is_empty(c);
-    if (pai_chunk_take_pages(c, npages, first) == 0) {
-      if (was_empty) pai_retained_add(pool, -(uint64_t)c->len);
-      *out = c;
-      return 0;
+  unsigned node = d->node;
+  for (int pass = d->last_chunk ? 0 : 1; pass < 2; pass++) {
+    for (pai_chunk_t *c = pool->chunks[node]; c; c = c->next) {
+      if (pass == 0 && c != d->last_chunk) continue;
+      bool was_empty = chunk_is_empty(c);
+      int err = pass == 0 ? pai_chunk_take_pages_at(c, d->last_page, npages)
+                          : pai_chunk_take_pages(c, npages, first);
+      if (err == 0) {
+        if (pass == 0) *first = d->last_page;
+        if (was_empty) pai_retained_add(pool, -(uint64_t)c->len);
+        *out = c;
+        return 0;
+      }
+      if (pass == 0) break;
     }
   }
   size_t len = chunk_len_for(pool, (size_t)npages << PAI_PAGE_SHIFT);
@@ -221,7 +233,7 @@ static int new_slab(pa_pool_t *pool, pai_depot_t *d, pai_slab_t **out) {
   unsigned npages = (unsigned)(pai_slab_bytes(d->cls) >> PAI_PAGE_SHIFT), first;
   pai_chunk_t *c;
   pthread_mutex_lock(&pool->lock);
-  int err = find_pages(pool, d->node, npages, &c, &first);
+  int err = find_pages(pool, d, npages, &c, &first);
   if (err == 0) {
     err = pai_slab_init(&c->slabs[first], c, first, d->cls, d, pool->debug);
     if (err) pai_chunk_give_pages(c, first, npages);
@@ -421,6 +433,8 @@ static void release_slab(pai_depot_t *d, pai_slab_t *s, bool force, uint64_t *re
   slab_leaves_empty(pool, d, s);
   unsigned first = s->first_page, npages = s->npages;
   PAI_EV(1);
+  d->last_chunk = c;
+  d->last_page = first;
   atomic_fetch_add(&pai_slab_epoch, 1);
   pai_slab_fini(s);
   pthread_mutex_lock(&pool->lock);
