@@ -22,9 +22,9 @@
 #include "poolalloc.h"
 #ifdef PA_LOCK_STATS
 #include <stdatomic.h>
-extern _Atomic uint64_t pai_lock_taken, pai_lock_contended, pai_ev[5];
+extern _Atomic uint64_t pai_lock_taken, pai_lock_contended, pai_ev[6];
 static double lock_taken[2][4], lock_contended[2][4]; /* [threads-1][workload], summed */
-static double events[2][4][5]; /* carves, releases, adoptions, chunk maps, evictions */
+static double events[2][4][6]; /* carves, releases, adoptions, maps, evictions, counter writes */
 #endif
 
 #define LIFO_DEPTH 100
@@ -278,7 +278,11 @@ int main(int argc, char **argv) {
       if (in_list(argv[3], apis[a].name)) apis[m++] = apis[a];
     n = m;
   }
-  if (n == 0 || pa_pool_create(NULL, &bench_pool) != 0) return 1;
+  pa_config_t cfg; /* PA_BENCH_RETAIN=bytes: the pool's retain_bytes (default 8 MiB) */
+  pa_config_init(&cfg);
+  const char *retain = getenv("PA_BENCH_RETAIN");
+  if (retain && *retain) cfg.retain_bytes = strtoull(retain, NULL, 10);
+  if (n == 0 || pa_pool_create(&cfg, &bench_pool) != 0) return 1;
   static double res[2][NWORK][MAX_APIS][MAX_ROUNDS], cpu[2][NWORK][MAX_APIS][MAX_ROUNDS];
   for (int r = 0; r < rounds; r++)
     for (int t = 0; t < 2; t++)
@@ -287,8 +291,8 @@ int main(int argc, char **argv) {
           int a = (k + r) % n; /* rotate who goes first */
 #ifdef PA_LOCK_STATS
           uint64_t taken0 = atomic_load(&pai_lock_taken), cont0 = atomic_load(&pai_lock_contended);
-          uint64_t ev0[5];
-          for (int e = 0; e < 5; e++) ev0[e] = atomic_load(&pai_ev[e]);
+          uint64_t ev0[6];
+          for (int e = 0; e < 6; e++) ev0[e] = atomic_load(&pai_ev[e]);
 #endif
           res[t][w][a][r] = measure(&apis[a], work_sizes[w] == 0, work_sizes[w], pairs, t + 1,
                                     &cpu[t][w][a][r]);
@@ -296,7 +300,7 @@ int main(int argc, char **argv) {
           if (apis[a].alloc == pa_alloc_fn) {
             lock_taken[t][w] += (double)(atomic_load(&pai_lock_taken) - taken0);
             lock_contended[t][w] += (double)(atomic_load(&pai_lock_contended) - cont0);
-            for (int e = 0; e < 5; e++) events[t][w][e] += (double)(atomic_load(&pai_ev[e]) - ev0[e]);
+            for (int e = 0; e < 6; e++) events[t][w][e] += (double)(atomic_load(&pai_ev[e]) - ev0[e]);
           }
 #endif
         }
@@ -306,17 +310,18 @@ int main(int argc, char **argv) {
 #ifdef PA_LOCK_STATS
   printf("\npoolalloc depot lock acquisitions per 1000 pairs per thread (contended ones: a "
          "trylock failed first), and slab carves, slab releases, adoptions of an empty slab from "
-         "another shard, chunk maps and slabs of other classes evicted per 1000 pairs per thread\n\n"
+         "another shard, chunk maps, slabs of other classes evicted, and writes to the pool-wide idle-slab and "
+         "live-bytes counters per 1000 pairs per thread\n\n"
          "| threads | workload | taken | contended | contended %% | carves | releases | adoptions "
-         "| chunk maps | evictions |\n|---|---|---|---|---|---|---|---|---|---|\n");
+         "| chunk maps | evictions | counter writes |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (int t = 0; t < 2; t++)
     for (int w = 0; w < NWORK; w++) {
       double per = 1000.0 / ((double)pairs * rounds * (t + 1));
-      printf("| %d | %s | %.2f | %.3f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", t + 1,
+      printf("| %d | %s | %.2f | %.3f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", t + 1,
              work_names[w], lock_taken[t][w] * per, lock_contended[t][w] * per,
              lock_taken[t][w] ? 100.0 * lock_contended[t][w] / lock_taken[t][w] : 0.0,
              events[t][w][0] * per, events[t][w][1] * per, events[t][w][2] * per,
-             events[t][w][3] * per, events[t][w][4] * per);
+             events[t][w][3] * per, events[t][w][4] * per, events[t][w][5] * per);
     }
 #endif
   printf("\nrounds=%d pairs per run per thread=%ld\n", rounds, pairs);

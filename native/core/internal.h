@@ -111,6 +111,9 @@ struct __attribute__((aligned(64))) pai_depot_s {
   /* where the depot's last released slab was: carved there again first (slab.c find_pages) */
   const pai_chunk_t *last_chunk;
   unsigned last_page;
+  /* bytes of pool->idle_slab_bytes reserved for this depot's idle slabs and not used by one
+   * (slab.c keep_empty_slab): most slabs that go idle and come back move only this */
+  uint64_t idle_credit;
   uint64_t nslabs, empty_slabs, out_blocks, out_peak;
   /* counters of uncached traffic and of retired thread caches */
   _Atomic uint64_t allocs, frees, hits, misses, exchanges;
@@ -143,6 +146,7 @@ typedef struct pai_tcache_s {
    * fast path only moves `parked` and `parked_lw`) or by a reclaimer while the owner is out;
    * read by statistics. */
   _Atomic int64_t parked, base, parked_lw, live_at_sync;
+  uint32_t unsynced;                   /* depot exchanges since the last sync (owner only) */
   pai_tclass_t cls[PAI_NCLASSES];
 } pai_tcache_t;
 
@@ -284,8 +288,9 @@ static inline int pai_locate(const void *p, pai_chunk_t **chunk, pai_slab_t **sl
 /* bench/alloc_bench.c built with -DPA_LOCK_STATS: depot lock acquisitions, and those that found
  * the lock taken (a trylock failed first) */
 extern _Atomic uint64_t pai_lock_taken, pai_lock_contended;
-/* slab carves, slab releases, adoptions, chunk maps, slabs evicted for another class */
-extern _Atomic uint64_t pai_ev[5];
+/* slab carves, slab releases, adoptions, chunk maps, slabs evicted for another class, writes
+ * to the pool-wide idle-slab and live-bytes counters */
+extern _Atomic uint64_t pai_ev[6];
 #define PAI_EV(i) atomic_fetch_add_explicit(&pai_ev[i], 1, memory_order_relaxed)
 static inline void pai_depot_lock(pai_depot_t *d) {
   atomic_fetch_add_explicit(&pai_lock_taken, 1, memory_order_relaxed);
@@ -301,8 +306,9 @@ void pai_depot_lock_init(pthread_mutex_t *lock);
 int pai_depot_refill(pa_pool_t *pool, pai_depot_t *d, void **out, unsigned n, unsigned *got);
 void pai_depot_return(pai_slab_t *s, uint32_t idx, bool locked);
 void pai_depot_evict_pending(pa_pool_t *pool);
-void pai_depot_release_empty(pai_depot_t *d, bool all, uint64_t *released);
-void pai_depot_release_idle(pai_depot_t *d, uint64_t age, uint64_t now, uint64_t *released);
+void pai_depot_release_empty(pa_pool_t *pool, pai_depot_t *d, bool all, uint64_t *released);
+void pai_depot_release_idle(pa_pool_t *pool, pai_depot_t *d, uint64_t age, uint64_t now,
+                            uint64_t *released);
 
 /* ---- pools (pool.c) ---- */
 /* Depots come in PAI_SHARDS sets per node: each thread cache refills from its own shard, so

@@ -221,7 +221,7 @@ static uint64_t release_empty(pa_pool_t *pool, bool count_trim) {
   uint64_t released = 0;
   pai_tcache_flush_current(pool);
   for (unsigned i = 0; i < pai_ndepots(pool); i++)
-    pai_depot_release_empty(&pool->depots[i], true, &released);
+    pai_depot_release_empty(pool, &pool->depots[i], true, &released);
   pthread_mutex_lock(&pool->lock);
   unmap_empty_chunks(pool, &released);
   if (count_trim) pool->trims++;
@@ -259,7 +259,7 @@ int pa_pool_close(pa_pool_t *pool) { return pa_pool_close_report(pool, NULL); }
 static uint64_t decay_pass(pa_pool_t *pool, uint64_t age, uint64_t now) {
   uint64_t released = 0;
   for (unsigned i = 0; i < pai_ndepots(pool); i++)
-    pai_depot_release_idle(&pool->depots[i], age, now, &released);
+    pai_depot_release_idle(pool, &pool->depots[i], age, now, &released);
   pthread_mutex_lock(&pool->lock);
   for (unsigned n = 0; n < pool->nnodes; n++) {
     pai_chunk_t *c = pool->chunks[n];

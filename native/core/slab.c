@@ -258,7 +258,7 @@ static int new_slab(pa_pool_t *pool, pai_depot_t *d, pai_slab_t **out) {
  * the futex sleeps and wake-ups cost more CPU than the work itself. glibc's adaptive mutex
  * spins, then blocks. */
 #ifdef PA_LOCK_STATS
-_Atomic uint64_t pai_lock_taken, pai_lock_contended, pai_ev[5];
+_Atomic uint64_t pai_lock_taken, pai_lock_contended, pai_ev[6];
 #endif
 
 void pai_depot_lock_init(pthread_mutex_t *lock) {
@@ -271,12 +271,42 @@ void pai_depot_lock_init(pthread_mutex_t *lock) {
   pthread_mutexattr_destroy(&attr);
 }
 
-/* depot->lock held: an empty slab is taken again (or released). */
-static void slab_leaves_empty(pa_pool_t *pool, pai_depot_t *d, pai_slab_t *s) {
+/* The most a depot keeps reserved for idle slabs it does not have (slab.c keep_empty_slab):
+ * four slabs, at most a quarter of the retention budget. */
+static uint64_t credit_cap(const pa_pool_t *pool, const pai_slab_t *s) {
+  uint64_t four = (uint64_t)s->npages << (PAI_PAGE_SHIFT + 2), quarter = pool->retain_bytes / 4;
+  return four < quarter ? four : quarter;
+}
+
+/* depot->lock held: give the depot's unused reservation back to the pool. */
+static uint64_t drop_credit(pa_pool_t *pool, pai_depot_t *d) {
+  uint64_t c = d->idle_credit;
+  if (c) {
+    PAI_EV(5);
+    atomic_fetch_sub(&pool->idle_slab_bytes, c);
+  }
+  d->idle_credit = 0;
+  return c;
+}
+
+/* depot->lock held: an empty slab is taken again (`keep`: its reservation stays with the depot,
+ * up to credit_cap) or released or moved to another depot (the reservation goes back). */
+static void slab_leaves_empty(pa_pool_t *pool, pai_depot_t *d, pai_slab_t *s, bool keep) {
   d->empty_slabs--;
-  if (s->idle) {
-    s->idle = 0;
-    atomic_fetch_sub(&pool->idle_slab_bytes, (uint64_t)s->npages << PAI_PAGE_SHIFT);
+  if (!s->idle) return;
+  s->idle = 0;
+  uint64_t bytes = (uint64_t)s->npages << PAI_PAGE_SHIFT;
+  if (!keep) {
+    PAI_EV(5);
+    atomic_fetch_sub(&pool->idle_slab_bytes, bytes);
+    return;
+  }
+  d->idle_credit += bytes;
+  uint64_t cap = credit_cap(pool, s);
+  if (d->idle_credit > cap) { /* down to half the cap: one update per few slabs either way */
+    PAI_EV(5);
+    atomic_fetch_sub(&pool->idle_slab_bytes, d->idle_credit - cap / 2);
+    d->idle_credit = cap / 2;
   }
 }
 
@@ -292,15 +322,22 @@ static void release_slab(pai_depot_t *d, pai_slab_t *s, bool force, uint64_t *re
  * after the depot lock that found the budget short is dropped, so depot locks never nest. */
 static void evict_idle(pa_pool_t *pool, unsigned cls, uint64_t need) {
   uint64_t classes = atomic_load_explicit(&pool->idle_classes, memory_order_relaxed);
-  classes &= ~(1ull << cls);
   uint64_t freed = 0;
   while (classes && freed < need) {
     unsigned c = (unsigned)__builtin_ctzll(classes);
     classes &= classes - 1;
     bool left = false;
     for (unsigned k = 0; k < pool->nnodes * PAI_SHARDS && freed < need; k++) {
+      /* the class being freed into only where no live thread uses the shard: taking a live
+       * thread's empty slabs of the same class would only move the churn to it */
+      if (c == cls &&
+          atomic_load_explicit(&pool->shard_caches[k % PAI_SHARDS], memory_order_relaxed)) {
+        left = true;
+        continue;
+      }
       pai_depot_t *o = &pool->depots[k * PAI_NCLASSES + c];
       pai_depot_lock(o);
+      freed += drop_credit(pool, o);
       for (pai_slab_t *sl = o->partial, *next; sl; sl = next) {
         next = sl->next;
         if (!sl->idle) continue;
@@ -335,21 +372,33 @@ void pai_depot_evict_pending(pa_pool_t *pool) {
 static bool keep_empty_slab(pa_pool_t *pool, pai_depot_t *d, pai_slab_t *s) {
   if (d->empty_slabs <= 1) return true;
   uint64_t bytes = (uint64_t)s->npages << PAI_PAGE_SHIFT;
-  uint64_t idle = atomic_load_explicit(&pool->idle_slab_bytes, memory_order_relaxed);
-  /* retained: written under pool->lock; a relaxed read is off by at most one chunk in flight */
-  uint64_t retained = __atomic_load_n(&pool->retained, __ATOMIC_RELAXED);
   uint64_t bit = 1ull << d->cls;
   uint64_t classes = atomic_load_explicit(&pool->idle_classes, memory_order_relaxed);
-  if (idle + retained + bytes > pool->retain_bytes) {
-    /* the class and the bytes short, packed in one word (a class fits in 6 bits) */
-    uint64_t none = 0;
-    if (classes & ~bit)
-      atomic_compare_exchange_strong_explicit(
-          &pool->evict_want, &none, ((idle + retained + bytes - pool->retain_bytes) << 6) | d->cls,
-          memory_order_relaxed, memory_order_relaxed);
-    return false;
+  if (d->idle_credit >= bytes) {
+    d->idle_credit -= bytes;
+  } else {
+    /* reserve this slab and, room permitting, credit for up to credit_cap more: a working
+     * set that swings by many slabs then moves the pool-wide counter (a line every thread
+     * writes) a few times per swing instead of twice per slab */
+    uint64_t idle = atomic_load_explicit(&pool->idle_slab_bytes, memory_order_relaxed);
+    /* retained: written under pool->lock; a relaxed read is off by at most one chunk */
+    uint64_t retained = __atomic_load_n(&pool->retained, __ATOMIC_RELAXED);
+    uint64_t used = idle + retained, need = bytes - d->idle_credit;
+    if (used + need > pool->retain_bytes) {
+      /* the class and the bytes short, packed in one word (a class fits in 6 bits) */
+      uint64_t none = 0;
+      if (classes)
+        atomic_compare_exchange_strong_explicit(
+            &pool->evict_want, &none, ((used + need - pool->retain_bytes) << 6) | d->cls,
+            memory_order_relaxed, memory_order_relaxed);
+      return false;
+    }
+    uint64_t extra = pool->retain_bytes - used - need, cap = credit_cap(pool, s);
+    if (extra > cap) extra = cap;
+    PAI_EV(5);
+    atomic_fetch_add(&pool->idle_slab_bytes, need + extra);
+    d->idle_credit = extra; /* what was there went into this slab */
   }
-  atomic_fetch_add(&pool->idle_slab_bytes, bytes);
   s->idle = 1;
   if (!(classes & bit)) atomic_fetch_or_explicit(&pool->idle_classes, bit, memory_order_relaxed);
   return true;
@@ -375,7 +424,7 @@ static int adopt_empty(pa_pool_t *pool, pai_depot_t *d) {
     if (s) {
       list_unlink(&o->partial, s);
       o->nslabs--;
-      slab_leaves_empty(pool, o, s);
+      slab_leaves_empty(pool, o, s, false);
     }
     pthread_mutex_unlock(&o->lock);
     if (s == NULL) continue;
@@ -413,7 +462,7 @@ int pai_depot_refill(pa_pool_t *pool, pai_depot_t *d, void **out, unsigned n, un
   while (have < n) {
     pai_slab_t *s = d->partial;
     if (s == NULL && (err = new_slab(pool, d, &s)) != 0) break;
-    if (s->nfree == s->nblocks) slab_leaves_empty(pool, d, s);
+    if (s->nfree == s->nblocks) slab_leaves_empty(pool, d, s, true);
     have += pai_slab_take(s, out + have, n - have);
     if (s->nfree == 0) move_to_full(d, s);
   }
@@ -430,7 +479,7 @@ static void release_slab(pai_depot_t *d, pai_slab_t *s, bool force, uint64_t *re
   pa_pool_t *pool = c->pool;
   list_unlink(s->on_partial ? &d->partial : &d->full, s);
   d->nslabs--;
-  slab_leaves_empty(pool, d, s);
+  slab_leaves_empty(pool, d, s, false);
   unsigned first = s->first_page, npages = s->npages;
   PAI_EV(1);
   d->last_chunk = c;
@@ -467,8 +516,9 @@ void pai_depot_return(pai_slab_t *s, uint32_t idx, bool locked) {
 }
 
 /* Release the empty slabs of a depot: all of them, or all but one. Takes depot->lock. */
-void pai_depot_release_empty(pai_depot_t *d, bool all, uint64_t *released) {
+void pai_depot_release_empty(pa_pool_t *pool, pai_depot_t *d, bool all, uint64_t *released) {
   pai_depot_lock(d);
+  drop_credit(pool, d);
   pai_slab_t *s = d->partial;
   while (s && d->empty_slabs > (all ? 0u : 1u)) {
     pai_slab_t *next = s->next;
@@ -480,8 +530,10 @@ void pai_depot_release_empty(pai_depot_t *d, bool all, uint64_t *released) {
 
 /* Release the empty slabs of a depot (the spare too) that have been empty for `age` ns; a chunk
  * left without slabs is unmapped. Takes depot->lock. */
-void pai_depot_release_idle(pai_depot_t *d, uint64_t age, uint64_t now, uint64_t *released) {
+void pai_depot_release_idle(pa_pool_t *pool, pai_depot_t *d, uint64_t age, uint64_t now,
+                            uint64_t *released) {
   pai_depot_lock(d);
+  drop_credit(pool, d);
   pai_slab_t *s = d->partial;
   while (s && d->empty_slabs > 0) {
     pai_slab_t *next = s->next;

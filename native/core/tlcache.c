@@ -332,10 +332,21 @@ static bool ensure_slots(pai_tclass_t *t) {
   return true;
 }
 
+/* Every few depot exchanges, not every one: a sync adds to pool->live_synced, a line every
+ * thread writes, and two threads trading 64 KiB batches (one exchange per 8 pairs) each missed
+ * on it every time. pa_pool_stats adds every cache's swing since its last sync, so with one
+ * thread in_use_peak stays exact; with several the windows between syncs are longer. */
+#define PAI_SYNC_EVERY 8u
+static void maybe_sync(pai_tcache_t *tc) {
+  if (++tc->unsynced < PAI_SYNC_EVERY) return;
+  tc->unsynced = 0;
+  pai_tcache_sync_live(tc);
+}
+
 static int refill_locked(pai_tcache_t *tc, unsigned cls) {
   pai_tclass_t *t = &tc->cls[cls];
   if (!ensure_slots(t)) return ENOENT;
-  pai_tcache_sync_live(tc);
+  maybe_sync(tc);
   if (t->n > 0) return 0; /* a reclaimer sent us here and then found us busy */
   unsigned node = pai_current_node(tc->pool);
   if (node != tc->node) {
@@ -368,7 +379,7 @@ int pai_tcache_refill(pai_tcache_t *tc, unsigned cls) {
 static int make_room_locked(pai_tcache_t *tc, unsigned cls) {
   pai_tclass_t *t = &tc->cls[cls];
   if (!ensure_slots(t)) return ENOENT;
-  pai_tcache_sync_live(tc);
+  maybe_sync(tc);
   if (t->n >= t->cap) pai_tcache_flush_class(tc, cls, t->cap / 2);
   if (pai_class_size[cls] > tc->budget) return ENOENT;
   /* over the byte budget: halve the other classes, largest blocks first, then this one, until
@@ -412,6 +423,7 @@ void pai_tcache_sync_live(pai_tcache_t *tc) {
   int64_t synced = pai_ld64(&tc->live_at_sync);
   atomic_store_explicit(&tc->parked_lw, parked, memory_order_release);
   atomic_store_explicit(&tc->live_at_sync, live, memory_order_release);
+  PAI_EV(5);
   int64_t before = atomic_fetch_add_explicit(&pool->live_synced, live - synced,
                                              memory_order_acq_rel);
   pai_peak_candidate(pool, before - synced + hw);
