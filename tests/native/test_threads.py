@@ -8,7 +8,7 @@ import random
 import threading
 import time
 
-from poolalloc import SlabPool, _ffi, size_classes
+from poolalloc import Block, SlabPool, _ffi, size_classes
 
 THREADS = max(4, int(os.environ.get("PA_TEST_THREADS", "4")))
 BATCH = 64
@@ -142,3 +142,38 @@ def test_caches_cannot_starve_a_small_pool() -> None:
     for b in blocks:
         b.free()
     pool.close()
+
+
+def test_threads_swinging_past_the_retention_budget_lose_nothing() -> None:
+    # Each thread swings its own class's working set by far more than retain_bytes, so slabs
+    # are kept on credit, evicted for another class, released and carved again while the other
+    # threads run; blocks each thread leaves are freed by the main thread after it exited, into
+    # slabs of a shard no live thread uses, whose empty slabs the next threads adopt.
+    pool = SlabPool(retain_bytes=1 << 20)
+    sizes = (64 << 10, 20000, 4096)
+    left: list[list[Block]] = [[] for _ in sizes]
+
+    def swing(i: int, size: int) -> None:
+        for r in range(40):
+            blocks = [pool.alloc(size) for _ in range(8 + (r * 7) % 60)]
+            for b in reversed(blocks):
+                b.free()
+        left[i] = [pool.alloc(size) for _ in range(20)]
+
+    for generation in range(3):
+        threads = [
+            threading.Thread(target=swing, args=(i, sizes[(i + generation) % len(sizes)]))
+            for i in range(len(sizes))
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for blocks in left:
+            for b in blocks:
+                b.free()
+        pool.check()
+    stats = pool.stats()
+    assert stats.in_use_blocks == 0
+    assert stats.allocs == stats.frees
+    assert pool.close_report().mapped_bytes == 0
