@@ -146,8 +146,8 @@ typedef struct pai_tcache_s {
    * fast path only moves `parked` and `parked_lw`) or by a reclaimer while the owner is out;
    * read by statistics. */
   _Atomic int64_t parked, base, parked_lw, live_at_sync;
-  uint32_t unsynced;                   /* depot exchanges since the last sync (owner only) */
   pai_tclass_t cls[PAI_NCLASSES];
+  uint32_t unsynced;                   /* depot exchanges since the last sync (owner only) */
 } pai_tcache_t;
 
 typedef struct pai_tls_s {

@@ -11,9 +11,16 @@
  * in the slab) and a full list. Thread caches take and give back whole batches (tlcache.c);
  * when caching is off (debug modes, tiny pools) blocks go straight through the depot.
  *
+ * Retention: empty slabs beyond one spare per depot stay within pool->retain_bytes, reserved
+ * through pool->idle_slab_bytes a few slabs ahead (the depot's idle_credit); a depot short of
+ * budget asks for other classes' idle slabs to be evicted (evict_idle), run once its lock is
+ * dropped.
+ *
  * Lock order / who may touch what (see internal.h for the whole order):
  *   depot->lock guards the depot's lists and counters and every field of its slabs;
- *   it is taken before pool->lock (to carve a new slab or give pages back).
+ *   it is taken before pool->lock (to carve a new slab or give pages back). Two depot locks are
+ *   never held together (adoption trylocks the other after dropping its own; eviction runs
+ *   with none held and takes one at a time).
  *   The `out` bitmap is also read without the lock by pa_free's double-free check: a block a
  *   user legitimately holds has its bit set and nobody else may change that bit.
  * ------------------------------------------------------------------------------------------- */
