@@ -5,8 +5,9 @@
 # packages libjemalloc2 and libmimalloc2.0 for those two columns (skipped when missing).
 # PA_BENCH_CFLAGS adds compiler flags: "-DPA_LOCK_STATS" also prints how often the depot locks
 # were taken and found taken, and counts slab carves, slab releases, adoptions, chunk maps,
-# evictions and writes to the pool-wide counters; "-DPAI_SHARDS=1" builds the core with a single depot set. PA_BENCH_RETAIN=bytes
-# sets the benchmark pool's retain_bytes (default 8 MiB).
+# evictions and writes to the pool-wide counters; "-DPAI_SHARDS=1" builds the core with a
+# single depot set. PA_BENCH_RETAIN=bytes sets the benchmark pool's retain_bytes (default
+# 8 MiB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p bench/out
