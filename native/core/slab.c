@@ -420,7 +420,7 @@ static bool keep_empty_slab(pa_pool_t *pool, pai_depot_t *d, pai_slab_t *s) {
  * one else follows its depot pointer. 1 if one moved. */
 
 static int adopt_empty(pa_pool_t *pool, pai_depot_t *d) {
-  for (unsigned i = 1; i < 2 * PAI_SHARDS - 1; i++) {
+  for (unsigned i = 1; i < 2 * PAI_SHARDS; i++) { /* orphaned shards, then live ones */
     unsigned sh = (d->shard + i) % PAI_SHARDS;
     bool orphan = atomic_load_explicit(&pool->shard_caches[sh], memory_order_relaxed) == 0;
     if (orphan != (i < PAI_SHARDS) || sh == d->shard) continue;
