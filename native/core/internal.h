@@ -194,8 +194,9 @@ struct pa_pool_s {
   PAI_LINE _Atomic uint64_t idle_slab_bytes;
   uint64_t retained;           /* bytes of empty chunks kept mapped (pool->lock) */
   /* bit c: some depot of class c may hold an idle slab (set when one is kept, cleared by an
-   * eviction sweep that finds none; a hint, see slab.c evict_idle) */
-  _Atomic uint64_t idle_classes;
+   * eviction sweep that finds none; a hint, see slab.c evict_idle). Read after every flush and
+   * written rarely: off the idle_slab_bytes line, which depots write. */
+  PAI_LINE _Atomic uint64_t idle_classes;
   /* an eviction asked for under a depot lock: (bytes << 6) | class, 0 if none (slab.c) */
   _Atomic uint64_t evict_want;
   PAI_LINE pthread_mutex_t lock;

@@ -381,7 +381,7 @@ static bool keep_empty_slab(pa_pool_t *pool, pai_depot_t *d, pai_slab_t *s) {
   uint64_t bytes = (uint64_t)s->npages << PAI_PAGE_SHIFT;
   uint64_t bit = 1ull << d->cls;
   uint64_t classes = atomic_load_explicit(&pool->idle_classes, memory_order_relaxed);
-  if (d->idle_credit >= bytes) {
+  if (PA_LIKELY(d->idle_credit >= bytes)) {
     d->idle_credit -= bytes;
   } else {
     /* reserve this slab and, room permitting, credit for up to credit_cap more: a working
