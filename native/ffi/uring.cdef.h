@@ -22,6 +22,7 @@ typedef struct pa_uring_probe_s {
   unsigned features;
   unsigned setup_flags;
   unsigned has_pbuf_ring;
+  unsigned has_pbuf_inc;
   unsigned has_send_zc;
   unsigned has_splice;
   unsigned has_multishot;
@@ -63,7 +64,10 @@ int pa_uring_csend(pa_uring_t *ring, int fd, const char *data, size_t len, uint6
 int pa_uring_csend_busy(pa_uring_t *ring, int fd, int notify, uint64_t py_ud, int *busy);
 int pa_uring_csend_detach(pa_uring_t *ring, int fd);
 unsigned pa_uring_csend_inflight(const pa_uring_t *ring);
-int pa_uring_bufring_create(pa_uring_t *ring, uint16_t bgid, unsigned entries, pa_bufring_t **out);
+#define PA_URING_BUFRING_INC 1
+#define PA_URING_CQE_F_BUF_MORE 16
+int pa_uring_bufring_create(pa_uring_t *ring, uint16_t bgid, unsigned entries, unsigned flags,
+                            pa_bufring_t **out);
                                                  /* caller frees with pa_uring_bufring_destroy */
 int pa_uring_bufring_destroy(pa_bufring_t *br);
 int pa_uring_bufring_add(pa_bufring_t *br, uint64_t addr, uint32_t len, uint16_t bid);

@@ -46,6 +46,7 @@ typedef struct pa_uring_probe_s {
   unsigned features;       /* IORING_FEAT_* of a test ring */
   unsigned setup_flags;    /* the flags pa_uring_create would use */
   unsigned has_pbuf_ring;  /* IORING_REGISTER_PBUF_RING accepted */
+  unsigned has_pbuf_inc;   /* ... with IOU_PBUF_RING_INC (6.12): optional */
   unsigned has_send_zc;    /* IORING_OP_SEND_ZC supported */
   unsigned has_splice;     /* IORING_OP_SPLICE supported */
   unsigned has_multishot;  /* multishot accept + recv (kernel >= 6.0) */
@@ -132,8 +133,16 @@ int pa_uring_csend_detach(pa_uring_t *ring, int fd);
 unsigned pa_uring_csend_inflight(const pa_uring_t *ring);
 
 /* ---- provided-buffer ring ---- */
+/* flags for pa_uring_bufring_create: PA_URING_BUFRING_INC asks for incremental consumption
+ * (IOU_PBUF_RING_INC, Linux 6.12): a receive takes only the bytes it needs from the buffer at
+ * the head, so many small receives share one buffer; the completion then carries
+ * PA_URING_CQE_F_BUF_MORE while the kernel keeps using that buffer. An older kernel answers
+ * EINVAL: create the ring without the flag. */
+#define PA_URING_BUFRING_INC 1
+#define PA_URING_CQE_F_BUF_MORE 16
 /* entries: a power of two, at most PA_URING_MAX_BUFRING. */
-int pa_uring_bufring_create(pa_uring_t *ring, uint16_t bgid, unsigned entries, pa_bufring_t **out);
+int pa_uring_bufring_create(pa_uring_t *ring, uint16_t bgid, unsigned entries, unsigned flags,
+                            pa_bufring_t **out);
 /* Unregister and unmap; the ring must still be alive. Buffers in it are no longer used. */
 int pa_uring_bufring_destroy(pa_bufring_t *br);
 /* Stage one entry; the kernel sees it after pa_uring_bufring_publish. EINVAL on a bad bid. */

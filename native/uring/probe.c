@@ -117,7 +117,7 @@ static int check_features(pa_uring_probe_t *o) {
 
 static int check_bufring(pa_uring_probe_t *o, pa_uring_t *ring) {
   pa_bufring_t *br = NULL;
-  int err = pa_uring_bufring_create(ring, 0, 8, &br);
+  int err = pa_uring_bufring_create(ring, 0, 8, 0, &br);
   if (err) {
     snprintf(o->reason, sizeof o->reason,
              "IORING_REGISTER_PBUF_RING refused (%s): provided-buffer rings need Linux 5.19",
@@ -125,7 +125,14 @@ static int check_bufring(pa_uring_probe_t *o, pa_uring_t *ring) {
     return err;
   }
   o->has_pbuf_ring = 1;
-  return pa_uring_bufring_destroy(br);
+  err = pa_uring_bufring_destroy(br);
+  if (err) return err;
+  /* optional: incremental consumption (6.12); without it every receive takes a whole buffer */
+  if (pa_uring_bufring_create(ring, 0, 8, PA_URING_BUFRING_INC, &br) == 0) {
+    o->has_pbuf_inc = 1;
+    return pa_uring_bufring_destroy(br);
+  }
+  return 0;
 }
 
 static int check_multishot(pa_uring_probe_t *o) {

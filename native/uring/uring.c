@@ -47,11 +47,26 @@
 #ifndef IORING_REGISTER_ENABLE_RINGS
 #define IORING_REGISTER_ENABLE_RINGS 12
 #endif
+/* Linux 6.12; older headers lack them (the kernel answers EINVAL when it lacks the feature) */
+#ifndef IORING_CQE_F_BUF_MORE
+#define IORING_CQE_F_BUF_MORE (1U << 4)
+#endif
+#define PA_IOU_PBUF_RING_INC 2
+/* struct io_uring_buf_reg as of 6.12: older headers call `flags` `pad` */
+struct pa_buf_reg {
+  uint64_t ring_addr;
+  uint32_t ring_entries;
+  uint16_t bgid;
+  uint16_t flags;
+  uint64_t resv[3];
+};
+_Static_assert(sizeof(struct pa_buf_reg) == sizeof(struct io_uring_buf_reg), "buf_reg layout");
 
 _Static_assert(sizeof(struct msghdr) <= sizeof(pa_uring_msg_t), "msghdr storage too small");
 _Static_assert(sizeof(pa_uring_cqe_t) == 16, "pa_uring_cqe_t layout");
 _Static_assert(PA_URING_CQE_F_NOTIF == IORING_CQE_F_NOTIF, "flag values mirror the kernel's");
 _Static_assert(PA_URING_CQE_BUFFER_SHIFT == IORING_CQE_BUFFER_SHIFT, "bid shift");
+_Static_assert(PA_URING_CQE_F_BUF_MORE == IORING_CQE_F_BUF_MORE, "flag values mirror the kernel's");
 
 /* ---- the ring structures ---- */
 
@@ -772,8 +787,10 @@ static void csend_destroy_all(pa_uring_t *r) {
 
 /* ---- provided-buffer ring ---- */
 
-int pa_uring_bufring_create(pa_uring_t *r, uint16_t bgid, unsigned entries, pa_bufring_t **out) {
-  if (!r || !out || entries == 0 || entries > PA_URING_MAX_BUFRING || (entries & (entries - 1)))
+int pa_uring_bufring_create(pa_uring_t *r, uint16_t bgid, unsigned entries, unsigned flags,
+                            pa_bufring_t **out) {
+  if (!r || !out || entries == 0 || entries > PA_URING_MAX_BUFRING || (entries & (entries - 1)) ||
+      (flags & ~(unsigned)PA_URING_BUFRING_INC))
     return EINVAL;
   if (inherited(r)) return ECHILD;
   pa_bufring_t *b = calloc(1, sizeof *b);
@@ -796,11 +813,12 @@ int pa_uring_bufring_create(pa_uring_t *r, uint16_t bgid, unsigned entries, pa_b
     return err;
   }
   (void)madvise(m, b->map_len, MADV_DONTFORK);
-  struct io_uring_buf_reg reg;
+  struct pa_buf_reg reg;
   memset(&reg, 0, sizeof reg);
   reg.ring_addr = (uint64_t)(uintptr_t)m;
   reg.ring_entries = entries;
   reg.bgid = bgid;
+  if (flags & PA_URING_BUFRING_INC) reg.flags = PA_IOU_PBUF_RING_INC;
   int err = sys_register(r->fd, IORING_REGISTER_PBUF_RING, &reg, 1);
   if (err) {
     munmap(m, b->map_len);

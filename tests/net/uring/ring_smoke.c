@@ -32,7 +32,7 @@ int main(void) {
   pa_uring_t *r;
   CHECK(pa_uring_create(64, PA_URING_SINGLE_ISSUER, &r));
   pa_bufring_t *br;
-  CHECK(pa_uring_bufring_create(r, 1, NBUF, &br));
+  CHECK(pa_uring_bufring_create(r, 1, NBUF, 0, &br));
   static char bufs[NBUF][BSZ];
   for (int i = 0; i < NBUF; i++) CHECK(pa_uring_bufring_add(br, (uint64_t)(uintptr_t)bufs[i], BSZ, (uint16_t)i));
   pa_uring_bufring_publish(br);

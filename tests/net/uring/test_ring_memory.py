@@ -3,15 +3,19 @@ many blocks the provided-buffer ring stages, and how incremental buffers are con
 
 from __future__ import annotations
 
+import os
 import socket
+import time
 from typing import Any, ClassVar
 
 import pytest
 from echo import Echo
 
 from poolalloc.buffers import BufferPool
+from poolalloc.net.uring import _buffers
 from poolalloc.net.uring.connection import UringConnection
 from poolalloc.net.uring.proactor import Proactor
+from poolalloc.net.uring.ring import Ring
 from poolalloc.net.uring.server import UringTcpServer
 
 pytestmark = [pytest.mark.uring, pytest.mark.net]
@@ -67,5 +71,160 @@ def test_a_gathered_send_leaves_no_iovec_array_on_the_connection(
     assert TwoWrites.seen == [(None, None)] * 5
     srv.close()
     proactor.close()
+    assert pool.outstanding() == 0
+    pool.close()
+
+
+def needs_incremental() -> None:
+    from poolalloc.net.uring.proactor import probe_result
+
+    if not probe_result().has_pbuf_inc:
+        pytest.skip("the kernel lacks IOU_PBUF_RING_INC (Linux 6.12)")
+
+
+def echo_rounds(addr: tuple[str, int], messages: list[bytes]) -> list[bytes]:
+    got_all = []
+    with socket.create_connection(addr, timeout=10) as c:
+        for msg in messages:
+            c.sendall(msg)
+            got = b""
+            while len(got) < len(msg):
+                got += c.recv(1 << 16)
+            got_all.append(got)
+    return got_all
+
+
+def test_incremental_buffers_deliver_bytes_in_order_across_block_boundaries(
+    run_with_client: Any,
+) -> None:
+    """Small receives share 1 KiB blocks: each gets its own slice, in order, across block
+    boundaries, and far fewer blocks are taken than receives completed."""
+    needs_incremental()
+    p = Proactor(ring_buffers=16, initial_buffers=2, incremental=True)
+    pool = BufferPool(1024, capacity=32)
+    srv = UringTcpServer(p, Echo, buffer_pool=pool)
+    srv.start()
+    messages = [os.urandom(1 + (i * 37) % 300) for i in range(200)]  # ~30 KiB, 30 blocks' worth
+
+    def client(out: dict[str, Any]) -> None:
+        out["echo"] = echo_rounds(srv.address, messages)
+        out["stats"] = p.ring_stats()["bgid1"]
+
+    out = run_with_client(p, client)
+    assert out["echo"] == messages
+    stats = out["stats"]
+    assert stats["incremental"] == 1
+    acquires = pool.stats().acquires
+    assert acquires < len(messages) // 4, f"{acquires} blocks for {len(messages)} receives"
+    srv.close()
+    p.close()
+    assert pool.outstanding() == 0
+    pool.close()
+
+
+class Keeper(Echo):
+    """Keeps every slice it is given (and echoes nothing) until told to let go."""
+
+    kept: ClassVar[list[Any]] = []
+
+    def buffer_received(self, lease: Any, n: int) -> bool:
+        Keeper.kept.append((lease, bytes(lease.view[:n])))
+        return True
+
+
+def test_a_slice_held_past_the_ring_close_returns_its_block_with_its_release(
+    run_with_client: Any,
+) -> None:
+    needs_incremental()
+    Keeper.kept = []
+    p = Proactor(ring_buffers=8, initial_buffers=2, incremental=True)
+    pool = BufferPool(1024, capacity=16)
+    srv = UringTcpServer(p, Keeper, buffer_pool=pool)
+    srv.start()
+
+    def client(out: dict[str, Any]) -> None:
+        with socket.create_connection(srv.address, timeout=10) as c:
+            for i in range(5):
+                c.sendall(bytes([i]) * 100)
+                time.sleep(0.02)  # separate receives
+        deadline = time.monotonic() + 5
+        while sum(len(data) for _, data in Keeper.kept) < 500 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        out["held"] = p.ring_stats()["bgid1"]["slices_held"]
+
+    out = run_with_client(p, client)
+    assert b"".join(data for _, data in Keeper.kept) == b"".join(bytes([i]) * 100 for i in range(5))
+    assert out["held"] == len(Keeper.kept)
+    srv.close()
+    p.close()
+    assert pool.outstanding() >= 1  # the held slices keep their block
+    for lease, data in Keeper.kept:
+        assert bytes(lease.view) == data  # still intact after the ring is gone
+        lease.release()
+        lease.release()  # idempotent
+    assert pool.outstanding() == 0
+    pool.close()
+
+
+def test_the_ring_grows_within_its_bound_under_a_burst_and_shrinks_back(
+    run_with_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_buffers, "SHRINK_AFTER", 0.05)
+    p = Proactor(ring_buffers=16, initial_buffers=2, incremental=False)
+    pool = BufferPool(1024, capacity=64)
+    srv = UringTcpServer(p, Echo, buffer_pool=pool)
+    srv.start()
+    payload = os.urandom(512 * 1024)
+
+    def client(out: dict[str, Any]) -> None:
+        out["echo"] = echo_rounds(srv.address, [payload])[0]
+        out["burst"] = p.ring_stats()["bgid1"]
+        time.sleep(0.5)  # idle: the target halves every SHRINK_AFTER
+        # one block per receive: the blocks staged over the target go back to the pool
+        out["echo2"] = b"".join(echo_rounds(srv.address, [b"y" * 100] * 20))
+        out["after"] = p.ring_stats()["bgid1"]
+
+    out = run_with_client(p, client)
+    assert out["echo"] == payload
+    assert out["echo2"] == b"y" * 2000
+    burst, after = out["burst"], out["after"]
+    assert burst["grown"] > 0, "the burst must make the ring grow"
+    assert burst["peak_target"] <= burst["limit"] <= 16
+    assert burst["in_ring"] <= burst["limit"]
+    assert after["target"] == 2
+    assert after["shrunk"] > 0
+    assert after["in_ring"] <= after["target"]
+    srv.close()
+    p.close()
+    assert pool.outstanding() == 0
+    pool.close()
+
+
+def test_starving_receives_grow_the_target_once_per_pass_and_an_incremental_ring_by_bytes() -> None:
+    ring = Ring(8)
+    pool = BufferPool(65536, capacity=None)
+    pr = _buffers.PoolRing(ring, pool, bgid=1, entries=64, initial=2)
+    for _ in range(5):
+        pr.starved(now=1.0)  # five receives starving in one pass
+    assert pr.target == 4
+    pr.starved(now=2.0)
+    assert pr.target == 8
+    assert not pr.shrink(now=2.5)  # starved too recently
+    assert pr.shrink(now=3.5)
+    assert pr.target == 4
+    pr.starved(now=4.0)
+    assert pr.target == 8
+    assert pr.shrink(now=6.5)  # two quiet periods: halved twice
+    assert pr.target == 2
+    pr.close()
+    needs_incremental()
+    inc = _buffers.PoolRing(ring, pool, bgid=2, entries=64, initial=2, incremental=True)
+    assert inc.incremental
+    inc.refill()  # learns the block size
+    for i in range(10):
+        inc.starved(now=10.0 + i)
+    assert inc.target == _buffers.INCREMENTAL_BYTES // 65536
+    inc.close()
+    ring.close()
     assert pool.outstanding() == 0
     pool.close()

@@ -121,7 +121,11 @@ def make_loop(engine: str, ring_bytes: int | None = RING_BYTES) -> tuple[Any, ty
         from poolalloc.net.uring.connection import UringConnection  # noqa: PLC0415
         from poolalloc.net.uring.proactor import Proactor  # noqa: PLC0415
 
-        proactor = Proactor(ring_buffers=16, initial_buffers=8, ring_bytes=ring_bytes)
+        # whole buffers, as the relay's figures were measured; incremental ones are for many
+        # connections with small reads (docs/benchmarks.md, io_uring memory per connection)
+        proactor = Proactor(
+            ring_buffers=16, initial_buffers=8, ring_bytes=ring_bytes, incremental=False
+        )
         return proactor, UringConnection
     from poolalloc.net.epoll.connection import Connection  # noqa: PLC0415
     from poolalloc.net.epoll.reactor import Reactor  # noqa: PLC0415

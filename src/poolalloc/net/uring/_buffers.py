@@ -25,6 +25,19 @@ this ring hold fewer than :attr:`PoolRing.hold_limit` such blocks together (a qu
 bounded pool's capacity, see :func:`_hold_limit`); past it the bytes are copied out and the
 block goes back at once. So paused connections can never take the blocks the others read into.
 
+Once no receive has starved for :data:`SHRINK_AFTER` seconds, :meth:`PoolRing.shrink` halves the
+target again, down to the initial one: the buffers over it go back to the pool as the kernel
+hands them back. Every staged block is eventually written by the kernel (it picks them in ring
+order), so the target is what the ring costs in resident memory.
+
+Incremental buffers (``IOU_PBUF_RING_INC``, Linux 6.12; ``incremental=True``): a receive takes
+only the bytes it needs from the block at the head of the ring, so many small receives share
+one block instead of taking a 64 KiB block each. A completion then names a slice of a block:
+:meth:`PoolRing.arrived` hands out a :class:`_Slice` (a lease of those bytes), and the block
+goes back into the ring once the kernel is done with it (a completion without
+``CQE_F_BUF_MORE``) and every slice of it was released. A kernel without the feature refuses the
+registration (``EINVAL``): the ring is then made without it, and ``why_not_incremental`` says so.
+
 Example:
     >>> from poolalloc.net.uring.ring import Ring
     >>> import poolalloc
@@ -43,9 +56,15 @@ from typing import Protocol, cast
 from poolalloc.errors import PoolMemoryError
 from poolalloc.net.epoll.connection import ReadPool
 from poolalloc.net.sockets import LeaseLike
-from poolalloc.net.uring.ring import BufRing, Ring
+from poolalloc.net.uring.ring import CQE_BUFFER_SHIFT, CQE_F_BUF_MORE, BufRing, Ring
 
-__all__ = ["PoolRing", "RingLease"]
+__all__ = ["INCREMENTAL_BYTES", "SHRINK_AFTER", "PoolRing", "RingLease"]
+
+#: seconds without an ``ENOBUFS`` after which a grown ring's target is halved
+SHRINK_AFTER = 1.0
+#: how much an incremental ring stages at most (unless its initial count is more): at 64 KiB
+#: blocks, 4 blocks, which take 4,096 receives of 64 bytes in one loop pass
+INCREMENTAL_BYTES = 256 * 1024
 
 
 class RingLease(LeaseLike, Protocol):
@@ -67,6 +86,7 @@ class PoolRing:
         entries: int,
         initial: int,
         max_bytes: int | None = None,
+        incremental: bool = False,
     ) -> None:
         if entries <= 0 or entries & (entries - 1) or entries > 32768:
             raise ValueError(f"entries must be a power of two <= 32768, not {entries}")
@@ -74,11 +94,36 @@ class PoolRing:
         self.bgid = bgid
         self.entries = entries
         self.limit = _ring_limit(pool, entries, max_bytes)
-        self.target = max(1, min(initial, self.limit))
+        self.target = self.initial = max(1, min(initial, self.limit))
         self.in_ring = 0
         self.grown = 0
+        self.shrunk = 0
         self.exhausted = 0
-        self._br: BufRing = ring.new_bufring(bgid, entries)
+        self.peak_target = self.target
+        self.last_starved = 0.0  # the loop's clock when a receive last starved
+        #: why the ring consumes whole buffers although incremental ones were asked for
+        self.why_not_incremental = "" if incremental else "not asked for"
+        self.incremental = False
+        self._br: BufRing
+        if incremental:
+            try:
+                self._br = ring.new_bufring(bgid, entries, incremental=True)
+                self.incremental = True
+            except OSError as exc:
+                self.why_not_incremental = (
+                    f"the kernel refused IOU_PBUF_RING_INC (Linux 6.12): {exc}"
+                )
+        if not self.incremental:
+            self._br = ring.new_bufring(bgid, entries)
+        self._closed = False
+        # incremental bookkeeping by bid: bytes the kernel filled so far, slices handed out and
+        # not released, and whether the kernel may still fill the block (1 from staging until a
+        # completion without CQE_F_BUF_MORE)
+        self._offsets = [0] * entries
+        self._refs = [0] * entries
+        self._in_kernel = bytearray(entries)
+        # a view of each staged block of an incremental ring, made once: a slice is cut from it
+        self._views: list[memoryview | None] = [None] * entries
         self._leases: list[RingLease | None] = [None] * entries
         self._free_bids = list(range(entries - 1, -1, -1))
         self.block_size = 0
@@ -111,12 +156,79 @@ class PoolRing:
         self.recycle_bids.append(bid)
 
     def publish(self) -> None:
-        """Hand the recycled buffers back to the kernel in one call (before the next enter)."""
+        """Hand the recycled buffers back to the kernel in one call (before the next enter);
+        those over the target (after a :meth:`shrink`) go back to the pool instead."""
         bids = self.recycle_bids
         if bids:
+            excess = self.in_ring - self.target
+            if excess > 0 and not self.incremental:
+                for bid in bids[:excess]:
+                    self.take(bid).release()
+                del bids[:excess]
             self.recycled += len(bids)
             self._br.readd(bids)
             del bids[:]
+
+    # ---- incremental buffers ----
+    def arrived(self, bid: int, nbytes: int, flags: int) -> _Slice:
+        """The slice a receive of ``nbytes`` (its completion's ``flags``) filled in block ``bid``
+        of an incremental ring, as a lease: the block returns to the ring once the kernel is
+        done with it and every slice of it was released.
+
+        :raises LookupError: no block sits behind ``bid``.
+        """
+        view = self._views[bid]
+        if view is None:
+            raise LookupError(f"buffer id {bid} of group {self.bgid} is not in the ring")
+        self._refs[bid] += 1
+        offsets = self._offsets
+        offset = offsets[bid]
+        if nbytes <= 0:
+            # A receive of 0 bytes (EOF) consumes nothing, whatever its flags say: the kernel
+            # leaves the block at the head of the ring.
+            return _Slice(self, bid, view[offset:offset])
+        if flags & CQE_F_BUF_MORE:
+            offsets[bid] = offset + nbytes
+        else:
+            self._in_kernel[bid] = 0
+            self.in_ring -= 1
+        return _Slice(self, bid, view[offset : offset + nbytes])
+
+    def discard(self, res: int, flags: int) -> None:
+        """Give back the buffer of a receive nobody will see (a closed connection's)."""
+        bid = flags >> CQE_BUFFER_SHIFT
+        if self.incremental:
+            self.arrived(bid, res, flags).release()
+        else:
+            self.take(bid).release()
+
+    def _unref(self, bid: int) -> None:
+        refs = self._refs[bid] - 1
+        self._refs[bid] = refs
+        if not (refs or self._in_kernel[bid]):
+            self._back(bid)
+
+    def _back(self, bid: int) -> None:
+        """The kernel is done with block ``bid`` and no slice holds it: into the ring again,
+        or back to the pool when the ring has its target (or is closed)."""
+        self._offsets[bid] = 0
+        if not self._closed and self.in_ring < self.target:
+            self._in_kernel[bid] = 1
+            self.in_ring += 1
+            self.recycle_bids.append(bid)  # the whole block again, at the next publish
+            return
+        self._give_back(bid)
+        if not self._closed:
+            self._free_bids.append(bid)
+
+    def _give_back(self, bid: int) -> None:
+        """The block of ``bid`` goes back to the pool (its view first: it is an export)."""
+        view, self._views[bid] = self._views[bid], None
+        if view is not None:
+            view.release()
+        lease, self._leases[bid] = self._leases[bid], None
+        if lease is not None:
+            lease.release()
 
     def take(self, bid: int) -> RingLease:
         """The lease behind ``bid`` (named by a completion); it leaves the ring.
@@ -149,6 +261,9 @@ class PoolRing:
             lease = cast("RingLease", got)
             bid = free_bids.pop()
             leases[bid] = lease
+            if self.incremental:
+                self._views[bid] = lease.view
+            self._in_kernel[bid] = 1
             staged.append((lease.address, bid))
         if staged:
             if not self.block_size:
@@ -161,23 +276,51 @@ class PoolRing:
         """True while fewer buffers than the target sit in the ring."""
         return self.in_ring < self.target and bool(self._free_bids)
 
-    def starved(self) -> None:
-        """A receive found the ring empty: grow the target (bounded by the ring's entries)."""
-        if self.target < self.limit:
-            self.target = min(self.limit, self.target * 2)
+    def starved(self, now: float = 0.0) -> None:
+        """A receive found the ring empty: grow the target, at most once per loop pass (``now``,
+        the loop's clock, names the pass: many receives starving together must not double it
+        once each), never beyond :attr:`limit` nor, for an incremental ring, beyond
+        :data:`INCREMENTAL_BYTES` staged (or the initial count, if that is more): every staged
+        block ends up resident, and a pass that overflows such a ring only makes some receives
+        wait for the next pass (they are armed again after the refill)."""
+        if now and now == self.last_starved:
+            return
+        self.last_starved = now
+        limit = self.limit
+        if self.incremental and self.block_size:
+            limit = min(limit, max(self.initial, INCREMENTAL_BYTES // self.block_size))
+        if self.target < limit:
+            self.target = min(limit, self.target * 2)
+            self.peak_target = max(self.peak_target, self.target)
             self.grown += 1
+
+    def shrink(self, now: float) -> bool:
+        """Halve a grown target (not below the initial one) for every :data:`SHRINK_AFTER`
+        seconds in which no receive starved; True when it did. The buffers over the target go
+        back to the pool as the kernel returns them (:meth:`publish`, :meth:`_unref`)."""
+        periods = int((now - self.last_starved) / SHRINK_AFTER)
+        if self.target <= self.initial or periods < 1:
+            return False
+        # one halving per quiet period: a loop that slept through several catches up at once
+        self.target = max(self.initial, self.target >> min(periods, 16))
+        self.last_starved = now  # the next halving waits as long again
+        self.shrunk += 1
+        return True
 
     def close(self) -> None:
         """Unregister the ring, then give every staged lease back to the pool (idempotent).
 
-        Unregistering first guarantees the kernel no longer picks any of these blocks.
+        Unregistering first guarantees the kernel no longer picks any of these blocks. A block
+        of an incremental ring that a protocol still holds a slice of goes back with the last
+        slice's release.
         """
         self._br.close()
+        self._closed = True
         del self.recycle_bids[:]
         for bid, lease in enumerate(self._leases):
-            if lease is not None:
-                self._leases[bid] = None
-                lease.release()
+            if lease is not None and not self._refs[bid]:
+                self._give_back(bid)
+        self._in_kernel = bytearray(self.entries)
         self.in_ring = 0
 
     def stats(self) -> dict[str, int]:
@@ -188,12 +331,53 @@ class PoolRing:
             "entries": self.entries,
             "limit": self.limit,
             "grown": self.grown,
+            "shrunk": self.shrunk,
+            "peak_target": self.peak_target,
             "pool_exhausted": self.exhausted,
             "recycled": self.recycled,
             "held": self.held,
             "hold_limit": self.hold_limit,
             "held_copied": self.held_copied,
+            "incremental": int(self.incremental),
+            "slices_held": sum(self._refs),
         }
+
+
+_RELEASED = memoryview(b"")
+_RELEASED.release()  # what a released slice's view is: any use raises ValueError
+
+
+class _Slice:
+    """The bytes one receive put into a block of an incremental ring, with a lease's face:
+    ``view`` is exactly those bytes; ``release`` (idempotent) lets the block go back, and after
+    it ``view`` is a released memoryview (any use raises ``ValueError``)."""
+
+    __slots__ = ("_bid", "_owner", "view")
+
+    def __init__(self, owner: PoolRing, bid: int, view: memoryview) -> None:
+        self._owner: PoolRing | None = owner
+        self._bid = bid
+        self.view = view
+
+    @property
+    def nbytes(self) -> int:
+        """How many bytes were received."""
+        return len(self.view)
+
+    def __buffer__(self, flags: int, /) -> memoryview:
+        return self.view
+
+    def release(self) -> None:
+        """Done with these bytes (idempotent)."""
+        owner = self._owner
+        if owner is not None:
+            self._owner = None
+            self.view = _RELEASED
+            bid, refs = self._bid, owner._refs  # PoolRing._unref, inlined: once per receive
+            left = refs[bid] - 1
+            refs[bid] = left
+            if not (left or owner._in_kernel[bid]):
+                owner._back(bid)
 
 
 def _ring_limit(pool: ReadPool, entries: int, max_bytes: int | None = None) -> int:

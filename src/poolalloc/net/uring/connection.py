@@ -86,7 +86,7 @@ class _Remains:
 
     def complete(self, res: int, flags: int) -> None:
         if flags & CQE_F_BUFFER and self.pool_ring is not None:
-            self.pool_ring.take(flags >> CQE_BUFFER_SHIFT).release()
+            self.pool_ring.discard(res, flags)
         if not flags & CQE_F_MORE:
             self.inflight -= 1
         if self.inflight <= 0:
@@ -199,7 +199,9 @@ class UringConnection(BaseConnection["Proactor"]):
             pool_ring = self.pool_ring
             assert pool_ring is not None
             bid = flags >> CQE_BUFFER_SHIFT
-            if self.paused or self.closed or self._lingering or res <= 0:
+            if pool_ring.incremental:
+                self._received_slice(pool_ring.arrived(bid, res, flags), res)
+            elif self.paused or self.closed or self._lingering or res <= 0:
                 self._deliver(pool_ring.take(bid), res)
             else:  # the common case, inline
                 self.bytes_in += res
@@ -246,6 +248,22 @@ class UringConnection(BaseConnection["Proactor"]):
                 self.arm_recv()
         elif not self.closed:
             self.abort(cqe_error(res))
+
+    def _received_slice(self, lease: LeaseLike, n: int) -> None:
+        """A receive into an incremental ring: its bytes are a slice of a shared block."""
+        if self.paused or self.closed or self._lingering or n <= 0:
+            self._deliver(lease, n)
+            return
+        self.bytes_in += n
+        self.last_active = self.reactor.now  # type: ignore[union-attr]
+        try:
+            kept = self.protocol.buffer_received(lease, n)  # type: ignore[union-attr]
+        except Exception as exc:
+            lease.release()  # a protocol bug must not strand the block (as on epoll)
+            self.abort(exc)
+            raise
+        if not kept:
+            lease.release()
 
     def _deliver(self, lease: LeaseLike | HeldBytes, n: int) -> None:
         if self.closed or self._lingering or n <= 0:

@@ -141,15 +141,19 @@ class Proactor(Reactor):
     """An io_uring event loop with the Reactor's interface.
 
     ``entries`` sizes the submission queue; ``ring_buffers`` the provided-buffer ring of each
-    BufferPool (a power of two), of which ``initial_buffers`` are filled at first and more as
+    BufferPool (a power of two), of which ``initial_buffers`` are filled at first, more as
     receives find the ring empty, up to ``ring_bytes`` of blocks when given (a few big blocks
     stay in the caches: give it for bulk transfers in blocks of hundreds of KiB; ``None``, the
-    default, bounds the ring by its entries and the pool only); writes of at least
-    ``zc_threshold`` bytes use ``SEND_ZC`` (``None`` never). ``single_issuer`` binds the ring
-    to the thread that first runs the loop (``SINGLE_ISSUER`` + ``DEFER_TASKRUN``: fewer
-    interruptions), for a loop built, run and closed in one thread, as ``poolalloc serve``
-    does; by default any one thread at a time may drive it (``COOP_TASKRUN``), e.g. a loop run
-    in a background thread and closed by the main.
+    default, bounds the ring by its entries and the pool only), and the target halves back once
+    none did for a second. ``incremental`` (default: when the kernel has it, Linux 6.12) lets
+    many receives share a block (``IOU_PBUF_RING_INC``); ``initial_buffers`` then defaults to 4,
+    else to 64. Every staged block ends up resident (the kernel fills them in ring order): with
+    incremental buffers 4 blocks take more small receives than 64 whole ones, at a sixteenth of
+    the memory. Writes of at least ``zc_threshold`` bytes use ``SEND_ZC`` (``None`` never).
+    ``single_issuer`` binds the ring to the thread that first runs the loop (``SINGLE_ISSUER`` +
+    ``DEFER_TASKRUN``: fewer interruptions), for a loop built, run and closed in one thread, as
+    ``poolalloc serve`` does; by default any one thread at a time may drive it
+    (``COOP_TASKRUN``), e.g. a loop run in a background thread and closed by the main.
 
     Example:
         >>> p = Proactor()
@@ -172,7 +176,8 @@ class Proactor(Reactor):
         *,
         entries: int = 1024,
         ring_buffers: int = 1024,
-        initial_buffers: int = 64,
+        initial_buffers: int | None = None,
+        incremental: bool | None = None,
         ring_bytes: int | None = None,
         zc_threshold: int | None = 1 << 16,
         single_issuer: bool = False,
@@ -187,6 +192,11 @@ class Proactor(Reactor):
             raise
         self.pid = os.getpid()
         self.ring_buffers = ring_buffers
+        if incremental is None:
+            incremental = probe_result().has_pbuf_inc
+        self.incremental = incremental
+        if initial_buffers is None:
+            initial_buffers = 4 if incremental else 64
         self.initial_buffers = initial_buffers
         self.ring_bytes = ring_bytes
         self.zc_threshold = zc_threshold if probe_result().has_send_zc else None
@@ -232,6 +242,7 @@ class Proactor(Reactor):
                 entries=self.ring_buffers,
                 initial=self.initial_buffers,
                 max_bytes=self.ring_bytes,
+                incremental=self.incremental,
             )
             self._pool_rings[id(pool)] = pr
             pr.refill()
@@ -244,7 +255,7 @@ class Proactor(Reactor):
     def starved(self, conn: Any, pool_ring: PoolRing) -> None:
         """``conn``'s receive found no buffer: grow the ring and re-arm it after a refill."""
         self.stats["enobufs"] += 1
-        pool_ring.starved()
+        pool_ring.starved(self.now)
         self._starved.append(conn)
 
     # ---- the loop ----
@@ -309,6 +320,8 @@ class Proactor(Reactor):
 
     def _refill(self) -> None:
         for pr in self._pool_rings.values():
+            if pr.target > pr.initial:
+                pr.shrink(self.now)
             if pr.recycle_bids:
                 pr.publish()
             if pr.needs_refill():

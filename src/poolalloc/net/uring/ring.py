@@ -28,6 +28,7 @@ from poolalloc.errors import check_rc
 __all__ = [
     "CQE_BUFFER_SHIFT",
     "CQE_F_BUFFER",
+    "CQE_F_BUF_MORE",
     "CQE_F_MORE",
     "CQE_F_NOTIF",
     "CSEND_MAX",
@@ -44,6 +45,8 @@ __all__ = [
 CQE_F_BUFFER = 1
 CQE_F_MORE = 2
 CQE_F_NOTIF = 8
+#: an incremental buffer (``IOU_PBUF_RING_INC``) the kernel goes on filling after this completion
+CQE_F_BUF_MORE = int(lib.PA_URING_CQE_F_BUF_MORE)
 CQE_BUFFER_SHIFT = 16
 #: largest write :meth:`Ring.csend` copies, and how much it buffers behind a send in flight
 CSEND_MAX = int(lib.PA_URING_CSEND_MAX)
@@ -83,6 +86,8 @@ class ProbeResult:
     io_uring_disabled: int
     seccomp: int
     memlock_bytes: int
+    #: incremental provided buffers (``IOU_PBUF_RING_INC``, Linux 6.12); optional
+    has_pbuf_inc: bool = False
 
     @property
     def ok(self) -> bool:
@@ -109,6 +114,7 @@ def probe() -> ProbeResult:
         io_uring_disabled=int(out.disabled),
         seccomp=int(out.seccomp),
         memlock_bytes=int(out.memlock_cur),
+        has_pbuf_inc=bool(out.has_pbuf_inc),
     )
 
 
@@ -286,9 +292,13 @@ class Ring:
             lib.pa_uring_destroy(self._ring)
             self._ring = None
 
-    def new_bufring(self, bgid: int, entries: int) -> BufRing:
-        """Register a provided-buffer ring of ``entries`` (a power of two) as group ``bgid``."""
-        return BufRing(self._ring, bgid, entries)
+    def new_bufring(self, bgid: int, entries: int, *, incremental: bool = False) -> BufRing:
+        """Register a provided-buffer ring of ``entries`` (a power of two) as group ``bgid``;
+        ``incremental``: receives consume its buffers bit by bit (``IOU_PBUF_RING_INC``).
+
+        :raises OSError: the kernel refused it (``EINVAL`` for ``incremental`` before 6.12).
+        """
+        return BufRing(self._ring, bgid, entries, incremental=incremental)
 
 
 def _closed_csend(fd: int, data: bytes, n: int, ud: int) -> int:
@@ -323,12 +333,15 @@ class BufRing:
         >>> b.close(); r.close()
     """
 
-    def __init__(self, ring: Any, bgid: int, entries: int) -> None:
+    def __init__(self, ring: Any, bgid: int, entries: int, *, incremental: bool = False) -> None:
         out = ffi.new("pa_bufring_t **")
-        check_rc(lib.pa_uring_bufring_create(ring, bgid, entries, out), "IORING_REGISTER_PBUF_RING")
+        flags = lib.PA_URING_BUFRING_INC if incremental else 0
+        rc = lib.pa_uring_bufring_create(ring, bgid, entries, flags, out)
+        check_rc(rc, "IORING_REGISTER_PBUF_RING")
         self._br: Any = out[0]
         self.bgid = bgid
         self.entries = entries
+        self.incremental = incremental
         self._add = lib.pa_uring_bufring_add
 
     def add(self, address: int, nbytes: int, bid: int) -> None:
