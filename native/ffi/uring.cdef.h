@@ -52,6 +52,9 @@ int pa_uring_prep_send(pa_uring_t *ring, int fd, const void *buf, size_t len, in
                        uint64_t user_data);
 int pa_uring_prep_sendmsg(pa_uring_t *ring, int fd, const void *iov, unsigned n,
                           pa_uring_msg_t *msg, uint64_t user_data);
+/* cffi converts a list of ffi.from_buffer handles (bases) and of ints (lens) into the arrays */
+int pa_uring_prep_sendv(pa_uring_t *ring, int fd, void *const *bases, const uint32_t *lens,
+                        unsigned n, uint64_t *iov, pa_uring_msg_t *msg, uint64_t user_data);
 int pa_uring_prep_splice(pa_uring_t *ring, int fd_in, int64_t off_in, int fd_out, int64_t off_out,
                          unsigned len, uint64_t user_data);
 int pa_uring_prep_poll(pa_uring_t *ring, int fd, unsigned events, int multishot,

@@ -453,6 +453,18 @@ int pa_uring_prep_sendmsg(pa_uring_t *r, int fd, const void *iov, unsigned n,
   PREP_END(r, user_data);
 }
 
+int pa_uring_prep_sendv(pa_uring_t *r, int fd, void *const *bases, const uint32_t *lens,
+                        unsigned n, uint64_t *iov, pa_uring_msg_t *msg, uint64_t user_data) {
+  if (fd < 0) return EBADF;
+  if (!bases || !lens || !iov || !msg || n == 0 || n > 1024) return EINVAL;
+  for (unsigned i = 0; i < n; i++) {
+    if (!bases[i] && lens[i]) return EINVAL;
+    iov[2 * i] = (uint64_t)(uintptr_t)bases[i];
+    iov[2 * i + 1] = lens[i];
+  }
+  return pa_uring_prep_sendmsg(r, fd, iov, n, msg, user_data);
+}
+
 int pa_uring_prep_splice(pa_uring_t *r, int fd_in, int64_t off_in, int fd_out, int64_t off_out,
                          unsigned len, uint64_t user_data) {
   if (fd_in < 0 || fd_out < 0) return EBADF;

@@ -327,3 +327,71 @@ def test_a_closed_ring_declines_copied_sends_and_forgets_nothing() -> None:
     finally:
         a.close()
         b.close()
+
+
+class LeaseEcho:
+    """Writes every read back as its own lease (kept until sent), as a relay does."""
+
+    def connection_made(self, conn: Any) -> None:
+        self.conn = conn
+
+    def buffer_received(self, lease: Any, n: int) -> bool:
+        self.conn.write(lease.view[:n], lease)
+        return True
+
+    def eof_received(self) -> bool:
+        self.conn.close()
+        return False
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        pass
+
+
+@pytest.mark.parametrize("slow_reader", [False, True])
+def test_gathered_lease_writes_keep_order_and_return_every_lease(
+    run_with_client: Any, monkeypatch: pytest.MonkeyPatch, slow_reader: bool
+) -> None:
+    """Many reads per pass are written on as leases and gathered into one sendmsg, whether a
+    send takes all that is queued (the owners' sweep) or a part (the queue's partial
+    bookkeeping), and whether the client reads fast or slowly: the bytes keep their order and
+    every lease goes back."""
+    gathered: list[int] = []
+    prep_sendv = Ring.prep_sendv
+
+    def counting(self: Ring, fd: int, views: list[Any], *args: Any) -> list[Any]:
+        gathered.append(len(views))
+        return prep_sendv(self, fd, views, *args)
+
+    monkeypatch.setattr(Ring, "prep_sendv", counting)
+    p = Proactor(ring_buffers=64, initial_buffers=32)
+    pool = BufferPool(4096, capacity=128)
+    srv = UringTcpServer(p, LeaseEcho, buffer_pool=pool)
+    srv.start()
+    payload = bytes(range(256)) * (1024 if slow_reader else 4096)  # 256 KiB or 1 MiB
+
+    def client(out: dict[str, Any]) -> None:
+        with socket.create_connection(srv.address, timeout=10) as c:
+            if slow_reader:
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            got: list[bytes] = []
+
+            def read() -> None:
+                while chunk := c.recv(8192):
+                    got.append(chunk)
+                    if slow_reader and len(got) % 8 == 0:
+                        time.sleep(0.001)
+
+            reader = threading.Thread(target=read, daemon=True)
+            reader.start()
+            c.sendall(payload)
+            c.shutdown(socket.SHUT_WR)
+            reader.join(15)
+            out["data"] = b"".join(got)
+
+    out = run_with_client(p, client)
+    assert out["data"] == payload
+    assert max(gathered, default=0) > 1
+    srv.close()
+    p.close()
+    assert pool.outstanding() == 0
+    pool.close()

@@ -11,7 +11,14 @@ import pytest
 
 from poolalloc.errors import PoolValueError
 from poolalloc.net.uring.proactor import available
-from poolalloc.net.uring.ring import CQE_BUFFER_SHIFT, CQE_F_BUFFER, CQE_F_MORE, Ring, probe
+from poolalloc.net.uring.ring import (
+    CQE_BUFFER_SHIFT,
+    CQE_F_BUFFER,
+    CQE_F_MORE,
+    Ring,
+    new_iov,
+    probe,
+)
 
 pytestmark = pytest.mark.uring
 
@@ -100,6 +107,38 @@ def test_send_to_bad_descriptor_raises() -> None:
         with pytest.raises(OSError, match="Bad file descriptor") as info:
             ring.prep_send(-1, 4096, 1, 1)
         assert info.value.errno == errno.EBADF
+    finally:
+        ring.close()
+
+
+def test_sendv_gathers_buffers_in_order() -> None:
+    ring = Ring(8)
+    a, b = socket.socketpair()
+    try:
+        views = [b"ab", bytearray(b"cde"), memoryview(b"wxyz")[1:3], b"!"]
+        iov, msg = new_iov(len(views))
+        pins = ring.prep_sendv(a.fileno(), views, iov, msg, 42)
+        assert len(pins) == len(views)
+        assert list(ring.enter(1, -1)) == [(42, 8, 0)]
+        assert b.recv(64) == b"abcdexy!"
+    finally:
+        a.close()
+        b.close()
+        ring.close()
+
+
+def test_sendv_refused_raises_and_unpins_at_once() -> None:
+    ring = Ring(8)
+    try:
+        data = bytearray(b"abc")
+        iov, msg = new_iov(1)
+        with pytest.raises(OSError, match="Bad file descriptor") as info:
+            ring.prep_sendv(-1, [data], iov, msg, 1)
+        assert info.value.errno == errno.EBADF
+        data += b"d"  # a pin still held would make this a BufferError
+        with pytest.raises(PoolValueError, match="sendmsg"):
+            ring.prep_sendv(0, [], iov, msg, 1)  # nothing to send
+        assert ring.pending() == 0
     finally:
         ring.close()
 

@@ -55,6 +55,7 @@ _CSEND_DECLINED = frozenset({errno.EMSGSIZE, errno.EAGAIN, errno.EPIPE})
 _CQE = struct.Struct("=QiI")
 _from_buffer = ffi.from_buffer
 _prep_send = lib.pa_uring_prep_send
+_prep_sendv = lib.pa_uring_prep_sendv
 
 
 def cqe_error(res: int) -> OSError:
@@ -264,6 +265,18 @@ class Ring:
     def prep_sendmsg(self, fd: int, iov: Any, n: int, msg: Any, ud: int) -> None:
         """Queue a gather send of ``n`` iovecs (cffi arrays made by :func:`new_iov`)."""
         check_rc(lib.pa_uring_prep_sendmsg(self._ring, fd, iov, n, msg, ud), "sendmsg")
+
+    def prep_sendv(self, fd: int, views: list[Any], iov: Any, msg: Any, ud: int) -> list[Any]:
+        """Queue a gather send of ``views`` (buffers, at most as many as ``iov`` holds, see
+        :func:`new_iov`): C writes the iovecs into ``iov``, so Python builds none of them.
+        Returns the handles pinning the views' memory: they, ``iov`` and ``msg`` must be kept
+        alive until the completion."""
+        pins = [_from_buffer(view) for view in views]
+        rc = _prep_sendv(self._ring, fd, pins, [len(p) for p in pins], len(pins), iov, msg, ud)
+        if rc:
+            pins.clear()  # release the pins now, as prep_send_buffer does
+            check_rc(rc, "sendmsg")
+        return pins
 
     def prep_splice(
         self, fd_in: int, fd_out: int, *, nbytes: int, ud: int, off_in: int = -1, off_out: int = -1
