@@ -228,3 +228,96 @@ def test_starving_receives_grow_the_target_once_per_pass_and_an_incremental_ring
     ring.close()
     assert pool.outstanding() == 0
     pool.close()
+
+
+class KeepEveryOther(Echo):
+    """Keeps every other slice, and remembers the ones it let go to look at them later."""
+
+    kept: ClassVar[list[tuple[Any, bytes]]] = []
+    let_go: ClassVar[list[Any]] = []
+
+    def buffer_received(self, lease: Any, n: int) -> bool:
+        data = bytes(lease.view[:n])
+        if len(KeepEveryOther.kept) <= len(KeepEveryOther.let_go):
+            KeepEveryOther.kept.append((lease, data))
+            return True
+        KeepEveryOther.let_go.append(lease)
+        return False
+
+
+def test_slices_not_kept_are_taken_back_and_kept_ones_stay_intact(run_with_client: Any) -> None:
+    """The ring lends one reusable slice object per receive: one not kept reads as released
+    once ``buffer_received`` returned (and is lent again), one kept is a slice of its own that
+    later receives into the same block never overwrite."""
+    needs_incremental()
+    KeepEveryOther.kept, KeepEveryOther.let_go = [], []
+    p = Proactor(ring_buffers=8, initial_buffers=2, incremental=True)
+    pool = BufferPool(1024, capacity=16)
+    srv = UringTcpServer(p, KeepEveryOther, buffer_pool=pool)
+    srv.start()
+    messages = [bytes([i]) * 60 for i in range(12)]  # 12 receives in a few 1 KiB blocks
+
+    def client(out: dict[str, Any]) -> None:
+        with socket.create_connection(srv.address, timeout=10) as c:
+            for msg in messages:
+                c.sendall(msg)
+                time.sleep(0.02)  # separate receives
+        deadline = time.monotonic() + 5
+        while len(KeepEveryOther.kept) + len(KeepEveryOther.let_go) < 12:
+            assert time.monotonic() < deadline, "the receives did not all arrive"
+            time.sleep(0.01)
+        out["held"] = p.ring_stats()["bgid1"]["slices_held"]
+
+    out = run_with_client(p, client)
+    kept, let_go = KeepEveryOther.kept, KeepEveryOther.let_go
+    assert [data for _, data in kept] == messages[0::2]
+    assert len(let_go) == 6
+    assert out["held"] == 6
+    with pytest.raises(ValueError, match="released memoryview"):
+        bytes(let_go[-1].view)  # taken back: its bytes may be received over
+    # the object lent and taken back is lent again for the next receive, which was kept
+    assert all(let_go[i] is kept[i + 1][0] for i in range(5))
+    for lease, data in kept:
+        assert bytes(lease.view) == data
+        lease.release()
+    srv.close()
+    p.close()
+    assert pool.outstanding() == 0
+    pool.close()
+
+
+class DropsKept(Echo):
+    """Says it keeps every slice, then drops it without releasing it (a protocol bug)."""
+
+    received: ClassVar[int] = 0
+
+    def buffer_received(self, lease: Any, n: int) -> bool:
+        DropsKept.received += n
+        return True
+
+
+def test_a_kept_slice_dropped_unreleased_gives_its_block_back(run_with_client: Any) -> None:
+    needs_incremental()
+    DropsKept.received = 0
+    p = Proactor(ring_buffers=8, initial_buffers=2, incremental=True)
+    pool = BufferPool(1024, capacity=16)
+    srv = UringTcpServer(p, DropsKept, buffer_pool=pool)
+    srv.start()
+
+    def client(out: dict[str, Any]) -> None:
+        with socket.create_connection(srv.address, timeout=10) as c:
+            for i in range(40):  # 4 KiB: more than the ring's two staged blocks
+                c.sendall(bytes([i]) * 100)
+                time.sleep(0.005)
+        deadline = time.monotonic() + 5
+        while DropsKept.received < 4000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        out["held"] = p.ring_stats()["bgid1"]["slices_held"]
+
+    out = run_with_client(p, client)
+    assert DropsKept.received == 4000  # the ring never ran dry: dropped slices came back
+    assert out["held"] == 0
+    srv.close()
+    p.close()
+    assert pool.outstanding() == 0
+    pool.close()

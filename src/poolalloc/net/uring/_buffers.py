@@ -51,7 +51,7 @@ Example:
 from __future__ import annotations
 
 import array
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from poolalloc.errors import PoolMemoryError
 from poolalloc.net.epoll.connection import ReadPool
@@ -137,6 +137,8 @@ class PoolRing:
         self.hold_limit = _hold_limit(pool, entries)
         self.held = 0
         self.held_copied = 0
+        #: the slice :meth:`receive` lends to a protocol and takes back when it is not kept
+        self._lent = _Slice(None, 0, _RELEASED)
 
     def lease(self, bid: int) -> RingLease:
         """The lease behind ``bid`` while it stays the ring's (see :meth:`recycle`).
@@ -193,6 +195,47 @@ class PoolRing:
             self._in_kernel[bid] = 0
             self.in_ring -= 1
         return _Slice(self, bid, view[offset : offset + nbytes])
+
+    def receive(self, bid: int, nbytes: int, flags: int, protocol: Any) -> None:
+        """Hand the ``nbytes`` (> 0) a receive put into block ``bid`` of an incremental ring to
+        ``protocol.buffer_received``, as :meth:`arrived` would, but as the ring's one reusable
+        slice: most protocols do not keep what they are given, and then no slice is made and
+        none released. A protocol that keeps it (returns True) owns it from then on, exactly as
+        one from :meth:`arrived`; a ``BaseException`` that is not an ``Exception`` also leaves
+        it owned (the protocol may hold it). An ``Exception`` propagates with the slice back.
+
+        :raises LookupError: no block sits behind ``bid``.
+        """
+        view = self._views[bid]
+        if view is None:
+            raise LookupError(f"buffer id {bid} of group {self.bgid} is not in the ring")
+        offsets = self._offsets
+        offset = offsets[bid]
+        if flags & CQE_F_BUF_MORE:
+            offsets[bid] = offset + nbytes
+        else:
+            self._in_kernel[bid] = 0
+            self.in_ring -= 1
+        lent = self._lent
+        lent.view = view[offset : offset + nbytes]
+        try:
+            kept = protocol.buffer_received(lent, nbytes)
+        except Exception:
+            kept = False
+            raise
+        except BaseException:
+            kept = True
+            raise
+        finally:
+            if kept:
+                lent._owner = self  # it becomes an ordinary slice, released by its holder
+                lent._bid = bid
+                self._refs[bid] += 1
+                self._lent = _Slice(None, 0, _RELEASED)
+            else:
+                lent.view = _RELEASED
+                if not (self._refs[bid] or self._in_kernel[bid]):
+                    self._back(bid)
 
     def discard(self, res: int, flags: int) -> None:
         """Give back the buffer of a receive nobody will see (a closed connection's)."""
@@ -354,7 +397,7 @@ class _Slice:
 
     __slots__ = ("_bid", "_owner", "view")
 
-    def __init__(self, owner: PoolRing, bid: int, view: memoryview) -> None:
+    def __init__(self, owner: PoolRing | None, bid: int, view: memoryview) -> None:
         self._owner: PoolRing | None = owner
         self._bid = bid
         self.view = view
@@ -378,6 +421,11 @@ class _Slice:
             refs[bid] = left
             if not (left or owner._in_kernel[bid]):
                 owner._back(bid)
+
+    def __del__(self) -> None:
+        # A kept slice dropped unreleased would keep its block out of the ring and the pool
+        # for good; as a pool lease goes back when collected, so does its block.
+        self.release()
 
 
 def _ring_limit(pool: ReadPool, entries: int, max_bytes: int | None = None) -> int:

@@ -200,7 +200,16 @@ class UringConnection(BaseConnection["Proactor"]):
             assert pool_ring is not None
             bid = flags >> CQE_BUFFER_SHIFT
             if pool_ring.incremental:
-                self._received_slice(pool_ring.arrived(bid, res, flags), res)
+                if self.paused or self.closed or self._lingering or res <= 0:
+                    self._deliver(pool_ring.arrived(bid, res, flags), res)
+                else:  # the common case: the ring lends its reusable slice
+                    self.bytes_in += res
+                    self.last_active = self.reactor.now  # type: ignore[union-attr]
+                    try:
+                        pool_ring.receive(bid, res, flags, self.protocol)
+                    except Exception as exc:
+                        self.abort(exc)  # the slice is back: a protocol bug strands nothing
+                        raise
             elif self.paused or self.closed or self._lingering or res <= 0:
                 self._deliver(pool_ring.take(bid), res)
             else:  # the common case, inline
@@ -248,22 +257,6 @@ class UringConnection(BaseConnection["Proactor"]):
                 self.arm_recv()
         elif not self.closed:
             self.abort(cqe_error(res))
-
-    def _received_slice(self, lease: LeaseLike, n: int) -> None:
-        """A receive into an incremental ring: its bytes are a slice of a shared block."""
-        if self.paused or self.closed or self._lingering or n <= 0:
-            self._deliver(lease, n)
-            return
-        self.bytes_in += n
-        self.last_active = self.reactor.now  # type: ignore[union-attr]
-        try:
-            kept = self.protocol.buffer_received(lease, n)  # type: ignore[union-attr]
-        except Exception as exc:
-            lease.release()  # a protocol bug must not strand the block (as on epoll)
-            self.abort(exc)
-            raise
-        if not kept:
-            lease.release()
 
     def _deliver(self, lease: LeaseLike | HeldBytes, n: int) -> None:
         if self.closed or self._lingering or n <= 0:

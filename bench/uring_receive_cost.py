@@ -1,0 +1,101 @@
+"""Python cost of handing one receive to a protocol that keeps nothing, per buffer-ring kind.
+
+The io_uring Proactor hands each receive to ``buffer_received`` as a lease: the staged pooled
+block itself for a ring of whole buffers, a slice of a shared block for an incremental ring
+(``IOU_PBUF_RING_INC``). This times that hand-off alone, with no kernel and no socket: the ring
+bookkeeping, the lease and the protocol call (the protocol reads one byte and keeps nothing).
+
+* ``whole``: the staged lease, and its bid queued to go back into the ring.
+* ``slice``: :meth:`PoolRing.arrived` (a fresh slice) and its ``release()``, the path of held
+  receives.
+* ``lent``: :meth:`PoolRing.receive`, the common path (the ring's one reusable slice), where
+  the installed version has it.
+
+Candidates alternate inside each round, the order reversing every round; CPU time
+(``time.thread_time``), median (min-max) of the rounds, ns per receive::
+
+    python bench/uring_receive_cost.py --rounds 7 --loops 300000
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from poolalloc.buffers import BufferPool
+from poolalloc.net.uring import _buffers
+from poolalloc.net.uring.ring import CQE_F_BUF_MORE, Ring
+
+
+class KeepsNothing:
+    def buffer_received(self, lease: Any, n: int) -> bool:
+        lease.view[0]  # touch the bytes
+        return False
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--loops", type=int, default=300000)
+    args = ap.parse_args()
+    loops = args.loops
+    proto = KeepsNothing()
+    ring = Ring(8)
+    pool = BufferPool(16384, capacity=None)
+    inc = _buffers.PoolRing(ring, pool, bgid=1, entries=8, initial=2, incremental=True)
+    whole = _buffers.PoolRing(ring, pool, bgid=2, entries=8, initial=2)
+    if not inc.incremental:
+        raise SystemExit(f"no incremental ring here: {inc.why_not_incremental}")
+    inc.refill()
+    whole.refill()
+    bid_i = next(b for b in range(8) if inc._views[b] is not None)
+    bid_w = next(b for b in range(8) if whole.leases[b] is not None)
+    offsets = inc._offsets
+
+    def whole_path() -> None:
+        leases, recycle = whole.leases, whole.recycle_bids
+        for _ in range(loops):
+            offsets[bid_i] = 0  # the same store as the others make
+            lease = leases[bid_w]
+            if not proto.buffer_received(lease, 100):
+                recycle.append(bid_w)
+            del recycle[:]
+
+    def slice_path() -> None:
+        for _ in range(loops):
+            offsets[bid_i] = 0  # stays in the same block: the kernel would move on
+            lease = inc.arrived(bid_i, 100, CQE_F_BUF_MORE)
+            if not proto.buffer_received(lease, 100):
+                lease.release()
+
+    def lent_path() -> None:
+        receive = inc.receive  # type: ignore[attr-defined]
+        for _ in range(loops):
+            offsets[bid_i] = 0
+            receive(bid_i, 100, CQE_F_BUF_MORE, proto)
+
+    cands: dict[str, Callable[[], None]] = {"whole": whole_path, "slice": slice_path}
+    if hasattr(inc, "receive"):
+        cands["lent"] = lent_path
+    times: dict[str, list[float]] = {name: [] for name in cands}
+    names = list(cands)
+    for rnd in range(args.rounds):
+        for name in names if rnd % 2 == 0 else names[::-1]:
+            t = time.thread_time()
+            cands[name]()
+            times[name].append((time.thread_time() - t) / loops * 1e9)
+    base = statistics.median(times["whole"])
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"{name:6s} {med:7.1f} ns ({min(ts):.1f}-{max(ts):.1f})  {med / base:.2f}x whole")
+    inc.close()
+    whole.close()
+    ring.close()
+    pool.close()
+
+
+if __name__ == "__main__":
+    main()
