@@ -15,7 +15,7 @@ from poolalloc.buffers import BufferPool
 from poolalloc.net.uring import _buffers
 from poolalloc.net.uring.connection import UringConnection
 from poolalloc.net.uring.proactor import Proactor
-from poolalloc.net.uring.ring import Ring
+from poolalloc.net.uring.ring import CQE_F_BUF_MORE, Ring
 from poolalloc.net.uring.server import UringTcpServer
 
 pytestmark = [pytest.mark.uring, pytest.mark.net]
@@ -319,5 +319,48 @@ def test_a_kept_slice_dropped_unreleased_gives_its_block_back(run_with_client: A
     assert out["held"] == 0
     srv.close()
     p.close()
+    assert pool.outstanding() == 0
+    pool.close()
+
+
+class Framer:
+    """Keeps a slice while a frame is incomplete; lets it go once the next slice completes it,
+    from inside the callback of that next slice (which it keeps as the start of a new frame)."""
+
+    def __init__(self) -> None:
+        self.kept: list[Any] = []
+
+    def buffer_received(self, lease: Any, n: int) -> bool:
+        for earlier in self.kept:
+            earlier.release()
+        self.kept = [lease]
+        return True
+
+
+def test_a_slice_released_while_another_of_its_block_is_handed_over_keeps_the_block_out() -> None:
+    """The last receive into a block (no ``F_BUF_MORE``) is handed to a protocol that releases
+    the block's earlier slice before it returns and keeps the new one: the block must stay out
+    of the ring (the kernel would otherwise fill it again under the kept slice) until that one
+    is released too."""
+    needs_incremental()
+    ring = Ring(8)
+    pool = BufferPool(1024, capacity=8)
+    pr = _buffers.PoolRing(ring, pool, bgid=1, entries=8, initial=2, incremental=True)
+    pr.refill()
+    bid = next(b for b in range(8) if pr._views[b] is not None)
+    framer = Framer()
+    pr.receive(bid, 10, CQE_F_BUF_MORE, framer)  # kept: the block's first slice
+    first = framer.kept[0]
+    pr.receive(bid, 20, 0, framer)  # the block is full: the kernel is done with it
+    second = framer.kept[0]
+    assert first is not second
+    assert second.nbytes == 20
+    assert bid not in pr.recycle_bids, "the block went back under a kept slice"
+    assert pr.stats()["slices_held"] == 1
+    second.release()
+    assert list(pr.recycle_bids) == [bid]  # now it goes back, whole
+    assert pr.stats()["slices_held"] == 0
+    pr.close()
+    ring.close()
     assert pool.outstanding() == 0
     pool.close()

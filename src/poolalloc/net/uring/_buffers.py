@@ -216,6 +216,10 @@ class PoolRing:
         else:
             self._in_kernel[bid] = 0
             self.in_ring -= 1
+        # Counted before the protocol runs, as arrived() does: a protocol that releases an
+        # earlier slice of this block meanwhile must not send the block back under this one.
+        refs = self._refs
+        refs[bid] += 1
         lent = self._lent
         lent.view = view[offset : offset + nbytes]
         try:
@@ -230,11 +234,12 @@ class PoolRing:
             if kept:
                 lent._owner = self  # it becomes an ordinary slice, released by its holder
                 lent._bid = bid
-                self._refs[bid] += 1
                 self._lent = _Slice(None, 0, _RELEASED)
             else:
                 lent.view = _RELEASED
-                if not (self._refs[bid] or self._in_kernel[bid]):
+                left = refs[bid] - 1
+                refs[bid] = left
+                if not (left or self._in_kernel[bid]):
                     self._back(bid)
 
     def discard(self, res: int, flags: int) -> None:
