@@ -414,10 +414,10 @@ static bool keep_empty_slab(pa_pool_t *pool, pai_depot_t *d, pai_slab_t *s) {
 /* No lock held: move one empty slab of another shard of this class into `d`, so that a thread
  * whose shard ran dry reuses what threads of exited threads' shards left empty before anything
  * is carved; carving while empty slabs idle elsewhere also spent the retention budget and made
- * slabs churn through the pool lock. Only shards that no live thread cache uses are tried: a
- * live thread's empty slabs are its next refill, and taking them made two threads pass slabs
- * (and every cache line of their blocks) back and forth. An empty slab has no block out, so no
- * one else follows its depot pointer. 1 if one moved. */
+ * slabs churn through the pool lock. Shards that no live thread cache uses are tried first, live
+ * ones only after them: a live thread's empty slabs are its next refill, and taking them first
+ * made two threads pass slabs (and every cache line of their blocks) back and forth. An empty
+ * slab has no block out, so no one else follows its depot pointer. 1 if one moved. */
 
 static int adopt_empty(pa_pool_t *pool, pai_depot_t *d) {
   for (unsigned i = 1; i < 2 * PAI_SHARDS; i++) { /* orphaned shards, then live ones */

@@ -363,6 +363,8 @@ class BaseConnection(Generic[LoopT]):
     def hold_back(self, data: bytes) -> None:
         """Keep ``data``, the unread rest of the read being delivered, until the connection
         resumes: it is delivered again first, ahead of anything that arrived after it."""
+        if type(data) is not bytes:  # a bytearray or view: copied, it may change or go away
+            data = bytes(data)
         held = self._held
         if held is None:
             held = self._held = collections.deque()

@@ -4,7 +4,9 @@ many blocks the provided-buffer ring stages, and how incremental buffers are con
 from __future__ import annotations
 
 import os
+import queue
 import socket
+import threading
 import time
 from typing import Any, ClassVar
 
@@ -362,5 +364,84 @@ def test_a_slice_released_while_another_of_its_block_is_handed_over_keeps_the_bl
     assert pr.stats()["slices_held"] == 0
     pr.close()
     ring.close()
+    assert pool.outstanding() == 0
+    pool.close()
+
+
+def test_a_slice_released_by_another_thread_is_taken_back_by_the_loop() -> None:
+    """The ring's bookkeeping is the loop's alone: a worker thread's release is queued, and the
+    loop's thread takes it back (the proactor does so every pass, and at close)."""
+    needs_incremental()
+    ring = Ring(8)
+    pool = BufferPool(1024, capacity=8)
+    pr = _buffers.PoolRing(ring, pool, bgid=1, entries=8, initial=2, incremental=True)
+    pr.refill()
+    pr.loop_thread = threading.get_ident()
+    bid = next(b for b in range(8) if pr._views[b] is not None)
+    framer = Framer()
+    pr.receive(bid, 30, 0, framer)  # the whole block in one receive, kept
+    worker = threading.Thread(target=framer.kept[0].release)
+    worker.start()
+    worker.join()
+    assert list(pr.remote_releases) == [bid]
+    assert not pr.recycle_bids, "a worker thread changed the ring's bookkeeping"
+    assert pr.stats()["slices_held"] == 1
+    pr.take_remote()
+    assert list(pr.recycle_bids) == [bid]
+    assert pr.stats()["slices_held"] == 0
+    pr.receive(next(b for b in range(8) if pr._views[b] is not None and b != bid), 5, 0, framer)
+    late = threading.Thread(target=framer.kept[0].release)
+    late.start()
+    late.join()
+    pr.close()  # takes back what workers released and returns every block
+    ring.close()
+    assert pool.outstanding() == 0
+    pool.close()
+
+
+class HandsToWorker(Echo):
+    """Echoes each slice from a worker thread, which releases it there."""
+
+    jobs: ClassVar[queue.Queue[Any]] = queue.Queue()
+
+    def buffer_received(self, lease: Any, n: int) -> bool:
+        HandsToWorker.jobs.put((self.conn, lease, bytes(lease.view)))
+        return True
+
+
+def test_slices_released_by_a_worker_thread_keep_the_ring_working(run_with_client: Any) -> None:
+    needs_incremental()
+    HandsToWorker.jobs = queue.Queue()
+    p = Proactor(ring_buffers=8, initial_buffers=2, incremental=True)
+    pool = BufferPool(1024, capacity=16)
+    srv = UringTcpServer(p, HandsToWorker, buffer_pool=pool)
+    srv.start()
+    stop = threading.Event()
+
+    def work() -> None:
+        while not stop.is_set():
+            try:
+                conn, lease, data = HandsToWorker.jobs.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            lease.release()
+            p.call_soon_threadsafe(conn.write, data)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    messages = [os.urandom(1 + (i * 53) % 400) for i in range(150)]  # ~30 KiB through 2 KiB
+
+    def client(out: dict[str, Any]) -> None:
+        out["echo"] = echo_rounds(srv.address, messages)
+        out["held"] = p.ring_stats()["bgid1"]["slices_held"]
+
+    try:
+        out = run_with_client(p, client)
+    finally:
+        stop.set()
+        worker.join()
+    assert out["echo"] == messages
+    srv.close()
+    p.close()
     assert pool.outstanding() == 0
     pool.close()

@@ -51,6 +51,8 @@ Example:
 from __future__ import annotations
 
 import array
+import collections
+from threading import get_ident
 from typing import Any, Protocol, cast
 
 from poolalloc.errors import PoolMemoryError
@@ -139,6 +141,11 @@ class PoolRing:
         self.held_copied = 0
         #: the slice :meth:`receive` lends to a protocol and takes back when it is not kept
         self._lent = _Slice(None, 0, _RELEASED)
+        #: the thread that runs the loop (set by the proactor every pass; 0 before the first),
+        #: and the bids of slices released by other threads, for the loop to take back: the
+        #: ring's bookkeeping is the loop's alone (a slice may be released from a worker)
+        self.loop_thread = 0
+        self.remote_releases: collections.deque[int] = collections.deque()
 
     def lease(self, bid: int) -> RingLease:
         """The lease behind ``bid`` while it stays the ring's (see :meth:`recycle`).
@@ -156,6 +163,12 @@ class PoolRing:
         if self._leases[bid] is None:
             raise LookupError(f"buffer id {bid} of group {self.bgid} is not in the ring")
         self.recycle_bids.append(bid)
+
+    def take_remote(self) -> None:
+        """On the loop's thread: take back the slices other threads released."""
+        remote = self.remote_releases
+        while remote:
+            self._unref(remote.popleft())
 
     def publish(self) -> None:
         """Hand the recycled buffers back to the kernel in one call (before the next enter);
@@ -363,7 +376,8 @@ class PoolRing:
         slice's release.
         """
         self._br.close()
-        self._closed = True
+        self._closed = True  # from here on other threads' releases act at once
+        self.take_remote()
         del self.recycle_bids[:]
         for bid, lease in enumerate(self._leases):
             if lease is not None and not self._refs[bid]:
@@ -421,6 +435,10 @@ class _Slice:
         if owner is not None:
             self._owner = None
             self.view = _RELEASED
+            loop_thread = owner.loop_thread
+            if loop_thread and not owner._closed and get_ident() != loop_thread:
+                owner.remote_releases.append(self._bid)  # the loop takes it back next pass
+                return
             bid, refs = self._bid, owner._refs  # PoolRing._unref, inlined: once per receive
             left = refs[bid] - 1
             refs[bid] = left

@@ -84,6 +84,7 @@ import os
 import select
 import time
 from collections.abc import Callable, Sequence
+from threading import get_ident
 from typing import Any, Protocol
 
 from poolalloc.net.epoll.connection import ReadPool
@@ -319,7 +320,11 @@ class Proactor(Reactor):
                 self._report(exc, conn)
 
     def _refill(self) -> None:
+        thread = get_ident()
         for pr in self._pool_rings.values():
+            pr.loop_thread = thread
+            if pr.remote_releases:
+                pr.take_remote()
             if pr.target > pr.initial:
                 pr.shrink(self.now)
             if pr.recycle_bids:
