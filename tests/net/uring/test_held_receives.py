@@ -93,6 +93,14 @@ def _paused_with_racing_receives(
     return loop, pool, conn, proto, client, payload
 
 
+def _all_returned(pool: poolalloc.BufferPool) -> None:
+    """Every lease came back (each acquire has its release); the pool closes."""
+    assert pool.outstanding() == 0
+    stats = pool.stats()
+    assert stats.acquires == stats.releases
+    pool.close()
+
+
 def _stats(loop: Proactor) -> dict[str, int]:
     return loop.ring_stats()["bgid1"]
 
@@ -120,10 +128,7 @@ def test_racing_receives_are_held_as_leases_and_delivered_in_order_on_resume() -
         conn.abort()
         loop.close()
         client.close()
-    assert pool.outstanding() == 0
-    stats = pool.stats()
-    assert stats.acquires == stats.releases
-    pool.close()
+    _all_returned(pool)
 
 
 @pytest.mark.parametrize("how", ["close", "abort"])
@@ -146,10 +151,7 @@ def test_held_receives_go_back_to_the_pool_when_the_connection_closes(how: str) 
     finally:
         loop.close()
         client.close()
-    assert pool.outstanding() == 0
-    stats = pool.stats()
-    assert stats.acquires == stats.releases
-    pool.close()
+    _all_returned(pool)
 
 
 def test_past_the_hold_limit_racing_receives_are_copied_out() -> None:

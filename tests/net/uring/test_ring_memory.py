@@ -23,6 +23,14 @@ from poolalloc.net.uring.server import UringTcpServer
 pytestmark = [pytest.mark.uring, pytest.mark.net]
 
 
+def shut_down(srv: UringTcpServer, proactor: Proactor, pool: BufferPool) -> None:
+    """Close the server, then the proactor: every block is back in the pool, which closes."""
+    srv.close()
+    proactor.close()
+    assert pool.outstanding() == 0
+    pool.close()
+
+
 class TwoWrites(Echo):
     """Writes each read back in two pieces, so that two buffers queue and go out gathered."""
 
@@ -71,10 +79,7 @@ def test_a_gathered_send_leaves_no_iovec_array_on_the_connection(
     assert set(gathers) == {2}
     assert "error" not in out
     assert TwoWrites.seen == [(None, None)] * 5
-    srv.close()
-    proactor.close()
-    assert pool.outstanding() == 0
-    pool.close()
+    shut_down(srv, proactor, pool)
 
 
 def needs_incremental() -> None:
@@ -118,10 +123,7 @@ def test_incremental_buffers_deliver_bytes_in_order_across_block_boundaries(
     assert stats["incremental"] == 1
     acquires = pool.stats().acquires
     assert acquires < len(messages) // 4, f"{acquires} blocks for {len(messages)} receives"
-    srv.close()
-    p.close()
-    assert pool.outstanding() == 0
-    pool.close()
+    shut_down(srv, p, pool)
 
 
 class Keeper(Echo):
@@ -196,10 +198,7 @@ def test_the_ring_grows_within_its_bound_under_a_burst_and_shrinks_back(
     assert after["target"] == 2
     assert after["shrunk"] > 0
     assert after["in_ring"] <= after["target"]
-    srv.close()
-    p.close()
-    assert pool.outstanding() == 0
-    pool.close()
+    shut_down(srv, p, pool)
 
 
 def test_starving_receives_grow_the_target_once_per_pass_and_an_incremental_ring_by_bytes() -> None:
@@ -282,10 +281,7 @@ def test_slices_not_kept_are_taken_back_and_kept_ones_stay_intact(run_with_clien
     for lease, data in kept:
         assert bytes(lease.view) == data
         lease.release()
-    srv.close()
-    p.close()
-    assert pool.outstanding() == 0
-    pool.close()
+    shut_down(srv, p, pool)
 
 
 class DropsKept(Echo):
@@ -319,10 +315,7 @@ def test_a_kept_slice_dropped_unreleased_gives_its_block_back(run_with_client: A
     out = run_with_client(p, client)
     assert DropsKept.received == 4000  # the ring never ran dry: dropped slices came back
     assert out["held"] == 0
-    srv.close()
-    p.close()
-    assert pool.outstanding() == 0
-    pool.close()
+    shut_down(srv, p, pool)
 
 
 class Framer:
@@ -441,7 +434,4 @@ def test_slices_released_by_a_worker_thread_keep_the_ring_working(run_with_clien
         stop.set()
         worker.join()
     assert out["echo"] == messages
-    srv.close()
-    p.close()
-    assert pool.outstanding() == 0
-    pool.close()
+    shut_down(srv, p, pool)
