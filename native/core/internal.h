@@ -121,6 +121,7 @@ struct __attribute__((aligned(64))) pai_depot_s {
 
 typedef struct pai_tclass_s {
   uint32_t n, cap, limit;   /* cap: slots allocated (0 until first use); limit: cap to use */
+  uint32_t size;            /* the class's block size (read by the hit path, beside n) */
   void **slots;
   _Atomic uint64_t frees, hits, misses, exchanges; /* allocations = hits + misses */
   /* a reclaimer's idleness probe (under the owner's tls->lock): operation count at its last
@@ -178,6 +179,10 @@ struct pa_pool_s {
   unsigned nnodes;             /* depot sets: node count for LOCAL, else 1 */
   unsigned debug;
   _Atomic int closed;
+  /* nonzero when a free must not park blocks in the thread cache by the one-load test of
+   * pa_free's hit path: the pool is closed, or it has several node depots (the block's node is
+   * then checked on the slow path) */
+  _Atomic uint32_t park_off;
   uint64_t id;
   /* written when caches, chunks and slow frees come and go */
   PAI_LINE _Atomic uint64_t refs; /* handle + thread caches + mapped chunks + in-flight frees */

@@ -130,6 +130,7 @@ static int pool_alloc_struct(const pa_config_t *cfg, unsigned nnodes, pa_pool_t 
   pool->decay_ns = cfg->decay_ms > UINT64_MAX / 1000000u ? UINT64_MAX : cfg->decay_ms * 1000000u;
   pool->numa_node = cfg->numa_node;
   pool->nnodes = nnodes;
+  atomic_store_explicit(&pool->park_off, nnodes > 1, memory_order_relaxed);
   pool->debug = cfg->debug | env_debug();
   pool->numa_bound = cfg->numa_node != PA_NUMA_ANY;
   atomic_init(&pool->refs, 1);
@@ -240,6 +241,7 @@ int pa_pool_close_report(pa_pool_t *pool, pa_close_report_t *out) {
   pa_close_report_t rep = {0};
   if (pool == NULL) return EINVAL;
   atomic_store(&pool->closed, 1);
+  atomic_store(&pool->park_off, 1);
   pai_tcache_detach_current(pool);
   pai_reclaim_caches(pool, false, 0, &rep);
   release_empty(pool, true);
@@ -547,19 +549,32 @@ __attribute__((noinline)) static int alloc_rest(pa_pool_t *pool, size_t size, si
   return leave(alloc_in(pool, size, align, out));
 }
 
+/* The class of a request the hit path serves (size 1 B..1 MiB, alignment a power of two up to
+ * 64, which every class meets), else PAI_NCLASSES. A value, not an out-parameter: with no
+ * address taken and every other exit a tail call, the hit path keeps no stack frame. */
+static inline unsigned class_fast(size_t size, size_t align) {
+  if (PA_UNLIKELY(size - 1 >= PAI_MAX_CLASS_SIZE || align - 1 >= PA_MIN_ALIGN ||
+                  (align & (align - 1))))
+    return PAI_NCLASSES;
+  return size <= 4096 ? pai_small_lut[(size + 63) >> 6] : pai_large_lut[(size + 4095) >> 12];
+}
+
+/* A debug pool never becomes pai_tl.pool (pai_tcache_slow refuses it), so the thread-local
+ * compare also rules out debug pools. */
 int pa_alloc(pa_pool_t *pool, size_t size, size_t align, void **out) {
-  unsigned cls;
   enter();
-  if (PA_LIKELY(pool != NULL && out != NULL &&
-                !atomic_load_explicit(&pool->closed, memory_order_relaxed) && !pool->debug &&
-                class_of(size, align, &cls) == 0 &&
-                atomic_load_explicit(&pai_tl.pool, memory_order_relaxed) == pool)) {
+  unsigned cls = class_fast(size, align);
+  if (PA_LIKELY(cls < PAI_NCLASSES && pool != NULL && out != NULL &&
+                atomic_load_explicit(&pai_tl.pool, memory_order_relaxed) == pool &&
+                !atomic_load_explicit(&pool->closed, memory_order_relaxed))) {
     pai_tcache_t *tc = pai_tl.cache;
     pai_tclass_t *t = &tc->cls[cls];
-    if (PA_LIKELY(t->n > 0)) {
-      void *p = t->slots[--t->n];
-      parked_take(tc, pai_class_size[cls]);
-      pa_track_unpoison(p, pai_class_size[cls]);
+    uint32_t n = t->n;
+    if (PA_LIKELY(n > 0)) {
+      void *p = t->slots[--n];
+      t->n = n;
+      parked_take(tc, t->size);
+      pa_track_unpoison(p, t->size);
       *(uint64_t *)p = 0;
       bump(&t->hits);
       *out = p;
@@ -618,11 +633,11 @@ static inline pai_slab_t *free_slab_of(void *p, int *rc) {
 /* Park a checked block in the thread cache when its class has room and the cache's byte budget
  * allows; false sends the caller down the slow path. Both free paths share it so that the marker,
  * the poison and the parked count are written in one order only. */
-static inline bool cache_push(pai_tcache_t *tc, pai_slab_t *s, void *p) {
+static inline bool cache_push(pai_tcache_t *tc, pai_slab_t *s, void *p, uint64_t marker) {
   pai_tclass_t *t = &tc->cls[s->cls];
   int64_t parked = pai_ld64(&tc->parked) + s->block_size;
   if (PA_UNLIKELY(t->n >= t->cap || (uint64_t)parked > tc->budget)) return false;
-  *(uint64_t *)p = pai_free_marker(p);
+  *(uint64_t *)p = marker;
   pa_track_poison(p, s->block_size);
   t->slots[t->n++] = p;
   atomic_store_explicit(&tc->parked, parked, memory_order_relaxed);
@@ -644,11 +659,11 @@ static int free_in(void *p) {
   if (PA_UNLIKELY(!pai_slab_is_out(s, idx))) return EALREADY;
   pa_pool_t *pool = s->pool;
   if (PA_UNLIKELY(pool->debug)) return debug_free(pool, s, idx, p);
-  if (PA_UNLIKELY(word == pai_free_marker(p))) return EALREADY;
+  uint64_t marker = pai_free_marker(p);
+  if (PA_UNLIKELY(word == marker)) return EALREADY;
   pai_tcache_t *tc = pai_tcache(pool);
-  if (PA_LIKELY(tc != NULL && pool->nnodes == 1 &&
-                !atomic_load_explicit(&pool->closed, memory_order_relaxed))) {
-    if (PA_LIKELY(cache_push(tc, s, p))) return 0;
+  if (PA_LIKELY(tc != NULL && !atomic_load_explicit(&pool->park_off, memory_order_relaxed))) {
+    if (PA_LIKELY(cache_push(tc, s, p, marker))) return 0;
   }
   return free_slow(pool, tc, s->chunk, s, idx, p);
 }
@@ -682,11 +697,11 @@ int pa_free(void *p) {
     uint64_t word = *(const uint64_t *)p;
     bool exact;
     uint32_t idx = pai_slab_index(s, a, &exact);
-    if (PA_LIKELY(exact && pai_slab_is_out(s, idx) && !pool->debug &&
-                  word != pai_free_marker(p) && pool->nnodes == 1 &&
-                  !atomic_load_explicit(&pool->closed, memory_order_relaxed) &&
-                  atomic_load_explicit(&pai_tl.pool, memory_order_relaxed) == pool)) {
-      if (PA_LIKELY(cache_push(pai_tl.cache, s, p))) return leave(0);
+    uint64_t marker = pai_free_marker(p);
+    if (PA_LIKELY(exact && pai_slab_is_out(s, idx) && word != marker &&
+                  atomic_load_explicit(&pai_tl.pool, memory_order_relaxed) == pool &&
+                  !atomic_load_explicit(&pool->park_off, memory_order_relaxed))) {
+      if (PA_LIKELY(cache_push(pai_tl.cache, s, p, marker))) return leave(0);
     }
   }
   return free_rest(p);

@@ -200,7 +200,10 @@ static pai_tcache_t *cache_new(pa_pool_t *pool, pai_tls_t *tls) {
   tc->node = pai_current_node(pool);
   tc->shard = atomic_fetch_add(&pool->next_shard, 1) % PAI_SHARDS;
   atomic_fetch_add(&pool->shard_caches[tc->shard], 1);
-  for (unsigned c = 0; c < PAI_NCLASSES; c++) tc->cls[c].limit = pai_cache_cap(pool, c);
+  for (unsigned c = 0; c < PAI_NCLASSES; c++) {
+    tc->cls[c].limit = pai_cache_cap(pool, c);
+    tc->cls[c].size = pai_class_size[c];
+  }
   atomic_fetch_add(&pool->refs, 1);
   pthread_mutex_lock(&pool->lock);
   tc->pnext = pool->tcaches;
@@ -289,7 +292,9 @@ static pai_tcache_t *find_or_make(pai_tls_t *tls, pa_pool_t *pool) {
   return tc;
 }
 
+/* Never for a debug pool: pa_alloc and pa_free rely on pai_tl.pool never naming one. */
 pai_tcache_t *pai_tcache_slow(pa_pool_t *pool) {
+  if (pool->debug) return NULL;
   pai_tls_t *tls = tls_get();
   if (tls == NULL) return NULL;
   pthread_mutex_lock(&tls->lock);
