@@ -53,7 +53,7 @@ int pa_uring_prep_send(pa_uring_t *ring, int fd, const void *buf, size_t len, in
 int pa_uring_prep_sendmsg(pa_uring_t *ring, int fd, const void *iov, unsigned n,
                           pa_uring_msg_t *msg, uint64_t user_data);
 /* cffi converts a list of ffi.from_buffer handles (bases) and of ints (lens) into the arrays */
-int pa_uring_prep_sendv(pa_uring_t *ring, int fd, void *const *bases, const uint32_t *lens,
+int pa_uring_prep_sendv(pa_uring_t *ring, int fd, void *const *bases, const uint64_t *lens,
                         unsigned n, uint64_t *iov, pa_uring_msg_t *msg, uint64_t user_data);
 int pa_uring_prep_splice(pa_uring_t *ring, int fd_in, int64_t off_in, int fd_out, int64_t off_out,
                          unsigned len, uint64_t user_data);

@@ -103,7 +103,7 @@ int pa_uring_prep_sendmsg(pa_uring_t *ring, int fd, const void *iov, unsigned n,
 /* A gather send of `n` buffers given as separate arrays of bases and lengths: they are written
  * into `iov` (caller storage for n {base, len} pairs, kept until the completion) and sent as
  * pa_uring_prep_sendmsg does, so that the caller builds no iovec entry by entry. */
-int pa_uring_prep_sendv(pa_uring_t *ring, int fd, void *const *bases, const uint32_t *lens,
+int pa_uring_prep_sendv(pa_uring_t *ring, int fd, void *const *bases, const uint64_t *lens,
                         unsigned n, uint64_t *iov, pa_uring_msg_t *msg, uint64_t user_data);
 /* off < 0 means "use and advance the file position" (pipes must pass -1). */
 int pa_uring_prep_splice(pa_uring_t *ring, int fd_in, int64_t off_in, int fd_out, int64_t off_out,

@@ -453,7 +453,7 @@ int pa_uring_prep_sendmsg(pa_uring_t *r, int fd, const void *iov, unsigned n,
   PREP_END(r, user_data);
 }
 
-int pa_uring_prep_sendv(pa_uring_t *r, int fd, void *const *bases, const uint32_t *lens,
+int pa_uring_prep_sendv(pa_uring_t *r, int fd, void *const *bases, const uint64_t *lens,
                         unsigned n, uint64_t *iov, pa_uring_msg_t *msg, uint64_t user_data) {
   if (fd < 0) return EBADF;
   if (!bases || !lens || !iov || !msg || n == 0 || n > 1024) return EINVAL;

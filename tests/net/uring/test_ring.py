@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
 import os
 import socket
 
@@ -125,6 +126,31 @@ def test_sendv_gathers_buffers_in_order() -> None:
         a.close()
         b.close()
         ring.close()
+
+
+def test_sendv_takes_a_view_of_4_gib_and_more() -> None:
+    # Lengths travel as 64-bit values: a 32-bit one made a view of 4 GiB or more an
+    # OverflowError before anything was queued. The peer is gone before the ring enters, so the
+    # send fails at once and the mapping is never touched beyond its first page.
+    big = mmap.mmap(-1, (4 << 30) + 10)
+    big[:5] = b"hello"
+    ring = Ring(8)
+    a, b = socket.socketpair()
+    view = memoryview(big)
+    try:
+        iov, msg = new_iov(1)
+        pins = ring.prep_sendv(a.fileno(), [view], iov, msg, 7)
+        assert iov[1] == len(big)  # the iovec C wrote carries the whole length
+        b.close()
+        [(ud, res, _flags)] = list(ring.enter(1, 5_000_000_000))
+        assert ud == 7 and res in (-errno.EPIPE, -errno.ECONNRESET)
+        pins.clear()
+    finally:
+        view.release()
+        a.close()
+        b.close()
+        ring.close()
+        big.close()
 
 
 def test_sendv_refused_raises_and_unpins_at_once() -> None:
