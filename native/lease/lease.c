@@ -119,7 +119,8 @@ static struct PyModuleDef lease_module = {
 PyMODINIT_FUNC PyInit__lease(void) {
   if (load_api() < 0 || load_errors() < 0) return NULL;
   if (lease_buffer_type_ready() < 0 || PyType_Ready(&LeasePoolType) < 0 ||
-      PyType_Ready(&LeasePinType) < 0 || lease_objlease_type_ready() < 0)
+      PyType_Ready(&LeasePinType) < 0 || lease_objlease_type_ready() < 0 ||
+      PyType_Ready(&LeaseViewBaseType) < 0)
     return NULL;
   static int token_target;
   lease_token = PyCapsule_New(&token_target, "poolalloc._lease.token", NULL);
@@ -130,10 +131,12 @@ PyMODINIT_FUNC PyInit__lease(void) {
   Py_INCREF(&LeasePoolType);
   Py_INCREF(&LeasePinType);
   Py_INCREF(&LeaseObjBaseType);
+  Py_INCREF(&LeaseViewBaseType);
   if (PyModule_AddObject(m, "Buffer", (PyObject *)&LeaseBufferType) < 0 ||
       PyModule_AddObject(m, "BufferPin", (PyObject *)&LeasePinType) < 0 ||
       PyModule_AddObject(m, "LeasePool", (PyObject *)&LeasePoolType) < 0 ||
       PyModule_AddObject(m, "ObjectLeaseBase", (PyObject *)&LeaseObjBaseType) < 0 ||
+      PyModule_AddObject(m, "ViewLeaseBase", (PyObject *)&LeaseViewBaseType) < 0 ||
       PyModule_AddIntConstant(m, "API_VERSION", PA_API_VERSION) < 0) {
     Py_DECREF(m);
     return NULL;

@@ -92,6 +92,7 @@ extern PyTypeObject LeaseBufferType;
 extern PyTypeObject LeasePinType;
 extern PyTypeObject LeasePoolType;
 extern PyTypeObject LeaseObjBaseType; /* objlease.c: C base of poolalloc.objects.Lease */
+extern PyTypeObject LeaseViewBaseType; /* viewlease.c: C base of leases that wrap one view */
 extern const pa_api_t *lease_api;
 
 /* exceptions taken from poolalloc.errors at import */

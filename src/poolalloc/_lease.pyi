@@ -124,3 +124,10 @@ class ObjectLeaseBase:
         tb: TracebackType | None,
         /,
     ) -> None: ...
+
+class ViewLeaseBase:
+    """The C base of the leases that wrap one memoryview: `view`, exported by the buffer
+    protocol on every Python version."""
+
+    view: memoryview
+    def __buffer__(self, flags: int, /) -> memoryview: ...

@@ -357,3 +357,17 @@ def test_a_protocol_error_on_a_read_aborts_and_returns_the_lease(harness: Harnes
     assert [type(e) for e in harness.errors] == [RuntimeError]
     harness.errors.clear()
     assert harness.pool.outstanding() <= idle
+
+
+def test_held_bytes_export_their_bytes_by_the_buffer_protocol() -> None:
+    """A HeldBytes is handed to ``buffer_received`` in place of a pool Buffer: it exports its
+    bytes the same way on every Python version, read-only."""
+    held = HeldBytes(b"GET / HTTP/1.1\r\n\r\n")
+    assert bytes(held) == b"GET / HTTP/1.1\r\n\r\n"
+    with memoryview(held) as mv:
+        assert mv.readonly
+        assert mv.nbytes == held.nbytes == 18
+    a, b = socket.socketpair()
+    with a, b:
+        assert a.send(held) == 18
+        assert b.recv(64) == bytes(held)

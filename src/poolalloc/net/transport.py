@@ -30,6 +30,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
+from poolalloc._lease import ViewLeaseBase
 from poolalloc.net.sockets import LeaseLike, LeaseSource
 
 __all__ = [
@@ -62,7 +63,7 @@ class ReadPool(LeaseSource, Protocol):
     def try_acquire(self) -> LeaseLike | None: ...
 
 
-class HeldBytes:
+class HeldBytes(ViewLeaseBase):
     """Input held back by backpressure, copied out of its pooled block, with a lease's face.
 
     A paused connection keeps only these few bytes (the pooled block went back at once);
@@ -79,19 +80,14 @@ class HeldBytes:
 
     def __init__(self, data: bytes) -> None:
         self.data = data
-
-    @property
-    def view(self) -> memoryview:
-        """A read-only view of the held bytes."""
-        return memoryview(self.data)
+        #: a read-only view of the held bytes, also exported by the buffer protocol
+        #: (``memoryview(held)``) on every Python version through the C base
+        self.view = memoryview(data)
 
     @property
     def nbytes(self) -> int:
         """How many bytes are held."""
         return len(self.data)
-
-    def __buffer__(self, flags: int, /) -> memoryview:
-        return memoryview(self.data)
 
     def release(self) -> None:
         """Nothing to give back: the bytes belong to this object."""

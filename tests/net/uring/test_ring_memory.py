@@ -435,3 +435,46 @@ def test_slices_released_by_a_worker_thread_keep_the_ring_working(run_with_clien
         worker.join()
     assert out["echo"] == messages
     shut_down(srv, p, pool)
+
+
+class ExportEcho(Echo):
+    """Echoes each read through the buffer protocol of the lease it is given, not its view."""
+
+    lent: ClassVar[list[Any]] = []
+
+    def buffer_received(self, lease: Any, n: int) -> bool:
+        with memoryview(lease) as mv:
+            assert mv.nbytes == n
+            self.conn.write(bytes(mv))
+        ExportEcho.lent.append(lease)
+        return False
+
+
+def test_a_slice_exports_its_bytes_by_the_buffer_protocol(run_with_client: Any) -> None:
+    """``memoryview(lease)`` works on a slice as on a pool Buffer, on every Python version (a
+    Python-level ``__buffer__`` alone does nothing before 3.12), and stops once it is taken
+    back."""
+    needs_incremental()
+    ExportEcho.lent = []
+    p = Proactor(ring_buffers=8, initial_buffers=2, incremental=True)
+    pool = BufferPool(1024, capacity=16)
+    srv = UringTcpServer(p, ExportEcho, buffer_pool=pool)
+    srv.start()
+    messages = [bytes([65 + i]) * (40 + i) for i in range(5)]
+
+    def client(out: dict[str, Any]) -> None:
+        got = b""
+        with socket.create_connection(srv.address, timeout=10) as c:
+            for msg in messages:
+                c.sendall(msg)
+                want = len(got) + len(msg)
+                while len(got) < want:
+                    got += c.recv(4096)
+        out["got"] = got
+
+    out = run_with_client(p, client)
+    assert out["got"] == b"".join(messages)
+    assert {type(lease) for lease in ExportEcho.lent} == {_buffers._Slice}
+    with pytest.raises(ValueError, match="released memoryview"):
+        memoryview(ExportEcho.lent[-1])  # taken back: no export of bytes that may be reused
+    shut_down(srv, p, pool)

@@ -55,6 +55,7 @@ import collections
 from threading import get_ident
 from typing import Any, Protocol, cast
 
+from poolalloc._lease import ViewLeaseBase
 from poolalloc.errors import PoolMemoryError
 from poolalloc.net.epoll.connection import ReadPool
 from poolalloc.net.sockets import LeaseLike
@@ -409,12 +410,14 @@ _RELEASED = memoryview(b"")
 _RELEASED.release()  # what a released slice's view is: any use raises ValueError
 
 
-class _Slice:
+class _Slice(ViewLeaseBase):
     """The bytes one receive put into a block of an incremental ring, with a lease's face:
-    ``view`` is exactly those bytes; ``release`` (idempotent) lets the block go back, and after
-    it ``view`` is a released memoryview (any use raises ``ValueError``)."""
+    ``view`` is exactly those bytes, also exported by the buffer protocol (``memoryview(s)``,
+    ``sock.send(s)``) on every Python version through the C base; ``release`` (idempotent) lets
+    the block go back, and after it ``view`` is a released memoryview (any use raises
+    ``ValueError``)."""
 
-    __slots__ = ("_bid", "_owner", "view")
+    __slots__ = ("_bid", "_owner")
 
     def __init__(self, owner: PoolRing | None, bid: int, view: memoryview) -> None:
         self._owner: PoolRing | None = owner
@@ -425,9 +428,6 @@ class _Slice:
     def nbytes(self) -> int:
         """How many bytes were received."""
         return len(self.view)
-
-    def __buffer__(self, flags: int, /) -> memoryview:
-        return self.view
 
     def release(self) -> None:
         """Done with these bytes (idempotent)."""
