@@ -312,6 +312,7 @@ void pai_depot_lock_init(pthread_mutex_t *lock);
 int pai_depot_refill(pa_pool_t *pool, pai_depot_t *d, void **out, unsigned n, unsigned *got);
 void pai_depot_return(pai_slab_t *s, uint32_t idx, bool locked);
 void pai_depot_evict_pending(pa_pool_t *pool);
+void pai_shard_drop_credits(pa_pool_t *pool, unsigned shard);
 void pai_depot_release_empty(pa_pool_t *pool, pai_depot_t *d, bool all, uint64_t *released);
 void pai_depot_release_idle(pa_pool_t *pool, pai_depot_t *d, uint64_t age, uint64_t now,
                             uint64_t *released);

@@ -651,11 +651,12 @@ static int free_in(void *p) {
   pai_slab_t *s = free_slab_of(p, &rc);
   if (PA_UNLIKELY(s == NULL)) return rc;
   if (PA_UNLIKELY(pa_track_is_poisoned(p))) return EALREADY;
-  /* p lies in a live slab of ours, so reading it is safe */
-  uint64_t word = *(const uint64_t *)p;
   bool exact;
   uint32_t idx = pai_slab_index(s, a, &exact);
   if (PA_UNLIKELY(!exact)) return EFAULT;
+  /* read only once p is known to start a block of a live slab of ours: an interior pointer may
+   * be misaligned, or end the slab's last page */
+  uint64_t word = *(const uint64_t *)p;
   if (PA_UNLIKELY(!pai_slab_is_out(s, idx))) return EALREADY;
   pa_pool_t *pool = s->pool;
   if (PA_UNLIKELY(pool->debug)) return debug_free(pool, s, idx, p);
@@ -694,11 +695,11 @@ int pa_free(void *p) {
   pai_slab_t *s = slab_of_fast(a);
   if (PA_LIKELY(s != NULL && !pa_track_is_poisoned(p))) {
     pa_pool_t *pool = s->pool;
-    uint64_t word = *(const uint64_t *)p;
     bool exact;
     uint32_t idx = pai_slab_index(s, a, &exact);
     uint64_t marker = pai_free_marker(p);
-    if (PA_LIKELY(exact && pai_slab_is_out(s, idx) && word != marker &&
+    /* the block's first word is read only once p is known to start a block (free_in) */
+    if (PA_LIKELY(exact && pai_slab_is_out(s, idx) && *(const uint64_t *)p != marker &&
                   atomic_load_explicit(&pai_tl.pool, memory_order_relaxed) == pool &&
                   !atomic_load_explicit(&pool->park_off, memory_order_relaxed))) {
       if (PA_LIKELY(cache_push(pai_tl.cache, s, p, marker))) return leave(0);

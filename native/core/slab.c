@@ -296,6 +296,20 @@ static uint64_t drop_credit(pa_pool_t *pool, pai_depot_t *d) {
   return c;
 }
 
+/* No depot lock held: a shard that no live thread cache uses any more gives back what its depots
+ * had reserved for idle slabs they do not have. Left there, the reservations of exited threads'
+ * shards (up to credit_cap per depot and class) counted against the retention budget until a
+ * trim or decay, and the threads still running released and re-carved slabs meanwhile. */
+void pai_shard_drop_credits(pa_pool_t *pool, unsigned shard) {
+  for (unsigned node = 0; node < pool->nnodes; node++)
+    for (unsigned cls = 0; cls < PAI_NCLASSES; cls++) {
+      pai_depot_t *d = pai_depot_at(pool, node, shard, cls);
+      pai_depot_lock(d);
+      drop_credit(pool, d);
+      pthread_mutex_unlock(&d->lock);
+    }
+}
+
 /* depot->lock held: an empty slab is taken again (`keep`: its reservation stays with the depot,
  * up to credit_cap) or released or moved to another depot (the reservation goes back). */
 static void slab_leaves_empty(pa_pool_t *pool, pai_depot_t *d, pai_slab_t *s, bool keep) {

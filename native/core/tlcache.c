@@ -241,9 +241,10 @@ static void cache_retire(pai_tcache_t *tc) {
   else pool->tcaches = tc->pnext;
   if (tc->pnext) tc->pnext->pprev = tc->pprev;
   pool->ntcaches--;
-  atomic_fetch_sub(&pool->shard_caches[tc->shard], 1);
+  bool last = atomic_fetch_sub(&pool->shard_caches[tc->shard], 1) == 1;
   retire_counters(tc);
   pthread_mutex_unlock(&pool->lock);
+  if (last) pai_shard_drop_credits(pool, tc->shard);
   if (pai_tl.cache == tc) {
     atomic_store_explicit(&pai_tl.pool, NULL, memory_order_relaxed);
     pai_tl.cache = NULL;

@@ -19,6 +19,8 @@
  *      retain_bytes, so that each one's kept empty slabs are evicted by the others (a trylock
  *      on depots that their owners are using); each generation of threads leaves blocks for the
  *      next, which frees them into the exited threads' slabs and adopts those slabs once empty
+ *   9. exited threads' reservations: a thread swings 64 KiB blocks and exits; its shard, now
+ *      without a live cache, keeps no reservation for idle slabs it does not have
  * Exit status 0 and "ok" when every check held; counters must balance exactly.
  *
  * Environment: PA_C_THREADS (default 4), PA_C_ROUNDS (default 20000 per thread), PA_C_RECLAIM
@@ -500,6 +502,51 @@ static void check_retention_pressure(unsigned rounds) {
 #endif
 }
 
+// ---- 9. a shard without a live cache keeps no reservation for idle slabs ----
+
+static void *credit_worker(void *arg) {
+  pa_pool_t *pool = arg;
+  void *live[40];
+  for (unsigned r = 0; r < 50; r++) { /* 0 to 40 blocks of 64 KiB: slabs empty and fill */
+    unsigned n = r % 2 ? 40 : 8;
+    for (unsigned i = 0; i < n; i++) EXPECT_RC(pa_alloc(pool, 65536, 64, &live[i]), 0);
+    for (unsigned i = n; i > 0; i--) EXPECT_RC(pa_free(live[i - 1]), 0);
+  }
+  return NULL;
+}
+
+static uint64_t shard_credit(pa_pool_t *pool, unsigned shard) {
+  uint64_t sum = 0;
+  for (unsigned node = 0; node < pool->nnodes; node++)
+    for (unsigned cls = 0; cls < PAI_NCLASSES; cls++) {
+      pai_depot_t *d = pai_depot_at(pool, node, shard, cls);
+      pthread_mutex_lock(&d->lock);
+      sum += d->idle_credit;
+      pthread_mutex_unlock(&d->lock);
+    }
+  return sum;
+}
+
+static void check_orphan_credits(void) {
+  pa_config_t cfg;
+  pa_config_init(&cfg);
+  pa_pool_t *pool;
+  EXPECT_RC(pa_pool_create(&cfg, &pool), 0);
+  for (unsigned t = 0; t < 2; t++) { /* the first cache of the pool, then the second */
+    pthread_t tid;
+    EXPECT_RC(pthread_create(&tid, NULL, credit_worker, pool), 0);
+    EXPECT_RC(pthread_join(tid, NULL), 0);
+  }
+  for (unsigned shard = 0; shard < PAI_SHARDS; shard++) {
+    EXPECT(atomic_load(&pool->shard_caches[shard]) == 0);
+    EXPECT(shard_credit(pool, shard) == 0);
+  }
+  EXPECT_RC(pa_pool_check(pool), 0);
+  pa_pool_close(pool);
+  pa_pool_destroy(pool);
+  puts("orphan credits: none kept");
+}
+
 int main(void) {
   check_misuse();
   check_faults();
@@ -512,6 +559,7 @@ int main(void) {
    * re-armed destructor's last round: under it, part 6 crashes inside the runtime */
   if (env_or("PA_C_LATE", 1)) check_late_exit();
   check_retention_pressure(env_or("PA_C_ROUNDS", 20000) / 20 + 20);
+  check_orphan_credits();
   /* last: the filter stays for the rest of the process */
   if (env_or("PA_C_RECLAIM", 1) && env_or("PA_C_SECCOMP", 1)) {
     EXPECT_RC(refuse_membarrier(), 0);
