@@ -819,6 +819,11 @@ static void fork_child(void) {
     pthread_mutex_init(&pool->lock, NULL);
     for (unsigned i = 0; i < pai_ndepots(pool); i++)
       pai_depot_lock_init(&pool->depots[i].lock);
+    /* a fork between close's two stores must not leave a closed pool parking frees */
+    atomic_store_explicit(&pool->park_off,
+                          atomic_load_explicit(&pool->closed, memory_order_relaxed) ||
+                              pool->nnodes > 1,
+                          memory_order_relaxed);
   }
   pthread_mutex_init(&pai_g_lock, NULL);
   pai_tcache_fork_child();

@@ -32,6 +32,7 @@ typedef struct pa_uring_probe_s {
 
 #define PA_URING_SINGLE_ISSUER 1
 #define PA_URING_CSEND_MAX 16384
+#define PA_URING_SEND_MAX 2147479552
 #define PA_URING_CSEND_PENDING_MAX 65536
 
 int pa_uring_probe(pa_uring_probe_t *out);

@@ -64,6 +64,7 @@ typedef struct pa_uring_probe_s {
 /* user_data of the ring's own copied sends (never a Python token: those stay below 2^56) */
 #define PA_URING_CSEND_TAG (1ull << 63)
 #define PA_URING_CSEND_MAX 16384u         /* largest write pa_uring_csend copies */
+#define PA_URING_SEND_MAX 0x7ffff000u     /* most one send moves (the kernel's MAX_RW_COUNT) */
 #define PA_URING_CSEND_PENDING_MAX 65536u /* bytes buffered behind a send in flight */
 
 /* ---- probe ---- */

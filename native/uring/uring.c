@@ -425,7 +425,7 @@ int pa_uring_prep_recv(pa_uring_t *r, int fd, uint16_t bgid, int multishot, uint
 int pa_uring_prep_send(pa_uring_t *r, int fd, const void *buf, size_t len, int zc,
                        uint64_t user_data) {
   if (fd < 0) return EBADF;
-  if (!buf || len == 0 || len > 0x7ffff000u) return EINVAL;
+  if (!buf || len == 0 || len > PA_URING_SEND_MAX) return EINVAL;
   PREP_BEGIN(r);
   sqe->opcode = zc ? IORING_OP_SEND_ZC : IORING_OP_SEND;
   sqe->fd = fd;

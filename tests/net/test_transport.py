@@ -371,3 +371,9 @@ def test_held_bytes_export_their_bytes_by_the_buffer_protocol() -> None:
     with a, b:
         assert a.send(held) == 18
         assert b.recv(64) == bytes(held)
+    # `view` is fresh per access, as a pool Buffer's: releasing one leaves the lease whole
+    with held.view as view:
+        assert view.tobytes() == held.data
+    assert held.view.tobytes() == bytes(held) == held.data
+    with pytest.raises(AttributeError, match="read-only"):
+        held.view = memoryview(b"other")

@@ -79,10 +79,19 @@ class HeldBytes(ViewLeaseBase):
     __slots__ = ("data",)
 
     def __init__(self, data: bytes) -> None:
+        # the C base exports these bytes by the buffer protocol (memoryview(held)) on every
+        # Python version
+        super().__init__(memoryview(data))
         self.data = data
-        #: a read-only view of the held bytes, also exported by the buffer protocol
-        #: (``memoryview(held)``) on every Python version through the C base
-        self.view = memoryview(data)
+
+    @property
+    def view(self) -> memoryview:
+        """A fresh read-only view of the held bytes (``with held.view as v`` is safe)."""
+        return memoryview(self.data)
+
+    @view.setter
+    def view(self, value: memoryview) -> None:
+        raise AttributeError("HeldBytes.view is read-only: the held bytes do not change")
 
     @property
     def nbytes(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import mmap
 import socket
 import threading
 import time
@@ -12,7 +13,7 @@ import pytest
 
 from poolalloc.buffers import BufferPool
 from poolalloc.net.uring.proactor import Proactor, available
-from poolalloc.net.uring.ring import CSEND_MAX, CSEND_PENDING_MAX, Ring
+from poolalloc.net.uring.ring import CSEND_MAX, CSEND_PENDING_MAX, SEND_MAX, Ring
 from poolalloc.net.uring.server import UringTcpServer
 
 pytestmark = [pytest.mark.uring, pytest.mark.net]
@@ -393,5 +394,81 @@ def test_gathered_lease_writes_keep_order_and_return_every_lease(
     assert max(gathered, default=0) > 1
     srv.close()
     p.close()
+    assert pool.outstanding() == 0
+    pool.close()
+
+
+class _Owner:
+    """Stands for a lease: counts its releases."""
+
+    def __init__(self) -> None:
+        self.releases = 0
+
+    def release(self) -> None:
+        self.releases += 1
+
+
+class BigWrite:
+    """Writes one view larger than a single send may move (``SEND_MAX``) on connect."""
+
+    view: ClassVar[memoryview]
+    owner: ClassVar[_Owner]
+    lost: ClassVar[list[BaseException | None]] = []
+
+    def connection_made(self, conn: Any) -> None:
+        conn.write(BigWrite.view, BigWrite.owner)
+        conn.close()
+
+    def buffer_received(self, lease: Any, n: int) -> bool:
+        return False
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        BigWrite.lost.append(exc)
+
+
+def test_a_single_write_larger_than_one_send_goes_out_whole(run_with_client: Any) -> None:
+    """One queued buffer of more than ``SEND_MAX`` bytes (the most one send moves) goes out in
+    several sends, in order, and its owner is released once; a send of all of it at once was
+    refused (EINVAL). The mapping is private and untouched but for three marks, so sending it
+    reads the zero page and costs no memory."""
+    size = SEND_MAX + (1 << 20)
+    noreserve = getattr(mmap, "MAP_NORESERVE", 0x4000)  # a named constant from 3.13
+    big = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | noreserve)
+    marks = {0: b"head", SEND_MAX - 2: b"<|>", size - 4: b"tail"}
+    for at, mark in marks.items():
+        big[at : at + len(mark)] = mark
+    BigWrite.view, BigWrite.owner, BigWrite.lost = memoryview(big), _Owner(), []
+    p = Proactor()
+    pool = BufferPool(4096, capacity=64)
+    srv = UringTcpServer(p, BigWrite, buffer_pool=pool)
+    srv.start()
+
+    def client(out: dict[str, Any]) -> None:
+        seen: dict[int, bytes] = {}
+        total = 0
+        chunk = bytearray(1 << 20)
+        with socket.create_connection(srv.address, timeout=20) as c:
+            while n := c.recv_into(chunk):
+                for at, mark in marks.items():  # a mark may straddle two reads
+                    lo, hi = max(at, total), min(at + len(mark), total + n)
+                    if lo < hi:
+                        seen[at] = seen.get(at, b"") + bytes(chunk[lo - total : hi - total])
+                total += n
+        out["total"], out["seen"] = total, seen
+
+    try:
+        out = run_with_client(p, client, timeout=60)
+        assert out["total"] == size
+        assert out["seen"] == marks
+        assert BigWrite.owner.releases == 1
+        assert BigWrite.lost == [None]
+    finally:
+        srv.close()
+        p.close()
+        BigWrite.view.release()
+        big.close()
     assert pool.outstanding() == 0
     pool.close()

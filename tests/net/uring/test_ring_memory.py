@@ -476,5 +476,5 @@ def test_a_slice_exports_its_bytes_by_the_buffer_protocol(run_with_client: Any) 
     assert out["got"] == b"".join(messages)
     assert {type(lease) for lease in ExportEcho.lent} == {_buffers._Slice}
     with pytest.raises(ValueError, match="released memoryview"):
-        memoryview(ExportEcho.lent[-1])  # taken back: no export of bytes that may be reused
+        memoryview(ExportEcho.lent[-1])  # taken back: no new export of bytes received over later
     shut_down(srv, p, pool)

@@ -52,6 +52,7 @@ from poolalloc.net.uring.ring import (
     CQE_F_MORE,
     CQE_F_NOTIF,
     CSEND_MAX,
+    SEND_MAX,
     cqe_error,
     new_iov,
 )
@@ -402,6 +403,8 @@ class UringConnection(BaseConnection["Proactor"]):
             self._splice_start(head)
             return
         if len(queue) == 1:  # the common case: one response, one send
+            if len(head) > SEND_MAX:  # one send moves at most this: the rest goes in the next
+                head = memoryview(head)[:SEND_MAX]
             zc = self.proactor.zc_threshold
             big = zc is not None and len(head) >= zc
             self._sending = [

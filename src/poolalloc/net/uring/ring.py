@@ -33,6 +33,7 @@ __all__ = [
     "CQE_F_NOTIF",
     "CSEND_MAX",
     "CSEND_PENDING_MAX",
+    "SEND_MAX",
     "BufRing",
     "ProbeResult",
     "Ring",
@@ -51,6 +52,8 @@ CQE_BUFFER_SHIFT = 16
 #: largest write :meth:`Ring.csend` copies, and how much it buffers behind a send in flight
 CSEND_MAX = int(lib.PA_URING_CSEND_MAX)
 CSEND_PENDING_MAX = int(lib.PA_URING_CSEND_PENDING_MAX)
+#: most one send moves (the kernel's ``MAX_RW_COUNT``); :meth:`Ring.prep_send_buffer` refuses more
+SEND_MAX = int(lib.PA_URING_SEND_MAX)
 _CSEND_DECLINED = frozenset({errno.EMSGSIZE, errno.EAGAIN, errno.EPIPE})
 _CQE = struct.Struct("=QiI")
 _from_buffer = ffi.from_buffer
