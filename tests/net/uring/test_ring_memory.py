@@ -23,6 +23,17 @@ from poolalloc.net.uring.server import UringTcpServer
 pytestmark = [pytest.mark.uring, pytest.mark.net]
 
 
+def incremental_server(protocol: type) -> tuple[UringTcpServer, Proactor, BufferPool]:
+    """A started server of ``protocol`` on a Proactor with a small incremental ring (2 blocks
+    of 1 KiB staged, at most 8), from a pool of 16."""
+    needs_incremental()
+    p = Proactor(ring_buffers=8, initial_buffers=2, incremental=True)
+    pool = BufferPool(1024, capacity=16)
+    srv = UringTcpServer(p, protocol, buffer_pool=pool)
+    srv.start()
+    return srv, p, pool
+
+
 def shut_down(srv: UringTcpServer, proactor: Proactor, pool: BufferPool) -> None:
     """Close the server, then the proactor: every block is back in the pool, which closes."""
     srv.close()
@@ -139,12 +150,8 @@ class Keeper(Echo):
 def test_a_slice_held_past_the_ring_close_returns_its_block_with_its_release(
     run_with_client: Any,
 ) -> None:
-    needs_incremental()
     Keeper.kept = []
-    p = Proactor(ring_buffers=8, initial_buffers=2, incremental=True)
-    pool = BufferPool(1024, capacity=16)
-    srv = UringTcpServer(p, Keeper, buffer_pool=pool)
-    srv.start()
+    srv, p, pool = incremental_server(Keeper)
 
     def client(out: dict[str, Any]) -> None:
         with socket.create_connection(srv.address, timeout=10) as c:
@@ -250,12 +257,8 @@ def test_slices_not_kept_are_taken_back_and_kept_ones_stay_intact(run_with_clien
     """The ring lends one reusable slice object per receive: one not kept reads as released
     once ``buffer_received`` returned (and is lent again), one kept is a slice of its own that
     later receives into the same block never overwrite."""
-    needs_incremental()
     KeepEveryOther.kept, KeepEveryOther.let_go = [], []
-    p = Proactor(ring_buffers=8, initial_buffers=2, incremental=True)
-    pool = BufferPool(1024, capacity=16)
-    srv = UringTcpServer(p, KeepEveryOther, buffer_pool=pool)
-    srv.start()
+    srv, p, pool = incremental_server(KeepEveryOther)
     messages = [bytes([i]) * 60 for i in range(12)]  # 12 receives in a few 1 KiB blocks
 
     def client(out: dict[str, Any]) -> None:
@@ -295,12 +298,8 @@ class DropsKept(Echo):
 
 
 def test_a_kept_slice_dropped_unreleased_gives_its_block_back(run_with_client: Any) -> None:
-    needs_incremental()
     DropsKept.received = 0
-    p = Proactor(ring_buffers=8, initial_buffers=2, incremental=True)
-    pool = BufferPool(1024, capacity=16)
-    srv = UringTcpServer(p, DropsKept, buffer_pool=pool)
-    srv.start()
+    srv, p, pool = incremental_server(DropsKept)
 
     def client(out: dict[str, Any]) -> None:
         with socket.create_connection(srv.address, timeout=10) as c:
@@ -403,12 +402,8 @@ class HandsToWorker(Echo):
 
 
 def test_slices_released_by_a_worker_thread_keep_the_ring_working(run_with_client: Any) -> None:
-    needs_incremental()
     HandsToWorker.jobs = queue.Queue()
-    p = Proactor(ring_buffers=8, initial_buffers=2, incremental=True)
-    pool = BufferPool(1024, capacity=16)
-    srv = UringTcpServer(p, HandsToWorker, buffer_pool=pool)
-    srv.start()
+    srv, p, pool = incremental_server(HandsToWorker)
     stop = threading.Event()
 
     def work() -> None:
@@ -454,12 +449,8 @@ def test_a_slice_exports_its_bytes_by_the_buffer_protocol(run_with_client: Any) 
     """``memoryview(lease)`` works on a slice as on a pool Buffer, on every Python version (a
     Python-level ``__buffer__`` alone does nothing before 3.12), and stops once it is taken
     back."""
-    needs_incremental()
     ExportEcho.lent = []
-    p = Proactor(ring_buffers=8, initial_buffers=2, incremental=True)
-    pool = BufferPool(1024, capacity=16)
-    srv = UringTcpServer(p, ExportEcho, buffer_pool=pool)
-    srv.start()
+    srv, p, pool = incremental_server(ExportEcho)
     messages = [bytes([65 + i]) * (40 + i) for i in range(5)]
 
     def client(out: dict[str, Any]) -> None:
