@@ -650,10 +650,12 @@ static int free_in(void *p) {
   int rc = 0;
   pai_slab_t *s = free_slab_of(p, &rc);
   if (PA_UNLIKELY(s == NULL)) return rc;
-  if (PA_UNLIKELY(pa_track_is_poisoned(p))) return EALREADY;
   bool exact;
   uint32_t idx = pai_slab_index(s, a, &exact);
   if (PA_UNLIKELY(!exact)) return EFAULT;
+  /* ASan builds poison free blocks: only a block's start says "freed already", an address
+   * inside one is not a block at all */
+  if (PA_UNLIKELY(pa_track_is_poisoned(p))) return EALREADY;
   /* read only once p is known to start a block of a live slab of ours: an interior pointer may
    * be misaligned, or end the slab's last page */
   uint64_t word = *(const uint64_t *)p;
@@ -693,13 +695,14 @@ int pa_free(void *p) {
   enter();
   uintptr_t a = (uintptr_t)p;
   pai_slab_t *s = slab_of_fast(a);
-  if (PA_LIKELY(s != NULL && !pa_track_is_poisoned(p))) {
+  if (PA_LIKELY(s != NULL)) {
     pa_pool_t *pool = s->pool;
     bool exact;
     uint32_t idx = pai_slab_index(s, a, &exact);
     uint64_t marker = pai_free_marker(p);
     /* the block's first word is read only once p is known to start a block (free_in) */
-    if (PA_LIKELY(exact && pai_slab_is_out(s, idx) && *(const uint64_t *)p != marker &&
+    if (PA_LIKELY(exact && !pa_track_is_poisoned(p) && pai_slab_is_out(s, idx) &&
+                  *(const uint64_t *)p != marker &&
                   atomic_load_explicit(&pai_tl.pool, memory_order_relaxed) == pool &&
                   !atomic_load_explicit(&pool->park_off, memory_order_relaxed))) {
       if (PA_LIKELY(cache_push(pai_tl.cache, s, p, marker))) return leave(0);
