@@ -469,3 +469,54 @@ def test_a_slice_exports_its_bytes_by_the_buffer_protocol(run_with_client: Any) 
     with pytest.raises(ValueError, match="released memoryview"):
         memoryview(ExportEcho.lent[-1])  # taken back: no new export of bytes received over later
     shut_down(srv, p, pool)
+
+
+class ExportKeeper(Echo):
+    """Takes ``memoryview(lease)`` of every read and keeps it past the call (returning False),
+    or, with ``keep``, keeps every other slice and releases it at once while exported."""
+
+    exports: ClassVar[list[tuple[memoryview, bytes]]] = []
+    keep: ClassVar[bool] = False
+
+    def buffer_received(self, lease: Any, n: int) -> bool:
+        m = memoryview(lease)
+        ExportKeeper.exports.append((m, m.tobytes()))
+        if ExportKeeper.keep and len(ExportKeeper.exports) % 2:
+            lease.release()  # a kept slice given back while its export lives
+            return True
+        return False
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_slice_exported_past_its_release_keeps_its_block_out(
+    run_with_client: Any, keep: bool
+) -> None:
+    """A buffer-protocol export of a slice that outlives the slice's return (the lent one when
+    ``buffer_received`` returns False, a kept one at ``release()``) keeps its block out of the
+    ring, as a pool Buffer's export keeps its block: later receives never write over the bytes
+    it shows, and the block goes back when the export does."""
+    ExportKeeper.exports, ExportKeeper.keep = [], keep
+    srv, p, pool = incremental_server(ExportKeeper)
+    messages = [bytes([48 + i % 64]) * 60 for i in range(60)]  # 3.5 KiB through 1 KiB blocks
+
+    def client(out: dict[str, Any]) -> None:
+        with socket.create_connection(srv.address, timeout=10) as c:
+            for msg in messages:
+                c.sendall(msg)
+                time.sleep(0.005)
+        deadline = time.monotonic() + 5
+        while sum(len(b) for _, b in ExportKeeper.exports) < 60 * len(messages):
+            assert time.monotonic() < deadline, "the receives did not all arrive"
+            time.sleep(0.01)
+        out["shown"] = [m.tobytes() for m, _ in ExportKeeper.exports]
+
+    out = run_with_client(p, client)
+    assert out["shown"] == [b for _, b in ExportKeeper.exports]
+    assert b"".join(out["shown"]) == b"".join(messages)
+    # every receive's export still holds its block; once they go, nothing does
+    assert p.ring_stats()["bgid1"]["slices_held"] == len(ExportKeeper.exports)
+    for m, _ in ExportKeeper.exports:
+        m.release()
+    ExportKeeper.exports.clear()
+    assert p.ring_stats()["bgid1"]["slices_held"] == 0
+    shut_down(srv, p, pool)

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import array
 import collections
+import weakref
 from threading import get_ident
 from typing import Any, Protocol, cast
 
@@ -250,11 +251,14 @@ class PoolRing:
                 lent._bid = bid
                 self._lent = _Slice(None, 0, _RELEASED)
             else:
-                lent.view = _RELEASED
-                left = refs[bid] - 1
-                refs[bid] = left
-                if not (left or self._in_kernel[bid]):
-                    self._back(bid)
+                shown = lent._drop_view(_RELEASED)
+                if shown is not None:  # memoryview(lease) outlives the call: the block waits
+                    _after_exports(shown, _Slice(self, bid, _RELEASED))
+                else:
+                    left = refs[bid] - 1
+                    refs[bid] = left
+                    if not (left or self._in_kernel[bid]):
+                        self._back(bid)
 
     def discard(self, res: int, flags: int) -> None:
         """Give back the buffer of a receive nobody will see (a closed connection's)."""
@@ -430,11 +434,16 @@ class _Slice(ViewLeaseBase):
         return len(self.view)
 
     def release(self) -> None:
-        """Done with these bytes (idempotent)."""
+        """Done with these bytes (idempotent). A buffer-protocol export of the slice still alive
+        (``m = memoryview(s)``) keeps the block out of the ring until it is gone, as a pool
+        Buffer's export keeps its block."""
         owner = self._owner
         if owner is not None:
             self._owner = None
-            self.view = _RELEASED
+            shown = self._drop_view(_RELEASED)
+            if shown is not None:
+                _after_exports(shown, _Slice(owner, self._bid, _RELEASED))
+                return
             loop_thread = owner.loop_thread
             if loop_thread and not owner._closed and get_ident() != loop_thread:
                 owner.remote_releases.append(self._bid)  # the loop takes it back next pass
@@ -474,3 +483,11 @@ def _hold_limit(pool: ReadPool, entries: int) -> int:
     if not capacity:
         return entries
     return max(1, int(capacity) // 4)
+
+
+def _after_exports(shown: memoryview, stand_in: _Slice) -> None:
+    """``shown`` is exported (``memoryview(slice)`` alive): its block goes back once the last
+    export is gone, through ``stand_in`` (the same block, nothing shown), whose ``release``
+    runs then, from whichever thread dropped it (a release off the loop's thread is queued for
+    the loop, as any slice's)."""
+    weakref.finalize(shown, stand_in.release)
