@@ -194,9 +194,12 @@ def test_per_node_stats_balance(machine: numa.Simulation) -> None:
             t.start()
         for t in threads:
             t.join(timeout=30)
-        stats = pool.stats()
         expected = [per_node[n] for n in range(count)]
+        # Python's join can return while the thread still retires its cache (a key destructor
+        # taking depot locks): the figures are read once that has settled, all of them
         settled(lambda: [pool.node_stats(n).in_use_blocks for n in range(count)], expected)
+        settled(lambda: pool.stats().in_use_blocks, sum(per_node.values()))
+        stats = pool.stats()
         nodes = [pool.node_stats(n) for n in range(count)]
         assert [s.in_use_blocks for s in nodes] == expected
         assert stats.in_use_blocks == sum(per_node.values())
