@@ -496,14 +496,24 @@ static int debug_free(pa_pool_t *pool, pai_slab_t *s, uint32_t idx, void *p) {
 
 // ---- public block API ----
 
+/* The class of a request the hit path serves (size 1 B..1 MiB, alignment a power of two up to
+ * 64, which every class meets), else PAI_NCLASSES. A value, not an out-parameter: with no
+ * address taken and every other exit a tail call, the hit path keeps no stack frame. */
+static inline unsigned class_fast(size_t size, size_t align) {
+  if (PA_UNLIKELY(size - 1 >= PAI_MAX_CLASS_SIZE || align - 1 >= PA_MIN_ALIGN ||
+                  (align & (align - 1))))
+    return PAI_NCLASSES;
+  return size <= 4096 ? pai_small_lut[(size + 63) >> 6] : pai_large_lut[(size + 4095) >> 12];
+}
+
+/* The class of any request pai_class_for can place: the hit path's lookup first, the search for
+ * larger alignments after it (pai_class_for handles every other case and its errors). */
 static inline int class_of(size_t size, size_t align, unsigned *cls) {
-  /* every class is a multiple of 64, so alignments up to 64 need no search */
-  if (PA_LIKELY(size - 1 < PAI_MAX_CLASS_SIZE && align <= PA_MIN_ALIGN && align &&
-                !(align & (align - 1)))) {
-    *cls = size <= 4096 ? pai_small_lut[(size + 63) >> 6] : pai_large_lut[(size + 4095) >> 12];
+  unsigned c = class_fast(size, align);
+  if (PA_LIKELY(c < PAI_NCLASSES)) {
+    *cls = c;
     return 0;
   }
-  if (align < PA_MIN_ALIGN && align && !(align & (align - 1))) align = PA_MIN_ALIGN;
   return pai_class_for(size, align, cls);
 }
 
@@ -547,16 +557,6 @@ static int alloc_in(pa_pool_t *pool, size_t size, size_t align, void **out) {
 __attribute__((noinline)) static int alloc_rest(pa_pool_t *pool, size_t size, size_t align,
                                                 void **out) {
   return leave(alloc_in(pool, size, align, out));
-}
-
-/* The class of a request the hit path serves (size 1 B..1 MiB, alignment a power of two up to
- * 64, which every class meets), else PAI_NCLASSES. A value, not an out-parameter: with no
- * address taken and every other exit a tail call, the hit path keeps no stack frame. */
-static inline unsigned class_fast(size_t size, size_t align) {
-  if (PA_UNLIKELY(size - 1 >= PAI_MAX_CLASS_SIZE || align - 1 >= PA_MIN_ALIGN ||
-                  (align & (align - 1))))
-    return PAI_NCLASSES;
-  return size <= 4096 ? pai_small_lut[(size + 63) >> 6] : pai_large_lut[(size + 4095) >> 12];
 }
 
 /* A debug pool never becomes pai_tl.pool (pai_tcache_slow refuses it), so the thread-local

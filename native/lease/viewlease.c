@@ -16,6 +16,7 @@
  * ------------------------------------------------------------------------------------------- */
 #include "lease.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <structmember.h>
 
@@ -40,6 +41,14 @@ static void viewlease_dealloc(ViewLeaseObject *l) {
   Py_TYPE(l)->tp_free((PyObject *)l);
 }
 
+/* True, with TypeError set, when `view` is anything but a memoryview. */
+static bool not_a_memoryview(PyObject *view) {
+  if (PyMemoryView_Check(view)) return false;
+  PyErr_Format(PyExc_TypeError, "a lease's view must be a memoryview, not %.100s",
+               Py_TYPE(view)->tp_name);
+  return true;
+}
+
 /* Only a memoryview is exported: its export runs no Python code (an exporter written in Python
  * could free the view in the middle) and cannot lead back to a lease (a lease whose view were
  * itself, or another lease viewing it, would export in an endless loop). `view` itself is a
@@ -51,11 +60,7 @@ static int viewlease_getbuffer(ViewLeaseObject *l, Py_buffer *buf, int flags) {
     PyErr_SetString(PyExc_ValueError, "this lease has no view");
     return -1;
   }
-  if (!PyMemoryView_Check(view)) {
-    PyErr_Format(PyExc_TypeError, "a lease's view must be a memoryview, not %.100s",
-                 Py_TYPE(view)->tp_name);
-    return -1;
-  }
+  if (not_a_memoryview(view)) return -1;
   Py_INCREF(view);
   int rc = PyObject_GetBuffer(view, buf, flags);
   Py_DECREF(view);
@@ -98,11 +103,7 @@ static int viewlease_init(ViewLeaseObject *l, PyObject *args, PyObject *kwargs) 
   PyObject *view = NULL;
   if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:ViewLeaseBase", kwlist, &view)) return -1;
   if (view == NULL || view == Py_None) return 0;
-  if (!PyMemoryView_Check(view)) {
-    PyErr_Format(PyExc_TypeError, "a lease's view must be a memoryview, not %.100s",
-                 Py_TYPE(view)->tp_name);
-    return -1;
-  }
+  if (not_a_memoryview(view)) return -1;
   Py_XSETREF(l->view, Py_NewRef(view));
   return 0;
 }
