@@ -156,6 +156,9 @@ class Reactor:
         self._max_events = max_events
         self._handlers: dict[int, list[Callback | None]] = {}
         self._ready: collections.deque[Handle] = collections.deque()
+        #: events of a pass that a BaseException (Ctrl-C in a callback) cut short: dispatched
+        #: first by the next pass, since an edge-triggered epoll reports each arrival once
+        self._undispatched: list[tuple[int, int]] = []
         self._timers: list[TimerHandle] = []
         self._cancelled_timers = 0
         self._seq = 0
@@ -310,6 +313,8 @@ class Reactor:
 
     def run_once(self) -> None:
         """One pass: wait for IO (bounded by the next timer), dispatch, run due callbacks."""
+        if self._undispatched:
+            self._finish_cut_pass()
         events = self._epoll.poll(self._poll_timeout(), self._max_events)
         self.now = time.monotonic()
         self.stats["wakeups"] += 1
@@ -335,18 +340,31 @@ class Reactor:
 
     def _dispatch(self, events: list[tuple[int, int]]) -> None:
         handlers = self._handlers
-        for fd, mask in events:
-            entry = handlers.get(fd)
-            if entry is None:
-                continue  # unregistered earlier in this batch
-            self.event_mask = mask
-            try:
-                if mask & _READ_EVENTS and entry[0] is not None:
-                    entry[0]()
-                if mask & _WRITE_EVENTS and entry[1] is not None and handlers.get(fd) is entry:
-                    entry[1]()
-            except Exception as exc:
-                self._report(exc, entry)
+        rest = iter(events)
+        try:
+            for fd, mask in rest:
+                entry = handlers.get(fd)
+                if entry is None:
+                    continue  # unregistered earlier in this batch
+                self.event_mask = mask
+                try:
+                    if mask & _READ_EVENTS and entry[0] is not None:
+                        entry[0]()
+                    if mask & _WRITE_EVENTS and entry[1] is not None and handlers.get(fd) is entry:
+                        entry[1]()
+                except Exception as exc:
+                    self._report(exc, entry)
+        except BaseException:
+            # KeyboardInterrupt or SystemExit ends run(); a program that runs the loop again
+            # (say, to close gracefully) gets the rest of this batch first. The interrupted
+            # event itself is not repeated, as asyncio does not rerun an interrupted callback.
+            self._undispatched[:0] = rest
+            raise
+
+    def _finish_cut_pass(self) -> None:
+        """Dispatch what a BaseException left of the last pass's events."""
+        events, self._undispatched = self._undispatched, []
+        self._dispatch(events)
 
     def _collect_timers(self) -> None:
         timers = self._timers

@@ -83,7 +83,7 @@ import functools
 import os
 import select
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from threading import get_ident
 from typing import Any, Protocol
 
@@ -206,6 +206,9 @@ class Proactor(Reactor):
         self._next_token = _FIRST_TOKEN
         self.dirty: list[Any] = []  # connections with writes to flush before the next enter
         self._starved: list[Any] = []
+        #: completions of a pass that a BaseException cut short, copied out of the reaped
+        #: array (the next enter overwrites it): handled first by the next pass or the close
+        self._unhandled: list[tuple[int, int, int]] = []
         self.stats.update(completions=0, enters=0, enobufs=0)
         self._draining = False
         self._arm_epoll()
@@ -277,6 +280,8 @@ class Proactor(Reactor):
 
     def run_once(self) -> None:
         """One pass: flush writes, refill buffer rings, submit and wait, dispatch, run callbacks."""
+        if self._unhandled or self._undispatched:
+            self._finish_cut_pass()
         if self.dirty:
             self._flush_dirty()
         self._refill()
@@ -294,30 +299,50 @@ class Proactor(Reactor):
         if self._ready:
             self._run_ready()
 
-    def _complete(self, completions: Any) -> None:
+    def _complete(self, completions: Iterator[tuple[int, int, int]]) -> None:
         targets = self._targets
         count = 0
-        for ud, res, flags in completions:
-            count += 1
-            token = ud >> _KIND_BITS
-            target = targets.get(token)
-            if target is None:
-                if token == _EPOLL_TOKEN:
-                    self._on_epoll(flags)
-                continue  # a cancel's own completion, or a target already gone
-            try:
-                target.handlers[ud & 0xFF](target, res, flags)
-            except Exception as exc:
-                self._report(exc, target)
-        self.stats["completions"] += count
+        try:
+            for ud, res, flags in completions:
+                count += 1
+                token = ud >> _KIND_BITS
+                target = targets.get(token)
+                if target is None:
+                    if token == _EPOLL_TOKEN:
+                        self._on_epoll(flags)
+                    continue  # a cancel's own completion, or a target already gone
+                try:
+                    target.handlers[ud & 0xFF](target, res, flags)
+                except Exception as exc:
+                    self._report(exc, target)
+        except BaseException:
+            # KeyboardInterrupt or SystemExit ends run(). The kernel has handed these over and
+            # will not again: dropped, their data and buffers would be lost and their
+            # connections would wait for good. The interrupted one is not repeated.
+            self._unhandled[:0] = completions
+            raise
+        finally:
+            self.stats["completions"] += count
+
+    def _finish_cut_pass(self) -> None:
+        """Handle what a BaseException left of the last pass: completions, then epoll events."""
+        if self._unhandled:
+            completions, self._unhandled = self._unhandled, []
+            self._complete(iter(completions))
+        super()._finish_cut_pass()
 
     def _flush_dirty(self) -> None:
         dirty, self.dirty = self.dirty, []
-        for conn in dirty:
-            try:
-                conn.flush_now()
-            except Exception as exc:
-                self._report(exc, conn)
+        rest = iter(dirty)
+        try:
+            for conn in rest:
+                try:
+                    conn.flush_now()
+                except Exception as exc:
+                    self._report(exc, conn)
+        except BaseException:
+            self.dirty[:0] = rest  # each waits for this flush: none may be forgotten
+            raise
 
     def _refill(self) -> None:
         thread = get_ident()
@@ -333,23 +358,34 @@ class Proactor(Reactor):
                 pr.refill()
         if self._starved:
             starved, self._starved = self._starved, []
-            for conn in starved:
-                if conn.pool_ring.in_ring:
-                    conn.arm_recv()
-                else:
-                    self._starved.append(conn)
+            rest = iter(starved)
+            try:
+                for conn in rest:
+                    if not conn.pool_ring.in_ring:
+                        self._starved.append(conn)
+                        continue
+                    try:
+                        conn.arm_recv()
+                    except Exception as exc:  # the ring refused the receive: the connection
+                        self._report(exc, conn)  # cannot read, and must not wait for good
+                        conn.abort(exc)
+            except BaseException:
+                self._starved.extend(rest)  # each waits for its receive to be armed again
+                raise
 
     # ---- the epoll set (eventfd wakeups, signals, registered fds) ----
     def _arm_epoll(self) -> None:
         self._ring.prep_poll(self._epoll.fileno(), select.POLLIN, _EPOLL_TOKEN << _KIND_BITS)
 
     def _on_epoll(self, flags: int) -> None:
-        events = self._epoll.poll(0, self._max_events)
-        if events:
-            self.stats["events"] += len(events)
-            self._dispatch(events)
-        if not flags & CQE_F_MORE and not self._draining:
-            self._arm_epoll()
+        try:
+            events = self._epoll.poll(0, self._max_events)
+            if events:
+                self.stats["events"] += len(events)
+                self._dispatch(events)
+        finally:  # even when a callback raised: unarmed, the epoll set would never fire again
+            if not flags & CQE_F_MORE and not self._draining:
+                self._arm_epoll()
 
     # ---- teardown ----
     def close(self) -> None:
@@ -379,6 +415,9 @@ class Proactor(Reactor):
             if abort is not None and not getattr(target, "closed", True):
                 abort(ConnectionAbortedError("proactor closed"))
         self._flush_dirty()
+        if self._unhandled:  # a cut pass's completions: their buffers go back as the rest do
+            completions, self._unhandled = self._unhandled, []
+            self._complete(iter(completions))
         self._ring.prep_cancel_all(_CANCEL_TOKEN << _KIND_BITS)
         deadline = time.monotonic() + limit
         while self._outstanding() and time.monotonic() < deadline:
