@@ -341,6 +341,7 @@ class Reactor:
     def _dispatch(self, events: list[tuple[int, int]]) -> None:
         handlers = self._handlers
         rest = iter(events)
+        fd = mask = -1
         try:
             for fd, mask in rest:
                 entry = handlers.get(fd)
@@ -356,9 +357,11 @@ class Reactor:
                     self._report(exc, entry)
         except BaseException:
             # KeyboardInterrupt or SystemExit ends run(); a program that runs the loop again
-            # (say, to close gracefully) gets the rest of this batch first. The interrupted
-            # event itself is not repeated, as asyncio does not rerun an interrupted callback.
-            self._undispatched[:0] = rest
+            # (say, to close gracefully) gets the rest of this batch first, the interrupted
+            # event included: edge-triggered, its fd would not be reported again while input
+            # waits (a level-triggered loop, asyncio's, reports it anew), and the handlers read
+            # or write until EAGAIN, so a repeat finds what is left or nothing.
+            self._undispatched[:0] = [(fd, mask), *rest] if fd >= 0 else list(rest)
             raise
 
     def _finish_cut_pass(self) -> None:

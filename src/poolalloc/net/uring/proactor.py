@@ -334,6 +334,7 @@ class Proactor(Reactor):
     def _flush_dirty(self) -> None:
         dirty, self.dirty = self.dirty, []
         rest = iter(dirty)
+        conn = None
         try:
             for conn in rest:
                 try:
@@ -341,7 +342,9 @@ class Proactor(Reactor):
                 except Exception as exc:
                     self._report(exc, conn)
         except BaseException:
-            self.dirty[:0] = rest  # each waits for this flush: none may be forgotten
+            # each waits for this flush, the interrupted one too (flush_now does nothing once
+            # its send is out): none may be forgotten
+            self.dirty[:0] = [conn, *rest] if conn is not None else list(rest)
             raise
 
     def _refill(self) -> None:
@@ -359,6 +362,7 @@ class Proactor(Reactor):
         if self._starved:
             starved, self._starved = self._starved, []
             rest = iter(starved)
+            conn = None
             try:
                 for conn in rest:
                     if not conn.pool_ring.in_ring:
@@ -370,7 +374,11 @@ class Proactor(Reactor):
                         self._report(exc, conn)  # cannot read, and must not wait for good
                         conn.abort(exc)
             except BaseException:
-                self._starved.extend(rest)  # each waits for its receive to be armed again
+                # each waits for its receive to be armed again, the interrupted one too
+                # (arm_recv does nothing once the receive is armed)
+                if conn is not None and conn not in self._starved:
+                    self._starved.append(conn)
+                self._starved.extend(rest)
                 raise
 
     # ---- the epoll set (eventfd wakeups, signals, registered fds) ----

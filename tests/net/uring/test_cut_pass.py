@@ -1,0 +1,130 @@
+"""A Proactor pass cut short by KeyboardInterrupt, and a receive the ring refuses to re-arm.
+
+The input side of a cut pass (undispatched completions) is checked on both engines in
+``tests/net/test_transport.py``; here the Proactor's own lists: connections waiting for their
+flush, and connections waiting for a receive buffer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import poolalloc
+from poolalloc.net.uring.connection import UringConnection
+from poolalloc.net.uring.proactor import Proactor, available
+
+pytestmark = [pytest.mark.uring, pytest.mark.net, pytest.mark.timeout(60)]
+
+
+class Quiet:
+    """Reads nothing of interest; records how the connection ended."""
+
+    def __init__(self) -> None:
+        self.lost: list[BaseException | None] = []
+
+    def connection_made(self, conn: Any) -> None:
+        pass
+
+    def buffer_received(self, lease: Any, nbytes: int) -> bool:
+        return False
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost.append(exc)
+
+
+def _until(loop: Proactor, condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        loop.call_later(0.002, lambda: None)  # bound each pass's wait
+        loop.run_once()
+
+
+@pytest.fixture
+def setup() -> Iterator[tuple[Proactor, list[tuple[UringConnection, Quiet, socket.socket]]]]:
+    ok, reason = available()
+    if not ok:
+        pytest.skip(f"io_uring unavailable: {reason}")
+    loop = Proactor(ring_buffers=16, initial_buffers=4)
+    errors: list[BaseException] = []
+    loop.exception_handler = lambda exc, where: errors.append(exc)
+    loop.errors = errors  # type: ignore[attr-defined]
+    pool = poolalloc.BufferPool(4096, capacity=64, name="cut-pass-test")
+    conns = []
+    for _ in range(3):
+        client, server_side = socket.socketpair()
+        proto, conn = Quiet(), UringConnection()
+        conn.open(loop, server_side, pool, proto, 4096)
+        conns.append((conn, proto, client))
+    yield loop, conns
+    for conn, _, client in conns:
+        if not conn.closed:
+            conn.abort()
+        client.close()
+    loop.close()
+    assert pool.outstanding() == 0
+    pool.close()
+
+
+def _received(client: socket.socket, n: int) -> Callable[[], bool]:
+    got = bytearray()
+
+    def done() -> bool:
+        with contextlib.suppress(BlockingIOError):
+            got.extend(client.recv(1 << 20, socket.MSG_DONTWAIT))
+        return len(got) >= n
+
+    return done
+
+
+def test_flushes_a_cut_pass_left_are_made_by_the_next(setup: Any) -> None:
+    loop, conns = setup
+    payload = memoryview(b"x" * 40_000)  # not a small bytes write: queued for the pass's flush
+    first = conns[0][0]
+    real_flush = first.flush_now
+    calls: list[int] = []
+
+    def interrupted_flush() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        real_flush()
+
+    first.flush_now = interrupted_flush  # type: ignore[method-assign]
+    for conn, _, _ in conns:
+        conn.write(payload)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_once()
+    done = [_received(client, len(payload)) for _, _, client in conns]
+    _until(loop, lambda: sum(d() for d in done) == len(done))  # every peer reads each pass
+    assert len(calls) == 2  # the interrupted flush was made again, once
+    assert loop.errors == []
+
+
+def test_a_receive_the_ring_refuses_to_rearm_aborts_its_connection_only(setup: Any) -> None:
+    loop, conns = setup
+    (refused, refused_proto, _), (other, other_proto, other_client) = conns[0], conns[1]
+
+    def no_receive() -> None:
+        raise OSError(errno.EBUSY, "the ring refused the receive")
+
+    refused.recv_armed = False  # as after ENOBUFS ended the multishot receive
+    refused.arm_recv = no_receive  # type: ignore[method-assign]
+    loop.starved(refused, refused.pool_ring)
+    _until(loop, lambda: bool(refused_proto.lost))
+    assert isinstance(refused_proto.lost[0], OSError)
+    assert [type(e) for e in loop.errors] == [OSError]
+    # the loop goes on: the other connections still read and write
+    other.write(memoryview(b"y" * 30_000))
+    _until(loop, _received(other_client, 30_000))
+    assert not other_proto.lost
