@@ -362,6 +362,9 @@ class UringConnection(BaseConnection["Proactor"]):
         item = FileRange(fd, offset, count, close_fd=close_fd)
         if self.closing or self.closed:
             self._refuse_write(item)
+        if not item.count:  # nothing to send (a splice of 0 bytes is refused: EINVAL)
+            item.discard()
+            return
         self._queue_item(_Queued(item, None))
 
     def _queue_item(self, item: _Queued) -> None:
@@ -625,16 +628,20 @@ class UringConnection(BaseConnection["Proactor"]):
     def _cancel_inflight(self) -> list[Any]:
         # The ring cancels and frees its copied sends itself. If it cannot queue the cancel (a
         # full submission queue), closing must still go on: the send then ends with the peer.
+        # Nor may a refused cancel stop the close half-way (no connection_lost, the socket
+        # left open): the operation then ends with the peer or the ring's teardown.
         with contextlib.suppress(OSError):
             self._ring.csend_detach(self.fd)
         if self.recv_armed:
-            self._ring.prep_cancel(0, target=self.token << 8 | RECV)
+            with contextlib.suppress(OSError):
+                self._ring.prep_cancel(0, target=self.token << 8 | RECV)
         held: list[Any] = []
         x = self._x
         if self._sending is not None:
             kind = SEND if x is None or not x.pipe or x.pipe_fill == 0 else SPLICE_OUT
-            self._ring.prep_cancel(0, target=self.token << 8 | kind)
-            self._ring.prep_cancel(0, target=self.token << 8 | SPLICE_IN)
+            with contextlib.suppress(OSError):
+                self._ring.prep_cancel(0, target=self.token << 8 | kind)
+                self._ring.prep_cancel(0, target=self.token << 8 | SPLICE_IN)
             held.append(self._sending)
         if x is not None:
             for owners in x.zc_owners:

@@ -83,6 +83,7 @@ import functools
 import os
 import select
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from threading import get_ident
 from typing import Any, Protocol
@@ -97,6 +98,11 @@ from poolalloc.net.uring.server import UringTcpServer
 __all__ = ["Proactor", "available", "probe_result"]
 
 _KIND_BITS = 8
+#: What the kernel may still read or write after a Proactor closed with operations it could not
+#: end within the drain's limit (a SEND_ZC whose notification waits on a peer that never reads
+#: keeps its pages pinned until the orphaned socket is gone): kept for the life of the process,
+#: never given back to a pool whose next user would overwrite bytes still to be transmitted.
+_STRANDED: list[Any] = []
 _EPOLL_TOKEN = 1
 _CANCEL_TOKEN = 2
 _FIRST_TOKEN = 16
@@ -213,6 +219,13 @@ class Proactor(Reactor):
         self._draining = False
         self._arm_epoll()
 
+    @property
+    def draining(self) -> bool:
+        """True while :meth:`close` cancels every operation and waits for the completions:
+        nothing is re-armed then (a server left open would otherwise accept during the close).
+        """
+        return self._draining
+
     # ---- tokens and ring access ----
     @property
     def ring(self) -> Ring:
@@ -314,7 +327,7 @@ class Proactor(Reactor):
                 try:
                     target.handlers[ud & 0xFF](target, res, flags)
                 except Exception as exc:
-                    self._report(exc, target)
+                    self._failed(exc, target)
         except BaseException:
             # KeyboardInterrupt or SystemExit ends run(). The kernel has handed these over and
             # will not again: dropped, their data and buffers would be lost and their
@@ -323,6 +336,18 @@ class Proactor(Reactor):
             raise
         finally:
             self.stats["completions"] += count
+
+    def _failed(self, exc: Exception, target: Any) -> None:
+        """Report an error of ``target``'s completion, flush or receive, and abort it if it is
+        a connection: what raised left an operation unsubmitted or half-handled, and the
+        connection would otherwise wait for it for good (a close included)."""
+        self._report(exc, target)
+        abort = getattr(target, "abort", None)
+        if abort is not None and not getattr(target, "closed", True):
+            try:
+                abort(exc)
+            except Exception as again:
+                self._report(again, target)
 
     def _finish_cut_pass(self) -> None:
         """Handle what a BaseException left of the last pass: completions, then epoll events."""
@@ -340,7 +365,7 @@ class Proactor(Reactor):
                 try:
                     conn.flush_now()
                 except Exception as exc:
-                    self._report(exc, conn)
+                    self._failed(exc, conn)
         except BaseException:
             # each waits for this flush, the interrupted one too (flush_now does nothing once
             # its send is out): none may be forgotten
@@ -365,14 +390,16 @@ class Proactor(Reactor):
             conn = None
             try:
                 for conn in rest:
-                    if not conn.pool_ring.in_ring:
+                    pool_ring = conn.pool_ring
+                    if conn.closed or pool_ring is None:
+                        continue  # closed while it waited (its pooled object may be reset)
+                    if not pool_ring.in_ring:
                         self._starved.append(conn)
                         continue
                     try:
                         conn.arm_recv()
-                    except Exception as exc:  # the ring refused the receive: the connection
-                        self._report(exc, conn)  # cannot read, and must not wait for good
-                        conn.abort(exc)
+                    except Exception as exc:  # the ring refused the receive
+                        self._failed(exc, conn)
             except BaseException:
                 # each waits for its receive to be armed again, the interrupted one too
                 # (arm_recv does nothing once the receive is armed)
@@ -407,6 +434,7 @@ class Proactor(Reactor):
             return
         if self.pid == os.getpid():
             self._drain_ring()
+            self._strand_leftovers()
         # In a forked child the kernel never writes into these blocks (the child has no ring of
         # its own here, and the C side leaves the parent's registration alone): the leases of
         # the child's copy of the pool can simply go back.
@@ -430,6 +458,25 @@ class Proactor(Reactor):
         deadline = time.monotonic() + limit
         while self._outstanding() and time.monotonic() < deadline:
             self._complete(self._ring.enter(1, 10_000_000))
+
+    def _strand_leftovers(self) -> None:
+        """Keep what the operations the drain could not end still use (see ``_STRANDED``)."""
+        stranded = 0
+        for target in self._targets.values():
+            owners = getattr(target, "owners", None)
+            if target.inflight > 0 and owners:
+                _STRANDED.append(owners)
+                target.owners = []  # type: ignore[attr-defined]
+                stranded += 1
+        if stranded:
+            self.stats["stranded"] = stranded
+            warnings.warn(
+                f"Proactor closed with {stranded} connection(s) whose sends the kernel had not "
+                "finished (a zero-copy send to a peer that does not read): their buffers are "
+                "kept for the life of the process, never reused",
+                ResourceWarning,
+                stacklevel=3,
+            )
 
     def _outstanding(self) -> int:
         return sum(t.inflight for t in self._targets.values()) + self._ring.csend_inflight()

@@ -54,18 +54,24 @@ class _Listener:
             self.inflight -= 1
             self.armed = False
         srv = self.server
-        if res >= 0:
-            sock = socket.socket(self.family, self.type, self.proto, fileno=res)
-            srv.accepted(sock)
-        elif -res in _OUT_OF_FDS:
-            srv._pause_accepting()
-        elif res != -errno.ECANCELED and -res not in _PEER_GONE:
-            srv.reactor._report(cqe_error(res), self)
-        if srv._closed:
-            if self.inflight <= 0:
-                srv.reactor.retarget(srv._token, None)
-        elif not self.armed and not srv.accept_paused:
-            srv.arm_accept()
+        draining = srv.reactor.draining
+        try:
+            if res >= 0:
+                sock = socket.socket(self.family, self.type, self.proto, fileno=res)
+                if draining:  # the proactor is closing: no connection may start now
+                    sock.close()
+                else:
+                    srv.accepted(sock)
+            elif -res in _OUT_OF_FDS:
+                srv._pause_accepting()
+            elif res != -errno.ECANCELED and -res not in _PEER_GONE:
+                srv.reactor._report(cqe_error(res), self)
+        finally:  # even when adopting the connection failed: else accepting stops for good
+            if srv._closed or draining:
+                if self.inflight <= 0:
+                    srv.reactor.retarget(srv._token, None)
+            elif not self.armed and not srv.accept_paused:
+                srv.arm_accept()
 
 
 class UringTcpServer(TcpServer):

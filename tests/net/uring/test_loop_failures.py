@@ -1,4 +1,5 @@
-"""A Proactor pass cut short by KeyboardInterrupt, and a receive the ring refuses to re-arm.
+"""A Proactor pass cut short by KeyboardInterrupt, and operations that fail: every other
+connection goes on, the failing one is aborted (it would otherwise wait for good).
 
 The input side of a cut pass (undispatched completions) is checked on both engines in
 ``tests/net/test_transport.py``; here the Proactor's own lists: connections waiting for their
@@ -127,4 +128,21 @@ def test_a_receive_the_ring_refuses_to_rearm_aborts_its_connection_only(setup: A
     # the loop goes on: the other connections still read and write
     other.write(memoryview(b"y" * 30_000))
     _until(loop, _received(other_client, 30_000))
+    assert not other_proto.lost
+
+
+def test_a_flush_that_fails_aborts_its_connection_only(setup: Any) -> None:
+    loop, conns = setup
+    (failing, failing_proto, _), (other, other_proto, other_client) = conns[0], conns[1]
+
+    def broken_flush() -> None:
+        raise RuntimeError("the ring refused the send")
+
+    failing.flush_now = broken_flush  # type: ignore[method-assign]
+    failing.write(memoryview(b"z" * 30_000))
+    other.write(memoryview(b"y" * 30_000))
+    _until(loop, _received(other_client, 30_000))
+    _until(loop, lambda: bool(failing_proto.lost))
+    assert isinstance(failing_proto.lost[0], RuntimeError)
+    assert [type(e) for e in loop.errors] == [RuntimeError]
     assert not other_proto.lost
