@@ -65,8 +65,8 @@ def loop() -> Any:
     servers: list[TcpServer] = []
     clients: list[socket.socket] = []
 
-    def serve(**kw: Any) -> TcpServer:
-        srv = TcpServer(r, Echo, buffer_pool=pool, **kw)
+    def serve(protocol: Any = Echo, **kw: Any) -> TcpServer:
+        srv = TcpServer(r, protocol, buffer_pool=pool, **kw)
         srv.start()
         servers.append(srv)
         return srv
@@ -226,3 +226,37 @@ def test_close_releases_every_connection_and_the_listener(loop: Any) -> None:
         assert pump(r, lambda c=c: peer_closed(c))
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_a_protocol_that_raises_on_its_first_read_leaves_the_backlog_served(loop: Any) -> None:
+    """open() reads what arrived with the connection at once, inside the accept loop: a
+    protocol that raises there must not end that loop, or the connections still in the
+    backlog wait for the next one to arrive (the listener is edge-triggered)."""
+    r, _, serve, connect = loop
+    errors: list[BaseException] = []
+    r.exception_handler = lambda exc, where: errors.append(exc)
+
+    class Picky(Echo):
+        def buffer_received(self, lease: Any, n: int) -> bool:
+            if bytes(lease.view[:4]) == b"boom":
+                raise RuntimeError("protocol bug")
+            return super().buffer_received(lease, n)
+
+    srv = serve(Picky)
+    clients = [connect(srv) for _ in range(12)]  # all in the backlog: the loop is not running
+    for i, c in enumerate(clients):
+        c.sendall(b"boom" if i % 3 == 0 else b"fine %d" % i)
+    time.sleep(0.05)
+    fine = [(i, c) for i, c in enumerate(clients) if i % 3]
+    got = {i: bytearray() for i, _ in fine}
+
+    def all_echoed() -> bool:
+        for i, c in fine:
+            c.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                got[i].extend(c.recv(100))
+        return all(bytes(got[i]) == b"fine %d" % i for i, _ in fine)
+
+    assert pump(r, all_echoed), {i: bytes(v) for i, v in got.items()}
+    assert [type(e) for e in errors] == [RuntimeError] * 4
+    assert pump(r, lambda: all(peer_closed(c) for i, c in enumerate(clients) if i % 3 == 0))

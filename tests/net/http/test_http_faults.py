@@ -136,3 +136,28 @@ def test_many_clients_with_faults_leave_pools_balanced(make_server: Any) -> None
         assert served(srv.port)
     wait_until(lambda: live_connections(srv) == 0)
     assert srv.call(srv.pool.outstanding) == 0
+
+
+def test_a_route_that_raises_is_answered_500_and_closed_gracefully(make_server: Any) -> None:
+    """A bug in a route is the server's error: 500 with ``Connection: close`` and the whole
+    answer delivered (not a reset), the exception to the loop's handler, the others served."""
+    srv = make_server()
+    errors: list[type] = []  # types only: a kept exception keeps its frames and their views
+    srv.reactor.exception_handler = lambda exc, where: errors.append(type(exc))
+
+    def boom(req: Any) -> Response:
+        raise ValueError("route bug")
+
+    srv.call(srv.http.route, "/boom", boom)
+    sock = connect(srv.port)
+    sock.sendall(b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n" + GET)  # a second request behind it
+    f = sock.makefile("rb")
+    status, headers, body = read_response(f)
+    assert (status, headers["connection"], body) == (500, "close", b"500 internal server error\n")
+    assert is_closed_by_peer(sock)  # graceful: the pipelined request is not answered
+    sock.close()
+    head = exchange(srv.port, b"HEAD /boom HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert head[0][0] == 500
+    assert served(srv.port)
+    assert errors == [ValueError, ValueError]
+    assert srv.call(srv.http.metrics)["errors_total"] >= 2

@@ -354,7 +354,7 @@ class Reactor:
                     if mask & _WRITE_EVENTS and entry[1] is not None and handlers.get(fd) is entry:
                         entry[1]()
                 except Exception as exc:
-                    self._report(exc, entry)
+                    self.report(exc, entry)
         except BaseException:
             # KeyboardInterrupt or SystemExit ends run(); a program that runs the loop again
             # (say, to close gracefully) gets the rest of this batch first, the interrupted
@@ -390,9 +390,20 @@ class Reactor:
             try:
                 handle.callback(*handle.args)
             except Exception as exc:
-                self._report(exc, handle.callback)
+                self.report(exc, handle.callback)
 
-    def _report(self, exc: BaseException, where: object) -> None:
+    def report(self, exc: BaseException, where: object) -> None:
+        """Count ``exc`` and pass it to ``exception_handler``: what the loop does with an
+        exception a callback let out, and what a server calls for one it handled itself (a
+        route that raised and was answered 500).
+
+        Example:
+            >>> r = Reactor(exception_handler=lambda exc, where: print(type(exc).__name__))
+            >>> r.report(ValueError("bug"), None); r.stats["errors"]
+            ValueError
+            1
+            >>> r.close()
+        """
         self.stats["errors"] += 1
         self.exception_handler(exc, where)
 

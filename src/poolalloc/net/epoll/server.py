@@ -166,7 +166,14 @@ class TcpServer:
                 if exc.errno in _PEER_GONE:
                     continue
                 raise
-            self._adopt(lease, sock)
+            try:
+                self._adopt(lease, sock)
+            except Exception as exc:
+                # One connection's failure (its protocol raised on its first read, which
+                # open() makes at once) must not end this loop: the listener is
+                # edge-triggered, and the connections still in the backlog would wait for
+                # the next one to arrive.
+                self.reactor.report(exc, self)
 
     def _adopt(self, lease: Any, sock: socket.socket) -> None:
         conn: BaseConnection[Any] = lease.obj

@@ -269,7 +269,16 @@ class HttpServer:
         handler = self.routes.get(req.path)
         try:
             if handler is not None:
-                resp = handler(req)
+                try:
+                    resp = handler(req)
+                except HttpError:
+                    raise
+                except Exception as exc:
+                    # A bug in the route: the client gets a 500 and a graceful close (what
+                    # the handler left behind is unknown), the loop's handler the exception.
+                    proto.fail(500, "internal server error", req.method)
+                    self.reactor.report(exc, handler)
+                    return
                 last = self.replies.last
                 if (
                     last is not None

@@ -341,13 +341,13 @@ class Proactor(Reactor):
         """Report an error of ``target``'s completion, flush or receive, and abort it if it is
         a connection: what raised left an operation unsubmitted or half-handled, and the
         connection would otherwise wait for it for good (a close included)."""
-        self._report(exc, target)
+        self.report(exc, target)
         abort = getattr(target, "abort", None)
         if abort is not None and not getattr(target, "closed", True):
             try:
                 abort(exc)
             except Exception as again:
-                self._report(again, target)
+                self.report(again, target)
 
     def _finish_cut_pass(self) -> None:
         """Handle what a BaseException left of the last pass: completions, then epoll events."""

@@ -65,7 +65,7 @@ class _Listener:
             elif -res in _OUT_OF_FDS:
                 srv._pause_accepting()
             elif res != -errno.ECANCELED and -res not in _PEER_GONE:
-                srv.reactor._report(cqe_error(res), self)
+                srv.reactor.report(cqe_error(res), self)
         finally:  # even when adopting the connection failed: else accepting stops for good
             if srv._closed or draining:
                 if self.inflight <= 0:
