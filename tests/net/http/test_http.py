@@ -211,6 +211,27 @@ def test_big_upload_then_download(make_server: Any, root: Any) -> None:
     assert not [p for p in os.listdir(root) if ".part-" in p]
 
 
+def test_a_route_keeps_the_body_limit_when_uploads_are_on(make_server: Any, root: Any) -> None:
+    """A route's body is read into memory: with uploads on it is still bounded by max_body
+    (the upload limit is for bodies streamed to a file under root)."""
+    srv = make_server(root=root, uploads=True, max_body=64 * 1024)
+    srv.call(srv.http.route, "/echo", lambda req: Response(body=req.body))
+    with connect(srv.port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+        status, _, _ = read_response(sock.makefile("rb"), "POST")
+    assert status == 413
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=20)
+    conn.request("POST", "/echo", body=b"y" * 1000)  # within the limit: answered by the route
+    resp = conn.getresponse()
+    assert (resp.status, resp.read()) == (200, b"y" * 1000)
+    conn.request("PUT", "/file.bin", body=b"z" * 100_000)  # not a route: an upload, as before
+    resp = conn.getresponse()
+    resp.read()
+    assert resp.status == 201
+    conn.close()
+    assert (root / "file.bin").read_bytes() == b"z" * 100_000
+
+
 def test_upload_cut_short_leaves_no_file(make_server: Any, root: Any) -> None:
     srv = make_server(root=root, uploads=True)
     with connect(srv.port) as sock:

@@ -416,7 +416,14 @@ class HttpServer:
             proto.send_file(head, fd, answer.offset, answer.length, close=close)
 
     def _is_upload(self, req: Request) -> bool:
-        return self.uploads and self.root is not None and req.method in ("PUT", "POST")
+        # A route answers its path whatever the method: its body is read into memory, so it
+        # gets max_body, never the upload limit meant for bodies streamed to a file.
+        return (
+            self.uploads
+            and self.root is not None
+            and req.method in ("PUT", "POST")
+            and req.path not in self.routes
+        )
 
     @overload
     def _resolve(self, target_path: str, *, for_write: Literal[True]) -> str: ...
