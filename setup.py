@@ -34,7 +34,7 @@ from build_flags import compile_args, link_args
 
 lease = Extension(
     "poolalloc._lease",
-    sources=[f"native/lease/{name}.c" for name in ("lease", "buffer", "leasepool", "objlease", "viewlease")],
+    sources=[f"native/lease/{name}.c" for name in ("lease", "buffer", "leasepool", "objlease", "viewlease", "window")],
     depends=["native/lease/lease.h", "native/include/poolalloc.h"],
     include_dirs=["native/include"],
     extra_compile_args=compile_args(),

@@ -51,7 +51,10 @@ def main() -> None:
         raise SystemExit(f"no incremental ring here: {inc.why_not_incremental}")
     inc.refill()
     whole.refill()
-    bid_i = next(b for b in range(8) if inc._views[b] is not None)
+    # the staged blocks by id: their addresses (a view of each before the Window, in builds
+    # measured against)
+    staged = getattr(inc, "_addresses", None) or getattr(inc, "_views", [])
+    bid_i = next(b for b in range(8) if staged[b])
     bid_w = next(b for b in range(8) if whole.leases[b] is not None)
     offsets = inc._offsets
 
@@ -60,7 +63,7 @@ def main() -> None:
         for _ in range(loops):
             offsets[bid_i] = 0  # the same store as the others make
             lease = leases[bid_w]
-            if not proto.buffer_received(lease, 100):
+            if not proto.buffer_received(lease, 100) and not lease.exports:
                 recycle.append(bid_w)
             del recycle[:]
 

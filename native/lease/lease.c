@@ -105,6 +105,8 @@ static PyObject *claim_token(PyObject *module, PyObject *unused) {
 
 static PyMethodDef lease_functions[] = {
     {"_claim_token", claim_token, METH_NOARGS, "Internal: the key to LeasePool (once)."},
+    {"window_view", (PyCFunction)(void (*)(void))lease_window_view, METH_FASTCALL,
+     "window_view(address, nbytes): a memoryview of those bytes exported by a new Window."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -120,7 +122,7 @@ PyMODINIT_FUNC PyInit__lease(void) {
   if (load_api() < 0 || load_errors() < 0) return NULL;
   if (lease_buffer_type_ready() < 0 || PyType_Ready(&LeasePoolType) < 0 ||
       PyType_Ready(&LeasePinType) < 0 || lease_objlease_type_ready() < 0 ||
-      PyType_Ready(&LeaseViewBaseType) < 0)
+      PyType_Ready(&LeaseViewBaseType) < 0 || PyType_Ready(&LeaseWindowType) < 0)
     return NULL;
   static int token_target;
   lease_token = PyCapsule_New(&token_target, "poolalloc._lease.token", NULL);
@@ -132,11 +134,13 @@ PyMODINIT_FUNC PyInit__lease(void) {
   Py_INCREF(&LeasePinType);
   Py_INCREF(&LeaseObjBaseType);
   Py_INCREF(&LeaseViewBaseType);
+  Py_INCREF(&LeaseWindowType);
   if (PyModule_AddObject(m, "Buffer", (PyObject *)&LeaseBufferType) < 0 ||
       PyModule_AddObject(m, "BufferPin", (PyObject *)&LeasePinType) < 0 ||
       PyModule_AddObject(m, "LeasePool", (PyObject *)&LeasePoolType) < 0 ||
       PyModule_AddObject(m, "ObjectLeaseBase", (PyObject *)&LeaseObjBaseType) < 0 ||
       PyModule_AddObject(m, "ViewLeaseBase", (PyObject *)&LeaseViewBaseType) < 0 ||
+      PyModule_AddObject(m, "Window", (PyObject *)&LeaseWindowType) < 0 ||
       PyModule_AddIntConstant(m, "API_VERSION", PA_API_VERSION) < 0) {
     Py_DECREF(m);
     return NULL;

@@ -93,6 +93,11 @@ extern PyTypeObject LeasePinType;
 extern PyTypeObject LeasePoolType;
 extern PyTypeObject LeaseObjBaseType; /* objlease.c: C base of poolalloc.objects.Lease */
 extern PyTypeObject LeaseViewBaseType; /* viewlease.c: C base of leases that wrap one view */
+extern PyTypeObject LeaseWindowType;   /* window.c: bytes of a block shown by buffer protocol */
+PyObject *lease_window_view(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+/* the Window that exports `view` (borrowed), or NULL when none does; its live exports */
+PyObject *lease_window_of(PyObject *view);
+Py_ssize_t lease_window_exports(PyObject *window);
 extern const pa_api_t *lease_api;
 
 /* exceptions taken from poolalloc.errors at import */

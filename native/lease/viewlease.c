@@ -8,10 +8,12 @@
  * buffer protocol, as a Buffer does (`memoryview(lease)`, `sock.send(lease)`, `bytes(lease)`),
  * but a Python class can only do that from 3.12 on (`__buffer__`, PEP 688). This base holds
  * `view` (a memoryview, nothing else) and exports it on every version: bf_getbuffer asks the
- * view itself, so the export's owner is the view and its release is the view's (no
- * bf_releasebuffer here). Once the subclass sets `view` to a released memoryview, exporting
- * raises ValueError, as using the view does. An export taken before that stays what the view's
- * own slices are: the holder's to drop when it gives the lease back (the lease contract).
+ * view itself, so the export's owner is the view and its release is the view's (the
+ * bf_releasebuffer here is an empty marker, see below). Once the subclass sets `view` to a
+ * released memoryview, exporting raises ValueError, as using the view does. An export taken
+ * before that lives on, as the view's own slices do: whoever lent the bytes keeps them from
+ * being reused meanwhile (an io_uring slice's view is exported by a Window that dies with the
+ * last of them, see window.c).
  * The GIL serialises everything here.
  * ------------------------------------------------------------------------------------------- */
 #include "lease.h"
@@ -67,8 +69,19 @@ static int viewlease_getbuffer(ViewLeaseObject *l, Py_buffer *buf, int flags) {
   return rc;
 }
 
+/* Never called: an export's `obj` is the view, so PyBuffer_Release goes to the view's own
+ * releasebuffer. It is here because consumers look for it to decide how to keep the memory
+ * alive: numpy.frombuffer holds an export (a memoryview of the lease) of an exporter that has
+ * one, and only the exporter object otherwise, which would not keep the lent bytes from being
+ * reused once the lease is given back. */
+static void viewlease_releasebuffer(ViewLeaseObject *l, Py_buffer *buf) {
+  (void)l;
+  (void)buf;
+}
+
 static PyBufferProcs viewlease_as_buffer = {
     .bf_getbuffer = (getbufferproc)viewlease_getbuffer,
+    .bf_releasebuffer = (releasebufferproc)viewlease_releasebuffer,
 };
 
 static PyMemberDef viewlease_members[] = {
@@ -77,22 +90,29 @@ static PyMemberDef viewlease_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 
-/* lease._drop_view(released): show `released` from now on. Returns the view shown until now if
- * a buffer-protocol export of it is still alive (memoryview(lease) kept past the lease's
- * return: the caller keeps the bytes' block out until that export is gone), else None. One C
- * call where a Python `view.release()` in a try block cost about 40 ns per receive. */
-static PyObject *viewlease_drop_view(ViewLeaseObject *l, PyObject *released) {
+
+/* lease._swap_view(released): show `released` from now on, and say whether the bytes shown
+ * until now are still viewed: the Window that exported the old view (window.c) when any view,
+ * slice or export of them outlives this, else None. The old view is dropped first, so the
+ * lease's own reference does not count. One C call per receive on the io_uring path. */
+static PyObject *viewlease_swap_view(ViewLeaseObject *l, PyObject *released) {
   PyObject *old = l->view;
   l->view = Py_NewRef(released);
-  if (old != NULL && PyMemoryView_Check(old) && ((PyMemoryViewObject *)old)->exports > 0)
-    return old; /* the reference the lease held goes to the caller */
-  Py_XDECREF(old);
+  if (old == NULL || old == released) {
+    Py_XDECREF(old);
+    Py_RETURN_NONE;
+  }
+  PyObject *window = lease_window_of(old);
+  Py_XINCREF(window);
+  Py_DECREF(old);
+  if (window != NULL && lease_window_exports(window) > 0) return window;
+  Py_XDECREF(window);
   Py_RETURN_NONE;
 }
 
 static PyMethodDef viewlease_methods[] = {
-    {"_drop_view", (PyCFunction)viewlease_drop_view, METH_O,
-     "Show `released` from now on; return the old view if it is still exported, else None."},
+    {"_swap_view", (PyCFunction)viewlease_swap_view, METH_O,
+     "Show `released`; return the old view's Window if its bytes are still viewed, else None."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,12 +1,16 @@
 """ViewLeaseBase, the C base of the leases that wrap one memoryview (an incremental ring's
 slice, HeldBytes): it exports its view by the buffer protocol on every Python version, and takes
-nothing but a memoryview as that view."""
+nothing but a memoryview as that view. And window_view, the views an io_uring slice shows."""
 
 from __future__ import annotations
 
+import ctypes
+import weakref
+
+import numpy as np
 import pytest
 
-from poolalloc._lease import ViewLeaseBase
+from poolalloc._lease import ViewLeaseBase, Window, window_view
 
 
 def test_exports_its_view_and_refuses_once_it_is_released() -> None:
@@ -57,16 +61,31 @@ def test_exports_only_a_memoryview() -> None:
         ViewLeaseBase(b)  # type: ignore[arg-type]
 
 
-def test_dropping_the_view_says_whether_it_is_still_exported() -> None:
-    released = memoryview(b"")
-    released.release()
-    shown = memoryview(bytearray(b"abc"))
-    lease = ViewLeaseBase(shown)
-    assert lease._drop_view(released) is None  # nothing exported: nothing to wait for
-    assert lease.view is released
-    lease.view = shown
-    export = memoryview(lease)
-    assert lease._drop_view(released) is shown  # exported: the caller waits for the export
-    export.release()
-    lease.view = shown
-    assert lease._drop_view(released) is None
+def test_window_views_keep_their_window_alive_as_long_as_any_view_of_them_lives() -> None:
+    """window_view shows raw bytes through a Window: slices, exports and arrays made from the
+    view hold it, so the Window dies with the last of them (what the io_uring ring watches)."""
+    backing = bytearray(b"0123456789")
+    address = ctypes.addressof((ctypes.c_char * len(backing)).from_buffer(backing))
+    view = window_view(address + 2, 5)
+    assert bytes(view) == b"23456"
+    assert not view.readonly
+    window = view.obj
+    assert isinstance(window, Window)
+    assert window.exports == 1
+    gone: list[bool] = []
+    weakref.finalize(window, gone.append, True)
+    del window
+    part = view[1:3]  # a slice shares the view's managed buffer: no new export
+    arr = np.frombuffer(view, dtype=np.uint8)  # an export of the view, not of the window
+    del view
+    assert not gone
+    part[0] = ord("x")
+    assert backing == bytearray(b"012x456789")
+    del part
+    assert not gone  # the array still shows the bytes
+    assert arr.tolist() == list(b"2x456")
+    del arr
+    assert gone == [True]
+    assert bytes(window_view(address, 0)) == b""
+    with pytest.raises(ValueError, match="no 5 bytes"):
+        window_view(0, 5)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 
 import poolalloc
@@ -32,6 +33,7 @@ class Recorder:
         self.lost: list[BaseException | None] = []
         self.eof = 0
         self.on_data: Callable[[Recorder, bytes], None] | None = None
+        self.current: Any = None  # the lease being handed over, while on_data runs
 
     def connection_made(self, conn: Any) -> None:
         self.conn = conn
@@ -39,8 +41,12 @@ class Recorder:
     def buffer_received(self, lease: Any, nbytes: int) -> bool:
         data = lease.view[:nbytes].tobytes()
         self.reads.append(data)
-        if self.on_data is not None:
-            self.on_data(self, data)
+        self.current = lease
+        try:
+            if self.on_data is not None:
+                self.on_data(self, data)
+        finally:
+            self.current = None
         return False
 
     def eof_received(self) -> bool:
@@ -411,3 +417,36 @@ def test_a_pass_cut_short_by_keyboardinterrupt_loses_no_connections_input(
         client.sendall(b"second %d;" % i)
     expected = [payload + b"second %d;" % i for i, payload in enumerate(firsts)]
     harness.until(lambda: [b"".join(proto.reads) for _, proto in pairs] == expected)
+
+
+@pytest.mark.parametrize("keep", ["slice", "export", "array"])
+def test_views_of_a_read_kept_past_the_call_are_never_written_over(
+    harness: Harness, keep: str
+) -> None:
+    """A protocol that returns False but keeps a view of what it was given (a slice of
+    ``lease.view``, ``memoryview(lease)``, a numpy array) keeps seeing those bytes: the block
+    stays out of the ring and the pool until the last view is gone, as a pool Buffer's does."""
+    kept: list[tuple[Any, bytes]] = []
+
+    def keep_a_view(proto: Recorder, data: bytes) -> None:
+        lease = proto.current
+        if keep == "slice":
+            view: Any = lease.view[: len(data)]
+        elif keep == "export":
+            view = memoryview(lease)[: len(data)]
+        else:
+            view = np.frombuffer(lease, dtype=np.uint8, count=len(data))
+        kept.append((view, data))
+
+    client, proto = harness.connect()
+    proto.on_data = keep_a_view
+    for i in range(60):  # 90 KB: the ring's staged blocks (8 x 4 KiB) are all used again
+        client.sendall(bytes([65 + i % 26]) * 1500)
+        harness.until(lambda i=i: len(b"".join(proto.reads)) == 1500 * (i + 1))  # type: ignore[misc]
+    proto.on_data = None
+    assert b"".join(data for _, data in kept) == b"".join(proto.reads)
+    for view, data in kept:
+        assert bytes(view) == data, "a later read wrote over bytes a view still shows"
+    del view
+    assert harness.pool.outstanding() > 0
+    kept.clear()  # the blocks go back as the views go (the harness checks at its close)

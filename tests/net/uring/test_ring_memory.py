@@ -341,7 +341,7 @@ def test_a_slice_released_while_another_of_its_block_is_handed_over_keeps_the_bl
     pool = BufferPool(1024, capacity=8)
     pr = _buffers.PoolRing(ring, pool, bgid=1, entries=8, initial=2, incremental=True)
     pr.refill()
-    bid = next(b for b in range(8) if pr._views[b] is not None)
+    bid = next(b for b in range(8) if pr._addresses[b])
     framer = Framer()
     pr.receive(bid, 10, CQE_F_BUF_MORE, framer)  # kept: the block's first slice
     first = framer.kept[0]
@@ -369,7 +369,7 @@ def test_a_slice_released_by_another_thread_is_taken_back_by_the_loop() -> None:
     pr = _buffers.PoolRing(ring, pool, bgid=1, entries=8, initial=2, incremental=True)
     pr.refill()
     pr.loop_thread = threading.get_ident()
-    bid = next(b for b in range(8) if pr._views[b] is not None)
+    bid = next(b for b in range(8) if pr._addresses[b])
     framer = Framer()
     pr.receive(bid, 30, 0, framer)  # the whole block in one receive, kept
     worker = threading.Thread(target=framer.kept[0].release)
@@ -381,7 +381,7 @@ def test_a_slice_released_by_another_thread_is_taken_back_by_the_loop() -> None:
     pr.take_remote()
     assert list(pr.recycle_bids) == [bid]
     assert pr.stats()["slices_held"] == 0
-    pr.receive(next(b for b in range(8) if pr._views[b] is not None and b != bid), 5, 0, framer)
+    pr.receive(next(b for b in range(8) if pr._addresses[b] and b != bid), 5, 0, framer)
     late = threading.Thread(target=framer.kept[0].release)
     late.start()
     late.join()
@@ -520,3 +520,53 @@ def test_a_slice_exported_past_its_release_keeps_its_block_out(
     ExportKeeper.exports.clear()
     assert p.ring_stats()["bgid1"]["slices_held"] == 0
     shut_down(srv, p, pool)
+
+
+@pytest.mark.parametrize("incremental", [False, True], ids=["whole", "incremental"])
+def test_a_view_kept_past_the_call_keeps_its_block_out_of_the_ring(incremental: bool) -> None:
+    """A protocol returns False but keeps a slice of ``lease.view``: a whole buffer must not be
+    put back into the ring as it is (it goes through the pool, whose release waits for the
+    view), and an incremental block not before the last view of its bytes is gone."""
+    if incremental:
+        needs_incremental()
+    kept: list[tuple[memoryview, bytes]] = []
+
+    class Keeps:
+        def connection_made(self, conn: Any) -> None:
+            pass
+
+        def buffer_received(self, lease: Any, n: int) -> bool:
+            kept.append((lease.view[:n], bytes(lease.view[:n])))
+            return False
+
+        def eof_received(self) -> bool:
+            return False
+
+        def connection_lost(self, exc: BaseException | None) -> None:
+            pass
+
+    # ids enough for every block the kept views hold (an incremental block keeps its id until
+    # the last view of it is gone)
+    p = Proactor(ring_buffers=64, initial_buffers=2, incremental=incremental)
+    pool = BufferPool(1024, capacity=128)
+    client, server_side = socket.socketpair()
+    conn = UringConnection()
+    conn.open(p, server_side, pool, Keeps(), 1024)
+    try:
+        for i in range(24):  # 24 KiB through 2 staged 1 KiB blocks: each is staged again
+            client.sendall(bytes([65 + i]) * 1000)
+            deadline = time.monotonic() + 5
+            while sum(len(d) for _, d in kept) < 1000 * (i + 1):
+                assert time.monotonic() < deadline, "the data did not arrive"
+                p.call_later(0.002, lambda: None)
+                p.run_once()
+        for view, data in kept:
+            assert bytes(view) == data, "a later receive wrote over bytes a view still shows"
+        del view
+        kept.clear()
+    finally:
+        conn.abort()
+        client.close()
+        p.close()
+    assert pool.outstanding() == 0
+    pool.close()

@@ -56,7 +56,7 @@ import weakref
 from threading import get_ident
 from typing import Any, Protocol, cast
 
-from poolalloc._lease import ViewLeaseBase
+from poolalloc._lease import ViewLeaseBase, window_view
 from poolalloc.errors import PoolMemoryError
 from poolalloc.net.epoll.connection import ReadPool
 from poolalloc.net.sockets import LeaseLike
@@ -72,10 +72,14 @@ INCREMENTAL_BYTES = 256 * 1024
 
 
 class RingLease(LeaseLike, Protocol):
-    """A lease whose block address the kernel can be given (``poolalloc.Buffer`` fits)."""
+    """A lease whose block address the kernel can be given, and that counts the views made of
+    it (``poolalloc.Buffer`` fits)."""
 
     @property
     def address(self) -> int: ...
+
+    @property
+    def exports(self) -> int: ...
 
 
 class PoolRing:
@@ -126,8 +130,9 @@ class PoolRing:
         self._offsets = [0] * entries
         self._refs = [0] * entries
         self._in_kernel = bytearray(entries)
-        # a view of each staged block of an incremental ring, made once: a slice is cut from it
-        self._views: list[memoryview | None] = [None] * entries
+        # the address of each staged block of an incremental ring (0: none): a receive's bytes
+        # are shown from it through a Window (poolalloc._lease.window_view)
+        self._addresses = [0] * entries
         self._leases: list[RingLease | None] = [None] * entries
         self._free_bids = list(range(entries - 1, -1, -1))
         self.block_size = 0
@@ -194,8 +199,8 @@ class PoolRing:
 
         :raises LookupError: no block sits behind ``bid``.
         """
-        view = self._views[bid]
-        if view is None:
+        address = self._addresses[bid]
+        if not address:
             raise LookupError(f"buffer id {bid} of group {self.bgid} is not in the ring")
         self._refs[bid] += 1
         offsets = self._offsets
@@ -203,13 +208,13 @@ class PoolRing:
         if nbytes <= 0:
             # A receive of 0 bytes (EOF) consumes nothing, whatever its flags say: the kernel
             # leaves the block at the head of the ring.
-            return _Slice(self, bid, view[offset:offset])
+            return _Slice(self, bid, window_view(address + offset, 0))
         if flags & CQE_F_BUF_MORE:
             offsets[bid] = offset + nbytes
         else:
             self._in_kernel[bid] = 0
             self.in_ring -= 1
-        return _Slice(self, bid, view[offset : offset + nbytes])
+        return _Slice(self, bid, window_view(address + offset, nbytes))
 
     def receive(self, bid: int, nbytes: int, flags: int, protocol: Any) -> None:
         """Hand the ``nbytes`` (> 0) a receive put into block ``bid`` of an incremental ring to
@@ -221,8 +226,8 @@ class PoolRing:
 
         :raises LookupError: no block sits behind ``bid``.
         """
-        view = self._views[bid]
-        if view is None:
+        address = self._addresses[bid]
+        if not address:
             raise LookupError(f"buffer id {bid} of group {self.bgid} is not in the ring")
         offsets = self._offsets
         offset = offsets[bid]
@@ -236,7 +241,7 @@ class PoolRing:
         refs = self._refs
         refs[bid] += 1
         lent = self._lent
-        lent.view = view[offset : offset + nbytes]
+        lent.view = window_view(address + offset, nbytes)
         try:
             kept = protocol.buffer_received(lent, nbytes)
         except Exception:
@@ -251,9 +256,9 @@ class PoolRing:
                 lent._bid = bid
                 self._lent = _Slice(None, 0, _RELEASED)
             else:
-                shown = lent._drop_view(_RELEASED)
-                if shown is not None:  # memoryview(lease) outlives the call: the block waits
-                    _after_exports(shown, _Slice(self, bid, _RELEASED))
+                window = lent._swap_view(_RELEASED)
+                if window is not None:  # a view, slice or export of the bytes outlives the call
+                    _after_exports(window, _Slice(self, bid, _RELEASED))
                 else:
                     left = refs[bid] - 1
                     refs[bid] = left
@@ -288,10 +293,8 @@ class PoolRing:
             self._free_bids.append(bid)
 
     def _give_back(self, bid: int) -> None:
-        """The block of ``bid`` goes back to the pool (its view first: it is an export)."""
-        view, self._views[bid] = self._views[bid], None
-        if view is not None:
-            view.release()
+        """The block of ``bid`` goes back to the pool."""
+        self._addresses[bid] = 0
         lease, self._leases[bid] = self._leases[bid], None
         if lease is not None:
             lease.release()
@@ -328,7 +331,7 @@ class PoolRing:
             bid = free_bids.pop()
             leases[bid] = lease
             if self.incremental:
-                self._views[bid] = lease.view
+                self._addresses[bid] = lease.address
             self._in_kernel[bid] = 1
             staged.append((lease.address, bid))
         if staged:
@@ -434,15 +437,15 @@ class _Slice(ViewLeaseBase):
         return len(self.view)
 
     def release(self) -> None:
-        """Done with these bytes (idempotent). A buffer-protocol export of the slice still alive
-        (``m = memoryview(s)``) keeps the block out of the ring until it is gone, as a pool
-        Buffer's export keeps its block."""
+        """Done with these bytes (idempotent). Any view of them still alive (``memoryview(s)``,
+        a slice of ``s.view``, a numpy array over it) keeps the block out of the ring until the
+        last is gone, as a pool Buffer's exports keep its block."""
         owner = self._owner
         if owner is not None:
             self._owner = None
-            shown = self._drop_view(_RELEASED)
-            if shown is not None:
-                _after_exports(shown, _Slice(owner, self._bid, _RELEASED))
+            window = self._swap_view(_RELEASED)  # None for a stand-in: it shows nothing
+            if window is not None:
+                _after_exports(window, _Slice(owner, self._bid, _RELEASED))
                 return
             loop_thread = owner.loop_thread
             if loop_thread and not owner._closed and get_ident() != loop_thread:
@@ -485,9 +488,9 @@ def _hold_limit(pool: ReadPool, entries: int) -> int:
     return max(1, int(capacity) // 4)
 
 
-def _after_exports(shown: memoryview, stand_in: _Slice) -> None:
-    """``shown`` is exported (``memoryview(slice)`` alive): its block goes back once the last
-    export is gone, through ``stand_in`` (the same block, nothing shown), whose ``release``
-    runs then, from whichever thread dropped it (a release off the loop's thread is queued for
-    the loop, as any slice's)."""
-    weakref.finalize(shown, stand_in.release)
+def _after_exports(window: Any, stand_in: _Slice) -> None:
+    """Views of a slice's bytes outlive it: its block goes back once the last is gone (the
+    ``window`` that exports the bytes dies with it), through ``stand_in`` (the same block,
+    nothing shown), whose ``release`` runs then, from whichever thread dropped the last view
+    (a release off the loop's thread is queued for the loop, as any slice's)."""
+    weakref.finalize(window, stand_in.release)

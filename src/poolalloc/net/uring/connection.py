@@ -234,6 +234,11 @@ class UringConnection(BaseConnection["Proactor"]):
                     raise
                 if kept:
                     pool_ring.take(bid)
+                elif lease.exports:
+                    # A view of it outlives the call: the block leaves the ring and goes back
+                    # through the pool, whose release waits for the last view, as on epoll.
+                    pool_ring.take(bid)
+                    lease.release()
                 else:  # not kept: the very block goes back into the ring, no pool round trip
                     pool_ring.recycle_bids.append(bid)
             if not self.recv_armed:
