@@ -176,9 +176,9 @@ static int check_timeout(PyObject *timeout, const char *method) {
   if (!PyBool_Check(timeout) && (PyFloat_Check(timeout) || PyLong_Check(timeout))) {
     double t = PyFloat_AsDouble(timeout);
     if (t == -1.0 && PyErr_Occurred()) return -1;
-    if (t != t)  // NaN: no deadline can be computed from it
-      return lease_raise_code(LeaseExc_Value, EINVAL, "%s(): timeout must be a number of seconds "
-                              "or None, not nan", method);
+    if (t != t || t < 0)  // NaN: no deadline can be computed from it; no wait is negative
+      return lease_raise_code(LeaseExc_Value, EINVAL, "%s(): timeout must be >= 0 seconds (inf: "
+                              "no limit) or None, not %R", method, timeout);
     return 0;
   }
   PyErr_Format(PyExc_TypeError, "%s(): timeout must be a number of seconds (int or float) or "

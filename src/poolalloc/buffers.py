@@ -32,7 +32,7 @@ from typing import Self
 from poolalloc import _async_backends, _ffi, _lease, leaks, settings
 from poolalloc._lease import Buffer, BufferPin, LeasePool
 from poolalloc._waiting import DEFAULT_TIMEOUT, Waiters, check_timeout, retry_for
-from poolalloc.errors import PoolValueError
+from poolalloc.errors import PoolMemoryError, PoolOverflowError, PoolValueError
 from poolalloc.slab import SlabPool
 from poolalloc.stats import PoolStats
 
@@ -128,6 +128,10 @@ def _stash_for(size: int, capacity: int) -> int:
     if capacity:
         return STASH_BLOCKS  # the C layer keeps used + stashed <= capacity
     return max(2, min(STASH_BLOCKS, STASH_BYTES // max(size, 1)))
+
+
+#: bytes of user address space on 64-bit Linux (47 bits): no batch of blocks can be larger
+_ADDRESS_SPACE = 1 << 47
 
 
 def _check_int(value: object, what: str) -> int:
@@ -499,7 +503,9 @@ class BufferPool(_LeasingPool):
     def acquire_many(self, n: int, timeout: float | None = None) -> list[Buffer]:
         """Lease ``n`` buffers at once (all or none), in one C call when the capacity allows.
 
-        :raises PoolValueError: ``n`` is more than the capacity.
+        :raises PoolValueError: ``n`` is negative or more than the capacity.
+        :raises PoolOverflowError: ``n`` blocks would be more bytes than an address space holds.
+        :raises PoolMemoryError: the list of ``n`` leases itself cannot be had.
         :raises PoolExhausted: not all ``n`` could be had before the timeout.
 
         Example:
@@ -511,9 +517,24 @@ class BufferPool(_LeasingPool):
         """
         _check_int(n, "n")
         wait = self._waiters.timeout_of(check_timeout(timeout))
+        if n < 0:
+            raise PoolValueError(f"acquire_many(): n must be >= 0, not {n}", errno.EINVAL)
         if self._capacity and n > self._capacity:
             raise PoolValueError(f"acquire_many({n}): more than the capacity", errno.EINVAL)
-        bufs: list[Buffer] | None = self._leases.acquire_many(n)
+        if n * self.size > _ADDRESS_SPACE:
+            raise PoolOverflowError(
+                f"acquire_many({n}): {n} blocks of {self.size} bytes are more than an address "
+                "space holds",
+                errno.EOVERFLOW,
+            )
+        try:
+            bufs: list[Buffer] | None = self._leases.acquire_many(n)
+        except MemoryError as exc:
+            if isinstance(exc, PoolMemoryError):
+                raise
+            raise PoolMemoryError(
+                f"acquire_many({n}): no memory for the list of leases", errno.ENOMEM
+            ) from exc
         if bufs is not None:
             return bufs
         got: list[Buffer] = []

@@ -20,7 +20,7 @@ from poolalloc import (
     PoolExhausted,
     PoolValueError,
 )
-from poolalloc.errors import CorruptionError, error_for
+from poolalloc.errors import CorruptionError, PoolOverflowError, error_for
 from poolalloc.net.sockets import recvmsg_into
 
 # ---- internal classes cannot be built or rewired from Python ----
@@ -87,7 +87,23 @@ def test_bad_timeouts_name_the_argument() -> None:
                 alloc.alloc(64, timeout=bad)
         with pytest.raises(PoolValueError, match="nan"):
             pool.acquire(timeout=float("nan"))
+        for negative in (-1, -0.5):  # not "do not wait": a wait is never negative
+            with pytest.raises(PoolValueError, match=r"acquire\(\): timeout must be >= 0"):
+                pool.acquire(timeout=negative)
+            with pytest.raises(PoolValueError, match=r"alloc\(\): timeout must be >= 0"):
+                alloc.alloc(64, timeout=negative)
         held.release()
+
+
+def test_acquire_many_refuses_what_no_batch_can_be_with_pool_errors() -> None:
+    with BufferPool(4096) as pool:  # unbounded: only the count itself can be wrong
+        with pytest.raises(PoolValueError, match="n must be >= 0"):
+            pool.acquire_many(-1)
+        for n in (2**40, 2**62):
+            with pytest.raises(PoolOverflowError, match="more than an address space holds"):
+                pool.acquire_many(n)
+        assert pool.acquire_many(0) == []
+        assert pool.outstanding() == 0
 
 
 def test_releasing_something_that_is_not_a_lease_is_a_foreign_buffer_error() -> None:

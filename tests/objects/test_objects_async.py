@@ -169,3 +169,26 @@ def test_async_timeout_counts_and_raises(make_pool: MakePool) -> None:
 
     asyncio.run(scenario())
     assert pool.stats().timeouts == 1
+
+
+def test_acquire_async_runs_as_a_task_and_a_cancelled_one_strands_nothing(
+    make_pool: MakePool,
+) -> None:
+    """``acquire_async()`` is a coroutine too (as BufferPool's is): ``create_task`` runs it,
+    and a task cancelled while it waits leaves the pool whole."""
+    pool = make_pool(max_size=1)
+
+    async def scenario() -> None:
+        first = await asyncio.create_task(pool.acquire_async())
+        waiting = asyncio.create_task(pool.acquire_async(timeout=10))
+        while pool.stats().waiting == 0:
+            await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        first.release()
+        again = await asyncio.wait_for(pool.acquire_async(), 5)
+        again.release()
+
+    asyncio.run(scenario())
+    _assert_nothing_stranded(pool, 1)

@@ -93,6 +93,20 @@ def objects() -> int:
         return first
 
 
+def first_byte() -> int:
+    # Returned from inside the `with`: a checker may not think the lease could swallow the
+    # exception (an __exit__ typed `-> bool` says it could: "missing return statement").
+    with poolalloc.BufferPool(64, capacity=1) as pool, pool.acquire() as buf:
+        buf[0] = 9
+        return int(buf[0])
+
+
+def allocated_byte() -> int:
+    with poolalloc.Allocator(capacity=4096) as alloc, alloc.alloc(100) as buf:
+        buf[0] = 3
+        return int(buf[0])
+
+
 def transports() -> int:
     # Both engines' connections are Transports, and an asyncio transport is a StreamTransport:
     # a protocol typed against them runs on any of them.
@@ -106,6 +120,8 @@ def main() -> None:
     assert transports() == 3
     assert asyncio.run(serve_once()) == 5
     assert objects() == 7
+    assert first_byte() == 9
+    assert allocated_byte() == 3
     print("ok")
 
 

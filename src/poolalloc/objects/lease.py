@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Awaitable, Generator
+from collections.abc import Coroutine, Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, Protocol, TypeVar
 
@@ -210,8 +210,9 @@ class TrackedLease(Lease[T]):
             self._pool._collected(slot, id(self))
 
 
-class AsyncAcquire(Generic[T]):
-    """``async with pool.acquire_async() as obj`` or ``lease = await pool.acquire_async()``.
+class AsyncAcquire(Coroutine[Any, Any, "Lease[T]"]):
+    """``async with pool.acquire_async() as obj`` or ``lease = await pool.acquire_async()``; a
+    coroutine too, so ``asyncio.create_task(pool.acquire_async())`` runs it as a task.
 
     Example:
         >>> import asyncio
@@ -231,12 +232,25 @@ class AsyncAcquire(Generic[T]):
 
     __slots__ = ("_lease", "_start")
 
-    def __init__(self, start: Awaitable[Lease[T]]) -> None:
+    def __init__(self, start: Coroutine[Any, Any, Lease[T]]) -> None:
         self._start = start
         self._lease: Lease[T] | None = None
 
-    def __await__(self) -> Generator[object, None, Lease[T]]:
+    def __await__(self) -> Generator[Any, None, Lease[T]]:
         return self._start.__await__()
+
+    # the coroutine protocol (what a task drives), handed to the acquiring coroutine
+    def send(self, value: Any, /) -> Any:
+        """Resume the acquisition (what an event loop's task calls)."""
+        return self._start.send(value)
+
+    def throw(self, *exc: Any) -> Any:
+        """Raise ``exc`` inside the acquisition (a task's cancellation, say)."""
+        return self._start.throw(*exc)
+
+    def close(self) -> None:
+        """Close the acquisition unfinished (nothing was taken then)."""
+        self._start.close()
 
     async def __aenter__(self) -> T:
         lease = await self._start
