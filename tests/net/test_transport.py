@@ -450,3 +450,26 @@ def test_views_of_a_read_kept_past_the_call_are_never_written_over(
     del view
     assert harness.pool.outstanding() > 0
     kept.clear()  # the blocks go back as the views go (the harness checks at its close)
+
+
+def test_a_protocols_own_pause_outlasts_the_write_queue_draining(harness: Harness) -> None:
+    """Only a pause the write queue caused ends when the queue drains: a protocol that paused
+    for reasons of its own (waiting on a backend, say) and wrote meanwhile stays paused until
+    it resumes."""
+    client, proto = harness.connect()
+    reply = b"r" * (4 << 20)  # more than the socket takes at once: it queues on both engines
+
+    def pause_and_reply(proto: Recorder, data: bytes) -> None:
+        proto.conn.pause_reading()
+        proto.conn.write(memoryview(reply))
+
+    proto.on_data = pause_and_reply
+    client.sendall(b"first")
+    assert harness.receive(client, len(reply)) == reply  # the queue drained below low_water
+    proto.on_data = None
+    client.sendall(b"second")
+    harness.spin(0.1)
+    assert proto.reads == [b"first"]  # still the protocol's pause
+    assert proto.conn.paused
+    proto.conn.resume_reading()
+    harness.until(lambda: proto.reads == [b"first", b"second"])

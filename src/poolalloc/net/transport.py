@@ -280,6 +280,10 @@ class BaseConnection(Generic[LoopT]):
     _held: collections.deque[bytes | tuple[LeaseLike, int]] | None = None
     #: Pooled blocks among ``_held`` (a class default, as ``_resuming``).
     _held_leases = 0
+    #: True while reading is paused because the write queue passed ``high_water`` and for no
+    #: other reason: only such a pause ends by itself once the queue drains below ``low_water``.
+    #: A protocol's own ``pause_reading`` (flow control of its own) is its to end.
+    _output_paused = False
 
     def __init__(self) -> None:
         self.high_water = 1 << 20
@@ -315,6 +319,8 @@ class BaseConnection(Generic[LoopT]):
         self._chunk = 65536
         if self._resuming:
             self._resuming = False
+        if self._output_paused:
+            self._output_paused = False
         if self._held is not None:
             self._drop_held()
 
@@ -416,8 +422,24 @@ class BaseConnection(Generic[LoopT]):
                     lease.release()
 
     def pause_reading(self) -> None:
-        """Stop delivering input until :meth:`resume_reading`."""
+        """Stop delivering input until :meth:`resume_reading` (the caller's pause: the write
+        queue draining does not end it)."""
+        if self._output_paused:
+            self._output_paused = False
+        if self.paused or self.closed:
+            return
         self.paused = True
+        self._stop_reading()
+
+    def _stop_reading(self) -> None:
+        """Reading was paused (the engine's half: nothing to do where reads wait for readiness)."""
+
+    def _pause_for_output(self) -> None:
+        """The write queue passed ``high_water``: pause reading until it drains below
+        ``low_water`` (a client that never reads cannot make the server buffer without bound)."""
+        if not self.paused and not self.closed:
+            self.pause_reading()
+            self._output_paused = True
 
     def resume_reading(self) -> None:
         """Deliver what was held, then read again (from the next loop pass).
@@ -435,7 +457,8 @@ class BaseConnection(Generic[LoopT]):
             return  # the connection closed (or the pooled object was reused) meanwhile
         self._resuming = False
         if self.queued > self.high_water and not self._lingering:
-            return  # filled up again meanwhile: stay paused
+            self._output_paused = True  # filled up again meanwhile: paused until it drains
+            return
         self.paused = False
         hook = getattr(self.protocol, "resume_reading", None)  # optional, for a protocol's own
         if hook is not None and not self.closed:  # state; held input is the connection's
@@ -498,7 +521,7 @@ class BaseConnection(Generic[LoopT]):
         queue.append(item)
         self.queued += queued_size(item.data)
         if self.queued > self.high_water and not self.paused:
-            self.pause_reading()
+            self._pause_for_output()
         return first
 
     def _sent(self, nbytes: int) -> None:
@@ -511,7 +534,8 @@ class BaseConnection(Generic[LoopT]):
         """``sent`` queued bytes left: count them, resume below ``low_water``."""
         self._sent(sent)
         self.queued -= sent
-        if self.paused and self.queued <= self.low_water and not self.closing:
+        if self._output_paused and self.queued <= self.low_water and not self.closing:
+            self._output_paused = False
             self.resume_reading()
 
     def _output_pending(self) -> bool:

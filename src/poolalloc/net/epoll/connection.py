@@ -17,7 +17,8 @@ Lifecycle: a :class:`Connection` object comes from the server's ``ObjectPool`` a
   ``sendmsg`` gather writes and ``os.sendfile`` when the socket becomes writable.
 * Backpressure: past ``high_water`` queued bytes the connection stops reading (a client that
   never reads its responses cannot make us buffer without bound); below ``low_water`` it
-  resumes, and tries a read at once because an edge-triggered fd may have fired meanwhile.
+  resumes, and tries a read at once because an edge-triggered fd may have fired meanwhile. A
+  protocol's own ``pause_reading`` is not ended by the queue draining: it resumes it itself.
   Input held back while paused must not pin pooled blocks (a protocol hands the few unparsed
   bytes to ``hold_back`` and the lease goes back; they come back first, as :class:`HeldBytes`,
   on resume), so the blocks in use are bounded by the connections being read right now, not

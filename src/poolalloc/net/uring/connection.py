@@ -298,11 +298,8 @@ class UringConnection(BaseConnection["Proactor"]):
         if pool_ring is not None:
             pool_ring.held -= 1
 
-    def pause_reading(self) -> None:
-        """Stop delivering data: the receive is cancelled, late arrivals are held."""
-        if self.paused or self.closed:
-            return
-        self.paused = True
+    def _stop_reading(self) -> None:
+        """Reading paused: the receive is cancelled, arrivals that race the cancel are held."""
         if self.recv_armed:
             self._ring.prep_cancel(0, target=self.token << 8 | RECV)
 
@@ -357,7 +354,7 @@ class UringConnection(BaseConnection["Proactor"]):
         queue.append(_Queued(data, owner))
         self.queued += n
         if self.queued > self.high_water and not self.paused:
-            self.pause_reading()
+            self._pause_for_output()
 
     def write_file(self, fd: int, offset: int, count: int, *, close_fd: bool = True) -> None:
         """Queue ``count`` bytes of file ``fd`` from ``offset``, sent with splice.
@@ -464,7 +461,8 @@ class UringConnection(BaseConnection["Proactor"]):
                 owner.release()
             self._sent(res)
             self.queued = 0
-            if self.paused and not self.closing:
+            if self._output_paused and not self.closing:
+                self._output_paused = False
                 self.resume_reading()
             if self.closing and not self._lingering:
                 self._linger()
