@@ -74,6 +74,11 @@ def test_help_shows_examples(command: str, cli: Cli, tmp_path: Path) -> None:
         ),
         (["serve", "--idle-timeout", "soon"], "argument --idle-timeout: not a number: 'soon'"),
         (["serve", "--engine", "uring", "--fresh-bytearray"], "--fresh-bytearray works with"),
+        (
+            ["serve", "--app", "main:app", "--max-connections", "10", "--root", "."],
+            "--app serves the application alone on asyncio: drop --root, --max-connections",
+        ),
+        (["serve", "--app", "main:app", "--engine", "uring"], "drop --engine"),
         (["demo", "--connections", "0"], "must be at least 1"),
         (["bench", "nonsense"], "invalid choice"),
         (["no-such-command"], "invalid choice"),

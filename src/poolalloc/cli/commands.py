@@ -196,6 +196,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
 
 
+#: seconds an idle connection is kept: the built-in server's, and an ASGI application's between
+#: requests (uvicorn's keep-alive default)
+HTTP_IDLE_TIMEOUT = 60.0
+ASGI_IDLE_TIMEOUT = 5.0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     if args.app is not None:
         return _serve_asgi(args)
@@ -211,9 +217,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         uploads=args.uploads,
         buffer_size=args.buffer_size,
-        buffer_capacity=args.buffer_capacity,
+        buffer_capacity=1024 if args.buffer_capacity is None else args.buffer_capacity,
         max_connections=args.max_connections,
-        idle_timeout=args.idle_timeout,
+        idle_timeout=HTTP_IDLE_TIMEOUT if args.idle_timeout is None else args.idle_timeout,
         read_pool=FreshBytearrayPool if args.fresh_bytearray else None,
         engine=engine,
     )
@@ -288,18 +294,33 @@ def _check_serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
     if args.fresh_bytearray and args.engine == "uring":
         # io_uring reads into a ring of pool buffers that the kernel picks: no bytearray there.
         parser.error("--fresh-bytearray works with --engine epoll only: drop one of them")
+    if args.app is not None:
+        # the application runs on asyncio: options of the built-in server would be ignored
+        given = [
+            flag
+            for flag, on in (
+                ("--root", args.root is not None),
+                ("--uploads", args.uploads),
+                ("--fresh-bytearray", args.fresh_bytearray),
+                ("--max-connections", args.max_connections is not None),
+                ("--engine", args.engine != "auto"),
+            )
+            if on
+        ]
+        if given:
+            parser.error(
+                f"--app serves the application alone on asyncio: drop {', '.join(given)} "
+                "(options of the built-in server)"
+            )
 
 
 def _serve_asgi(args: argparse.Namespace) -> int:
     from poolalloc.net.asgi import serve as serve_asgi  # noqa: PLC0415 (loads only to serve)
 
-    if args.root or args.uploads or args.fresh_bytearray:
-        raise ValueError(
-            "--app serves the application alone: drop --root/--uploads/--fresh-bytearray"
-        )
     return serve_asgi(
         args.app, args.host, args.port, workers=args.workers, app_dir=args.app_dir,
-        buffer_size=args.buffer_size,
+        buffer_size=args.buffer_size, buffer_capacity=args.buffer_capacity,
+        keep_alive_timeout=ASGI_IDLE_TIMEOUT if args.idle_timeout is None else args.idle_timeout,
     )  # fmt: skip
 
 
@@ -347,8 +368,7 @@ def add_serve(subs: argparse._SubParsersAction[OneLineParser]) -> None:
     p.add_argument(
         "--buffer-capacity",
         type=bounded_int(1, 1 << 20),
-        default=1024,
-        help="most read buffers out at once (default 1024)",
+        help="most read buffers out at once (default 1024; with --app: no limit)",
     )
     p.add_argument(
         "--max-connections",
@@ -358,8 +378,8 @@ def add_serve(subs: argparse._SubParsersAction[OneLineParser]) -> None:
     p.add_argument(
         "--idle-timeout",
         type=positive_float,
-        default=60.0,
-        help="seconds before an idle connection is closed (default 60)",
+        help=f"seconds before an idle connection is closed (default {HTTP_IDLE_TIMEOUT:g}; "
+        f"with --app, between requests: {ASGI_IDLE_TIMEOUT:g})",
     )
     p.add_argument(
         "--engine",

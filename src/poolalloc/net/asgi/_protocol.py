@@ -304,6 +304,7 @@ class _Cycle:
         status = self.status
         parts = [_status_line(status), _date_header()]
         has_length = False
+        said_keep_alive = False
         for name, value in self.headers:
             lname = name.lower()
             if lname == b"content-length":
@@ -311,15 +312,18 @@ class _Cycle:
             elif lname == b"connection" and value.lower() == b"close":
                 self.keep_alive = False
                 continue
+            elif lname == b"connection" and value.lower() == b"keep-alive":
+                said_keep_alive = True
             elif lname == b"transfer-encoding":
                 continue  # the server frames the body itself
             parts += (name, b": ", value, b"\r\n")
         no_body = status < 200 or status in (204, 304)
         if not has_length and not no_body:
-            if not more:
-                parts.append(b"content-length: %d\r\n" % (len(body) if not self._head_only else 0))
+            if not more:  # a HEAD's answer says the length the GET's body has
+                parts.append(b"content-length: %d\r\n" % len(body))
             elif self.scope["http_version"] == "1.1":
-                self._chunked_out = True
+                # a HEAD's answer says how the GET's body would be framed, and sends none
+                self._chunked_out = not self._head_only
                 parts.append(b"transfer-encoding: chunked\r\n")
             else:
                 self.keep_alive = False  # HTTP/1.0 without a length: the close ends the body
@@ -328,6 +332,9 @@ class _Cycle:
         if not self.keep_alive or self.proto.state.closing:
             self.keep_alive = False
             parts.append(b"connection: close\r\n")
+        elif self.scope["http_version"] == "1.0" and not said_keep_alive:
+            # HTTP/1.0 keep-alive is opt-in: the client keeps the connection only if told
+            parts.append(b"connection: keep-alive\r\n")
         parts.append(b"\r\n")
         return b"".join(parts)
 
@@ -443,11 +450,17 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         elif cycle is None and not self._pending:
             pos = self._start(view, 0, end)  # the common case: parse straight from the lease
         if pos < end:
-            self._pending += view[pos:end]
+            pending = self._pending
+            pending += view[pos:end]
             if self.cycle is None:
-                if len(self._pending) > self.state.max_head:
-                    self._fail(HttpError(431, "request head too large"))
-            elif len(self._pending) > self.state.pipeline_limit:
+                # No request runs: the pending bytes begin with the next head, which may have
+                # come whole only now (its start came with the last request's bytes).
+                self._next()
+            if self.cycle is None and len(pending) > self.state.max_head:
+                # Still no whole head: it is too large (a whole one, pipelined requests behind
+                # it, is never refused for what follows it)
+                self._fail(HttpError(431, "request head too large"))
+            elif len(pending) > self.state.pipeline_limit:
                 self._pause_reading()
 
     def _next(self) -> None:

@@ -130,7 +130,8 @@ class AsgiServer:
     """An ASGI 3 app on a listening socket, in the running event loop.
 
     :param app: the ASGI 3 application (``async def app(scope, receive, send)``).
-    :param pool: read buffers (None: a ``BufferPool`` of ``buffer_size`` bytes, no capacity).
+    :param pool: read buffers (None: a ``BufferPool`` of ``buffer_size`` bytes, at most
+        ``buffer_capacity`` out at once; None: no limit).
     :param lifespan: ``"auto"`` (run it if the app supports it), ``"on"`` or ``"off"``.
     :param sock: a bound socket to serve on instead of ``host``/``port``.
     :param reuse_port: set ``SO_REUSEPORT`` (workers sharing a port).
@@ -150,6 +151,7 @@ class AsgiServer:
         *,
         pool: LeaseSource | None = None,
         buffer_size: int = 16384,
+        buffer_capacity: int | None = None,
         lifespan: str = "auto",
         root_path: str = "",
         keep_alive_timeout: float = 5.0,
@@ -161,7 +163,9 @@ class AsgiServer:
         if lifespan not in ("auto", "on", "off"):
             raise ValueError(f"lifespan must be auto, on or off, not {lifespan!r}")
         self._own_pool = pool is None
-        self.pool: LeaseSource = pool if pool is not None else BufferPool(buffer_size)
+        self.pool: LeaseSource = (
+            pool if pool is not None else BufferPool(buffer_size, capacity=buffer_capacity)
+        )
         self.state = ServerState(
             app, self.pool, root_path=root_path, keep_alive_timeout=keep_alive_timeout,
             max_body=max_body,

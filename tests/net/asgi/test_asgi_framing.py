@@ -1,0 +1,83 @@
+"""The ASGI server's framing of requests and answers, with raw sockets: HTTP/1.0 keep-alive,
+HEAD answers, pipelined requests split across reads and many small pipelined requests."""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.net, pytest.mark.timeout(60)]
+
+
+async def no_length_app(scope: Any, receive: Any, send: Any) -> None:
+    """Answers ``hello-ok`` (8 bytes) with no Content-Length; ``/stream`` in two parts."""
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    if scope["path"] == "/stream":
+        await send({"type": "http.response.body", "body": b"hello", "more_body": True})
+        await send({"type": "http.response.body", "body": b"-ok"})
+    else:
+        await send({"type": "http.response.body", "body": b"hello-ok"})
+
+
+def _read_answers(sock: socket.socket, count: int, marker: bytes = b"hello-ok") -> bytes:
+    sock.settimeout(10)
+    got = b""
+    while got.count(marker) < count:
+        chunk = sock.recv(1 << 16)
+        assert chunk, f"closed after {got.count(marker)} answers: {got[-200:]!r}"
+        got += chunk
+    return got
+
+
+@pytest.fixture
+def server(make_server: Any) -> Any:
+    return make_server("poolalloc", no_length_app)
+
+
+def test_http_10_keep_alive_is_granted_in_so_many_words(server: Any) -> None:
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        for _ in range(2):  # the same connection serves the next request
+            sock.sendall(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            head, _, body = _read_answers(sock, 1).partition(b"\r\n\r\n")
+            assert b"\r\nconnection: keep-alive" in head.lower()
+            assert body == b"hello-ok"
+
+
+def test_a_head_answer_says_the_length_the_get_would_have(server: Any) -> None:
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\nHEAD /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # framing holds: this one follows
+        got = _read_answers(sock, 1)
+    first, second, third = got.split(b"HTTP/1.1 200")[1:]
+    assert b"content-length: 8\r\n" in first.lower()
+    assert first.endswith(b"\r\n\r\n")  # no body
+    assert b"transfer-encoding: chunked\r\n" in second.lower()
+    assert second.endswith(b"\r\n\r\n")  # no body, not even a last chunk
+    assert third.endswith(b"\r\n\r\nhello-ok")
+
+
+def test_a_pipelined_head_cut_across_reads_is_answered(server: Any) -> None:
+    """The start of the next request came with the last one; the rest comes later, alone."""
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHo")
+        _read_answers(sock, 1)
+        time.sleep(0.1)  # the first answer is out and the half head waits
+        sock.sendall(b"st: x\r\n\r\n")
+        _read_answers(sock, 1)
+
+
+def test_many_small_pipelined_requests_are_all_answered(server: Any) -> None:
+    """3000 pipelined requests (81 KB, past the 64 KiB head limit together): each head is
+    small, so each is answered, in order."""
+    count = 3000
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * count)
+        time.sleep(0.5)  # everything arrives while the first answers are being made
+        got = _read_answers(sock, count)
+    assert got.count(b"HTTP/1.1 200") == count
+    assert b" 431 " not in got
