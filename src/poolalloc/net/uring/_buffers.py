@@ -450,6 +450,8 @@ class _Slice(ViewLeaseBase):
             loop_thread = owner.loop_thread
             if loop_thread and not owner._closed and get_ident() != loop_thread:
                 owner.remote_releases.append(self._bid)  # the loop takes it back next pass
+                if owner._closed:  # closed meanwhile: its last take_remote may have run
+                    owner.take_remote()
                 return
             bid, refs = self._bid, owner._refs  # PoolRing._unref, inlined: once per receive
             left = refs[bid] - 1
