@@ -66,11 +66,15 @@ PyTypeObject LeaseWindowType = {
     .tp_getset = window_getset,
 };
 
+/* The exporter is read from the view's managed buffer, not from the view's own Py_buffer: a
+ * released memoryview keeps a stale copy of `obj` there while its managed buffer, once no
+ * slice holds it either, has let the exporter go (master.obj is NULL then). */
 PyObject *lease_window_of(PyObject *view) {
   if (!PyMemoryView_Check(view)) return NULL;
-  Py_buffer *buf = PyMemoryView_GET_BUFFER(view);
-  if (buf->obj == NULL || !Py_IS_TYPE(buf->obj, &LeaseWindowType)) return NULL;
-  return buf->obj;
+  _PyManagedBufferObject *mbuf = ((PyMemoryViewObject *)view)->mbuf;
+  PyObject *exporter = mbuf != NULL ? mbuf->master.obj : NULL;
+  if (exporter == NULL || !Py_IS_TYPE(exporter, &LeaseWindowType)) return NULL;
+  return exporter;
 }
 
 Py_ssize_t lease_window_exports(PyObject *window) { return ((WindowObject *)window)->exports; }

@@ -89,3 +89,28 @@ def test_window_views_keep_their_window_alive_as_long_as_any_view_of_them_lives(
     assert bytes(window_view(address, 0)) == b""
     with pytest.raises(ValueError, match="no 5 bytes"):
         window_view(0, 5)
+
+
+def test_swapping_a_released_view_asks_its_managed_buffer_not_the_stale_copy() -> None:
+    """``with lease.view as v`` releases the lease's own view: its Window is gone with it unless
+    a slice still holds the bytes, and ``_swap_view`` must say so without touching the freed
+    Window (the released view keeps a stale pointer to it)."""
+    backing = bytearray(64)
+    address = ctypes.addressof((ctypes.c_char * len(backing)).from_buffer(backing))
+    released = memoryview(b"")
+    released.release()
+    others = []
+    for _ in range(2000):
+        lease = ViewLeaseBase(window_view(address, 8))
+        with lease.view as shown:
+            shown[0] = 1
+        others.append(window_view(address + 32, 8))  # a live Window where the freed one was
+        assert lease._swap_view(released) is None
+    lease = ViewLeaseBase(window_view(address, 8))
+    part = lease.view[2:4]  # a slice holds the managed buffer: the bytes are still viewed
+    lease.view.release()
+    window = lease._swap_view(released)
+    assert isinstance(window, Window)
+    assert window.exports == 1
+    del part
+    assert window.exports == 0

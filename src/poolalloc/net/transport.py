@@ -438,8 +438,9 @@ class BaseConnection(Generic[LoopT]):
         """The write queue passed ``high_water``: pause reading until it drains below
         ``low_water`` (a client that never reads cannot make the server buffer without bound)."""
         if not self.paused and not self.closed:
-            self.pause_reading()
-            self._output_paused = True
+            self.paused = True
+            self._output_paused = True  # before the engine's half: set even if that raises
+            self._stop_reading()
 
     def resume_reading(self) -> None:
         """Deliver what was held, then read again (from the next loop pass).

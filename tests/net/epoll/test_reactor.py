@@ -198,3 +198,33 @@ def test_close_rules() -> None:
     assert r.closed
     with pytest.raises(RuntimeError):
         r.run()
+
+
+def test_a_cut_pass_repeats_the_interrupted_callback_only_while_its_fd_is_ready() -> None:
+    """The callback a KeyboardInterrupt cut short is called again by the next pass only if its
+    fd is still ready: a user's callback need not cope with a readiness that is gone (it may
+    read blocking)."""
+    r = Reactor()
+    rfd, wfd = os.pipe()
+    calls: list[bytes] = []
+
+    def read_one_then_interrupt() -> None:
+        calls.append(os.read(rfd, 1))  # one byte per call: what is left keeps the fd ready
+        raise KeyboardInterrupt
+
+    try:
+        r.register(rfd, read_one_then_interrupt, None)
+        os.write(wfd, b"ab")
+        with pytest.raises(KeyboardInterrupt):
+            r.run_once()
+        with pytest.raises(KeyboardInterrupt):
+            r.run_once()  # still ready ("b" waits): called again
+        assert calls == [b"a", b"b"]
+        r.call_later(0.01, lambda: None)
+        r.run_once()  # nothing left: not called (a blocking read would wait for good)
+        assert calls == [b"a", b"b"]
+        r.unregister(rfd)
+    finally:
+        os.close(rfd)
+        os.close(wfd)
+        r.close()

@@ -260,3 +260,22 @@ def test_a_protocol_that_raises_on_its_first_read_leaves_the_backlog_served(loop
     assert pump(r, all_echoed), {i: bytes(v) for i, v in got.items()}
     assert [type(e) for e in errors] == [RuntimeError] * 4
     assert pump(r, lambda: all(peer_closed(c) for i, c in enumerate(clients) if i % 3 == 0))
+
+
+def test_a_protocol_whose_connection_made_raises_is_closed_and_its_object_returned(
+    loop: Any,
+) -> None:
+    r, _, serve, connect = loop
+    errors: list[BaseException] = []
+    r.exception_handler = lambda exc, where: errors.append(exc)
+
+    class Bad(Echo):
+        def connection_made(self, conn: Any) -> None:
+            raise RuntimeError("bug in connection_made")
+
+    srv = serve(Bad)
+    c = connect(srv)
+    assert pump(r, lambda: peer_closed(c))  # not left connected to nothing
+    assert pump(r, lambda: not srv.connections)
+    assert pump(r, lambda: srv.conn_pool.stats().in_use == 0)
+    assert [type(e) for e in errors] == [RuntimeError]

@@ -146,3 +146,33 @@ def test_a_flush_that_fails_aborts_its_connection_only(setup: Any) -> None:
     assert isinstance(failing_proto.lost[0], RuntimeError)
     assert [type(e) for e in loop.errors] == [RuntimeError]
     assert not other_proto.lost
+
+
+def test_a_large_write_on_a_unix_socket_is_sent_without_zero_copy(setup: Any) -> None:
+    """Zero-copy sends are TCP's: a write past the threshold on a Unix socket (which refuses
+    SEND_ZC) is sent as an ordinary send, not aborted."""
+    loop, conns = setup
+    conn, proto, client = conns[0]
+    payload = bytes(range(256)) * 1024  # 256 KiB, past the 64 KiB zero-copy threshold
+    conn.write(memoryview(payload))
+    _until(loop, _received(client, len(payload)))
+    assert not proto.lost
+    assert loop.errors == []
+
+
+def test_an_output_pause_whose_cancel_fails_still_ends_when_the_queue_drains(
+    setup: Any,
+) -> None:
+    loop, conns = setup
+    conn, _, client = conns[0]
+    conn.high_water, conn.low_water = 64 * 1024, 16 * 1024
+
+    def refused_cancel() -> None:
+        raise OSError(16, "the ring refused the cancel")
+
+    conn._stop_reading = refused_cancel  # type: ignore[method-assign]
+    with pytest.raises(OSError, match="refused the cancel"):
+        conn.write(memoryview(bytearray(200 * 1024)))
+    assert conn.paused
+    _until(loop, _received(client, 200 * 1024))
+    _until(loop, lambda: not conn.paused)  # the pause was the queue's: it ended with it

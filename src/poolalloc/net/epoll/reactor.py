@@ -159,6 +159,7 @@ class Reactor:
         #: events of a pass that a BaseException (Ctrl-C in a callback) cut short: dispatched
         #: first by the next pass, since an edge-triggered epoll reports each arrival once
         self._undispatched: list[tuple[int, int]] = []
+        self._interrupted = -1  # the fd whose callback the cut pass interrupted
         self._timers: list[TimerHandle] = []
         self._cancelled_timers = 0
         self._seq = 0
@@ -313,7 +314,7 @@ class Reactor:
 
     def run_once(self) -> None:
         """One pass: wait for IO (bounded by the next timer), dispatch, run due callbacks."""
-        if self._undispatched:
+        if self._undispatched or self._interrupted >= 0:
             self._finish_cut_pass()
         events = self._epoll.poll(self._poll_timeout(), self._max_events)
         self.now = time.monotonic()
@@ -357,16 +358,26 @@ class Reactor:
                     self.report(exc, entry)
         except BaseException:
             # KeyboardInterrupt or SystemExit ends run(); a program that runs the loop again
-            # (say, to close gracefully) gets the rest of this batch first, the interrupted
-            # event included: edge-triggered, its fd would not be reported again while input
-            # waits (a level-triggered loop, asyncio's, reports it anew), and the handlers read
-            # or write until EAGAIN, so a repeat finds what is left or nothing.
-            self._undispatched[:0] = [(fd, mask), *rest] if fd >= 0 else list(rest)
+            # (say, to close gracefully) gets the rest of this batch first, and the interrupted
+            # fd's event again while the fd is still ready: edge-triggered, it would not be
+            # reported again while input waits (a level-triggered loop, asyncio's, reports it
+            # anew).
+            self._undispatched[:0] = list(rest)
+            if fd >= 0:
+                self._interrupted = fd
             raise
 
     def _finish_cut_pass(self) -> None:
-        """Dispatch what a BaseException left of the last pass's events."""
+        """Dispatch what a BaseException left of the last pass's events: the interrupted fd's
+        event again if the fd is still ready (a zero-timeout poll: a callback of the user's
+        need not cope with a readiness that is gone), then the rest as they came."""
         events, self._undispatched = self._undispatched, []
+        fd, self._interrupted = self._interrupted, -1
+        if fd >= 0 and fd in self._handlers:
+            probe = select.poll()
+            probe.register(fd, select.POLLIN | select.POLLOUT | select.POLLPRI)
+            ready = [(fd, mask) for fd, mask in probe.poll(0) if not mask & select.POLLNVAL]
+            events[:0] = ready
         self._dispatch(events)
 
     def _collect_timers(self) -> None:

@@ -20,6 +20,7 @@ for ``idle_timeout``. Per-request work is one float store, with no timer per con
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 from collections.abc import Callable
@@ -178,7 +179,8 @@ class TcpServer:
     def _adopt(self, lease: Any, sock: socket.socket) -> None:
         conn: BaseConnection[Any] = lease.obj
         if sock.family != socket.AF_UNIX:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with contextlib.suppress(OSError):  # a peer that reset already: open() finds out
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         protocol = conn.spare_protocol
         if protocol is None:
             protocol = conn.spare_protocol = self.protocol_factory()
@@ -187,7 +189,20 @@ class TcpServer:
         conn.high_water, conn.low_water = self.high_water, self.low_water
         self.connections.add(conn)
         self.totals["connections_total"] += 1
-        conn.open(self.reactor, sock, self.buffer_pool, protocol, self.chunk_size)
+        try:
+            conn.open(self.reactor, sock, self.buffer_pool, protocol, self.chunk_size)
+        except Exception as exc:
+            # The peer must not be left connected to nothing (its protocol's connection_made
+            # or first read raised, or the engine refused it): an adopted connection is
+            # aborted, which hands the pooled object back; otherwise both go back here.
+            if conn.sock is sock:
+                if not conn.closed:
+                    conn.abort(exc)
+            else:
+                self.connections.discard(conn)
+                sock.close()
+                lease.release()
+            raise
 
     def _pause_accepting(self) -> None:
         if self.accept_paused:

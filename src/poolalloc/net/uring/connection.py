@@ -197,52 +197,56 @@ class UringConnection(BaseConnection["Proactor"]):
             self.recv_armed = False
             self.inflight -= 1
         if flags & CQE_F_BUFFER:
-            pool_ring = self.pool_ring
-            assert pool_ring is not None
-            bid = flags >> CQE_BUFFER_SHIFT
-            if pool_ring.incremental:
-                if self.paused or self.closed or self._lingering or res <= 0:
-                    self._deliver(pool_ring.arrived(bid, res, flags), res)
-                else:  # the common case: the ring lends its reusable slice
+            try:
+                pool_ring = self.pool_ring
+                assert pool_ring is not None
+                bid = flags >> CQE_BUFFER_SHIFT
+                if pool_ring.incremental:
+                    if self.paused or self.closed or self._lingering or res <= 0:
+                        self._deliver(pool_ring.arrived(bid, res, flags), res)
+                    else:  # the common case: the ring lends its reusable slice
+                        self.bytes_in += res
+                        self.last_active = self.reactor.now  # type: ignore[union-attr]
+                        try:
+                            pool_ring.receive(bid, res, flags, self.protocol)
+                        except Exception as exc:
+                            self.abort(exc)  # the slice is back: a protocol bug strands nothing
+                            raise
+                elif self.paused or self.closed or self._lingering or res <= 0:
+                    self._deliver(pool_ring.take(bid), res)
+                else:  # the common case, inline
                     self.bytes_in += res
                     self.last_active = self.reactor.now  # type: ignore[union-attr]
+                    lease = pool_ring.leases[bid]
+                    if lease is None:
+                        raise LookupError(f"buffer id {bid} is not in the ring")
                     try:
-                        pool_ring.receive(bid, res, flags, self.protocol)
+                        kept = self.protocol.buffer_received(lease, res)  # type: ignore[union-attr]
                     except Exception as exc:
-                        self.abort(exc)  # the slice is back: a protocol bug strands nothing
+                        # A protocol bug must not strand the block or the connection (as on epoll):
+                        # the lease goes back to the pool, the connection is aborted, the loop
+                        # reports the exception.
+                        pool_ring.take(bid)
+                        lease.release()
+                        self.abort(exc)
                         raise
-            elif self.paused or self.closed or self._lingering or res <= 0:
-                self._deliver(pool_ring.take(bid), res)
-            else:  # the common case, inline
-                self.bytes_in += res
-                self.last_active = self.reactor.now  # type: ignore[union-attr]
-                lease = pool_ring.leases[bid]
-                if lease is None:
-                    raise LookupError(f"buffer id {bid} is not in the ring")
-                try:
-                    kept = self.protocol.buffer_received(lease, res)  # type: ignore[union-attr]
-                except Exception as exc:
-                    # A protocol bug must not strand the block or the connection (as on epoll):
-                    # the lease goes back to the pool, the connection is aborted, the loop
-                    # reports the exception.
-                    pool_ring.take(bid)
-                    lease.release()
-                    self.abort(exc)
-                    raise
-                except BaseException:
-                    pool_ring.take(bid)  # the protocol may hold it: it leaves the ring
-                    raise
-                if kept:
-                    pool_ring.take(bid)
-                elif lease.exports:
-                    # A view of it outlives the call: the block leaves the ring and goes back
-                    # through the pool, whose release waits for the last view, as on epoll.
-                    pool_ring.take(bid)
-                    lease.release()
-                else:  # not kept: the very block goes back into the ring, no pool round trip
-                    pool_ring.recycle_bids.append(bid)
-            if not self.recv_armed:
-                self.arm_recv()
+                    except BaseException:
+                        pool_ring.take(bid)  # the protocol may hold it: it leaves the ring
+                        raise
+                    if kept:
+                        pool_ring.take(bid)
+                    elif lease.exports:
+                        # A view of it outlives the call: the block leaves the ring and goes back
+                        # through the pool, whose release waits for the last view, as on epoll.
+                        pool_ring.take(bid)
+                        lease.release()
+                    else:  # not kept: the very block goes back into the ring, no pool round trip
+                        pool_ring.recycle_bids.append(bid)
+            finally:
+                # also when a KeyboardInterrupt cut the protocol short: the receive that ended
+                # with this completion is armed again (nothing if closed or paused)
+                if not self.recv_armed:
+                    self.arm_recv()
         elif res == 0:
             if self.paused and not self._lingering:
                 # The protocol sees the EOF after the bytes held back before it, on resume,
@@ -411,7 +415,8 @@ class UringConnection(BaseConnection["Proactor"]):
             if len(head) > SEND_MAX:  # one send moves at most this: the rest goes in the next
                 head = memoryview(head)[:SEND_MAX]
             zc = self.proactor.zc_threshold
-            big = zc is not None and len(head) >= zc
+            # zero-copy sends are TCP's (a Unix socket refuses them: EOPNOTSUPP)
+            big = zc is not None and len(head) >= zc and self.sock.family != socket.AF_UNIX  # type: ignore[union-attr]
             self._sending = [
                 self._ring.prep_send_buffer(self.fd, head, self.token << 8 | SEND, big)
             ]

@@ -293,7 +293,7 @@ class Proactor(Reactor):
 
     def run_once(self) -> None:
         """One pass: flush writes, refill buffer rings, submit and wait, dispatch, run callbacks."""
-        if self._unhandled or self._undispatched:
+        if self._unhandled or self._undispatched or self._interrupted >= 0:
             self._finish_cut_pass()
         if self.dirty:
             self._flush_dirty()
