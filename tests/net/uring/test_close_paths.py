@@ -11,10 +11,10 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from loop_passes import Quiet, run_until
 
 import poolalloc
 from poolalloc.net.uring import proactor as proactor_module
@@ -32,38 +32,12 @@ def _need_uring() -> None:
         pytest.skip(f"io_uring unavailable: {reason}")
 
 
-class Base:
-    def __init__(self) -> None:
-        self.conn: Any = None
-        self.lost: list[BaseException | None] = []
-
-    def connection_made(self, conn: Any) -> None:
-        self.conn = conn
-
-    def buffer_received(self, lease: Any, nbytes: int) -> bool:
-        return False
-
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self.lost.append(exc)
-
-
-def _until(loop: Proactor, condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        loop.call_later(0.002, lambda: None)  # bound each pass's wait
-        loop.run_once()
-
-
 def test_a_connection_closed_while_it_waits_for_a_receive_buffer_does_not_stop_the_loop() -> None:
     """ENOBUFS puts a connection on the Proactor's starved list; closed (and its pooled object
     reset) before blocks come back, the next pass must skip it, not raise out of run()."""
     kept: list[Any] = []
 
-    class Keeper(Base):
+    class Keeper(Quiet):
         def buffer_received(self, lease: Any, nbytes: int) -> bool:
             kept.append(lease)  # every block stays with the protocol: the pool runs dry
             return True
@@ -77,11 +51,11 @@ def test_a_connection_closed_while_it_waits_for_a_receive_buffer_does_not_stop_t
     try:
         for n, piece in enumerate((b"A", b"B"), 1):
             client.sendall(piece * 100)
-            _until(loop, lambda n=n: len(kept) == n)  # type: ignore[misc]
+            run_until(loop, lambda n=n: len(kept) == n)  # type: ignore[misc]
         conn = protos[0].conn
         starved_before = loop.stats["enobufs"]
         client.sendall(b"C" * 100)  # no block is left for it: the receive waits for one
-        _until(loop, lambda: loop.stats["enobufs"] > starved_before and not conn.recv_armed)
+        run_until(loop, lambda: loop.stats["enobufs"] > starved_before and not conn.recv_armed)
         conn.abort()
         for _ in range(20):  # the reset comes from a callback; then the pass sees the list
             loop.call_later(0.002, lambda: None)
@@ -105,7 +79,7 @@ def test_an_empty_file_range_is_skipped_and_what_follows_is_sent() -> None:
         f.write(b"xyz")
         f.flush()
         fd = os.open(f.name, os.O_RDONLY)
-        conn, proto = UringConnection(), Base()
+        conn, proto = UringConnection(), Quiet()
         conn.open(loop, server_side, pool, proto, 4096)
         conn.write(memoryview(b"head|"))
         conn.write_file(fd, 0, 0)  # nothing to send (the range closes its fd)
@@ -122,7 +96,7 @@ def test_an_empty_file_range_is_skipped_and_what_follows_is_sent() -> None:
             got.extend(chunk)
             return not chunk
 
-        _until(loop, eof)
+        run_until(loop, eof)
         assert bytes(got) == b"head||tail"
     client.close()
     loop.close()
@@ -133,7 +107,7 @@ def test_an_empty_file_range_is_skipped_and_what_follows_is_sent() -> None:
 def test_closing_the_proactor_with_a_server_left_open_neither_waits_nor_accepts() -> None:
     loop = Proactor()
     pool = poolalloc.BufferPool(4096, capacity=8, name="open-server-close-test")
-    server = UringTcpServer(loop, Base, buffer_pool=pool)
+    server = UringTcpServer(loop, Quiet, buffer_pool=pool)
     server.start()
     loop.call_later(0.02, loop.stop)
     loop.run()
@@ -152,7 +126,7 @@ def test_a_zero_copy_send_the_kernel_still_holds_at_close_keeps_its_block() -> N
     size = 1 << 16
     pool = poolalloc.BufferPool(size, capacity=8, name="zc-close-test")
 
-    class Sender(Base):
+    class Sender(Quiet):
         def connection_made(self, conn: Any) -> None:
             super().connection_made(conn)
             lease = conn.pool.acquire()
@@ -168,10 +142,10 @@ def test_a_zero_copy_send_the_kernel_still_holds_at_close_keeps_its_block() -> N
     client = socket.socket()
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     client.connect(server.address)
-    _until(loop, lambda: pool.outstanding() > 0)
+    run_until(loop, lambda: pool.outstanding() > 0)
     client.shutdown(socket.SHUT_WR)  # the server closes gracefully; the peer reads nothing
     end = time.monotonic() + 0.3
-    _until(loop, lambda: time.monotonic() > end)
+    run_until(loop, lambda: time.monotonic() > end)
     server.close()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -10,11 +10,10 @@ resume, released if the connection closes first, and never more than the pool ri
 from __future__ import annotations
 
 import socket
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from loop_passes import run_until, spin
 
 import poolalloc
 from poolalloc.net.transport import HeldBytes
@@ -63,19 +62,6 @@ class PauseFirst:
         self.lost.append(exc)
 
 
-def _until(loop: Proactor, condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        loop.call_later(0.002, lambda: None)  # bound each pass's wait
-        loop.run_once()
-
-
-def _spin(loop: Proactor, seconds: float) -> None:
-    end = time.monotonic() + seconds
-    _until(loop, lambda: time.monotonic() >= end, seconds + 5)
-
-
 def _paused_with_racing_receives(
     capacity: int = 64,
 ) -> tuple[Proactor, Any, UringConnection, PauseFirst, socket.socket, bytes]:
@@ -88,8 +74,8 @@ def _paused_with_racing_receives(
     proto = PauseFirst()
     conn = UringConnection()
     conn.open(loop, server_side, pool, proto, BLOCK)
-    _until(loop, lambda: len(proto.got) == 1)
-    _spin(loop, 0.05)  # the cancel goes in; nothing more arrives
+    run_until(loop, lambda: len(proto.got) == 1)
+    spin(loop, 0.05)  # the cancel goes in; nothing more arrives
     return loop, pool, conn, proto, client, payload
 
 
@@ -117,7 +103,7 @@ def test_racing_receives_are_held_as_leases_and_delivered_in_order_on_resume() -
         # the held blocks are the pool's: outstanding beyond what the ring stages
         assert pool.outstanding() == _stats(loop)["in_ring"] + held
         conn.resume_reading()
-        _until(loop, lambda: sum(len(data) for _, data in proto.got) == len(payload))
+        run_until(loop, lambda: sum(len(data) for _, data in proto.got) == len(payload))
         assert b"".join(data for _, data in proto.got) == payload
         kinds = {kind for kind, _ in proto.got}
         assert HeldBytes not in kinds  # no copy: every delivery was a pooled lease
@@ -139,14 +125,14 @@ def test_held_receives_go_back_to_the_pool_when_the_connection_closes(how: str) 
         if how == "close":
             conn.close()  # graceful: half-close, then discard input until the peer's EOF
             client.close()
-            _until(loop, lambda: conn.closed)
+            run_until(loop, lambda: conn.closed)
         else:
             conn.abort()
         assert conn.held_blocks == 0
         assert _stats(loop)["held"] == 0
         assert len(proto.got) == 1  # what was held is dropped, not delivered
         assert proto.lost == [None]
-        _spin(loop, 0.02)
+        spin(loop, 0.02)
         assert pool.outstanding() == _stats(loop)["in_ring"]
     finally:
         loop.close()
@@ -166,7 +152,7 @@ def test_past_the_hold_limit_racing_receives_are_copied_out() -> None:
         assert kept + copied >= 1, "no receive completed after the pause: the test did not race"
         assert copied == max(0, kept + copied - 2)
         conn.resume_reading()
-        _until(loop, lambda: sum(len(data) for _, data in proto.got) == len(payload))
+        run_until(loop, lambda: sum(len(data) for _, data in proto.got) == len(payload))
         assert b"".join(data for _, data in proto.got) == payload
         # in arrival order: the kept blocks first, then the copies of the later ones
         kinds = [kind for kind, _ in proto.got[1 : 1 + kept + copied]]
@@ -189,7 +175,7 @@ def test_a_protocol_error_on_a_held_lease_releases_it_and_aborts() -> None:
         assert conn.held_blocks >= 1
         proto.fail_on_held = True
         conn.resume_reading()
-        _until(loop, lambda: conn.closed)
+        run_until(loop, lambda: conn.closed)
         assert [type(e) for e in errors] == [RuntimeError]
         assert isinstance(proto.lost[0], RuntimeError)
         assert _stats(loop)["held"] == 0

@@ -11,44 +11,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from loop_passes import Quiet, run_until
 
 import poolalloc
 from poolalloc.net.uring.connection import UringConnection
 from poolalloc.net.uring.proactor import Proactor, available
 
 pytestmark = [pytest.mark.uring, pytest.mark.net, pytest.mark.timeout(60)]
-
-
-class Quiet:
-    """Reads nothing of interest; records how the connection ended."""
-
-    def __init__(self) -> None:
-        self.lost: list[BaseException | None] = []
-
-    def connection_made(self, conn: Any) -> None:
-        pass
-
-    def buffer_received(self, lease: Any, nbytes: int) -> bool:
-        return False
-
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self.lost.append(exc)
-
-
-def _until(loop: Proactor, condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        loop.call_later(0.002, lambda: None)  # bound each pass's wait
-        loop.run_once()
 
 
 @pytest.fixture
@@ -107,7 +80,7 @@ def test_flushes_a_cut_pass_left_are_made_by_the_next(setup: Any) -> None:
     with pytest.raises(KeyboardInterrupt):
         loop.run_once()
     done = [_received(client, len(payload)) for _, _, client in conns]
-    _until(loop, lambda: sum(d() for d in done) == len(done))  # every peer reads each pass
+    run_until(loop, lambda: sum(d() for d in done) == len(done))  # every peer reads each pass
     assert len(calls) == 2  # the interrupted flush was made again, once
     assert loop.errors == []
 
@@ -122,12 +95,12 @@ def test_a_receive_the_ring_refuses_to_rearm_aborts_its_connection_only(setup: A
     refused.recv_armed = False  # as after ENOBUFS ended the multishot receive
     refused.arm_recv = no_receive  # type: ignore[method-assign]
     loop.starved(refused, refused.pool_ring)
-    _until(loop, lambda: bool(refused_proto.lost))
+    run_until(loop, lambda: bool(refused_proto.lost))
     assert isinstance(refused_proto.lost[0], OSError)
     assert [type(e) for e in loop.errors] == [OSError]
     # the loop goes on: the other connections still read and write
     other.write(memoryview(b"y" * 30_000))
-    _until(loop, _received(other_client, 30_000))
+    run_until(loop, _received(other_client, 30_000))
     assert not other_proto.lost
 
 
@@ -141,8 +114,8 @@ def test_a_flush_that_fails_aborts_its_connection_only(setup: Any) -> None:
     failing.flush_now = broken_flush  # type: ignore[method-assign]
     failing.write(memoryview(b"z" * 30_000))
     other.write(memoryview(b"y" * 30_000))
-    _until(loop, _received(other_client, 30_000))
-    _until(loop, lambda: bool(failing_proto.lost))
+    run_until(loop, _received(other_client, 30_000))
+    run_until(loop, lambda: bool(failing_proto.lost))
     assert isinstance(failing_proto.lost[0], RuntimeError)
     assert [type(e) for e in loop.errors] == [RuntimeError]
     assert not other_proto.lost
@@ -155,7 +128,7 @@ def test_a_large_write_on_a_unix_socket_is_sent_without_zero_copy(setup: Any) ->
     conn, proto, client = conns[0]
     payload = bytes(range(256)) * 1024  # 256 KiB, past the 64 KiB zero-copy threshold
     conn.write(memoryview(payload))
-    _until(loop, _received(client, len(payload)))
+    run_until(loop, _received(client, len(payload)))
     assert not proto.lost
     assert loop.errors == []
 
@@ -174,5 +147,5 @@ def test_an_output_pause_whose_cancel_fails_still_ends_when_the_queue_drains(
     with pytest.raises(OSError, match="refused the cancel"):
         conn.write(memoryview(bytearray(200 * 1024)))
     assert conn.paused
-    _until(loop, _received(client, 200 * 1024))
-    _until(loop, lambda: not conn.paused)  # the pause was the queue's: it ended with it
+    run_until(loop, _received(client, 200 * 1024))
+    run_until(loop, lambda: not conn.paused)  # the pause was the queue's: it ended with it
