@@ -22,6 +22,8 @@ Example:
 from __future__ import annotations
 
 import errno
+import functools
+import resource
 import time
 import warnings
 import weakref
@@ -132,6 +134,24 @@ def _stash_for(size: int, capacity: int) -> int:
 
 #: bytes of user address space on 64-bit Linux (47 bits): no batch of blocks can be larger
 _ADDRESS_SPACE = 1 << 47
+
+
+@functools.cache
+def _memory_limit() -> int:
+    """The most bytes of blocks this process can hold at once: the machine's memory and swap,
+    or the address-space limit (``RLIMIT_AS``) when that is lower. A batch over it can never
+    be had, and finding that out block by block maps and touches memory for seconds first."""
+    limit = _ADDRESS_SPACE
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        limit = (int(fields["MemTotal"].split()[0]) + int(fields["SwapTotal"].split()[0])) * 1024
+    except (OSError, KeyError, ValueError):  # no /proc: the address space bounds it alone
+        pass
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        limit = min(limit, soft)
+    return limit
 
 
 def _check_int(value: object, what: str) -> int:
@@ -505,7 +525,8 @@ class BufferPool(_LeasingPool):
 
         :raises PoolValueError: ``n`` is negative or more than the capacity.
         :raises PoolOverflowError: ``n`` blocks would be more bytes than an address space holds.
-        :raises PoolMemoryError: the list of ``n`` leases itself cannot be had.
+        :raises PoolMemoryError: ``n`` blocks are more bytes than this machine's memory and
+            swap (or the address-space limit) hold, or the list of ``n`` leases cannot be had.
         :raises PoolExhausted: not all ``n`` could be had before the timeout.
 
         Example:
@@ -526,6 +547,12 @@ class BufferPool(_LeasingPool):
                 f"acquire_many({n}): {n} blocks of {self.size} bytes are more than an address "
                 "space holds",
                 errno.EOVERFLOW,
+            )
+        if n * self.size > _memory_limit():
+            raise PoolMemoryError(
+                f"acquire_many({n}): {n} blocks of {self.size} bytes are more than this "
+                f"machine's memory and swap ({_memory_limit()} bytes) can hold",
+                errno.ENOMEM,
             )
         try:
             bufs: list[Buffer] | None = self._leases.acquire_many(n)

@@ -7,6 +7,7 @@ import copy
 import errno
 import pickle
 import socket
+import time
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from poolalloc import (
     PoolExhausted,
     PoolValueError,
 )
-from poolalloc.errors import CorruptionError, PoolOverflowError, error_for
+from poolalloc.errors import CorruptionError, PoolMemoryError, PoolOverflowError, error_for
 from poolalloc.net.sockets import recvmsg_into
 
 # ---- internal classes cannot be built or rewired from Python ----
@@ -104,6 +105,23 @@ def test_acquire_many_refuses_what_no_batch_can_be_with_pool_errors() -> None:
                 pool.acquire_many(n)
         assert pool.acquire_many(0) == []
         assert pool.outstanding() == 0
+
+
+def test_acquire_many_of_more_than_the_machine_holds_fails_at_once() -> None:
+    # Block by block, such a batch maps and touches memory until the kernel says no, seconds
+    # (or an OOM kill) later; its size alone says it can never be had.
+    from poolalloc.buffers import _memory_limit
+
+    size = 1 << 20
+    with BufferPool(size) as pool:
+        n = _memory_limit() // size + 1
+        start = time.monotonic()
+        with pytest.raises(PoolMemoryError, match="more than this machine's memory and swap"):
+            pool.acquire_many(n)
+        assert time.monotonic() - start < 1.0
+        assert pool.outstanding() == 0
+        assert pool.stats().core.mapped_bytes == 0  # nothing was mapped for it
+        assert len(pool.acquire_many(3)) == 3  # a batch that fits is served as before
 
 
 def test_releasing_something_that_is_not_a_lease_is_a_foreign_buffer_error() -> None:
