@@ -2,7 +2,8 @@
 
 poolalloc._lease (the Buffer lease type) is a small CPython-API extension beside it. It does not
 link the core: it calls the core through the pa_api_t table whose address poolalloc._ffi hands it
-at import, so the core's globals exist once.
+at import, so the core's globals exist once. poolalloc.net.uring._complete (the io_uring
+Proactor's walk of a completion batch) is another, linking nothing of ours either.
 
 The build also writes poolalloc/_build_info.py (the flags it compiled with) for `poolalloc info`.
 
@@ -37,6 +38,13 @@ lease = Extension(
     sources=[f"native/lease/{name}.c" for name in ("lease", "buffer", "leasepool", "objlease", "viewlease", "window")],
     depends=["native/lease/lease.h", "native/include/poolalloc.h"],
     include_dirs=["native/include"],
+    extra_compile_args=compile_args(),
+    extra_link_args=link_args(),
+)
+
+completions = Extension(
+    "poolalloc.net.uring._complete",
+    sources=["native/uring/complete.c"],
     extra_compile_args=compile_args(),
     extra_link_args=link_args(),
 )
@@ -78,6 +86,6 @@ class BuildPyWithInfo(build_py):
 
 setup(
     cffi_modules=["native/ffi/build_ffi.py:ffibuilder"],
-    ext_modules=[lease],
+    ext_modules=[lease, completions],
     cmdclass={"build": FreshBuild, "build_ext": CheckedBuildExt, "build_py": BuildPyWithInfo},
 )

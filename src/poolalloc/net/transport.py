@@ -272,6 +272,14 @@ class BaseConnection(Generic[LoopT]):
         (True, False)
     """
 
+    # What a receive reads and writes, as slots: loads at fixed offsets, for the bytecode and
+    # for the io_uring batch walk in C (poolalloc.net.uring._complete), which reads them by
+    # their member descriptors. The rest stays in the instance dict.
+    __slots__ = (
+        "__dict__", "__weakref__", "_lingering", "bytes_in", "closed", "last_active", "paused",
+        "protocol",
+    )  # fmt: skip
+
     #: True from ``resume_reading`` until the resume runs. A class-level default, as the next:
     #: an instance only gets the attribute if it ever needs it (idle connections are many).
     _resuming = False

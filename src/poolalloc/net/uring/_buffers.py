@@ -85,6 +85,8 @@ class RingLease(LeaseLike, Protocol):
 class PoolRing:
     """Leases of ``pool`` staged in a provided-buffer ring registered as group ``bgid``."""
 
+    __slots__ = ("__dict__", "__weakref__", "_lent")  # _lent: read by the batch walk in C
+
     def __init__(
         self,
         ring: Ring,
@@ -252,18 +254,28 @@ class PoolRing:
             raise
         finally:
             if kept:
-                lent._owner = self  # it becomes an ordinary slice, released by its holder
-                lent._bid = bid
-                self._lent = _Slice(None, 0, _RELEASED)
+                self._lent_kept(lent, bid)
             else:
                 window = lent._swap_view(_RELEASED)
                 if window is not None:  # a view, slice or export of the bytes outlives the call
-                    _after_exports(window, _Slice(self, bid, _RELEASED))
+                    self._lent_outlived(window, bid)
                 else:
                     left = refs[bid] - 1
                     refs[bid] = left
                     if not (left or self._in_kernel[bid]):
                         self._back(bid)
+
+    # The ends of a lend that are not the common one, shared with the batch walk in C
+    # (poolalloc.net.uring._complete), which takes the common receive without this method.
+    def _lent_kept(self, lent: _Slice, bid: int) -> None:
+        """The protocol kept the lent slice: it is an ordinary slice, released by its holder."""
+        lent._owner = self
+        lent._bid = bid
+        self._lent = _Slice(None, 0, _RELEASED)
+
+    def _lent_outlived(self, window: Any, bid: int) -> None:
+        """A view of the lent slice's bytes outlives the call: the block waits for it."""
+        _after_exports(window, _Slice(self, bid, _RELEASED))
 
     def discard(self, res: int, flags: int) -> None:
         """Give back the buffer of a receive nobody will see (a closed connection's)."""

@@ -123,6 +123,8 @@ class UringConnection(BaseConnection["Proactor"]):
         >>> conn = UringConnection(); conn.open(p, b, pool, Echo(), 4096)  # doctest: +SKIP
     """
 
+    __slots__ = ("pool_ring", "recv_armed")  # read by the batch walk in C, as the base's
+
     def reset(self) -> None:
         """Forget the last connection (ObjectPool ``reset``)."""
         super().reset()

@@ -88,11 +88,14 @@ from collections.abc import Callable, Iterator, Sequence
 from threading import get_ident
 from typing import Any, Protocol
 
+from poolalloc._lease import ViewLeaseBase, window_view
 from poolalloc.net.epoll.connection import ReadPool
 from poolalloc.net.epoll.reactor import Reactor
-from poolalloc.net.uring._buffers import PoolRing
+from poolalloc.net.uring import _complete
+from poolalloc.net.uring._buffers import _RELEASED, PoolRing
+from poolalloc.net.uring._complete import complete
 from poolalloc.net.uring.connection import UringConnection
-from poolalloc.net.uring.ring import CQE_F_MORE, ProbeResult, Ring, probe
+from poolalloc.net.uring.ring import CQE_F_BUF_MORE, CQE_F_MORE, ProbeResult, Ring, probe
 from poolalloc.net.uring.server import UringTcpServer
 
 __all__ = ["Proactor", "available", "probe_result"]
@@ -104,6 +107,11 @@ _KIND_BITS = 8
 #: never given back to a pool whose next user would overwrite bytes still to be transmitted.
 _STRANDED: list[Any] = []
 _EPOLL_TOKEN = 1
+# what the batch walk in C needs to take the common receive as the Python path would
+_complete.setup(
+    window_view, _RELEASED, CQE_F_BUF_MORE, UringConnection._on_recv, UringConnection, PoolRing,
+    ViewLeaseBase,
+)  # fmt: skip
 _CANCEL_TOKEN = 2
 _FIRST_TOKEN = 16
 
@@ -302,40 +310,56 @@ class Proactor(Reactor):
         if self._starved and timeout != 0:
             timeout = 0.005 if timeout < 0 else min(timeout, 0.005)
         wait_ns = -1 if timeout < 0 else int(timeout * 1e9)
-        completions = self._ring.enter(0 if wait_ns == 0 else 1, wait_ns)
+        cqes = self._ring.reap(0 if wait_ns == 0 else 1, wait_ns)
         self.now = time.monotonic()
         self.stats["wakeups"] += 1
         self.stats["enters"] += 1
-        self._complete(completions)
+        if cqes:
+            self._complete_batch(cqes)
         if self._timers:
             self._collect_timers()
         if self._ready:
             self._run_ready()
 
-    def _complete(self, completions: Iterator[tuple[int, int, int]]) -> None:
-        targets = self._targets
-        count = 0
+    def _complete_batch(self, cqes: memoryview) -> None:
+        """Handle the completions one enter reaped (16 bytes each): C walks them, takes the
+        common receive itself and hands every other one to :meth:`_complete_one`."""
+        rest: list[tuple[int, int, int]] = []
         try:
-            for ud, res, flags in completions:
-                count += 1
-                token = ud >> _KIND_BITS
-                target = targets.get(token)
-                if target is None:
-                    if token == _EPOLL_TOKEN:
-                        self._on_epoll(flags)
-                    continue  # a cancel's own completion, or a target already gone
-                try:
-                    target.handlers[ud & 0xFF](target, res, flags)
-                except Exception as exc:
-                    self._failed(exc, target)
+            count = complete(cqes, self._targets, self._complete_one, self._failed, rest, self.now)
         except BaseException:
             # KeyboardInterrupt or SystemExit ends run(). The kernel has handed these over and
             # will not again: dropped, their data and buffers would be lost and their
             # connections would wait for good. The interrupted one is not repeated.
-            self._unhandled[:0] = completions
+            self._unhandled[:0] = rest
+            self.stats["completions"] += len(cqes) // 16 - len(rest)
+            raise
+        self.stats["completions"] += count
+
+    def _complete(self, completions: Iterator[tuple[int, int, int]]) -> None:
+        """Handle completions given as ``(ud, res, flags)`` (what a cut pass left)."""
+        count = 0
+        try:
+            for ud, res, flags in completions:
+                count += 1
+                self._complete_one(ud, res, flags)
+        except BaseException:
+            self._unhandled[:0] = completions  # as in _complete_batch
             raise
         finally:
             self.stats["completions"] += count
+
+    def _complete_one(self, ud: int, res: int, flags: int) -> None:
+        token = ud >> _KIND_BITS
+        target = self._targets.get(token)
+        if target is None:
+            if token == _EPOLL_TOKEN:
+                self._on_epoll(flags)
+            return  # a cancel's own completion, or a target already gone
+        try:
+            target.handlers[ud & 0xFF](target, res, flags)
+        except Exception as exc:
+            self._failed(exc, target)
 
     def _failed(self, exc: Exception, target: Any) -> None:
         """Report an error of ``target``'s completion, flush or receive, and abort it if it is
@@ -457,7 +481,9 @@ class Proactor(Reactor):
         self._ring.prep_cancel_all(_CANCEL_TOKEN << _KIND_BITS)
         deadline = time.monotonic() + limit
         while self._outstanding() and time.monotonic() < deadline:
-            self._complete(self._ring.enter(1, 10_000_000))
+            cqes = self._ring.reap(1, 10_000_000)
+            if cqes:
+                self._complete_batch(cqes)
 
     def _strand_leftovers(self) -> None:
         """Keep what the operations the drain could not end still use (see ``_STRANDED``)."""

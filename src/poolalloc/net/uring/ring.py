@@ -172,14 +172,19 @@ class Ring:
 
         :raises OSError: the ring failed (``ECHILD`` when used in a forked child).
         """
+        return _CQE.iter_unpack(self.reap(wait_nr, timeout_ns))
+
+    def reap(self, wait_nr: int, timeout_ns: int) -> memoryview:
+        """:meth:`enter`, returning the completions as they were copied out: 16 bytes each
+        (``=QiI``), valid until the next call.
+
+        :raises OSError: the ring failed (``ECHILD`` when used in a forked child).
+        """
         check_rc(
             lib.pa_uring_enter(self._ring, wait_nr, timeout_ns, self._cqes, self._cap, self._n),
             "io_uring_enter",
         )
-        n = self._n[0]
-        if n == 0:
-            return iter(())
-        return _CQE.iter_unpack(self._cq_mem[: n * 16])
+        return self._cq_mem[: self._n[0] * 16]
 
     def csend(self, fd: int, data: bytes, ud: int) -> int:
         """Copy ``data`` and send it on ``fd`` after the earlier copied sends; returns 0, or an

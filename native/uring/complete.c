@@ -1,0 +1,453 @@
+/* SPDX-License-Identifier: MIT */
+/* --- complete.c: the io_uring Proactor's completion batch, walked in C --------------------------
+ *
+ * poolalloc.net.uring._complete.complete() walks the completions one io_uring_enter reaped.
+ * Most of them, in a server, are a multishot receive's bytes landing in an incremental buffer
+ * ring (IOU_PBUF_RING_INC) for an open connection whose protocol keeps nothing: the bytes go to
+ * protocol.buffer_received as the ring's one reusable slice (PoolRing._lent), shown through a
+ * Window, and come back. In Python that hand-off was three frames and some sixty bytecodes of
+ * bookkeeping per request (Proactor._complete, UringConnection._on_recv, PoolRing.receive); here
+ * it is the protocol's call and a few attribute reads.
+ *
+ * Only that case is taken here, and only when nothing about it is unusual: a receive completion
+ * (kind RECV) with bytes (res > 0) that keeps its multishot receive armed (CQE_F_MORE) and leaves
+ * the block in the kernel's hands (CQE_F_BUF_MORE), for a connection whose class routes RECV to
+ * UringConnection._on_recv, that is open, not paused, not lingering, and whose ring is
+ * incremental with a block behind the bid. Everything else (sends, accepts, errors, EOF, the end
+ * of a block, a paused or closing connection, a subclass with its own receive handler) goes to
+ * `handle_one(ud, res, flags)`, the Python path, unchanged. So the state lives where it always
+ * did (the connection's and the ring's Python attributes and lists): this file reads and writes
+ * the same objects the Python path does, in the same order, and the two can never disagree.
+ *
+ * Attribute traffic was most of what was left: the attributes read per receive are slots
+ * (BaseConnection, UringConnection, PoolRing, the lease base's `view`), and setup() hands this
+ * file their member descriptors, so a read is a load at a fixed offset, not a dictionary
+ * lookup. A connection that is not a UringConnection, or a slot that holds anything unexpected
+ * (unset, not a bool), sends the completion down the Python path.
+ *
+ * Exceptions mirror the Python path: an Exception from the protocol gives the slice back and
+ * goes to `failed(exc, conn)` (report, then abort), and the walk goes on; any exception that
+ * escapes `handle_one` or `failed` (KeyboardInterrupt, SystemExit), or a BaseException from the
+ * protocol (the slice is the protocol's then: it may hold it), ends the walk with the
+ * completions not yet handled appended to `rest` as (ud, res, flags), for the next pass.
+ * ------------------------------------------------------------------------------------------- */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+#include <structmember.h>
+
+/* struct io_uring_cqe without big-CQE extras, as pa_uring_enter copies them out ("=QiI") */
+typedef struct {
+  uint64_t user_data;
+  int32_t res;
+  uint32_t flags;
+} cqe_t;
+
+#define KIND_BITS 8
+#define KIND_RECV 1
+#define CQE_F_BUFFER 1u
+#define CQE_F_MORE 2u
+#define CQE_BUFFER_SHIFT 16
+
+/* set once by setup(): the Window factory, the released view a returned slice shows, the
+ * kernel's CQE_F_BUF_MORE, the function a fast-path connection routes RECV to, the classes whose
+ * slots are read here and the offsets of those slots */
+static PyObject *window_view_fn, *released_view, *recv_handler;
+static PyTypeObject *conn_type, *ring_type, *lease_type;
+static uint32_t cqe_f_buf_more;
+
+enum { PAUSED, CLOSED, LINGERING, RECV_ARMED, POOL_RING, PROTOCOL, BYTES_IN, LAST_ACTIVE, LENT,
+       VIEW, NSLOTS };
+static const char *const slot_names[NSLOTS] = {"paused",    "closed",      "_lingering",
+                                               "recv_armed", "pool_ring",   "protocol",
+                                               "bytes_in",   "last_active", "_lent",
+                                               "view"};
+static Py_ssize_t slot_at[NSLOTS];
+#define SLOT(obj, which) (*(PyObject **)((char *)(obj) + slot_at[which]))
+
+/* Store `value` (a new reference, stolen) in a slot, dropping what it held. */
+static void slot_set(PyObject *obj, int which, PyObject *value) {
+  PyObject *old = SLOT(obj, which);
+  SLOT(obj, which) = value;
+  Py_XDECREF(old);
+}
+
+static PyObject *s_handlers, *s_incremental, *s_addresses, *s_offsets, *s_refs, *s_in_kernel,
+    *s_buffer_received, *s_swap_view, *s_lent_kept, *s_lent_outlived, *s_back;
+
+/* What one walk remembers about the last type and ring it saw: a batch is mostly one kind of
+ * connection on one ring. Strong references, dropped at the end of the walk. */
+typedef struct {
+  PyTypeObject *type;
+  int type_fast;
+  PyObject *ring, *addresses, *offsets, *refs, *in_kernel;
+} walk_t;
+
+static void ring_clear(walk_t *w) {
+  Py_CLEAR(w->ring);
+  Py_CLEAR(w->addresses);
+  Py_CLEAR(w->offsets);
+  Py_CLEAR(w->refs);
+  Py_CLEAR(w->in_kernel);
+}
+
+static void walk_clear(walk_t *w) {
+  Py_CLEAR(w->type);
+  ring_clear(w);
+}
+
+/* Whether connections of `type` route RECV to recv_handler (a subclass may have its own). */
+static int type_is_fast(walk_t *w, PyTypeObject *type) {
+  if (w->type == type) return w->type_fast;
+  Py_XSETREF(w->type, (PyTypeObject *)Py_NewRef(type));
+  w->type_fast = 0;
+  if (!PyType_IsSubtype(type, conn_type)) return 0; /* the slots are UringConnection's */
+  PyObject *handlers = PyObject_GetAttr((PyObject *)type, s_handlers);
+  if (handlers == NULL) {
+    PyErr_Clear();
+    return 0;
+  }
+  w->type_fast = PyTuple_Check(handlers) && PyTuple_GET_SIZE(handlers) > KIND_RECV &&
+                 PyTuple_GET_ITEM(handlers, KIND_RECV) == recv_handler;
+  Py_DECREF(handlers);
+  return w->type_fast;
+}
+
+/* Load the incremental ring's bookkeeping lists; 1 when `ring` can take the fast path. */
+static int ring_is_fast(walk_t *w, PyObject *ring) {
+  if (w->ring == ring) return w->addresses != NULL;
+  ring_clear(w);
+  w->ring = Py_NewRef(ring);
+  if (!PyObject_TypeCheck(ring, ring_type)) return 0;
+  PyObject *inc = PyObject_GetAttr(ring, s_incremental);
+  Py_XDECREF(inc);
+  if (inc != Py_True) {
+    PyErr_Clear();
+    return 0;
+  }
+  w->addresses = PyObject_GetAttr(ring, s_addresses);
+  w->offsets = PyObject_GetAttr(ring, s_offsets);
+  w->refs = PyObject_GetAttr(ring, s_refs);
+  w->in_kernel = PyObject_GetAttr(ring, s_in_kernel);
+  if (w->addresses == NULL || w->offsets == NULL || w->refs == NULL || w->in_kernel == NULL ||
+      !PyList_CheckExact(w->addresses) || !PyList_CheckExact(w->offsets) ||
+      !PyList_CheckExact(w->refs) || !PyByteArray_CheckExact(w->in_kernel)) {
+    PyErr_Clear();
+    Py_CLEAR(w->addresses);
+    return 0;
+  }
+  return 1;
+}
+
+/* The list item at i as a Py_ssize_t, or -1 when it is not one (nothing left set). */
+static Py_ssize_t list_ssize(PyObject *list, Py_ssize_t i) {
+  if (i >= PyList_GET_SIZE(list)) return -1;
+  Py_ssize_t v = PyLong_AsSsize_t(PyList_GET_ITEM(list, i));
+  if (v == -1 && PyErr_Occurred()) PyErr_Clear();
+  return v;
+}
+
+static int list_store(PyObject *list, Py_ssize_t i, Py_ssize_t v) {
+  PyObject *o = PyLong_FromSsize_t(v);
+  if (o == NULL) return -1;
+  return PyList_SetItem(list, i, o); /* steals o; i was checked by list_ssize */
+}
+
+/* The slice came back unkept: it shows nothing again, and its block goes back when nothing
+ * holds it (the finally of PoolRing.receive). */
+static int lent_returned(walk_t *w, PyObject *lent, Py_ssize_t bid) {
+  PyObject *window = PyObject_CallMethodOneArg(lent, s_swap_view, released_view);
+  if (window == NULL) return -1;
+  PyObject *r = NULL;
+  if (window != Py_None) { /* a view of the bytes outlives the call */
+    PyObject *b = PyLong_FromSsize_t(bid);
+    if (b != NULL) r = PyObject_CallMethodObjArgs(w->ring, s_lent_outlived, window, b, NULL);
+    Py_XDECREF(b);
+    Py_DECREF(window);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+  }
+  Py_DECREF(window);
+  Py_ssize_t left = list_ssize(w->refs, bid) - 1;
+  if (left < 0 || list_store(w->refs, bid, left) < 0) {
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "ring refcount underflow");
+    return -1;
+  }
+  if (left == 0 && bid < PyByteArray_GET_SIZE(w->in_kernel) &&
+      !PyByteArray_AS_STRING(w->in_kernel)[bid]) {
+    PyObject *b = PyLong_FromSsize_t(bid);
+    if (b != NULL) r = PyObject_CallMethodOneArg(w->ring, s_back, b);
+    Py_XDECREF(b);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+  }
+  return 0;
+}
+
+/* The protocol kept the slice (or a BaseException left it holding it): it is an ordinary
+ * slice of the ring's from now on, and the ring lends a fresh one next time. */
+static int lent_kept(walk_t *w, PyObject *lent, Py_ssize_t bid) {
+  PyObject *b = PyLong_FromSsize_t(bid);
+  PyObject *r = b != NULL ? PyObject_CallMethodObjArgs(w->ring, s_lent_kept, lent, b, NULL) : NULL;
+  Py_XDECREF(b);
+  if (r == NULL) return -1;
+  Py_DECREF(r);
+  return 0;
+}
+
+/* Append completions [from, n) to `rest` as tuples; -1 on an error. */
+static int save_rest(PyObject *rest, const cqe_t *cqes, Py_ssize_t from, Py_ssize_t n) {
+  for (Py_ssize_t i = from; i < n; i++) {
+    PyObject *t = Py_BuildValue("(KiI)", (unsigned long long)cqes[i].user_data, cqes[i].res,
+                                (unsigned int)cqes[i].flags);
+    if (t == NULL || PyList_Append(rest, t) < 0) {
+      Py_XDECREF(t);
+      return -1;
+    }
+    Py_DECREF(t);
+  }
+  return 0;
+}
+
+/* The fast path for one completion. Returns 1 when handled, 0 when the Python path must take it
+ * (nothing was changed then), -1 with an exception set when the walk must end. An Exception
+ * raised once the completion is this path's (by the protocol, mostly) goes to `failed` as the
+ * Python path's would, and counts as handled. */
+static int recv_fast(walk_t *w, PyObject *conn, const cqe_t *c, PyObject *now, PyObject *failed) {
+  if (!type_is_fast(w, Py_TYPE(conn))) return 0;
+  if (SLOT(conn, PAUSED) != Py_False || SLOT(conn, CLOSED) != Py_False ||
+      SLOT(conn, LINGERING) != Py_False || SLOT(conn, RECV_ARMED) != Py_True)
+    return 0;
+  PyObject *ring = SLOT(conn, POOL_RING);
+  if (ring == NULL || ring == Py_None || !ring_is_fast(w, ring)) return 0;
+  Py_ssize_t bid = (Py_ssize_t)(c->flags >> CQE_BUFFER_SHIFT);
+  Py_ssize_t address = list_ssize(w->addresses, bid);
+  Py_ssize_t offset = list_ssize(w->offsets, bid);
+  Py_ssize_t refs = list_ssize(w->refs, bid);
+  if (address <= 0 || offset < 0 || refs < 0) return 0; /* the Python path says what is wrong */
+  PyObject *protocol = SLOT(conn, PROTOCOL);
+  PyObject *lent = SLOT(w->ring, LENT);
+  PyObject *bytes_in = SLOT(conn, BYTES_IN);
+  if (protocol == NULL || protocol == Py_None || lent == NULL ||
+      !PyObject_TypeCheck(lent, lease_type) || bytes_in == NULL || !PyLong_CheckExact(bytes_in))
+    return 0;
+  PyObject *nbytes = PyLong_FromLong(c->res);
+  PyObject *more_in = nbytes != NULL ? PyNumber_Add(bytes_in, nbytes) : NULL;
+  if (more_in == NULL) {
+    PyErr_Clear();
+    Py_XDECREF(nbytes);
+    return 0;
+  }
+  Py_INCREF(protocol); /* the protocol may replace itself, or the ring its lent slice */
+  Py_INCREF(lent);
+  /* From here on the completion is this path's: _on_recv's and receive()'s stores, in order.
+   * `lent_out`: the slice is counted against its block and must come back (or be kept). */
+  int rc = 1, lent_out = 0;
+  PyObject *view = NULL, *result = NULL, *address_obj = NULL;
+  slot_set(conn, BYTES_IN, more_in); /* the slot takes the reference */
+  more_in = NULL;
+  slot_set(conn, LAST_ACTIVE, Py_NewRef(now));
+  if (list_store(w->offsets, bid, offset + c->res) < 0 || list_store(w->refs, bid, refs + 1) < 0)
+    goto raised;
+  lent_out = 1;
+  if ((address_obj = PyLong_FromSsize_t(address + offset)) == NULL) goto raised;
+  PyObject *vargs[2] = {address_obj, nbytes};
+  view = PyObject_Vectorcall(window_view_fn, vargs, 2, NULL);
+  if (view == NULL) goto raised;
+  slot_set(lent, VIEW, view); /* the slice holds it: a reference here would count as a view */
+  view = NULL;
+  PyObject *call[3] = {protocol, lent, nbytes};
+  result = PyObject_VectorcallMethod(s_buffer_received, call,
+                                     3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+  if (result == NULL) goto raised;
+  int kept = result == Py_False || result == Py_None ? 0 : PyObject_IsTrue(result);
+  if (kept < 0) goto raised;
+  lent_out = 0;
+  if ((kept ? lent_kept(w, lent, bid) : lent_returned(w, lent, bid)) < 0) goto raised;
+  goto done;
+raised : {
+  PyObject *et, *ev, *tb;
+  PyErr_Fetch(&et, &ev, &tb);
+  PyErr_NormalizeException(&et, &ev, &tb);
+  if (tb != NULL && ev != NULL) PyException_SetTraceback(ev, tb);
+  if (ev != NULL && PyObject_TypeCheck(ev, (PyTypeObject *)PyExc_Exception)) {
+    /* a protocol bug: the slice comes back, the loop reports it and aborts the connection */
+    if (lent_out && lent_returned(w, lent, bid) < 0) PyErr_Clear();
+    PyObject *fargs[2] = {ev, conn};
+    PyObject *r2 = PyObject_Vectorcall(failed, fargs, 2, NULL);
+    Py_XDECREF(et);
+    Py_XDECREF(ev);
+    Py_XDECREF(tb);
+    if (r2 == NULL) {
+      rc = -1;
+    } else {
+      Py_DECREF(r2);
+    }
+  } else {
+    /* KeyboardInterrupt, SystemExit: the protocol may hold the slice, so it keeps it */
+    if (lent_out && lent_kept(w, lent, bid) < 0) PyErr_Clear();
+    PyErr_Restore(et, ev, tb);
+    rc = -1;
+  }
+}
+done:
+  Py_XDECREF(result);
+  Py_XDECREF(view);
+  Py_XDECREF(address_obj);
+  Py_DECREF(protocol);
+  Py_DECREF(lent);
+  Py_DECREF(nbytes);
+  Py_XDECREF(more_in);
+  return rc;
+}
+
+static PyObject *complete(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+  (void)module;
+  if (nargs != 6) {
+    PyErr_Format(PyExc_TypeError, "complete() takes 6 arguments (%zd given)", nargs);
+    return NULL;
+  }
+  PyObject *targets = args[1], *handle_one = args[2], *failed = args[3], *rest = args[4],
+           *now = args[5];
+  if (!PyDict_Check(targets) || !PyList_Check(rest)) {
+    PyErr_SetString(PyExc_TypeError, "complete(cqes, targets: dict, handle_one, failed, "
+                                     "rest: list, now)");
+    return NULL;
+  }
+  if (conn_type == NULL) {
+    PyErr_SetString(PyExc_RuntimeError, "complete(): setup() was not called");
+    return NULL;
+  }
+  Py_buffer buf;
+  if (PyObject_GetBuffer(args[0], &buf, PyBUF_SIMPLE) < 0) return NULL;
+  if (buf.len % (Py_ssize_t)sizeof(cqe_t)) {
+    PyBuffer_Release(&buf);
+    PyErr_SetString(PyExc_ValueError, "complete(): not a whole number of completions");
+    return NULL;
+  }
+  /* copied: a handler may enter the ring again (a close draining it), which rewrites the
+   * array the kernel's completions were reaped into */
+  Py_ssize_t n = buf.len / (Py_ssize_t)sizeof(cqe_t);
+  cqe_t small[64];
+  cqe_t *cqes = n <= 64 ? small : PyMem_Malloc((size_t)n * sizeof(cqe_t));
+  if (cqes == NULL) {
+    PyBuffer_Release(&buf);
+    return PyErr_NoMemory();
+  }
+  memcpy(cqes, buf.buf, (size_t)n * sizeof(cqe_t));
+  PyBuffer_Release(&buf);
+  walk_t w = {0};
+  Py_ssize_t i = 0;
+  PyObject *out = NULL;
+  for (; i < n; i++) {
+    const cqe_t *c = &cqes[i];
+    if ((c->user_data & 0xFF) == KIND_RECV && c->res > 0 &&
+        (c->flags & (CQE_F_BUFFER | CQE_F_MORE | cqe_f_buf_more)) ==
+            (CQE_F_BUFFER | CQE_F_MORE | cqe_f_buf_more)) {
+      PyObject *token = PyLong_FromUnsignedLongLong(c->user_data >> KIND_BITS);
+      if (token == NULL) goto interrupted;
+      PyObject *conn = PyDict_GetItemWithError(targets, token); /* borrowed */
+      Py_DECREF(token);
+      if (conn == NULL && PyErr_Occurred()) goto interrupted;
+      if (conn != NULL) {
+        Py_INCREF(conn);
+        int r = recv_fast(&w, conn, c, now, failed);
+        Py_DECREF(conn);
+        if (r == 1) continue;
+        if (r < 0) goto interrupted;
+      }
+    }
+    PyObject *r = PyObject_CallFunction(handle_one, "KiI", (unsigned long long)c->user_data,
+                                        c->res, (unsigned int)c->flags);
+    if (r == NULL) goto interrupted;
+    Py_DECREF(r);
+  }
+  out = PyLong_FromSsize_t(n);
+  goto end;
+interrupted : {
+  /* the completion that raised is not repeated; the ones after it are the next pass's */
+  PyObject *et, *ev, *tb;
+  PyErr_Fetch(&et, &ev, &tb);
+  if (save_rest(rest, cqes, i + 1, n) < 0) PyErr_Clear();
+  PyErr_Restore(et, ev, tb);
+}
+end:
+  walk_clear(&w);
+  if (cqes != small) PyMem_Free(cqes);
+  return out;
+}
+
+/* The offset of the object slot a member descriptor stands for. */
+static int member_offset(PyObject *descr, const char *name, Py_ssize_t *out) {
+  if (!Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
+      ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
+    PyErr_Format(PyExc_TypeError, "setup(): %s is not an object slot", name);
+    return -1;
+  }
+  *out = ((PyMemberDescrObject *)descr)->d_member->offset;
+  return 0;
+}
+
+static PyObject *setup(PyObject *module, PyObject *args) {
+  (void)module;
+  PyObject *fn, *released, *handler, *ctype, *rtype, *ltype;
+  unsigned int buf_more;
+  if (!PyArg_ParseTuple(args, "OOIOO!O!O!:setup", &fn, &released, &buf_more, &handler,
+                        &PyType_Type, &ctype, &PyType_Type, &rtype, &PyType_Type, &ltype))
+    return NULL;
+  Py_ssize_t at[NSLOTS];
+  for (int i = 0; i < NSLOTS; i++) {
+    PyObject *owner = i == LENT ? rtype : i == VIEW ? ltype : ctype;
+    PyObject *descr = PyObject_GetAttrString(owner, slot_names[i]);
+    if (descr == NULL) return NULL;
+    int rc = member_offset(descr, slot_names[i], &at[i]);
+    Py_DECREF(descr);
+    if (rc < 0) return NULL;
+  }
+  memcpy(slot_at, at, sizeof at);
+  Py_XSETREF(window_view_fn, Py_NewRef(fn));
+  Py_XSETREF(released_view, Py_NewRef(released));
+  Py_XSETREF(recv_handler, Py_NewRef(handler));
+  Py_XSETREF(conn_type, (PyTypeObject *)Py_NewRef(ctype));
+  Py_XSETREF(ring_type, (PyTypeObject *)Py_NewRef(rtype));
+  Py_XSETREF(lease_type, (PyTypeObject *)Py_NewRef(ltype));
+  cqe_f_buf_more = buf_more;
+  Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"complete", (PyCFunction)(void (*)(void))complete, METH_FASTCALL,
+     "complete(cqes, targets, handle_one, failed, rest, now) -> int\n\n"
+     "Walk a batch of completions: the common receive in C, the rest through handle_one."},
+    {"setup", setup, METH_VARARGS,
+     "setup(window_view, released, CQE_F_BUF_MORE, recv_handler, connection_class, "
+     "ring_class, lease_class): what the walk needs."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "poolalloc.net.uring._complete",
+    "The io_uring Proactor's completion batch, walked in C (see complete.c).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+#define INTERN(var, text)                                    \
+  do {                                                       \
+    if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL; \
+  } while (0)
+
+PyMODINIT_FUNC PyInit__complete(void) {
+  INTERN(s_handlers, "handlers");
+  INTERN(s_incremental, "incremental");
+  INTERN(s_addresses, "_addresses");
+  INTERN(s_offsets, "_offsets");
+  INTERN(s_refs, "_refs");
+  INTERN(s_in_kernel, "_in_kernel");
+  INTERN(s_buffer_received, "buffer_received");
+  INTERN(s_swap_view, "_swap_view");
+  INTERN(s_lent_kept, "_lent_kept");
+  INTERN(s_lent_outlived, "_lent_outlived");
+  INTERN(s_back, "_back");
+  return PyModule_Create(&module_def);
+}

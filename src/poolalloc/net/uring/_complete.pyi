@@ -1,0 +1,22 @@
+from collections.abc import Callable
+from typing import Any
+
+def complete(
+    cqes: memoryview,
+    targets: dict[int, Any],
+    handle_one: Callable[[int, int, int], None],
+    failed: Callable[[Exception, Any], None],
+    rest: list[tuple[int, int, int]],
+    now: float,
+    /,
+) -> int: ...
+def setup(
+    window_view: Callable[[int, int], memoryview],
+    released: memoryview,
+    buf_more: int,
+    recv_handler: Callable[..., None],
+    connection_class: type,
+    ring_class: type,
+    lease_class: type,
+    /,
+) -> None: ...
