@@ -10,6 +10,11 @@ bookkeeping, the lease and the protocol call (the protocol reads one byte and ke
   receives.
 * ``lent``: :meth:`PoolRing.receive`, the common path (the ring's one reusable slice), where
   the installed version has it.
+* ``walk-c`` and ``walk-py``: a whole receive completion as the Proactor handles it, for an open
+  connection on a socket pair (no data moves: the completions are written as the kernel writes
+  them, 32 per batch): walked in C (``Proactor._complete_batch``, where the installed version
+  has it) and one at a time through the Python path (``Proactor._complete``: the batch loop,
+  ``UringConnection._on_recv``, :meth:`PoolRing.receive`).
 
 Candidates alternate inside each round, the order reversing every round; CPU time
 (``time.thread_time``), median (min-max) of the rounds, ns per receive::
@@ -20,20 +25,80 @@ Candidates alternate inside each round, the order reversing every round; CPU tim
 from __future__ import annotations
 
 import argparse
+import socket
 import statistics
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
 
 from poolalloc.buffers import BufferPool
 from poolalloc.net.uring import _buffers
-from poolalloc.net.uring.ring import CQE_F_BUF_MORE, Ring
+from poolalloc.net.uring.connection import RECV, UringConnection
+from poolalloc.net.uring.proactor import Proactor
+from poolalloc.net.uring.ring import (
+    CQE_BUFFER_SHIFT,
+    CQE_F_BUF_MORE,
+    CQE_F_BUFFER,
+    CQE_F_MORE,
+    Ring,
+)
 
 
 class KeepsNothing:
+    def connection_made(self, conn: Any) -> None:
+        pass
+
     def buffer_received(self, lease: Any, n: int) -> bool:
         lease.view[0]  # touch the bytes
         return False
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        pass
+
+
+def walks(loops: int, proto: KeepsNothing) -> tuple[dict[str, Callable[[], None]], Any]:
+    """The two ways a Proactor hands receive completions to an open connection's protocol."""
+    loop = Proactor(initial_buffers=2)
+    pool = BufferPool(16384)
+    mine, peer = socket.socketpair()
+    conn = UringConnection()
+    conn.open(loop, mine, pool, proto, 16384)
+    ring = conn.pool_ring
+    assert ring is not None
+    bid = next(b for b in range(ring.entries) if ring._addresses[b])
+    flags = CQE_F_MORE | CQE_F_BUFFER | CQE_F_BUF_MORE | bid << CQE_BUFFER_SHIFT
+    cqe = (conn.token << 8 | RECV, 100, flags)
+    tuples, packed = [cqe] * 32, memoryview(struct.pack("=QiI", *cqe) * 32)
+    offsets = ring._offsets
+
+    def walk_py() -> None:
+        complete = loop._complete
+        for _ in range(loops // 32):
+            offsets[bid] = 0  # 32 receives of 100 bytes stay inside the block
+            complete(iter(tuples))
+
+    def walk_c() -> None:
+        complete = loop._complete_batch  # type: ignore[attr-defined]
+        for _ in range(loops // 32):
+            offsets[bid] = 0
+            complete(packed)
+
+    cands: dict[str, Callable[[], None]] = {"walk-py": walk_py}
+    if hasattr(loop, "_complete_batch"):
+        cands["walk-c"] = walk_c
+
+    def close() -> None:
+        conn.abort()
+        loop.run_once()
+        loop.close()
+        peer.close()
+        pool.close()
+
+    return cands, close
 
 
 def main() -> None:
@@ -83,6 +148,8 @@ def main() -> None:
     cands: dict[str, Callable[[], None]] = {"whole": whole_path, "slice": slice_path}
     if hasattr(inc, "receive"):
         cands["lent"] = lent_path
+    walk_cands, close_walks = walks(loops, proto)
+    cands.update(walk_cands)
     times: dict[str, list[float]] = {name: [] for name in cands}
     names = list(cands)
     for rnd in range(args.rounds):
@@ -94,6 +161,7 @@ def main() -> None:
     for name, ts in times.items():
         med = statistics.median(ts)
         print(f"{name:6s} {med:7.1f} ns ({min(ts):.1f}-{max(ts):.1f})  {med / base:.2f}x whole")
+    close_walks()
     inc.close()
     whole.close()
     ring.close()
