@@ -229,7 +229,7 @@ def test_a_body_not_finished_in_time_gets_a_408(make_server: Any) -> None:
 
 def test_a_peer_that_never_reads_is_still_reset_when_idle(make_server: Any) -> None:
     """A graceful close would wait on output the peer never reads: such a connection is
-    aborted (RST) once idle, in bounded time, and counted as a timeout."""
+    aborted (RST) at its first timeout, in bounded time, and counted once."""
     big = b"z" * (8 << 20)
     srv = make_server(idle_timeout=0.3, sweep_interval=0.05)
     srv.http.route("/big", lambda req: Response(body=big))
@@ -243,6 +243,24 @@ def test_a_peer_that_never_reads_is_still_reset_when_idle(make_server: Any) -> N
         start = time.monotonic()
         wait_until(lambda: live_connections(srv) == 0)
         assert time.monotonic() - start < 5
-        assert srv.call(srv.http.metrics)["timeouts_total"] >= 1
+        # aborted by its first timeout: not closed gracefully first, then aborted by a second
+        assert srv.call(srv.http.metrics)["timeouts_total"] == 1
     finally:
         hog.close()
+
+
+def test_a_lingering_close_is_bounded_by_linger_not_by_the_idle_limit(make_server: Any) -> None:
+    """After the FIN of an idle close the server lingers (discarding input) until the client's
+    EOF or ``linger`` seconds, however short ``idle_timeout`` is; then it ends the connection."""
+    srv = make_server(idle_timeout=0.3, sweep_interval=0.05)
+    with connect(srv.port) as sock:
+        sock.sendall(GET)
+        f = sock.makefile("rb")
+        assert read_response(f)[2] == b"Hello, World!"
+        f.close()
+        assert _read_to_eof(sock) == b""  # the FIN; the client does not close yet
+        linger = srv.call(lambda: [c.linger for c in srv.http.tcp.connections])
+        assert linger == [2.0]
+        time.sleep(0.6)  # twice the idle limit: still lingering
+        assert live_connections(srv) == 1
+        wait_until(lambda: live_connections(srv) == 0, timeout=5)
