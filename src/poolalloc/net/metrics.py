@@ -71,7 +71,7 @@ _SERVER_HELP = {
     "accept_paused_total": "Times accepting paused because the process ran out of descriptors "
     "or memory.",
     "accepting": "1 while the server accepts connections, 0 while accepting is paused.",
-    "timeouts_total": "Connections closed for being idle too long.",
+    "timeouts_total": "Timeouts that ended a connection: idle, an unfinished request, a linger.",
 }
 
 _PREFIX_HELP = {

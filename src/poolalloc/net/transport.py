@@ -163,6 +163,15 @@ class Transport(StreamTransport, Protocol):
 class ConnectionProtocol(Protocol):
     """What a connection calls; ``buffer_received`` returns True to keep the lease.
 
+    A protocol may also define ``timed_out() -> bool``, which the connection calls when the
+    server's sweep finds its ``deadline`` or the idle limit passed, with nothing queued to send
+    and no close begun. Returning True says the protocol ended the connection itself,
+    gracefully (e.g. an HTTP server answers ``408`` and closes, or just closes an idle
+    keep-alive connection: the peer reads a FIN, not a reset); it must then have called
+    ``close``. Without the method, or when it returns False, the connection is aborted (RST),
+    as it always is when output is still queued (a graceful close would wait on a peer that
+    does not read) or a close's linger time passed.
+
     Example:
         >>> class Echo:
         ...     def connection_made(self, conn): self.conn = conn
@@ -362,9 +371,11 @@ class BaseConnection(Generic[LoopT]):
         return self.closing or self.closed
 
     def set_deadline(self, seconds: float | None) -> None:
-        """Abort the connection if it is still open ``seconds`` from now (None: no deadline).
+        """End the connection if it is still open ``seconds`` from now (None: no deadline).
 
-        The server's timeout sweep enforces it, so it is as precise as the sweep interval.
+        The server's timeout sweep enforces it, so it is as precise as the sweep interval;
+        it ends the connection through :meth:`timed_out` (the protocol may close it
+        gracefully, else it is aborted).
         """
         if seconds is None:
             self.deadline = 0.0
@@ -587,10 +598,25 @@ class BaseConnection(Generic[LoopT]):
         self._finish(exc)
 
     def timed_out(self) -> None:
-        """Called by the server's sweep when ``deadline`` or the idle limit passed."""
+        """Called by the server's sweep when ``deadline`` or the idle limit passed.
+
+        A closing connection (its output never drained, or its linger time passed) and one
+        with output queued are aborted; otherwise the protocol's optional ``timed_out`` may
+        end it gracefully (see :class:`ConnectionProtocol`), else it is aborted too.
+        """
         if self._lingering or self.closing:
             self.abort(TimeoutError("linger timeout"))
-        else:
+            return
+        if not self._output_pending():
+            hook = getattr(self.protocol, "timed_out", None)
+            try:
+                handled = hook is not None and hook()
+            except Exception as exc:  # a protocol bug: the connection still ends
+                self.abort(exc)
+                raise
+            if handled and (self.closing or self.closed):
+                return
+        if not self.closed:
             self.abort(TimeoutError("connection timed out"))
 
     def _finish(self, exc: BaseException | None) -> None:

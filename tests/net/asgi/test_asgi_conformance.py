@@ -154,6 +154,35 @@ def test_response_head_names_each_header_once(kind: str, make_server: Any) -> No
 
 
 def test_idle_keep_alive_connections_close(make_server: Any) -> None:
+    """An idle keep-alive connection is closed with a FIN (a clean EOF, not a reset)."""
+    import asyncio
+
+    from asgi_test_apps import hello_world
+
+    from poolalloc.net.asgi import AsgiServer
+
+    async def main() -> tuple[bytes, bytes, float]:
+        server = AsgiServer(hello_world, "127.0.0.1", 0, keep_alive_timeout=0.3, lifespan="off")
+        await server.start()
+        reader, writer = await asyncio.open_connection(*server.address)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = await reader.readuntil(b"Hello, World!")
+        started = time.monotonic()
+        rest = await asyncio.wait_for(reader.read(), 5)  # a reset raises here
+        waited = time.monotonic() - started
+        writer.close()
+        await server.shutdown(1)
+        return first, rest, waited
+
+    first, rest, waited = asyncio.run(main())
+    assert first.endswith(b"Hello, World!")
+    assert rest == b""
+    assert 0.1 < waited < 3
+
+
+def test_a_head_not_finished_in_time_gets_a_408() -> None:
+    """RFC 9110 15.5.9: a head still unfinished at the keep-alive timeout is answered 408 with
+    ``Connection: close``, then the connection is closed (a FIN)."""
     import asyncio
 
     from asgi_test_apps import hello_world
@@ -168,7 +197,7 @@ def test_idle_keep_alive_connections_close(make_server: Any) -> None:
         first = await reader.readuntil(b"Hello, World!")
         started = time.monotonic()
         writer.write(b"GET / HTT")  # a head that never completes
-        rest = await asyncio.wait_for(reader.read(), 5)  # the server closes
+        rest = await asyncio.wait_for(reader.read(), 5)  # the answer, then EOF
         waited = time.monotonic() - started
         writer.close()
         await server.shutdown(1)
@@ -176,7 +205,9 @@ def test_idle_keep_alive_connections_close(make_server: Any) -> None:
 
     first, rest, waited = asyncio.run(main())
     assert first.endswith(b"Hello, World!")
-    assert rest == b""
+    head = rest.partition(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 408 ")
+    assert b"\r\nconnection: close" in head
     assert 0.1 < waited < 3
 
 

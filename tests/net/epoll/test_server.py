@@ -177,6 +177,65 @@ def test_a_protocol_deadline_is_swept(loop: Any) -> None:
     assert pump(r, lambda: peer_closed(c))
 
 
+def _reset_seen(c: socket.socket) -> bool | None:
+    """True once client ``c`` got a reset, False once it got a clean EOF; None meanwhile."""
+    c.setblocking(False)
+    try:
+        return None if c.recv(1) != b"" else False
+    except BlockingIOError:
+        return None
+    except ConnectionResetError:
+        return True
+
+
+def test_the_protocols_timed_out_hook_decides_graceful_or_reset(loop: Any) -> None:
+    """A timeout asks the protocol's optional ``timed_out``: True with the connection closed
+    gives a FIN; False, True without a close, no hook at all, or a hook that raises (reported,
+    and the sweep goes on) give a reset. Each timeout is counted."""
+
+    class Graceful(Echo):
+        def timed_out(self) -> bool:
+            self.conn.close()
+            return True
+
+    class Declines(Echo):
+        def timed_out(self) -> bool:
+            return False
+
+    class ClaimsButLeavesOpen(Echo):
+        def timed_out(self) -> bool:
+            return True
+
+    class Raises(Echo):
+        def timed_out(self) -> bool:
+            raise RuntimeError("hook bug")
+
+    r, _pool, serve, connect = loop
+    reported: list[BaseException] = []
+    r.exception_handler = lambda exc, where: reported.append(exc)
+    # protocol -> whether its client sees a reset (else a clean EOF)
+    expected = {Graceful: False, Declines: True, ClaimsButLeavesOpen: True, Raises: True}
+    expected[Echo] = True  # no hook at all
+    results = {}
+    for protocol in expected:
+        srv = serve(protocol, idle_timeout=0.2, sweep_interval=0.05)
+        c = connect(srv)
+        assert echo(r, c, b"x") == b"x"
+        seen: list[bool | None] = [None]
+
+        def ended(c: socket.socket = c, seen: list[bool | None] = seen) -> bool:
+            if seen[0] is None:  # the first answer only: a reset is reported once
+                seen[0] = _reset_seen(c)
+            return seen[0] is not None
+
+        assert pump(r, ended, 3.0)
+        assert pump(r, lambda srv=srv: not srv.connections, 3.0)
+        results[protocol] = seen[0]
+        assert srv.totals["timeouts_total"] >= 1
+    assert results == expected
+    assert [str(e) for e in reported] == ["hook bug"]
+
+
 def test_metrics_count_traffic_and_name_the_pools(loop: Any) -> None:
     r, _pool, serve, connect = loop
     srv = serve()

@@ -232,6 +232,48 @@ def test_a_route_keeps_the_body_limit_when_uploads_are_on(make_server: Any, root
     assert (root / "file.bin").read_bytes() == b"z" * 100_000
 
 
+def test_put_creates_with_201_and_replaces_with_204(make_server: Any, root: Any) -> None:
+    """RFC 9110 9.3.4: 201 Created only when the target did not exist; replacing an existing
+    file answers 204 No Content (no body), and the file then holds the new content. An upload
+    by POST to an existing name is answered the same way (nothing was created)."""
+    srv = make_server(root=root, uploads=True)
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=20)
+    answers = []
+    for method, body in (("PUT", b"first"), ("PUT", b"second, longer"), ("POST", b"third")):
+        conn.request(method, "/new.txt", body=body)
+        resp = conn.getresponse()
+        answers.append((resp.status, resp.read(), resp.getheader("Content-Length")))
+        assert (root / "new.txt").read_bytes() == body
+    conn.request("POST", "/other.txt", body=b"x")
+    resp = conn.getresponse()
+    answers.append((resp.status, resp.read(), resp.getheader("Content-Length")))
+    conn.close()
+    assert answers == [
+        (201, b"created\n", "8"),
+        (204, b"", None),
+        (204, b"", None),
+        (201, b"created\n", "8"),
+    ]
+    assert not [p for p in os.listdir(root) if ".part-" in p]
+
+
+def test_an_empty_put_stores_an_empty_file(make_server: Any, root: Any) -> None:
+    """A PUT with no body stores an empty file (201 when new, 204 when it replaced one)."""
+    srv = make_server(root=root, uploads=True)
+    (root / "full.txt").write_bytes(b"old content")
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=20)
+    answers = []
+    for target in ("/empty.txt", "/empty.txt", "/full.txt"):
+        conn.request("PUT", target, body=b"")
+        resp = conn.getresponse()
+        answers.append((resp.status, resp.read()))
+    conn.close()
+    assert answers == [(201, b"created\n"), (204, b""), (204, b"")]
+    assert (root / "empty.txt").read_bytes() == b""
+    assert (root / "full.txt").read_bytes() == b""
+    assert not [p for p in os.listdir(root) if ".part-" in p]
+
+
 def test_upload_cut_short_leaves_no_file(make_server: Any, root: Any) -> None:
     srv = make_server(root=root, uploads=True)
     with connect(srv.port) as sock:

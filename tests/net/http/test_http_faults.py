@@ -161,3 +161,106 @@ def test_a_route_that_raises_is_answered_500_and_closed_gracefully(make_server: 
     assert served(srv.port)
     assert errors == [ValueError, ValueError]
     assert srv.call(srv.http.metrics)["errors_total"] >= 2
+
+
+def _read_to_eof(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    """Everything the server sends until its FIN; a reset (ConnectionResetError) or no end
+    within ``timeout`` fails the test."""
+    sock.settimeout(timeout)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def _head_of(reply: bytes) -> tuple[bytes, bytes]:
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return head.lower(), body
+
+
+def test_an_idle_keep_alive_connection_is_closed_gracefully(make_server: Any) -> None:
+    """RFC 9112 9.5: between requests the server may close an idle connection, with a FIN: the
+    client's next read is a clean EOF, not a reset (which could destroy data in flight)."""
+    srv = make_server(idle_timeout=0.3, sweep_interval=0.05)
+    with connect(srv.port) as sock:
+        sock.sendall(GET)
+        f = sock.makefile("rb")
+        assert read_response(f)[2] == b"Hello, World!"
+        f.close()
+        start = time.monotonic()
+        assert _read_to_eof(sock) == b""
+        assert 0.2 < time.monotonic() - start < 3
+    wait_until(lambda: live_connections(srv) == 0)
+    assert srv.call(srv.http.metrics)["timeouts_total"] >= 1
+
+
+def test_a_head_not_finished_in_time_gets_a_408(make_server: Any) -> None:
+    """RFC 9110 15.5.9: a request head that is not whole within ``header_timeout`` is answered
+    ``408 Request Timeout`` with ``Connection: close`` (no body for a HEAD), then a FIN."""
+    srv = make_server(header_timeout=0.3, sweep_interval=0.05)
+    for partial, with_body in ((b"GET /test HTTP/1.1\r\nHo", True), (b"HEAD /test HTT", False)):
+        with connect(srv.port) as sock:
+            sock.sendall(partial)
+            start = time.monotonic()
+            reply = _read_to_eof(sock)
+            assert time.monotonic() - start < 3
+        head, body = _head_of(reply)
+        assert head.startswith(b"http/1.1 408 request timeout\r\n")
+        assert b"\r\nconnection: close" in head
+        assert (body == b"408 request timeout\n") if with_body else body == b""
+    metrics = srv.call(srv.http.metrics)
+    assert metrics["timeouts_total"] >= 2
+    assert metrics["errors_total"] >= 2
+    assert served(srv.port)
+
+
+def test_a_body_not_finished_in_time_gets_a_408(make_server: Any) -> None:
+    """A request whose body stops coming is incomplete too: past the idle limit it is answered
+    408 with ``Connection: close`` and the connection ends with a FIN."""
+    srv = make_server(idle_timeout=0.3, sweep_interval=0.05)
+    srv.http.route("/echo", lambda req: Response(body=req.body))
+    with connect(srv.port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+        head, _ = _head_of(_read_to_eof(sock))
+    assert head.startswith(b"http/1.1 408 ")
+    assert b"\r\nconnection: close" in head
+    wait_until(lambda: live_connections(srv) == 0)
+
+
+def test_a_peer_that_never_reads_is_still_reset_when_idle(make_server: Any) -> None:
+    """A graceful close would wait on output the peer never reads: such a connection is
+    aborted (RST) at its first timeout, in bounded time, and counted once."""
+    big = b"z" * (8 << 20)
+    srv = make_server(idle_timeout=0.3, sweep_interval=0.05)
+    srv.http.route("/big", lambda req: Response(body=big))
+    hog = socket.socket()
+    hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    hog.connect(("127.0.0.1", srv.port))
+    try:
+        hog.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_until(lambda: max(srv.call(lambda: [c.queued for c in srv.http.tcp.connections])
+                               or [0]) > 0)  # fmt: skip
+        start = time.monotonic()
+        wait_until(lambda: live_connections(srv) == 0)
+        assert time.monotonic() - start < 5
+        # aborted by its first timeout: not closed gracefully first, then aborted by a second
+        assert srv.call(srv.http.metrics)["timeouts_total"] == 1
+    finally:
+        hog.close()
+
+
+def test_a_lingering_close_is_bounded_by_linger_not_by_the_idle_limit(make_server: Any) -> None:
+    """After the FIN of an idle close the server lingers (discarding input) until the client's
+    EOF or ``linger`` seconds, however short ``idle_timeout`` is; then it ends the connection."""
+    srv = make_server(idle_timeout=0.3, sweep_interval=0.05)
+    with connect(srv.port) as sock:
+        sock.sendall(GET)
+        f = sock.makefile("rb")
+        assert read_response(f)[2] == b"Hello, World!"
+        f.close()
+        assert _read_to_eof(sock) == b""  # the FIN; the client does not close yet
+        linger = srv.call(lambda: [c.linger for c in srv.http.tcp.connections])
+        assert linger == [2.0]
+        time.sleep(0.6)  # twice the idle limit: still lingering
+        assert live_connections(srv) == 1
+        wait_until(lambda: live_connections(srv) == 0, timeout=5)

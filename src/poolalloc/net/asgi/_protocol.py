@@ -590,7 +590,9 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
 
         One timer per connection, not one per request: going idle only stamps the time, and
         a timer that fires early (the connection was busy meanwhile) re-arms for what is left.
-        A head that trickles in does not reset the stamp, so it must be whole in that time.
+        A head that trickles in does not reset the stamp, so it must be whole in that time,
+        or it is answered ``408 Request Timeout`` with ``Connection: close``; an idle
+        connection is closed gracefully (a FIN: the asyncio transport's ``close``).
         """
         if self.state.closing:
             self._close()
@@ -613,8 +615,10 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         left = self._idle_since + self.state.keep_alive_timeout - self.loop.time()
         if left > 0:
             self._idle_handle = self.loop.call_later(left, self._idle_check)
+        elif self._pending:  # a head begun and not finished in time (RFC 9110 15.5.9)
+            self._fail(HttpError(408, "Request Timeout"))
         else:
-            self._close()
+            self._close()  # idle between requests: a FIN (RFC 9112 9.5)
 
     def _fail(self, exc: HttpError) -> None:
         if self.transport is not None and (self.cycle is None or not self.cycle.started):

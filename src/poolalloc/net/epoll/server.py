@@ -13,9 +13,14 @@ edges that arrived while paused are gone.
 
 Timeouts
 --------
-One periodic sweep (every ``sweep_interval`` seconds) closes connections whose
+One periodic sweep (every ``sweep_interval`` seconds) ends connections whose
 ``deadline`` passed (protocols set it, e.g. the HTTP header-read timeout) or that were idle
 for ``idle_timeout``. Per-request work is one float store, with no timer per connection.
+Each is ended by its ``timed_out``: a protocol that opts in closes it gracefully (the HTTP
+server closes an idle keep-alive connection with a FIN, and answers an unfinished request
+``408``); anything else, a connection whose queued output the peer does not read, and one
+whose graceful close outlived its ``linger`` time are aborted (RST). A lingering connection
+is bounded by its linger deadline alone, not by the idle limit.
 """
 
 from __future__ import annotations
@@ -251,9 +256,14 @@ class TcpServer:
         now = self.reactor.now
         idle_limit = now - self.idle_timeout
         for conn in list(self.connections):
-            if (conn.deadline and now > conn.deadline) or conn.last_active < idle_limit:
+            if (conn.deadline and now > conn.deadline) or (
+                conn.last_active < idle_limit and not conn._lingering
+            ):
                 self.totals["timeouts_total"] += 1
-                conn.timed_out()
+                try:
+                    conn.timed_out()
+                except Exception as exc:  # a protocol's hook raised: the sweep goes on
+                    self.reactor.report(exc, conn)
         if not self._closed:
             self._sweeper = self.reactor.call_later(self.sweep_interval, self._sweep)
 

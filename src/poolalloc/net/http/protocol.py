@@ -27,6 +27,11 @@ A paused client never pins pool memory, however many of them there are.
 
 Any :class:`HttpError` is answered with its status, ``Connection: close``, and a graceful
 close, so the client reads the error before the connection goes.
+
+Timeouts (:meth:`HttpProtocol.timed_out`, called by the server's sweep): a request not
+received whole in time (its head within ``header_timeout``, or a body that stopped for the
+idle limit) is answered ``408 Request Timeout`` the same way; an idle keep-alive connection is
+closed with a FIN. A connection whose output the client is not reading is still aborted.
 """
 
 from __future__ import annotations
@@ -196,10 +201,7 @@ class HttpProtocol:
                 else:
                     pos = self._read_chunked(view, pos, nbytes)
         except HttpError as exc:
-            method = exc.method or (self._req.method if self._req else None)
-            if method is None and self._partial is not None and self._partial[:5] == b"HEAD ":
-                method = "HEAD"  # e.g. a 431 for a HEAD request whose head never ended
-            self.fail(exc.status, str(exc), method)
+            self.fail(exc.status, str(exc), self._failing_method(exc.method))
             return False
         if pos < nbytes and conn.paused and not (conn.closing or conn.closed):
             # Too much output is queued: the rest of this read (pipelined requests) waits
@@ -228,6 +230,32 @@ class HttpProtocol:
             self._sink.abort()
             self._sink = None
         return False
+
+    def timed_out(self) -> bool:
+        """The connection's deadline or idle limit passed (nothing is queued to send): an
+        unfinished request (head or body) is answered ``408`` with ``Connection: close``,
+        an idle keep-alive connection is just closed; both gracefully (RFC 9110 15.5.9,
+        RFC 9112 9.5). Returns True: the connection is closing.
+
+        Example:
+            >>> proto.timed_out()  # doctest: +SKIP
+            True
+        """
+        conn = self._transport
+        assert conn is not None
+        if self._state == _HEAD and self._partial is None:
+            conn.close()  # between requests: a FIN, the client retries on a new connection
+            return True
+        self.fail(408, "request timeout", self._failing_method(None))
+        return True
+
+    def _failing_method(self, method: str | None) -> str | None:
+        """The method of the request an error answers, when known (its answer to a ``HEAD``
+        has no body): ``method``, the request being read, or a head that never ended."""
+        method = method or (self._req.method if self._req else None)
+        if method is None and self._partial is not None and self._partial[:5] == b"HEAD ":
+            method = "HEAD"  # e.g. a 431 or 408 for a HEAD request whose head never ended
+        return method
 
     def connection_lost(self, exc: BaseException | None) -> None:
         """Drop any half-received body; the connection releases its own buffers."""

@@ -9,8 +9,9 @@
   ``/dir/`` (301), which serves ``dir/index.html``.
 * File-transfer mode (``uploads=True``): ``PUT``/``POST`` to a path under ``root`` streams the
   body from the pooled read buffers into ``<name>.part-*`` and renames it into place when
-  complete (a half-sent upload never appears under its name). Disk writes are synchronous in
-  the loop: fine for local disks, not for network filesystems.
+  complete (a half-sent upload never appears under its name). The answer is ``201 Created``
+  when the name was new, ``204 No Content`` when an existing file was replaced. Disk writes
+  are synchronous in the loop: fine for local disks, not for network filesystems.
 * Static responses: ``server.route("/path", Response(...))`` answers every request for the path
   with the same response; keep-alive ``GET`` requests for it take the protocol's fast path
   (the encoded answer is looked up by the request's exact head bytes and written at once).
@@ -74,6 +75,8 @@ class Response:
 
 
 _HELLO = Response(body=b"Hello, World!")
+_CREATED = Response(201, b"created\n")
+_REPLACED = Response(204)
 
 
 Handler = Callable[[Request], Response]
@@ -97,15 +100,22 @@ class _MemorySink:
 
 
 class _FileSink:
-    """An upload being written straight from pooled read buffers; renamed when complete."""
+    """An upload being written straight from pooled read buffers; renamed when complete.
 
-    __slots__ = ("fd", "final", "part", "written")
+    ``created`` says afterwards whether the name was new (201) or an existing file was
+    replaced (204, RFC 9110 9.3.4); ``done`` is called with the sink once it is in place.
+    """
 
-    def __init__(self, final: str) -> None:
-        self.final = final
+    __slots__ = ("created", "done", "fd", "final", "part", "req", "written")
+
+    def __init__(
+        self, final: str, req: Request, done: Callable[[_FileSink], None] | None = None
+    ) -> None:
+        self.final, self.req, self.done = final, req, done
         self.part = f"{final}.part-{os.getpid()}-{next(_part_ids)}"
         self.fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         self.written = 0
+        self.created = False
 
     def write(self, data: memoryview) -> None:
         try:
@@ -120,10 +130,12 @@ class _FileSink:
         fd, self.fd = self.fd, -1
         os.close(fd)
         try:
-            os.replace(self.part, self.final)
+            self.created = _put_in_place(self.part, self.final)
         except OSError as exc:  # e.g. the name is a directory
             os.unlink(self.part)
             raise HttpError(409, "cannot store under that name") from exc
+        if self.done is not None:
+            self.done(self)
 
     def abort(self) -> None:
         if self.fd >= 0:
@@ -131,6 +143,27 @@ class _FileSink:
             self.fd = -1
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.part)
+
+
+def _put_in_place(part: str, final: str) -> bool:
+    """Move the complete file ``part`` to ``final``; True when ``final`` did not exist before.
+
+    Decided at the moment the name is taken, not when the upload began (another writer may
+    create or remove the name meanwhile): a hard link claims a new name atomically, so of two
+    uploads racing for one new name exactly one is told it created it. Where links are refused
+    (some filesystems), a look just before the rename decides.
+    """
+    try:
+        os.link(part, final)
+    except FileExistsError:
+        os.replace(part, final)
+        return False
+    except OSError:
+        created = not os.path.lexists(final)
+        os.replace(part, final)
+        return created
+    os.unlink(part)
+    return True
 
 
 class HttpServer:
@@ -178,6 +211,8 @@ class HttpServer:
         )
         self._date = b""
         self._date_timer: Any = None
+        #: The upload just put in place (its sink), for the finish() that answers it.
+        self._stored: _FileSink | None = None
         self.route("/test", _HELLO)
 
     @property
@@ -257,12 +292,19 @@ class HttpServer:
         if req.path in self.routes:
             return _MemorySink(req)
         if self._is_upload(req):
-            try:
-                return _FileSink(self._resolve(req.path, for_write=True))
-            except OSError as exc:
-                status = 409 if isinstance(exc, IsADirectoryError) else 404
-                raise HttpError(status, exc.strerror or "", req.method) from exc
+            return self._open_upload(req)
         return None
+
+    def _open_upload(self, req: Request) -> _FileSink:
+        try:
+            return _FileSink(self._resolve(req.path, for_write=True), req, self._upload_stored)
+        except OSError as exc:
+            status = 409 if isinstance(exc, IsADirectoryError) else 404
+            raise HttpError(status, exc.strerror or "", req.method) from exc
+
+    def _upload_stored(self, sink: _FileSink) -> None:
+        # The protocol calls finish() for this request right after the sink's close().
+        self._stored = sink
 
     def finish(self, proto: HttpProtocol, req: Request) -> None:
         """The request is complete: answer it."""
@@ -291,7 +333,13 @@ class HttpServer:
                     return
                 self._send(proto, req, resp)
             elif self._is_upload(req):
-                self._send(proto, req, Response(201, b"created\n"))
+                sink, self._stored = self._stored, None
+                if sink is None or sink.req is not req:  # no body: an empty file, stored now
+                    sink = self._open_upload(req)
+                    sink.close()
+                    self._stored = None
+                # RFC 9110 9.3.4: 201 only for a new resource; a replaced one has no content
+                self._send(proto, req, _CREATED if sink.created else _REPLACED)
             elif self.root is not None and req.method in ("GET", "HEAD"):
                 self._send_file(proto, req)
             elif self.root is not None:
@@ -326,6 +374,8 @@ class HttpServer:
             self._date,
             b"\r\n",
         ]
+        if status == 204:  # RFC 9110 8.6: no Content-Length (a MUST NOT), no content at all
+            length = content_type = None
         if content_type is not None:  # a 304 carries no content metadata
             parts += (b"Content-Type: ", content_type.encode("latin-1"), b"\r\n")
         if length is not None:
@@ -349,7 +399,7 @@ class HttpServer:
             keep_alive=keep,
             http10=req.version[1] == 0,
         )
-        if req.method == "HEAD":
+        if req.method == "HEAD" or resp.status == 204:  # a 204 never has content
             proto.send(head, status=resp.status, close=not keep)
             return
         wire = head + resp.body
