@@ -2,8 +2,9 @@
 
 poolalloc._lease (the Buffer lease type) is a small CPython-API extension beside it. It does not
 link the core: it calls the core through the pa_api_t table whose address poolalloc._ffi hands it
-at import, so the core's globals exist once. poolalloc.net.uring._complete (the io_uring
-Proactor's walk of a completion batch) is another, linking nothing of ours either.
+at import, so the core's globals exist once. poolalloc.net.uring._fastpath (the io_uring
+engine's per-request paths: the walk of a completion batch, the copied-send call) is another,
+linking nothing of ours either.
 
 The build also writes poolalloc/_build_info.py (the flags it compiled with) for `poolalloc info`.
 
@@ -42,9 +43,10 @@ lease = Extension(
     extra_link_args=link_args(),
 )
 
-completions = Extension(
-    "poolalloc.net.uring._complete",
-    sources=["native/uring/complete.c"],
+fastpath = Extension(
+    "poolalloc.net.uring._fastpath",
+    sources=[f"native/uring/{name}.c" for name in ("fastpath", "walk", "csender")],
+    depends=["native/uring/fastpath.h"],
     extra_compile_args=compile_args(),
     extra_link_args=link_args(),
 )
@@ -86,6 +88,6 @@ class BuildPyWithInfo(build_py):
 
 setup(
     cffi_modules=["native/ffi/build_ffi.py:ffibuilder"],
-    ext_modules=[lease, completions],
+    ext_modules=[lease, fastpath],
     cmdclass={"build": FreshBuild, "build_ext": CheckedBuildExt, "build_py": BuildPyWithInfo},
 )

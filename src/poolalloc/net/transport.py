@@ -282,7 +282,7 @@ class BaseConnection(Generic[LoopT]):
     """
 
     # What a receive reads and writes, as slots: loads at fixed offsets, for the bytecode and
-    # for the io_uring batch walk in C (poolalloc.net.uring._complete), which reads them by
+    # for the io_uring batch walk in C (poolalloc.net.uring._fastpath), which reads them by
     # their member descriptors. The rest stays in the instance dict.
     __slots__ = (
         "__dict__", "__weakref__", "_lingering", "bytes_in", "closed", "last_active", "paused",

@@ -107,6 +107,33 @@ def test_copied_sends_decline_what_they_must_not_take() -> None:
         b.close()
 
 
+def test_the_direct_copied_send_call_checks_what_it_is_given() -> None:
+    # csend_raw calls the C function straight (no cffi conversion): it must refuse what cffi
+    # refused, and never read past the bytes it was given.
+    ring = Ring(16)
+    a, b = socket.socketpair()
+    try:
+        fd = a.fileno()
+        for not_bytes in (bytearray(b"abc"), memoryview(b"abc"), "abc"):
+            with pytest.raises(TypeError, match="data must be bytes"):
+                ring.csend_raw(fd, not_bytes, 3, 1)  # type: ignore[arg-type]
+        for bad_n in (4, -1):
+            with pytest.raises(ValueError, match="n not within data"):
+                ring.csend_raw(fd, b"abc", bad_n, 1)
+        with pytest.raises(TypeError, match="4 positional arguments"):
+            ring.csend_raw(fd, b"abc", 3)  # type: ignore[call-arg]
+        assert ring.csend_raw(-1, b"abc", 3, 1) == errno.EBADF
+        assert ring.csend_raw(fd, b"abc", 0, 1) == errno.EINVAL
+        assert ring.csend_raw(fd, b"hello world", 5, 1) == 0  # n, not len(data), is sent
+        list(ring.enter(0, 0))
+        assert recv_exactly(b, 5) == b"hello"
+    finally:
+        ring.close()
+        a.close()
+        b.close()
+    assert ring.csend_raw(fd, b"abc", 3, 1) == errno.EBADF  # closed: nothing reaches C
+
+
 def test_copied_send_failure_reaches_python_once() -> None:
     ring = Ring(16)
     a, b = socket.socketpair()

@@ -7,8 +7,9 @@ Reactor whose wait is ``io_uring_enter``); never ``poolalloc.net.http`` or the C
 * ``ring.py``: the ring bindings (submission, completion, probe) over ``poolalloc._ffi``.
 * ``_buffers.py``: provided-buffer rings fed with ``BufferPool`` leases.
 * ``proactor.py``: the loop: completions dispatched to their owners, flushes, fallbacks.
-* ``_complete`` (C, ``native/uring/complete.c``): the walk of a batch of completions, the
-  common receive handed to its protocol without Python frames of the engine's own.
+* ``_fastpath`` (C, ``native/uring/``): the walk of a batch of completions (the common
+  receive handed to its protocol without Python frames of the engine's own) and the call
+  that hands small writes to the ring's copied sends.
 * ``connection.py``: multishot receive, one send in flight, splice for files.
 * ``server.py``: multishot accept into pooled connections.
 

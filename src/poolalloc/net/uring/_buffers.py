@@ -266,7 +266,7 @@ class PoolRing:
                         self._back(bid)
 
     # The ends of a lend that are not the common one, shared with the batch walk in C
-    # (poolalloc.net.uring._complete), which takes the common receive without this method.
+    # (poolalloc.net.uring._fastpath), which takes the common receive without this method.
     def _lent_kept(self, lent: _Slice, bid: int) -> None:
         """The protocol kept the lent slice: it is an ordinary slice, released by its holder."""
         lent._owner = self

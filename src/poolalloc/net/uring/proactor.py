@@ -91,9 +91,9 @@ from typing import Any, Protocol
 from poolalloc._lease import ViewLeaseBase, window_view
 from poolalloc.net.epoll.connection import ReadPool
 from poolalloc.net.epoll.reactor import Reactor
-from poolalloc.net.uring import _complete
+from poolalloc.net.uring import _fastpath
 from poolalloc.net.uring._buffers import _RELEASED, PoolRing
-from poolalloc.net.uring._complete import complete
+from poolalloc.net.uring._fastpath import complete
 from poolalloc.net.uring.connection import UringConnection
 from poolalloc.net.uring.ring import CQE_F_BUF_MORE, CQE_F_MORE, ProbeResult, Ring, probe
 from poolalloc.net.uring.server import UringTcpServer
@@ -108,7 +108,7 @@ _KIND_BITS = 8
 _STRANDED: list[Any] = []
 _EPOLL_TOKEN = 1
 # what the batch walk in C needs to take the common receive as the Python path would
-_complete.setup(
+_fastpath.setup(
     window_view, _RELEASED, CQE_F_BUF_MORE, UringConnection._on_recv, UringConnection, PoolRing,
     ViewLeaseBase,
 )  # fmt: skip

@@ -14,7 +14,6 @@ Example:
 from __future__ import annotations
 
 import errno
-import functools
 import os
 import struct
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ from typing import Any
 from poolalloc._ffi import uring_ffi as ffi
 from poolalloc._ffi import uring_lib as lib
 from poolalloc.errors import check_rc
+from poolalloc.net.uring._fastpath import CopySender
 
 __all__ = [
     "CQE_BUFFER_SHIFT",
@@ -153,9 +153,11 @@ class Ring:
         self._n: Any = ffi.new("unsigned *")
         self._busy: Any = ffi.new("int *")
         #: ``csend_raw(fd, data, len(data), ud) -> errno``: :meth:`csend` without a Python frame
-        #: or an exception, for the write path (any nonzero code: send it the ordinary way)
-        self.csend_raw: Callable[[int, bytes, int, int], int] = functools.partial(
-            lib.pa_uring_csend, self._ring
+        #: or an exception, for the write path (any nonzero code: send it the ordinary way);
+        #: a direct call into the C function (``_fastpath.CopySender``), not one through cffi
+        self.csend_raw: Callable[[int, bytes, int, int], int] = CopySender(
+            int(ffi.cast("uintptr_t", ffi.addressof(lib, "pa_uring_csend"))),
+            int(ffi.cast("uintptr_t", self._ring)),
         )
         self.setup_flags = int(lib.pa_uring_setup_flags(self._ring))
         self.fd = int(lib.pa_uring_fd(self._ring))
@@ -308,7 +310,7 @@ class Ring:
     def close(self) -> None:
         """Tear the ring down (idempotent); buffer rings must be closed first."""
         if self._ring is not None:
-            self.csend_raw = _closed_csend  # the partial holds the pointer freed below
+            self.csend_raw = _closed_csend  # the CopySender holds the pointer freed below
             self._cq_mem.release()
             lib.pa_uring_destroy(self._ring)
             self._ring = None

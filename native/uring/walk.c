@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* --- complete.c: the io_uring Proactor's completion batch, walked in C --------------------------
+/* --- walk.c: the io_uring Proactor's completion batch, walked in C ------------------------------
  *
- * poolalloc.net.uring._complete.complete() walks the completions one io_uring_enter reaped.
+ * poolalloc.net.uring._fastpath.complete() walks the completions one io_uring_enter reaped.
  * Most of them, in a server, are a multishot receive's bytes landing in an incremental buffer
  * ring (IOU_PBUF_RING_INC) for an open connection whose protocol keeps nothing: the bytes go to
  * protocol.buffer_received as the ring's one reusable slice (PoolRing._lent), shown through a
@@ -31,8 +31,8 @@
  * protocol (the slice is the protocol's then: it may hold it), ends the walk with the
  * completions not yet handled appended to `rest` as (ud, res, flags), for the next pass.
  * ------------------------------------------------------------------------------------------- */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "fastpath.h"
+
 #include <stdint.h>
 #include <string.h>
 #include <structmember.h>
@@ -302,7 +302,7 @@ done:
   return rc;
 }
 
-static PyObject *complete(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+PyObject *fastpath_complete(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
   (void)module;
   if (nargs != 6) {
     PyErr_Format(PyExc_TypeError, "complete() takes 6 arguments (%zd given)", nargs);
@@ -389,7 +389,7 @@ static int member_offset(PyObject *descr, const char *name, Py_ssize_t *out) {
   return 0;
 }
 
-static PyObject *setup(PyObject *module, PyObject *args) {
+PyObject *fastpath_setup(PyObject *module, PyObject *args) {
   (void)module;
   PyObject *fn, *released, *handler, *ctype, *rtype, *ltype;
   unsigned int buf_more;
@@ -416,28 +416,9 @@ static PyObject *setup(PyObject *module, PyObject *args) {
   Py_RETURN_NONE;
 }
 
-static PyMethodDef methods[] = {
-    {"complete", (PyCFunction)(void (*)(void))complete, METH_FASTCALL,
-     "complete(cqes, targets, handle_one, failed, rest, now) -> int\n\n"
-     "Walk a batch of completions: the common receive in C, the rest through handle_one."},
-    {"setup", setup, METH_VARARGS,
-     "setup(window_view, released, CQE_F_BUF_MORE, recv_handler, connection_class, "
-     "ring_class, lease_class): what the walk needs."},
-    {NULL, NULL, 0, NULL},
-};
-
-static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "poolalloc.net.uring._complete",
-    "The io_uring Proactor's completion batch, walked in C (see complete.c).", -1, methods,
-    NULL, NULL, NULL, NULL,
-};
-
-#define INTERN(var, text)                                    \
-  do {                                                       \
-    if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL; \
-  } while (0)
-
-PyMODINIT_FUNC PyInit__complete(void) {
+int fastpath_walk_init(void) {
+#define INTERN(var, text) \
+  if ((var = PyUnicode_InternFromString(text)) == NULL) return -1
   INTERN(s_handlers, "handlers");
   INTERN(s_incremental, "incremental");
   INTERN(s_addresses, "_addresses");
@@ -449,5 +430,6 @@ PyMODINIT_FUNC PyInit__complete(void) {
   INTERN(s_lent_kept, "_lent_kept");
   INTERN(s_lent_outlived, "_lent_outlived");
   INTERN(s_back, "_back");
-  return PyModule_Create(&module_def);
+#undef INTERN
+  return 0;
 }
