@@ -10,6 +10,15 @@ way strace does) and, with ``--strace``, prints ``strace -c -f`` tables for the 
 
     python bench/bench_uring.py --rounds 3 --duration 3 --conns 100,1000 --syscalls
 
+An engine written ``NAME@base`` runs the installed package found in ``--baseline DIR`` (put first
+on ``PYTHONPATH``; e.g. ``pip install --no-deps --target DIR`` of an earlier tree), so a change
+and the code before it alternate in the same rounds:
+
+    python bench/bench_uring.py --engines epoll,uring,uring@base --baseline /tmp/base-site
+
+After each table: the per-round ratios of CPU per request against the first engine, median
+(min-max) over the rounds (a round's servers run back to back, so they share its noise).
+
 The server side (run by the bench itself): ``python bench/bench_uring.py --serve ENGINE PORT``.
 """
 
@@ -30,6 +39,7 @@ import time
 from _serverproc import cpu_split, wait_listening
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+BASELINE = [""]  # --baseline: where NAME@base engines import poolalloc from
 NGINX_CONF = """
 worker_processes 1; worker_rlimit_nofile 20000; daemon off; master_process off;
 error_log /dev/null; pid {tmp}/nginx.pid;
@@ -64,6 +74,10 @@ def free_port() -> int:
 
 
 def start_server(engine: str, port: int, tmp: str) -> subprocess.Popen[bytes]:
+    engine, _, base = engine.partition("@")
+    env = dict(os.environ)
+    if base:
+        env["PYTHONPATH"] = BASELINE[0]
     if engine == "nginx":
         conf = os.path.join(tmp, "nginx.conf")
         with open(conf, "w") as f:
@@ -71,7 +85,7 @@ def start_server(engine: str, port: int, tmp: str) -> subprocess.Popen[bytes]:
         cmd = ["taskset", "-c", "0", "nginx", "-c", conf, "-e", "/dev/null"]
     else:
         cmd = ["taskset", "-c", "0", sys.executable, __file__, "--serve", engine, str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)
     return wait_listening(proc, port, engine)
 
 
@@ -148,6 +162,21 @@ def summarize(name: str, runs: list[dict[str, float]]) -> str:
             f" | {cell('p99_ms', '.2f')} | {max(r['rss_mib'] for r in runs):.1f} |")  # fmt: skip
 
 
+def ratios(engines: list[str], results: dict[str, list[dict[str, float]]]) -> str:
+    """Per-round CPU-per-request ratios of each engine to the first, median (min-max)."""
+
+    def cpu(r: dict[str, float]) -> float:
+        return r["user_us"] + r["sys_us"]
+
+    first, lines = engines[0], []
+    for engine in engines[1:]:
+        rs = [cpu(a) / cpu(b) for a, b in zip(results[engine], results[first], strict=True)]
+        lines.append(
+            f"{engine} / {first}: {statistics.median(rs):.3f} ({min(rs):.3f}-{max(rs):.3f})"
+        )
+    return "\n".join(lines)
+
+
 def raise_fd_limit() -> None:
     """c=10000 needs more descriptors than the default soft limit (the hard limit is 20000)."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -164,7 +193,12 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--syscalls", action="store_true", help="count syscalls per request (perf)")
     ap.add_argument("--strace", action="store_true", help="print strace -c tables as well")
+    ap.add_argument("--baseline", help="site directory the NAME@base engines import from")
     args = ap.parse_args()
+    if args.baseline:
+        BASELINE[0] = os.path.abspath(args.baseline)
+    elif "@base" in args.engines:
+        ap.error("an engine NAME@base needs --baseline DIR")
     if args.serve:
         serve(args.serve[0], int(args.serve[1]))
         return
@@ -185,6 +219,7 @@ def main() -> None:
             print("|---|---|---|---|---|---|---|")
             for engine in engines:
                 print(summarize(engine, results[engine]))
+            print(ratios(engines, results))
             if args.syscalls:
                 for engine in engines:
                     print(syscall_run(engine, conns, min(args.duration, 2.0), tmp, False))

@@ -66,8 +66,11 @@ What does this mean for us?
     (``pa_uring_bufring_readd``) puts every such block back under its bid and publishes the
     ring. A protocol that keeps the lease takes it out of the ring as before.
 
-  What is left per request in Python: one receive completion (dispatch, the protocol's
-  ``buffer_received``) and one ``write`` that is a single C call.
+  A batch is walked in C (``poolalloc.net.uring._fastpath.complete``): the common receive (an
+  open connection's bytes in an incremental ring, its receive still armed) goes straight to
+  ``buffer_received`` as the ring's lent slice, every other completion to
+  :meth:`Proactor._complete_one`, the Python path. What is left per request in Python: the
+  protocol, and one ``write`` whose copied send is a direct C call.
 * A ``single_issuer`` ring enters the kernel by a registered ring fd
   (``IORING_REGISTER_RING_FDS``, :attr:`Ring.registered_index
   <poolalloc.net.uring.ring.Ring.registered_index>`), which spares the file-table lookup of
