@@ -466,11 +466,7 @@ class UringConnection(BaseConnection["Proactor"]):
             self.queue = None
             if owner is not None:
                 owner.release()
-            self._sent(res)
-            self.queued = 0
-            if self._output_paused and not self.closing:
-                self._output_paused = False
-                self.resume_reading()
+            self._account(res)  # all that was queued: queued is 0, an output pause ends
             if self.closing and not self._lingering:
                 self._linger()
             return
