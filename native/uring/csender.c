@@ -37,9 +37,11 @@ static PyObject *sender_call(CopySenderObject *s, PyObject *const *args, size_t 
     return NULL;
   }
   long fd = PyLong_AsLong(args[0]);
+  if (fd == -1 && PyErr_Occurred()) return NULL;
   Py_ssize_t n = PyLong_AsSsize_t(args[2]);
+  if (n == -1 && PyErr_Occurred()) return NULL;
   unsigned long long ud = PyLong_AsUnsignedLongLong(args[3]);
-  if (PyErr_Occurred()) return NULL;
+  if (ud == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
   if (fd < INT32_MIN || fd > INT32_MAX || n < 0 || n > PyBytes_GET_SIZE(args[1])) {
     PyErr_SetString(PyExc_ValueError, "CopySender: fd out of range, or n not within data");
     return NULL;

@@ -74,7 +74,7 @@ static void slot_set(PyObject *obj, int which, PyObject *value) {
 }
 
 static PyObject *s_handlers, *s_incremental, *s_addresses, *s_offsets, *s_refs, *s_in_kernel,
-    *s_buffer_received, *s_swap_view, *s_lent_kept, *s_lent_outlived, *s_back;
+    *s_buffer_received, *s_swap_view, *s_lent_kept, *s_lent_outlived, *s_back, *s_abort;
 
 /* What one walk remembers about the last type and ring it saw: a batch is mostly one kind of
  * connection on one ring. Strong references, dropped at the end of the walk. */
@@ -119,18 +119,17 @@ static int ring_is_fast(walk_t *w, PyObject *ring) {
   if (w->ring == ring) return w->addresses != NULL;
   ring_clear(w);
   w->ring = Py_NewRef(ring);
-  if (!PyObject_TypeCheck(ring, ring_type)) return 0;
+  if (!Py_IS_TYPE(ring, ring_type)) return 0; /* a subclass may receive its own way */
   PyObject *inc = PyObject_GetAttr(ring, s_incremental);
   Py_XDECREF(inc);
   if (inc != Py_True) {
     PyErr_Clear();
     return 0;
   }
-  w->addresses = PyObject_GetAttr(ring, s_addresses);
-  w->offsets = PyObject_GetAttr(ring, s_offsets);
-  w->refs = PyObject_GetAttr(ring, s_refs);
-  w->in_kernel = PyObject_GetAttr(ring, s_in_kernel);
-  if (w->addresses == NULL || w->offsets == NULL || w->refs == NULL || w->in_kernel == NULL ||
+  if ((w->addresses = PyObject_GetAttr(ring, s_addresses)) == NULL ||
+      (w->offsets = PyObject_GetAttr(ring, s_offsets)) == NULL ||
+      (w->refs = PyObject_GetAttr(ring, s_refs)) == NULL ||
+      (w->in_kernel = PyObject_GetAttr(ring, s_in_kernel)) == NULL ||
       !PyList_CheckExact(w->addresses) || !PyList_CheckExact(w->offsets) ||
       !PyList_CheckExact(w->refs) || !PyByteArray_CheckExact(w->in_kernel)) {
     PyErr_Clear();
@@ -210,6 +209,29 @@ static int save_rest(PyObject *rest, const cqe_t *cqes, Py_ssize_t from, Py_ssiz
   return 0;
 }
 
+/* An exception raised while handling `ev` (an Exception, owned): it takes ev's place with ev
+ * as its context. Returns the new one (owned, nothing set) when it is an Exception too, else
+ * NULL with it set; ev is released either way. */
+static PyObject *replaced(PyObject *ev) {
+  PyObject *et, *nv, *tb;
+  PyErr_Fetch(&et, &nv, &tb);
+  if (et == NULL) return ev; /* nothing raised after all */
+  PyErr_NormalizeException(&et, &nv, &tb);
+  if (tb != NULL && nv != NULL) PyException_SetTraceback(nv, tb);
+  if (nv != NULL && nv != ev) {
+    PyException_SetContext(nv, ev); /* steals ev */
+  } else {
+    Py_DECREF(ev);
+  }
+  if (nv != NULL && PyObject_TypeCheck(nv, (PyTypeObject *)PyExc_Exception)) {
+    Py_XDECREF(et);
+    Py_XDECREF(tb);
+    return nv;
+  }
+  PyErr_Restore(et, nv, tb);
+  return NULL;
+}
+
 /* The fast path for one completion. Returns 1 when handled, 0 when the Python path must take it
  * (nothing was changed then), -1 with an exception set when the walk must end. An Exception
  * raised once the completion is this path's (by the protocol, mostly) goes to `failed` as the
@@ -272,17 +294,26 @@ raised : {
   PyErr_NormalizeException(&et, &ev, &tb);
   if (tb != NULL && ev != NULL) PyException_SetTraceback(ev, tb);
   if (ev != NULL && PyObject_TypeCheck(ev, (PyTypeObject *)PyExc_Exception)) {
-    /* a protocol bug: the slice comes back, the loop reports it and aborts the connection */
-    if (lent_out && lent_returned(w, lent, bid) < 0) PyErr_Clear();
-    PyObject *fargs[2] = {ev, conn};
-    PyObject *r2 = PyObject_Vectorcall(failed, fargs, 2, NULL);
+    /* A protocol bug: the slice comes back, the connection is aborted, the loop reports it
+     * (PoolRing.receive's finally, then _on_recv's abort, then _complete_one's report). What
+     * raises on the way takes the place of the exception, chained to it, as in Python: an
+     * Exception is reported instead, anything else ends the walk. */
     Py_XDECREF(et);
-    Py_XDECREF(ev);
     Py_XDECREF(tb);
-    if (r2 == NULL) {
-      rc = -1;
+    if (lent_out && lent_returned(w, lent, bid) < 0) ev = replaced(ev);
+    if (ev != NULL) {
+      PyObject *r1 = PyObject_CallMethodOneArg(conn, s_abort, ev);
+      if (r1 == NULL) ev = replaced(ev);
+      Py_XDECREF(r1);
+    }
+    if (ev != NULL) {
+      PyObject *fargs[2] = {ev, conn};
+      PyObject *r2 = PyObject_Vectorcall(failed, fargs, 2, NULL);
+      Py_DECREF(ev);
+      if (r2 == NULL) rc = -1;
+      Py_XDECREF(r2);
     } else {
-      Py_DECREF(r2);
+      rc = -1; /* a BaseException replaced it: set, it ends the walk */
     }
   } else {
     /* KeyboardInterrupt, SystemExit: the protocol may hold the slice, so it keeps it */
@@ -430,6 +461,7 @@ int fastpath_walk_init(void) {
   INTERN(s_lent_kept, "_lent_kept");
   INTERN(s_lent_outlived, "_lent_outlived");
   INTERN(s_back, "_back");
+  INTERN(s_abort, "abort");
 #undef INTERN
   return 0;
 }

@@ -249,6 +249,29 @@ def test_a_peer_that_never_reads_is_still_reset_when_idle(make_server: Any) -> N
         hog.close()
 
 
+def test_a_peer_that_never_reads_small_answers_is_reset_at_its_first_timeout(
+    make_server: Any,
+) -> None:
+    """The same with answers small enough that the io_uring engine copies them and sends them
+    in C: bytes the peer has not taken count as output still to send there too."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # accepted sockets inherit
+    srv = make_server(sock=listener, idle_timeout=0.3, sweep_interval=0.05)
+    srv.http.route("/small", lambda req: Response(body=b"z" * 15000))
+    hog = socket.socket()
+    hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    hog.connect(("127.0.0.1", srv.port))
+    try:
+        hog.sendall(b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+        wait_until(lambda: live_connections(srv) == 1)
+        start = time.monotonic()
+        wait_until(lambda: live_connections(srv) == 0)
+        assert time.monotonic() - start < 5
+        assert srv.call(srv.http.metrics)["timeouts_total"] == 1
+    finally:
+        hog.close()
+
+
 def test_a_lingering_close_is_bounded_by_linger_not_by_the_idle_limit(make_server: Any) -> None:
     """After the FIN of an idle close the server lingers (discarding input) until the client's
     EOF or ``linger`` seconds, however short ``idle_timeout`` is; then it ends the connection."""

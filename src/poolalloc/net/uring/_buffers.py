@@ -128,7 +128,8 @@ class PoolRing:
         self._closed = False
         # incremental bookkeeping by bid: bytes the kernel filled so far, slices handed out and
         # not released, and whether the kernel may still fill the block (1 from staging until a
-        # completion without CQE_F_BUF_MORE)
+        # completion without CQE_F_BUF_MORE). These three lists and _addresses are changed in
+        # place, never rebound: the batch walk in C holds them for a whole walk.
         self._offsets = [0] * entries
         self._refs = [0] * entries
         self._in_kernel = bytearray(entries)
@@ -402,7 +403,7 @@ class PoolRing:
         for bid, lease in enumerate(self._leases):
             if lease is not None and not self._refs[bid]:
                 self._give_back(bid)
-        self._in_kernel = bytearray(self.entries)
+        self._in_kernel[:] = bytes(self.entries)  # in place: the C walk holds this object
         self.in_ring = 0
 
     def stats(self) -> dict[str, int]:

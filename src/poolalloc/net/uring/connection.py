@@ -596,9 +596,13 @@ class UringConnection(BaseConnection["Proactor"]):
         sending = self._sending  # identity checks: the markers are (distinct) empty lists
         if self.queue or not (sending is None or sending is _FLUSH_PENDING):
             return True
-        # close() asks: the ring's copied sends must be out before the shutdown
+        if sending is not None:
+            return False
         ud = self.token << 8 | CSENT
-        if sending is None and self.closing and self._ring.csend_busy(self.fd, ud):
+        if not self.closing:  # e.g. a timeout asks: copied bytes a peer has not taken count
+            return bool(self._ring.csend_busy(self.fd, ud, notify=False) == 1)
+        # close() asks: the ring's copied sends must be out before the shutdown
+        if self._ring.csend_busy(self.fd, ud):
             self._sending = _WAIT_COPIED  # _on_csent lingers once they are
             return True
         return False

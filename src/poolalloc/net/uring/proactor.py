@@ -359,8 +359,9 @@ class Proactor(Reactor):
             if token == _EPOLL_TOKEN:
                 self._on_epoll(flags)
             return  # a cancel's own completion, or a target already gone
+        owner: Any = type(target)  # the class's table, as the batch walk in C reads it
         try:
-            target.handlers[ud & 0xFF](target, res, flags)
+            owner.handlers[ud & 0xFF](target, res, flags)
         except Exception as exc:
             self._failed(exc, target)
 

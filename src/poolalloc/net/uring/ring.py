@@ -203,10 +203,10 @@ class Ring:
             check_rc(rc, "send")
         return int(rc)
 
-    def csend_busy(self, fd: int, ud: int) -> int:
-        """1 while copied sends of ``fd`` are in flight (then ``ud`` gets the event with
-        ``res`` 0 once they are all sent), ``-EPIPE`` after one failed, else 0."""
-        check_rc(lib.pa_uring_csend_busy(self._ring, fd, 1, ud, self._busy), "send")
+    def csend_busy(self, fd: int, ud: int, *, notify: bool = True) -> int:
+        """1 while copied sends of ``fd`` are in flight (then, with ``notify``, ``ud`` gets the
+        event with ``res`` 0 once they are all sent), ``-EPIPE`` after one failed, else 0."""
+        check_rc(lib.pa_uring_csend_busy(self._ring, fd, int(notify), ud, self._busy), "send")
         return int(self._busy[0])
 
     def csend_detach(self, fd: int) -> None:
