@@ -137,10 +137,9 @@ _ADDRESS_SPACE = 1 << 47
 
 
 @functools.cache
-def _memory_limit() -> int:
-    """The most bytes of blocks this process can hold at once: the machine's memory and swap,
-    or the address-space limit (``RLIMIT_AS``) when that is lower. A batch over it can never
-    be had, and finding that out block by block maps and touches memory for seconds first."""
+def _machine_memory() -> int:
+    """The machine's memory and swap, or the cgroup's memory limit when that is lower:
+    what no batch of blocks can be larger than. Read once: neither moves under a process."""
     limit = _ADDRESS_SPACE
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
@@ -148,6 +147,40 @@ def _memory_limit() -> int:
         limit = (int(fields["MemTotal"].split()[0]) + int(fields["SwapTotal"].split()[0])) * 1024
     except (OSError, KeyError, ValueError):  # no /proc: the address space bounds it alone
         pass
+    for cgroup_limit in _cgroup_limit_files():
+        try:
+            with open(cgroup_limit, encoding="ascii") as f:
+                text = f.read().strip()
+            if text != "max":
+                limit = min(limit, int(text))
+        except (OSError, ValueError):  # not there, or no limit
+            pass
+    return limit
+
+
+def _cgroup_limit_files() -> list[str]:
+    """The memory-limit files of this process's cgroup: v2 (``memory.max``) and v1
+    (``memory.limit_in_bytes``), where ``/proc/self/cgroup`` names them."""
+    files = []
+    try:
+        with open("/proc/self/cgroup", encoding="ascii") as f:
+            for line in f:
+                _, controllers, path = line.strip().split(":", 2)
+                if controllers == "":
+                    files.append(f"/sys/fs/cgroup{path}/memory.max")
+                elif "memory" in controllers.split(","):
+                    files.append(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+    except (OSError, ValueError):
+        pass
+    return files
+
+
+def _memory_limit() -> int:
+    """The most bytes of blocks this process can hold at once: :func:`_machine_memory`, or the
+    address-space limit (``RLIMIT_AS``, read each time: a process may lower it) when lower. A
+    batch over it can never be had, and finding that out block by block maps and touches
+    memory for seconds first."""
+    limit = _machine_memory()
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     if soft != resource.RLIM_INFINITY:
         limit = min(limit, soft)
@@ -548,10 +581,12 @@ class BufferPool(_LeasingPool):
                 "space holds",
                 errno.EOVERFLOW,
             )
-        if n * self.size > _memory_limit():
+        limit = _memory_limit()
+        if n * self.size > limit:
             raise PoolMemoryError(
                 f"acquire_many({n}): {n} blocks of {self.size} bytes are more than this "
-                f"machine's memory and swap ({_memory_limit()} bytes) can hold",
+                f"machine's memory and swap (or this process's memory limit, {limit} bytes) "
+                "can hold",
                 errno.ENOMEM,
             )
         try:

@@ -211,6 +211,40 @@ def test_a_head_not_finished_in_time_gets_a_408() -> None:
     assert 0.1 < waited < 3
 
 
+def test_a_head_begun_while_a_long_request_runs_gets_the_whole_timeout() -> None:
+    """A pipelined head that starts arriving near the end of a request longer than the
+    keep-alive timeout has that timeout from the end of the request, not from before it."""
+    import asyncio
+
+    from poolalloc.net.asgi import AsgiServer
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/slow":
+            await asyncio.sleep(0.7)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"2")]})  # fmt: skip
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def main() -> tuple[bytes, float]:
+        server = AsgiServer(app, "127.0.0.1", 0, keep_alive_timeout=0.4, lifespan="off")
+        await server.start()
+        reader, writer = await asyncio.open_connection(*server.address)
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.sleep(0.6)
+        writer.write(b"GET /fast HTTP/1.1\r\nHo")  # the next head begins, pipelined
+        await reader.readuntil(b"ok")
+        answered = time.monotonic()
+        rest = await asyncio.wait_for(reader.read(), 5)
+        waited = time.monotonic() - answered
+        writer.close()
+        await server.shutdown(1)
+        return rest, waited
+
+    rest, waited = asyncio.run(main())
+    assert rest.lower().startswith(b"http/1.1 408 ")
+    assert waited > 0.3  # the old stamp gave it what was left of the timeout before /slow
+
+
 def test_body_over_the_limit_is_a_413() -> None:
     import asyncio
 

@@ -473,6 +473,9 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             return
         used = self._start(buf, 0, len(buf))
         del buf[:used]
+        if self.cycle is None and self.transport is not None and not self.transport.is_closing():
+            self._arm_idle()  # a partial head: it has the keep-alive time from now, not from
+            # before the request that just ended
 
     def _start(self, buf: memoryview | bytearray, pos: int, end: int) -> int:
         """Parse a head at ``buf[pos:]`` and start its request; returns the bytes consumed."""
