@@ -47,6 +47,8 @@ __all__ = [
 ]
 
 _LINGER_RST = struct.pack("ii", 1, 0)
+#: reads a linger's end makes to drain the peer's input before it closes
+_LINGER_DRAIN_READS = 16
 
 
 class ReadPool(LeaseSource, Protocol):
@@ -170,7 +172,8 @@ class ConnectionProtocol(Protocol):
     keep-alive connection: the peer reads a FIN, not a reset); it must then have called
     ``close``. Without the method, or when it returns False, the connection is aborted (RST),
     as it always is when output is still queued (a graceful close would wait on a peer that
-    does not read) or a close's linger time passed.
+    does not read). A graceful close whose linger time passed is closed plainly, never reset:
+    the kernel still delivers what it holds for the peer.
 
     Example:
         >>> class Echo:
@@ -600,12 +603,16 @@ class BaseConnection(Generic[LoopT]):
     def timed_out(self) -> None:
         """Called by the server's sweep when ``deadline`` or the idle limit passed.
 
-        A closing connection (its output never drained, or its linger time passed) and one
-        with output queued are aborted; otherwise the protocol's optional ``timed_out`` may
-        end it gracefully (see :class:`ConnectionProtocol`), else it is aborted too.
+        A lingering connection (its linger time passed) is closed without a reset
+        (:meth:`_end_linger`); a closing one whose output never drained, and one with output
+        queued, are aborted; otherwise the protocol's optional ``timed_out`` may end it
+        gracefully (see :class:`ConnectionProtocol`), else it is aborted too.
         """
-        if self._lingering or self.closing:
-            self.abort(TimeoutError("linger timeout"))
+        if self._lingering:
+            self._end_linger()
+            return
+        if self.closing:  # its output never drained: the peer does not read it
+            self.abort(TimeoutError("close timed out"))
             return
         if not self._output_pending():
             hook = getattr(self.protocol, "timed_out", None)
@@ -618,6 +625,20 @@ class BaseConnection(Generic[LoopT]):
                 return
         if not self.closed:
             self.abort(TimeoutError("connection timed out"))
+
+    def _end_linger(self) -> None:
+        """The linger time is over and the peer has not closed: close without a reset. Our
+        FIN went out at the half-close; the kernel still delivers what it holds for the peer
+        before it (a slow reader of a ``Connection: close`` download gets all of it), which a
+        reset would throw away. What the peer sent meanwhile is read first (a bounded number
+        of reads): unread input at close makes the kernel reset after all."""
+        sock = self.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                for _ in range(_LINGER_DRAIN_READS):
+                    if not sock.recv(65536, socket.MSG_DONTWAIT):
+                        break
+        self._finish(None)
 
     def _finish(self, exc: BaseException | None) -> None:
         """Mark closed, free the queue, end with :meth:`_closed_notify` (the engine's half)."""

@@ -257,6 +257,40 @@ def test_put_creates_with_201_and_replaces_with_204(make_server: Any, root: Any)
     assert not [p for p in os.listdir(root) if ".part-" in p]
 
 
+def test_a_partial_put_is_refused_and_the_file_kept(make_server: Any, root: Any) -> None:
+    """RFC 9110 14.5: a server without partial PUT answers a PUT with Content-Range 400; the
+    fragment must not replace the whole file."""
+    srv = make_server(root=root, uploads=True)
+    (root / "doc.txt").write_bytes(b"0123456789")
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=20)
+    conn.request("PUT", "/doc.txt", body=b"HELLO", headers={"Content-Range": "bytes 0-4/10"})
+    resp = conn.getresponse()
+    assert resp.status == 400
+    assert b"Content-Range" in resp.read()
+    conn.close()
+    assert (root / "doc.txt").read_bytes() == b"0123456789"
+    assert not [p for p in os.listdir(root) if ".part-" in p]
+
+
+def test_request_targets_that_name_no_file_are_refused(make_server: Any, root: Any) -> None:
+    """A fragment (never part of a request target), a broken percent-escape and a name longer
+    than the file system takes are the client's errors, for reads and uploads alike; none of
+    them becomes a file of that literal name."""
+    srv = make_server(root=root, uploads=True)
+    before = sorted(os.listdir(root))
+    long_name = "/" + "n" * 300
+    cases = [("/f.txt#sec", 400), ("/%zz", 400), ("/ends%", 400), ("/%4", 400), (long_name, 414)]
+    for method in ("GET", "PUT"):
+        for target, status in cases:
+            with connect(srv.port) as sock:
+                sock.sendall(
+                    f"{method} {target} HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx".encode()
+                )
+                got = read_response(sock.makefile("rb"))[0]
+            assert got == status, (method, target)
+    assert sorted(os.listdir(root)) == before
+
+
 def test_an_empty_put_stores_an_empty_file(make_server: Any, root: Any) -> None:
     """A PUT with no body stores an empty file (201 when new, 204 when it replaced one)."""
     srv = make_server(root=root, uploads=True)

@@ -272,6 +272,32 @@ def test_a_peer_that_never_reads_small_answers_is_reset_at_its_first_timeout(
         hog.close()
 
 
+def test_a_slow_reader_of_a_closing_download_gets_all_of_it(make_server: Any) -> None:
+    """``Connection: close``: the server half-closes once the last bytes are handed to the
+    kernel and lingers for the client's EOF; a client still reading when the linger time runs
+    out must get the rest of the body and a FIN, not a reset that discards it."""
+    body = bytes(range(256)) * 4096  # 1 MiB
+    srv = make_server(sweep_interval=0.05)
+    srv.http.route("/big", lambda req: Response(body=body))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)  # most of it waits server-side
+    sock.connect(("127.0.0.1", srv.port))
+    try:
+        wait_until(lambda: live_connections(srv) == 1)
+        srv.call(lambda: [setattr(c, "linger", 0.2) for c in srv.http.tcp.connections])
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        sock.settimeout(5)
+        got = bytearray()
+        started = time.monotonic()
+        while chunk := sock.recv(16384):  # ~1.3 s at this pace: well past the linger time
+            got += chunk
+            time.sleep(0.02)
+        assert time.monotonic() - started > 0.5
+        assert got.partition(b"\r\n\r\n")[2] == body
+    finally:
+        sock.close()
+
+
 def test_a_lingering_close_is_bounded_by_linger_not_by_the_idle_limit(make_server: Any) -> None:
     """After the FIN of an idle close the server lingers (discarding input) until the client's
     EOF or ``linger`` seconds, however short ``idle_timeout`` is; then it ends the connection."""

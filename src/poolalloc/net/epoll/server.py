@@ -18,9 +18,10 @@ One periodic sweep (every ``sweep_interval`` seconds) ends connections whose
 for ``idle_timeout``. Per-request work is one float store, with no timer per connection.
 Each is ended by its ``timed_out``: a protocol that opts in closes it gracefully (the HTTP
 server closes an idle keep-alive connection with a FIN, and answers an unfinished request
-``408``); anything else, a connection whose queued output the peer does not read, and one
-whose graceful close outlived its ``linger`` time are aborted (RST). A lingering connection
-is bounded by its linger deadline alone, not by the idle limit.
+``408``); anything else, and a connection whose queued output the peer does not read, are
+aborted (RST). A graceful close that outlived its ``linger`` time is closed plainly (what the
+kernel holds for the peer still reaches it). A lingering connection is bounded by its linger
+deadline alone, not by the idle limit.
 """
 
 from __future__ import annotations

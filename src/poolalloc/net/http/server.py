@@ -36,6 +36,7 @@ import errno
 import http
 import itertools
 import os
+import re
 import stat
 import urllib.parse
 from collections.abc import Callable
@@ -72,6 +73,16 @@ class Response:
     body: bytes = b""
     content_type: str = "text/plain; charset=utf-8"
     headers: tuple[tuple[str, str], ...] = ()
+
+
+#: a "%" not followed by two hex digits: unquote would keep it as it is, a name no client meant
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _status_of(exc: OSError) -> int:
+    """The status for a file that could not be opened: a name longer than the file system
+    takes is the client's too-long target (414, as nginx answers), anything else not found."""
+    return 414 if exc.errno == errno.ENAMETOOLONG else 404
 
 
 _HELLO = Response(body=b"Hello, World!")
@@ -296,10 +307,14 @@ class HttpServer:
         return None
 
     def _open_upload(self, req: Request) -> _FileSink:
+        if req.method == "PUT" and req.header("content-range") is not None:
+            # RFC 9110 14.5: a server without partial PUT must refuse it, or the fragment would
+            # silently replace the whole file
+            raise HttpError(400, "partial PUT (Content-Range) is not supported", req.method)
         try:
             return _FileSink(self._resolve(req.path, for_write=True), req, self._upload_stored)
         except OSError as exc:
-            status = 409 if isinstance(exc, IsADirectoryError) else 404
+            status = 409 if isinstance(exc, IsADirectoryError) else _status_of(exc)
             raise HttpError(status, exc.strerror or "", req.method) from exc
 
     def _upload_stored(self, sink: _FileSink) -> None:
@@ -416,8 +431,9 @@ class HttpServer:
             return
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            raise HttpError(404, "not found") from None
+        except OSError as exc:
+            status = _status_of(exc)
+            raise HttpError(status, "not found" if status == 404 else "name too long") from None
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
@@ -486,6 +502,10 @@ class HttpServer:
         name with a final slash must be a directory (``/file.txt/`` is a 404)."""
         if self.root is None:
             raise HttpError(404, "not found")
+        if "#" in target_path:  # RFC 9112 3.2: a request target never carries a fragment
+            raise HttpError(400, "fragment in request target")
+        if _BAD_ESCAPE.search(target_path):
+            raise HttpError(400, "invalid percent-encoding in path")
         rel = urllib.parse.unquote(target_path).lstrip("/")
         if "\0" in rel:
             raise HttpError(400, "NUL in path")
