@@ -142,5 +142,6 @@ wheel-check: wheel
 		$(CURDIR)/tests/native/test_smoke.py
 
 clean:
-	rm -rf build dist site *.egg-info src/poolalloc/*.so src/poolalloc/_native.c .venv .venv-asan \
+	rm -rf build dist site *.egg-info src/poolalloc/*.so src/poolalloc/net/uring/*.so \
+		src/poolalloc/_native.c .venv .venv-asan \
 		.venv-sdist .venv-wheel .venv-demo

@@ -119,6 +119,7 @@ def test_a_stale_build_directory_is_not_reused(source_copy: Path, tmp_path: Path
         meta = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert not [n for n in names if "removed_module" in n]
     assert any(n.startswith("poolalloc/_lease.") and n.endswith(".so") for n in names)
+    assert any(n.startswith("poolalloc/net/uring/_fastpath.") and n.endswith(".so") for n in names)
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert f"Version: {poolalloc.__version__}" in meta
     assert "License-Expression: MIT" in meta
