@@ -252,6 +252,8 @@ def test_metrics_count_traffic_and_name_the_pools(loop: Any) -> None:
         "timeouts_total",
         "connections_active",
         "accepting",
+        "accept_waiting",
+        "accept_dropped_total",
     ):
         assert key in m, key
     assert any(k.startswith("buffer_pool_") for k in m)
@@ -400,7 +402,7 @@ def test_callbacks_run_between_accept_batches(flood: Any) -> None:
 
 
 def test_close_with_an_accept_continuation_scheduled(flood: Any) -> None:
-    r, srv, clients = flood
+    r, srv, _clients = flood
     r.call_later(0.002, lambda: None)
     r.run_once()
     assert srv.totals["connections_total"] == srv.accept_batch

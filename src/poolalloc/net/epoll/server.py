@@ -9,8 +9,11 @@ backlog refills as fast as it drains, and an unbounded drain would hold the loop
 batch schedules its continuation with ``call_soon`` for the next pass, since no new edge comes
 for what is already queued. 64 keeps a pass to a few milliseconds of accepting (each accept
 also opens the connection and makes its first read) while still taking many connections per
-wakeup; asyncio bounds its accept loop the same way (by its backlog, 100). When ``accept`` fails with ``EMFILE``/``ENFILE`` (or the connection pool is
-at ``max_connections``), the pending connection stays in the kernel's backlog and the
+wakeup; asyncio bounds its accept loop the same way (by its backlog, 100). A paused or
+closed server drops a scheduled continuation (resuming tries ``accept`` itself).
+
+When ``accept`` fails with ``EMFILE``/``ENFILE`` (or the connection pool is at
+``max_connections``), the pending connection stays in the kernel's backlog and the
 listener is *paused*: its callback is removed (no ``epoll_ctl``; a level-triggered loop
 would spin here, which is the classic bug). Accepting resumes when one of our connections
 closes (a descriptor came free), or after ``accept_retry`` seconds in case descriptors were
@@ -128,6 +131,9 @@ class TcpServer:
             ("connections_total", "requests_total", "bytes_in_total", "bytes_out_total"), 0
         )
         self.totals.update(errors_total=0, accept_paused_total=0, timeouts_total=0)
+        # Only the io_uring server queues accepted connections (and can drop some); the same
+        # figures here keep both engines' metrics alike.
+        self.totals["accept_dropped_total"] = 0
         self.accept_paused = False
         self._retry_timer: Any = None
         self._accept_more: Any = None  # the scheduled continuation of a full accept batch
@@ -309,9 +315,13 @@ class TcpServer:
             _add_counts(out, conn)
         out["connections_active"] = len(self.connections)
         out["accepting"] = int(not self.accept_paused)
+        out["accept_waiting"] = self._accept_waiting()
         out.update(flatten_stats("buffer_pool", self.buffer_pool.stats()))
         out.update(flatten_stats("connection_pool", self.conn_pool.stats()))
         return out
+
+    def _accept_waiting(self) -> int:
+        return 0  # waiting connections stay in the kernel's backlog, unaccepted
 
     def close(self, *, abort: bool = True) -> None:
         """Stop accepting; abort (or gracefully close) every connection. Idempotent."""
