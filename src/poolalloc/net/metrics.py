@@ -30,6 +30,7 @@ COUNTERS = frozenset(
         "bytes_out_total",
         "errors_total",
         "accept_paused_total",
+        "accept_dropped_total",
         "timeouts_total",
     }
 )
@@ -69,7 +70,11 @@ _SERVER_HELP = {
     "bytes_out_total": "Bytes sent.",
     "errors_total": "Requests refused as malformed or failed while being served.",
     "accept_paused_total": "Times accepting paused because the process ran out of descriptors "
-    "or memory.",
+    "or memory, or the server reached its connection limit.",
+    "accept_waiting": "Connections accepted at the connection limit, waiting for a slot "
+    "(io_uring; always 0 on epoll, where they wait in the listen backlog).",
+    "accept_dropped_total": "Connections closed unanswered because the queue of those waiting "
+    "for a slot was full (io_uring; always 0 on epoll).",
     "accepting": "1 while the server accepts connections, 0 while accepting is paused.",
     "timeouts_total": "Timeouts that ended a connection: idle, an unfinished request, a linger.",
 }

@@ -252,6 +252,8 @@ def test_metrics_count_traffic_and_name_the_pools(loop: Any) -> None:
         "timeouts_total",
         "connections_active",
         "accepting",
+        "accept_waiting",
+        "accept_dropped_total",
     ):
         assert key in m, key
     assert any(k.startswith("buffer_pool_") for k in m)
@@ -338,3 +340,86 @@ def test_a_protocol_whose_connection_made_raises_is_closed_and_its_object_return
     assert pump(r, lambda: not srv.connections)
     assert pump(r, lambda: srv.conn_pool.stats().in_use == 0)
     assert [type(e) for e in errors] == [RuntimeError]
+
+
+def _connect_many(srv: TcpServer, n: int) -> list[socket.socket]:
+    """``n`` clients whose handshakes the kernel completed: they wait in the backlog."""
+    clients = []
+    for _ in range(n):
+        c = socket.socket()
+        c.settimeout(5)
+        c.connect(srv.address)
+        clients.append(c)
+    return clients
+
+
+@pytest.fixture
+def flood() -> Any:
+    r = Reactor()
+    pool = BufferPool(4096, capacity=64)
+    srv = TcpServer(r, Echo, buffer_pool=pool)
+    srv.start()
+    clients = _connect_many(srv, 3 * TcpServer.accept_batch + 10)
+    yield r, srv, clients
+    for c in clients:
+        c.close()
+    srv.close()
+    r.close()
+    pool.close()
+
+
+def test_one_loop_pass_accepts_at_most_a_batch_and_the_rest_follow(flood: Any) -> None:
+    r, srv, clients = flood
+    batch = srv.accept_batch
+    seen = []
+    for _ in range(20):
+        r.call_later(0.002, lambda: None)  # bound each pass's wait
+        r.run_once()
+        seen.append(srv.totals["connections_total"])
+        if seen[-1] == len(clients):
+            break
+    # No new connection arrives, so no new edge: the continuation alone drains the backlog.
+    assert seen[-1] == len(clients)
+    steps = [b - a for a, b in zip([0, *seen], seen, strict=False)]
+    assert 0 < steps[0] <= batch
+    assert max(steps) <= batch
+    assert len([s for s in steps if s]) >= 4  # 202 connections took four batches or more
+
+
+def test_callbacks_run_between_accept_batches(flood: Any) -> None:
+    r, srv, clients = flood
+    seen: list[int] = []
+
+    def sample() -> None:
+        seen.append(srv.totals["connections_total"])
+        if len(seen) < 3:
+            r.call_later(0, sample)
+
+    r.call_later(0, sample)  # due in the first pass, behind the listener's event
+    assert pump(r, lambda: srv.totals["connections_total"] == len(clients))
+    assert seen[0] <= srv.accept_batch  # it ran after one batch, not after the whole backlog
+    assert seen[1] < len(clients)
+
+
+def test_close_with_an_accept_continuation_scheduled(flood: Any) -> None:
+    r, srv, _clients = flood
+    r.call_later(0.002, lambda: None)
+    r.run_once()
+    assert srv.totals["connections_total"] == srv.accept_batch
+    assert srv._accept_more is not None
+    srv.close()
+    pump(r, lambda: False, 0.05)  # the scheduled continuation must not accept on a closed socket
+    assert srv.totals["connections_total"] == srv.accept_batch
+    assert not srv.connections
+
+
+def test_a_paused_server_drops_its_accept_continuation(flood: Any) -> None:
+    r, srv, clients = flood
+    srv.conn_pool = TcpServer.make_connection_pool(srv.accept_batch + 5)
+    srv.accept_retry = 30.0
+    assert pump(r, lambda: srv.accept_paused)
+    pump(r, lambda: False, 0.05)
+    assert srv.totals["connections_total"] == srv.accept_batch + 5
+    clients[0].close()  # a slot frees: accepting resumes and takes exactly one more
+    assert pump(r, lambda: srv.totals["connections_total"] == srv.accept_batch + 6)
+    assert srv.accept_paused

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import http.client
 import socket
@@ -15,6 +16,7 @@ import pytest
 
 from poolalloc.buffers import BufferPool
 from poolalloc.net.epoll.reactor import Reactor
+from poolalloc.net.epoll.server import TcpServer
 from poolalloc.net.http.server import HttpServer
 from poolalloc.net.uring.proactor import Proactor, available
 
@@ -31,10 +33,13 @@ def _engines() -> list[Any]:
 class Served:
     """An HttpServer on the chosen engine, its loop in a background thread."""
 
-    def __init__(self, engine: str, **options: Any) -> None:
+    def __init__(self, engine: str, max_connections: int | None = None, **options: Any) -> None:
         self.pool = BufferPool(16384, capacity=256)
         # built here, run in a thread, closed here: so not single_issuer (see Proactor)
         self.loop = Proactor() if engine == "uring" else Reactor()
+        if max_connections is not None:
+            server_class = getattr(self.loop, "server_class", TcpServer)
+            options["conn_pool"] = server_class.make_connection_pool(max_connections)
         self.http = HttpServer(self.loop, buffer_pool=self.pool, **options)
         self.http.start()
         self.thread = threading.Thread(target=self.loop.run, daemon=True)
@@ -143,3 +148,31 @@ def test_many_parallel_clients(served: Served) -> None:
     for t in threads:
         t.join(20)
     assert not errors
+
+
+@pytest.mark.parametrize("engine", _engines())
+def test_connections_over_max_connections_wait_and_are_all_answered(engine: str) -> None:
+    served = Served(engine, max_connections=4, idle_timeout=5.0, accept_retry=30.0)
+    clients: list[socket.socket] = []
+    try:
+        for _ in range(16):  # the kernel completes every handshake: 12 are over the limit
+            clients.append(socket.create_connection(("127.0.0.1", served.port), timeout=5))
+        for c in clients:
+            c.sendall(b"GET /test HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answers = []
+        for c in clients:
+            chunks = []
+            with contextlib.suppress(ConnectionResetError):  # counted as no answer below
+                while chunk := c.recv(65536):
+                    chunks.append(chunk)
+            answers.append(b"".join(chunks))
+        assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"HTTP/1.1 200 OK"] * 16
+        assert all(a.endswith(b"Hello, World!") for a in answers)
+    finally:
+        for c in clients:
+            c.close()
+        served.stop()
+    m = served.http.tcp.metrics()
+    assert m["connections_total"] == 16
+    assert m["requests_total"] == 16
+    assert m.get("accept_dropped_total", 0) == 0

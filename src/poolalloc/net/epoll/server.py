@@ -2,9 +2,18 @@
 
 Accepting and running out of descriptors
 ----------------------------------------
-The listener is edge-triggered like every other fd, so each edge drains the accept queue
-until ``EAGAIN``. When ``accept`` fails with ``EMFILE``/``ENFILE`` (or the connection pool is
-at ``max_connections``), the pending connection stays in the kernel's backlog and the
+The listener is edge-triggered like every other fd. Each edge accepts until ``EAGAIN``, but
+at most ``accept_batch`` (64) connections per loop pass: under a flood of short connections the
+backlog refills as fast as it drains, and an unbounded drain would hold the loop for seconds
+(timers, other connections and a shutdown signal wait, and ``reactor.now`` goes stale). A full
+batch schedules its continuation with ``call_soon`` for the next pass, since no new edge comes
+for what is already queued. 64 keeps a pass to a few milliseconds of accepting (each accept
+also opens the connection and makes its first read) while still taking many connections per
+wakeup; asyncio bounds its accept loop the same way (by its backlog, 100). A paused or
+closed server drops a scheduled continuation (resuming tries ``accept`` itself).
+
+When ``accept`` fails with ``EMFILE``/``ENFILE`` (or the connection pool is at
+``max_connections``), the pending connection stays in the kernel's backlog and the
 listener is *paused*: its callback is removed (no ``epoll_ctl``; a level-triggered loop
 would spin here, which is the classic bug). Accepting resumes when one of our connections
 closes (a descriptor came free), or after ``accept_retry`` seconds in case descriptors were
@@ -122,8 +131,13 @@ class TcpServer:
             ("connections_total", "requests_total", "bytes_in_total", "bytes_out_total"), 0
         )
         self.totals.update(errors_total=0, accept_paused_total=0, timeouts_total=0)
+        # Only the io_uring server queues accepted connections (and can drop some); the same
+        # figures here keep both engines' metrics alike.
+        self.totals["accept_dropped_total"] = 0
         self.accept_paused = False
         self._retry_timer: Any = None
+        self._accept_more: Any = None  # the scheduled continuation of a full accept batch
+        self._batch_pass = -1  # the loop pass that ran the last full batch
         self._sweeper: Any = None
         self._closed = False
 
@@ -151,10 +165,15 @@ class TcpServer:
         self.reactor.register(self.sock.fileno(), self._on_acceptable, None)
         self._sweeper = self.reactor.call_later(self.sweep_interval, self._sweep)
 
+    #: The most connections one loop pass accepts (see the module docstring).
+    accept_batch = 64
+
     # ---- accepting ----
     def _on_acceptable(self) -> None:
         accept = self.sock.accept
-        while not self._closed:
+        for _ in range(self.accept_batch):
+            if self._closed:
+                return
             try:
                 lease = self.conn_pool.acquire(timeout=0)
             except PoolExhausted:  # max_connections reached
@@ -181,6 +200,21 @@ class TcpServer:
                 # edge-triggered, and the connections still in the backlog would wait for
                 # the next one to arrive.
                 self.reactor.report(exc, self)
+        # A full batch: more may be queued, and the edge that announced them is spent.
+        self._batch_pass = self.reactor.stats["wakeups"]
+        if self._accept_more is None:
+            self._accept_more = self.reactor.call_soon(self._continue_accepting)
+
+    def _continue_accepting(self) -> None:
+        self._accept_more = None
+        if self._closed or self.accept_paused:
+            return  # resuming tries accept itself; closing ends it
+        if self.reactor.stats["wakeups"] == self._batch_pass:
+            # Scheduled from this pass's IO dispatch, so it would run in this same pass: the
+            # next batch waits one pass, so timers and other callbacks run in between.
+            self._accept_more = self.reactor.call_soon(self._continue_accepting)
+            return
+        self._on_acceptable()
 
     def _adopt(self, lease: Any, sock: socket.socket) -> None:
         conn: BaseConnection[Any] = lease.obj
@@ -281,16 +315,20 @@ class TcpServer:
             _add_counts(out, conn)
         out["connections_active"] = len(self.connections)
         out["accepting"] = int(not self.accept_paused)
+        out["accept_waiting"] = self._accept_waiting()
         out.update(flatten_stats("buffer_pool", self.buffer_pool.stats()))
         out.update(flatten_stats("connection_pool", self.conn_pool.stats()))
         return out
+
+    def _accept_waiting(self) -> int:
+        return 0  # waiting connections stay in the kernel's backlog, unaccepted
 
     def close(self, *, abort: bool = True) -> None:
         """Stop accepting; abort (or gracefully close) every connection. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        for timer in (self._retry_timer, self._sweeper):
+        for timer in (self._retry_timer, self._sweeper, self._accept_more):
             if timer is not None:
                 timer.cancel()
         if self.reactor.is_registered(self.sock.fileno()):

@@ -5,8 +5,18 @@ Everything else (connection pooling, timeouts sweep, metrics, close) is
 yields a completion per new connection. When it ends with ``EMFILE``/``ENFILE`` (descriptors
 exhausted) it is not re-armed until one of our connections closes or ``accept_retry`` passes,
 the same rule as the Reactor's server, so a full descriptor table never makes the loop spin.
-A connection accepted while the connection pool is at ``max_connections`` is closed at once
-(the kernel had already completed its handshake) and accepting pauses likewise.
+
+At ``max_connections`` the server stops accepting, as the Reactor's does: it cancels the
+multishot accept, and further connections wait in the kernel's listen backlog. The kernel may
+hand over a few more before the cancel takes effect (a multishot accept takes every connection
+already queued, at once); those are not closed but kept, unread and in arrival order, in a
+small queue: they are what the backlog would have held. When one of our connections closes,
+the queued ones are adopted first, and the accept is re-armed only once the queue is empty
+and a slot is still free. The queue holds at most ``waiting_limit`` sockets (1024,
+``listen_socket``'s backlog); one arriving beyond it is closed and counted in
+``accept_dropped_total``. ``accept_waiting`` in the metrics is the queue's length, and
+``connections_total`` counts a queued connection once it is adopted. Closing the server closes
+the queued ones.
 
 Example:
     >>> import poolalloc
@@ -19,6 +29,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from poolalloc.errors import PoolExhausted
@@ -45,6 +56,7 @@ class _Listener:
         self.server = server
         self.inflight = 0
         self.armed = False
+        self.cancelling = False  # a cancel of the armed accept is in flight
         self.closed = True  # never aborted by the proactor: the server closes it
         sock = server.sock
         self.family, self.type, self.proto = sock.family, sock.type, sock.proto
@@ -52,7 +64,7 @@ class _Listener:
     def complete(self, res: int, flags: int) -> None:
         if not flags & CQE_F_MORE:
             self.inflight -= 1
-            self.armed = False
+            self.armed = self.cancelling = False
         srv = self.server
         draining = srv.reactor.draining
         try:
@@ -64,7 +76,8 @@ class _Listener:
                     srv.accepted(sock)
             elif -res in _OUT_OF_FDS:
                 srv._pause_accepting()
-            elif res != -errno.ECANCELED and -res not in _PEER_GONE:
+            elif res != -errno.ECANCELED and -res not in _PEER_GONE and not srv._closed:
+                # (closed, an accept armed but not yet submitted finds the listener gone: EBADF)
                 srv.reactor.report(cqe_error(res), self)
         finally:  # even when adopting the connection failed: else accepting stops for good
             if srv._closed or draining:
@@ -83,6 +96,13 @@ class UringTcpServer(TcpServer):
     """
 
     reactor: Proactor  # the server's loop is a Proactor (TcpServer's is any Reactor)
+    #: The most accepted connections kept waiting at ``max_connections`` (see the module doc).
+    waiting_limit = 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Accepted while at ``max_connections``: adopted first when slots free up.
+        self._waiting: deque[socket.socket] = deque()
 
     @staticmethod
     def make_connection_pool(max_connections: int | None) -> Any:
@@ -107,29 +127,57 @@ class UringTcpServer(TcpServer):
         listener.inflight += 1
 
     def accepted(self, sock: socket.socket) -> None:
-        """Adopt one accepted socket, or refuse it when the connection pool is full."""
+        """Adopt one accepted socket, or keep it waiting while the connection pool is full."""
         if self._closed:
             sock.close()
+            return
+        if self._waiting or self.accept_paused:  # the ones before it go first
+            self._wait(sock)
             return
         try:
             lease = self.conn_pool.acquire(timeout=0)
         except PoolExhausted:  # max_connections reached
-            sock.close()
+            self._wait(sock)
             self._pause_accepting()
             return
         self._adopt(lease, sock)
 
+    def _wait(self, sock: socket.socket) -> None:
+        if len(self._waiting) >= self.waiting_limit:
+            sock.close()
+            self.totals["accept_dropped_total"] += 1
+        else:
+            self._waiting.append(sock)
+
     def _stop_listening(self) -> None:
-        if self._listener.armed:
+        listener = self._listener
+        if listener.armed and not listener.cancelling:
+            listener.cancelling = True
             self.reactor.ring.prep_cancel(0, target=self._token << 8 | ACCEPT)
 
     def _start_listening(self) -> None:
+        waiting = self._waiting
+        while waiting:
+            try:
+                lease = self.conn_pool.acquire(timeout=0)
+            except PoolExhausted:  # still full: the rest wait for the next slot
+                self._pause_accepting()
+                return
+            try:
+                self._adopt(lease, waiting.popleft())
+            except Exception as exc:  # that one is closed; the others still wait their turn
+                self.reactor.report(exc, self)
         self.arm_accept()
+
+    def _accept_waiting(self) -> int:
+        return len(self._waiting)
 
     def close(self, *, abort: bool = True) -> None:
         """Cancel the accept; abort (or gracefully close) every connection. Idempotent."""
         if self._closed:
             return
-        if getattr(self, "_listener", None) is not None and self._listener.armed:
-            self.reactor.ring.prep_cancel(0, target=self._token << 8 | ACCEPT)
+        if getattr(self, "_listener", None) is not None:
+            self._stop_listening()
         super().close(abort=abort)
+        while self._waiting:  # never adopted: their peers see the listener's end
+            self._waiting.popleft().close()
