@@ -1,8 +1,10 @@
-"""Helpers the engine tests share: driving a loop pass by pass in the test's thread, and a
-protocol that records only how its connection ended."""
+"""Helpers the engine tests share: driving a loop pass by pass in the test's thread, a
+protocol that records only how its connection ended, and a client's look at whether the
+server closed its connection."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,3 +43,14 @@ class Quiet:
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.lost.append(exc)
+
+
+def peer_closed(c: socket.socket) -> bool:
+    """True once the server closed (FIN or RST) client ``c``; non-blocking."""
+    c.setblocking(False)
+    try:
+        return c.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True

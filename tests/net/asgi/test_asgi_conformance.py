@@ -153,8 +153,9 @@ def test_response_head_names_each_header_once(kind: str, make_server: Any) -> No
     assert body == b"Hello, World!"
 
 
-def test_idle_keep_alive_connections_close(make_server: Any) -> None:
-    """An idle keep-alive connection is closed with a FIN (a clean EOF, not a reset)."""
+def _after_one_request(then: bytes) -> tuple[bytes, bytes, float]:
+    """One request to a server with a 0.3 s keep-alive timeout, then ``then`` on the same
+    connection: (the first answer, everything until EOF after it, seconds until that EOF)."""
     import asyncio
 
     from asgi_test_apps import hello_world
@@ -168,13 +169,19 @@ def test_idle_keep_alive_connections_close(make_server: Any) -> None:
         writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         first = await reader.readuntil(b"Hello, World!")
         started = time.monotonic()
+        writer.write(then)
         rest = await asyncio.wait_for(reader.read(), 5)  # a reset raises here
         waited = time.monotonic() - started
         writer.close()
         await server.shutdown(1)
         return first, rest, waited
 
-    first, rest, waited = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_idle_keep_alive_connections_close(make_server: Any) -> None:
+    """An idle keep-alive connection is closed with a FIN (a clean EOF, not a reset)."""
+    first, rest, waited = _after_one_request(b"")
     assert first.endswith(b"Hello, World!")
     assert rest == b""
     assert 0.1 < waited < 3
@@ -183,27 +190,7 @@ def test_idle_keep_alive_connections_close(make_server: Any) -> None:
 def test_a_head_not_finished_in_time_gets_a_408() -> None:
     """RFC 9110 15.5.9: a head still unfinished at the keep-alive timeout is answered 408 with
     ``Connection: close``, then the connection is closed (a FIN)."""
-    import asyncio
-
-    from asgi_test_apps import hello_world
-
-    from poolalloc.net.asgi import AsgiServer
-
-    async def main() -> tuple[bytes, bytes, float]:
-        server = AsgiServer(hello_world, "127.0.0.1", 0, keep_alive_timeout=0.3, lifespan="off")
-        await server.start()
-        reader, writer = await asyncio.open_connection(*server.address)
-        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        first = await reader.readuntil(b"Hello, World!")
-        started = time.monotonic()
-        writer.write(b"GET / HTT")  # a head that never completes
-        rest = await asyncio.wait_for(reader.read(), 5)  # the answer, then EOF
-        waited = time.monotonic() - started
-        writer.close()
-        await server.shutdown(1)
-        return first, rest, waited
-
-    first, rest, waited = asyncio.run(main())
+    first, rest, waited = _after_one_request(b"GET / HTT")  # a head that never completes
     assert first.endswith(b"Hello, World!")
     head = rest.partition(b"\r\n\r\n")[0].lower()
     assert head.startswith(b"http/1.1 408 ")

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from echo import Echo
+from loop_passes import peer_closed
 
 from poolalloc.buffers import BufferPool
 from poolalloc.net.epoll.connection import Connection
@@ -45,17 +46,6 @@ def echo(r: Reactor, c: socket.socket, data: bytes) -> bytes:
 
     pump(r, done)
     return bytes(got)
-
-
-def peer_closed(c: socket.socket) -> bool:
-    """True once the server closed (FIN or RST) client ``c``; non-blocking."""
-    c.setblocking(False)
-    try:
-        return c.recv(1) == b""
-    except BlockingIOError:
-        return False
-    except ConnectionResetError:
-        return True
 
 
 @pytest.fixture

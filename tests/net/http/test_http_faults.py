@@ -227,24 +227,36 @@ def test_a_body_not_finished_in_time_gets_a_408(make_server: Any) -> None:
     wait_until(lambda: live_connections(srv) == 0)
 
 
+def small_window_client(port: int, rcvbuf: int) -> socket.socket:
+    """A client whose receive buffer holds about ``rcvbuf`` bytes: what it does not read
+    stays on the server's side."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def assert_reset_at_first_timeout(srv: Any) -> None:
+    """The server's only connection ends in bounded time, by its first timeout: not closed
+    gracefully first, then aborted by a second."""
+    start = time.monotonic()
+    wait_until(lambda: live_connections(srv) == 0)
+    assert time.monotonic() - start < 5
+    assert srv.call(srv.http.metrics)["timeouts_total"] == 1
+
+
 def test_a_peer_that_never_reads_is_still_reset_when_idle(make_server: Any) -> None:
     """A graceful close would wait on output the peer never reads: such a connection is
     aborted (RST) at its first timeout, in bounded time, and counted once."""
     big = b"z" * (8 << 20)
     srv = make_server(idle_timeout=0.3, sweep_interval=0.05)
     srv.http.route("/big", lambda req: Response(body=big))
-    hog = socket.socket()
-    hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    hog.connect(("127.0.0.1", srv.port))
+    hog = small_window_client(srv.port, 4096)
     try:
         hog.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
         wait_until(lambda: max(srv.call(lambda: [c.queued for c in srv.http.tcp.connections])
                                or [0]) > 0)  # fmt: skip
-        start = time.monotonic()
-        wait_until(lambda: live_connections(srv) == 0)
-        assert time.monotonic() - start < 5
-        # aborted by its first timeout: not closed gracefully first, then aborted by a second
-        assert srv.call(srv.http.metrics)["timeouts_total"] == 1
+        assert_reset_at_first_timeout(srv)
     finally:
         hog.close()
 
@@ -258,16 +270,11 @@ def test_a_peer_that_never_reads_small_answers_is_reset_at_its_first_timeout(
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # accepted sockets inherit
     srv = make_server(sock=listener, idle_timeout=0.3, sweep_interval=0.05)
     srv.http.route("/small", lambda req: Response(body=b"z" * 15000))
-    hog = socket.socket()
-    hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-    hog.connect(("127.0.0.1", srv.port))
+    hog = small_window_client(srv.port, 2048)
     try:
         hog.sendall(b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
         wait_until(lambda: live_connections(srv) == 1)
-        start = time.monotonic()
-        wait_until(lambda: live_connections(srv) == 0)
-        assert time.monotonic() - start < 5
-        assert srv.call(srv.http.metrics)["timeouts_total"] == 1
+        assert_reset_at_first_timeout(srv)
     finally:
         hog.close()
 
@@ -279,9 +286,7 @@ def test_a_slow_reader_of_a_closing_download_gets_all_of_it(make_server: Any) ->
     body = bytes(range(256)) * 4096  # 1 MiB
     srv = make_server(sweep_interval=0.05)
     srv.http.route("/big", lambda req: Response(body=body))
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)  # most of it waits server-side
-    sock.connect(("127.0.0.1", srv.port))
+    sock = small_window_client(srv.port, 8192)  # most of it waits on the server's side
     try:
         wait_until(lambda: live_connections(srv) == 1)
         srv.call(lambda: [setattr(c, "linger", 0.2) for c in srv.http.tcp.connections])

@@ -9,24 +9,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from loop_passes import Quiet, run_until, spin
+from loop_passes import Quiet, peer_closed, run_until, spin
 
 import poolalloc
 from poolalloc.net.uring.proactor import Proactor, available
 from poolalloc.net.uring.server import UringTcpServer
 
 pytestmark = [pytest.mark.uring, pytest.mark.net, pytest.mark.timeout(30)]
-
-
-def closed_by_peer(c: socket.socket) -> bool:
-    """True once the server closed (FIN or RST) client ``c``; non-blocking."""
-    c.setblocking(False)
-    try:
-        return c.recv(1) == b""
-    except BlockingIOError:
-        return False
-    except ConnectionResetError:
-        return True
 
 
 @pytest.fixture
@@ -81,7 +70,7 @@ def test_connections_over_the_limit_wait_and_are_adopted_in_order(limited: Any) 
     run_until(loop, lambda: srv.accept_paused and not srv._listener.armed)
     spin(loop, 0.05)
     assert len(srv.connections) == 2
-    assert not any(closed_by_peer(c) for c in extra)  # none refused: they wait
+    assert not any(peer_closed(c) for c in extra)  # none refused: they wait
     m = srv.metrics()
     assert m["accepting"] == 0
     assert m["connections_total"] == 2
@@ -111,7 +100,7 @@ def test_the_waiting_queue_is_bounded_and_closing_the_server_closes_it(limited: 
     extra = connect(srv, 6)
     run_until(loop, lambda: srv.accept_paused and not srv._listener.armed)
     spin(loop, 0.05)
-    refused = [c for c in extra if closed_by_peer(c)]
+    refused = [c for c in extra if peer_closed(c)]
     m = srv.metrics()
     assert m["accept_waiting"] == 2
     assert m["accept_dropped_total"] == len(refused) >= 1
@@ -120,4 +109,4 @@ def test_the_waiting_queue_is_bounded_and_closing_the_server_closes_it(limited: 
     # The waiting ones never reached a protocol; they are closed with the listener (and what
     # was left in the backlog is reset with it).
     assert srv.metrics()["accept_waiting"] == 0
-    run_until(loop, lambda: all(closed_by_peer(c) for c in extra))
+    run_until(loop, lambda: all(peer_closed(c) for c in extra))
