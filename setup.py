@@ -37,7 +37,7 @@ from build_flags import compile_args, link_args
 lease = Extension(
     "poolalloc._lease",
     sources=[f"native/lease/{name}.c" for name in ("lease", "buffer", "leasepool", "objlease", "viewlease", "window")],
-    depends=["native/lease/lease.h", "native/include/poolalloc.h"],
+    depends=["native/lease/lease.h", "native/include/poolalloc.h", "native/include/pa_lease_capi.h"],
     include_dirs=["native/include"],
     extra_compile_args=compile_args(),
     extra_link_args=link_args(),
@@ -46,7 +46,8 @@ lease = Extension(
 fastpath = Extension(
     "poolalloc.net.uring._fastpath",
     sources=[f"native/uring/{name}.c" for name in ("fastpath", "walk", "csender")],
-    depends=["native/uring/fastpath.h"],
+    depends=["native/uring/fastpath.h", "native/include/pa_lease_capi.h"],
+    include_dirs=["native/include"],
     extra_compile_args=compile_args(),
     extra_link_args=link_args(),
 )

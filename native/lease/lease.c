@@ -127,8 +127,20 @@ PyMODINIT_FUNC PyInit__lease(void) {
   static int token_target;
   lease_token = PyCapsule_New(&token_target, "poolalloc._lease.token", NULL);
   if (lease_token == NULL) return NULL;
+  static const pa_lease_capi_t c_api = {PA_LEASE_CAPI_VERSION, lease_window_new_view,
+                                        lease_view_swap};
+  PyObject *capi = PyCapsule_New((void *)&c_api, PA_LEASE_CAPI_NAME, NULL);
+  if (capi == NULL) return NULL;
   PyObject *m = PyModule_Create(&lease_module);
-  if (m == NULL) return NULL;
+  if (m == NULL) {
+    Py_DECREF(capi);
+    return NULL;
+  }
+  if (PyModule_AddObject(m, "_c_api", capi) < 0) {
+    Py_DECREF(capi);
+    Py_DECREF(m);
+    return NULL;
+  }
   Py_INCREF(&LeaseBufferType);
   Py_INCREF(&LeasePoolType);
   Py_INCREF(&LeasePinType);

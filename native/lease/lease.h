@@ -30,6 +30,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "pa_lease_capi.h"
 #include "poolalloc.h"
 
 typedef struct lease_pool_s LeasePoolObject;
@@ -95,6 +96,8 @@ extern PyTypeObject LeaseObjBaseType; /* objlease.c: C base of poolalloc.objects
 extern PyTypeObject LeaseViewBaseType; /* viewlease.c: C base of leases that wrap one view */
 extern PyTypeObject LeaseWindowType;   /* window.c: bytes of a block shown by buffer protocol */
 PyObject *lease_window_view(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *lease_window_new_view(void *address, Py_ssize_t nbytes); /* window_view's C side */
+PyObject *lease_view_swap(PyObject *lease, PyObject *released);   /* ViewLeaseBase._swap_view */
 /* the Window that exports `view` (borrowed), or NULL when none does; its live exports */
 PyObject *lease_window_of(PyObject *view);
 Py_ssize_t lease_window_exports(PyObject *window);

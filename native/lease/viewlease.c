@@ -94,8 +94,10 @@ static PyMemberDef viewlease_members[] = {
 /* lease._swap_view(released): show `released` from now on, and say whether the bytes shown
  * until now are still viewed: the Window that exported the old view (window.c) when any view,
  * slice or export of them outlives this, else None. The old view is dropped first, so the
- * lease's own reference does not count. One C call per receive on the io_uring path. */
-static PyObject *viewlease_swap_view(ViewLeaseObject *l, PyObject *released) {
+ * lease's own reference does not count. One C call per receive on the io_uring path (through
+ * the capsule, pa_lease_capi.h). */
+PyObject *lease_view_swap(PyObject *lease, PyObject *released) {
+  ViewLeaseObject *l = (ViewLeaseObject *)lease;
   PyObject *old = l->view;
   l->view = Py_NewRef(released);
   if (old == NULL || old == released) {
@@ -111,7 +113,7 @@ static PyObject *viewlease_swap_view(ViewLeaseObject *l, PyObject *released) {
 }
 
 static PyMethodDef viewlease_methods[] = {
-    {"_swap_view", (PyCFunction)viewlease_swap_view, METH_O,
+    {"_swap_view", (PyCFunction)lease_view_swap, METH_O,
      "Show `released`; return the old view's Window if its bytes are still viewed, else None."},
     {NULL, NULL, 0, NULL},
 };

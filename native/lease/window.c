@@ -79,18 +79,9 @@ PyObject *lease_window_of(PyObject *view) {
 
 Py_ssize_t lease_window_exports(PyObject *window) { return ((WindowObject *)window)->exports; }
 
-/* window_view(address, nbytes): a writable memoryview of nbytes at address, exported by a new
- * Window (its `obj`). One C call: the receive path makes one per receive. */
-PyObject *lease_window_view(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-  (void)module;
-  if (nargs != 2) {
-    PyErr_Format(PyExc_TypeError, "window_view() takes 2 arguments (%zd given)", nargs);
-    return NULL;
-  }
-  void *address = PyLong_AsVoidPtr(args[0]);
-  if (address == NULL && PyErr_Occurred()) return NULL;
-  Py_ssize_t nbytes = PyLong_AsSsize_t(args[1]);
-  if (nbytes == -1 && PyErr_Occurred()) return NULL;
+/* A writable memoryview of nbytes at address, exported by a new Window (its `obj`): one per
+ * receive on the io_uring path, called through the capsule (pa_lease_capi.h) or window_view. */
+PyObject *lease_window_new_view(void *address, Py_ssize_t nbytes) {
   if (nbytes < 0 || (address == NULL && nbytes > 0)) {
     PyErr_Format(PyExc_ValueError, "window_view(): no %zd bytes at address %p", nbytes, address);
     return NULL;
@@ -104,4 +95,18 @@ PyObject *lease_window_view(PyObject *module, PyObject *const *args, Py_ssize_t 
   PyObject *view = PyMemoryView_FromObject((PyObject *)w);
   Py_DECREF(w); /* the view's managed buffer holds it from here on */
   return view;
+}
+
+/* window_view(address, nbytes): lease_window_new_view from Python. */
+PyObject *lease_window_view(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+  (void)module;
+  if (nargs != 2) {
+    PyErr_Format(PyExc_TypeError, "window_view() takes 2 arguments (%zd given)", nargs);
+    return NULL;
+  }
+  void *address = PyLong_AsVoidPtr(args[0]);
+  if (address == NULL && PyErr_Occurred()) return NULL;
+  Py_ssize_t nbytes = PyLong_AsSsize_t(args[1]);
+  if (nbytes == -1 && PyErr_Occurred()) return NULL;
+  return lease_window_new_view(address, nbytes);
 }

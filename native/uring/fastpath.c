@@ -7,7 +7,7 @@ static PyMethodDef methods[] = {
      "complete(cqes, targets, handle_one, failed, rest, now) -> int\n\n"
      "Walk a batch of completions: the common receive in C, the rest through handle_one."},
     {"setup", fastpath_setup, METH_VARARGS,
-     "setup(window_view, released, CQE_F_BUF_MORE, recv_handler, connection_class, "
+     "setup(released, CQE_F_BUF_MORE, recv_handler, connection_class, "
      "ring_class, lease_class): what the walk needs."},
     {NULL, NULL, 0, NULL},
 };

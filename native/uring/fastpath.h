@@ -3,13 +3,16 @@
  *
  * A CPython-API extension beside the lease type. It links nothing of ours: the ring's C
  * functions it calls are reached through addresses that Python hands it (from the cffi module),
- * and the Python objects it reads are reached through their slots' member descriptors.
+ * the lease type's through its capsule (pa_lease_capi.h), and the Python objects it reads
+ * through their slots' member descriptors.
  * ------------------------------------------------------------------------------------------- */
 #ifndef PA_FASTPATH_H
 #define PA_FASTPATH_H
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+
+#include "pa_lease_capi.h"
 
 /* walk.c: complete(cqes, targets, handle_one, failed, rest, now) and setup(...) */
 PyObject *fastpath_complete(PyObject *module, PyObject *const *args, Py_ssize_t nargs);

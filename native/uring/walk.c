@@ -50,10 +50,12 @@ typedef struct {
 #define CQE_F_MORE 2u
 #define CQE_BUFFER_SHIFT 16
 
-/* set once by setup(): the Window factory, the released view a returned slice shows, the
- * kernel's CQE_F_BUF_MORE, the function a fast-path connection routes RECV to, the classes whose
- * slots are read here and the offsets of those slots */
-static PyObject *window_view_fn, *released_view, *recv_handler;
+/* set once by setup(): the lease type's C entry points (the Window factory, the view swap), the
+ * released view a returned slice shows, the kernel's CQE_F_BUF_MORE, the function a fast-path
+ * connection routes RECV to, the classes whose slots are read here and the offsets of those
+ * slots */
+static const pa_lease_capi_t *lease_capi;
+static PyObject *released_view, *recv_handler;
 static PyTypeObject *conn_type, *ring_type, *lease_type;
 static uint32_t cqe_f_buf_more;
 
@@ -74,7 +76,7 @@ static void slot_set(PyObject *obj, int which, PyObject *value) {
 }
 
 static PyObject *s_handlers, *s_incremental, *s_addresses, *s_offsets, *s_refs, *s_in_kernel,
-    *s_buffer_received, *s_swap_view, *s_lent_kept, *s_lent_outlived, *s_back, *s_abort;
+    *s_buffer_received, *s_lent_kept, *s_lent_outlived, *s_back, *s_abort;
 
 /* What one walk remembers about the last type and ring it saw: a batch is mostly one kind of
  * connection on one ring. Strong references, dropped at the end of the walk. */
@@ -156,7 +158,7 @@ static int list_store(PyObject *list, Py_ssize_t i, Py_ssize_t v) {
 /* The slice came back unkept: it shows nothing again, and its block goes back when nothing
  * holds it (the finally of PoolRing.receive). */
 static int lent_returned(walk_t *w, PyObject *lent, Py_ssize_t bid) {
-  PyObject *window = PyObject_CallMethodOneArg(lent, s_swap_view, released_view);
+  PyObject *window = lease_capi->swap_view(lent, released_view);
   if (window == NULL) return -1;
   PyObject *r = NULL;
   if (window != Py_None) { /* a view of the bytes outlives the call */
@@ -266,16 +268,14 @@ static int recv_fast(walk_t *w, PyObject *conn, const cqe_t *c, PyObject *now, P
   /* From here on the completion is this path's: _on_recv's and receive()'s stores, in order.
    * `lent_out`: the slice is counted against its block and must come back (or be kept). */
   int rc = 1, lent_out = 0;
-  PyObject *view = NULL, *result = NULL, *address_obj = NULL;
+  PyObject *view = NULL, *result = NULL;
   slot_set(conn, BYTES_IN, more_in); /* the slot takes the reference */
   more_in = NULL;
   slot_set(conn, LAST_ACTIVE, Py_NewRef(now));
   if (list_store(w->offsets, bid, offset + c->res) < 0 || list_store(w->refs, bid, refs + 1) < 0)
     goto raised;
   lent_out = 1;
-  if ((address_obj = PyLong_FromSsize_t(address + offset)) == NULL) goto raised;
-  PyObject *vargs[2] = {address_obj, nbytes};
-  view = PyObject_Vectorcall(window_view_fn, vargs, 2, NULL);
+  view = lease_capi->window_view((void *)(address + offset), c->res);
   if (view == NULL) goto raised;
   slot_set(lent, VIEW, view); /* the slice holds it: a reference here would count as a view */
   view = NULL;
@@ -325,7 +325,6 @@ raised : {
 done:
   Py_XDECREF(result);
   Py_XDECREF(view);
-  Py_XDECREF(address_obj);
   Py_DECREF(protocol);
   Py_DECREF(lent);
   Py_DECREF(nbytes);
@@ -422,11 +421,18 @@ static int member_offset(PyObject *descr, const char *name, Py_ssize_t *out) {
 
 PyObject *fastpath_setup(PyObject *module, PyObject *args) {
   (void)module;
-  PyObject *fn, *released, *handler, *ctype, *rtype, *ltype;
+  PyObject *released, *handler, *ctype, *rtype, *ltype;
   unsigned int buf_more;
-  if (!PyArg_ParseTuple(args, "OOIOO!O!O!:setup", &fn, &released, &buf_more, &handler,
-                        &PyType_Type, &ctype, &PyType_Type, &rtype, &PyType_Type, &ltype))
+  if (!PyArg_ParseTuple(args, "OIOO!O!O!:setup", &released, &buf_more, &handler, &PyType_Type,
+                        &ctype, &PyType_Type, &rtype, &PyType_Type, &ltype))
     return NULL;
+  const pa_lease_capi_t *capi = PyCapsule_Import(PA_LEASE_CAPI_NAME, 0);
+  if (capi == NULL) return NULL;
+  if (capi->version != PA_LEASE_CAPI_VERSION) {
+    PyErr_Format(PyExc_ImportError, "setup(): %s is version %d, this walk needs %d",
+                 PA_LEASE_CAPI_NAME, capi->version, PA_LEASE_CAPI_VERSION);
+    return NULL;
+  }
   Py_ssize_t at[NSLOTS];
   for (int i = 0; i < NSLOTS; i++) {
     PyObject *owner = i == LENT ? rtype : i == VIEW ? ltype : ctype;
@@ -437,7 +443,7 @@ PyObject *fastpath_setup(PyObject *module, PyObject *args) {
     if (rc < 0) return NULL;
   }
   memcpy(slot_at, at, sizeof at);
-  Py_XSETREF(window_view_fn, Py_NewRef(fn));
+  lease_capi = capi;
   Py_XSETREF(released_view, Py_NewRef(released));
   Py_XSETREF(recv_handler, Py_NewRef(handler));
   Py_XSETREF(conn_type, (PyTypeObject *)Py_NewRef(ctype));
@@ -457,7 +463,6 @@ int fastpath_walk_init(void) {
   INTERN(s_refs, "_refs");
   INTERN(s_in_kernel, "_in_kernel");
   INTERN(s_buffer_received, "buffer_received");
-  INTERN(s_swap_view, "_swap_view");
   INTERN(s_lent_kept, "_lent_kept");
   INTERN(s_lent_outlived, "_lent_outlived");
   INTERN(s_back, "_back");

@@ -11,7 +11,6 @@ def complete(
     /,
 ) -> int: ...
 def setup(
-    window_view: Callable[[int, int], memoryview],
     released: memoryview,
     buf_more: int,
     recv_handler: Callable[..., None],

@@ -91,7 +91,7 @@ from collections.abc import Callable, Iterator, Sequence
 from threading import get_ident
 from typing import Any, Protocol
 
-from poolalloc._lease import ViewLeaseBase, window_view
+from poolalloc._lease import ViewLeaseBase
 from poolalloc.net.epoll.connection import ReadPool
 from poolalloc.net.epoll.reactor import Reactor
 from poolalloc.net.uring import _fastpath
@@ -112,9 +112,8 @@ _STRANDED: list[Any] = []
 _EPOLL_TOKEN = 1
 # what the batch walk in C needs to take the common receive as the Python path would
 _fastpath.setup(
-    window_view, _RELEASED, CQE_F_BUF_MORE, UringConnection._on_recv, UringConnection, PoolRing,
-    ViewLeaseBase,
-)  # fmt: skip
+    _RELEASED, CQE_F_BUF_MORE, UringConnection._on_recv, UringConnection, PoolRing, ViewLeaseBase
+)
 _CANCEL_TOKEN = 2
 _FIRST_TOKEN = 16
 
