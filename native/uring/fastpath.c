@@ -6,9 +6,13 @@ static PyMethodDef methods[] = {
     {"complete", (PyCFunction)(void (*)(void))fastpath_complete, METH_FASTCALL,
      "complete(cqes, targets, handle_one, failed, rest, now) -> int\n\n"
      "Walk a batch of completions: the common receive in C, the rest through handle_one."},
+    {"receive", (PyCFunction)(void (*)(void))fastpath_receive, METH_FASTCALL,
+     "receive(ring, bid, nbytes, flags, protocol) -> None\n\n"
+     "PoolRing.receive: lend a receive's bytes to protocol.buffer_received and take them back."},
+    {"setup_ring", fastpath_setup_ring, METH_VARARGS,
+     "setup_ring(released, CQE_F_BUF_MORE, ring_class, lease_class): what a lend needs."},
     {"setup", fastpath_setup, METH_VARARGS,
-     "setup(released, CQE_F_BUF_MORE, recv_handler, connection_class, "
-     "ring_class, lease_class): what the walk needs."},
+     "setup(recv_handler, connection_class): what the walk needs besides setup_ring's."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -14,8 +14,11 @@
 
 #include "pa_lease_capi.h"
 
-/* walk.c: complete(cqes, targets, handle_one, failed, rest, now) and setup(...) */
+/* walk.c: complete(cqes, targets, handle_one, failed, rest, now), receive(ring, bid, nbytes,
+ * flags, protocol), setup_ring(...) and setup(...) */
 PyObject *fastpath_complete(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *fastpath_receive(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *fastpath_setup_ring(PyObject *module, PyObject *args);
 PyObject *fastpath_setup(PyObject *module, PyObject *args);
 int fastpath_walk_init(void);
 

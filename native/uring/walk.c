@@ -16,12 +16,16 @@
  * incremental with a block behind the bid. Everything else (sends, accepts, errors, EOF, the end
  * of a block, a paused or closing connection, a subclass with its own receive handler) goes to
  * `handle_one(ud, res, flags)`, the Python path, unchanged. So the state lives where it always
- * did (the connection's and the ring's Python attributes and lists): this file reads and writes
- * the same objects the Python path does, in the same order, and the two can never disagree.
+ * did (the connection's and the ring's Python attributes and lists). The lend itself (the
+ * ring's bookkeeping around the protocol's call, and taking the slice back) is one function,
+ * ring_lend, that the walk and PoolRing.receive (through receive()) both call: the rule lives
+ * here once, and the Python path differs from the walk only in routing and the connection's
+ * own stores (UringConnection._on_recv).
  *
  * Attribute traffic was most of what was left: the attributes read per receive are slots
  * (BaseConnection, UringConnection, PoolRing, the lease base's `view`), and setup() hands this
- * file their member descriptors, so a read is a load at a fixed offset, not a dictionary
+ * file their member descriptors (setup_ring() the ring's and the lease's, at the import of the
+ * ring's module; setup() the connection's), so a read is a load at a fixed offset, not a dictionary
  * lookup. A connection that is not a UringConnection, or a slot that holds anything unexpected
  * (unset, not a bool), sends the completion down the Python path.
  *
@@ -116,12 +120,11 @@ static int type_is_fast(walk_t *w, PyTypeObject *type) {
   return w->type_fast;
 }
 
-/* Load the incremental ring's bookkeeping lists; 1 when `ring` can take the fast path. */
-static int ring_is_fast(walk_t *w, PyObject *ring) {
-  if (w->ring == ring) return w->addresses != NULL;
+/* Load the bookkeeping lists of `ring` (a PoolRing) into w: 1 when loaded, 0 when it is not
+ * an incremental ring or its lists are not what this file expects (nothing set then). */
+static int ring_load(walk_t *w, PyObject *ring) {
   ring_clear(w);
   w->ring = Py_NewRef(ring);
-  if (!Py_IS_TYPE(ring, ring_type)) return 0; /* a subclass may receive its own way */
   PyObject *inc = PyObject_GetAttr(ring, s_incremental);
   Py_XDECREF(inc);
   if (inc != Py_True) {
@@ -139,6 +142,18 @@ static int ring_is_fast(walk_t *w, PyObject *ring) {
     return 0;
   }
   return 1;
+}
+
+/* Whether the walk may take a receive into `ring` (its lists then loaded): an incremental
+ * PoolRing itself (a subclass may receive its own way). */
+static int ring_is_fast(walk_t *w, PyObject *ring) {
+  if (w->ring == ring) return w->addresses != NULL;
+  if (!Py_IS_TYPE(ring, ring_type)) {
+    ring_clear(w);
+    w->ring = Py_NewRef(ring);
+    return 0;
+  }
+  return ring_load(w, ring);
 }
 
 /* The list item at i as a Py_ssize_t, or -1 when it is not one (nothing left set). */
@@ -234,10 +249,95 @@ static PyObject *replaced(PyObject *ev) {
   return NULL;
 }
 
+/* Lend the `c->res` bytes a receive put at `offset` in block `bid` of w's ring (the block at
+ * `address`, `refs` slices of it out) to protocol.buffer_received as the ring's one reusable
+ * slice, and take it back: PoolRing.receive (its docstring says the rule), for the walk and
+ * for that method alike. 0 when done; -1 with the exception set: an Exception leaves the slice
+ * back with the ring (an exception raised while giving it back takes its place, chained to
+ * it); anything else (KeyboardInterrupt, SystemExit) leaves it kept, as the protocol may hold
+ * it. */
+static int ring_lend(walk_t *w, const cqe_t *c, Py_ssize_t bid, Py_ssize_t address,
+                     Py_ssize_t offset, Py_ssize_t refs, PyObject *nbytes, PyObject *protocol) {
+  PyObject *lent = SLOT(w->ring, LENT);
+  if (lent == NULL || !PyObject_TypeCheck(lent, lease_type)) {
+    PyErr_SetString(PyExc_RuntimeError, "the ring has no slice to lend");
+    return -1;
+  }
+  Py_INCREF(lent); /* the protocol may make the ring lend a fresh one meanwhile */
+  Py_INCREF(protocol);
+  PyObject *result = NULL;
+  int rc = -1, lent_out = 0;
+  if (c->flags & cqe_f_buf_more) {
+    if (list_store(w->offsets, bid, offset + c->res) < 0) goto raised;
+  } else { /* the kernel is done with the block: it comes back once no slice holds it */
+    if (bid >= PyByteArray_GET_SIZE(w->in_kernel)) {
+      PyErr_SetString(PyExc_RuntimeError, "ring bookkeeping is shorter than its bids");
+      goto raised;
+    }
+    PyByteArray_AS_STRING(w->in_kernel)[bid] = 0;
+    PyObject *in_ring = PyObject_GetAttrString(w->ring, "in_ring");
+    Py_ssize_t count = in_ring != NULL ? PyLong_AsSsize_t(in_ring) : -1;
+    Py_XDECREF(in_ring);
+    if (count == -1 && PyErr_Occurred()) goto raised;
+    PyObject *less = PyLong_FromSsize_t(count - 1);
+    int set = less != NULL ? PyObject_SetAttrString(w->ring, "in_ring", less) : -1;
+    Py_XDECREF(less);
+    if (set < 0) goto raised;
+  }
+  /* counted before the protocol runs: one that releases an earlier slice of this block
+   * meanwhile must not send the block back under this one */
+  if (list_store(w->refs, bid, refs + 1) < 0) goto raised;
+  lent_out = 1;
+  PyObject *view = lease_capi->window_view((void *)(address + offset), c->res);
+  if (view == NULL) goto raised;
+  slot_set(lent, VIEW, view); /* the slice holds it: a reference here would count as a view */
+  PyObject *call[3] = {protocol, lent, nbytes};
+  result = PyObject_VectorcallMethod(s_buffer_received, call,
+                                     3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+  if (result == NULL) goto raised;
+  int kept = result == Py_False || result == Py_None ? 0 : PyObject_IsTrue(result);
+  if (kept < 0) goto raised;
+  lent_out = 0;
+  rc = kept ? lent_kept(w, lent, bid) : lent_returned(w, lent, bid);
+  goto done;
+raised:
+  if (lent_out) {
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyErr_NormalizeException(&et, &ev, &tb);
+    if (tb != NULL && ev != NULL) PyException_SetTraceback(ev, tb);
+    if (ev != NULL && PyObject_TypeCheck(ev, (PyTypeObject *)PyExc_Exception)) {
+      if (lent_returned(w, lent, bid) < 0) {
+        PyObject *et2, *ev2, *tb2;
+        PyErr_Fetch(&et2, &ev2, &tb2);
+        PyErr_NormalizeException(&et2, &ev2, &tb2);
+        if (tb2 != NULL && ev2 != NULL) PyException_SetTraceback(ev2, tb2);
+        if (ev2 != NULL && ev2 != ev) {
+          PyException_SetContext(ev2, ev); /* steals ev */
+          ev = NULL;
+        }
+        Py_XDECREF(et);
+        Py_XDECREF(ev);
+        Py_XDECREF(tb);
+        et = et2, ev = ev2, tb = tb2;
+      }
+    } else if (lent_kept(w, lent, bid) < 0) {
+      PyErr_Clear(); /* the interrupt is what the caller must see */
+    }
+    PyErr_Restore(et, ev, tb);
+  }
+done:
+  Py_XDECREF(result);
+  Py_DECREF(protocol);
+  Py_DECREF(lent);
+  return rc;
+}
+
 /* The fast path for one completion. Returns 1 when handled, 0 when the Python path must take it
  * (nothing was changed then), -1 with an exception set when the walk must end. An Exception
  * raised once the completion is this path's (by the protocol, mostly) goes to `failed` as the
- * Python path's would, and counts as handled. */
+ * Python path's would (UringConnection._on_recv: abort, then the loop reports), and counts as
+ * handled. */
 static int recv_fast(walk_t *w, PyObject *conn, const cqe_t *c, PyObject *now, PyObject *failed) {
   if (!type_is_fast(w, Py_TYPE(conn))) return 0;
   if (SLOT(conn, PAUSED) != Py_False || SLOT(conn, CLOSED) != Py_False ||
@@ -263,73 +363,91 @@ static int recv_fast(walk_t *w, PyObject *conn, const cqe_t *c, PyObject *now, P
     Py_XDECREF(nbytes);
     return 0;
   }
-  Py_INCREF(protocol); /* the protocol may replace itself, or the ring its lent slice */
-  Py_INCREF(lent);
-  /* From here on the completion is this path's: _on_recv's and receive()'s stores, in order.
-   * `lent_out`: the slice is counted against its block and must come back (or be kept). */
-  int rc = 1, lent_out = 0;
-  PyObject *view = NULL, *result = NULL;
+  /* from here on the completion is this path's: _on_recv's stores, then the lend */
   slot_set(conn, BYTES_IN, more_in); /* the slot takes the reference */
-  more_in = NULL;
   slot_set(conn, LAST_ACTIVE, Py_NewRef(now));
-  if (list_store(w->offsets, bid, offset + c->res) < 0 || list_store(w->refs, bid, refs + 1) < 0)
-    goto raised;
-  lent_out = 1;
-  view = lease_capi->window_view((void *)(address + offset), c->res);
-  if (view == NULL) goto raised;
-  slot_set(lent, VIEW, view); /* the slice holds it: a reference here would count as a view */
-  view = NULL;
-  PyObject *call[3] = {protocol, lent, nbytes};
-  result = PyObject_VectorcallMethod(s_buffer_received, call,
-                                     3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-  if (result == NULL) goto raised;
-  int kept = result == Py_False || result == Py_None ? 0 : PyObject_IsTrue(result);
-  if (kept < 0) goto raised;
-  lent_out = 0;
-  if ((kept ? lent_kept(w, lent, bid) : lent_returned(w, lent, bid)) < 0) goto raised;
-  goto done;
-raised : {
-  PyObject *et, *ev, *tb;
-  PyErr_Fetch(&et, &ev, &tb);
-  PyErr_NormalizeException(&et, &ev, &tb);
-  if (tb != NULL && ev != NULL) PyException_SetTraceback(ev, tb);
-  if (ev != NULL && PyObject_TypeCheck(ev, (PyTypeObject *)PyExc_Exception)) {
-    /* A protocol bug: the slice comes back, the connection is aborted, the loop reports it
-     * (PoolRing.receive's finally, then _on_recv's abort, then _complete_one's report). What
-     * raises on the way takes the place of the exception, chained to it, as in Python: an
-     * Exception is reported instead, anything else ends the walk. */
-    Py_XDECREF(et);
-    Py_XDECREF(tb);
-    if (lent_out && lent_returned(w, lent, bid) < 0) ev = replaced(ev);
-    if (ev != NULL) {
+  int rc = 1;
+  if (ring_lend(w, c, bid, address, offset, refs, nbytes, protocol) < 0) {
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyErr_NormalizeException(&et, &ev, &tb);
+    if (tb != NULL && ev != NULL) PyException_SetTraceback(ev, tb);
+    if (ev != NULL && PyObject_TypeCheck(ev, (PyTypeObject *)PyExc_Exception)) {
+      /* A protocol bug: the slice is back; the connection is aborted and the loop reports it.
+       * What raises on the way takes the place of the exception, chained to it, as in Python:
+       * an Exception is reported instead, anything else ends the walk. */
+      Py_XDECREF(et);
+      Py_XDECREF(tb);
       PyObject *r1 = PyObject_CallMethodOneArg(conn, s_abort, ev);
       if (r1 == NULL) ev = replaced(ev);
       Py_XDECREF(r1);
-    }
-    if (ev != NULL) {
-      PyObject *fargs[2] = {ev, conn};
-      PyObject *r2 = PyObject_Vectorcall(failed, fargs, 2, NULL);
-      Py_DECREF(ev);
-      if (r2 == NULL) rc = -1;
-      Py_XDECREF(r2);
+      if (ev != NULL) {
+        PyObject *fargs[2] = {ev, conn};
+        PyObject *r2 = PyObject_Vectorcall(failed, fargs, 2, NULL);
+        Py_DECREF(ev);
+        if (r2 == NULL) rc = -1;
+        Py_XDECREF(r2);
+      } else {
+        rc = -1; /* a BaseException replaced it: set, it ends the walk */
+      }
     } else {
-      rc = -1; /* a BaseException replaced it: set, it ends the walk */
+      PyErr_Restore(et, ev, tb);
+      rc = -1;
     }
-  } else {
-    /* KeyboardInterrupt, SystemExit: the protocol may hold the slice, so it keeps it */
-    if (lent_out && lent_kept(w, lent, bid) < 0) PyErr_Clear();
-    PyErr_Restore(et, ev, tb);
-    rc = -1;
   }
-}
-done:
-  Py_XDECREF(result);
-  Py_XDECREF(view);
-  Py_DECREF(protocol);
-  Py_DECREF(lent);
   Py_DECREF(nbytes);
-  Py_XDECREF(more_in);
   return rc;
+}
+
+/* receive(ring, bid, nbytes, flags, protocol): PoolRing.receive, the same lend as the walk's. */
+PyObject *fastpath_receive(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+  (void)module;
+  if (nargs != 5) {
+    PyErr_Format(PyExc_TypeError, "receive() takes 5 arguments (%zd given)", nargs);
+    return NULL;
+  }
+  if (ring_type == NULL || lease_capi == NULL) {
+    PyErr_SetString(PyExc_RuntimeError, "receive(): setup_ring() was not called");
+    return NULL;
+  }
+  PyObject *ring = args[0], *protocol = args[4];
+  Py_ssize_t bid = PyLong_AsSsize_t(args[1]);
+  long n = PyLong_AsLong(args[2]);
+  unsigned long flags = PyLong_AsUnsignedLong(args[3]);
+  if (PyErr_Occurred()) return NULL;
+  if (n <= 0 || n > INT32_MAX || flags > UINT32_MAX) {
+    PyErr_Format(PyExc_ValueError, "receive(): %ld bytes, flags %lu", n, flags);
+    return NULL;
+  }
+  if (!PyObject_TypeCheck(ring, ring_type)) {
+    PyErr_SetString(PyExc_TypeError, "receive(): not a PoolRing");
+    return NULL;
+  }
+  walk_t w = {0};
+  PyObject *out = NULL;
+  if (!ring_load(&w, ring)) {
+    PyErr_SetString(PyExc_TypeError, "receive(): the ring is not an incremental one");
+    goto end;
+  }
+  Py_ssize_t address = bid >= 0 ? list_ssize(w.addresses, bid) : -1;
+  if (address <= 0) {
+    PyObject *bgid = PyObject_GetAttrString(ring, "bgid");
+    if (bgid != NULL)
+      PyErr_Format(PyExc_LookupError, "buffer id %zd of group %S is not in the ring", bid, bgid);
+    Py_XDECREF(bgid);
+    goto end;
+  }
+  Py_ssize_t offset = list_ssize(w.offsets, bid), refs = list_ssize(w.refs, bid);
+  if (offset < 0 || refs < 0) {
+    PyErr_Format(PyExc_RuntimeError, "ring bookkeeping of buffer id %zd is broken", bid);
+    goto end;
+  }
+  cqe_t c = {0, (int32_t)n, (uint32_t)flags};
+  PyObject *nbytes = args[2];
+  if (ring_lend(&w, &c, bid, address, offset, refs, nbytes, protocol) == 0) out = Py_NewRef(Py_None);
+end:
+  walk_clear(&w);
+  return out;
 }
 
 PyObject *fastpath_complete(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
@@ -345,8 +463,8 @@ PyObject *fastpath_complete(PyObject *module, PyObject *const *args, Py_ssize_t 
                                      "rest: list, now)");
     return NULL;
   }
-  if (conn_type == NULL) {
-    PyErr_SetString(PyExc_RuntimeError, "complete(): setup() was not called");
+  if (conn_type == NULL || ring_type == NULL) {
+    PyErr_SetString(PyExc_RuntimeError, "complete(): setup() or setup_ring() was not called");
     return NULL;
   }
   Py_buffer buf;
@@ -419,37 +537,55 @@ static int member_offset(PyObject *descr, const char *name, Py_ssize_t *out) {
   return 0;
 }
 
-PyObject *fastpath_setup(PyObject *module, PyObject *args) {
+static int slot_offsets(PyObject *owner, int from, int to, Py_ssize_t *at) {
+  for (int i = from; i < to; i++) {
+    PyObject *descr = PyObject_GetAttrString(owner, slot_names[i]);
+    if (descr == NULL) return -1;
+    int rc = member_offset(descr, slot_names[i], &at[i]);
+    Py_DECREF(descr);
+    if (rc < 0) return -1;
+  }
+  return 0;
+}
+
+/* setup_ring(released, CQE_F_BUF_MORE, ring_class, lease_class): what a lend needs. */
+PyObject *fastpath_setup_ring(PyObject *module, PyObject *args) {
   (void)module;
-  PyObject *released, *handler, *ctype, *rtype, *ltype;
+  PyObject *released, *rtype, *ltype;
   unsigned int buf_more;
-  if (!PyArg_ParseTuple(args, "OIOO!O!O!:setup", &released, &buf_more, &handler, &PyType_Type,
-                        &ctype, &PyType_Type, &rtype, &PyType_Type, &ltype))
+  if (!PyArg_ParseTuple(args, "OIO!O!:setup_ring", &released, &buf_more, &PyType_Type, &rtype,
+                        &PyType_Type, &ltype))
     return NULL;
   const pa_lease_capi_t *capi = PyCapsule_Import(PA_LEASE_CAPI_NAME, 0);
   if (capi == NULL) return NULL;
   if (capi->version != PA_LEASE_CAPI_VERSION) {
-    PyErr_Format(PyExc_ImportError, "setup(): %s is version %d, this walk needs %d",
+    PyErr_Format(PyExc_ImportError, "setup_ring(): %s is version %d, this file needs %d",
                  PA_LEASE_CAPI_NAME, capi->version, PA_LEASE_CAPI_VERSION);
     return NULL;
   }
   Py_ssize_t at[NSLOTS];
-  for (int i = 0; i < NSLOTS; i++) {
-    PyObject *owner = i == LENT ? rtype : i == VIEW ? ltype : ctype;
-    PyObject *descr = PyObject_GetAttrString(owner, slot_names[i]);
-    if (descr == NULL) return NULL;
-    int rc = member_offset(descr, slot_names[i], &at[i]);
-    Py_DECREF(descr);
-    if (rc < 0) return NULL;
-  }
-  memcpy(slot_at, at, sizeof at);
+  if (slot_offsets(rtype, LENT, LENT + 1, at) < 0 || slot_offsets(ltype, VIEW, VIEW + 1, at) < 0)
+    return NULL;
+  slot_at[LENT] = at[LENT];
+  slot_at[VIEW] = at[VIEW];
   lease_capi = capi;
   Py_XSETREF(released_view, Py_NewRef(released));
-  Py_XSETREF(recv_handler, Py_NewRef(handler));
-  Py_XSETREF(conn_type, (PyTypeObject *)Py_NewRef(ctype));
   Py_XSETREF(ring_type, (PyTypeObject *)Py_NewRef(rtype));
   Py_XSETREF(lease_type, (PyTypeObject *)Py_NewRef(ltype));
   cqe_f_buf_more = buf_more;
+  Py_RETURN_NONE;
+}
+
+/* setup(recv_handler, connection_class): what the walk needs besides setup_ring's. */
+PyObject *fastpath_setup(PyObject *module, PyObject *args) {
+  (void)module;
+  PyObject *handler, *ctype;
+  if (!PyArg_ParseTuple(args, "OO!:setup", &handler, &PyType_Type, &ctype)) return NULL;
+  Py_ssize_t at[NSLOTS];
+  if (slot_offsets(ctype, 0, LENT, at) < 0) return NULL;
+  memcpy(slot_at, at, LENT * sizeof at[0]);
+  Py_XSETREF(recv_handler, Py_NewRef(handler));
+  Py_XSETREF(conn_type, (PyTypeObject *)Py_NewRef(ctype));
   Py_RETURN_NONE;
 }
 

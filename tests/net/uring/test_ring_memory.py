@@ -360,6 +360,59 @@ def test_a_slice_released_while_another_of_its_block_is_handed_over_keeps_the_bl
     pool.close()
 
 
+class Raises:
+    """Reads the bytes it is lent, then raises what it was given."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+        self.seen = b""
+        self.lent: Any = None
+
+    def buffer_received(self, lease: Any, n: int) -> bool:
+        self.seen = bytes(lease.view[:n])
+        self.lent = lease
+        raise self.exc
+
+
+def test_a_lend_that_raises_gives_the_slice_back_or_leaves_it_with_the_protocol() -> None:
+    """``PoolRing.receive`` (the lend the batch walk also makes, in C): an ``Exception`` from the
+    protocol propagates with the slice back (shows nothing, counted back; the block goes back
+    once the kernel is done with it); a ``KeyboardInterrupt`` leaves the slice the protocol's,
+    which releases it later. A bid with no block, or no bytes, is refused before any of it."""
+    needs_incremental()
+    ring = Ring(8)
+    pool = BufferPool(1024, capacity=8)
+    pr = _buffers.PoolRing(ring, pool, bgid=1, entries=8, initial=2, incremental=True)
+    pr.refill()
+    bid, other = (b for b in range(8) if pr._addresses[b])
+    bug = Raises(ValueError("protocol bug"))
+    with pytest.raises(ValueError, match="protocol bug"):
+        pr.receive(bid, 16, 0, bug)  # the block's last receive: the kernel is done with it
+    assert len(bug.seen) == 16
+    with pytest.raises(ValueError):
+        bug.lent.view.tobytes()  # the slice shows nothing any more
+    assert pr.stats()["slices_held"] == 0
+    assert list(pr.recycle_bids) == [bid]  # nothing holds it: back into the ring, whole
+    interrupt = Raises(KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        pr.receive(other, 8, CQE_F_BUF_MORE, interrupt)
+    assert pr.stats()["slices_held"] == 1  # the protocol may hold it: it is the protocol's
+    assert interrupt.lent.nbytes == 8
+    assert interrupt.lent is not pr._lent  # the ring lends a fresh slice from now on
+    interrupt.lent.release()
+    assert pr.stats()["slices_held"] == 0
+    free = next(b for b in range(8) if not pr._addresses[b])
+    with pytest.raises(LookupError, match=f"buffer id {free} of group 1 is not in the ring"):
+        pr.receive(free, 8, CQE_F_BUF_MORE, Framer())
+    with pytest.raises(ValueError):
+        pr.receive(other, 0, CQE_F_BUF_MORE, Framer())
+    assert pr.stats()["slices_held"] == 0
+    pr.close()
+    ring.close()
+    assert pool.outstanding() == 0
+    pool.close()
+
+
 def test_a_slice_released_by_another_thread_is_taken_back_by_the_loop() -> None:
     """The ring's bookkeeping is the loop's alone: a worker thread's release is queued, and the
     loop's thread takes it back (the proactor does so every pass, and at close)."""

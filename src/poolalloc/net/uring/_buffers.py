@@ -60,6 +60,7 @@ from poolalloc._lease import ViewLeaseBase, window_view
 from poolalloc.errors import PoolMemoryError
 from poolalloc.net.epoll.connection import ReadPool
 from poolalloc.net.sockets import LeaseLike
+from poolalloc.net.uring import _fastpath
 from poolalloc.net.uring.ring import CQE_BUFFER_SHIFT, CQE_F_BUF_MORE, BufRing, Ring
 
 __all__ = ["INCREMENTAL_BYTES", "SHRINK_AFTER", "PoolRing", "RingLease"]
@@ -229,45 +230,11 @@ class PoolRing:
 
         :raises LookupError: no block sits behind ``bid``.
         """
-        address = self._addresses[bid]
-        if not address:
-            raise LookupError(f"buffer id {bid} of group {self.bgid} is not in the ring")
-        offsets = self._offsets
-        offset = offsets[bid]
-        if flags & CQE_F_BUF_MORE:
-            offsets[bid] = offset + nbytes
-        else:
-            self._in_kernel[bid] = 0
-            self.in_ring -= 1
-        # Counted before the protocol runs, as arrived() does: a protocol that releases an
-        # earlier slice of this block meanwhile must not send the block back under this one.
-        refs = self._refs
-        refs[bid] += 1
-        lent = self._lent
-        lent.view = window_view(address + offset, nbytes)
-        try:
-            kept = protocol.buffer_received(lent, nbytes)
-        except Exception:
-            kept = False
-            raise
-        except BaseException:
-            kept = True
-            raise
-        finally:
-            if kept:
-                self._lent_kept(lent, bid)
-            else:
-                window = lent._swap_view(_RELEASED)
-                if window is not None:  # a view, slice or export of the bytes outlives the call
-                    self._lent_outlived(window, bid)
-                else:
-                    left = refs[bid] - 1
-                    refs[bid] = left
-                    if not (left or self._in_kernel[bid]):
-                        self._back(bid)
+        # In C (native/uring/walk.c, ring_lend): the batch walk lends the same way.
+        _fastpath.receive(self, bid, nbytes, flags, protocol)
 
-    # The ends of a lend that are not the common one, shared with the batch walk in C
-    # (poolalloc.net.uring._fastpath), which takes the common receive without this method.
+    # The ends of a lend that are not the common one, called by the lend in C
+    # (poolalloc.net.uring._fastpath).
     def _lent_kept(self, lent: _Slice, bid: int) -> None:
         """The protocol kept the lent slice: it is an ordinary slice, released by its holder."""
         lent._owner = self
@@ -509,3 +476,7 @@ def _after_exports(window: Any, stand_in: _Slice) -> None:
     nothing shown), whose ``release`` runs then, from whichever thread dropped the last view
     (a release off the loop's thread is queued for the loop, as any slice's)."""
     weakref.finalize(window, stand_in.release)
+
+
+# what a lend in C (PoolRing.receive and the batch walk) needs of this module's classes
+_fastpath.setup_ring(_RELEASED, CQE_F_BUF_MORE, PoolRing, ViewLeaseBase)

@@ -10,15 +10,11 @@ def complete(
     now: float,
     /,
 ) -> int: ...
-def setup(
-    released: memoryview,
-    buf_more: int,
-    recv_handler: Callable[..., None],
-    connection_class: type,
-    ring_class: type,
-    lease_class: type,
-    /,
+def receive(ring: Any, bid: int, nbytes: int, flags: int, protocol: Any, /) -> None: ...
+def setup_ring(
+    released: memoryview, buf_more: int, ring_class: type, lease_class: type, /
 ) -> None: ...
+def setup(recv_handler: Callable[..., None], connection_class: type, /) -> None: ...
 
 class CopySender:
     def __init__(self, function_address: int, ring_address: int) -> None: ...

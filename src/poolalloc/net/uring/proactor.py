@@ -91,14 +91,13 @@ from collections.abc import Callable, Iterator, Sequence
 from threading import get_ident
 from typing import Any, Protocol
 
-from poolalloc._lease import ViewLeaseBase
 from poolalloc.net.epoll.connection import ReadPool
 from poolalloc.net.epoll.reactor import Reactor
 from poolalloc.net.uring import _fastpath
-from poolalloc.net.uring._buffers import _RELEASED, PoolRing
+from poolalloc.net.uring._buffers import PoolRing
 from poolalloc.net.uring._fastpath import complete
 from poolalloc.net.uring.connection import UringConnection
-from poolalloc.net.uring.ring import CQE_F_BUF_MORE, CQE_F_MORE, ProbeResult, Ring, probe
+from poolalloc.net.uring.ring import CQE_F_MORE, ProbeResult, Ring, probe
 from poolalloc.net.uring.server import UringTcpServer
 
 __all__ = ["Proactor", "available", "probe_result"]
@@ -110,10 +109,9 @@ _KIND_BITS = 8
 #: never given back to a pool whose next user would overwrite bytes still to be transmitted.
 _STRANDED: list[Any] = []
 _EPOLL_TOKEN = 1
-# what the batch walk in C needs to take the common receive as the Python path would
-_fastpath.setup(
-    _RELEASED, CQE_F_BUF_MORE, UringConnection._on_recv, UringConnection, PoolRing, ViewLeaseBase
-)
+# what the batch walk in C needs to take the common receive as the Python path would (the
+# ring's module gave it the ring's part)
+_fastpath.setup(UringConnection._on_recv, UringConnection)
 _CANCEL_TOKEN = 2
 _FIRST_TOKEN = 16
 
