@@ -22,6 +22,8 @@ typedef struct {
   /* lease._swap_view(released) of a ViewLeaseBase (the caller checks the type): a new
    * reference, the old view's Window while its bytes are still viewed, else None */
   PyObject *(*swap_view)(PyObject *lease, PyObject *released);
+  /* ViewLeaseBase: the type swap_view takes */
+  PyTypeObject *view_lease_type;
 } pa_lease_capi_t;
 
 #endif /* PA_LEASE_CAPI_H */

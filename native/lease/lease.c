@@ -128,7 +128,7 @@ PyMODINIT_FUNC PyInit__lease(void) {
   lease_token = PyCapsule_New(&token_target, "poolalloc._lease.token", NULL);
   if (lease_token == NULL) return NULL;
   static const pa_lease_capi_t c_api = {PA_LEASE_CAPI_VERSION, lease_window_new_view,
-                                        lease_view_swap};
+                                        lease_view_swap, &LeaseViewBaseType};
   PyObject *capi = PyCapsule_New((void *)&c_api, PA_LEASE_CAPI_NAME, NULL);
   if (capi == NULL) return NULL;
   PyObject *m = PyModule_Create(&lease_module);

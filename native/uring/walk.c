@@ -79,7 +79,7 @@ static void slot_set(PyObject *obj, int which, PyObject *value) {
   Py_XDECREF(old);
 }
 
-static PyObject *s_handlers, *s_incremental, *s_addresses, *s_offsets, *s_refs, *s_in_kernel,
+static PyObject *s_handlers, *s_in_ring, *s_incremental, *s_addresses, *s_offsets, *s_refs, *s_in_kernel,
     *s_buffer_received, *s_lent_kept, *s_lent_outlived, *s_back, *s_abort;
 
 /* What one walk remembers about the last type and ring it saw: a batch is mostly one kind of
@@ -226,20 +226,30 @@ static int save_rest(PyObject *rest, const cqe_t *cqes, Py_ssize_t from, Py_ssiz
   return 0;
 }
 
-/* An exception raised while handling `ev` (an Exception, owned): it takes ev's place with ev
- * as its context. Returns the new one (owned, nothing set) when it is an Exception too, else
- * NULL with it set; ev is released either way. */
+/* Make `ev` the exception being handled, as the interpreter does in an `except` or `finally`
+ * block, so that one raised meanwhile is chained to it (`__context__`) exactly as in Python;
+ * returns what was handled before, for handling_done(). */
+static PyObject *handling(PyObject *ev) {
+  PyObject *before = PyErr_GetHandledException();
+  PyErr_SetHandledException(ev);
+  return before;
+}
+
+static void handling_done(PyObject *before) {
+  PyErr_SetHandledException(before);
+  Py_XDECREF(before);
+}
+
+/* An exception raised while handling `ev` (an Exception, owned; see handling()): it takes ev's
+ * place. Returns the new one (owned, nothing set) when it is an Exception too, else NULL with
+ * it set; ev is released either way. */
 static PyObject *replaced(PyObject *ev) {
   PyObject *et, *nv, *tb;
   PyErr_Fetch(&et, &nv, &tb);
   if (et == NULL) return ev; /* nothing raised after all */
   PyErr_NormalizeException(&et, &nv, &tb);
   if (tb != NULL && nv != NULL) PyException_SetTraceback(nv, tb);
-  if (nv != NULL && nv != ev) {
-    PyException_SetContext(nv, ev); /* steals ev */
-  } else {
-    Py_DECREF(ev);
-  }
+  Py_DECREF(ev);
   if (nv != NULL && PyObject_TypeCheck(nv, (PyTypeObject *)PyExc_Exception)) {
     Py_XDECREF(et);
     Py_XDECREF(tb);
@@ -250,14 +260,14 @@ static PyObject *replaced(PyObject *ev) {
 }
 
 /* Lend the `c->res` bytes a receive put at `offset` in block `bid` of w's ring (the block at
- * `address`, `refs` slices of it out) to protocol.buffer_received as the ring's one reusable
+ * `address`) to protocol.buffer_received as the ring's one reusable
  * slice, and take it back: PoolRing.receive (its docstring says the rule), for the walk and
  * for that method alike. 0 when done; -1 with the exception set: an Exception leaves the slice
  * back with the ring (an exception raised while giving it back takes its place, chained to
  * it); anything else (KeyboardInterrupt, SystemExit) leaves it kept, as the protocol may hold
  * it. */
 static int ring_lend(walk_t *w, const cqe_t *c, Py_ssize_t bid, Py_ssize_t address,
-                     Py_ssize_t offset, Py_ssize_t refs, PyObject *nbytes, PyObject *protocol) {
+                     Py_ssize_t offset, PyObject *nbytes, PyObject *protocol) {
   PyObject *lent = SLOT(w->ring, LENT);
   if (lent == NULL || !PyObject_TypeCheck(lent, lease_type)) {
     PyErr_SetString(PyExc_RuntimeError, "the ring has no slice to lend");
@@ -275,17 +285,22 @@ static int ring_lend(walk_t *w, const cqe_t *c, Py_ssize_t bid, Py_ssize_t addre
       goto raised;
     }
     PyByteArray_AS_STRING(w->in_kernel)[bid] = 0;
-    PyObject *in_ring = PyObject_GetAttrString(w->ring, "in_ring");
+    PyObject *in_ring = PyObject_GetAttr(w->ring, s_in_ring);
     Py_ssize_t count = in_ring != NULL ? PyLong_AsSsize_t(in_ring) : -1;
     Py_XDECREF(in_ring);
     if (count == -1 && PyErr_Occurred()) goto raised;
     PyObject *less = PyLong_FromSsize_t(count - 1);
-    int set = less != NULL ? PyObject_SetAttrString(w->ring, "in_ring", less) : -1;
+    int set = less != NULL ? PyObject_SetAttr(w->ring, s_in_ring, less) : -1;
     Py_XDECREF(less);
     if (set < 0) goto raised;
   }
   /* counted before the protocol runs: one that releases an earlier slice of this block
    * meanwhile must not send the block back under this one */
+  Py_ssize_t refs = list_ssize(w->refs, bid); /* read now: what ran above may have moved it */
+  if (refs < 0) {
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "ring refcount unreadable");
+    goto raised;
+  }
   if (list_store(w->refs, bid, refs + 1) < 0) goto raised;
   lent_out = 1;
   PyObject *view = lease_capi->window_view((void *)(address + offset), c->res);
@@ -307,22 +322,17 @@ raised:
     PyErr_NormalizeException(&et, &ev, &tb);
     if (tb != NULL && ev != NULL) PyException_SetTraceback(ev, tb);
     if (ev != NULL && PyObject_TypeCheck(ev, (PyTypeObject *)PyExc_Exception)) {
-      if (lent_returned(w, lent, bid) < 0) {
-        PyObject *et2, *ev2, *tb2;
-        PyErr_Fetch(&et2, &ev2, &tb2);
-        PyErr_NormalizeException(&et2, &ev2, &tb2);
-        if (tb2 != NULL && ev2 != NULL) PyException_SetTraceback(ev2, tb2);
-        if (ev2 != NULL && ev2 != ev) {
-          PyException_SetContext(ev2, ev); /* steals ev */
-          ev = NULL;
-        }
+      PyObject *before = handling(ev); /* PoolRing.receive's `finally` */
+      int back = lent_returned(w, lent, bid);
+      handling_done(before);
+      if (back < 0) { /* raised giving the slice back: that one propagates, chained to ev */
         Py_XDECREF(et);
         Py_XDECREF(ev);
         Py_XDECREF(tb);
-        et = et2, ev = ev2, tb = tb2;
+        PyErr_Fetch(&et, &ev, &tb);
       }
     } else if (lent_kept(w, lent, bid) < 0) {
-      PyErr_Clear(); /* the interrupt is what the caller must see */
+      PyErr_WriteUnraisable(lent); /* the interrupt is what the caller must see */
     }
     PyErr_Restore(et, ev, tb);
   }
@@ -364,10 +374,11 @@ static int recv_fast(walk_t *w, PyObject *conn, const cqe_t *c, PyObject *now, P
     return 0;
   }
   /* from here on the completion is this path's: _on_recv's stores, then the lend */
+  Py_INCREF(protocol); /* what the stores drop cannot take it from under the lend */
   slot_set(conn, BYTES_IN, more_in); /* the slot takes the reference */
   slot_set(conn, LAST_ACTIVE, Py_NewRef(now));
   int rc = 1;
-  if (ring_lend(w, c, bid, address, offset, refs, nbytes, protocol) < 0) {
+  if (ring_lend(w, c, bid, address, offset, nbytes, protocol) < 0) {
     PyObject *et, *ev, *tb;
     PyErr_Fetch(&et, &ev, &tb);
     PyErr_NormalizeException(&et, &ev, &tb);
@@ -378,7 +389,9 @@ static int recv_fast(walk_t *w, PyObject *conn, const cqe_t *c, PyObject *now, P
        * an Exception is reported instead, anything else ends the walk. */
       Py_XDECREF(et);
       Py_XDECREF(tb);
+      PyObject *before = handling(ev); /* _on_recv's `except Exception` */
       PyObject *r1 = PyObject_CallMethodOneArg(conn, s_abort, ev);
+      handling_done(before);
       if (r1 == NULL) ev = replaced(ev);
       Py_XDECREF(r1);
       if (ev != NULL) {
@@ -395,6 +408,7 @@ static int recv_fast(walk_t *w, PyObject *conn, const cqe_t *c, PyObject *now, P
       rc = -1;
     }
   }
+  Py_DECREF(protocol);
   Py_DECREF(nbytes);
   return rc;
 }
@@ -412,9 +426,11 @@ PyObject *fastpath_receive(PyObject *module, PyObject *const *args, Py_ssize_t n
   }
   PyObject *ring = args[0], *protocol = args[4];
   Py_ssize_t bid = PyLong_AsSsize_t(args[1]);
+  if (bid == -1 && PyErr_Occurred()) return NULL;
   long n = PyLong_AsLong(args[2]);
+  if (n == -1 && PyErr_Occurred()) return NULL;
   unsigned long flags = PyLong_AsUnsignedLong(args[3]);
-  if (PyErr_Occurred()) return NULL;
+  if (flags == (unsigned long)-1 && PyErr_Occurred()) return NULL;
   if (n <= 0 || n > INT32_MAX || flags > UINT32_MAX) {
     PyErr_Format(PyExc_ValueError, "receive(): %ld bytes, flags %lu", n, flags);
     return NULL;
@@ -437,14 +453,14 @@ PyObject *fastpath_receive(PyObject *module, PyObject *const *args, Py_ssize_t n
     Py_XDECREF(bgid);
     goto end;
   }
-  Py_ssize_t offset = list_ssize(w.offsets, bid), refs = list_ssize(w.refs, bid);
-  if (offset < 0 || refs < 0) {
+  Py_ssize_t offset = list_ssize(w.offsets, bid);
+  if (offset < 0) {
     PyErr_Format(PyExc_RuntimeError, "ring bookkeeping of buffer id %zd is broken", bid);
     goto end;
   }
   cqe_t c = {0, (int32_t)n, (uint32_t)flags};
   PyObject *nbytes = args[2];
-  if (ring_lend(&w, &c, bid, address, offset, refs, nbytes, protocol) == 0) out = Py_NewRef(Py_None);
+  if (ring_lend(&w, &c, bid, address, offset, nbytes, protocol) == 0) out = Py_NewRef(Py_None);
 end:
   walk_clear(&w);
   return out;
@@ -563,6 +579,10 @@ PyObject *fastpath_setup_ring(PyObject *module, PyObject *args) {
                  PA_LEASE_CAPI_NAME, capi->version, PA_LEASE_CAPI_VERSION);
     return NULL;
   }
+  if (!PyType_IsSubtype((PyTypeObject *)ltype, capi->view_lease_type)) {
+    PyErr_SetString(PyExc_TypeError, "setup_ring(): lease_class is not a ViewLeaseBase");
+    return NULL;
+  }
   Py_ssize_t at[NSLOTS];
   if (slot_offsets(rtype, LENT, LENT + 1, at) < 0 || slot_offsets(ltype, VIEW, VIEW + 1, at) < 0)
     return NULL;
@@ -593,6 +613,7 @@ int fastpath_walk_init(void) {
 #define INTERN(var, text) \
   if ((var = PyUnicode_InternFromString(text)) == NULL) return -1
   INTERN(s_handlers, "handlers");
+  INTERN(s_in_ring, "in_ring");
   INTERN(s_incremental, "incremental");
   INTERN(s_addresses, "_addresses");
   INTERN(s_offsets, "_offsets");
