@@ -7,6 +7,7 @@ import contextlib
 import gc
 import importlib.util
 import os
+import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -455,6 +456,32 @@ def test_handler_error_closes_connection(run: Any, buffer_pool: Any) -> None:
     got, reports = run(main())
     assert got == b""
     assert reports == ["Unhandled exception in client_connected_cb"]
+
+
+def test_a_writer_dropped_unclosed_closes_its_connection(run: Any, buffer_pool: Any) -> None:
+    """A handler that returns without ``close()``: its writer, once garbage, closes the
+    connection (a ``ResourceWarning`` says so), as asyncio's does from Python 3.13 on; the
+    client reads what was written, then EOF, and the server's ``wait_closed`` returns."""
+
+    async def main() -> tuple[bytes, list[str]]:
+        async def handler(reader: Any, writer: Any) -> None:
+            writer.write(b"bye\n")  # and no close()
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            server, port = await serve(handler, buffer_pool)
+            reader, writer = await streams.open_connection("127.0.0.1", port, pool=buffer_pool)
+            await asyncio.sleep(0.05)
+            gc.collect()
+            got = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 5)
+        return got, [str(w.message) for w in caught if w.category is ResourceWarning]
+
+    got, warned = run(main())
+    assert got == b"bye\n"
+    assert any(m.startswith("unclosed <PooledStreamWriter") for m in warned)
 
 
 def test_concurrent_readers_are_refused() -> None:

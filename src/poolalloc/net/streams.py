@@ -54,6 +54,7 @@ import asyncio
 import collections
 import contextlib
 import re
+import warnings
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
@@ -694,6 +695,19 @@ class PooledStreamWriter:
 
     def __repr__(self) -> str:
         return f"<PooledStreamWriter transport={self._transport!r}>"
+
+    def __del__(self, warn: Any = warnings.warn) -> None:
+        # A writer dropped unclosed closes its transport, as asyncio's does from Python 3.13
+        # on (on every version here): a handler that returns without close() must not leave
+        # its connection open for good, nor the server's wait_closed() waiting on it.
+        transport = getattr(self, "_transport", None)
+        if transport is None or transport.is_closing():
+            return
+        if self._loop.is_closed():
+            warn("loop is closed", ResourceWarning, stacklevel=1)
+            return
+        self.close()
+        warn(f"unclosed {self!r}", ResourceWarning, stacklevel=1)
 
     @property
     def transport(self) -> asyncio.WriteTransport:
