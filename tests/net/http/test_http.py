@@ -308,6 +308,29 @@ def test_an_empty_put_stores_an_empty_file(make_server: Any, root: Any) -> None:
     assert not [p for p in os.listdir(root) if ".part-" in p]
 
 
+def test_an_upload_without_framing_is_refused_and_the_file_kept(
+    make_server: Any, root: Any
+) -> None:
+    """RFC 9110 15.5.12: a PUT or POST with neither Content-Length nor Transfer-Encoding is
+    answered 411 Length Required; the existing file is not emptied, no new one appears, and
+    the connection serves the next request."""
+    srv = make_server(root=root, uploads=True)
+    (root / "full.txt").write_bytes(b"old content")
+    before = sorted(os.listdir(root))
+    with connect(srv.port) as sock:
+        f = sock.makefile("rb")
+        for method in ("PUT", "POST"):
+            for target in ("/full.txt", "/new.txt"):
+                sock.sendall(f"{method} {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                status, _, body = read_response(f, method)
+                assert (status, method, target) == (411, method, target)
+                assert b"length required" in body
+        sock.sendall(b"GET /full.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(f, "GET")[::2] == (200, b"old content")
+    assert (root / "full.txt").read_bytes() == b"old content"
+    assert sorted(os.listdir(root)) == before
+
+
 def test_upload_cut_short_leaves_no_file(make_server: Any, root: Any) -> None:
     srv = make_server(root=root, uploads=True)
     with connect(srv.port) as sock:

@@ -10,7 +10,9 @@
 * File-transfer mode (``uploads=True``): ``PUT``/``POST`` to a path under ``root`` streams the
   body from the pooled read buffers into ``<name>.part-*`` and renames it into place when
   complete (a half-sent upload never appears under its name). The answer is ``201 Created``
-  when the name was new, ``204 No Content`` when an existing file was replaced. Disk writes
+  when the name was new, ``204 No Content`` when an existing file was replaced; a request with
+  neither ``Content-Length`` nor ``Transfer-Encoding`` gets ``411 Length Required`` and changes
+  nothing (``Content-Length: 0`` stores an empty file). Disk writes
   are synchronous in the loop: fine for local disks, not for network filesystems.
 * Static responses: ``server.route("/path", Response(...))`` answers every request for the path
   with the same response; keep-alive ``GET`` requests for it take the protocol's fast path
@@ -349,7 +351,13 @@ class HttpServer:
                 self._send(proto, req, resp)
             elif self._is_upload(req):
                 sink, self._stored = self._stored, None
-                if sink is None or sink.req is not req:  # no body: an empty file, stored now
+                if sink is None or sink.req is not req:
+                    if req.content_length is None:
+                        # RFC 9110 15.5.12: neither Content-Length nor Transfer-Encoding. An
+                        # empty body is then what the message says (RFC 9112 6.3), but
+                        # storing it would empty the file for a client that meant to send one.
+                        raise HttpError(411, "length required", req.method)
+                    # Content-Length: 0: an empty file, stored now
                     sink = self._open_upload(req)
                     sink.close()
                     self._stored = None
