@@ -66,7 +66,8 @@ int pa_uring_registered_index(const pa_uring_t *ring);
 /* data is `const void *` in pa_uring.h; char here so that cffi passes a bytes object as is */
 int pa_uring_csend(pa_uring_t *ring, int fd, const char *data, size_t len, uint64_t py_ud);
 int pa_uring_csend_busy(pa_uring_t *ring, int fd, int notify, uint64_t py_ud, int *busy);
-int pa_uring_csend_detach(pa_uring_t *ring, int fd);
+int pa_uring_csend_sent(pa_uring_t *ring, int fd, uint64_t *sent);
+int pa_uring_csend_detach(pa_uring_t *ring, int fd, uint64_t *sent);
 unsigned pa_uring_csend_inflight(const pa_uring_t *ring);
 #define PA_URING_BUFRING_INC 1
 #define PA_URING_CQE_F_BUF_MORE 16

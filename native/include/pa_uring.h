@@ -132,9 +132,14 @@ int pa_uring_csend(pa_uring_t *ring, int fd, const void *data, size_t len, uint6
 /* *busy: 1 while copied bytes of `fd` are in flight (notify != 0: post the res-0 event, as
  * py_ud, when they are all sent), -EPIPE after a failure, else 0. */
 int pa_uring_csend_busy(pa_uring_t *ring, int fd, int notify, uint64_t py_ud, int *busy);
+/* *sent: the bytes of `fd`'s copied sends the kernel completed since the last call (or since
+ * the first send), counted at completion as a plain send counts what it sent; 0 when `fd` has
+ * no record. Resets the count. */
+int pa_uring_csend_sent(pa_uring_t *ring, int fd, uint64_t *sent);
 /* Forget `fd` before it is closed: a send in flight is cancelled and its record freed at its
- * last completion; buffered bytes are dropped. */
-int pa_uring_csend_detach(pa_uring_t *ring, int fd);
+ * last completion; buffered bytes are dropped. *sent (may be NULL): as pa_uring_csend_sent
+ * just before, what the completions so far sent (a cancelled send's bytes are not counted). */
+int pa_uring_csend_detach(pa_uring_t *ring, int fd, uint64_t *sent);
 /* Copied sends still in flight (including detached ones): the ring is drained when 0. */
 unsigned pa_uring_csend_inflight(const pa_uring_t *ring);
 

@@ -104,6 +104,7 @@ typedef struct csend_s {
   int fd;
   int detached, notify, inflight, failed;
   uint64_t py_ud;              /* what Python's event carries (its token and kind) */
+  uint64_t sent;               /* bytes the kernel completed, not yet taken by the caller */
   char *a;                     /* in flight: a[a_off, a_len) is what the kernel still sends */
   uint32_t a_len, a_off;
   char *b;                     /* written while `a` was in flight: sent next, in order */
@@ -645,6 +646,7 @@ static void csend_complete(pa_uring_t *r, csend_t *c, int32_t res, pa_uring_cqe_
     return;
   }
   c->a_off += (uint32_t)res;
+  c->sent += (uint32_t)res;
   if (c->a_off < c->a_len) { /* a short send (a signal): the kernel sends the rest next */
     int err = csend_submit(r, c);
     if (err) csend_fail(c, -err, ev, n);
@@ -752,12 +754,23 @@ int pa_uring_csend_busy(pa_uring_t *r, int fd, int notify, uint64_t py_ud, int *
   return 0;
 }
 
-int pa_uring_csend_detach(pa_uring_t *r, int fd) {
+int pa_uring_csend_sent(pa_uring_t *r, int fd, uint64_t *sent) {
+  if (!r || !sent) return EINVAL;
+  *sent = 0;
+  if (fd < 0 || (unsigned)fd >= r->cs_cap || !r->cs_by_fd[fd]) return 0;
+  *sent = r->cs_by_fd[fd]->sent;
+  r->cs_by_fd[fd]->sent = 0;
+  return 0;
+}
+
+int pa_uring_csend_detach(pa_uring_t *r, int fd, uint64_t *sent) {
+  if (sent) *sent = 0;
   int err = writable(r);
   if (err) return err;
   if (fd < 0 || (unsigned)fd >= r->cs_cap || !r->cs_by_fd[fd]) return 0;
   csend_t *c = r->cs_by_fd[fd];
   r->cs_by_fd[fd] = NULL;
+  if (sent) *sent = c->sent;
   if (!c->inflight) {
     csend_free(c);
     return 0;

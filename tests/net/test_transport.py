@@ -7,7 +7,10 @@ driven pass by pass in the test's thread.
 
 from __future__ import annotations
 
+import fcntl
 import socket
+import struct
+import termios
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -170,6 +173,44 @@ def test_bytes_are_counted_both_ways_and_folded_into_the_totals(harness: Harness
     metrics = harness.server.metrics()
     assert metrics["bytes_in_total"] == len(payload)
     assert metrics["bytes_out_total"] == len(payload)
+
+
+def test_bytes_out_is_what_the_socket_took_from_a_peer_that_never_reads(
+    harness: Harness, engine: str
+) -> None:
+    """``bytes_out`` counts bytes the kernel took, not bytes written and still waiting: small
+    writes to a peer that never reads (io_uring: the ring's copied sends, counted when they
+    complete) never count more than the server's send queue and the peer's receive queue hold,
+    on both engines. After the peer hangs up, the totals keep that figure."""
+    made = len(harness.protocols)
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window, at once
+    client.settimeout(5)
+    client.connect(harness.server.address)
+    harness.clients.append(client)
+    harness.until(lambda: len(harness.protocols) > made and harness.protocols[-1].conn is not None)
+    proto = harness.protocols[-1]
+    conn = proto.conn
+    assert conn.sock is not None
+    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    chunk = b"z" * 4096
+    written = 16 * len(chunk)  # io_uring: one copied send and 60 KiB behind it
+    for _ in range(16):
+        conn.write(chunk)
+    harness.spin(0.3)  # the sockets fill up; the rest waits in the server
+    unsent = struct.unpack("i", fcntl.ioctl(conn.sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+    unread = struct.unpack("i", fcntl.ioctl(client.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+    took = unsent + unread
+    assert 0 < took < written  # the peer's window closed: some of it is still in the server
+    counted = conn.bytes_out
+    # epoll counts each send() at its return. A copied send (io_uring) counts at completion,
+    # and the one in flight (what waited behind the first, 60 KiB) may have moved part already.
+    slack = 0 if engine == "epoll" else 15 * len(chunk)
+    assert took - slack <= counted <= took
+    client.close()  # a hang-up with unread data: a reset, and the server drops the rest
+    harness.clients.remove(client)
+    harness.until(lambda: bool(proto.lost))
+    assert took - slack <= harness.server.metrics()["bytes_out_total"] <= took
 
 
 def test_paused_input_is_held_and_delivered_first_and_in_order_on_resume(

@@ -32,6 +32,7 @@ COUNTERS = frozenset(
         "accept_paused_total",
         "accept_dropped_total",
         "timeouts_total",
+        "upload_leftovers_total",
     }
 )
 
@@ -77,6 +78,8 @@ _SERVER_HELP = {
     "for a slot was full (io_uring; always 0 on epoll).",
     "accepting": "1 while the server accepts connections, 0 while accepting is paused.",
     "timeouts_total": "Timeouts that ended a connection: idle, an unfinished request, a linger.",
+    "upload_leftovers_total": "Uploads whose temporary part name could not be removed at the end.",
+    "upload_leftovers_pending": "Temporary part names of uploads still waiting to be removed.",
 }
 
 _PREFIX_HELP = {

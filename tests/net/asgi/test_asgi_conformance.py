@@ -293,3 +293,82 @@ def test_lifespan_failed_and_unsupported() -> None:
     reply = asyncio.run(main())
     assert reply.startswith(b"HTTP/1.1 204 ")
     assert b"content-length" not in reply.lower()  # 204 has no body and no length
+
+
+def _stalled_body(app: Any) -> tuple[bytes, float, dict[str, float]]:
+    """A POST that says 1000 bytes of body, sends 10 and stalls, to a server whose
+    ``idle_timeout`` is 0.3 s: (everything until EOF, seconds until that EOF, the metrics)."""
+    import asyncio
+
+    from poolalloc.net.asgi import AsgiServer
+
+    async def main() -> tuple[bytes, float, dict[str, float]]:
+        server = AsgiServer(app, "127.0.0.1", 0, idle_timeout=0.3, lifespan="off")
+        await server.start()
+        reader, writer = await asyncio.open_connection(*server.address)
+        writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"z" * 10)
+        started = time.monotonic()
+        reply = await asyncio.wait_for(reader.read(), 5)  # the server must end it
+        waited = time.monotonic() - started
+        for _ in range(100):  # the app's task ends on the loop after the connection
+            if not server.connections:
+                break
+            await asyncio.sleep(0.01)
+        metrics = server.metrics()
+        writer.close()
+        await server.shutdown(1)
+        return reply, waited, metrics
+
+    return asyncio.run(main())
+
+
+def test_a_stalled_body_gets_a_408_and_the_app_a_disconnect() -> None:
+    """RFC 9110 15.5.9: a body that stops arriving while the app waits for it is answered
+    408 with ``Connection: close`` at ``idle_timeout``; the app's ``receive()`` returns
+    ``http.disconnect``, and the timeout is counted."""
+    received: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            received.append((message["type"], len(message.get("body", b""))))
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"late"})
+
+    reply, waited, metrics = _stalled_body(app)
+    head = reply.partition(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 408 "), reply
+    assert b"\r\nconnection: close" in head
+    assert b"late" not in reply  # the app's answer after the timeout is dropped
+    assert received == [("http.request", 10), ("http.disconnect", 0)]
+    assert 0.1 < waited < 3
+    assert metrics["timeouts_total"] == 1
+    assert metrics["connections_active"] == 0
+
+
+def test_a_stalled_body_after_the_response_began_closes_the_connection() -> None:
+    """A response already under way cannot become a 408: the connection just closes, and the
+    app waiting for the rest of the body gets ``http.disconnect``."""
+    received: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"echo:", "more_body": True})
+        while True:
+            message = await receive()
+            received.append(message["type"])
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                break
+            await send({"type": "http.response.body", "body": message["body"],
+                        "more_body": True})  # fmt: skip
+        await send({"type": "http.response.body", "body": b""})
+
+    reply, waited, metrics = _stalled_body(app)
+    assert reply.startswith(b"HTTP/1.1 200 ")
+    assert b" 408 " not in reply
+    assert b"\r\n\r\n5\r\necho:\r\na\r\nzzzzzzzzzz\r\n" in reply
+    assert received == ["http.request", "http.disconnect"]
+    assert 0.1 < waited < 3
+    assert metrics["timeouts_total"] == 1

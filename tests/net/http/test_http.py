@@ -308,6 +308,68 @@ def test_an_empty_put_stores_an_empty_file(make_server: Any, root: Any) -> None:
     assert not [p for p in os.listdir(root) if ".part-" in p]
 
 
+def test_an_upload_without_framing_is_refused_and_the_file_kept(
+    make_server: Any, root: Any
+) -> None:
+    """RFC 9110 15.5.12: a PUT or POST with neither Content-Length nor Transfer-Encoding is
+    answered 411 Length Required; the existing file is not emptied, no new one appears, and
+    the connection serves the next request."""
+    srv = make_server(root=root, uploads=True)
+    (root / "full.txt").write_bytes(b"old content")
+    before = sorted(os.listdir(root))
+    with connect(srv.port) as sock:
+        f = sock.makefile("rb")
+        for method in ("PUT", "POST"):
+            for target in ("/full.txt", "/new.txt"):
+                sock.sendall(f"{method} {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                status, _, body = read_response(f, method)
+                assert (status, method, target) == (411, method, target)
+                assert b"length required" in body
+        sock.sendall(b"GET /full.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(f, "GET")[::2] == (200, b"old content")
+    assert (root / "full.txt").read_bytes() == b"old content"
+    assert sorted(os.listdir(root)) == before
+
+
+def test_an_upload_stored_is_answered_when_its_part_name_cannot_be_removed(
+    make_server: Any, root: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the upload has its name, a failure to remove the temporary part name does not
+    turn the answer into an error: the client is told the file was stored (it was), and the
+    stray name is counted and removed by a later retry. An upload refused for its name is
+    answered 409 all the same."""
+    srv = make_server(root=root, uploads=True)
+    real_unlink = os.unlink
+
+    def failing_unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        if ".part-" in os.fspath(path) and os.path.lexists(path):
+            raise PermissionError(1, "Operation not permitted", os.fspath(path))
+        real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", failing_unlink)
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=20)
+    answers = []
+    for target, body in (("/kept.txt", b"first"), ("/kept.txt", b"second"), ("/sub", b"x")):
+        conn.request("PUT", target, body=body)
+        resp = conn.getresponse()
+        answers.append((resp.status, resp.read()[:3]))
+        if resp.status >= 400:
+            conn.close()  # an upload refused is answered with Connection: close
+    assert (root / "kept.txt").read_bytes() == b"second"
+    metrics = srv.call(srv.http.metrics)
+    monkeypatch.undo()
+    conn.close()
+    # The first upload claimed a new name by a hard link, whose part name then stayed; the
+    # second replaced the file by a rename, which leaves no part name behind; the third could
+    # not take a directory's name, and its part name stayed too.
+    assert answers == [(201, b"cre"), (204, b""), (409, b"409")]
+    assert metrics["upload_leftovers_total"] == 2
+    assert metrics["upload_leftovers_pending"] == 2
+    _wait_for(lambda: srv.call(srv.http.metrics)["upload_leftovers_pending"] == 0)
+    assert not [p for p in os.listdir(root) if ".part-" in p]
+    assert (root / "kept.txt").read_bytes() == b"second"
+
+
 def test_upload_cut_short_leaves_no_file(make_server: Any, root: Any) -> None:
     srv = make_server(root=root, uploads=True)
     with connect(srv.port) as sock:

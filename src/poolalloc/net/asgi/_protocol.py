@@ -133,6 +133,7 @@ class ServerState:
         max_head: int = 65536,
         max_body: int = 1 << 30,
         keep_alive_timeout: float = 5.0,
+        idle_timeout: float = 60.0,
         pipeline_limit: int = 65536,
     ) -> None:
         self.app = app
@@ -141,11 +142,16 @@ class ServerState:
         self.max_head = max_head
         self.max_body = max_body
         self.keep_alive_timeout = keep_alive_timeout
+        #: A request body that stops arriving for this long while the app waits for it ends
+        #: the request (the HTTP server's name and default for the same bound).
+        self.idle_timeout = idle_timeout
         self.pipeline_limit = pipeline_limit
         self.state: dict[str, Any] = {}  # the lifespan state, copied into each request scope
         self.connections: set[HttpAsgiProtocol] = set()
         self.closing = False  # graceful shutdown: finish what is in flight, take nothing new
         self.requests = 0
+        #: Timeouts that ended a connection: idle, a head or a body not received in time.
+        self.timeouts = 0
 
 
 class _Cycle:
@@ -252,8 +258,19 @@ class _Cycle:
             if self.finished:
                 return {"type": "http.disconnect"}
             proto.maybe_resume()
-            self._waiter = proto.loop.create_future()
-            await self._waiter
+            waiter = self._waiter = proto.loop.create_future()
+            if self.body_done:
+                await waiter
+            else:  # more body is due: the client has idle_timeout to send some
+                timer = proto.loop.call_later(proto.state.idle_timeout, self._body_stalled)
+                try:
+                    await waiter
+                finally:
+                    timer.cancel()
+
+    def _body_stalled(self) -> None:
+        if not self.body_done and not self.disconnected and self._waiter is not None:
+            self.proto.body_timed_out(self)
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
@@ -542,7 +559,7 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             )
             self._app_failed(cycle)
         else:
-            if not cycle.finished:
+            if not cycle.finished and not cycle.disconnected:  # the client is gone: no answer
                 logger.error(
                     "ASGI application returned without completing a response: %s %s",
                     cycle.scope["method"],
@@ -619,9 +636,21 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         if left > 0:
             self._idle_handle = self.loop.call_later(left, self._idle_check)
         elif self._pending:  # a head begun and not finished in time (RFC 9110 15.5.9)
+            self.state.timeouts += 1
             self._fail(HttpError(408, "Request Timeout"))
         else:
+            self.state.timeouts += 1
             self._close()  # idle between requests: a FIN (RFC 9112 9.5)
+
+    def body_timed_out(self, cycle: _Cycle) -> None:
+        """The app waits for body that stopped arriving for ``idle_timeout`` (RFC 9110
+        15.5.9): ``408 Request Timeout`` with ``Connection: close`` if nothing of the response
+        was written yet, then the connection closes; ``receive()`` says ``http.disconnect``."""
+        self.state.timeouts += 1
+        if self.transport is not None and (cycle.status or not cycle.started):
+            self.transport.write(_simple_response(408, "Request Timeout", close=True))
+        cycle.lost()  # what the app sends from now on is dropped, as for a client gone
+        self._close()
 
     def _fail(self, exc: HttpError) -> None:
         if self.transport is not None and (self.cycle is None or not self.cycle.started):

@@ -133,6 +133,12 @@ class AsgiServer:
     :param pool: read buffers (None: a ``BufferPool`` of ``buffer_size`` bytes, at most
         ``buffer_capacity`` out at once; None: no limit).
     :param lifespan: ``"auto"`` (run it if the app supports it), ``"on"`` or ``"off"``.
+    :param keep_alive_timeout: seconds a connection may wait between requests, and for a
+        request head to arrive whole (past it a begun head is answered ``408``).
+    :param idle_timeout: seconds a request body may stop arriving while the app waits for it
+        in ``receive()`` (the HTTP server's bound on a stalled body, and its default): then the
+        request is answered ``408`` if no response began, the app's ``receive()`` returns
+        ``http.disconnect`` and the connection closes.
     :param sock: a bound socket to serve on instead of ``host``/``port``.
     :param reuse_port: set ``SO_REUSEPORT`` (workers sharing a port).
 
@@ -155,6 +161,7 @@ class AsgiServer:
         lifespan: str = "auto",
         root_path: str = "",
         keep_alive_timeout: float = 5.0,
+        idle_timeout: float = 60.0,
         max_body: int = 1 << 30,
         backlog: int = 2048,
         sock: socket.socket | None = None,
@@ -168,7 +175,7 @@ class AsgiServer:
         )
         self.state = ServerState(
             app, self.pool, root_path=root_path, keep_alive_timeout=keep_alive_timeout,
-            max_body=max_body,
+            idle_timeout=idle_timeout, max_body=max_body,
         )  # fmt: skip
         self.host, self.port = host, port
         self._lifespan_mode = lifespan
@@ -190,6 +197,20 @@ class AsgiServer:
     def connections(self) -> int:
         """Open connections."""
         return len(self.state.connections)
+
+    def metrics(self) -> dict[str, float]:
+        """Timeouts that ended a connection (``timeouts_total``, named and counted as the HTTP
+        server's: idle, a head or a body not received in time) and open connections.
+
+        Example:
+            >>> AsgiServer(lambda s, r, w: None, port=0).metrics()["timeouts_total"]
+            0
+        """
+        state = self.state
+        return {
+            "timeouts_total": state.timeouts,
+            "connections_active": len(state.connections),
+        }
 
     async def start(self) -> None:
         """Run the lifespan startup, then listen.

@@ -10,7 +10,9 @@
 * File-transfer mode (``uploads=True``): ``PUT``/``POST`` to a path under ``root`` streams the
   body from the pooled read buffers into ``<name>.part-*`` and renames it into place when
   complete (a half-sent upload never appears under its name). The answer is ``201 Created``
-  when the name was new, ``204 No Content`` when an existing file was replaced. Disk writes
+  when the name was new, ``204 No Content`` when an existing file was replaced; a request with
+  neither ``Content-Length`` nor ``Transfer-Encoding`` gets ``411 Length Required`` and changes
+  nothing (``Content-Length: 0`` stores an empty file). Disk writes
   are synchronous in the loop: fine for local disks, not for network filesystems.
 * Static responses: ``server.route("/path", Response(...))`` answers every request for the path
   with the same response; keep-alive ``GET`` requests for it take the protocol's fast path
@@ -115,14 +117,20 @@ class _FileSink:
 
     ``created`` says afterwards whether the name was new (201) or an existing file was
     replaced (204, RFC 9110 9.3.4); ``done`` is called with the sink once it is in place.
+    ``stray(part, error)`` is called when the part name cannot be removed afterwards (the
+    answer does not change: the upload is stored, or refused for its name, either way).
     """
 
-    __slots__ = ("created", "done", "fd", "final", "part", "req", "written")
+    __slots__ = ("created", "done", "fd", "final", "part", "req", "stray", "written")
 
     def __init__(
-        self, final: str, req: Request, done: Callable[[_FileSink], None] | None = None
+        self,
+        final: str,
+        req: Request,
+        done: Callable[[_FileSink], None] | None = None,
+        stray: Callable[[str, OSError], None] | None = None,
     ) -> None:
-        self.final, self.req, self.done = final, req, done
+        self.final, self.req, self.done, self.stray = final, req, done, stray
         self.part = f"{final}.part-{os.getpid()}-{next(_part_ids)}"
         self.fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         self.written = 0
@@ -142,11 +150,18 @@ class _FileSink:
         os.close(fd)
         try:
             self.created = _put_in_place(self.part, self.final)
-        except OSError as exc:  # e.g. the name is a directory
-            os.unlink(self.part)
+        except OSError as exc:  # e.g. the name is a directory: nothing was stored
+            self._remove_part()
             raise HttpError(409, "cannot store under that name") from exc
+        # Stored: whatever happens to the part name now, the client's file is in place.
+        self._remove_part()
         if self.done is not None:
             self.done(self)
+
+    def _remove_part(self) -> None:
+        error = _unlink_part(self.part)
+        if error is not None and self.stray is not None:
+            self.stray(self.part, error)
 
     def abort(self) -> None:
         if self.fd >= 0:
@@ -157,7 +172,9 @@ class _FileSink:
 
 
 def _put_in_place(part: str, final: str) -> bool:
-    """Move the complete file ``part`` to ``final``; True when ``final`` did not exist before.
+    """Give the complete file ``part`` the name ``final``; True when ``final`` did not exist
+    before. ``part`` may remain as a second name of the same file: the caller removes it
+    (:func:`_unlink_part`), and the upload is stored whether or not that succeeds.
 
     Decided at the moment the name is taken, not when the upload began (another writer may
     create or remove the name meanwhile): a hard link claims a new name atomically, so of two
@@ -173,8 +190,21 @@ def _put_in_place(part: str, final: str) -> bool:
         created = not os.path.lexists(final)
         os.replace(part, final)
         return created
-    os.unlink(part)
     return True
+
+
+def _unlink_part(part: str) -> OSError | None:
+    """Remove an upload's part name; the error if it is still there (None: gone)."""
+    try:
+        os.unlink(part)
+    except FileNotFoundError:
+        pass  # renamed into place already
+    except OSError as exc:
+        # Kept and reported as a fresh error (same errno, so the same subclass): the raised
+        # one's traceback and context hold frames, and they the connection's read buffer,
+        # for as long as a log handler keeps the record.
+        return OSError(exc.errno, exc.strerror, exc.filename)
+    return None
 
 
 class HttpServer:
@@ -224,6 +254,10 @@ class HttpServer:
         self._date_timer: Any = None
         #: The upload just put in place (its sink), for the finish() that answers it.
         self._stored: _FileSink | None = None
+        #: Part names of uploads that could not be removed after the upload was stored (or
+        #: refused): retried every second (``_tick``) and once more at ``close``.
+        self._leftovers: set[str] = set()
+        self._leftovers_total = 0
         self.route("/test", _HELLO)
 
     @property
@@ -280,14 +314,23 @@ class HttpServer:
         if self._date_timer is not None:
             self._date_timer.cancel()
         self.tcp.close()
+        self._remove_leftovers()
 
     def metrics(self) -> dict[str, float]:
-        """Connections, requests, bytes, errors and pool stats (see ``TcpServer.metrics``)."""
-        return self.tcp.metrics()
+        """Connections, requests, bytes, errors and pool stats (see ``TcpServer.metrics``),
+        and ``upload_leftovers_total``/``upload_leftovers_pending``: part names of uploads
+        that could not be removed when the upload ended (a stored file is stored all the same),
+        and how many of them are still there (removal is retried every second)."""
+        out = self.tcp.metrics()
+        out["upload_leftovers_total"] = self._leftovers_total
+        out["upload_leftovers_pending"] = len(self._leftovers)
+        return out
 
     def _tick(self) -> None:
         self._date = email.utils.formatdate(usegmt=True).encode()
         self.replies.clear()  # they carry the old Date (the one rule)
+        if self._leftovers:
+            self._remove_leftovers()
         self._date_timer = self.reactor.call_later(1.0, self._tick)
 
     # ---- HttpApp interface (called by HttpProtocol) ----
@@ -312,7 +355,8 @@ class HttpServer:
             # silently replace the whole file
             raise HttpError(400, "partial PUT (Content-Range) is not supported", req.method)
         try:
-            return _FileSink(self._resolve(req.path, for_write=True), req, self._upload_stored)
+            final = self._resolve(req.path, for_write=True)
+            return _FileSink(final, req, self._upload_stored, self._stray_part)
         except OSError as exc:
             status = 409 if isinstance(exc, IsADirectoryError) else _status_of(exc)
             raise HttpError(status, exc.strerror or "", req.method) from exc
@@ -320,6 +364,18 @@ class HttpServer:
     def _upload_stored(self, sink: _FileSink) -> None:
         # The protocol calls finish() for this request right after the sink's close().
         self._stored = sink
+
+    def _stray_part(self, part: str, error: OSError) -> None:
+        # The client's answer does not depend on it: the upload is in place (or was refused
+        # for its name). The stray name is reported, counted and retried.
+        self._leftovers.add(part)
+        self._leftovers_total += 1
+        self.reactor.report(error, part)
+
+    def _remove_leftovers(self) -> None:
+        for part in list(self._leftovers):
+            if _unlink_part(part) is None:
+                self._leftovers.discard(part)
 
     def finish(self, proto: HttpProtocol, req: Request) -> None:
         """The request is complete: answer it."""
@@ -349,7 +405,13 @@ class HttpServer:
                 self._send(proto, req, resp)
             elif self._is_upload(req):
                 sink, self._stored = self._stored, None
-                if sink is None or sink.req is not req:  # no body: an empty file, stored now
+                if sink is None or sink.req is not req:
+                    if req.content_length is None:
+                        # RFC 9110 15.5.12: neither Content-Length nor Transfer-Encoding. An
+                        # empty body is then what the message says (RFC 9112 6.3), but
+                        # storing it would empty the file for a client that meant to send one.
+                        raise HttpError(411, "length required", req.method)
+                    # Content-Length: 0: an empty file, stored now
                     sink = self._open_upload(req)
                     sink.close()
                     self._stored = None

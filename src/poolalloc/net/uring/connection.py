@@ -123,7 +123,9 @@ class UringConnection(BaseConnection["Proactor"]):
         >>> conn = UringConnection(); conn.open(p, b, pool, Echo(), 4096)  # doctest: +SKIP
     """
 
-    __slots__ = ("pool_ring", "recv_armed")  # read by the batch walk in C, as the base's
+    # pool_ring, recv_armed: read by the batch walk in C, as the base's; _bytes_out: behind
+    # the bytes_out property (a slot, so the instance dict keeps its few keys)
+    __slots__ = ("_bytes_out", "pool_ring", "recv_armed")
 
     def reset(self) -> None:
         """Forget the last connection (ObjectPool ``reset``)."""
@@ -138,6 +140,25 @@ class UringConnection(BaseConnection["Proactor"]):
         # pins of the send in flight; _FLUSH_PENDING while queued for the next flush; None idle
         self._sending: list[Any] | None = None
         self._x: _Rare | None = None  # state that most connections never need
+
+    @property
+    def bytes_out(self) -> int:
+        """Bytes sent. Those of the ring's copied sends count when the kernel completes them
+        (the ring counts them in C; they are added here when read), so a peer that does not
+        read is credited with what its socket took, as on epoll, not with what was written."""
+        ring = self._ring
+        if ring is not None and not self.closed and self.fd >= 0:
+            self._bytes_out += ring.csend_sent(self.fd)
+        return self._bytes_out
+
+    @bytes_out.setter
+    def bytes_out(self, value: int) -> None:
+        self._bytes_out = value
+
+    def _sent(self, nbytes: int) -> None:
+        self._bytes_out += nbytes  # not through the property: no call into the ring
+        assert self.reactor is not None
+        self.last_active = self.reactor.now
 
     @property
     def proactor(self) -> Proactor:
@@ -340,8 +361,7 @@ class UringConnection(BaseConnection["Proactor"]):
             ):
                 if owner is not None:
                     owner.release()
-                self._sent(n)
-                return
+                return  # counted in bytes_out when the kernel completes it (bytes_out)
         if type(data) is not bytes:
             data = memoryview(data)
             if data.format != "B" or data.ndim != 1:
@@ -641,7 +661,7 @@ class UringConnection(BaseConnection["Proactor"]):
         # Nor may a refused cancel stop the close half-way (no connection_lost, the socket
         # left open): the operation then ends with the peer or the ring's teardown.
         with contextlib.suppress(OSError):
-            self._ring.csend_detach(self.fd)
+            self._bytes_out += self._ring.csend_detach(self.fd)
         if self.recv_armed:
             with contextlib.suppress(OSError):
                 self._ring.prep_cancel(0, target=self.token << 8 | RECV)

@@ -152,6 +152,7 @@ class Ring:
         self._cq_mem = memoryview(ffi.buffer(self._cqes)).cast("B")
         self._n: Any = ffi.new("unsigned *")
         self._busy: Any = ffi.new("int *")
+        self._csent: Any = ffi.new("uint64_t *")
         #: ``csend_raw(fd, data, len(data), ud) -> errno``: :meth:`csend` without a Python frame
         #: or an exception, for the write path (any nonzero code: send it the ordinary way);
         #: a direct call into the C function (``_fastpath.CopySender``), not one through cffi
@@ -209,12 +210,21 @@ class Ring:
         check_rc(lib.pa_uring_csend_busy(self._ring, fd, int(notify), ud, self._busy), "send")
         return int(self._busy[0])
 
-    def csend_detach(self, fd: int) -> None:
-        """Forget ``fd``'s copied sends before it is closed (one in flight is cancelled); a
-        closed ring has none left."""
+    def csend_sent(self, fd: int) -> int:
+        """Bytes of ``fd``'s copied sends the kernel completed since the last call (counted at
+        completion, as a plain send counts what it sent); 0 on a closed ring."""
         if self._ring is None:
-            return
-        check_rc(lib.pa_uring_csend_detach(self._ring, fd), "cancel")
+            return 0
+        check_rc(lib.pa_uring_csend_sent(self._ring, fd, self._csent), "send")
+        return int(self._csent[0])
+
+    def csend_detach(self, fd: int) -> int:
+        """Forget ``fd``'s copied sends before it is closed (one in flight is cancelled); a
+        closed ring has none left. Returns what :meth:`csend_sent` would have just before."""
+        if self._ring is None:
+            return 0
+        check_rc(lib.pa_uring_csend_detach(self._ring, fd, self._csent), "cancel")
+        return int(self._csent[0])
 
     def csend_inflight(self) -> int:
         """Copied sends still in flight, detached ones included."""
