@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 import traceback
 from collections import deque
@@ -26,7 +25,16 @@ from email.utils import formatdate
 from typing import Any, cast
 from urllib.parse import unquote
 
-from poolalloc.net.http.parser import ChunkedReader, HttpError, Request, parse_head
+from poolalloc.errors import PoolExhausted
+from poolalloc.net.http.parser import (
+    BLANK_LINE,
+    ChunkedReader,
+    HttpError,
+    Request,
+    line_end,
+    parse_head,
+    valid_field,
+)
 from poolalloc.net.sockets import LeaseSource
 from poolalloc.net.transport import StreamTransport
 
@@ -38,7 +46,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-_HEAD_END = re.compile(b"\r\n\r\n")
+_HEAD_END = BLANK_LINE  # a head's end; its lines may end in a bare LF (RFC 9112 2.2)
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _REASONS = {
     100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
@@ -56,6 +64,8 @@ _STATUS_LINES: dict[int, bytes] = {}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 _date_cache: list[Any] = [0, b""]
+#: Where a connection that found no free read buffer reads what it is sent, to drop it.
+_SCRATCH = memoryview(bytearray(4096))
 
 
 def _date_header() -> bytes:
@@ -106,6 +116,8 @@ def _parsed(head: bytes) -> _Parsed:
     if hit is None:
         req = parse_head(head)
         raw_path, _, query = req.target.partition("?")
+        if raw_path[:1] not in ("/", "*"):  # absolute-form (RFC 9112 3.2.2): the path in it
+            raw_path = req.path
         hit = (
             req,
             "1.1" if req.version[1] == 1 else "1.0",
@@ -152,6 +164,7 @@ class ServerState:
         self.requests = 0
         #: Timeouts that ended a connection: idle, a head or a body not received in time.
         self.timeouts = 0
+        self.overloaded = 0  # connections answered 503: no read buffer was free
 
 
 class _Cycle:
@@ -159,7 +172,9 @@ class _Cycle:
 
     __slots__ = (
         "_body",
+        "_body_left",
         "_chunked_out",
+        "_drop_body",
         "_head_only",
         "_waiter",
         "body_done",
@@ -195,6 +210,8 @@ class _Cycle:
         self.started = False
         self.finished = False
         self._chunked_out = False
+        self._drop_body = self._head_only  # HEAD, 1xx, 204, 304: no body goes out
+        self._body_left = -1  # bytes the response's own Content-Length still allows (-1: none)
         self.status = 0
         self.headers: list[Any] = []
 
@@ -224,6 +241,8 @@ class _Cycle:
         return sum(len(b) for b in self._body)
 
     def _wake(self) -> None:
+        # one future for every receive() waiting (an app may wait in two tasks: a body reader
+        # and a disconnect listener); each woken one looks at the state again
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -258,7 +277,9 @@ class _Cycle:
             if self.finished:
                 return {"type": "http.disconnect"}
             proto.maybe_resume()
-            waiter = self._waiter = proto.loop.create_future()
+            waiter = self._waiter
+            if waiter is None:
+                waiter = self._waiter = proto.loop.create_future()
             if self.body_done:
                 await waiter
             else:  # more body is due: the client has idle_timeout to send some
@@ -277,9 +298,12 @@ class _Cycle:
         if kind == "http.response.start":
             if self.started:
                 raise RuntimeError("http.response.start sent twice")
+            status = message["status"]
+            headers = list(message.get("headers", ()))
+            _check_start(status, headers)  # before anything is kept: a refusal is a clean 500
             self.started = True
-            self.status = int(message["status"])
-            self.headers = list(message.get("headers", ()))
+            self.status = status
+            self.headers = headers
             return
         if kind != "http.response.body":
             raise RuntimeError(f"unexpected ASGI message type {kind!r} for an http scope")
@@ -296,9 +320,17 @@ class _Cycle:
             return  # the client is gone: drop the response, as other servers do
         out: list[bytes] = []
         if self.status:  # the head is not written yet
-            out.append(self._head(body, more))
+            head = self._head(body, more)
+            self._check_length(body)  # raises before anything is written: a clean 500
+            out.append(head)
             self.status = 0
-        if self._head_only:
+        elif not self._drop_body:
+            try:
+                self._check_length(body)
+            except RuntimeError:
+                self._framing_failed()
+                raise
+        if self._drop_body:
             body = b""
         if self._chunked_out:
             if body:
@@ -310,6 +342,11 @@ class _Cycle:
         elif body:
             out.append(body)
         proto.write(out[0] if len(out) == 1 else b"".join(out))
+        if not more and self._body_left > 0:
+            self._framing_failed()
+            raise RuntimeError(
+                f"the response body ended {self._body_left} bytes short of its content-length"
+            )
         if more:
             await proto.drain()
         else:
@@ -322,10 +359,17 @@ class _Cycle:
         parts = [_status_line(status), _date_header()]
         has_length = False
         said_keep_alive = False
+        no_body = status < 200 or status in (204, 304)
         for name, value in self.headers:
             lname = name.lower()
             if lname == b"content-length":
+                if status < 200 or status == 204:
+                    continue  # RFC 9110 8.6: such a response sends no Content-Length
+                length = _content_length(value)
+                if has_length and length != self._body_left:
+                    raise RuntimeError("two different content-length headers in the response")
                 has_length = True
+                self._body_left = length
             elif lname == b"connection" and value.lower() == b"close":
                 self.keep_alive = False
                 continue
@@ -334,7 +378,10 @@ class _Cycle:
             elif lname == b"transfer-encoding":
                 continue  # the server frames the body itself
             parts += (name, b": ", value, b"\r\n")
-        no_body = status < 200 or status in (204, 304)
+        if no_body:
+            self._drop_body = True  # RFC 9110 15.3.5, 15.4.5: whatever the app gives, no body
+        if self._drop_body:
+            self._body_left = -1  # a HEAD's or 304's length is the GET's, not what goes out
         if not has_length and not no_body:
             if not more:  # a HEAD's answer says the length the GET's body has
                 parts.append(b"content-length: %d\r\n" % len(body))
@@ -354,6 +401,43 @@ class _Cycle:
             parts.append(b"connection: keep-alive\r\n")
         parts.append(b"\r\n")
         return b"".join(parts)
+
+    def _check_length(self, body: bytes) -> None:
+        """Refuse body bytes past the response's own ``Content-Length`` (a client would read
+        them as the next response): nothing of them is written."""
+        left = self._body_left
+        if left < 0 or self._drop_body:
+            return
+        if len(body) > left:
+            raise RuntimeError(
+                f"the response body is longer than its content-length ({len(body)} bytes "
+                f"where {left} were left)"
+            )
+        self._body_left = left - len(body)
+
+    def _framing_failed(self) -> None:
+        """The response cannot be framed as its head said: the connection cannot carry
+        another one (RFC 9112 6.3), so it closes once what was written is out."""
+        self.keep_alive = False
+        self.proto.framing_failed(self)
+
+
+def _check_start(status: Any, headers: list[Any]) -> None:
+    """Refuse an ``http.response.start`` that would not make a valid head: a status that is not
+    a 3-digit integer, or a header name or value that would break the head (a CR or LF in a
+    value is a second header, or a second response: RFC 9110 5.5)."""
+    if type(status) is not int or not 100 <= status <= 999:
+        raise RuntimeError(f"invalid response status {status!r}")
+    for name, value in headers:
+        if type(name) is not bytes or type(value) is not bytes or not valid_field(name, value):
+            raise RuntimeError(f"invalid response header {name!r}: {value!r}")
+
+
+def _content_length(value: bytes) -> int:
+    text = value.strip(b" \t")
+    if not text.isdigit() or len(text) > 18:
+        raise RuntimeError(f"invalid content-length header value {value!r} in the response")
+    return int(text)
 
 
 class HttpAsgiProtocol(asyncio.BufferedProtocol):
@@ -391,14 +475,31 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         view = self._view
         if view is None:  # one lease per connection, reused for every read
-            self._lease = self.state.pool.acquire(0)
+            try:
+                self._lease = self.state.pool.acquire(0)
+            except PoolExhausted:
+                # No read buffer is free (the pool's capacity is reached): this read goes to
+                # scratch and is dropped, and the client is answered 503 in buffer_updated (a
+                # transport refused a buffer resets the connection and logs a traceback, and
+                # one closed from inside get_buffer is still being read into).
+                return _SCRATCH
             view = self._view = self._lease.view
         return view
 
     def buffer_updated(self, nbytes: int) -> None:
         view = self._view
-        assert view is not None  # get_buffer came first
+        if view is None:
+            self._overloaded()
+            return
         self._data(view, nbytes)
+
+    def _overloaded(self) -> None:
+        """Answer ``503 Service Unavailable`` with ``Connection: close``, as a server at its
+        limit answers, once, and close."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.state.overloaded += 1
+            self.transport.write(_simple_response(503, "Service Unavailable", close=True))
+            self._close()
 
     def eof_received(self) -> bool:
         cycle = self.cycle
@@ -502,7 +603,7 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         found = _HEAD_END.search(buf, pos, end)
         if found is None:
             return pos  # incomplete: the caller keeps the bytes
-        at = found.start()
+        at = line_end(buf, found.start())
         try:
             if at - pos > self.state.max_head:
                 raise HttpError(431, "request head too large")
@@ -516,7 +617,7 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             self._fail(exc)
             return end
         cycle = self.cycle = _Cycle(self, self._scope(parsed), req)
-        pos = at + 4
+        pos = found.end()
         if not cycle.body_done:
             try:
                 pos = cycle.feed(buf, pos, end)
@@ -650,6 +751,13 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         if self.transport is not None and (cycle.status or not cycle.started):
             self.transport.write(_simple_response(408, "Request Timeout", close=True))
         cycle.lost()  # what the app sends from now on is dropped, as for a client gone
+        self._close()
+
+    def framing_failed(self, cycle: _Cycle) -> None:
+        """The app's response does not match its own ``Content-Length``: nothing more of it is
+        written, and the connection closes after what was (the client sees a short body and
+        the close, never bytes it would take for the next response)."""
+        cycle.lost()  # what the app sends from now on is dropped
         self._close()
 
     def _fail(self, exc: HttpError) -> None:

@@ -200,7 +200,8 @@ class AsgiServer:
 
     def metrics(self) -> dict[str, float]:
         """Timeouts that ended a connection (``timeouts_total``, named and counted as the HTTP
-        server's: idle, a head or a body not received in time) and open connections.
+        server's: idle, a head or a body not received in time), connections answered 503
+        because no read buffer was free (``overloaded_total``) and open connections.
 
         Example:
             >>> AsgiServer(lambda s, r, w: None, port=0).metrics()["timeouts_total"]
@@ -209,6 +210,7 @@ class AsgiServer:
         state = self.state
         return {
             "timeouts_total": state.timeouts,
+            "overloaded_total": state.overloaded,
             "connections_active": len(state.connections),
         }
 
@@ -216,7 +218,7 @@ class AsgiServer:
         """Run the lifespan startup, then listen.
 
         :raises LifespanError: the app's startup failed.
-        :raises OSError: the address cannot be bound.
+        :raises OSError: the address cannot be bound (the lifespan shutdown has run then).
         """
         loop = asyncio.get_running_loop()
         if self._lifespan_mode != "off":
@@ -231,13 +233,22 @@ class AsgiServer:
         def factory() -> HttpAsgiProtocol:
             return HttpAsgiProtocol(state, loop)
 
-        if self._sock is not None:
-            self._server = await loop.create_server(factory, sock=self._sock, backlog=self._backlog)
-        else:
-            self._server = await loop.create_server(
-                factory, self.host, self.port, backlog=self._backlog,
-                reuse_port=self._reuse_port or None,
-            )  # fmt: skip
+        try:
+            if self._sock is not None:
+                self._server = await loop.create_server(
+                    factory, sock=self._sock, backlog=self._backlog
+                )
+            else:
+                self._server = await loop.create_server(
+                    factory, self.host, self.port, backlog=self._backlog,
+                    reuse_port=self._reuse_port or None,
+                )  # fmt: skip
+        except BaseException:
+            # the app started (its lifespan startup ran): it shuts down as after serving
+            if self._lifespan is not None:
+                await self._lifespan.shutdown()
+            self._close_pool()
+            raise
 
     async def shutdown(self, timeout: float = 30.0) -> None:
         """Stop accepting, let in-flight requests finish (up to ``timeout``), run the lifespan

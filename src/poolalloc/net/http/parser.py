@@ -21,7 +21,15 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["ChunkedReader", "HttpError", "Request", "parse_head"]
+__all__ = [
+    "BLANK_LINE",
+    "ChunkedReader",
+    "HttpError",
+    "Request",
+    "line_end",
+    "parse_head",
+    "valid_field",
+]
 
 #: RFC 9110 token characters, for methods and header names.
 _TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
@@ -54,6 +62,36 @@ _HOST = re.compile(rb"(?:\[[0-9A-Za-z:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0
 _ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/?#]*")
 #: Trailer sections bigger than this are refused (431), so a peer cannot stream them forever.
 _MAX_TRAILER = 16384
+#: The blank line that ends a head, its lines ending in CRLF or a bare LF (RFC 9112 2.2): the
+#: head ends where the line of the match's first LF does (:func:`line_end`), what follows it at
+#: the match's end.
+BLANK_LINE = re.compile(rb"\n\r?\n")
+_FIELD_NAME = re.compile(_TOKEN)
+_BAD_VALUE = re.compile(rb"[\r\n\x00]")
+
+
+def line_end(buf: bytes | bytearray | memoryview, lf: int) -> int:
+    """Where the line whose LF is at ``lf`` ends: before its CR, if one precedes the LF (only
+    one: any other CR is a bare CR, which the parser refuses).
+
+    Example:
+        >>> head = b"GET / HTTP/1.1\\r\\nHost: h\\r\\n\\r\\nnext"
+        >>> m = BLANK_LINE.search(head)
+        >>> head[: line_end(head, m.start())], head[m.end() :]
+        (b'GET / HTTP/1.1\\r\\nHost: h', b'next')
+    """
+    return lf - 1 if lf > 0 and buf[lf - 1] == 13 else lf
+
+
+def valid_field(name: bytes, value: bytes) -> bool:
+    """Whether ``name: value`` is a header line a head may carry: a token for the name (RFC
+    9110 5.1), no CR, LF or NUL in the value (5.5: those would start another line).
+
+    Example:
+        >>> valid_field(b"x-a", b"1"), valid_field(b"x-a", b"1\\r\\nSet-Cookie: a=1")
+        (True, False)
+    """
+    return _FIELD_NAME.fullmatch(name) is not None and _BAD_VALUE.search(value) is None
 
 
 class HttpError(Exception):

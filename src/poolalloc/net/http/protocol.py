@@ -41,7 +41,14 @@ import re
 from typing import TYPE_CHECKING, Protocol
 
 from poolalloc.net.http._cache import ReplyCache
-from poolalloc.net.http.parser import ChunkedReader, HttpError, Request, parse_head
+from poolalloc.net.http.parser import (
+    BLANK_LINE,
+    ChunkedReader,
+    HttpError,
+    Request,
+    line_end,
+    parse_head,
+)
 
 if TYPE_CHECKING:
     from poolalloc.net.sockets import LeaseLike
@@ -51,21 +58,14 @@ __all__ = ["BodySink", "HttpProtocol"]
 
 #: The end of a head, as every real client sends it: one C-level substring search.
 _HEAD_END = re.compile(rb"\r\n\r\n")
-#: The end of a head whose lines may end in a bare LF (RFC 9112 2.2 lets a recipient take one
-#: as a line end, as nginx and h11 do): searched only where the CRLF CRLF search cannot answer.
-#: The match starts at the last line's LF; ``_line_end`` steps back over that line's CR.
-_BLANK_LINE = re.compile(rb"\n\r?\n")
+#: A head whose lines may end in a bare LF (RFC 9112 2.2 lets a recipient take one as a line
+#: end, as nginx and h11 do) is found with the parser's BLANK_LINE, searched only where the
+#: CRLF CRLF search cannot answer.
 _HEAD, _BODY, _CHUNKED = range(3)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _EOL = (13, 10)
 #: Reads up to this size may be looked up whole in ``app.replies`` (its ``max_key``).
 _REPLY_KEY_MAX = 1024
-
-
-def _line_end(buf: bytes | bytearray | memoryview, lf: int) -> int:
-    """Where the line whose LF is at ``lf`` ends: before its CR, if one precedes the LF (only
-    one: any other CR is a bare CR, refused by the parser)."""
-    return lf - 1 if lf > 0 and buf[lf - 1] == 13 else lf
 
 
 class BodySink(Protocol):
@@ -182,10 +182,10 @@ class HttpProtocol:
                             # A head whose lines end in bare LF may end before this CRLF CRLF
                             # (then what follows is the next request): retry up to its end.
                             head = key[:-4]
-                            blank = _BLANK_LINE.search(head)
+                            blank = BLANK_LINE.search(head)
                             if blank is None:
                                 raise
-                            head = head[: _line_end(head, blank.start())]
+                            head = head[: line_end(head, blank.start())]
                             stop = pos + blank.end()
                             if not head.strip(b"\r\n"):
                                 pos = self._skip_empty_lines(stop, nbytes)
@@ -268,9 +268,9 @@ class HttpProtocol:
     def _read_head(self, view: memoryview, pos: int, end: int) -> int:
         app = self.app
         if self._partial is None:
-            m = None if view[pos] in _EOL else _BLANK_LINE.search(view, pos, end)
+            m = None if view[pos] in _EOL else BLANK_LINE.search(view, pos, end)
             if m is not None:
-                start, stop = _line_end(view, m.start()), m.end()
+                start, stop = line_end(view, m.start()), m.end()
                 if start - pos > app.max_head:
                     self._partial = bytearray(view[pos:start])
                     self._check_head_size()
@@ -286,12 +286,12 @@ class HttpProtocol:
             lead = len(self._partial) - len(self._partial.lstrip(b"\r\n"))
             del self._partial[:lead]
             old -= lead  # offsets below stay relative to this read
-        m = _BLANK_LINE.search(self._partial, max(0, old - 2))
+        m = BLANK_LINE.search(self._partial, max(0, old - 2))
         if m is None:
             self._check_head_size()
             return end
         stop = m.end()
-        del self._partial[_line_end(self._partial, m.start()) :]
+        del self._partial[line_end(self._partial, m.start()) :]
         self._check_head_size()
         head = bytes(self._partial)
         self._partial = None

@@ -1,0 +1,245 @@
+"""What an application's response may put on the wire, and requests the ASGI server must take.
+
+The server frames what the app sends: a response that says it has no body sends none, one that
+says its own length sends no more and no less on a connection that stays open, and a header
+that would break the head is refused. These run on poolalloc and on uvicorn: the exact answer
+may differ (poolalloc refuses before writing anything where it can), the wire may never carry
+bytes a client would read as the next response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import Any
+
+import pytest
+
+import poolalloc
+from poolalloc.net.asgi import AsgiServer
+
+pytestmark = [pytest.mark.net, pytest.mark.timeout(60)]
+
+NEXT = b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+async def app(scope: Any, receive: Any, send: Any) -> None:
+    """One route per case; ``/next`` answers ``next-ok``."""
+    if scope["type"] != "http":
+        return
+    path = scope["path"]
+    body, headers, status = b"next-ok", [(b"content-length", b"7")], 200
+    if path in ("/204", "/304"):
+        status, headers, body = int(path[1:]), [], b"SHOULD-NOT-BE-SENT"
+    elif path == "/long":
+        headers, body = [(b"content-length", b"3")], b"abcDEFGHIJ"
+    elif path == "/short":
+        headers, body = [(b"content-length", b"10")], b"abc"
+    elif path == "/inject":
+        headers, body = [(b"x-a", b"1\r\nSet-Cookie: evil=1")], b"x"
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture(params=["poolalloc", "uvicorn"])
+def server(request: pytest.FixtureRequest, make_server: Any) -> Any:
+    return make_server(request.param, app)
+
+
+def exchange(server: Any, data: bytes, timeout: float = 3.0) -> tuple[bytes, bool]:
+    """Send ``data``; everything that comes back within ``timeout``, and whether the server
+    closed the connection by then."""
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(data)
+        sock.settimeout(0.2)
+        got, closed, deadline = b"", False, time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                closed = True
+                break
+            if not chunk:
+                closed = True
+                break
+            got += chunk
+    return got, closed
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_a_response_without_content_sends_no_body(server: Any, status: int) -> None:
+    """RFC 9110 15.3.5, 15.4.5: whatever body the app gives a 204 or 304, none goes out.
+    poolalloc drops it and answers the pipelined next request right after the head (uvicorn
+    closes the connection instead)."""
+    got, _ = exchange(server, b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % status + NEXT, 1.5)
+    assert b"SHOULD-NOT-BE-SENT" not in got
+    if server.kind == "poolalloc":
+        first, _, rest = got.partition(b"\r\n\r\n")
+        assert first.startswith(b"HTTP/1.1 %d " % status)
+        assert b"content-length" not in first.lower() or status == 304
+        assert rest.startswith(b"HTTP/1.1 200 ")
+        assert rest.endswith(b"next-ok")
+
+
+def test_a_body_longer_than_its_content_length_never_reaches_the_wire(server: Any) -> None:
+    """The bytes past the app's own Content-Length would be read as the next response: they
+    are not sent, and the connection closes (the pipelined request is not answered)."""
+    got, closed = exchange(server, b"GET /long HTTP/1.1\r\nHost: x\r\n\r\n" + NEXT)
+    assert b"DEFGHIJ" not in got
+    assert b"next-ok" not in got
+    assert closed
+
+
+def test_a_body_shorter_than_its_content_length_closes_the_connection(server: Any) -> None:
+    """The client would take the next response as the rest of the body: the connection closes
+    after the short body, so the client sees it cut short."""
+    got, closed = exchange(server, b"GET /short HTTP/1.1\r\nHost: x\r\n\r\n" + NEXT)
+    assert b"next-ok" not in got
+    assert closed
+    if server.kind == "poolalloc":
+        assert got.endswith(b"\r\n\r\nabc")
+
+
+def test_a_header_value_that_would_break_the_head_is_refused(server: Any) -> None:
+    """RFC 9110 5.5: a CR or LF in a value would add a header of the app's choosing (or a whole
+    response); no such header goes out (poolalloc answers 500, uvicorn closes)."""
+    got, closed = exchange(server, b"GET /inject HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert b"Set-Cookie" not in got
+    assert closed
+    if server.kind == "poolalloc":
+        assert got.startswith(b"HTTP/1.1 500 ")
+
+
+def test_several_receivers_all_get_their_messages(make_server: Any) -> None:
+    """An app that waits in ``receive()`` from two tasks (a body reader and a disconnect
+    listener, as Starlette's streaming responses do): the body reader gets the whole body as
+    it arrives, and the listener hears the end once the response is complete."""
+    ended: list[str] = []
+
+    async def two_receivers(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+
+        async def body() -> bytes:
+            data = b""
+            while True:
+                message = await receive()
+                data += message.get("body", b"")
+                if message["type"] != "http.request" or not message["more_body"]:
+                    return data
+
+        async def listener() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            ended.append("listener")
+
+        listening = asyncio.ensure_future(listener())
+        data = await body()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"%d" % len(data))]})  # fmt: skip
+        await send({"type": "http.response.body", "body": data})
+        await asyncio.wait_for(listening, 5)
+
+    for kind in ("poolalloc", "uvicorn"):
+        server = make_server(kind, two_receivers)
+        with socket.create_connection((server.host, server.port), timeout=10) as sock:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nabc")
+            time.sleep(0.3)
+            sock.sendall(b"def")
+            got = b""
+            while not got.endswith(b"abcdef"):
+                chunk = sock.recv(65536)
+                assert chunk, f"{kind}: closed before the answer: {got!r}"
+                got += chunk
+        assert got.startswith(b"HTTP/1.1 200 ")
+        deadline = time.monotonic() + 5
+        while len(ended) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ended == ["listener"], kind
+        ended.clear()
+
+
+def test_a_head_whose_lines_end_in_a_bare_lf_is_answered(make_server: Any) -> None:
+    """RFC 9112 2.2: a recipient may take a bare LF as a line end; the HTTP server does, and so
+    does the ASGI server (it waited for a CRLF CRLF that never came, then answered 408)."""
+    server = make_server("poolalloc", app)
+    started = time.monotonic()
+    got, _ = exchange(server, b"GET /next HTTP/1.1\nHost: x\n\n", 1.0)
+    assert got.startswith(b"HTTP/1.1 200 ")
+    assert got.endswith(b"next-ok")
+    assert time.monotonic() - started < 2
+
+
+def test_an_absolute_form_target_gives_the_app_its_path(make_server: Any) -> None:
+    """RFC 9112 3.2.2: a server must accept an absolute-form target; the scope carries the
+    path and query in it, as for the origin form."""
+    seen: list[tuple[str, bytes, bytes]] = []
+
+    async def paths(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            seen.append((scope["path"], scope["raw_path"], scope["query_string"]))
+            await app(dict(scope, path="/next"), receive, send)
+
+    server = make_server("poolalloc", paths)
+    got, _ = exchange(server, b"GET http://x/abs%20p?q=1 HTTP/1.1\r\nHost: x\r\n\r\n", 1.0)
+    assert got.endswith(b"next-ok")
+    assert seen == [("/abs p", b"/abs%20p", b"q=1")]
+
+
+def test_a_connection_with_no_free_read_buffer_gets_a_503() -> None:
+    """With every read buffer out (one here, held by an idle keep-alive connection), a new
+    connection is answered 503 with ``Connection: close`` and counted, not reset."""
+
+    async def main() -> tuple[bytes, bytes, dict[str, float]]:
+        pool = poolalloc.BufferPool(4096, capacity=1)
+        server = AsgiServer(app, "127.0.0.1", 0, pool=pool, lifespan="off")
+        await server.start()
+        first_r, first_w = await asyncio.open_connection(*server.address)
+        first_w.write(NEXT)
+        first = await first_r.readuntil(b"next-ok")
+        second_r, second_w = await asyncio.open_connection(*server.address)
+        second_w.write(NEXT)
+        second = await asyncio.wait_for(second_r.read(), 5)
+        metrics = server.metrics()
+        for writer in (first_w, second_w):
+            writer.close()
+        await server.shutdown(1)
+        pool.close()
+        return first, second, metrics
+
+    first, second, metrics = asyncio.run(main())
+    assert first.startswith(b"HTTP/1.1 200 ")
+    head = second.partition(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 503 ")
+    assert b"\r\nconnection: close" in head
+    assert metrics["overloaded_total"] == 1
+
+
+def test_the_app_shuts_down_when_the_address_cannot_be_bound() -> None:
+    """The lifespan startup ran, then the bind failed: the app's shutdown runs before the
+    error reaches the caller, as after serving."""
+    events: list[str] = []
+
+    async def lifespan_app(scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "lifespan"
+        while True:
+            message = await receive()
+            events.append(message["type"])
+            kind = message["type"].rpartition(".")[2]
+            await send({"type": f"{message['type']}.complete"})
+            if kind == "shutdown":
+                return
+
+    async def main() -> None:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            server = AsgiServer(lifespan_app, "127.0.0.1", taken.getsockname()[1])
+            with pytest.raises(OSError, match="address already in use"):
+                await server.start()
+
+    asyncio.run(main())
+    assert events == ["lifespan.startup", "lifespan.shutdown"]
