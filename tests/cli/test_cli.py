@@ -37,7 +37,20 @@ def test_info_json_is_machine_readable(cli: Cli, tmp_path: Path) -> None:
     report = json.loads(done.stdout)
     assert report["version"]["poolalloc"]
     assert set(report["memlock limit"]) == {"soft", "hard"}
+    for limit in report["memlock limit"].values():  # bytes, or null for no limit
+        assert limit is None or (isinstance(limit, int) and limit >= 0)
     assert report["build"].get("compile args", "").startswith("-std=c11"), report["build"]
+    classes = report["size classes"]
+    assert classes["block bytes"][0] == 64  # numbers, not words
+    assert classes["largest"] == classes["block bytes"][-1] == max(classes["block bytes"])
+    assert classes["count"] == len(classes["block bytes"])
+    uring = report["io_uring"]
+    assert isinstance(uring["available"], bool)
+    assert uring["serve --engine auto"]["engine"] in ("epoll", "uring")
+    nodes = [v for k, v in report["NUMA"].items() if k.startswith("node ")]
+    assert nodes
+    assert all(v["memory bytes"] > 0 and isinstance(v["cpus"], int) for v in nodes)
+    assert isinstance(report["huge pages"].get("choices", []), list)
 
 
 @pytest.mark.parametrize("command", COMMANDS)

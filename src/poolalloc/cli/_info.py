@@ -1,7 +1,9 @@
 """``poolalloc info``: what this machine and this build give poolalloc, section by section.
 
 Each section is computed on its own and degrades to a one-line reason: a missing module, a
-kernel file that does not exist or a refused probe never stops the report.
+kernel file that does not exist or a refused probe never stops the report. Values are what a
+program reads (``--json``): booleans, numbers (sizes in bytes, counts), lists, and ``None`` for
+"no limit"; :func:`render` words them for people.
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ def size_classes() -> Section:
     classes = [(int(block), int(slab)) for block, slab in core.size_classes()]
     return {
         "count": len(classes),
-        "block bytes": ", ".join(str(block) for block, _ in classes),
-        "largest": f"{classes[-1][0]} B; larger requests get their own mapping",
+        "block bytes": [block for block, _ in classes],
+        "largest": classes[-1][0],
     }
 
 
@@ -56,8 +58,7 @@ def numa() -> Section:
     info = module.available()
     section: Section = {"source": info.source, "nodes": info.node_count}
     for node in module.topology().nodes:
-        cpus = f"{len(node.cpus)} CPUs" if node.cpus else "no CPUs"
-        section[f"node {node.id}"] = f"{cpus}, {node.memory_total / 2**30:.1f} GiB"
+        section[f"node {node.id}"] = {"cpus": len(node.cpus), "memory bytes": node.memory_total}
     section["note"] = info.note
     return section
 
@@ -69,21 +70,20 @@ def io_uring() -> Section:
     uring = importlib.import_module("poolalloc.net.uring.proactor")
     ok, reason = uring.available()
     engine, why = importlib.import_module("poolalloc.net.http.serve").auto_engine()
-    available = "yes" if ok else "no (epoll is used instead)"
-    section: Section = {"available": available, "reason": reason}
+    section: Section = {"available": bool(ok), "reason": reason}
     if ok:
         features = uring.probe_result().features
-        section["registered ring fd"] = "yes" if features & _FEAT_REG_REG_RING else "no"
-    section["serve --engine auto"] = f"{engine}: {why}"
+        section["registered ring fd"] = bool(features & _FEAT_REG_REG_RING)
+    section["serve --engine auto"] = {"engine": engine, "why": why}
     return section
 
 
 def memlock() -> Section:
-    def show(limit: int) -> str:
-        return "unlimited" if limit == resource.RLIM_INFINITY else f"{limit // 1024} KiB"
+    def limit(value: int) -> int | None:
+        return None if value == resource.RLIM_INFINITY else value  # None: unlimited
 
     soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
-    return {"soft": show(soft), "hard": show(hard)}
+    return {"soft": limit(soft), "hard": limit(hard)}
 
 
 def huge_pages() -> Section:
@@ -92,7 +92,7 @@ def huge_pages() -> Section:
     except OSError as exc:
         return {"transparent huge pages": f"unknown ({exc.strerror})"}
     chosen = next((m.strip("[]") for m in modes if m.startswith("[")), " ".join(modes))
-    return {"transparent huge pages": chosen, "choices": " ".join(m.strip("[]") for m in modes)}
+    return {"transparent huge pages": chosen, "choices": [m.strip("[]") for m in modes]}
 
 
 SECTIONS: dict[str, Callable[[], Section]] = {
@@ -119,13 +119,34 @@ def collect() -> dict[str, Section]:
     return report
 
 
+def _words(section: str, key: str, value: Any) -> str:
+    """One value as a person reads it."""
+    if section == "io_uring" and key == "available" and not value:
+        return "no (epoll is used instead)"
+    if section == "size classes" and key == "largest":
+        return f"{value} B; larger requests get their own mapping"
+    if section == "memlock limit":
+        return "unlimited" if value is None else f"{value // 1024} KiB"
+    if section == "NUMA" and isinstance(value, dict):
+        cpus = f"{value['cpus']} CPUs" if value["cpus"] else "no CPUs"
+        return f"{cpus}, {value['memory bytes'] / 2**30:.1f} GiB"
+    if key == "serve --engine auto":
+        return f"{value['engine']}: {value['why']}"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return (" " if section == "huge pages" else ", ").join(str(v) for v in value)
+    return str(value)
+
+
 def render(report: dict[str, Section]) -> str:
     """The report as aligned ``key: value`` lines under one heading per section."""
     lines: list[str] = []
     for name, section in report.items():
         lines.append(f"{name}:")
-        width = max((len(key) for key in section), default=0)
-        lines += [f"  {key.ljust(width)}  {value}" for key, value in section.items()]
+        shown = {key: _words(name, key, value) for key, value in section.items()}
+        width = max((len(key) for key in shown), default=0)
+        lines += [f"  {key.ljust(width)}  {value}" for key, value in shown.items()]
     return "\n".join(lines)
 
 
