@@ -243,3 +243,48 @@ def test_the_app_shuts_down_when_the_address_cannot_be_bound() -> None:
 
     asyncio.run(main())
     assert events == ["lifespan.startup", "lifespan.shutdown"]
+
+
+def test_a_client_that_never_reads_a_streamed_response_is_reset_at_idle_timeout() -> None:
+    """The app streams with ``more_body`` to a client that reads nothing: once the socket's
+    buffers are full, ``send`` waits at most ``idle_timeout`` for the client to take some;
+    then the connection is reset, counted, and the app's sends return (dropped) instead of
+    waiting forever."""
+    sent: list[int] = []
+
+    async def stream(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        chunk = b"x" * 65536
+        for _ in range(2000):  # 128 MiB: far more than any socket buffer holds
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            sent.append(1)
+        await send({"type": "http.response.body", "body": b""})
+
+    async def main() -> tuple[float, dict[str, float], bool]:
+        server = AsgiServer(stream, "127.0.0.1", 0, idle_timeout=0.3, lifespan="off")
+        await server.start()
+        with socket.create_connection(server.address) as client:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            client.sendall(NEXT)
+            started = time.monotonic()
+            while len(sent) < 2000 and time.monotonic() - started < 10:
+                await asyncio.sleep(0.05)
+            ended = time.monotonic() - started
+            client.setblocking(False)
+            try:
+                while client.recv(1 << 20):
+                    pass
+                reset = False
+            except ConnectionResetError:
+                reset = True
+            except BlockingIOError:
+                reset = False
+        metrics = server.metrics()
+        await server.shutdown(1)
+        return ended, metrics, reset
+
+    ended, metrics, reset = asyncio.run(main())
+    assert len(sent) == 2000  # the app was not left waiting in send()
+    assert ended < 5
+    assert metrics["timeouts_total"] == 1
+    assert reset

@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import struct
 import time
 import traceback
 from collections import deque
@@ -64,6 +66,7 @@ _STATUS_LINES: dict[int, bytes] = {}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 _date_cache: list[Any] = [0, b""]
+_LINGER_RESET = struct.pack("ii", 1, 0)
 #: Where a connection that found no free read buffer reads what it is sent, to drop it.
 _SCRATCH = memoryview(bytearray(4096))
 
@@ -547,10 +550,31 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             self.transport.write(data)
 
     async def drain(self) -> None:
+        """Wait while the transport's buffer is full; a client that takes nothing of it for
+        ``idle_timeout`` is reset (as the HTTP server resets a peer that never reads), and the
+        app's sends are dropped from then on, as for a client gone."""
         if self._write_paused and self.transport is not None:
             waiter = self.loop.create_future()
             self._drain_waiters.append(waiter)
-            await waiter
+            timer = self.loop.call_later(self.state.idle_timeout, self._send_stalled, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+
+    def _send_stalled(self, waiter: asyncio.Future[None]) -> None:
+        if waiter.done() or self.transport is None:
+            return  # the client took some meanwhile, or is gone
+        self.state.timeouts += 1
+        if self.cycle is not None:
+            self.cycle.lost()
+        # A reset (SO_LINGER 0), not a plain close: closed, the socket would live on in the
+        # kernel with its unsent bytes for as long as the peer keeps its window shut.
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        self.transport.abort()  # connection_lost wakes every drain
 
     # -- reading requests -------------------------------------------------------------------
 
