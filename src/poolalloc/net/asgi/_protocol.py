@@ -463,12 +463,14 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         self._server: tuple[str, int] | None = None
         self._client: tuple[str, int] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._sock: Any = None
 
     # -- transport events -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(StreamTransport, transport)  # a stream: it has write()
         self.state.connections.add(self)
+        self._sock = transport.get_extra_info("socket")  # for a reset (_send_stalled)
         sockname = transport.get_extra_info("sockname")
         peername = transport.get_extra_info("peername")
         self._server = tuple(sockname[:2]) if isinstance(sockname, tuple) else None
@@ -570,7 +572,7 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             self.cycle.lost()
         # A reset (SO_LINGER 0), not a plain close: closed, the socket would live on in the
         # kernel with its unsent bytes for as long as the peer keeps its window shut.
-        sock = self.transport.get_extra_info("socket")
+        sock = self._sock
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
