@@ -524,6 +524,7 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         if self._idle_handle is not None:
             self._idle_handle.cancel()
         self.transport = None
+        self._sock = None
         view, self._view = self._view, None
         if view is not None:
             with contextlib.suppress(BufferError):  # the transport may still export it
