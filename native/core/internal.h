@@ -68,8 +68,10 @@ typedef struct pai_chunk_s pai_chunk_t;
  * that sits in the slab; a set bit is a block handed out or parked in some thread cache. */
 typedef struct __attribute__((aligned(64))) pai_slab_s {
   uintptr_t base;
-  uint64_t div_magic;          /* (off * div_magic) >> 42 == off / block_size for off < 2 MiB */
-  uint32_t block_size, nblocks, nfree, cls;
+  uint64_t div_magic;          /* ceil(2^64 / block_size): see pai_slab_div */
+  uint32_t block_size, nblocks, nfree;
+  uint16_t cls;
+  uint16_t tcls;               /* byte offset of cls[cls] in a pai_tcache_t (pa_free) */
   pa_pool_t *pool;             /* == chunk->pool, one dependent load less in pa_free */
   struct pai_slab_s *prev, *next; /* depot list: partial (nfree > 0) or full */
   pai_depot_t *depot;
@@ -150,6 +152,7 @@ typedef struct pai_tcache_s {
   pai_tclass_t cls[PAI_NCLASSES];
   uint32_t unsynced;                   /* depot exchanges since the last sync (owner only) */
 } pai_tcache_t;
+_Static_assert(sizeof(pai_tcache_t) <= UINT16_MAX, "pai_slab_t.tcls holds an offset in it");
 
 typedef struct pai_tls_s {
   pthread_mutex_t lock;                /* owner's slow paths; fork takes every one */
@@ -231,12 +234,25 @@ void pai_slab_fini(pai_slab_t *s);
 unsigned pai_slab_take(pai_slab_t *s, void **out, unsigned n);
 void pai_slab_put(pai_slab_t *s, uint32_t idx);
 
+/* One 64x64->128 multiply by c = ceil(2^64 / block_size) gives both the block index of an offset
+ * (the high half) and whether the offset is a multiple of the block size (the low half below c):
+ * Lemire, Kaser and Kurz, "Faster remainder by direct computation" (2019), exact for offsets
+ * and divisors below 2^32 (a slab spans at most 2 MiB). *lo < c is the exactness test. */
+static inline uint32_t pai_slab_div(uint64_t off, uint64_t c, uint64_t *lo) {
+#ifdef __SIZEOF_INT128__
+  unsigned __int128 prod = (unsigned __int128)off * c;
+  *lo = (uint64_t)prod;
+  return (uint32_t)(prod >> 64);
+#else
+  *lo = off * c;
+  return (uint32_t)((off * (c >> 32) + ((off * (c & 0xFFFFFFFFu)) >> 32)) >> 32);
+#endif
+}
+
 static inline uint32_t pai_slab_index(const pai_slab_t *s, uintptr_t p, bool *exact) {
-  uintptr_t off = p - s->base;
-  /* one multiply for every class: a shift for the powers of two only paid off for a single
-   * class, and its branch mispredicts when sizes are mixed */
-  uint32_t idx = (uint32_t)((off * s->div_magic) >> 42);
-  *exact = (uintptr_t)idx * s->block_size == off && idx < s->nblocks;
+  uint64_t lo;
+  uint32_t idx = pai_slab_div(p - s->base, s->div_magic, &lo);
+  *exact = lo < s->div_magic && idx < s->nblocks;
   return idx;
 }
 
@@ -434,7 +450,7 @@ int pai_canary_check(const void *p, size_t req, size_t size);
 /* The marker word a freed block carries: its own address under a per-process random key, so
  * that a user's data matches it by chance with probability 2^-64. */
 static inline uint64_t pai_free_marker(const void *p) {
-  return ((uint64_t)(uintptr_t)p * 0x9E3779B97F4A7C15ull) ^ pai_free_key;
+  return (uint64_t)(uintptr_t)p ^ pai_free_key;
 }
 
 #endif /* PA_INTERNAL_H */

@@ -24,6 +24,7 @@
  *   The `out` bitmap is also read without the lock by pa_free's double-free check: a block a
  *   user legitimately holds has its bit set and nobody else may change that bit.
  * ------------------------------------------------------------------------------------------- */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -91,8 +92,9 @@ int pai_slab_init(pai_slab_t *s, pai_chunk_t *c, unsigned first_page, unsigned c
   s->block_size = pai_class_size[cls];
   s->nblocks = (uint32_t)(bytes / s->block_size);
   s->nfree = s->nblocks;
-  s->cls = cls;
-  s->div_magic = (((uint64_t)1 << 42) + s->block_size - 1) / s->block_size;
+  s->cls = (uint16_t)cls;
+  s->tcls = (uint16_t)(offsetof(pai_tcache_t, cls) + cls * sizeof(pai_tclass_t));
+  s->div_magic = UINT64_MAX / s->block_size + 1; /* ceil(2^64 / block_size): pai_slab_div */
   s->pool = c->pool;
   s->depot = d;
   s->chunk = c;
