@@ -31,6 +31,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "poolalloc.h"
@@ -153,6 +154,9 @@ typedef struct pai_tcache_s {
   uint32_t unsynced;                   /* depot exchanges since the last sync (owner only) */
 } pai_tcache_t;
 _Static_assert(sizeof(pai_tcache_t) <= UINT16_MAX, "pai_slab_t.tcls holds an offset in it");
+static inline uint16_t pai_tcls_offset(unsigned cls) {
+  return (uint16_t)(offsetof(pai_tcache_t, cls) + cls * sizeof(pai_tclass_t));
+}
 
 typedef struct pai_tls_s {
   pthread_mutex_t lock;                /* owner's slow paths; fork takes every one */
@@ -226,6 +230,9 @@ extern uint64_t pai_free_key;   /* random per process: encodes the free marker *
 extern const uint32_t pai_class_size[PAI_NCLASSES];
 extern uint8_t pai_small_lut[65];   /* (size + 63) >> 6 -> class, size <= 4096 */
 extern uint8_t pai_large_lut[257];  /* (size + 4095) >> 12 -> class, size <= 1 MiB */
+/* the same two tables giving the class's byte offset in a pai_tcache_t (pa_alloc's hit path) */
+extern uint16_t pai_small_tcls[65], pai_large_tcls[257];
+static inline uint16_t pai_tcls_offset(unsigned cls);
 size_t pai_slab_bytes(unsigned cls);
 int pai_class_for(size_t size, size_t align, unsigned *cls);
 int pai_slab_init(pai_slab_t *s, pai_chunk_t *c, unsigned first_page, unsigned cls,
@@ -238,25 +245,31 @@ void pai_slab_put(pai_slab_t *s, uint32_t idx);
  * (the high half) and whether the offset is a multiple of the block size (the low half below c):
  * Lemire, Kaser and Kurz, "Faster remainder by direct computation" (2019), exact for offsets
  * and divisors below 2^32 (a slab spans at most 2 MiB). *lo < c is the exactness test. */
-static inline uint32_t pai_slab_div(uint64_t off, uint64_t c, uint64_t *lo) {
-#ifdef __SIZEOF_INT128__
+static inline uint64_t pai_slab_div(uint64_t off, uint64_t c, uint64_t *lo) {
+#if defined(__x86_64__)
+  /* one `mul`: the same through unsigned __int128 made gcc save and restore a register that
+   * pa_free's hit path then never used */
+  uint64_t hi;
+  __asm__("mulq %3" : "=a"(*lo), "=d"(hi) : "a"(off), "rm"(c) : "cc");
+  return hi;
+#elif defined(__SIZEOF_INT128__)
   unsigned __int128 prod = (unsigned __int128)off * c;
   *lo = (uint64_t)prod;
-  return (uint32_t)(prod >> 64);
+  return (uint64_t)(prod >> 64);
 #else
   *lo = off * c;
-  return (uint32_t)((off * (c >> 32) + ((off * (c & 0xFFFFFFFFu)) >> 32)) >> 32);
+  return (off * (c >> 32) + ((off * (c & 0xFFFFFFFFu)) >> 32)) >> 32;
 #endif
 }
 
 static inline uint32_t pai_slab_index(const pai_slab_t *s, uintptr_t p, bool *exact) {
   uint64_t lo;
-  uint32_t idx = pai_slab_div(p - s->base, s->div_magic, &lo);
+  uint32_t idx = (uint32_t)pai_slab_div(p - s->base, s->div_magic, &lo);
   *exact = lo < s->div_magic && idx < s->nblocks;
   return idx;
 }
 
-static inline bool pai_slab_is_out(const pai_slab_t *s, uint32_t idx) {
+static inline bool pai_slab_is_out(const pai_slab_t *s, uint64_t idx) {
   uint64_t w = atomic_load_explicit(&s->out[idx >> 6], memory_order_relaxed);
   return (w >> (idx & 63)) & 1u;
 }

@@ -567,24 +567,28 @@ __attribute__((noinline)) static int alloc_rest(pa_pool_t *pool, size_t size, si
   return leave(alloc_in(pool, size, align, out));
 }
 
-/* A debug pool never becomes pai_tl.pool (pai_tcache_slow refuses it), so the thread-local
- * compare also rules out debug pools. */
+/* A debug pool never becomes pai_tl.pool (pai_tcache_slow refuses it), and neither does a
+ * closed one (a close sets every thread's pai_tl.pool that has a cache of the pool to NULL, see
+ * tlcache.c reclaim_one), so the thread-local compare also rules both out. The tests are those of class_fast, written out so that a
+ * failed one goes straight to alloc_rest, and the tables give the class's place in the cache. */
 int pa_alloc(pa_pool_t *pool, size_t size, size_t align, void **out) {
   enter();
-  unsigned cls = class_fast(size, align);
-  if (PA_LIKELY(cls < PAI_NCLASSES && pool != NULL && out != NULL &&
-                atomic_load_explicit(&pai_tl.pool, memory_order_relaxed) == pool &&
-                !atomic_load_explicit(&pool->closed, memory_order_relaxed))) {
+  if (PA_LIKELY(size - 1 < PAI_MAX_CLASS_SIZE && align - 1 < PA_MIN_ALIGN &&
+                !(align & (align - 1)) && pool != NULL && out != NULL &&
+                atomic_load_explicit(&pai_tl.pool, memory_order_relaxed) == pool)) {
+    unsigned off = size <= 4096 ? pai_small_tcls[(size + 63) >> 6]
+                                : pai_large_tcls[(size + 4095) >> 12];
     pai_tcache_t *tc = pai_tl.cache;
-    pai_tclass_t *t = &tc->cls[cls];
-    uint32_t n = t->n;
+    pai_tclass_t *t = (pai_tclass_t *)((char *)tc + off); /* &tc->cls[class] */
+    size_t n = t->n;
     if (PA_LIKELY(n > 0)) {
-      void *p = t->slots[--n];
-      t->n = n;
+      void *p = t->slots[n - 1];
+      t->n = (uint32_t)n - 1;
       parked_take(tc, t->size);
-      pa_track_unpoison(p, t->size);
-      *(uint64_t *)p = 0;
       bump(&t->hits);
+      pa_track_unpoison(p, t->size);
+      /* after the cache's fields: the compiler cannot tell the block's word from them */
+      *(uint64_t *)p = 0;
       *out = p;
       return leave(0);
     }
@@ -610,6 +614,16 @@ static int free_slow(pa_pool_t *pool, pai_tcache_t *tc, pai_chunk_t *c, pai_slab
   return 0;
 }
 
+/* The page->slab memo of pa_free's hit path. Never a slab of a pool with several node depots:
+ * their frees must go through free_slow (the block's node is checked there), and the hit path
+ * has no other test that sends them there. */
+static inline void memo_set(uintptr_t a, pai_slab_t *s, uint64_t epoch) {
+  if (PA_UNLIKELY(s->pool->nnodes > 1)) return;
+  pai_tl.free_page = a >> PAI_PAGE_SHIFT;
+  pai_tl.free_slab = s;
+  pai_tl.free_epoch = epoch;
+}
+
 /* The slab of the page holding p, or NULL with *rc set (EFAULT, or the result of a huge or
  * unpooled free). A one-entry per-thread memo skips the registry walk for repeated pages. */
 static inline pai_slab_t *free_slab_of(void *p, int *rc) {
@@ -632,9 +646,7 @@ static inline pai_slab_t *free_slab_of(void *p, int *rc) {
     *rc = EFAULT;
     return NULL;
   }
-  pai_tl.free_page = a >> PAI_PAGE_SHIFT;
-  pai_tl.free_slab = &c->slabs[slot];
-  pai_tl.free_epoch = epoch;
+  memo_set(a, &c->slabs[slot], epoch);
   return &c->slabs[slot];
 }
 
@@ -685,21 +697,22 @@ static int free_in(void *p) {
 __attribute__((noinline)) static int free_rest(void *p) { return leave(free_in(p)); }
 
 /* The slab of the page holding p through the registry, or NULL for anything else (huge,
- * unpooled, foreign); the memo is set for the next free. */
+ * unpooled, foreign, or a slab of a pool with several node depots); the memo is set for the next
+ * free. */
 static inline pai_slab_t *slab_lookup_fast(uintptr_t a, uint64_t epoch) {
   pai_chunk_t *c = pai_chunk_lookup((const void *)a);
   if (PA_UNLIKELY(c == NULL || a - c->base >= c->len || c->kind != PAI_CHUNK_SLABS)) return NULL;
   unsigned slot = atomic_load_explicit(&c->page_slab[(a - c->base) >> PAI_PAGE_SHIFT],
                                        memory_order_relaxed);
-  if (PA_UNLIKELY(slot == PAI_NO_SLAB)) return NULL;
-  pai_tl.free_page = a >> PAI_PAGE_SHIFT;
-  pai_tl.free_slab = &c->slabs[slot];
-  pai_tl.free_epoch = epoch;
+  if (PA_UNLIKELY(slot == PAI_NO_SLAB || c->pool->nnodes > 1)) return NULL;
+  memo_set(a, &c->slabs[slot], epoch);
   return &c->slabs[slot];
 }
 
 /* The cache push; anything else (including every error) goes to free_rest, which starts over
- * and tells the errors apart, so each test here only has to fail whenever one there would. */
+ * and tells the errors apart, so each test here only has to fail whenever one there would. A
+ * closed pool is never pai_tl.pool (see pa_alloc), and neither the memo nor slab_lookup_fast
+ * gives a slab of a pool with several nodes, so `park_off` needs no test here. */
 int pa_free(void *p) {
   enter();
   uintptr_t a = (uintptr_t)p;
@@ -710,16 +723,14 @@ int pa_free(void *p) {
   else if (PA_UNLIKELY((s = slab_lookup_fast(a, epoch)) == NULL))
     return free_rest(p);
   pa_pool_t *pool = s->pool;
-  uint64_t lo;
-  uint32_t idx = pai_slab_div(a - s->base, s->div_magic, &lo);
+  uint64_t lo, idx = pai_slab_div(a - s->base, s->div_magic, &lo);
   uint64_t marker = pai_free_marker(p);
   /* No idx < nblocks test: p lies in one of the slab's pages, so idx < PAI_MAX_BLOCKS, and the
    * bits past nblocks are never set, so a slab's tail fails the bitmap test (free_in then says
-   * EFAULT). The block's first word is read only once p is known to start a block (free_in). */
+   * EFAULT). The block's first word is read only once p is known to start a block. */
   if (PA_LIKELY(lo < s->div_magic && !pa_track_is_poisoned(p) && pai_slab_is_out(s, idx) &&
                 *(const uint64_t *)p != marker &&
-                atomic_load_explicit(&pai_tl.pool, memory_order_relaxed) == pool &&
-                !atomic_load_explicit(&pool->park_off, memory_order_relaxed))) {
+                atomic_load_explicit(&pai_tl.pool, memory_order_relaxed) == pool)) {
     if (PA_LIKELY(cache_push(pai_tl.cache, s, p, marker))) return leave(0);
   }
   return free_rest(p);

@@ -24,7 +24,6 @@
  *   The `out` bitmap is also read without the lock by pa_free's double-free check: a block a
  *   user legitimately holds has its bit set and nobody else may change that bit.
  * ------------------------------------------------------------------------------------------- */
-#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,6 +40,7 @@ const uint32_t pai_class_size[PAI_NCLASSES] = {
 uint8_t pai_small_lut[65];
 _Atomic uint64_t pai_slab_epoch = 1;
 uint8_t pai_large_lut[257];
+uint16_t pai_small_tcls[65], pai_large_tcls[257];
 
 /* Smallest class whose block holds `size` bytes. */
 static unsigned class_scan(size_t size) {
@@ -52,6 +52,8 @@ static unsigned class_scan(size_t size) {
 __attribute__((constructor)) static void class_tables_init(void) {
   for (unsigned i = 0; i <= 64; i++) pai_small_lut[i] = (uint8_t)class_scan((size_t)i << 6);
   for (unsigned i = 0; i <= 256; i++) pai_large_lut[i] = (uint8_t)class_scan((size_t)i << 12);
+  for (unsigned i = 0; i <= 64; i++) pai_small_tcls[i] = pai_tcls_offset(pai_small_lut[i]);
+  for (unsigned i = 0; i <= 256; i++) pai_large_tcls[i] = pai_tcls_offset(pai_large_lut[i]);
 }
 
 size_t pai_slab_bytes(unsigned cls) {
@@ -93,7 +95,7 @@ int pai_slab_init(pai_slab_t *s, pai_chunk_t *c, unsigned first_page, unsigned c
   s->nblocks = (uint32_t)(bytes / s->block_size);
   s->nfree = s->nblocks;
   s->cls = (uint16_t)cls;
-  s->tcls = (uint16_t)(offsetof(pai_tcache_t, cls) + cls * sizeof(pai_tclass_t));
+  s->tcls = pai_tcls_offset(cls);
   s->div_magic = UINT64_MAX / s->block_size + 1; /* ceil(2^64 / block_size): pai_slab_div */
   s->pool = c->pool;
   s->depot = d;
