@@ -124,7 +124,8 @@ struct __attribute__((aligned(64))) pai_depot_s {
 
 typedef struct pai_tclass_s {
   uint32_t n, cap, limit;   /* cap: slots allocated (0 until first use); limit: cap to use */
-  uint32_t size;            /* the class's block size (read by the hit path, beside n) */
+  uint64_t size;            /* the class's block size (read by the hit paths, beside n; 64
+                             * bits, so that it adds to `parked` straight from memory) */
   void **slots;
   _Atomic uint64_t frees, hits, misses, exchanges; /* allocations = hits + misses */
   /* a reclaimer's idleness probe (under the owner's tls->lock): operation count at its last

@@ -415,8 +415,8 @@ static void direct_free(pa_pool_t *pool, pai_slab_t *s, uint32_t idx, void *p) {
 }
 
 /* A block leaves the cache for a user: `parked` drops, and its low-water mark with it. */
-static inline void parked_take(pai_tcache_t *tc, uint32_t bytes) {
-  int64_t parked = pai_ld64(&tc->parked) - bytes;
+static inline void parked_take(pai_tcache_t *tc, uint64_t bytes) {
+  int64_t parked = pai_ld64(&tc->parked) - (int64_t)bytes;
   atomic_store_explicit(&tc->parked, parked, memory_order_relaxed);
   if (PA_UNLIKELY(parked < pai_ld64(&tc->parked_lw)))
     atomic_store_explicit(&tc->parked_lw, parked, memory_order_relaxed);
@@ -576,8 +576,8 @@ int pa_alloc(pa_pool_t *pool, size_t size, size_t align, void **out) {
   if (PA_LIKELY(size - 1 < PAI_MAX_CLASS_SIZE && align - 1 < PA_MIN_ALIGN &&
                 !(align & (align - 1)) && pool != NULL && out != NULL &&
                 atomic_load_explicit(&pai_tl.pool, memory_order_relaxed) == pool)) {
-    unsigned off = size <= 4096 ? pai_small_tcls[(size + 63) >> 6]
-                                : pai_large_tcls[(size + 4095) >> 12];
+    unsigned off = PA_LIKELY(size <= 4096) ? pai_small_tcls[(size + 63) >> 6]
+                                           : pai_large_tcls[(size + 4095) >> 12];
     pai_tcache_t *tc = pai_tl.cache;
     pai_tclass_t *t = (pai_tclass_t *)((char *)tc + off); /* &tc->cls[class] */
     size_t n = t->n;
@@ -592,6 +592,8 @@ int pa_alloc(pa_pool_t *pool, size_t size, size_t align, void **out) {
       *out = p;
       return leave(0);
     }
+    /* pool is pai_tl.pool here: reading that again spares the hit path a register copy */
+    return alloc_rest(atomic_load_explicit(&pai_tl.pool, memory_order_relaxed), size, align, out);
   }
   return alloc_rest(pool, size, align, out);
 }
@@ -656,7 +658,7 @@ static inline pai_slab_t *free_slab_of(void *p, int *rc) {
 static inline bool cache_push(pai_tcache_t *tc, pai_slab_t *s, void *p, uint64_t marker) {
   pai_tclass_t *t = (pai_tclass_t *)((char *)tc + s->tcls); /* &tc->cls[s->cls] */
   size_t n = t->n;
-  int64_t parked = pai_ld64(&tc->parked) + s->block_size;
+  int64_t parked = pai_ld64(&tc->parked) + (int64_t)t->size;
   if (PA_UNLIKELY(n >= t->cap || (uint64_t)parked > tc->budget)) return false;
   t->slots[n] = p;
   t->n = (uint32_t)n + 1;
