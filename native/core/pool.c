@@ -585,10 +585,9 @@ int pa_alloc(pa_pool_t *pool, size_t size, size_t align, void **out) {
       void *p = t->slots[n - 1];
       t->n = (uint32_t)n - 1;
       parked_take(tc, t->size);
-      bump(&t->hits);
       pa_track_unpoison(p, t->size);
-      /* after the cache's fields: the compiler cannot tell the block's word from them */
       *(uint64_t *)p = 0;
+      bump(&t->hits);
       *out = p;
       return leave(0);
     }
@@ -658,15 +657,18 @@ static inline pai_slab_t *free_slab_of(void *p, int *rc) {
 static inline bool cache_push(pai_tcache_t *tc, pai_slab_t *s, void *p, uint64_t marker) {
   pai_tclass_t *t = (pai_tclass_t *)((char *)tc + s->tcls); /* &tc->cls[s->cls] */
   size_t n = t->n;
+  void **slots = t->slots;
   int64_t parked = pai_ld64(&tc->parked) + (int64_t)t->size;
   if (PA_UNLIKELY(n >= t->cap || (uint64_t)parked > tc->budget)) return false;
-  t->slots[n] = p;
+  /* the block's word first, with the cache's fields already loaded (the compiler cannot tell
+   * them apart): written last, after the cache's stores, two threads freeing 4 KiB blocks (all
+   * at one offset in their pages) took 1-1.5 ns more per pair */
+  *(uint64_t *)p = marker;
+  pa_track_poison(p, s->block_size);
+  slots[n] = p;
   t->n = (uint32_t)n + 1;
   atomic_store_explicit(&tc->parked, parked, memory_order_relaxed);
   bump(&t->frees);
-  /* last: the compiler cannot tell the block's word from the cache's fields */
-  *(uint64_t *)p = marker;
-  pa_track_poison(p, s->block_size);
   return true;
 }
 
