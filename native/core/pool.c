@@ -731,7 +731,10 @@ int pa_free(void *p) {
   uint64_t marker = pai_free_marker(p);
   /* No idx < nblocks test: p lies in one of the slab's pages, so idx < PAI_MAX_BLOCKS, and the
    * bits past nblocks are never set, so a slab's tail fails the bitmap test (free_in then says
-   * EFAULT). The block's first word is read only once p is known to start a block. */
+   * EFAULT). The mask keeps the read inside the bitmap all the same when a misuse races with
+   * the slab's release and reads its fields half rewritten (a descriptor is never unmapped).
+   * The block's first word is read only once p is known to start a block. */
+  idx &= PAI_MAX_BLOCKS - 1;
   if (PA_LIKELY(lo < s->div_magic && !pa_track_is_poisoned(p) && pai_slab_is_out(s, idx) &&
                 *(const uint64_t *)p != marker &&
                 atomic_load_explicit(&pai_tl.pool, memory_order_relaxed) == pool)) {
