@@ -187,9 +187,9 @@ struct pa_pool_s {
   unsigned nnodes;             /* depot sets: node count for LOCAL, else 1 */
   unsigned debug;
   _Atomic int closed;
-  /* nonzero when a free must not park blocks in the thread cache by the one-load test of
-   * pa_free's hit path: the pool is closed, or it has several node depots (the block's node is
-   * then checked on the slow path) */
+  /* nonzero when a free must not park blocks in the thread cache: the pool is closed, or it has
+   * several node depots (the block's node is then checked on the slow path). Read by free_in;
+   * pa_free's hit path needs no test of it (see there). */
   _Atomic uint32_t park_off;
   uint64_t id;
   /* written when caches, chunks and slow frees come and go */
@@ -411,7 +411,9 @@ uint32_t pai_cache_cap(const pa_pool_t *pool, unsigned cls);
 
 typedef struct pai_tl_s {
   /* The pool whose cache `cache` is. A reclaimer (tlcache.c) may set it to NULL under the
-   * thread's tls->lock, which sends the thread's next call through the slow path. */
+   * thread's tls->lock, which sends the thread's next call through the slow path; a close does
+   * so for every thread holding a cache of the pool, so that it never names a closed pool (nor
+   * a debug one): pa_alloc and pa_free's hit paths test no pool flag. */
   _Atomic(pa_pool_t *) pool;
   pai_tcache_t *cache;
   uintptr_t free_page;         /* (address >> 16) of the last page pa_free resolved ... */
