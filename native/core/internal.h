@@ -96,6 +96,10 @@ struct pai_chunk_s {
   int node;                    /* node index inside the pool (0 unless PA_NUMA_LOCAL) */
   int bound_node;              /* node it was bound to, -1 if none */
   unsigned kind;
+  /* 1 when pa_free's hit path may take its slabs' frees (memo and registry lookup): the pool
+   * has one node depot set. Read there instead of pool->nnodes, which a misuse racing with the
+   * pool's destruction would read from freed memory: descriptors are never freed. */
+  unsigned memo_ok;
   uint32_t npages, free_pages; /* free_pages: bit i set = page i in no slab (pool->lock) */
   _Atomic uint8_t page_slab[PAI_CHUNK_PAGES];
   pai_chunk_t *prev, *next;    /* pool's chunk list of its node, or the descriptor free list */

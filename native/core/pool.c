@@ -409,8 +409,9 @@ static void direct_free(pa_pool_t *pool, pai_slab_t *s, uint32_t idx, void *p) {
   if (pool->debug & PA_DEBUG_POISON) pai_poison_fill(p, s->block_size);
   pa_track_poison(p, s->block_size);
   atomic_fetch_add(&s->depot->frees, 1);
+  int64_t size = s->block_size; /* read first: once returned, the slab may be released and reused */
   pai_depot_return(s, idx, false);
-  pai_note_out(pool, -(int64_t)s->block_size);
+  pai_note_out(pool, -size);
   pai_pool_unref(pool);
 }
 
@@ -569,8 +570,9 @@ __attribute__((noinline)) static int alloc_rest(pa_pool_t *pool, size_t size, si
 
 /* A debug pool never becomes pai_tl.pool (pai_tcache_slow refuses it), and neither does a
  * closed one (a close sets every thread's pai_tl.pool that has a cache of the pool to NULL, see
- * tlcache.c reclaim_one), so the thread-local compare also rules both out. The tests are those of class_fast, written out so that a
- * failed one goes straight to alloc_rest, and the tables give the class's place in the cache. */
+ * tlcache.c reclaim_one), so the thread-local compare also rules both out. The tests are those
+ * of class_fast, written out so that a failed one goes straight to alloc_rest, and the tables
+ * give the class's place in the cache. */
 int pa_alloc(pa_pool_t *pool, size_t size, size_t align, void **out) {
   enter();
   if (PA_LIKELY(size - 1 < PAI_MAX_CLASS_SIZE && align - 1 < PA_MIN_ALIGN &&
@@ -591,8 +593,9 @@ int pa_alloc(pa_pool_t *pool, size_t size, size_t align, void **out) {
       *out = p;
       return leave(0);
     }
-    /* pool is pai_tl.pool here: reading that again spares the hit path a register copy */
-    return alloc_rest(atomic_load_explicit(&pai_tl.pool, memory_order_relaxed), size, align, out);
+    /* not pai_tl.pool read again: a decay or close on another thread may have set it to NULL
+     * since the test above */
+    return alloc_rest(pool, size, align, out);
   }
   return alloc_rest(pool, size, align, out);
 }
@@ -615,11 +618,11 @@ static int free_slow(pa_pool_t *pool, pai_tcache_t *tc, pai_chunk_t *c, pai_slab
   return 0;
 }
 
-/* The page->slab memo of pa_free's hit path. Never a slab of a pool with several node depots:
- * their frees must go through free_slow (the block's node is checked there), and the hit path
- * has no other test that sends them there. */
-static inline void memo_set(uintptr_t a, pai_slab_t *s, uint64_t epoch) {
-  if (PA_UNLIKELY(s->pool->nnodes > 1)) return;
+/* The page->slab memo of pa_free's hit path. Never a slab of a pool with several node depots
+ * (c->memo_ok clear): their frees must go through free_slow (the block's node is checked
+ * there), and the hit path has no other test that sends them there. */
+static inline void memo_set(uintptr_t a, const pai_chunk_t *c, pai_slab_t *s, uint64_t epoch) {
+  if (PA_UNLIKELY(!c->memo_ok)) return;
   pai_tl.free_page = a >> PAI_PAGE_SHIFT;
   pai_tl.free_slab = s;
   pai_tl.free_epoch = epoch;
@@ -647,7 +650,7 @@ static inline pai_slab_t *free_slab_of(void *p, int *rc) {
     *rc = EFAULT;
     return NULL;
   }
-  memo_set(a, &c->slabs[slot], epoch);
+  memo_set(a, c, &c->slabs[slot], epoch);
   return &c->slabs[slot];
 }
 
@@ -708,8 +711,8 @@ static inline pai_slab_t *slab_lookup_fast(uintptr_t a, uint64_t epoch) {
   if (PA_UNLIKELY(c == NULL || a - c->base >= c->len || c->kind != PAI_CHUNK_SLABS)) return NULL;
   unsigned slot = atomic_load_explicit(&c->page_slab[(a - c->base) >> PAI_PAGE_SHIFT],
                                        memory_order_relaxed);
-  if (PA_UNLIKELY(slot == PAI_NO_SLAB || c->pool->nnodes > 1)) return NULL;
-  memo_set(a, &c->slabs[slot], epoch);
+  if (PA_UNLIKELY(slot == PAI_NO_SLAB || !c->memo_ok)) return NULL;
+  memo_set(a, c, &c->slabs[slot], epoch);
   return &c->slabs[slot];
 }
 
