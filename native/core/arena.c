@@ -108,6 +108,7 @@ int pai_chunk_map(pa_pool_t *pool, unsigned node, size_t len, pai_chunk_t **out)
     c->pool = pool;
     c->node = (int)node;
     c->kind = PAI_CHUNK_SLABS;
+    c->memo_ok = pool->nnodes == 1;
     c->npages = len <= PAI_CHUNK_SIZE ? (uint32_t)(len >> PAI_PAGE_SHIFT) : 0;
     c->free_pages = c->npages == 32 ? 0xFFFFFFFFu : ((1u << c->npages) - 1u);
     chunk_bind(pool, c, os_node_of(pool, node));

@@ -31,6 +31,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "poolalloc.h"
@@ -68,8 +69,10 @@ typedef struct pai_chunk_s pai_chunk_t;
  * that sits in the slab; a set bit is a block handed out or parked in some thread cache. */
 typedef struct __attribute__((aligned(64))) pai_slab_s {
   uintptr_t base;
-  uint64_t div_magic;          /* (off * div_magic) >> 42 == off / block_size for off < 2 MiB */
-  uint32_t block_size, nblocks, nfree, cls;
+  uint64_t div_magic;          /* ceil(2^64 / block_size): see pai_slab_div */
+  uint32_t block_size, nblocks, nfree;
+  uint16_t cls;
+  uint16_t tcls;               /* byte offset of cls[cls] in a pai_tcache_t (pa_free) */
   pa_pool_t *pool;             /* == chunk->pool, one dependent load less in pa_free */
   struct pai_slab_s *prev, *next; /* depot list: partial (nfree > 0) or full */
   pai_depot_t *depot;
@@ -93,6 +96,10 @@ struct pai_chunk_s {
   int node;                    /* node index inside the pool (0 unless PA_NUMA_LOCAL) */
   int bound_node;              /* node it was bound to, -1 if none */
   unsigned kind;
+  /* 1 when pa_free's hit path may take its slabs' frees (memo and registry lookup): the pool
+   * has one node depot set. Read there instead of pool->nnodes, which a misuse racing with the
+   * pool's destruction would read from freed memory: descriptors are never freed. */
+  unsigned memo_ok;
   uint32_t npages, free_pages; /* free_pages: bit i set = page i in no slab (pool->lock) */
   _Atomic uint8_t page_slab[PAI_CHUNK_PAGES];
   pai_chunk_t *prev, *next;    /* pool's chunk list of its node, or the descriptor free list */
@@ -121,7 +128,8 @@ struct __attribute__((aligned(64))) pai_depot_s {
 
 typedef struct pai_tclass_s {
   uint32_t n, cap, limit;   /* cap: slots allocated (0 until first use); limit: cap to use */
-  uint32_t size;            /* the class's block size (read by the hit path, beside n) */
+  uint64_t size;            /* the class's block size (read by the hit paths, beside n; 64
+                             * bits, so that it adds to `parked` straight from memory) */
   void **slots;
   _Atomic uint64_t frees, hits, misses, exchanges; /* allocations = hits + misses */
   /* a reclaimer's idleness probe (under the owner's tls->lock): operation count at its last
@@ -150,6 +158,10 @@ typedef struct pai_tcache_s {
   pai_tclass_t cls[PAI_NCLASSES];
   uint32_t unsynced;                   /* depot exchanges since the last sync (owner only) */
 } pai_tcache_t;
+_Static_assert(sizeof(pai_tcache_t) <= UINT16_MAX, "pai_slab_t.tcls holds an offset in it");
+static inline uint16_t pai_tcls_offset(unsigned cls) {
+  return (uint16_t)(offsetof(pai_tcache_t, cls) + cls * sizeof(pai_tclass_t));
+}
 
 typedef struct pai_tls_s {
   pthread_mutex_t lock;                /* owner's slow paths; fork takes every one */
@@ -179,9 +191,9 @@ struct pa_pool_s {
   unsigned nnodes;             /* depot sets: node count for LOCAL, else 1 */
   unsigned debug;
   _Atomic int closed;
-  /* nonzero when a free must not park blocks in the thread cache by the one-load test of
-   * pa_free's hit path: the pool is closed, or it has several node depots (the block's node is
-   * then checked on the slow path) */
+  /* nonzero when a free must not park blocks in the thread cache: the pool is closed, or it has
+   * several node depots (the block's node is then checked on the slow path). Read by free_in;
+   * pa_free's hit path needs no test of it (see there). */
   _Atomic uint32_t park_off;
   uint64_t id;
   /* written when caches, chunks and slow frees come and go */
@@ -223,6 +235,9 @@ extern uint64_t pai_free_key;   /* random per process: encodes the free marker *
 extern const uint32_t pai_class_size[PAI_NCLASSES];
 extern uint8_t pai_small_lut[65];   /* (size + 63) >> 6 -> class, size <= 4096 */
 extern uint8_t pai_large_lut[257];  /* (size + 4095) >> 12 -> class, size <= 1 MiB */
+/* the same two tables giving the class's byte offset in a pai_tcache_t (pa_alloc's hit path) */
+extern uint16_t pai_small_tcls[65], pai_large_tcls[257];
+static inline uint16_t pai_tcls_offset(unsigned cls);
 size_t pai_slab_bytes(unsigned cls);
 int pai_class_for(size_t size, size_t align, unsigned *cls);
 int pai_slab_init(pai_slab_t *s, pai_chunk_t *c, unsigned first_page, unsigned cls,
@@ -231,16 +246,35 @@ void pai_slab_fini(pai_slab_t *s);
 unsigned pai_slab_take(pai_slab_t *s, void **out, unsigned n);
 void pai_slab_put(pai_slab_t *s, uint32_t idx);
 
+/* One 64x64->128 multiply by c = ceil(2^64 / block_size) gives both the block index of an offset
+ * (the high half) and whether the offset is a multiple of the block size (the low half below c):
+ * Lemire, Kaser and Kurz, "Faster remainder by direct computation" (2019), exact for offsets
+ * and divisors below 2^32 (a slab spans at most 2 MiB). *lo < c is the exactness test. */
+static inline uint64_t pai_slab_div(uint64_t off, uint64_t c, uint64_t *lo) {
+#if defined(__x86_64__)
+  /* one `mul`: the same through unsigned __int128 made gcc save and restore a register that
+   * pa_free's hit path then never used */
+  uint64_t hi;
+  __asm__("mulq %3" : "=a"(*lo), "=d"(hi) : "a"(off), "rm"(c) : "cc");
+  return hi;
+#elif defined(__SIZEOF_INT128__)
+  unsigned __int128 prod = (unsigned __int128)off * c;
+  *lo = (uint64_t)prod;
+  return (uint64_t)(prod >> 64);
+#else
+  *lo = off * c;
+  return (off * (c >> 32) + ((off * (c & 0xFFFFFFFFu)) >> 32)) >> 32;
+#endif
+}
+
 static inline uint32_t pai_slab_index(const pai_slab_t *s, uintptr_t p, bool *exact) {
-  uintptr_t off = p - s->base;
-  /* one multiply for every class: a shift for the powers of two only paid off for a single
-   * class, and its branch mispredicts when sizes are mixed */
-  uint32_t idx = (uint32_t)((off * s->div_magic) >> 42);
-  *exact = (uintptr_t)idx * s->block_size == off && idx < s->nblocks;
+  uint64_t lo;
+  uint32_t idx = (uint32_t)pai_slab_div(p - s->base, s->div_magic, &lo);
+  *exact = lo < s->div_magic && idx < s->nblocks;
   return idx;
 }
 
-static inline bool pai_slab_is_out(const pai_slab_t *s, uint32_t idx) {
+static inline bool pai_slab_is_out(const pai_slab_t *s, uint64_t idx) {
   uint64_t w = atomic_load_explicit(&s->out[idx >> 6], memory_order_relaxed);
   return (w >> (idx & 63)) & 1u;
 }
@@ -381,7 +415,9 @@ uint32_t pai_cache_cap(const pa_pool_t *pool, unsigned cls);
 
 typedef struct pai_tl_s {
   /* The pool whose cache `cache` is. A reclaimer (tlcache.c) may set it to NULL under the
-   * thread's tls->lock, which sends the thread's next call through the slow path. */
+   * thread's tls->lock, which sends the thread's next call through the slow path; a close does
+   * so for every thread holding a cache of the pool, so that it never names a closed pool (nor
+   * a debug one): pa_alloc and pa_free's hit paths test no pool flag. */
   _Atomic(pa_pool_t *) pool;
   pai_tcache_t *cache;
   uintptr_t free_page;         /* (address >> 16) of the last page pa_free resolved ... */
@@ -434,7 +470,7 @@ int pai_canary_check(const void *p, size_t req, size_t size);
 /* The marker word a freed block carries: its own address under a per-process random key, so
  * that a user's data matches it by chance with probability 2^-64. */
 static inline uint64_t pai_free_marker(const void *p) {
-  return ((uint64_t)(uintptr_t)p * 0x9E3779B97F4A7C15ull) ^ pai_free_key;
+  return (uint64_t)(uintptr_t)p ^ pai_free_key;
 }
 
 #endif /* PA_INTERNAL_H */

@@ -40,6 +40,7 @@ const uint32_t pai_class_size[PAI_NCLASSES] = {
 uint8_t pai_small_lut[65];
 _Atomic uint64_t pai_slab_epoch = 1;
 uint8_t pai_large_lut[257];
+uint16_t pai_small_tcls[65], pai_large_tcls[257];
 
 /* Smallest class whose block holds `size` bytes. */
 static unsigned class_scan(size_t size) {
@@ -51,6 +52,8 @@ static unsigned class_scan(size_t size) {
 __attribute__((constructor)) static void class_tables_init(void) {
   for (unsigned i = 0; i <= 64; i++) pai_small_lut[i] = (uint8_t)class_scan((size_t)i << 6);
   for (unsigned i = 0; i <= 256; i++) pai_large_lut[i] = (uint8_t)class_scan((size_t)i << 12);
+  for (unsigned i = 0; i <= 64; i++) pai_small_tcls[i] = pai_tcls_offset(pai_small_lut[i]);
+  for (unsigned i = 0; i <= 256; i++) pai_large_tcls[i] = pai_tcls_offset(pai_large_lut[i]);
 }
 
 size_t pai_slab_bytes(unsigned cls) {
@@ -91,8 +94,9 @@ int pai_slab_init(pai_slab_t *s, pai_chunk_t *c, unsigned first_page, unsigned c
   s->block_size = pai_class_size[cls];
   s->nblocks = (uint32_t)(bytes / s->block_size);
   s->nfree = s->nblocks;
-  s->cls = cls;
-  s->div_magic = (((uint64_t)1 << 42) + s->block_size - 1) / s->block_size;
+  s->cls = (uint16_t)cls;
+  s->tcls = pai_tcls_offset(cls);
+  s->div_magic = UINT64_MAX / s->block_size + 1; /* ceil(2^64 / block_size): pai_slab_div */
   s->pool = c->pool;
   s->depot = d;
   s->chunk = c;

@@ -482,8 +482,11 @@ static int reclaim_one(pai_tls_t *tls, pai_tcache_t *tc, const bool *which, bool
   if (tls != my_tls) {
     /* relaxed: the owner writes it, and only as a hint here (busy only when it holds some) */
     bool holds = atomic_load_explicit(&tc->parked, memory_order_relaxed) > 0;
-    if (!membarrier_ready()) return holds ? -1 : 0;
+    /* even where the cache cannot be taken: the owner's next call then goes through the slow
+     * path, which is where a closed pool is refused (pa_alloc/pa_free's hit paths test no
+     * `closed` flag) and where the owner empties its cache of a closed pool itself */
     atomic_store(tls->tl_pool, NULL);
+    if (!membarrier_ready()) return holds ? -1 : 0;
     if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0) {
       /* no fence, no Dekker pairing (EPERM, ENOMEM, a seccomp filter): stop for good */
       atomic_store_explicit(&g_membarrier, -1, memory_order_relaxed);
@@ -620,4 +623,9 @@ void pai_tcache_fork_child(void) {
     tls = next;
   }
   if (my_tls) { my_tls->gprev = NULL; my_tls->gnext = NULL; }
+  /* a fork between a close's `closed` store and its sweep of the threads: the hit paths rely
+   * on no thread's pai_tl.pool naming a closed pool */
+  pa_pool_t *cur = atomic_load_explicit(&pai_tl.pool, memory_order_relaxed);
+  if (cur && atomic_load_explicit(&cur->closed, memory_order_relaxed))
+    atomic_store_explicit(&pai_tl.pool, NULL, memory_order_relaxed);
 }

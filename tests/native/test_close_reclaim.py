@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import threading
 
-from poolalloc import SlabPool
+from poolalloc import PoolClosedError, SlabPool
 
 
 def _park(pool: SlabPool, n: int, size: int) -> None:
@@ -81,6 +81,39 @@ def test_reported_blocks_in_use_keep_their_memory() -> None:
     assert kept[0].read(0, 1) == b"\x00"
     kept[0].free()
     assert pool.stats().mapped_bytes == 0
+
+
+def test_a_live_thread_sees_the_close_of_another() -> None:
+    # The allocation and free hit paths test no `closed` flag: a close sends every thread that
+    # holds a cache of the pool to the slow path, which refuses allocations and frees held
+    # blocks straight back to their slabs.
+    pool = SlabPool()
+    warmed = threading.Event()
+    closed = threading.Event()
+    outcome: dict[str, object] = {}
+
+    def worker() -> None:
+        _park(pool, 50, 64)  # this thread's cache of the pool now serves 64-byte blocks
+        held = [pool.alloc(64) for _ in range(3)]
+        warmed.set()
+        closed.wait(10)
+        try:
+            pool.alloc(64)
+            outcome["alloc"] = "succeeded"
+        except PoolClosedError:
+            outcome["alloc"] = "refused"
+        for b in held:
+            b.free()
+        outcome["mapped_after_frees"] = pool.stats().mapped_bytes
+
+    t = threading.Thread(target=worker)
+    t.start()
+    warmed.wait(10)
+    report = pool.close_report()
+    assert report.in_use_bytes == 3 * 64
+    closed.set()
+    t.join()
+    assert outcome == {"alloc": "refused", "mapped_after_frees": 0}
 
 
 def test_a_thread_whose_cache_was_reclaimed_keeps_working() -> None:

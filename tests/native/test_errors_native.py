@@ -72,6 +72,42 @@ def test_interior_pointer(pool: SlabPool) -> None:
     block.free()
 
 
+@pytest.mark.parametrize("size", [192, 320, 448, 3072])
+def test_slab_tail_is_not_a_block(pool: SlabPool, size: int) -> None:
+    """A multiple of the block size past a 64 KiB slab's last block is refused as foreign.
+
+    A free of another block of the slab goes first, so that the free of the tail finds the
+    slab through the per-thread memo (the hit path) as well as through the registry.
+    """
+    _, tail = _blocks_and_tail(size)
+    first = _ffi.alloc(pool._handle, size)
+    other = _ffi.alloc(pool._handle, size)
+    base = first & ~0xFFFF
+    assert other & ~0xFFFF == base
+    address = base + tail
+    assert address % 64 == 0
+    assert (address - base) % size == 0
+    for _ in range(2):
+        with pytest.raises(ForeignBufferError):
+            _ffi.free(address)
+    _ffi.free(other)
+    with pytest.raises(ForeignBufferError):
+        _ffi.free(address)
+    _ffi.free(first)
+    with pytest.raises(DoubleReleaseError):
+        _ffi.free(first)
+
+
+def _blocks_and_tail(size: int) -> tuple[int, int]:
+    """Blocks per slab and the offset of the first byte past the last block."""
+    cls = _ffi.size_class(size)
+    assert cls is not None
+    block, slab = _ffi.class_info(cls)
+    assert block == size
+    assert slab == 1 << 16
+    return slab // block, slab // block * block
+
+
 def test_closed_pool_refuses_but_old_blocks_stay_valid() -> None:
     pool = SlabPool()
     block = pool.alloc(1000)
