@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import poolalloc
-from poolalloc.net.asgi import AsgiServer
+from poolalloc.net.asgi import AsgiServer, ClientDisconnected
 
 pytestmark = [pytest.mark.net, pytest.mark.timeout(60)]
 
@@ -114,9 +114,12 @@ def test_a_header_value_that_would_break_the_head_is_refused(server: Any) -> Non
 
 
 def test_several_receivers_all_get_their_messages(make_server: Any) -> None:
-    """An app that waits in ``receive()`` from two tasks (a body reader and a disconnect
-    listener, as Starlette's streaming responses do): the body reader gets the whole body as
-    it arrives, and the listener hears the end once the response is complete."""
+    """An app that waits in ``receive()`` from two tasks, a disconnect listener that started
+    first and drops body messages (as Starlette's streaming responses do under ASGI 2.3) and a
+    body reader: the reader still sees the body's end (an empty message with
+    ``more_body=False`` if the listener took the last bytes), so the response is sent, and the
+    listener hears the end once it is complete. Which task gets which bytes is the app's race
+    (uvicorn answers the same way)."""
     ended: list[str] = []
 
     async def two_receivers(scope: Any, receive: Any, send: Any) -> None:
@@ -137,6 +140,7 @@ def test_several_receivers_all_get_their_messages(make_server: Any) -> None:
             ended.append("listener")
 
         listening = asyncio.ensure_future(listener())
+        await asyncio.sleep(0)  # the listener waits first
         data = await body()
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-length", b"%d" % len(data))]})  # fmt: skip
@@ -150,7 +154,7 @@ def test_several_receivers_all_get_their_messages(make_server: Any) -> None:
             time.sleep(0.3)
             sock.sendall(b"def")
             got = b""
-            while not got.endswith(b"abcdef"):
+            while b"\r\n\r\n" not in got or not _whole(got):
                 chunk = sock.recv(65536)
                 assert chunk, f"{kind}: closed before the answer: {got!r}"
                 got += chunk
@@ -160,6 +164,88 @@ def test_several_receivers_all_get_their_messages(make_server: Any) -> None:
             time.sleep(0.01)
         assert ended == ["listener"], kind
         ended.clear()
+
+
+def _whole(response: bytes) -> bool:
+    head, _, body = response.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    return len(body) >= length
+
+
+def test_a_streamed_echo_of_a_paced_upload_is_whole(make_server: Any) -> None:
+    """Starlette's ``StreamingResponse(request.stream())``: with ASGI 2.4 it runs no
+    disconnect listener beside the body (``send`` raises instead), so a paced upload comes
+    back whole; it hung (the listener took the body) on the server before."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    async def echo(request: Request) -> StreamingResponse:
+        return StreamingResponse(request.stream())
+
+    server = make_server("poolalloc", Starlette(routes=[Route("/", echo, methods=["POST"])]))
+    payload = bytes(range(256)) * 1024  # 256 KiB, sent in 8 pieces
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+                     b"Connection: close\r\n\r\n" % len(payload))  # fmt: skip
+        for i in range(0, len(payload), 32768):
+            sock.sendall(payload[i : i + 32768])
+            time.sleep(0.02)
+        got = b""
+        while chunk := sock.recv(1 << 20):
+            got += chunk
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    chunks, data = body, b""
+    while True:  # chunked
+        size_line, _, chunks = chunks.partition(b"\r\n")
+        size = int(size_line, 16)
+        if not size:
+            break
+        data += chunks[:size]
+        chunks = chunks[size + 2 :]
+    assert data == payload
+
+
+@pytest.mark.parametrize("status", [100, 101, 199, 600, 1000])
+def test_a_status_that_is_not_a_final_answer_is_refused(make_server: Any, status: int) -> None:
+    """RFC 9110 15: a 1xx is interim (a client skips it and would take the next response as
+    this request's answer) and codes end at 599: such an ``http.response.start`` is refused,
+    and the client gets a 500."""
+
+    async def interim(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": status, "headers": []})
+            await send({"type": "http.response.body", "body": b"x"})
+
+    server = make_server("poolalloc", interim)
+    got, closed = exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + NEXT)
+    assert got.startswith(b"HTTP/1.1 500 ")
+    assert got.count(b"HTTP/1.1 ") == 1
+    assert closed
+
+
+def test_a_205_has_no_content_and_says_so(make_server: Any) -> None:
+    """RFC 9110 15.3.6: a server must not send content with a 205; it sends
+    ``content-length: 0`` whatever the app says, and the next response follows at once."""
+
+    async def reset_content(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/next":
+            await app(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": 205,
+                    "headers": [(b"content-length", b"4")]})  # fmt: skip
+        await send({"type": "http.response.body", "body": b"body"})
+
+    server = make_server("poolalloc", reset_content)
+    got, _ = exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + NEXT, 1.0)
+    first, _, rest = got.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 205 ")
+    assert first.lower().count(b"content-length") == 1
+    assert b"\r\ncontent-length: 0" in first.lower()
+    assert rest.startswith(b"HTTP/1.1 200 ")
+    assert rest.endswith(b"next-ok")
 
 
 def test_a_head_whose_lines_end_in_a_bare_lf_is_answered(make_server: Any) -> None:
@@ -248,17 +334,21 @@ def test_the_app_shuts_down_when_the_address_cannot_be_bound() -> None:
 def test_a_client_that_never_reads_a_streamed_response_is_reset_at_idle_timeout() -> None:
     """The app streams with ``more_body`` to a client that reads nothing: once the socket's
     buffers are full, ``send`` waits at most ``idle_timeout`` for the client to take some;
-    then the connection is reset, counted, and the app's sends return (dropped) instead of
-    waiting forever."""
+    then the connection is reset, counted, and the app's next ``send`` raises
+    ``ClientDisconnected`` (an ``OSError``, ASGI 2.4) instead of waiting forever."""
     sent: list[int] = []
+    stopped: list[BaseException] = []
 
     async def stream(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         chunk = b"x" * 65536
-        for _ in range(2000):  # 128 MiB: far more than any socket buffer holds
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            sent.append(1)
-        await send({"type": "http.response.body", "body": b""})
+        try:
+            for _ in range(2000):  # 128 MiB: far more than any socket buffer holds
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                sent.append(1)
+        except OSError as exc:
+            stopped.append(exc)
+            raise
 
     async def main() -> tuple[float, dict[str, float], bool]:
         server = AsgiServer(stream, "127.0.0.1", 0, idle_timeout=0.3, lifespan="off")
@@ -267,7 +357,7 @@ def test_a_client_that_never_reads_a_streamed_response_is_reset_at_idle_timeout(
             client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             client.sendall(NEXT)
             started = time.monotonic()
-            while len(sent) < 2000 and time.monotonic() - started < 10:
+            while not stopped and len(sent) < 2000 and time.monotonic() - started < 10:
                 await asyncio.sleep(0.05)
             ended = time.monotonic() - started
             client.setblocking(False)
@@ -284,7 +374,9 @@ def test_a_client_that_never_reads_a_streamed_response_is_reset_at_idle_timeout(
         return ended, metrics, reset
 
     ended, metrics, reset = asyncio.run(main())
-    assert len(sent) == 2000  # the app was not left waiting in send()
+    assert len(stopped) == 1  # the app was not left waiting in send()
+    assert isinstance(stopped[0], ClientDisconnected)
+    assert 0 < len(sent) < 2000
     assert ended < 5
     assert metrics["timeouts_total"] == 1
     assert reset

@@ -42,6 +42,18 @@ from poolalloc.net.transport import StreamTransport
 
 logger = logging.getLogger("poolalloc.asgi")
 
+
+class ClientDisconnected(OSError):
+    """What ``send()`` raises once the client is gone (or its connection was ended by a
+    timeout or a framing error): ASGI 2.4 asks a server to raise an ``OSError`` there, so an
+    app streaming a response stops instead of sending into nothing. The server does not log it.
+
+    Example:
+        >>> issubclass(ClientDisconnected, OSError)
+        True
+    """
+
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -49,7 +61,7 @@ Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _HEAD_END = BLANK_LINE  # a head's end; its lines may end in a bare LF (RFC 9112 2.2)
-_ASGI = {"version": "3.0", "spec_version": "2.3"}
+_ASGI = {"version": "3.0", "spec_version": "2.4"}  # 2.4: send() raises once the client is gone
 _REASONS = {
     100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
     206: "Partial Content", 301: "Moved Permanently", 302: "Found", 303: "See Other",
@@ -262,6 +274,11 @@ class _Cycle:
             self.continue_sent = True
             if not self.body_done:
                 proto.write(_CONTINUE)
+        # A call made while the body was still to come is answered with a body message once
+        # woken, even if another task waiting beside it took the bytes (an empty one then, with
+        # the current more_body, as uvicorn answers): a body reader must always see the end.
+        wants_body = not self.final_sent
+        woken = False
         while True:
             if self._body and (self.body_done or not self.disconnected):
                 data = self._body.popleft() if len(self._body) == 1 else b"".join(self._body)
@@ -279,6 +296,8 @@ class _Cycle:
             # the end of the response is what the app waits for
             if self.finished:
                 return {"type": "http.disconnect"}
+            if woken and wants_body:
+                return {"type": "http.request", "body": b"", "more_body": not self.body_done}
             proto.maybe_resume()
             waiter = self._waiter
             if waiter is None:
@@ -291,6 +310,7 @@ class _Cycle:
                     await waiter
                 finally:
                     timer.cancel()
+            woken = True
 
     def _body_stalled(self) -> None:
         if not self.body_done and not self.disconnected and self._waiter is not None:
@@ -320,7 +340,7 @@ class _Cycle:
         if self.disconnected or proto.transport is None:
             if not more:
                 self.finished = True
-            return  # the client is gone: drop the response, as other servers do
+            raise ClientDisconnected("the client is gone")
         out: list[bytes] = []
         if self.status:  # the head is not written yet
             head = self._head(body, more)
@@ -362,12 +382,12 @@ class _Cycle:
         parts = [_status_line(status), _date_header()]
         has_length = False
         said_keep_alive = False
-        no_body = status < 200 or status in (204, 304)
+        no_body = status in (204, 205, 304)
         for name, value in self.headers:
             lname = name.lower()
             if lname == b"content-length":
-                if status < 200 or status == 204:
-                    continue  # RFC 9110 8.6: such a response sends no Content-Length
+                if status in (204, 205):
+                    continue  # 204: no Content-Length (RFC 9110 8.6); 205: 0, written below
                 length = _content_length(value)
                 if has_length and length != self._body_left:
                     raise RuntimeError("two different content-length headers in the response")
@@ -385,6 +405,8 @@ class _Cycle:
             self._drop_body = True  # RFC 9110 15.3.5, 15.4.5: whatever the app gives, no body
         if self._drop_body:
             self._body_left = -1  # a HEAD's or 304's length is the GET's, not what goes out
+        if status == 205:  # RFC 9110 15.3.6: no content, and a length that says so
+            parts.append(b"content-length: 0\r\n")
         if not has_length and not no_body:
             if not more:  # a HEAD's answer says the length the GET's body has
                 parts.append(b"content-length: %d\r\n" % len(body))
@@ -427,10 +449,12 @@ class _Cycle:
 
 def _check_start(status: Any, headers: list[Any]) -> None:
     """Refuse an ``http.response.start`` that would not make a valid head: a status that is not
-    a 3-digit integer, or a header name or value that would break the head (a CR or LF in a
+    a final one (200-599), or a header name or value that would break the head (a CR or LF in a
     value is a second header, or a second response: RFC 9110 5.5)."""
-    if type(status) is not int or not 100 <= status <= 999:
-        raise RuntimeError(f"invalid response status {status!r}")
+    if type(status) is not int or not 200 <= status <= 599:
+        # RFC 9110 15: codes are 100-599, and a 1xx is interim, never the answer (a client
+        # would skip it and take the next response for this request's)
+        raise RuntimeError(f"invalid final response status {status!r}")
     for name, value in headers:
         if type(name) is not bytes or type(value) is not bytes or not valid_field(name, value):
             raise RuntimeError(f"invalid response header {name!r}: {value!r}")
@@ -681,6 +705,8 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
                 self._close()
                 raise
+            if isinstance(exc, ClientDisconnected) and cycle.disconnected:
+                return  # the app stopped because send() said the client is gone
             logger.error(
                 "Exception in ASGI application\n%s",
                 "".join(traceback.format_exception(exc)),
@@ -777,14 +803,14 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         self.state.timeouts += 1
         if self.transport is not None and (cycle.status or not cycle.started):
             self.transport.write(_simple_response(408, "Request Timeout", close=True))
-        cycle.lost()  # what the app sends from now on is dropped, as for a client gone
+        cycle.lost()  # what the app sends from now on raises ClientDisconnected
         self._close()
 
     def framing_failed(self, cycle: _Cycle) -> None:
         """The app's response does not match its own ``Content-Length``: nothing more of it is
         written, and the connection closes after what was (the client sees a short body and
         the close, never bytes it would take for the next response)."""
-        cycle.lost()  # what the app sends from now on is dropped
+        cycle.lost()  # what the app sends from now on raises ClientDisconnected
         self._close()
 
     def _fail(self, exc: HttpError) -> None:
