@@ -38,8 +38,8 @@ def build() -> Section:
         return {"unknown": "no poolalloc/_build_info.py: not built by setup.py"}
     return {
         "compiler": getattr(info, "CC", "?"),
-        "compile args": " ".join(getattr(info, "COMPILE_ARGS", [])),
-        "link args": " ".join(getattr(info, "LINK_ARGS", [])),
+        "compile args": list(getattr(info, "COMPILE_ARGS", [])),
+        "link args": list(getattr(info, "LINK_ARGS", [])),
     }
 
 
@@ -135,7 +135,7 @@ def _words(section: str, key: str, value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, list):
-        return (" " if section == "huge pages" else ", ").join(str(v) for v in value)
+        return (", " if section == "size classes" else " ").join(str(v) for v in value)
     return str(value)
 
 
