@@ -24,6 +24,7 @@ import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from email.utils import formatdate
+from http import HTTPStatus
 from typing import Any, cast
 from urllib.parse import unquote
 
@@ -62,18 +63,14 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _HEAD_END = BLANK_LINE  # a head's end; its lines may end in a bare LF (RFC 9112 2.2)
 _ASGI = {"version": "3.0", "spec_version": "2.4"}  # 2.4: send() raises once the client is gone
-_REASONS = {
-    100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
-    206: "Partial Content", 301: "Moved Permanently", 302: "Found", 303: "See Other",
-    304: "Not Modified", 307: "Temporary Redirect", 308: "Permanent Redirect",
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict", 411: "Length Required",
-    413: "Content Too Large", 414: "URI Too Long", 415: "Unsupported Media Type",
-    422: "Unprocessable Content", 429: "Too Many Requests",
-    431: "Request Header Fields Too Large", 500: "Internal Server Error",
-    501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
-    505: "HTTP Version Not Supported",
-}  # fmt: skip
+#: Reason phrases: the standard library's table, with RFC 9110's names where they changed
+#: (Python 3.11 still has RFC 7231's)
+_REASON = {int(code): code.phrase for code in HTTPStatus} | {
+    413: "Content Too Large",
+    414: "URI Too Long",
+    416: "Range Not Satisfiable",
+    422: "Unprocessable Content",
+}
 _STATUS_LINES: dict[int, bytes] = {}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -95,7 +92,7 @@ def _date_header() -> bytes:
 def _status_line(status: int) -> bytes:
     line = _STATUS_LINES.get(status)
     if line is None:
-        reason = _REASONS.get(status, "")
+        reason = _REASON.get(status, "")
         line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {reason}\r\n".encode("latin-1")
     return line
 
