@@ -10,6 +10,7 @@ bytes a client would read as the next response.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 import poolalloc
-from poolalloc.net.asgi import AsgiServer, ClientDisconnected
+from poolalloc.net.asgi import AsgiServer
 
 pytestmark = [pytest.mark.net, pytest.mark.timeout(60)]
 
@@ -95,12 +96,12 @@ def test_a_body_longer_than_its_content_length_never_reaches_the_wire(server: An
 
 def test_a_body_shorter_than_its_content_length_closes_the_connection(server: Any) -> None:
     """The client would take the next response as the rest of the body: the connection closes
-    after the short body, so the client sees it cut short."""
+    (poolalloc, seeing the whole body short before writing anything, answers 500)."""
     got, closed = exchange(server, b"GET /short HTTP/1.1\r\nHost: x\r\n\r\n" + NEXT)
     assert b"next-ok" not in got
     assert closed
     if server.kind == "poolalloc":
-        assert got.endswith(b"\r\n\r\nabc")
+        assert got.startswith(b"HTTP/1.1 500 ")
 
 
 def test_a_header_value_that_would_break_the_head_is_refused(server: Any) -> None:
@@ -172,10 +173,12 @@ def _whole(response: bytes) -> bool:
     return len(body) >= length
 
 
-def test_a_streamed_echo_of_a_paced_upload_is_whole(make_server: Any) -> None:
-    """Starlette's ``StreamingResponse(request.stream())``: with ASGI 2.4 it runs no
-    disconnect listener beside the body (``send`` raises instead), so a paced upload comes
-    back whole; it hung (the listener took the body) on the server before."""
+@pytest.mark.parametrize("kind", ["poolalloc", "uvicorn"])
+def test_a_streamed_echo_of_a_paced_upload_is_answered(make_server: Any, kind: str) -> None:
+    """Starlette's ``StreamingResponse(request.stream())`` under ASGI 2.3 runs a disconnect
+    listener that waits in ``receive()`` beside the body reader (and drops what it gets): the
+    response still completes, as on uvicorn; it hung on the server before. (Which bytes the
+    listener takes is Starlette's race: neither server echoes them all.)"""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import StreamingResponse
@@ -184,7 +187,7 @@ def test_a_streamed_echo_of_a_paced_upload_is_whole(make_server: Any) -> None:
     async def echo(request: Request) -> StreamingResponse:
         return StreamingResponse(request.stream())
 
-    server = make_server("poolalloc", Starlette(routes=[Route("/", echo, methods=["POST"])]))
+    server = make_server(kind, Starlette(routes=[Route("/", echo, methods=["POST"])]))
     payload = bytes(range(256)) * 1024  # 256 KiB, sent in 8 pieces
     with socket.create_connection((server.host, server.port), timeout=10) as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
@@ -195,57 +198,111 @@ def test_a_streamed_echo_of_a_paced_upload_is_whole(make_server: Any) -> None:
         got = b""
         while chunk := sock.recv(1 << 20):
             got += chunk
-    head, _, body = got.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200 ")
-    chunks, data = body, b""
-    while True:  # chunked
-        size_line, _, chunks = chunks.partition(b"\r\n")
-        size = int(size_line, 16)
-        if not size:
-            break
-        data += chunks[:size]
-        chunks = chunks[size + 2 :]
-    assert data == payload
+    assert got.startswith(b"HTTP/1.1 200 ")
+    assert got.endswith(b"\r\n0\r\n\r\n")  # the chunked body ended: the response is whole
 
 
-@pytest.mark.parametrize("status", [100, 101, 199, 600, 1000])
-def test_a_status_that_is_not_a_final_answer_is_refused(make_server: Any, status: int) -> None:
-    """RFC 9110 15: a 1xx is interim (a client skips it and would take the next response as
-    this request's answer) and codes end at 599: such an ``http.response.start`` is refused,
-    and the client gets a 500."""
+def test_a_cancelled_receive_leaves_the_others_waiting(make_server: Any) -> None:
+    """``receive()`` cancelled while waiting (``wait_for``, or Starlette's
+    ``is_disconnected()``) touches no other waiter and no later call: a task waiting beside it
+    stays waiting, and the body that arrives afterwards reaches the next call."""
+    seen: list[Any] = []
 
-    async def interim(scope: Any, receive: Any, send: Any) -> None:
+    async def polls(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        beside = asyncio.ensure_future(receive())
+        await asyncio.sleep(0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(receive(), 0.05)
+        await asyncio.sleep(0)
+        seen.append(beside.done())  # not cancelled with the other
+        beside.cancel()
+        message = await receive()
+        seen.append(message.get("body"))
+        body = message.get("body", b"")
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"%d" % len(body))]})  # fmt: skip
+        await send({"type": "http.response.body", "body": body})
+
+    server = make_server("poolalloc", polls)
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+        time.sleep(0.3)
+        sock.sendall(b"hello")
+        got = b""
+        while not got.endswith(b"hello"):
+            chunk = sock.recv(65536)
+            assert chunk, got
+            got += chunk
+    assert got.startswith(b"HTTP/1.1 200 ")
+    assert seen == [False, b"hello"]
+
+
+def test_a_status_given_as_an_httpstatus_is_taken(make_server: Any) -> None:
+    """Starlette passes ``status_code`` through: ``HTTPStatus.CREATED`` is 201."""
+    from http import HTTPStatus
+
+    async def created(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            await send({"type": "http.response.start", "status": status, "headers": []})
-            await send({"type": "http.response.body", "body": b"x"})
+            await send({"type": "http.response.start", "status": HTTPStatus.CREATED,
+                        "headers": [(bytearray(b"x-a"), bytearray(b"1"))]})  # fmt: skip
+            await send({"type": "http.response.body", "body": b""})
 
-    server = make_server("poolalloc", interim)
+    server = make_server("poolalloc", created)
+    got, _ = exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 201 Created\r\n")
+    assert b"\r\nx-a: 1\r\n" in got
+
+
+def test_a_whole_body_short_of_its_content_length_is_a_clean_500(make_server: Any) -> None:
+    """A first and last ``send`` whose body is shorter than the head's own length is refused
+    before anything is written: the client gets a 500, not a truncated 200."""
+
+    async def short(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-length", b"10")]})  # fmt: skip
+            await send({"type": "http.response.body", "body": b"abc"})
+
+    server = make_server("poolalloc", short)
     got, closed = exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + NEXT)
     assert got.startswith(b"HTTP/1.1 500 ")
-    assert got.count(b"HTTP/1.1 ") == 1
+    assert b"abc" not in got
     assert closed
 
 
-def test_a_205_has_no_content_and_says_so(make_server: Any) -> None:
-    """RFC 9110 15.3.6: a server must not send content with a 205; it sends
-    ``content-length: 0`` whatever the app says, and the next response follows at once."""
+def test_a_head_that_trickles_in_still_times_out() -> None:
+    """A head sent a byte at a time gets no more than the keep-alive timeout to be whole (each
+    byte re-armed it before): then 408 and a close."""
 
-    async def reset_content(scope: Any, receive: Any, send: Any) -> None:
-        if scope["path"] == "/next":
-            await app(scope, receive, send)
-            return
-        await send({"type": "http.response.start", "status": 205,
-                    "headers": [(b"content-length", b"4")]})  # fmt: skip
-        await send({"type": "http.response.body", "body": b"body"})
+    def client(address: tuple[str, int]) -> tuple[bytes, float]:
+        got = b""
+        with socket.create_connection(address, timeout=10) as sock:
+            started = time.monotonic()
+            try:
+                for byte in b"GET /next HTTP/1.1\r\nHost: x\r\n" * 4:
+                    sock.sendall(bytes([byte]))
+                    time.sleep(0.1)
+            except OSError:
+                pass  # closed by the server: what it said is read below
+            try:
+                while chunk := sock.recv(65536):
+                    got += chunk
+            except ConnectionResetError:
+                pass
+            return got, time.monotonic() - started
 
-    server = make_server("poolalloc", reset_content)
-    got, _ = exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + NEXT, 1.0)
-    first, _, rest = got.partition(b"\r\n\r\n")
-    assert first.startswith(b"HTTP/1.1 205 ")
-    assert first.lower().count(b"content-length") == 1
-    assert b"\r\ncontent-length: 0" in first.lower()
-    assert rest.startswith(b"HTTP/1.1 200 ")
-    assert rest.endswith(b"next-ok")
+    async def main() -> tuple[bytes, float]:
+        server = AsgiServer(app, "127.0.0.1", 0, keep_alive_timeout=0.5, lifespan="off")
+        await server.start()
+        reply = await asyncio.to_thread(client, server.address)
+        await server.shutdown(1)
+        return reply
+
+    reply, waited = asyncio.run(main())
+    assert reply.startswith(b"HTTP/1.1 408 ")
+    assert waited < 5
 
 
 def test_a_head_whose_lines_end_in_a_bare_lf_is_answered(make_server: Any) -> None:
@@ -287,7 +344,9 @@ def test_a_connection_with_no_free_read_buffer_gets_a_503() -> None:
         first_w.write(NEXT)
         first = await first_r.readuntil(b"next-ok")
         second_r, second_w = await asyncio.open_connection(*server.address)
-        second_w.write(NEXT)
+        # a body the server will not read: the 503 must not be lost to a reset
+        second_w.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 300000\r\n\r\n")
+        second_w.write(b"z" * 300000)
         second = await asyncio.wait_for(second_r.read(), 5)
         metrics = server.metrics()
         for writer in (first_w, second_w):
@@ -298,6 +357,7 @@ def test_a_connection_with_no_free_read_buffer_gets_a_503() -> None:
 
     first, second, metrics = asyncio.run(main())
     assert first.startswith(b"HTTP/1.1 200 ")
+    assert second.startswith(b"HTTP/1.1 503 ")
     head = second.partition(b"\r\n\r\n")[0].lower()
     assert head.startswith(b"http/1.1 503 ")
     assert b"\r\nconnection: close" in head
@@ -334,21 +394,17 @@ def test_the_app_shuts_down_when_the_address_cannot_be_bound() -> None:
 def test_a_client_that_never_reads_a_streamed_response_is_reset_at_idle_timeout() -> None:
     """The app streams with ``more_body`` to a client that reads nothing: once the socket's
     buffers are full, ``send`` waits at most ``idle_timeout`` for the client to take some;
-    then the connection is reset, counted, and the app's next ``send`` raises
-    ``ClientDisconnected`` (an ``OSError``, ASGI 2.4) instead of waiting forever."""
+    then the connection is reset, counted, and the app's sends return (dropped, as for a
+    client gone) instead of waiting forever."""
     sent: list[int] = []
-    stopped: list[BaseException] = []
 
     async def stream(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         chunk = b"x" * 65536
-        try:
-            for _ in range(2000):  # 128 MiB: far more than any socket buffer holds
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                sent.append(1)
-        except OSError as exc:
-            stopped.append(exc)
-            raise
+        for _ in range(2000):  # 128 MiB: far more than any socket buffer holds
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            sent.append(1)
+        await send({"type": "http.response.body", "body": b""})
 
     async def main() -> tuple[float, dict[str, float], bool]:
         server = AsgiServer(stream, "127.0.0.1", 0, idle_timeout=0.3, lifespan="off")
@@ -357,7 +413,7 @@ def test_a_client_that_never_reads_a_streamed_response_is_reset_at_idle_timeout(
             client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             client.sendall(NEXT)
             started = time.monotonic()
-            while not stopped and len(sent) < 2000 and time.monotonic() - started < 10:
+            while len(sent) < 2000 and time.monotonic() - started < 10:
                 await asyncio.sleep(0.05)
             ended = time.monotonic() - started
             client.setblocking(False)
@@ -374,9 +430,7 @@ def test_a_client_that_never_reads_a_streamed_response_is_reset_at_idle_timeout(
         return ended, metrics, reset
 
     ended, metrics, reset = asyncio.run(main())
-    assert len(stopped) == 1  # the app was not left waiting in send()
-    assert isinstance(stopped[0], ClientDisconnected)
-    assert 0 < len(sent) < 2000
+    assert len(sent) == 2000  # the app was not left waiting in send()
     assert ended < 5
     assert metrics["timeouts_total"] == 1
     assert reset

@@ -44,17 +44,6 @@ from poolalloc.net.transport import StreamTransport
 logger = logging.getLogger("poolalloc.asgi")
 
 
-class ClientDisconnected(OSError):
-    """What ``send()`` raises once the client is gone (or its connection was ended by a
-    timeout or a framing error): ASGI 2.4 asks a server to raise an ``OSError`` there, so an
-    app streaming a response stops instead of sending into nothing. The server does not log it.
-
-    Example:
-        >>> issubclass(ClientDisconnected, OSError)
-        True
-    """
-
-
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -62,7 +51,7 @@ Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _HEAD_END = BLANK_LINE  # a head's end; its lines may end in a bare LF (RFC 9112 2.2)
-_ASGI = {"version": "3.0", "spec_version": "2.4"}  # 2.4: send() raises once the client is gone
+_ASGI = {"version": "3.0", "spec_version": "2.3"}
 #: Reason phrases: the standard library's table, with RFC 9110's names where they changed
 #: (Python 3.11 still has RFC 7231's)
 _REASON = {int(code): code.phrase for code in HTTPStatus} | {
@@ -76,6 +65,8 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 _date_cache: list[Any] = [0, b""]
 _LINGER_RESET = struct.pack("ii", 1, 0)
+#: Seconds a connection answered 503 keeps reading (and dropping) what its client still sends.
+_REFUSE_LINGER = 1.0
 #: Where a connection that found no free read buffer reads what it is sent, to drop it.
 _SCRATCH = memoryview(bytearray(4096))
 
@@ -188,7 +179,7 @@ class _Cycle:
         "_chunked_out",
         "_drop_body",
         "_head_only",
-        "_waiter",
+        "_waiters",
         "body_done",
         "continue_sent",
         "disconnected",
@@ -213,7 +204,7 @@ class _Cycle:
         self.continue_sent = False
         self._head_only = req.method == "HEAD"
         self._body: deque[bytes] = deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiters: list[asyncio.Future[None]] = []
         self.reader = ChunkedReader(max_body=proto.state.max_body) if req.chunked else None
         self.length_left = 0 if req.chunked else (req.content_length or 0)
         self.body_done = not req.chunked and not self.length_left
@@ -253,11 +244,13 @@ class _Cycle:
         return sum(len(b) for b in self._body)
 
     def _wake(self) -> None:
-        # one future for every receive() waiting (an app may wait in two tasks: a body reader
-        # and a disconnect listener); each woken one looks at the state again
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        # every receive() waiting (an app may wait in two tasks: a body reader and a disconnect
+        # listener) has a future of its own, so that cancelling one touches no other; each
+        # woken one looks at the state again
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def lost(self) -> None:
         self.disconnected = True
@@ -296,21 +289,22 @@ class _Cycle:
             if woken and wants_body:
                 return {"type": "http.request", "body": b"", "more_body": not self.body_done}
             proto.maybe_resume()
-            waiter = self._waiter
-            if waiter is None:
-                waiter = self._waiter = proto.loop.create_future()
-            if self.body_done:
-                await waiter
-            else:  # more body is due: the client has idle_timeout to send some
+            waiter = proto.loop.create_future()
+            self._waiters.append(waiter)
+            timer = None
+            if not self.body_done:  # more body is due: the client has idle_timeout to send some
                 timer = proto.loop.call_later(proto.state.idle_timeout, self._body_stalled)
-                try:
-                    await waiter
-                finally:
+            try:
+                await waiter
+            finally:
+                if timer is not None:
                     timer.cancel()
+                if waiter in self._waiters:  # cancelled: not woken
+                    self._waiters.remove(waiter)
             woken = True
 
     def _body_stalled(self) -> None:
-        if not self.body_done and not self.disconnected and self._waiter is not None:
+        if not self.body_done and not self.disconnected and self._waiters:
             self.proto.body_timed_out(self)
 
     async def send(self, message: Message) -> None:
@@ -320,7 +314,7 @@ class _Cycle:
                 raise RuntimeError("http.response.start sent twice")
             status = message["status"]
             headers = list(message.get("headers", ()))
-            _check_start(status, headers)  # before anything is kept: a refusal is a clean 500
+            status, headers = _checked_start(status, headers)  # a refusal is a clean 500
             self.started = True
             self.status = status
             self.headers = headers
@@ -337,11 +331,15 @@ class _Cycle:
         if self.disconnected or proto.transport is None:
             if not more:
                 self.finished = True
-            raise ClientDisconnected("the client is gone")
+            return  # the client is gone: the response is dropped, as uvicorn drops it
         out: list[bytes] = []
         if self.status:  # the head is not written yet
             head = self._head(body, more)
             self._check_length(body)  # raises before anything is written: a clean 500
+            if not more and self._body_left > 0:  # the whole body, short: also a clean 500
+                raise RuntimeError(
+                    f"the response body ended {self._body_left} bytes short of its content-length"
+                )
             out.append(head)
             self.status = 0
         elif not self._drop_body:
@@ -444,17 +442,27 @@ class _Cycle:
         self.proto.framing_failed(self)
 
 
-def _check_start(status: Any, headers: list[Any]) -> None:
-    """Refuse an ``http.response.start`` that would not make a valid head: a status that is not
-    a final one (200-599), or a header name or value that would break the head (a CR or LF in a
-    value is a second header, or a second response: RFC 9110 5.5)."""
-    if type(status) is not int or not 200 <= status <= 599:
+def _checked_start(status: Any, headers: list[Any]) -> tuple[int, list[tuple[bytes, bytes]]]:
+    """An ``http.response.start``'s status and headers as plain ``int`` and ``bytes`` (an
+    ``HTTPStatus``, a ``bytearray`` are fine), or ``RuntimeError`` when they would not make a
+    valid head: a status that is not a final one (200-599), or a header name or value that
+    would break the head (a CR or LF in a value is a second header, or a second response: RFC
+    9110 5.5)."""
+    if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
         # RFC 9110 15: codes are 100-599, and a 1xx is interim, never the answer (a client
         # would skip it and take the next response for this request's)
         raise RuntimeError(f"invalid final response status {status!r}")
-    for name, value in headers:
-        if type(name) is not bytes or type(value) is not bytes or not valid_field(name, value):
+    checked = []
+    for given_name, given_value in headers:
+        if not isinstance(given_name, bytes | bytearray) or not isinstance(
+            given_value, bytes | bytearray
+        ):
+            raise RuntimeError(f"response header {given_name!r}: {given_value!r} is not bytes")
+        name, value = bytes(given_name), bytes(given_value)
+        if not valid_field(name, value):
             raise RuntimeError(f"invalid response header {name!r}: {value!r}")
+        checked.append((name, value))
+    return int(status), checked
 
 
 def _content_length(value: bytes) -> int:
@@ -485,6 +493,7 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         self._client: tuple[str, int] | None = None
         self._task: asyncio.Task[None] | None = None
         self._sock: Any = None
+        self._refusing = False  # answered 503: what arrives is read into scratch and dropped
 
     # -- transport events -------------------------------------------------------------------
 
@@ -501,6 +510,8 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         view = self._view
         if view is None:  # one lease per connection, reused for every read
+            if self._refusing:
+                return _SCRATCH
             try:
                 self._lease = self.state.pool.acquire(0)
             except PoolExhausted:
@@ -521,11 +532,18 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
 
     def _overloaded(self) -> None:
         """Answer ``503 Service Unavailable`` with ``Connection: close``, as a server at its
-        limit answers, once, and close."""
-        if self.transport is not None and not self.transport.is_closing():
-            self.state.overloaded += 1
-            self.transport.write(_simple_response(503, "Service Unavailable", close=True))
-            self._close()
+        limit answers, once; then send the FIN and read what the client still sends (dropped)
+        for a second before closing: closed with unread bytes, the socket would reset and the
+        client could lose the 503."""
+        if self._refusing or self.transport is None or self.transport.is_closing():
+            return
+        self._refusing = True
+        self.state.overloaded += 1
+        self.transport.write(_simple_response(503, "Service Unavailable", close=True))
+        stream = cast(asyncio.WriteTransport, self.transport)  # asyncio's: it half-closes
+        if stream.can_write_eof():
+            stream.write_eof()
+        self.loop.call_later(_REFUSE_LINGER, self._close)
 
     def eof_received(self) -> bool:
         cycle = self.cycle
@@ -629,7 +647,7 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             elif len(pending) > self.state.pipeline_limit:
                 self._pause_reading()
 
-    def _next(self) -> None:
+    def _next(self, after_response: bool = False) -> None:
         """Start the request whose bytes begin ``_pending`` (called with no cycle running)."""
         if self.cycle is not None or self.transport is None:
             return
@@ -639,9 +657,16 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             return
         used = self._start(buf, 0, len(buf))
         del buf[:used]
-        if self.cycle is None and self.transport is not None and not self.transport.is_closing():
-            self._arm_idle()  # a partial head: it has the keep-alive time from now, not from
-            # before the request that just ended
+        if (
+            after_response
+            and self.cycle is None
+            and self.transport is not None
+            and not self.transport.is_closing()
+        ):
+            # a partial head pipelined behind the response that just ended has the keep-alive
+            # time from now, not from before that request; a head that merely trickles in
+            # keeps the stamp it had (or one byte at a time would hold it open for good)
+            self._arm_idle()
 
     def _start(self, buf: memoryview | bytearray, pos: int, end: int) -> int:
         """Parse a head at ``buf[pos:]`` and start its request; returns the bytes consumed."""
@@ -702,8 +727,6 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
                 self._close()
                 raise
-            if isinstance(exc, ClientDisconnected) and cycle.disconnected:
-                return  # the app stopped because send() said the client is gone
             logger.error(
                 "Exception in ASGI application\n%s",
                 "".join(traceback.format_exception(exc)),
@@ -719,8 +742,8 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
                 self._app_failed(cycle)
 
     def _app_failed(self, cycle: _Cycle) -> None:
-        if cycle.finished or self.transport is None:
-            return
+        if cycle.finished or cycle.disconnected or self.transport is None:
+            return  # answered already, or nobody to answer (a 408 or a reset went out)
         if cycle.status or not cycle.started:  # nothing written yet: a clean 500
             cycle.finished = True
             self.transport.write(_simple_response(500, "Internal Server Error", close=True))
@@ -736,7 +759,7 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             return
         self.maybe_resume()
         if self._pending:
-            self.loop.call_soon(self._next)
+            self.loop.call_soon(self._next, True)
         else:
             self._arm_idle()
 
@@ -800,14 +823,14 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         self.state.timeouts += 1
         if self.transport is not None and (cycle.status or not cycle.started):
             self.transport.write(_simple_response(408, "Request Timeout", close=True))
-        cycle.lost()  # what the app sends from now on raises ClientDisconnected
+        cycle.lost()  # what the app sends from now on is dropped
         self._close()
 
     def framing_failed(self, cycle: _Cycle) -> None:
         """The app's response does not match its own ``Content-Length``: nothing more of it is
         written, and the connection closes after what was (the client sees a short body and
         the close, never bytes it would take for the next response)."""
-        cycle.lost()  # what the app sends from now on raises ClientDisconnected
+        cycle.lost()  # what the app sends from now on is dropped
         self._close()
 
     def _fail(self, exc: HttpError) -> None:

@@ -42,24 +42,11 @@ from collections.abc import Callable
 from typing import Any
 
 from poolalloc.buffers import BufferPool
-from poolalloc.net.asgi._protocol import (
-    App,
-    ClientDisconnected,
-    HttpAsgiProtocol,
-    Message,
-    ServerState,
-)
+from poolalloc.net.asgi._protocol import App, HttpAsgiProtocol, Message, ServerState
 from poolalloc.net.http.serve import _supervise  # the same SIGTERM-forwarding supervisor
 from poolalloc.net.sockets import LeaseSource
 
-__all__ = [
-    "AsgiServer",
-    "ClientDisconnected",
-    "LifespanError",
-    "import_app",
-    "new_event_loop",
-    "serve",
-]
+__all__ = ["AsgiServer", "LifespanError", "import_app", "new_event_loop", "serve"]
 
 logger = logging.getLogger("poolalloc.asgi")
 
@@ -107,7 +94,7 @@ class _Lifespan:
     async def _main(self) -> None:
         scope = {
             "type": "lifespan",
-            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
             "state": self.state,
         }
         try:
