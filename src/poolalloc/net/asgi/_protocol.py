@@ -213,7 +213,7 @@ class _Cycle:
         self.started = False
         self.finished = False
         self._chunked_out = False
-        self._drop_body = self._head_only  # HEAD, 1xx, 204, 304: no body goes out
+        self._drop_body = self._head_only  # HEAD (and 204, 205, 304: _head): no body goes out
         self._body_left = -1  # bytes the response's own Content-Length still allows (-1: none)
         self.status = 0
         self.headers: list[Any] = []
