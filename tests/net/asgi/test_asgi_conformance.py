@@ -295,6 +295,52 @@ def test_lifespan_failed_and_unsupported() -> None:
     assert b"content-length" not in reply.lower()  # 204 has no body and no length
 
 
+def test_a_lifespan_that_never_completes_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    """An app stuck in its lifespan startup or shutdown neither hangs the server's start nor
+    its exit: past ``lifespan_timeout`` the startup fails, a shutdown is given up and logged,
+    and the app's lifespan task is cancelled either way."""
+    import asyncio
+
+    from poolalloc.net.asgi import AsgiServer, LifespanError
+
+    cancelled: list[str] = []
+
+    def stuck_in(phase: str) -> Any:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            assert scope["type"] == "lifespan"
+            try:
+                while True:
+                    message = await receive()
+                    if message["type"] == phase:
+                        await asyncio.sleep(3600)
+                    await send({"type": message["type"] + ".complete"})
+            except asyncio.CancelledError:
+                cancelled.append(phase)
+                raise
+
+        return app
+
+    async def main() -> tuple[float, float]:
+        t0 = time.monotonic()
+        with pytest.raises(LifespanError, match=r"did not complete in 0\.2 s"):
+            await AsgiServer(stuck_in("lifespan.startup"), port=0, lifespan_timeout=0.2).start()
+        startup = time.monotonic() - t0
+        server = AsgiServer(stuck_in("lifespan.shutdown"), port=0, lifespan_timeout=0.2)
+        await server.start()
+        t0 = time.monotonic()
+        await server.shutdown(1)
+        return startup, time.monotonic() - t0
+
+    with caplog.at_level(logging.ERROR, logger="poolalloc.asgi"):
+        startup, shutdown = asyncio.run(asyncio.wait_for(main(), 30))
+    assert 0.2 <= startup < 5
+    assert 0.2 <= shutdown < 5
+    assert cancelled == ["lifespan.startup", "lifespan.shutdown"]
+    assert any("shutdown did not complete in 0.2 s" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ValueError, match="lifespan_timeout"):
+        AsgiServer(stuck_in("x"), port=0, lifespan_timeout=0)
+
+
 def _stalled_body(app: Any) -> tuple[bytes, float, dict[str, float]]:
     """A POST that says 1000 bytes of body, sends 10 and stalls, to a server whose
     ``idle_timeout`` is 0.3 s: (everything until EOF, seconds until that EOF, the metrics)."""

@@ -63,10 +63,11 @@ class LifespanError(RuntimeError):
 class _Lifespan:
     """The ``lifespan`` scope: startup before serving, shutdown after."""
 
-    def __init__(self, app: App, state: dict[str, Any], mode: str) -> None:
+    def __init__(self, app: App, state: dict[str, Any], mode: str, timeout: float) -> None:
         self.app = app
         self.state = state
         self.mode = mode  # "on": failure to run is an error; "auto": an app without it is fine
+        self.timeout = timeout
         self.supported = True
         self._queue: asyncio.Queue[Message] = asyncio.Queue()
         self._started = asyncio.Event()
@@ -115,7 +116,8 @@ class _Lifespan:
     async def startup(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._main())
         await self._queue.put({"type": "lifespan.startup"})
-        await self._started.wait()
+        if not await self._within_timeout(self._started):
+            raise LifespanError(f"lifespan startup did not complete in {self.timeout:g} s")
         if self._failed is not None and self.supported:
             raise LifespanError(f"lifespan startup failed: {self._failed}")
 
@@ -123,7 +125,21 @@ class _Lifespan:
         if not self.supported or self._task is None or self._task.done():
             return
         await self._queue.put({"type": "lifespan.shutdown"})
-        await self._stopped.wait()
+        if not await self._within_timeout(self._stopped):
+            logger.error("lifespan shutdown did not complete in %g s: cancelled", self.timeout)
+
+    async def _within_timeout(self, event: asyncio.Event) -> bool:
+        """Wait for ``event`` up to the timeout; past it cancel the app's lifespan task (an app
+        stuck in its startup or shutdown must not keep the server from starting or exiting)."""
+        try:
+            await asyncio.wait_for(event.wait(), self.timeout)
+        except TimeoutError:
+            task = self._task
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=1.0)  # its finally blocks, bounded too
+            return False
+        return True
 
 
 class AsgiServer:
@@ -139,6 +155,9 @@ class AsgiServer:
         in ``receive()`` (the HTTP server's bound on a stalled body, and its default): then the
         request is answered ``408`` if no response began, the app's ``receive()`` returns
         ``http.disconnect`` and the connection closes.
+    :param lifespan_timeout: seconds the app's lifespan startup and shutdown may each take;
+        past it the startup fails with :class:`LifespanError` and a shutdown is given up (logged),
+        the app's lifespan task cancelled either way.
     :param sock: a bound socket to serve on instead of ``host``/``port``.
     :param reuse_port: set ``SO_REUSEPORT`` (workers sharing a port).
 
@@ -159,6 +178,7 @@ class AsgiServer:
         buffer_size: int = 16384,
         buffer_capacity: int | None = None,
         lifespan: str = "auto",
+        lifespan_timeout: float = 60.0,
         root_path: str = "",
         keep_alive_timeout: float = 5.0,
         idle_timeout: float = 60.0,
@@ -169,6 +189,8 @@ class AsgiServer:
     ) -> None:
         if lifespan not in ("auto", "on", "off"):
             raise ValueError(f"lifespan must be auto, on or off, not {lifespan!r}")
+        if not lifespan_timeout > 0:
+            raise ValueError(f"lifespan_timeout must be positive, not {lifespan_timeout!r}")
         self._own_pool = pool is None
         self.pool: LeaseSource = (
             pool if pool is not None else BufferPool(buffer_size, capacity=buffer_capacity)
@@ -179,6 +201,7 @@ class AsgiServer:
         )  # fmt: skip
         self.host, self.port = host, port
         self._lifespan_mode = lifespan
+        self._lifespan_timeout = lifespan_timeout
         self._lifespan: _Lifespan | None = None
         self._backlog = backlog
         self._sock = sock
@@ -222,7 +245,9 @@ class AsgiServer:
         """
         loop = asyncio.get_running_loop()
         if self._lifespan_mode != "off":
-            self._lifespan = _Lifespan(self.state.app, self.state.state, self._lifespan_mode)
+            self._lifespan = _Lifespan(
+                self.state.app, self.state.state, self._lifespan_mode, self._lifespan_timeout
+            )
             try:
                 await self._lifespan.startup()
             except BaseException:
