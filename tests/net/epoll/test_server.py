@@ -155,6 +155,43 @@ def test_idle_connections_are_swept(loop: Any) -> None:
     assert not peer_closed(busy)
 
 
+class Ticker(Echo):
+    """Writes a line every 50 ms and never expects input: its connection is in use although
+    nothing arrives, and its sends are small enough to leave at once (never queued)."""
+
+    def connection_made(self, conn: Any) -> None:
+        super().connection_made(conn)
+        self.timer = conn.reactor.call_later(0.05, self.tick)
+
+    def tick(self) -> None:
+        if not self.conn.closed:
+            self.conn.write(b"tick\n")
+            self.timer = self.conn.reactor.call_later(0.05, self.tick)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        self.timer.cancel()
+
+
+def test_a_connection_that_only_writes_is_not_idle(loop: Any) -> None:
+    r, _pool, serve, connect = loop
+    srv = serve(Ticker, idle_timeout=0.3, sweep_interval=0.05)
+    c = connect(srv)
+    c.setblocking(False)
+    got = bytearray()
+
+    def drain() -> bool:
+        with contextlib.suppress(BlockingIOError):
+            while chunk := c.recv(4096):
+                got.extend(chunk)
+        return False
+
+    pump(r, drain, 1.5)  # five idle limits
+    assert srv.totals["timeouts_total"] == 0
+    assert len(srv.connections) == 1
+    assert got.count(b"tick\n") > 15
+
+
 def test_a_protocol_deadline_is_swept(loop: Any) -> None:
     r, _pool, serve, connect = loop
     srv = serve(idle_timeout=60.0, sweep_interval=0.05)

@@ -279,6 +279,31 @@ def test_a_peer_that_never_reads_small_answers_is_reset_at_its_first_timeout(
         hog.close()
 
 
+def test_a_slow_reader_of_a_download_is_not_cut_by_the_idle_timeout(make_server: Any) -> None:
+    """A client that reads on, but slower than the kernel's send buffer drains within one idle
+    timeout (so that no write of the server completes for longer than that), is still taking
+    the download: it gets all of it, with no timeout counted."""
+    body = bytes(range(256)) * 1280  # 320 KiB, more than the send buffer holds
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 128 << 10)  # accepted ones inherit
+    srv = make_server(sock=listener, idle_timeout=0.6, sweep_interval=0.05)
+    srv.http.route("/big", lambda req: Response(body=body))
+    sock = small_window_client(srv.port, 16384)
+    try:
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.settimeout(5)
+        got = bytearray()
+        started = time.monotonic()
+        while len(got.partition(b"\r\n\r\n")[2]) < len(body) and (chunk := sock.recv(1024)):
+            got += chunk
+            time.sleep(0.01)  # under 100 KB/s: a third of the send buffer takes ~0.9 s
+        assert time.monotonic() - started > 2.0  # it did read slowly, over several timeouts
+        assert srv.call(srv.http.metrics)["timeouts_total"] == 0
+        assert got.partition(b"\r\n\r\n")[2] == body
+    finally:
+        sock.close()
+
+
 def test_a_slow_reader_of_a_closing_download_gets_all_of_it(make_server: Any) -> None:
     """``Connection: close``: the server half-closes once the last bytes are handed to the
     kernel and lingers for the client's EOF; a client still reading when the linger time runs

@@ -25,6 +25,11 @@ Timeouts
 One periodic sweep (every ``sweep_interval`` seconds) ends connections whose
 ``deadline`` passed (protocols set it, e.g. the HTTP header-read timeout) or that were idle
 for ``idle_timeout``. Per-request work is one float store, with no timer per connection.
+Idle means that nothing arrived, no queued write completed and the output did not move:
+a connection with nothing read for half the timeout is sampled (its ``bytes_out`` and the
+bytes its peer's TCP acknowledged, ``TCP_INFO``), and at the timeout it is spared if either
+grew since (a download read slower than the send buffer drains completes no write for a long
+time; a protocol that only writes never queues). Connections that read stamp themselves.
 Each is ended by its ``timed_out``: a protocol that opts in closes it gracefully (the HTTP
 server closes an idle keep-alive connection with a FIN, and answers an unfinished request
 ``408``); anything else, and a connection whose queued output the peer does not read, are
@@ -38,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -54,6 +60,20 @@ _OUT_OF_FDS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _PEER_GONE = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
 #: The per-connection counters a server sums into its totals.
 _COUNTED = ("requests_total", "bytes_in_total", "bytes_out_total", "errors_total")
+#: ``struct tcp_info`` up to ``tcpi_bytes_acked`` (Linux 4.1), a u64 at offset 120
+_TCP_INFO_ACKED = struct.Struct("120xQ")
+
+
+def acked_bytes(sock: socket.socket | None) -> int:
+    """Bytes of ours the peer's TCP has acknowledged so far; 0 where the socket cannot say
+    (closed, not TCP). It grows while the peer takes what we send, however slowly."""
+    if sock is None:
+        return 0
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_ACKED.size)
+        return int(_TCP_INFO_ACKED.unpack(info)[0])
+    except (OSError, struct.error):  # closed, or a socket without TCP_INFO (Unix)
+        return 0
 
 
 def listen_socket(
@@ -139,6 +159,8 @@ class TcpServer:
         self._accept_more: Any = None  # the scheduled continuation of a full accept batch
         self._batch_pass = -1  # the loop pass that ran the last full batch
         self._sweeper: Any = None
+        # per connection idle for half the idle timeout: (when, bytes_out, bytes acked)
+        self._idle_seen: dict[BaseConnection[Any], tuple[float, int, int]] = {}
         self._closed = False
 
     @staticmethod
@@ -290,17 +312,46 @@ class TcpServer:
     def _sweep(self) -> None:
         now = self.reactor.now
         idle_limit = now - self.idle_timeout
+        half_limit = now - self.idle_timeout / 2
+        seen = self._idle_seen
         for conn in list(self.connections):
             if (conn.deadline and now > conn.deadline) or (
-                conn.last_active < idle_limit and not conn._lingering
+                conn.last_active < half_limit
+                and not conn._lingering
+                and not self._output_moved(conn, now, idle_limit)
             ):
+                seen.pop(conn, None)
                 self.totals["timeouts_total"] += 1
                 try:
                     conn.timed_out()
                 except Exception as exc:  # a protocol's hook raised: the sweep goes on
                     self.reactor.report(exc, conn)
+        if len(seen) > len(self.connections):  # some are of connections gone since
+            for conn in [c for c in seen if c not in self.connections]:
+                del seen[conn]
         if not self._closed:
             self._sweeper = self.reactor.call_later(self.sweep_interval, self._sweep)
+
+    def _output_moved(self, conn: BaseConnection[Any], now: float, idle_limit: float) -> bool:
+        """Whether ``conn``, with nothing read for half the idle timeout, is still in use: it
+        is spared (True) until the idle limit, and past it when its output moved since half-way
+        (a peer that only takes: a download read slower than the kernel's send buffer drains, so
+        that no write of ours completes for a whole timeout, while the peer's TCP acknowledges
+        more; or a protocol that only writes, whose sends never queue). Sampled twice per idle
+        stretch, for idle connections only: nothing is stored per write."""
+        seen = self._idle_seen
+        sample = seen.get(conn)
+        if sample is None or sample[0] < conn.last_active:  # none taken in this idle stretch
+            seen[conn] = (now, conn.bytes_out, acked_bytes(conn.sock))
+            return conn.last_active >= idle_limit  # no sample before the limit: no evidence
+        if conn.last_active >= idle_limit:
+            return True
+        _, bytes_out, acked = sample
+        if conn.bytes_out != bytes_out or acked_bytes(conn.sock) != acked:
+            del seen[conn]
+            conn.last_active = now
+            return True
+        return False
 
     # ---- metrics and teardown ----
     def metrics(self) -> dict[str, float]:
@@ -334,6 +385,7 @@ class TcpServer:
         if self.reactor.is_registered(self.sock.fileno()):
             self.reactor.unregister(self.sock.fileno())
         self.sock.close()
+        self._idle_seen.clear()
         for conn in list(self.connections):
             conn.abort() if abort else conn.close()
 
