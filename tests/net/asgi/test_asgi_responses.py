@@ -434,3 +434,45 @@ def test_a_client_that_never_reads_a_streamed_response_is_reset_at_idle_timeout(
     assert ended < 5
     assert metrics["timeouts_total"] == 1
     assert reset
+
+
+def test_a_client_reading_a_streamed_response_slowly_gets_all_of_it() -> None:
+    """The client takes a 1 MiB body at a few hundred KB/s: the app's ``send`` waits seconds
+    for the buffers to drain, far past ``idle_timeout``, but the client reads on: it is not
+    reset, and it gets every byte."""
+    body = bytes(range(256)) * 4096  # 1 MiB
+
+    async def stream(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def main() -> tuple[bytes, float, dict[str, float]]:
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)  # accepted ones inherit
+        server = AsgiServer(stream, sock=listener, idle_timeout=0.5, lifespan="off")
+        await server.start()
+        loop = asyncio.get_running_loop()
+
+        def read_slowly() -> tuple[bytes, float]:
+            with socket.create_connection(server.address) as client:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+                client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                client.settimeout(5)
+                got = bytearray()
+                started = time.monotonic()
+                while data := client.recv(4096):
+                    got += data
+                    time.sleep(0.01)  # under 400 KB/s
+                return bytes(got), time.monotonic() - started
+
+        got, took = await loop.run_in_executor(None, read_slowly)
+        metrics = server.metrics()
+        await server.shutdown(1)
+        return got, took, metrics
+
+    got, took, metrics = asyncio.run(main())
+    assert took > 1.5  # several idle timeouts
+    assert metrics["timeouts_total"] == 0
+    chunks = got.partition(b"\r\n\r\n")[2].split(b"\r\n")
+    assert b"".join(chunks[1::2]) == body  # the data of the chunked framing

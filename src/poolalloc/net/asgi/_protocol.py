@@ -39,6 +39,7 @@ from poolalloc.net.http.parser import (
     valid_field,
 )
 from poolalloc.net.sockets import LeaseSource
+from poolalloc.net.tcp_info import acked_bytes
 from poolalloc.net.transport import StreamTransport
 
 logger = logging.getLogger("poolalloc.asgi")
@@ -593,20 +594,36 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
 
     async def drain(self) -> None:
         """Wait while the transport's buffer is full; a client that takes nothing of it for
-        ``idle_timeout`` is reset (as the HTTP server resets a peer that never reads), and the
-        app's sends are dropped from then on, as for a client gone."""
+        ``idle_timeout`` (its TCP acknowledged nothing more) is reset (as the HTTP server resets
+        a peer that never reads), and the app's sends are dropped from then on, as for a client
+        gone. A client that reads on, however slowly, is waited for."""
         if self._write_paused and self.transport is not None:
             waiter = self.loop.create_future()
             self._drain_waiters.append(waiter)
-            timer = self.loop.call_later(self.state.idle_timeout, self._send_stalled, waiter)
+            timer: list[asyncio.TimerHandle] = []  # the one pending, replaced on re-arming
+            self._stall_timer(waiter, acked_bytes(self._sock), timer)
             try:
                 await waiter
             finally:
-                timer.cancel()
+                timer[0].cancel()
 
-    def _send_stalled(self, waiter: asyncio.Future[None]) -> None:
+    def _stall_timer(
+        self, waiter: asyncio.Future[None], acked: int, timer: list[asyncio.TimerHandle]
+    ) -> None:
+        timer[:] = [
+            self.loop.call_later(self.state.idle_timeout, self._send_stalled, waiter, acked, timer)
+        ]
+
+    def _send_stalled(
+        self, waiter: asyncio.Future[None], acked: int, timer: list[asyncio.TimerHandle]
+    ) -> None:
         if waiter.done() or self.transport is None:
             return  # the client took some meanwhile, or is gone
+        now_acked = acked_bytes(self._sock)
+        if now_acked != acked:
+            # It reads on, slower than the buffers drain to the low-water mark: not stalled.
+            self._stall_timer(waiter, now_acked, timer)
+            return
         self.state.timeouts += 1
         if self.cycle is not None:
             self.cycle.lost()

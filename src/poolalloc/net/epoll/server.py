@@ -43,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
-import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +50,7 @@ from poolalloc.errors import PoolExhausted
 from poolalloc.net.epoll.connection import Connection, ConnectionProtocol
 from poolalloc.net.epoll.reactor import Reactor
 from poolalloc.net.metrics import flatten_stats
+from poolalloc.net.tcp_info import acked_bytes
 from poolalloc.net.transport import BaseConnection
 from poolalloc.objects import ObjectPool
 
@@ -60,20 +60,6 @@ _OUT_OF_FDS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _PEER_GONE = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
 #: The per-connection counters a server sums into its totals.
 _COUNTED = ("requests_total", "bytes_in_total", "bytes_out_total", "errors_total")
-#: ``struct tcp_info`` up to ``tcpi_bytes_acked`` (Linux 4.1), a u64 at offset 120
-_TCP_INFO_ACKED = struct.Struct("120xQ")
-
-
-def acked_bytes(sock: socket.socket | None) -> int:
-    """Bytes of ours the peer's TCP has acknowledged so far; 0 where the socket cannot say
-    (closed, not TCP). It grows while the peer takes what we send, however slowly."""
-    if sock is None:
-        return 0
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_ACKED.size)
-        return int(_TCP_INFO_ACKED.unpack(info)[0])
-    except (OSError, struct.error):  # closed, or a socket without TCP_INFO (Unix)
-        return 0
 
 
 def listen_socket(

@@ -1,0 +1,32 @@
+"""What a TCP socket's kernel state says about the peer, for timeouts that must tell a slow
+reader from one that stopped reading.
+
+Example:
+    >>> import socket
+    >>> acked_bytes(socket.socket(socket.AF_UNIX))  # not TCP: it cannot say
+    0
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Any
+
+__all__ = ["acked_bytes"]
+
+#: ``struct tcp_info`` up to ``tcpi_bytes_acked`` (Linux 4.1), a u64 at offset 120
+_TCP_INFO_ACKED = struct.Struct("120xQ")
+
+
+def acked_bytes(sock: Any) -> int:
+    """Bytes of ours the peer's TCP has acknowledged so far, from ``TCP_INFO``: it grows while
+    the peer takes what is sent, however slowly, and stops when its window stays shut. 0 where
+    the socket cannot say (None, closed, not TCP)."""
+    if sock is None:
+        return 0
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_ACKED.size)
+        return int(_TCP_INFO_ACKED.unpack(info)[0])
+    except (OSError, struct.error):
+        return 0
