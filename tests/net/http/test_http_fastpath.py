@@ -133,3 +133,22 @@ def test_fast_path_still_pauses_a_client_that_never_reads(make_server: Any) -> N
     paused, queued = state[0]
     assert paused, "the connection never paused"
     assert queued <= 4096 + 200
+
+
+def test_a_head_split_across_reads_is_answered_through_the_table(make_server: Any) -> None:
+    """A head that arrives in two reads (an io_uring receive that filled its buffer's block
+    splits one) is looked up and remembered by its whole bytes, as one read whole is."""
+    srv = make_server()
+    with connect(srv.port) as sock:
+        f = sock.makefile("rb")
+        for _ in range(3):
+            sock.sendall(HEAD[:10])
+            time.sleep(0.05)  # the server reads the first part on its own
+            sock.sendall(HEAD[10:])
+            status, _, body = read_response(f)
+            assert (status, body) == (200, b"Hello, World!")
+            assert srv.call(srv.http.replies.answer, HEAD) is not None
+    metrics = srv.call(srv.http.metrics)
+    assert metrics["requests_total"] == 3
+    assert metrics["errors_total"] == 0
+    assert metrics["bytes_in_total"] == 3 * len(HEAD)

@@ -13,7 +13,8 @@ response (``app.static_reply``), is looked up whole in the server's reply cache
 (:class:`~poolalloc.net.http._cache.ReplyCache`, ``app.replies``) and answered with one
 write: no regex, no :class:`~poolalloc.net.http.parser.Request`, no handler call. The same head
 bytes always parse the same way, so the answer cannot differ; other heads seen before skip the
-parse through the same cache.
+parse through the same cache. A head split across reads (an io_uring receive that filled the
+rest of its buffer's block) is looked up by its whole bytes the same way once it is complete.
 
 The protocol talks to its connection only through
 :class:`~poolalloc.net.transport.Transport` (write, pause, close, a deadline, hold back), and
@@ -63,6 +64,7 @@ _HEAD_END = re.compile(rb"\r\n\r\n")
 #: CRLF CRLF search cannot answer.
 _HEAD, _BODY, _CHUNKED = range(3)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_CRLF2 = b"\r\n\r\n"
 _EOL = (13, 10)
 #: Reads up to this size may be looked up whole in ``app.replies`` (its ``max_key``).
 _REPLY_KEY_MAX = 1024
@@ -154,7 +156,8 @@ class HttpProtocol:
         if pos == 0 and nbytes <= _REPLY_KEY_MAX and self._state == _HEAD and self._partial is None:
             # The fastest case: this whole read is a request head already answered with a
             # static response (same bytes, same answer); no parse, no Request, one write.
-            whole = view[:nbytes].tobytes()
+            # a receive's view (io_uring) is exactly the read: no slice to make and drop
+            whole = (view if len(view) == nbytes else view[:nbytes]).tobytes()
             wire = app.replies.answers.get(whole)
             if wire is not None and not (conn.paused or conn.closing or conn.closed):
                 self.requests += 1  # _tally(1), inlined: the fast path's whole cost counts
@@ -291,13 +294,24 @@ class HttpProtocol:
             self._check_head_size()
             return end
         stop = m.end()
+        # A head that ends in CRLF CRLF is the reply cache's key, as a whole one in a read is:
+        # a head split across reads (an io_uring receive that filled its buffer's block) is
+        # then answered as the one that was not.
+        key = bytes(self._partial[:stop]) if self._partial.endswith(_CRLF2, 0, stop) else None
         del self._partial[line_end(self._partial, m.start()) :]
         self._check_head_size()
-        head = bytes(self._partial)
+        head = bytes(self._partial) if key is None else b""
         self._partial = None
-        assert self._transport is not None
-        self._transport.set_deadline(None)
-        self._start(parse_head(head, max_target=app.max_target))
+        conn = self._transport
+        assert conn is not None
+        conn.set_deadline(None)
+        if key is None:
+            self._start(parse_head(head, max_target=app.max_target))
+        elif (wire := app.replies.answers.get(key)) is not None:
+            self._tally(1)  # its static answer, as buffer_received's fast path writes it
+            conn.write(wire)
+        else:
+            self._start(app.replies.parse(key, app.max_target, app.static_reply))
         return pos + stop - old
 
     def _check_head_size(self) -> None:

@@ -124,8 +124,9 @@ class UringConnection(BaseConnection["Proactor"]):
     """
 
     # pool_ring, recv_armed: read by the batch walk in C, as the base's; _bytes_out: behind
-    # the bytes_out property (a slot, so the instance dict keeps its few keys)
-    __slots__ = ("_bytes_out", "pool_ring", "recv_armed")
+    # the bytes_out property, _csent: the user_data of the copied sends (computed once per
+    # socket, not per write); slots, so the instance dict keeps its few keys
+    __slots__ = ("_bytes_out", "_csent", "pool_ring", "recv_armed")
 
     def reset(self) -> None:
         """Forget the last connection (ObjectPool ``reset``)."""
@@ -134,6 +135,7 @@ class UringConnection(BaseConnection["Proactor"]):
         # class (CPython's SHARED_KEYS_MAX_SIZE), and 10,000 idle connections pay for each one.
         self.pool_ring: PoolRing | None = None
         self.token = 0
+        self._csent = CSENT  # token 0's: no socket yet
         self.inflight = 0
         self.recv_armed = False
         self._ring: Any = None
@@ -192,6 +194,7 @@ class UringConnection(BaseConnection["Proactor"]):
         self._ring = reactor.ring
         self.pool_ring = reactor.pool_ring(pool)
         self.token = reactor.new_token(self)
+        self._csent = self.token << 8 | CSENT
         self._ring.csend_detach(self.fd)  # whatever an earlier socket with this fd left
         protocol.connection_made(self)
         if not self.closed:
@@ -356,9 +359,7 @@ class UringConnection(BaseConnection["Proactor"]):
             # Small bytes with nothing queued: the ring copies and sends them itself and handles
             # the completion in C (Python sees it only on failure), so nothing is pinned here.
             n = len(data)
-            if 0 < n <= CSEND_MAX and not self._ring.csend_raw(
-                self.fd, data, n, self.token << 8 | CSENT
-            ):
+            if 0 < n <= CSEND_MAX and not self._ring.csend_raw(self.fd, data, n, self._csent):
                 if owner is not None:
                     owner.release()
                 return  # counted in bytes_out when the kernel completes it (bytes_out)
@@ -402,7 +403,7 @@ class UringConnection(BaseConnection["Proactor"]):
 
     def _want_flush(self) -> None:
         """Flush the queue before the next enter, or once the copied sends are out."""
-        if self._ring.csend_busy(self.fd, self.token << 8 | CSENT):
+        if self._ring.csend_busy(self.fd, self._csent):
             self._sending = _WAIT_COPIED  # _on_csent flushes: queued bytes go after copied ones
         else:
             self._sending = _FLUSH_PENDING
@@ -618,7 +619,7 @@ class UringConnection(BaseConnection["Proactor"]):
             return True
         if sending is not None:
             return False
-        ud = self.token << 8 | CSENT
+        ud = self._csent
         if not self.closing:  # e.g. a timeout asks: copied bytes a peer has not taken count
             return bool(self._ring.csend_busy(self.fd, ud, notify=False) == 1)
         # close() asks: the ring's copied sends must be out before the shutdown
