@@ -3,8 +3,8 @@ reader from one that stopped reading.
 
 Example:
     >>> import socket
-    >>> acked_bytes(socket.socket(socket.AF_UNIX))  # not TCP: it cannot say
-    0
+    >>> acked_bytes(socket.socket(socket.AF_UNIX)) is None  # not TCP: it cannot say
+    True
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ __all__ = ["acked_bytes"]
 _TCP_INFO_ACKED = struct.Struct("120xQ")
 
 
-def acked_bytes(sock: Any) -> int:
+def acked_bytes(sock: Any) -> int | None:
     """Bytes of ours the peer's TCP has acknowledged so far, from ``TCP_INFO``: it grows while
-    the peer takes what is sent, however slowly, and stops when its window stays shut. 0 where
-    the socket cannot say (None, closed, not TCP)."""
+    the peer takes what is sent, however slowly, and stops once its receive buffer is full and
+    it reads nothing. None where the socket cannot say (None, closed, not TCP)."""
     if sock is None:
-        return 0
+        return None
     try:
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_ACKED.size)
         return int(_TCP_INFO_ACKED.unpack(info)[0])
     except (OSError, struct.error):
-        return 0
+        return None

@@ -173,9 +173,10 @@ class Ticker(Echo):
         self.timer.cancel()
 
 
-def test_a_connection_that_only_writes_is_not_idle(loop: Any) -> None:
+@pytest.mark.parametrize("sweep_interval", [0.05, 0.25])  # the second: over half the timeout
+def test_a_connection_that_only_writes_is_not_idle(loop: Any, sweep_interval: float) -> None:
     r, _pool, serve, connect = loop
-    srv = serve(Ticker, idle_timeout=0.3, sweep_interval=0.05)
+    srv = serve(Ticker, idle_timeout=0.3, sweep_interval=sweep_interval)
     c = connect(srv)
     c.setblocking(False)
     got = bytearray()
@@ -190,6 +191,30 @@ def test_a_connection_that_only_writes_is_not_idle(loop: Any) -> None:
     assert srv.totals["timeouts_total"] == 0
     assert len(srv.connections) == 1
     assert got.count(b"tick\n") > 15
+
+
+class Streamer(Ticker):
+    """Writes 1 KiB every 10 ms: its sends go on being taken by the kernel for a while after
+    the peer stopped reading (until our send buffer is full too)."""
+
+    def tick(self) -> None:
+        if not self.conn.closed:
+            self.conn.write(b"s" * 1024)
+            self.timer = self.conn.reactor.call_later(0.01, self.tick)
+
+
+def test_a_peer_that_stops_reading_what_a_protocol_writes_is_cut(loop: Any) -> None:
+    """What the peer's TCP acknowledges is what counts, not what the kernel took from us:
+    a peer that reads nothing is cut once its receive buffer is full and a timeout passed."""
+    r, _pool, serve, connect = loop
+    srv = serve(Streamer, idle_timeout=0.3, sweep_interval=0.05)
+    c = connect(srv)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once; never read
+    assert pump(r, lambda: len(srv.connections) == 1)
+    started = time.monotonic()
+    assert pump(r, lambda: not srv.connections, 5.0)
+    assert time.monotonic() - started < 3.0
+    assert srv.totals["timeouts_total"] == 1
 
 
 def test_a_protocol_deadline_is_swept(loop: Any) -> None:

@@ -594,35 +594,40 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
 
     async def drain(self) -> None:
         """Wait while the transport's buffer is full; a client that takes nothing of it for
-        ``idle_timeout`` (its TCP acknowledged nothing more) is reset (as the HTTP server resets
-        a peer that never reads), and the app's sends are dropped from then on, as for a client
-        gone. A client that reads on, however slowly, is waited for."""
+        ``idle_timeout`` (its TCP acknowledges nothing more from half the timeout on) is reset
+        (as the HTTP server resets a peer that never reads), and the app's sends are dropped
+        from then on, as for a client gone. A client that reads on, however slowly, is waited
+        for."""
         if self._write_paused and self.transport is not None:
             waiter = self.loop.create_future()
             self._drain_waiters.append(waiter)
-            timer: list[asyncio.TimerHandle] = []  # the one pending, replaced on re-arming
-            self._stall_timer(waiter, acked_bytes(self._sock), timer)
+            # The first sample comes half a timeout in, not at once: bytes in flight when the
+            # wait began are acknowledged by a client that reads nothing, too.
+            half = self.state.idle_timeout / 2
+            timer: list[asyncio.TimerHandle] = []  # the one pending, replaced as it goes
+            timer.append(self.loop.call_later(half, self._stall_sample, waiter, timer))
             try:
                 await waiter
             finally:
                 timer[0].cancel()
 
-    def _stall_timer(
-        self, waiter: asyncio.Future[None], acked: int, timer: list[asyncio.TimerHandle]
-    ) -> None:
-        timer[:] = [
-            self.loop.call_later(self.state.idle_timeout, self._send_stalled, waiter, acked, timer)
-        ]
+    def _stall_sample(self, waiter: asyncio.Future[None], timer: list[asyncio.TimerHandle]) -> None:
+        if waiter.done() or self.transport is None:
+            return
+        acked = acked_bytes(self._sock)
+        half = self.state.idle_timeout / 2
+        timer[0] = self.loop.call_later(half, self._send_stalled, waiter, acked, timer)
 
     def _send_stalled(
-        self, waiter: asyncio.Future[None], acked: int, timer: list[asyncio.TimerHandle]
+        self, waiter: asyncio.Future[None], acked: int | None, timer: list[asyncio.TimerHandle]
     ) -> None:
         if waiter.done() or self.transport is None:
             return  # the client took some meanwhile, or is gone
-        now_acked = acked_bytes(self._sock)
-        if now_acked != acked:
-            # It reads on, slower than the buffers drain to the low-water mark: not stalled.
-            self._stall_timer(waiter, now_acked, timer)
+        now = acked_bytes(self._sock)
+        if acked is not None and now != acked:
+            # it reads on, slower than the buffers drain: look again a whole timeout later
+            timeout = self.state.idle_timeout
+            timer[0] = self.loop.call_later(timeout, self._send_stalled, waiter, now, timer)
             return
         self.state.timeouts += 1
         if self.cycle is not None:

@@ -25,11 +25,13 @@ Timeouts
 One periodic sweep (every ``sweep_interval`` seconds) ends connections whose
 ``deadline`` passed (protocols set it, e.g. the HTTP header-read timeout) or that were idle
 for ``idle_timeout``. Per-request work is one float store, with no timer per connection.
-Idle means that nothing arrived, no queued write completed and the output did not move:
-a connection with nothing read for half the timeout is sampled (its ``bytes_out`` and the
-bytes its peer's TCP acknowledged, ``TCP_INFO``), and at the timeout it is spared if either
-grew since (a download read slower than the send buffer drains completes no write for a long
-time; a protocol that only writes never queues). Connections that read stamp themselves.
+Idle means that nothing arrived, no queued write completed and the peer took none of the
+output: a connection with nothing stamped for half the timeout is sampled (the bytes its
+peer's TCP acknowledged, ``TCP_INFO``; ``bytes_out`` where the socket is not TCP), and at the
+timeout it is spared if that grew since (a download read slower than the send buffer drains
+completes no write for a long time; a protocol that only writes never queues). A peer that
+stopped reading is cut once its receive buffer is full and a timeout has passed. Sweeps must
+come at least every half timeout for this to be exact; a later sample is given half a timeout.
 Each is ended by its ``timed_out``: a protocol that opts in closes it gracefully (the HTTP
 server closes an idle keep-alive connection with a FIN, and answers an unfinished request
 ``408``); anything else, and a connection whose queued output the peer does not read, are
@@ -60,6 +62,13 @@ _OUT_OF_FDS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _PEER_GONE = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
 #: The per-connection counters a server sums into its totals.
 _COUNTED = ("requests_total", "bytes_in_total", "bytes_out_total", "errors_total")
+
+
+def _taken(conn: BaseConnection[Any]) -> int:
+    """How much of its output ``conn``'s peer has taken: what its TCP acknowledged, or, where
+    the socket cannot say (not TCP), what was handed to the kernel."""
+    acked = acked_bytes(conn.sock)
+    return conn.bytes_out if acked is None else acked
 
 
 def listen_socket(
@@ -145,8 +154,8 @@ class TcpServer:
         self._accept_more: Any = None  # the scheduled continuation of a full accept batch
         self._batch_pass = -1  # the loop pass that ran the last full batch
         self._sweeper: Any = None
-        # per connection idle for half the idle timeout: (when, bytes_out, bytes acked)
-        self._idle_seen: dict[BaseConnection[Any], tuple[float, int, int]] = {}
+        # per connection idle for half the idle timeout: (when, what its peer took by then)
+        self._idle_seen: dict[BaseConnection[Any], tuple[float, int]] = {}
         self._closed = False
 
     @staticmethod
@@ -279,6 +288,7 @@ class TcpServer:
 
     def _connection_closed(self, conn: BaseConnection[Any]) -> None:
         self.connections.discard(conn)
+        self._idle_seen.pop(conn, None)
         self._fold(conn)
         lease, conn.pooled = conn.pooled, None
         assert lease is not None  # set by _adopt
@@ -300,41 +310,41 @@ class TcpServer:
         idle_limit = now - self.idle_timeout
         half_limit = now - self.idle_timeout / 2
         seen = self._idle_seen
-        for conn in list(self.connections):
-            if (conn.deadline and now > conn.deadline) or (
-                conn.last_active < half_limit
-                and not conn._lingering
-                and not self._output_moved(conn, now, idle_limit)
-            ):
-                seen.pop(conn, None)
-                self.totals["timeouts_total"] += 1
-                try:
-                    conn.timed_out()
-                except Exception as exc:  # a protocol's hook raised: the sweep goes on
-                    self.reactor.report(exc, conn)
-        if len(seen) > len(self.connections):  # some are of connections gone since
-            for conn in [c for c in seen if c not in self.connections]:
-                del seen[conn]
-        if not self._closed:
-            self._sweeper = self.reactor.call_later(self.sweep_interval, self._sweep)
+        try:
+            for conn in list(self.connections):
+                if (conn.deadline and now > conn.deadline) or (
+                    conn.last_active < half_limit
+                    and not conn._lingering
+                    and not self._output_moved(conn, now, idle_limit)
+                ):
+                    seen.pop(conn, None)
+                    self.totals["timeouts_total"] += 1
+                    try:
+                        conn.timed_out()
+                    except Exception as exc:  # a protocol's hook raised: the sweep goes on
+                        self.reactor.report(exc, conn)
+        finally:  # whatever raised, the next sweep comes
+            if not self._closed:
+                self._sweeper = self.reactor.call_later(self.sweep_interval, self._sweep)
 
     def _output_moved(self, conn: BaseConnection[Any], now: float, idle_limit: float) -> bool:
         """Whether ``conn``, with nothing read for half the idle timeout, is still in use: it
-        is spared (True) until the idle limit, and past it when its output moved since half-way
-        (a peer that only takes: a download read slower than the kernel's send buffer drains, so
-        that no write of ours completes for a whole timeout, while the peer's TCP acknowledges
-        more; or a protocol that only writes, whose sends never queue). Sampled twice per idle
-        stretch, for idle connections only: nothing is stored per write."""
+        is spared (True) until the idle limit, and past it when the peer took some of its
+        output over the last half timeout or more (a download read slower than the kernel's
+        send buffer drains completes no write of ours for a long time; a protocol that only
+        writes never queues). Sampled twice per idle stretch, for idle connections only:
+        nothing is stored per write. A sample taken late (a sweep that came after half the
+        timeout) is given half a timeout before it decides."""
         seen = self._idle_seen
         sample = seen.get(conn)
         if sample is None or sample[0] < conn.last_active:  # none taken in this idle stretch
-            seen[conn] = (now, conn.bytes_out, acked_bytes(conn.sock))
-            return conn.last_active >= idle_limit  # no sample before the limit: no evidence
-        if conn.last_active >= idle_limit:
+            seen[conn] = (now, _taken(conn))
             return True
-        _, bytes_out, acked = sample
-        if conn.bytes_out != bytes_out or acked_bytes(conn.sock) != acked:
-            del seen[conn]
+        if conn.last_active >= idle_limit or now - sample[0] < self.idle_timeout / 2:
+            return True
+        taken = _taken(conn)
+        if taken != sample[1]:  # spared for a timeout more, measured from this sample
+            seen[conn] = (now, taken)
             conn.last_active = now
             return True
         return False
