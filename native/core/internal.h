@@ -414,7 +414,7 @@ void pai_pool_maybe_decay(pa_pool_t *pool);
 uint32_t pai_cache_cap(const pa_pool_t *pool, unsigned cls);
 
 typedef struct pai_tl_s {
-  /* The pool whose cache `cache` is. A reclaimer (tlcache.c) may set it to NULL under the
+  /* The pool whose cache `cache` is. A reclaimer (tlcache.c) may set it to PAI_NO_POOL under the
    * thread's tls->lock, which sends the thread's next call through the slow path; a close does
    * so for every thread holding a cache of the pool, so that it never names a closed pool (nor
    * a debug one): pa_alloc and pa_free's hit paths test no pool flag. */
@@ -432,6 +432,11 @@ typedef struct pai_tl_s {
  * memo of pa_free never outlives the slab it names. */
 extern _Atomic uint64_t pai_slab_epoch;
 extern __thread pai_tl_t pai_tl __attribute__((tls_model("initial-exec")));
+/* pai_tl.pool of a thread with no cache to use (its initial value, and what a retire or a
+ * reclaimer sets): never NULL, so that pa_alloc's compare with the caller's pool also refuses
+ * a NULL pool, one test less on its hit path. No pool has this address. */
+extern char pai_no_pool;
+#define PAI_NO_POOL ((pa_pool_t *)(void *)&pai_no_pool)
 
 static inline pai_tcache_t *pai_tcache(pa_pool_t *pool) {
   if (PA_LIKELY(atomic_load_explicit(&pai_tl.pool, memory_order_relaxed) == pool))
@@ -441,6 +446,16 @@ static inline pai_tcache_t *pai_tcache(pa_pool_t *pool) {
 
 static inline int64_t pai_ld64(_Atomic int64_t *a) {
   return atomic_load_explicit(a, memory_order_relaxed);
+}
+/* A read by the only thread that writes *a while no other thread can (a thread cache's fields
+ * read by their owner): no race, so a plain load, which the compiler may fold into the
+ * instruction that uses it (an atomic load it keeps as a load of its own). */
+static inline int64_t pai_own64(_Atomic int64_t *a) {
+#if defined(__SANITIZE_THREAD__)
+  return atomic_load_explicit(a, memory_order_relaxed);
+#else
+  return *(const int64_t *)a;
+#endif
 }
 static inline void pai_add64(_Atomic int64_t *a, int64_t d) {
   atomic_store_explicit(a, atomic_load_explicit(a, memory_order_relaxed) + d, memory_order_relaxed);

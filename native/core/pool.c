@@ -419,7 +419,7 @@ static void direct_free(pa_pool_t *pool, pai_slab_t *s, uint32_t idx, void *p) {
 static inline void parked_take(pai_tcache_t *tc, uint64_t bytes) {
   int64_t parked = pai_ld64(&tc->parked) - (int64_t)bytes;
   atomic_store_explicit(&tc->parked, parked, memory_order_relaxed);
-  if (PA_UNLIKELY(parked < pai_ld64(&tc->parked_lw)))
+  if (PA_UNLIKELY(parked < pai_own64(&tc->parked_lw)))
     atomic_store_explicit(&tc->parked_lw, parked, memory_order_relaxed);
 }
 
@@ -569,34 +569,38 @@ __attribute__((noinline)) static int alloc_rest(pa_pool_t *pool, size_t size, si
 }
 
 /* A debug pool never becomes pai_tl.pool (pai_tcache_slow refuses it), and neither does a
- * closed one (a close sets every thread's pai_tl.pool that has a cache of the pool to NULL, see
- * tlcache.c reclaim_one), so the thread-local compare also rules both out. The tests are those
- * of class_fast, written out so that a failed one goes straight to alloc_rest, and the tables
- * give the class's place in the cache. */
+ * closed one (a close sets every thread's pai_tl.pool that has a cache of the pool to
+ * PAI_NO_POOL, see tlcache.c reclaim_one), so the thread-local compare also rules both out. The
+ * tests are those of class_fast, written out so that a failed one goes straight to alloc_rest,
+ * and the tables give the class's place in the cache. Each test is an `if` of its own: in one
+ * condition gcc computed the alignment test into a register and tested that again. */
 int pa_alloc(pa_pool_t *pool, size_t size, size_t align, void **out) {
   enter();
-  if (PA_LIKELY(size - 1 < PAI_MAX_CLASS_SIZE && align - 1 < PA_MIN_ALIGN &&
-                !(align & (align - 1)) && pool != NULL && out != NULL &&
-                atomic_load_explicit(&pai_tl.pool, memory_order_relaxed) == pool)) {
-    unsigned off = PA_LIKELY(size <= 4096) ? pai_small_tcls[(size + 63) >> 6]
-                                           : pai_large_tcls[(size + 4095) >> 12];
-    pai_tcache_t *tc = pai_tl.cache;
-    pai_tclass_t *t = (pai_tclass_t *)((char *)tc + off); /* &tc->cls[class] */
-    size_t n = t->n;
-    if (PA_LIKELY(n > 0)) {
-      void *p = t->slots[n - 1];
-      t->n = (uint32_t)n - 1;
-      parked_take(tc, t->size);
-      pa_track_unpoison(p, t->size);
-      *(uint64_t *)p = 0;
-      bump(&t->hits);
-      *out = p;
-      return leave(0);
-    }
-    /* not pai_tl.pool read again: a decay or close on another thread may have set it to NULL
-     * since the test above */
-    return alloc_rest(pool, size, align, out);
-  }
+  /* align - 1 shares no bit with align (a power of two, or 0) nor has any at or above
+   * PA_MIN_ALIGN's (align <= 64, and not 0): one `or` and one `test` for both. pool is not
+   * tested for NULL: pai_tl.pool never is (PAI_NO_POOL where there is no cache). */
+  if (PA_UNLIKELY(size - 1 >= PAI_MAX_CLASS_SIZE)) goto rest;
+  if (PA_UNLIKELY((align - 1) & (align | ~(size_t)(PA_MIN_ALIGN - 1)))) goto rest;
+  if (PA_UNLIKELY(out == NULL)) goto rest;
+  if (PA_UNLIKELY(atomic_load_explicit(&pai_tl.pool, memory_order_relaxed) != pool)) goto rest;
+  unsigned off = PA_LIKELY(size <= 4096) ? pai_small_tcls[(size + 63) >> 6]
+                                         : pai_large_tcls[(size + 4095) >> 12];
+  pai_tcache_t *tc = pai_tl.cache;
+  pai_tclass_t *t = (pai_tclass_t *)((char *)tc + off); /* &tc->cls[class] */
+  /* n - 1 and its sign: at most PAI_CACHE_MAX slots, so negative only for an empty class */
+  uint32_t n = t->n - 1;
+  /* not pai_tl.pool read again on a miss: a decay or close on another thread may have set it
+   * to PAI_NO_POOL since the test above */
+  if (PA_UNLIKELY((int32_t)n < 0)) goto rest;
+  void *p = t->slots[n];
+  t->n = n;
+  parked_take(tc, t->size);
+  pa_track_unpoison(p, t->size);
+  *(uint64_t *)p = 0;
+  bump(&t->hits);
+  *out = p;
+  return leave(0);
+rest:
   return alloc_rest(pool, size, align, out);
 }
 
@@ -659,17 +663,17 @@ static inline pai_slab_t *free_slab_of(void *p, int *rc) {
  * the poison and the parked count are written in one order only. */
 static inline bool cache_push(pai_tcache_t *tc, pai_slab_t *s, void *p, uint64_t marker) {
   pai_tclass_t *t = (pai_tclass_t *)((char *)tc + s->tcls); /* &tc->cls[s->cls] */
-  size_t n = t->n;
+  uint32_t n = t->n + 1; /* the count after the push: the slot is n - 1, no copy of n kept */
   void **slots = t->slots;
   int64_t parked = pai_ld64(&tc->parked) + (int64_t)t->size;
-  if (PA_UNLIKELY(n >= t->cap || (uint64_t)parked > tc->budget)) return false;
+  if (PA_UNLIKELY(n > t->cap || (uint64_t)parked > tc->budget)) return false;
   /* the block's word first, with the cache's fields already loaded (the compiler cannot tell
    * them apart): written last, after the cache's stores, two threads freeing 4 KiB blocks (all
    * at one offset in their pages) took 1-1.5 ns more per pair */
   *(uint64_t *)p = marker;
   pa_track_poison(p, s->block_size);
-  slots[n] = p;
-  t->n = (uint32_t)n + 1;
+  slots[n - 1] = p;
+  t->n = n;
   atomic_store_explicit(&tc->parked, parked, memory_order_relaxed);
   bump(&t->frees);
   return true;
@@ -737,8 +741,11 @@ int pa_free(void *p) {
    * EFAULT). The mask keeps the read inside the bitmap all the same when a misuse races with
    * the slab's release and reads its fields half rewritten (a descriptor is never unmapped).
    * The block's first word is read only once p is known to start a block. */
-  idx &= PAI_MAX_BLOCKS - 1;
-  if (PA_LIKELY(lo < s->div_magic && !pa_track_is_poisoned(p) && pai_slab_is_out(s, idx) &&
+  const _Atomic uint64_t *out = s->out; /* indexed through a pointer: gcc then folds the
+                                          * array's offset into the load's address */
+  uint64_t word = atomic_load_explicit(out + ((idx >> 6) & (PAI_BITMAP_WORDS - 1)),
+                                       memory_order_relaxed);
+  if (PA_LIKELY(lo < s->div_magic && !pa_track_is_poisoned(p) && ((word >> (idx & 63)) & 1) &&
                 *(const uint64_t *)p != marker &&
                 atomic_load_explicit(&pai_tl.pool, memory_order_relaxed) == pool)) {
     if (PA_LIKELY(cache_push(pai_tl.cache, s, p, marker))) return leave(0);

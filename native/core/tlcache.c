@@ -32,7 +32,8 @@
 #include "os.h"
 #include "track.h"
 
-__thread pai_tl_t pai_tl __attribute__((tls_model("initial-exec")));
+char pai_no_pool;
+__thread pai_tl_t pai_tl __attribute__((tls_model("initial-exec"))) = {.pool = PAI_NO_POOL};
 
 static __thread pai_tls_t *my_tls;
 /* Set once thread_exit ran: another key's destructor may still call in (glibc runs up to
@@ -246,7 +247,7 @@ static void cache_retire(pai_tcache_t *tc) {
   pthread_mutex_unlock(&pool->lock);
   if (last) pai_shard_drop_credits(pool, tc->shard);
   if (pai_tl.cache == tc) {
-    atomic_store_explicit(&pai_tl.pool, NULL, memory_order_relaxed);
+    atomic_store_explicit(&pai_tl.pool, PAI_NO_POOL, memory_order_relaxed);
     pai_tl.cache = NULL;
   }
 }
@@ -441,7 +442,7 @@ void pai_tcache_sync_live(pai_tcache_t *tc) {
  * next call. pa_pool_close_report and pa_pool_decay take them without stopping that thread:
  *
  *   owner (pa_alloc/pa_free)              reclaimer (under g_lock, then the owner's tls->lock)
- *   busy = 1  (relaxed store)             owner's pai_tl.pool = NULL
+ *   busy = 1  (relaxed store)             owner's pai_tl.pool = PAI_NO_POOL
  *   compiler barrier                      membarrier(PRIVATE_EXPEDITED)
  *   load pai_tl.pool: == pool -> cache    load owner's busy (acquire)
  *   ... touch the cache ...               0: flush the cache; 1: leave it, report it busy
@@ -450,7 +451,7 @@ void pai_tcache_sync_live(pai_tcache_t *tc) {
  * membarrier makes every running thread of the process execute a full barrier (a sleeping one
  * had a context switch), so the pair behaves like Dekker's with a fence on both sides while
  * the owner pays only two thread-local stores and no extra load (it loads pai_tl.pool anyway to
- * find its cache): either the owner sees NULL and takes the slow path, which waits on
+ * find its cache): either the owner sees PAI_NO_POOL and takes the slow path, which waits on
  * tls->lock and looks the cache up again, or the reclaimer sees busy and keeps out. A busy==0
  * it reads was written after the owner's last touch (release/acquire), so the flush happens
  * after it; the owner's next touch comes after tls->lock. Liburcu and Folly's asymmetric fences
@@ -485,7 +486,7 @@ static int reclaim_one(pai_tls_t *tls, pai_tcache_t *tc, const bool *which, bool
     /* even where the cache cannot be taken: the owner's next call then goes through the slow
      * path, which is where a closed pool is refused (pa_alloc/pa_free's hit paths test no
      * `closed` flag) and where the owner empties its cache of a closed pool itself */
-    atomic_store(tls->tl_pool, NULL);
+    atomic_store(tls->tl_pool, PAI_NO_POOL);
     if (!membarrier_ready()) return holds ? -1 : 0;
     if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0) {
       /* no fence, no Dekker pairing (EPERM, ENOMEM, a seccomp filter): stop for good */
@@ -548,7 +549,7 @@ int pai_reclaim_caches(pa_pool_t *pool, bool idle_only, uint64_t age, pa_close_r
 
 /* The thread moved (fake topology): its next call re-checks its caches' node. */
 void pai_tcache_cpu_moved(void) {
-  atomic_store_explicit(&pai_tl.pool, NULL, memory_order_relaxed);
+  atomic_store_explicit(&pai_tl.pool, PAI_NO_POOL, memory_order_relaxed);
   pai_tl.cache = NULL;
 }
 
@@ -588,7 +589,7 @@ static void thread_exit(void *arg) {
   pai_tcache_t *retired = retire_all(tls);
   pthread_mutex_unlock(&tls->lock);
   cache_release(retired);
-  atomic_store_explicit(&pai_tl.pool, NULL, memory_order_relaxed);
+  atomic_store_explicit(&pai_tl.pool, PAI_NO_POOL, memory_order_relaxed);
   pai_tl.cache = NULL;
   tls_unlink(tls);
   my_tls = NULL;
@@ -626,6 +627,6 @@ void pai_tcache_fork_child(void) {
   /* a fork between a close's `closed` store and its sweep of the threads: the hit paths rely
    * on no thread's pai_tl.pool naming a closed pool */
   pa_pool_t *cur = atomic_load_explicit(&pai_tl.pool, memory_order_relaxed);
-  if (cur && atomic_load_explicit(&cur->closed, memory_order_relaxed))
-    atomic_store_explicit(&pai_tl.pool, NULL, memory_order_relaxed);
+  if (cur != PAI_NO_POOL && atomic_load_explicit(&cur->closed, memory_order_relaxed))
+    atomic_store_explicit(&pai_tl.pool, PAI_NO_POOL, memory_order_relaxed);
 }
