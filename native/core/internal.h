@@ -420,8 +420,14 @@ typedef struct pai_tl_s {
    * a debug one): pa_alloc and pa_free's hit paths test no pool flag. */
   _Atomic(pa_pool_t *) pool;
   pai_tcache_t *cache;
-  uintptr_t free_page;         /* (address >> 16) of the last page pa_free resolved ... */
-  pai_slab_t *free_slab;       /* ... to this slab, valid while pai_slab_epoch == free_epoch */
+  /* pa_free's memo: (address >> 16) of the last page it resolved, to this slab of pai_tl.pool,
+   * whose class is *free_t in pai_tl.cache; valid while pai_slab_epoch == free_epoch. Set only
+   * for a slab of pai_tl.pool, so that a hit needs no pool compare; the owner clears
+   * free_epoch whenever it changes pool or cache (pai_tl_set), a reclaimer that sets another
+   * thread's pool to PAI_NO_POOL bumps pai_slab_epoch (tlcache.c reclaim_one). */
+  uintptr_t free_page;
+  pai_slab_t *free_slab;
+  struct pai_tclass_s *free_t;
   uint64_t free_epoch;
   /* 1 while this thread is inside pa_alloc/pa_free (written by the thread, read by a
    * reclaimer after membarrier; see tlcache.c) */
@@ -437,6 +443,14 @@ extern __thread pai_tl_t pai_tl __attribute__((tls_model("initial-exec")));
  * a NULL pool, one test less on its hit path. No pool has this address. */
 extern char pai_no_pool;
 #define PAI_NO_POOL ((pa_pool_t *)(void *)&pai_no_pool)
+
+/* The calling thread's cache changes or goes (owner only): pa_free's memo stands for "a slab
+ * of pai_tl.pool, with its class in pai_tl.cache", so it goes too. */
+static inline void pai_tl_set(pa_pool_t *pool, pai_tcache_t *tc) {
+  pai_tl.cache = tc;
+  atomic_store_explicit(&pai_tl.pool, pool, memory_order_relaxed);
+  pai_tl.free_epoch = 0;
+}
 
 static inline pai_tcache_t *pai_tcache(pa_pool_t *pool) {
   if (PA_LIKELY(atomic_load_explicit(&pai_tl.pool, memory_order_relaxed) == pool))

@@ -622,14 +622,20 @@ static int free_slow(pa_pool_t *pool, pai_tcache_t *tc, pai_chunk_t *c, pai_slab
   return 0;
 }
 
-/* The page->slab memo of pa_free's hit path. Never a slab of a pool with several node depots
- * (c->memo_ok clear): their frees must go through free_slow (the block's node is checked
- * there), and the hit path has no other test that sends them there. */
-static inline void memo_set(uintptr_t a, const pai_chunk_t *c, pai_slab_t *s, uint64_t epoch) {
-  if (PA_UNLIKELY(!c->memo_ok)) return;
+/* The page->slab memo of pa_free's hit path (pai_tl_t). Only a slab of pai_tl.pool, so that a
+ * hit needs no pool compare; `epoch` was loaded before that compare (see tlcache.c, the
+ * reclaim hand-off). Never a slab of a pool with several node depots (c->memo_ok clear):
+ * their frees must go through free_slow (the block's node is checked there), and the hit path
+ * has no other test that sends them there. */
+static inline bool memo_set(uintptr_t a, const pai_chunk_t *c, pai_slab_t *s, uint64_t epoch) {
+  if (PA_UNLIKELY(!c->memo_ok ||
+                  s->pool != atomic_load_explicit(&pai_tl.pool, memory_order_relaxed)))
+    return false;
   pai_tl.free_page = a >> PAI_PAGE_SHIFT;
   pai_tl.free_slab = s;
+  pai_tl.free_t = (pai_tclass_t *)((char *)pai_tl.cache + s->tcls); /* &cache->cls[s->cls] */
   pai_tl.free_epoch = epoch;
+  return true;
 }
 
 /* The slab of the page holding p, or NULL with *rc set (EFAULT, or the result of a huge or
@@ -661,8 +667,8 @@ static inline pai_slab_t *free_slab_of(void *p, int *rc) {
 /* Park a checked block in the thread cache when its class has room and the cache's byte budget
  * allows; false sends the caller down the slow path. Both free paths share it so that the marker,
  * the poison and the parked count are written in one order only. */
-static inline bool cache_push(pai_tcache_t *tc, pai_slab_t *s, void *p, uint64_t marker) {
-  pai_tclass_t *t = (pai_tclass_t *)((char *)tc + s->tcls); /* &tc->cls[s->cls] */
+static inline bool cache_push(pai_tcache_t *tc, pai_tclass_t *t, pai_slab_t *s, void *p,
+                              uint64_t marker) {
   uint32_t n = t->n + 1; /* the count after the push: the slot is n - 1, no copy of n kept */
   void **slots = t->slots;
   int64_t parked = pai_ld64(&tc->parked) + (int64_t)t->size;
@@ -700,40 +706,52 @@ static int free_in(void *p) {
   if (PA_UNLIKELY(word == marker)) return EALREADY;
   pai_tcache_t *tc = pai_tcache(pool);
   if (PA_LIKELY(tc != NULL && !atomic_load_explicit(&pool->park_off, memory_order_relaxed))) {
-    if (PA_LIKELY(cache_push(tc, s, p, marker))) return 0;
+    pai_tclass_t *t = (pai_tclass_t *)((char *)tc + s->tcls); /* &tc->cls[s->cls] */
+    if (PA_LIKELY(cache_push(tc, t, s, p, marker))) return 0;
   }
   return free_slow(pool, tc, s->chunk, s, idx, p);
 }
 
 __attribute__((noinline)) static int free_rest(void *p) { return leave(free_in(p)); }
 
-/* The slab of the page holding p through the registry, or NULL for anything else (huge,
- * unpooled, foreign, or a slab of a pool with several node depots); the memo is set for the next
- * free. */
-static inline pai_slab_t *slab_lookup_fast(uintptr_t a, uint64_t epoch) {
+/* The memo set for the slab of the page holding p, through the registry; false for anything
+ * else (huge, unpooled, foreign, a slab of another pool than pai_tl.pool or of a pool with
+ * several node depots). */
+static inline bool memo_fill(uintptr_t a, uint64_t epoch) {
   pai_chunk_t *c = pai_chunk_lookup((const void *)a);
-  if (PA_UNLIKELY(c == NULL || a - c->base >= c->len || c->kind != PAI_CHUNK_SLABS)) return NULL;
+  if (PA_UNLIKELY(c == NULL || a - c->base >= c->len || c->kind != PAI_CHUNK_SLABS ||
+                  !c->memo_ok))
+    return false;
   unsigned slot = atomic_load_explicit(&c->page_slab[(a - c->base) >> PAI_PAGE_SHIFT],
                                        memory_order_relaxed);
-  if (PA_UNLIKELY(slot == PAI_NO_SLAB || !c->memo_ok)) return NULL;
-  memo_set(a, c, &c->slabs[slot], epoch);
-  return &c->slabs[slot];
+  if (PA_UNLIKELY(slot == PAI_NO_SLAB)) return false;
+  pai_slab_t *s = &c->slabs[slot];
+  /* one register for s: without this gcc computed the slab's address twice (4 instructions
+   * more on every 64 KiB free, which always comes here: every such block has a page of its own) */
+  __asm__("" : "+r"(s));
+  if (PA_UNLIKELY(s->pool != atomic_load_explicit(&pai_tl.pool, memory_order_relaxed)))
+    return false;
+  pai_tl.free_page = a >> PAI_PAGE_SHIFT;
+  pai_tl.free_slab = s;
+  pai_tl.free_t = (pai_tclass_t *)((char *)pai_tl.cache + s->tcls);
+  pai_tl.free_epoch = epoch;
+  return true;
 }
 
 /* The cache push; anything else (including every error) goes to free_rest, which starts over
- * and tells the errors apart, so each test here only has to fail whenever one there would. A
- * closed pool is never pai_tl.pool (see pa_alloc), and neither the memo nor slab_lookup_fast
- * gives a slab of a pool with several nodes, so `park_off` needs no test here. */
+ * and tells the errors apart, so each test here only has to fail whenever one there would. The
+ * memo names only slabs of pai_tl.pool, which is never a closed or debug pool (see pa_alloc),
+ * and never one of a pool with several nodes, so neither the pool nor `park_off` needs a test
+ * here. */
 int pa_free(void *p) {
   enter();
   uintptr_t a = (uintptr_t)p;
-  pai_slab_t *s;
   uint64_t epoch = atomic_load_explicit(&pai_slab_epoch, memory_order_acquire);
-  if (PA_LIKELY((a >> PAI_PAGE_SHIFT) == pai_tl.free_page && epoch == pai_tl.free_epoch))
-    s = pai_tl.free_slab; /* never NULL: only a slab is memoised */
-  else if (PA_UNLIKELY((s = slab_lookup_fast(a, epoch)) == NULL))
-    return free_rest(p);
-  pa_pool_t *pool = s->pool;
+  if (PA_UNLIKELY((a >> PAI_PAGE_SHIFT) != pai_tl.free_page || epoch != pai_tl.free_epoch)) {
+    if (PA_UNLIKELY(!memo_fill(a, epoch))) return free_rest(p);
+  }
+  pai_slab_t *s = pai_tl.free_slab;
+  pai_tclass_t *t = pai_tl.free_t;
   uint64_t lo, idx = pai_slab_div(a - s->base, s->div_magic, &lo);
   uint64_t marker = pai_free_marker(p);
   /* No idx < nblocks test: p lies in one of the slab's pages, so idx < PAI_MAX_BLOCKS, and the
@@ -746,9 +764,8 @@ int pa_free(void *p) {
   uint64_t word = atomic_load_explicit(out + ((idx >> 6) & (PAI_BITMAP_WORDS - 1)),
                                        memory_order_relaxed);
   if (PA_LIKELY(lo < s->div_magic && !pa_track_is_poisoned(p) && ((word >> (idx & 63)) & 1) &&
-                *(const uint64_t *)p != marker &&
-                atomic_load_explicit(&pai_tl.pool, memory_order_relaxed) == pool)) {
-    if (PA_LIKELY(cache_push(pai_tl.cache, s, p, marker))) return leave(0);
+                *(const uint64_t *)p != marker)) {
+    if (PA_LIKELY(cache_push(pai_tl.cache, t, s, p, marker))) return leave(0);
   }
   return free_rest(p);
 }
