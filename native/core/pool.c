@@ -576,15 +576,21 @@ __attribute__((noinline)) static int alloc_rest(pa_pool_t *pool, size_t size, si
  * condition gcc computed the alignment test into a register and tested that again. */
 int pa_alloc(pa_pool_t *pool, size_t size, size_t align, void **out) {
   enter();
-  /* align - 1 shares no bit with align (a power of two, or 0) nor has any at or above
-   * PA_MIN_ALIGN's (align <= 64, and not 0): one `or` and one `test` for both. pool is not
-   * tested for NULL: pai_tl.pool never is (PAI_NO_POOL where there is no cache). */
-  if (PA_UNLIKELY(size - 1 >= PAI_MAX_CLASS_SIZE)) goto rest;
-  if (PA_UNLIKELY((align - 1) & (align | ~(size_t)(PA_MIN_ALIGN - 1)))) goto rest;
+  /* m = size - 1 picks the table and indexes it ((size + 63) >> 6 == (m >> 6) + 1), and is
+   * out of both ranges for size 0 */
+  size_t m = size - 1;
+  unsigned off;
+  if (PA_LIKELY(m < 4096)) off = pai_small_tcls[(m >> 6) + 1];
+  else if (PA_LIKELY(m < PAI_MAX_CLASS_SIZE)) off = pai_large_tcls[(m >> 12) + 1];
+  else goto rest;
+  /* PA_MIN_ALIGN is what the bindings pass; any other: align - 1 shares no bit with align (a
+   * power of two, or 0) nor has any at or above PA_MIN_ALIGN's (align <= 64, and not 0) */
+  if (PA_UNLIKELY(align != PA_MIN_ALIGN) &&
+      PA_UNLIKELY((align - 1) & (align | ~(size_t)(PA_MIN_ALIGN - 1))))
+    goto rest;
   if (PA_UNLIKELY(out == NULL)) goto rest;
+  /* pool is not tested for NULL: pai_tl.pool never is (PAI_NO_POOL where there is no cache) */
   if (PA_UNLIKELY(atomic_load_explicit(&pai_tl.pool, memory_order_relaxed) != pool)) goto rest;
-  unsigned off = PA_LIKELY(size <= 4096) ? pai_small_tcls[(size + 63) >> 6]
-                                         : pai_large_tcls[(size + 4095) >> 12];
   pai_tcache_t *tc = pai_tl.cache;
   pai_tclass_t *t = (pai_tclass_t *)((char *)tc + off); /* &tc->cls[class] */
   /* n - 1 and its sign: at most PAI_CACHE_MAX slots, so negative only for an empty class */
