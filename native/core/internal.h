@@ -127,7 +127,8 @@ struct __attribute__((aligned(64))) pai_depot_s {
 };
 
 typedef struct pai_tclass_s {
-  uint32_t n, cap, limit;   /* cap: slots allocated (0 until first use); limit: cap to use */
+  uint64_t n;               /* slots in use (64 bits: the hit paths index with it as it is) */
+  uint32_t cap, limit;      /* cap: slots allocated (0 until first use); limit: cap to use */
   uint64_t size;            /* the class's block size (read by the hit paths, beside n; 64
                              * bits, so that it adds to `parked` straight from memory) */
   void **slots;
@@ -343,7 +344,7 @@ static inline void pai_depot_lock(pai_depot_t *d) {
 static inline void pai_depot_lock(pai_depot_t *d) { pthread_mutex_lock(&d->lock); }
 #endif
 void pai_depot_lock_init(pthread_mutex_t *lock);
-int pai_depot_refill(pa_pool_t *pool, pai_depot_t *d, void **out, unsigned n, unsigned *got);
+int pai_depot_refill(pa_pool_t *pool, pai_depot_t *d, void **out, unsigned n, uint64_t *got);
 void pai_depot_return(pai_slab_t *s, uint32_t idx, bool locked);
 void pai_depot_evict_pending(pa_pool_t *pool);
 void pai_shard_drop_credits(pa_pool_t *pool, unsigned shard);

@@ -389,7 +389,7 @@ static int huge_free(pai_chunk_t *c) {
 
 /* A block straight from the depot (no thread cache). */
 static int direct_alloc(pa_pool_t *pool, unsigned cls, void **out) {
-  unsigned got;
+  uint64_t got;
   void *p;
   pai_depot_t *d = pai_depot(pool, pai_current_node(pool), cls);
   int err = pai_depot_refill(pool, d, &p, 1, &got);
@@ -594,10 +594,10 @@ int pa_alloc(pa_pool_t *pool, size_t size, size_t align, void **out) {
   pai_tcache_t *tc = pai_tl.cache;
   pai_tclass_t *t = (pai_tclass_t *)((char *)tc + off); /* &tc->cls[class] */
   /* n - 1 and its sign: at most PAI_CACHE_MAX slots, so negative only for an empty class */
-  uint32_t n = t->n - 1;
+  uint64_t n = t->n - 1;
   /* not pai_tl.pool read again on a miss: a decay or close on another thread may have set it
    * to PAI_NO_POOL since the test above */
-  if (PA_UNLIKELY((int32_t)n < 0)) goto rest;
+  if (PA_UNLIKELY((int64_t)n < 0)) goto rest;
   void *p = t->slots[n];
   t->n = n;
   parked_take(tc, t->size);
@@ -675,10 +675,12 @@ static inline pai_slab_t *free_slab_of(void *p, int *rc) {
  * the poison and the parked count are written in one order only. */
 static inline bool cache_push(pai_tcache_t *tc, pai_tclass_t *t, pai_slab_t *s, void *p,
                               uint64_t marker) {
-  uint32_t n = t->n + 1; /* the count after the push: the slot is n - 1, no copy of n kept */
+  /* the count after the push: the slot is n - 1, no copy of n kept; compared with cap in 32
+   * bits (n <= PAI_CACHE_MAX + 1), so cap needs no widening load of its own */
+  uint64_t n = t->n + 1;
   void **slots = t->slots;
   int64_t parked = pai_ld64(&tc->parked) + (int64_t)t->size;
-  if (PA_UNLIKELY(n > t->cap || (uint64_t)parked > tc->budget)) return false;
+  if (PA_UNLIKELY((uint32_t)n > t->cap || (uint64_t)parked > tc->budget)) return false;
   /* the block's word first, with the cache's fields already loaded (the compiler cannot tell
    * them apart): written last, after the cache's stores, two threads freeing 4 KiB blocks (all
    * at one offset in their pages) took 1-1.5 ns more per pair */
