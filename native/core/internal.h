@@ -36,6 +36,12 @@
 
 #include "poolalloc.h"
 
+/* Everything declared below lives in the one shared object the core is linked into (the cffi
+ * extension; other extensions call it through pa_api_t): hidden, so that in a -fPIC build the
+ * hit paths read pai_slab_epoch, pai_free_key and the tables straight off %rip, not through a
+ * GOT entry (a load more each), and calls between the core's files need no PLT. */
+#pragma GCC visibility push(hidden)
+
 #define PA_LIKELY(x) __builtin_expect(!!(x), 1)
 #define PA_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
@@ -502,5 +508,7 @@ int pai_canary_check(const void *p, size_t req, size_t size);
 static inline uint64_t pai_free_marker(const void *p) {
   return (uint64_t)(uintptr_t)p ^ pai_free_key;
 }
+
+#pragma GCC visibility pop
 
 #endif /* PA_INTERNAL_H */
