@@ -36,6 +36,12 @@
 
 #include "poolalloc.h"
 
+/* Everything declared below lives in the one shared object the core is linked into (the cffi
+ * extension; other extensions call it through pa_api_t): hidden, so that in a -fPIC build the
+ * hit paths read pai_slab_epoch, pai_free_key and the tables straight off %rip, not through a
+ * GOT entry (a load more each), and calls between the core's files need no PLT. */
+#pragma GCC visibility push(hidden)
+
 #define PA_LIKELY(x) __builtin_expect(!!(x), 1)
 #define PA_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
@@ -127,7 +133,8 @@ struct __attribute__((aligned(64))) pai_depot_s {
 };
 
 typedef struct pai_tclass_s {
-  uint32_t n, cap, limit;   /* cap: slots allocated (0 until first use); limit: cap to use */
+  uint64_t n;               /* slots in use (64 bits: the hit paths index with it as it is) */
+  uint32_t cap, limit;      /* cap: slots allocated (0 until first use); limit: cap to use */
   uint64_t size;            /* the class's block size (read by the hit paths, beside n; 64
                              * bits, so that it adds to `parked` straight from memory) */
   void **slots;
@@ -343,7 +350,7 @@ static inline void pai_depot_lock(pai_depot_t *d) {
 static inline void pai_depot_lock(pai_depot_t *d) { pthread_mutex_lock(&d->lock); }
 #endif
 void pai_depot_lock_init(pthread_mutex_t *lock);
-int pai_depot_refill(pa_pool_t *pool, pai_depot_t *d, void **out, unsigned n, unsigned *got);
+int pai_depot_refill(pa_pool_t *pool, pai_depot_t *d, void **out, unsigned n, uint64_t *got);
 void pai_depot_return(pai_slab_t *s, uint32_t idx, bool locked);
 void pai_depot_evict_pending(pa_pool_t *pool);
 void pai_shard_drop_credits(pa_pool_t *pool, unsigned shard);
@@ -414,14 +421,20 @@ void pai_pool_maybe_decay(pa_pool_t *pool);
 uint32_t pai_cache_cap(const pa_pool_t *pool, unsigned cls);
 
 typedef struct pai_tl_s {
-  /* The pool whose cache `cache` is. A reclaimer (tlcache.c) may set it to NULL under the
+  /* The pool whose cache `cache` is. A reclaimer (tlcache.c) may set it to PAI_NO_POOL under the
    * thread's tls->lock, which sends the thread's next call through the slow path; a close does
    * so for every thread holding a cache of the pool, so that it never names a closed pool (nor
    * a debug one): pa_alloc and pa_free's hit paths test no pool flag. */
   _Atomic(pa_pool_t *) pool;
   pai_tcache_t *cache;
-  uintptr_t free_page;         /* (address >> 16) of the last page pa_free resolved ... */
-  pai_slab_t *free_slab;       /* ... to this slab, valid while pai_slab_epoch == free_epoch */
+  /* pa_free's memo: (address >> 16) of the last page it resolved, to this slab of pai_tl.pool,
+   * whose class is *free_t in pai_tl.cache; valid while pai_slab_epoch == free_epoch. Set only
+   * for a slab of pai_tl.pool, so that a hit needs no pool compare; the owner clears
+   * free_epoch whenever it changes pool or cache (pai_tl_set), a reclaimer that sets another
+   * thread's pool to PAI_NO_POOL bumps pai_slab_epoch (tlcache.c reclaim_one). */
+  uintptr_t free_page;
+  pai_slab_t *free_slab;
+  struct pai_tclass_s *free_t;
   uint64_t free_epoch;
   /* 1 while this thread is inside pa_alloc/pa_free (written by the thread, read by a
    * reclaimer after membarrier; see tlcache.c) */
@@ -432,6 +445,19 @@ typedef struct pai_tl_s {
  * memo of pa_free never outlives the slab it names. */
 extern _Atomic uint64_t pai_slab_epoch;
 extern __thread pai_tl_t pai_tl __attribute__((tls_model("initial-exec")));
+/* pai_tl.pool of a thread with no cache to use (its initial value, and what a retire or a
+ * reclaimer sets): never NULL, so that pa_alloc's compare with the caller's pool also refuses
+ * a NULL pool, one test less on its hit path. No pool has this address. */
+extern char pai_no_pool;
+#define PAI_NO_POOL ((pa_pool_t *)(void *)&pai_no_pool)
+
+/* The calling thread's cache changes or goes (owner only): pa_free's memo stands for "a slab
+ * of pai_tl.pool, with its class in pai_tl.cache", so it goes too. */
+static inline void pai_tl_set(pa_pool_t *pool, pai_tcache_t *tc) {
+  pai_tl.cache = tc;
+  atomic_store_explicit(&pai_tl.pool, pool, memory_order_relaxed);
+  pai_tl.free_epoch = 0;
+}
 
 static inline pai_tcache_t *pai_tcache(pa_pool_t *pool) {
   if (PA_LIKELY(atomic_load_explicit(&pai_tl.pool, memory_order_relaxed) == pool))
@@ -441,6 +467,16 @@ static inline pai_tcache_t *pai_tcache(pa_pool_t *pool) {
 
 static inline int64_t pai_ld64(_Atomic int64_t *a) {
   return atomic_load_explicit(a, memory_order_relaxed);
+}
+/* A read by the only thread that writes *a while no other thread can (a thread cache's fields
+ * read by their owner): no race, so a plain load, which the compiler may fold into the
+ * instruction that uses it (an atomic load it keeps as a load of its own). */
+static inline int64_t pai_own64(_Atomic int64_t *a) {
+#if defined(__SANITIZE_THREAD__)
+  return atomic_load_explicit(a, memory_order_relaxed);
+#else
+  return *(const int64_t *)a;
+#endif
 }
 static inline void pai_add64(_Atomic int64_t *a, int64_t d) {
   atomic_store_explicit(a, atomic_load_explicit(a, memory_order_relaxed) + d, memory_order_relaxed);
@@ -472,5 +508,7 @@ int pai_canary_check(const void *p, size_t req, size_t size);
 static inline uint64_t pai_free_marker(const void *p) {
   return (uint64_t)(uintptr_t)p ^ pai_free_key;
 }
+
+#pragma GCC visibility pop
 
 #endif /* PA_INTERNAL_H */

@@ -389,7 +389,7 @@ static int huge_free(pai_chunk_t *c) {
 
 /* A block straight from the depot (no thread cache). */
 static int direct_alloc(pa_pool_t *pool, unsigned cls, void **out) {
-  unsigned got;
+  uint64_t got;
   void *p;
   pai_depot_t *d = pai_depot(pool, pai_current_node(pool), cls);
   int err = pai_depot_refill(pool, d, &p, 1, &got);
@@ -419,7 +419,7 @@ static void direct_free(pa_pool_t *pool, pai_slab_t *s, uint32_t idx, void *p) {
 static inline void parked_take(pai_tcache_t *tc, uint64_t bytes) {
   int64_t parked = pai_ld64(&tc->parked) - (int64_t)bytes;
   atomic_store_explicit(&tc->parked, parked, memory_order_relaxed);
-  if (PA_UNLIKELY(parked < pai_ld64(&tc->parked_lw)))
+  if (PA_UNLIKELY(parked < pai_own64(&tc->parked_lw)))
     atomic_store_explicit(&tc->parked_lw, parked, memory_order_relaxed);
 }
 
@@ -569,34 +569,44 @@ __attribute__((noinline)) static int alloc_rest(pa_pool_t *pool, size_t size, si
 }
 
 /* A debug pool never becomes pai_tl.pool (pai_tcache_slow refuses it), and neither does a
- * closed one (a close sets every thread's pai_tl.pool that has a cache of the pool to NULL, see
- * tlcache.c reclaim_one), so the thread-local compare also rules both out. The tests are those
- * of class_fast, written out so that a failed one goes straight to alloc_rest, and the tables
- * give the class's place in the cache. */
+ * closed one (a close sets every thread's pai_tl.pool that has a cache of the pool to
+ * PAI_NO_POOL, see tlcache.c reclaim_one), so the thread-local compare also rules both out. The
+ * tests are those of class_fast, written out so that a failed one goes straight to alloc_rest,
+ * and the tables give the class's place in the cache. Each test is an `if` of its own: in one
+ * condition gcc computed the alignment test into a register and tested that again. */
 int pa_alloc(pa_pool_t *pool, size_t size, size_t align, void **out) {
   enter();
-  if (PA_LIKELY(size - 1 < PAI_MAX_CLASS_SIZE && align - 1 < PA_MIN_ALIGN &&
-                !(align & (align - 1)) && pool != NULL && out != NULL &&
-                atomic_load_explicit(&pai_tl.pool, memory_order_relaxed) == pool)) {
-    unsigned off = PA_LIKELY(size <= 4096) ? pai_small_tcls[(size + 63) >> 6]
-                                           : pai_large_tcls[(size + 4095) >> 12];
-    pai_tcache_t *tc = pai_tl.cache;
-    pai_tclass_t *t = (pai_tclass_t *)((char *)tc + off); /* &tc->cls[class] */
-    size_t n = t->n;
-    if (PA_LIKELY(n > 0)) {
-      void *p = t->slots[n - 1];
-      t->n = (uint32_t)n - 1;
-      parked_take(tc, t->size);
-      pa_track_unpoison(p, t->size);
-      *(uint64_t *)p = 0;
-      bump(&t->hits);
-      *out = p;
-      return leave(0);
-    }
-    /* not pai_tl.pool read again: a decay or close on another thread may have set it to NULL
-     * since the test above */
-    return alloc_rest(pool, size, align, out);
-  }
+  /* m = size - 1 picks the table and indexes it ((size + 63) >> 6 == (m >> 6) + 1), and is
+   * out of both ranges for size 0 */
+  size_t m = size - 1;
+  unsigned off;
+  if (PA_LIKELY(m < 4096)) off = pai_small_tcls[(m >> 6) + 1];
+  else if (PA_LIKELY(m < PAI_MAX_CLASS_SIZE)) off = pai_large_tcls[(m >> 12) + 1];
+  else goto rest;
+  /* PA_MIN_ALIGN is what the bindings pass; any other: align - 1 shares no bit with align (a
+   * power of two, or 0) nor has any at or above PA_MIN_ALIGN's (align <= 64, and not 0) */
+  if (PA_UNLIKELY(align != PA_MIN_ALIGN) &&
+      PA_UNLIKELY((align - 1) & (align | ~(size_t)(PA_MIN_ALIGN - 1))))
+    goto rest;
+  if (PA_UNLIKELY(out == NULL)) goto rest;
+  /* pool is not tested for NULL: pai_tl.pool never is (PAI_NO_POOL where there is no cache) */
+  if (PA_UNLIKELY(atomic_load_explicit(&pai_tl.pool, memory_order_relaxed) != pool)) goto rest;
+  pai_tcache_t *tc = pai_tl.cache;
+  pai_tclass_t *t = (pai_tclass_t *)((char *)tc + off); /* &tc->cls[class] */
+  /* n - 1 and its sign: at most PAI_CACHE_MAX slots, so negative only for an empty class */
+  uint64_t n = t->n - 1;
+  /* not pai_tl.pool read again on a miss: a decay or close on another thread may have set it
+   * to PAI_NO_POOL since the test above */
+  if (PA_UNLIKELY((int64_t)n < 0)) goto rest;
+  void *p = t->slots[n];
+  t->n = n;
+  parked_take(tc, t->size);
+  pa_track_unpoison(p, t->size);
+  *(uint64_t *)p = 0;
+  bump(&t->hits);
+  *out = p;
+  return leave(0);
+rest:
   return alloc_rest(pool, size, align, out);
 }
 
@@ -618,14 +628,20 @@ static int free_slow(pa_pool_t *pool, pai_tcache_t *tc, pai_chunk_t *c, pai_slab
   return 0;
 }
 
-/* The page->slab memo of pa_free's hit path. Never a slab of a pool with several node depots
- * (c->memo_ok clear): their frees must go through free_slow (the block's node is checked
- * there), and the hit path has no other test that sends them there. */
-static inline void memo_set(uintptr_t a, const pai_chunk_t *c, pai_slab_t *s, uint64_t epoch) {
-  if (PA_UNLIKELY(!c->memo_ok)) return;
+/* The page->slab memo of pa_free's hit path (pai_tl_t). Only a slab of pai_tl.pool, so that a
+ * hit needs no pool compare; `epoch` was loaded before that compare (see tlcache.c, the
+ * reclaim hand-off). Never a slab of a pool with several node depots (c->memo_ok clear):
+ * their frees must go through free_slow (the block's node is checked there), and the hit path
+ * has no other test that sends them there. */
+static inline bool memo_set(uintptr_t a, const pai_chunk_t *c, pai_slab_t *s, uint64_t epoch) {
+  if (PA_UNLIKELY(!c->memo_ok ||
+                  s->pool != atomic_load_explicit(&pai_tl.pool, memory_order_relaxed)))
+    return false;
   pai_tl.free_page = a >> PAI_PAGE_SHIFT;
   pai_tl.free_slab = s;
+  pai_tl.free_t = (pai_tclass_t *)((char *)pai_tl.cache + s->tcls); /* &cache->cls[s->cls] */
   pai_tl.free_epoch = epoch;
+  return true;
 }
 
 /* The slab of the page holding p, or NULL with *rc set (EFAULT, or the result of a huge or
@@ -657,19 +673,21 @@ static inline pai_slab_t *free_slab_of(void *p, int *rc) {
 /* Park a checked block in the thread cache when its class has room and the cache's byte budget
  * allows; false sends the caller down the slow path. Both free paths share it so that the marker,
  * the poison and the parked count are written in one order only. */
-static inline bool cache_push(pai_tcache_t *tc, pai_slab_t *s, void *p, uint64_t marker) {
-  pai_tclass_t *t = (pai_tclass_t *)((char *)tc + s->tcls); /* &tc->cls[s->cls] */
-  size_t n = t->n;
+static inline bool cache_push(pai_tcache_t *tc, pai_tclass_t *t, pai_slab_t *s, void *p,
+                              uint64_t marker) {
+  /* the count after the push: the slot is n - 1, no copy of n kept; compared with cap in 32
+   * bits (n <= PAI_CACHE_MAX + 1), so cap needs no widening load of its own */
+  uint64_t n = t->n + 1;
   void **slots = t->slots;
   int64_t parked = pai_ld64(&tc->parked) + (int64_t)t->size;
-  if (PA_UNLIKELY(n >= t->cap || (uint64_t)parked > tc->budget)) return false;
+  if (PA_UNLIKELY((uint32_t)n > t->cap || (uint64_t)parked > tc->budget)) return false;
   /* the block's word first, with the cache's fields already loaded (the compiler cannot tell
    * them apart): written last, after the cache's stores, two threads freeing 4 KiB blocks (all
    * at one offset in their pages) took 1-1.5 ns more per pair */
   *(uint64_t *)p = marker;
   pa_track_poison(p, s->block_size);
-  slots[n] = p;
-  t->n = (uint32_t)n + 1;
+  slots[n - 1] = p;
+  t->n = n;
   atomic_store_explicit(&tc->parked, parked, memory_order_relaxed);
   bump(&t->frees);
   return true;
@@ -696,40 +714,52 @@ static int free_in(void *p) {
   if (PA_UNLIKELY(word == marker)) return EALREADY;
   pai_tcache_t *tc = pai_tcache(pool);
   if (PA_LIKELY(tc != NULL && !atomic_load_explicit(&pool->park_off, memory_order_relaxed))) {
-    if (PA_LIKELY(cache_push(tc, s, p, marker))) return 0;
+    pai_tclass_t *t = (pai_tclass_t *)((char *)tc + s->tcls); /* &tc->cls[s->cls] */
+    if (PA_LIKELY(cache_push(tc, t, s, p, marker))) return 0;
   }
   return free_slow(pool, tc, s->chunk, s, idx, p);
 }
 
 __attribute__((noinline)) static int free_rest(void *p) { return leave(free_in(p)); }
 
-/* The slab of the page holding p through the registry, or NULL for anything else (huge,
- * unpooled, foreign, or a slab of a pool with several node depots); the memo is set for the next
- * free. */
-static inline pai_slab_t *slab_lookup_fast(uintptr_t a, uint64_t epoch) {
+/* The memo set for the slab of the page holding p, through the registry; false for anything
+ * else (huge, unpooled, foreign, a slab of another pool than pai_tl.pool or of a pool with
+ * several node depots). */
+static inline bool memo_fill(uintptr_t a, uint64_t epoch) {
   pai_chunk_t *c = pai_chunk_lookup((const void *)a);
-  if (PA_UNLIKELY(c == NULL || a - c->base >= c->len || c->kind != PAI_CHUNK_SLABS)) return NULL;
+  if (PA_UNLIKELY(c == NULL || a - c->base >= c->len || c->kind != PAI_CHUNK_SLABS ||
+                  !c->memo_ok))
+    return false;
   unsigned slot = atomic_load_explicit(&c->page_slab[(a - c->base) >> PAI_PAGE_SHIFT],
                                        memory_order_relaxed);
-  if (PA_UNLIKELY(slot == PAI_NO_SLAB || !c->memo_ok)) return NULL;
-  memo_set(a, c, &c->slabs[slot], epoch);
-  return &c->slabs[slot];
+  if (PA_UNLIKELY(slot == PAI_NO_SLAB)) return false;
+  pai_slab_t *s = &c->slabs[slot];
+  /* one register for s: without this gcc computed the slab's address twice (4 instructions
+   * more on every 64 KiB free, which always comes here: every such block has a page of its own) */
+  __asm__("" : "+r"(s));
+  if (PA_UNLIKELY(s->pool != atomic_load_explicit(&pai_tl.pool, memory_order_relaxed)))
+    return false;
+  pai_tl.free_page = a >> PAI_PAGE_SHIFT;
+  pai_tl.free_slab = s;
+  pai_tl.free_t = (pai_tclass_t *)((char *)pai_tl.cache + s->tcls);
+  pai_tl.free_epoch = epoch;
+  return true;
 }
 
 /* The cache push; anything else (including every error) goes to free_rest, which starts over
- * and tells the errors apart, so each test here only has to fail whenever one there would. A
- * closed pool is never pai_tl.pool (see pa_alloc), and neither the memo nor slab_lookup_fast
- * gives a slab of a pool with several nodes, so `park_off` needs no test here. */
+ * and tells the errors apart, so each test here only has to fail whenever one there would. The
+ * memo names only slabs of pai_tl.pool, which is never a closed or debug pool (see pa_alloc),
+ * and never one of a pool with several nodes, so neither the pool nor `park_off` needs a test
+ * here. */
 int pa_free(void *p) {
   enter();
   uintptr_t a = (uintptr_t)p;
-  pai_slab_t *s;
   uint64_t epoch = atomic_load_explicit(&pai_slab_epoch, memory_order_acquire);
-  if (PA_LIKELY((a >> PAI_PAGE_SHIFT) == pai_tl.free_page && epoch == pai_tl.free_epoch))
-    s = pai_tl.free_slab; /* never NULL: only a slab is memoised */
-  else if (PA_UNLIKELY((s = slab_lookup_fast(a, epoch)) == NULL))
-    return free_rest(p);
-  pa_pool_t *pool = s->pool;
+  if (PA_UNLIKELY((a >> PAI_PAGE_SHIFT) != pai_tl.free_page || epoch != pai_tl.free_epoch)) {
+    if (PA_UNLIKELY(!memo_fill(a, epoch))) return free_rest(p);
+  }
+  pai_slab_t *s = pai_tl.free_slab;
+  pai_tclass_t *t = pai_tl.free_t;
   uint64_t lo, idx = pai_slab_div(a - s->base, s->div_magic, &lo);
   uint64_t marker = pai_free_marker(p);
   /* No idx < nblocks test: p lies in one of the slab's pages, so idx < PAI_MAX_BLOCKS, and the
@@ -737,11 +767,13 @@ int pa_free(void *p) {
    * EFAULT). The mask keeps the read inside the bitmap all the same when a misuse races with
    * the slab's release and reads its fields half rewritten (a descriptor is never unmapped).
    * The block's first word is read only once p is known to start a block. */
-  idx &= PAI_MAX_BLOCKS - 1;
-  if (PA_LIKELY(lo < s->div_magic && !pa_track_is_poisoned(p) && pai_slab_is_out(s, idx) &&
-                *(const uint64_t *)p != marker &&
-                atomic_load_explicit(&pai_tl.pool, memory_order_relaxed) == pool)) {
-    if (PA_LIKELY(cache_push(pai_tl.cache, s, p, marker))) return leave(0);
+  const _Atomic uint64_t *out = s->out; /* indexed through a pointer: gcc then folds the
+                                          * array's offset into the load's address */
+  uint64_t word = atomic_load_explicit(out + ((idx >> 6) & (PAI_BITMAP_WORDS - 1)),
+                                       memory_order_relaxed);
+  if (PA_LIKELY(lo < s->div_magic && !pa_track_is_poisoned(p) && ((word >> (idx & 63)) & 1) &&
+                *(const uint64_t *)p != marker)) {
+    if (PA_LIKELY(cache_push(pai_tl.cache, t, s, p, marker))) return leave(0);
   }
   return free_rest(p);
 }

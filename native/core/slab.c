@@ -475,7 +475,7 @@ static int adopt_empty(pa_pool_t *pool, pai_depot_t *d) {
 }
 
 /* Take up to n blocks for a thread cache or a direct allocation. 0 when at least one came. */
-int pai_depot_refill(pa_pool_t *pool, pai_depot_t *d, void **out, unsigned n, unsigned *got) {
+int pai_depot_refill(pa_pool_t *pool, pai_depot_t *d, void **out, unsigned n, uint64_t *got) {
   int err = 0;
   unsigned have = 0;
   pai_depot_lock(d);

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import threading
 
 import pytest
 
@@ -205,3 +206,32 @@ def test_each_c_code_maps_to_its_exception(
         check_rc(code, "core")
     assert isinstance(info.value, builtin)
     assert info.value.errno == code  # type: ignore[attr-defined]
+
+
+def test_a_null_pool_or_out_pointer_is_einval_from_every_thread_state() -> None:
+    # pa_alloc's hit path compares the caller's pool with the thread's cached one and has no
+    # NULL test of its own: a thread without a cache, one whose cache is in use and one whose
+    # cache went with its pool's close must all say EINVAL, never hand out a block.
+    from poolalloc._native import ffi, lib
+
+    out = ffi.new("void **")
+
+    def null_calls() -> tuple[int, int]:
+        return lib.pa_alloc(ffi.NULL, 64, 64, out), lib.pa_alloc(ffi.NULL, 64, 64, ffi.NULL)
+
+    results: list[tuple[int, int]] = []
+    pool = SlabPool()
+
+    def worker() -> None:
+        results.append(null_calls())  # no cache yet
+        block = pool.alloc(64)
+        results.append(null_calls())  # this thread's cache is the pool's
+        assert lib.pa_alloc(pool._handle, 64, 64, ffi.NULL) == errno.EINVAL
+        block.free()
+        pool.close()  # the cache goes with the pool
+        results.append(null_calls())
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert results == [(errno.EINVAL, errno.EINVAL)] * 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import poolalloc
-from poolalloc import _ffi
+from poolalloc import SlabPool, _ffi
 from poolalloc.slab import size_classes
 
 
@@ -84,3 +84,29 @@ def test_function_table_works_from_another_binding() -> None:
         assert pool.stats().in_use_blocks == 1
         assert api.free(out[0]) == 0
         assert api.free(out[0]) != 0  # double free refused through the table too
+
+
+def test_one_thread_moving_between_two_pools_keeps_both_balanced() -> None:
+    # pa_free's page->slab memo stands for "a slab of the pool whose cache this thread uses":
+    # once the thread uses another pool's cache, a free on the same page must not be parked
+    # by the memo in the first pool's cache with its bytes counted in the second's (a's
+    # parked bytes would then fall short, and its in_use_peak come out at 7 blocks).
+    a, b = SlabPool(), SlabPool()
+    held = [a.alloc(64) for _ in range(4)]  # one slab, one page
+    held[0].free()  # the memo now names that page's slab
+    other = b.alloc(64)  # this thread's cache is now b's
+    for block in held[1:]:
+        block.free()
+    sa, sb = a.stats(), b.stats()
+    assert (sa.in_use_blocks, sa.in_use_bytes, sa.frees) == (0, 0, 4)
+    assert (sb.in_use_blocks, sb.in_use_bytes, sb.frees) == (1, 64, 0)
+    again = [a.alloc(64) for _ in range(4)]  # back to a's cache
+    assert a.stats().in_use_peak == 4 * 64
+    for block in again:
+        block.free()
+    a.check()
+    b.check()
+    other.free()
+    for pool in (a, b):
+        report = pool.close_report()
+        assert (report.in_use_bytes, report.mapped_bytes) == (0, 0)
