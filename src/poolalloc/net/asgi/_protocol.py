@@ -29,6 +29,7 @@ from typing import Any, cast
 from urllib.parse import unquote
 
 from poolalloc.errors import PoolExhausted
+from poolalloc.net._tcp_info import acked_bytes
 from poolalloc.net.http.parser import (
     BLANK_LINE,
     ChunkedReader,
@@ -39,7 +40,6 @@ from poolalloc.net.http.parser import (
     valid_field,
 )
 from poolalloc.net.sockets import LeaseSource
-from poolalloc.net.tcp_info import acked_bytes
 from poolalloc.net.transport import StreamTransport
 
 logger = logging.getLogger("poolalloc.asgi")

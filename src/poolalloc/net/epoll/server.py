@@ -49,10 +49,10 @@ from collections.abc import Callable
 from typing import Any
 
 from poolalloc.errors import PoolExhausted
+from poolalloc.net._tcp_info import acked_bytes
 from poolalloc.net.epoll.connection import Connection, ConnectionProtocol
 from poolalloc.net.epoll.reactor import Reactor
 from poolalloc.net.metrics import flatten_stats
-from poolalloc.net.tcp_info import acked_bytes
 from poolalloc.net.transport import BaseConnection
 from poolalloc.objects import ObjectPool
 

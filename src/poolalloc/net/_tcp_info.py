@@ -22,7 +22,18 @@ _TCP_INFO_ACKED = struct.Struct("120xQ")
 def acked_bytes(sock: Any) -> int | None:
     """Bytes of ours the peer's TCP has acknowledged so far, from ``TCP_INFO``: it grows while
     the peer takes what is sent, however slowly, and stops once its receive buffer is full and
-    it reads nothing. None where the socket cannot say (None, closed, not TCP)."""
+    it reads nothing. None where the socket cannot say (None, closed, not TCP).
+
+    Example:
+        >>> import socket
+        >>> server = socket.create_server(("127.0.0.1", 0))
+        >>> client = socket.create_connection(server.getsockname())
+        >>> peer, _ = server.accept()
+        >>> acked_bytes(peer)  # nothing sent yet
+        0
+        >>> for s in (client, peer, server):
+        ...     s.close()
+    """
     if sock is None:
         return None
     try:
