@@ -509,10 +509,14 @@ static void release_slab(pai_depot_t *d, pai_slab_t *s, bool force, uint64_t *re
   PAI_EV(1);
   d->last_chunk = c;
   d->last_page = first;
-  atomic_fetch_add(&pai_slab_epoch, 1);
   pai_slab_fini(s);
   pthread_mutex_lock(&pool->lock);
   pai_chunk_give_pages(c, first, npages);
+  /* After the pages left the page map: a pa_free that sees this epoch finds no slab there and
+   * forms no memo, and a memo formed before (even by a stale free while the slab was being
+   * released) is dropped. Bumped earlier, such a memo would outlive the pages' reuse by
+   * another class on the same descriptor and push its blocks onto this class's list. */
+  atomic_fetch_add(&pai_slab_epoch, 1);
   if (chunk_is_empty(c)) pai_pool_chunk_empty(pool, c, force, released);
   pthread_mutex_unlock(&pool->lock);
 }
