@@ -21,8 +21,9 @@ _TCP_INFO_ACKED = struct.Struct("120xQ")
 
 def acked_bytes(sock: Any) -> int | None:
     """Bytes of ours the peer's TCP has acknowledged so far, from ``TCP_INFO``: it grows while
-    the peer takes what is sent, however slowly, and stops once its receive buffer is full and
-    it reads nothing. None where the socket cannot say (None, closed, not TCP).
+    the peer takes what is sent (in steps of about a segment: a receiver reopens a shut window
+    by about one MSS) and stops once its receive buffer is full and it reads nothing. None
+    where the socket cannot say (None, closed, not TCP).
 
     Example:
         >>> import socket

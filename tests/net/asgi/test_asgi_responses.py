@@ -481,3 +481,72 @@ def test_a_client_reading_a_streamed_response_slowly_gets_all_of_it() -> None:
     assert metrics["timeouts_total"] == 0
     chunks = got.partition(b"\r\n\r\n")[2].split(b"\r\n")
     assert b"".join(chunks[1::2]) == body  # the data of the chunked framing
+
+
+def _big_answers(size: int) -> tuple[Any, list[int]]:
+    """An app answering every request with ``size`` bytes in one ``send``, and its count."""
+    ran: list[int] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        ran.append(1)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"y" * size})
+
+    return app, ran
+
+
+def _until_gone(server: Any, seconds: float) -> float:
+    """Seconds from the server's first connection until it has none (at most ``seconds``)."""
+    deadline = time.monotonic() + 5
+    while not server.connections and time.monotonic() < deadline:
+        time.sleep(0.005)
+    started = time.monotonic()
+    while server.connections and time.monotonic() - started < seconds:
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def test_pipelined_requests_of_a_client_that_never_reads_are_not_all_answered_into_memory() -> None:
+    """150 pipelined requests (4 KB) from a client that reads nothing, each answered with 2 MB:
+    the next request waits for the last answer to drain, so the server holds about one answer,
+    not 300 MB, and the connection is reset one ``idle_timeout`` after its client stopped
+    taking anything (counted once)."""
+    app, ran = _big_answers(2_000_000)
+
+    async def main() -> tuple[float, dict[str, float]]:
+        server = AsgiServer(app, "127.0.0.1", 0, idle_timeout=1.0, keep_alive_timeout=0.5)
+        await server.start()
+        loop = asyncio.get_running_loop()
+        with socket.create_connection(server.address) as client:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 150)
+            took = await loop.run_in_executor(None, _until_gone, server, 10.0)
+        metrics = server.metrics()
+        await server.shutdown(1)
+        return took, metrics
+
+    took, metrics = asyncio.run(main())
+    assert len(ran) <= 4  # (the kernel's buffers take the first few answers)
+    assert took < 5
+    assert metrics["timeouts_total"] == 1
+
+
+def test_a_whole_response_to_a_client_that_never_reads_is_reset_at_idle_timeout() -> None:
+    """A 20 MB answer written in one ``send`` with ``Connection: close`` waits in the buffer
+    for the close: a client that reads none of it is reset one ``idle_timeout`` later, not
+    kept (with its 20 MB) until the server shuts down; counted once."""
+    app, _ = _big_answers(20_000_000)
+
+    async def main() -> tuple[float, dict[str, float]]:
+        server = AsgiServer(app, "127.0.0.1", 0, idle_timeout=1.0, keep_alive_timeout=0.5)
+        await server.start()
+        loop = asyncio.get_running_loop()
+        with socket.create_connection(server.address) as client:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            took = await loop.run_in_executor(None, _until_gone, server, 10.0)
+        metrics = server.metrics()
+        await server.shutdown(1)
+        return took, metrics
+
+    took, metrics = asyncio.run(main())
+    assert 0.9 < took < 5
+    assert metrics["timeouts_total"] == 1

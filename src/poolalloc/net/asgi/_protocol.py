@@ -488,6 +488,8 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         self._read_paused = False
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
+        self._next_when_drained = False  # a pipelined request waits for the last response
+        self._output_watch: list[asyncio.TimerHandle] | None = None  # see _watch_output
         self._idle_handle: asyncio.TimerHandle | None = None
         self._idle_since: float | None = None
         self._server: tuple[str, int] | None = None
@@ -563,6 +565,10 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         self._drain_waiters.clear()
         if self._idle_handle is not None:
             self._idle_handle.cancel()
+        if self._output_watch is not None:
+            self._output_watch[0].cancel()
+            self._output_watch = None
+        self._next_when_drained = False
         self.transport = None
         self._sock = None
         view, self._view = self._view, None
@@ -585,6 +591,15 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             if not waiter.done():
                 waiter.set_result(None)
         self._drain_waiters.clear()
+        if self._next_when_drained:
+            self._next_when_drained = False
+            if self._output_watch is not None:
+                self._output_watch[0].cancel()
+                self._output_watch = None
+            self.loop.call_soon(self._next, True)
+
+    def _write_resumed(self) -> bool:
+        return not self._write_paused
 
     def write(self, data: bytes) -> None:
         """Send ``data`` unless the connection is gone (then it is dropped, as a write to a
@@ -594,42 +609,58 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
 
     async def drain(self) -> None:
         """Wait while the transport's buffer is full; a client that takes nothing of it for
-        ``idle_timeout`` (its TCP acknowledges nothing more from half the timeout on) is reset
-        (as the HTTP server resets a peer that never reads), and the app's sends are dropped
-        from then on, as for a client gone. A client that reads on, however slowly, is waited
-        for."""
+        ``idle_timeout`` is reset (see :meth:`_watch_output`), and the app's sends are dropped
+        from then on, as for a client gone."""
         if self._write_paused and self.transport is not None:
             waiter = self.loop.create_future()
             self._drain_waiters.append(waiter)
-            # The first sample comes half a timeout in, not at once: bytes in flight when the
-            # wait began are acknowledged by a client that reads nothing, too.
-            half = self.state.idle_timeout / 2
-            timer: list[asyncio.TimerHandle] = []  # the one pending, replaced as it goes
-            timer.append(self.loop.call_later(half, self._stall_sample, waiter, timer))
+            timer = self._watch_output(waiter.done, count=True)
             try:
                 await waiter
             finally:
                 timer[0].cancel()
 
-    def _stall_sample(self, waiter: asyncio.Future[None], timer: list[asyncio.TimerHandle]) -> None:
-        if waiter.done() or self.transport is None:
+    def _watch_output(self, done: Callable[[], bool], *, count: bool) -> list[asyncio.TimerHandle]:
+        """Until ``done()`` (or the connection is gone), reset the connection if its client's
+        TCP acknowledges none of our output for ``idle_timeout`` (as the HTTP server resets a
+        peer that never reads): while a ``send`` waits for room, while a response written
+        whole waits in the buffer for the connection's close, while a pipelined request waits
+        for the last response to drain. A client reading on is waited for: its TCP acknowledges
+        more each time it frees about a segment of its buffer. Returns the one pending timer
+        (replaced in place as the watch goes on) for the caller to cancel."""
+        # The first sample comes half a timeout in, not at once: bytes in flight when the
+        # wait began are acknowledged by a client that reads nothing, too.
+        timer: list[asyncio.TimerHandle] = []
+        half = self.state.idle_timeout / 2
+        timer.append(self.loop.call_later(half, self._stall_sample, done, count, timer))
+        return timer
+
+    def _stall_sample(
+        self, done: Callable[[], bool], count: bool, timer: list[asyncio.TimerHandle]
+    ) -> None:
+        if done() or self.transport is None:
             return
         acked = acked_bytes(self._sock)
         half = self.state.idle_timeout / 2
-        timer[0] = self.loop.call_later(half, self._send_stalled, waiter, acked, timer)
+        timer[0] = self.loop.call_later(half, self._stalled, done, count, acked, timer)
 
-    def _send_stalled(
-        self, waiter: asyncio.Future[None], acked: int | None, timer: list[asyncio.TimerHandle]
+    def _stalled(
+        self,
+        done: Callable[[], bool],
+        count: bool,
+        acked: int | None,
+        timer: list[asyncio.TimerHandle],
     ) -> None:
-        if waiter.done() or self.transport is None:
+        if done() or self.transport is None:
             return  # the client took some meanwhile, or is gone
         now = acked_bytes(self._sock)
         if acked is not None and now != acked:
             # it reads on, slower than the buffers drain: look again a whole timeout later
             timeout = self.state.idle_timeout
-            timer[0] = self.loop.call_later(timeout, self._send_stalled, waiter, now, timer)
+            timer[0] = self.loop.call_later(timeout, self._stalled, done, count, now, timer)
             return
-        self.state.timeouts += 1
+        if count:  # (a close that a timeout began was counted then)
+            self.state.timeouts += 1
         if self.cycle is not None:
             self.cycle.lost()
         # A reset (SO_LINGER 0), not a plain close: closed, the socket would live on in the
@@ -780,10 +811,16 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             self._close()
             return
         self.maybe_resume()
-        if self._pending:
-            self.loop.call_soon(self._next, True)
-        else:
+        if not self._pending:
             self._arm_idle()
+        elif self._write_paused:
+            # The client has not taken this response yet: the next one waits for room, or a
+            # client pipelining requests and reading nothing would have every answer buffered
+            # here (one a few bytes of request, each as large as the app makes it).
+            self._next_when_drained = True
+            self._output_watch = self._watch_output(self._write_resumed, count=True)
+        else:
+            self.loop.call_soon(self._next, True)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -821,9 +858,10 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
 
     def _idle_check(self) -> None:
         self._idle_handle = None
-        if self.transport is None:
-            return
-        if self.cycle is not None or self._idle_since is None:  # busy: check again later
+        if self.transport is None or self.transport.is_closing():
+            return  # a close's buffered output has its own watch (_close)
+        if self.cycle is not None or self._idle_since is None or self._next_when_drained:
+            # busy (a request runs, or the next waits for the last response to drain)
             self._idle_handle = self.loop.call_later(
                 self.state.keep_alive_timeout, self._idle_check
             )
@@ -836,7 +874,7 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             self._fail(HttpError(408, "Request Timeout"))
         else:
             self.state.timeouts += 1
-            self._close()  # idle between requests: a FIN (RFC 9112 9.5)
+            self._close(counted=True)  # idle between requests: a FIN (RFC 9112 9.5)
 
     def body_timed_out(self, cycle: _Cycle) -> None:
         """The app waits for body that stopped arriving for ``idle_timeout`` (RFC 9110
@@ -860,14 +898,24 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             self.transport.write(_simple_response(exc.status, str(exc), close=True))
         self._close()
 
-    def _close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+    def _close(self, *, counted: bool = False) -> None:
+        """Close after what is buffered has gone out; a client that takes none of it for
+        ``idle_timeout`` is reset then (``counted``: a timeout already counted this close)."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()  # connection_lost once the buffer is out: that ends the watch
+            if self._output_watch is not None:  # a pipelined request's wait: this one instead
+                self._output_watch[0].cancel()
+            self._output_watch = self._watch_output(_never, count=not counted)
 
     def shutdown(self) -> None:
         """Graceful shutdown: an idle connection closes now, a busy one after its response."""
         if self.cycle is None:
             self._close()
+
+
+def _never() -> bool:
+    return False
 
 
 def _release_quietly(lease: Any) -> None:
