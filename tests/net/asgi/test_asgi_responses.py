@@ -506,25 +506,31 @@ def _until_gone(server: Any, seconds: float) -> float:
     return time.monotonic() - started
 
 
-def test_pipelined_requests_of_a_client_that_never_reads_are_not_all_answered_into_memory() -> None:
-    """150 pipelined requests (4 KB) from a client that reads nothing, each answered with 2 MB:
-    the next request waits for the last answer to drain, so the server holds about one answer,
-    not 300 MB, and the connection is reset one ``idle_timeout`` after its client stopped
-    taking anything (counted once)."""
-    app, ran = _big_answers(2_000_000)
+def _never_read(app: Any, request: bytes) -> tuple[float, dict[str, float]]:
+    """Send ``request`` to ``app`` served with ``idle_timeout`` 1 s and read nothing: (seconds
+    until the server ended the connection, its metrics then)."""
 
     async def main() -> tuple[float, dict[str, float]]:
         server = AsgiServer(app, "127.0.0.1", 0, idle_timeout=1.0, keep_alive_timeout=0.5)
         await server.start()
         loop = asyncio.get_running_loop()
         with socket.create_connection(server.address) as client:
-            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 150)
+            client.sendall(request)
             took = await loop.run_in_executor(None, _until_gone, server, 10.0)
         metrics = server.metrics()
         await server.shutdown(1)
         return took, metrics
 
-    took, metrics = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_pipelined_requests_of_a_client_that_never_reads_are_not_all_answered_into_memory() -> None:
+    """150 pipelined requests (4 KB) from a client that reads nothing, each answered with 2 MB:
+    the next request waits for the last answer to drain, so the server holds about one answer,
+    not 300 MB, and the connection is reset one ``idle_timeout`` after its client stopped
+    taking anything (counted once)."""
+    app, ran = _big_answers(2_000_000)
+    took, metrics = _never_read(app, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 150)
     assert len(ran) <= 4  # (the kernel's buffers take the first few answers)
     assert took < 5
     assert metrics["timeouts_total"] == 1
@@ -535,18 +541,7 @@ def test_a_whole_response_to_a_client_that_never_reads_is_reset_at_idle_timeout(
     for the close: a client that reads none of it is reset one ``idle_timeout`` later, not
     kept (with its 20 MB) until the server shuts down; counted once."""
     app, _ = _big_answers(20_000_000)
-
-    async def main() -> tuple[float, dict[str, float]]:
-        server = AsgiServer(app, "127.0.0.1", 0, idle_timeout=1.0, keep_alive_timeout=0.5)
-        await server.start()
-        loop = asyncio.get_running_loop()
-        with socket.create_connection(server.address) as client:
-            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            took = await loop.run_in_executor(None, _until_gone, server, 10.0)
-        metrics = server.metrics()
-        await server.shutdown(1)
-        return took, metrics
-
-    took, metrics = asyncio.run(main())
+    request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    took, metrics = _never_read(app, request)
     assert 0.9 < took < 5
     assert metrics["timeouts_total"] == 1
