@@ -33,6 +33,7 @@ from typing import Self
 
 from poolalloc import _async_backends, _ffi, _lease, leaks, settings
 from poolalloc._lease import Buffer, BufferPin, LeasePool
+from poolalloc._not_copyable import NotCopyable
 from poolalloc._waiting import DEFAULT_TIMEOUT, Waiters, check_timeout, retry_for
 from poolalloc.errors import PoolMemoryError, PoolOverflowError, PoolValueError
 from poolalloc.slab import SlabPool
@@ -221,8 +222,10 @@ def _check_decay_ms(decay_ms: int | None) -> None:
         )
 
 
-class _LeasingPool:
+class _LeasingPool(NotCopyable):
     """What BufferPool and Allocator share: the core pool, the lease layer, waiting, closing."""
+
+    _not_copyable_why = "it owns a native pool"
 
     _leases: LeasePool
 

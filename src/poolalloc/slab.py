@@ -23,6 +23,7 @@ from typing import Final
 
 from poolalloc import _ffi, numa
 from poolalloc._closing import ClosesOnExit
+from poolalloc._not_copyable import NotCopyable
 from poolalloc.errors import DoubleReleaseError, PoolValueError
 from poolalloc.stats import ClassStats, PoolStats
 
@@ -44,7 +45,7 @@ def _debug_value(debug: bool | int) -> int:
     return int(debug)
 
 
-class Block:
+class Block(NotCopyable):
     """One block handed out by a :class:`SlabPool`; free it exactly once.
 
     Example:
@@ -58,6 +59,7 @@ class Block:
     """
 
     __slots__ = ("__weakref__", "_address", "_freed", "_pool", "block_size", "nbytes")
+    _not_copyable_why = "it stands for one allocation"
 
     def __init__(self, pool: SlabPool, address: int, nbytes: int, block_size: int) -> None:
         self._pool = pool
@@ -142,7 +144,7 @@ class CloseReport:
     in_use_bytes: int
 
 
-class SlabPool(ClosesOnExit):
+class SlabPool(ClosesOnExit, NotCopyable):
     """A pool of the native slab allocator, with its own capacity, stats and lifetime.
 
     ``max_bytes`` caps the memory mapped from the OS; ``retain_bytes`` bounds the empty memory
@@ -163,6 +165,8 @@ class SlabPool(ClosesOnExit):
     :raises NumaError: the node does not exist.
     :raises PoolValueError: a bad argument.
     """
+
+    _not_copyable_why = "it owns a native pool"
 
     def __init__(
         self,

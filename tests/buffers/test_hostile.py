@@ -20,6 +20,7 @@ from poolalloc import (
     ObjectPool,
     PoolExhausted,
     PoolValueError,
+    SlabPool,
 )
 from poolalloc.errors import CorruptionError, PoolMemoryError, PoolOverflowError, error_for
 from poolalloc.net.sockets import recvmsg_into
@@ -254,6 +255,23 @@ def test_leases_refuse_to_be_copied_or_pickled(duplicate: Any) -> None:
         with pytest.raises(TypeError):
             duplicate(buf)
         buf.release()
+
+
+@pytest.mark.parametrize("duplicate", [copy.copy, copy.deepcopy, pickle.dumps])
+def test_blocks_and_pools_refuse_to_be_copied_or_pickled(duplicate: Any) -> None:
+    # a copied Block freed the block's next owner; a copied pool was a second object over one
+    # native pool (or a half-shared ObjectPool that refused its twin's leases)
+    with SlabPool() as slabs:
+        block = slabs.alloc(64)
+        with pytest.raises(TypeError, match="Block cannot be"):
+            duplicate(block)
+        block.free()
+        for pool in (slabs, BufferPool(64), Allocator(), ObjectPool(list)):
+            with pytest.raises(TypeError, match=f"{type(pool).__name__} cannot be"):
+                duplicate(pool)
+            if pool is not slabs:
+                pool.close()
+        assert slabs.stats().in_use_bytes == 0
 
 
 # ---- the documented invariants hold when leases are collected without release ----

@@ -32,10 +32,11 @@ import threading
 import weakref
 from collections.abc import Coroutine, Generator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, NoReturn, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from poolalloc._closing import ExcInfo
 from poolalloc._lease import ObjectLeaseBase
+from poolalloc._not_copyable import NotCopyable
 from poolalloc.errors import DoubleReleaseError, LeaseReleasedError
 
 __all__ = ["AsyncAcquire", "Lease", "TrackedLease"]
@@ -115,7 +116,7 @@ class LeaseOwner(Protocol[T]):
     def _spill(self, stash: Stash[T]) -> None: ...
 
 
-class Lease(ObjectLeaseBase, Generic[T]):
+class Lease(ObjectLeaseBase, NotCopyable, Generic[T]):
     """One acquisition of a pooled object: use ``obj``, then ``release()`` (or use ``with``).
 
     Example:
@@ -131,6 +132,7 @@ class Lease(ObjectLeaseBase, Generic[T]):
     """
 
     __slots__ = ()  # `_pool` and `_slot` are fields of the C base
+    _not_copyable_why = "it stands for one acquisition"
     _pool: LeaseOwner[T]
     _slot: Slot[T] | None
 
@@ -171,17 +173,6 @@ class Lease(ObjectLeaseBase, Generic[T]):
     def __repr__(self) -> str:
         state = "released" if self._slot is None else repr(self._slot.obj)
         return f"<Lease {state}>"
-
-    # A copy would be a second handle on the same pooled object: released twice, or used by two
-    # holders at once. Leases are not copyable or picklable (Buffer leases refuse the same way).
-    def __copy__(self) -> NoReturn:
-        raise TypeError("a Lease cannot be copied: it stands for one acquisition")
-
-    def __deepcopy__(self, memo: object) -> NoReturn:
-        raise TypeError("a Lease cannot be copied: it stands for one acquisition")
-
-    def __reduce__(self) -> NoReturn:
-        raise TypeError("a Lease cannot be pickled: it stands for one acquisition")
 
 
 class TrackedLease(Lease[T]):

@@ -43,6 +43,7 @@ from typing import TypeVar
 
 from poolalloc import _async_backends, leaks
 from poolalloc._closing import ClosesOnExit
+from poolalloc._not_copyable import NotCopyable
 from poolalloc._waiting import DEFAULT_TIMEOUT
 from poolalloc.errors import ForeignLeaseError, PoolClosedError, PoolValueError
 from poolalloc.objects._store import (
@@ -62,7 +63,7 @@ T = TypeVar("T")
 _TRACK_ENV = "POOLALLOC_LEAKS"
 
 
-class ObjectPool(ObjectStore[T], ClosesOnExit):
+class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
     """A pool of objects made by ``factory``; see the module docstring for the design.
 
     ``reset(obj)`` runs on every return (if it raises, the object is disposed);
@@ -88,6 +89,8 @@ class ObjectPool(ObjectStore[T], ClosesOnExit):
         ...             print("exhausted")
         exhausted
     """
+
+    _not_copyable_why = "it owns its pooled objects"
 
     def __init__(
         self,
