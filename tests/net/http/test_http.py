@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import os
+import re
 from typing import Any
 
 import pytest
 from rawhttp import connect, exchange, is_closed_by_peer, read_response
 
+from poolalloc.net.http import server as http_server
 from poolalloc.net.http.parser import Request
 from poolalloc.net.http.server import Response
 
@@ -338,6 +341,9 @@ def test_an_upload_stored_is_answered_when_its_part_name_cannot_be_removed(
     turn the answer into an error: the client is told the file was stored (it was), and the
     stray name is counted and removed by a later retry. An upload refused for its name is
     answered 409 all the same."""
+    # part names are what a filesystem without unnamed files (O_TMPFILE) uses, and what
+    # replacing an existing file uses for an instant
+    monkeypatch.setattr(http_server, "_open_unnamed", lambda directory: None)
     srv = make_server(root=root, uploads=True)
     real_unlink = os.unlink
 
@@ -368,6 +374,45 @@ def test_an_upload_stored_is_answered_when_its_part_name_cannot_be_removed(
     _wait_for(lambda: srv.call(srv.http.metrics)["upload_leftovers_pending"] == 0)
     assert not [p for p in os.listdir(root) if ".part-" in p]
     assert (root / "kept.txt").read_bytes() == b"second"
+
+
+def _upload_fd_path(root: Any) -> str | None:
+    """Where this process has a file open under ``root`` (the server runs in this process)."""
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(f"{root}/"):
+                return target
+    return None
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed", "part-name"])
+def test_an_upload_cannot_be_named_by_a_request_while_it_is_written(
+    make_server: Any, root: Any, monkeypatch: pytest.MonkeyPatch, unnamed: bool
+) -> None:
+    """A half-written upload had a predictable name in the served root (``NAME.part-PID-N``):
+    a GET served the partial body, and a PUT to that name replaced it, so the uploader was told
+    201 while the file held the other client's bytes. Now the body has no name until it is
+    complete; where the filesystem cannot make unnamed files, a hidden, random one."""
+    if not unnamed:
+        monkeypatch.setattr(http_server, "_open_unnamed", lambda directory: None)
+    srv = make_server(root=root, uploads=True)
+    before = sorted(os.listdir(root))
+    with connect(srv.port) as sock:
+        sock.sendall(b"PUT /victim.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n0123456789")
+        _wait_for(lambda: _upload_fd_path(root) is not None)
+        added = sorted(set(os.listdir(root)) - set(before))
+        if unnamed:
+            assert added == []
+            assert (_upload_fd_path(root) or "").endswith(" (deleted)")
+        else:
+            assert len(added) == 1
+            assert re.fullmatch(r"\.victim\.txt\.part-[0-9a-f]{16}", added[0])
+        sock.sendall(b"abcdefghij")
+        status, _, _ = read_response(sock.makefile("rb"), "PUT")
+    assert status == 201
+    assert (root / "victim.txt").read_bytes() == b"0123456789abcdefghij"
+    assert sorted(os.listdir(root)) == sorted([*before, "victim.txt"])
 
 
 def test_upload_cut_short_leaves_no_file(make_server: Any, root: Any) -> None:

@@ -8,8 +8,10 @@
   decided by ``_files.plan`` (several ranges get the whole file); ``/dir`` redirects to
   ``/dir/`` (301), which serves ``dir/index.html``.
 * File-transfer mode (``uploads=True``): ``PUT``/``POST`` to a path under ``root`` streams the
-  body from the pooled read buffers into ``<name>.part-*`` and renames it into place when
-  complete (a half-sent upload never appears under its name). The answer is ``201 Created``
+  body from the pooled read buffers into an unnamed file (``O_TMPFILE``) that is linked under
+  its name when complete (a half-sent upload never appears under any name; where the
+  filesystem has no unnamed files, a hidden, unguessable ``.<name>.part-*`` is renamed into
+  place). The answer is ``201 Created``
   when the name was new, ``204 No Content`` when an existing file was replaced; a request with
   neither ``Content-Length`` nor ``Transfer-Encoding`` gets ``411 Length Required`` and changes
   nothing (``Content-Length: 0`` stores an empty file). Disk writes
@@ -36,9 +38,9 @@ import contextlib
 import email.utils
 import errno
 import http
-import itertools
 import os
 import re
+import secrets
 import stat
 import urllib.parse
 from collections.abc import Callable
@@ -55,7 +57,8 @@ from poolalloc.net.http.protocol import BodySink, HttpProtocol
 __all__ = ["HttpServer", "Response"]
 
 _STATUS = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in http.HTTPStatus}
-_part_ids = itertools.count()
+_PROC_FD = os.path.isdir("/proc/self/fd")
+_NAME_MAX = 255  # bytes in one path component, on every Linux filesystem served here
 _TEXT = "text/plain; charset=utf-8"
 
 
@@ -131,8 +134,17 @@ class _FileSink:
         stray: Callable[[str, OSError], None] | None = None,
     ) -> None:
         self.final, self.req, self.done, self.stray = final, req, done, stray
-        self.part = f"{final}.part-{os.getpid()}-{next(_part_ids)}"
-        self.fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        head, tail = os.path.split(final)
+        if len(os.fsencode(tail)) > _NAME_MAX:  # refused before the body, as a named open is
+            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), final)
+        fd = _open_unnamed(head or ".")
+        # None: the body has no name until it is complete (nothing another request could read
+        # or replace half-written, nothing left behind by a crash)
+        self.part: str | None = None
+        if fd is None:
+            self.part = _part_name(final)
+            fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        self.fd = fd
         self.written = 0
         self.created = False
 
@@ -147,18 +159,40 @@ class _FileSink:
 
     def close(self) -> None:
         fd, self.fd = self.fd, -1
-        os.close(fd)
         try:
-            self.created = _put_in_place(self.part, self.final)
+            if self.part is None:
+                self.created = self._name_unnamed(fd)
+            else:
+                os.close(fd)
+                fd = -1
+                self.created = _put_in_place(self.part, self.final)
         except OSError as exc:  # e.g. the name is a directory: nothing was stored
             self._remove_part()
             raise HttpError(409, "cannot store under that name") from exc
+        finally:
+            if fd >= 0:
+                os.close(fd)
         # Stored: whatever happens to the part name now, the client's file is in place.
         self._remove_part()
         if self.done is not None:
             self.done(self)
 
+    def _name_unnamed(self, fd: int) -> bool:
+        """Link the complete unnamed file to ``final``; True when the name was new. An existing
+        file is replaced through a part name that exists only between two calls of this
+        thread, holding the whole body."""
+        try:
+            _link_fd(fd, self.final)  # claims a new name atomically, as _put_in_place does
+        except FileExistsError:
+            self.part = _part_name(self.final)
+            _link_fd(fd, self.part)
+            os.replace(self.part, self.final)
+            return False
+        return True
+
     def _remove_part(self) -> None:
+        if self.part is None:
+            return
         error = _unlink_part(self.part)
         if error is not None and self.stray is not None:
             self.stray(self.part, error)
@@ -167,8 +201,46 @@ class _FileSink:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.part)
+        if self.part is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.part)
+
+
+def _open_unnamed(directory: str) -> int | None:
+    """An unnamed file in ``directory`` (``O_TMPFILE``), or None where the filesystem cannot
+    make one or ``/proc`` (through which it is given its name) is missing."""
+    if not _PROC_FD:
+        return None
+    try:
+        return os.open(directory, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        # EISDIR: a kernel without O_TMPFILE (it includes O_DIRECTORY); EOPNOTSUPP: a
+        # filesystem without it
+        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return None
+        raise
+
+
+def _link_fd(fd: int, path: str) -> None:
+    """Give the open file ``fd`` the name ``path``: ``linkat`` through ``/proc`` with
+    ``AT_SYMLINK_FOLLOW`` (``os.link`` makes a plain ``link()`` call, which does not follow the
+    magic link, unless a directory descriptor is given)."""
+    head, tail = os.path.split(path)
+    dirfd = os.open(head or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.link(f"/proc/self/fd/{fd}", tail, dst_dir_fd=dirfd, follow_symlinks=True)
+    finally:
+        os.close(dirfd)
+
+
+def _part_name(final: str) -> str:
+    """A hidden, unguessable sibling name for ``final``: a request cannot name it to read or
+    replace the upload while it is written under it."""
+    head, tail = os.path.split(final)
+    name = f".{tail}.part-{secrets.token_hex(8)}"
+    if len(os.fsencode(name)) > _NAME_MAX:
+        name = f".part-{secrets.token_hex(8)}"
+    return os.path.join(head, name)
 
 
 def _put_in_place(part: str, final: str) -> bool:
