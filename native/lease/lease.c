@@ -14,7 +14,7 @@
 
 const pa_api_t *lease_api;
 PyObject *LeaseExc_LeaseReleased, *LeaseExc_DoubleRelease, *LeaseExc_Foreign, *LeaseExc_Busy,
-    *LeaseExc_Closed, *LeaseExc_Exhausted, *LeaseExc_Value;
+    *LeaseExc_Closed, *LeaseExc_Exhausted, *LeaseExc_Value, *LeaseExc_Memory;
 PyObject *lease_token;
 static int token_claimed;
 static PyObject *error_for;
@@ -78,7 +78,7 @@ static int load_errors(void) {
       {&LeaseExc_LeaseReleased, "LeaseReleasedError"}, {&LeaseExc_DoubleRelease, "DoubleReleaseError"},
       {&LeaseExc_Foreign, "ForeignBufferError"},       {&LeaseExc_Busy, "LeaseBusyError"},
       {&LeaseExc_Closed, "PoolClosedError"},           {&LeaseExc_Exhausted, "PoolExhausted"},
-      {&LeaseExc_Value, "PoolValueError"},
+      {&LeaseExc_Value, "PoolValueError"},             {&LeaseExc_Memory, "PoolMemoryError"},
       {&error_for, "error_for"},
   };
   int rc = 0;

@@ -60,6 +60,7 @@ struct lease_pool_s {
   size_t size;             /* fixed pools: the block request size */
   size_t align;
   Py_ssize_t capacity;     /* 0: unbounded. Blocks (fixed) or bytes (variable) */
+  Py_ssize_t max_request;  /* variable pools: larger requests can never be held; 0: no bound */
   Py_ssize_t used;         /* charge of live + parked leases */
   Py_ssize_t peak;         /* high-water mark of used */
   Py_ssize_t live;         /* leases out, release() not called yet */
@@ -105,7 +106,7 @@ extern const pa_api_t *lease_api;
 
 /* exceptions taken from poolalloc.errors at import */
 extern PyObject *LeaseExc_LeaseReleased, *LeaseExc_DoubleRelease, *LeaseExc_Foreign,
-    *LeaseExc_Busy, *LeaseExc_Closed, *LeaseExc_Exhausted, *LeaseExc_Value;
+    *LeaseExc_Busy, *LeaseExc_Closed, *LeaseExc_Exhausted, *LeaseExc_Value, *LeaseExc_Memory;
 
 /* lease.c */
 extern PyObject *lease_token;  /* capsule that only poolalloc.buffers holds: LeasePool's key */

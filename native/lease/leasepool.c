@@ -273,6 +273,12 @@ static int alloc_lease(LeasePoolObject *p, Py_ssize_t nbytes, Py_ssize_t align, 
   if (p->capacity > 0 && nbytes > p->capacity)
     return lease_raise_code(LeaseExc_Value, EINVAL, "alloc(%zd): more than the capacity of this "
                             "Allocator (%zd bytes); it can never be served", nbytes, p->capacity);
+  // Chunks are mapped without reserving memory: a request over what the machine holds would
+  // be handed out, and the process killed when it touched it
+  if (p->max_request > 0 && nbytes > p->max_request)
+    return lease_raise_code(LeaseExc_Memory, ENOMEM, "alloc(%zd): more than this machine's "
+                            "memory and swap (or this process's memory limit, %zd bytes) can "
+                            "hold", nbytes, p->max_request);
   if (p->capacity > 0 && nbytes > p->capacity - p->used) return 1;
   void *ptr;
   size_t bs = 0;
@@ -456,14 +462,16 @@ static PyObject *lp_get_available(LeasePoolObject *p, void *closure) {
 
 static int lp_init(LeasePoolObject *p, PyObject *args, PyObject *kwargs) {
   static char *kwlist[] = {"token", "pool_address", "owner", "size", "alignment", "capacity",
-                           "fixed", "strict", "stash", "name", "slow", "notify", "waitq", NULL};
+                           "fixed", "strict", "stash", "name", "slow", "notify", "waitq",
+                           "max_request", NULL};
   PyObject *token, *addr, *owner, *name = Py_None, *slow = Py_None, *notify = Py_None;
   PyObject *waitq = NULL;
-  Py_ssize_t size, align, capacity, stash = STASH_DEFAULT;
+  Py_ssize_t size, align, capacity, stash = STASH_DEFAULT, max_request = 0;
   int fixed = 1, strict = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOnnn|$ppnOOOO!:LeasePool", kwlist, &token,
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOnnn|$ppnOOOO!n:LeasePool", kwlist, &token,
                                    &addr, &owner, &size, &align, &capacity, &fixed, &strict,
-                                   &stash, &name, &slow, &notify, &PyList_Type, &waitq))
+                                   &stash, &name, &slow, &notify, &PyList_Type, &waitq,
+                                   &max_request))
     return -1;
   if (token != lease_token) {  // a raw address from anywhere else could point anywhere
     PyErr_SetString(PyExc_TypeError, "LeasePool is internal: use poolalloc.BufferPool or "
@@ -474,7 +482,8 @@ static int lp_init(LeasePoolObject *p, PyObject *args, PyObject *kwargs) {
     PyErr_SetString(PyExc_TypeError, "LeasePool is already initialised");
     return -1;
   }
-  if (size < 0 || align <= 0 || capacity < 0 || stash < 0 || (fixed && size == 0))
+  if (size < 0 || align <= 0 || capacity < 0 || stash < 0 || max_request < 0 ||
+      (fixed && size == 0))
     return lease_raise_rc(EINVAL, "LeasePool(): size, alignment, capacity and stash");
   p->pool = (pa_pool_t *)PyLong_AsVoidPtr(addr);
   if (p->pool == NULL) return PyErr_Occurred() ? -1 : lease_raise_rc(EINVAL, "LeasePool(): pool");
@@ -497,6 +506,7 @@ static int lp_init(LeasePoolObject *p, PyObject *args, PyObject *kwargs) {
   p->size = (size_t)size;
   p->align = (size_t)align;
   p->capacity = capacity;
+  p->max_request = max_request;
   p->fixed = fixed;
   p->strict = strict;
   p->stash_max = fixed ? stash : 0;

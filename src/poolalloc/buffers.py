@@ -188,6 +188,22 @@ def _memory_limit() -> int:
     return limit
 
 
+def _check_holdable(nbytes: int, what: str) -> None:
+    """Refuse at once ``nbytes`` of blocks that no process here can hold: more than an address
+    space (PoolOverflowError) or than :func:`_memory_limit` (PoolMemoryError). Chunks are
+    mapped without reserving memory, so a single such block was handed out and the process
+    was killed when it used it; a batch found out block by block, seconds later."""
+    if nbytes > _ADDRESS_SPACE:
+        raise PoolOverflowError(f"{what} more than an address space holds", errno.EOVERFLOW)
+    limit = _memory_limit()
+    if nbytes > limit:
+        raise PoolMemoryError(
+            f"{what} more than this machine's memory and swap (or this process's memory "
+            f"limit, {limit} bytes) can hold",
+            errno.ENOMEM,
+        )
+
+
 def _check_int(value: object, what: str) -> int:
     # bools are ints to Python, but True is no size; floats are rejected, not truncated
     if isinstance(value, bool) or not isinstance(value, int):
@@ -256,7 +272,7 @@ class _LeasingPool(NotCopyable):
             _TOKEN, address, self._slab, size, alignment, capacity,
             fixed=fixed, strict=strict, stash=0 if self._debug else _stash_for(size, capacity),
             name=name, slow=self._waiters.wait_sync, notify=self._waiters.notify,
-            waitq=self._waiters.queue,
+            waitq=self._waiters.queue, max_request=min(_memory_limit(), _ADDRESS_SPACE),
         )  # fmt: skip
         self._decay_seen = (-1, -1)  # (acquires, releases) at the previous decay()
         self._leak_level = leak_level or leaks.level()
@@ -512,6 +528,7 @@ class BufferPool(_LeasingPool):
         _check_int(size, "size")
         if size < 1:
             raise PoolValueError(f"size must be >= 1, not {size}", errno.EINVAL)
+        _check_holdable(size, f"BufferPool({size}): a block of {size} bytes is")
         _check_alignment(alignment)
         self._capacity = _check_capacity(capacity)
         _check_decay_ms(decay_ms)
@@ -578,20 +595,7 @@ class BufferPool(_LeasingPool):
             raise PoolValueError(f"acquire_many(): n must be >= 0, not {n}", errno.EINVAL)
         if self._capacity and n > self._capacity:
             raise PoolValueError(f"acquire_many({n}): more than the capacity", errno.EINVAL)
-        if n * self.size > _ADDRESS_SPACE:
-            raise PoolOverflowError(
-                f"acquire_many({n}): {n} blocks of {self.size} bytes are more than an address "
-                "space holds",
-                errno.EOVERFLOW,
-            )
-        limit = _memory_limit()
-        if n * self.size > limit:
-            raise PoolMemoryError(
-                f"acquire_many({n}): {n} blocks of {self.size} bytes are more than this "
-                f"machine's memory and swap (or this process's memory limit, {limit} bytes) "
-                "can hold",
-                errno.ENOMEM,
-            )
+        _check_holdable(n * self.size, f"acquire_many({n}): {n} blocks of {self.size} bytes are")
         try:
             bufs: list[Buffer] | None = self._leases.acquire_many(n)
         except MemoryError as exc:

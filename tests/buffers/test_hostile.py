@@ -3,6 +3,7 @@ nothing crashes, and the counters balance."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import errno
 import pickle
@@ -123,6 +124,29 @@ def test_acquire_many_of_more_than_the_machine_holds_fails_at_once() -> None:
         assert pool.outstanding() == 0
         assert pool.stats().core.mapped_bytes == 0  # nothing was mapped for it
         assert len(pool.acquire_many(3)) == 3  # a batch that fits is served as before
+
+
+def test_a_single_block_of_more_than_the_machine_holds_is_refused_at_once() -> None:
+    # Chunks are mapped without reserving memory: BufferPool(1 << 46).acquire() handed out a
+    # 64 TiB lease and Allocator().alloc(1 << 40) a 1 TiB one, and the first writes across
+    # them ended in the OOM killer instead of an exception.
+    from poolalloc.buffers import _memory_limit
+
+    too_big = _memory_limit() + 1
+    with pytest.raises(PoolMemoryError, match="more than this machine's memory and swap"):
+        BufferPool(too_big)
+    for size in (1 << 47 + 1, 2**63, 2**64):
+        with pytest.raises(PoolOverflowError, match="more than an address space holds"):
+            BufferPool(size)
+    with Allocator() as alloc:
+        with pytest.raises(PoolMemoryError, match="more than this machine's memory and swap"):
+            alloc.alloc(too_big)
+        with pytest.raises(PoolMemoryError, match="more than this machine's memory"):
+            asyncio.run(alloc.alloc_async(too_big))
+        assert alloc.outstanding() == 0
+        assert alloc.stats().core.mapped_bytes == 0  # nothing was mapped for them
+        with alloc.alloc(1 << 20) as buf:  # a request that fits is served as before
+            assert buf.nbytes == 1 << 20
 
 
 def test_acquire_many_heeds_an_address_space_limit_set_after_the_first_batch(
