@@ -338,6 +338,35 @@ def test_writer_gives_leases_back(run: Any, buffer_pool: Any) -> None:
     assert out == 0
 
 
+def test_writer_refuses_what_is_not_bytes_like_as_asyncio_does(run: Any, buffer_pool: Any) -> None:
+    # a str reached the lease branch and raised AttributeError ('str' has no 'view'); asyncio's
+    # writer raises TypeError, and the connection goes on
+    async def main() -> tuple[bytes, list[str]]:
+        errors: list[str] = []
+
+        async def handler(reader: Any, writer: Any) -> None:
+            for bad in ("text", 5):
+                for call in (writer.write, lambda d: writer.writelines([d])):
+                    try:
+                        call(bad)
+                    except TypeError:
+                        errors.append(type(bad).__name__)
+            writer.write(b"ab")
+            writer.writelines([b"c", b"d"])
+            await writer.drain()
+            writer.close()
+
+        server, port = await serve(handler, buffer_pool)
+        reader, writer = await streams.open_connection("127.0.0.1", port, pool=buffer_pool)
+        got = await reader.read()
+        await stop(server, writer)
+        return got, errors
+
+    got, errors = run(main())
+    assert got == b"abcd"
+    assert errors == ["str", "str", "int", "int"]
+
+
 def test_readexactly_lease_spans_blocks_zero_copy(run: Any, small_pool: Any) -> None:
     async def main() -> tuple[bytes, int, bool]:
         result: list[Any] = []

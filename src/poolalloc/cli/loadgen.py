@@ -22,10 +22,10 @@ import resource
 import select
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["LoadResult", "http_request", "raise_open_files_limit", "run_load"]
+__all__ = ["LoadResult", "http_request", "percentile", "raise_open_files_limit", "run_load"]
 
 #: Connections opened per loop turn: a burst of thousands of SYNs overflows a small backlog.
 CONNECT_BATCH = 64
@@ -54,11 +54,22 @@ class LoadResult:
 
     def percentile(self, pct: float) -> float:
         """The ``pct`` percentile of the latencies (nearest rank), 0.0 when there are none."""
-        if not self.latencies:
-            return 0.0
-        ordered = sorted(self.latencies)
-        rank = max(1, -(-len(ordered) * pct // 100))  # ceil without floats drifting
-        return ordered[min(len(ordered), int(rank)) - 1]
+        return percentile(self.latencies, pct) if self.latencies else 0.0
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """The ``pct`` percentile of ``values`` (nearest rank: the smallest value with at least
+    ``pct`` percent of the values at or below it).
+
+    Example:
+        >>> percentile(list(range(1, 101)), 99), percentile([1, 2, 3], 50)
+        (99, 2)
+    """
+    if not values:
+        raise ValueError("no samples")
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * pct // 100))  # ceil without floats drifting
+    return ordered[min(len(ordered), int(rank)) - 1]
 
 
 def http_request(host: str, port: int, path: str = "/", body: bytes = b"") -> bytes:

@@ -666,7 +666,9 @@ def _release_quietly(lease: Any) -> None:
 
 
 def _is_plain(data: object) -> bool:
-    return isinstance(data, bytes | bytearray | memoryview)
+    # not a lease: bytes-like objects go to the transport as they are, and so does anything
+    # else, for the transport's own TypeError (a str is not bytes-like)
+    return isinstance(data, bytes | bytearray | memoryview) or not hasattr(data, "view")
 
 
 class PooledStreamWriter:

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 import poolalloc
+from poolalloc.cli.loadgen import percentile
 from poolalloc.cli.workloads._common import (
     HOST,
     MIB,
@@ -26,7 +27,6 @@ from poolalloc.cli.workloads._common import (
     Variant,
     build_doc,
     child,
-    percentile,
 )
 from poolalloc.cli.workloads._peer import COUNT, frame_sizes
 

@@ -41,20 +41,6 @@ def summary(values: Sequence[float]) -> dict[str, float]:
     }
 
 
-def percentile(values: Sequence[float], pct: float) -> float:
-    """The ``pct`` percentile of ``values`` (nearest rank).
-
-    Example:
-        >>> percentile(list(range(1, 101)), 99)
-        99
-    """
-    if not values:
-        raise ValueError("no samples")
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
-
-
 @dataclass
 class Metric:
     """One figure of a workload: its key in each row's samples, how to print it."""

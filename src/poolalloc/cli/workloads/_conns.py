@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 
+from poolalloc.cli.loadgen import percentile
 from poolalloc.cli.workloads._common import (
     KIB,
     Child,
@@ -19,7 +20,6 @@ from poolalloc.cli.workloads._common import (
     Variant,
     build_doc,
     has_uvloop,
-    percentile,
     proc_cpu,
     proc_status,
 )

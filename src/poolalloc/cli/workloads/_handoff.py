@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 import poolalloc
+from poolalloc.cli.loadgen import percentile
 from poolalloc.cli.workloads._common import (
     HOST,
     KIB,
@@ -29,7 +30,6 @@ from poolalloc.cli.workloads._common import (
     Variant,
     build_doc,
     child,
-    percentile,
     self_cpu,
 )
 from poolalloc.cli.workloads._peer import HEAD, REQUEST

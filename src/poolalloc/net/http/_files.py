@@ -18,7 +18,7 @@ Example:
     >>> import os
     >>> from poolalloc.net.http.parser import parse_head
     >>> st = os.stat_result((0o100644, 7, 0, 1, 0, 0, 1000, 0, 0, 0), {"st_mtime_ns": 0})
-    >>> a = plan(parse_head(b"GET /f HTTP/1.1\\r\\nRange: bytes=-100"), st)
+    >>> a = plan(parse_head(b"GET /f HTTP/1.1\\r\\nHost: x\\r\\nRange: bytes=-100"), st)
     >>> a.status, a.offset, a.length
     (206, 900, 100)
 """
@@ -88,7 +88,7 @@ def plan(req: Request, st: os.stat_result) -> Answer:
     Example:
         >>> from poolalloc.net.http.parser import parse_head
         >>> st = os.stat_result((0o100644, 7, 0, 1, 0, 0, 10, 0, 0, 0), {"st_mtime_ns": 0})
-        >>> plan(parse_head(b'GET / HTTP/1.1\\r\\nIf-None-Match: "7-a-0"'), st).status
+        >>> plan(parse_head(b'GET / HTTP/1.1\\r\\nHost: x\\r\\nIf-None-Match: "7-a-0"'), st).status
         304
     """
     size = st.st_size
