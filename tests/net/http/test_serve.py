@@ -68,6 +68,16 @@ def test_serve_cli(tmp_path: Any, workers: int) -> None:
         assert status == 200
         assert b"poolalloc_requests_total" in text
         assert b"# TYPE poolalloc_connections_total counter" in text
+        for method in ("POST", "PUT", "DELETE"):  # a scrape only reads (they answered 200)
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request(method, "/metrics", body=b"x")
+            resp = conn.getresponse()
+            assert (resp.status, resp.getheader("Allow"), resp.read()[:3]) == (
+                405,
+                "GET, HEAD",
+                b"405",
+            )
+            conn.close()
         if workers > 1:
             assert len(children(proc.pid)) == workers  # N processes on one port
     finally:

@@ -86,8 +86,13 @@ def build_server(
     return server
 
 
+_NOT_ALLOWED = Response(405, b"405 Method Not Allowed\n", headers=(("Allow", "GET, HEAD"),))
+
+
 def _metrics_handler(server: HttpServer) -> Callable[[Request], Response]:
     def handler(req: Request) -> Response:
+        if req.method not in ("GET", "HEAD"):  # a scrape only reads
+            return _NOT_ALLOWED
         text = prometheus_text(server.metrics())
         return Response(body=text.encode(), content_type="text/plain; version=0.0.4")
 
