@@ -10,6 +10,10 @@
 
 #include <stddef.h>
 
+/* internal to the extension, as everything in internal.h: calls bind inside it, not through
+ * the PLT, and nothing outside can call them */
+#pragma GCC visibility push(hidden)
+
 typedef struct pai_os_s {
   int (*map)(size_t len, void **out);                /* anonymous RW mapping, page aligned */
   int (*unmap)(void *p, size_t len);
@@ -31,5 +35,7 @@ int pai_os_random(void *buf, size_t n);
 /* fake NUMA topology */
 int pai_os_fake_active(void);
 int pai_os_fake_cpu_node(int cpu, unsigned *node);
+
+#pragma GCC visibility pop
 
 #endif /* PA_OS_H */
