@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -339,6 +341,104 @@ def test_a_lifespan_that_never_completes_is_bounded(caplog: pytest.LogCaptureFix
     assert any("shutdown did not complete in 0.2 s" in r.getMessage() for r in caplog.records)
     with pytest.raises(ValueError, match="lifespan_timeout"):
         AsgiServer(stuck_in("x"), port=0, lifespan_timeout=0)
+
+
+SWALLOWS_CANCELLATION = """
+import asyncio, logging, sys
+
+from poolalloc.net.asgi import AsgiServer, LifespanError
+
+phase, loop_name, stubborn = sys.argv[1], sys.argv[2], sys.argv[3] == "stubborn"
+logging.basicConfig(level=logging.ERROR, format="%(message)s")
+
+
+async def app(scope, receive, send):
+    await receive()
+    if phase == "shutdown":
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+    while True:  # never completes, and goes on after each cancellation
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            print("swallowed", flush=True)
+        except GeneratorExit:
+            if not stubborn:
+                raise
+            print("ignored GeneratorExit", flush=True)
+
+
+async def main():
+    server = AsgiServer(app, port=0, lifespan_timeout=0.2)
+    try:
+        await server.start()
+    except LifespanError as exc:
+        print("start:", exc, flush=True)
+        return
+    await server.shutdown(1)
+    print("shutdown returned", flush=True)
+
+
+if loop_name == "asyncio":
+    asyncio.run(main())
+else:
+    __import__("uvloop").run(main())
+print("asyncio.run returned", flush=True)
+"""
+
+
+def _swallower(tmp_path: Any, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    script = tmp_path / "swallower.py"
+    script.write_text(SWALLOWS_CANCELLATION)
+    started = time.monotonic()
+    try:
+        run = subprocess.run(
+            [sys.executable, str(script), *args],
+            capture_output=True, text=True, timeout=20, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"hung: {exc.stdout!r} {exc.stderr!r}")
+    return run, time.monotonic() - started
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("phase", ["startup", "shutdown"])
+def test_a_lifespan_task_that_swallows_its_cancellation_does_not_hang_asyncio_run(
+    tmp_path: Any, phase: str, loop: str
+) -> None:
+    """An app whose lifespan task catches the cancellation and waits again (stuck in its
+    startup, or in its shutdown) left a task that ``asyncio.run()`` waited for forever at its
+    teardown: the server now closes its coroutine a second after the cancellation, says so
+    naming the task, and ``asyncio.run()`` returns."""
+    pytest.importorskip(loop)
+    run, took = _swallower(tmp_path, phase, loop, "-")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == "swallowed"
+    expected = "start: lifespan startup did not complete" if phase == "startup" else "shutdown "
+    assert lines[1].startswith(expected)
+    assert lines[-1] == "asyncio.run returned"
+    assert "task 'lifespan of the ASGI application app'" not in run.stderr  # named by its repr
+    assert "name='lifespan of the ASGI application app'" in run.stderr
+    assert "ignored its cancellation: closing its coroutine" in run.stderr
+    assert "Task exception was never retrieved" not in run.stderr
+    assert took < 15
+
+
+def test_a_lifespan_app_that_ignores_generator_exit_does_not_hang_asyncio_run(
+    tmp_path: Any,
+) -> None:
+    """An app coroutine that ignores its cancellation and ``GeneratorExit`` too: closing the
+    server's own coroutine around it still ends the lifespan task (the app's coroutine is
+    left suspended, no task's), ``shutdown()`` returns and so does ``asyncio.run()``."""
+    run, took = _swallower(tmp_path, "shutdown", "asyncio", "stubborn")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[:2] == ["swallowed", "ignored GeneratorExit"]
+    assert lines[-2:] == ["shutdown returned", "asyncio.run returned"]
+    assert "ignored its cancellation: closing its coroutine" in run.stderr
+    assert "RuntimeError: coroutine ignored GeneratorExit" in run.stderr  # the app's, logged
+    assert took < 15
 
 
 def _stalled_body(app: Any) -> tuple[bytes, float, dict[str, float]]:
