@@ -51,6 +51,25 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+
+class ClientDisconnected(OSError):
+    """``send()`` on a connection that is gone (ASGI HTTP spec 2.4): the client went away, or
+    a timeout or a framing error of the response ended the connection. The response can no
+    longer be delivered; an application that catches it should stop sending. The server logs
+    it, raised out of the application after the connection ended, at ``DEBUG`` only.
+
+    Example:
+        >>> issubclass(ClientDisconnected, OSError)
+        True
+        >>> async def app(scope, receive, send):
+        ...     try:
+        ...         while True:  # a stream to a client that may leave
+        ...             await send({"type": "http.response.body", "body": b".", "more_body": True})
+        ...     except ClientDisconnected:
+        ...         return  # gone: nothing more to do
+    """
+
+
 _HEAD_END = BLANK_LINE  # a head's end; its lines may end in a bare LF (RFC 9112 2.2)
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 #: Reason phrases: the standard library's table, with RFC 9110's names where they changed
@@ -313,6 +332,7 @@ class _Cycle:
         if kind == "http.response.start":
             if self.started:
                 raise RuntimeError("http.response.start sent twice")
+            self._check_connected(kind)
             status = message["status"]
             headers = list(message.get("headers", ()))
             status, headers = _checked_start(status, headers)  # a refusal is a clean 500
@@ -326,13 +346,10 @@ class _Cycle:
             raise RuntimeError("http.response.body before http.response.start")
         if self.finished:
             raise RuntimeError("http.response.body after the response was complete")
+        self._check_connected(kind)
         body = message.get("body", b"")
         more = bool(message.get("more_body", False))
         proto = self.proto
-        if self.disconnected or proto.transport is None:
-            if not more:
-                self.finished = True
-            return  # the client is gone: the response is dropped, as uvicorn drops it
         out: list[bytes] = []
         if self.status:  # the head is not written yet
             head = self._head(body, more)
@@ -372,6 +389,16 @@ class _Cycle:
             self.finished = True
             self._wake()
             proto.response_done(self)
+
+    def _check_connected(self, kind: str) -> None:
+        # Say so (ASGI 2.4): an app that streams until a send fails would otherwise stream
+        # into nothing forever. A transport closing under a response that is not complete is
+        # one whose write failed (a reset: connection_lost comes only on the loop's next
+        # turn, which a send that never waits never gives it) or one the server is ending.
+        transport = self.proto.transport
+        if self.disconnected or transport is None or transport.is_closing():
+            self.lost()  # (already, or before connection_lost says it)
+            raise ClientDisconnected(f"{kind} not sent: the client is gone")
 
     def _head(self, body: bytes, more: bool) -> bytes:
         status = self.status
@@ -609,8 +636,8 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
 
     async def drain(self) -> None:
         """Wait while the transport's buffer is full; a client that takes nothing of it for
-        ``idle_timeout`` is reset (see :meth:`_watch_output`), and the app's sends are dropped
-        from then on, as for a client gone."""
+        ``idle_timeout`` is reset (see :meth:`_watch_output`), and the app's sends raise
+        :class:`ClientDisconnected` from then on, as for a client gone."""
         if self._write_paused and self.transport is not None:
             waiter = self.loop.create_future()
             self._drain_waiters.append(waiter)
@@ -780,10 +807,18 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
                 self._close()
                 raise
-            logger.error(
-                "Exception in ASGI application\n%s",
-                "".join(traceback.format_exception(exc)),
-            )
+            if cycle.disconnected and _client_gone(exc):
+                # the app stopped because its send raised ClientDisconnected (or its framework
+                # turned that into its own exception): the client left, the app is fine
+                logger.debug(
+                    "ASGI application ended by the client's disconnect: %s %s (%r)",
+                    cycle.scope["method"], cycle.scope["path"], exc,
+                )  # fmt: skip
+            else:
+                logger.error(
+                    "Exception in ASGI application\n%s",
+                    "".join(traceback.format_exception(exc)),
+                )
             self._app_failed(cycle)
         else:
             if not cycle.finished and not cycle.disconnected:  # the client is gone: no answer
@@ -883,14 +918,14 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         self.state.timeouts += 1
         if self.transport is not None and (cycle.status or not cycle.started):
             self.transport.write(_simple_response(408, "Request Timeout", close=True))
-        cycle.lost()  # what the app sends from now on is dropped
+        cycle.lost()  # what the app sends from now on raises ClientDisconnected
         self._close()
 
     def framing_failed(self, cycle: _Cycle) -> None:
         """The app's response does not match its own ``Content-Length``: nothing more of it is
         written, and the connection closes after what was (the client sees a short body and
         the close, never bytes it would take for the next response)."""
-        cycle.lost()  # what the app sends from now on is dropped
+        cycle.lost()  # what the app sends from now on raises ClientDisconnected
         self._close()
 
     def _fail(self, exc: HttpError) -> None:
@@ -912,6 +947,14 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         """Graceful shutdown: an idle connection closes now, a busy one after its response."""
         if self.cycle is None:
             self._close()
+
+
+def _client_gone(exc: BaseException) -> bool:
+    """``exc`` is :class:`ClientDisconnected`, one raised while handling it (a framework's
+    own disconnect exception), or a group of such."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_client_gone(e) for e in exc.exceptions)
+    return isinstance(exc, ClientDisconnected) or isinstance(exc.__context__, ClientDisconnected)
 
 
 def _never() -> bool:

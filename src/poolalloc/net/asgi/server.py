@@ -43,11 +43,24 @@ from collections.abc import Callable
 from typing import Any
 
 from poolalloc.buffers import BufferPool
-from poolalloc.net.asgi._protocol import App, HttpAsgiProtocol, Message, ServerState
+from poolalloc.net.asgi._protocol import (
+    App,
+    ClientDisconnected,
+    HttpAsgiProtocol,
+    Message,
+    ServerState,
+)
 from poolalloc.net.http.serve import _supervise  # the same SIGTERM-forwarding supervisor
 from poolalloc.net.sockets import LeaseSource
 
-__all__ = ["AsgiServer", "LifespanError", "import_app", "new_event_loop", "serve"]
+__all__ = [
+    "AsgiServer",
+    "ClientDisconnected",
+    "LifespanError",
+    "import_app",
+    "new_event_loop",
+    "serve",
+]
 
 logger = logging.getLogger("poolalloc.asgi")
 #: Seconds the app's lifespan task gets to end at each step: after its startup or shutdown
