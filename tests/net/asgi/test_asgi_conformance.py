@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import subprocess
@@ -518,3 +519,49 @@ def test_a_stalled_body_after_the_response_began_closes_the_connection() -> None
     assert received == ["http.request", "http.disconnect"]
     assert 0.1 < waited < 3
     assert metrics["timeouts_total"] == 1
+
+
+def test_a_stalled_body_beside_a_response_the_client_never_reads_is_counted_once() -> None:
+    """An app streaming its response while it waits for the rest of the request body (as
+    Starlette's ``StreamingResponse(request.stream())`` does), to a client that stops sending
+    and reads nothing: the body's timeout ends the connection, and ``timeouts_total`` rises by
+    exactly one (the stalled send's watch and the closing connection's counted it again)."""
+    import asyncio
+
+    from poolalloc.net.asgi import AsgiServer
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        async def stream() -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            with contextlib.suppress(OSError):
+                for _ in range(2000):  # far more than the socket buffers hold
+                    await send({"type": "http.response.body", "body": b"x" * 65536,
+                                "more_body": True})  # fmt: skip
+
+        streaming = asyncio.ensure_future(stream())
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                break
+        await streaming
+
+    async def main() -> tuple[dict[str, float], dict[str, float]]:
+        server = AsgiServer(app, "127.0.0.1", 0, idle_timeout=0.5, lifespan="off")
+        await server.start()
+        before = server.metrics()
+        with socket.create_connection(server.address) as client:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            client.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+                           + b"z" * 10)  # fmt: skip
+            for _ in range(300):  # the connection ends one timeout in
+                await asyncio.sleep(0.01)
+                if not server.connections:
+                    break
+            await asyncio.sleep(1.5)  # past any watch that was still to fire (two timeouts)
+            after = server.metrics()
+        await server.shutdown(1)
+        return before, after
+
+    before, after = asyncio.run(main())
+    assert after["connections_active"] == 0
+    assert after["timeouts_total"] - before["timeouts_total"] == 1

@@ -524,6 +524,7 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         self._task: asyncio.Task[None] | None = None
         self._sock: Any = None
         self._refusing = False  # answered 503: what arrives is read into scratch and dropped
+        self._timed_out = False  # a timeout ends this connection: counted (once)
 
     # -- transport events -------------------------------------------------------------------
 
@@ -641,13 +642,13 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         if self._write_paused and self.transport is not None:
             waiter = self.loop.create_future()
             self._drain_waiters.append(waiter)
-            timer = self._watch_output(waiter.done, count=True)
+            timer = self._watch_output(waiter.done)
             try:
                 await waiter
             finally:
                 timer[0].cancel()
 
-    def _watch_output(self, done: Callable[[], bool], *, count: bool) -> list[asyncio.TimerHandle]:
+    def _watch_output(self, done: Callable[[], bool]) -> list[asyncio.TimerHandle]:
         """Until ``done()`` (or the connection is gone), reset the connection if its client's
         TCP acknowledges none of our output for ``idle_timeout`` (as the HTTP server resets a
         peer that never reads): while a ``send`` waits for room, while a response written
@@ -659,24 +660,18 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         # wait began are acknowledged by a client that reads nothing, too.
         timer: list[asyncio.TimerHandle] = []
         half = self.state.idle_timeout / 2
-        timer.append(self.loop.call_later(half, self._stall_sample, done, count, timer))
+        timer.append(self.loop.call_later(half, self._stall_sample, done, timer))
         return timer
 
-    def _stall_sample(
-        self, done: Callable[[], bool], count: bool, timer: list[asyncio.TimerHandle]
-    ) -> None:
+    def _stall_sample(self, done: Callable[[], bool], timer: list[asyncio.TimerHandle]) -> None:
         if done() or self.transport is None:
             return
         acked = acked_bytes(self._sock)
         half = self.state.idle_timeout / 2
-        timer[0] = self.loop.call_later(half, self._stalled, done, count, acked, timer)
+        timer[0] = self.loop.call_later(half, self._stalled, done, acked, timer)
 
     def _stalled(
-        self,
-        done: Callable[[], bool],
-        count: bool,
-        acked: int | None,
-        timer: list[asyncio.TimerHandle],
+        self, done: Callable[[], bool], acked: int | None, timer: list[asyncio.TimerHandle]
     ) -> None:
         if done() or self.transport is None:
             return  # the client took some meanwhile, or is gone
@@ -684,10 +679,9 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         if acked is not None and now != acked:
             # it reads on, slower than the buffers drain: look again a whole timeout later
             timeout = self.state.idle_timeout
-            timer[0] = self.loop.call_later(timeout, self._stalled, done, count, now, timer)
+            timer[0] = self.loop.call_later(timeout, self._stalled, done, now, timer)
             return
-        if count:  # (a close that a timeout began was counted then)
-            self.state.timeouts += 1
+        self._count_timeout()
         if self.cycle is not None:
             self.cycle.lost()
         # A reset (SO_LINGER 0), not a plain close: closed, the socket would live on in the
@@ -853,7 +847,7 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             # client pipelining requests and reading nothing would have every answer buffered
             # here (one a few bytes of request, each as large as the app makes it).
             self._next_when_drained = True
-            self._output_watch = self._watch_output(self._write_resumed, count=True)
+            self._output_watch = self._watch_output(self._write_resumed)
         else:
             self.loop.call_soon(self._next, True)
 
@@ -905,17 +899,17 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         if left > 0:
             self._idle_handle = self.loop.call_later(left, self._idle_check)
         elif self._pending:  # a head begun and not finished in time (RFC 9110 15.5.9)
-            self.state.timeouts += 1
+            self._count_timeout()
             self._fail(HttpError(408, "Request Timeout"))
         else:
-            self.state.timeouts += 1
-            self._close(counted=True)  # idle between requests: a FIN (RFC 9112 9.5)
+            self._count_timeout()
+            self._close()  # idle between requests: a FIN (RFC 9112 9.5)
 
     def body_timed_out(self, cycle: _Cycle) -> None:
         """The app waits for body that stopped arriving for ``idle_timeout`` (RFC 9110
         15.5.9): ``408 Request Timeout`` with ``Connection: close`` if nothing of the response
         was written yet, then the connection closes; ``receive()`` says ``http.disconnect``."""
-        self.state.timeouts += 1
+        self._count_timeout()
         if self.transport is not None and (cycle.status or not cycle.started):
             self.transport.write(_simple_response(408, "Request Timeout", close=True))
         cycle.lost()  # what the app sends from now on raises ClientDisconnected
@@ -933,15 +927,23 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             self.transport.write(_simple_response(exc.status, str(exc), close=True))
         self._close()
 
-    def _close(self, *, counted: bool = False) -> None:
+    def _count_timeout(self) -> None:
+        """Count the timeout that ends this connection. Once: the watches that may still fire
+        as it ends (a stalled send's, the close's on its buffered output) count a connection
+        that a timeout already ended no second time."""
+        if not self._timed_out:
+            self._timed_out = True
+            self.state.timeouts += 1
+
+    def _close(self) -> None:
         """Close after what is buffered has gone out; a client that takes none of it for
-        ``idle_timeout`` is reset then (``counted``: a timeout already counted this close)."""
+        ``idle_timeout`` is reset then (a timeout, counted unless one ended it already)."""
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.close()  # connection_lost once the buffer is out: that ends the watch
             if self._output_watch is not None:  # a pipelined request's wait: this one instead
                 self._output_watch[0].cancel()
-            self._output_watch = self._watch_output(_never, count=not counted)
+            self._output_watch = self._watch_output(_never)
 
     def shutdown(self) -> None:
         """Graceful shutdown: an idle connection closes now, a busy one after its response."""
