@@ -565,3 +565,34 @@ def test_a_stalled_body_beside_a_response_the_client_never_reads_is_counted_once
     before, after = asyncio.run(main())
     assert after["connections_active"] == 0
     assert after["timeouts_total"] - before["timeouts_total"] == 1
+
+
+def test_a_lifespan_app_waiting_in_receive_after_its_shutdown_is_cancelled_at_once() -> None:
+    """An app that reports ``lifespan.shutdown.complete`` and then waits in ``receive()``
+    again (a ``while True`` loop that does not return) waits for a message that never comes:
+    its task is cancelled at once, not after the second a returning task is given."""
+    import asyncio
+
+    from poolalloc.net.asgi import AsgiServer
+
+    cancelled: list[bool] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            while True:
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    async def main() -> float:
+        server = AsgiServer(app, port=0)
+        await server.start()
+        started = time.monotonic()
+        await server.shutdown(1)
+        return time.monotonic() - started
+
+    took = asyncio.run(asyncio.wait_for(main(), 30))
+    assert cancelled == [True]
+    assert took < 0.5, took

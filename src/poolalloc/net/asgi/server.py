@@ -91,9 +91,15 @@ class _Lifespan:
         self._stopped = asyncio.Event()
         self._failed: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._waiting = asyncio.Event()  # the app waits in receive() with nothing queued
 
     async def receive(self) -> Message:
-        return await self._queue.get()
+        if self._queue.empty():
+            self._waiting.set()
+        try:
+            return await self._queue.get()
+        finally:
+            self._waiting.clear()
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
@@ -174,8 +180,12 @@ class _Lifespan:
         task = self._task
         if task is None or task.done():
             return
-        if completed:
-            await asyncio.wait({task}, timeout=_END_GRACE)  # returning after its report
+        if completed:  # it may return after its report; waiting in receive() it never will
+            waiting = asyncio.ensure_future(self._waiting.wait())
+            await asyncio.wait(
+                {task, waiting}, timeout=_END_GRACE, return_when=asyncio.FIRST_COMPLETED
+            )
+            waiting.cancel()
             if task.done():
                 return
         task.cancel()
