@@ -92,6 +92,15 @@ def test_help_shows_examples(command: str, cli: Cli, tmp_path: Path) -> None:
             "--app serves the application alone on asyncio: drop --root, --max-connections",
         ),
         (["serve", "--app", "main:app", "--engine", "uring"], "drop --engine"),
+        (
+            ["serve", "--app", "main:app", "--lifespan-timeout", "0"],
+            "argument --lifespan-timeout: must be a number of seconds above 0, got 0",
+        ),
+        (
+            ["serve", "--app", "main:app", "--lifespan-timeout", "later"],
+            "argument --lifespan-timeout: not a number: 'later'",
+        ),
+        (["serve", "--lifespan-timeout", "5"], "--lifespan-timeout bounds an ASGI application"),
         (["demo", "--connections", "0"], "must be at least 1"),
         (["bench", "nonsense"], "invalid choice"),
         (["no-such-command"], "invalid choice"),

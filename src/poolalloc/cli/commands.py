@@ -200,6 +200,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 #: requests (uvicorn's keep-alive default)
 HTTP_IDLE_TIMEOUT = 60.0
 ASGI_IDLE_TIMEOUT = 5.0
+#: seconds an ASGI application's lifespan startup, and its shutdown, may each take (hypercorn's
+#: startup and shutdown timeouts are 60 s too)
+ASGI_LIFESPAN_TIMEOUT = 60.0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -294,6 +297,8 @@ def _check_serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
     if args.fresh_bytearray and args.engine == "uring":
         # io_uring reads into a ring of pool buffers that the kernel picks: no bytearray there.
         parser.error("--fresh-bytearray works with --engine epoll only: drop one of them")
+    if args.lifespan_timeout is not None and args.app is None:
+        parser.error("--lifespan-timeout bounds an ASGI application's lifespan: it needs --app")
     if args.app is not None:
         # the application runs on asyncio: options of the built-in server would be ignored
         given = [
@@ -321,6 +326,9 @@ def _serve_asgi(args: argparse.Namespace) -> int:
         args.app, args.host, args.port, workers=args.workers, app_dir=args.app_dir,
         buffer_size=args.buffer_size, buffer_capacity=args.buffer_capacity,
         keep_alive_timeout=ASGI_IDLE_TIMEOUT if args.idle_timeout is None else args.idle_timeout,
+        lifespan_timeout=(
+            ASGI_LIFESPAN_TIMEOUT if args.lifespan_timeout is None else args.lifespan_timeout
+        ),
     )  # fmt: skip
 
 
@@ -380,6 +388,12 @@ def add_serve(subs: argparse._SubParsersAction[OneLineParser]) -> None:
         type=positive_float,
         help=f"seconds before an idle connection is closed (default {HTTP_IDLE_TIMEOUT:g}; "
         f"with --app, between requests: {ASGI_IDLE_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--lifespan-timeout",
+        type=positive_float,
+        help="with --app: seconds the application's lifespan startup, and its shutdown, may "
+        f"each take (default {ASGI_LIFESPAN_TIMEOUT:g}); a startup past it exits with status 3",
     )
     p.add_argument(
         "--engine",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -341,6 +344,104 @@ def test_a_lifespan_that_never_completes_is_bounded(caplog: pytest.LogCaptureFix
         AsgiServer(stuck_in("x"), port=0, lifespan_timeout=0)
 
 
+SWALLOWS_CANCELLATION = """
+import asyncio, logging, sys
+
+from poolalloc.net.asgi import AsgiServer, LifespanError
+
+phase, loop_name, stubborn = sys.argv[1], sys.argv[2], sys.argv[3] == "stubborn"
+logging.basicConfig(level=logging.ERROR, format="%(message)s")
+
+
+async def app(scope, receive, send):
+    await receive()
+    if phase == "shutdown":
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+    while True:  # never completes, and goes on after each cancellation
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            print("swallowed", flush=True)
+        except GeneratorExit:
+            if not stubborn:
+                raise
+            print("ignored GeneratorExit", flush=True)
+
+
+async def main():
+    server = AsgiServer(app, port=0, lifespan_timeout=0.2)
+    try:
+        await server.start()
+    except LifespanError as exc:
+        print("start:", exc, flush=True)
+        return
+    await server.shutdown(1)
+    print("shutdown returned", flush=True)
+
+
+if loop_name == "asyncio":
+    asyncio.run(main())
+else:
+    __import__("uvloop").run(main())
+print("asyncio.run returned", flush=True)
+"""
+
+
+def _swallower(tmp_path: Any, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    script = tmp_path / "swallower.py"
+    script.write_text(SWALLOWS_CANCELLATION)
+    started = time.monotonic()
+    try:
+        run = subprocess.run(
+            [sys.executable, str(script), *args],
+            capture_output=True, text=True, timeout=20, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"hung: {exc.stdout!r} {exc.stderr!r}")
+    return run, time.monotonic() - started
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("phase", ["startup", "shutdown"])
+def test_a_lifespan_task_that_swallows_its_cancellation_does_not_hang_asyncio_run(
+    tmp_path: Any, phase: str, loop: str
+) -> None:
+    """An app whose lifespan task catches the cancellation and waits again (stuck in its
+    startup, or in its shutdown) left a task that ``asyncio.run()`` waited for forever at its
+    teardown: the server now closes its coroutine a second after the cancellation, says so
+    naming the task, and ``asyncio.run()`` returns."""
+    pytest.importorskip(loop)
+    run, took = _swallower(tmp_path, phase, loop, "-")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == "swallowed"
+    expected = "start: lifespan startup did not complete" if phase == "startup" else "shutdown "
+    assert lines[1].startswith(expected)
+    assert lines[-1] == "asyncio.run returned"
+    assert "task 'lifespan of the ASGI application app'" not in run.stderr  # named by its repr
+    assert "name='lifespan of the ASGI application app'" in run.stderr
+    assert "ignored its cancellation: closing its coroutine" in run.stderr
+    assert "Task exception was never retrieved" not in run.stderr
+    assert took < 15
+
+
+def test_a_lifespan_app_that_ignores_generator_exit_does_not_hang_asyncio_run(
+    tmp_path: Any,
+) -> None:
+    """An app coroutine that ignores its cancellation and ``GeneratorExit`` too: closing the
+    server's own coroutine around it still ends the lifespan task (the app's coroutine is
+    left suspended, no task's), ``shutdown()`` returns and so does ``asyncio.run()``."""
+    run, took = _swallower(tmp_path, "shutdown", "asyncio", "stubborn")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[:2] == ["swallowed", "ignored GeneratorExit"]
+    assert lines[-2:] == ["shutdown returned", "asyncio.run returned"]
+    assert "ignored its cancellation: closing its coroutine" in run.stderr
+    assert "RuntimeError: coroutine ignored GeneratorExit" in run.stderr  # the app's, logged
+    assert took < 15
+
+
 def _stalled_body(app: Any) -> tuple[bytes, float, dict[str, float]]:
     """A POST that says 1000 bytes of body, sends 10 and stalls, to a server whose
     ``idle_timeout`` is 0.3 s: (everything until EOF, seconds until that EOF, the metrics)."""
@@ -418,3 +519,80 @@ def test_a_stalled_body_after_the_response_began_closes_the_connection() -> None
     assert received == ["http.request", "http.disconnect"]
     assert 0.1 < waited < 3
     assert metrics["timeouts_total"] == 1
+
+
+def test_a_stalled_body_beside_a_response_the_client_never_reads_is_counted_once() -> None:
+    """An app streaming its response while it waits for the rest of the request body (as
+    Starlette's ``StreamingResponse(request.stream())`` does), to a client that stops sending
+    and reads nothing: the body's timeout ends the connection, and ``timeouts_total`` rises by
+    exactly one (the stalled send's watch and the closing connection's counted it again)."""
+    import asyncio
+
+    from poolalloc.net.asgi import AsgiServer
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        async def stream() -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            with contextlib.suppress(OSError):
+                for _ in range(2000):  # far more than the socket buffers hold
+                    await send({"type": "http.response.body", "body": b"x" * 65536,
+                                "more_body": True})  # fmt: skip
+
+        streaming = asyncio.ensure_future(stream())
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                break
+        await streaming
+
+    async def main() -> tuple[dict[str, float], dict[str, float]]:
+        server = AsgiServer(app, "127.0.0.1", 0, idle_timeout=0.5, lifespan="off")
+        await server.start()
+        before = server.metrics()
+        with socket.create_connection(server.address) as client:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            client.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+                           + b"z" * 10)  # fmt: skip
+            for _ in range(300):  # the connection ends one timeout in
+                await asyncio.sleep(0.01)
+                if not server.connections:
+                    break
+            await asyncio.sleep(1.5)  # past any watch that was still to fire (two timeouts)
+            after = server.metrics()
+        await server.shutdown(1)
+        return before, after
+
+    before, after = asyncio.run(main())
+    assert after["connections_active"] == 0
+    assert after["timeouts_total"] - before["timeouts_total"] == 1
+
+
+def test_a_lifespan_app_waiting_in_receive_after_its_shutdown_is_cancelled_at_once() -> None:
+    """An app that reports ``lifespan.shutdown.complete`` and then waits in ``receive()``
+    again (a ``while True`` loop that does not return) waits for a message that never comes:
+    its task is cancelled at once, not after the second a returning task is given."""
+    import asyncio
+
+    from poolalloc.net.asgi import AsgiServer
+
+    cancelled: list[bool] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            while True:
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    async def main() -> float:
+        server = AsgiServer(app, port=0)
+        await server.start()
+        started = time.monotonic()
+        await server.shutdown(1)
+        return time.monotonic() - started
+
+    took = asyncio.run(asyncio.wait_for(main(), 30))
+    assert cancelled == [True]
+    assert took < 0.5, took

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
+import struct
 import time
 from typing import Any
 
@@ -398,17 +400,23 @@ def test_a_client_that_never_reads_a_streamed_response_is_reset_at_idle_timeout(
     """The app streams with ``more_body`` to a client that reads nothing: once the socket's
     buffers are full, ``send`` waits ``idle_timeout`` for the client to take some, not more
     (what was in flight when the wait began is acknowledged without a read); then the
-    connection is reset, counted, and the app's sends return (dropped, as for a client gone)
-    instead of waiting forever."""
+    connection is reset, counted, and the app's next send raises ``ClientDisconnected``, as
+    for a client gone, instead of waiting forever."""
+    from poolalloc.net.asgi import ClientDisconnected
+
     sent: list[int] = []
+    ended_by: list[type[BaseException]] = []
 
     async def stream(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         chunk = b"x" * 65536
-        for _ in range(2000):  # 128 MiB: far more than any socket buffer holds
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            sent.append(1)
-        await send({"type": "http.response.body", "body": b""})
+        try:
+            for _ in range(2000):  # 128 MiB: far more than any socket buffer holds
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                sent.append(1)
+            await send({"type": "http.response.body", "body": b""})
+        except OSError as exc:
+            ended_by.append(type(exc))
 
     async def main() -> tuple[float, dict[str, float], bool]:
         server = AsgiServer(stream, "127.0.0.1", 0, idle_timeout=1.0, lifespan="off")
@@ -418,7 +426,7 @@ def test_a_client_that_never_reads_a_streamed_response_is_reset_at_idle_timeout(
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
             client.sendall(NEXT)
             started = time.monotonic()
-            while len(sent) < 2000 and time.monotonic() - started < 10:
+            while not ended_by and len(sent) < 2000 and time.monotonic() - started < 10:
                 await asyncio.sleep(0.05)
             ended = time.monotonic() - started
             client.setblocking(False)
@@ -435,7 +443,7 @@ def test_a_client_that_never_reads_a_streamed_response_is_reset_at_idle_timeout(
         return ended, metrics, reset
 
     ended, metrics, reset = asyncio.run(main())
-    assert len(sent) == 2000  # the app was not left waiting in send()
+    assert ended_by == [ClientDisconnected]  # the app was not left waiting in send()
     assert 1.0 <= ended < 1.8  # one timeout after the buffers filled (in milliseconds)
     assert metrics["timeouts_total"] == 1
     assert reset
@@ -545,3 +553,106 @@ def test_a_whole_response_to_a_client_that_never_reads_is_reset_at_idle_timeout(
     took, metrics = _never_read(app, request)
     assert 0.9 < took < 5
     assert metrics["timeouts_total"] == 1
+
+
+@pytest.mark.parametrize("catches", [True, False], ids=["app-catches", "app-lets-it-out"])
+def test_a_send_after_the_client_left_raises_an_oserror(
+    make_server: Any, caplog: pytest.LogCaptureFixture, catches: bool
+) -> None:
+    """ASGI HTTP 2.4: ``send()`` on a connection whose client hung up raises
+    ``ClientDisconnected``, an ``OSError``: an app streaming until a send fails ends at once
+    (each send returned at once before, and such a loop spun forever, holding the event loop).
+    Let out of the app, it is not logged as an error: the client left, nothing failed."""
+    from poolalloc.net.asgi import ClientDisconnected
+
+    ended: list[Any] = []
+    chunk = b"x" * 65536
+
+    async def streams(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        sent = 0
+        try:
+            while sent < 100_000:  # bounded, so that the code before this fix ends too
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                sent += 1
+        except OSError as exc:
+            ended.append((type(exc), time.monotonic()))
+            if not catches:
+                raise
+        else:
+            ended.append(("returned after every send", time.monotonic()))
+
+    server = make_server("poolalloc", streams)
+    with caplog.at_level(logging.DEBUG, logger="poolalloc.asgi"):
+        with socket.create_connection((server.host, server.port), timeout=10) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        left = time.monotonic()  # a reset: the server's next write or read sees it
+        deadline = left + 20
+        while not ended and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert ended, "the app never ended"
+    kind, at = ended[0]
+    assert kind is ClientDisconnected
+    assert issubclass(kind, OSError)
+    assert at - left < 2.0
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+    if not catches:
+        assert any("ended by the client's disconnect" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("middleware", [False, True], ids=["plain", "base-http-middleware"])
+def test_a_starlette_event_stream_ends_when_its_client_leaves(
+    make_server: Any, caplog: pytest.LogCaptureFixture, middleware: bool
+) -> None:
+    """A server-sent event stream that waits for its next event ends as soon as its client
+    leaves, with nothing logged as an error. The scope says ASGI ``spec_version`` 2.3 for this:
+    under 2.4 Starlette stops running its disconnect listener beside a streamed response and
+    relies on ``send()`` raising, which only happens at the next event (never, here)."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.middleware.base import BaseHTTPMiddleware
+    from starlette.requests import Request
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    closed: list[float] = []
+
+    async def events() -> Any:
+        try:
+            yield b"data: first\n\n"
+            await asyncio.Event().wait()  # the next event never comes
+        finally:
+            closed.append(time.monotonic())
+
+    async def sse(request: Request) -> StreamingResponse:
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def passes(request: Request, call_next: Any) -> Any:
+        return await call_next(request)
+
+    app = Starlette(
+        routes=[Route("/", sse)],
+        middleware=[Middleware(BaseHTTPMiddleware, dispatch=passes)] if middleware else [],
+    )
+    server = make_server("poolalloc", app)
+    with caplog.at_level(logging.DEBUG, logger="poolalloc.asgi"):
+        with socket.create_connection((server.host, server.port), timeout=10) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = b""
+            while b"first" not in got:
+                chunk = sock.recv(65536)
+                assert chunk, got
+                got += chunk
+        left = time.monotonic()
+        deadline = left + 10
+        while not closed and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert closed, "the event stream outlived its client"
+    assert closed[0] - left < 1.0
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]

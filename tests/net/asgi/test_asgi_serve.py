@@ -155,3 +155,30 @@ def test_idle_timeout_and_buffer_capacity_reach_the_application_server(app_dir: 
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
+
+
+SLOW_STARTUP = """
+import asyncio
+
+async def app(scope, receive, send):
+    assert scope["type"] == "lifespan"
+    await receive()
+    await asyncio.sleep(30)  # a startup that takes far longer than the timeout allows
+    await send({"type": "lifespan.startup.complete"})
+"""
+
+
+def test_lifespan_timeout_bounds_a_slow_startup(tmp_path: Path) -> None:
+    """``--lifespan-timeout 0.3``: an application whose startup sleeps 30 s makes the server
+    exit with status 3 and a message naming the timeout, in about that time (not 60 s)."""
+    (tmp_path / "slowstart.py").write_text(SLOW_STARTUP)
+    started = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-m", "poolalloc", "serve", "--app", "slowstart:app", "--port", "0",
+         "--lifespan-timeout", "0.3"],
+        check=False, capture_output=True, text=True, timeout=30, cwd=tmp_path,
+    )  # fmt: skip
+    took = time.monotonic() - started
+    assert run.returncode == 3, run.stderr
+    assert "could not start: lifespan startup did not complete in 0.3 s" in run.stderr
+    assert took < 10, took  # the interpreter's start and the imports, plus 0.3 s

@@ -16,6 +16,12 @@ Example:
 
 from __future__ import annotations
 
-from poolalloc.net.asgi.server import AsgiServer, LifespanError, import_app, serve
+from poolalloc.net.asgi.server import (
+    AsgiServer,
+    ClientDisconnected,
+    LifespanError,
+    import_app,
+    serve,
+)
 
-__all__ = ["AsgiServer", "LifespanError", "import_app", "serve"]
+__all__ = ["AsgiServer", "ClientDisconnected", "LifespanError", "import_app", "serve"]

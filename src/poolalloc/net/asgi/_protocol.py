@@ -51,6 +51,25 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+
+class ClientDisconnected(OSError):
+    """``send()`` on a connection that is gone (ASGI HTTP spec 2.4): the client went away, or
+    a timeout or a framing error of the response ended the connection. The response can no
+    longer be delivered; an application that catches it should stop sending. The server logs
+    it, raised out of the application after the connection ended, at ``DEBUG`` only.
+
+    Example:
+        >>> issubclass(ClientDisconnected, OSError)
+        True
+        >>> async def app(scope, receive, send):
+        ...     try:
+        ...         while True:  # a stream to a client that may leave
+        ...             await send({"type": "http.response.body", "body": b".", "more_body": True})
+        ...     except ClientDisconnected:
+        ...         return  # gone: nothing more to do
+    """
+
+
 _HEAD_END = BLANK_LINE  # a head's end; its lines may end in a bare LF (RFC 9112 2.2)
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 #: Reason phrases: the standard library's table, with RFC 9110's names where they changed
@@ -313,6 +332,7 @@ class _Cycle:
         if kind == "http.response.start":
             if self.started:
                 raise RuntimeError("http.response.start sent twice")
+            self._check_connected(kind)
             status = message["status"]
             headers = list(message.get("headers", ()))
             status, headers = _checked_start(status, headers)  # a refusal is a clean 500
@@ -326,13 +346,10 @@ class _Cycle:
             raise RuntimeError("http.response.body before http.response.start")
         if self.finished:
             raise RuntimeError("http.response.body after the response was complete")
+        self._check_connected(kind)
         body = message.get("body", b"")
         more = bool(message.get("more_body", False))
         proto = self.proto
-        if self.disconnected or proto.transport is None:
-            if not more:
-                self.finished = True
-            return  # the client is gone: the response is dropped, as uvicorn drops it
         out: list[bytes] = []
         if self.status:  # the head is not written yet
             head = self._head(body, more)
@@ -372,6 +389,16 @@ class _Cycle:
             self.finished = True
             self._wake()
             proto.response_done(self)
+
+    def _check_connected(self, kind: str) -> None:
+        # Say so (ASGI 2.4): an app that streams until a send fails would otherwise stream
+        # into nothing forever. A transport closing under a response that is not complete is
+        # one whose write failed (a reset: connection_lost comes only on the loop's next
+        # turn, which a send that never waits never gives it) or one the server is ending.
+        transport = self.proto.transport
+        if self.disconnected or transport is None or transport.is_closing():
+            self.lost()  # (already, or before connection_lost says it)
+            raise ClientDisconnected(f"{kind} not sent: the client is gone")
 
     def _head(self, body: bytes, more: bool) -> bytes:
         status = self.status
@@ -497,6 +524,7 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         self._task: asyncio.Task[None] | None = None
         self._sock: Any = None
         self._refusing = False  # answered 503: what arrives is read into scratch and dropped
+        self._timed_out = False  # a timeout ends this connection: counted (once)
 
     # -- transport events -------------------------------------------------------------------
 
@@ -609,18 +637,18 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
 
     async def drain(self) -> None:
         """Wait while the transport's buffer is full; a client that takes nothing of it for
-        ``idle_timeout`` is reset (see :meth:`_watch_output`), and the app's sends are dropped
-        from then on, as for a client gone."""
+        ``idle_timeout`` is reset (see :meth:`_watch_output`), and the app's sends raise
+        :class:`ClientDisconnected` from then on, as for a client gone."""
         if self._write_paused and self.transport is not None:
             waiter = self.loop.create_future()
             self._drain_waiters.append(waiter)
-            timer = self._watch_output(waiter.done, count=True)
+            timer = self._watch_output(waiter.done)
             try:
                 await waiter
             finally:
                 timer[0].cancel()
 
-    def _watch_output(self, done: Callable[[], bool], *, count: bool) -> list[asyncio.TimerHandle]:
+    def _watch_output(self, done: Callable[[], bool]) -> list[asyncio.TimerHandle]:
         """Until ``done()`` (or the connection is gone), reset the connection if its client's
         TCP acknowledges none of our output for ``idle_timeout`` (as the HTTP server resets a
         peer that never reads): while a ``send`` waits for room, while a response written
@@ -632,24 +660,18 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         # wait began are acknowledged by a client that reads nothing, too.
         timer: list[asyncio.TimerHandle] = []
         half = self.state.idle_timeout / 2
-        timer.append(self.loop.call_later(half, self._stall_sample, done, count, timer))
+        timer.append(self.loop.call_later(half, self._stall_sample, done, timer))
         return timer
 
-    def _stall_sample(
-        self, done: Callable[[], bool], count: bool, timer: list[asyncio.TimerHandle]
-    ) -> None:
+    def _stall_sample(self, done: Callable[[], bool], timer: list[asyncio.TimerHandle]) -> None:
         if done() or self.transport is None:
             return
         acked = acked_bytes(self._sock)
         half = self.state.idle_timeout / 2
-        timer[0] = self.loop.call_later(half, self._stalled, done, count, acked, timer)
+        timer[0] = self.loop.call_later(half, self._stalled, done, acked, timer)
 
     def _stalled(
-        self,
-        done: Callable[[], bool],
-        count: bool,
-        acked: int | None,
-        timer: list[asyncio.TimerHandle],
+        self, done: Callable[[], bool], acked: int | None, timer: list[asyncio.TimerHandle]
     ) -> None:
         if done() or self.transport is None:
             return  # the client took some meanwhile, or is gone
@@ -657,10 +679,9 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         if acked is not None and now != acked:
             # it reads on, slower than the buffers drain: look again a whole timeout later
             timeout = self.state.idle_timeout
-            timer[0] = self.loop.call_later(timeout, self._stalled, done, count, now, timer)
+            timer[0] = self.loop.call_later(timeout, self._stalled, done, now, timer)
             return
-        if count:  # (a close that a timeout began was counted then)
-            self.state.timeouts += 1
+        self._count_timeout()
         if self.cycle is not None:
             self.cycle.lost()
         # A reset (SO_LINGER 0), not a plain close: closed, the socket would live on in the
@@ -780,10 +801,18 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
                 self._close()
                 raise
-            logger.error(
-                "Exception in ASGI application\n%s",
-                "".join(traceback.format_exception(exc)),
-            )
+            if cycle.disconnected and _client_gone(exc):
+                # the app stopped because its send raised ClientDisconnected (or its framework
+                # turned that into its own exception): the client left, the app is fine
+                logger.debug(
+                    "ASGI application ended by the client's disconnect: %s %s (%r)",
+                    cycle.scope["method"], cycle.scope["path"], exc,
+                )  # fmt: skip
+            else:
+                logger.error(
+                    "Exception in ASGI application\n%s",
+                    "".join(traceback.format_exception(exc)),
+                )
             self._app_failed(cycle)
         else:
             if not cycle.finished and not cycle.disconnected:  # the client is gone: no answer
@@ -818,7 +847,7 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             # client pipelining requests and reading nothing would have every answer buffered
             # here (one a few bytes of request, each as large as the app makes it).
             self._next_when_drained = True
-            self._output_watch = self._watch_output(self._write_resumed, count=True)
+            self._output_watch = self._watch_output(self._write_resumed)
         else:
             self.loop.call_soon(self._next, True)
 
@@ -870,27 +899,27 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         if left > 0:
             self._idle_handle = self.loop.call_later(left, self._idle_check)
         elif self._pending:  # a head begun and not finished in time (RFC 9110 15.5.9)
-            self.state.timeouts += 1
+            self._count_timeout()
             self._fail(HttpError(408, "Request Timeout"))
         else:
-            self.state.timeouts += 1
-            self._close(counted=True)  # idle between requests: a FIN (RFC 9112 9.5)
+            self._count_timeout()
+            self._close()  # idle between requests: a FIN (RFC 9112 9.5)
 
     def body_timed_out(self, cycle: _Cycle) -> None:
         """The app waits for body that stopped arriving for ``idle_timeout`` (RFC 9110
         15.5.9): ``408 Request Timeout`` with ``Connection: close`` if nothing of the response
         was written yet, then the connection closes; ``receive()`` says ``http.disconnect``."""
-        self.state.timeouts += 1
+        self._count_timeout()
         if self.transport is not None and (cycle.status or not cycle.started):
             self.transport.write(_simple_response(408, "Request Timeout", close=True))
-        cycle.lost()  # what the app sends from now on is dropped
+        cycle.lost()  # what the app sends from now on raises ClientDisconnected
         self._close()
 
     def framing_failed(self, cycle: _Cycle) -> None:
         """The app's response does not match its own ``Content-Length``: nothing more of it is
         written, and the connection closes after what was (the client sees a short body and
         the close, never bytes it would take for the next response)."""
-        cycle.lost()  # what the app sends from now on is dropped
+        cycle.lost()  # what the app sends from now on raises ClientDisconnected
         self._close()
 
     def _fail(self, exc: HttpError) -> None:
@@ -898,20 +927,36 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             self.transport.write(_simple_response(exc.status, str(exc), close=True))
         self._close()
 
-    def _close(self, *, counted: bool = False) -> None:
+    def _count_timeout(self) -> None:
+        """Count the timeout that ends this connection. Once: the watches that may still fire
+        as it ends (a stalled send's, the close's on its buffered output) count a connection
+        that a timeout already ended no second time."""
+        if not self._timed_out:
+            self._timed_out = True
+            self.state.timeouts += 1
+
+    def _close(self) -> None:
         """Close after what is buffered has gone out; a client that takes none of it for
-        ``idle_timeout`` is reset then (``counted``: a timeout already counted this close)."""
+        ``idle_timeout`` is reset then (a timeout, counted unless one ended it already)."""
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.close()  # connection_lost once the buffer is out: that ends the watch
             if self._output_watch is not None:  # a pipelined request's wait: this one instead
                 self._output_watch[0].cancel()
-            self._output_watch = self._watch_output(_never, count=not counted)
+            self._output_watch = self._watch_output(_never)
 
     def shutdown(self) -> None:
         """Graceful shutdown: an idle connection closes now, a busy one after its response."""
         if self.cycle is None:
             self._close()
+
+
+def _client_gone(exc: BaseException) -> bool:
+    """``exc`` is :class:`ClientDisconnected`, one raised while handling it (a framework's
+    own disconnect exception), or a group of such."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_client_gone(e) for e in exc.exceptions)
+    return isinstance(exc, ClientDisconnected) or isinstance(exc.__context__, ClientDisconnected)
 
 
 def _never() -> bool:

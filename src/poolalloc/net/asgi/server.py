@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 import os
@@ -42,13 +43,29 @@ from collections.abc import Callable
 from typing import Any
 
 from poolalloc.buffers import BufferPool
-from poolalloc.net.asgi._protocol import App, HttpAsgiProtocol, Message, ServerState
+from poolalloc.net.asgi._protocol import (
+    App,
+    ClientDisconnected,
+    HttpAsgiProtocol,
+    Message,
+    ServerState,
+)
 from poolalloc.net.http.serve import _supervise  # the same SIGTERM-forwarding supervisor
 from poolalloc.net.sockets import LeaseSource
 
-__all__ = ["AsgiServer", "LifespanError", "import_app", "new_event_loop", "serve"]
+__all__ = [
+    "AsgiServer",
+    "ClientDisconnected",
+    "LifespanError",
+    "import_app",
+    "new_event_loop",
+    "serve",
+]
 
 logger = logging.getLogger("poolalloc.asgi")
+#: Seconds the app's lifespan task gets to end at each step: after its startup or shutdown
+#: completed, after its cancellation, after its coroutine was closed.
+_END_GRACE = 1.0
 
 
 class LifespanError(RuntimeError):
@@ -74,9 +91,15 @@ class _Lifespan:
         self._stopped = asyncio.Event()
         self._failed: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._waiting = asyncio.Event()  # the app waits in receive() with nothing queued
 
     async def receive(self) -> Message:
-        return await self._queue.get()
+        if self._queue.empty():
+            self._waiting.set()
+        try:
+            return await self._queue.get()
+        finally:
+            self._waiting.clear()
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
@@ -101,8 +124,8 @@ class _Lifespan:
         try:
             await self.app(scope, self.receive, self.send)
         except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+            if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+                raise  # cancelled, or closed by _end_task
             if not self._started.is_set() and self.mode == "auto":
                 self.supported = False
                 logger.info("ASGI 'lifespan' unsupported by the app (%r): serving without", exc)
@@ -114,32 +137,78 @@ class _Lifespan:
             self._stopped.set()
 
     async def startup(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._main())
+        name = getattr(self.app, "__qualname__", type(self.app).__qualname__)
+        self._task = asyncio.get_running_loop().create_task(
+            self._main(), name=f"lifespan of the ASGI application {name}"
+        )
         await self._queue.put({"type": "lifespan.startup"})
         if not await self._within_timeout(self._started):
+            await self._end_task(completed=False)
             raise LifespanError(f"lifespan startup did not complete in {self.timeout:g} s")
         if self._failed is not None and self.supported:
+            await self._end_task(completed=True)
             raise LifespanError(f"lifespan startup failed: {self._failed}")
 
     async def shutdown(self) -> None:
         if not self.supported or self._task is None or self._task.done():
             return
         await self._queue.put({"type": "lifespan.shutdown"})
-        if not await self._within_timeout(self._stopped):
+        completed = await self._within_timeout(self._stopped)
+        if not completed:
             logger.error("lifespan shutdown did not complete in %g s: cancelled", self.timeout)
+        await self._end_task(completed=completed)
 
     async def _within_timeout(self, event: asyncio.Event) -> bool:
-        """Wait for ``event`` up to the timeout; past it cancel the app's lifespan task (an app
-        stuck in its startup or shutdown must not keep the server from starting or exiting)."""
+        """Wait for ``event`` up to the timeout (an app stuck in its startup or shutdown must
+        not keep the server from starting or exiting)."""
         try:
             await asyncio.wait_for(event.wait(), self.timeout)
         except TimeoutError:
-            task = self._task
-            if task is not None and not task.done():
-                task.cancel()
-                await asyncio.wait({task}, timeout=1.0)  # its finally blocks, bounded too
             return False
         return True
+
+    async def _end_task(self, *, completed: bool) -> None:
+        """See the app's lifespan task end, in bounded time: if it ``completed`` (it reported
+        the end of its startup or shutdown) it may return first, then it is cancelled. A task
+        still running after that swallowed the cancellation, and ``asyncio.run()`` would wait
+        for it forever at its teardown (it cancels every task left and gathers them): its
+        coroutine is closed then, as the interpreter closes a coroutine it collects
+        (``GeneratorExit`` runs the ``finally`` blocks). That coroutine is :meth:`_main`, not
+        the app's: an app coroutine that ignores ``GeneratorExit`` too raises
+        ``RuntimeError`` into it (logged as a lifespan failure) and is left suspended,
+        belonging to no task, while the task ends."""
+        task = self._task
+        if task is None or task.done():
+            return
+        if completed:  # it may return after its report; waiting in receive() it never will
+            waiting = asyncio.ensure_future(self._waiting.wait())
+            await asyncio.wait(
+                {task, waiting}, timeout=_END_GRACE, return_when=asyncio.FIRST_COMPLETED
+            )
+            waiting.cancel()
+            if task.done():
+                return
+        task.cancel()
+        await asyncio.wait({task}, timeout=_END_GRACE)  # its finally blocks, bounded too
+        if task.done():
+            return
+        logger.error(
+            "the application's lifespan task %r ignored its cancellation: closing its coroutine",
+            task,
+        )
+        with contextlib.suppress(RuntimeError):  # not expected: _main lets GeneratorExit out
+            task.get_coro().close()
+        task.cancel()  # wakes the task: its closed coroutine ends it
+        await asyncio.wait({task}, timeout=_END_GRACE)
+        if task.done():
+            if not task.cancelled():
+                task.exception()  # "cannot reuse already awaited coroutine": expected, seen
+        else:  # not expected (see above), but never a silent hang
+            logger.error(
+                "the application's lifespan task %r is still running: asyncio.run() will "
+                "wait for it at its teardown",
+                task,
+            )
 
 
 class AsgiServer:
@@ -157,7 +226,9 @@ class AsgiServer:
         ``http.disconnect`` and the connection closes.
     :param lifespan_timeout: seconds the app's lifespan startup and shutdown may each take;
         past it the startup fails with :class:`LifespanError` and a shutdown is given up (logged),
-        the app's lifespan task cancelled either way.
+        the app's lifespan task cancelled either way. A task that swallows the cancellation
+        has its coroutine closed a second later (logged), so that ``asyncio.run()`` around
+        the server does not wait for it forever at its teardown.
     :param sock: a bound socket to serve on instead of ``host``/``port``.
     :param reuse_port: set ``SO_REUSEPORT`` (workers sharing a port).
 
