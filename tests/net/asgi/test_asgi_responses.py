@@ -274,6 +274,32 @@ def test_a_whole_body_short_of_its_content_length_is_a_clean_500(make_server: An
     assert closed
 
 
+@pytest.mark.parametrize("first", [True, False], ids=["first-body", "later-body"])
+def test_a_body_that_is_not_bytes_is_refused(make_server: Any, first: bool) -> None:
+    """A ``str`` body failed in the join after the head was marked written: the client got
+    nothing at all and a closed connection. Refused before anything is written it is a 500;
+    after the head it ends the response's connection, as a framing error does."""
+
+    async def text(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            length = b"4" if first else b"8"  # the body's length: only its type is wrong
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-length", length)]})  # fmt: skip
+            if not first:
+                await send({"type": "http.response.body", "body": b"abcd", "more_body": True})
+            await send({"type": "http.response.body", "body": "zzzz"})
+
+    server = make_server("poolalloc", text)
+    got, closed = exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + NEXT)
+    if first:
+        assert got.startswith(b"HTTP/1.1 500 ")
+    else:
+        assert got.startswith(b"HTTP/1.1 200 ")
+        assert got.endswith(b"\r\n\r\nabcd")
+    assert b"zzzz" not in got
+    assert closed
+
+
 def test_a_head_that_trickles_in_still_times_out() -> None:
     """A head sent a byte at a time gets no more than the keep-alive timeout to be whole (each
     byte re-armed it before): then 408 and a close."""

@@ -348,6 +348,11 @@ class _Cycle:
             raise RuntimeError("http.response.body after the response was complete")
         self._check_connected(kind)
         body = message.get("body", b"")
+        if not isinstance(body, bytes | bytearray | memoryview):
+            if not self.status:  # the head is out: this response cannot be completed
+                self._framing_failed()
+            # before the head: nothing written, a clean 500 (it went out as a 200 with no body)
+            raise TypeError(f"http.response.body: body must be bytes, not {type(body).__name__}")
         more = bool(message.get("more_body", False))
         proto = self.proto
         out: list[bytes] = []
