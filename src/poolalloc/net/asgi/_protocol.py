@@ -44,6 +44,9 @@ from poolalloc.net.transport import StreamTransport
 
 logger = logging.getLogger("poolalloc.asgi")
 
+#: what an ``http.response.body`` may carry
+_Body = bytes | bytearray | memoryview
+
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -348,7 +351,7 @@ class _Cycle:
             raise RuntimeError("http.response.body after the response was complete")
         self._check_connected(kind)
         body = message.get("body", b"")
-        if not isinstance(body, bytes | bytearray | memoryview):
+        if not isinstance(body, _Body):
             if not self.status:  # the head is out: this response cannot be completed
                 self._framing_failed()
             # before the head: nothing written, a clean 500 (it went out as a 200 with no body)
@@ -405,7 +408,7 @@ class _Cycle:
             self.lost()  # (already, or before connection_lost says it)
             raise ClientDisconnected(f"{kind} not sent: the client is gone")
 
-    def _head(self, body: bytes, more: bool) -> bytes:
+    def _head(self, body: _Body, more: bool) -> bytes:
         status = self.status
         parts = [_status_line(status), _date_header()]
         has_length = False
@@ -455,7 +458,7 @@ class _Cycle:
         parts.append(b"\r\n")
         return b"".join(parts)
 
-    def _check_length(self, body: bytes) -> None:
+    def _check_length(self, body: _Body) -> None:
         """Refuse body bytes past the response's own ``Content-Length`` (a client would read
         them as the next response): nothing of them is written."""
         left = self._body_left
