@@ -1,5 +1,5 @@
-"""What a TCP socket's kernel state says about the peer, for timeouts that must tell a slow
-reader from one that stopped reading.
+"""What a TCP socket's kernel state says about the peer: for timeouts that must tell a slow
+reader from one that stopped reading, and for the io_uring engine's choice of zero-copy sends.
 
 Example:
     >>> import socket
@@ -13,10 +13,12 @@ import socket
 import struct
 from typing import Any
 
-__all__ = ["acked_bytes"]
+__all__ = ["acked_bytes", "send_window"]
 
 #: ``struct tcp_info`` up to ``tcpi_bytes_acked`` (Linux 4.1), a u64 at offset 120
 _TCP_INFO_ACKED = struct.Struct("120xQ")
+#: ``struct tcp_info`` up to ``tcpi_snd_wnd`` (Linux 5.4), a u32 at offset 228
+_TCP_INFO_SND_WND = struct.Struct("228xI")
 
 
 def acked_bytes(sock: Any) -> int | None:
@@ -40,5 +42,34 @@ def acked_bytes(sock: Any) -> int | None:
     try:
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_ACKED.size)
         return int(_TCP_INFO_ACKED.unpack(info)[0])
+    except (OSError, struct.error):
+        return None
+
+
+def send_window(sock: Any) -> int | None:
+    """The receive window the peer last advertised, in bytes (``tcpi_snd_wnd``): about the free
+    room of its receive buffer, so a peer that asked for a small ``SO_RCVBUF`` shows a small
+    one from its first acknowledgement on. None where the socket cannot say (None, closed, not
+    TCP, a kernel older than 5.4).
+
+    Example:
+        >>> import socket
+        >>> server = socket.create_server(("127.0.0.1", 0))
+        >>> client = socket.socket()
+        >>> client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        >>> client.connect(server.getsockname())
+        >>> peer, _ = server.accept()
+        >>> 0 < send_window(peer) <= 8192  # the kernel doubles SO_RCVBUF, a window is less
+        True
+        >>> send_window(socket.socket(socket.AF_UNIX)) is None
+        True
+        >>> for s in (client, peer, server):
+        ...     s.close()
+    """
+    if sock is None:
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SND_WND.size)
+        return int(_TCP_INFO_SND_WND.unpack(info)[0])
     except (OSError, struct.error):
         return None

@@ -164,11 +164,13 @@ class Proactor(Reactor):
     many receives share a block (``IOU_PBUF_RING_INC``); ``initial_buffers`` then defaults to 4,
     else to 64. Every staged block ends up resident (the kernel fills them in ring order): with
     incremental buffers 4 blocks take more small receives than 64 whole ones, at a sixteenth of
-    the memory. Writes of at least ``zc_threshold`` bytes use ``SEND_ZC`` (``None`` never).
-    ``single_issuer`` binds the ring to the thread that first runs the loop (``SINGLE_ISSUER`` +
-    ``DEFER_TASKRUN``: fewer interruptions), for a loop built, run and closed in one thread, as
-    ``poolalloc serve`` does; by default any one thread at a time may drive it
-    (``COOP_TASKRUN``), e.g. a loop run in a background thread and closed by the main.
+    the memory. Writes of at least ``zc_threshold`` bytes use ``SEND_ZC`` (``None`` never)
+    while the peer's window is at least 32 KiB (a smaller one gets copied sends: see
+    :data:`~poolalloc.net.uring.connection.ZC_MIN_WINDOW`). ``single_issuer`` binds the ring
+    to the thread that first runs the loop (``SINGLE_ISSUER`` + ``DEFER_TASKRUN``: fewer
+    interruptions), for a loop built, run and closed in one thread, as ``poolalloc serve`` does;
+    by default any one thread at a time may drive it (``COOP_TASKRUN``), e.g. a loop run in a
+    background thread and closed by the main.
 
     Example:
         >>> p = Proactor()
