@@ -274,10 +274,11 @@ static int alloc_lease(LeasePoolObject *p, Py_ssize_t nbytes, Py_ssize_t align, 
     return lease_raise_code(LeaseExc_Value, EINVAL, "alloc(%zd): more than the capacity of this "
                             "Allocator (%zd bytes); it can never be served", nbytes, p->capacity);
   // Chunks are mapped without reserving memory: a request over what the machine holds would
-  // be handed out, and the process killed when it touched it
+  // be handed out, and the process killed when it touched it (an address-space limit needs
+  // no check here: the mapping itself fails under it)
   if (p->max_request > 0 && nbytes > p->max_request)
     return lease_raise_code(LeaseExc_Memory, ENOMEM, "alloc(%zd): more than this machine's "
-                            "memory and swap (or this process's memory limit, %zd bytes) can "
+                            "memory and swap (or its cgroup's memory limit, %zd bytes) can "
                             "hold", nbytes, p->max_request);
   if (p->capacity > 0 && nbytes > p->capacity - p->used) return 1;
   void *ptr;

@@ -272,7 +272,7 @@ class _LeasingPool(NotCopyable):
             _TOKEN, address, self._slab, size, alignment, capacity,
             fixed=fixed, strict=strict, stash=0 if self._debug else _stash_for(size, capacity),
             name=name, slow=self._waiters.wait_sync, notify=self._waiters.notify,
-            waitq=self._waiters.queue, max_request=min(_memory_limit(), _ADDRESS_SPACE),
+            waitq=self._waiters.queue, max_request=min(_machine_memory(), _ADDRESS_SPACE),
         )  # fmt: skip
         self._decay_seen = (-1, -1)  # (acquires, releases) at the previous decay()
         self._leak_level = leak_level or leaks.level()

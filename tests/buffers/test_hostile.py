@@ -130,12 +130,13 @@ def test_a_single_block_of_more_than_the_machine_holds_is_refused_at_once() -> N
     # Chunks are mapped without reserving memory: BufferPool(1 << 46).acquire() handed out a
     # 64 TiB lease and Allocator().alloc(1 << 40) a 1 TiB one, and the first writes across
     # them ended in the OOM killer instead of an exception.
-    from poolalloc.buffers import _memory_limit
+    from poolalloc.buffers import _machine_memory, _memory_limit
 
     too_big = _memory_limit() + 1
     with pytest.raises(PoolMemoryError, match="more than this machine's memory and swap"):
         BufferPool(too_big)
-    for size in (1 << 47 + 1, 2**63, 2**64):
+    too_big = _machine_memory() + 1
+    for size in ((1 << 47) + 1, 2**63, 2**64):
         with pytest.raises(PoolOverflowError, match="more than an address space holds"):
             BufferPool(size)
     with Allocator() as alloc:

@@ -666,9 +666,13 @@ def _release_quietly(lease: Any) -> None:
 
 
 def _is_plain(data: object) -> bool:
-    # not a lease: bytes-like objects go to the transport as they are, and so does anything
-    # else, for the transport's own TypeError (a str is not bytes-like)
-    return isinstance(data, bytes | bytearray | memoryview) or not hasattr(data, "view")
+    # not a lease nor a PooledBytes: bytes-like objects go to the transport as they are, and so
+    # does anything else, for the transport's own TypeError (a str is not bytes-like). Looked
+    # up on the type: PooledBytes.view is a property that joins its parts.
+    kind = type(data)
+    return isinstance(data, bytes | bytearray | memoryview) or not (
+        hasattr(kind, "view") and hasattr(kind, "release")
+    )
 
 
 class PooledStreamWriter:

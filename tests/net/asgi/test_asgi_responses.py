@@ -682,3 +682,59 @@ def test_a_starlette_event_stream_ends_when_its_client_leaves(
     assert closed[0] - left < 1.0
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain-response", "streaming-response"])
+def test_a_starlette_background_task_runs_when_the_client_gave_up(
+    make_server: Any, streamed: bool
+) -> None:
+    """A response's start and last body sent after its client left are dropped without a word
+    (as uvicorn drops them): raising there skipped what Starlette runs after them, a
+    ``BackgroundTask`` (an e-mail, an audit write), lost at DEBUG level."""
+    from starlette.applications import Starlette
+    from starlette.background import BackgroundTask
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, Response, StreamingResponse
+    from starlette.routing import Route
+
+    ran: list[str] = []
+
+    async def work() -> None:
+        ran.append("background ran")
+
+    async def parts() -> Any:
+        yield b"a"
+        yield b"b"
+
+    async def slow(request: Request) -> Response:
+        await asyncio.sleep(0.5)  # the client gives up meanwhile
+        if streamed:
+            return StreamingResponse(parts(), background=BackgroundTask(work))
+        return PlainTextResponse("ok", background=BackgroundTask(work))
+
+    server = make_server("poolalloc", Starlette(routes=[Route("/", slow, methods=["POST"])]))
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        time.sleep(0.1)
+    deadline = time.monotonic() + 5
+    while not ran and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ran == ["background ran"]
+
+
+def test_a_memoryview_body_counts_its_bytes_not_its_items(make_server: Any) -> None:
+    """A body's length is in bytes: a ``memoryview`` of 3 four-byte items went out with
+    ``content-length: 3`` and 12 bytes, 9 of them read as the next pipelined answer."""
+    import array
+
+    async def wide(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            body = memoryview(array.array("i", [1, 2, 3]))
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": body})
+
+    server = make_server("poolalloc", wide)
+    got, _ = exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert b"\r\ncontent-length: 12\r\n" in head.lower()
+    assert body == array.array("i", [1, 2, 3]).tobytes()

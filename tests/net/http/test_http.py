@@ -396,6 +396,10 @@ def test_an_upload_cannot_be_named_by_a_request_while_it_is_written(
     complete; where the filesystem cannot make unnamed files, a hidden, random one."""
     if not unnamed:
         monkeypatch.setattr(http_server, "_open_unnamed", lambda directory: None)
+    elif (fd := http_server._open_unnamed(str(root))) is None:
+        pytest.skip(f"no unnamed files (O_TMPFILE) on the filesystem of {root}")
+    else:
+        os.close(fd)
     srv = make_server(root=root, uploads=True)
     before = sorted(os.listdir(root))
     with connect(srv.port) as sock:
@@ -413,6 +417,36 @@ def test_an_upload_cannot_be_named_by_a_request_while_it_is_written(
     assert status == 201
     assert (root / "victim.txt").read_bytes() == b"0123456789abcdefghij"
     assert sorted(os.listdir(root)) == sorted([*before, "victim.txt"])
+
+
+def test_an_unnamed_upload_whose_link_is_refused_is_stored_all_the_same(
+    make_server: Any, root: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where an unnamed file can be made but not named (a security module, a sandbox's /proc
+    refuses the link), the body is copied to a part name and renamed into place: stored, not
+    a 409; later uploads take part names from the start."""
+    monkeypatch.setattr(http_server, "_UNNAMED", http_server._UNNAMED)  # restored afterwards
+    if (fd := http_server._open_unnamed(str(root))) is None:
+        pytest.skip(f"no unnamed files (O_TMPFILE) on the filesystem of {root}")
+    os.close(fd)
+
+    def refused(fd: int, path: str) -> None:
+        raise PermissionError(1, "Operation not permitted", path)
+
+    monkeypatch.setattr(http_server, "_link_fd", refused)
+    srv = make_server(root=root, uploads=True)
+    before = sorted(os.listdir(root))
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=20)
+    answers = []
+    for body in (b"first body", b"second"):
+        conn.request("PUT", "/refused.txt", body=body)
+        resp = conn.getresponse()
+        answers.append((resp.status, resp.read()[:3]))
+    conn.close()
+    assert answers == [(201, b"cre"), (204, b"")]
+    assert (root / "refused.txt").read_bytes() == b"second"
+    assert sorted(os.listdir(root)) == sorted([*before, "refused.txt"])
+    assert http_server._UNNAMED is False
 
 
 def test_upload_cut_short_leaves_no_file(make_server: Any, root: Any) -> None:

@@ -72,11 +72,8 @@ def test_serve_cli(tmp_path: Any, workers: int) -> None:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             conn.request(method, "/metrics", body=b"x")
             resp = conn.getresponse()
-            assert (resp.status, resp.getheader("Allow"), resp.read()[:3]) == (
-                405,
-                "GET, HEAD",
-                b"405",
-            )
+            answer = (resp.status, resp.getheader("Allow"), resp.read())
+            assert answer == (405, "GET, HEAD", b"method not allowed\n")
             conn.close()
         if workers > 1:
             assert len(children(proc.pid)) == workers  # N processes on one port

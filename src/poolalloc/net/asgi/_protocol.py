@@ -56,10 +56,12 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class ClientDisconnected(OSError):
-    """``send()`` on a connection that is gone (ASGI HTTP spec 2.4): the client went away, or
-    a timeout or a framing error of the response ended the connection. The response can no
-    longer be delivered; an application that catches it should stop sending. The server logs
-    it, raised out of the application after the connection ended, at ``DEBUG`` only.
+    """A streamed body's ``send()`` (``more_body=True``) on a connection that is gone (ASGI
+    HTTP spec 2.4): the client went away, or a timeout or a framing error of the response
+    ended the connection. The response can no longer be delivered; an application that
+    catches it should stop sending. A response's start and last body are dropped instead.
+    The server logs it, raised out of the application after the connection ended, at
+    ``DEBUG`` only.
 
     Example:
         >>> issubclass(ClientDisconnected, OSError)
@@ -335,7 +337,6 @@ class _Cycle:
         if kind == "http.response.start":
             if self.started:
                 raise RuntimeError("http.response.start sent twice")
-            self._check_connected(kind)
             status = message["status"]
             headers = list(message.get("headers", ()))
             status, headers = _checked_start(status, headers)  # a refusal is a clean 500
@@ -349,14 +350,25 @@ class _Cycle:
             raise RuntimeError("http.response.body before http.response.start")
         if self.finished:
             raise RuntimeError("http.response.body after the response was complete")
-        self._check_connected(kind)
         body = message.get("body", b"")
-        if not isinstance(body, _Body):
+        if isinstance(body, memoryview):  # its length in bytes, not in items ("i" items: 4)
+            body = _byte_view(body)
+        elif not isinstance(body, bytes | bytearray):
+            body = None
+        if body is None:
             if not self.status:  # the head is out: this response cannot be completed
                 self._framing_failed()
             # before the head: nothing written, a clean 500 (it went out as a 200 with no body)
-            raise TypeError(f"http.response.body: body must be bytes, not {type(body).__name__}")
+            raise TypeError(
+                "http.response.body: body must be bytes or a contiguous buffer, not "
+                f"{type(message.get('body')).__name__}"
+            )
         more = bool(message.get("more_body", False))
+        if self._gone():
+            if more:
+                await self._stream_gone()
+            self.finished = True
+            return  # the end of a response nobody reads: dropped, as uvicorn drops it
         proto = self.proto
         out: list[bytes] = []
         if self.status:  # the head is not written yet
@@ -398,15 +410,25 @@ class _Cycle:
             self._wake()
             proto.response_done(self)
 
-    def _check_connected(self, kind: str) -> None:
-        # Say so (ASGI 2.4): an app that streams until a send fails would otherwise stream
-        # into nothing forever. A transport closing under a response that is not complete is
-        # one whose write failed (a reset: connection_lost comes only on the loop's next
-        # turn, which a send that never waits never gives it) or one the server is ending.
+    def _gone(self) -> bool:
+        """The client left: disconnected, or a transport closing under a response that is not
+        complete (a write that failed on a reset closes it at once, but connection_lost comes
+        only on the loop's next turn, which a send that never waits never gives it)."""
         transport = self.proto.transport
         if self.disconnected or transport is None or transport.is_closing():
             self.lost()  # (already, or before connection_lost says it)
-            raise ClientDisconnected(f"{kind} not sent: the client is gone")
+            return True
+        return False
+
+    async def _stream_gone(self) -> None:
+        """A streamed body's send after the client left raises (ASGI 2.4): an app that streams
+        until a send fails would otherwise stream into nothing forever, holding the loop.
+        Only streamed parts do: a response's start and last body are dropped without a word
+        (as uvicorn drops them), so that what an app runs after them (Starlette's background
+        tasks) still runs. The yield first lets a framework's disconnect listener, woken by
+        the same loss, cancel the stream cleanly (Starlette's under spec 2.3)."""
+        await asyncio.sleep(0)
+        raise ClientDisconnected("http.response.body not sent: the client is gone")
 
     def _head(self, body: _Body, more: bool) -> bytes:
         status = self.status
@@ -645,8 +667,8 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
 
     async def drain(self) -> None:
         """Wait while the transport's buffer is full; a client that takes nothing of it for
-        ``idle_timeout`` is reset (see :meth:`_watch_output`), and the app's sends raise
-        :class:`ClientDisconnected` from then on, as for a client gone."""
+        ``idle_timeout`` is reset (see :meth:`_watch_output`), and the app's streamed sends
+        raise :class:`ClientDisconnected` from then on, as for a client gone."""
         if self._write_paused and self.transport is not None:
             waiter = self.loop.create_future()
             self._drain_waiters.append(waiter)
@@ -959,12 +981,26 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             self._close()
 
 
+#: Frameworks' own disconnect exceptions, raised while handling ours: Starlette's, Django's.
+_FRAMEWORK_GONE = frozenset({"ClientDisconnect", "RequestAborted"})
+
+
 def _client_gone(exc: BaseException) -> bool:
-    """``exc`` is :class:`ClientDisconnected`, one raised while handling it (a framework's
-    own disconnect exception), or a group of such."""
+    """``exc`` is :class:`ClientDisconnected`, a framework's own disconnect exception raised
+    while handling it, or a group of such (any other exception raised meanwhile is a bug of
+    the app's, logged as one)."""
     if isinstance(exc, BaseExceptionGroup):
         return all(_client_gone(e) for e in exc.exceptions)
-    return isinstance(exc, ClientDisconnected) or isinstance(exc.__context__, ClientDisconnected)
+    return isinstance(exc, ClientDisconnected) or (
+        type(exc).__name__ in _FRAMEWORK_GONE and isinstance(exc.__context__, ClientDisconnected)
+    )
+
+
+def _byte_view(body: memoryview) -> memoryview | None:
+    """``body`` as bytes (a view of them), or None when it is not contiguous."""
+    if not body.c_contiguous:
+        return None
+    return body if body.format == "B" and body.ndim == 1 else body.cast("B")
 
 
 def _never() -> bool:

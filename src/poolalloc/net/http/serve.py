@@ -86,7 +86,7 @@ def build_server(
     return server
 
 
-_NOT_ALLOWED = Response(405, b"405 Method Not Allowed\n", headers=(("Allow", "GET, HEAD"),))
+_NOT_ALLOWED = Response(405, b"method not allowed\n", headers=(("Allow", "GET, HEAD"),))
 
 
 def _metrics_handler(server: HttpServer) -> Callable[[Request], Response]:

@@ -57,7 +57,10 @@ from poolalloc.net.http.protocol import BodySink, HttpProtocol
 __all__ = ["HttpServer", "Response"]
 
 _STATUS = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in http.HTTPStatus}
-_PROC_FD = os.path.isdir("/proc/self/fd")
+#: Uploads go to unnamed files, named through /proc when complete (off where either is missing)
+_UNNAMED = os.path.isdir("/proc/self/fd")
+#: What a link of an unnamed file may meet where unnamed files cannot be named
+_LINK_REFUSED = frozenset({errno.EPERM, errno.EACCES, errno.EXDEV, errno.EOPNOTSUPP, errno.ENOENT})
 _NAME_MAX = 255  # bytes in one path component, on every Linux filesystem served here
 _TEXT = "text/plain; charset=utf-8"
 
@@ -188,6 +191,16 @@ class _FileSink:
             _link_fd(fd, self.part)
             os.replace(self.part, self.final)
             return False
+        except OSError as exc:
+            if exc.errno not in _LINK_REFUSED:
+                raise
+            # made but not nameable here (a security module, a sandbox's /proc): this body
+            # is copied to a part name, and later uploads take part names from the start
+            global _UNNAMED  # noqa: PLW0603 - one switch per process
+            _UNNAMED = False
+            self.part = _part_name(self.final)
+            _copy_to(fd, self.part)
+            return _put_in_place(self.part, self.final)
         return True
 
     def _remove_part(self) -> None:
@@ -209,10 +222,10 @@ class _FileSink:
 def _open_unnamed(directory: str) -> int | None:
     """An unnamed file in ``directory`` (``O_TMPFILE``), or None where the filesystem cannot
     make one or ``/proc`` (through which it is given its name) is missing."""
-    if not _PROC_FD:
+    if not _UNNAMED:
         return None
-    try:
-        return os.open(directory, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o644)
+    try:  # readable too: copied to a part name if the link is refused
+        return os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         # EISDIR: a kernel without O_TMPFILE (it includes O_DIRECTORY); EOPNOTSUPP: a
         # filesystem without it
@@ -231,6 +244,20 @@ def _link_fd(fd: int, path: str) -> None:
         os.link(f"/proc/self/fd/{fd}", tail, dst_dir_fd=dirfd, follow_symlinks=True)
     finally:
         os.close(dirfd)
+
+
+def _copy_to(fd: int, path: str) -> None:
+    """Copy the whole file ``fd`` into a new file ``path``, in the kernel."""
+    out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        size, done = os.fstat(fd).st_size, 0
+        while done < size:
+            n = os.copy_file_range(fd, out, size - done, done, done)
+            if n == 0:
+                raise OSError(errno.EIO, "the upload shrank while it was copied", path)
+            done += n
+    finally:
+        os.close(out)
 
 
 def _part_name(final: str) -> str:
