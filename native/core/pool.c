@@ -222,7 +222,7 @@ void pai_pool_chunk_empty(pa_pool_t *pool, pai_chunk_t *c, bool force, uint64_t 
 void pai_pool_unmap_retained(pa_pool_t *pool, uint64_t limit, uint64_t *released) {
   for (unsigned n = 0; n < pool->nnodes; n++) {
     pai_chunk_t *c = pool->chunks[n];
-    while (c && pool->retained && idle_bytes(pool) > limit) {
+    while (c && (limit == 0 || idle_bytes(pool) > limit)) {
       pai_chunk_t *next = c->next;
       uint32_t all = c->npages == 32 ? 0xFFFFFFFFu : ((1u << c->npages) - 1u);
       if (c->free_pages == all) {

@@ -394,18 +394,21 @@ void pai_depot_evict_pending(pa_pool_t *pool) {
  * chunks. Left to the next slab that empties over the bound, which releases only itself, the
  * excess would stay until a trim or decay: eight threads that exited could leave 64 MiB. */
 void pai_retain_fit(pa_pool_t *pool) {
-  for (int pass = 0; pass < 2; pass++) {
-    uint64_t used = atomic_load_explicit(&pool->idle_slab_bytes, memory_order_relaxed) +
-                    __atomic_load_n(&pool->retained, __ATOMIC_RELAXED);
+  for (int pass = 0;; pass++) {
+    /* the bound and `retained` are written under pool->lock: read them there */
+    pthread_mutex_lock(&pool->lock);
     uint64_t limit = pai_retain_limit(pool);
-    if (used <= limit) return;
+    uint64_t used = pool->retained + atomic_load_explicit(&pool->idle_slab_bytes,
+                                                          memory_order_relaxed);
+    if (used > limit && pass == 2) {
+      uint64_t released = 0;
+      pai_pool_unmap_retained(pool, limit, &released);
+      if (released) pool->trims++;
+    }
+    pthread_mutex_unlock(&pool->lock);
+    if (used <= limit || pass == 2) return;
     evict_idle(pool, PAI_NCLASSES, used - limit, pass == 0);
   }
-  uint64_t released = 0;
-  pthread_mutex_lock(&pool->lock);
-  pai_pool_unmap_retained(pool, pai_retain_limit(pool), &released);
-  if (released) pool->trims++;
-  pthread_mutex_unlock(&pool->lock);
 }
 
 /* depot->lock held: may a slab that just became empty stay in its depot? The first empty slab
