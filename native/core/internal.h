@@ -287,6 +287,12 @@ static inline uint32_t pai_slab_index(const pai_slab_t *s, uintptr_t p, bool *ex
   return idx;
 }
 
+/* The bitmap word of block idx, read without the depot lock (pa_free's hit path: idx masked
+ * into the bitmap; a named function so that tests/valgrind.supp can name this read). */
+static inline uint64_t pai_out_word(const _Atomic uint64_t *out, uint64_t idx) {
+  return atomic_load_explicit(out + ((idx >> 6) & (PAI_BITMAP_WORDS - 1)), memory_order_relaxed);
+}
+
 static inline bool pai_slab_is_out(const pai_slab_t *s, uint64_t idx) {
   uint64_t w = atomic_load_explicit(&s->out[idx >> 6], memory_order_relaxed);
   return (w >> (idx & 63)) & 1u;
@@ -387,6 +393,11 @@ void pai_retain_fit(pa_pool_t *pool);
 void pai_pool_unmap_retained(pa_pool_t *pool, uint64_t limit, uint64_t *released);
 static inline uint64_t pai_retain_limit(pa_pool_t *pool) {
   return atomic_load_explicit(&pool->retain_limit, memory_order_relaxed);
+}
+/* pool->lock held: what the pool keeps idle against retain_limit (empty slabs kept beyond the
+ * spares, their reservations, retained chunks) */
+static inline uint64_t pai_idle_bytes(pa_pool_t *pool) {
+  return pool->retained + atomic_load_explicit(&pool->idle_slab_bytes, memory_order_relaxed);
 }
 
 /* ---- thread caches (tlcache.c) ---- */

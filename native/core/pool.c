@@ -193,14 +193,10 @@ void pai_retain_update(pa_pool_t *pool) {
                         memory_order_relaxed);
 }
 
-static uint64_t idle_bytes(pa_pool_t *pool) {
-  return pool->retained + atomic_load_explicit(&pool->idle_slab_bytes, memory_order_relaxed);
-}
-
 /* pool->lock held: a chunk has no slab left. Keep it within the retention budget, else unmap. */
 void pai_pool_chunk_empty(pa_pool_t *pool, pai_chunk_t *c, bool force, uint64_t *released) {
   bool closed = atomic_load_explicit(&pool->closed, memory_order_relaxed) != 0;
-  if (!force && !closed && idle_bytes(pool) + c->len <= pai_retain_limit(pool)) {
+  if (!force && !closed && pai_idle_bytes(pool) + c->len <= pai_retain_limit(pool)) {
     pai_retained_add(pool, c->len);
     c->empty_since = pai_idle_stamp(pool);
     return;
@@ -222,7 +218,7 @@ void pai_pool_chunk_empty(pa_pool_t *pool, pai_chunk_t *c, bool force, uint64_t 
 void pai_pool_unmap_retained(pa_pool_t *pool, uint64_t limit, uint64_t *released) {
   for (unsigned n = 0; n < pool->nnodes; n++) {
     pai_chunk_t *c = pool->chunks[n];
-    while (c && (limit == 0 || idle_bytes(pool) > limit)) {
+    while (c && (limit == 0 || pai_idle_bytes(pool) > limit)) {
       pai_chunk_t *next = c->next;
       uint32_t all = c->npages == 32 ? 0xFFFFFFFFu : ((1u << c->npages) - 1u);
       if (c->free_pages == all) {
@@ -780,8 +776,7 @@ int pa_free(void *p) {
    * The block's first word is read only once p is known to start a block. */
   const _Atomic uint64_t *out = s->out; /* indexed through a pointer: gcc then folds the
                                           * array's offset into the load's address */
-  uint64_t word = atomic_load_explicit(out + ((idx >> 6) & (PAI_BITMAP_WORDS - 1)),
-                                       memory_order_relaxed);
+  uint64_t word = pai_out_word(out, idx);
   if (PA_LIKELY(lo < s->div_magic && !pa_track_is_poisoned(p) && ((word >> (idx & 63)) & 1) &&
                 *(const uint64_t *)p != marker)) {
     if (PA_LIKELY(cache_push(pai_tl.cache, t, s, p, marker))) return leave(0);

@@ -397,9 +397,7 @@ void pai_retain_fit(pa_pool_t *pool) {
   for (int pass = 0;; pass++) {
     /* the bound and `retained` are written under pool->lock: read them there */
     pthread_mutex_lock(&pool->lock);
-    uint64_t limit = pai_retain_limit(pool);
-    uint64_t used = pool->retained + atomic_load_explicit(&pool->idle_slab_bytes,
-                                                          memory_order_relaxed);
+    uint64_t limit = pai_retain_limit(pool), used = pai_idle_bytes(pool);
     if (used > limit && pass == 2) {
       uint64_t released = 0;
       pai_pool_unmap_retained(pool, limit, &released);
