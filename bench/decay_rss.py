@@ -4,7 +4,8 @@ Each configuration runs in a fresh child process: it records the process RSS (fr
 ``/proc/self/statm``), allocates and touches ``--mib`` MiB of 64 KiB blocks, frees them all, and
 then idles for ``--seconds``, sampling RSS and the pool's ``mapped_bytes`` every 20 ms. A timer
 (what an event loop would do) calls ``pool.decay()`` every ``--tick-ms``. Without ``decay_ms``
-the pool keeps what its retention budget allows (``retain_bytes``, 8 MiB by default) for good;
+the pool keeps what its retention budget allows (``retain_bytes``, 8 MiB by default per thread
+using the pool; one thread here) for good;
 with it, what stayed idle for ``decay_ms`` goes back. Prints a JSON summary; with matplotlib,
 ``--png`` draws both curves.
 

@@ -214,9 +214,15 @@ struct pa_pool_s {
   _Atomic uint64_t use_peak;
   PAI_LINE _Atomic uint64_t decay_last; /* monotonic ns of the last decay pass (claimed by CAS) */
   /* bytes of empty slabs kept in their depots beyond the first per depot; with `retained` it
-   * stays within retain_bytes (slab.c keep_empty_slab) */
+   * stays within retain_limit (slab.c keep_empty_slab) */
   PAI_LINE _Atomic uint64_t idle_slab_bytes;
   uint64_t retained;           /* bytes of empty chunks kept mapped (pool->lock) */
+  /* retain_bytes times the live thread caches (at least one): what the pool may keep idle.
+   * Per thread, as jemalloc's per-arena dirty pages and mimalloc's per-thread pages scale with
+   * the threads: with one pool-wide 8 MiB, two threads whose 64 KiB working sets each swing
+   * by 4-5 MiB released and re-carved slabs on every swing. Written under pool->lock when a
+   * cache comes or goes (pai_retain_update); read relaxed beside idle_slab_bytes. */
+  _Atomic uint64_t retain_limit;
   /* bit c: some depot of class c may hold an idle slab (set when one is kept, cleared by an
    * eviction sweep that finds none; a hint, see slab.c evict_idle). Read after every flush and
    * written rarely: off the idle_slab_bytes line, which depots write. */
@@ -279,6 +285,12 @@ static inline uint32_t pai_slab_index(const pai_slab_t *s, uintptr_t p, bool *ex
   uint32_t idx = (uint32_t)pai_slab_div(p - s->base, s->div_magic, &lo);
   *exact = lo < s->div_magic && idx < s->nblocks;
   return idx;
+}
+
+/* The bitmap word of block idx, read without the depot lock (pa_free's hit path: idx masked
+ * into the bitmap; a named function so that tests/valgrind.supp can name this read). */
+static inline uint64_t pai_out_word(const _Atomic uint64_t *out, uint64_t idx) {
+  return atomic_load_explicit(out + ((idx >> 6) & (PAI_BITMAP_WORDS - 1)), memory_order_relaxed);
 }
 
 static inline bool pai_slab_is_out(const pai_slab_t *s, uint64_t idx) {
@@ -376,6 +388,17 @@ void pai_pool_chunk_empty(pa_pool_t *pool, pai_chunk_t *c, bool force, uint64_t 
 void pai_pool_unref(pa_pool_t *pool);
 void pai_note_mapped(pa_pool_t *pool, unsigned node, size_t len);
 void pai_note_out(pa_pool_t *pool, int64_t delta);
+void pai_retain_update(pa_pool_t *pool);
+void pai_retain_fit(pa_pool_t *pool);
+void pai_pool_unmap_retained(pa_pool_t *pool, uint64_t limit, uint64_t *released);
+static inline uint64_t pai_retain_limit(pa_pool_t *pool) {
+  return atomic_load_explicit(&pool->retain_limit, memory_order_relaxed);
+}
+/* pool->lock held: what the pool keeps idle against retain_limit (empty slabs kept beyond the
+ * spares, their reservations, retained chunks) */
+static inline uint64_t pai_idle_bytes(pa_pool_t *pool) {
+  return pool->retained + atomic_load_explicit(&pool->idle_slab_bytes, memory_order_relaxed);
+}
 
 /* ---- thread caches (tlcache.c) ---- */
 pai_tcache_t *pai_tcache_slow(pa_pool_t *pool);

@@ -135,6 +135,7 @@ static int pool_alloc_struct(const pa_config_t *cfg, unsigned nnodes, pa_pool_t 
   pthread_mutex_init(&pool->lock, NULL);
   pool->max_bytes = cfg->max_bytes;
   pool->retain_bytes = cfg->retain_bytes;
+  atomic_init(&pool->retain_limit, cfg->retain_bytes);
   pool->decay_ns = cfg->decay_ms > UINT64_MAX / 1000000u ? UINT64_MAX : cfg->decay_ms * 1000000u;
   pool->numa_node = cfg->numa_node;
   pool->nnodes = nnodes;
@@ -185,12 +186,17 @@ void pai_pool_unref(pa_pool_t *pool) {
   if (atomic_fetch_sub(&pool->refs, 1) == 1) pool_free(pool);
 }
 
+/* pool->lock held: a thread cache came or went, and the retention bound with it. */
+void pai_retain_update(pa_pool_t *pool) {
+  uint64_t n = pool->ntcaches ? pool->ntcaches : 1, r = pool->retain_bytes;
+  atomic_store_explicit(&pool->retain_limit, r > UINT64_MAX / n ? UINT64_MAX : r * n,
+                        memory_order_relaxed);
+}
+
 /* pool->lock held: a chunk has no slab left. Keep it within the retention budget, else unmap. */
 void pai_pool_chunk_empty(pa_pool_t *pool, pai_chunk_t *c, bool force, uint64_t *released) {
   bool closed = atomic_load_explicit(&pool->closed, memory_order_relaxed) != 0;
-  uint64_t idle = pool->retained + atomic_load_explicit(&pool->idle_slab_bytes,
-                                                         memory_order_relaxed);
-  if (!force && !closed && idle + c->len <= pool->retain_bytes) {
+  if (!force && !closed && pai_idle_bytes(pool) + c->len <= pai_retain_limit(pool)) {
     pai_retained_add(pool, c->len);
     c->empty_since = pai_idle_stamp(pool);
     return;
@@ -207,11 +213,12 @@ void pai_pool_chunk_empty(pa_pool_t *pool, pai_chunk_t *c, bool force, uint64_t 
   atomic_fetch_sub(&pool->refs, 1); /* never the last: the caller holds a reference */
 }
 
-/* pool->lock held: unmap chunks that hold no slab (retained ones). */
-static void unmap_empty_chunks(pa_pool_t *pool, uint64_t *released) {
+/* pool->lock held: unmap chunks that hold no slab (retained ones) while the pool keeps more
+ * than `limit` idle (0: all of them). */
+void pai_pool_unmap_retained(pa_pool_t *pool, uint64_t limit, uint64_t *released) {
   for (unsigned n = 0; n < pool->nnodes; n++) {
     pai_chunk_t *c = pool->chunks[n];
-    while (c) {
+    while (c && (limit == 0 || pai_idle_bytes(pool) > limit)) {
       pai_chunk_t *next = c->next;
       uint32_t all = c->npages == 32 ? 0xFFFFFFFFu : ((1u << c->npages) - 1u);
       if (c->free_pages == all) {
@@ -232,7 +239,7 @@ static uint64_t release_empty(pa_pool_t *pool, bool count_trim) {
   for (unsigned i = 0; i < pai_ndepots(pool); i++)
     pai_depot_release_empty(pool, &pool->depots[i], true, &released);
   pthread_mutex_lock(&pool->lock);
-  unmap_empty_chunks(pool, &released);
+  pai_pool_unmap_retained(pool, 0, &released);
   if (count_trim) pool->trims++;
   pthread_mutex_unlock(&pool->lock);
   return released;
@@ -769,8 +776,7 @@ int pa_free(void *p) {
    * The block's first word is read only once p is known to start a block. */
   const _Atomic uint64_t *out = s->out; /* indexed through a pointer: gcc then folds the
                                           * array's offset into the load's address */
-  uint64_t word = atomic_load_explicit(out + ((idx >> 6) & (PAI_BITMAP_WORDS - 1)),
-                                       memory_order_relaxed);
+  uint64_t word = pai_out_word(out, idx);
   if (PA_LIKELY(lo < s->div_magic && !pa_track_is_poisoned(p) && ((word >> (idx & 63)) & 1) &&
                 *(const uint64_t *)p != marker)) {
     if (PA_LIKELY(cache_push(pai_tl.cache, t, s, p, marker))) return leave(0);

@@ -11,10 +11,11 @@
  * in the slab) and a full list. Thread caches take and give back whole batches (tlcache.c);
  * when caching is off (debug modes, tiny pools) blocks go straight through the depot.
  *
- * Retention: empty slabs beyond one spare per depot stay within pool->retain_bytes, reserved
- * through pool->idle_slab_bytes a few slabs ahead (the depot's idle_credit); a depot short of
- * budget asks for other classes' idle slabs to be evicted (evict_idle), run once its lock is
- * dropped.
+ * Retention: empty slabs beyond one spare per depot stay within pool->retain_limit (retain_bytes
+ * per live thread cache), reserved through pool->idle_slab_bytes a few slabs ahead (the depot's
+ * idle_credit); a depot short of budget asks for other classes' idle slabs to be evicted
+ * (evict_idle), run once its lock is dropped; a cache that goes gives back what its thread's
+ * share kept over the smaller bound (pai_retain_fit).
  *
  * Lock order / who may touch what (see internal.h for the whole order):
  *   depot->lock guards the depot's lists and counters and every field of its slabs;
@@ -345,7 +346,7 @@ static void release_slab(pai_depot_t *d, pai_slab_t *s, bool force, uint64_t *re
  * one thread, each under the pool lock, and with two threads the pages one thread released
  * were often carved by the other, whose writes then missed on every line of them. It runs
  * after the depot lock that found the budget short is dropped, so depot locks never nest. */
-static void evict_idle(pa_pool_t *pool, unsigned cls, uint64_t need) {
+static void evict_idle(pa_pool_t *pool, unsigned cls, uint64_t need, bool orphans_only) {
   uint64_t classes = atomic_load_explicit(&pool->idle_classes, memory_order_relaxed);
   uint64_t freed = 0;
   while (classes && freed < need) {
@@ -355,7 +356,7 @@ static void evict_idle(pa_pool_t *pool, unsigned cls, uint64_t need) {
     for (unsigned k = 0; k < pool->nnodes * PAI_SHARDS && freed < need; k++) {
       /* the class being freed into only where no live thread uses the shard: taking a live
        * thread's empty slabs of the same class would only move the churn to it */
-      if (c == cls &&
+      if ((c == cls || orphans_only) &&
           atomic_load_explicit(&pool->shard_caches[k % PAI_SHARDS], memory_order_relaxed)) {
         left = true;
         continue;
@@ -384,7 +385,28 @@ static void evict_idle(pa_pool_t *pool, unsigned cls, uint64_t need) {
 void pai_depot_evict_pending(pa_pool_t *pool) {
   if (PA_LIKELY(atomic_load_explicit(&pool->evict_want, memory_order_relaxed) == 0)) return;
   uint64_t want = atomic_exchange_explicit(&pool->evict_want, 0, memory_order_relaxed);
-  if (want) evict_idle(pool, (unsigned)(want & 63u), want >> 6);
+  if (want) evict_idle(pool, (unsigned)(want & 63u), want >> 6, false);
+}
+
+/* No lock but the caller's tls->lock held: a thread cache went, and the retention bound with
+ * it. What is kept idle over the new bound goes back now: idle slabs and reservations of shards
+ * no live cache uses (most likely the exited thread's), then any class's, then retained
+ * chunks. Left to the next slab that empties over the bound, which releases only itself, the
+ * excess would stay until a trim or decay: eight threads that exited could leave 64 MiB. */
+void pai_retain_fit(pa_pool_t *pool) {
+  for (int pass = 0;; pass++) {
+    /* the bound and `retained` are written under pool->lock: read them there */
+    pthread_mutex_lock(&pool->lock);
+    uint64_t limit = pai_retain_limit(pool), used = pai_idle_bytes(pool);
+    if (used > limit && pass == 2) {
+      uint64_t released = 0;
+      pai_pool_unmap_retained(pool, limit, &released);
+      if (released) pool->trims++;
+    }
+    pthread_mutex_unlock(&pool->lock);
+    if (used <= limit || pass == 2) return;
+    evict_idle(pool, PAI_NCLASSES, used - limit, pass == 0);
+  }
 }
 
 /* depot->lock held: may a slab that just became empty stay in its depot? The first empty slab
@@ -408,17 +430,17 @@ static bool keep_empty_slab(pa_pool_t *pool, pai_depot_t *d, pai_slab_t *s) {
     uint64_t idle = atomic_load_explicit(&pool->idle_slab_bytes, memory_order_relaxed);
     /* retained: written under pool->lock; a relaxed read is off by at most one chunk */
     uint64_t retained = __atomic_load_n(&pool->retained, __ATOMIC_RELAXED);
-    uint64_t used = idle + retained, need = bytes - d->idle_credit;
-    if (used + need > pool->retain_bytes) {
+    uint64_t used = idle + retained, need = bytes - d->idle_credit, limit = pai_retain_limit(pool);
+    if (used + need > limit) {
       /* the class and the bytes short, packed in one word (a class fits in 6 bits) */
       uint64_t none = 0;
       if (classes)
         atomic_compare_exchange_strong_explicit(
-            &pool->evict_want, &none, ((used + need - pool->retain_bytes) << 6) | d->cls,
+            &pool->evict_want, &none, ((used + need - limit) << 6) | d->cls,
             memory_order_relaxed, memory_order_relaxed);
       return false;
     }
-    uint64_t extra = pool->retain_bytes - used - need, cap = credit_cap(pool, s);
+    uint64_t extra = limit - used - need, cap = credit_cap(pool, s);
     if (extra > cap) extra = cap;
     PAI_EV(5);
     atomic_fetch_add(&pool->idle_slab_bytes, need + extra);

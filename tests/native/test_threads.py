@@ -148,8 +148,9 @@ def test_threads_swinging_past_the_retention_budget_lose_nothing() -> None:
     # Each thread swings its own class's working set by far more than retain_bytes, so slabs
     # are kept on credit, evicted for another class, released and carved again while the other
     # threads run; blocks each thread leaves are freed by the main thread after it exited, into
-    # slabs of a shard no live thread uses, whose empty slabs the next threads adopt.
-    pool = SlabPool(retain_bytes=1 << 20)
+    # slabs of a shard no live thread uses, whose empty slabs the next threads adopt. The
+    # budget is per live thread cache: four of them (the main thread's too) keep 1 MiB.
+    pool = SlabPool(retain_bytes=256 << 10)
     sizes = (64 << 10, 20000, 4096)
     left: list[list[Block]] = [[] for _ in sizes]
 
@@ -176,4 +177,54 @@ def test_threads_swinging_past_the_retention_budget_lose_nothing() -> None:
     stats = pool.stats()
     assert stats.in_use_blocks == 0
     assert stats.allocs == stats.frees
+    assert pool.close_report().mapped_bytes == 0
+
+
+def test_retention_budget_is_per_thread() -> None:
+    # retain_bytes is what each thread using the pool may leave idle: two threads that each
+    # free 25 MiB of 64 KiB blocks keep more than one budget of empty slabs between them and
+    # at most two; once one has exited, one budget. What else stays carved: each thread's
+    # cache (32 blocks, at most 5 slabs of 8) and one spare slab per thread's shard.
+    budget, slab = 16 << 20, 512 << 10
+    pool = SlabPool(retain_bytes=budget)
+    steps = threading.Barrier(3)
+    last = threading.Barrier(2)
+
+    def idle_bytes() -> int:
+        slabs = next(c.slabs for c in pool.class_stats() if c.block_size == 64 << 10)
+        return (slabs - 2 * 5 - 2) * slab
+
+    def work(i: int) -> None:
+        blocks = [pool.alloc(64 << 10) for _ in range(400)]
+        steps.wait()  # both caches exist before either frees
+        for turn in range(2):  # one thread after the other
+            if turn == i:
+                for b in reversed(blocks):
+                    b.free()
+            steps.wait()
+        steps.wait()  # the main thread has looked
+        if i == 0:
+            last.wait()  # the other exits first
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for _ in range(3):
+        steps.wait()
+    both = idle_bytes()
+    steps.wait()
+    threads[1].join()
+    # join() returns before the C thread's key destructors retire its cache
+    deadline = time.monotonic() + 10
+    while (one := idle_bytes()) > budget and time.monotonic() < deadline:
+        time.sleep(0.01)
+    last.wait()
+    threads[0].join()
+    assert budget < both <= 2 * budget
+    assert one <= budget  # the exit gave the excess back
+    assert idle_bytes() <= budget
+    stats = pool.stats()
+    assert stats.in_use_blocks == 0
+    assert stats.allocs == stats.frees == 800
+    pool.check()
     assert pool.close_report().mapped_bytes == 0

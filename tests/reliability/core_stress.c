@@ -21,6 +21,8 @@
  *      next, which frees them into the exited threads' slabs and adopts those slabs once empty
  *   9. exited threads' reservations: a thread swings 64 KiB blocks and exits; its shard, now
  *      without a live cache, keeps no reservation for idle slabs it does not have
+ *  10. retention per thread: two threads each leave more idle than retain_bytes; the pool keeps
+ *      more than one budget and at most two while both live, one budget once one has exited
  * Exit status 0 and "ok" when every check held; counters must balance exactly.
  *
  * Environment: PA_C_THREADS (default 4), PA_C_ROUNDS (default 20000 per thread), PA_C_RECLAIM
@@ -450,7 +452,9 @@ static void check_retention_pressure(unsigned rounds) {
   static const size_t swing_sizes[THREADS] = {65536, 20000, 4096};
   pa_config_t cfg;
   pa_config_init(&cfg);
-  cfg.retain_bytes = 2u << 20; /* far below what the three working sets swing by */
+  /* per live thread cache: the three workers and the main thread keep at most 2 MiB idle, far
+   * below what the three working sets swing by */
+  cfg.retain_bytes = 512u << 10;
   pa_pool_t *pool;
   EXPECT_RC(pa_pool_create(&cfg, &pool), 0);
   void *left[THREADS][LEAVE];
@@ -493,7 +497,7 @@ static void check_retention_pressure(unsigned rounds) {
   EXPECT_RC(pa_pool_close_report(pool, &rep), 0);
   EXPECT(rep.mapped_bytes == 0 && rep.in_use_bytes == 0);
   pa_pool_destroy(pool);
-  printf("retention: %u generations of %u threads over a %u KiB budget, %lu blocks\n",
+  printf("retention: %u generations of %u threads, %u KiB budget per thread, %lu blocks\n",
          (unsigned)GENS, (unsigned)THREADS, (unsigned)(cfg.retain_bytes >> 10), allocs);
 #ifdef PA_LOCK_STATS
   printf("  slab carves %lu, releases %lu, adoptions %lu, chunk maps %lu, evictions %lu\n",
@@ -547,6 +551,78 @@ static void check_orphan_credits(void) {
   puts("orphan credits: none kept");
 }
 
+// ---- 10. the retention bound scales with the live thread caches ----
+
+enum { RETAIN_BLOCKS = 128 }; /* 8 MiB of 64 KiB blocks: 16 slabs, 4 times the budget */
+
+typedef struct {
+  pa_pool_t *pool;
+  unsigned id;
+  pthread_barrier_t *all, *last;
+} retain_arg_t;
+
+static pthread_barrier_t retain_all, retain_last;
+
+static void *retain_worker(void *arg) {
+  retain_arg_t *a = arg;
+  void *live[RETAIN_BLOCKS];
+  for (unsigned i = 0; i < RETAIN_BLOCKS; i++)
+    EXPECT_RC(pa_alloc(a->pool, 65536, 64, &live[i]), 0);
+  pthread_barrier_wait(a->all); /* both caches exist before either frees */
+  for (unsigned turn = 0; turn < 2; turn++) { /* one after the other: a fixed order */
+    if (turn == a->id)
+      for (unsigned i = RETAIN_BLOCKS; i > 0; i--) EXPECT_RC(pa_free(live[i - 1]), 0);
+    pthread_barrier_wait(a->all);
+  }
+  pthread_barrier_wait(a->all); /* the main thread has looked */
+  if (a->id == 0) pthread_barrier_wait(a->last); /* the other exits first */
+  return NULL;
+}
+
+static uint64_t pool_idle(pa_pool_t *pool) {
+  return atomic_load(&pool->idle_slab_bytes) + __atomic_load_n(&pool->retained, __ATOMIC_RELAXED);
+}
+
+static void check_retention_per_thread(void) {
+  const uint64_t budget = 2u << 20;
+  pa_config_t cfg;
+  pa_config_init(&cfg);
+  cfg.retain_bytes = budget;
+  pa_pool_t *pool;
+  EXPECT_RC(pa_pool_create(&cfg, &pool), 0);
+  EXPECT_RC(pthread_barrier_init(&retain_all, NULL, 3), 0);
+  EXPECT_RC(pthread_barrier_init(&retain_last, NULL, 2), 0);
+  pthread_t tids[2];
+  retain_arg_t args[2];
+  for (unsigned t = 0; t < 2; t++) {
+    args[t] = (retain_arg_t){pool, t, &retain_all, &retain_last};
+    EXPECT_RC(pthread_create(&tids[t], NULL, retain_worker, &args[t]), 0);
+  }
+  for (unsigned i = 0; i < 3; i++) pthread_barrier_wait(&retain_all); /* allocated, freed x2 */
+  uint64_t both = pool_idle(pool);
+  EXPECT(both > budget && both <= 2 * budget);
+  pthread_barrier_wait(&retain_all);
+  EXPECT_RC(pthread_join(tids[1], NULL), 0);
+  uint64_t one = pool_idle(pool); /* its exit gave the excess back */
+  EXPECT(one <= budget);
+  pthread_barrier_wait(&retain_last);
+  EXPECT_RC(pthread_join(tids[0], NULL), 0);
+  EXPECT(pool_idle(pool) <= budget); /* no cache left: still one budget */
+  pa_stats_t st;
+  EXPECT_RC(pa_pool_stats(pool, &st), 0);
+  EXPECT(st.allocs == 2 * RETAIN_BLOCKS && st.frees == st.allocs && st.in_use_blocks == 0);
+  EXPECT_RC(pa_pool_check(pool), 0);
+  pa_close_report_t rep;
+  EXPECT_RC(pa_pool_close_report(pool, &rep), 0);
+  EXPECT(rep.mapped_bytes == 0);
+  pa_pool_destroy(pool);
+  pthread_barrier_destroy(&retain_all);
+  pthread_barrier_destroy(&retain_last);
+  printf("retention per thread: %lu KiB idle with two threads, %lu KiB after one exited (budget "
+         "%lu KiB each)\n", (unsigned long)(both >> 10), (unsigned long)(one >> 10),
+         (unsigned long)(budget >> 10));
+}
+
 int main(void) {
   check_misuse();
   check_faults();
@@ -560,6 +636,7 @@ int main(void) {
   if (env_or("PA_C_LATE", 1)) check_late_exit();
   check_retention_pressure(env_or("PA_C_ROUNDS", 20000) / 20 + 20);
   check_orphan_credits();
+  check_retention_per_thread();
   /* last: the filter stays for the rest of the process */
   if (env_or("PA_C_RECLAIM", 1) && env_or("PA_C_SECCOMP", 1)) {
     EXPECT_RC(refuse_membarrier(), 0);
