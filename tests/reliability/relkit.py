@@ -78,7 +78,7 @@ class FakeConn:
         if self.pause_every and len(self.writes) % self.pause_every == 0:
             self.paused = True
 
-    def close(self) -> None:
+    def close(self, *, linger: bool = True) -> None:
         self.closing = True
 
 

@@ -157,6 +157,8 @@ class Transport(StreamTransport, Protocol):
 
     def write_file(self, fd: int, offset: int, count: int, *, close_fd: bool = True) -> None: ...
 
+    def close(self, *, linger: bool = True) -> None: ...
+
     def hold_back(self, data: bytes) -> None: ...
 
     def set_deadline(self, seconds: float | None) -> None: ...
@@ -272,6 +274,14 @@ def queued_size(item: QueuedData) -> int:
 LoopT = TypeVar("LoopT", bound=Loop)
 
 
+def _input_waiting(sock: socket.socket | None) -> bool:
+    """Whether bytes wait unread in ``sock``'s receive queue (not an EOF, not an error)."""
+    try:
+        return sock is not None and bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except OSError:  # BlockingIOError: nothing waits; any other: closing cannot reset
+        return False
+
+
 class BaseConnection(Generic[LoopT]):
     """The bookkeeping both engines' connections share; pooled, so ``open``/``reset`` replace
     ``__init__``/teardown. An engine supplies ``open``, ``write``, ``write_file``, how reading
@@ -300,6 +310,10 @@ class BaseConnection(Generic[LoopT]):
     _held: collections.deque[bytes | tuple[LeaseLike, int]] | None = None
     #: Pooled blocks among ``_held`` (a class default, as ``_resuming``).
     _held_leases = 0
+    #: After ``close(linger=False)``: ``bytes_in`` then (the peer owes no input, so the close
+    #: need not linger unless input comes all the same); -1 otherwise. A class default, as
+    #: ``_resuming``.
+    _quick_close = -1
     #: True while reading is paused because the write queue passed ``high_water`` and for no
     #: other reason: only such a pause ends by itself once the queue drains below ``low_water``.
     #: A protocol's own ``pause_reading`` (flow control of its own) is its to end.
@@ -339,6 +353,8 @@ class BaseConnection(Generic[LoopT]):
         self._chunk = 65536
         if self._resuming:
             self._resuming = False
+        if self._quick_close >= 0:
+            self._quick_close = -1
         if self._output_paused:
             self._output_paused = False
         if self._held is not None:
@@ -565,16 +581,51 @@ class BaseConnection(Generic[LoopT]):
         return bool(self.queue)
 
     # ---- closing ----
-    def close(self) -> None:
-        """Graceful close: flush what is queued, half-close, drain input, then close."""
-        if self.closing or self.closed:
+    def close(self, *, linger: bool = True) -> None:
+        """Graceful close: flush what is queued, half-close, drain input, then close.
+
+        ``linger=False`` says the peer owes no input (an HTTP request was read whole): once the
+        output is out the socket is closed at once, with a FIN, unless input is waiting (held,
+        or in the socket's receive queue), which a close would answer with a reset that can
+        destroy the response the peer has not read yet; then it lingers as with ``True``. A
+        ``close()`` during a ``close(linger=False)`` whose output is still going asks for the
+        linger after all (a protocol that finds more input behind the request it closed on).
+        """
+        if self.closed:
+            return
+        if self.closing:
+            if linger and self._quick_close >= 0:
+                self._quick_close = -1
             return
         self.closing = True
+        if not linger:
+            self._quick_close = self.bytes_in
         if not self._output_pending():
             self._linger()
 
     def _linger(self) -> None:
-        """Half-close, then discard input until the peer's EOF or ``linger`` seconds."""
+        """Half-close, then discard input until the peer's EOF or ``linger`` seconds; after
+        ``close(linger=False)``, once the current callback is done, close at once when no
+        input is waiting (as nginx's ``lingering_close on``)."""
+        assert self.sock is not None
+        if self._quick_close >= 0:
+            # Decided in a later callback: the protocol that closed may still find more input
+            # behind its request in the read it is walking, and ask for the linger.
+            assert self.reactor is not None
+            self.reactor.call_soon(self._close_unless_input, self.sock)
+            return
+        self._half_close()
+
+    def _close_unless_input(self, sock: socket.socket | None) -> None:
+        if sock is not self.sock or self.closed or self._lingering:
+            return  # closed (or the pooled object reused) meanwhile, or decided already
+        quiet, self._quick_close = self._quick_close == self.bytes_in, -1
+        if quiet and not self._held and not _input_waiting(sock):
+            self._finish(None)
+        else:
+            self._half_close()
+
+    def _half_close(self) -> None:
         assert self.sock is not None
         try:
             self.sock.shutdown(socket.SHUT_WR)

@@ -182,3 +182,29 @@ def test_lifespan_timeout_bounds_a_slow_startup(tmp_path: Path) -> None:
     assert run.returncode == 3, run.stderr
     assert "could not start: lifespan startup did not complete in 0.3 s" in run.stderr
     assert took < 10, took  # the interpreter's start and the imports, plus 0.3 s
+
+
+FAILING_STARTUP = """
+async def app(scope, receive, send):
+    assert scope["type"] == "lifespan"
+    await receive()
+    await send({"type": "lifespan.startup.failed", "message": "no database"})
+"""
+
+
+def test_workers_whose_startup_fails_end_the_server(tmp_path: Path) -> None:
+    """Workers whose application cannot start are not forked again and again: the parent
+    stops after a few, with one line and the application server's status 3 (as one worker)."""
+    (tmp_path / "broken.py").write_text(FAILING_STARTUP)
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "poolalloc", "serve", "--app", "broken:app", "--port", "0",
+         "--workers", "2", "--app-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert time.monotonic() - began < 30
+    assert done.returncode == 3, done.stderr
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("poolalloc serve: 5 workers in a row ended within 5 s"), done.stderr
+    assert "exited with status 3): stopping" in last
+    assert done.stderr.count("workers in a row") == 1

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -132,6 +133,104 @@ def test_serve_on_any_address(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
+
+
+class Lines:
+    """The lines a process writes to an unbuffered stderr pipe, taken in any order, read with a
+    deadline."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        self.fd = proc.stderr.fileno()
+        self.buf = b""
+        self.seen: list[str] = []
+        self.taken: set[int] = set()
+
+    def take(self, want: Callable[[str], bool], timeout: float = 20) -> str:
+        """The first line not taken yet that ``want``s, waiting for it."""
+        end = time.monotonic() + timeout
+        while True:
+            for i, line in enumerate(self.seen):
+                if i not in self.taken and want(line):
+                    self.taken.add(i)
+                    return line
+            left = end - time.monotonic()
+            assert left > 0, f"no such line in {self.seen}"
+            if select.select([self.fd], [], [], left)[0]:
+                data = os.read(self.fd, 65536)
+                assert data, f"server exited: {self.seen}"
+                *done, self.buf = (self.buf + data).split(b"\n")
+                self.seen += [line.decode() for line in done]
+
+
+def listening_pid(line: str) -> int:
+    return int(line.split()[3])  # "poolalloc serve: pid N (Reactor) listening on ..."
+
+
+def listeners(port: int) -> int:
+    """How many sockets listen on ``port`` (IPv4), from ``/proc/net/tcp``."""
+    with open("/proc/net/tcp") as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    return sum(r[1].endswith(f":{port:04X}") and r[3] == "0A" for r in rows)
+
+
+def wait_listeners(port: int, count: int) -> None:
+    """A killed io_uring worker's socket outlives the process while the kernel tears its ring
+    down (and takes connections meanwhile, reset when it closes): wait until it is gone."""
+    end = time.monotonic() + 10
+    while listeners(port) != count:
+        assert time.monotonic() < end, f"{listeners(port)} listening sockets, not {count}"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("engine", ["epoll", "uring"])
+def test_a_killed_worker_is_logged_and_replaced(tmp_path: Any, engine: str) -> None:
+    """``kill -9`` of workers: the parent names each one and forks another, so the port keeps
+    its N workers, also when every worker was killed."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "poolalloc.cli", "serve", "--port", str(port)]
+    cmd += ["--workers", "2", "--engine", engine]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, bufsize=0, cwd=tmp_path)
+    lines = Lines(proc)
+    try:
+        workers = {listening_pid(lines.take(lambda s: " listening on " in s)) for _ in "ab"}
+        assert set(children(proc.pid)) == workers
+        for every in (False, True):  # one worker, then every worker
+            victims = sorted(workers) if every else [min(workers)]
+            for pid in victims:
+                os.kill(pid, signal.SIGKILL)
+            for pid in victims:
+                said = f"poolalloc serve: worker pid {pid} was killed by signal 9 (SIGKILL); "
+                lines.take(lambda s, said=said: s == said + "starting a new one")
+            new = {listening_pid(lines.take(lambda s: " listening on " in s)) for _ in victims}
+            workers = (workers - set(victims)) | new
+            assert len(workers) == 2
+            assert set(children(proc.pid)) == workers
+            wait_listeners(port, 2)
+            for _ in range(10):  # new connections, spread by the kernel over the workers
+                assert get(port, "/test") == (200, b"Hello, World!")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+
+
+def test_workers_that_cannot_start_end_the_server_in_one_line(tmp_path: Any) -> None:
+    """A worker that fails at start is not forked again and again: after a few such deaths in
+    a row the parent stops with one line and status 1 (here every worker's pool is invalid)."""
+    code = "import sys; from poolalloc.net.http.serve import serve\n"
+    code += "sys.exit(serve('127.0.0.1', 0, workers=2, buffer_size=0))"
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, cwd=tmp_path, timeout=30, check=False,
+    )  # fmt: skip
+    assert time.monotonic() - began < 10
+    assert done.returncode == 1
+    said = done.stderr.splitlines()
+    assert said[-1].startswith("poolalloc serve: 5 workers in a row ended within 5 s of their ")
+    assert said[-1].endswith("exited with status 1): stopping; the lines above say why")
+    assert sum("workers in a row" in s for s in said) == 1
+    assert any(s.endswith(": size must be >= 1, not 0") for s in said)  # each worker's reason
 
 
 def test_prometheus_text_and_flatten() -> None:

@@ -176,3 +176,60 @@ def test_connections_over_max_connections_wait_and_are_all_answered(engine: str)
     assert m["connections_total"] == 16
     assert m["requests_total"] == 16
     assert m.get("accept_dropped_total", 0) == 0
+
+
+CLOSE = b"GET /test HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+@pytest.mark.parametrize("engine", _engines())
+def test_answered_clients_that_keep_their_sockets_do_not_hold_max_connections(
+    engine: str,
+) -> None:
+    """A ``Connection: close`` request read whole, answered, nothing more sent: the server
+    closes at once instead of lingering for the client's FIN, so clients that keep their
+    sockets open after the answer do not keep the next ones waiting at ``max_connections``
+    (each waited the 2 s linger before)."""
+    served = Served(engine, max_connections=2, idle_timeout=5.0)
+    kept: list[socket.socket] = []
+    try:
+        started = time.monotonic()
+        for _ in range(7):
+            c = socket.create_connection(("127.0.0.1", served.port), timeout=5)
+            kept.append(c)  # never closed until the end: its FIN does not come
+            c.sendall(CLOSE)
+            answer = b""
+            while chunk := c.recv(65536):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200 OK")
+            assert answer.endswith(b"Hello, World!")
+        assert time.monotonic() - started < 1.5
+    finally:
+        for c in kept:
+            c.close()
+        served.stop()
+
+
+@pytest.mark.parametrize("engine", _engines())
+def test_a_close_with_pipelined_input_behind_it_still_lingers(engine: str) -> None:
+    """A client that pipelines past its ``Connection: close`` request may send more after the
+    answer: the server lingers, discarding it, so what the client sends later is not answered
+    with a reset (which can destroy an answer the client has not read yet; here a send after
+    it fails)."""
+    served = Served(engine, idle_timeout=5.0)
+    try:
+        with socket.create_connection(("127.0.0.1", served.port), timeout=5) as c:
+            c.sendall(CLOSE + b"GET /test HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while chunk := c.recv(65536):
+                answer += chunk
+            assert answer.count(b"HTTP/1.1 200 OK") == 1
+            assert answer.endswith(b"Hello, World!")
+            more = b"GET /test HTTP/1.1\r\nHost: x\r\n\r\n"
+            c.sendall(more)
+            time.sleep(0.2)  # a socket already closed answers with a reset by now, and a
+            c.sendall(more)  # send after a reset fails (EPIPE): this one is taken
+            time.sleep(0.2)
+            c.sendall(more)
+            assert c.recv(65536) == b""
+    finally:
+        served.stop()

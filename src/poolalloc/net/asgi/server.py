@@ -50,7 +50,7 @@ from poolalloc.net.asgi._protocol import (
     Message,
     ServerState,
 )
-from poolalloc.net.http.serve import _supervise  # the same SIGTERM-forwarding supervisor
+from poolalloc.net.http.serve import _supervise  # the same supervisor of forked workers
 from poolalloc.net.sockets import LeaseSource
 
 __all__ = [
@@ -471,21 +471,17 @@ def serve(
     # Bind once here so a port of 0 gets one number that every worker then shares.
     probe = _reuse_port_socket(host, port)
     port = probe.getsockname()[1]
-    children = []
-    for _ in range(workers):
-        pid = os.fork()
-        if pid == 0:
-            status = 1
-            try:
-                options["sock"] = _reuse_port_socket(host, port)
-                status = _run_worker(app, host, port, loop, graceful_timeout, None, options)
-            finally:
-                os._exit(status)
-        children.append(pid)
-    probe.close()
-    if ready is not None:
-        ready((host, port))
-    return _supervise(children)
+
+    def run() -> int:
+        options["sock"] = _reuse_port_socket(host, port)
+        return _run_worker(app, host, port, loop, graceful_timeout, None, options)
+
+    def started() -> None:
+        probe.close()
+        if ready is not None:
+            ready((host, port))
+
+    return _supervise(run, workers, started)
 
 
 def _reuse_port_socket(host: str, port: int) -> socket.socket:

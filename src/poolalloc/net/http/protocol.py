@@ -132,6 +132,9 @@ class HttpProtocol:
         self._sink: BodySink | None = None
         self._left = 0
         self._chunks: ChunkedReader | None = None
+        #: The request answered was not read whole (its body may still come): its close
+        #: lingers, as an error's does.
+        self._body_unread = False
 
     # ---- ConnectionProtocol ----
     def connection_made(self, conn: Transport) -> None:
@@ -206,11 +209,16 @@ class HttpProtocol:
         except HttpError as exc:
             self.fail(exc.status, str(exc), self._failing_method(exc.method))
             return False
-        if pos < nbytes and conn.paused and not (conn.closing or conn.closed):
-            # Too much output is queued: the rest of this read (pipelined requests) waits
-            # until the client has read some, so queued responses stay bounded. The bytes are
-            # copied (at most one read) so the pooled block goes back now.
-            conn.hold_back(view[pos:nbytes].tobytes())
+        if pos < nbytes:
+            if conn.closing:
+                # Input behind the request the close answered: the client is pipelining and
+                # may send more, so the close lingers (nginx lingers on pipelined bytes too).
+                conn.close()
+            elif conn.paused and not conn.closed:
+                # Too much output is queued: the rest of this read (pipelined requests) waits
+                # until the client has read some, so queued responses stay bounded. The bytes
+                # are copied (at most one read) so the pooled block goes back now.
+                conn.hold_back(view[pos:nbytes].tobytes())
         return False
 
     def _skip_empty_lines(self, pos: int, nbytes: int) -> int:
@@ -342,6 +350,7 @@ class HttpProtocol:
                 # (RFC 9110 10.1.1), then close, since the client may send it or not.
                 self._req = None
                 req.keep_alive = False
+                self._body_unread = True
                 self.app.finish(self, req)
                 return
             conn.write(_CONTINUE)
@@ -393,7 +402,7 @@ class HttpProtocol:
         assert conn is not None
         conn.write(data)
         if close:
-            conn.close()
+            conn.close(linger=self._body_unread)
 
     def send_file(
         self, head: bytes, fd: int, offset: int, count: int, *, close: bool = False
@@ -412,7 +421,7 @@ class HttpProtocol:
             return
         conn.write_file(fd, offset, count)
         if close:
-            conn.close()
+            conn.close(linger=self._body_unread)
 
     def fail(self, status: int, message: str, method: str | None = None) -> None:
         """Answer ``status`` with ``Connection: close`` and close gracefully; the answer to a

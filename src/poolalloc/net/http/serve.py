@@ -2,8 +2,8 @@
 
 With ``workers > 1`` the parent forks N children; each opens its own listening socket on the
 same port with ``SO_REUSEPORT``, so the kernel spreads new connections across them (no shared
-accept lock, no thundering herd), and each runs its own Reactor and pools. The parent only
-forwards ``SIGINT``/``SIGTERM`` and reaps the children.
+accept lock, no thundering herd), and each runs its own Reactor and pools. The parent forwards
+``SIGINT``/``SIGTERM``, and logs and replaces a worker that dies (:func:`_supervise`).
 
 Example:
     >>> serve("127.0.0.1", 8080, root=".", workers=2)  # doctest: +SKIP
@@ -18,8 +18,9 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from poolalloc.buffers import BufferPool
 from poolalloc.net.epoll.reactor import Reactor
@@ -125,20 +126,7 @@ def serve(
     # per child), and port 0 becomes one concrete port that every worker then shares.
     with _listen_or_explain(host, port) as probe:
         port = probe.getsockname()[1]
-    children = []
-    for _ in range(workers):
-        pid = os.fork()
-        if pid == 0:
-            status = 1
-            try:
-                status = _run_worker(host, port, root, reuse_port=True, **options)
-            except Exception as exc:  # a forked worker has no caller to report to: say it here
-                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-                _say(f"poolalloc serve: pid {os.getpid()}: {why}")
-            finally:
-                os._exit(status)
-        children.append(pid)
-    return _supervise(children)
+    return _supervise(lambda: _run_worker(host, port, root, reuse_port=True, **options), workers)
 
 
 #: What to do when listening fails, by errno; "{addr}" is the address as host:port.
@@ -257,16 +245,120 @@ def make_loop(engine: str = "auto") -> Reactor:
     return Reactor()
 
 
-def _supervise(children: list[int]) -> int:
-    def forward(signum: int, frame: object) -> None:
+#: The parent gives up when this many workers in a row die within :data:`START_WINDOW` seconds
+#: of their start: a worker that cannot start (a bad option, the port taken between the parent's
+#: check and the worker's bind, an application whose startup fails) would otherwise be forked
+#: again and again. systemd's default start limit is the model (5 starts in 10 s).
+START_LIMIT = 5
+START_WINDOW = 5.0
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _supervise(
+    run: Callable[[], int], workers: int, started: Callable[[], None] | None = None
+) -> int:
+    """Fork ``workers`` processes that each return ``run()`` as their exit status, keep that
+    many running, and stop them all on SIGINT/SIGTERM; returns the parent's exit status.
+
+    A worker that dies while the server runs is logged (its pid, exit status or signal) and
+    replaced, as nginx's master and uvicorn's supervisor do; :data:`START_LIMIT` deaths in a row
+    within :data:`START_WINDOW` of a start end the server instead (one line, status 1, or the
+    workers' own status when they exited with one, such as 3 for an ASGI startup failure).
+    ``started()`` is called in the parent once the first ``workers`` are forked.
+    """
+    children: dict[int, float] = {}  # pid: when it was forked (monotonic)
+    stopping = False
+
+    def stop(signum: int = signal.SIGTERM, frame: object = None) -> None:
+        nonlocal stopping
+        stopping = True
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
-    status = 0
-    for pid in children:
-        _, code = os.waitpid(pid, 0)
-        status = status or os.waitstatus_to_exitcode(code)
-    return status
+    def fork() -> None:
+        # Blocked across the fork so that a SIGTERM arriving now reaches the parent once the
+        # new pid is in `children` (and is forwarded to it), never the child's copy of `stop`.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _worker_main(run, mask)
+            children[pid] = time.monotonic()
+            if stopping:  # a signal that came before the block had its handler run meanwhile
+                os.kill(pid, signal.SIGTERM)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+    old = {signum: signal.signal(signum, stop) for signum in _STOP_SIGNALS}
+    try:
+        for _ in range(workers):
+            fork()
+        if started is not None:
+            started()
+        status = 0
+        quick_deaths = 0
+        gave_up = ""
+        while children:
+            pid, wait_status = os.waitpid(-1, 0)  # a signal's handler runs, then the wait goes on
+            born = children.pop(pid, None)
+            if born is None:
+                continue
+            code = os.waitstatus_to_exitcode(wait_status)
+            if stopping:
+                if status == 0 and (code > 0 or (code < 0 and -code not in _STOP_SIGNALS)):
+                    _say(f"poolalloc serve: worker pid {pid} {_how_it_ended(code)} while stopping")
+                    status = max(code, 1)
+                continue
+            quick_deaths = quick_deaths + 1 if time.monotonic() - born < START_WINDOW else 0
+            if quick_deaths >= START_LIMIT:
+                # Said once the others are gone, so that it is the last line, after every
+                # worker's own error.
+                gave_up = (
+                    f"poolalloc serve: {quick_deaths} workers in a row ended within "
+                    f"{START_WINDOW:g} s of their start (the last, pid {pid}, "
+                    f"{_how_it_ended(code)}): stopping; the lines above say why"
+                )
+                status = max(code, 1)
+                stop()
+                continue
+            _say(f"poolalloc serve: worker pid {pid} {_how_it_ended(code)}; starting a new one")
+            fork()
+        if gave_up:
+            _say(gave_up)
+        return status
+    finally:
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
+
+
+def _worker_main(run: Callable[[], int], mask: set[int | signal.Signals]) -> NoReturn:
+    """A forked worker's life: default signal actions until ``run`` sets its own, and every
+    failure said on stderr (the worker has no caller to report to)."""
+    status = 1
+    try:
+        for signum in _STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        status = run()
+    except Exception as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        _say(f"poolalloc serve: pid {os.getpid()}: {why}")
+    finally:
+        os._exit(status)
+
+
+def _how_it_ended(code: int) -> str:
+    """``os.waitstatus_to_exitcode``'s value in words.
+
+    Example:
+        >>> _how_it_ended(-9), _how_it_ended(3)
+        ('was killed by signal 9 (SIGKILL)', 'exited with status 3')
+    """
+    if code >= 0:
+        return f"exited with status {code}"
+    try:
+        return f"was killed by signal {-code} ({signal.Signals(-code).name})"
+    except ValueError:  # a real-time signal has no name
+        return f"was killed by signal {-code}"
