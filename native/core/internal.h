@@ -388,11 +388,15 @@ void pai_pool_chunk_empty(pa_pool_t *pool, pai_chunk_t *c, bool force, uint64_t 
 void pai_pool_unref(pa_pool_t *pool);
 void pai_note_mapped(pa_pool_t *pool, unsigned node, size_t len);
 void pai_note_out(pa_pool_t *pool, int64_t delta);
-void pai_retain_update(pa_pool_t *pool);
-void pai_retain_fit(pa_pool_t *pool);
+bool pai_retain_update(pa_pool_t *pool);
+void pai_retain_fit(pa_pool_t *pool, unsigned shard);
 void pai_pool_unmap_retained(pa_pool_t *pool, uint64_t limit, uint64_t *released);
 static inline uint64_t pai_retain_limit(pa_pool_t *pool) {
   return atomic_load_explicit(&pool->retain_limit, memory_order_relaxed);
+}
+/* the one writer of retain_limit (pool->lock held), named for the helgrind suppression */
+static inline void pai_retain_limit_store(pa_pool_t *pool, uint64_t limit) {
+  atomic_store_explicit(&pool->retain_limit, limit, memory_order_relaxed);
 }
 /* pool->lock held: what the pool keeps idle against retain_limit (empty slabs kept beyond the
  * spares, their reservations, retained chunks) */

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "os.h"
@@ -186,11 +187,29 @@ void pai_pool_unref(pa_pool_t *pool) {
   if (atomic_fetch_sub(&pool->refs, 1) == 1) pool_free(pool);
 }
 
-/* pool->lock held: a thread cache came or went, and the retention bound with it. */
-void pai_retain_update(pa_pool_t *pool) {
-  uint64_t n = pool->ntcaches ? pool->ntcaches : 1, r = pool->retain_bytes;
-  atomic_store_explicit(&pool->retain_limit, r > UINT64_MAX / n ? UINT64_MAX : r * n,
-                        memory_order_relaxed);
+/* CPUs online, read once: the most threads that can use a pool at the same time. */
+static uint64_t online_cpus(void) {
+  static _Atomic uint64_t cached;
+  uint64_t n = atomic_load_explicit(&cached, memory_order_relaxed);
+  if (n == 0) {
+    long got = sysconf(_SC_NPROCESSORS_ONLN);
+    n = got > 0 ? (uint64_t)got : 1;
+    atomic_store_explicit(&cached, n, memory_order_relaxed);
+  }
+  return n;
+}
+
+/* pool->lock held: a thread cache came or went, and the retention bound with it: retain_bytes
+ * per live cache, at least one and at most one per CPU (more threads than CPUs do not run at
+ * once, and a pool that many idle threads touched once would otherwise keep 8 MiB for each).
+ * True when the bound fell. */
+bool pai_retain_update(pa_pool_t *pool) {
+  uint64_t n = pool->ntcaches ? pool->ntcaches : 1, r = pool->retain_bytes, cpus = online_cpus();
+  if (n > cpus) n = cpus;
+  uint64_t limit = r > UINT64_MAX / n ? UINT64_MAX : r * n;
+  uint64_t was = atomic_load_explicit(&pool->retain_limit, memory_order_relaxed);
+  pai_retain_limit_store(pool, limit);
+  return limit < was;
 }
 
 /* pool->lock held: a chunk has no slab left. Keep it within the retention budget, else unmap. */

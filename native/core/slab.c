@@ -346,7 +346,11 @@ static void release_slab(pai_depot_t *d, pai_slab_t *s, bool force, uint64_t *re
  * one thread, each under the pool lock, and with two threads the pages one thread released
  * were often carved by the other, whose writes then missed on every line of them. It runs
  * after the depot lock that found the budget short is dropped, so depot locks never nest. */
-static void evict_idle(pa_pool_t *pool, unsigned cls, uint64_t need, bool orphans_only) {
+#define PAI_ANY_SHARD PAI_SHARDS
+
+/* `only`: PAI_ANY_SHARD, or a shard: then only that shard and shards no live cache uses are
+ * visited (a retired cache's fit takes its own thread's slabs first, not a live thread's). */
+static void evict_idle(pa_pool_t *pool, unsigned cls, uint64_t need, unsigned only) {
   uint64_t classes = atomic_load_explicit(&pool->idle_classes, memory_order_relaxed);
   uint64_t freed = 0;
   while (classes && freed < need) {
@@ -356,7 +360,7 @@ static void evict_idle(pa_pool_t *pool, unsigned cls, uint64_t need, bool orphan
     for (unsigned k = 0; k < pool->nnodes * PAI_SHARDS && freed < need; k++) {
       /* the class being freed into only where no live thread uses the shard: taking a live
        * thread's empty slabs of the same class would only move the churn to it */
-      if ((c == cls || orphans_only) &&
+      if ((c == cls || (only != PAI_ANY_SHARD && k % PAI_SHARDS != only)) &&
           atomic_load_explicit(&pool->shard_caches[k % PAI_SHARDS], memory_order_relaxed)) {
         left = true;
         continue;
@@ -385,15 +389,16 @@ static void evict_idle(pa_pool_t *pool, unsigned cls, uint64_t need, bool orphan
 void pai_depot_evict_pending(pa_pool_t *pool) {
   if (PA_LIKELY(atomic_load_explicit(&pool->evict_want, memory_order_relaxed) == 0)) return;
   uint64_t want = atomic_exchange_explicit(&pool->evict_want, 0, memory_order_relaxed);
-  if (want) evict_idle(pool, (unsigned)(want & 63u), want >> 6, false);
+  if (want) evict_idle(pool, (unsigned)(want & 63u), want >> 6, PAI_ANY_SHARD);
 }
 
-/* No lock but the caller's tls->lock held: a thread cache went, and the retention bound with
- * it. What is kept idle over the new bound goes back now: idle slabs and reservations of shards
- * no live cache uses (most likely the exited thread's), then any class's, then retained
- * chunks. Left to the next slab that empties over the bound, which releases only itself, the
+/* No lock but the caller's tls->lock held: a thread cache of `shard` went, and the retention
+ * bound fell with it. What is kept idle over the new bound goes back now: idle slabs and
+ * reservations of that shard and of shards no live cache uses (the exited thread's, and those
+ * of threads gone before; with more caches than shards, that shard's other threads' too), then
+ * any class's, then retained chunks. Left to the next slab that empties over the bound, which releases only itself, the
  * excess would stay until a trim or decay: eight threads that exited could leave 64 MiB. */
-void pai_retain_fit(pa_pool_t *pool) {
+void pai_retain_fit(pa_pool_t *pool, unsigned shard) {
   for (int pass = 0;; pass++) {
     /* the bound and `retained` are written under pool->lock: read them there */
     pthread_mutex_lock(&pool->lock);
@@ -405,7 +410,7 @@ void pai_retain_fit(pa_pool_t *pool) {
     }
     pthread_mutex_unlock(&pool->lock);
     if (used <= limit || pass == 2) return;
-    evict_idle(pool, PAI_NCLASSES, used - limit, pass == 0);
+    evict_idle(pool, PAI_NCLASSES, used - limit, pass == 0 ? shard : PAI_ANY_SHARD);
   }
 }
 

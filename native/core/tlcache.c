@@ -211,7 +211,7 @@ static pai_tcache_t *cache_new(pa_pool_t *pool, pai_tls_t *tls) {
   if (tc->pnext) tc->pnext->pprev = tc;
   pool->tcaches = tc;
   pool->ntcaches++;
-  pai_retain_update(pool);
+  (void)pai_retain_update(pool);
   pthread_mutex_unlock(&pool->lock);
   tc->tnext = tls->caches;
   tls->caches = tc;
@@ -243,14 +243,15 @@ static void cache_retire(pai_tcache_t *tc) {
   else pool->tcaches = tc->pnext;
   if (tc->pnext) tc->pnext->pprev = tc->pprev;
   pool->ntcaches--;
-  pai_retain_update(pool);
+  bool fell = pai_retain_update(pool);
   bool last = atomic_fetch_sub(&pool->shard_caches[tc->shard], 1) == 1;
   retire_counters(tc);
   pthread_mutex_unlock(&pool->lock);
   if (last) pai_shard_drop_credits(pool, tc->shard);
   /* the flush above kept what fits the bound with this cache; over the bound without it, the
    * rest goes now (a close gives back everything anyway) */
-  if (!atomic_load_explicit(&pool->closed, memory_order_relaxed)) pai_retain_fit(pool);
+  if (fell && !atomic_load_explicit(&pool->closed, memory_order_relaxed))
+    pai_retain_fit(pool, tc->shard);
   if (pai_tl.cache == tc) {
     pai_tl_set(PAI_NO_POOL, NULL);
   }

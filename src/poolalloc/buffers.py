@@ -22,8 +22,6 @@ Example:
 from __future__ import annotations
 
 import errno
-import functools
-import resource
 import time
 import warnings
 import weakref
@@ -33,9 +31,12 @@ from typing import Self
 
 from poolalloc import _async_backends, _ffi, _lease, leaks, settings
 from poolalloc._lease import Buffer, BufferPin, LeasePool
+from poolalloc._memory import ADDRESS_SPACE as _ADDRESS_SPACE
+from poolalloc._memory import check_holdable as _check_holdable
+from poolalloc._memory import machine_memory as _machine_memory
 from poolalloc._not_copyable import NotCopyable
 from poolalloc._waiting import DEFAULT_TIMEOUT, Waiters, check_timeout, retry_for
-from poolalloc.errors import PoolMemoryError, PoolOverflowError, PoolValueError
+from poolalloc.errors import PoolMemoryError, PoolValueError
 from poolalloc.slab import SlabPool
 from poolalloc.stats import PoolStats
 
@@ -131,77 +132,6 @@ def _stash_for(size: int, capacity: int) -> int:
     if capacity:
         return STASH_BLOCKS  # the C layer keeps used + stashed <= capacity
     return max(2, min(STASH_BLOCKS, STASH_BYTES // max(size, 1)))
-
-
-#: bytes of user address space on 64-bit Linux (47 bits): no batch of blocks can be larger
-_ADDRESS_SPACE = 1 << 47
-
-
-@functools.cache
-def _machine_memory() -> int:
-    """The machine's memory and swap, or the cgroup's memory limit when that is lower:
-    what no batch of blocks can be larger than. Read once: neither moves under a process."""
-    limit = _ADDRESS_SPACE
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            fields = dict(line.split(":", 1) for line in f if ":" in line)
-        limit = (int(fields["MemTotal"].split()[0]) + int(fields["SwapTotal"].split()[0])) * 1024
-    except (OSError, KeyError, ValueError):  # no /proc: the address space bounds it alone
-        pass
-    for cgroup_limit in _cgroup_limit_files():
-        try:
-            with open(cgroup_limit, encoding="ascii") as f:
-                text = f.read().strip()
-            if text != "max":
-                limit = min(limit, int(text))
-        except (OSError, ValueError):  # not there, or no limit
-            pass
-    return limit
-
-
-def _cgroup_limit_files() -> list[str]:
-    """The memory-limit files of this process's cgroup: v2 (``memory.max``) and v1
-    (``memory.limit_in_bytes``), where ``/proc/self/cgroup`` names them."""
-    files = []
-    try:
-        with open("/proc/self/cgroup", encoding="ascii") as f:
-            for line in f:
-                _, controllers, path = line.strip().split(":", 2)
-                if controllers == "":
-                    files.append(f"/sys/fs/cgroup{path}/memory.max")
-                elif "memory" in controllers.split(","):
-                    files.append(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
-    except (OSError, ValueError):
-        pass
-    return files
-
-
-def _memory_limit() -> int:
-    """The most bytes of blocks this process can hold at once: :func:`_machine_memory`, or the
-    address-space limit (``RLIMIT_AS``, read each time: a process may lower it) when lower. A
-    batch over it can never be had, and finding that out block by block maps and touches
-    memory for seconds first."""
-    limit = _machine_memory()
-    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    if soft != resource.RLIM_INFINITY:
-        limit = min(limit, soft)
-    return limit
-
-
-def _check_holdable(nbytes: int, what: str) -> None:
-    """Refuse at once ``nbytes`` of blocks that no process here can hold: more than an address
-    space (PoolOverflowError) or than :func:`_memory_limit` (PoolMemoryError). Chunks are
-    mapped without reserving memory, so a single such block was handed out and the process
-    was killed when it used it; a batch found out block by block, seconds later."""
-    if nbytes > _ADDRESS_SPACE:
-        raise PoolOverflowError(f"{what} more than an address space holds", errno.EOVERFLOW)
-    limit = _memory_limit()
-    if nbytes > limit:
-        raise PoolMemoryError(
-            f"{what} more than this machine's memory and swap (or this process's memory "
-            f"limit, {limit} bytes) can hold",
-            errno.ENOMEM,
-        )
 
 
 def _check_int(value: object, what: str) -> int:

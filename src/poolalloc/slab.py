@@ -23,6 +23,7 @@ from typing import Final
 
 from poolalloc import _ffi, numa
 from poolalloc._closing import ClosesOnExit
+from poolalloc._memory import check_holdable
 from poolalloc._not_copyable import NotCopyable
 from poolalloc.errors import DoubleReleaseError, PoolValueError
 from poolalloc.stats import ClassStats, PoolStats
@@ -31,6 +32,9 @@ from poolalloc.stats import ClassStats, PoolStats
 live_pools: Final[weakref.WeakSet[SlabPool]] = weakref.WeakSet()
 
 NUMA_LOCAL: Final[str] = "local"
+
+#: Requests above this are checked against what the machine can hold (check_holdable)
+_CHECKED_FROM = 1 << 30
 
 
 def _numa_value(numa_node: int | str | None) -> int:
@@ -149,11 +153,12 @@ class SlabPool(ClosesOnExit, NotCopyable):
 
     ``max_bytes`` caps the memory mapped from the OS; ``retain_bytes`` bounds the empty memory
     kept for reuse per thread using the pool (None: 8 MiB; a pool that *n* threads allocate from
-    keeps up to *n* times that, and what a thread's exit leaves over the smaller bound goes back
-    at the exit); ``numa_node`` is None, a node number or ``"local"``; ``debug`` turns on
-    poison and canaries (True) or takes ``PA_DEBUG_*`` flags. ``decay_ms`` (None or 0: off) gives
-    back to the OS the empty slabs, retained chunks and idle threads' cached blocks unused for
-    that long, checked on the allocator's slow paths and by :meth:`decay`.
+    keeps up to *n* times that, *n* at most the CPUs online, and what a thread's exit leaves over
+    the smaller bound goes back at the exit); ``numa_node`` is None, a node number or
+    ``"local"``; ``debug`` turns on poison and canaries (True) or takes ``PA_DEBUG_*`` flags.
+    ``decay_ms`` (None or 0: off) gives back to the OS the empty slabs, retained chunks and idle
+    threads' cached blocks unused for that long, checked on the allocator's slow paths and by
+    :meth:`decay`.
 
     Example:
         >>> pool = SlabPool()
@@ -196,10 +201,13 @@ class SlabPool(ClosesOnExit, NotCopyable):
         :raises PoolValueError: size 0 or negative, alignment not a power of two or too large.
         :raises PoolOverflowError: the size does not fit.
         :raises PoolExhausted: ``max_bytes`` reached.
-        :raises PoolMemoryError: the OS refused memory.
+        :raises PoolMemoryError: the OS refused memory, or at once, ``size`` is more than the
+            machine's memory and swap (or the process's limit) hold.
         :raises PoolClosedError: the pool is closed.
         :raises CorruptionError: debug mode found a write after free in the block it picked.
         """
+        if isinstance(size, int) and size > _CHECKED_FROM:
+            check_holdable(size, f"alloc({size}): a block of {size} bytes is")
         address, usable = _ffi.alloc_sized(self._handle, size, alignment)
         block = Block(self, address, size, usable)
         self._live[address] = block  # one dict operation: atomic, with or without the GIL

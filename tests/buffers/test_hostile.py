@@ -112,7 +112,7 @@ def test_acquire_many_refuses_what_no_batch_can_be_with_pool_errors() -> None:
 def test_acquire_many_of_more_than_the_machine_holds_fails_at_once() -> None:
     # Block by block, such a batch maps and touches memory until the kernel says no, seconds
     # (or an OOM kill) later; its size alone says it can never be had.
-    from poolalloc.buffers import _memory_limit
+    from poolalloc._memory import memory_limit as _memory_limit
 
     size = 1 << 20
     with BufferPool(size) as pool:
@@ -130,7 +130,8 @@ def test_a_single_block_of_more_than_the_machine_holds_is_refused_at_once() -> N
     # Chunks are mapped without reserving memory: BufferPool(1 << 46).acquire() handed out a
     # 64 TiB lease and Allocator().alloc(1 << 40) a 1 TiB one, and the first writes across
     # them ended in the OOM killer instead of an exception.
-    from poolalloc.buffers import _machine_memory, _memory_limit
+    from poolalloc._memory import machine_memory as _machine_memory
+    from poolalloc._memory import memory_limit as _memory_limit
 
     too_big = _memory_limit() + 1
     with pytest.raises(PoolMemoryError, match="more than this machine's memory and swap"):
@@ -148,6 +149,12 @@ def test_a_single_block_of_more_than_the_machine_holds_is_refused_at_once() -> N
         assert alloc.stats().core.mapped_bytes == 0  # nothing was mapped for them
         with alloc.alloc(1 << 20) as buf:  # a request that fits is served as before
             assert buf.nbytes == 1 << 20
+    with SlabPool() as slabs:
+        with pytest.raises(PoolMemoryError, match="more than this machine's memory and swap"):
+            slabs.alloc(too_big)
+        with pytest.raises(PoolOverflowError, match="more than an address space holds"):
+            slabs.alloc(1 << 60)
+        assert slabs.stats().mapped_bytes == 0
 
 
 def test_acquire_many_heeds_an_address_space_limit_set_after_the_first_batch(
@@ -156,12 +163,12 @@ def test_acquire_many_heeds_an_address_space_limit_set_after_the_first_batch(
     # RLIMIT_AS is read at each batch: a process may lower it while it runs. The limit is
     # given through getrlimit rather than set (under AddressSanitizer the process already maps
     # more than any limit below the machine's memory could allow).
-    import poolalloc.buffers
+    import poolalloc._memory
 
     with BufferPool(1 << 20) as pool:
         pool.release_many(pool.acquire_many(4))  # before the limit
         limit = 1 << 30
-        monkeypatch.setattr(poolalloc.buffers.resource, "getrlimit", lambda which: (limit, limit))
+        monkeypatch.setattr(poolalloc._memory.resource, "getrlimit", lambda which: (limit, limit))
         with pytest.raises(PoolMemoryError, match=r"acquire_many\(2048\).*memory limit"):
             pool.acquire_many(2048)  # 2 GiB
         assert pool.outstanding() == 0
