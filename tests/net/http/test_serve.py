@@ -233,6 +233,48 @@ def test_workers_that_cannot_start_end_the_server_in_one_line(tmp_path: Any) -> 
     assert any(s.endswith(": size must be >= 1, not 0") for s in said)  # each worker's reason
 
 
+def test_workers_stop_when_their_parent_is_killed(tmp_path: Any) -> None:
+    """``kill -9`` of the parent: its workers served on without it and held the port for good
+    (a restart failed with "already in use"); now the kernel sends each a SIGTERM."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "poolalloc.cli", "serve", "--port", str(port), "--workers", "2"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, bufsize=0, cwd=tmp_path)
+    lines = Lines(proc)
+    workers = {listening_pid(lines.take(lambda s: " listening on " in s)) for _ in "ab"}
+    proc.kill()
+    proc.wait(10)
+    end = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{pid}") and _alive(pid) for pid in workers):
+        assert time.monotonic() < end, "workers outlived their parent"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    """Not a zombie (the workers' zombies go to init, which reaps them in its own time)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_workers_whose_startup_fails_late_still_end_the_server(tmp_path: Any) -> None:
+    """A startup that fails (status 3) counts toward the restart limit however long it took:
+    an ASGI app whose lifespan startup failed after more than 5 s was forked again forever.
+    (Here the window is 0 s, so only the status can count it.)"""
+    code = (
+        "import sys; from poolalloc.net.http import serve\n"
+        "serve.START_WINDOW = 0.0\n"
+        "sys.exit(serve._supervise(lambda: 3, 2))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, cwd=tmp_path, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.splitlines()[-1].startswith("poolalloc serve: 5 workers in a row ended")
+
+
 def test_prometheus_text_and_flatten() -> None:
     flat = flatten_stats("pool", {"in_use": 1, "name": "x", "ok": True, "rate": 0.25})
     assert flat == {"pool_in_use": 1, "pool_rate": 0.25}

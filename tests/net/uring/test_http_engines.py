@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import http.client
+import os
 import socket
 import threading
 import time
@@ -231,5 +232,33 @@ def test_a_close_with_pipelined_input_behind_it_still_lingers(engine: str) -> No
             time.sleep(0.2)
             c.sendall(more)
             assert c.recv(65536) == b""
+    finally:
+        served.stop()
+
+
+@pytest.mark.parametrize("extra", [b"\r\n", b"GET /test HTTP/1.1\r\nHost: x\r\n\r\n"])
+@pytest.mark.parametrize("engine", _engines())
+def test_a_large_close_answer_survives_bytes_the_client_sends_after_it(
+    engine: str, extra: bytes, tmp_path: Any
+) -> None:
+    """Closing without the linger while the peer had not acknowledged the whole answer let a
+    byte it sent afterwards (a stray CRLF, a pipelined request) reset the connection and
+    drop the rest: a 300 KB file was cut at about 100 KB. A close waits for the linger until
+    everything written was acknowledged."""
+    body = os.urandom(300_000)
+    (tmp_path / "mid.bin").write_bytes(body)
+    served = Served(engine, idle_timeout=5.0, root=tmp_path)
+    try:
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", served.port), timeout=5) as c:
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # the answer waits
+                c.sendall(b"GET /mid.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                time.sleep(0.005)
+                c.sendall(extra)
+                time.sleep(0.2)
+                got = b""
+                while chunk := c.recv(65536):
+                    got += chunk
+            assert got.partition(b"\r\n\r\n")[2] == body
     finally:
         served.stop()

@@ -12,8 +12,10 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import json
+import math
 import os
 import signal
 import socket
@@ -145,10 +147,13 @@ _HINTS = {
 def _say(line: str) -> None:
     """One line on stderr in one write: the workers share it, and ``print`` writes the text
     and its newline separately, so two workers' lines could interleave."""
-    sys.stderr.flush()
     data = (line + "\n").encode(errors="replace")
-    while data:
-        data = data[os.write(sys.stderr.fileno(), data) :]
+    # stderr closed or its reader gone: there is no one to say it to, and the supervisor must
+    # go on (a BrokenPipeError there left the workers running without it)
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
+        while data:
+            data = data[os.write(sys.stderr.fileno(), data) :]
 
 
 def _url(host: str, port: int) -> str:
@@ -253,6 +258,7 @@ START_LIMIT = 5
 START_WINDOW = 5.0
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def _supervise(
@@ -281,10 +287,11 @@ def _supervise(
         # Blocked across the fork so that a SIGTERM arriving now reaches the parent once the
         # new pid is in `children` (and is forwarded to it), never the child's copy of `stop`.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        parent = os.getpid()
         try:
             pid = os.fork()
             if pid == 0:
-                _worker_main(run, mask)
+                _worker_main(run, mask, parent)
             children[pid] = time.monotonic()
             if stopping:  # a signal that came before the block had its handler run meanwhile
                 os.kill(pid, signal.SIGTERM)
@@ -293,53 +300,94 @@ def _supervise(
 
     old = {signum: signal.signal(signum, stop) for signum in _STOP_SIGNALS}
     try:
-        for _ in range(workers):
-            fork()
-        if started is not None:
-            started()
-        status = 0
-        quick_deaths = 0
-        gave_up = ""
-        while children:
-            pid, wait_status = os.waitpid(-1, 0)  # a signal's handler runs, then the wait goes on
-            born = children.pop(pid, None)
-            if born is None:
-                continue
-            code = os.waitstatus_to_exitcode(wait_status)
-            if stopping:
-                if status == 0 and (code > 0 or (code < 0 and -code not in _STOP_SIGNALS)):
-                    _say(f"poolalloc serve: worker pid {pid} {_how_it_ended(code)} while stopping")
-                    status = max(code, 1)
-                continue
-            quick_deaths = quick_deaths + 1 if time.monotonic() - born < START_WINDOW else 0
-            if quick_deaths >= START_LIMIT:
-                # Said once the others are gone, so that it is the last line, after every
-                # worker's own error.
-                gave_up = (
-                    f"poolalloc serve: {quick_deaths} workers in a row ended within "
-                    f"{START_WINDOW:g} s of their start (the last, pid {pid}, "
-                    f"{_how_it_ended(code)}): stopping; the lines above say why"
-                )
-                status = max(code, 1)
-                stop()
-                continue
-            _say(f"poolalloc serve: worker pid {pid} {_how_it_ended(code)}; starting a new one")
-            fork()
-        if gave_up:
-            _say(gave_up)
-        return status
+        return _supervise_loop(
+            children, fork, stop, workers, started=started, stopping=lambda: stopping
+        )
+    except BaseException:
+        # the supervisor itself failed (a fork refused, an interrupt): no worker outlives it
+        stop()
+        _reap(children)
+        raise
     finally:
         for signum, handler in old.items():
             signal.signal(signum, handler)
 
 
-def _worker_main(run: Callable[[], int], mask: set[int | signal.Signals]) -> NoReturn:
-    """A forked worker's life: default signal actions until ``run`` sets its own, and every
-    failure said on stderr (the worker has no caller to report to)."""
+def _reap(children: dict[int, float], grace: float = 10.0) -> None:
+    """Wait for ``children`` (already told to stop) for up to ``grace`` seconds, then kill."""
+    end = time.monotonic() + grace
+    while children:
+        for pid in list(children):
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                    continue
+            children.pop(pid, None)
+        if children and time.monotonic() > end:
+            for pid in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            end = math.inf
+        time.sleep(0.01)
+
+
+def _supervise_loop(
+    children: dict[int, float],
+    fork: Callable[[], None],
+    stop: Callable[[], None],
+    workers: int,
+    *,
+    started: Callable[[], None] | None,
+    stopping: Callable[[], bool],
+) -> int:
+    """:func:`_supervise`'s body: start the workers, then replace the ones that die."""
+    for _ in range(workers):
+        fork()
+    if started is not None:
+        started()
+    status = 0
+    quick_deaths = 0
+    gave_up = ""
+    while children:
+        pid, wait_status = os.waitpid(-1, 0)  # a signal's handler runs, then the wait goes on
+        born = children.pop(pid, None)
+        if born is None:
+            continue
+        code = os.waitstatus_to_exitcode(wait_status)
+        if stopping():
+            if status == 0 and (code > 0 or (code < 0 and -code not in _STOP_SIGNALS)):
+                _say(f"poolalloc serve: worker pid {pid} {_how_it_ended(code)} while stopping")
+                status = max(code, 1)
+            continue
+        # exit status 3 is a startup that failed (an ASGI app's lifespan), however long it took
+        quick = code == 3 or time.monotonic() - born < START_WINDOW
+        quick_deaths = quick_deaths + 1 if quick else 0
+        if quick_deaths >= START_LIMIT:
+            # Said once the others are gone, so that it is the last line, after every
+            # worker's own error.
+            gave_up = (
+                f"poolalloc serve: {quick_deaths} workers in a row ended within "
+                f"{START_WINDOW:g} s of their start (the last, pid {pid}, "
+                f"{_how_it_ended(code)}): stopping; the lines above say why"
+            )
+            status = max(code, 1)
+            stop()
+            continue
+        _say(f"poolalloc serve: worker pid {pid} {_how_it_ended(code)}; starting a new one")
+        fork()
+    if gave_up:
+        _say(gave_up)
+    return status
+
+
+def _worker_main(run: Callable[[], int], mask: set[int | signal.Signals], parent: int) -> NoReturn:
+    """A forked worker's life: default signal actions until ``run`` sets its own, a SIGTERM
+    when the parent dies (killed with -9, its workers served on and held the port for good),
+    and every failure said on stderr (the worker has no caller to report to)."""
     status = 1
     try:
         for signum in _STOP_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
+        _stop_with_parent(parent)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         status = run()
     except Exception as exc:
@@ -347,6 +395,16 @@ def _worker_main(run: Callable[[], int], mask: set[int | signal.Signals]) -> NoR
         _say(f"poolalloc serve: pid {os.getpid()}: {why}")
     finally:
         os._exit(status)
+
+
+def _stop_with_parent(parent: int) -> None:
+    """Ask the kernel for a SIGTERM when the parent exits (``PR_SET_PDEATHSIG``), and stop at
+    once if it already has. (The signal comes when the thread that forked exits: the CLI forks
+    from its main thread.)"""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(0)
 
 
 def _how_it_ended(code: int) -> str:
