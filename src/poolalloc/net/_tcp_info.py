@@ -37,13 +37,7 @@ def acked_bytes(sock: Any) -> int | None:
         >>> for s in (client, peer, server):
         ...     s.close()
     """
-    if sock is None:
-        return None
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_ACKED.size)
-        return int(_TCP_INFO_ACKED.unpack(info)[0])
-    except (OSError, struct.error):
-        return None
+    return _field(sock, _TCP_INFO_ACKED)
 
 
 def send_window(sock: Any) -> int | None:
@@ -66,10 +60,15 @@ def send_window(sock: Any) -> int | None:
         >>> for s in (client, peer, server):
         ...     s.close()
     """
+    return _field(sock, _TCP_INFO_SND_WND)
+
+
+def _field(sock: Any, layout: struct.Struct) -> int | None:
+    """The last field of ``layout`` in ``sock``'s ``TCP_INFO``; None where it cannot say."""
     if sock is None:
         return None
     try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SND_WND.size)
-        return int(_TCP_INFO_SND_WND.unpack(info)[0])
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, layout.size)
+        return int(layout.unpack(info)[0])
     except (OSError, struct.error):
         return None
