@@ -16,6 +16,7 @@
  * the unpooled table lock is a leaf. fork: the prepare handler takes all of them in that order,
  * the child re-initialises them and hands back the caches of threads that did not survive.
  * ------------------------------------------------------------------------------------------- */
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -187,12 +188,15 @@ void pai_pool_unref(pa_pool_t *pool) {
   if (atomic_fetch_sub(&pool->refs, 1) == 1) pool_free(pool);
 }
 
-/* CPUs online, read once: the most threads that can use a pool at the same time. */
+/* CPUs this process may use, read once: the most threads that can use a pool at once. */
 static uint64_t online_cpus(void) {
   static _Atomic uint64_t cached;
   uint64_t n = atomic_load_explicit(&cached, memory_order_relaxed);
   if (n == 0) {
-    long got = sysconf(_SC_NPROCESSORS_ONLN);
+    /* the CPUs this process may run on (a container pinned to 2 of a host's 64 has 2) */
+    cpu_set_t set;
+    long got = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set)
+                                                            : sysconf(_SC_NPROCESSORS_ONLN);
     n = got > 0 ? (uint64_t)got : 1;
     atomic_store_explicit(&cached, n, memory_order_relaxed);
   }

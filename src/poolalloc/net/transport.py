@@ -284,6 +284,10 @@ def _input_waiting(sock: socket.socket | None) -> bool:
         return False
 
 
+#: How often a quiet close looks whether the peer acknowledged everything (seconds)
+_ACK_POLL = 0.02
+
+
 def _all_acknowledged(sock: socket.socket | None) -> bool:
     """Whether the peer acknowledged every byte written to ``sock`` (``SIOCOUTQ`` is 0): only
     then may a socket close without the linger. A byte the peer sends after the close makes
@@ -635,10 +639,25 @@ class BaseConnection(Generic[LoopT]):
         if sock is not self.sock or self.closed or self._lingering:
             return  # closed (or the pooled object reused) meanwhile, or decided already
         quiet, self._quick_close = self._quick_close == self.bytes_in, -1
-        if quiet and not self._held and not _input_waiting(sock) and _all_acknowledged(sock):
+        quiet = quiet and not self._held and not _input_waiting(sock)
+        if quiet and _all_acknowledged(sock):
+            self._finish(None)
+            return
+        self._half_close()
+        if quiet and self._lingering:  # waiting for the acknowledgement only (not on loopback)
+            self._end_when_acknowledged(sock)
+
+    def _end_when_acknowledged(self, sock: socket.socket | None) -> None:
+        """A quiet close lingers only until the peer acknowledged everything (our FIN too),
+        looked at every 20 ms: closed then, if no input is waiting, rather than holding its
+        connection slot for the whole linger over a link with a round trip to wait for."""
+        if sock is not self.sock or self.closed or not self._lingering:
+            return
+        if _all_acknowledged(sock) and not _input_waiting(sock):
             self._finish(None)
         else:
-            self._half_close()
+            assert self.reactor is not None
+            self.reactor.call_later(_ACK_POLL, self._end_when_acknowledged, sock)
 
     def _half_close(self) -> None:
         assert self.sock is not None

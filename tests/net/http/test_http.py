@@ -449,6 +449,36 @@ def test_an_unnamed_upload_whose_link_is_refused_is_stored_all_the_same(
     assert http_server._UNNAMED is False
 
 
+def test_an_unnamed_upload_over_an_existing_file_whose_link_is_refused_is_stored(
+    make_server: Any, root: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel reports an existing name (EEXIST) before it refuses a link (EPERM), so an
+    upload replacing a file went the replace path, whose link was refused too: a 409. Now
+    copied to a part name and renamed over the old file (204)."""
+    monkeypatch.setattr(http_server, "_UNNAMED", http_server._UNNAMED)  # restored afterwards
+    if (fd := http_server._open_unnamed(str(root))) is None:
+        pytest.skip(f"no unnamed files (O_TMPFILE) on the filesystem of {root}")
+    os.close(fd)
+
+    def refused(fd: int, path: str) -> None:
+        if os.path.lexists(path):
+            raise FileExistsError(17, "File exists", path)
+        raise PermissionError(1, "Operation not permitted", path)
+
+    monkeypatch.setattr(http_server, "_link_fd", refused)
+    (root / "old.txt").write_bytes(b"old")
+    srv = make_server(root=root, uploads=True)
+    before = sorted(os.listdir(root))
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=20)
+    conn.request("PUT", "/old.txt", body=b"new body")
+    resp = conn.getresponse()
+    assert (resp.status, resp.read()) == (204, b"")
+    conn.close()
+    assert (root / "old.txt").read_bytes() == b"new body"
+    assert sorted(os.listdir(root)) == before
+    assert http_server._UNNAMED is False
+
+
 def test_upload_cut_short_leaves_no_file(make_server: Any, root: Any) -> None:
     srv = make_server(root=root, uploads=True)
     with connect(srv.port) as sock:

@@ -262,3 +262,34 @@ def test_a_large_close_answer_survives_bytes_the_client_sends_after_it(
             assert got.partition(b"\r\n\r\n")[2] == body
     finally:
         served.stop()
+
+
+@pytest.mark.parametrize("engine", _engines())
+def test_a_close_waiting_for_acknowledgement_frees_its_slot_once_acknowledged(
+    engine: str, tmp_path: Any
+) -> None:
+    """A ``Connection: close`` answer the client had not acknowledged when the server closed
+    (a slow start, a round trip, a full receive buffer) lingers until it is acknowledged, not
+    for the whole 2 s linger: the slot is free again once the client has read it all (the
+    next client waited 2.7 s at ``max_connections=1``)."""
+    body = os.urandom(200_000)
+    (tmp_path / "big.bin").write_bytes(body)
+    served = Served(engine, max_connections=1, idle_timeout=5.0, root=tmp_path)
+    kept: list[socket.socket] = []
+    try:
+        started = time.monotonic()
+        for _ in range(3):
+            c = socket.create_connection(("127.0.0.1", served.port), timeout=5)
+            kept.append(c)  # never closed until the end: its FIN does not come
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            c.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            time.sleep(0.1)  # the answer waits in the server's socket, unacknowledged
+            got = b""
+            while chunk := c.recv(65536):
+                got += chunk
+            assert got.partition(b"\r\n\r\n")[2] == body
+        assert time.monotonic() - started < 1.8  # three 2 s lingers before
+    finally:
+        for c in kept:
+            c.close()
+        served.stop()

@@ -150,7 +150,7 @@ def _say(line: str) -> None:
     data = (line + "\n").encode(errors="replace")
     # stderr closed or its reader gone: there is no one to say it to, and the supervisor must
     # go on (a BrokenPipeError there left the workers running without it)
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # (None when fd 2 is shut)
         sys.stderr.flush()
         while data:
             data = data[os.write(sys.stderr.fileno(), data) :]
@@ -366,7 +366,7 @@ def _supervise_loop(
             # worker's own error.
             gave_up = (
                 f"poolalloc serve: {quick_deaths} workers in a row ended within "
-                f"{START_WINDOW:g} s of their start (the last, pid {pid}, "
+                f"{START_WINDOW:g} s of their start or failed to start (the last, pid {pid}, "
                 f"{_how_it_ended(code)}): stopping; the lines above say why"
             )
             status = max(code, 1)
@@ -401,8 +401,12 @@ def _stop_with_parent(parent: int) -> None:
     """Ask the kernel for a SIGTERM when the parent exits (``PR_SET_PDEATHSIG``), and stop at
     once if it already has. (The signal comes when the thread that forked exits: the CLI forks
     from its main thread.)"""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    if prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:  # a sandbox refused it
+        _say(f"poolalloc serve: pid {os.getpid()}: no signal when the parent dies: "
+             f"{os.strerror(ctypes.get_errno())}")  # fmt: skip
     if os.getppid() != parent:
         os._exit(0)
 

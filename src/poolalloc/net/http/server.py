@@ -60,7 +60,7 @@ _STATUS = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in http.
 #: Uploads go to unnamed files, named through /proc when complete (off where either is missing)
 _UNNAMED = os.path.isdir("/proc/self/fd")
 #: What a link of an unnamed file may meet where unnamed files cannot be named
-_LINK_REFUSED = frozenset({errno.EPERM, errno.EACCES, errno.EXDEV, errno.EOPNOTSUPP, errno.ENOENT})
+_LINK_REFUSED = frozenset({errno.EPERM, errno.EACCES, errno.EXDEV, errno.EOPNOTSUPP})
 _NAME_MAX = 255  # bytes in one path component, on every Linux filesystem served here
 _TEXT = "text/plain; charset=utf-8"
 
@@ -186,22 +186,39 @@ class _FileSink:
         thread, holding the whole body."""
         try:
             _link_fd(fd, self.final)  # claims a new name atomically, as _put_in_place does
-        except FileExistsError:
+        except FileExistsError:  # (the kernel says so before it checks whether it may link)
             self.part = _part_name(self.final)
-            _link_fd(fd, self.part)
+            if not self._link_or_copy(fd, self.part):
+                return _put_in_place(self.part, self.final)
             os.replace(self.part, self.final)
             return False
         except OSError as exc:
             if exc.errno not in _LINK_REFUSED:
                 raise
-            # made but not nameable here (a security module, a sandbox's /proc): this body
-            # is copied to a part name, and later uploads take part names from the start
-            global _UNNAMED  # noqa: PLW0603 - one switch per process
-            _UNNAMED = False
+            self._refused()
             self.part = _part_name(self.final)
             _copy_to(fd, self.part)
             return _put_in_place(self.part, self.final)
         return True
+
+    def _link_or_copy(self, fd: int, part: str) -> bool:
+        """Link the unnamed file to ``part``, else copy it there; True when linked."""
+        try:
+            _link_fd(fd, part)
+        except OSError as exc:
+            if exc.errno not in _LINK_REFUSED:
+                raise
+            self._refused()
+            _copy_to(fd, part)
+            return False
+        return True
+
+    @staticmethod
+    def _refused() -> None:
+        # made but not nameable here (a security module, a sandbox's /proc): this body is
+        # copied to a part name, and later uploads take part names from the start
+        global _UNNAMED  # noqa: PLW0603 - one switch per process
+        _UNNAMED = False
 
     def _remove_part(self) -> None:
         if self.part is None:
@@ -252,7 +269,13 @@ def _copy_to(fd: int, path: str) -> None:
     try:
         size, done = os.fstat(fd).st_size, 0
         while done < size:
-            n = os.copy_file_range(fd, out, size - done, done, done)
+            try:
+                n = os.copy_file_range(fd, out, size - done, done, done)
+            except OSError as exc:  # sandboxes refuse it too: read and write then
+                if exc.errno not in (errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                data = os.pread(fd, min(size - done, 1 << 20), done)
+                n = os.pwrite(out, data, done) if data else 0
             if n == 0:
                 raise OSError(errno.EIO, "the upload shrank while it was copied", path)
             done += n
