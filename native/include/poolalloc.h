@@ -44,7 +44,7 @@ typedef struct pa_config_s {
   size_t max_bytes;    /* 0: unbounded. Else bytes mapped from the OS never exceed it (ENOSPC) */
   size_t retain_bytes; /* empty-slab bytes kept for reuse before going back to the OS, per
                           thread holding a cache of the pool (at least one, at most one per
-                          CPU online): the pool keeps at most retain_bytes x that idle */
+                          CPU it may run on): the pool keeps at most retain_bytes x that idle */
   int numa_node;       /* PA_NUMA_ANY, PA_NUMA_LOCAL or a node number */
   unsigned debug;      /* PA_DEBUG_* flags; also set from env POOLALLOC_DEBUG=1 at create */
   uint64_t decay_ms;   /* 0: no clock (retain_bytes alone). Else empty slabs, retained chunks

@@ -153,12 +153,12 @@ class SlabPool(ClosesOnExit, NotCopyable):
 
     ``max_bytes`` caps the memory mapped from the OS; ``retain_bytes`` bounds the empty memory
     kept for reuse per thread using the pool (None: 8 MiB; a pool that *n* threads allocate from
-    keeps up to *n* times that, *n* at most the CPUs online, and what a thread's exit leaves over
-    the smaller bound goes back at the exit); ``numa_node`` is None, a node number or
-    ``"local"``; ``debug`` turns on poison and canaries (True) or takes ``PA_DEBUG_*`` flags.
-    ``decay_ms`` (None or 0: off) gives back to the OS the empty slabs, retained chunks and idle
-    threads' cached blocks unused for that long, checked on the allocator's slow paths and by
-    :meth:`decay`.
+    keeps up to *n* times that, *n* at most the CPUs the process may run on, and what a
+    thread's exit leaves over the smaller bound goes back at the exit); ``numa_node`` is None,
+    a node number or ``"local"``; ``debug`` turns on poison and canaries (True) or takes
+    ``PA_DEBUG_*`` flags. ``decay_ms`` (None or 0: off) gives back to the OS the empty slabs,
+    retained chunks and idle threads' cached blocks unused for that long, checked on the
+    allocator's slow paths and by :meth:`decay`.
 
     Example:
         >>> pool = SlabPool()
