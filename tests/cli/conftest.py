@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import threading
@@ -11,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from child_env import child_env
 
 
 class _Server(asyncio.Protocol):
@@ -54,16 +54,6 @@ def http_server(request: pytest.FixtureRequest) -> Iterator[int]:
         server.close()
         loop.run_until_complete(server.wait_closed())
         loop.close()
-
-
-def child_env() -> dict[str, str]:
-    """The environment for a child process. Under ``make test-asan`` (libasan preloaded) it
-    also preloads libstdc++: ASan intercepts ``__cxa_throw`` and must find the real one when a
-    non-instrumented C++ extension (matplotlib's ft2font) throws, or it aborts."""
-    env = dict(os.environ)
-    if "libasan" in env.get("LD_PRELOAD", ""):
-        env["LD_PRELOAD"] += ":libstdc++.so.6"
-    return env
 
 
 class Cli:

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from child_env import child_env
 
 import poolalloc
 
@@ -168,6 +169,7 @@ def test_private_modules_doctests_pass(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-c", PRIVATE_DOCTESTS],
         cwd=tmp_path,
+        env=child_env(),  # the workload report imports matplotlib, C++ under test-asan
         capture_output=True,
         text=True,
         timeout=120,
