@@ -3,6 +3,7 @@ HEAD answers, pipelined requests split across reads and many small pipelined req
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from typing import Any
@@ -81,3 +82,88 @@ def test_many_small_pipelined_requests_are_all_answered(server: Any) -> None:
         got = _read_answers(sock, count)
     assert got.count(b"HTTP/1.1 200") == count
     assert b" 431 " not in got
+
+
+async def slow_echo_app(scope: Any, receive: Any, send: Any) -> None:
+    """Reads the whole body, waits 0.2 s (a handler's own work), then answers the path and the
+    body; ``/listen`` answers what a second ``receive()`` says after the body."""
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    await asyncio.sleep(0.2)
+    if scope["path"] == "/listen":
+        body = (await asyncio.wait_for(receive(), 5))["type"].encode()
+    out = scope["path"].encode() + b":" + body
+    headers = [(b"content-length", str(len(out)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": out})
+
+
+def _half_closed_exchange(server: Any, requests: bytes) -> bytes:
+    """Send ``requests``, half-close (``shutdown(SHUT_WR)``, as ``nc -N``), read to the end."""
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(requests)
+        sock.shutdown(socket.SHUT_WR)
+        got = b""
+        while chunk := sock.recv(1 << 16):
+            got += chunk
+    return got
+
+
+def test_a_client_that_half_closes_after_its_request_is_answered(make_server: Any) -> None:
+    """The FIN after a whole request says the client sends no more, not that it left: the
+    answer that is owed still goes out, then the connection closes."""
+    server = make_server("poolalloc", slow_echo_app)
+    for _ in range(3):
+        got = _half_closed_exchange(
+            server, b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+        )
+        assert got.startswith(b"HTTP/1.1 200"), got
+        assert got.endswith(b"\r\n\r\n/a:hi")
+
+
+def test_pipelined_requests_before_a_half_close_are_all_answered_in_order(
+    make_server: Any,
+) -> None:
+    server = make_server("poolalloc", slow_echo_app)
+    requests = b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(5))
+    got = _half_closed_exchange(server, requests)
+    assert got.count(b"HTTP/1.1 200") == 5
+    bodies = [answer.rpartition(b"\r\n\r\n")[2] for answer in got.split(b"HTTP/1.1 200")[1:]]
+    assert bodies == [b"/%d:" % i for i in range(5)]
+
+
+def test_after_a_half_close_the_app_hears_a_disconnect_and_its_answer_still_goes(
+    make_server: Any,
+) -> None:
+    """A disconnect listener learns the client sends no more (as from servers that close on
+    the FIN); what the app then sends is still written."""
+    server = make_server("poolalloc", slow_echo_app)
+    got = _half_closed_exchange(server, b"GET /listen HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert got.endswith(b"\r\n\r\n/listen:http.disconnect")
+
+
+def test_a_half_close_that_cuts_a_body_or_a_head_ends_the_connection(make_server: Any) -> None:
+    server = make_server("poolalloc", slow_echo_app)
+    # a body cut short: no answer can be whole, the app sees a disconnect
+    got = _half_closed_exchange(
+        server, b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nhi"
+    )
+    assert got == b""
+    # a whole request, then a head cut short: the first is answered, nothing else
+    got = _half_closed_exchange(server, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHo")
+    assert got.count(b"HTTP/1.1 ") == 1
+    assert got.endswith(b"\r\n\r\n/a:")
+    # a whole request, then one whose body is cut: the first is answered, nothing else
+    got = _half_closed_exchange(
+        server,
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nhi",
+    )
+    assert got.count(b"HTTP/1.1 ") == 1
+    assert got.endswith(b"\r\n\r\n/a:")

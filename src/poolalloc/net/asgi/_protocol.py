@@ -206,6 +206,7 @@ class _Cycle:
         "_head_only",
         "_waiters",
         "body_done",
+        "client_done",
         "continue_sent",
         "disconnected",
         "expect_100",
@@ -235,6 +236,7 @@ class _Cycle:
         self.body_done = not req.chunked and not self.length_left
         self.final_sent = False  # the http.request with more_body=False went to the app
         self.disconnected = False
+        self.client_done = False  # the client half-closed: it sends no more, it still reads
         self.started = False
         self.finished = False
         self._chunked_out = False
@@ -281,6 +283,13 @@ class _Cycle:
         self.disconnected = True
         self._wake()
 
+    def half_closed(self) -> None:
+        """The client sent its FIN after this request's whole body: ``receive()`` says
+        ``http.disconnect`` once the body is handed out (it will send nothing more), while the
+        response is still written (it may still read)."""
+        self.client_done = True
+        self._wake()
+
     # -- the ASGI callables -----------------------------------------------------------------
 
     async def receive(self) -> Message:
@@ -309,7 +318,7 @@ class _Cycle:
                 return {"type": "http.request", "body": b"", "more_body": False}
             # nothing to hand out: more body is coming, or (body all read) a disconnect or
             # the end of the response is what the app waits for
-            if self.finished:
+            if self.finished or self.client_done:
                 return {"type": "http.disconnect"}
             if woken and wants_body:
                 return {"type": "http.request", "body": b"", "more_body": not self.body_done}
@@ -555,6 +564,7 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         self._sock: Any = None
         self._refusing = False  # answered 503: what arrives is read into scratch and dropped
         self._timed_out = False  # a timeout ends this connection: counted (once)
+        self._client_eof = False  # the client half-closed: answer what came whole, then close
 
     # -- transport events -------------------------------------------------------------------
 
@@ -607,10 +617,21 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         self.loop.call_later(_REFUSE_LINGER, self._close)
 
     def eof_received(self) -> bool:
+        """The client's FIN. A request whose body is still to come can never be whole: a
+        disconnect, and the connection closes. Otherwise the client only says it sends no
+        more (``shutdown(SHUT_WR)``, ``nc -N``): the requests it sent whole are answered, in
+        order, and the connection closes after the last (the transport stays open for
+        writing); their ``receive()`` says ``http.disconnect`` once the body is read."""
         cycle = self.cycle
-        if cycle is not None and not cycle.finished:
-            cycle.lost()  # a half-close mid-request: report a disconnect
-        return False  # close the transport
+        if cycle is not None and not cycle.body_done:
+            cycle.lost()
+            return False  # close the transport
+        if cycle is None and not self._pending:
+            return False  # idle between requests: nothing is owed
+        self._client_eof = True  # reading is over: the transport reads no more after this
+        if cycle is not None:
+            cycle.half_closed()
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
@@ -757,10 +778,20 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             return
         buf = self._pending
         if not buf:
+            if self._client_eof:
+                self._close()  # every request the client sent whole is answered
+                return
             self._arm_idle()
             return
         used = self._start(buf, 0, len(buf))
         del buf[:used]
+        if self._client_eof and (self.cycle is None or not self.cycle.body_done):
+            # a head or body cut by the FIN can never be whole: its app (if it started) sees a
+            # disconnect, and nothing more is answered
+            if self.cycle is not None:
+                self.cycle.lost()
+            self._close()
+            return
         if (
             after_response
             and self.cycle is None
@@ -794,6 +825,8 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             self._fail(exc)
             return end
         cycle = self.cycle = _Cycle(self, self._scope(parsed), req)
+        if self._client_eof:
+            cycle.client_done = True
         pos = found.end()
         if not cycle.body_done:
             try:
@@ -845,7 +878,12 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
                 )
             self._app_failed(cycle)
         else:
-            if not cycle.finished and not cycle.disconnected:  # the client is gone: no answer
+            if not cycle.finished and cycle.client_done and not cycle.disconnected:
+                # it heard the client's FIN as a disconnect and stopped: an answer cut short
+                # (or none), nothing failed; the close tells the client the answer ended
+                cycle.lost()
+                self._close()
+            elif not cycle.finished and not cycle.disconnected:  # the client is gone: no answer
                 logger.error(
                     "ASGI application returned without completing a response: %s %s",
                     cycle.scope["method"],
@@ -871,6 +909,9 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             return
         self.maybe_resume()
         if not self._pending:
+            if self._client_eof:
+                self._close()  # the last request the client sent before its FIN
+                return
             self._arm_idle()
         elif self._write_paused:
             # The client has not taken this response yet: the next one waits for room, or a
@@ -884,7 +925,7 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
     # -- helpers ----------------------------------------------------------------------------
 
     def maybe_resume(self) -> None:
-        if self._read_paused and self.transport is not None:
+        if self._read_paused and self.transport is not None and not self._client_eof:
             cycle = self.cycle
             if len(self._pending) <= self.state.pipeline_limit and (
                 cycle is None or cycle.buffered() <= self.state.pipeline_limit
