@@ -56,6 +56,11 @@ CLI_CASES: list[tuple[list[str], int, str]] = [
      "name a directory (see poolalloc bench --help)"),
     (["bench", "--json", "{tmp}"], 2, "poolalloc: error: argument --json: {tmp} is a directory: "
      "name a file (see poolalloc bench --help)"),
+    (["serve", "--app", "app:app", "--app-dir", "{file}"], 2, "poolalloc: error: argument "
+     "--app-dir: {file} is not a directory: give a directory (see poolalloc serve --help)"),
+    (["serve", "--app", "app:app", "--app-dir", "{tmp}/none"], 2, "poolalloc: error: argument "
+     "--app-dir: {tmp}/none: no such directory: give an existing one (see poolalloc serve "
+     "--help)"),
 ]  # fmt: skip
 
 
@@ -80,13 +85,22 @@ def test_cli_misuse_is_one_line(
     assert got == status
 
 
-def test_busy_port_names_the_address(tmp_path: Path) -> None:
+#: the built-in server, and an ASGI application (``app.py`` written by the tests)
+SERVERS = [["--engine", "epoll"], ["--app", "app:app"]]
+_APP = "async def app(scope, receive, send):\n    pass\n"
+
+
+@pytest.mark.parametrize("server", SERVERS, ids=["built-in", "asgi"])
+def test_busy_port_names_the_address(tmp_path: Path, server: list[str]) -> None:
+    """The ASGI server's busy port said 'could not start: [Errno 98] ...', status 3 (a failed
+    start of the application), where the built-in server's says what to change."""
+    (tmp_path / "app.py").write_text(_APP)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         run = subprocess.run(
-            [sys.executable, "-m", "poolalloc", "serve", "--port", str(port), "--engine", "epoll"],
+            [sys.executable, "-m", "poolalloc", "serve", "--port", str(port), *server],
             capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False,
             env={**os.environ, "POOLALLOC_TRACEBACK": ""},
         )  # fmt: skip
@@ -97,16 +111,20 @@ def test_busy_port_names_the_address(tmp_path: Path) -> None:
     )
 
 
-def test_busy_port_with_workers_is_one_line_from_the_parent(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", SERVERS, ids=["built-in", "asgi"])
+def test_busy_port_with_workers_is_one_line_from_the_parent(
+    tmp_path: Path, server: list[str]
+) -> None:
     """The parent binds the address once before it forks, so a busy port is one error (not one
     per worker, and no worker starts)."""
+    (tmp_path / "app.py").write_text(_APP)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         run = subprocess.run(
             [sys.executable, "-m", "poolalloc", "serve", "--port", str(port), "--workers", "2",
-             "--engine", "epoll"],
+             *server],
             capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False,
         )  # fmt: skip
     assert run.returncode == 1

@@ -358,6 +358,7 @@ def add_serve(subs: argparse._SubParsersAction[OneLineParser]) -> None:
     )
     p.add_argument(
         "--app-dir",
+        type=directory,
         default=".",
         help="directory put first on sys.path to import --app from (default: current)",
     )

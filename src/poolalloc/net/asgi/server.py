@@ -50,7 +50,11 @@ from poolalloc.net.asgi._protocol import (
     Message,
     ServerState,
 )
-from poolalloc.net.http.serve import _supervise  # the same supervisor of forked workers
+from poolalloc.net.http.serve import (  # the same supervisor, the same words for a bind's error
+    _listen_or_explain,
+    _supervise,
+    explained_bind,
+)
 from poolalloc.net.sockets import LeaseSource
 
 __all__ = [
@@ -467,6 +471,10 @@ def serve(
     if isinstance(app, str):
         app = import_app(app, app_dir)
     if workers == 1:
+        if options.get("sock") is None:
+            # bound here, so that a busy port is one line saying what to change (status 1
+            # from the CLI), as for the built-in server, not a failed start of the app
+            options["sock"] = _listen_or_explain(host, port)
         return _run_worker(app, host, port, loop, graceful_timeout, ready, options)
     # Bind once here so a port of 0 gets one number that every worker then shares.
     probe = _reuse_port_socket(host, port)
@@ -485,11 +493,19 @@ def serve(
 
 
 def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    """Bound, not listening: the probe holds the port without taking connections."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    try:
+        with explained_bind(host, port):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:  # "::" takes IPv4 clients too, as listen_socket's
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
     sock.setblocking(False)
     return sock
 

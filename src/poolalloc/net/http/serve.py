@@ -21,7 +21,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 from poolalloc.buffers import BufferPool
@@ -162,9 +162,26 @@ def _url(host: str, port: int) -> str:
 
 def _listen_or_explain(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """``listen_socket``, its OSError saying what to change (one line, no traceback)."""
+    with explained_bind(host, port):
+        return listen_socket(host, port, reuse_port=reuse_port)
+
+
+@contextlib.contextmanager
+def explained_bind(host: str, port: int) -> Iterator[None]:
+    """Re-raise an OSError of binding or listening on ``host:port`` as one that says what to
+    change (one line, no traceback): the ASGI server's ``serve`` binds through it too.
+
+    Example:
+        >>> try:
+        ...     with explained_bind("127.0.0.1", 80):
+        ...         raise PermissionError(errno.EACCES, "Permission denied")
+        ... except OSError as exc:
+        ...     print(exc.strerror[:40])
+        127.0.0.1:80: permission denied: ports b
+    """
     addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        return listen_socket(host, port, reuse_port=reuse_port)
+        yield
     except socket.gaierror as exc:
         why = f"{host}: {exc.strerror}: give an IP address or a name this machine resolves"
         raise OSError(errno.EINVAL, why) from None
