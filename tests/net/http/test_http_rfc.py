@@ -138,6 +138,10 @@ def test_bare_cr_is_400(make_server: Any, raw: bytes) -> None:
         b"GET test HTTP/1.1\r\nHost: a\r\n\r\n",  # no leading slash
         b"GET * HTTP/1.1\r\nHost: a\r\n\r\n",  # asterisk-form is for OPTIONS only
         b"GET http:/test HTTP/1.1\r\nHost: a\r\n\r\n",
+        # absolute-form of another scheme than http(s) names no resource of this server
+        b"GET ftp://a/test HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"OPTIONS gopher://a/test HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST x-y+z.1://a/test HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
     ],
 )
 def test_host_and_target_form_errors_are_400(make_server: Any, raw: bytes) -> None:
@@ -158,6 +162,8 @@ def test_absolute_form_routes_on_its_path(make_server: Any) -> None:
         assert read_response(f)[2] == b"Hello, World!"
         sock.sendall(b"GET HTTP://other/q?a=1 HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_response(f)[2] == b"/q|a=1"
+        sock.sendall(b"GET https://other/q?b HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(f)[2] == b"/q|b"
         sock.sendall(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_response(f)[0] == 404  # a valid request for no resource here
 
