@@ -206,7 +206,13 @@ class SlabPool(ClosesOnExit, NotCopyable):
         :raises PoolClosedError: the pool is closed.
         :raises CorruptionError: debug mode found a write after free in the block it picked.
         """
-        if isinstance(size, int) and size > _CHECKED_FROM:
+        # One compare on the common path; the type is looked at only above the bound (a float
+        # or an object with __index__ is left to the core's call, which refuses it by name).
+        try:
+            huge = size > _CHECKED_FROM
+        except TypeError:  # not comparable (a str, None): the core's call below names it
+            huge = False
+        if huge and isinstance(size, int):
             check_holdable(size, f"alloc({size}): a block of {size} bytes is")
         address, usable = _ffi.alloc_sized(self._handle, size, alignment)
         block = Block(self, address, size, usable)

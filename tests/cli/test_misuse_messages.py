@@ -151,6 +151,11 @@ API_CASES: list[tuple[str, Callable[[], object], type[Exception], str]] = [
      "size must not be negative: -1"),
     ("SlabPool.alloc('x')", lambda: slab.SlabPool().alloc("x"), poolalloc.PoolValueError,  # type: ignore[arg-type]
      "size must be an int, not str"),
+    # above the bound of the huge-request check, but no int: the core's call names the type
+    ("SlabPool.alloc(2.0**40)", lambda: slab.SlabPool().alloc(2.0**40), poolalloc.PoolValueError,  # type: ignore[arg-type]
+     "size must be an int, not float"),
+    ("SlabPool.alloc(None)", lambda: slab.SlabPool().alloc(None), poolalloc.PoolValueError,  # type: ignore[arg-type]
+     "size must be an int, not NoneType"),
     ("alignment 3", lambda: slab.SlabPool().alloc(64, 3), poolalloc.PoolValueError,
      "alignment must be a power of two (64, 128, ..., 4096, ...), not 3"),
     ("alignment 2**30", lambda: slab.SlabPool().alloc(64, 1 << 30), poolalloc.PoolValueError,

@@ -54,6 +54,14 @@ def exchange(port: int, raw: bytes, count: int = 1) -> list[tuple[int, dict[str,
         return [read_response(f) for _ in range(count)]
 
 
+def read_to_close(sock: socket.socket) -> bytes:
+    """Everything until the server closes (the socket's timeout bounds the wait)."""
+    out = b""
+    while chunk := sock.recv(65536):
+        out += chunk
+    return out
+
+
 def is_closed_by_peer(sock: socket.socket, timeout: float = 5.0) -> bool:
     """True if the server closes (EOF or reset) within ``timeout`` seconds."""
     sock.settimeout(timeout)

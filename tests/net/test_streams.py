@@ -77,6 +77,16 @@ async def stop(server: asyncio.Server, *writers: Any) -> None:
     await asyncio.sleep(0.02)  # the server side sees EOF and lets its pieces go
 
 
+async def read_from(handler: Any, pool: Any) -> bytes:
+    """What a client reads from ``handler`` until the server closes: the client side of the
+    tests where the server writes."""
+    server, port = await serve(handler, pool)
+    reader, writer = await streams.open_connection("127.0.0.1", port, pool=pool)
+    got = await reader.read()
+    await stop(server, writer)
+    return got
+
+
 async def echo_leases(reader: Any, writer: Any) -> None:
     """Relay every received piece back without copying it."""
     while (data := await reader.read_lease()) is not None:
@@ -326,10 +336,7 @@ def test_writer_gives_leases_back(run: Any, buffer_pool: Any) -> None:
             await writer.drain()
             writer.close()
 
-        server, port = await serve(handler, buffer_pool)
-        reader, writer = await streams.open_connection("127.0.0.1", port, pool=buffer_pool)
-        got = await reader.read()
-        await stop(server, writer)
+        got = await read_from(handler, buffer_pool)
         gc.collect()
         return got, buffer_pool.outstanding()
 
@@ -356,11 +363,7 @@ def test_writer_refuses_what_is_not_bytes_like_as_asyncio_does(run: Any, buffer_
             await writer.drain()
             writer.close()
 
-        server, port = await serve(handler, buffer_pool)
-        reader, writer = await streams.open_connection("127.0.0.1", port, pool=buffer_pool)
-        got = await reader.read()
-        await stop(server, writer)
-        return got, errors
+        return await read_from(handler, buffer_pool), errors
 
     got, errors = run(main())
     assert got == b"abcd"

@@ -104,7 +104,7 @@ class Look:
 
 
 _HOST = re.compile(rb"(?:\[[0-9A-Za-z:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
-_ABSOLUTE = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*://[^/?#]*")
+_ABSOLUTE = re.compile(rb"(?i:https?)://[^/?#]*")  # an origin server's schemes only
 _CONTROLS = re.compile(rb"[\x01-\x08\x0e-\x1f\x7f]")
 _TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _EXT = re.compile(
@@ -157,7 +157,8 @@ DIFFERENCES: dict[str, tuple[Callable[[Look], bool], bool]] = {
     "te-in-http10": (lambda k: k.chunked and k.version == b"HTTP/1.0", False),
     # RFC 9112 3.2: an invalid Host value is a 400; h11 checks only presence and count.
     "host-syntax": (lambda k: any(_HOST.fullmatch(v) is None for v in k.values(b"host")), False),
-    # RFC 9112 3.2: four target forms; h11 takes any visible characters.
+    # RFC 9112 3.2: four target forms (absolute-form for http and https URIs); h11 takes any
+    # visible characters.
     "target-form": (lambda k: not _target_form_ok(k), False),
     # RFC 9110 5.5: control bytes in field values; h11 refuses only NUL, CR, LF, VT, FF.
     "controls-in-values": (lambda k: _CONTROLS.search(k.raw) is not None, False),
@@ -302,7 +303,9 @@ def requests(draw: st.DrawFn) -> bytes:
     target = draw(
         _text(VISIBLE, 20).map(lambda t: b"/" + t)
         if not _rare(draw, 3)
-        else st.sampled_from([b"/", b"*", b"http://h:1/p?q", b"HTTPS://h", b"p", b"h:443", b"//x"])
+        else st.sampled_from(
+            [b"/", b"*", b"http://h:1/p?q", b"HTTPS://h", b"ftp://h/p", b"p", b"h:443", b"//x"]
+        )
         if not _rare(draw, 5)
         else st.sampled_from([b"http:/x", b"/a b", b"/\x00", b"/\x80", b"/" + b"a" * 9000])
     )

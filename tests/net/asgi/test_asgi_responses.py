@@ -345,8 +345,8 @@ def test_a_head_whose_lines_end_in_a_bare_lf_is_answered(make_server: Any) -> No
 
 
 def test_an_absolute_form_target_gives_the_app_its_path(make_server: Any) -> None:
-    """RFC 9112 3.2.2: a server must accept an absolute-form target; the scope carries the
-    path and query in it, as for the origin form."""
+    """RFC 9112 3.2.2: a server must accept an absolute-form target of its own schemes; the
+    scope carries the path and query in it, as for the origin form."""
     seen: list[tuple[str, bytes, bytes]] = []
 
     async def paths(scope: Any, receive: Any, send: Any) -> None:
@@ -357,6 +357,11 @@ def test_an_absolute_form_target_gives_the_app_its_path(make_server: Any) -> Non
     server = make_server("poolalloc", paths)
     got, _ = exchange(server, b"GET http://x/abs%20p?q=1 HTTP/1.1\r\nHost: x\r\n\r\n", 1.0)
     assert got.endswith(b"next-ok")
+    assert seen == [("/abs p", b"/abs%20p", b"q=1")]
+    # another scheme than http(s) names no resource of this server: 400, the app not called
+    got, closed = exchange(server, b"GET ftp://x/abs HTTP/1.1\r\nHost: x\r\n\r\n", 1.0)
+    assert got.startswith(b"HTTP/1.1 400 ")
+    assert closed
     assert seen == [("/abs p", b"/abs%20p", b"q=1")]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from loop_passes import Quiet
 
 from poolalloc.buffers import BufferPool
 from poolalloc.cli.baseline import FreshBytearrayPool
@@ -23,22 +24,6 @@ from poolalloc.net.epoll.reactor import Reactor
 from poolalloc.net.epoll.server import TcpServer
 
 pytestmark = pytest.mark.timeout(30)
-
-
-class Sink:
-    """Reads and drops everything."""
-
-    def connection_made(self, conn: Any) -> None:
-        self.conn = conn
-
-    def buffer_received(self, lease: Any, n: int) -> bool:
-        return False
-
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        pass
 
 
 def spin(r: Reactor, seconds: float) -> None:
@@ -56,7 +41,7 @@ def test_a_read_retry_does_not_outlive_its_connection() -> None:
     errors: list[BaseException] = []
     r = Reactor(exception_handler=lambda exc, where: errors.append(exc))
     pool = BufferPool(4096, capacity=1)
-    srv = TcpServer(r, Sink, buffer_pool=pool)
+    srv = TcpServer(r, Quiet, buffer_pool=pool)
     srv.start()
     hog = pool.acquire()  # every block in use
     client = socket.create_connection(srv.address)
@@ -93,7 +78,7 @@ def test_a_real_memory_error_is_not_taken_for_an_empty_pool() -> None:
 
         try_acquire = acquire
 
-    srv = TcpServer(r, Sink, buffer_pool=real)
+    srv = TcpServer(r, Quiet, buffer_pool=real)
     srv.start()
     srv.buffer_pool = Failing()
     client = socket.create_connection(srv.address)
@@ -128,7 +113,7 @@ def test_memory_the_os_refused_is_waited_out_and_counted() -> None:
 
     got: list[bytes] = []
 
-    class Keep(Sink):
+    class Keep(Quiet):
         def buffer_received(self, lease: Any, n: int) -> bool:
             got.append(bytes(lease.view[:n]))
             return False
@@ -206,7 +191,7 @@ def test_a_large_file_goes_out_in_slices_that_let_others_run(
             r.call_soon(other)
 
     conn = Connection()
-    conn.open(r, a, pool, Sink(), 4096)
+    conn.open(r, a, pool, Quiet(), 4096)
     conn.write_file(os.open(path, os.O_RDONLY), 0, size)
     r.call_soon(other)
     end = time.monotonic() + 20
@@ -232,7 +217,7 @@ def test_a_large_file_goes_out_in_slices_that_let_others_run(
     pool.close()
 
 
-class Echo(Sink):
+class Echo(Quiet):
     """Writes back what it reads."""
 
     def buffer_received(self, lease: Any, n: int) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -65,6 +66,41 @@ def test_a_suffix_range_is_the_last_n_bytes(size: int, n: int) -> None:
         assert a.status == 416
     else:
         assert (a.status, a.offset, a.length) == (206, size - min(n, size), min(n, size))
+
+
+@pytest.mark.parametrize(
+    ("value", "want"),
+    [
+        ("bytes=0-5", (206, 0, 6)),
+        ("BYTES=0-5", (206, 0, 6)),  # a range unit is case-insensitive (RFC 9110 14.1)
+        ("Bytes=-3", (206, 97, 3)),
+        # RFC 9110 5.6.1.2: a recipient skips empty list elements, and whitespace may stand
+        # around the commas
+        ("bytes=1-2,", (206, 1, 2)),
+        ("bytes=,1-2", (206, 1, 2)),
+        ("bytes=, ,\t1-2 ,", (206, 1, 2)),
+        # whitespace around "=" is not in ranges-specifier = range-unit "=" range-set
+        ("bytes = 0-5", (200, 0, 100)),
+        ("bytes =0-5", (200, 0, 100)),
+        ("bytes= 0-5", (200, 0, 100)),
+        ("bytes\t=0-5", (200, 0, 100)),
+        ("bytes=\t0-5", (200, 0, 100)),
+        ("BYTES = 2-3", (200, 0, 100)),
+        # not a range-spec: ignored, the whole file
+        ("bytes=5", (200, 0, 100)),
+        ("bytes=-", (200, 0, 100)),
+        ("bytes=", (200, 0, 100)),
+        ("bytes=,", (200, 0, 100)),
+        ("bytes", (200, 0, 100)),
+        ("bytes=1 -2", (200, 0, 100)),
+        ("bytes=1- 2", (200, 0, 100)),
+        ("bytes=0-5=", (200, 0, 100)),
+        ("bytes=0-1,5-6", (200, 0, 100)),  # several ranges: the whole file
+    ],
+)
+def test_a_range_outside_the_rfc_grammar_is_ignored(value: str, want: tuple[int, ...]) -> None:
+    a = plan(request(Range=value), stat_of(100))
+    assert (a.status, a.offset, a.length) == want
 
 
 def test_huge_positions_are_beyond_the_file() -> None:

@@ -6,11 +6,10 @@ docs/http.md has the table of cases these tests pin down.
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import pytest
-from rawhttp import connect, is_closed_by_peer, read_response
+from rawhttp import connect, is_closed_by_peer, read_response, read_to_close
 
 from poolalloc.net.http.parser import Request
 from poolalloc.net.http.server import Response
@@ -20,14 +19,6 @@ pytestmark = [pytest.mark.net, pytest.mark.timeout(60)]
 
 def _echo(req: Request) -> Response:
     return Response(body=req.method.encode() + b" " + req.body)
-
-
-def _read_all(sock: socket.socket) -> bytes:
-    """Everything until the server closes (the socket's timeout bounds the wait)."""
-    out = b""
-    while chunk := sock.recv(65536):
-        out += chunk
-    return out
 
 
 def test_http10_keep_alive_is_granted_and_kept(make_server: Any, tmp_path: Any) -> None:
@@ -71,7 +62,7 @@ def test_connection_close_ends_the_connection(make_server: Any, raw: bytes) -> N
     srv = make_server()
     with connect(srv.port) as sock:
         sock.sendall(raw + b"GET /test HTTP/1.1\r\nHost: x\r\n\r\n")  # not answered
-        data = _read_all(sock)
+        data = read_to_close(sock)
     assert data.count(b"HTTP/1.1 200") == 1
     assert b"Connection: close\r\n" in data
 
@@ -138,6 +129,10 @@ def test_bare_cr_is_400(make_server: Any, raw: bytes) -> None:
         b"GET test HTTP/1.1\r\nHost: a\r\n\r\n",  # no leading slash
         b"GET * HTTP/1.1\r\nHost: a\r\n\r\n",  # asterisk-form is for OPTIONS only
         b"GET http:/test HTTP/1.1\r\nHost: a\r\n\r\n",
+        # absolute-form of another scheme than http(s) names no resource of this server
+        b"GET ftp://a/test HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"OPTIONS gopher://a/test HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST x-y+z.1://a/test HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
     ],
 )
 def test_host_and_target_form_errors_are_400(make_server: Any, raw: bytes) -> None:
@@ -158,6 +153,8 @@ def test_absolute_form_routes_on_its_path(make_server: Any) -> None:
         assert read_response(f)[2] == b"Hello, World!"
         sock.sendall(b"GET HTTP://other/q?a=1 HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_response(f)[2] == b"/q|a=1"
+        sock.sendall(b"GET https://other/q?b HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(f)[2] == b"/q|b"
         sock.sendall(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_response(f)[0] == 404  # a valid request for no resource here
 
@@ -191,7 +188,7 @@ def test_answers_to_head_have_no_body(make_server: Any, raw: bytes, status: int)
     srv = make_server()
     with connect(srv.port) as sock:
         sock.sendall(raw + b"GET /test HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = _read_all(sock)
+        data = read_to_close(sock)
     head, _, rest = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 %d " % status)
     assert b"\r\nContent-Length: " in head
@@ -204,7 +201,7 @@ def test_no_100_continue_for_http10(make_server: Any) -> None:
     srv.http.route("/echo", _echo)
     with connect(srv.port) as sock:
         sock.sendall(b"POST /echo HTTP/1.0\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\nabc")
-        data = _read_all(sock)
+        data = read_to_close(sock)
     assert data.startswith(b"HTTP/1.1 200 ")
     assert b" 100 " not in data
 
@@ -223,7 +220,7 @@ def test_no_100_continue_for_a_request_refused_anyway(
     srv = make_server()
     with connect(srv.port) as sock:
         sock.sendall(raw + b"Expect: 100-continue\r\n\r\n")  # and no body: the client waits
-        data = _read_all(sock)
+        data = read_to_close(sock)
     assert data.startswith(b"HTTP/1.1 %d " % status)
     assert b"Connection: close\r\n" in data
     assert b" 100 " not in data

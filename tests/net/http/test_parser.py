@@ -53,6 +53,8 @@ def test_cached_heads_parse_identically() -> None:
         (b"GET / HTTP/1.1\r\nHost: a b", 400),
         (b"GET a/b HTTP/1.1\r\nHost: a", 400),  # no RFC 9112 target form
         (b"GET * HTTP/1.1\r\nHost: a", 400),
+        (b"GET ftp://h/x HTTP/1.1\r\nHost: a", 400),  # absolute-form: http(s) only
+        (b"GET httpx://h/x HTTP/1.1\r\nHost: a", 400),
         (b"GET /\xc3\xa9 HTTP/1.1\r\nHost: a", 400),  # not visible ASCII
         (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked", 400),
         (b"GET / HTTP/1.1\r\n folded", 400),  # obs-fold
@@ -84,6 +86,7 @@ def test_bad_heads(head: bytes, status: int) -> None:
         (b"\r\n\r\nGET /a HTTP/1.1\r\nHost: h", ("GET", "/a", "/a", (1, 1))),  # leading
         (b"GET http://h:8/t?q=1 HTTP/1.1\r\nHost: h", ("GET", "http://h:8/t?q=1", "/t", (1, 1))),
         (b"GET http://h HTTP/1.1\r\nHost: h", ("GET", "http://h", "/", (1, 1))),
+        (b"GET HTTPS://h/a HTTP/1.1\r\nHost: h", ("GET", "HTTPS://h/a", "/a", (1, 1))),
         (b"OPTIONS * HTTP/1.1\r\nHost: h", ("OPTIONS", "*", "", (1, 1))),
         (b"CONNECT h:443 HTTP/1.1\r\nHost: h:443", ("CONNECT", "h:443", "", (1, 1))),
         (b"GET / HTTP/1.0", ("GET", "/", "/", (1, 0))),  # Host is optional in 1.0

@@ -14,6 +14,7 @@ from typing import Any
 
 import budget
 import pytest
+from rawhttp import read_to_close
 
 from poolalloc.buffers import BufferPool
 from poolalloc.net.epoll.reactor import Reactor
@@ -182,6 +183,22 @@ def test_connections_over_max_connections_wait_and_are_all_answered(engine: str)
 CLOSE = b"GET /test HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
 
+def _answer_kept_open(
+    port: int, request: bytes, kept: list[socket.socket], rcvbuf: int = 0, wait: float = 0.0
+) -> bytes:
+    """``request`` on a new connection (receive buffer ``rcvbuf`` if given), ``wait`` seconds,
+    then all the server sends until it closes. The socket goes to ``kept``, closed by the
+    caller at the end: until then no FIN comes from this client."""
+    c = socket.create_connection(("127.0.0.1", port), timeout=5)
+    kept.append(c)
+    if rcvbuf:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    c.sendall(request)
+    if wait:
+        time.sleep(wait)
+    return read_to_close(c)
+
+
 @pytest.mark.parametrize("engine", _engines())
 def test_answered_clients_that_keep_their_sockets_do_not_hold_max_connections(
     engine: str,
@@ -195,12 +212,7 @@ def test_answered_clients_that_keep_their_sockets_do_not_hold_max_connections(
     try:
         started = time.monotonic()
         for _ in range(7):
-            c = socket.create_connection(("127.0.0.1", served.port), timeout=5)
-            kept.append(c)  # never closed until the end: its FIN does not come
-            c.sendall(CLOSE)
-            answer = b""
-            while chunk := c.recv(65536):
-                answer += chunk
+            answer = _answer_kept_open(served.port, CLOSE, kept)
             assert answer.startswith(b"HTTP/1.1 200 OK")
             assert answer.endswith(b"Hello, World!")
         assert time.monotonic() - started < 1.5
@@ -220,9 +232,7 @@ def test_a_close_with_pipelined_input_behind_it_still_lingers(engine: str) -> No
     try:
         with socket.create_connection(("127.0.0.1", served.port), timeout=5) as c:
             c.sendall(CLOSE + b"GET /test HTTP/1.1\r\nHost: x\r\n\r\n")
-            answer = b""
-            while chunk := c.recv(65536):
-                answer += chunk
+            answer = read_to_close(c)
             assert answer.count(b"HTTP/1.1 200 OK") == 1
             assert answer.endswith(b"Hello, World!")
             more = b"GET /test HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -256,9 +266,7 @@ def test_a_large_close_answer_survives_bytes_the_client_sends_after_it(
                 time.sleep(0.005)
                 c.sendall(extra)
                 time.sleep(0.2)
-                got = b""
-                while chunk := c.recv(65536):
-                    got += chunk
+                got = read_to_close(c)
             assert got.partition(b"\r\n\r\n")[2] == body
     finally:
         served.stop()
@@ -279,14 +287,9 @@ def test_a_close_waiting_for_acknowledgement_frees_its_slot_once_acknowledged(
     try:
         started = time.monotonic()
         for _ in range(3):
-            c = socket.create_connection(("127.0.0.1", served.port), timeout=5)
-            kept.append(c)  # never closed until the end: its FIN does not come
-            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-            c.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            time.sleep(0.1)  # the answer waits in the server's socket, unacknowledged
-            got = b""
-            while chunk := c.recv(65536):
-                got += chunk
+            # for 0.1 s the answer waits in the server's socket, unacknowledged
+            request = b"GET /big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            got = _answer_kept_open(served.port, request, kept, rcvbuf=16384, wait=0.1)
             assert got.partition(b"\r\n\r\n")[2] == body
         assert time.monotonic() - started < 1.8  # three 2 s lingers before
     finally:

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import pytest
+from loop_passes import Quiet
 
 from poolalloc.buffers import BufferPool
 from poolalloc.net.uring.proactor import Proactor
@@ -27,27 +28,12 @@ SIZE = 256 << 10
 BOUND_S = 5.0
 
 
-class Download:
+class Download(Quiet):
     """Writes SIZE bytes as one buffer (above the zero-copy threshold) and closes."""
 
     def connection_made(self, conn: Any) -> None:
         conn.write(b"z" * SIZE)
         conn.close()
-
-    def buffer_received(self, lease: Any, n: int) -> bool:
-        return False
-
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        pass
-
-    def pause_writing(self) -> None:
-        pass
-
-    def resume_writing(self) -> None:
-        pass
 
 
 @pytest.mark.parametrize(("rcvbuf", "zero_copy"), [(1024, False), (None, True)])

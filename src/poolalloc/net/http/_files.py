@@ -11,8 +11,9 @@ before it writes a byte (the body then goes out by ``sendfile``/splice from the 
 * Ranges (RFC 9110 14): only for ``GET``, one range of unit ``bytes`` (``a-b``, ``a-``,
   ``-n``) gives 206; a range starting past the end gives 416 with ``Content-Range: bytes
   */size``. Several ranges get the whole file (200), which RFC 9110 14.2 permits; a
-  ``Range`` that does not parse is ignored, as is one whose ``If-Range`` validator does not
-  match the file (the whole file, 200, replaces a stale partial copy).
+  ``Range`` outside the grammar of RFC 9110 14.1 (``bytes = 0-5``, ``bytes=5``) is ignored,
+  as is one whose ``If-Range`` validator does not match the file (the whole file, 200,
+  replaces a stale partial copy).
 
 Example:
     >>> import os
@@ -36,7 +37,10 @@ from poolalloc.net.http.parser import Request
 
 __all__ = ["Answer", "content_type", "etag", "plan"]
 
+#: RFC 9110 14.1.2: int-range (first-pos "-" [ last-pos ]) or suffix-range ("-" suffix-length).
 _RANGE = re.compile(r"(\d*)-(\d*)", re.ASCII)
+#: RFC 9110 5.6.1: the comma between list elements, with optional whitespace around it.
+_LIST_COMMA = re.compile(r"[ \t]*,[ \t]*")
 
 #: A compressed file is served as what it is, never as its content with a Content-Encoding
 #: (``x.txt.gz`` is a gzip file to the client, which saves it as such).
@@ -118,10 +122,13 @@ def plan(req: Request, st: os.stat_result) -> Answer:
     ranges = _field(req, "range")
     if req.method != "GET" or ranges is None or not _if_range_holds(req, tag, modified):
         return answer(200)
-    unit, _, spec = ranges.partition("=")
-    specs = [s.strip() for s in spec.split(",") if s.strip()]
-    if unit.strip().lower() != "bytes" or len(specs) != 1:
-        return answer(200)  # another unit, or several ranges: the whole file
+    # RFC 9110 14.1: ranges-specifier = range-unit "=" range-set, with no whitespace around
+    # the "=" (a unit is case-insensitive); range-set = 1#range-spec, whose list rule puts
+    # optional whitespace around the commas only and lets a recipient skip empty elements.
+    unit, equals, spec = ranges.partition("=")
+    specs = [s for s in _LIST_COMMA.split(spec) if s]
+    if not equals or unit.lower() != "bytes" or len(specs) != 1:
+        return answer(200)  # another unit, not a ranges-specifier, or several: the whole file
     m = _RANGE.fullmatch(specs[0])
     if m is None or m.group(1) == m.group(2) == "":
         return answer(200)  # not a range: ignored

@@ -59,7 +59,9 @@ _FIELD_LINE = re.compile(_TOKEN + rb":[^\x00-\x08\x0a-\x1f\x7f]*")
 #: brackets or a reg-name (unreserved, pct-encoded, sub-delims), possibly empty.
 _HOST = re.compile(rb"(?:\[[0-9A-Za-z:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
 #: RFC 9112 3.2.2 absolute-form: scheme "://" authority [path-abempty] ["?" query].
-_ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/?#]*")
+_ABSOLUTE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://[^/?#]*")
+#: The schemes of the URIs an origin server serves (RFC 9110 4.2; a scheme is case-insensitive).
+_SERVED_SCHEMES = frozenset({"http", "https"})
 #: Trailer sections bigger than this are refused (431), so a peer cannot stream them forever.
 _MAX_TRAILER = 16384
 #: The blank line that ends a head, its lines ending in CRLF or a bare LF (RFC 9112 2.2): the
@@ -245,7 +247,13 @@ def _other_form_ok(method: str, target: str) -> bool:
         return method == "OPTIONS"
     if method == "CONNECT":
         return _HOST.fullmatch(target.encode("ascii")) is not None and ":" in target
-    return _ABSOLUTE.match(target) is not None
+    m = _ABSOLUTE.match(target)
+    if m is not None and m.group(1).lower() not in _SERVED_SCHEMES:
+        # RFC 9112 3.2.2: absolute-form is what a proxy is sent; an origin server must take it
+        # for its own (http, https) URIs. Another scheme names no resource here: serving its
+        # path would answer for a URI that is not this server's.
+        raise HttpError(400, "absolute-form target of a scheme other than http(s)", method)
+    return m is not None
 
 
 def _head_error(head: bytes, max_target: int) -> HttpError:

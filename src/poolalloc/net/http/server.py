@@ -181,28 +181,27 @@ class _FileSink:
             self.done(self)
 
     def _name_unnamed(self, fd: int) -> bool:
-        """Link the complete unnamed file to ``final``; True when the name was new. An existing
-        file is replaced through a part name that exists only between two calls of this
-        thread, holding the whole body."""
+        """Link the complete unnamed file to ``final``; True when the name was new. Where the
+        name exists, or links of unnamed files are refused, the body gets a part name (which
+        exists only between two calls of this thread, holding the whole body) and is put in
+        place by :func:`_put_in_place`, the one rule for an existing name."""
         try:
             _link_fd(fd, self.final)  # claims a new name atomically, as _put_in_place does
         except FileExistsError:  # (the kernel says so before it checks whether it may link)
             self.part = _part_name(self.final)
-            if not self._link_or_copy(fd, self.part):
-                return _put_in_place(self.part, self.final)
-            os.replace(self.part, self.final)
-            return False
+            self._link_or_copy(fd, self.part)
         except OSError as exc:
             if exc.errno not in _LINK_REFUSED:
                 raise
             self._refused()
             self.part = _part_name(self.final)
             _copy_to(fd, self.part)
-            return _put_in_place(self.part, self.final)
-        return True
+        else:
+            return True
+        return _put_in_place(self.part, self.final)
 
-    def _link_or_copy(self, fd: int, part: str) -> bool:
-        """Link the unnamed file to ``part``, else copy it there; True when linked."""
+    def _link_or_copy(self, fd: int, part: str) -> None:
+        """Link the unnamed file to ``part``, else copy it there."""
         try:
             _link_fd(fd, part)
         except OSError as exc:
@@ -210,8 +209,6 @@ class _FileSink:
                 raise
             self._refused()
             _copy_to(fd, part)
-            return False
-        return True
 
     @staticmethod
     def _refused() -> None:
