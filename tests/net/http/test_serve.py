@@ -280,7 +280,7 @@ def test_prometheus_text_and_flatten() -> None:
     assert flat == {"pool_in_use": 1, "pool_rate": 0.25}
     text = prometheus_text({"requests_total": 5, "connections_active": 2, "pool_rate": 0.25})
     assert text.splitlines() == [
-        "# HELP poolalloc_connections_active Connections open now.",
+        "# HELP poolalloc_connections_active Connections open now, not counting those lingering.",
         "# TYPE poolalloc_connections_active gauge",
         "poolalloc_connections_active 2",
         "# HELP poolalloc_pool_rate poolalloc figure pool_rate.",
