@@ -32,6 +32,7 @@ COUNTERS = frozenset(
         "accept_paused_total",
         "accept_dropped_total",
         "timeouts_total",
+        "lingering_ended_total",
         "upload_leftovers_total",
     }
 )
@@ -65,7 +66,10 @@ COUNTER_FIELDS = frozenset(
 
 _SERVER_HELP = {
     "connections_total": "Connections accepted.",
-    "connections_active": "Connections open now.",
+    "connections_active": "Connections open now, not counting those lingering.",
+    "connections_lingering": "Connections answered and closing, waiting for the peer's FIN "
+    "(each still holds a connection slot until a new client needs it).",
+    "lingering_ended_total": "Lingering closes ended early to make room for a new connection.",
     "requests_total": "Requests answered.",
     "bytes_in_total": "Bytes received.",
     "bytes_out_total": "Bytes sent.",

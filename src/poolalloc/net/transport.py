@@ -355,6 +355,8 @@ class BaseConnection(Generic[LoopT]):
         self.pool: ReadPool | None = None
         self.protocol: ConnectionProtocol | None = None
         self.on_closed: Callable[[Any], None] | None = None
+        #: Told when the connection starts lingering (its answer is out; see ``_half_close``).
+        self.on_lingering: Callable[[Any], None] | None = None
         self.pooled: Releasable | None = None  # the ObjectPool lease holding this object
         # Created by the first write that has to wait (epoll drops it once drained, so an
         # idle connection there holds no deque: an empty one is ~760 bytes).
@@ -670,6 +672,9 @@ class BaseConnection(Generic[LoopT]):
         self.paused = False
         self._drop_held()
         self.set_deadline(self.linger)
+        on_lingering = self.on_lingering
+        if on_lingering is not None:  # before the drain, which may find the EOF and finish
+            on_lingering(self)
         self._discard_input()
 
     def _discard_input(self) -> None:
@@ -710,6 +715,12 @@ class BaseConnection(Generic[LoopT]):
                 return
         if not self.closed:
             self.abort(TimeoutError("connection timed out"))
+
+    def end_linger(self) -> None:
+        """End a lingering close now, as its linger time's end does (a server making room for
+        a new connection, see ``TcpServer``); nothing if the connection is not lingering."""
+        if self._lingering and not self.closed:
+            self._end_linger()
 
     def _end_linger(self) -> None:
         """The linger time is over and the peer has not closed: close without a reset. Our

@@ -303,6 +303,8 @@ def test_metrics_count_traffic_and_name_the_pools(loop: Any) -> None:
         "accept_paused_total",
         "timeouts_total",
         "connections_active",
+        "connections_lingering",
+        "lingering_ended_total",
         "accepting",
         "accept_waiting",
         "accept_dropped_total",

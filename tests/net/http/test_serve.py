@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from poolalloc.net.http.serve import START_LIMIT, START_WINDOW
 from poolalloc.net.metrics import flatten_stats, prometheus_text
 
 pytestmark = [pytest.mark.net, pytest.mark.timeout(60)]
@@ -214,6 +215,95 @@ def test_a_killed_worker_is_logged_and_replaced(tmp_path: Any, engine: str) -> N
         assert proc.wait(10) == 0
 
 
+def test_workers_killed_from_outside_do_not_count_toward_the_restart_limit(
+    tmp_path: Any,
+) -> None:
+    """A fresh worker killed with SIGKILL (an operator, the OOM killer) is not a failed start:
+    five such kills within 5 s of the workers' starts ended the whole server. Each is replaced,
+    however many in a row, and the server serves on."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "poolalloc.cli", "serve", "--port", str(port), "--workers", "2"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, bufsize=0, cwd=tmp_path)
+    lines = Lines(proc)
+    try:
+        workers = {listening_pid(lines.take(lambda s: " listening on " in s)) for _ in "ab"}
+        newest = max(workers)
+        began = time.monotonic()
+        for _ in range(START_LIMIT + 1):
+            os.kill(newest, signal.SIGKILL)
+            said = f"poolalloc serve: worker pid {newest} was killed by signal 9 (SIGKILL); "
+            lines.take(lambda s, said=said: s == said + "starting a new one")
+            workers.discard(newest)
+            newest = listening_pid(lines.take(lambda s: " listening on " in s))
+            workers.add(newest)
+        assert time.monotonic() - began < START_WINDOW  # each death within the window
+        assert proc.poll() is None
+        assert set(children(proc.pid)) == workers
+        wait_listeners(port, 2)
+        assert get(port, "/test") == (200, b"Hello, World!")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    assert not any("workers in a row" in s for s in lines.seen)
+
+
+def test_workers_that_crash_at_start_still_count_toward_the_restart_limit(
+    tmp_path: Any,
+) -> None:
+    """A crash (SIGSEGV here) within the window is a failed start: five in a row end the server,
+    as a nonzero exit does."""
+    code = (
+        "import os, signal, sys; from poolalloc.net.http import serve\n"
+        "sys.exit(serve._supervise(lambda: os.kill(os.getpid(), signal.SIGSEGV) or 0, 2))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, cwd=tmp_path, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("poolalloc serve: 5 workers in a row ended"), last
+    assert "killed by signal 11 (SIGSEGV)" in last
+
+
+def test_the_supervisor_waits_only_for_its_own_workers(tmp_path: Any) -> None:
+    """``serve(workers=N)`` from a program with a child of its own: the supervisor waited for
+    any child (``waitpid(-1)``) and reaped that one too, so the program's ``wait()`` got 0, not
+    its child's status. Workers are still replaced as before."""
+    code = (
+        "import subprocess, sys\n"
+        "from poolalloc.net.http.serve import serve\n"
+        "own = subprocess.Popen(['sh', '-c', 'exit 7'])\n"
+        "print(own.pid, flush=True)\n"
+        f"serve('127.0.0.1', {free_port()}, workers=2)\n"
+        "print(own.wait(), flush=True)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        bufsize=0, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    lines = Lines(proc)
+    try:
+        own = int(proc.stdout.readline())
+        workers = {listening_pid(lines.take(lambda s: " listening on " in s)) for _ in "ab"}
+        end = time.monotonic() + 10
+        while _alive(own):  # it ended: a zombie until its parent reaps it (or already reaped)
+            assert time.monotonic() < end, "the program's own child did not end"
+            time.sleep(0.02)
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        said = f"poolalloc serve: worker pid {victim} was killed by signal 9 (SIGKILL); "
+        lines.take(lambda s: s == said + "starting a new one")
+        new = listening_pid(lines.take(lambda s: " listening on " in s))
+        assert set(children(proc.pid)) == (workers - {victim}) | {new, own}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert out.split() == [b"7"]  # the child's own exit status
+
+
 def test_workers_that_cannot_start_end_the_server_in_one_line(tmp_path: Any) -> None:
     """A worker that fails at start is not forked again and again: after a few such deaths in
     a row the parent stops with one line and status 1 (here every worker's pool is invalid)."""
@@ -280,7 +370,7 @@ def test_prometheus_text_and_flatten() -> None:
     assert flat == {"pool_in_use": 1, "pool_rate": 0.25}
     text = prometheus_text({"requests_total": 5, "connections_active": 2, "pool_rate": 0.25})
     assert text.splitlines() == [
-        "# HELP poolalloc_connections_active Connections open now.",
+        "# HELP poolalloc_connections_active Connections open now, not counting those lingering.",
         "# TYPE poolalloc_connections_active gauge",
         "poolalloc_connections_active 2",
         "# HELP poolalloc_pool_rate poolalloc figure pool_rate.",

@@ -19,6 +19,7 @@ from rawhttp import read_to_close
 from poolalloc.buffers import BufferPool
 from poolalloc.net.epoll.reactor import Reactor
 from poolalloc.net.epoll.server import TcpServer
+from poolalloc.net.http.serve import _metrics_handler
 from poolalloc.net.http.server import HttpServer
 from poolalloc.net.uring.proactor import Proactor, available
 
@@ -243,6 +244,57 @@ def test_a_close_with_pipelined_input_behind_it_still_lingers(engine: str) -> No
             c.sendall(more)
             assert c.recv(65536) == b""
     finally:
+        served.stop()
+
+
+def _metric(text: bytes, name: str) -> float:
+    for line in text.decode().splitlines():
+        if line.startswith(f"poolalloc_{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in the metrics")
+
+
+@pytest.mark.parametrize("engine", _engines())
+def test_lingering_connections_give_their_slots_to_new_clients(engine: str) -> None:
+    """A connection in its lingering close (answered, waiting for the peer's FIN) held its
+    ``max_connections`` slot for the whole 2 s linger: two clients that pipelined past their
+    ``Connection: close`` request and kept their sockets kept a third one waiting. The oldest
+    lingering connection now ends (plainly, its input drained) when a new client needs its
+    slot, and the metrics count it as lingering, not active."""
+    served = Served(engine, max_connections=2, idle_timeout=5.0)
+    # the route `poolalloc serve` adds (the dict of routes is read by the loop's thread)
+    served.http.route("/metrics", _metrics_handler(served.http))
+    kept: list[socket.socket] = []
+    try:
+        for _ in range(2):
+            c = socket.create_connection(("127.0.0.1", served.port), timeout=5)
+            kept.append(c)  # never closed until the end: its FIN does not come
+            c.sendall(CLOSE + b"GET /test HTTP/1.1\r\nHost: x\r\n\r\n")  # makes it linger
+            answer = b""
+            while chunk := c.recv(65536):
+                answer += chunk
+            assert answer.count(b"HTTP/1.1 200 OK") == 1
+        started = time.monotonic()
+        for _ in range(2):
+            with socket.create_connection(("127.0.0.1", served.port), timeout=5) as c:
+                c.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                answer = b""
+                while chunk := c.recv(65536):
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200 OK")
+        assert time.monotonic() - started < 1.0  # each waited the 2 s linger before
+        # The second scrape is the one active connection. A pipelining client's linger ended
+        # for the first scrape; for the second too if the first one lingered (its close waits
+        # for the answer's acknowledgement, an instant on loopback unless the machine is busy)
+        active, lingering = (
+            _metric(answer, k) for k in ("connections_active", "connections_lingering")
+        )
+        assert active == 1
+        assert 1 <= _metric(answer, "lingering_ended_total") <= 2
+        assert _metric(answer, "connection_pool_in_use") == active + lingering  # the slots
+    finally:
+        for c in kept:
+            c.close()
         served.stop()
 
 

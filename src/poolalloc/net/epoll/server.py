@@ -20,6 +20,13 @@ closes (a descriptor came free), or after ``accept_retry`` seconds in case descr
 freed elsewhere in the process. On resume the server tries ``accept`` at once, because the
 edges that arrived while paused are gone.
 
+A connection in its lingering close (answered, waiting for the peer's FIN) still holds its
+pooled object, but gives way: when a client waits (the backlog is readable, or an accept
+failed for want of a descriptor), the pause ends the oldest lingering connection as a linger's
+end does (no reset), and its close resumes accepting. So lingering connections are bounded by
+``max_connections``, as nginx's reusable connections are by ``worker_connections``, and never
+keep a new client waiting; the metrics count them apart from the active ones.
+
 Timeouts
 --------
 One periodic sweep (every ``sweep_interval`` seconds) ends connections whose
@@ -44,6 +51,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
+import select
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -53,7 +62,7 @@ from poolalloc.net._tcp_info import acked_bytes
 from poolalloc.net.epoll.connection import Connection, ConnectionProtocol
 from poolalloc.net.epoll.reactor import Reactor
 from poolalloc.net.metrics import flatten_stats
-from poolalloc.net.transport import BaseConnection
+from poolalloc.net.transport import BaseConnection, _all_acknowledged
 from poolalloc.objects import ObjectPool
 
 __all__ = ["TcpServer", "listen_socket"]
@@ -149,6 +158,7 @@ class TcpServer:
         # Only the io_uring server queues accepted connections (and can drop some); the same
         # figures here keep both engines' metrics alike.
         self.totals["accept_dropped_total"] = 0
+        self.totals["lingering_ended_total"] = 0
         self.accept_paused = False
         self._retry_timer: Any = None
         self._accept_more: Any = None  # the scheduled continuation of a full accept batch
@@ -156,6 +166,8 @@ class TcpServer:
         self._sweeper: Any = None
         # per connection idle for half the idle timeout: (when, what its peer took by then)
         self._idle_seen: dict[BaseConnection[Any], tuple[float, int]] = {}
+        #: The connections in their lingering close, oldest first (a dict keeps the order).
+        self._lingering: dict[BaseConnection[Any], None] = {}
         self._closed = False
 
     @staticmethod
@@ -194,7 +206,8 @@ class TcpServer:
             try:
                 lease = self.conn_pool.acquire(timeout=0)
             except PoolExhausted:  # max_connections reached
-                self._pause_accepting()
+                # room is made only for a client that is there (it waits in the backlog)
+                self._pause_accepting(waiting=bool(self._lingering) and _backlog(self.sock))
                 return
             try:
                 sock, _ = accept()
@@ -243,6 +256,7 @@ class TcpServer:
             protocol = conn.spare_protocol = self.protocol_factory()
         conn.pooled = lease
         conn.on_closed = self._connection_closed
+        conn.on_lingering = self._connection_lingering
         conn.high_water, conn.low_water = self.high_water, self.low_water
         self.connections.add(conn)
         self.totals["connections_total"] += 1
@@ -261,13 +275,36 @@ class TcpServer:
                 lease.release()
             raise
 
-    def _pause_accepting(self) -> None:
+    def _pause_accepting(self, *, waiting: bool = True) -> None:
+        """Stop accepting until a connection closes or ``accept_retry`` passes; ``waiting``
+        says a client waits for the slot (or descriptor) that is missing: the oldest lingering
+        connection then ends to make room (see the module docstring)."""
         if self.accept_paused:
             return
         self.accept_paused = True
         self.totals["accept_paused_total"] += 1
         self._stop_listening()
         self._retry_timer = self.reactor.call_later(self.accept_retry, self._resume_accepting)
+        if waiting and self._lingering:
+            # Its close brings the resume (_connection_closed), since accepting is paused now.
+            self.totals["lingering_ended_total"] += 1
+            self._lingering_to_end().end_linger()
+
+    #: How many of the oldest lingering connections are looked at for one to end.
+    _LINGER_CANDIDATES = 16
+
+    def _lingering_to_end(self) -> BaseConnection[Any]:
+        """The oldest lingering connection whose peer acknowledged all of our output (among the
+        oldest few), else the oldest: closed while our answer is unacknowledged, a byte the peer
+        sends afterwards makes the kernel reset the connection and drop what it still holds."""
+        oldest = None
+        for conn in itertools.islice(self._lingering, self._LINGER_CANDIDATES):
+            if _all_acknowledged(conn.sock):
+                return conn
+            if oldest is None:
+                oldest = conn
+        assert oldest is not None  # called with some lingering
+        return oldest
 
     def _resume_accepting(self) -> None:
         if not self.accept_paused or self._closed:
@@ -286,8 +323,12 @@ class TcpServer:
         self.reactor.modify(self.sock.fileno(), self._on_acceptable, None)
         self._on_acceptable()  # edges that came while paused are gone: try now
 
+    def _connection_lingering(self, conn: BaseConnection[Any]) -> None:
+        self._lingering[conn] = None
+
     def _connection_closed(self, conn: BaseConnection[Any]) -> None:
         self.connections.discard(conn)
+        self._lingering.pop(conn, None)
         self._idle_seen.pop(conn, None)
         self._fold(conn)
         lease, conn.pooled = conn.pooled, None
@@ -360,7 +401,8 @@ class TcpServer:
         out: dict[str, float] = dict(self.totals)
         for conn in self.connections:
             _add_counts(out, conn)
-        out["connections_active"] = len(self.connections)
+        out["connections_active"] = len(self.connections) - len(self._lingering)
+        out["connections_lingering"] = len(self._lingering)
         out["accepting"] = int(not self.accept_paused)
         out["accept_waiting"] = self._accept_waiting()
         out.update(flatten_stats("buffer_pool", self.buffer_pool.stats()))
@@ -384,6 +426,13 @@ class TcpServer:
         self._idle_seen.clear()
         for conn in list(self.connections):
             conn.abort() if abort else conn.close()
+
+
+def _backlog(sock: socket.socket) -> bool:
+    """Whether a connection waits in listening ``sock``'s backlog (readable)."""
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _add_counts(totals: dict[str, Any], conn: BaseConnection[Any]) -> None:

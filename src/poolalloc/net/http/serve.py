@@ -17,6 +17,7 @@ import errno
 import json
 import math
 import os
+import select
 import signal
 import socket
 import sys
@@ -275,6 +276,13 @@ START_LIMIT = 5
 START_WINDOW = 5.0
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: Signals that end a worker from outside (an operator's ``kill``, the OOM killer's SIGKILL, a
+#: hang-up): such a death says nothing about whether a worker can start, so it is not counted
+#: toward :data:`START_LIMIT`. A crash (SIGSEGV, SIGABRT...) or a nonzero exit is.
+_KILLED_FROM_OUTSIDE = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+#: Where a worker has no pidfd (a kernel before 5.3, a sandbox that refuses it), how often its
+#: end is looked for (seconds); with pidfds the supervisor sleeps until a worker ends.
+_WAIT_TICK = 0.2
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -287,8 +295,12 @@ def _supervise(
     A worker that dies while the server runs is logged (its pid, exit status or signal) and
     replaced, as nginx's master and uvicorn's supervisor do; :data:`START_LIMIT` deaths in a row
     within :data:`START_WINDOW` of a start end the server instead (one line, status 1, or the
-    workers' own status when they exited with one, such as 3 for an ASGI startup failure).
-    ``started()`` is called in the parent once the first ``workers`` are forked.
+    workers' own status when they exited with one, such as 3 for an ASGI startup failure). A
+    worker killed from outside (:data:`_KILLED_FROM_OUTSIDE`) is replaced without being
+    counted. ``started()`` is called in the parent once the first ``workers`` are forked.
+
+    Only the workers are waited for (:func:`_wait_worker`): other children of the calling
+    program (a subprocess it started) are left to it.
     """
     children: dict[int, float] = {}  # pid: when it was forked (monotonic)
     stopping = False
@@ -330,6 +342,41 @@ def _supervise(
             signal.signal(signum, handler)
 
 
+def _wait_worker(children: dict[int, float], pidfds: dict[int, int]) -> tuple[int, int]:
+    """Wait until one of ``children`` ends and reap it: its pid and wait status.
+
+    ``os.waitpid(-1)`` would reap any child of the process, also one the program that called
+    :func:`serve` started itself, whose own wait would then fail. So each worker gets a pidfd
+    (``pidfds``, kept across calls, opened here for new workers), readable once it ended, and
+    only the pids found ready are reaped. The wait is ``poll`` with no timeout while every
+    worker has one (a stop signal's handler runs during it, then it goes on, PEP 475)."""
+    by_fd: dict[int, int] = {}
+    for pid in children:
+        if pid not in pidfds:
+            try:
+                pidfds[pid] = os.pidfd_open(pid)
+            except OSError:  # no pidfd here: this worker is looked at every _WAIT_TICK
+                pidfds[pid] = -1
+        if pidfds[pid] >= 0:
+            by_fd[pidfds[pid]] = pid
+    while True:
+        poller = select.poll()
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN)
+        blind = [pid for pid in children if pidfds[pid] < 0]
+        ready = poller.poll(_WAIT_TICK * 1000 if blind else None)
+        for pid in [by_fd[fd] for fd, _ in ready] + blind:
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:  # reaped by someone else: its status is lost
+                done, status = pid, 0
+            if done:
+                fd = pidfds.pop(pid)
+                if fd >= 0:
+                    os.close(fd)
+                return pid, status
+
+
 def _reap(children: dict[int, float], grace: float = 10.0) -> None:
     """Wait for ``children`` (already told to stop) for up to ``grace`` seconds, then kill."""
     end = time.monotonic() + grace
@@ -364,33 +411,42 @@ def _supervise_loop(
     status = 0
     quick_deaths = 0
     gave_up = ""
-    while children:
-        pid, wait_status = os.waitpid(-1, 0)  # a signal's handler runs, then the wait goes on
-        born = children.pop(pid, None)
-        if born is None:
-            continue
-        code = os.waitstatus_to_exitcode(wait_status)
-        if stopping():
-            if status == 0 and (code > 0 or (code < 0 and -code not in _STOP_SIGNALS)):
-                _say(f"poolalloc serve: worker pid {pid} {_how_it_ended(code)} while stopping")
+    pidfds: dict[int, int] = {}
+    try:
+        while children:
+            pid, wait_status = _wait_worker(children, pidfds)
+            born = children.pop(pid)
+            code = os.waitstatus_to_exitcode(wait_status)
+            if stopping():
+                if status == 0 and (code > 0 or (code < 0 and -code not in _STOP_SIGNALS)):
+                    _say(f"poolalloc serve: worker pid {pid} {_how_it_ended(code)} while stopping")
+                    status = max(code, 1)
+                continue
+            if code < 0 and -code in _KILLED_FROM_OUTSIDE:
+                pass  # not a failed start: neither counted nor ending a row of failed ones
+            elif code == 3 or time.monotonic() - born < START_WINDOW:
+                # (status 3 is a startup that failed, an ASGI app's lifespan, however long it
+                # took)
+                quick_deaths += 1
+            else:
+                quick_deaths = 0
+            if quick_deaths >= START_LIMIT:
+                # Said once the others are gone, so that it is the last line, after every
+                # worker's own error.
+                gave_up = (
+                    f"poolalloc serve: {quick_deaths} workers in a row ended within "
+                    f"{START_WINDOW:g} s of their start or failed to start (the last, pid "
+                    f"{pid}, {_how_it_ended(code)}): stopping; the lines above say why"
+                )
                 status = max(code, 1)
-            continue
-        # exit status 3 is a startup that failed (an ASGI app's lifespan), however long it took
-        quick = code == 3 or time.monotonic() - born < START_WINDOW
-        quick_deaths = quick_deaths + 1 if quick else 0
-        if quick_deaths >= START_LIMIT:
-            # Said once the others are gone, so that it is the last line, after every
-            # worker's own error.
-            gave_up = (
-                f"poolalloc serve: {quick_deaths} workers in a row ended within "
-                f"{START_WINDOW:g} s of their start or failed to start (the last, pid {pid}, "
-                f"{_how_it_ended(code)}): stopping; the lines above say why"
-            )
-            status = max(code, 1)
-            stop()
-            continue
-        _say(f"poolalloc serve: worker pid {pid} {_how_it_ended(code)}; starting a new one")
-        fork()
+                stop()
+                continue
+            _say(f"poolalloc serve: worker pid {pid} {_how_it_ended(code)}; starting a new one")
+            fork()
+    finally:
+        for fd in pidfds.values():
+            if fd >= 0:
+                os.close(fd)
     if gave_up:
         _say(gave_up)
     return status

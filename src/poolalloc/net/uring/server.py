@@ -12,11 +12,12 @@ hand over a few more before the cancel takes effect (a multishot accept takes ev
 already queued, at once); those are not closed but kept, unread and in arrival order, in a
 small queue: they are what the backlog would have held. When one of our connections closes,
 the queued ones are adopted first, and the accept is re-armed only once the queue is empty
-and a slot is still free. The queue holds at most ``waiting_limit`` sockets (1024,
-``listen_socket``'s backlog); one arriving beyond it is closed and counted in
-``accept_dropped_total``. ``accept_waiting`` in the metrics is the queue's length, and
-``connections_total`` counts a queued connection once it is adopted. Closing the server closes
-the queued ones.
+and a slot is still free. A queued connection also ends the oldest lingering one, whose slot
+it then takes (see :mod:`poolalloc.net.epoll.server`). The queue holds at most
+``waiting_limit`` sockets (1024, ``listen_socket``'s backlog); one arriving beyond it is
+closed and counted in ``accept_dropped_total``. ``accept_waiting`` in the metrics is the
+queue's length, and ``connections_total`` counts a queued connection once it is adopted.
+Closing the server closes the queued ones.
 
 Example:
     >>> import poolalloc
