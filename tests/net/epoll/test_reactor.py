@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -91,6 +92,93 @@ def test_stop_from_another_thread(reactor: Reactor) -> None:
     reactor.run()  # sleeping in epoll_wait with no timers: only the eventfd can end it
     t.join()
     assert not reactor._running
+
+
+@pytest.mark.parametrize("delay", [math.inf, 1e10, 3e6], ids=["inf", "1e10", "35days"])
+def test_a_far_or_infinite_timer_lets_the_loop_sleep(reactor: Reactor, delay: float) -> None:
+    """A deadline past what one wait takes (epoll's 2**31 - 1 ms, some 24.8 days), or
+    ``math.inf``, used to make every run() raise (NaN or OverflowError) while it was pending."""
+    fired: list[float] = []
+    far = reactor.call_later(delay, fired.append, delay)
+    beyond = reactor.call_at(reactor.time() + delay, fired.append, delay)
+    for _ in range(2):  # and the loop stays usable
+        # stopped from a thread: a nearer timer of ours would set the wait instead
+        stopper = threading.Timer(0.05, reactor.stop)
+        start = time.monotonic()
+        stopper.start()
+        reactor.run()
+        stopper.join()
+        assert 0.04 < time.monotonic() - start < 5
+    assert fired == []
+    assert far.when > reactor.time() + 2_000_000
+    assert beyond.when >= far.when - 1
+    far.cancel()
+    beyond.cancel()
+
+
+def test_nan_is_refused_when_scheduled(reactor: Reactor) -> None:
+    """A NaN deadline has no place in the heap: refused at once, not inside run()."""
+    with pytest.raises(ValueError, match="NaN"):
+        reactor.call_later(math.nan, print)
+    with pytest.raises(ValueError, match="NaN"):
+        reactor.call_at(math.nan, print)
+    with pytest.raises(TypeError):
+        reactor.call_at("1", print)  # type: ignore[arg-type]
+    assert reactor._timers == []
+    run_for(reactor, 0.01)  # nothing was left behind to poison the loop
+
+
+def test_stop_before_run_makes_one_pass(reactor: Reactor) -> None:
+    """As asyncio's run_forever: a stop() that lands before run() is not lost; run() makes
+    one pass without sleeping and returns. A stop() of one run does not end the next."""
+    ran: list[str] = []
+    late = reactor.call_later(3, ran.append, "late")
+    reactor.call_soon(ran.append, "soon")
+    reactor.stop()
+    start = time.monotonic()
+    reactor.run()
+    assert time.monotonic() - start < 1
+    assert ran == ["soon"]
+    late.cancel()
+
+    t = threading.Thread(target=reactor.stop)  # from another thread, before run()
+    t.start()
+    t.join()
+    start = time.monotonic()
+    reactor.run()
+    assert time.monotonic() - start < 1
+
+    reactor.call_soon(reactor.stop)
+    reactor.call_soon(reactor.stop)  # twice in one run: still only that run
+    reactor.run()
+    start = time.monotonic()
+    run_for(reactor, 0.1)
+    assert time.monotonic() - start >= 0.09
+
+
+def test_a_closed_reactor_refuses_work(reactor: Reactor) -> None:
+    """Scheduling or registering on a closed loop raises, as asyncio's 'Event loop is closed':
+    the handles it returned used to be dropped silently."""
+    a, b = socket.socketpair()
+    reactor.close()
+    try:
+        calls = {
+            "call_soon": lambda: reactor.call_soon(print),
+            "call_soon_threadsafe": lambda: reactor.call_soon_threadsafe(print),
+            "call_later": lambda: reactor.call_later(0, print),
+            "call_at": lambda: reactor.call_at(0, print),
+            "register": lambda: reactor.register(a.fileno(), print, None),
+            "add_signal_handler": lambda: reactor.add_signal_handler(signal.SIGUSR1, print),
+            "run": reactor.run,
+        }
+        for call in calls.values():
+            with pytest.raises(RuntimeError, match=f"^{type(reactor).__name__} is closed$"):
+                call()
+        assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+        reactor.stop()  # a no-op, as in asyncio; the eventfd it would write is gone
+    finally:
+        a.close()
+        b.close()
 
 
 def test_readable_and_writable_callbacks(reactor: Reactor) -> None:

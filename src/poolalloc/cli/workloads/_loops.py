@@ -168,7 +168,11 @@ def relay(
             for conn in (source, sink):
                 if not conn.closed:
                     conn.abort()
-            loop.run_once()  # let the aborts' completions come back before the pool closes
+            # let the aborts' completions come back before the pool closes: one pass that does
+            # not sleep (a bare run_once would wait for IO with no timer left, and so would
+            # block for good if neither connection had anything left to complete)
+            loop.stop()
+            loop.run()
     finally:
         loop.close()
     if run.error is not None:

@@ -36,6 +36,14 @@ What does this mean for the Reactor?
   timeout, rounded *up* to the next millisecond (as CPython's selectors do) so the loop never
   wakes just before a deadline and spins. Cancelled timers stay in the heap and are skipped;
   when they are more than half of it the heap is rebuilt.
+* ``epoll_wait`` takes an ``int`` of milliseconds, so one wait lasts at most ``2**31 - 1`` ms
+  (some 24.8 days): a timer further off (``math.inf`` included) is waited for in waits of
+  that length, as asyncio waits in steps of a day. A NaN deadline would order nowhere in the
+  heap; ``call_at`` and ``call_later`` refuse it with ``ValueError`` (asyncio accepts it and
+  runs the timer at its next pass).
+* ``stop()`` sets a flag that ``run()`` reads after each pass and clears when it returns, as
+  asyncio's ``run_forever`` does: a ``stop()`` made before ``run()`` makes it return after one
+  pass (without sleeping), and one made during a run does not reach the next run.
 * ``time()`` reads a clock sampled once per wakeup (``now``). Connections store it as their
   last-activity stamp, so idle tracking costs no system call and no timer per request.
 * ``call_soon_threadsafe`` appends to a deque (atomic under the GIL) and writes an ``eventfd``
@@ -57,15 +65,16 @@ import collections
 import contextlib
 import heapq
 import logging
+import math
 import os
 import select
 import signal
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
-__all__ = ["Handle", "Reactor", "TimerHandle"]
+__all__ = ["MAX_WAIT", "Handle", "Reactor", "TimerHandle"]
 
 _log = logging.getLogger("poolalloc.net.epoll.reactor")
 
@@ -76,6 +85,10 @@ _WRITE_EVENTS = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
 _REGISTER_MASK = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
 
 Callback = Callable[..., object]
+
+#: The longest wait, in seconds: ``epoll_wait`` takes an ``int`` of milliseconds (a timeout over
+#: ``2**31 - 1`` ms raises ``OverflowError``); the io_uring wait takes it too.
+MAX_WAIT = (2**31 - 1) // 1000
 
 
 class Handle:
@@ -183,7 +196,10 @@ class Reactor:
 
         :raises FileExistsError: ``fd`` is already registered.
         :raises OSError: epoll refused the fd (e.g. a regular file: ``EPERM``).
+        :raises RuntimeError: the reactor is closed.
         """
+        if self._closed:
+            self._refuse_closed()
         if fd in self._handlers:
             raise FileExistsError(f"fd {fd} is already registered")
         self._epoll.register(fd, _REGISTER_MASK)
@@ -218,13 +234,23 @@ class Reactor:
         return self.now
 
     def call_soon(self, callback: Callback, *args: Any) -> Handle:
-        """Run ``callback(*args)`` on the next pass of the loop (not thread-safe)."""
+        """Run ``callback(*args)`` on the next pass of the loop (not thread-safe).
+
+        :raises RuntimeError: the reactor is closed (the callback could never run).
+        """
+        if self._closed:
+            self._refuse_closed()
         handle = Handle(callback, args)
         self._ready.append(handle)
         return handle
 
     def call_soon_threadsafe(self, callback: Callback, *args: Any) -> Handle:
-        """Like :meth:`call_soon`, from any thread; wakes the loop through the eventfd."""
+        """Like :meth:`call_soon`, from any thread; wakes the loop through the eventfd.
+
+        :raises RuntimeError: the reactor is closed (its eventfd is gone).
+        """
+        if self._closed:
+            self._refuse_closed()
         handle = Handle(callback, args)
         self._ready.append(handle)
         # BlockingIOError: the counter is saturated, so a wakeup is pending anyway.
@@ -233,15 +259,36 @@ class Reactor:
         return handle
 
     def call_at(self, when: float, callback: Callback, *args: Any) -> TimerHandle:
-        """Run ``callback(*args)`` once the reactor clock reaches ``when``."""
+        """Run ``callback(*args)`` once the reactor clock reaches ``when``.
+
+        ``when`` may be ``math.inf`` (a timer that never fires) or any time, however far.
+
+        :raises ValueError: ``when`` is NaN (it has no place among the deadlines).
+        :raises TypeError: ``when`` is not a real number.
+        :raises RuntimeError: the reactor is closed.
+        """
+        if self._closed:
+            self._refuse_closed()
+        if math.isnan(when):
+            raise ValueError("call_at: when is NaN, not a time")
         self._seq += 1
         timer = TimerHandle(when, self._seq, callback, args, self)
         heapq.heappush(self._timers, timer)
         return timer
 
     def call_later(self, delay: float, callback: Callback, *args: Any) -> TimerHandle:
-        """Run ``callback(*args)`` after ``delay`` seconds (measured from now)."""
+        """Run ``callback(*args)`` after ``delay`` seconds (measured from now); a negative
+        delay is 0, ``math.inf`` never fires.
+
+        :raises ValueError: ``delay`` is NaN.
+        :raises RuntimeError: the reactor is closed.
+        """
+        if math.isnan(delay):  # max() below would keep a NaN (every comparison is false)
+            raise ValueError("call_later: delay is NaN, not a number of seconds")
         return self.call_at(time.monotonic() + max(delay, 0.0), callback, *args)
+
+    def _refuse_closed(self) -> NoReturn:
+        raise RuntimeError(f"{type(self).__name__} is closed")
 
     def _timer_cancelled(self) -> None:
         self._cancelled_timers += 1
@@ -255,7 +302,10 @@ class Reactor:
         """Run ``callback(*args)`` in the loop when ``signum`` arrives (main thread only).
 
         :raises ValueError: not called from the main thread, or an invalid signal.
+        :raises RuntimeError: the reactor is closed.
         """
+        if self._closed:
+            self._refuse_closed()
         if self._signal_sock is None:
             self._signal_sock = socket.socketpair()
             for s in self._signal_sock:
@@ -294,21 +344,33 @@ class Reactor:
     def run(self) -> None:
         """Run until :meth:`stop`; callbacks registered before ``run`` start at once.
 
+        After a :meth:`stop` made while the loop was not running, ``run`` makes one pass that
+        does not sleep, then returns (asyncio's ``run_forever`` does the same).
+
         :raises RuntimeError: the reactor is closed or already running.
         """
-        if self._closed or self._running:
-            raise RuntimeError("reactor is closed or already running")
+        if self._closed:
+            self._refuse_closed()
+        if self._running:
+            raise RuntimeError(f"{type(self).__name__} is already running")
         self._running = True
-        self._stopping = False
         try:
-            while not self._stopping:
+            while True:
                 self.run_once()
+                if self._stopping:
+                    break
         finally:
+            # cleared on the way out, not on the way in: a stop() made before run() counts,
+            # and one made during this run does not stop the next
+            self._stopping = False
             self._running = False
 
     def stop(self) -> None:
-        """Make :meth:`run` return after the current pass (thread-safe)."""
+        """Make :meth:`run` return after the current pass, or after its first pass when it
+        is not running yet (thread-safe). A no-op on a closed reactor."""
         self._stopping = True
+        if self._closed:
+            return  # its eventfd is closed, and the number may name another file by now
         with contextlib.suppress(BlockingIOError, OSError):
             os.eventfd_write(self._wakeup_fd, 1)
 
@@ -337,7 +399,11 @@ class Reactor:
         if not timers:
             return -1
         delay = timers[0].when - time.monotonic()
-        return 0 if delay <= 0 else -(-delay // 0.001) * 0.001  # ceil to 1 ms
+        if delay <= 0:
+            return 0
+        if delay >= MAX_WAIT:  # the wait ends before the timer is due; the next pass waits on
+            return MAX_WAIT
+        return -(-delay // 0.001) * 0.001  # ceil to 1 ms
 
     def _dispatch(self, events: list[tuple[int, int]]) -> None:
         handlers = self._handlers

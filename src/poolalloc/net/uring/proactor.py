@@ -294,7 +294,8 @@ class Proactor(Reactor):
             )
 
     def run(self) -> None:
-        """Run until :meth:`stop` (see :meth:`Reactor.run`).
+        """Run until :meth:`stop`; after a :meth:`stop` made before, one pass (see
+        :meth:`Reactor.run`).
 
         :raises RuntimeError: closed, already running, or called in a forked child.
         """
@@ -311,6 +312,7 @@ class Proactor(Reactor):
         timeout = self._poll_timeout()
         if self._starved and timeout != 0:
             timeout = 0.005 if timeout < 0 else min(timeout, 0.005)
+        # at most the Reactor's MAX_WAIT seconds, however far the next timer: fits an int64
         wait_ns = -1 if timeout < 0 else int(timeout * 1e9)
         cqes = self._ring.reap(0 if wait_ns == 0 else 1, wait_ns)
         self.now = time.monotonic()
