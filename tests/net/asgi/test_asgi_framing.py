@@ -4,11 +4,13 @@ HEAD answers, pipelined requests split across reads and many small pipelined req
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from typing import Any
 
 import pytest
+from rawhttp import read_to_close
 
 pytestmark = [pytest.mark.net, pytest.mark.timeout(60)]
 
@@ -109,10 +111,7 @@ def _half_closed_exchange(server: Any, requests: bytes) -> bytes:
     with socket.create_connection((server.host, server.port), timeout=10) as sock:
         sock.sendall(requests)
         sock.shutdown(socket.SHUT_WR)
-        got = b""
-        while chunk := sock.recv(1 << 16):
-            got += chunk
-    return got
+        return read_to_close(sock)
 
 
 def test_a_client_that_half_closes_after_its_request_is_answered(make_server: Any) -> None:
@@ -167,3 +166,53 @@ def test_a_half_close_that_cuts_a_body_or_a_head_ends_the_connection(make_server
     )
     assert got.count(b"HTTP/1.1 ") == 1
     assert got.endswith(b"\r\n\r\n/a:")
+
+
+def test_a_half_close_that_cuts_a_head_with_no_request_running_ends_at_once(
+    make_server: Any,
+) -> None:
+    """Nothing runs and the pending bytes can never become a request: closed at once, not held
+    for the keep-alive time and answered 408."""
+    server = make_server("poolalloc", slow_echo_app)
+    started = time.monotonic()
+    got = _half_closed_exchange(server, b"GET /p HTTP/1.1\r\nHost: x\r\n")
+    assert got == b""
+    assert time.monotonic() - started < 2.0  # the keep-alive time is 5 s
+
+
+async def answers_nothing_app(scope: Any, receive: Any, send: Any) -> None:
+    """Returns without a response and without calling ``receive()``: a bug of the app's."""
+    if scope["type"] == "http":
+        await asyncio.sleep(0.2)
+
+
+def test_an_app_that_answers_nothing_after_a_half_close_gets_its_500(
+    make_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only an app told of the FIN (its ``receive()`` said ``http.disconnect``) may stop
+    without an answer quietly; one that never asked still gets its 500 and error line."""
+    server = make_server("poolalloc", answers_nothing_app)
+    with caplog.at_level(logging.ERROR, logger="poolalloc.asgi"):
+        got = _half_closed_exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 500 ")
+    assert any("without completing a response" in r.getMessage() for r in caplog.records)
+
+
+def test_a_starlette_streamed_response_ends_at_a_half_close(make_server: Any) -> None:
+    """Pinned as documented: under ASGI spec 2.3 Starlette listens for the disconnect beside a
+    streamed (or file) response, hears the FIN as one, and stops before its head, as on
+    uvicorn; the connection then closes with nothing sent."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    async def parts() -> Any:
+        await asyncio.sleep(0.2)
+        yield b"part"
+
+    async def stream(request: Request) -> StreamingResponse:
+        return StreamingResponse(parts())
+
+    server = make_server("poolalloc", Starlette(routes=[Route("/", stream)]))
+    assert _half_closed_exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") == b""

@@ -208,6 +208,7 @@ class _Cycle:
         "body_done",
         "client_done",
         "continue_sent",
+        "told_done",
         "disconnected",
         "expect_100",
         "final_sent",
@@ -237,6 +238,7 @@ class _Cycle:
         self.final_sent = False  # the http.request with more_body=False went to the app
         self.disconnected = False
         self.client_done = False  # the client half-closed: it sends no more, it still reads
+        self.told_done = False  # receive() said http.disconnect for that half-close
         self.started = False
         self.finished = False
         self._chunked_out = False
@@ -318,7 +320,10 @@ class _Cycle:
                 return {"type": "http.request", "body": b"", "more_body": False}
             # nothing to hand out: more body is coming, or (body all read) a disconnect or
             # the end of the response is what the app waits for
-            if self.finished or self.client_done:
+            if self.finished:
+                return {"type": "http.disconnect"}
+            if self.client_done:
+                self.told_done = True
                 return {"type": "http.disconnect"}
             if woken and wants_body:
                 return {"type": "http.request", "body": b"", "more_body": not self.body_done}
@@ -631,6 +636,11 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         self._client_eof = True  # reading is over: the transport reads no more after this
         if cycle is not None:
             cycle.half_closed()
+        elif not self._next_when_drained:
+            # no request runs: the pending bytes are a head the FIN cut short (a whole one
+            # would have started), and _next ends the connection; a pipelined request that
+            # waits for the last response to drain is started by that drain instead
+            self.loop.call_soon(self._next)
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -878,7 +888,7 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
                 )
             self._app_failed(cycle)
         else:
-            if not cycle.finished and cycle.client_done and not cycle.disconnected:
+            if not cycle.finished and cycle.told_done and not cycle.disconnected:
                 # it heard the client's FIN as a disconnect and stopped: an answer cut short
                 # (or none), nothing failed; the close tells the client the answer ended
                 cycle.lost()
