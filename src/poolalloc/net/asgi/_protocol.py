@@ -208,7 +208,6 @@ class _Cycle:
         "body_done",
         "client_done",
         "continue_sent",
-        "told_done",
         "disconnected",
         "expect_100",
         "final_sent",
@@ -221,6 +220,7 @@ class _Cycle:
         "scope",
         "started",
         "status",
+        "told_done",
     )
 
     def __init__(self, proto: HttpAsgiProtocol, scope: Scope, req: Request) -> None:

@@ -51,7 +51,6 @@ from poolalloc.net.asgi._protocol import (
     ServerState,
 )
 from poolalloc.net.http.serve import (  # the same supervisor, the same words for a bind's error
-    _listen_or_explain,
     _supervise,
     explained_bind,
 )
@@ -465,16 +464,13 @@ def serve(
         ValueError: workers must be at least 1
 
     :raises ValueError: ``workers`` < 1, or a bad app spec.
+    :raises OSError: the address cannot be bound (its message says what to change).
     """
     if workers < 1:
         raise ValueError("workers must be at least 1")
     if isinstance(app, str):
         app = import_app(app, app_dir)
     if workers == 1:
-        if options.get("sock") is None:
-            # bound here, so that a busy port is one line saying what to change (status 1
-            # from the CLI), as for the built-in server, not a failed start of the app
-            options["sock"] = _listen_or_explain(host, port)
         return _run_worker(app, host, port, loop, graceful_timeout, ready, options)
     # Bind once here so a port of 0 gets one number that every worker then shares.
     probe = _reuse_port_socket(host, port)
@@ -544,6 +540,12 @@ async def _serve_until_signal(  # noqa: PLR0917
     server = AsgiServer(app, host, port, **options)
     try:
         await server.start()
+    except OSError:
+        # the address (the app's own startup failures are LifespanError): said as the built-in
+        # server says it, one line saying what to change (status 1 from the CLI), not as a
+        # failed start of the app
+        with explained_bind(host, port):
+            raise
     except Exception as exc:
         print(f"poolalloc serve: could not start: {exc}", file=sys.stderr)
         return 3
