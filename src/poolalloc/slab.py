@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import errno
+import operator
 import weakref
 from dataclasses import dataclass
 from typing import Final
@@ -206,14 +207,20 @@ class SlabPool(ClosesOnExit, NotCopyable):
         :raises PoolClosedError: the pool is closed.
         :raises CorruptionError: debug mode found a write after free in the block it picked.
         """
-        # One compare on the common path; the type is looked at only above the bound (a float
-        # or an object with __index__ is left to the core's call, which refuses it by name).
+        # One compare on the common path; the type is looked at only above the bound. What
+        # cannot be compared (a str, None, an array) or is no integer (a float) is left to the
+        # core's call, which refuses it by name; an integer type of numpy's is checked as an int.
         try:
-            huge = size > _CHECKED_FROM
-        except TypeError:  # not comparable (a str, None): the core's call below names it
+            huge = True if size > _CHECKED_FROM else False  # noqa: SIM210 (no call: a bool()'s)
+        except (TypeError, ValueError):  # ValueError: an array's comparison has no one truth
             huge = False
-        if huge and isinstance(size, int):
-            check_holdable(size, f"alloc({size}): a block of {size} bytes is")
+        if huge:
+            try:
+                n = operator.index(size)
+            except TypeError:
+                n = -1
+            if n >= 0:
+                check_holdable(n, f"alloc({n}): a block of {n} bytes is")
         address, usable = _ffi.alloc_sized(self._handle, size, alignment)
         block = Block(self, address, size, usable)
         self._live[address] = block  # one dict operation: atomic, with or without the GIL

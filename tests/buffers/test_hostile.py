@@ -11,6 +11,7 @@ import socket
 import time
 from typing import Any
 
+import numpy as np
 import pytest
 
 from poolalloc import (
@@ -152,6 +153,9 @@ def test_a_single_block_of_more_than_the_machine_holds_is_refused_at_once() -> N
     with SlabPool() as slabs:
         with pytest.raises(PoolMemoryError, match="more than this machine's memory and swap"):
             slabs.alloc(too_big)
+        # an integer of numpy's is an integer: it passed the check as no int (and was served)
+        with pytest.raises(PoolMemoryError, match="more than this machine's memory and swap"):
+            slabs.alloc(np.int64(too_big))  # type: ignore[arg-type]
         with pytest.raises(PoolOverflowError, match="more than an address space holds"):
             slabs.alloc(1 << 60)
         assert slabs.stats().mapped_bytes == 0

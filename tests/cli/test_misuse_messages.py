@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import poolalloc
@@ -156,6 +157,9 @@ API_CASES: list[tuple[str, Callable[[], object], type[Exception], str]] = [
      "size must be an int, not float"),
     ("SlabPool.alloc(None)", lambda: slab.SlabPool().alloc(None), poolalloc.PoolValueError,  # type: ignore[arg-type]
      "size must be an int, not NoneType"),
+    # an array's comparison has no one truth: named as no int, not numpy's ValueError
+    ("SlabPool.alloc(array)", lambda: slab.SlabPool().alloc(np.array([1, 2])),  # type: ignore[arg-type]
+     poolalloc.PoolValueError, "size must be an int, not ndarray"),
     ("alignment 3", lambda: slab.SlabPool().alloc(64, 3), poolalloc.PoolValueError,
      "alignment must be a power of two (64, 128, ..., 4096, ...), not 3"),
     ("alignment 2**30", lambda: slab.SlabPool().alloc(64, 1 << 30), poolalloc.PoolValueError,
