@@ -228,18 +228,22 @@ def test_recvmsg_into_gives_back_the_leases_it_took_when_it_fails() -> None:
     with BufferPool(256, capacity=3) as pool:
         mine = pool.acquire()
         a.send(b"x" * 600)
-        with pytest.raises(PoolExhausted):
+        got = recvmsg_into(b, pool, 3, timeout=0)  # reads into the two there are, no wait
+        assert got is not None
+        assert [n for _, n in got] == [256, 256]
+        with pytest.raises(PoolExhausted):  # all 3 out: not even a first lease
             recvmsg_into(b, pool, 3, timeout=0)
         s = pool.stats()
-        assert (s.live, s.gc_returns, s.acquires - s.releases) == (1, 0, 1)
-        mine.release()
-        got = recvmsg_into(b, pool, 3, timeout=0)
-        assert got is not None
-        assert sum(n for _, n in got) == 600
-        for lease, _ in got:
+        assert (s.live, s.gc_returns, s.acquires - s.releases) == (3, 0, 3)
+        for lease in [mine, *(lease for lease, _ in got)]:
             lease.release()
+        b.close()
+        # the read itself fails: every lease it took goes back
+        with pytest.raises(OSError, match="Bad file descriptor"):
+            recvmsg_into(b, pool, 3, timeout=0)
+        s = pool.stats()
+        assert (s.live, s.gc_returns, s.acquires - s.releases) == (0, 0, 0)
     a.close()
-    b.close()
 
 
 def test_release_many_refuses_duplicates_and_releases_none() -> None:
