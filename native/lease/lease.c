@@ -14,7 +14,7 @@
 
 const pa_api_t *lease_api;
 PyObject *LeaseExc_LeaseReleased, *LeaseExc_DoubleRelease, *LeaseExc_Foreign, *LeaseExc_Busy,
-    *LeaseExc_Closed, *LeaseExc_Exhausted, *LeaseExc_Value, *LeaseExc_Memory;
+    *LeaseExc_Closed, *LeaseExc_Exhausted, *LeaseExc_Value, *LeaseExc_Memory, *LeaseExc_Overflow;
 PyObject *lease_token;
 static int token_claimed;
 static PyObject *error_for;
@@ -79,7 +79,7 @@ static int load_errors(void) {
       {&LeaseExc_Foreign, "ForeignBufferError"},       {&LeaseExc_Busy, "LeaseBusyError"},
       {&LeaseExc_Closed, "PoolClosedError"},           {&LeaseExc_Exhausted, "PoolExhausted"},
       {&LeaseExc_Value, "PoolValueError"},             {&LeaseExc_Memory, "PoolMemoryError"},
-      {&error_for, "error_for"},
+      {&LeaseExc_Overflow, "PoolOverflowError"},       {&error_for, "error_for"},
   };
   int rc = 0;
   for (size_t i = 0; i < sizeof names / sizeof names[0] && rc == 0; i++) {

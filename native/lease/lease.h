@@ -106,7 +106,8 @@ extern const pa_api_t *lease_api;
 
 /* exceptions taken from poolalloc.errors at import */
 extern PyObject *LeaseExc_LeaseReleased, *LeaseExc_DoubleRelease, *LeaseExc_Foreign,
-    *LeaseExc_Busy, *LeaseExc_Closed, *LeaseExc_Exhausted, *LeaseExc_Value, *LeaseExc_Memory;
+    *LeaseExc_Busy, *LeaseExc_Closed, *LeaseExc_Exhausted, *LeaseExc_Value, *LeaseExc_Memory,
+    *LeaseExc_Overflow;
 
 /* lease.c */
 extern PyObject *lease_token;  /* capsule that only poolalloc.buffers holds: LeasePool's key */

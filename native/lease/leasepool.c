@@ -306,12 +306,44 @@ static int alloc_lease(LeasePoolObject *p, Py_ssize_t nbytes, Py_ssize_t align, 
   return *out == NULL ? -1 : 0;
 }
 
+/* An int argument of alloc() (nbytes or alignment) as a Py_ssize_t. A bool or a float is no size
+ * (TypeError, as BufferPool says). Past the C range nothing is truncated and no bare
+ * OverflowError leaks: nbytes above it is more than an address space holds (PoolOverflowError,
+ * as from SlabPool.alloc), any other value there is out of range (PoolValueError). */
+_Static_assert(sizeof(long long) == sizeof(Py_ssize_t), "PyLong_AsLongLongAndOverflow's range");
+static int request_arg(PyObject *obj, int is_nbytes, Py_ssize_t *out) {
+  const char *what = is_nbytes ? "nbytes" : "alignment";
+  if (PyBool_Check(obj) || !PyIndex_Check(obj)) {
+    PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", what, Py_TYPE(obj)->tp_name);
+    return -1;
+  }
+  PyObject *n = PyNumber_Index(obj);
+  if (n == NULL) return -1;
+  int overflow = 0;
+  long long v = PyLong_AsLongLongAndOverflow(n, &overflow);
+  if (overflow > 0 && is_nbytes)
+    lease_raise_code(LeaseExc_Overflow, EOVERFLOW, "alloc(%R): a block of %R bytes is more than "
+                     "an address space holds", n, n);
+  else if (overflow < 0 && is_nbytes)
+    lease_raise_code(LeaseExc_Value, EINVAL, "alloc(): nbytes must be >= 1, not %R", n);
+  else if (overflow)
+    lease_raise_code(LeaseExc_Value, EINVAL, "alloc(): alignment must be a power of two <= %d, "
+                     "not %R", (int)PA_MAX_ALIGN, n);
+  Py_DECREF(n);
+  if (PyErr_Occurred()) return -1;
+  *out = (Py_ssize_t)v;
+  return 0;
+}
+
 static PyObject *lp_alloc(LeasePoolObject *p, PyObject *args, PyObject *kwargs) {
   static char *kwlist[] = {"nbytes", "alignment", "timeout", NULL};
   Py_ssize_t nbytes, align = PA_MIN_ALIGN;
-  PyObject *timeout = Py_None, *lease = NULL;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "n|n$O:alloc", kwlist, &nbytes, &align, &timeout))
+  PyObject *nbytes_arg, *align_arg = NULL, *timeout = Py_None, *lease = NULL;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O$O:alloc", kwlist, &nbytes_arg, &align_arg,
+                                   &timeout))
     return NULL;
+  if (request_arg(nbytes_arg, 1, &nbytes) < 0) return NULL;
+  if (align_arg != NULL && request_arg(align_arg, 0, &align) < 0) return NULL;
   if (require_fixed(p, 0) < 0 || check_timeout(timeout, "alloc") < 0) return NULL;
   int rc = alloc_lease(p, nbytes, align, &lease);
   if (rc < 0) return NULL;
@@ -321,8 +353,9 @@ static PyObject *lp_alloc(LeasePoolObject *p, PyObject *args, PyObject *kwargs) 
 
 static PyObject *lp_try_alloc(LeasePoolObject *p, PyObject *const *args, Py_ssize_t nargs) {
   if (nargs != 2) return PyErr_Format(PyExc_TypeError, "try_alloc(nbytes, alignment)");
-  Py_ssize_t nbytes = PyLong_AsSsize_t(args[0]), align = PyLong_AsSsize_t(args[1]);
-  if (PyErr_Occurred()) return NULL;
+  Py_ssize_t nbytes, align;
+  if (request_arg(args[0], 1, &nbytes) < 0 || request_arg(args[1], 0, &align) < 0)
+    return NULL;
   if (require_fixed(p, 0) < 0) return NULL;
   PyObject *lease = NULL;
   int rc = alloc_lease(p, nbytes, align, &lease);

@@ -71,6 +71,27 @@ def _exhausted(core: LeasePool, timeout: float) -> PoolExhausted:
     return PoolExhausted(message, errno.ENOSPC)
 
 
+def batch_exhausted(core: LeasePool, n: int, got: int, timeout: float) -> PoolExhausted:
+    """The error of an ``acquire_many(n)`` that had ``got`` leases and handed them back.
+
+    Its counters are read after the hand-back: the batch's own leases are not the caller's, and
+    an error built while they were out would count them as live.
+    """
+    c = core.counters()
+    name = f" {core.name!r}" if core.name is not None else ""
+    waited = "without waiting" if not timeout else f"within {timeout} s"
+    parked = (
+        f", {c['parked']} released but held by a live view: a memoryview, slice, numpy array or pin"
+        if c["parked"]
+        else ""
+    )
+    return PoolExhausted(
+        f"acquire_many({n}): pool{name} (capacity {core.capacity}) gave {got} of the {n}"
+        f" leases {waited}; those {got} went back (now {c['live']} lease(s) live{parked})",
+        errno.ENOSPC,
+    )
+
+
 def _self_deadlock(core: LeasePool) -> PoolExhausted:
     c = core.counters()
     name = f" {core.name!r}" if core.name is not None else ""

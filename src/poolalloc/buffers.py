@@ -35,8 +35,14 @@ from poolalloc._memory import ADDRESS_SPACE as _ADDRESS_SPACE
 from poolalloc._memory import check_holdable as _check_holdable
 from poolalloc._memory import machine_memory as _machine_memory
 from poolalloc._not_copyable import NotCopyable
-from poolalloc._waiting import DEFAULT_TIMEOUT, Waiters, check_timeout, retry_for
-from poolalloc.errors import PoolMemoryError, PoolValueError
+from poolalloc._waiting import (
+    DEFAULT_TIMEOUT,
+    Waiters,
+    batch_exhausted,
+    check_timeout,
+    retry_for,
+)
+from poolalloc.errors import PoolExhausted, PoolMemoryError, PoolValueError
 from poolalloc.slab import SlabPool
 from poolalloc.stats import PoolStats
 
@@ -510,7 +516,8 @@ class BufferPool(_LeasingPool):
         :raises PoolOverflowError: ``n`` blocks would be more bytes than an address space holds.
         :raises PoolMemoryError: ``n`` blocks are more bytes than this machine's memory and
             swap (or the address-space limit) hold, or the list of ``n`` leases cannot be had.
-        :raises PoolExhausted: not all ``n`` could be had before the timeout.
+        :raises PoolExhausted: not all ``n`` could be had before the timeout; the ones that
+            could went back first, and the message counts what is out after that.
 
         Example:
             >>> with BufferPool(64, capacity=8) as pool:
@@ -541,6 +548,10 @@ class BufferPool(_LeasingPool):
         try:
             for _ in range(n):
                 got.append(self._leases.acquire(max(0.0, deadline - time.monotonic())))
+        except PoolExhausted:
+            self._leases.release_many(got)
+            # the error of the last acquire counted the batch's own leases as live
+            raise batch_exhausted(self._leases, n, len(got), wait) from None
         except BaseException:
             self._leases.release_many(got)
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
 
@@ -253,3 +254,24 @@ def test_the_default_wait_is_finite() -> None:
             pool.acquire()  # no timeout given: the pool's default
         assert time.monotonic() - start >= 0.09
         held.release()
+
+
+def test_acquire_many_failure_counts_what_is_out_after_the_hand_back() -> None:
+    # the batch took 7 blocks, found the 8th held by a view, and handed the 7 back: its error
+    # used to be built before the hand-back and said "7 lease(s) live" to a caller holding none
+    with BufferPool(4096, capacity=8) as pool:
+        held = pool.acquire()
+        view = held.view
+        held.release()  # parked until `view` dies
+        for timeout in (0, 0.05):
+            with pytest.raises(PoolExhausted) as caught:
+                pool.acquire_many(8, timeout=timeout)
+            message = str(caught.value)
+            assert "gave 7 of the 8 leases" in message, message
+            assert "now 0 lease(s) live, 1 released but held by a live view" in message, message
+            assert "7 lease(s) live" not in message, message
+            assert caught.value.errno == errno.ENOSPC
+            s = pool.stats()
+            assert (s.live, s.parked, s.acquires - s.releases - s.gc_returns) == (0, 1, 0)
+        view.release()
+        assert pool.outstanding() == 0

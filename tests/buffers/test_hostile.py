@@ -99,6 +99,42 @@ def test_bad_timeouts_name_the_argument() -> None:
         held.release()
 
 
+@pytest.mark.parametrize("huge", [2**63, 2**64, -(2**63) - 1], ids=["2**63", "2**64", "-2**63-1"])
+def test_alloc_arguments_past_the_c_range_are_pool_errors(huge: int) -> None:
+    # they used to leak a bare OverflowError from the argument parser ("Python int too large
+    # to convert to C ssize_t"), where BufferPool(alignment=...) says PoolValueError
+    with Allocator() as alloc, Allocator(capacity=1 << 20) as bounded:
+        for pool in (alloc, bounded):
+            with pytest.raises(PoolValueError, match=f"alignment must be a power of two.*{huge}"):
+                pool.alloc(100, huge)
+            with pytest.raises(PoolValueError, match=f"alignment must be a power of two.*{huge}"):
+                pool.alloc(100, alignment=huge)
+            with pytest.raises(PoolValueError, match=f"alignment must be a power of two.*{huge}"):
+                asyncio.run(pool.alloc_async(100, huge))
+            error, says = (
+                (PoolOverflowError, "address space") if huge > 0 else (PoolValueError, ">= 1")
+            )
+            with pytest.raises(error, match=says):
+                pool.alloc(huge)
+            with pytest.raises(error, match=says):
+                asyncio.run(pool.alloc_async(huge))
+            assert pool.outstanding() == 0
+    with pytest.raises(PoolValueError, match="alignment"):
+        BufferPool(64, alignment=huge)
+    with pytest.raises(PoolValueError if huge < 2**64 else PoolOverflowError, match="alignment"):
+        SlabPool().alloc(100, huge)
+
+
+def test_alloc_refuses_a_bool_or_a_float_as_a_size_as_alloc_async_does() -> None:
+    with Allocator() as alloc:
+        for call in (alloc.alloc, lambda *a: asyncio.run(alloc.alloc_async(*a))):
+            with pytest.raises(TypeError, match="nbytes must be an int, not bool"):
+                call(True)
+            with pytest.raises(TypeError, match="alignment must be an int, not float"):
+                call(100, 64.0)
+        assert alloc.outstanding() == 0
+
+
 def test_acquire_many_refuses_what_no_batch_can_be_with_pool_errors() -> None:
     with BufferPool(4096) as pool:  # unbounded: only the count itself can be wrong
         with pytest.raises(PoolValueError, match="n must be >= 0"):
@@ -232,18 +268,22 @@ def test_recvmsg_into_gives_back_the_leases_it_took_when_it_fails() -> None:
     with BufferPool(256, capacity=3) as pool:
         mine = pool.acquire()
         a.send(b"x" * 600)
-        with pytest.raises(PoolExhausted):
+        got = recvmsg_into(b, pool, 3, timeout=0)  # reads into the two there are, no wait
+        assert got is not None
+        assert [n for _, n in got] == [256, 256]
+        with pytest.raises(PoolExhausted):  # all 3 out: not even a first lease
             recvmsg_into(b, pool, 3, timeout=0)
         s = pool.stats()
-        assert (s.live, s.gc_returns, s.acquires - s.releases) == (1, 0, 1)
-        mine.release()
-        got = recvmsg_into(b, pool, 3, timeout=0)
-        assert got is not None
-        assert sum(n for _, n in got) == 600
-        for lease, _ in got:
+        assert (s.live, s.gc_returns, s.acquires - s.releases) == (3, 0, 3)
+        for lease in [mine, *(lease for lease, _ in got)]:
             lease.release()
+        b.close()
+        # the read itself fails: every lease it took goes back
+        with pytest.raises(OSError, match="Bad file descriptor"):
+            recvmsg_into(b, pool, 3, timeout=0)
+        s = pool.stats()
+        assert (s.live, s.gc_returns, s.acquires - s.releases) == (0, 0, 0)
     a.close()
-    b.close()
 
 
 def test_release_many_refuses_duplicates_and_releases_none() -> None:

@@ -163,3 +163,55 @@ async def _second_lost(protos: list[Keeper]) -> None:
     while len(protos) < 2:
         await asyncio.sleep(0.01)
     await protos[1].lost
+
+
+class LogsLoss(PooledProtocol):
+    """Looks at ``exc`` in its override before calling super(), as a user's protocol does."""
+
+    def __init__(self, pool: Any) -> None:
+        super().__init__(pool)
+        self.lost: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.set_result(exc)
+        super().connection_lost(exc)
+
+
+@pytest.mark.parametrize("factory", loop_factories())
+def test_exhausted_pool_reaches_connection_lost_as_pool_exhausted(factory: Any) -> None:
+    # uvloop closes the connection with its own RuntimeError("unhandled error (or an empty
+    # buffer) in get_buffer()"); asyncio passes the PoolExhausted: both now give PoolExhausted
+    import poolalloc
+
+    pool = poolalloc.BufferPool(4096, capacity=1)
+    held = pool.acquire()  # the only buffer: the first read of the server side fails
+
+    async def main() -> Exception | None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda loop, context: None)  # the fatal error is expected
+        protos: list[LogsLoss] = []
+
+        def make() -> LogsLoss:
+            protos.append(LogsLoss(pool))
+            return protos[-1]
+
+        server = await loop.create_server(make, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"x")
+        while not protos:
+            await asyncio.sleep(0.01)
+        exc = await asyncio.wait_for(protos[0].lost, 5)
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return exc
+
+    exc = run(factory, main())
+    assert isinstance(exc, poolalloc.PoolExhausted), repr(exc)
+    if exc.__context__ is not None:  # uvloop: its RuntimeError is kept as the context
+        assert isinstance(exc.__context__, RuntimeError)
+        assert "get_buffer" in str(exc.__context__)
+    held.release()
+    assert pool.outstanding() == 0
+    pool.close()

@@ -104,6 +104,46 @@ def test_recvmsg_into_scatters_across_leases(pair: Any, buffer_pool: Any) -> Non
     assert buffer_pool.outstanding() == 0
 
 
+def test_recvmsg_into_waits_only_for_its_first_lease() -> None:
+    # one lease (capacity 1) fits the 5 bytes waiting; count=2 used to wait the whole timeout
+    # for a second lease while holding the first, then fail with the bytes unread
+    import poolalloc
+
+    pool = poolalloc.BufferPool(4096, capacity=1)
+    a, b = socket.socketpair()
+    other = threading.Event()
+    alive = threading.Thread(target=other.wait)  # so the wait is not a single-thread deadlock
+    alive.start()
+    try:
+        a.sendall(b"hello")
+        started = time.monotonic()
+        got = recvmsg_into(b, pool, 2, timeout=1)
+        elapsed = time.monotonic() - started
+        assert got is not None
+        assert [(bytes(lease.view[:n]), n) for lease, n in got] == [(b"hello", 5)]
+        assert elapsed < 0.5, elapsed
+        got[0][0].release()
+        # no lease at all: it waits the timeout once for the first, holding nothing meanwhile
+        held = pool.acquire()
+        a.sendall(b"more")
+        started = time.monotonic()
+        with pytest.raises(poolalloc.PoolExhausted):
+            recvmsg_into(b, pool, 3, timeout=0.2)
+        assert 0.15 < time.monotonic() - started < 0.6
+        held.release()
+        got = recvmsg_into(b, pool, 3, timeout=0)
+        assert got is not None
+        assert [n for _, n in got] == [4]
+        got[0][0].release()
+        assert pool.outstanding() == 0
+    finally:
+        other.set()
+        alive.join()
+        a.close()
+        b.close()
+        pool.close()
+
+
 def test_send_buffers_handles_partial_writes_with_small_sndbuf(buffer_pool: Any) -> None:
     a, b = tcp_pair()
     a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -331,6 +332,44 @@ def test_negative_acquire_timeout_is_refused(make_pool: MakePool) -> None:
     pool = make_pool(max_size=1)
     with pool.acquire(), pytest.raises(PoolValueError):
         pool.acquire(timeout=-1)
+
+
+BAD_TIMEOUTS = [
+    pytest.param(-1, PoolValueError, id="negative"),
+    pytest.param(float("nan"), PoolValueError, id="nan"),
+    pytest.param(float("-inf"), PoolValueError, id="-inf"),
+    pytest.param("soon", TypeError, id="str"),
+    pytest.param(True, TypeError, id="bool"),
+]
+
+
+@pytest.mark.parametrize(("timeout", "error"), BAD_TIMEOUTS)
+@pytest.mark.parametrize("idle", ["idle object", "room to create", "at max_size"])
+def test_bad_acquire_timeout_is_refused_whether_or_not_it_must_wait(
+    make_pool: MakePool, timeout: object, error: type[Exception], idle: str
+) -> None:
+    # BufferPool refuses these on every call; an ObjectPool used to look at them only when it
+    # had to wait, so the same call passed or failed depending on what was idle
+    pool = make_pool(max_size=2)
+    held = []
+    if idle == "idle object":
+        pool.acquire().release()
+    elif idle == "at max_size":
+        held = [pool.acquire(timeout=0) for _ in range(2)]
+    with pytest.raises(error, match="timeout must be"):
+        pool.acquire(timeout=timeout)  # type: ignore[arg-type]
+    with pytest.raises(error, match="timeout must be"), pool.acquire(timeout=timeout):  # type: ignore[arg-type]
+        pass
+    with pytest.raises(error, match="timeout must be"):
+        asyncio.run(_acquire_async_with(pool, timeout))
+    for lease in held:
+        lease.release()
+    assert pool.stats().in_use == 0
+
+
+async def _acquire_async_with(pool: ObjectPool[Thing], timeout: object) -> None:
+    async with pool.acquire_async(timeout=timeout):  # type: ignore[arg-type]
+        pass
 
 
 def test_non_callable_factory_is_refused() -> None:

@@ -11,6 +11,10 @@ next read rather than returned and re-acquired; ``eof_received`` and ``connectio
 return it, so a closed connection holds nothing. If the pool is exhausted, ``get_buffer``
 raises ``PoolExhausted``; asyncio and uvloop treat that as a fatal error of this connection
 (it is closed and ``connection_lost`` receives the exception), never a crash of the loop.
+uvloop does not pass the exception on: it closes the connection with a ``RuntimeError``
+("unhandled error (or an empty buffer) in get_buffer()"). So the protocol remembers what
+``get_buffer`` raised, and ``connection_lost`` (a subclass's override too) receives that
+error, with uvloop's ``RuntimeError`` as its ``__context__``: the same exception on both loops.
 
 It runs unchanged on the default loop and on uvloop.
 
@@ -28,7 +32,9 @@ Example:
 from __future__ import annotations
 
 import asyncio
-from typing import Generic, cast
+import functools
+from collections.abc import Callable
+from typing import Any, Generic, cast
 
 from poolalloc.net.sockets import L, LeaseLike, LeaseSource
 
@@ -46,10 +52,21 @@ class PooledProtocol(asyncio.BufferedProtocol, Generic[L]):
         True
     """
 
+    _buffer_error: Exception | None = None  # also for a subclass whose __init__ skips ours
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # The loop calls the most derived connection_lost: an override must get the error
+        # that get_buffer raised, not uvloop's stand-in, before it calls super().
+        own = cls.__dict__.get("connection_lost")
+        if own is not None and not getattr(own, "_gets_buffer_error", False):
+            cls.connection_lost = _with_buffer_error(own)  # type: ignore[method-assign,assignment]
+
     def __init__(self, pool: LeaseSource[L]) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self._lease: L | None = None
+        self._buffer_error: Exception | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Keep the transport (as ``self.transport``)."""
@@ -63,7 +80,11 @@ class PooledProtocol(asyncio.BufferedProtocol, Generic[L]):
         """
         lease = self._lease
         if lease is None:
-            lease = self._lease = self.pool.acquire(0)
+            try:
+                lease = self._lease = self.pool.acquire(0)
+            except Exception as exc:
+                self._buffer_error = exc  # uvloop closes with a RuntimeError instead: keep it
+                raise
         return lease.view
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -86,11 +107,41 @@ class PooledProtocol(asyncio.BufferedProtocol, Generic[L]):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Return the lease held for reading, if any."""
+        """Return the lease held for reading, if any.
+
+        ``exc`` is what ``get_buffer`` raised (``PoolExhausted``) when that ended the
+        connection, on asyncio and on uvloop alike; an override receives it too.
+        """
         self._drop_lease()
         self.transport = None
+        self._buffer_error = None  # its traceback holds get_buffer's frame, so this protocol
 
     def _drop_lease(self) -> None:
         lease, self._lease = self._lease, None
         if lease is not None:
             lease.release()
+
+    def _loss_cause(self, exc: Exception | None) -> Exception | None:
+        """The error to report for ``exc``: the one get_buffer raised, if that ended it."""
+        error = self._buffer_error
+        if exc is None or error is None or exc is error:
+            return exc
+        if error.__context__ is None:
+            error.__context__ = exc  # uvloop's RuntimeError stays visible in the traceback
+        return error
+
+
+_LossHandler = Callable[[Any, "Exception | None"], None]
+
+
+def _with_buffer_error(method: _LossHandler) -> _LossHandler:
+    @functools.wraps(method)
+    def connection_lost(self: PooledProtocol[Any], exc: Exception | None) -> None:
+        try:
+            method(self, self._loss_cause(exc))
+        finally:
+            # its traceback holds get_buffer's frame, and so this protocol: no cycle left
+            self._buffer_error = None
+
+    connection_lost._gets_buffer_error = True  # type: ignore[attr-defined]
+    return connection_lost

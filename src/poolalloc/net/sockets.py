@@ -20,6 +20,8 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from poolalloc.errors import PoolExhausted
+
 __all__ = [
     "BufferLike",
     "LeaseLike",
@@ -136,6 +138,12 @@ def recvmsg_into(
     Returns the leases that received bytes with their fill levels, in order; unused leases go
     straight back. ``None`` at EOF. TLS sockets read into one lease (ssl has no scatter read).
 
+    ``timeout`` bounds the whole call's wait for leases: only the first lease is waited for
+    (up to ``timeout``; None: the pool's default); the others are taken only if the pool has
+    them at once, so the read uses fewer leases rather than wait. The call therefore never
+    holds some leases while it waits for more: two readers sharing a pool cannot starve each
+    other, and a read never fails for want of leases it would not have filled.
+
     Example:
         >>> import socket, poolalloc
         >>> a, b = socket.socketpair()
@@ -150,16 +158,19 @@ def recvmsg_into(
     :raises ValueError: ``count`` is not positive.
     :raises BlockingIOError: a non-blocking socket has no data.
     :raises OSError: the socket failed.
+    :raises poolalloc.PoolExhausted: not even the first lease within ``timeout``.
     """
     if count < 1:
         raise ValueError("count must be at least 1")
     if isinstance(sock, ssl.SSLSocket):
         single = recv_into(sock, pool, timeout)
         return None if single is None else [single]
-    leases: list[L] = []
+    leases: list[L] = [pool.acquire(timeout)]  # the only wait, holding nothing
     try:
-        for _ in range(count):
-            leases.append(pool.acquire(timeout))
+        for _ in range(count - 1):
+            leases.append(pool.acquire(0))
+    except PoolExhausted:
+        pass  # read into the ones there are
     except BaseException:
         _release_all(leases)  # the ones taken before the failure go back
         raise

@@ -44,8 +44,8 @@ from typing import TypeVar
 from poolalloc import _async_backends, leaks
 from poolalloc._closing import ClosesOnExit
 from poolalloc._not_copyable import NotCopyable
-from poolalloc._waiting import DEFAULT_TIMEOUT
-from poolalloc.errors import ForeignLeaseError, PoolClosedError, PoolValueError
+from poolalloc._waiting import DEFAULT_TIMEOUT, check_timeout
+from poolalloc.errors import ForeignLeaseError, PoolClosedError
 from poolalloc.objects._store import (
     ObjectStore,
     acquisition_stack,
@@ -61,6 +61,7 @@ __all__ = ["AsyncAcquire", "CloseReport", "Lease", "ObjectPool", "ObjectPoolStat
 
 T = TypeVar("T")
 _TRACK_ENV = "POOLALLOC_LEAKS"
+_SECONDS = (float, int)  # exactly these types (not bool) need no call to check a timeout
 
 
 class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
@@ -150,7 +151,13 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
     def acquire(self, timeout: float | None = None) -> Lease[T]:
         """Lease an object: ``with pool.acquire() as obj:`` or ``lease = pool.acquire()``.
 
-        ``timeout`` overrides the pool's default wait when ``max_size`` is reached.
+        ``timeout`` overrides the pool's default wait when ``max_size`` is reached. It is checked
+        on every call, whether the call has to wait or not, as ``BufferPool.acquire`` does.
+
+        :raises PoolExhausted: still at ``max_size`` when the timeout ran out (0: at once).
+        :raises PoolClosedError: the pool is closed.
+        :raises PoolValueError: ``timeout`` is negative or NaN.
+        :raises TypeError: ``timeout`` is not an int, a float or None (a bool is no duration).
 
         Example:
             >>> pool = ObjectPool(list)
@@ -159,6 +166,10 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
             []
             >>> lease.release()
         """
+        # the hot path pays one compare for the default, a type test and a compare for a float or
+        # an int; anything else (a subclass, or what is refused) goes through the one checker
+        if timeout is not None and not (type(timeout) in _SECONDS and timeout >= 0.0):
+            check_timeout(timeout)
         if not self._contended:
             try:
                 stash = self._local.stash
@@ -220,7 +231,8 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
         """``async with pool.acquire_async(timeout=...) as obj:`` (or ``await`` it for a lease).
 
         Threads and tasks wait in one FIFO; a cancelled or timed-out task never strands an
-        object. Use ``timeout`` rather than ``asyncio.wait_for`` around it.
+        object. Use ``timeout`` rather than ``asyncio.wait_for`` around it. ``timeout`` is
+        checked as by :meth:`acquire` (when awaited), whether the call has to wait or not.
 
         Example:
             >>> import asyncio
@@ -250,6 +262,7 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
             got: Lease[T] = await _async_backends.acquire_object(self, timeout)
             return got
         stash = self._my_stash()
+        deadline = self._deadline(timeout)  # checks timeout even when the stash serves the call
         if not self._contended:  # the thread's stash first, as in acquire()
             try:
                 slot = stash.pop()
@@ -258,7 +271,6 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
             else:
                 if self._validate is None or self._is_valid(slot):
                     return self._lease_out(slot, stash)
-        deadline = self._deadline(timeout)
         loop = asyncio.get_running_loop()
         while True:
             grant = self._take(deadline, loop)
@@ -270,18 +282,12 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
                 return lease
 
     def _deadline(self, timeout: float | None) -> float | None:
-        if timeout is None:
-            timeout = self._timeout
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-            raise TypeError(
-                f"timeout must be a number of seconds (int or float) or None,"
-                f" not {type(timeout).__name__}"
-            )
-        if timeout == math.inf:
+        wait = check_timeout(timeout)
+        if wait is None:
+            wait = self._timeout
+        if wait == math.inf:
             return None  # asked for explicitly: no limit
-        if not timeout >= 0:
-            raise PoolValueError(f"timeout must be >= 0 or None, got {timeout!r}")
-        return monotonic() + timeout
+        return monotonic() + wait
 
     def _lease_from_grant(self, grant: object, stash: Stash[T]) -> Lease[T] | None:
         if grant is CLOSED:
