@@ -293,7 +293,15 @@ def all_acknowledged(sock: socket.socket | None) -> bool:
     """Whether the peer acknowledged every byte written to ``sock`` (``SIOCOUTQ`` is 0): only
     then may a socket close without the linger. A byte the peer sends after the close makes
     the kernel reset the connection and drop what it still holds to send: a 300 KB answer was
-    cut at about 100 KB by a stray CRLF arriving 5 ms after the request."""
+    cut at about 100 KB by a stray CRLF arriving 5 ms after the request.
+
+    Example:
+        >>> import socket
+        >>> a, b = socket.socketpair()  # not TCP: the ioctl answers for what a has queued
+        >>> all_acknowledged(a), all_acknowledged(None)
+        (True, False)
+        >>> a.close(); b.close()
+    """
     try:
         held = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0") if sock else b""
         return len(held) == 4 and struct.unpack("i", held)[0] == 0
