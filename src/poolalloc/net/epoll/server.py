@@ -163,6 +163,7 @@ class TcpServer:
         self.totals["accept_dropped_total"] = 0
         self.totals["lingering_ended_total"] = 0
         self.accept_paused = False
+        self._room_made = False  # a lingering connection was ended in this pause
         self._retry_timer: Any = None
         self._accept_more: Any = None  # the scheduled continuation of a full accept batch
         self._batch_pass = -1  # the loop pass that ran the last full batch
@@ -296,7 +297,8 @@ class TcpServer:
 
     def _end_a_lingering(self) -> None:
         """Make room for a waiting client: its close brings the resume (_connection_closed),
-        since accepting is paused."""
+        since accepting is paused; one per pause, the next pause ends the next one."""
+        self._room_made = True
         self.totals["lingering_ended_total"] += 1
         self._lingering_to_end().end_linger()
 
@@ -320,6 +322,7 @@ class TcpServer:
         if not self.accept_paused or self._closed:
             return
         self.accept_paused = False
+        self._room_made = False
         if self._retry_timer is not None:
             self._retry_timer.cancel()
             self._retry_timer = None
@@ -341,7 +344,13 @@ class TcpServer:
             self.reactor.call_soon(self._make_room)
 
     def _make_room(self) -> None:
-        if self.accept_paused and not self._closed and self._lingering and self._client_waits():
+        if (
+            self.accept_paused
+            and not self._closed
+            and not self._room_made
+            and self._lingering
+            and self._client_waits()
+        ):
             self._end_a_lingering()
 
     def _client_waits(self) -> bool:
