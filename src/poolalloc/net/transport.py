@@ -45,6 +45,7 @@ __all__ = [
     "Releasable",
     "StreamTransport",
     "Transport",
+    "all_acknowledged",
     "queued_size",
 ]
 
@@ -288,11 +289,19 @@ def _input_waiting(sock: socket.socket | None) -> bool:
 _ACK_POLL = 0.02
 
 
-def _all_acknowledged(sock: socket.socket | None) -> bool:
+def all_acknowledged(sock: socket.socket | None) -> bool:
     """Whether the peer acknowledged every byte written to ``sock`` (``SIOCOUTQ`` is 0): only
     then may a socket close without the linger. A byte the peer sends after the close makes
     the kernel reset the connection and drop what it still holds to send: a 300 KB answer was
-    cut at about 100 KB by a stray CRLF arriving 5 ms after the request."""
+    cut at about 100 KB by a stray CRLF arriving 5 ms after the request.
+
+    Example:
+        >>> import socket
+        >>> a, b = socket.socketpair()  # not TCP: the ioctl answers for what a has queued
+        >>> all_acknowledged(a), all_acknowledged(None)
+        (True, False)
+        >>> a.close(); b.close()
+    """
     try:
         held = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0") if sock else b""
         return len(held) == 4 and struct.unpack("i", held)[0] == 0
@@ -642,7 +651,7 @@ class BaseConnection(Generic[LoopT]):
             return  # closed (or the pooled object reused) meanwhile, or decided already
         quiet, self._quick_close = self._quick_close == self.bytes_in, -1
         quiet = quiet and not self._held and not _input_waiting(sock)
-        if quiet and _all_acknowledged(sock):
+        if quiet and all_acknowledged(sock):
             self._finish(None)
             return
         self._half_close()
@@ -655,7 +664,7 @@ class BaseConnection(Generic[LoopT]):
         connection slot for the whole linger over a link with a round trip to wait for."""
         if sock is not self.sock or self.closed or not self._lingering:
             return
-        if _all_acknowledged(sock) and not _input_waiting(sock):
+        if all_acknowledged(sock) and not _input_waiting(sock):
             self._finish(None)
         else:
             assert self.reactor is not None

@@ -134,9 +134,17 @@ def test_max_connections_pauses_accepting_until_one_leaves(loop: Any) -> None:
     assert len(srv.connections) == 2
     assert echo(r, c, b"third") == b"third"
     assert echo(r, b, b"second") == b"second"
-    # Full again once the third is in: paused again, with nothing to wait for in the backlog.
-    assert srv.accept_paused
+    # Full again once the third is in, but nobody waits: it stays listening (a pause would
+    # hide the next client's edge until accept_retry, as io_uring's accept does not)...
+    assert not srv.accept_paused
+    assert srv.totals["accept_paused_total"] == 1
+    d = connect(srv)  # ...and pauses when one comes
+    assert pump(r, lambda: srv.accept_paused)
     assert srv.totals["accept_paused_total"] == 2
+    assert len(srv.connections) == 2
+    b.close()
+    assert pump(r, lambda: srv.totals["connections_total"] == 4)
+    assert echo(r, d, b"fourth") == b"fourth"
 
 
 def test_idle_connections_are_swept(loop: Any) -> None:

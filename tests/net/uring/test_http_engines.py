@@ -270,17 +270,12 @@ def test_lingering_connections_give_their_slots_to_new_clients(engine: str) -> N
             c = socket.create_connection(("127.0.0.1", served.port), timeout=5)
             kept.append(c)  # never closed until the end: its FIN does not come
             c.sendall(CLOSE + b"GET /test HTTP/1.1\r\nHost: x\r\n\r\n")  # makes it linger
-            answer = b""
-            while chunk := c.recv(65536):
-                answer += chunk
-            assert answer.count(b"HTTP/1.1 200 OK") == 1
+            assert read_to_close(c).count(b"HTTP/1.1 200 OK") == 1
         started = time.monotonic()
         for _ in range(2):
             with socket.create_connection(("127.0.0.1", served.port), timeout=5) as c:
                 c.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                answer = b""
-                while chunk := c.recv(65536):
-                    answer += chunk
+                answer = read_to_close(c)
             assert answer.startswith(b"HTTP/1.1 200 OK")
         assert time.monotonic() - started < 1.0  # each waited the 2 s linger before
         # The second scrape is the one active connection. A pipelining client's linger ended
@@ -296,6 +291,76 @@ def test_lingering_connections_give_their_slots_to_new_clients(engine: str) -> N
         for c in kept:
             c.close()
         served.stop()
+
+
+#: What a client sends to make its connection linger: bytes behind a ``Connection: close``.
+LINGERING = CLOSE + b"EXTRA"
+
+
+def _lingering_client(port: int) -> socket.socket:
+    """A client that asks for a lingering close and never closes (no FIN)."""
+    c = socket.create_connection(("127.0.0.1", port), timeout=10)
+    c.sendall(LINGERING)
+    return c
+
+
+@pytest.mark.parametrize("engine", _engines())
+def test_lingering_clients_in_a_row_each_get_a_slot_at_once(engine: str) -> None:
+    """With both slots lingering, a third client was served at once but each one after it
+    waited ``accept_retry`` on epoll: the pool was found full with an empty backlog and the
+    listener paused, so the next client was not seen until the retry."""
+    served = Served(engine, max_connections=2, idle_timeout=30.0, accept_retry=5.0)
+    kept: list[socket.socket] = []
+    try:
+        for n in range(5):
+            started = time.monotonic()
+            kept.append(_lingering_client(served.port))
+            assert read_to_close(kept[-1]).startswith(b"HTTP/1.1 200 OK")
+            assert time.monotonic() - started < 1.0, f"client {n + 1} waited"
+    finally:
+        for c in kept:
+            c.close()
+        served.stop()
+
+
+@pytest.mark.parametrize("arrives", ["before", "after"])
+@pytest.mark.parametrize("engine", _engines())
+def test_a_connection_that_starts_lingering_gives_its_slot_to_a_waiting_client(
+    engine: str, arrives: str
+) -> None:
+    """Both slots held by connections not lingering yet, a third client arriving before they
+    linger (it waits in a pause) or after (epoll had paused, the pool full, with nobody
+    waiting) waited ``accept_retry``: a connection that started lingering made no room."""
+    served = Served(engine, max_connections=2, idle_timeout=30.0, accept_retry=5.0)
+    kept = [socket.create_connection(("127.0.0.1", served.port), timeout=10) for _ in range(2)]
+    try:
+        assert _wait_for(lambda: served.http.tcp.totals["connections_total"] == 2)
+        if arrives == "before":
+            third = _lingering_client(served.port)
+            time.sleep(0.2)  # in the backlog (epoll) or queued (io_uring): accepting paused
+        for c in kept:  # both slots go lingering
+            c.sendall(LINGERING)
+            assert read_to_close(c).startswith(b"HTTP/1.1 200 OK")
+        started = time.monotonic()
+        if arrives == "after":
+            third = _lingering_client(served.port)
+        kept.append(third)
+        assert read_to_close(third).startswith(b"HTTP/1.1 200 OK")
+        assert time.monotonic() - started < 1.0
+    finally:
+        for c in kept:
+            c.close()
+        served.stop()
+
+
+def _wait_for(done: Any, timeout: float = 5.0) -> bool:
+    """Wait until ``done()`` (read from the test's thread: a plain counter) or the timeout."""
+    end = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 @pytest.mark.parametrize("extra", [b"\r\n", b"GET /test HTTP/1.1\r\nHost: x\r\n\r\n"])

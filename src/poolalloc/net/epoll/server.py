@@ -12,18 +12,21 @@ also opens the connection and makes its first read) while still taking many conn
 wakeup; asyncio bounds its accept loop the same way (by its backlog, 100). A paused or
 closed server drops a scheduled continuation (resuming tries ``accept`` itself).
 
-When ``accept`` fails with ``EMFILE``/``ENFILE`` (or the connection pool is at
-``max_connections``), the pending connection stays in the kernel's backlog and the
-listener is *paused*: its callback is removed (no ``epoll_ctl``; a level-triggered loop
-would spin here, which is the classic bug). Accepting resumes when one of our connections
-closes (a descriptor came free), or after ``accept_retry`` seconds in case descriptors were
-freed elsewhere in the process. On resume the server tries ``accept`` at once, because the
-edges that arrived while paused are gone.
+When ``accept`` fails with ``EMFILE``/``ENFILE``, or the connection pool is at
+``max_connections`` while a connection waits in the backlog, the pending connection stays in
+the kernel's backlog and the listener is *paused*: its callback is removed (no ``epoll_ctl``;
+a level-triggered loop would spin here, which is the classic bug). Accepting resumes when one
+of our connections closes (a descriptor came free), or after ``accept_retry`` seconds in case
+descriptors were freed elsewhere in the process. On resume the server tries ``accept`` at
+once, because the edges that arrived while paused are gone. A full pool with an empty backlog
+does not pause: the listener stays registered, so the next client's edge is seen at once (the
+io_uring server's accept likewise pauses only for a connection it took).
 
 A connection in its lingering close (answered, waiting for the peer's FIN) still holds its
 pooled object, but gives way: when a client waits (the backlog is readable, or an accept
 failed for want of a descriptor), the pause ends the oldest lingering connection as a linger's
-end does (no reset), and its close resumes accepting. So lingering connections are bounded by
+end does (no reset), and its close resumes accepting; a connection that starts lingering while
+a client waits in a pause ends the same way. So lingering connections are bounded by
 ``max_connections``, as nginx's reusable connections are by ``worker_connections``, and never
 keep a new client waiting; the metrics count them apart from the active ones.
 
@@ -62,7 +65,7 @@ from poolalloc.net._tcp_info import acked_bytes
 from poolalloc.net.epoll.connection import Connection, ConnectionProtocol
 from poolalloc.net.epoll.reactor import Reactor
 from poolalloc.net.metrics import flatten_stats
-from poolalloc.net.transport import BaseConnection, _all_acknowledged
+from poolalloc.net.transport import BaseConnection, all_acknowledged
 from poolalloc.objects import ObjectPool
 
 __all__ = ["TcpServer", "listen_socket"]
@@ -160,6 +163,7 @@ class TcpServer:
         self.totals["accept_dropped_total"] = 0
         self.totals["lingering_ended_total"] = 0
         self.accept_paused = False
+        self._room_made = False  # a lingering connection was ended in this pause
         self._retry_timer: Any = None
         self._accept_more: Any = None  # the scheduled continuation of a full accept batch
         self._batch_pass = -1  # the loop pass that ran the last full batch
@@ -206,8 +210,11 @@ class TcpServer:
             try:
                 lease = self.conn_pool.acquire(timeout=0)
             except PoolExhausted:  # max_connections reached
-                # room is made only for a client that is there (it waits in the backlog)
-                self._pause_accepting(waiting=bool(self._lingering) and _backlog(self.sock))
+                # Paused only for a client that is there (in the backlog), as io_uring's
+                # accept pauses only for a connection it took: otherwise the listener stays
+                # registered, so the next client's edge comes and a lingering slot is its.
+                if _backlog(self.sock):
+                    self._pause_accepting()
                 return
             try:
                 sock, _ = accept()
@@ -275,20 +282,25 @@ class TcpServer:
                 lease.release()
             raise
 
-    def _pause_accepting(self, *, waiting: bool = True) -> None:
-        """Stop accepting until a connection closes or ``accept_retry`` passes; ``waiting``
-        says a client waits for the slot (or descriptor) that is missing: the oldest lingering
-        connection then ends to make room (see the module docstring)."""
+    def _pause_accepting(self) -> None:
+        """Stop accepting until a connection closes or ``accept_retry`` passes. A pause is
+        always for a client that waits for the slot (or descriptor) that is missing: the oldest
+        lingering connection ends to make room (see the module docstring)."""
         if self.accept_paused:
             return
         self.accept_paused = True
         self.totals["accept_paused_total"] += 1
         self._stop_listening()
         self._retry_timer = self.reactor.call_later(self.accept_retry, self._resume_accepting)
-        if waiting and self._lingering:
-            # Its close brings the resume (_connection_closed), since accepting is paused now.
-            self.totals["lingering_ended_total"] += 1
-            self._lingering_to_end().end_linger()
+        if self._lingering:
+            self._end_a_lingering()
+
+    def _end_a_lingering(self) -> None:
+        """Make room for a waiting client: its close brings the resume (_connection_closed),
+        since accepting is paused; one per pause, the next pause ends the next one."""
+        self._room_made = True
+        self.totals["lingering_ended_total"] += 1
+        self._lingering_to_end().end_linger()
 
     #: How many of the oldest lingering connections are looked at for one to end.
     _LINGER_CANDIDATES = 16
@@ -299,7 +311,7 @@ class TcpServer:
         sends afterwards makes the kernel reset the connection and drop what it still holds."""
         oldest = None
         for conn in itertools.islice(self._lingering, self._LINGER_CANDIDATES):
-            if _all_acknowledged(conn.sock):
+            if all_acknowledged(conn.sock):
                 return conn
             if oldest is None:
                 oldest = conn
@@ -310,6 +322,7 @@ class TcpServer:
         if not self.accept_paused or self._closed:
             return
         self.accept_paused = False
+        self._room_made = False
         if self._retry_timer is not None:
             self._retry_timer.cancel()
             self._retry_timer = None
@@ -325,6 +338,24 @@ class TcpServer:
 
     def _connection_lingering(self, conn: BaseConnection[Any]) -> None:
         self._lingering[conn] = None
+        if self.accept_paused and not self._closed:
+            # A client paused for may be waiting for this slot. Looked at after the current
+            # callback: the connection's drain, which runs next, may find the EOF and close.
+            self.reactor.call_soon(self._make_room)
+
+    def _make_room(self) -> None:
+        if (
+            self.accept_paused
+            and not self._closed
+            and not self._room_made
+            and self._lingering
+            and self._client_waits()
+        ):
+            self._end_a_lingering()
+
+    def _client_waits(self) -> bool:
+        """Whether a client waits to be accepted (the io_uring server also has a queue)."""
+        return _backlog(self.sock)
 
     def _connection_closed(self, conn: BaseConnection[Any]) -> None:
         self.connections.discard(conn)

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import errno
@@ -278,7 +279,9 @@ START_WINDOW = 5.0
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: Signals that end a worker from outside (an operator's ``kill``, the OOM killer's SIGKILL, a
 #: hang-up): such a death says nothing about whether a worker can start, so it is not counted
-#: toward :data:`START_LIMIT`. A crash (SIGSEGV, SIGABRT...) or a nonzero exit is.
+#: toward :data:`START_LIMIT`. A crash (SIGSEGV, SIGABRT...) or a nonzero exit is. Their
+#: replacements are paced instead: at most :data:`START_LIMIT` per :data:`START_WINDOW` (a
+#: worker OOM-killed during a big app's startup was forked again hundreds of times a second).
 _KILLED_FROM_OUTSIDE = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 #: Where a worker has no pidfd (a kernel before 5.3, a sandbox that refuses it), how often its
 #: end is looked for (seconds); with pidfds the supervisor sleeps until a worker ends.
@@ -297,17 +300,21 @@ def _supervise(
     within :data:`START_WINDOW` of a start end the server instead (one line, status 1, or the
     workers' own status when they exited with one, such as 3 for an ASGI startup failure). A
     worker killed from outside (:data:`_KILLED_FROM_OUTSIDE`) is replaced without being
-    counted. ``started()`` is called in the parent once the first ``workers`` are forked.
+    counted, at most :data:`START_LIMIT` such replacements per :data:`START_WINDOW` (one line
+    says when they start to wait). ``started()`` is called in the parent once the first
+    ``workers`` are forked.
 
     Only the workers are waited for (:func:`_wait_worker`): other children of the calling
     program (a subprocess it started) are left to it.
     """
     children: dict[int, float] = {}  # pid: when it was forked (monotonic)
     stopping = False
+    watch = _Watch()
 
     def stop(signum: int = signal.SIGTERM, frame: object = None) -> None:
         nonlocal stopping
         stopping = True
+        watch.wake()
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
@@ -320,6 +327,7 @@ def _supervise(
         try:
             pid = os.fork()
             if pid == 0:
+                watch.close()  # the supervisor's: a worker holding a sibling's pidfd keeps it
                 _worker_main(run, mask, parent)
             children[pid] = time.monotonic()
             if stopping:  # a signal that came before the block had its handler run meanwhile
@@ -330,7 +338,7 @@ def _supervise(
     old = {signum: signal.signal(signum, stop) for signum in _STOP_SIGNALS}
     try:
         return _supervise_loop(
-            children, fork, stop, workers, started=started, stopping=lambda: stopping
+            children, fork, stop, workers, watch, started=started, stopping=lambda: stopping
         )
     except BaseException:
         # the supervisor itself failed (a fork refused, an interrupt): no worker outlives it
@@ -340,16 +348,43 @@ def _supervise(
     finally:
         for signum, handler in old.items():
             signal.signal(signum, handler)
+        watch.close()
 
 
-def _wait_worker(children: dict[int, float], pidfds: dict[int, int]) -> tuple[int, int]:
-    """Wait until one of ``children`` ends and reap it: its pid and wait status.
+class _Watch:
+    """The supervisor's descriptors, in one place so that a forked worker closes them all: a
+    pidfd per worker (:func:`_wait_worker`) and a pipe that a stop signal's handler writes
+    to, which ends a wait for a paced replacement at once (the handler alone would not: the
+    ``poll`` goes on after it, PEP 475)."""
+
+    def __init__(self) -> None:
+        self.pidfds: dict[int, int] = {}  # pid: its pidfd, -1 where the kernel refused one
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def wake(self) -> None:
+        with contextlib.suppress(OSError):  # full (a wake is pending already) or closed
+            os.write(self.wake_w, b"\0")
+
+    def close(self) -> None:
+        for fd in [*self.pidfds.values(), self.wake_r, self.wake_w]:
+            if fd >= 0:
+                os.close(fd)
+        self.pidfds.clear()
+        self.wake_r = self.wake_w = -1
+
+
+def _wait_worker(
+    children: dict[int, float], watch: _Watch, timeout: float | None = None
+) -> tuple[int, int] | None:
+    """Wait until one of ``children`` ends and reap it: its pid and wait status; None once
+    ``timeout`` seconds passed or a stop signal came.
 
     ``os.waitpid(-1)`` would reap any child of the process, also one the program that called
     :func:`serve` started itself, whose own wait would then fail. So each worker gets a pidfd
-    (``pidfds``, kept across calls, opened here for new workers), readable once it ended, and
-    only the pids found ready are reaped. The wait is ``poll`` with no timeout while every
-    worker has one (a stop signal's handler runs during it, then it goes on, PEP 475)."""
+    (``watch.pidfds``, kept across calls, opened here for new workers), readable once it
+    ended, and only the pids found ready are reaped. The wait is ``poll``, with no timeout
+    while every worker has one and no ``timeout`` is given."""
+    pidfds = watch.pidfds
     by_fd: dict[int, int] = {}
     for pid in children:
         if pid not in pidfds:
@@ -359,12 +394,18 @@ def _wait_worker(children: dict[int, float], pidfds: dict[int, int]) -> tuple[in
                 pidfds[pid] = -1
         if pidfds[pid] >= 0:
             by_fd[pidfds[pid]] = pid
+    end = math.inf if timeout is None else time.monotonic() + timeout
     while True:
         poller = select.poll()
-        for fd in by_fd:
+        for fd in [*by_fd, watch.wake_r]:
             poller.register(fd, select.POLLIN)
         blind = [pid for pid in children if pidfds[pid] < 0]
-        ready = poller.poll(_WAIT_TICK * 1000 if blind else None)
+        wait = min(end - time.monotonic(), _WAIT_TICK if blind else math.inf)
+        ready = poller.poll(None if wait == math.inf else max(wait, 0.0) * 1000)
+        if any(fd == watch.wake_r for fd, _ in ready):
+            with contextlib.suppress(OSError):
+                os.read(watch.wake_r, 64)
+            return None
         for pid in [by_fd[fd] for fd, _ in ready] + blind:
             try:
                 done, status = os.waitpid(pid, os.WNOHANG)
@@ -375,6 +416,8 @@ def _wait_worker(children: dict[int, float], pidfds: dict[int, int]) -> tuple[in
                 if fd >= 0:
                     os.close(fd)
                 return pid, status
+        if time.monotonic() >= end:
+            return None
 
 
 def _reap(children: dict[int, float], grace: float = 10.0) -> None:
@@ -399,6 +442,7 @@ def _supervise_loop(
     fork: Callable[[], None],
     stop: Callable[[], None],
     workers: int,
+    watch: _Watch,
     *,
     started: Callable[[], None] | None,
     stopping: Callable[[], bool],
@@ -411,42 +455,69 @@ def _supervise_loop(
     status = 0
     quick_deaths = 0
     gave_up = ""
-    pidfds: dict[int, int] = {}
-    try:
-        while children:
-            pid, wait_status = _wait_worker(children, pidfds)
-            born = children.pop(pid)
-            code = os.waitstatus_to_exitcode(wait_status)
-            if stopping():
-                if status == 0 and (code > 0 or (code < 0 and -code not in _STOP_SIGNALS)):
-                    _say(f"poolalloc serve: worker pid {pid} {_how_it_ended(code)} while stopping")
-                    status = max(code, 1)
-                continue
-            if code < 0 and -code in _KILLED_FROM_OUTSIDE:
-                pass  # not a failed start: neither counted nor ending a row of failed ones
-            elif code == 3 or time.monotonic() - born < START_WINDOW:
-                # (status 3 is a startup that failed, an ASGI app's lifespan, however long it
-                # took)
-                quick_deaths += 1
-            else:
-                quick_deaths = 0
-            if quick_deaths >= START_LIMIT:
-                # Said once the others are gone, so that it is the last line, after every
-                # worker's own error.
-                gave_up = (
-                    f"poolalloc serve: {quick_deaths} workers in a row ended within "
-                    f"{START_WINDOW:g} s of their start or failed to start (the last, pid "
-                    f"{pid}, {_how_it_ended(code)}): stopping; the lines above say why"
-                )
-                status = max(code, 1)
-                stop()
-                continue
-            _say(f"poolalloc serve: worker pid {pid} {_how_it_ended(code)}; starting a new one")
+    # The replacements of workers killed from outside: when each was forked (the last
+    # START_WINDOW's), how many wait for the pace, and whether that wait was said.
+    paced: collections.deque[float] = collections.deque()
+    owed = 0
+    pacing = False
+
+    def pace_full() -> bool:
+        while paced and time.monotonic() - paced[0] >= START_WINDOW:
+            paced.popleft()
+        return len(paced) >= START_LIMIT
+
+    while True:
+        if stopping():
+            owed = 0
+        while owed and not pace_full():
+            owed -= 1
+            paced.append(time.monotonic())
             fork()
-    finally:
-        for fd in pidfds.values():
-            if fd >= 0:
-                os.close(fd)
+        if not children and not owed:
+            break
+        if owed and not pacing:
+            pacing = True
+            _say(
+                f"poolalloc serve: workers are killed as they start: at most {START_LIMIT} "
+                f"replacements per {START_WINDOW:g} s from now on"
+            )
+        wait = paced[0] + START_WINDOW - time.monotonic() if owed else None
+        got = _wait_worker(children, watch, wait)
+        if got is None:  # a fork is allowed, or a stop came
+            continue
+        pid, wait_status = got
+        born = children.pop(pid)
+        code = os.waitstatus_to_exitcode(wait_status)
+        if stopping():
+            if status == 0 and (code > 0 or (code < 0 and -code not in _STOP_SIGNALS)):
+                _say(f"poolalloc serve: worker pid {pid} {_how_it_ended(code)} while stopping")
+                status = max(code, 1)
+            continue
+        if code < 0 and -code in _KILLED_FROM_OUTSIDE:
+            # not a failed start: neither counted nor ending a row of failed ones, but paced
+            _say(f"poolalloc serve: worker pid {pid} {_how_it_ended(code)}; starting a new one")
+            if not owed and not pace_full():
+                pacing = False  # replaced at once: a later wait is a new stretch, said again
+            owed += 1
+            continue
+        if code == 3 or time.monotonic() - born < START_WINDOW:
+            # (status 3 is a startup that failed, an ASGI app's lifespan, however long it took)
+            quick_deaths += 1
+        else:
+            quick_deaths = 0
+        if quick_deaths >= START_LIMIT:
+            # Said once the others are gone, so that it is the last line, after every worker's
+            # own error.
+            gave_up = (
+                f"poolalloc serve: {quick_deaths} workers in a row ended within "
+                f"{START_WINDOW:g} s of their start or failed to start (the last, pid "
+                f"{pid}, {_how_it_ended(code)}): stopping; the lines above say why"
+            )
+            status = max(code, 1)
+            stop()
+            continue
+        _say(f"poolalloc serve: worker pid {pid} {_how_it_ended(code)}; starting a new one")
+        fork()
     if gave_up:
         _say(gave_up)
     return status

@@ -13,7 +13,8 @@ already queued, at once); those are not closed but kept, unread and in arrival o
 small queue: they are what the backlog would have held. When one of our connections closes,
 the queued ones are adopted first, and the accept is re-armed only once the queue is empty
 and a slot is still free. A queued connection also ends the oldest lingering one, whose slot
-it then takes (see :mod:`poolalloc.net.epoll.server`). The queue holds at most
+it then takes (see :mod:`poolalloc.net.epoll.server`), or the first connection to start
+lingering while it waits. The queue holds at most
 ``waiting_limit`` sockets (1024, ``listen_socket``'s backlog); one arriving beyond it is
 closed and counted in ``accept_dropped_total``. ``accept_waiting`` in the metrics is the
 queue's length, and ``connections_total`` counts a queued connection once it is adopted.
@@ -172,6 +173,10 @@ class UringTcpServer(TcpServer):
 
     def _accept_waiting(self) -> int:
         return len(self._waiting)
+
+    def _client_waits(self) -> bool:
+        # queued here at max_connections; in the kernel's backlog after an EMFILE
+        return bool(self._waiting) or super()._client_waits()
 
     def close(self, *, abort: bool = True) -> None:
         """Cancel the accept; abort (or gracefully close) every connection. Idempotent."""
