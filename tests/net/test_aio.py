@@ -177,8 +177,27 @@ class LogsLoss(PooledProtocol):
         super().connection_lost(exc)
 
 
+class LossMixin:
+    """The same override in a mixin placed before PooledProtocol in the bases."""
+
+    lost: asyncio.Future[Exception | None]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.set_result(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
+
+
+class MixedLoss(LossMixin, PooledProtocol):
+    def __init__(self, pool: Any) -> None:
+        super().__init__(pool)
+        self.lost = asyncio.get_running_loop().create_future()
+
+
+@pytest.mark.parametrize("protocol", [LogsLoss, MixedLoss], ids=["override", "mixin"])
 @pytest.mark.parametrize("factory", loop_factories())
-def test_exhausted_pool_reaches_connection_lost_as_pool_exhausted(factory: Any) -> None:
+def test_exhausted_pool_reaches_connection_lost_as_pool_exhausted(
+    factory: Any, protocol: Any
+) -> None:
     # uvloop closes the connection with its own RuntimeError("unhandled error (or an empty
     # buffer) in get_buffer()"); asyncio passes the PoolExhausted: both now give PoolExhausted
     import poolalloc
@@ -189,10 +208,10 @@ def test_exhausted_pool_reaches_connection_lost_as_pool_exhausted(factory: Any) 
     async def main() -> Exception | None:
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(lambda loop, context: None)  # the fatal error is expected
-        protos: list[LogsLoss] = []
+        protos: list[Any] = []
 
-        def make() -> LogsLoss:
-            protos.append(LogsLoss(pool))
+        def make() -> Any:
+            protos.append(protocol(pool))
             return protos[-1]
 
         server = await loop.create_server(make, "127.0.0.1", 0)

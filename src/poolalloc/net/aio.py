@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any, Generic, cast
 
@@ -57,10 +58,16 @@ class PooledProtocol(asyncio.BufferedProtocol, Generic[L]):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         # The loop calls the most derived connection_lost: an override must get the error
-        # that get_buffer raised, not uvloop's stand-in, before it calls super().
-        own = cls.__dict__.get("connection_lost")
-        if own is not None and not getattr(own, "_gets_buffer_error", False):
-            cls.connection_lost = _with_buffer_error(own)  # type: ignore[method-assign,assignment]
+        # that get_buffer raised, not uvloop's stand-in, before it calls super(). Looked up
+        # along the MRO, so that an override in a mixin (before us in the bases) gets it too;
+        # only a plain function is wrapped (a staticmethod's or a partialmethod's call differs).
+        found = inspect.getattr_static(cls, "connection_lost")
+        if (
+            inspect.isfunction(found)
+            and found is not PooledProtocol.__dict__["connection_lost"]
+            and not getattr(found, "_gets_buffer_error", False)
+        ):
+            cls.connection_lost = _with_buffer_error(found)  # type: ignore[method-assign]
 
     def __init__(self, pool: LeaseSource[L]) -> None:
         self.pool = pool
