@@ -147,6 +147,21 @@ def test_max_connections_pauses_accepting_until_one_leaves(loop: Any) -> None:
     assert echo(r, d, b"fourth") == b"fourth"
 
 
+def test_a_slot_freed_in_the_pass_a_client_arrives_in_takes_it_at_once(loop: Any) -> None:
+    """A connection closes and a client arrives in the same loop pass, the close dispatched
+    first: its slot goes back after the pass, so the listener found the pool full and paused,
+    and with no pause at the close's time nothing resumed it before ``accept_retry``."""
+    r, _pool, serve, connect = loop
+    srv = serve(conn_pool=TcpServer.make_connection_pool(2), accept_retry=30.0)
+    a, b = connect(srv), connect(srv)
+    assert pump(r, lambda: len(srv.connections) == 2)
+    a.close()  # first in the next pass's events
+    c = connect(srv)
+    assert pump(r, lambda: srv.totals["connections_total"] == 3, 2.0)
+    assert echo(r, c, b"third") == b"third"
+    assert echo(r, b, b"second") == b"second"
+
+
 def test_idle_connections_are_swept(loop: Any) -> None:
     r, _pool, serve, connect = loop
     srv = serve(idle_timeout=0.5, sweep_interval=0.05)

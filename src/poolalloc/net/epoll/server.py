@@ -368,10 +368,11 @@ class TcpServer:
             lease.release()
             return
         # Return to the pool after the current callback chain: callers up the stack still
-        # look at this object's flags, and the pool's reset would clear them.
+        # look at this object's flags, and the pool's reset would clear them. The resume goes
+        # after it whether or not accepting is paused now: a client arriving later in this
+        # pass finds the pool full and pauses, and this slot is then the one it waits for.
         self.reactor.call_soon(lease.release)
-        if self.accept_paused:
-            self.reactor.call_soon(self._resume_accepting)
+        self.reactor.call_soon(self._resume_accepting)
 
     def _fold(self, conn: BaseConnection[Any]) -> None:
         _add_counts(self.totals, conn)
