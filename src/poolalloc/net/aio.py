@@ -67,7 +67,7 @@ class PooledProtocol(asyncio.BufferedProtocol, Generic[L]):
             and found is not PooledProtocol.__dict__["connection_lost"]
             and not getattr(found, "_gets_buffer_error", False)
         ):
-            cls.connection_lost = _with_buffer_error(found)  # type: ignore[method-assign]
+            cls.connection_lost = _with_buffer_error(found)  # type: ignore[method-assign,assignment]
 
     def __init__(self, pool: LeaseSource[L]) -> None:
         self.pool = pool
