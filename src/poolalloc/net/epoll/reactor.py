@@ -270,7 +270,7 @@ class Reactor:
         if self._closed:
             self._refuse_closed()
         if math.isnan(when):
-            raise ValueError("call_at: when is NaN, not a time")
+            raise ValueError("a timer's time (or delay) is NaN, not a number of seconds")
         self._seq += 1
         timer = TimerHandle(when, self._seq, callback, args, self)
         heapq.heappush(self._timers, timer)
@@ -283,8 +283,8 @@ class Reactor:
         :raises ValueError: ``delay`` is NaN.
         :raises RuntimeError: the reactor is closed.
         """
-        if math.isnan(delay):  # max() below would keep a NaN (every comparison is false)
-            raise ValueError("call_later: delay is NaN, not a number of seconds")
+        # a NaN delay stays NaN through max() (every comparison with it is false): call_at
+        # refuses it, the one check on this path
         return self.call_at(time.monotonic() + max(delay, 0.0), callback, *args)
 
     def _refuse_closed(self) -> NoReturn:
