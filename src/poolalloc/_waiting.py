@@ -80,11 +80,7 @@ def batch_exhausted(core: LeasePool, n: int, got: int, timeout: float) -> PoolEx
     c = core.counters()
     name = f" {core.name!r}" if core.name is not None else ""
     waited = "without waiting" if not timeout else f"within {timeout} s"
-    parked = (
-        f", {c['parked']} released but held by a live view: a memoryview, slice, numpy array or pin"
-        if c["parked"]
-        else ""
-    )
+    parked = f", {_parked(c['parked'])}" if c["parked"] else ""
     return PoolExhausted(
         f"acquire_many({n}): pool{name} (capacity {core.capacity}) gave {got} of the {n}"
         f" leases {waited}; those {got} went back (now {c['live']} lease(s) live{parked})",
@@ -114,12 +110,11 @@ def _self_deadlock(core: LeasePool) -> PoolExhausted:
 
 def _held_by(core: LeasePool) -> str:
     c = core.counters()
-    if c["parked"]:
-        return (
-            f" ({c['live']} lease(s) live, {c['parked']} released but held by a live view:"
-            " a memoryview, slice, numpy array or pin)"
-        )
-    return ""
+    return f" ({c['live']} lease(s) live, {_parked(c['parked'])})" if c["parked"] else ""
+
+
+def _parked(count: int) -> str:
+    return f"{count} released but held by a live view: a memoryview, slice, numpy array or pin"
 
 
 def _set_done(fut: asyncio.Future[None]) -> None:
