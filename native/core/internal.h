@@ -66,7 +66,7 @@
 #define PAI_CANARY_BYTE 0xCAu
 #define PAI_DEFAULT_RETAIN ((size_t)8 << 20)
 #define PAI_DEFAULT_CACHE_BUDGET ((size_t)4 << 20)
-#define PAI_MAX_REQUEST (((size_t)1 << 47))
+#define PAI_MAX_REQUEST PA_MAX_REQUEST
 
 typedef struct pai_depot_s pai_depot_t;
 typedef struct pai_chunk_s pai_chunk_t;

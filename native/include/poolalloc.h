@@ -30,6 +30,8 @@
 #define PA_MIN_ALIGN 64u      /* every block is at least this aligned */
 #define PA_PAGE_ALIGN 4096u   /* blocks of this size and more are page aligned */
 #define PA_MAX_ALIGN 4096u    /* largest alignment a caller may request */
+/* largest request (47 bits: a 64-bit Linux process's user address space); more is EOVERFLOW */
+#define PA_MAX_REQUEST ((size_t)1 << 47)
 
 #define PA_NUMA_ANY (-1)      /* no placement policy (the default) */
 #define PA_NUMA_LOCAL (-2)    /* serve each thread from the node of the CPU it runs on */

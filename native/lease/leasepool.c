@@ -170,12 +170,24 @@ static BufferObject *make_lease(LeasePoolObject *p, void *ptr, Py_ssize_t nbytes
 
 // ---- acquire (fixed pools) ----
 
-/* None or a real number of seconds (bools are not durations). */
+/* None or a real number of seconds (bools are not durations). An int past a double's range is
+ * no error: _waiting.check_timeout, which the slow path runs, takes it as no limit. */
 static int check_timeout(PyObject *timeout, const char *method) {
   if (timeout == Py_None) return 0;
-  if (!PyBool_Check(timeout) && (PyFloat_Check(timeout) || PyLong_Check(timeout))) {
-    double t = PyFloat_AsDouble(timeout);
-    if (t == -1.0 && PyErr_Occurred()) return -1;
+  if (PyLong_Check(timeout) && !PyBool_Check(timeout)) {
+    int overflow = 0;
+    long t = PyLong_AsLongAndOverflow(timeout, &overflow);
+    if (t == -1 && !overflow && PyErr_Occurred()) return -1;
+    if (overflow < 0)  // no wait is negative; the repr of an int this long may be refused
+      return lease_raise_code(LeaseExc_Value, EINVAL, "%s(): timeout must be >= 0 seconds (inf: "
+                              "no limit) or None, not a negative int", method);
+    if (!overflow && t < 0)
+      return lease_raise_code(LeaseExc_Value, EINVAL, "%s(): timeout must be >= 0 seconds (inf: "
+                              "no limit) or None, not %ld", method, t);
+    return 0;
+  }
+  if (PyFloat_Check(timeout)) {
+    double t = PyFloat_AS_DOUBLE(timeout);
     if (t != t || t < 0)  // NaN: no deadline can be computed from it; no wait is negative
       return lease_raise_code(LeaseExc_Value, EINVAL, "%s(): timeout must be >= 0 seconds (inf: "
                               "no limit) or None, not %R", method, timeout);
@@ -275,7 +287,11 @@ static int alloc_lease(LeasePoolObject *p, Py_ssize_t nbytes, Py_ssize_t align, 
                             "Allocator (%zd bytes); it can never be served", nbytes, p->capacity);
   // Chunks are mapped without reserving memory: a request over what the machine holds would
   // be handed out, and the process killed when it touched it (an address-space limit needs
-  // no check here: the mapping itself fails under it)
+  // no check here: the mapping itself fails under it). Past an address space the request is
+  // an overflow, as SlabPool.alloc says, not a shortage of memory.
+  if ((size_t)nbytes > PA_MAX_REQUEST)
+    return lease_raise_code(LeaseExc_Overflow, EOVERFLOW, "alloc(%zd): a block of %zd bytes is "
+                            "more than an address space holds", nbytes, nbytes);
   if (p->max_request > 0 && nbytes > p->max_request)
     return lease_raise_code(LeaseExc_Memory, ENOMEM, "alloc(%zd): more than this machine's "
                             "memory and swap (or its cgroup's memory limit, %zd bytes) can "

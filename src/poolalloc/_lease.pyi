@@ -8,6 +8,8 @@ import numpy as np
 import numpy.typing as npt
 
 API_VERSION: int
+#: the largest request the core serves (a 64-bit Linux process's user address space)
+MAX_REQUEST: int
 
 def _claim_token() -> object: ...
 

@@ -17,12 +17,14 @@ import errno
 import functools
 import resource
 
+from poolalloc._lease import MAX_REQUEST
 from poolalloc.errors import PoolMemoryError, PoolOverflowError
 
 __all__ = ["ADDRESS_SPACE", "check_holdable", "machine_memory", "memory_limit"]
 
-#: bytes of user address space on 64-bit Linux (47 bits): no batch of blocks can be larger
-ADDRESS_SPACE = 1 << 47
+#: bytes of user address space on 64-bit Linux (47 bits), the core's largest request: no
+#: batch of blocks can be larger
+ADDRESS_SPACE = MAX_REQUEST
 
 
 @functools.cache

@@ -33,6 +33,7 @@ import contextlib
 import errno
 import functools
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -47,6 +48,7 @@ Wake = Callable[[], object]
 RECHECK = 0.5
 #: how long acquire()/alloc() wait at capacity when neither the call nor the pool says otherwise
 DEFAULT_TIMEOUT = 30.0
+_FLOAT_MAX = sys.float_info.max
 
 
 def _deadline(timeout: float) -> float:
@@ -243,6 +245,11 @@ def check_timeout(timeout: object, what: str = "timeout") -> float | None:
             f"{what} must be a number of seconds (int or float) or None,"
             f" not {type(timeout).__name__}"
         )
+    if isinstance(timeout, int) and not -_FLOAT_MAX <= timeout <= _FLOAT_MAX:
+        # past every float (isnan() and float() raise; its repr may be refused)
+        if timeout < 0:
+            raise PoolValueError(f"{what} must be >= 0 seconds (inf: no limit), not a negative int")
+        return math.inf  # no clock reaches it
     if math.isnan(timeout) or timeout < 0:
         raise PoolValueError(f"{what} must be >= 0 seconds (inf: no limit), not {timeout!r}")
     return float(timeout)

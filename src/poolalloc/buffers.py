@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import errno
+import operator
 import time
 import warnings
 import weakref
@@ -141,24 +142,27 @@ def _stash_for(size: int, capacity: int) -> int:
 
 
 def _check_int(value: object, what: str) -> int:
-    # bools are ints to Python, but True is no size; floats are rejected, not truncated
-    if isinstance(value, bool) or not isinstance(value, int):
+    """``value`` as an int: an int, or an integer of another type (numpy's), as the C argument
+    parsers take them. bools are ints to Python, but True is no size; floats are rejected, not
+    truncated."""
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
         raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    return value
+    return operator.index(value)  # type: ignore[arg-type]  # it has __index__
 
 
-def _check_alignment(alignment: int) -> None:
-    _check_int(alignment, "alignment")
+def _check_alignment(alignment: int) -> int:
+    alignment = _check_int(alignment, "alignment")
     if alignment < 1 or alignment & (alignment - 1) or alignment > _MAX_ALIGN:
         raise PoolValueError(
             f"alignment must be a power of two <= {_MAX_ALIGN}, not {alignment}", errno.EINVAL
         )
+    return alignment
 
 
 def _check_capacity(capacity: int | None) -> int:
     if capacity is None:
         return 0
-    _check_int(capacity, "capacity")
+    capacity = _check_int(capacity, "capacity")
     if capacity < 1:
         raise PoolValueError(f"capacity must be >= 1 or None, not {capacity}", errno.EINVAL)
     return capacity
@@ -167,7 +171,7 @@ def _check_capacity(capacity: int | None) -> int:
 def _check_decay_ms(decay_ms: int | None) -> None:
     if decay_ms is None:
         return
-    _check_int(decay_ms, "decay_ms")
+    decay_ms = _check_int(decay_ms, "decay_ms")
     if decay_ms < 0:
         raise PoolValueError(
             f"decay_ms must be >= 0 (0 or None: off), not {decay_ms}", errno.EINVAL
@@ -461,11 +465,11 @@ class BufferPool(_LeasingPool):
         strict: bool = False, leaks: str | None = None, timeout: float | None = None,
         decay_ms: int | None = None,
     ) -> None:  # fmt: skip
-        _check_int(size, "size")
+        size = _check_int(size, "size")
         if size < 1:
             raise PoolValueError(f"size must be >= 1, not {size}", errno.EINVAL)
         _check_holdable(size, f"BufferPool({size}): a block of {size} bytes is")
-        _check_alignment(alignment)
+        alignment = _check_alignment(alignment)
         self._capacity = _check_capacity(capacity)
         _check_decay_ms(decay_ms)
         self._open(
@@ -526,7 +530,7 @@ class BufferPool(_LeasingPool):
             ...     pool.release_many(bufs)
             8
         """
-        _check_int(n, "n")
+        n = _check_int(n, "n")
         wait = self._waiters.timeout_of(check_timeout(timeout))
         if n < 0:
             raise PoolValueError(f"acquire_many(): n must be >= 0, not {n}", errno.EINVAL)
@@ -644,8 +648,8 @@ class Allocator(_LeasingPool):
             >>> asyncio.run(main())
             1000
         """
-        _check_int(nbytes, "nbytes")
-        _check_alignment(alignment)
+        nbytes = _check_int(nbytes, "nbytes")  # numpy's integers too, as alloc() takes them
+        alignment = _check_alignment(alignment)
         wait = check_timeout(timeout)
         lease = self._leases.try_alloc(nbytes, alignment)  # a request that never fits raises
         if lease is not None:

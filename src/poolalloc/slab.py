@@ -207,14 +207,17 @@ class SlabPool(ClosesOnExit, NotCopyable):
         :raises PoolClosedError: the pool is closed.
         :raises CorruptionError: debug mode found a write after free in the block it picked.
         """
-        # One compare on the common path; the type is looked at only above the bound. What
-        # cannot be compared (a str, None, an array) or is no integer (a float) is left to the
-        # core's call, which refuses it by name; an integer type of numpy's is checked as an int.
+        # Two compares on the common path; the type is looked at only above the bound or below
+        # 2 (where True and False are). What cannot be compared (a str, None, an array) or is
+        # no integer (a float) is left to the core's call, which refuses it by name; an integer
+        # type of numpy's is checked as an int.
         try:
-            huge = True if size > _CHECKED_FROM else False  # noqa: SIM210 (no call: a bool()'s)
+            odd = True if size > _CHECKED_FROM or size < 2 else False  # noqa: SIM210 (no bool())
         except (TypeError, ValueError):  # ValueError: an array's comparison has no one truth
-            huge = False
-        if huge:
+            odd = False
+        if odd:
+            if isinstance(size, bool):  # the core's call would take True as 1 byte
+                raise TypeError("size must be an int, not bool")
             try:
                 n = operator.index(size)
             except TypeError:

@@ -99,6 +99,27 @@ def test_bad_timeouts_name_the_argument() -> None:
         held.release()
 
 
+def test_a_timeout_past_every_float_is_no_limit_and_a_negative_one_is_refused() -> None:
+    # float(10**400) raises OverflowError, which every pool leaked as it was
+    huge = 10**400
+    with BufferPool(64, capacity=1, timeout=huge) as pool, Allocator(timeout=huge) as alloc:
+        with pool.acquire(timeout=huge) as buf:
+            assert buf.nbytes == 64
+        with alloc.alloc(100, timeout=huge) as buf:
+            assert buf.nbytes == 100
+        assert asyncio.run(alloc.alloc_async(100, timeout=huge)).release() is None
+        assert len(pool.acquire_many(1, timeout=huge)) == 1
+        for call in (
+            lambda: pool.acquire(timeout=-huge),
+            lambda: alloc.alloc(100, timeout=-huge),
+            lambda: asyncio.run(alloc.alloc_async(100, timeout=-huge)),
+            lambda: BufferPool(64, timeout=-huge),
+        ):
+            with pytest.raises(PoolValueError, match=r"timeout must be >= 0.*not a negative int"):
+                call()
+        assert alloc.outstanding() == 0
+
+
 @pytest.mark.parametrize("huge", [2**63, 2**64, -(2**63) - 1], ids=["2**63", "2**64", "-2**63-1"])
 def test_alloc_arguments_past_the_c_range_are_pool_errors(huge: int) -> None:
     # they used to leak a bare OverflowError from the argument parser ("Python int too large
@@ -132,7 +153,18 @@ def test_alloc_refuses_a_bool_or_a_float_as_a_size_as_alloc_async_does() -> None
                 call(True)
             with pytest.raises(TypeError, match="alignment must be an int, not float"):
                 call(100, 64.0)
+            # an integer of numpy's is an integer to both (alloc_async refused it)
+            with call(np.int64(100), np.int64(128)) as buf:
+                assert buf.nbytes == 100
         assert alloc.outstanding() == 0
+    with SlabPool() as slabs:  # it took True as a 1-byte request
+        for flag in (True, False):
+            with pytest.raises(TypeError, match="size must be an int, not bool"):
+                slabs.alloc(flag)
+        slabs.alloc(1).free()  # the sizes beside them are served as before
+        with pytest.raises(PoolValueError):
+            slabs.alloc(0)
+        assert slabs.stats().in_use_blocks == 0
 
 
 def test_acquire_many_refuses_what_no_batch_can_be_with_pool_errors() -> None:
@@ -178,6 +210,12 @@ def test_a_single_block_of_more_than_the_machine_holds_is_refused_at_once() -> N
         with pytest.raises(PoolOverflowError, match="more than an address space holds"):
             BufferPool(size)
     with Allocator() as alloc:
+        # past an address space: an overflow, as SlabPool and BufferPool say, not a shortage
+        for size in ((1 << 47) + 1, 2**62):
+            with pytest.raises(PoolOverflowError, match="more than an address space holds"):
+                alloc.alloc(size)
+            with pytest.raises(PoolOverflowError, match="more than an address space holds"):
+                asyncio.run(alloc.alloc_async(size))
         with pytest.raises(PoolMemoryError, match="more than this machine's memory and swap"):
             alloc.alloc(too_big)
         with pytest.raises(PoolMemoryError, match="more than this machine's memory"):

@@ -11,6 +11,7 @@ import pytest
 from objpool_helpers import Factory, Thing
 
 from poolalloc import (
+    BufferPool,
     DoubleReleaseError,
     ForeignBufferError,
     ForeignLeaseError,
@@ -365,6 +366,32 @@ def test_bad_acquire_timeout_is_refused_whether_or_not_it_must_wait(
     for lease in held:
         lease.release()
     assert pool.stats().in_use == 0
+
+
+@pytest.mark.parametrize(("timeout", "error"), [("soon", TypeError), (-1, PoolValueError)])
+def test_a_bad_default_timeout_gets_the_errors_buffer_pools_give(
+    factory: Factory, timeout: object, error: type[Exception]
+) -> None:
+    # ObjectPool(timeout="soon") said PoolValueError where BufferPool(64, timeout="soon") says
+    # TypeError: one check for every pool now
+    with pytest.raises(error, match="timeout must be"):
+        ObjectPool(factory, timeout=timeout)  # type: ignore[arg-type]
+    with pytest.raises(error, match="timeout must be"):
+        BufferPool(64, timeout=timeout)  # type: ignore[arg-type]
+
+
+def test_a_timeout_past_every_float_is_no_limit(factory: Factory) -> None:
+    # float(10**400) raises OverflowError: acquire(timeout=10**400) leaked it from every pool
+    huge = 10**400
+    with ObjectPool(factory, max_size=1, timeout=huge) as pool:
+        with pool.acquire() as thing:
+            assert isinstance(thing, Thing)
+        with pool.acquire(timeout=huge):
+            pass
+        assert asyncio.run(_acquire_async_with(pool, huge)) is None
+        with pytest.raises(PoolValueError, match="not a negative int"):
+            pool.acquire(timeout=-huge)
+        assert pool.stats().in_use == 0
 
 
 async def _acquire_async_with(pool: ObjectPool[Thing], timeout: object) -> None:

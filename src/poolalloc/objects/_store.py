@@ -76,7 +76,6 @@ def check_limits(
     min_idle: int,
     max_idle: int | None,
     max_lifetime: float | None,
-    timeout: float | None,
     stash_size: int | None,
 ) -> None:
     problems = []
@@ -92,10 +91,6 @@ def check_limits(
         problems.append(f"min_idle ({min_idle}) exceeds max_idle ({max_idle})")
     if max_lifetime is not None and not max_lifetime > 0:
         problems.append(f"max_lifetime must be > 0 seconds or None, got {max_lifetime!r}")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)):
-        problems.append(f"timeout must be a number of seconds or None, got {timeout!r}")
-    elif timeout is not None and not timeout >= 0:
-        problems.append(f"timeout must be >= 0 seconds or None, got {timeout!r}")
     if stash_size is not None and not _is_count(stash_size):
         problems.append(f"stash_size must be an int >= 0 or None, got {stash_size!r}")
     if problems:

@@ -116,9 +116,9 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
             min_idle=min_idle,
             max_idle=max_idle,
             max_lifetime=max_lifetime,
-            timeout=timeout,
             stash_size=stash_size,
         )
+        default_wait = check_timeout(timeout)  # as BufferPool's: TypeError for no number
         self.name = name
         super().__init__(
             max_size=max_size,
@@ -131,7 +131,7 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
         self._validate = validate
         self._min_idle = min_idle
         self._max_lifetime = max_lifetime
-        self._timeout = DEFAULT_TIMEOUT if timeout is None else timeout
+        self._timeout = DEFAULT_TIMEOUT if default_wait is None else default_wait
         if track_leaks is None:
             track_leaks = leaks.level() != "off"
         self._track = track_leaks
