@@ -89,32 +89,40 @@ static PyTypeObject BoundType = {
     .tp_vectorcall_offset = offsetof(Bound, vectorcall),
 };
 
-static PyObject *cached_new(PyTypeObject *t, PyObject *a, PyObject *k) {
-  (void)a;
-  (void)k;
+static PyObject *builtin_bound(Owner *o, int which) {
+  return PyCFunction_New(which ? &exit_def : &enter_def, (PyObject *)o);
+}
+
+static PyObject *vector_bound(Owner *o, int which) {
+  Bound *b = PyObject_New(Bound, &BoundType);
+  if (b == NULL) return NULL;
+  b->vectorcall = (vectorcallfunc)bound_call;
+  b->owner = (PyObject *)o;
+  b->which = which;
+  return (PyObject *)b;
+}
+
+/* an Owner of type t with its two bound methods made by `bind` */
+static PyObject *owner_new(PyTypeObject *t, PyObject *(*bind)(Owner *, int)) {
   Owner *o = (Owner *)t->tp_alloc(t, 0);
   if (o == NULL) return NULL;
   for (int i = 0; i < 2; i++) {
-    o->bound[i] = PyCFunction_New(i ? &exit_def : &enter_def, (PyObject *)o);
+    o->bound[i] = bind(o, i);
     if (o->bound[i] == NULL) return NULL; /* a benchmark: the half-made object leaks */
   }
   return (PyObject *)o;
 }
 
+static PyObject *cached_new(PyTypeObject *t, PyObject *a, PyObject *k) {
+  (void)a;
+  (void)k;
+  return owner_new(t, builtin_bound);
+}
+
 static PyObject *vector_new(PyTypeObject *t, PyObject *a, PyObject *k) {
   (void)a;
   (void)k;
-  Owner *o = (Owner *)t->tp_alloc(t, 0);
-  if (o == NULL) return NULL;
-  for (int i = 0; i < 2; i++) {
-    Bound *b = PyObject_New(Bound, &BoundType);
-    if (b == NULL) return NULL;
-    b->vectorcall = (vectorcallfunc)bound_call;
-    b->owner = (PyObject *)o;
-    b->which = i;
-    o->bound[i] = (PyObject *)b;
-  }
-  return (PyObject *)o;
+  return owner_new(t, vector_bound);
 }
 
 static PyTypeObject CachedType = {
