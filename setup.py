@@ -36,7 +36,10 @@ from build_flags import compile_args, link_args
 
 lease = Extension(
     "poolalloc._lease",
-    sources=[f"native/lease/{name}.c" for name in ("lease", "buffer", "leasepool", "objlease", "viewlease", "window")],
+    sources=[
+        f"native/lease/{name}.c"
+        for name in ("lease", "buffer", "leasepool", "objlease", "viewlease", "window", "withbind")
+    ],
     depends=["native/lease/lease.h", "native/include/poolalloc.h", "native/include/pa_lease_capi.h"],
     include_dirs=["native/include"],
     extra_compile_args=compile_args(),

@@ -153,164 +153,30 @@ static PyObject *buffer_release(BufferObject *b, PyObject *unused) {
   Py_RETURN_NONE;
 }
 
-/* `with` calls these two. CPython 3.11-3.13 look __enter__ and __exit__ up on the type for each
- * `with` and bind them to the lease; a plain method descriptor would allocate a GC-tracked
- * builtin method object for each (two per `with`). The descriptors below bind to a small
- * untracked object taken from a freelist instead and are called through vectorcall, so a `with`
- * allocates nothing in steady state and __exit__ goes straight to lease_buffer_release(). */
-static PyObject *with_enter(BufferObject *b) {
+/* `with` calls these two, bound without allocating (withbind.c). */
+static PyObject *with_enter(PyObject *self) {
+  BufferObject *b = (BufferObject *)self;
   if (check_live(b) < 0) return NULL;
-  Py_INCREF(b);
-  return (PyObject *)b;
+  return Py_NewRef(self);
 }
 
-static PyObject *with_exit(BufferObject *b) {
+static PyObject *with_exit(PyObject *self) {
+  BufferObject *b = (BufferObject *)self;
   // released inside the block already: nothing left to do. Never swallows the exception.
   if (!b->released && lease_buffer_release(b) < 0) return NULL;
   Py_RETURN_FALSE;
 }
 
-typedef PyObject *(*with_impl)(BufferObject *);
-
-typedef struct {
-  PyObject_HEAD
-  vectorcallfunc vectorcall;
-  with_impl impl;
-  const char *name;
-  Py_ssize_t nargs; /* arguments after self: 0 for __enter__, 3 for __exit__ */
-} WithDescrObject;
-
-typedef struct {
-  PyObject_HEAD
-  vectorcallfunc vectorcall;
-  WithDescrObject *descr; /* borrowed: the descriptors live as long as the module */
-  BufferObject *lease;
-} WithBoundObject;
-
-#define WITH_FREELIST_MAX 16
-static WithBoundObject *with_freelist[WITH_FREELIST_MAX];
-static int with_freelist_n;
-static PyTypeObject WithBoundType;
-
-static int with_check_args(WithDescrObject *d, Py_ssize_t nargs, PyObject *kwnames) {
-  if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0) {
-    PyErr_Format(PyExc_TypeError, "Buffer.%s() takes no keyword arguments", d->name);
-    return -1;
-  }
-  if (nargs != d->nargs) {
-    PyErr_Format(PyExc_TypeError, "Buffer.%s() takes exactly %zd argument(s) (%zd given)",
-                 d->name, d->nargs, nargs);
-    return -1;
-  }
-  return 0;
-}
-
-static PyObject *with_bound_call(WithBoundObject *m, PyObject *const *args, size_t nargsf,
-                                 PyObject *kwnames) {
-  (void)args;
-  WithDescrObject *d = m->descr;
-  if (with_check_args(d, PyVectorcall_NARGS(nargsf), kwnames) < 0) return NULL;
-  return d->impl(m->lease);
-}
-
-static void with_bound_dealloc(WithBoundObject *m) {
-  BufferObject *lease = m->lease;
-  if (with_freelist_n < WITH_FREELIST_MAX)
-    with_freelist[with_freelist_n++] = m;
-  else
-    PyObject_Free(m);
-  Py_DECREF(lease);
-}
-
-static PyObject *with_bound_repr(WithBoundObject *m) {
-  return PyUnicode_FromFormat("<bound method Buffer.%s of %R>", m->descr->name, m->lease);
-}
-
-static PyTypeObject WithBoundType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "poolalloc._BufferWithMethod",
-    .tp_basicsize = sizeof(WithBoundObject),
-    .tp_dealloc = (destructor)with_bound_dealloc,
-    .tp_repr = (reprfunc)with_bound_repr,
-    .tp_vectorcall_offset = offsetof(WithBoundObject, vectorcall),
-    .tp_call = PyVectorcall_Call,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "Buffer.__enter__ or Buffer.__exit__ bound to one lease.",
-};
-
-static PyObject *with_descr_get(WithDescrObject *d, PyObject *obj, PyObject *type) {
-  (void)type;
-  if (obj == NULL || obj == Py_None) {
-    Py_INCREF(d);
-    return (PyObject *)d;
-  }
-  if (!Py_IS_TYPE(obj, &LeaseBufferType)) {
-    PyErr_Format(PyExc_TypeError, "Buffer.%s needs a poolalloc.Buffer, not %.100s", d->name,
-                 Py_TYPE(obj)->tp_name);
-    return NULL;
-  }
-  WithBoundObject *m;
-  if (with_freelist_n > 0) {
-    m = with_freelist[--with_freelist_n];
-    (void)PyObject_Init((PyObject *)m, &WithBoundType);
-  } else {
-    m = PyObject_New(WithBoundObject, &WithBoundType);
-    if (m == NULL) return NULL;
-  }
-  m->vectorcall = (vectorcallfunc)with_bound_call;
-  m->descr = d;
-  Py_INCREF(obj);
-  m->lease = (BufferObject *)obj;
-  return (PyObject *)m;
-}
-
-/* Buffer.__exit__(buf, None, None, None): the unbound form */
-static PyObject *with_descr_call(WithDescrObject *d, PyObject *const *args, size_t nargsf,
-                                 PyObject *kwnames) {
-  Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-  if (nargs < 1 || !Py_IS_TYPE(args[0], &LeaseBufferType)) {
-    PyErr_Format(PyExc_TypeError, "Buffer.%s needs a poolalloc.Buffer as its first argument",
-                 d->name);
-    return NULL;
-  }
-  if (with_check_args(d, nargs - 1, kwnames) < 0) return NULL;
-  return d->impl((BufferObject *)args[0]);
-}
-
-static PyObject *with_descr_repr(WithDescrObject *d) {
-  return PyUnicode_FromFormat("<method '%s' of 'poolalloc.Buffer' objects>", d->name);
-}
-
-static PyTypeObject WithDescrType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "poolalloc._BufferWithDescriptor",
-    .tp_basicsize = sizeof(WithDescrObject),
-    .tp_repr = (reprfunc)with_descr_repr,
-    .tp_vectorcall_offset = offsetof(WithDescrObject, vectorcall),
-    .tp_call = PyVectorcall_Call,
-    .tp_descr_get = (descrgetfunc)with_descr_get,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "Buffer.__enter__ / Buffer.__exit__ (see poolalloc.Buffer).",
-};
-
 /* static: the type dict holds them for the life of the process (static types are never freed) */
-static WithDescrObject with_enter_descr = {
-    PyObject_HEAD_INIT(&WithDescrType).vectorcall = (vectorcallfunc)with_descr_call,
-    .impl = with_enter, .name = "__enter__", .nargs = 0};
-static WithDescrObject with_exit_descr = {
-    PyObject_HEAD_INIT(&WithDescrType).vectorcall = (vectorcallfunc)with_descr_call,
-    .impl = with_exit, .name = "__exit__", .nargs = 3};
+static LeaseWithDescr with_enter_descr = LEASE_WITH_DESCR(
+    &LeaseBufferType, "Buffer", "poolalloc.Buffer", "a poolalloc.Buffer", "__enter__", 0,
+    with_enter);
+static LeaseWithDescr with_exit_descr = LEASE_WITH_DESCR(
+    &LeaseBufferType, "Buffer", "poolalloc.Buffer", "a poolalloc.Buffer", "__exit__", 3,
+    with_exit);
 
 int lease_buffer_type_ready(void) {
-  if (PyType_Ready(&WithDescrType) < 0 || PyType_Ready(&WithBoundType) < 0) return -1;
-  // a dict given before PyType_Ready keeps its entries (documented for tp_dict)
-  PyObject *dict = PyDict_New();
-  if (dict == NULL) return -1;
-  if (PyDict_SetItemString(dict, "__enter__", (PyObject *)&with_enter_descr) < 0 ||
-      PyDict_SetItemString(dict, "__exit__", (PyObject *)&with_exit_descr) < 0) {
-    Py_DECREF(dict);
-    return -1;
-  }
-  LeaseBufferType.tp_dict = dict;
-  return PyType_Ready(&LeaseBufferType);
+  return lease_with_type_ready(&LeaseBufferType, &with_enter_descr, &with_exit_descr);
 }
 
 // ---- pins ----

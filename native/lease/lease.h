@@ -118,6 +118,27 @@ int lease_raise_code(PyObject *cls, int code, const char *fmt, ...);  /* always 
 BufferObject *lease_buffer_new(LeasePoolObject *p, void *ptr, Py_ssize_t nbytes, Py_ssize_t charge);
 int lease_buffer_release(BufferObject *b);
 int lease_buffer_type_ready(void);  /* PyType_Ready for Buffer and its `with` methods */
+
+/* withbind.c: a lease type's __enter__ or __exit__, bound without allocating; one static
+ * descriptor per method and type, made with LEASE_WITH_DESCR */
+typedef struct {
+  PyObject_HEAD
+  vectorcallfunc vectorcall;          /* the unbound call, Owner.__exit__(lease, None, None, None) */
+  PyObject *(*impl)(PyObject *lease); /* the method's work, once the arguments are right */
+  const char *name;                   /* "__enter__" or "__exit__" */
+  Py_ssize_t nargs;                   /* after the lease: 0 for __enter__, 3 for __exit__ */
+  PyTypeObject *type;                 /* what it binds to (subtypes too) */
+  const char *owner, *qualname, *what; /* "Buffer", "poolalloc.Buffer", "a poolalloc.Buffer" */
+} LeaseWithDescr;
+extern PyTypeObject LeaseWithDescrType;
+PyObject *lease_with_descr_call(PyObject *self, PyObject *const *args, size_t nargsf,
+                                PyObject *kwnames);
+#define LEASE_WITH_DESCR(type_, owner_, qualname_, what_, name_, nargs_, impl_)              \
+  {PyObject_HEAD_INIT(&LeaseWithDescrType).vectorcall = lease_with_descr_call,             \
+   .impl = (impl_), .name = (name_), .nargs = (nargs_), .type = (type_), .owner = (owner_), \
+   .qualname = (qualname_), .what = (what_)}
+/* PyType_Ready for `type` with these two in its dict (and for the descriptor types) */
+int lease_with_type_ready(PyTypeObject *type, LeaseWithDescr *enter, LeaseWithDescr *exit);
 int lease_objlease_type_ready(void); /* the same for the C base of ObjectPool leases */
 int lease_buffer_check_release(BufferObject *b, Py_ssize_t index);  /* may b be released now? */
 

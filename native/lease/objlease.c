@@ -6,7 +6,7 @@
  * interpreter entries, about twice an explicit `lease.release()` called from bytecode. This base
  * type holds the lease's two fields (`_pool`, `_slot`, read and written by the Python subclass as
  * ordinary slots) and gives it __enter__ and __exit__ written in C, bound without allocating
- * (descriptors whose bound objects come from a freelist, as Buffer's) and called by vectorcall.
+ * and called by vectorcall (withbind.c, as Buffer's).
  *
  * __enter__ returns `_slot.obj`; __exit__ marks the lease released (`_slot = None`) and hands the
  * slot to `_pool._put(slot, lease)`, the same call `Lease.release()` makes, so the return logic
@@ -117,7 +117,8 @@ static PyObject *pool_put(PyObject *pool, PyObject *slot, PyObject *lease) {
   return res;
 }
 
-static PyObject *objlease_enter(ObjLeaseObject *l) {
+static PyObject *objlease_enter(PyObject *self) {
+  ObjLeaseObject *l = (ObjLeaseObject *)self;
   PyObject *slot = l->slot;
   if (slot == NULL || slot == Py_None) {
     PyErr_SetString(LeaseExc_LeaseReleased, "lease already released");
@@ -126,7 +127,8 @@ static PyObject *objlease_enter(ObjLeaseObject *l) {
   return slot_obj(slot);
 }
 
-static PyObject *objlease_exit(ObjLeaseObject *l) {
+static PyObject *objlease_exit(PyObject *self) {
+  ObjLeaseObject *l = (ObjLeaseObject *)self;
   PyObject *slot = l->slot;
   if (slot == NULL || slot == Py_None) {
     PyErr_SetString(LeaseExc_DoubleRelease, "lease already released");
@@ -146,132 +148,16 @@ static PyObject *objlease_exit(ObjLeaseObject *l) {
   Py_RETURN_NONE; /* never swallows the exception of the block */
 }
 
-// ---- __enter__ / __exit__ descriptors: bound without allocating, called by vectorcall ----
+// ---- __enter__ / __exit__: bound without allocating (withbind.c) ----
 
-typedef PyObject *(*objwith_impl)(ObjLeaseObject *);
-
-typedef struct {
-  PyObject_HEAD
-  vectorcallfunc vectorcall;
-  objwith_impl impl;
-  const char *name;
-  Py_ssize_t nargs; /* arguments after self: 0 for __enter__, 3 for __exit__ */
-} ObjWithDescrObject;
-
-typedef struct {
-  PyObject_HEAD
-  vectorcallfunc vectorcall;
-  ObjWithDescrObject *descr; /* borrowed: the descriptors live as long as the process */
-  ObjLeaseObject *lease;
-} ObjWithBoundObject;
-
-#define OBJWITH_FREELIST_MAX 16
-static ObjWithBoundObject *objwith_freelist[OBJWITH_FREELIST_MAX];
-static int objwith_freelist_n;
-static PyTypeObject ObjWithBoundType;
 PyTypeObject LeaseObjBaseType;
 
-static int objwith_check_args(ObjWithDescrObject *d, Py_ssize_t nargs, PyObject *kwnames) {
-  if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0) {
-    PyErr_Format(PyExc_TypeError, "Lease.%s() takes no keyword arguments", d->name);
-    return -1;
-  }
-  if (nargs != d->nargs) {
-    PyErr_Format(PyExc_TypeError, "Lease.%s() takes exactly %zd argument(s) (%zd given)",
-                 d->name, d->nargs, nargs);
-    return -1;
-  }
-  return 0;
-}
-
-static PyObject *objwith_bound_call(ObjWithBoundObject *m, PyObject *const *args, size_t nargsf,
-                                    PyObject *kwnames) {
-  (void)args;
-  ObjWithDescrObject *d = m->descr;
-  if (objwith_check_args(d, PyVectorcall_NARGS(nargsf), kwnames) < 0) return NULL;
-  return d->impl(m->lease);
-}
-
-static void objwith_bound_dealloc(ObjWithBoundObject *m) {
-  ObjLeaseObject *lease = m->lease;
-  if (objwith_freelist_n < OBJWITH_FREELIST_MAX)
-    objwith_freelist[objwith_freelist_n++] = m;
-  else
-    PyObject_Free(m);
-  Py_DECREF(lease);
-}
-
-static PyObject *objwith_bound_repr(ObjWithBoundObject *m) {
-  return PyUnicode_FromFormat("<bound method Lease.%s of %R>", m->descr->name, m->lease);
-}
-
-static PyTypeObject ObjWithBoundType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "poolalloc._LeaseWithMethod",
-    .tp_basicsize = sizeof(ObjWithBoundObject),
-    .tp_dealloc = (destructor)objwith_bound_dealloc,
-    .tp_repr = (reprfunc)objwith_bound_repr,
-    .tp_vectorcall_offset = offsetof(ObjWithBoundObject, vectorcall),
-    .tp_call = PyVectorcall_Call,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "Lease.__enter__ or Lease.__exit__ bound to one ObjectPool lease.",
-};
-
-static PyObject *objwith_descr_get(ObjWithDescrObject *d, PyObject *obj, PyObject *type) {
-  (void)type;
-  if (obj == NULL || obj == Py_None) return Py_NewRef(d);
-  if (!PyObject_TypeCheck(obj, &LeaseObjBaseType)) {
-    PyErr_Format(PyExc_TypeError, "Lease.%s needs an ObjectPool lease, not %.100s", d->name,
-                 Py_TYPE(obj)->tp_name);
-    return NULL;
-  }
-  ObjWithBoundObject *m;
-  if (objwith_freelist_n > 0) {
-    m = objwith_freelist[--objwith_freelist_n];
-    (void)PyObject_Init((PyObject *)m, &ObjWithBoundType);
-  } else {
-    m = PyObject_New(ObjWithBoundObject, &ObjWithBoundType);
-    if (m == NULL) return NULL;
-  }
-  m->vectorcall = (vectorcallfunc)objwith_bound_call;
-  m->descr = d;
-  m->lease = (ObjLeaseObject *)Py_NewRef(obj);
-  return (PyObject *)m;
-}
-
-/* Lease.__exit__(lease, None, None, None): the unbound form */
-static PyObject *objwith_descr_call(ObjWithDescrObject *d, PyObject *const *args, size_t nargsf,
-                                    PyObject *kwnames) {
-  Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-  if (nargs < 1 || !PyObject_TypeCheck(args[0], &LeaseObjBaseType)) {
-    PyErr_Format(PyExc_TypeError, "Lease.%s needs an ObjectPool lease as its first argument",
-                 d->name);
-    return NULL;
-  }
-  if (objwith_check_args(d, nargs - 1, kwnames) < 0) return NULL;
-  return d->impl((ObjLeaseObject *)args[0]);
-}
-
-static PyObject *objwith_descr_repr(ObjWithDescrObject *d) {
-  return PyUnicode_FromFormat("<method '%s' of 'poolalloc.objects.Lease' objects>", d->name);
-}
-
-static PyTypeObject ObjWithDescrType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "poolalloc._LeaseWithDescriptor",
-    .tp_basicsize = sizeof(ObjWithDescrObject),
-    .tp_repr = (reprfunc)objwith_descr_repr,
-    .tp_vectorcall_offset = offsetof(ObjWithDescrObject, vectorcall),
-    .tp_call = PyVectorcall_Call,
-    .tp_descr_get = (descrgetfunc)objwith_descr_get,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "Lease.__enter__ / Lease.__exit__ (see poolalloc.objects.Lease).",
-};
-
-static ObjWithDescrObject objwith_enter_descr = {
-    PyObject_HEAD_INIT(&ObjWithDescrType).vectorcall = (vectorcallfunc)objwith_descr_call,
-    .impl = objlease_enter, .name = "__enter__", .nargs = 0};
-static ObjWithDescrObject objwith_exit_descr = {
-    PyObject_HEAD_INIT(&ObjWithDescrType).vectorcall = (vectorcallfunc)objwith_descr_call,
-    .impl = objlease_exit, .name = "__exit__", .nargs = 3};
+static LeaseWithDescr objwith_enter_descr = LEASE_WITH_DESCR(
+    &LeaseObjBaseType, "Lease", "poolalloc.objects.Lease", "an ObjectPool lease", "__enter__", 0,
+    objlease_enter);
+static LeaseWithDescr objwith_exit_descr = LEASE_WITH_DESCR(
+    &LeaseObjBaseType, "Lease", "poolalloc.objects.Lease", "an ObjectPool lease", "__exit__", 3,
+    objlease_exit);
 
 // T_OBJECT_EX: the interpreter specialises attribute access to these (LOAD_ATTR_SLOT)
 static PyMemberDef objlease_members[] = {
@@ -297,14 +183,5 @@ int lease_objlease_type_ready(void) {
   str_obj = PyUnicode_InternFromString("obj");
   str_put = PyUnicode_InternFromString("_put");
   if (str_obj == NULL || str_put == NULL) return -1;
-  if (PyType_Ready(&ObjWithDescrType) < 0 || PyType_Ready(&ObjWithBoundType) < 0) return -1;
-  PyObject *dict = PyDict_New();  // kept by PyType_Ready, as for Buffer
-  if (dict == NULL) return -1;
-  if (PyDict_SetItemString(dict, "__enter__", (PyObject *)&objwith_enter_descr) < 0 ||
-      PyDict_SetItemString(dict, "__exit__", (PyObject *)&objwith_exit_descr) < 0) {
-    Py_DECREF(dict);
-    return -1;
-  }
-  LeaseObjBaseType.tp_dict = dict;
-  return PyType_Ready(&LeaseObjBaseType);
+  return lease_with_type_ready(&LeaseObjBaseType, &objwith_enter_descr, &objwith_exit_descr);
 }
