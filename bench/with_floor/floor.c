@@ -8,10 +8,11 @@
  *           builtin, so the interpreter's call of it can be specialised);
  *   Vector: the same with a small vectorcall type of our own instead of builtins;
  *   Plain:  ordinary methods (a new builtin method object per binding).
- * `release()` is the one-method-call baseline. The bound objects of Cached and Vector hold a
- * borrowed reference to their owner: fine for a benchmark that keeps its objects for the life of
- * the process, not for a library (a lease may die while its bound __exit__ is still on the
- * interpreter's stack).
+ * `release()` is the one-method-call baseline. Cached's bound methods hold their owner (a cycle
+ * the owner's reference count never undoes) and Vector's a borrowed reference to it: fine for a
+ * benchmark that keeps its objects for the life of the process, not for a library (a lease
+ * would never be freed, or could die while its bound __exit__ is still on the interpreter's
+ * stack).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -171,7 +171,7 @@ static BufferObject *make_lease(LeasePoolObject *p, void *ptr, Py_ssize_t nbytes
 // ---- acquire (fixed pools) ----
 
 /* None or a real number of seconds (bools are not durations). An int past a double's range is
- * no error: _waiting.check_timeout, which the slow path runs, takes it as no limit. */
+ * no error: the slow path (Waiters.wait_sync) turns it into no limit with check_timeout. */
 static int check_timeout(PyObject *timeout, const char *method) {
   if (timeout == Py_None) return 0;
   if (PyLong_Check(timeout) && !PyBool_Check(timeout)) {
@@ -280,6 +280,11 @@ static int alloc_lease(LeasePoolObject *p, Py_ssize_t nbytes, Py_ssize_t align, 
   if (p->closed) return lease_raise_code(LeaseExc_Closed, ESHUTDOWN, "alloc(): the pool is closed");
   if (nbytes <= 0 || align <= 0 || (align & (align - 1)) || align > (Py_ssize_t)PA_MAX_ALIGN)
     return lease_raise_rc(EINVAL, "alloc(): nbytes >= 1 and alignment a power of two <= 4096");
+  // Past an address space a request is an overflow, as SlabPool.alloc says, whatever the
+  // capacity (not a shortage of memory, nor of capacity).
+  if ((size_t)nbytes > PA_MAX_REQUEST)
+    return lease_raise_code(LeaseExc_Overflow, EOVERFLOW, "alloc(%zd): a block of %zd bytes is "
+                            "more than an address space holds", nbytes, nbytes);
   // a block is never smaller than the request: a request above the capacity can never fit, and
   // one above what is left waits; otherwise the block's real size decides (allocated, checked)
   if (p->capacity > 0 && nbytes > p->capacity)
@@ -287,11 +292,7 @@ static int alloc_lease(LeasePoolObject *p, Py_ssize_t nbytes, Py_ssize_t align, 
                             "Allocator (%zd bytes); it can never be served", nbytes, p->capacity);
   // Chunks are mapped without reserving memory: a request over what the machine holds would
   // be handed out, and the process killed when it touched it (an address-space limit needs
-  // no check here: the mapping itself fails under it). Past an address space the request is
-  // an overflow, as SlabPool.alloc says, not a shortage of memory.
-  if ((size_t)nbytes > PA_MAX_REQUEST)
-    return lease_raise_code(LeaseExc_Overflow, EOVERFLOW, "alloc(%zd): a block of %zd bytes is "
-                            "more than an address space holds", nbytes, nbytes);
+  // no check here: the mapping itself fails under it).
   if (p->max_request > 0 && nbytes > p->max_request)
     return lease_raise_code(LeaseExc_Memory, ENOMEM, "alloc(%zd): more than this machine's "
                             "memory and swap (or its cgroup's memory limit, %zd bytes) can "
@@ -327,6 +328,16 @@ static int alloc_lease(LeasePoolObject *p, Py_ssize_t nbytes, Py_ssize_t align, 
  * OverflowError leaks: nbytes above it is more than an address space holds (PoolOverflowError,
  * as from SlabPool.alloc), any other value there is out of range (PoolValueError). */
 _Static_assert(sizeof(long long) == sizeof(Py_ssize_t), "PyLong_AsLongLongAndOverflow's range");
+/* repr(n), or a description of an int too long to print (Python refuses past 4300 digits) */
+static PyObject *shown_int(PyObject *n) {
+  PyObject *r = PyObject_Repr(n);
+  if (r == NULL && PyErr_ExceptionMatches(PyExc_ValueError)) {
+    PyErr_Clear();
+    r = PyUnicode_FromString("an int too long to print");
+  }
+  return r;
+}
+
 static int request_arg(PyObject *obj, int is_nbytes, Py_ssize_t *out) {
   const char *what = is_nbytes ? "nbytes" : "alignment";
   if (PyBool_Check(obj) || !PyIndex_Check(obj)) {
@@ -337,14 +348,18 @@ static int request_arg(PyObject *obj, int is_nbytes, Py_ssize_t *out) {
   if (n == NULL) return -1;
   int overflow = 0;
   long long v = PyLong_AsLongLongAndOverflow(n, &overflow);
-  if (overflow > 0 && is_nbytes)
-    lease_raise_code(LeaseExc_Overflow, EOVERFLOW, "alloc(%R): a block of %R bytes is more than "
-                     "an address space holds", n, n);
+  PyObject *shown = overflow ? shown_int(n) : NULL;
+  if (overflow && shown == NULL)
+    ;  // the error of shown_int stands
+  else if (overflow > 0 && is_nbytes)
+    lease_raise_code(LeaseExc_Overflow, EOVERFLOW, "alloc(%U): a block of %U bytes is more than "
+                     "an address space holds", shown, shown);
   else if (overflow < 0 && is_nbytes)
-    lease_raise_code(LeaseExc_Value, EINVAL, "alloc(): nbytes must be >= 1, not %R", n);
+    lease_raise_code(LeaseExc_Value, EINVAL, "alloc(): nbytes must be >= 1, not %U", shown);
   else if (overflow)
     lease_raise_code(LeaseExc_Value, EINVAL, "alloc(): alignment must be a power of two <= %d, "
-                     "not %R", (int)PA_MAX_ALIGN, n);
+                     "not %U", (int)PA_MAX_ALIGN, shown);
+  Py_XDECREF(shown);
   Py_DECREF(n);
   if (PyErr_Occurred()) return -1;
   *out = (Py_ssize_t)v;

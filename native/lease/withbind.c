@@ -101,11 +101,12 @@ static PyObject *descr_get(LeaseWithDescr *d, PyObject *obj, PyObject *type) {
   WithBound *m;
   if (with_freelist_n > 0) {
     m = with_freelist[--with_freelist_n];
-#if PY_VERSION_HEX < 0x030D0000 && !defined(Py_TRACE_REFS)
+#if PY_VERSION_HEX < 0x030D0000 && !defined(Py_REF_DEBUG)
     /* The type is still set; all PyObject_Init adds in 3.11-3.12 release builds is two calls
-     * (about 4 ns of a 75 ns `with` cycle) and tracemalloc's note of where the object was made,
-     * which for this object nobody asks. 3.13 also tells a reference tracer of the creation,
-     * whose destruction _Py_Dealloc reports: the full init there. */
+     * and tracemalloc's note of where the object was made, which for this object nobody asks.
+     * Debug builds (Py_REF_DEBUG, implied by Py_TRACE_REFS) also count references in total,
+     * and 3.13 tells a reference tracer of the creation, whose destruction _Py_Dealloc
+     * reports: the full init there. */
     Py_SET_REFCNT(m, 1);
 #else
     (void)PyObject_Init((PyObject *)m, &WithBoundType);

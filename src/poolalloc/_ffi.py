@@ -18,9 +18,11 @@ Example:
 from __future__ import annotations
 
 import errno
+import operator
 import threading
 from typing import Any, Final, NewType
 
+from poolalloc._ints import shown
 from poolalloc._native import ffi, lib
 from poolalloc.errors import PoolOverflowError, PoolValueError, check_rc
 
@@ -53,12 +55,15 @@ CLASS_STATS_FIELDS: Final[tuple[str, ...]] = (
 
 
 def _size(value: int, what: str = "size") -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
+    """``value`` as an int, an integer of numpy's too; no bool (numpy's bool has no
+    ``__index__``), nothing negative or past a size_t."""
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
         raise PoolValueError(f"{what} must be an int, not {type(value).__name__}", errno.EINVAL)
+    value = operator.index(value)
     if value < 0:
-        raise PoolValueError(f"{what} must not be negative: {value}", errno.EINVAL)
+        raise PoolValueError(f"{what} must not be negative: {shown(value)}", errno.EINVAL)
     if value >= _SIZE_LIMIT:
-        raise PoolOverflowError(f"{what} does not fit in size_t: {value}", errno.EOVERFLOW)
+        raise PoolOverflowError(f"{what} does not fit in size_t: {shown(value)}", errno.EOVERFLOW)
     return value
 
 

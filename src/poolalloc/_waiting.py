@@ -174,7 +174,8 @@ class Waiters:
 
     def wait_sync(self, core: LeasePool, timeout: float | None, nbytes: int, align: int) -> Buffer:
         """Called by C at capacity: wait for a lease until ``timeout`` (None: the default)."""
-        wait = self.timeout_of(timeout)
+        # C checked the timeout's type and sign; an int past every float becomes inf here
+        wait = self.timeout_of(check_timeout(timeout))
         if wait <= 0:
             raise _exhausted(core, wait)
         # This thread took every lease out, and no other thread exists that could release one

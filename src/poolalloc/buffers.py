@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import operator
+import sys
 import time
 import warnings
 import weakref
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from typing import Self
 
 from poolalloc import _async_backends, _ffi, _lease, leaks, settings
+from poolalloc._ints import shown as _shown
 from poolalloc._lease import Buffer, BufferPin, LeasePool
 from poolalloc._memory import ADDRESS_SPACE as _ADDRESS_SPACE
 from poolalloc._memory import check_holdable as _check_holdable
@@ -43,7 +45,7 @@ from poolalloc._waiting import (
     check_timeout,
     retry_for,
 )
-from poolalloc.errors import PoolExhausted, PoolMemoryError, PoolValueError
+from poolalloc.errors import PoolExhausted, PoolMemoryError, PoolOverflowError, PoolValueError
 from poolalloc.slab import SlabPool
 from poolalloc.stats import PoolStats
 
@@ -164,18 +166,23 @@ def _check_capacity(capacity: int | None) -> int:
         return 0
     capacity = _check_int(capacity, "capacity")
     if capacity < 1:
-        raise PoolValueError(f"capacity must be >= 1 or None, not {capacity}", errno.EINVAL)
+        raise PoolValueError(f"capacity must be >= 1 or None, not {_shown(capacity)}", errno.EINVAL)
+    if capacity > sys.maxsize:  # the C pool counts in a ssize_t
+        raise PoolOverflowError(
+            f"capacity must be <= {sys.maxsize}, not {_shown(capacity)}", errno.EOVERFLOW
+        )
     return capacity
 
 
-def _check_decay_ms(decay_ms: int | None) -> None:
+def _check_decay_ms(decay_ms: int | None) -> int | None:
     if decay_ms is None:
-        return
+        return None
     decay_ms = _check_int(decay_ms, "decay_ms")
     if decay_ms < 0:
         raise PoolValueError(
             f"decay_ms must be >= 0 (0 or None: off), not {decay_ms}", errno.EINVAL
         )
+    return decay_ms
 
 
 class _LeasingPool(NotCopyable):
@@ -467,11 +474,11 @@ class BufferPool(_LeasingPool):
     ) -> None:  # fmt: skip
         size = _check_int(size, "size")
         if size < 1:
-            raise PoolValueError(f"size must be >= 1, not {size}", errno.EINVAL)
-        _check_holdable(size, f"BufferPool({size}): a block of {size} bytes is")
+            raise PoolValueError(f"size must be >= 1, not {_shown(size)}", errno.EINVAL)
+        _check_holdable(size, f"BufferPool({_shown(size)}): a block of {_shown(size)} bytes is")
         alignment = _check_alignment(alignment)
         self._capacity = _check_capacity(capacity)
-        _check_decay_ms(decay_ms)
+        decay_ms = _check_decay_ms(decay_ms)
         self._open(
             size=size, alignment=alignment, capacity=self._capacity, fixed=True,
             numa_node=numa_node, name=name, debug=debug, strict=strict, leak_level=leaks,
@@ -533,10 +540,12 @@ class BufferPool(_LeasingPool):
         n = _check_int(n, "n")
         wait = self._waiters.timeout_of(check_timeout(timeout))
         if n < 0:
-            raise PoolValueError(f"acquire_many(): n must be >= 0, not {n}", errno.EINVAL)
+            raise PoolValueError(f"acquire_many(): n must be >= 0, not {_shown(n)}", errno.EINVAL)
         if self._capacity and n > self._capacity:
-            raise PoolValueError(f"acquire_many({n}): more than the capacity", errno.EINVAL)
-        _check_holdable(n * self.size, f"acquire_many({n}): {n} blocks of {self.size} bytes are")
+            raise PoolValueError(f"acquire_many({_shown(n)}): more than the capacity", errno.EINVAL)
+        _check_holdable(
+            n * self.size, f"acquire_many({_shown(n)}): {_shown(n)} blocks of {self.size} bytes are"
+        )
         try:
             bufs: list[Buffer] | None = self._leases.acquire_many(n)
         except MemoryError as exc:
@@ -612,7 +621,7 @@ class Allocator(_LeasingPool):
         leaks: str | None = None, timeout: float | None = None, decay_ms: int | None = None,
     ) -> None:  # fmt: skip
         self._capacity = _check_capacity(capacity)
-        _check_decay_ms(decay_ms)
+        decay_ms = _check_decay_ms(decay_ms)
         self._open(
             size=0, alignment=64, capacity=self._capacity, fixed=False, numa_node=numa_node,
             name=name, debug=debug, strict=strict, leak_level=leaks, timeout=timeout,

@@ -17,13 +17,13 @@ Example:
 from __future__ import annotations
 
 import errno
-import operator
 import weakref
 from dataclasses import dataclass
 from typing import Final
 
 from poolalloc import _ffi, numa
 from poolalloc._closing import ClosesOnExit
+from poolalloc._ints import shown
 from poolalloc._memory import check_holdable
 from poolalloc._not_copyable import NotCopyable
 from poolalloc.errors import DoubleReleaseError, PoolValueError
@@ -210,20 +210,16 @@ class SlabPool(ClosesOnExit, NotCopyable):
         # Two compares on the common path; the type is looked at only above the bound or below
         # 2 (where True and False are). What cannot be compared (a str, None, an array) or is
         # no integer (a float) is left to the core's call, which refuses it by name; an integer
-        # type of numpy's is checked as an int.
+        # of numpy's is an int.
         try:
             odd = True if size > _CHECKED_FROM or size < 2 else False  # noqa: SIM210 (no bool())
         except (TypeError, ValueError):  # ValueError: an array's comparison has no one truth
             odd = False
         if odd:
-            if isinstance(size, bool):  # the core's call would take True as 1 byte
-                raise TypeError("size must be an int, not bool")
-            try:
-                n = operator.index(size)
-            except TypeError:
-                n = -1
-            if n >= 0:
-                check_holdable(n, f"alloc({n}): a block of {n} bytes is")
+            # refuses by name what is no int (True and numpy's True_, which the core's call
+            # takes as 1 byte, too) or is negative
+            n = _ffi._size(size)
+            check_holdable(n, f"alloc({shown(n)}): a block of {shown(n)} bytes is")
         address, usable = _ffi.alloc_sized(self._handle, size, alignment)
         block = Block(self, address, size, usable)
         self._live[address] = block  # one dict operation: atomic, with or without the GIL

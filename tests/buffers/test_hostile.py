@@ -8,6 +8,7 @@ import copy
 import errno
 import pickle
 import socket
+import threading
 import time
 from typing import Any
 
@@ -99,6 +100,50 @@ def test_bad_timeouts_name_the_argument() -> None:
         held.release()
 
 
+def test_a_timeout_past_every_float_waits_without_limit_at_capacity() -> None:
+    # the C check let 10**400 through, and the wait then raised OverflowError from float()
+    huge = 10**400
+    with BufferPool(64, capacity=1) as pool, Allocator(capacity=4096) as alloc:
+        cases = [
+            (lambda: pool.acquire(timeout=huge), pool.acquire()),
+            (lambda: alloc.alloc(4096, timeout=huge), alloc.alloc(4096)),
+        ]
+        for take, held in cases:
+            timer = threading.Timer(0.2, held.release)
+            timer.start()
+            start = time.monotonic()
+            with take() as buf:
+                assert buf.nbytes in (64, 4096)
+            assert time.monotonic() - start >= 0.15
+            timer.join()
+        assert pool.outstanding() == alloc.outstanding() == 0
+
+
+def test_sizes_too_long_to_print_and_capacities_past_a_ssize_t_are_pool_errors() -> None:
+    # str() of an int past 4300 digits raises ValueError: the messages about such a size did,
+    # instead of the pool error; a capacity past a ssize_t was a bare OverflowError
+    huge = 10**5000
+    with pytest.raises(PoolOverflowError, match="an int of 16610 bits"):
+        BufferPool(huge)
+    with pytest.raises(PoolOverflowError, match="an int of 16610 bits"):
+        SlabPool().alloc(huge)
+    with BufferPool(64) as pool, pytest.raises(PoolOverflowError, match="an int of 16610 bits"):
+        pool.acquire_many(huge)
+    with Allocator() as alloc:
+        with pytest.raises(PoolOverflowError, match="an int too long to print"):
+            alloc.alloc(huge)
+        with pytest.raises(PoolValueError, match=r"alignment.*an int too long to print"):
+            alloc.alloc(100, huge)
+    for capacity in (2**70, np.uint64(2**64 - 1)):
+        with pytest.raises(PoolOverflowError, match="capacity must be <="):
+            BufferPool(64, capacity=capacity)  # type: ignore[arg-type]
+        with pytest.raises(PoolOverflowError, match="capacity must be <="):
+            Allocator(capacity=capacity)  # type: ignore[arg-type]
+    # an integer of numpy's is an int here too (decay_ms said "must be an int, not int64")
+    with BufferPool(64, decay_ms=np.int64(5)) as pool, Allocator(decay_ms=np.int64(5)):  # type: ignore[arg-type]
+        assert pool.acquire().release() is None
+
+
 def test_a_timeout_past_every_float_is_no_limit_and_a_negative_one_is_refused() -> None:
     # float(10**400) raises OverflowError, which every pool leaked as it was
     huge = 10**400
@@ -157,10 +202,15 @@ def test_alloc_refuses_a_bool_or_a_float_as_a_size_as_alloc_async_does() -> None
             with call(np.int64(100), np.int64(128)) as buf:
                 assert buf.nbytes == 100
         assert alloc.outstanding() == 0
-    with SlabPool() as slabs:  # it took True as a 1-byte request
-        for flag in (True, False):
-            with pytest.raises(TypeError, match="size must be an int, not bool"):
-                slabs.alloc(flag)
+    with SlabPool() as slabs:  # it took True (and numpy's True_) as a 1-byte request
+        for flag in (True, False, np.True_, np.False_):
+            with pytest.raises(PoolValueError, match="size must be an int, not bool"):
+                slabs.alloc(flag)  # type: ignore[arg-type]
+        with pytest.raises(PoolValueError, match="size must not be negative: -1"):
+            slabs.alloc(np.int64(-1))  # type: ignore[arg-type]  # said "not int64"
+        block = slabs.alloc(np.int64(100))  # type: ignore[arg-type]
+        assert block.nbytes == 100
+        block.free()
         slabs.alloc(1).free()  # the sizes beside them are served as before
         with pytest.raises(PoolValueError):
             slabs.alloc(0)
@@ -211,11 +261,13 @@ def test_a_single_block_of_more_than_the_machine_holds_is_refused_at_once() -> N
             BufferPool(size)
     with Allocator() as alloc:
         # past an address space: an overflow, as SlabPool and BufferPool say, not a shortage
+        # of memory, nor of capacity
         for size in ((1 << 47) + 1, 2**62):
-            with pytest.raises(PoolOverflowError, match="more than an address space holds"):
-                alloc.alloc(size)
-            with pytest.raises(PoolOverflowError, match="more than an address space holds"):
-                asyncio.run(alloc.alloc_async(size))
+            for pool in (alloc, Allocator(capacity=1 << 20)):
+                with pytest.raises(PoolOverflowError, match="more than an address space holds"):
+                    pool.alloc(size)
+                with pytest.raises(PoolOverflowError, match="more than an address space holds"):
+                    asyncio.run(pool.alloc_async(size))
         with pytest.raises(PoolMemoryError, match="more than this machine's memory and swap"):
             alloc.alloc(too_big)
         with pytest.raises(PoolMemoryError, match="more than this machine's memory"):

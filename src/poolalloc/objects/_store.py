@@ -89,7 +89,11 @@ def check_limits(
         problems.append(f"max_idle must be an int >= 0 or None, got {max_idle!r}")
     elif max_idle is not None and _is_count(min_idle) and min_idle > max_idle:
         problems.append(f"min_idle ({min_idle}) exceeds max_idle ({max_idle})")
-    if max_lifetime is not None and not max_lifetime > 0:
+    if max_lifetime is not None and (
+        isinstance(max_lifetime, bool)
+        or not isinstance(max_lifetime, int | float)
+        or not max_lifetime > 0
+    ):
         problems.append(f"max_lifetime must be > 0 seconds or None, got {max_lifetime!r}")
     if stash_size is not None and not _is_count(stash_size):
         problems.append(f"stash_size must be an int >= 0 or None, got {stash_size!r}")
