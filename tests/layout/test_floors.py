@@ -28,6 +28,7 @@ FLOORS = {
     "poolalloc._moved": 1,
     "poolalloc.settings": 1,
     "poolalloc._version": 1,
+    "poolalloc._ints": 1,
     "poolalloc": 2,
     "poolalloc.net": 3,
     "poolalloc.net.epoll": 4,
