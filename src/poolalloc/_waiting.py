@@ -249,8 +249,12 @@ def check_timeout(timeout: object, what: str = "timeout") -> float | None:
     if isinstance(timeout, int) and not -_FLOAT_MAX <= timeout <= _FLOAT_MAX:
         # past every float (isnan() and float() raise; its repr may be refused)
         if timeout < 0:
-            raise PoolValueError(f"{what} must be >= 0 seconds (inf: no limit), not a negative int")
+            raise PoolValueError(
+                f"{what} must be >= 0 seconds (inf: no limit) or None, not a negative int"
+            )
         return math.inf  # no clock reaches it
     if math.isnan(timeout) or timeout < 0:
-        raise PoolValueError(f"{what} must be >= 0 seconds (inf: no limit), not {timeout!r}")
+        raise PoolValueError(
+            f"{what} must be >= 0 seconds (inf: no limit) or None, not {timeout!r}"
+        )
     return float(timeout)
