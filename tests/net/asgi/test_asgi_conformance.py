@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
@@ -111,6 +112,68 @@ def test_graceful_shutdown_finishes_in_flight_requests(kind: str, make_server: A
     thread.join(10)
     assert answers[0].status_code == 200
     assert answers[0].text == "slow done"
+
+
+class _AfterResponse:
+    """An app whose work goes on after its response (a Starlette ``BackgroundTask``), and whose
+    lifespan shutdown closes what that work needs."""
+
+    def __init__(self, work: float) -> None:
+        self.work = work
+        self.events: list[str] = []
+        self.answered = threading.Event()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            self.events.append("lifespan shutdown")
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"queued"})
+        self.answered.set()
+        try:
+            await asyncio.sleep(self.work)
+            self.events.append("work done")
+        except asyncio.CancelledError:
+            self.events.append("work cancelled")
+            raise
+
+
+def test_shutdown_waits_for_work_after_the_response(kind: str, make_server: Any) -> None:
+    """Work an app does after its response ends before the lifespan shutdown (which closes
+    what it uses), as uvicorn waits for it: it was dropped with the loop, never finished."""
+    app = _AfterResponse(0.5)
+    server = make_server(kind, app)
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.get("/").text == "queued"
+    assert app.answered.wait(10)
+    server.stop()
+    assert app.events == ["work done", "lifespan shutdown"]
+
+
+def test_shutdown_cancels_work_past_the_graceful_timeout() -> None:
+    """Work still running at the end of the graceful timeout is cancelled (its ``finally``
+    blocks run) before the lifespan shutdown, and the server says so."""
+    from poolalloc.net.asgi import AsgiServer
+
+    app = _AfterResponse(30)
+
+    async def main() -> float:
+        server = AsgiServer(app, port=0)
+        await server.start()
+        reader, writer = await asyncio.open_connection(*server.address)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await reader.readuntil(b"queued")
+        began = time.monotonic()
+        await server.shutdown(timeout=0.3)
+        writer.close()
+        return time.monotonic() - began
+
+    took = asyncio.run(asyncio.wait_for(main(), 20))
+    assert 0.3 <= took < 5
+    assert app.events == ["work cancelled", "lifespan shutdown"]
 
 
 def test_app_exception_logs_a_traceback(make_server: Any, caplog: pytest.LogCaptureFixture) -> None:

@@ -188,6 +188,9 @@ class ServerState:
         self.pipeline_limit = pipeline_limit
         self.state: dict[str, Any] = {}  # the lifespan state, copied into each request scope
         self.connections: set[HttpAsgiProtocol] = set()
+        #: The application's request tasks: one may run on after its response (a Starlette
+        #: BackgroundTask), so a shutdown waits for these, not for the connections alone.
+        self.tasks: set[asyncio.Task[None]] = set()
         self.closing = False  # graceful shutdown: finish what is in flight, take nothing new
         self.requests = 0
         #: Timeouts that ended a connection: idle, a head or a body not received in time.
@@ -845,7 +848,9 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
                 self._fail(exc)
                 return end
         self.state.requests += 1
-        self._task = self.loop.create_task(self._run(cycle))
+        task = self._task = self.loop.create_task(self._run(cycle))
+        self.state.tasks.add(task)
+        task.add_done_callback(self.state.tasks.discard)
         return pos
 
     def _scope(self, parsed: _Parsed) -> Scope:

@@ -351,20 +351,35 @@ class AsgiServer:
 
     async def shutdown(self, timeout: float = 30.0) -> None:
         """Stop accepting, let in-flight requests finish (up to ``timeout``), run the lifespan
-        shutdown, and close what is left."""
-        self.state.closing = True
+        shutdown, and close what is left.
+
+        A request is in flight until its application returns, also after its response went
+        out (work it does then, such as a Starlette ``BackgroundTask``, may need what the
+        lifespan shutdown closes); past ``timeout`` its connection is reset and its task
+        cancelled, as uvicorn's ``timeout_graceful_shutdown`` does."""
+        state = self.state
+        state.closing = True
         if self._server is not None:
             self._server.close()
-        for conn in list(self.state.connections):
+        for conn in list(state.connections):
             conn.shutdown()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.state.connections and loop.time() < deadline:
+        while (state.connections or state.tasks) and loop.time() < deadline:
             await asyncio.sleep(0.01)
-        for conn in list(self.state.connections):
+        for conn in list(state.connections):
             if conn.transport is not None:
                 conn.transport.abort()
         await asyncio.sleep(0)
+        tasks = list(state.tasks)
+        if tasks:
+            logger.error(
+                "%d ASGI request task(s) still running after the graceful timeout of %g s: "
+                "cancelled", len(tasks), timeout,
+            )  # fmt: skip
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks, timeout=_END_GRACE)  # their finally blocks, bounded
         if self._server is not None:
             await self._server.wait_closed()
         if self._lifespan is not None:
