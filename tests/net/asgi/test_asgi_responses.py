@@ -743,3 +743,67 @@ def test_a_memoryview_body_counts_its_bytes_not_its_items(make_server: Any) -> N
     head, _, body = got.partition(b"\r\n\r\n")
     assert b"\r\ncontent-length: 12\r\n" in head.lower()
     assert body == array.array("i", [1, 2, 3]).tobytes()
+
+
+@pytest.mark.parametrize("kind", ["poolalloc", "uvicorn"])
+def test_a_root_path_is_part_of_the_scope_path(kind: str) -> None:
+    """ASGI: ``path`` (and ``raw_path``) is the whole path, ``root_path`` included, as uvicorn
+    gives it: a request for ``/items`` behind a proxy that stripped ``/api`` is ``/api/items``.
+    Starlette routes on what follows ``root_path`` and builds ``request.url`` (and its slash
+    redirects) from ``path``: without the prefix they pointed outside the application."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    seen: list[tuple[str, bytes, str]] = []
+
+    async def items(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(str(request.url))
+
+    starlette = Starlette(routes=[Route("/items/", items)])
+
+    async def paths(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            seen.append((scope["path"], scope["raw_path"], scope["root_path"]))
+        await starlette(scope, receive, send)
+
+    async def ask(address: tuple[str, int], target: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection(*address)
+        writer.write(b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % target)
+        reply = await reader.read()
+        writer.close()
+        return reply
+
+    async def main() -> tuple[bytes, bytes]:
+        if kind == "poolalloc":
+            server = AsgiServer(paths, "127.0.0.1", 0, lifespan="off", root_path="/api")
+            await server.start()
+            address = server.address
+        else:
+            import uvicorn
+
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            address = sock.getsockname()
+            config = uvicorn.Config(paths, lifespan="off", root_path="/api", http="h11")
+            userver = uvicorn.Server(config)
+            task = asyncio.ensure_future(userver.serve(sockets=[sock]))
+            while not userver.started:
+                await asyncio.sleep(0.01)
+        try:
+            return await ask(address, b"/it%65ms/"), await ask(address, b"/items")
+        finally:
+            if kind == "poolalloc":
+                await server.shutdown(1)
+            else:
+                userver.should_exit = True
+                await task
+                sock.close()
+
+    found, moved = asyncio.run(asyncio.wait_for(main(), 20))
+    assert seen[0] == ("/api/items/", b"/api/it%65ms/", "/api")
+    assert found.startswith(b"HTTP/1.1 200 ")
+    assert found.endswith(b"\r\n\r\nhttp://x/api/items/")
+    assert moved.startswith(b"HTTP/1.1 307 ")
+    assert b"\r\nlocation: http://x/api/items/\r\n" in moved.lower()

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, cast
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from poolalloc.errors import PoolExhausted
 from poolalloc.net._tcp_info import acked_bytes
@@ -179,6 +179,7 @@ class ServerState:
         self.app = app
         self.pool = pool
         self.root_path = root_path
+        self.root_raw_path = quote(root_path, safe="/:@!$&'()*+,;=").encode("ascii")
         self.max_head = max_head
         self.max_body = max_body
         self.keep_alive_timeout = keep_alive_timeout
@@ -856,6 +857,11 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
     def _scope(self, parsed: _Parsed) -> Scope:
         req, http_version, path, raw_path, query, headers = parsed
         state = self.state
+        if state.root_path:
+            # ASGI: path is the whole path, root_path included (as uvicorn gives it); the
+            # application routes on what follows root_path and builds its URLs from path
+            path = state.root_path + path
+            raw_path = state.root_raw_path + raw_path
         return {
             "type": "http",
             "asgi": _ASGI,

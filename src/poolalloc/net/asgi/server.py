@@ -221,6 +221,9 @@ class AsgiServer:
     :param pool: read buffers (None: a ``BufferPool`` of ``buffer_size`` bytes, at most
         ``buffer_capacity`` out at once; None: no limit).
     :param lifespan: ``"auto"`` (run it if the app supports it), ``"on"`` or ``"off"``.
+    :param root_path: the path the application is mounted at (a proxy in front strips it):
+        the scope's ``root_path``, and the start of its ``path`` and ``raw_path``, as ASGI
+        and uvicorn have it.
     :param keep_alive_timeout: seconds a connection may wait between requests, and for a
         request head to arrive whole (past it a begun head is answered ``408``).
     :param idle_timeout: seconds a request body may stop arriving while the app waits for it
