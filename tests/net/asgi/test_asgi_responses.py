@@ -344,6 +344,22 @@ def test_a_head_whose_lines_end_in_a_bare_lf_is_answered(make_server: Any) -> No
     assert time.monotonic() - started < 2
 
 
+@pytest.mark.parametrize("lines", [b"\r\n\r\n", b"\n\n\n", b"\r\n" * 5])
+def test_empty_lines_before_a_request_are_skipped(make_server: Any, lines: bytes) -> None:
+    """RFC 9112 2.2: empty lines before a request line are skipped, any number, as the HTTP
+    server skips them (and nginx); two or more were taken for an empty head: 400 and the
+    close, also for a request behind a body followed by the CRLFs old clients add."""
+    server = make_server("poolalloc", app)
+    got, _ = exchange(server, lines + NEXT, 1.0)
+    assert got.startswith(b"HTTP/1.1 200 ")
+    assert got.endswith(b"next-ok")
+    posted = b"POST /next HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab"
+    got, closed = exchange(server, posted + lines + NEXT, 1.0)
+    assert got.count(b"HTTP/1.1 200 ") == 2
+    assert got.endswith(b"next-ok")
+    assert not closed
+
+
 def test_an_absolute_form_target_gives_the_app_its_path(make_server: Any) -> None:
     """RFC 9112 3.2.2: a server must accept an absolute-form target of its own schemes; the
     scope carries the path and query in it, as for the origin form."""

@@ -87,6 +87,7 @@ _REASON = {int(code): code.phrase for code in HTTPStatus} | {
 }
 _STATUS_LINES: dict[int, bytes] = {}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_EOL = b"\r\n"
 
 _date_cache: list[Any] = [0, b""]
 _LINGER_RESET = struct.pack("ii", 1, 0)
@@ -822,6 +823,10 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         if self.state.closing:
             self._close()
             return end
+        while pos < end and buf[pos] in _EOL:
+            # RFC 9112 2.2: empty lines before a request line are skipped, any number (as the
+            # HTTP server and nginx skip them); they do not restart the keep-alive time
+            pos += 1
         found = _HEAD_END.search(buf, pos, end)
         if found is None:
             return pos  # incomplete: the caller keeps the bytes
