@@ -823,3 +823,74 @@ def test_a_root_path_is_part_of_the_scope_path(kind: str) -> None:
     assert found.endswith(b"\r\n\r\nhttp://x/api/items/")
     assert moved.startswith(b"HTTP/1.1 307 ")
     assert b"\r\nlocation: http://x/api/items/\r\n" in moved.lower()
+
+
+def _refusing_upload(size: int) -> Any:
+    """An app that answers an upload without reading it (a 401 with a page of ``size``)."""
+
+    async def refuse(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        page = b"p" * size
+        headers = [(b"content-length", b"%d" % size)]
+        await send({"type": "http.response.start", "status": 401, "headers": headers})
+        await send({"type": "http.response.body", "body": page})
+
+    return refuse
+
+
+def _upload_then_read(address: tuple[str, int], body: int, prefix: bytes) -> tuple[bytes, bool]:
+    """Send a request head and ``body`` bytes of body while the answer comes (a client with a
+    small receive buffer, reading only once it has sent all it could); what it then read,
+    and whether its sending was cut by the server's reset."""
+    with socket.create_connection(address, timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        sock.sendall(prefix % body)
+        sent, cut = 0, False
+        try:
+            while sent < body:
+                sent += sock.send(b"y" * min(65536, body - sent))
+        except OSError:
+            cut = True
+        time.sleep(0.3)
+        got = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                got += chunk
+    return got, cut
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n",
+    ],
+    ids=["length", "chunked"],
+)
+def test_an_answer_to_a_body_left_unread_is_not_cut_by_a_reset(prefix: bytes) -> None:
+    """An app that answers without reading the body (a 401 to an upload) has its connection
+    closed after the answer; the client still sending, a plain close reset the connection and
+    dropped what the kernel still held of the answer (300 KB arrived as 32 KB). The server now
+    half-closes and reads what the client still sends (dropped) until its FIN or a linger of
+    2 s, as the HTTP server's lingering close does: the whole answer arrives."""
+    size = 300_000
+
+    async def main() -> tuple[bytes, bool, float]:
+        server = AsgiServer(_refusing_upload(size), "127.0.0.1", 0, lifespan="off")
+        await server.start()
+        loop = asyncio.get_running_loop()
+        got, cut = await loop.run_in_executor(
+            None, _upload_then_read, server.address, 1_000_000, prefix
+        )
+        began = time.monotonic()
+        await server.shutdown(5)
+        return got, cut, time.monotonic() - began
+
+    got, cut, shutdown = asyncio.run(asyncio.wait_for(main(), 30))
+    head, _, page = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401 ")
+    assert b"\r\nconnection: close" in head.lower()
+    assert len(page) == size
+    assert not cut  # read and dropped: the client sent all of its body
+    assert shutdown < 1  # the client's close ended the linger

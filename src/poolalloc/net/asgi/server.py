@@ -301,17 +301,22 @@ class AsgiServer:
     def metrics(self) -> dict[str, float]:
         """Timeouts that ended a connection (``timeouts_total``, named and counted as the HTTP
         server's: idle, a head or a body not received in time), connections answered 503
-        because no read buffer was free (``overloaded_total``) and open connections.
+        because no read buffer was free (``overloaded_total``), open connections
+        (``connections_active``) and connections in their lingering close
+        (``connections_lingering``: answered and half-closed, reading what the client still
+        sends until its FIN, up to 2 s), as the HTTP server counts them.
 
         Example:
             >>> AsgiServer(lambda s, r, w: None, port=0).metrics()["timeouts_total"]
             0
         """
         state = self.state
+        lingering = sum(1 for conn in state.connections if conn.lingering)
         return {
             "timeouts_total": state.timeouts,
             "overloaded_total": state.overloaded,
-            "connections_active": len(state.connections),
+            "connections_active": len(state.connections) - lingering,
+            "connections_lingering": lingering,
         }
 
     async def start(self) -> None:
