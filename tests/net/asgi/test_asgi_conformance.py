@@ -659,3 +659,42 @@ def test_a_lifespan_app_waiting_in_receive_after_its_shutdown_is_cancelled_at_on
     took = asyncio.run(asyncio.wait_for(main(), 30))
     assert cancelled == [True]
     assert took < 0.5, took
+
+
+def test_a_request_that_shuts_the_server_down_ends_it() -> None:
+    """An application's own request may call ``shutdown()`` (an admin route): the server does
+    not wait for that request to end (it cannot while it waits) nor cancel it, and the
+    lifespan shutdown runs."""
+    from poolalloc.net.asgi import AsgiServer
+
+    events: list[str] = []
+    servers: list[AsgiServer] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            events.append("lifespan shutdown")
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"bye"})
+        await servers[0].shutdown(timeout=5)
+        events.append("shutdown returned")
+
+    async def main() -> float:
+        server = AsgiServer(app, port=0)
+        servers.append(server)
+        await server.start()
+        reader, writer = await asyncio.open_connection(*server.address)
+        began = time.monotonic()
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await reader.read()
+        while "shutdown returned" not in events and time.monotonic() - began < 10:
+            await asyncio.sleep(0.01)
+        writer.close()
+        return time.monotonic() - began
+
+    took = asyncio.run(asyncio.wait_for(main(), 20))
+    assert events == ["lifespan shutdown", "shutdown returned"]
+    assert took < 3

@@ -373,13 +373,18 @@ class AsgiServer:
             conn.shutdown()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while (state.connections or state.tasks) and loop.time() < deadline:
+        me = asyncio.current_task()  # a request's own task may call this: not waited for
+
+        def others() -> list[asyncio.Task[None]]:
+            return [task for task in state.tasks if task is not me]
+
+        while (state.connections or others()) and loop.time() < deadline:
             await asyncio.sleep(0.01)
         for conn in list(state.connections):
             if conn.transport is not None:
                 conn.transport.abort()
         await asyncio.sleep(0)
-        tasks = list(state.tasks)
+        tasks = others()
         if tasks:
             logger.error(
                 "%d ASGI request task(s) still running after the graceful timeout of %g s: "
