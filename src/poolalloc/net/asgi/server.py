@@ -399,6 +399,26 @@ class AsgiServer:
             await self._lifespan.shutdown()
         self._close_pool()
 
+    async def _stop_now(self) -> None:
+        """Stop at once, what a second SIGINT or SIGTERM asks for during a graceful shutdown:
+        reset every connection and cancel every request task and the lifespan task (their
+        ``finally`` blocks run, bounded to a second each); no lifespan shutdown."""
+        self.state.closing = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.state.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        me = asyncio.current_task()
+        tasks = [task for task in self.state.tasks if task is not me]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=_END_GRACE)
+        if self._lifespan is not None:
+            await self._lifespan._end_task(completed=False)
+        self._close_pool()
+
     def _close_pool(self) -> None:
         if self._own_pool:
             close = getattr(self.pool, "close", None)
@@ -587,5 +607,25 @@ async def _serve_until_signal(  # noqa: PLR0917
         ready((h, p))
     await stop.wait()
     print(f"poolalloc serve: pid {os.getpid()} shutting down", file=sys.stderr, flush=True)
-    await server.shutdown(graceful_timeout)
+    # a second signal (the second Ctrl-C) stops the graceful wait, as uvicorn's does
+    again = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, again.set)
+    graceful = loop.create_task(server.shutdown(graceful_timeout))
+    signalled = loop.create_task(again.wait())
+    await asyncio.wait({graceful, signalled}, return_when=asyncio.FIRST_COMPLETED)
+    signalled.cancel()
+    if not graceful.done():
+        print(
+            f"poolalloc serve: pid {os.getpid()} signal received again: stopping now "
+            "(requests in flight cancelled, no lifespan shutdown)",
+            file=sys.stderr,
+            flush=True,
+        )
+        graceful.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await graceful
+        await server._stop_now()
+    else:
+        graceful.result()
     return 0
