@@ -698,3 +698,27 @@ def test_a_request_that_shuts_the_server_down_ends_it() -> None:
     took = asyncio.run(asyncio.wait_for(main(), 20))
     assert events == ["lifespan shutdown", "shutdown returned"]
     assert took < 3
+
+
+@pytest.mark.parametrize("name", ["keep_alive_timeout", "idle_timeout", "lifespan_timeout"])
+@pytest.mark.parametrize("value", [float("nan"), 0, -1.0, "5", None, True])
+def test_timeouts_that_are_not_seconds_are_refused(name: str, value: Any) -> None:
+    """A timeout is a number of seconds above 0 (inf: none). A NaN keep-alive timeout was
+    taken, and its timer broke the scheduling of every timer of the loop (the application's
+    ``asyncio.sleep`` never woke); a negative one closed each connection at once; a string
+    failed at the first connection."""
+    from poolalloc.net.asgi import AsgiServer
+
+    expected = TypeError if isinstance(value, str | None | bool) else ValueError
+    with pytest.raises(expected, match=f"{name} must be a number of seconds above 0"):
+        AsgiServer(Recorder(), port=0, **{name: value})
+    assert AsgiServer(Recorder(), port=0, **{name: float("inf")}) is not None
+
+
+@pytest.mark.parametrize("value", [float("nan"), -1.0, "5"])
+def test_a_graceful_timeout_that_is_not_seconds_is_refused(value: Any) -> None:
+    """``serve(graceful_timeout=nan)`` waited for nothing (no time is below NaN)."""
+    from poolalloc.net.asgi import serve
+
+    with pytest.raises((TypeError, ValueError), match="graceful_timeout must be a number"):
+        serve(Recorder(), port=0, graceful_timeout=value)

@@ -237,6 +237,9 @@ class AsgiServer:
         the server does not wait for it forever at its teardown.
     :param sock: a bound socket to serve on instead of ``host``/``port``.
     :param reuse_port: set ``SO_REUSEPORT`` (workers sharing a port).
+    :raises ValueError: a timeout that is not above 0 (NaN included; ``inf``: no limit), or an
+        unknown ``lifespan``.
+    :raises TypeError: a timeout that is not a number.
 
     Example:
         >>> AsgiServer(lambda s, r, w: None, port=0).address
@@ -266,8 +269,9 @@ class AsgiServer:
     ) -> None:
         if lifespan not in ("auto", "on", "off"):
             raise ValueError(f"lifespan must be auto, on or off, not {lifespan!r}")
-        if not lifespan_timeout > 0:
-            raise ValueError(f"lifespan_timeout must be positive, not {lifespan_timeout!r}")
+        lifespan_timeout = _seconds("lifespan_timeout", lifespan_timeout)
+        keep_alive_timeout = _seconds("keep_alive_timeout", keep_alive_timeout)
+        idle_timeout = _seconds("idle_timeout", idle_timeout)
         self._own_pool = pool is None
         self.pool: LeaseSource = (
             pool if pool is not None else BufferPool(buffer_size, capacity=buffer_capacity)
@@ -426,6 +430,18 @@ class AsgiServer:
                 close()
 
 
+def _seconds(name: str, value: object, *, zero: bool = False) -> float:
+    """``value`` as seconds above 0 (or from 0 with ``zero``; inf: no limit), else an error
+    naming ``name``: a NaN timer breaks the order of every timer of the loop (none is below
+    or above NaN), and a timeout below 0 ends what it bounds at once."""
+    above = "0 or above" if zero else "above 0"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds {above}, not {value!r}")
+    if not (value >= 0 if zero else value > 0):
+        raise ValueError(f"{name} must be a number of seconds {above}, not {value!r}")
+    return float(value)
+
+
 def new_event_loop(loop: str = "auto") -> asyncio.AbstractEventLoop:
     """uvloop's loop for ``auto`` when uvloop is installed (or ``uvloop``), else asyncio's.
 
@@ -511,11 +527,12 @@ def serve(
         ...
         ValueError: workers must be at least 1
 
-    :raises ValueError: ``workers`` < 1, or a bad app spec.
+    :raises ValueError: ``workers`` < 1, a timeout that is NaN or below 0, or a bad app spec.
     :raises OSError: the address cannot be bound (its message says what to change).
     """
     if workers < 1:
         raise ValueError("workers must be at least 1")
+    graceful_timeout = _seconds("graceful_timeout", graceful_timeout, zero=True)
     if isinstance(app, str):
         app = import_app(app, app_dir)
     if workers == 1:
