@@ -101,6 +101,10 @@ def test_help_shows_examples(command: str, cli: Cli, tmp_path: Path) -> None:
             "argument --lifespan-timeout: not a number: 'later'",
         ),
         (["serve", "--lifespan-timeout", "5"], "--lifespan-timeout bounds an ASGI application"),
+        (  # was ignored: the built-in server started, importing nothing from there
+            ["serve", "--port", "0", "--app-dir", "/"],
+            "--app-dir is where --app is imported from: it needs --app",
+        ),
         (["demo", "--connections", "0"], "must be at least 1"),
         (["bench", "nonsense"], "invalid choice"),
         (["no-such-command"], "invalid choice"),

@@ -234,3 +234,68 @@ def test_exhausted_pool_reaches_connection_lost_as_pool_exhausted(
     held.release()
     assert pool.outstanding() == 0
     pool.close()
+
+
+class CopyingEcho(PooledProtocol):
+    """Echoes a copy of each read and notes its connection's end: a protocol that keeps no
+    view of a lease, so a strict pool takes each lease back at once."""
+
+    def __init__(self, pool: Any) -> None:
+        super().__init__(pool)
+        self.events: list[str] = []
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def lease_received(self, lease: LeaseLike, nbytes: int) -> bool:
+        assert self.transport is not None
+        self.transport.write(bytes(lease.view[:nbytes]))
+        return False
+
+    def eof_received(self) -> bool | None:
+        self.events.append("eof")
+        return super().eof_received()  # None: close once the echo is out
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.lost.set_result(exc)
+
+
+@pytest.mark.parametrize("factory", loop_factories())
+def test_a_strict_pool_serves_reads(factory: Any) -> None:
+    """A strict pool refuses to take back a lease that is still viewed; the transport views
+    the read's buffer until ``buffer_updated`` returns (uvloop exports it, asyncio holds it),
+    so every connection failed on its first read with ``LeaseBusyError`` ("Fatal error:
+    protocol.buffer_updated() call failed"), and at its EOF on ``eof_received``."""
+    import poolalloc
+
+    pool = poolalloc.BufferPool(4096, capacity=4, strict=True)
+    payload = os.urandom(50_000)
+    errors: list[dict[str, Any]] = []
+
+    async def main() -> tuple[bytes, list[str], Exception | None]:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: errors.append(context))
+        protos: list[CopyingEcho] = []
+
+        def make() -> CopyingEcho:
+            protos.append(CopyingEcho(pool))
+            return protos[-1]
+
+        server = await loop.create_server(make, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+        writer.write(payload)
+        writer.write_eof()
+        got = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        exc = await asyncio.wait_for(protos[0].lost, 5)
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.05)
+        return got, protos[0].events, exc
+
+    got, events, exc = run(factory, main())
+    assert errors == []
+    assert exc is None
+    assert events == ["eof"]
+    assert got == payload
+    assert pool.outstanding() == 0
+    pool.close()

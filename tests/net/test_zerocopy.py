@@ -109,6 +109,36 @@ def test_fallback_on_nonblocking_socket_stops_at_eagain_with_right_offset(
     b.close()
 
 
+@pytest.mark.parametrize("blocking", [True, False], ids=["blocking", "eagain"])
+def test_fallback_gives_a_strict_pools_lease_back(datafile: Any, blocking: bool) -> None:
+    """A strict pool refuses a lease whose views are alive: the copy path released its lease
+    while its own view (and, at EAGAIN, the unsent rest) still viewed it, so it raised
+    ``LeaseBusyError`` after sending, and the lease stayed out for good."""
+    import poolalloc
+
+    pool = poolalloc.BufferPool(4096, capacity=2, strict=True)
+    a, b = socket.socketpair()
+    if not blocking:
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        a.setblocking(False)
+    got = bytearray()
+    reader = threading.Thread(target=lambda: got.extend(receive(b, len(DATA))))
+    if blocking:
+        reader.start()
+    sent = sendfile_fallback(a, datafile, 0, None, pool=pool)
+    if blocking:
+        reader.join(10)
+        assert sent == len(DATA)
+        assert bytes(got) == DATA
+    else:
+        assert 0 < sent < len(DATA)
+        assert receive(b, sent) == DATA[:sent]
+    assert pool.outstanding() == 0
+    pool.close()
+    a.close()
+    b.close()
+
+
 def test_fallback_reads_file_objects_without_fd() -> None:
     a, b = socket.socketpair()
     src = io.BytesIO(b"0123456789")

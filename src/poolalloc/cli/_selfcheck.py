@@ -26,20 +26,30 @@ def _class_sizes() -> list[int]:
     return [*sizes, previous + 1]
 
 
-def _producer(pool: SlabPool, sizes: list[int], seed: int, out: list[Block]) -> None:
+def _producer(
+    pool: SlabPool, sizes: list[int], seed: int, out: list[Block], errors: list[str]
+) -> None:
     rng = random.Random(seed)
     for size in sizes:
-        block = pool.alloc(size, rng.choice((64, 128, 4096)))
-        block.write(0, seed.to_bytes(1, "little") * min(size, 64))
+        alignment = rng.choice((64, 128, 4096))
+        try:
+            block = pool.alloc(size, alignment)
+            block.write(0, seed.to_bytes(1, "little") * min(size, 64))
+        except Exception as exc:  # the check failed: said as one line, not a thread's traceback
+            errors.append(f"thread {seed}: allocating {size} bytes ({alignment}-aligned): {exc}")
+            return
         out.append(block)
 
 
 def _consumer(blocks: list[Block], seed: int, errors: list[str]) -> None:
     for block in blocks:
-        expected = seed.to_bytes(1, "little") * min(block.nbytes, 64)
-        if block.read(0, len(expected)) != expected:
-            errors.append(f"block {block!r} lost its contents")
-        block.free()
+        try:
+            expected = seed.to_bytes(1, "little") * min(block.nbytes, 64)
+            if block.read(0, len(expected)) != expected:
+                errors.append(f"block {block!r} lost its contents")
+            block.free()
+        except Exception as exc:
+            errors.append(f"thread {seed}: freeing {block!r}: {exc}")
 
 
 def _run_threads(pool: SlabPool, rounds: int, threads: int) -> list[str]:
@@ -49,7 +59,9 @@ def _run_threads(pool: SlabPool, rounds: int, threads: int) -> list[str]:
     for r in range(rounds):
         made: list[list[Block]] = [[] for _ in range(threads)]
         workers = [
-            threading.Thread(target=_producer, args=(pool, sizes, r * threads + t + 1, made[t]))
+            threading.Thread(
+                target=_producer, args=(pool, sizes, r * threads + t + 1, made[t], errors)
+            )
             for t in range(threads)
         ]
         _join(workers)
@@ -63,10 +75,14 @@ def _run_threads(pool: SlabPool, rounds: int, threads: int) -> list[str]:
 
 
 def _join(threads: list[threading.Thread]) -> None:
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    started = []
+    try:
+        for t in threads:
+            t.start()
+            started.append(t)
+    finally:  # threads that could start end before the pool closes, even if one could not
+        for t in started:
+            t.join()
 
 
 def _table(rows: list[ClassStats], total: PoolStats) -> str:

@@ -299,6 +299,8 @@ def _check_serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
         parser.error("--fresh-bytearray works with --engine epoll only: drop one of them")
     if args.lifespan_timeout is not None and args.app is None:
         parser.error("--lifespan-timeout bounds an ASGI application's lifespan: it needs --app")
+    if args.app_dir is not None and args.app is None:
+        parser.error("--app-dir is where --app is imported from: it needs --app")
     if args.app is not None:
         # the application runs on asyncio: options of the built-in server would be ignored
         given = [
@@ -323,7 +325,8 @@ def _serve_asgi(args: argparse.Namespace) -> int:
     from poolalloc.net.asgi import serve as serve_asgi  # noqa: PLC0415 (loads only to serve)
 
     return serve_asgi(
-        args.app, args.host, args.port, workers=args.workers, app_dir=args.app_dir,
+        args.app, args.host, args.port, workers=args.workers,
+        app_dir="." if args.app_dir is None else args.app_dir,
         buffer_size=args.buffer_size, buffer_capacity=args.buffer_capacity,
         keep_alive_timeout=ASGI_IDLE_TIMEOUT if args.idle_timeout is None else args.idle_timeout,
         lifespan_timeout=(
@@ -359,8 +362,7 @@ def add_serve(subs: argparse._SubParsersAction[OneLineParser]) -> None:
     p.add_argument(
         "--app-dir",
         type=directory,
-        default=".",
-        help="directory put first on sys.path to import --app from (default: current)",
+        help="with --app: directory put first on sys.path to import it from (default: current)",
     )
     p.add_argument(
         "--workers",

@@ -73,6 +73,7 @@ class PooledProtocol(asyncio.BufferedProtocol, Generic[L]):
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self._lease: L | None = None
+        self._view: memoryview | None = None  # the view of _lease the transport reads into
         self._buffer_error: Exception | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -85,21 +86,35 @@ class PooledProtocol(asyncio.BufferedProtocol, Generic[L]):
 
         :raises poolalloc.PoolExhausted: the pool has no free buffer.
         """
-        lease = self._lease
-        if lease is None:
+        view = self._view
+        if view is None:  # else kept from a read that found nothing (EAGAIN)
             try:
                 lease = self._lease = self.pool.acquire(0)
             except Exception as exc:
                 self._buffer_error = exc  # uvloop closes with a RuntimeError instead: keep it
                 raise
-        return lease.view
+            view = self._view = lease.view
+        return view
 
     def buffer_updated(self, nbytes: int) -> None:
         """Hand the filled lease to :meth:`lease_received`; release it unless kept."""
         lease, self._lease = self._lease, None
         assert lease is not None
-        if not self.lease_received(lease, nbytes):
+        view = self._view
+        transport_done = self._drop_view()  # the read is in: its views are the receiver's
+        if self.lease_received(lease, nbytes):
+            return
+        try:
             lease.release()
+        except BufferError:
+            if not transport_done and getattr(lease, "exports", None) == 1:
+                # a strict pool, and the one view left is the transport's (uvloop exports it
+                # until this call returns): kept for the next read, as after a read that found
+                # nothing. Given back later, each read's lease would be out at once, a whole
+                # burst of reads (uvloop reads on in one callback) taking the pool's capacity.
+                self._lease, self._view = lease, view
+            else:
+                _give_back(lease)
 
     def lease_received(self, lease: L, nbytes: int) -> bool:
         """Override: ``lease.view[:nbytes]`` holds new data; return True to keep the lease.
@@ -124,9 +139,20 @@ class PooledProtocol(asyncio.BufferedProtocol, Generic[L]):
         self._buffer_error = None  # its traceback holds get_buffer's frame, so this protocol
 
     def _drop_lease(self) -> None:
+        self._drop_view()
         lease, self._lease = self._lease, None
         if lease is not None:
-            lease.release()
+            _give_back(lease)
+
+    def _drop_view(self) -> bool:
+        """Let go of the transport's view; False while the transport still exports it."""
+        view, self._view = self._view, None
+        if view is not None:
+            try:
+                view.release()
+            except BufferError:  # uvloop exports it until its call returns
+                return False
+        return True
 
     def _loss_cause(self, exc: Exception | None) -> Exception | None:
         """The error to report for ``exc``: the one get_buffer raised, if that ended it."""
@@ -136,6 +162,17 @@ class PooledProtocol(asyncio.BufferedProtocol, Generic[L]):
         if error.__context__ is None:
             error.__context__ = exc  # uvloop's RuntimeError stays visible in the traceback
         return error
+
+
+def _give_back(lease: LeaseLike) -> None:
+    """Release ``lease``; a strict pool refuses while it is viewed, and uvloop views the read's
+    buffer until the protocol's call returns (asyncio's read holds it as long): then once more
+    on the loop's next turn. A view the receiver kept makes that one raise ``LeaseBusyError``
+    to the loop's exception handler, as a strict pool is there to say."""
+    try:
+        lease.release()
+    except BufferError:
+        asyncio.get_running_loop().call_soon(lease.release)
 
 
 _LossHandler = Callable[[Any, "Exception | None"], None]

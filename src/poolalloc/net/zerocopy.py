@@ -147,11 +147,14 @@ def sendfile_fallback(
                 break
             left = send_buffers(sock, [view[:n]])
             done = n - sum(len(v) for v in left)
+            for rest in left:
+                rest.release()
             sent += done
             if left:  # non-blocking socket full: stop here, offset stays right
                 break
         file.seek(offset + sent)
     finally:
+        view.release()  # no view of the lease left: a strict pool takes it back
         if lease is not None:
             lease.release()
     return sent

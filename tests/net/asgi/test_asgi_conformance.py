@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
@@ -111,6 +112,68 @@ def test_graceful_shutdown_finishes_in_flight_requests(kind: str, make_server: A
     thread.join(10)
     assert answers[0].status_code == 200
     assert answers[0].text == "slow done"
+
+
+class _AfterResponse:
+    """An app whose work goes on after its response (a Starlette ``BackgroundTask``), and whose
+    lifespan shutdown closes what that work needs."""
+
+    def __init__(self, work: float) -> None:
+        self.work = work
+        self.events: list[str] = []
+        self.answered = threading.Event()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            self.events.append("lifespan shutdown")
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"queued"})
+        self.answered.set()
+        try:
+            await asyncio.sleep(self.work)
+            self.events.append("work done")
+        except asyncio.CancelledError:
+            self.events.append("work cancelled")
+            raise
+
+
+def test_shutdown_waits_for_work_after_the_response(kind: str, make_server: Any) -> None:
+    """Work an app does after its response ends before the lifespan shutdown (which closes
+    what it uses), as uvicorn waits for it: it was dropped with the loop, never finished."""
+    app = _AfterResponse(0.5)
+    server = make_server(kind, app)
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.get("/").text == "queued"
+    assert app.answered.wait(10)
+    server.stop()
+    assert app.events == ["work done", "lifespan shutdown"]
+
+
+def test_shutdown_cancels_work_past_the_graceful_timeout() -> None:
+    """Work still running at the end of the graceful timeout is cancelled (its ``finally``
+    blocks run) before the lifespan shutdown, and the server says so."""
+    from poolalloc.net.asgi import AsgiServer
+
+    app = _AfterResponse(30)
+
+    async def main() -> float:
+        server = AsgiServer(app, port=0)
+        await server.start()
+        reader, writer = await asyncio.open_connection(*server.address)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await reader.readuntil(b"queued")
+        began = time.monotonic()
+        await server.shutdown(timeout=0.3)
+        writer.close()
+        return time.monotonic() - began
+
+    took = asyncio.run(asyncio.wait_for(main(), 20))
+    assert 0.3 <= took < 5
+    assert app.events == ["work cancelled", "lifespan shutdown"]
 
 
 def test_app_exception_logs_a_traceback(make_server: Any, caplog: pytest.LogCaptureFixture) -> None:
@@ -596,3 +659,66 @@ def test_a_lifespan_app_waiting_in_receive_after_its_shutdown_is_cancelled_at_on
     took = asyncio.run(asyncio.wait_for(main(), 30))
     assert cancelled == [True]
     assert took < 0.5, took
+
+
+def test_a_request_that_shuts_the_server_down_ends_it() -> None:
+    """An application's own request may call ``shutdown()`` (an admin route): the server does
+    not wait for that request to end (it cannot while it waits) nor cancel it, and the
+    lifespan shutdown runs."""
+    from poolalloc.net.asgi import AsgiServer
+
+    events: list[str] = []
+    servers: list[AsgiServer] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            events.append("lifespan shutdown")
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"bye"})
+        await servers[0].shutdown(timeout=5)
+        events.append("shutdown returned")
+
+    async def main() -> float:
+        server = AsgiServer(app, port=0)
+        servers.append(server)
+        await server.start()
+        reader, writer = await asyncio.open_connection(*server.address)
+        began = time.monotonic()
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await reader.read()
+        while "shutdown returned" not in events and time.monotonic() - began < 10:
+            await asyncio.sleep(0.01)
+        writer.close()
+        return time.monotonic() - began
+
+    took = asyncio.run(asyncio.wait_for(main(), 20))
+    assert events == ["lifespan shutdown", "shutdown returned"]
+    assert took < 3
+
+
+@pytest.mark.parametrize("name", ["keep_alive_timeout", "idle_timeout", "lifespan_timeout"])
+@pytest.mark.parametrize("value", [float("nan"), 0, -1.0, "5", None, True])
+def test_timeouts_that_are_not_seconds_are_refused(name: str, value: Any) -> None:
+    """A timeout is a number of seconds above 0 (inf: none). A NaN keep-alive timeout was
+    taken, and its timer broke the scheduling of every timer of the loop (the application's
+    ``asyncio.sleep`` never woke); a negative one closed each connection at once; a string
+    failed at the first connection."""
+    from poolalloc.net.asgi import AsgiServer
+
+    expected = TypeError if isinstance(value, str | None | bool) else ValueError
+    with pytest.raises(expected, match=f"{name} must be a number of seconds above 0"):
+        AsgiServer(Recorder(), port=0, **{name: value})
+    assert AsgiServer(Recorder(), port=0, **{name: float("inf")}) is not None
+
+
+@pytest.mark.parametrize("value", [float("nan"), -1.0, "5"])
+def test_a_graceful_timeout_that_is_not_seconds_is_refused(value: Any) -> None:
+    """``serve(graceful_timeout=nan)`` waited for nothing (no time is below NaN)."""
+    from poolalloc.net.asgi import serve
+
+    with pytest.raises((TypeError, ValueError), match="graceful_timeout must be a number"):
+        serve(Recorder(), port=0, graceful_timeout=value)

@@ -344,6 +344,22 @@ def test_a_head_whose_lines_end_in_a_bare_lf_is_answered(make_server: Any) -> No
     assert time.monotonic() - started < 2
 
 
+@pytest.mark.parametrize("lines", [b"\r\n\r\n", b"\n\n\n", b"\r\n" * 5])
+def test_empty_lines_before_a_request_are_skipped(make_server: Any, lines: bytes) -> None:
+    """RFC 9112 2.2: empty lines before a request line are skipped, any number, as the HTTP
+    server skips them (and nginx); two or more were taken for an empty head: 400 and the
+    close, also for a request behind a body followed by the CRLFs old clients add."""
+    server = make_server("poolalloc", app)
+    got, _ = exchange(server, lines + NEXT, 1.0)
+    assert got.startswith(b"HTTP/1.1 200 ")
+    assert got.endswith(b"next-ok")
+    posted = b"POST /next HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab"
+    got, closed = exchange(server, posted + lines + NEXT, 1.0)
+    assert got.count(b"HTTP/1.1 200 ") == 2
+    assert got.endswith(b"next-ok")
+    assert not closed
+
+
 def test_an_absolute_form_target_gives_the_app_its_path(make_server: Any) -> None:
     """RFC 9112 3.2.2: a server must accept an absolute-form target of its own schemes; the
     scope carries the path and query in it, as for the origin form."""
@@ -743,3 +759,138 @@ def test_a_memoryview_body_counts_its_bytes_not_its_items(make_server: Any) -> N
     head, _, body = got.partition(b"\r\n\r\n")
     assert b"\r\ncontent-length: 12\r\n" in head.lower()
     assert body == array.array("i", [1, 2, 3]).tobytes()
+
+
+@pytest.mark.parametrize("kind", ["poolalloc", "uvicorn"])
+def test_a_root_path_is_part_of_the_scope_path(kind: str) -> None:
+    """ASGI: ``path`` (and ``raw_path``) is the whole path, ``root_path`` included, as uvicorn
+    gives it: a request for ``/items`` behind a proxy that stripped ``/api`` is ``/api/items``.
+    Starlette routes on what follows ``root_path`` and builds ``request.url`` (and its slash
+    redirects) from ``path``: without the prefix they pointed outside the application."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    seen: list[tuple[str, bytes, str]] = []
+
+    async def items(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(str(request.url))
+
+    starlette = Starlette(routes=[Route("/items/", items)])
+
+    async def paths(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            seen.append((scope["path"], scope["raw_path"], scope["root_path"]))
+        await starlette(scope, receive, send)
+
+    async def ask(address: tuple[str, int], target: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection(*address)
+        writer.write(b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % target)
+        reply = await reader.read()
+        writer.close()
+        return reply
+
+    async def main() -> tuple[bytes, bytes]:
+        if kind == "poolalloc":
+            server = AsgiServer(paths, "127.0.0.1", 0, lifespan="off", root_path="/api")
+            await server.start()
+            address = server.address
+        else:
+            import uvicorn
+
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            address = sock.getsockname()
+            config = uvicorn.Config(paths, lifespan="off", root_path="/api", http="h11")
+            userver = uvicorn.Server(config)
+            task = asyncio.ensure_future(userver.serve(sockets=[sock]))
+            while not userver.started:
+                await asyncio.sleep(0.01)
+        try:
+            return await ask(address, b"/it%65ms/"), await ask(address, b"/items")
+        finally:
+            if kind == "poolalloc":
+                await server.shutdown(1)
+            else:
+                userver.should_exit = True
+                await task
+                sock.close()
+
+    found, moved = asyncio.run(asyncio.wait_for(main(), 20))
+    assert seen[0] == ("/api/items/", b"/api/it%65ms/", "/api")
+    assert found.startswith(b"HTTP/1.1 200 ")
+    assert found.endswith(b"\r\n\r\nhttp://x/api/items/")
+    assert moved.startswith(b"HTTP/1.1 307 ")
+    assert b"\r\nlocation: http://x/api/items/\r\n" in moved.lower()
+
+
+def _refusing_upload(size: int) -> Any:
+    """An app that answers an upload without reading it (a 401 with a page of ``size``)."""
+
+    async def refuse(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        page = b"p" * size
+        headers = [(b"content-length", b"%d" % size)]
+        await send({"type": "http.response.start", "status": 401, "headers": headers})
+        await send({"type": "http.response.body", "body": page})
+
+    return refuse
+
+
+def _upload_then_read(address: tuple[str, int], body: int, prefix: bytes) -> tuple[bytes, bool]:
+    """Send a request head and ``body`` bytes of body while the answer comes (a client with a
+    small receive buffer, reading only once it has sent all it could); what it then read,
+    and whether its sending was cut by the server's reset."""
+    with socket.create_connection(address, timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        sock.sendall(prefix % body)
+        sent, cut = 0, False
+        try:
+            while sent < body:
+                sent += sock.send(b"y" * min(65536, body - sent))
+        except OSError:
+            cut = True
+        time.sleep(0.3)
+        got = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                got += chunk
+    return got, cut
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n",
+    ],
+    ids=["length", "chunked"],
+)
+def test_an_answer_to_a_body_left_unread_is_not_cut_by_a_reset(prefix: bytes) -> None:
+    """An app that answers without reading the body (a 401 to an upload) has its connection
+    closed after the answer; the client still sending, a plain close reset the connection and
+    dropped what the kernel still held of the answer (300 KB arrived as 32 KB). The server now
+    half-closes and reads what the client still sends (dropped) until its FIN or a linger of
+    2 s, as the HTTP server's lingering close does: the whole answer arrives."""
+    size = 300_000
+
+    async def main() -> tuple[bytes, bool, float]:
+        server = AsgiServer(_refusing_upload(size), "127.0.0.1", 0, lifespan="off")
+        await server.start()
+        loop = asyncio.get_running_loop()
+        got, cut = await loop.run_in_executor(
+            None, _upload_then_read, server.address, 1_000_000, prefix
+        )
+        began = time.monotonic()
+        await server.shutdown(5)
+        return got, cut, time.monotonic() - began
+
+    got, cut, shutdown = asyncio.run(asyncio.wait_for(main(), 30))
+    head, _, page = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401 ")
+    assert b"\r\nconnection: close" in head.lower()
+    assert len(page) == size
+    assert not cut  # read and dropped: the client sent all of its body
+    assert shutdown < 1  # the client's close ended the linger

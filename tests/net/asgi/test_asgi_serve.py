@@ -208,3 +208,55 @@ def test_workers_whose_startup_fails_end_the_server(tmp_path: Path) -> None:
     assert last.startswith("poolalloc serve: 5 workers in a row ended within 5 s"), done.stderr
     assert "exited with status 3): stopping" in last
     assert done.stderr.count("workers in a row") == 1
+
+
+STUCK_APP = """
+import asyncio
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+    print("stuck request started", flush=True)
+    try:
+        await asyncio.sleep(3600)
+    finally:
+        print("stuck request ended", flush=True)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_second_signal_stops_a_graceful_shutdown_at_once(tmp_path: Path, signum: int) -> None:
+    """The graceful shutdown waits up to 30 s for a request in flight; a second SIGINT (the
+    second Ctrl-C) or SIGTERM stops the server at once, as uvicorn's does: the requests left
+    are cancelled (their ``finally`` blocks run). It was ignored: the server waited on."""
+    (tmp_path / "myservice.py").write_text(STUCK_APP)
+    proc, (port,), log = start(tmp_path, "--app-dir", str(tmp_path))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            deadline = time.monotonic() + 10
+            while "stuck request started" not in log.read_text():
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.02)
+            proc.send_signal(signum)
+            while "shutting down" not in log.read_text():
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.02)
+            time.sleep(0.2)
+            began = time.monotonic()
+            proc.send_signal(signum)
+            status = proc.wait(10)
+            took = time.monotonic() - began
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert status == 0, text
+    assert took < 5, text
+    assert "stuck request ended" in text
+    assert "signal received again: stopping now" in text

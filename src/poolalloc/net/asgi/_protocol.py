@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, cast
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from poolalloc.errors import PoolExhausted
 from poolalloc.net._tcp_info import acked_bytes
@@ -87,11 +87,16 @@ _REASON = {int(code): code.phrase for code in HTTPStatus} | {
 }
 _STATUS_LINES: dict[int, bytes] = {}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_EOL = b"\r\n"
 
 _date_cache: list[Any] = [0, b""]
 _LINGER_RESET = struct.pack("ii", 1, 0)
 #: Seconds a connection answered 503 keeps reading (and dropping) what its client still sends.
 _REFUSE_LINGER = 1.0
+#: Seconds a connection closed while its client may still be sending (a body left unread,
+#: pipelined bytes, a protocol error) reads and drops what comes, waiting for the client's FIN:
+#: the HTTP server's ``linger``.
+_LINGER = 2.0
 #: Where a connection that found no free read buffer reads what it is sent, to drop it.
 _SCRATCH = memoryview(bytearray(4096))
 
@@ -179,6 +184,7 @@ class ServerState:
         self.app = app
         self.pool = pool
         self.root_path = root_path
+        self.root_raw_path = quote(root_path, safe="/:@!$&'()*+,;=").encode("ascii")
         self.max_head = max_head
         self.max_body = max_body
         self.keep_alive_timeout = keep_alive_timeout
@@ -188,6 +194,9 @@ class ServerState:
         self.pipeline_limit = pipeline_limit
         self.state: dict[str, Any] = {}  # the lifespan state, copied into each request scope
         self.connections: set[HttpAsgiProtocol] = set()
+        #: The application's request tasks: one may run on after its response (a Starlette
+        #: BackgroundTask), so a shutdown waits for these, not for the connections alone.
+        self.tasks: set[asyncio.Task[None]] = set()
         self.closing = False  # graceful shutdown: finish what is in flight, take nothing new
         self.requests = 0
         #: Timeouts that ended a connection: idle, a head or a body not received in time.
@@ -567,7 +576,10 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         self._client: tuple[str, int] | None = None
         self._task: asyncio.Task[None] | None = None
         self._sock: Any = None
-        self._refusing = False  # answered 503: what arrives is read into scratch and dropped
+        #: lingering (after a 503, or a close while the client may still send): what arrives is
+        #: read and dropped until the client's FIN or the linger's end (_linger)
+        self._refusing = False
+        self._linger_handle: asyncio.TimerHandle | None = None
         self._timed_out = False  # a timeout ends this connection: counted (once)
         self._client_eof = False  # the client half-closed: answer what came whole, then close
 
@@ -604,6 +616,8 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         if view is None:
             self._overloaded()
             return
+        if self._refusing:
+            return  # lingering: dropped
         self._data(view, nbytes)
 
     def _overloaded(self) -> None:
@@ -613,13 +627,9 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         client could lose the 503."""
         if self._refusing or self.transport is None or self.transport.is_closing():
             return
-        self._refusing = True
         self.state.overloaded += 1
         self.transport.write(_simple_response(503, "Service Unavailable", close=True))
-        stream = cast(asyncio.WriteTransport, self.transport)  # asyncio's: it half-closes
-        if stream.can_write_eof():
-            stream.write_eof()
-        self.loop.call_later(_REFUSE_LINGER, self._close)
+        self._linger(_REFUSE_LINGER)
 
     def eof_received(self) -> bool:
         """The client's FIN. A request whose body is still to come can never be whole: a
@@ -627,6 +637,8 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         more (``shutdown(SHUT_WR)``, ``nc -N``): the requests it sent whole are answered, in
         order, and the connection closes after the last (the transport stays open for
         writing); their ``receive()`` says ``http.disconnect`` once the body is read."""
+        if self._refusing:
+            return False  # the FIN a linger waits for: close
         cycle = self.cycle
         if cycle is not None and not cycle.body_done:
             cycle.lost()
@@ -654,6 +666,9 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         self._drain_waiters.clear()
         if self._idle_handle is not None:
             self._idle_handle.cancel()
+        if self._linger_handle is not None:
+            self._linger_handle.cancel()
+            self._linger_handle = None
         if self._output_watch is not None:
             self._output_watch[0].cancel()
             self._output_watch = None
@@ -692,8 +707,8 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
 
     def write(self, data: bytes) -> None:
         """Send ``data`` unless the connection is gone (then it is dropped, as a write to a
-        closed asyncio transport would be)."""
-        if self.transport is not None:
+        closed asyncio transport would be, or after the half-close of a linger)."""
+        if self.transport is not None and not self._refusing:
             self.transport.write(data)
 
     async def drain(self) -> None:
@@ -784,7 +799,7 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
 
     def _next(self, after_response: bool = False) -> None:
         """Start the request whose bytes begin ``_pending`` (called with no cycle running)."""
-        if self.cycle is not None or self.transport is None:
+        if self.cycle is not None or self.transport is None or self._refusing:
             return
         buf = self._pending
         if not buf:
@@ -818,6 +833,10 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         if self.state.closing:
             self._close()
             return end
+        while pos < end and buf[pos] in _EOL:
+            # RFC 9112 2.2: empty lines before a request line are skipped, any number (as the
+            # HTTP server and nginx skip them); they do not restart the keep-alive time
+            pos += 1
         found = _HEAD_END.search(buf, pos, end)
         if found is None:
             return pos  # incomplete: the caller keeps the bytes
@@ -845,12 +864,19 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
                 self._fail(exc)
                 return end
         self.state.requests += 1
-        self._task = self.loop.create_task(self._run(cycle))
+        task = self._task = self.loop.create_task(self._run(cycle))
+        self.state.tasks.add(task)
+        task.add_done_callback(self.state.tasks.discard)
         return pos
 
     def _scope(self, parsed: _Parsed) -> Scope:
         req, http_version, path, raw_path, query, headers = parsed
         state = self.state
+        if state.root_path:
+            # ASGI: path is the whole path, root_path included (as uvicorn gives it); the
+            # application routes on what follows root_path and builds its URLs from path
+            path = state.root_path + path
+            raw_path = state.root_raw_path + raw_path
         return {
             "type": "http",
             "asgi": _ASGI,
@@ -915,7 +941,7 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             return
         self.cycle = None
         if not cycle.keep_alive or self.transport is None:
-            self._close()
+            self._close(linger=not cycle.body_done)
             return
         self.maybe_resume()
         if not self._pending:
@@ -968,8 +994,8 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
 
     def _idle_check(self) -> None:
         self._idle_handle = None
-        if self.transport is None or self.transport.is_closing():
-            return  # a close's buffered output has its own watch (_close)
+        if self.transport is None or self.transport.is_closing() or self._refusing:
+            return  # a close's buffered output has its own watch (_close), a linger its end
         if self.cycle is not None or self._idle_since is None or self._next_when_drained:
             # busy (a request runs, or the next waits for the last response to drain)
             self._idle_handle = self.loop.call_later(
@@ -1006,7 +1032,7 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
     def _fail(self, exc: HttpError) -> None:
         if self.transport is not None and (self.cycle is None or not self.cycle.started):
             self.transport.write(_simple_response(exc.status, str(exc), close=True))
-        self._close()
+        self._close(linger=True)  # a protocol error: the client may be sending on
 
     def _count_timeout(self) -> None:
         """Count the timeout that ends this connection. Once: the watches that may still fire
@@ -1016,15 +1042,70 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             self._timed_out = True
             self.state.timeouts += 1
 
-    def _close(self) -> None:
+    def _close(self, *, linger: bool = False) -> None:
         """Close after what is buffered has gone out; a client that takes none of it for
-        ``idle_timeout`` is reset then (a timeout, counted unless one ended it already)."""
+        ``idle_timeout`` is reset then (a timeout, counted unless one ended it already).
+
+        While the client may still be sending (``linger``: a body left unread, a protocol
+        error; or bytes not taken yet, or a request whose body is still due), the close
+        lingers (see :meth:`_linger`)."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or self._linger_handle is not None:
+            return  # closing, or lingering: the linger's end closes
+        cycle = self.cycle
+        if not self._client_eof and (
+            linger or self._pending or (cycle is not None and not cycle.body_done)
+        ):
+            self._linger(_LINGER)
+        else:
+            self._close_now()
+
+    def _linger(self, seconds: float) -> None:
+        """Half-close (the FIN follows what is buffered) and read what the client still sends,
+        dropping it, until its FIN or ``seconds``, then close: closed with input unread, or
+        with input still to come, the socket is reset, and a reset drops what the kernel still
+        holds of the answer (a 300 KB answer to an upload left unread arrived as 32 KB). The
+        HTTP server's lingering close, and nginx's. A request still running sees a disconnect."""
+        transport = self.transport
+        assert transport is not None
+        stream = cast(asyncio.WriteTransport, transport)  # asyncio's: it half-closes
+        if not stream.can_write_eof():
+            self._close_now()
+            return
+        self._refusing = True
+        self._pending.clear()
+        if self.cycle is not None:
+            self.cycle.lost()  # what the app sends from now on is dropped, or raises
+        if self._read_paused:  # what the client sends must be read, or it stalls
+            self._read_paused = False
+            transport.resume_reading()
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+        stream.write_eof()
+        self._linger_handle = self.loop.call_later(seconds, self._linger_ended)
+        self._watch_close()
+
+    @property
+    def lingering(self) -> bool:
+        """In a linger: answered, half-closed, reading what the client still sends."""
+        return self._refusing
+
+    def _linger_ended(self) -> None:
+        self._linger_handle = None
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()  # the watch the linger began goes on
+
+    def _close_now(self) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.close()  # connection_lost once the buffer is out: that ends the watch
-            if self._output_watch is not None:  # a pipelined request's wait: this one instead
-                self._output_watch[0].cancel()
-            self._output_watch = self._watch_output(_never)
+            self._watch_close()
+
+    def _watch_close(self) -> None:
+        if self._output_watch is not None:  # a pipelined request's wait: this one instead
+            self._output_watch[0].cancel()
+        self._output_watch = self._watch_output(_never)
 
     def shutdown(self) -> None:
         """Graceful shutdown: an idle connection closes now, a busy one after its response."""

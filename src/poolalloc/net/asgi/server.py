@@ -221,6 +221,9 @@ class AsgiServer:
     :param pool: read buffers (None: a ``BufferPool`` of ``buffer_size`` bytes, at most
         ``buffer_capacity`` out at once; None: no limit).
     :param lifespan: ``"auto"`` (run it if the app supports it), ``"on"`` or ``"off"``.
+    :param root_path: the path the application is mounted at (a proxy in front strips it):
+        the scope's ``root_path``, and the start of its ``path`` and ``raw_path``, as ASGI
+        and uvicorn have it.
     :param keep_alive_timeout: seconds a connection may wait between requests, and for a
         request head to arrive whole (past it a begun head is answered ``408``).
     :param idle_timeout: seconds a request body may stop arriving while the app waits for it
@@ -234,6 +237,9 @@ class AsgiServer:
         the server does not wait for it forever at its teardown.
     :param sock: a bound socket to serve on instead of ``host``/``port``.
     :param reuse_port: set ``SO_REUSEPORT`` (workers sharing a port).
+    :raises ValueError: a timeout that is not above 0 (NaN included; ``inf``: no limit), or an
+        unknown ``lifespan``.
+    :raises TypeError: a timeout that is not a number.
 
     Example:
         >>> AsgiServer(lambda s, r, w: None, port=0).address
@@ -263,8 +269,9 @@ class AsgiServer:
     ) -> None:
         if lifespan not in ("auto", "on", "off"):
             raise ValueError(f"lifespan must be auto, on or off, not {lifespan!r}")
-        if not lifespan_timeout > 0:
-            raise ValueError(f"lifespan_timeout must be positive, not {lifespan_timeout!r}")
+        lifespan_timeout = _seconds("lifespan_timeout", lifespan_timeout)
+        keep_alive_timeout = _seconds("keep_alive_timeout", keep_alive_timeout)
+        idle_timeout = _seconds("idle_timeout", idle_timeout)
         self._own_pool = pool is None
         self.pool: LeaseSource = (
             pool if pool is not None else BufferPool(buffer_size, capacity=buffer_capacity)
@@ -298,17 +305,22 @@ class AsgiServer:
     def metrics(self) -> dict[str, float]:
         """Timeouts that ended a connection (``timeouts_total``, named and counted as the HTTP
         server's: idle, a head or a body not received in time), connections answered 503
-        because no read buffer was free (``overloaded_total``) and open connections.
+        because no read buffer was free (``overloaded_total``), open connections
+        (``connections_active``) and connections in their lingering close
+        (``connections_lingering``: answered and half-closed, reading what the client still
+        sends until its FIN, up to 2 s), as the HTTP server counts them.
 
         Example:
             >>> AsgiServer(lambda s, r, w: None, port=0).metrics()["timeouts_total"]
             0
         """
         state = self.state
+        lingering = sum(1 for conn in state.connections if conn.lingering)
         return {
             "timeouts_total": state.timeouts,
             "overloaded_total": state.overloaded,
-            "connections_active": len(state.connections),
+            "connections_active": len(state.connections) - lingering,
+            "connections_lingering": lingering,
         }
 
     async def start(self) -> None:
@@ -351,24 +363,64 @@ class AsgiServer:
 
     async def shutdown(self, timeout: float = 30.0) -> None:
         """Stop accepting, let in-flight requests finish (up to ``timeout``), run the lifespan
-        shutdown, and close what is left."""
-        self.state.closing = True
+        shutdown, and close what is left.
+
+        A request is in flight until its application returns, also after its response went
+        out (work it does then, such as a Starlette ``BackgroundTask``, may need what the
+        lifespan shutdown closes); past ``timeout`` its connection is reset and its task
+        cancelled, as uvicorn's ``timeout_graceful_shutdown`` does."""
+        state = self.state
+        state.closing = True
         if self._server is not None:
             self._server.close()
-        for conn in list(self.state.connections):
+        for conn in list(state.connections):
             conn.shutdown()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.state.connections and loop.time() < deadline:
+        me = asyncio.current_task()  # a request's own task may call this: not waited for
+
+        def others() -> list[asyncio.Task[None]]:
+            return [task for task in state.tasks if task is not me]
+
+        while (state.connections or others()) and loop.time() < deadline:
             await asyncio.sleep(0.01)
-        for conn in list(self.state.connections):
+        for conn in list(state.connections):
             if conn.transport is not None:
                 conn.transport.abort()
         await asyncio.sleep(0)
+        tasks = others()
+        if tasks:
+            logger.error(
+                "%d ASGI request task(s) still running after the graceful timeout of %g s: "
+                "cancelled", len(tasks), timeout,
+            )  # fmt: skip
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks, timeout=_END_GRACE)  # their finally blocks, bounded
         if self._server is not None:
             await self._server.wait_closed()
         if self._lifespan is not None:
             await self._lifespan.shutdown()
+        self._close_pool()
+
+    async def _stop_now(self) -> None:
+        """Stop at once, what a second SIGINT or SIGTERM asks for during a graceful shutdown:
+        reset every connection and cancel every request task and the lifespan task (their
+        ``finally`` blocks run, bounded to a second each); no lifespan shutdown."""
+        self.state.closing = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.state.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        me = asyncio.current_task()
+        tasks = [task for task in self.state.tasks if task is not me]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=_END_GRACE)
+        if self._lifespan is not None:
+            await self._lifespan._end_task(completed=False)
         self._close_pool()
 
     def _close_pool(self) -> None:
@@ -376,6 +428,18 @@ class AsgiServer:
             close = getattr(self.pool, "close", None)
             if close is not None:
                 close()
+
+
+def _seconds(name: str, value: object, *, zero: bool = False) -> float:
+    """``value`` as seconds above 0 (or from 0 with ``zero``; inf: no limit), else an error
+    naming ``name``: a NaN timer breaks the order of every timer of the loop (none is below
+    or above NaN), and a timeout below 0 ends what it bounds at once."""
+    above = "0 or above" if zero else "above 0"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds {above}, not {value!r}")
+    if not (value >= 0 if zero else value > 0):
+        raise ValueError(f"{name} must be a number of seconds {above}, not {value!r}")
+    return float(value)
 
 
 def new_event_loop(loop: str = "auto") -> asyncio.AbstractEventLoop:
@@ -463,11 +527,12 @@ def serve(
         ...
         ValueError: workers must be at least 1
 
-    :raises ValueError: ``workers`` < 1, or a bad app spec.
+    :raises ValueError: ``workers`` < 1, a timeout that is NaN or below 0, or a bad app spec.
     :raises OSError: the address cannot be bound (its message says what to change).
     """
     if workers < 1:
         raise ValueError("workers must be at least 1")
+    graceful_timeout = _seconds("graceful_timeout", graceful_timeout, zero=True)
     if isinstance(app, str):
         app = import_app(app, app_dir)
     if workers == 1:
@@ -559,5 +624,25 @@ async def _serve_until_signal(  # noqa: PLR0917
         ready((h, p))
     await stop.wait()
     print(f"poolalloc serve: pid {os.getpid()} shutting down", file=sys.stderr, flush=True)
-    await server.shutdown(graceful_timeout)
+    # a second signal (the second Ctrl-C) stops the graceful wait, as uvicorn's does
+    again = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, again.set)
+    graceful = loop.create_task(server.shutdown(graceful_timeout))
+    signalled = loop.create_task(again.wait())
+    await asyncio.wait({graceful, signalled}, return_when=asyncio.FIRST_COMPLETED)
+    signalled.cancel()
+    if not graceful.done():
+        print(
+            f"poolalloc serve: pid {os.getpid()} signal received again: stopping now "
+            "(requests in flight cancelled, no lifespan shutdown)",
+            file=sys.stderr,
+            flush=True,
+        )
+        graceful.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await graceful
+        await server._stop_now()
+    else:
+        graceful.result()
     return 0
