@@ -57,9 +57,14 @@ CLASS_STATS_FIELDS: Final[tuple[str, ...]] = (
 def _size(value: int, what: str = "size") -> int:
     """``value`` as an int, an integer of numpy's too; no bool (numpy's bool has no
     ``__index__``), nothing negative or past a size_t."""
-    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
-        raise PoolValueError(f"{what} must be an int, not {type(value).__name__}", errno.EINVAL)
-    value = operator.index(value)
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        value = operator.index(value)  # an array has __index__ too, refused here unless 0-d
+    except TypeError:
+        raise PoolValueError(
+            f"{what} must be an int, not {type(value).__name__}", errno.EINVAL
+        ) from None
     if value < 0:
         raise PoolValueError(f"{what} must not be negative: {shown(value)}", errno.EINVAL)
     if value >= _SIZE_LIMIT:

@@ -147,9 +147,12 @@ def _check_int(value: object, what: str) -> int:
     """``value`` as an int: an int, or an integer of another type (numpy's), as the C argument
     parsers take them. bools are ints to Python, but True is no size; floats are rejected, not
     truncated."""
-    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    return operator.index(value)  # type: ignore[arg-type]  # it has __index__
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)  # type: ignore[arg-type]  # an array has __index__ too
+    except TypeError:
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}") from None
 
 
 def _check_alignment(alignment: int) -> int:
