@@ -606,7 +606,10 @@ class HttpServer:
     def _send_file(self, proto: HttpProtocol, req: Request) -> None:
         path = self._resolve(req.path, for_write=False)
         if path is None:  # a directory named without its slash: send the client to it
-            location = req.path + "/" + (f"?{req.query}" if req.query else "")
+            # One leading slash, and no backslash a browser would read as one: a Location of
+            # "//dir/" (from "GET //dir") is a network-path reference, a redirect to host "dir"
+            location = "/" + req.path.lstrip("/").replace("\\", "%5C") + "/"
+            location += f"?{req.query}" if req.query else ""
             resp = Response(301, b"moved permanently\n", headers=(("Location", location),))
             self._send(proto, req, resp)
             return
