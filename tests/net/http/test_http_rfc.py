@@ -100,6 +100,9 @@ def test_bare_lf_heads_are_answered(make_server: Any, raw: bytes) -> None:
         for i in range(len(raw)):  # and one byte per send: the head's end is found across reads
             sock.sendall(raw[i : i + 1])
         assert read_response(f)[2] == b"Hello, World!"
+        for lead in (b"\n", b"\r\n\r\n"):  # empty lines before it, in the same read: answered
+            sock.sendall(lead + raw)  # at once (it waited for another read until the 408)
+            assert read_response(f)[:3:2] == (200, b"Hello, World!"), lead
 
 
 @pytest.mark.parametrize(

@@ -284,7 +284,16 @@ class HttpProtocol:
     def _read_head(self, view: memoryview, pos: int, end: int) -> int:
         app = self.app
         if self._partial is None:
-            m = None if view[pos] in _EOL else BLANK_LINE.search(view, pos, end)
+            if view[pos] in _EOL:
+                # Empty lines before the request line (RFC 9112 2.2), skipped here: kept, they
+                # hid a head behind them in the same read (one with bare LF line ends, which
+                # the fast path does not look for), which then waited for a read that a client
+                # waiting for its answer never sends, until header_timeout.
+                rest = view[pos:end].tobytes()
+                pos = end - len(rest.lstrip(b"\r\n"))
+                if pos == end:
+                    return self._skip_empty_lines(pos, end)
+            m = BLANK_LINE.search(view, pos, end)
             if m is not None:
                 start, stop = line_end(view, m.start()), m.end()
                 if start - pos > app.max_head:
