@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import fcntl
 import os
 import socket
@@ -242,6 +243,23 @@ class FileRange:
         self.offset = offset
         self.count = count
         self.close_fd = close_fd
+
+    def truncated(self) -> OSError:
+        """The error for a file that ended before ``count`` more bytes from ``offset``: its
+        name (when ``/proc`` gives one) and what is missing, for the operator's log (the
+        client only sees its answer cut by a reset).
+
+        Example:
+            >>> FileRange(-1, 10, 5, close_fd=False).truncated().strerror
+            'file truncated while sending: it ends before byte 15, answered as its length'
+        """
+        try:
+            name = os.readlink(f"/proc/self/fd/{self.fd}")
+        except OSError:
+            name = None
+        end = self.offset + self.count
+        why = f"file truncated while sending: it ends before byte {end}, answered as its length"
+        return OSError(errno.EIO, why, name)
 
     def discard(self) -> None:
         """Close the fd if this range owns it."""

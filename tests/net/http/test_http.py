@@ -334,6 +334,75 @@ def test_an_upload_without_framing_is_refused_and_the_file_kept(
     assert sorted(os.listdir(root)) == before
 
 
+def test_an_upload_evaluates_its_preconditions(make_server: Any, root: Any) -> None:
+    """RFC 9110 13.1.1-13.1.4: an upload with a failing If-Match, If-None-Match or
+    If-Unmodified-Since is answered 412 before its body is asked for, and the file is kept:
+    ``If-None-Match: *`` creates only, ``If-Match`` replaces only the version the client has
+    (a lost update otherwise: both were ignored and the file replaced)."""
+    srv = make_server(root=root, uploads=True)
+    (root / "full.txt").write_bytes(b"old content")
+    with connect(srv.port) as sock:
+        f = sock.makefile("rb")
+        sock.sendall(b"GET /full.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, _ = read_response(f, "GET")
+    tag = headers["etag"]
+    refused = [
+        ("PUT", "/full.txt", "If-None-Match: *"),
+        ("POST", "/full.txt", f"If-None-Match: {tag}"),
+        ("PUT", "/full.txt", f"If-None-Match: W/{tag}"),  # weak comparison
+        ("PUT", "/full.txt", 'If-Match: "other"'),
+        ("PUT", "/full.txt", f"If-Match: W/{tag}"),  # strong comparison: never a weak tag
+        ("PUT", "/new.txt", "If-Match: *"),  # no current file
+        ("PUT", "/full.txt", "If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT"),
+    ]
+    for method, target, field in refused:
+        # Expect: 100-continue and no body sent: the 412 comes at once, not a 100
+        head = f"{method} {target} HTTP/1.1\r\nHost: x\r\n{field}\r\nContent-Length: 3\r\n"
+        with connect(srv.port) as sock:
+            sock.sendall(head.encode() + b"Expect: 100-continue\r\n\r\n")
+            status, headers, _ = read_response(sock.makefile("rb"), method)
+        assert (status, headers.get("connection")) == (412, "close"), field
+    assert (root / "full.txt").read_bytes() == b"old content"
+    assert not (root / "new.txt").exists()
+    allowed = [
+        ("PUT", "/new.txt", "If-None-Match: *", 201),
+        ("PUT", "/full.txt", f"If-Match: {tag}", 204),
+        ("POST", "/full.txt", "If-Match: *", 204),
+        ("PUT", "/full.txt", 'If-None-Match: "other"', 204),
+        ("PUT", "/full.txt", "If-Unmodified-Since: Fri, 01 Jan 2100 00:00:00 GMT", 204),
+    ]
+    for method, target, field, expected in allowed:
+        head = f"{method} {target} HTTP/1.1\r\nHost: x\r\n{field}\r\nContent-Length: 3\r\n"
+        with connect(srv.port) as sock:
+            sock.sendall(head.encode() + b"\r\nnew")
+            assert read_response(sock.makefile("rb"), method)[0] == expected, field
+    assert (root / "full.txt").read_bytes() == (root / "new.txt").read_bytes() == b"new"
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed-file", "part-name"])
+def test_a_create_only_upload_does_not_replace_a_file_that_appeared_meanwhile(
+    make_server: Any, root: Any, monkeypatch: pytest.MonkeyPatch, unnamed: bool
+) -> None:
+    """``If-None-Match: *`` holds when the body begins; a file that takes the name while the
+    body comes is not replaced: the name is claimed when the upload is complete (412 then)."""
+    monkeypatch.setattr(http_server, "_UNNAMED", http_server._UNNAMED and unnamed)
+    srv = make_server(root=root, uploads=True)
+    with connect(srv.port) as sock:
+        sock.sendall(
+            b"PUT /race.txt HTTP/1.1\r\nHost: x\r\nIf-None-Match: *\r\nContent-Length: 6\r\n\r\nupl"
+        )
+        with contextlib.suppress(TimeoutError):
+            sock.settimeout(0.3)
+            assert sock.recv(1) == b"", "answered before the body ended"
+        (root / "race.txt").write_bytes(b"theirs")
+        sock.settimeout(10)
+        sock.sendall(b"oad")
+        status, _, _ = read_response(sock.makefile("rb"), "PUT")
+    assert status == 412
+    assert (root / "race.txt").read_bytes() == b"theirs"
+    assert sorted(os.listdir(root)) == ["empty.bin", "race.txt", "small.txt", "sub"]
+
+
 def test_an_upload_stored_is_answered_when_its_part_name_cannot_be_removed(
     make_server: Any, root: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import time
@@ -343,3 +344,35 @@ def test_a_lingering_close_is_bounded_by_linger_not_by_the_idle_limit(make_serve
         time.sleep(0.6)  # twice the idle limit: still lingering
         assert live_connections(srv) == 1
         wait_until(lambda: live_connections(srv) == 0, timeout=5)
+
+
+def _read_to_end(sock: socket.socket) -> None:
+    while sock.recv(1 << 20):
+        pass
+
+
+def test_a_file_truncated_while_sent_is_reported(make_server: Any, tmp_path: Any) -> None:
+    """A file that shrinks while its answer is sent (rewritten in place by a deploy) cannot
+    keep the announced length: the client's connection is reset, so it cannot take the cut
+    answer for the whole file, and the loop's exception handler gets an error naming the file
+    (before, nothing was said on either engine: the operator never learnt it)."""
+    size = 32 << 20  # far past what the socket buffers take before the client reads
+    (tmp_path / "shrinks.bin").write_bytes(b"x" * size)
+    srv = make_server(root=tmp_path)
+    errors: list[tuple[type, str | None, str]] = []  # not the exception: it keeps its frames
+    srv.reactor.exception_handler = lambda exc, where: errors.append(
+        (type(exc), getattr(exc, "filename", None), str(exc))
+    )
+    with connect(srv.port) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(b"GET /shrinks.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = sock.recv(65536)
+        assert got.startswith(b"HTTP/1.1 200 OK\r\n")
+        os.truncate(tmp_path / "shrinks.bin", 1 << 20)
+        with pytest.raises(ConnectionResetError):  # a reset, never a clean end of the answer
+            _read_to_end(sock)
+    wait_until(lambda: bool(errors))
+    ((kind, filename, message),) = errors
+    assert (kind, filename) == (OSError, str(tmp_path / "shrinks.bin"))
+    assert "truncated while sending" in message
+    assert served(srv.port)

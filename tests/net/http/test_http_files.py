@@ -240,6 +240,17 @@ def test_directories_redirect_and_files_take_no_slash(make_server: Any, files_ro
     status, h, _ = one(srv.port, "/s%75b")  # the Location is built from the path as sent
     assert (status, h["location"]) == (301, "/s%75b/")
     assert one(srv.port, "/sub/")[::2] == (200, b"<p>index</p>")
+    # Never a network-path reference ("//sub/" sends a browser to the host "sub"), nor one a
+    # browser reads as such ("/\\sub/"): the leading slashes become one, as nginx's are
+    (files_root / "\\sub").mkdir()
+    for target, location in (
+        ("//sub", "/sub/"),
+        ("///sub?x=1", "/sub/?x=1"),
+        ("/\\sub", "/%5Csub/"),
+    ):
+        status, h, _ = one(srv.port, target)
+        assert (status, h["location"]) == (301, location), target
+    assert one(srv.port, "/%2Fsub")[1]["location"] == "/%2Fsub/"  # a path: "/%2F" is no "//"
     assert one(srv.port, "/noindex/")[0] == 404
     assert one(srv.port, "/noindex")[0] == 301
     for target in ("/small.txt/", "/small.txt/.", "/sub/index.html/"):

@@ -6,6 +6,8 @@ docs/http.md has the table of cases these tests pin down.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from typing import Any
 
 import pytest
@@ -98,6 +100,9 @@ def test_bare_lf_heads_are_answered(make_server: Any, raw: bytes) -> None:
         for i in range(len(raw)):  # and one byte per send: the head's end is found across reads
             sock.sendall(raw[i : i + 1])
         assert read_response(f)[2] == b"Hello, World!"
+        for lead in (b"\n", b"\r\n\r\n"):  # empty lines before it, in the same read: answered
+            sock.sendall(lead + raw)  # at once (it waited for another read until the 408)
+            assert read_response(f)[:3:2] == (200, b"Hello, World!"), lead
 
 
 @pytest.mark.parametrize(
@@ -194,6 +199,28 @@ def test_answers_to_head_have_no_body(make_server: Any, raw: bytes, status: int)
     assert b"\r\nContent-Length: " in head
     # Nothing follows the head but, for an answer that keeps the connection, the next response.
     assert rest == b"" or rest.startswith(b"HTTP/1.1 200 ")
+
+
+@pytest.mark.parametrize("blank_line_sent", [0, 1, 2, 3, 4], ids=lambda n: f"{n}-bytes-first")
+def test_the_head_limit_does_not_depend_on_where_the_head_is_split(
+    make_server: Any, blank_line_sent: int
+) -> None:
+    """A head of exactly ``max_head`` bytes is served however TCP splits it: before, one whose
+    first read ended inside its blank line ("...\r\n\r", the rest later) counted those bytes
+    as head and was refused 431, while the same bytes in one read were served. One byte more
+    is refused either way."""
+    srv = make_server()
+    limit = srv.http.max_head
+    base = b"GET /test HTTP/1.1\r\nHost: x\r\nX: "
+    for size, status in ((limit, 200), (limit + 1, 431)):
+        head = base + b"v" * (size - len(base))
+        data = head + b"\r\n\r\n"
+        with connect(srv.port) as sock:
+            sock.sendall(data[: size + blank_line_sent])
+            time.sleep(0.1)  # the server reads the first part alone before the rest comes
+            with contextlib.suppress(OSError):  # a 431 may come before the rest is sent
+                sock.sendall(data[size + blank_line_sent :])
+            assert read_response(sock.makefile("rb"))[0] == status, size
 
 
 def test_no_100_continue_for_http10(make_server: Any) -> None:

@@ -153,6 +153,27 @@ def test_chunked_errors() -> None:
         ChunkedReader(max_body=50).feed(b"2\nab", 0, 4)
 
 
+@pytest.mark.parametrize("length", [1024, 1025])
+def test_the_chunk_line_limit_does_not_depend_on_where_the_line_is_split(length: int) -> None:
+    """A chunk-size line of 1024 bytes is taken whole or split anywhere, one of 1025 refused
+    either way: before, a read that ended with the line's CR counted the CR and refused it."""
+    line = b"1;e=" + b"v" * (length - 4) + b"\r\n"
+    body = line + b"a\r\n0\r\n\r\n"
+    for cut in (len(body), length - 1, length, length + 1):
+        reader = ChunkedReader(max_body=50)
+
+        def feed_in_two(reader: ChunkedReader = reader, cut: int = cut) -> None:
+            used, _ = reader.feed(body, 0, cut)
+            reader.feed(body, used, len(body))
+
+        if length == 1024:
+            feed_in_two()
+            assert reader.done, cut
+        else:
+            with pytest.raises(HttpError, match="chunk line too long"):
+                feed_in_two()
+
+
 @pytest.mark.parametrize(
     "body",
     [

@@ -36,7 +36,6 @@ Lifecycle: a :class:`Connection` object comes from the server's ``ObjectPool`` a
 
 from __future__ import annotations
 
-import errno
 import os
 import select
 import socket
@@ -319,7 +318,10 @@ class Connection(BaseConnection["Reactor"]):
             except (BlockingIOError, InterruptedError):
                 return None
             if sent == 0:  # file shorter than announced: the response would be a lie
-                raise OSError(errno.EIO, "file truncated while sending")
+                exc = item.truncated()
+                assert self.reactor is not None
+                self.reactor.report(exc, self)  # the client sees a reset; the operator, why
+                raise exc
             item.offset += sent
             item.count -= sent
             total += sent

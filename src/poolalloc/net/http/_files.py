@@ -35,7 +35,7 @@ from typing import NamedTuple
 
 from poolalloc.net.http.parser import Request
 
-__all__ = ["Answer", "content_type", "etag", "plan"]
+__all__ = ["Answer", "content_type", "create_only", "etag", "plan", "upload_allowed"]
 
 #: RFC 9110 14.1.2: int-range (first-pos "-" [ last-pos ]) or suffix-range ("-" suffix-length).
 _RANGE = re.compile(r"(\d*)-(\d*)", re.ASCII)
@@ -146,6 +146,48 @@ def plan(req: Request, st: os.stat_result) -> Answer:
         return answer(416, 0, 0)
     end = size - 1 if last == "" else min(_count(last), size - 1)
     return answer(206, start, end - start + 1)
+
+
+def upload_allowed(req: Request, st: os.stat_result | None) -> bool:
+    """RFC 9110 13.2.2 for an upload that would replace the regular file with status ``st``
+    (None: there is none): False (412) when ``If-Match`` (else ``If-Unmodified-Since``) or
+    ``If-None-Match`` fails. ``If-None-Match: *`` is how a client says "create, never replace";
+    ``If-Match`` is how it says "replace only the version I have" (no lost update).
+
+    Example:
+        >>> from poolalloc.net.http.parser import parse_head
+        >>> st = os.stat_result((0o100644, 7, 0, 1, 0, 0, 10, 0, 0, 0), {"st_mtime_ns": 0})
+        >>> req = parse_head(b"PUT /f HTTP/1.1\\r\\nHost: x\\r\\nIf-None-Match: *")
+        >>> upload_allowed(req, st), upload_allowed(req, None)
+        (False, True)
+    """
+    if_match = _field(req, "if-match")
+    if if_match is not None:
+        if st is None or not _tag_matches(if_match, etag(st), weak=False):
+            return False  # "*" too: it asks for a current file
+    elif st is not None:
+        since = _date(_field(req, "if-unmodified-since"))
+        if since is not None and int(st.st_mtime) > since:
+            return False
+    if_none_match = _field(req, "if-none-match")
+    return not (
+        if_none_match is not None
+        and st is not None
+        and _tag_matches(if_none_match, etag(st), weak=True)
+    )
+
+
+def create_only(req: Request) -> bool:
+    """Does ``If-None-Match`` hold ``*``? The upload must then create its name, never replace
+    a file that appeared while its body was read.
+
+    Example:
+        >>> from poolalloc.net.http.parser import parse_head
+        >>> create_only(parse_head(b"PUT /f HTTP/1.1\\r\\nHost: x\\r\\nIf-None-Match: *"))
+        True
+    """
+    value = _field(req, "if-none-match")
+    return value is not None and any(item.strip() == "*" for item in value.split(","))
 
 
 def _count(digits: str) -> int:

@@ -70,6 +70,11 @@ _EOL = (13, 10)
 _REPLY_KEY_MAX = 1024
 
 
+def _eol_run(tail: bytearray) -> int:
+    """How many CR and LF bytes end ``tail``."""
+    return len(tail) - len(tail.rstrip(b"\r\n"))
+
+
 class BodySink(Protocol):
     """Where a request body goes; ``close`` runs when the body is complete.
 
@@ -279,7 +284,16 @@ class HttpProtocol:
     def _read_head(self, view: memoryview, pos: int, end: int) -> int:
         app = self.app
         if self._partial is None:
-            m = None if view[pos] in _EOL else BLANK_LINE.search(view, pos, end)
+            if view[pos] in _EOL:
+                # Empty lines before the request line (RFC 9112 2.2), skipped here: kept, they
+                # hid a head behind them in the same read (one with bare LF line ends, which
+                # the fast path does not look for), which then waited for a read that a client
+                # waiting for its answer never sends, until header_timeout.
+                rest = view[pos:end].tobytes()
+                pos = end - len(rest.lstrip(b"\r\n"))
+                if pos == end:
+                    return self._skip_empty_lines(pos, end)
+            m = BLANK_LINE.search(view, pos, end)
             if m is not None:
                 start, stop = line_end(view, m.start()), m.end()
                 if start - pos > app.max_head:
@@ -323,13 +337,18 @@ class HttpProtocol:
         return pos + stop - old
 
     def _check_head_size(self) -> None:
-        assert self._partial is not None
-        if len(self._partial) > self.app.max_head:
-            first = self._partial.find(b"\r\n")
+        partial = self._partial
+        assert partial is not None
+        max_head = self.app.max_head
+        # A head whose blank line has not come whole may end in its first bytes ("\r\n\r"):
+        # they are no part of the head, which a read that holds the blank line measures
+        # without them (the same head was refused or not as TCP happened to split it).
+        if len(partial) > max_head and len(partial) - _eol_run(partial[-3:]) > max_head:
+            first = partial.find(b"\r\n")
             if first < 0 or first > self.app.max_target:
                 raise HttpError(414, "request target too long")
             raise HttpError(431, "request header fields too large")
-        if len(self._partial) > 2 and self._partial.lstrip(b"\r\n")[:1].isspace():
+        if len(partial) > 2 and partial.lstrip(b"\r\n")[:1].isspace():
             raise HttpError(400, "malformed request line")
 
     def _start(self, req: Request) -> None:

@@ -14,7 +14,8 @@
   place). The answer is ``201 Created``
   when the name was new, ``204 No Content`` when an existing file was replaced; a request with
   neither ``Content-Length`` nor ``Transfer-Encoding`` gets ``411 Length Required`` and changes
-  nothing (``Content-Length: 0`` stores an empty file). Disk writes
+  nothing (``Content-Length: 0`` stores an empty file); ``If-Match``, ``If-None-Match``
+  and ``If-Unmodified-Since`` are evaluated first (412 when one fails). Disk writes
   are synchronous in the loop: fine for local disks, not for network filesystems.
 * Static responses: ``server.route("/path", Response(...))`` answers every request for the path
   with the same response; keep-alive ``GET`` requests for it take the protocol's fast path
@@ -127,7 +128,7 @@ class _FileSink:
     answer does not change: the upload is stored, or refused for its name, either way).
     """
 
-    __slots__ = ("created", "done", "fd", "final", "part", "req", "stray", "written")
+    __slots__ = ("create_only", "created", "done", "fd", "final", "part", "req", "stray", "written")
 
     def __init__(
         self,
@@ -137,6 +138,8 @@ class _FileSink:
         stray: Callable[[str, OSError], None] | None = None,
     ) -> None:
         self.final, self.req, self.done, self.stray = final, req, done, stray
+        #: ``If-None-Match: *``: a file that took the name while the body came is not replaced
+        self.create_only = _files.create_only(req)
         head, tail = os.path.split(final)
         if len(os.fsencode(tail)) > _NAME_MAX:  # refused before the body, as a named open is
             raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), final)
@@ -168,9 +171,11 @@ class _FileSink:
             else:
                 os.close(fd)
                 fd = -1
-                self.created = _put_in_place(self.part, self.final)
+                self.created = _put_in_place(self.part, self.final, replace=not self.create_only)
         except OSError as exc:  # e.g. the name is a directory: nothing was stored
             self._remove_part()
+            if self.create_only and isinstance(exc, FileExistsError):
+                raise HttpError(412, "precondition failed: the file exists") from exc
             raise HttpError(409, "cannot store under that name") from exc
         finally:
             if fd >= 0:
@@ -188,6 +193,8 @@ class _FileSink:
         try:
             _link_fd(fd, self.final)  # claims a new name atomically, as _put_in_place does
         except FileExistsError:  # (the kernel says so before it checks whether it may link)
+            if self.create_only:
+                raise
             self.part = _part_name(self.final)
             self._link_or_copy(fd, self.part)
         except OSError as exc:
@@ -198,7 +205,7 @@ class _FileSink:
             _copy_to(fd, self.part)
         else:
             return True
-        return _put_in_place(self.part, self.final)
+        return _put_in_place(self.part, self.final, replace=not self.create_only)
 
     def _link_or_copy(self, fd: int, part: str) -> None:
         """Link the unnamed file to ``part``, else copy it there."""
@@ -231,6 +238,16 @@ class _FileSink:
         if self.part is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.part)
+
+
+def _regular_file(path: str) -> os.stat_result | None:
+    """The status of the regular file ``path``; None when there is none (a directory is
+    refused with 409 whatever an upload's preconditions say, a bad name with its own status)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
 
 
 def _open_unnamed(directory: str) -> int | None:
@@ -290,7 +307,7 @@ def _part_name(final: str) -> str:
     return os.path.join(head, name)
 
 
-def _put_in_place(part: str, final: str) -> bool:
+def _put_in_place(part: str, final: str, *, replace: bool = True) -> bool:
     """Give the complete file ``part`` the name ``final``; True when ``final`` did not exist
     before. ``part`` may remain as a second name of the same file: the caller removes it
     (:func:`_unlink_part`), and the upload is stored whether or not that succeeds.
@@ -298,15 +315,20 @@ def _put_in_place(part: str, final: str) -> bool:
     Decided at the moment the name is taken, not when the upload began (another writer may
     create or remove the name meanwhile): a hard link claims a new name atomically, so of two
     uploads racing for one new name exactly one is told it created it. Where links are refused
-    (some filesystems), a look just before the rename decides.
+    (some filesystems), a look just before the rename decides. Without ``replace``, an
+    existing ``final`` raises FileExistsError and stays as it is.
     """
     try:
         os.link(part, final)
     except FileExistsError:
+        if not replace:
+            raise
         os.replace(part, final)
         return False
     except OSError:
         created = not os.path.lexists(final)
+        if not (created or replace):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), final) from None
         os.replace(part, final)
         return created
     return True
@@ -475,6 +497,9 @@ class HttpServer:
             raise HttpError(400, "partial PUT (Content-Range) is not supported", req.method)
         try:
             final = self._resolve(req.path, for_write=True)
+            # RFC 9110 13.1.1-13.1.4: evaluated before the body is asked for (no 100 Continue)
+            if not _files.upload_allowed(req, _regular_file(final)):
+                raise HttpError(412, "precondition failed", req.method)
             return _FileSink(final, req, self._upload_stored, self._stray_part)
         except OSError as exc:
             status = 409 if isinstance(exc, IsADirectoryError) else _status_of(exc)
@@ -606,7 +631,10 @@ class HttpServer:
     def _send_file(self, proto: HttpProtocol, req: Request) -> None:
         path = self._resolve(req.path, for_write=False)
         if path is None:  # a directory named without its slash: send the client to it
-            location = req.path + "/" + (f"?{req.query}" if req.query else "")
+            # One leading slash, and no backslash a browser would read as one: a Location of
+            # "//dir/" (from "GET //dir") is a network-path reference, a redirect to host "dir"
+            location = "/" + req.path.lstrip("/").replace("\\", "%5C") + "/"
+            location += f"?{req.query}" if req.query else ""
             resp = Response(301, b"moved permanently\n", headers=(("Location", location),))
             self._send(proto, req, resp)
             return

@@ -575,13 +575,16 @@ class UringConnection(BaseConnection["Proactor"]):
         self.inflight -= 1
         if self.closed:
             return
-        if res <= 0:
-            err = cqe_error(res) if res else OSError(errno.EIO, "file truncated while sending")
-            self.abort(err)
-            return
         assert self.queue is not None
         item = self.queue[0].data
         assert isinstance(item, FileRange)
+        if res <= 0:
+            err = cqe_error(res) if res else item.truncated()
+            if not res:  # the client sees a reset; the operator, why (as on epoll)
+                assert self.reactor is not None
+                self.reactor.report(err, self)
+            self.abort(err)
+            return
         item.offset += res
         item.count -= res
         self._rare().pipe_fill = res
