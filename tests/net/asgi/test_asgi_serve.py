@@ -22,7 +22,8 @@ pytestmark = [pytest.mark.net, pytest.mark.timeout(90)]
 
 LISTENING = r"serving ASGI app on http://[^:]+:(\d+)"
 
-APP = """
+#: the head of every test app: lifespan messages answered, the shutdown's said on stdout
+APP_HEAD = """
 import asyncio, os
 
 async def app(scope, receive, send):
@@ -33,7 +34,9 @@ async def app(scope, receive, send):
             if message["type"] == "lifespan.shutdown":
                 print("lifespan shutdown ran", flush=True)
                 return
-    if scope["path"] == "/slow":
+"""
+
+APP = APP_HEAD + """    if scope["path"] == "/slow":
         print("slow request started", flush=True)
         await asyncio.sleep(1.0)
     body = b"pid %d" % os.getpid()
@@ -210,17 +213,7 @@ def test_workers_whose_startup_fails_end_the_server(tmp_path: Path) -> None:
     assert done.stderr.count("workers in a row") == 1
 
 
-STUCK_APP = """
-import asyncio
-
-async def app(scope, receive, send):
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
-    print("stuck request started", flush=True)
+STUCK_APP = APP_HEAD + """    print("stuck request started", flush=True)
     try:
         await asyncio.sleep(3600)
     finally:
