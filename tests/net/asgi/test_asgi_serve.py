@@ -36,13 +36,16 @@ async def app(scope, receive, send):
                 return
 """
 
-APP = APP_HEAD + """    if scope["path"] == "/slow":
+APP = (
+    APP_HEAD
+    + """    if scope["path"] == "/slow":
         print("slow request started", flush=True)
         await asyncio.sleep(1.0)
     body = b"pid %d" % os.getpid()
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": body})
 """
+)
 
 
 @pytest.fixture
@@ -213,12 +216,15 @@ def test_workers_whose_startup_fails_end_the_server(tmp_path: Path) -> None:
     assert done.stderr.count("workers in a row") == 1
 
 
-STUCK_APP = APP_HEAD + """    print("stuck request started", flush=True)
+STUCK_APP = (
+    APP_HEAD
+    + """    print("stuck request started", flush=True)
     try:
         await asyncio.sleep(3600)
     finally:
         print("stuck request ended", flush=True)
 """
+)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
