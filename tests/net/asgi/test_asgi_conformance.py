@@ -700,6 +700,93 @@ def test_a_request_that_shuts_the_server_down_ends_it() -> None:
     assert took < 3
 
 
+def test_a_request_that_shuts_the_server_down_before_it_answers_is_answered() -> None:
+    """An admin route that calls ``shutdown()`` and then answers: its own connection was
+    waited for (it could not end while the route waited), so the call took the whole
+    timeout and the connection was then reset, its answer lost."""
+    from poolalloc.net.asgi import AsgiServer
+
+    servers: list[AsgiServer] = []
+    took: list[float] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            return
+        began = time.monotonic()
+        await servers[0].shutdown(timeout=5)
+        took.append(time.monotonic() - began)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"stopped"})
+
+    async def main() -> bytes:
+        server = AsgiServer(app, port=0, lifespan="off")
+        servers.append(server)
+        await server.start()
+        reader, writer = await asyncio.open_connection(*server.address)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = await reader.read()
+        writer.close()
+        return answer
+
+    answer = asyncio.run(asyncio.wait_for(main(), 20))
+    assert answer.endswith(b"stopped"), answer
+    assert took[0] < 2
+
+
+def test_a_request_task_that_swallows_its_cancellation_does_not_hang_asyncio_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Past the graceful timeout the request tasks left are cancelled; one that swallowed the
+    cancellation kept ``asyncio.run()`` waiting forever at its teardown. Its coroutine is now
+    closed, as the lifespan task's is."""
+    from poolalloc.net.asgi import AsgiServer
+
+    started = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            return
+        started.set()
+        while True:
+            with contextlib.suppress(asyncio.CancelledError):  # swallowed, every time
+                await asyncio.sleep(3600)
+
+    async def main() -> None:
+        server = AsgiServer(app, port=0, lifespan="off")
+        await server.start()
+        _, writer = await asyncio.open_connection(*server.address)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await started.wait()
+        await server.shutdown(timeout=0.2)
+        writer.close()
+
+    def run() -> None:
+        asyncio.run(main())
+
+    worker = threading.Thread(target=run, daemon=True)
+    began = time.monotonic()
+    with caplog.at_level(logging.ERROR, logger="poolalloc.asgi"):
+        worker.start()
+        worker.join(20)
+    assert not worker.is_alive(), "asyncio.run() still waits for the request task"
+    assert time.monotonic() - began < 10
+    assert "ignored its cancellation: closing its coroutine" in caplog.text
+
+
+def test_serve_with_workers_refuses_a_bad_timeout_before_it_forks() -> None:
+    """With workers, each forked worker refused ``keep_alive_timeout=nan`` in turn until the
+    supervisor gave up (five failed starts); ``serve()`` refuses it itself now."""
+    from poolalloc.net.asgi import serve
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("never served")  # pragma: no cover
+
+    began = time.monotonic()
+    with pytest.raises(ValueError, match="keep_alive_timeout must be a number of seconds"):
+        serve(app, port=0, workers=2, keep_alive_timeout=float("nan"))
+    assert time.monotonic() - began < 5
+
+
 @pytest.mark.parametrize("name", ["keep_alive_timeout", "idle_timeout", "lifespan_timeout"])
 @pytest.mark.parametrize("value", [float("nan"), 0, -1.0, "5", None, True])
 def test_timeouts_that_are_not_seconds_are_refused(name: str, value: Any) -> None:

@@ -195,23 +195,7 @@ class _Lifespan:
         await asyncio.wait({task}, timeout=_END_GRACE)  # its finally blocks, bounded too
         if task.done():
             return
-        logger.error(
-            "the application's lifespan task %r ignored its cancellation: closing its coroutine",
-            task,
-        )
-        with contextlib.suppress(RuntimeError):  # not expected: _main lets GeneratorExit out
-            task.get_coro().close()
-        task.cancel()  # wakes the task: its closed coroutine ends it
-        await asyncio.wait({task}, timeout=_END_GRACE)
-        if task.done():
-            if not task.cancelled():
-                task.exception()  # "cannot reuse already awaited coroutine": expected, seen
-        else:  # not expected (see above), but never a silent hang
-            logger.error(
-                "the application's lifespan task %r is still running: asyncio.run() will "
-                "wait for it at its teardown",
-                task,
-            )
+        await _close_ignoring([task], "the application's lifespan task")
 
 
 class AsgiServer:
@@ -377,14 +361,18 @@ class AsgiServer:
             conn.shutdown()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        me = asyncio.current_task()  # a request's own task may call this: not waited for
+        # a request's own task may call this: neither it nor its connection is waited for
+        me = asyncio.current_task()
 
         def others() -> list[asyncio.Task[None]]:
             return [task for task in state.tasks if task is not me]
 
-        while (state.connections or others()) and loop.time() < deadline:
+        def other_connections() -> list[Any]:
+            return [conn for conn in state.connections if conn._task is not me]
+
+        while (other_connections() or others()) and loop.time() < deadline:
             await asyncio.sleep(0.01)
-        for conn in list(state.connections):
+        for conn in other_connections():
             if conn.transport is not None:
                 conn.transport.abort()
         await asyncio.sleep(0)
@@ -394,9 +382,7 @@ class AsgiServer:
                 "%d ASGI request task(s) still running after the graceful timeout of %g s: "
                 "cancelled", len(tasks), timeout,
             )  # fmt: skip
-            for task in tasks:
-                task.cancel()
-            await asyncio.wait(tasks, timeout=_END_GRACE)  # their finally blocks, bounded
+            await _cancel_bounded(tasks)
         if self._server is not None:
             await self._server.wait_closed()
         if self._lifespan is not None:
@@ -404,7 +390,7 @@ class AsgiServer:
         self._close_pool()
 
     async def _stop_now(self) -> None:
-        """Stop at once, what a second SIGINT or SIGTERM asks for during a graceful shutdown:
+        """Stop at once, what a second SIGINT asks for during a graceful shutdown:
         reset every connection and cancel every request task and the lifespan task (their
         ``finally`` blocks run, bounded to a second each); no lifespan shutdown."""
         self.state.closing = True
@@ -414,11 +400,7 @@ class AsgiServer:
             if conn.transport is not None:
                 conn.transport.abort()
         me = asyncio.current_task()
-        tasks = [task for task in self.state.tasks if task is not me]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=_END_GRACE)
+        await _cancel_bounded([task for task in self.state.tasks if task is not me])
         if self._lifespan is not None:
             await self._lifespan._end_task(completed=False)
         self._close_pool()
@@ -428,6 +410,42 @@ class AsgiServer:
             close = getattr(self.pool, "close", None)
             if close is not None:
                 close()
+
+
+async def _close_ignoring(tasks: list[asyncio.Task[None]], what: str) -> None:
+    """Close the coroutines of ``tasks``, cancelled already, that are still running: they
+    swallowed their cancellation, and ``asyncio.run()`` would wait for them forever at its
+    teardown (it cancels every task left and gathers them). Closing a coroutine is what the
+    interpreter does to one it collects (``GeneratorExit`` runs its ``finally`` blocks)."""
+    stuck = [task for task in tasks if not task.done()]
+    for task in stuck:
+        logger.error("%s %r ignored its cancellation: closing its coroutine", what, task)
+        with contextlib.suppress(RuntimeError):  # a coroutine that ignores GeneratorExit too
+            task.get_coro().close()
+        task.cancel()  # wakes the task: its closed coroutine ends it
+    if not stuck:
+        return
+    await asyncio.wait(stuck, timeout=_END_GRACE)
+    for task in stuck:
+        if task.done():
+            if not task.cancelled():
+                task.exception()  # "cannot reuse already awaited coroutine": expected, seen
+        else:  # not expected, but never a silent hang
+            logger.error(
+                "%s %r is still running: asyncio.run() will wait for it at its teardown",
+                what,
+                task,
+            )
+
+
+async def _cancel_bounded(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel request ``tasks`` and see them end in bounded time: their ``finally`` blocks get
+    a second, then the coroutines of those that swallowed the cancellation are closed."""
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=_END_GRACE)
+        await _close_ignoring(tasks, "the ASGI request task")
 
 
 def _seconds(name: str, value: object, *, zero: bool = False) -> float:
@@ -533,6 +551,9 @@ def serve(
     if workers < 1:
         raise ValueError("workers must be at least 1")
     graceful_timeout = _seconds("graceful_timeout", graceful_timeout, zero=True)
+    for name in ("lifespan_timeout", "keep_alive_timeout", "idle_timeout"):
+        if name in options:  # here, not only in each worker, which would fail in turn
+            _seconds(name, options[name])
     if isinstance(app, str):
         app = import_app(app, app_dir)
     if workers == 1:
@@ -624,10 +645,12 @@ async def _serve_until_signal(  # noqa: PLR0917
         ready((h, p))
     await stop.wait()
     print(f"poolalloc serve: pid {os.getpid()} shutting down", file=sys.stderr, flush=True)
-    # a second signal (the second Ctrl-C) stops the graceful wait, as uvicorn's does
+    # A second Ctrl-C (SIGINT) stops the graceful wait, as uvicorn's does; a repeated SIGTERM
+    # does not: with --workers, one Ctrl-C reaches every worker from the terminal and then the
+    # supervisor's own SIGTERM, and systemd signals the whole group too.
     again = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, again.set)
+    loop.add_signal_handler(signal.SIGINT, again.set)
+    loop.add_signal_handler(signal.SIGTERM, lambda: None)
     graceful = loop.create_task(server.shutdown(graceful_timeout))
     signalled = loop.create_task(again.wait())
     await asyncio.wait({graceful, signalled}, return_when=asyncio.FIRST_COMPLETED)
