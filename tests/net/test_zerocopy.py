@@ -139,6 +139,22 @@ def test_fallback_gives_a_strict_pools_lease_back(datafile: Any, blocking: bool)
     b.close()
 
 
+def test_fallback_over_a_strict_pool_raises_the_send_error(datafile: Any) -> None:
+    """A send that fails (the peer gone): the failed call's frames still held a slice of the
+    lease's view, so a strict pool's release raised ``LeaseBusyError`` and the ``OSError``
+    survived only as its context. The send error is raised now and the lease goes back."""
+    import poolalloc
+
+    pool = poolalloc.BufferPool(4096, capacity=2, strict=True)
+    a, b = socket.socketpair()
+    b.close()
+    with pytest.raises((BrokenPipeError, ConnectionResetError)):
+        sendfile_fallback(a, datafile, 0, None, pool=pool)
+    assert pool.outstanding() == 0
+    pool.close()
+    a.close()
+
+
 def test_fallback_reads_file_objects_without_fd() -> None:
     a, b = socket.socketpair()
     src = io.BytesIO(b"0123456789")

@@ -17,6 +17,7 @@ import mmap
 import os
 import socket
 import ssl
+import traceback
 from typing import Protocol
 
 from poolalloc.net.sockets import LeaseSource, send_buffers
@@ -153,6 +154,11 @@ def sendfile_fallback(
             if left:  # non-blocking socket full: stop here, offset stays right
                 break
         file.seek(offset + sent)
+    except BaseException as exc:
+        # the failed send's frames still hold a slice of the view: a strict pool would refuse
+        # the lease's release below and hide this error behind LeaseBusyError
+        traceback.clear_frames(exc.__traceback__)
+        raise
     finally:
         view.release()  # no view of the lease left: a strict pool takes it back
         if lease is not None:
