@@ -383,7 +383,8 @@ class AsgiServer:
                 "cancelled", len(tasks), timeout,
             )  # fmt: skip
             await _cancel_bounded(tasks)
-        if self._server is not None:
+        # wait_closed() waits for every connection to end on 3.12+: not for the caller's own
+        if self._server is not None and not any(c._task is me for c in state.connections):
             await self._server.wait_closed()
         if self._lifespan is not None:
             await self._lifespan.shutdown()
