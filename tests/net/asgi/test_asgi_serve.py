@@ -263,3 +263,54 @@ def test_a_second_sigint_stops_a_graceful_shutdown_at_once(tmp_path: Path, signu
     assert took < 5, text
     assert "stuck request ended" in text
     assert "signal received again: stopping now" in text
+
+
+HANGING_STARTUP = """
+import asyncio
+
+async def app(scope, receive, send):
+    assert scope["type"] == "lifespan"
+    await receive()
+    print("startup began", flush=True)
+    try:
+        await asyncio.sleep(3600)
+    finally:
+        print("startup ended", flush=True)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_during_a_hanging_startup_ends_the_server_at_once(
+    tmp_path: Path, signum: int
+) -> None:
+    """Ctrl-C (or SIGTERM) while the app's lifespan startup hangs stops the server at once,
+    the app's startup cancelled (its ``finally`` blocks run). It was ignored until the
+    startup's timeout (60 s by default)."""
+    (tmp_path / "hangs.py").write_text(HANGING_STARTUP)
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "poolalloc", "serve", "--app", "hangs:app", "--port", "0",
+             "--app-dir", str(tmp_path)],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while "startup began" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.02)
+        began = time.monotonic()
+        proc.send_signal(signum)
+        status = proc.wait(20)
+        took = time.monotonic() - began
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert status == 0, text
+    assert took < 5, text
+    assert "startup ended" in text
+    assert "stopped during the application's startup" in text
+    assert "serving ASGI app" not in text

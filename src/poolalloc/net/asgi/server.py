@@ -145,7 +145,14 @@ class _Lifespan:
             self._main(), name=f"lifespan of the ASGI application {name}"
         )
         await self._queue.put({"type": "lifespan.startup"})
-        if not await self._within_timeout(self._started):
+        try:
+            started = await self._within_timeout(self._started)
+        except asyncio.CancelledError:
+            # a stop asked for during the startup (Ctrl-C while the app's startup hangs): the
+            # app's task ends with it rather than outlive the server
+            await self._end_task(completed=False)
+            raise
+        if not started:
             await self._end_task(completed=False)
             raise LifespanError(f"lifespan startup did not complete in {self.timeout:g} s")
         if self._failed is not None and self.supported:
@@ -625,8 +632,24 @@ async def _serve_until_signal(  # noqa: PLR0917
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     server = AsgiServer(app, host, port, **options)
+    # A stop during the app's lifespan startup ends the startup: waiting for it would ignore
+    # Ctrl-C for up to lifespan_timeout (60 s by default) when the startup hangs.
+    starting = loop.create_task(server.start())
+    stopping = loop.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not starting.done():
+        starting.cancel()
+        await asyncio.wait({starting})
+    if starting.cancelled():  # else it ended as the stop came: said and shut down below
+        print(
+            f"poolalloc serve: pid {os.getpid()} stopped during the application's startup",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 0
     try:
-        await server.start()
+        starting.result()
     except OSError:
         # the address (the app's own startup failures are LifespanError): said as the built-in
         # server says it, one line saying what to change (status 1 from the CLI), not as a
