@@ -278,6 +278,7 @@ unsigned pa_uring_setup_flags(const pa_uring_t *r) { return r ? r->setup_flags :
 unsigned pa_uring_features(const pa_uring_t *r) { return r ? r->features : 0; }
 
 unsigned pa_uring_pending(const pa_uring_t *r) {
+  if (!r) return 0;
   return r->sq_tail - __atomic_load_n(r->sq_khead, __ATOMIC_ACQUIRE);
 }
 
@@ -336,7 +337,7 @@ int pa_uring_registered_index(const pa_uring_t *r) { return r ? r->reg_index : -
 /* Writing SQEs is allowed from any thread; only entering the kernel enables a disabled ring,
  * which makes the entering thread the single issuer. */
 static int writable(const pa_uring_t *r) {
-  if (!r) return EINVAL;
+  if (!r) return EBADF; /* a closed ring (the bindings pass NULL for one) */
   return inherited(r) ? ECHILD : 0;
 }
 
@@ -814,7 +815,8 @@ static void csend_destroy_all(pa_uring_t *r) {
 
 int pa_uring_bufring_create(pa_uring_t *r, uint16_t bgid, unsigned entries, unsigned flags,
                             pa_bufring_t **out) {
-  if (!r || !out || entries == 0 || entries > PA_URING_MAX_BUFRING || (entries & (entries - 1)) ||
+  if (!r) return EBADF;
+  if (!out || entries == 0 || entries > PA_URING_MAX_BUFRING || (entries & (entries - 1)) ||
       (flags & ~(unsigned)PA_URING_BUFRING_INC))
     return EINVAL;
   if (inherited(r)) return ECHILD;
@@ -878,7 +880,8 @@ int pa_uring_bufring_destroy(pa_bufring_t *b) {
 }
 
 int pa_uring_bufring_add(pa_bufring_t *b, uint64_t addr, uint32_t len, uint16_t bid) {
-  if (!b || addr == 0 || len == 0 || bid >= b->entries) return EINVAL;
+  if (!b) return EBADF; /* a closed buffer ring */
+  if (addr == 0 || len == 0 || bid >= b->entries) return EINVAL;
   if (inherited(b->ring)) return ECHILD;
   struct io_uring_buf *e = &b->br->bufs[b->tail & b->mask];
   e->addr = addr;
@@ -891,7 +894,8 @@ int pa_uring_bufring_add(pa_bufring_t *b, uint64_t addr, uint32_t len, uint16_t 
 }
 
 int pa_uring_bufring_readd(pa_bufring_t *b, const uint16_t *bids, unsigned n) {
-  if (!b || (n && !bids)) return EINVAL;
+  if (!b) return EBADF;
+  if (n && !bids) return EINVAL;
   if (inherited(b->ring)) return ECHILD;
   for (unsigned i = 0; i < n; i++) {
     uint16_t bid = bids[i];

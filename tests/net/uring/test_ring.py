@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import ctypes
 import errno
 import mmap
@@ -290,3 +291,51 @@ def test_default_ring_may_change_threads() -> None:
     ring.prep_nop(2)
     assert list(ring.enter(1, 1_000_000_000)) == [(2, 0, 0)]
     ring.close()
+
+
+def test_a_closed_ring_and_its_buffer_rings_raise_ebadf() -> None:
+    """Every call on a closed ring or buffer ring raises ``OSError(EBADF)`` (as on a closed
+    socket): they raised cffi's ``TypeError`` about a NULL pointer before, and the counters
+    (``pending``) read freed memory. A buffer ring left open when its ring closes is closed
+    with it: its close afterwards followed the ring's freed C structure."""
+    ring = Ring(8)
+    bufring = ring.new_bufring(1, 8)
+    block = mmap.mmap(-1, 4096)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(block))
+    iov, msg = new_iov(1)
+    ring.close()
+    ring.close()  # idempotent
+    assert ring.closed
+    assert ring.fd == -1
+    assert ring.pending() == 0
+    assert ring.csend_inflight() == 0
+    assert ring.registered_index == -1
+    ring.submit()  # nothing queued: nothing to say
+    calls = [
+        lambda: ring.prep_nop(1),
+        lambda: ring.prep_accept(0, 1),
+        lambda: ring.prep_recv(0, 1, 1),
+        lambda: ring.prep_send(0, address, 1, 1),
+        lambda: ring.prep_send_buffer(0, b"x", 1),
+        lambda: ring.prep_sendmsg(0, iov, 1, msg, 1),
+        lambda: ring.prep_sendv(0, [b"x"], iov, msg, 1),
+        lambda: ring.prep_poll(0, 1, 1),
+        lambda: ring.prep_cancel(1),
+        lambda: ring.prep_cancel_all(1),
+        lambda: ring.prep_splice(0, 1, nbytes=1, ud=1),
+        lambda: ring.enter(0, 0),
+        lambda: ring.reap(0, 0),
+        lambda: ring.csend(0, b"x", 1),
+        lambda: ring.csend_busy(0, 1),
+        lambda: ring.new_bufring(2, 8),
+        lambda: bufring.add(address, 4096, 0),
+        lambda: bufring.add_many([(address, 0)], 4096),
+        bufring.publish,
+        lambda: bufring.readd(array.array("H", [0])),
+    ]
+    for call in calls:
+        with pytest.raises(OSError, match="Bad file descriptor") as caught:
+            call()
+        assert caught.value.errno == errno.EBADF, caught.value
+    bufring.close()  # closed with the ring already: idempotent
+    block.close()

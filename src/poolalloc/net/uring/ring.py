@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -162,11 +163,13 @@ class Ring:
         )
         self.setup_flags = int(lib.pa_uring_setup_flags(self._ring))
         self.fd = int(lib.pa_uring_fd(self._ring))
+        # closed with the ring: a buffer ring's C side points into the ring's
+        self._bufrings: weakref.WeakSet[BufRing] = weakref.WeakSet()
 
     @property
     def closed(self) -> bool:
         """True after :meth:`close`."""
-        return self._ring is None
+        return not self._ring
 
     def enter(self, wait_nr: int, timeout_ns: int) -> Iterator[tuple[int, int, int]]:
         """Submit what is queued, wait for ``wait_nr`` completions, return ``(ud, res, flags)``.
@@ -213,7 +216,7 @@ class Ring:
     def csend_sent(self, fd: int) -> int:
         """Bytes of ``fd``'s copied sends the kernel completed since the last call (counted at
         completion, as a plain send counts what it sent); 0 on a closed ring."""
-        if self._ring is None:
+        if not self._ring:
             return 0
         check_rc(lib.pa_uring_csend_sent(self._ring, fd, self._csent), "send")
         return int(self._csent[0])
@@ -221,7 +224,7 @@ class Ring:
     def csend_detach(self, fd: int) -> int:
         """Forget ``fd``'s copied sends before it is closed (one in flight is cancelled); a
         closed ring has none left. Returns what :meth:`csend_sent` would have just before."""
-        if self._ring is None:
+        if not self._ring:
             return 0
         check_rc(lib.pa_uring_csend_detach(self._ring, fd, self._csent), "cancel")
         return int(self._csent[0])
@@ -249,7 +252,7 @@ class Ring:
 
         :raises OSError: the ring failed (``ECHILD`` in a forked child).
         """
-        if self._ring is not None:  # nothing queued: no system call
+        if self._ring:  # closed: nothing queued, no system call
             check_rc(lib.pa_uring_submit(self._ring), "io_uring_enter")
 
     def prep_nop(self, ud: int) -> None:
@@ -318,12 +321,17 @@ class Ring:
         check_rc(lib.pa_uring_prep_cancel_all(self._ring, ud), "cancel all")
 
     def close(self) -> None:
-        """Tear the ring down (idempotent); buffer rings must be closed first."""
-        if self._ring is not None:
+        """Tear the ring down (idempotent), its buffer rings first. Every call on a closed
+        ring raises ``OSError(EBADF)`` but :meth:`close`, :meth:`submit` and the counters
+        (which say 0)."""
+        if self._ring:
+            for bufring in list(self._bufrings):
+                bufring.close()
             self.csend_raw = _closed_csend  # the CopySender holds the pointer freed below
             self._cq_mem.release()
-            lib.pa_uring_destroy(self._ring)
-            self._ring = None
+            ring, self._ring = self._ring, ffi.NULL  # the C functions answer EBADF for NULL
+            self.fd = -1
+            lib.pa_uring_destroy(ring)
 
     def new_bufring(self, bgid: int, entries: int, *, incremental: bool = False) -> BufRing:
         """Register a provided-buffer ring of ``entries`` (a power of two) as group ``bgid``;
@@ -331,7 +339,9 @@ class Ring:
 
         :raises OSError: the kernel refused it (``EINVAL`` for ``incremental`` before 6.12).
         """
-        return BufRing(self._ring, bgid, entries, incremental=incremental)
+        bufring = BufRing(self._ring, bgid, entries, incremental=incremental)
+        self._bufrings.add(bufring)
+        return bufring
 
 
 def _closed_csend(fd: int, data: bytes, n: int, ud: int) -> int:
@@ -394,6 +404,8 @@ class BufRing:
 
     def publish(self) -> None:
         """Make every staged buffer visible to the kernel."""
+        if not self._br:
+            check_rc(errno.EBADF, "buffer ring publish")
         lib.pa_uring_bufring_publish(self._br)
 
     def readd(self, bids: Any) -> None:
@@ -403,7 +415,8 @@ class BufRing:
             check_rc(lib.pa_uring_bufring_readd(self._br, ptr, len(bids)), "readd")
 
     def close(self) -> None:
-        """Unregister and unmap (idempotent); the owning :class:`Ring` must still be open."""
-        if self._br is not None:
-            br, self._br = self._br, None
+        """Unregister and unmap (idempotent; the owning :class:`Ring`'s close does it too).
+        A closed buffer ring's calls raise ``OSError(EBADF)``."""
+        if self._br:
+            br, self._br = self._br, ffi.NULL
             check_rc(lib.pa_uring_bufring_destroy(br), "IORING_UNREGISTER_PBUF_RING")
