@@ -18,11 +18,10 @@ Example:
 from __future__ import annotations
 
 import errno
-import operator
 import threading
 from typing import Any, Final, NewType
 
-from poolalloc._ints import shown
+from poolalloc._ints import integer, shown
 from poolalloc._native import ffi, lib
 from poolalloc.errors import PoolOverflowError, PoolValueError, check_rc
 
@@ -58,13 +57,9 @@ def _size(value: int, what: str = "size") -> int:
     """``value`` as an int, an integer of numpy's too; no bool (numpy's bool has no
     ``__index__``), nothing negative or past a size_t."""
     try:
-        if isinstance(value, bool):
-            raise TypeError
-        value = operator.index(value)  # an array has __index__ too, refused here unless 0-d
-    except TypeError:
-        raise PoolValueError(
-            f"{what} must be an int, not {type(value).__name__}", errno.EINVAL
-        ) from None
+        value = integer(value, what)
+    except TypeError as exc:  # SlabPool's convention: the core's EINVAL, as for a negative
+        raise PoolValueError(str(exc), errno.EINVAL) from None
     if value < 0:
         raise PoolValueError(f"{what} must not be negative: {shown(value)}", errno.EINVAL)
     if value >= _SIZE_LIMIT:

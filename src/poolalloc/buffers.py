@@ -22,7 +22,6 @@ Example:
 from __future__ import annotations
 
 import errno
-import operator
 import sys
 import time
 import warnings
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from typing import Self
 
 from poolalloc import _async_backends, _ffi, _lease, leaks, settings
+from poolalloc._ints import integer as _integer
 from poolalloc._ints import shown as _shown
 from poolalloc._lease import Buffer, BufferPin, LeasePool
 from poolalloc._memory import ADDRESS_SPACE as _ADDRESS_SPACE
@@ -143,20 +143,8 @@ def _stash_for(size: int, capacity: int) -> int:
     return max(2, min(STASH_BLOCKS, STASH_BYTES // max(size, 1)))
 
 
-def _check_int(value: object, what: str) -> int:
-    """``value`` as an int: an int, or an integer of another type (numpy's), as the C argument
-    parsers take them. bools are ints to Python, but True is no size; floats are rejected, not
-    truncated."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        return operator.index(value)  # type: ignore[arg-type]  # an array has __index__ too
-    except TypeError:
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}") from None
-
-
 def _check_alignment(alignment: int) -> int:
-    alignment = _check_int(alignment, "alignment")
+    alignment = _integer(alignment, "alignment")
     if alignment < 1 or alignment & (alignment - 1) or alignment > _MAX_ALIGN:
         raise PoolValueError(
             f"alignment must be a power of two <= {_MAX_ALIGN}, not {alignment}", errno.EINVAL
@@ -167,7 +155,7 @@ def _check_alignment(alignment: int) -> int:
 def _check_capacity(capacity: int | None) -> int:
     if capacity is None:
         return 0
-    capacity = _check_int(capacity, "capacity")
+    capacity = _integer(capacity, "capacity")
     if capacity < 1:
         raise PoolValueError(f"capacity must be >= 1 or None, not {_shown(capacity)}", errno.EINVAL)
     if capacity > sys.maxsize:  # the C pool counts in a ssize_t
@@ -180,7 +168,7 @@ def _check_capacity(capacity: int | None) -> int:
 def _check_decay_ms(decay_ms: int | None) -> int | None:
     if decay_ms is None:
         return None
-    decay_ms = _check_int(decay_ms, "decay_ms")
+    decay_ms = _integer(decay_ms, "decay_ms")
     if decay_ms < 0:
         raise PoolValueError(
             f"decay_ms must be >= 0 (0 or None: off), not {decay_ms}", errno.EINVAL
@@ -475,7 +463,7 @@ class BufferPool(_LeasingPool):
         strict: bool = False, leaks: str | None = None, timeout: float | None = None,
         decay_ms: int | None = None,
     ) -> None:  # fmt: skip
-        size = _check_int(size, "size")
+        size = _integer(size, "size")
         if size < 1:
             raise PoolValueError(f"size must be >= 1, not {_shown(size)}", errno.EINVAL)
         _check_holdable(size, f"BufferPool({_shown(size)}): a block of {_shown(size)} bytes is")
@@ -540,7 +528,7 @@ class BufferPool(_LeasingPool):
             ...     pool.release_many(bufs)
             8
         """
-        n = _check_int(n, "n")
+        n = _integer(n, "n")
         wait = self._waiters.timeout_of(check_timeout(timeout))
         if n < 0:
             raise PoolValueError(f"acquire_many(): n must be >= 0, not {_shown(n)}", errno.EINVAL)
@@ -660,7 +648,7 @@ class Allocator(_LeasingPool):
             >>> asyncio.run(main())
             1000
         """
-        nbytes = _check_int(nbytes, "nbytes")  # numpy's integers too, as alloc() takes them
+        nbytes = _integer(nbytes, "nbytes")  # numpy's integers too, as alloc() takes them
         alignment = _check_alignment(alignment)
         wait = check_timeout(timeout)
         lease = self._leases.try_alloc(nbytes, alignment)  # a request that never fits raises
