@@ -220,6 +220,8 @@ class SlabPool(ClosesOnExit, NotCopyable):
             # takes as 1 byte, too) or is negative
             n = _ffi._size(size)
             check_holdable(n, f"alloc({shown(n)}): a block of {shown(n)} bytes is")
+        if alignment != 64:  # the default is what the core's call takes: True (1) is refused
+            _ffi._size(alignment, "alignment")
         address, usable = _ffi.alloc_sized(self._handle, size, alignment)
         block = Block(self, address, size, usable)
         self._live[address] = block  # one dict operation: atomic, with or without the GIL

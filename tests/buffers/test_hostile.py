@@ -214,6 +214,10 @@ def test_alloc_refuses_a_bool_or_a_float_as_a_size_as_alloc_async_does() -> None
         slabs.alloc(1).free()  # the sizes beside them are served as before
         with pytest.raises(PoolValueError):
             slabs.alloc(0)
+        for flag in (True, np.True_):  # an alignment of True was taken as 1
+            with pytest.raises(PoolValueError, match="alignment must be an int, not bool"):
+                slabs.alloc(64, flag)  # type: ignore[arg-type]
+        slabs.alloc(64, np.int64(128)).free()  # type: ignore[arg-type]
         assert slabs.stats().in_use_blocks == 0
 
 
