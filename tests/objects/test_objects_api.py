@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 from objpool_helpers import Factory, Thing
 
@@ -330,6 +331,29 @@ def test_dispose_that_raises_is_logged_not_raised(
 def test_bad_limits_raise_pool_value_error(factory: Factory, kwargs: dict[str, object]) -> None:
     with pytest.raises(PoolValueError):
         ObjectPool(factory, **kwargs)  # type: ignore[arg-type]
+
+
+def test_limits_take_numpy_integers_as_the_buffer_pools_do(factory: Factory) -> None:
+    """Counts of numpy's integer types are counts (``BufferPool`` and ``Allocator`` take them;
+    ObjectPool refused them), numpy's bool is not, and a count too long to print is named."""
+    pool = ObjectPool(
+        factory, max_size=np.int64(4), min_idle=np.int32(1), max_idle=np.uint8(3),
+        stash_size=np.int64(2),
+    )  # fmt: skip
+    try:
+        stats = pool.stats()
+        assert (stats.max_size, stats.idle) == (4, 1)
+        assert type(stats.max_size) is int
+    finally:
+        pool.close()
+    with pytest.raises(
+        PoolValueError, match=r"max_size must be an int >= 1 or None, got np\.True_"
+    ):
+        ObjectPool(factory, max_size=np.True_)  # type: ignore[arg-type]
+    with pytest.raises(PoolValueError, match="got an int of 16610 bits"):
+        ObjectPool(factory, max_size=-(10**5000))
+    with pytest.raises(PoolValueError, match=r"min_idle \(5\) exceeds max_size \(2\)"):
+        ObjectPool(factory, max_size=np.int64(2), min_idle=5)
 
 
 def test_negative_acquire_timeout_is_refused(make_pool: MakePool) -> None:

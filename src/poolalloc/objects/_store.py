@@ -28,6 +28,7 @@ from collections.abc import Callable
 from time import monotonic
 from typing import Generic, TypeVar
 
+from poolalloc._ints import integer, shown
 from poolalloc.errors import PoolClosedError, PoolExhausted, PoolValueError
 from poolalloc.objects._waiting import CLOSED, CREATE, AsyncWaiter, ThreadWaiter, Waiter
 from poolalloc.objects.lease import Slot, Stash
@@ -66,8 +67,18 @@ def acquisition_stack() -> str:
     return "".join(traceback.format_stack()[:-2])
 
 
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+def _count(value: object) -> int | None:
+    """``value`` as a count (an int >= 0, numpy's integers too, as the buffer pools take
+    them), or None when it is none."""
+    try:
+        n = integer(value, "")
+    except TypeError:
+        return None
+    return n if n >= 0 else None
+
+
+def _said(value: object) -> str:
+    return shown(value) if isinstance(value, int) else repr(value)
 
 
 def check_limits(
@@ -77,28 +88,38 @@ def check_limits(
     max_idle: int | None,
     max_lifetime: float | None,
     stash_size: int | None,
-) -> None:
+) -> tuple[int | None, int, int | None, int | None]:
+    """``(max_size, min_idle, max_idle, stash_size)`` as ints (or None where None was given).
+
+    :raises PoolValueError: one or more of them is wrong (all are named).
+    """
     problems = []
-    if max_size is not None and not (_is_count(max_size) and max_size >= 1):
-        problems.append(f"max_size must be an int >= 1 or None, got {max_size!r}")
-    if not _is_count(min_idle):
-        problems.append(f"min_idle must be an int >= 0, got {min_idle!r}")
-    elif max_size is not None and _is_count(max_size) and min_idle > max_size:
-        problems.append(f"min_idle ({min_idle}) exceeds max_size ({max_size})")
-    if max_idle is not None and not _is_count(max_idle):
-        problems.append(f"max_idle must be an int >= 0 or None, got {max_idle!r}")
-    elif max_idle is not None and _is_count(min_idle) and min_idle > max_idle:
-        problems.append(f"min_idle ({min_idle}) exceeds max_idle ({max_idle})")
+    size = None if max_size is None else _count(max_size)
+    if max_size is not None and not (size is not None and size >= 1):
+        problems.append(f"max_size must be an int >= 1 or None, got {_said(max_size)}")
+    least = _count(min_idle)
+    if least is None:
+        problems.append(f"min_idle must be an int >= 0, got {_said(min_idle)}")
+    elif size is not None and least > size:
+        problems.append(f"min_idle ({shown(least)}) exceeds max_size ({shown(size)})")
+    idle = None if max_idle is None else _count(max_idle)
+    if max_idle is not None and idle is None:
+        problems.append(f"max_idle must be an int >= 0 or None, got {_said(max_idle)}")
+    elif idle is not None and least is not None and least > idle:
+        problems.append(f"min_idle ({shown(least)}) exceeds max_idle ({shown(idle)})")
     if max_lifetime is not None and (
         isinstance(max_lifetime, bool)
         or not isinstance(max_lifetime, int | float)
         or not max_lifetime > 0
     ):
-        problems.append(f"max_lifetime must be > 0 seconds or None, got {max_lifetime!r}")
-    if stash_size is not None and not _is_count(stash_size):
-        problems.append(f"stash_size must be an int >= 0 or None, got {stash_size!r}")
+        problems.append(f"max_lifetime must be > 0 seconds or None, got {_said(max_lifetime)}")
+    stash = None if stash_size is None else _count(stash_size)
+    if stash_size is not None and stash is None:
+        problems.append(f"stash_size must be an int >= 0 or None, got {_said(stash_size)}")
     if problems:
         raise PoolValueError("; ".join(problems))
+    assert least is not None
+    return size, least, idle, stash
 
 
 class ObjectStore(Generic[T]):

@@ -111,7 +111,7 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
     ) -> None:
         if not callable(factory):
             raise TypeError(f"factory must be callable, got {factory!r}")
-        check_limits(
+        max_size, min_idle, max_idle, stash_size = check_limits(
             max_size=max_size,
             min_idle=min_idle,
             max_idle=max_idle,
