@@ -73,6 +73,24 @@ def start(app_dir: Path, *extra: str, cwd: Path | None = None) -> tuple[Any, lis
     return proc, ports, log
 
 
+def await_line(log: Path, line: str, proc: Any = None, seconds: float = 10) -> None:
+    """Wait until the server's log says ``line`` (failing with the log if it never does, or
+    if ``proc`` exits first)."""
+    deadline = time.monotonic() + seconds
+    while line not in log.read_text():
+        assert proc is None or proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.02)
+
+
+def timed_stop(proc: Any, signum: int, seconds: float = 10) -> tuple[int, float]:
+    """Send ``signum``; the exit status and the seconds it took to exit."""
+    began = time.monotonic()
+    proc.send_signal(signum)
+    status = proc.wait(seconds)
+    return status, time.monotonic() - began
+
+
 def test_app_dir_import_serve_and_graceful_sigterm(app_dir: Path) -> None:
     proc, (port,), log = start(app_dir, "--app-dir", str(app_dir))
     url = f"http://127.0.0.1:{port}"
@@ -83,10 +101,7 @@ def test_app_dir_import_serve_and_graceful_sigterm(app_dir: Path) -> None:
             target=lambda: answers.append(httpx.get(url + "/slow", timeout=10))
         )
         thread.start()
-        deadline = time.monotonic() + 10
-        while "slow request started" not in log.read_text():  # the request is in flight
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.02)
+        await_line(log, "slow request started")  # the request is in flight
         proc.send_signal(signal.SIGTERM)
         thread.join(10)
         assert proc.wait(20) == 0
@@ -239,21 +254,13 @@ def test_a_second_sigint_stops_a_graceful_shutdown_at_once(tmp_path: Path, signu
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
             client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            deadline = time.monotonic() + 10
-            while "stuck request started" not in log.read_text():
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.02)
+            await_line(log, "stuck request started")
             proc.send_signal(signum)
-            while "shutting down" not in log.read_text():
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.02)
+            await_line(log, "shutting down")
             proc.send_signal(signal.SIGTERM)
             time.sleep(0.5)
             assert proc.poll() is None, log.read_text()  # a repeated SIGTERM: still graceful
-            began = time.monotonic()
-            proc.send_signal(signal.SIGINT)
-            status = proc.wait(10)
-            took = time.monotonic() - began
+            status, took = timed_stop(proc, signal.SIGINT)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -295,15 +302,8 @@ def test_a_stop_during_a_hanging_startup_ends_the_server_at_once(
             stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while "startup began" not in log.read_text():
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.02)
-        began = time.monotonic()
-        proc.send_signal(signum)
-        status = proc.wait(20)
-        took = time.monotonic() - began
+        await_line(log, "startup began", proc, seconds=30)
+        status, took = timed_stop(proc, signum, seconds=20)
     finally:
         if proc.poll() is None:
             proc.kill()
