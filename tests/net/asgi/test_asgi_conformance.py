@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import select
 import socket
 import subprocess
 import sys
@@ -810,3 +812,108 @@ def test_a_graceful_timeout_that_is_not_seconds_is_refused(value: Any) -> None:
 
     with pytest.raises((TypeError, ValueError), match="graceful_timeout must be a number"):
         serve(Recorder(), port=0, graceful_timeout=value)
+
+
+async def _read_body(scope: Any, receive: Any, send: Any) -> None:
+    """Reads the whole body, then answers its length (or nothing after a disconnect)."""
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        size += len(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"%d" % size})
+
+
+def _trickle(gap: float, count: int, *, expect_100: bool = False) -> tuple[bytes, float, float]:
+    """A POST of ``count`` body bytes sent one every ``gap`` seconds to a server whose body
+    must be whole within 0.6 s plus a second per 5 bytes (``idle_timeout`` far above every
+    gap): (everything until EOF, seconds from the first body byte to that EOF, timeouts).
+    The client stops sending once the server has said something."""
+    import asyncio
+
+    from poolalloc.net.asgi import AsgiServer
+
+    def client(address: tuple[str, int]) -> tuple[bytes, float]:
+        with socket.create_connection(address, timeout=10) as sock:
+            head = b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n"
+            sock.sendall(
+                head % count + (b"Expect: 100-continue\r\n\r\n" if expect_100 else b"\r\n")
+            )
+            if expect_100:  # the clock starts with the 100 Continue, a second in, not before
+                assert sock.recv(100).startswith(b"HTTP/1.1 100 ")
+            started = time.monotonic()
+            for _ in range(count):
+                if select.select([sock], [], [], gap)[0]:
+                    break  # answered early
+                sock.sendall(b"z")
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+            return reply, time.monotonic() - started
+
+    async def late_reader(scope: Any, receive: Any, send: Any) -> None:
+        await asyncio.sleep(1.0)  # the 100 Continue goes out with its first receive()
+        await _read_body(scope, receive, send)
+
+    async def main() -> tuple[bytes, float, float]:
+        server = AsgiServer(
+            late_reader if expect_100 else _read_body, "127.0.0.1", 0, idle_timeout=30,
+            body_timeout=0.6, body_min_rate=5, lifespan="off",
+        )  # fmt: skip
+        await server.start()
+        reply, waited = await asyncio.to_thread(client, server.address)
+        timeouts = server.metrics()["timeouts_total"]
+        await server.shutdown(1)
+        return reply, waited, timeouts
+
+    return asyncio.run(main())
+
+
+def test_a_body_trickled_below_the_minimum_rate_gets_a_408() -> None:
+    """A body sent a byte at a time, each gap far below ``idle_timeout``, held its request
+    (and connection) for as long as the client liked: it must now be whole within
+    ``body_timeout`` plus a second per ``body_min_rate`` bytes received (the HTTP server's
+    rule), else 408 and a close. Here 3.3 bytes a second against a minimum of 5: past the
+    deadline after about 6 bytes, 1.8 s in, of the 40 the whole body would take 12 s for."""
+    reply, waited, timeouts = _trickle(0.3, 40)
+    assert reply.startswith(b"HTTP/1.1 408 "), reply
+    assert 1.0 < waited < 5, waited
+    assert timeouts == 1
+
+
+@pytest.mark.parametrize("expect_100", [False, True], ids=["plain", "expect-100"])
+def test_a_body_at_the_minimum_rate_is_read_whole(expect_100: bool) -> None:
+    """A slow body that keeps up with ``body_min_rate`` (10 bytes a second against 5) is
+    read to its end, 2 s for a ``body_timeout`` of 0.6 s; with ``Expect: 100-continue`` the
+    clock starts when the 100 goes out (a second after the head: the app's first
+    ``receive()``), not with the head."""
+    reply, waited, timeouts = _trickle(0.1, 20, expect_100=expect_100)
+    assert waited > 1.5  # the body took longer than body_timeout, at the rate
+    assert reply.startswith(b"HTTP/1.1 200 "), reply
+    assert reply.endswith(b"\r\n\r\n20"), reply
+    assert timeouts == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "says"),
+    [
+        ({"body_timeout": 0}, ValueError, "body_timeout must be a number of seconds above 0"),
+        ({"body_timeout": "20"}, TypeError, "body_timeout must be a number of seconds"),
+        ({"body_min_rate": -1}, ValueError, "body_min_rate must be a number of bytes per second"),
+        ({"body_min_rate": math.inf}, ValueError, "body_min_rate must be a number of bytes"),
+        ({"body_min_rate": True}, TypeError, "body_min_rate must be a number of bytes"),
+    ],
+)
+def test_body_limits_are_checked(
+    options: dict[str, Any], error: type[Exception], says: str
+) -> None:
+    from poolalloc.net.asgi import AsgiServer, serve
+
+    with pytest.raises(error, match=says):
+        AsgiServer(_read_body, port=0, **options)
+    with pytest.raises(error, match=says):  # before any worker is forked
+        serve(_read_body, port=0, workers=2, **options)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 import struct
 import time
@@ -179,6 +180,8 @@ class ServerState:
         max_body: int = 1 << 30,
         keep_alive_timeout: float = 5.0,
         idle_timeout: float = 60.0,
+        body_timeout: float = 20.0,
+        body_min_rate: float = 500.0,
         pipeline_limit: int = 65536,
     ) -> None:
         self.app = app
@@ -191,6 +194,11 @@ class ServerState:
         #: A request body that stops arriving for this long while the app waits for it ends
         #: the request (the HTTP server's name and default for the same bound).
         self.idle_timeout = idle_timeout
+        #: A request body must be whole within ``body_timeout`` seconds plus one per
+        #: ``body_min_rate`` bytes received (the HTTP server's rule: Apache mod_reqtimeout's
+        #: ``body=20,MinRate=500``), or a body trickled in under ``idle_timeout`` ran for ever.
+        self.body_timeout = body_timeout
+        self.body_min_rate = body_min_rate
         self.pipeline_limit = pipeline_limit
         self.state: dict[str, Any] = {}  # the lifespan state, copied into each request scope
         self.connections: set[HttpAsgiProtocol] = set()
@@ -217,6 +225,7 @@ class _Cycle:
         "body_done",
         "client_done",
         "continue_sent",
+        "deadline",
         "disconnected",
         "expect_100",
         "final_sent",
@@ -244,6 +253,11 @@ class _Cycle:
         self.reader = ChunkedReader(max_body=proto.state.max_body) if req.chunked else None
         self.length_left = 0 if req.chunked else (req.content_length or 0)
         self.body_done = not req.chunked and not self.length_left
+        #: when the body must be whole (loop time): it starts with the head, or with the
+        #: 100 Continue when the client waits for one, and moves with what arrives
+        self.deadline = math.inf
+        if not self.body_done and not self.expect_100:
+            self.deadline = proto.loop.time() + proto.state.body_timeout
         self.final_sent = False  # the http.request with more_body=False went to the app
         self.disconnected = False
         self.client_done = False  # the client half-closed: it sends no more, it still reads
@@ -266,15 +280,17 @@ class _Cycle:
                 self._body.append(bytes(data[s:e]))
             if self.reader.done:
                 self.body_done = True
-            pos += used
         else:
-            take = min(self.length_left, end - pos)
-            if take:
-                self._body.append(bytes(data[pos : pos + take]))
-                self.length_left -= take
-                pos += take
+            used = min(self.length_left, end - pos)
+            if used:
+                self._body.append(bytes(data[pos : pos + used]))
+                self.length_left -= used
             if not self.length_left:
                 self.body_done = True
+        pos += used
+        rate = self.proto.state.body_min_rate
+        if rate:
+            self.deadline += used / rate
         self._wake()
         return pos
 
@@ -309,6 +325,7 @@ class _Cycle:
             self.continue_sent = True
             if not self.body_done:
                 proto.write(_CONTINUE)
+                self.deadline = proto.loop.time() + proto.state.body_timeout
         # A call made while the body was still to come is answered with a body message once
         # woken, even if another task waiting beside it took the bytes (an empty one then, with
         # the current more_body, as uvicorn answers): a body reader must always see the end.
@@ -340,8 +357,13 @@ class _Cycle:
             waiter = proto.loop.create_future()
             self._waiters.append(waiter)
             timer = None
-            if not self.body_done:  # more body is due: the client has idle_timeout to send some
-                timer = proto.loop.call_later(proto.state.idle_timeout, self._body_stalled)
+            if not self.body_done:
+                # more body is due: the client has idle_timeout to send some, and the whole
+                # body its deadline
+                left = self.deadline - proto.loop.time()
+                timer = proto.loop.call_later(
+                    max(0.0, min(proto.state.idle_timeout, left)), self._body_stalled
+                )
             try:
                 await waiter
             finally:
@@ -1013,9 +1035,10 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             self._close()  # idle between requests: a FIN (RFC 9112 9.5)
 
     def body_timed_out(self, cycle: _Cycle) -> None:
-        """The app waits for body that stopped arriving for ``idle_timeout`` (RFC 9110
-        15.5.9): ``408 Request Timeout`` with ``Connection: close`` if nothing of the response
-        was written yet, then the connection closes; ``receive()`` says ``http.disconnect``."""
+        """The app waits for body that stopped arriving for ``idle_timeout``, or that is not
+        whole by its deadline (RFC 9110 15.5.9): ``408 Request Timeout`` with ``Connection:
+        close`` if nothing of the response was written yet, then the connection closes;
+        ``receive()`` says ``http.disconnect``."""
         self._count_timeout()
         if self.transport is not None and (cycle.status or not cycle.started):
             self.transport.write(_simple_response(408, "Request Timeout", close=True))

@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import math
 import os
 import signal
 import socket
@@ -221,6 +222,12 @@ class AsgiServer:
         in ``receive()`` (the HTTP server's bound on a stalled body, and its default): then the
         request is answered ``408`` if no response began, the app's ``receive()`` returns
         ``http.disconnect`` and the connection closes.
+    :param body_timeout: seconds a request body may take to arrive whole, one more per
+        ``body_min_rate`` bytes received (Apache mod_reqtimeout's ``body=20,MinRate=500``, as
+        the HTTP server's): past it, while the app waits for more, the request ends as for
+        ``idle_timeout`` (a body trickled in a byte at a time held its connection for good).
+    :param body_min_rate: bytes per second that earn a body a second more (0: the whole body
+        within ``body_timeout``).
     :param lifespan_timeout: seconds the app's lifespan startup and shutdown may each take;
         past it the startup fails with :class:`LifespanError` and a shutdown is given up (logged),
         the app's lifespan task cancelled either way. A task that swallows the cancellation
@@ -253,6 +260,8 @@ class AsgiServer:
         root_path: str = "",
         keep_alive_timeout: float = 5.0,
         idle_timeout: float = 60.0,
+        body_timeout: float = 20.0,
+        body_min_rate: float = 500.0,
         max_body: int = 1 << 30,
         backlog: int = 2048,
         sock: socket.socket | None = None,
@@ -263,13 +272,16 @@ class AsgiServer:
         lifespan_timeout = _seconds("lifespan_timeout", lifespan_timeout)
         keep_alive_timeout = _seconds("keep_alive_timeout", keep_alive_timeout)
         idle_timeout = _seconds("idle_timeout", idle_timeout)
+        body_timeout = _seconds("body_timeout", body_timeout)
+        body_min_rate = _rate("body_min_rate", body_min_rate)
         self._own_pool = pool is None
         self.pool: LeaseSource = (
             pool if pool is not None else BufferPool(buffer_size, capacity=buffer_capacity)
         )
         self.state = ServerState(
             app, self.pool, root_path=root_path, keep_alive_timeout=keep_alive_timeout,
-            idle_timeout=idle_timeout, max_body=max_body,
+            idle_timeout=idle_timeout, body_timeout=body_timeout, body_min_rate=body_min_rate,
+            max_body=max_body,
         )  # fmt: skip
         self.host, self.port = host, port
         self._lifespan_mode = lifespan
@@ -468,6 +480,15 @@ def _seconds(name: str, value: object, *, zero: bool = False) -> float:
     return float(value)
 
 
+def _rate(name: str, value: object) -> float:
+    """``value`` as bytes per second, 0 or above and finite, else an error naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of bytes per second, not {value!r}")
+    if not 0 <= value < math.inf:
+        raise ValueError(f"{name} must be a number of bytes per second, 0 or above, not {value!r}")
+    return float(value)
+
+
 def new_event_loop(loop: str = "auto") -> asyncio.AbstractEventLoop:
     """uvloop's loop for ``auto`` when uvloop is installed (or ``uvloop``), else asyncio's.
 
@@ -559,9 +580,11 @@ def serve(
     if workers < 1:
         raise ValueError("workers must be at least 1")
     graceful_timeout = _seconds("graceful_timeout", graceful_timeout, zero=True)
-    for name in ("lifespan_timeout", "keep_alive_timeout", "idle_timeout"):
+    for name in ("lifespan_timeout", "keep_alive_timeout", "idle_timeout", "body_timeout"):
         if name in options:  # here, not only in each worker, which would fail in turn
             _seconds(name, options[name])
+    if "body_min_rate" in options:
+        _rate("body_min_rate", options["body_min_rate"])
     if isinstance(app, str):
         app = import_app(app, app_dir)
     if workers == 1:
