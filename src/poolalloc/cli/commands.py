@@ -203,6 +203,8 @@ ASGI_IDLE_TIMEOUT = 5.0
 #: seconds an ASGI application's lifespan startup, and its shutdown, may each take (hypercorn's
 #: startup and shutdown timeouts are 60 s too)
 ASGI_LIFESPAN_TIMEOUT = 60.0
+#: seconds a stop signal lets the answers (requests, with --app) under way take, on both servers
+GRACEFUL_TIMEOUT = 30.0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -225,6 +227,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         idle_timeout=HTTP_IDLE_TIMEOUT if args.idle_timeout is None else args.idle_timeout,
         read_pool=FreshBytearrayPool if args.fresh_bytearray else None,
         engine=engine,
+        graceful_timeout=(
+            GRACEFUL_TIMEOUT if args.graceful_timeout is None else args.graceful_timeout
+        ),
     )
 
 
@@ -332,6 +337,9 @@ def _serve_asgi(args: argparse.Namespace) -> int:
         lifespan_timeout=(
             ASGI_LIFESPAN_TIMEOUT if args.lifespan_timeout is None else args.lifespan_timeout
         ),
+        graceful_timeout=(
+            GRACEFUL_TIMEOUT if args.graceful_timeout is None else args.graceful_timeout
+        ),
     )  # fmt: skip
 
 
@@ -391,6 +399,12 @@ def add_serve(subs: argparse._SubParsersAction[OneLineParser]) -> None:
         type=positive_float,
         help=f"seconds before an idle connection is closed (default {HTTP_IDLE_TIMEOUT:g}; "
         f"with --app, between requests: {ASGI_IDLE_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--graceful-timeout",
+        type=positive_float,
+        help="seconds the first SIGINT/SIGTERM lets the answers under way take before the "
+        f"rest is reset (default {GRACEFUL_TIMEOUT:g}); a second SIGINT stops at once",
     )
     p.add_argument(
         "--lifespan-timeout",

@@ -265,6 +265,16 @@ class HttpProtocol:
         self.fail(408, "request timeout", self._failing_method(None))
         return True
 
+    def drain(self) -> None:
+        """The server stops (``HttpServer.shutdown``): a connection between requests is
+        closed once what is queued is out (a FIN after the last byte of a download); one in
+        the middle of a request goes on, and its answer closes it."""
+        conn = self._transport
+        if conn is None or conn.closing or conn.closed:
+            return
+        if self._state == _HEAD and self._partial is None:
+            conn.close(linger=False)
+
     def _failing_method(self, method: str | None) -> str | None:
         """The method of the request an error answers, when known (its answer to a ``HEAD``
         has no body): ``method``, the request being read, or a head that never ended."""

@@ -64,6 +64,8 @@ _UNNAMED = os.path.isdir("/proc/self/fd")
 _LINK_REFUSED = frozenset({errno.EPERM, errno.EACCES, errno.EXDEV, errno.EOPNOTSUPP})
 _NAME_MAX = 255  # bytes in one path component, on every Linux filesystem served here
 _TEXT = "text/plain; charset=utf-8"
+#: How often a graceful shutdown looks whether its connections are gone (seconds)
+_DRAIN_POLL = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,6 +401,9 @@ class HttpServer:
         #: refused): retried every second (``_tick``) and once more at ``close``.
         self._leftovers: set[str] = set()
         self._leftovers_total = 0
+        #: True from :meth:`shutdown` on: every answer closes its connection.
+        self.draining = False
+        self._drain_timer: Any = None
         self.route("/test", _HELLO)
 
     @property
@@ -428,6 +433,7 @@ class HttpServer:
         resp = self.static.get(req.path)
         if (
             resp is None
+            or self.draining
             or req.method != "GET"
             or not req.keep_alive
             or req.chunked
@@ -454,8 +460,49 @@ class HttpServer:
         """Stop listening and abort every connection."""
         if self._date_timer is not None:
             self._date_timer.cancel()
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
         self.tcp.close()
         self._remove_leftovers()
+
+    def shutdown(self, timeout: float = 30.0, done: Callable[[], None] | None = None) -> None:
+        """Stop gracefully (as nginx's graceful quit): stop accepting, close the keep-alive
+        connections that wait between requests once their answers are out (a download under
+        way ends whole, then a FIN), answer the requests being read with ``Connection:
+        close``; past ``timeout`` seconds (inf: no bound) :meth:`close` resets what is left.
+        ``done()`` is called from the loop once no connection is left, either way. A second
+        call changes nothing.
+
+        Example:
+            >>> srv.shutdown(30.0, done=reactor.stop)  # doctest: +SKIP
+
+        :raises ValueError: ``timeout`` is NaN or below 0.
+        """
+        if not timeout >= 0:
+            raise ValueError(f"timeout must be a number of seconds, 0 or above, not {timeout!r}")
+        if self.draining:
+            return
+        self.draining = True
+        self.replies.clear()  # keep-alive answers (the one rule); static_reply adds none now
+        self.tcp.stop_accepting()
+        for conn in list(self.tcp.connections):
+            protocol = conn.protocol
+            if isinstance(protocol, HttpProtocol):
+                protocol.drain()
+        end = self.reactor.now + timeout
+        self._drain_timer = self.reactor.call_soon(self._drained, end, done)
+
+    def _drained(self, end: float, done: Callable[[], None] | None) -> None:
+        """Looked at every 20 ms while :meth:`shutdown` waits: call ``done`` once the
+        connections are gone, after resetting them at ``end``."""
+        self._drain_timer = None
+        if self.tcp.connections and self.reactor.now < end:
+            self._drain_timer = self.reactor.call_later(_DRAIN_POLL, self._drained, end, done)
+            return
+        self.close()
+        if done is not None:
+            done()
 
     def metrics(self) -> dict[str, float]:
         """Connections, requests, bytes, errors and pool stats (see ``TcpServer.metrics``),
@@ -523,6 +570,8 @@ class HttpServer:
 
     def finish(self, proto: HttpProtocol, req: Request) -> None:
         """The request is complete: answer it."""
+        if self.draining:  # answered, then closed: the server is stopping
+            req.keep_alive = False
         handler = self.routes.get(req.path)
         try:
             if handler is not None:
