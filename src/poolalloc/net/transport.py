@@ -167,6 +167,9 @@ class Transport(StreamTransport, Protocol):
 
     def set_deadline(self, seconds: float | None) -> None: ...
 
+    #: The deadline as loop time (0: none); a protocol may move it later as work arrives.
+    deadline: float
+
 
 class ConnectionProtocol(Protocol):
     """What a connection calls; ``buffer_received`` returns True to keep the lease.

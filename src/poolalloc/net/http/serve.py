@@ -51,6 +51,8 @@ def build_server(
     max_connections: int | None = None,
     idle_timeout: float = 60.0,
     read_pool: Callable[[int], LeaseSource] | None = None,
+    body_timeout: float = 20.0,
+    body_min_rate: float = 500.0,
 ) -> HttpServer:
     """An :class:`HttpServer` with its buffer pool, listening (not yet started).
 
@@ -80,6 +82,8 @@ def build_server(
             uploads=uploads,
             sock=sock,
             idle_timeout=idle_timeout,
+            body_timeout=body_timeout,
+            body_min_rate=body_min_rate,
             conn_pool=getattr(reactor, "server_class", TcpServer).make_connection_pool(
                 max_connections
             ),

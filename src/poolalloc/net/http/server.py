@@ -39,6 +39,7 @@ import contextlib
 import email.utils
 import errno
 import http
+import math
 import os
 import re
 import secrets
@@ -376,14 +377,25 @@ class HttpServer:
         max_head: int = 16384,
         max_target: int = 8190,
         header_timeout: float = 10.0,
+        body_timeout: float = 20.0,
+        body_min_rate: float = 500.0,
         **server_options: Any,
     ) -> None:
+        if not body_timeout > 0:
+            raise ValueError(f"body_timeout must be a number of seconds above 0, not "
+                             f"{body_timeout!r}")  # fmt: skip
+        if not 0 <= body_min_rate < math.inf:
+            raise ValueError(f"body_min_rate must be a number of bytes per second, 0 or "
+                             f"above, not {body_min_rate!r}")  # fmt: skip
         self.reactor = reactor
         self.root = os.path.realpath(root) if root is not None else None
         self.uploads = uploads
         self.max_body, self.max_upload = max_body, max_upload
         self.max_head, self.max_target = max_head, max_target
         self.header_timeout = header_timeout
+        #: A request body must be whole within ``body_timeout`` seconds, plus one second per
+        #: ``body_min_rate`` bytes received (0: no extension), else ``408`` (a slow sender).
+        self.body_timeout, self.body_min_rate = body_timeout, body_min_rate
         self.routes: dict[str, Handler] = {}
         self.static: dict[str, Response] = {}
         #: The one reply cache (see the module docstring), cleared by ``route`` and ``_tick``.
