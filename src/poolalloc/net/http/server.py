@@ -561,6 +561,12 @@ class HttpServer:
                 raise HttpError(412, "precondition failed", req.method)
             return _FileSink(final, req, self._upload_stored, self._stray_part)
         except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                # RFC 4918 9.7.1: a PUT into a collection that does not exist is a conflict
+                # the client can resolve (make the directory first), not a missing resource
+                why = "parent directory does not exist" if exc.errno == errno.ENOENT else (
+                    "parent is not a directory")  # fmt: skip
+                raise HttpError(409, why, req.method) from exc
             status = 409 if isinstance(exc, IsADirectoryError) else _status_of(exc)
             raise HttpError(status, exc.strerror or "", req.method) from exc
 
