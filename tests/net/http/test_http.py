@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import logging
 import os
 import re
 from typing import Any
@@ -404,7 +405,7 @@ def test_a_create_only_upload_does_not_replace_a_file_that_appeared_meanwhile(
 
 
 def test_an_upload_stored_is_answered_when_its_part_name_cannot_be_removed(
-    make_server: Any, root: Any, monkeypatch: pytest.MonkeyPatch
+    make_server: Any, root: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Once the upload has its name, a failure to remove the temporary part name does not
     turn the answer into an error: the client is told the file was stored (it was), and the
@@ -438,6 +439,11 @@ def test_an_upload_stored_is_answered_when_its_part_name_cannot_be_removed(
     # second replaced the file by a rename, which leaves no part name behind; the third could
     # not take a directory's name, and its part name stayed too.
     assert answers == [(201, b"cre"), (204, b""), (409, b"409")]
+    # each is one warning line (it was an ERROR saying "unhandled exception", the exception
+    # attached), naming the part and what becomes of it
+    stray = [r for r in caplog.records if r.name == "poolalloc.net.epoll.reactor"]
+    assert [(r.levelno, r.exc_info) for r in stray] == [(logging.WARNING, None)] * 2
+    assert all(".part-" in r.getMessage() and "retried" in r.getMessage() for r in stray)
     assert metrics["upload_leftovers_total"] == 2
     assert metrics["upload_leftovers_pending"] == 2
     _wait_for(lambda: srv.call(srv.http.metrics)["upload_leftovers_pending"] == 0)

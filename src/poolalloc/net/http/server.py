@@ -55,6 +55,7 @@ from poolalloc.net.http import _files
 from poolalloc.net.http._cache import ReplyCache
 from poolalloc.net.http.parser import HttpError, Request
 from poolalloc.net.http.protocol import BodySink, HttpProtocol
+from poolalloc.net.transport import Handled
 
 __all__ = ["HttpServer", "Response"]
 
@@ -579,7 +580,8 @@ class HttpServer:
         # for its name). The stray name is reported, counted and retried.
         self._leftovers.add(part)
         self._leftovers_total += 1
-        self.reactor.report(error, part)
+        self.reactor.report(error, Handled("an upload's part name is left: removal is retried "
+                                           "every second", part))  # fmt: skip
 
     def _remove_leftovers(self) -> None:
         for part in list(self._leftovers):
