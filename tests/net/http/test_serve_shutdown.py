@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from poolalloc.net.http.serve import serve
+
 pytestmark = [pytest.mark.net, pytest.mark.timeout(60)]
 
 SIZE = 32 << 20  # far more than the kernel's socket buffers hold: most of it is unsent
@@ -149,3 +151,11 @@ def test_the_graceful_timeout_bounds_the_stop(tmp_path: Path, engine: str) -> No
         assert "up to 1 s" in log.read_text()
     finally:
         _stop(proc)
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), "30", True])
+def test_serve_refuses_a_bad_graceful_timeout_before_it_listens(bad: object) -> None:
+    """Refused by ``serve()`` itself, before a worker is forked or a port bound (each worker
+    would fail in turn, and a NaN timer breaks the order of the loop's timers)."""
+    with pytest.raises(ValueError, match="graceful_timeout"):
+        serve("127.0.0.1", 0, workers=2, graceful_timeout=bad)
