@@ -86,6 +86,20 @@ def test_help_shows_examples(command: str, cli: Cli, tmp_path: Path) -> None:
             "argument --idle-timeout: must be a number of seconds",
         ),
         (["serve", "--idle-timeout", "soon"], "argument --idle-timeout: not a number: 'soon'"),
+        (
+            ["serve", "--body-timeout", "0"],
+            "argument --body-timeout: must be a number of seconds above 0, got 0",
+        ),
+        (
+            ["serve", "--graceful-timeout", "0"],
+            "argument --graceful-timeout: must be a number of seconds above 0, got 0",
+        ),
+        (
+            ["serve", "--app", "main:app", "--graceful-timeout", "nan"],
+            "argument --graceful-timeout: must be a number of seconds above 0, got nan",
+        ),
+        (["serve", "--body-min-rate", "-1"], "argument --body-min-rate: must be 0-1099511627776"),
+        (["serve", "--app", "main:app", "--body-timeout", "5"], "drop --body-timeout"),
         (["serve", "--engine", "uring", "--fresh-bytearray"], "--fresh-bytearray works with"),
         (
             ["serve", "--app", "main:app", "--max-connections", "10", "--root", "."],

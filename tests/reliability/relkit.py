@@ -106,6 +106,8 @@ class FakeApp:
     max_target: int = 256
     max_body: int = 4096
     header_timeout: float = 10.0
+    body_timeout: float = 20.0
+    body_min_rate: float = 500.0
     finished: list[Request] = field(default_factory=list)
     errors: list[int] = field(default_factory=list)
     #: The reply cache HttpProtocol fills; this app has no static routes.

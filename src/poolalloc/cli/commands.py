@@ -203,6 +203,11 @@ ASGI_IDLE_TIMEOUT = 5.0
 #: seconds an ASGI application's lifespan startup, and its shutdown, may each take (hypercorn's
 #: startup and shutdown timeouts are 60 s too)
 ASGI_LIFESPAN_TIMEOUT = 60.0
+#: a request body's time, and the rate that extends it (Apache mod_reqtimeout's body=20,MinRate=500)
+HTTP_BODY_TIMEOUT = 20.0
+HTTP_BODY_MIN_RATE = 500
+#: seconds a stop signal lets the answers (requests, with --app) under way take, on both servers
+GRACEFUL_TIMEOUT = 30.0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -225,6 +230,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         idle_timeout=HTTP_IDLE_TIMEOUT if args.idle_timeout is None else args.idle_timeout,
         read_pool=FreshBytearrayPool if args.fresh_bytearray else None,
         engine=engine,
+        body_timeout=HTTP_BODY_TIMEOUT if args.body_timeout is None else args.body_timeout,
+        body_min_rate=HTTP_BODY_MIN_RATE if args.body_min_rate is None else args.body_min_rate,
+        graceful_timeout=(
+            GRACEFUL_TIMEOUT if args.graceful_timeout is None else args.graceful_timeout
+        ),
     )
 
 
@@ -310,6 +320,8 @@ def _check_serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
                 ("--uploads", args.uploads),
                 ("--fresh-bytearray", args.fresh_bytearray),
                 ("--max-connections", args.max_connections is not None),
+                ("--body-timeout", args.body_timeout is not None),
+                ("--body-min-rate", args.body_min_rate is not None),
                 ("--engine", args.engine != "auto"),
             )
             if on
@@ -331,6 +343,9 @@ def _serve_asgi(args: argparse.Namespace) -> int:
         keep_alive_timeout=ASGI_IDLE_TIMEOUT if args.idle_timeout is None else args.idle_timeout,
         lifespan_timeout=(
             ASGI_LIFESPAN_TIMEOUT if args.lifespan_timeout is None else args.lifespan_timeout
+        ),
+        graceful_timeout=(
+            GRACEFUL_TIMEOUT if args.graceful_timeout is None else args.graceful_timeout
         ),
     )  # fmt: skip
 
@@ -391,6 +406,24 @@ def add_serve(subs: argparse._SubParsersAction[OneLineParser]) -> None:
         type=positive_float,
         help=f"seconds before an idle connection is closed (default {HTTP_IDLE_TIMEOUT:g}; "
         f"with --app, between requests: {ASGI_IDLE_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=positive_float,
+        help=f"seconds a request body may take (default {HTTP_BODY_TIMEOUT:g}), one more per "
+        "--body-min-rate bytes received; 408 past it",
+    )
+    p.add_argument(
+        "--body-min-rate",
+        type=bounded_int(0, 1 << 40, " bytes per second"),
+        help=f"bytes per second that earn a request body a second more (default "
+        f"{HTTP_BODY_MIN_RATE}; 0: --body-timeout bounds the whole body)",
+    )
+    p.add_argument(
+        "--graceful-timeout",
+        type=positive_float,
+        help="seconds the first SIGINT/SIGTERM lets the answers under way take before the "
+        f"rest is reset (default {GRACEFUL_TIMEOUT:g}); a second SIGINT stops at once",
     )
     p.add_argument(
         "--lifespan-timeout",

@@ -40,6 +40,7 @@ __all__ = [
     "BaseConnection",
     "ConnectionProtocol",
     "FileRange",
+    "Handled",
     "HeldBytes",
     "Loop",
     "ReadPool",
@@ -167,6 +168,9 @@ class Transport(StreamTransport, Protocol):
 
     def set_deadline(self, seconds: float | None) -> None: ...
 
+    #: The deadline as loop time (0: none); a protocol may move it later as work arrives.
+    deadline: float
+
 
 class ConnectionProtocol(Protocol):
     """What a connection calls; ``buffer_received`` returns True to keep the lease.
@@ -226,6 +230,26 @@ class Loop(Protocol):
     def call_soon(self, callback: Callable[..., object], *args: Any) -> Any: ...
 
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Any: ...
+
+
+class Handled:
+    """The ``where`` of an error that the code reporting it to the loop's ``exception_handler``
+    dealt with already (``what`` says how; ``source`` is where it happened): the default
+    handler logs it as one line at WARNING, with no traceback, where an exception that escaped
+    a callback (a bug) is logged as unhandled, with its traceback.
+
+    Example:
+        >>> Handled("the connection was reset")
+        the connection was reset
+    """
+
+    __slots__ = ("source", "what")
+
+    def __init__(self, what: str, source: object = None) -> None:
+        self.what, self.source = what, source
+
+    def __repr__(self) -> str:
+        return self.what
 
 
 class FileRange:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import logging
 import os
 import re
 from typing import Any
@@ -201,7 +202,7 @@ def test_big_upload_then_download(make_server: Any, root: Any) -> None:
     conn.request("PUT", "/nodir/x.bin", body=b"x")
     resp = conn.getresponse()
     resp.read()
-    assert resp.status == 404
+    assert resp.status == 409  # RFC 4918 9.7.1 (test_upload_into_a_missing_directory_...)
     conn.close()
     for target, status in (("/sub", 409), ("/sub/", 409)):  # a directory's name is taken
         conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=20)
@@ -404,7 +405,7 @@ def test_a_create_only_upload_does_not_replace_a_file_that_appeared_meanwhile(
 
 
 def test_an_upload_stored_is_answered_when_its_part_name_cannot_be_removed(
-    make_server: Any, root: Any, monkeypatch: pytest.MonkeyPatch
+    make_server: Any, root: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Once the upload has its name, a failure to remove the temporary part name does not
     turn the answer into an error: the client is told the file was stored (it was), and the
@@ -438,6 +439,11 @@ def test_an_upload_stored_is_answered_when_its_part_name_cannot_be_removed(
     # second replaced the file by a rename, which leaves no part name behind; the third could
     # not take a directory's name, and its part name stayed too.
     assert answers == [(201, b"cre"), (204, b""), (409, b"409")]
+    # each is one warning line (it was an ERROR saying "unhandled exception", the exception
+    # attached), naming the part and what becomes of it
+    stray = [r for r in caplog.records if r.name == "poolalloc.net.epoll.reactor"]
+    assert [(r.levelno, r.exc_info) for r in stray] == [(logging.WARNING, None)] * 2
+    assert all(".part-" in r.getMessage() and "retried" in r.getMessage() for r in stray)
     assert metrics["upload_leftovers_total"] == 2
     assert metrics["upload_leftovers_pending"] == 2
     _wait_for(lambda: srv.call(srv.http.metrics)["upload_leftovers_pending"] == 0)
@@ -558,6 +564,40 @@ def test_upload_cut_short_leaves_no_file(make_server: Any, root: Any) -> None:
     _wait_for(lambda: srv.call(lambda: len(srv.http.tcp.connections)) == 0)
     assert not os.path.exists(root / "partial.bin")
     assert not [p for p in os.listdir(root) if ".part-" in p]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("/no/such/dir/f.txt", b"409 parent directory does not exist\n"),
+        ("/afile/f.txt", b"409 parent is not a directory\n"),
+    ],
+)
+@pytest.mark.parametrize("method", ["PUT", "POST"])
+@pytest.mark.parametrize("length", [3, 0])
+def test_upload_into_a_missing_directory_is_a_conflict(
+    make_server: Any, root: Any, case: tuple[str, bytes], method: str, length: int
+) -> None:
+    """RFC 4918 9.7.1: a PUT whose parent collection does not exist MUST fail with 409
+    Conflict (Apache mod_dav's answer; nginx's dav module answers 500 and logs it as
+    critical): the client can resolve it, by making the directory. It was a 404, which says
+    the resource is missing, for a request that creates it. Answered before the body is
+    asked for (with a body unread, the connection then closes, as for every refusal before
+    the body); nothing is created."""
+    target, why = case
+    (root / "afile").write_bytes(b"x")
+    before = sorted(os.listdir(root))
+    srv = make_server(root=root, uploads=True)
+    raw = f"{method} {target} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n"
+    raw += "abc"[:length] + "GET /test HTTP/1.1\r\nHost: x\r\n\r\n"
+    answers = exchange(srv.port, raw.encode(), 1 if length else 2)
+    status, headers, answer = answers[0]
+    assert (status, answer) == (409, why)
+    if length:
+        assert headers["connection"] == "close"
+    else:  # the request ended at its head: the connection goes on
+        assert answers[1][0] == 200
+    assert sorted(os.listdir(root)) == before
 
 
 def test_asyncio_streams_client(make_server: Any) -> None:

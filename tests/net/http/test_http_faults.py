@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import struct
@@ -376,3 +377,74 @@ def test_a_file_truncated_while_sent_is_reported(make_server: Any, tmp_path: Any
     assert (kind, filename) == (OSError, str(tmp_path / "shrinks.bin"))
     assert "truncated while sending" in message
     assert served(srv.port)
+
+
+REACTOR_LOG = "poolalloc.net.epoll.reactor"
+
+
+def test_errors_the_server_handled_are_one_log_line(
+    make_server: Any, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the loop's default handler: a file truncated while sent (the client's connection
+    is reset, as it must be) is one WARNING line that names the file and what was done, with
+    no traceback. It was logged as ``unhandled exception in reactor callback <Connection
+    object at 0x...>``, an ERROR with the exception attached, for a case the server had
+    handled. Clients that reset their connections (mid-answer, mid-body, mid-head) and
+    requests refused with a 4xx log nothing at all."""
+    size = 32 << 20
+    (tmp_path / "shrinks.bin").write_bytes(b"x" * size)
+    srv = make_server(root=tmp_path, uploads=True)
+    caplog.set_level(logging.DEBUG, logger=REACTOR_LOG)
+    for raw in (
+        b"GARBAGE\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 20000 + b"\r\n\r\n",
+        b"POST /test HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"PUT /up.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nabc",
+        b"GET /shrinks.bin HTTP/1.1\r\nHost: x\r\n\r\n" * 3,
+    ):
+        with connect(srv.port) as sock:
+            sock.sendall(raw)
+            time.sleep(0.05)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    wait_until(lambda: live_connections(srv) == 0)
+    assert caplog.records == []
+    with connect(srv.port) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(b"GET /shrinks.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
+        os.truncate(tmp_path / "shrinks.bin", 1 << 20)
+        with pytest.raises(ConnectionResetError):
+            _read_to_end(sock)
+    wait_until(lambda: bool(caplog.records))
+    time.sleep(0.1)
+    ((record,),) = [caplog.records]
+    assert record.levelno == logging.WARNING
+    assert record.exc_info is None
+    message = record.getMessage()
+    assert "unhandled" not in message
+    assert "truncated while sending" in message
+    assert str(tmp_path / "shrinks.bin") in message
+    assert message.endswith(": the connection was reset")
+
+
+def test_a_bug_in_a_route_is_still_logged_with_its_traceback(
+    make_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A route that raises is a bug: answered 500 and logged as an ERROR with the traceback
+    (the one-line form is for errors the server handled)."""
+    srv = make_server()
+    caplog.set_level(logging.DEBUG, logger=REACTOR_LOG)
+
+    def broken(req: Any) -> Response:
+        raise ZeroDivisionError("route bug")
+
+    srv.call(srv.http.route, "/broken", broken)
+    assert exchange(srv.port, b"GET /broken HTTP/1.1\r\nHost: x\r\n\r\n")[0][0] == 500
+    wait_until(lambda: bool(caplog.records))
+    # what is asserted, then the records go: a traceback keeps the frames, and they the
+    # connection's read buffer, which must be back in the pool at the end of the test
+    seen = [(r.levelno, r.exc_info and r.exc_info[0], r.getMessage()) for r in caplog.records]
+    caplog.clear()
+    ((level, kind, message),) = seen
+    assert (level, kind) == (logging.ERROR, ZeroDivisionError)
+    assert "broken" in message

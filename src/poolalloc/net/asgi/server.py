@@ -36,7 +36,6 @@ import importlib
 import logging
 import math
 import os
-import signal
 import socket
 import sys
 import traceback
@@ -51,9 +50,10 @@ from poolalloc.net.asgi._protocol import (
     Message,
     ServerState,
 )
-from poolalloc.net.http.serve import (  # the same supervisor, the same words for a bind's error
+from poolalloc.net.http.serve import (  # the same supervisor, stop rule, words for a bind's error
     _supervise,
     explained_bind,
+    stop_signals,
 )
 from poolalloc.net.sockets import LeaseSource
 
@@ -652,8 +652,10 @@ async def _serve_until_signal(  # noqa: PLR0917
 ) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    # A second Ctrl-C (SIGINT) stops the graceful wait at once; a repeated SIGTERM does not
+    # (the rule of every serve worker: stop_signals).
+    again = asyncio.Event()
+    stop_signals(loop.add_signal_handler, stop.set, again.set)
     server = AsgiServer(app, host, port, **options)
     # A stop during the app's lifespan startup ends the startup: waiting for it would ignore
     # Ctrl-C for up to lifespan_timeout (60 s by default) when the startup hangs.
@@ -692,12 +694,6 @@ async def _serve_until_signal(  # noqa: PLR0917
         ready((h, p))
     await stop.wait()
     print(f"poolalloc serve: pid {os.getpid()} shutting down", file=sys.stderr, flush=True)
-    # A second Ctrl-C (SIGINT) stops the graceful wait, as uvicorn's does; a repeated SIGTERM
-    # does not: with --workers, one Ctrl-C reaches every worker from the terminal and then the
-    # supervisor's own SIGTERM, and systemd signals the whole group too.
-    again = asyncio.Event()
-    loop.add_signal_handler(signal.SIGINT, again.set)
-    loop.add_signal_handler(signal.SIGTERM, lambda: None)
     graceful = loop.create_task(server.shutdown(graceful_timeout))
     signalled = loop.create_task(again.wait())
     await asyncio.wait({graceful, signalled}, return_when=asyncio.FIRST_COMPLETED)

@@ -47,6 +47,7 @@ from poolalloc.net.transport import (
     BaseConnection,
     ConnectionProtocol,
     FileRange,
+    Handled,
     HeldBytes,
     ReadPool,
     _Queued,
@@ -320,7 +321,8 @@ class Connection(BaseConnection["Reactor"]):
             if sent == 0:  # file shorter than announced: the response would be a lie
                 exc = item.truncated()
                 assert self.reactor is not None
-                self.reactor.report(exc, self)  # the client sees a reset; the operator, why
+                # the client sees a reset; the operator, why
+                self.reactor.report(exc, Handled("the connection was reset", self))
                 raise exc
             item.offset += sent
             item.count -= sent

@@ -56,7 +56,9 @@ What does this mean for the Reactor?
   (Linux's signalfd would do the same, but the stdlib does not expose it.) This works only in
   the main thread, as every Python signal API does.
 * Exceptions escaping a callback are counted and passed to ``exception_handler`` (logging by
-  default); the loop carries on, because one bad connection must not stop a server.
+  default, with the traceback); the loop carries on, because one bad connection must not stop
+  a server. An error the code reporting it dealt with comes with a
+  :class:`~poolalloc.net.transport.Handled` as its ``where``: logged as one warning line.
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ import socket
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn
+
+from poolalloc.net.transport import Handled
 
 __all__ = ["MAX_WAIT", "Handle", "Reactor", "TimerHandle"]
 
@@ -524,4 +528,7 @@ def _ignore_in_python(signum: int, frame: object) -> None:
 
 
 def _log_exception(exc: BaseException, where: object) -> None:
+    if isinstance(where, Handled):  # dealt with (a client reset, say): no bug to trace
+        _log.warning("%s: %s", exc, where.what)
+        return
     _log.error("unhandled exception in reactor callback %r", where, exc_info=exc)

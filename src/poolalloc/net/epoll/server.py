@@ -148,6 +148,8 @@ class TcpServer:
         self.conn_pool = conn_pool if conn_pool is not None else self.make_connection_pool(None)
         self.sock = sock if sock is not None else listen_socket(host, port, reuse_port=reuse_port)
         self.sock.setblocking(False)
+        host, port = self.sock.getsockname()[:2]
+        self._address: tuple[str, int] = (host, port)
         self.idle_timeout = idle_timeout
         self.high_water, self.low_water = high_water, low_water
         self.accept_retry = accept_retry
@@ -173,6 +175,8 @@ class TcpServer:
         #: The connections in their lingering close, oldest first (a dict keeps the order).
         self._lingering: dict[BaseConnection[Any], None] = {}
         self._closed = False
+        #: After :meth:`stop_accepting`: the listener is gone, the connections are still served.
+        self._stopped_accepting = False
 
     @staticmethod
     def make_connection_pool(max_connections: int | None) -> Any:
@@ -189,9 +193,8 @@ class TcpServer:
 
     @property
     def address(self) -> tuple[str, int]:
-        """The bound ``(host, port)``."""
-        host, port = self.sock.getsockname()[:2]
-        return host, port
+        """The bound ``(host, port)`` (also once the listener is closed)."""
+        return self._address
 
     def start(self) -> None:
         """Register the listener and the timeout sweep; accepts start with the reactor."""
@@ -205,7 +208,7 @@ class TcpServer:
     def _on_acceptable(self) -> None:
         accept = self.sock.accept
         for _ in range(self.accept_batch):
-            if self._closed:
+            if self._closed or self._stopped_accepting:
                 return
             try:
                 lease = self.conn_pool.acquire(timeout=0)
@@ -244,7 +247,7 @@ class TcpServer:
 
     def _continue_accepting(self) -> None:
         self._accept_more = None
-        if self._closed or self.accept_paused:
+        if self._closed or self._stopped_accepting or self.accept_paused:
             return  # resuming tries accept itself; closing ends it
         if self.reactor.stats["wakeups"] == self._batch_pass:
             # Scheduled from this pass's IO dispatch, so it would run in this same pass: the
@@ -286,7 +289,7 @@ class TcpServer:
         """Stop accepting until a connection closes or ``accept_retry`` passes. A pause is
         always for a client that waits for the slot (or descriptor) that is missing: the oldest
         lingering connection ends to make room (see the module docstring)."""
-        if self.accept_paused:
+        if self.accept_paused or self._stopped_accepting:
             return
         self.accept_paused = True
         self.totals["accept_paused_total"] += 1
@@ -319,7 +322,7 @@ class TcpServer:
         return oldest
 
     def _resume_accepting(self) -> None:
-        if not self.accept_paused or self._closed:
+        if not self.accept_paused or self._closed or self._stopped_accepting:
             return
         self.accept_paused = False
         self._room_made = False
@@ -435,7 +438,7 @@ class TcpServer:
             _add_counts(out, conn)
         out["connections_active"] = len(self.connections) - len(self._lingering)
         out["connections_lingering"] = len(self._lingering)
-        out["accepting"] = int(not self.accept_paused)
+        out["accepting"] = int(not (self.accept_paused or self._stopped_accepting))
         out["accept_waiting"] = self._accept_waiting()
         out.update(flatten_stats("buffer_pool", self.buffer_pool.stats()))
         out.update(flatten_stats("connection_pool", self.conn_pool.stats()))
@@ -443,6 +446,26 @@ class TcpServer:
 
     def _accept_waiting(self) -> int:
         return 0  # waiting connections stay in the kernel's backlog, unaccepted
+
+    def stop_accepting(self) -> None:
+        """Close the listening socket and serve on (a graceful stop's first step): a client
+        that comes now is refused by the kernel, one in the backlog is reset, the connections
+        already accepted keep their timeouts. Idempotent; :meth:`close` ends the rest."""
+        if self._closed or self._stopped_accepting:
+            return
+        self._stopped_accepting = True
+        self.accept_paused = False
+        for timer in (self._retry_timer, self._accept_more):
+            if timer is not None:
+                timer.cancel()
+        self._retry_timer = self._accept_more = None
+        self._close_listener()
+
+    def _close_listener(self) -> None:
+        """The engine's half of :meth:`stop_accepting` (the io_uring server cancels its accept)."""
+        if self.reactor.is_registered(self.sock.fileno()):
+            self.reactor.unregister(self.sock.fileno())
+        self.sock.close()
 
     def close(self, *, abort: bool = True) -> None:
         """Stop accepting; abort (or gracefully close) every connection. Idempotent."""

@@ -30,8 +30,9 @@ Any :class:`HttpError` is answered with its status, ``Connection: close``, and a
 close, so the client reads the error before the connection goes.
 
 Timeouts (:meth:`HttpProtocol.timed_out`, called by the server's sweep): a request not
-received whole in time (its head within ``header_timeout``, or a body that stopped for the
-idle limit) is answered ``408 Request Timeout`` the same way; an idle keep-alive connection is
+received whole in time (its head within ``header_timeout``, its body within ``body_timeout``
+plus a second per ``body_min_rate`` bytes received, or a body that stopped for the idle limit)
+is answered ``408 Request Timeout`` the same way; an idle keep-alive connection is
 closed with a FIN. A connection whose output the client is not reading is still aborted.
 """
 
@@ -98,6 +99,10 @@ class HttpApp(Protocol):
     max_head: int
     max_target: int
     header_timeout: float
+    #: A body must be whole within ``body_timeout`` seconds plus one second per
+    #: ``body_min_rate`` bytes received (Apache mod_reqtimeout's ``body=20,MinRate=500``).
+    body_timeout: float
+    body_min_rate: float
     #: Request heads seen before: their parse, and the bytes that answer them when static.
     replies: ReplyCache
 
@@ -265,6 +270,16 @@ class HttpProtocol:
         self.fail(408, "request timeout", self._failing_method(None))
         return True
 
+    def drain(self) -> None:
+        """The server stops (``HttpServer.shutdown``): a connection between requests is
+        closed once what is queued is out (a FIN after the last byte of a download); one in
+        the middle of a request goes on, and its answer closes it."""
+        conn = self._transport
+        if conn is None or conn.closing or conn.closed:
+            return
+        if self._state == _HEAD and self._partial is None:
+            conn.close(linger=False)
+
     def _failing_method(self, method: str | None) -> str | None:
         """The method of the request an error answers, when known (its answer to a ``HEAD``
         has no body): ``method``, the request being read, or a head that never ended."""
@@ -379,9 +394,21 @@ class HttpProtocol:
         else:
             self._state = _BODY
             self._left = req.content_length or 0
+        # The idle limit alone let a body trickle in forever (a byte every few seconds): the
+        # body gets a deadline, pushed back by what arrives at the minimum rate.
+        conn.set_deadline(self.app.body_timeout)
+
+    def _body_arrived(self, nbytes: int) -> None:
+        """``nbytes`` of the body arrived: its deadline moves a second per ``body_min_rate``."""
+        rate = self.app.body_min_rate
+        if rate:
+            conn = self._transport
+            assert conn is not None
+            conn.deadline += nbytes / rate
 
     def _read_body(self, view: memoryview, pos: int, end: int) -> int:
         take = min(self._left, end - pos)
+        self._body_arrived(take)
         if self._sink is not None:
             self._sink.write(view[pos : pos + take])
         self._left -= take
@@ -392,6 +419,7 @@ class HttpProtocol:
     def _read_chunked(self, view: memoryview, pos: int, end: int) -> int:
         assert self._chunks is not None
         used, spans = self._chunks.feed(view, pos, end)
+        self._body_arrived(used)
         if self._sink is not None:
             for start, stop in spans:
                 self._sink.write(view[start:stop])
@@ -402,6 +430,9 @@ class HttpProtocol:
     def _complete(self) -> None:
         req, sink = self._req, self._sink
         self._reset_request()
+        conn = self._transport
+        assert conn is not None
+        conn.set_deadline(None)  # the body's (the answer's close may set a linger's)
         if sink is not None:
             sink.close()
         assert req is not None

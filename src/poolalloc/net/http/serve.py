@@ -35,7 +35,7 @@ from poolalloc.net.metrics import prometheus_text
 from poolalloc.net.sockets import LeaseSource
 from poolalloc.net.uring.proactor import Proactor, available
 
-__all__ = ["auto_engine", "build_server", "make_loop", "serve"]
+__all__ = ["auto_engine", "build_server", "make_loop", "serve", "stop_signals"]
 
 
 def build_server(
@@ -51,6 +51,8 @@ def build_server(
     max_connections: int | None = None,
     idle_timeout: float = 60.0,
     read_pool: Callable[[int], LeaseSource] | None = None,
+    body_timeout: float = 20.0,
+    body_min_rate: float = 500.0,
 ) -> HttpServer:
     """An :class:`HttpServer` with its buffer pool, listening (not yet started).
 
@@ -80,6 +82,8 @@ def build_server(
             uploads=uploads,
             sock=sock,
             idle_timeout=idle_timeout,
+            body_timeout=body_timeout,
+            body_min_rate=body_min_rate,
             conn_pool=getattr(reactor, "server_class", TcpServer).make_connection_pool(
                 max_connections
             ),
@@ -113,17 +117,27 @@ def serve(
 ) -> int:
     """Run the HTTP server until SIGINT/SIGTERM; returns an exit status.
 
+    The first SIGINT or SIGTERM stops gracefully (:meth:`HttpServer.shutdown`): the answers
+    under way get ``graceful_timeout`` seconds (default 30; inf: no bound), then the rest is
+    reset; a second SIGINT stops at once (:func:`stop_signals`).
+
     Example:
         >>> serve(workers=0)
         Traceback (most recent call last):
         ...
         ValueError: workers must be at least 1
 
-    :raises ValueError: ``workers`` is not positive.
+    :raises ValueError: ``workers`` is not positive, or ``graceful_timeout`` is not a
+        number of seconds, 0 or above.
     :raises OSError: the address cannot be bound.
     """
     if workers < 1:
         raise ValueError("workers must be at least 1")
+    timeout = options.get("graceful_timeout", GRACEFUL_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
+        # here, before any worker is forked (each would fail in turn)
+        raise ValueError(f"graceful_timeout must be a number of seconds, 0 or above, "
+                         f"not {timeout!r}")  # fmt: skip
     if workers == 1:
         return _run_worker(host, port, root, reuse_port=False, **options)
     # Bind once here, without SO_REUSEPORT: a busy address is one error from the parent (not one
@@ -194,8 +208,47 @@ def explained_bind(host: str, port: int) -> Iterator[None]:
         raise OSError(errno.EINVAL, f"{host!r}: {exc}") from None
 
 
+def stop_signals(
+    add_signal_handler: Callable[..., object],
+    graceful: Callable[[], object],
+    now: Callable[[], object],
+) -> None:
+    """The stop rule of every ``poolalloc serve`` worker (the built-in server's and an ASGI
+    application's), installed through the loop's ``add_signal_handler``: the first SIGINT or
+    SIGTERM calls ``graceful()``; a SIGINT after it (the second Ctrl-C) calls ``now()``, as
+    uvicorn's does. A repeated SIGTERM changes nothing: with ``--workers``, one Ctrl-C reaches
+    every worker from the terminal and then as the supervisor's SIGTERM, and systemd signals
+    the whole group too; neither may cut the answers in flight.
+
+    Example:
+        >>> stop_signals(loop.add_signal_handler, begin_shutdown, stop_at_once)  # doctest: +SKIP
+    """
+    stopping = False
+
+    def on_signal(signum: int) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            graceful()
+        elif signum == signal.SIGINT:
+            now()
+
+    for signum in _STOP_SIGNALS:
+        add_signal_handler(signum, on_signal, signum)
+
+
+#: Seconds a graceful stop lets the answers under way take before the rest is reset (the ASGI
+#: server's default too; nginx's worker_shutdown_timeout has none, uvicorn's neither)
+GRACEFUL_TIMEOUT = 30.0
+
+
 def _run_worker(
-    host: str, port: int, root: str | None, engine: str = "auto", **options: Any
+    host: str,
+    port: int,
+    root: str | None,
+    engine: str = "auto",
+    graceful_timeout: float = GRACEFUL_TIMEOUT,
+    **options: Any,
 ) -> int:
     reactor = make_loop(engine)
     try:
@@ -203,12 +256,22 @@ def _run_worker(
     except BaseException:
         reactor.close()
         raise
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        reactor.add_signal_handler(signum, reactor.stop)
+    pid = os.getpid()
+
+    def graceful() -> None:
+        _say(f"poolalloc serve: pid {pid} shutting down (answers under way get up to "
+             f"{graceful_timeout:g} s)")  # fmt: skip
+        server.shutdown(graceful_timeout, done=reactor.stop)
+
+    def now() -> None:
+        _say(f"poolalloc serve: pid {pid} signal received again: stopping now")
+        reactor.stop()
+
+    stop_signals(reactor.add_signal_handler, graceful, now)
     server.start()
     h, p = server.address
     kind = type(reactor).__name__
-    _say(f"poolalloc serve: pid {os.getpid()} ({kind}) listening on {_url(h, p)}")
+    _say(f"poolalloc serve: pid {pid} ({kind}) listening on {_url(h, p)}")
     try:
         reactor.run()
     finally:
@@ -313,11 +376,14 @@ def _supervise(
 
     def stop(signum: int = signal.SIGTERM, frame: object = None) -> None:
         nonlocal stopping
+        # A SIGINT after the first stop signal is passed on as it is: the workers' second
+        # SIGINT (stop_signals), which ends their graceful stop at once.
+        forward = signal.SIGINT if stopping and signum == signal.SIGINT else signal.SIGTERM
         stopping = True
         watch.wake()
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, forward)
 
     def fork() -> None:
         # Blocked across the fork so that a SIGTERM arriving now reaches the parent once the

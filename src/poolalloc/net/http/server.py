@@ -39,6 +39,7 @@ import contextlib
 import email.utils
 import errno
 import http
+import math
 import os
 import re
 import secrets
@@ -54,6 +55,7 @@ from poolalloc.net.http import _files
 from poolalloc.net.http._cache import ReplyCache
 from poolalloc.net.http.parser import HttpError, Request
 from poolalloc.net.http.protocol import BodySink, HttpProtocol
+from poolalloc.net.transport import Handled
 
 __all__ = ["HttpServer", "Response"]
 
@@ -64,6 +66,8 @@ _UNNAMED = os.path.isdir("/proc/self/fd")
 _LINK_REFUSED = frozenset({errno.EPERM, errno.EACCES, errno.EXDEV, errno.EOPNOTSUPP})
 _NAME_MAX = 255  # bytes in one path component, on every Linux filesystem served here
 _TEXT = "text/plain; charset=utf-8"
+#: How often a graceful shutdown looks whether its connections are gone (seconds)
+_DRAIN_POLL = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,14 +378,25 @@ class HttpServer:
         max_head: int = 16384,
         max_target: int = 8190,
         header_timeout: float = 10.0,
+        body_timeout: float = 20.0,
+        body_min_rate: float = 500.0,
         **server_options: Any,
     ) -> None:
+        if not body_timeout > 0:
+            raise ValueError(f"body_timeout must be a number of seconds above 0, not "
+                             f"{body_timeout!r}")  # fmt: skip
+        if not 0 <= body_min_rate < math.inf:
+            raise ValueError(f"body_min_rate must be a number of bytes per second, 0 or "
+                             f"above, not {body_min_rate!r}")  # fmt: skip
         self.reactor = reactor
         self.root = os.path.realpath(root) if root is not None else None
         self.uploads = uploads
         self.max_body, self.max_upload = max_body, max_upload
         self.max_head, self.max_target = max_head, max_target
         self.header_timeout = header_timeout
+        #: A request body must be whole within ``body_timeout`` seconds, plus one second per
+        #: ``body_min_rate`` bytes received (0: no extension), else ``408`` (a slow sender).
+        self.body_timeout, self.body_min_rate = body_timeout, body_min_rate
         self.routes: dict[str, Handler] = {}
         self.static: dict[str, Response] = {}
         #: The one reply cache (see the module docstring), cleared by ``route`` and ``_tick``.
@@ -399,6 +414,9 @@ class HttpServer:
         #: refused): retried every second (``_tick``) and once more at ``close``.
         self._leftovers: set[str] = set()
         self._leftovers_total = 0
+        #: True from :meth:`shutdown` on: every answer closes its connection.
+        self.draining = False
+        self._drain_timer: Any = None
         self.route("/test", _HELLO)
 
     @property
@@ -428,6 +446,7 @@ class HttpServer:
         resp = self.static.get(req.path)
         if (
             resp is None
+            or self.draining
             or req.method != "GET"
             or not req.keep_alive
             or req.chunked
@@ -454,8 +473,49 @@ class HttpServer:
         """Stop listening and abort every connection."""
         if self._date_timer is not None:
             self._date_timer.cancel()
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
         self.tcp.close()
         self._remove_leftovers()
+
+    def shutdown(self, timeout: float = 30.0, done: Callable[[], None] | None = None) -> None:
+        """Stop gracefully (as nginx's graceful quit): stop accepting, close the keep-alive
+        connections that wait between requests once their answers are out (a download under
+        way ends whole, then a FIN), answer the requests being read with ``Connection:
+        close``; past ``timeout`` seconds (inf: no bound) :meth:`close` resets what is left.
+        ``done()`` is called from the loop once no connection is left, either way. A second
+        call changes nothing.
+
+        Example:
+            >>> srv.shutdown(30.0, done=reactor.stop)  # doctest: +SKIP
+
+        :raises ValueError: ``timeout`` is NaN or below 0.
+        """
+        if not timeout >= 0:
+            raise ValueError(f"timeout must be a number of seconds, 0 or above, not {timeout!r}")
+        if self.draining:
+            return
+        self.draining = True
+        self.replies.clear()  # keep-alive answers (the one rule); static_reply adds none now
+        self.tcp.stop_accepting()
+        for conn in list(self.tcp.connections):
+            protocol = conn.protocol
+            if isinstance(protocol, HttpProtocol):
+                protocol.drain()
+        end = self.reactor.now + timeout
+        self._drain_timer = self.reactor.call_soon(self._drained, end, done)
+
+    def _drained(self, end: float, done: Callable[[], None] | None) -> None:
+        """Looked at every 20 ms while :meth:`shutdown` waits: call ``done`` once the
+        connections are gone, after resetting them at ``end``."""
+        self._drain_timer = None
+        if self.tcp.connections and self.reactor.now < end:
+            self._drain_timer = self.reactor.call_later(_DRAIN_POLL, self._drained, end, done)
+            return
+        self.close()
+        if done is not None:
+            done()
 
     def metrics(self) -> dict[str, float]:
         """Connections, requests, bytes, errors and pool stats (see ``TcpServer.metrics``),
@@ -502,6 +562,12 @@ class HttpServer:
                 raise HttpError(412, "precondition failed", req.method)
             return _FileSink(final, req, self._upload_stored, self._stray_part)
         except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                # RFC 4918 9.7.1: a PUT into a collection that does not exist is a conflict
+                # the client can resolve (make the directory first), not a missing resource
+                why = "parent directory does not exist" if exc.errno == errno.ENOENT else (
+                    "parent is not a directory")  # fmt: skip
+                raise HttpError(409, why, req.method) from exc
             status = 409 if isinstance(exc, IsADirectoryError) else _status_of(exc)
             raise HttpError(status, exc.strerror or "", req.method) from exc
 
@@ -514,7 +580,8 @@ class HttpServer:
         # for its name). The stray name is reported, counted and retried.
         self._leftovers.add(part)
         self._leftovers_total += 1
-        self.reactor.report(error, part)
+        self.reactor.report(error, Handled("an upload's part name is left: removal is retried "
+                                           "every second", part))  # fmt: skip
 
     def _remove_leftovers(self) -> None:
         for part in list(self._leftovers):
@@ -523,6 +590,8 @@ class HttpServer:
 
     def finish(self, proto: HttpProtocol, req: Request) -> None:
         """The request is complete: answer it."""
+        if self.draining:  # answered, then closed: the server is stopping
+            req.keep_alive = False
         handler = self.routes.get(req.path)
         try:
             if handler is not None:

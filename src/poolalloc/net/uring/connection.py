@@ -43,6 +43,7 @@ from poolalloc.net.transport import (
     BaseConnection,
     ConnectionProtocol,
     FileRange,
+    Handled,
     HeldBytes,
     ReadPool,
     _Queued,
@@ -582,7 +583,7 @@ class UringConnection(BaseConnection["Proactor"]):
             err = cqe_error(res) if res else item.truncated()
             if not res:  # the client sees a reset; the operator, why (as on epoll)
                 assert self.reactor is not None
-                self.reactor.report(err, self)
+                self.reactor.report(err, Handled("the connection was reset", self))
             self.abort(err)
             return
         item.offset += res

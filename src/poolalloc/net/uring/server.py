@@ -78,11 +78,11 @@ class _Listener:
                     srv.accepted(sock)
             elif -res in _OUT_OF_FDS:
                 srv._pause_accepting()
-            elif res != -errno.ECANCELED and -res not in _PEER_GONE and not srv._closed:
+            elif res != -errno.ECANCELED and -res not in _PEER_GONE and srv.listening:
                 # (closed, an accept armed but not yet submitted finds the listener gone: EBADF)
                 srv.reactor.report(cqe_error(res), self)
         finally:  # even when adopting the connection failed: else accepting stops for good
-            if srv._closed or draining:
+            if not srv.listening or draining:
                 if self.inflight <= 0:
                     srv.reactor.retarget(srv._token, None)
             elif not self.armed and not srv.accept_paused:
@@ -130,7 +130,7 @@ class UringTcpServer(TcpServer):
 
     def accepted(self, sock: socket.socket) -> None:
         """Adopt one accepted socket, or keep it waiting while the connection pool is full."""
-        if self._closed:
+        if not self.listening:
             sock.close()
             return
         if self._waiting or self.accept_paused:  # the ones before it go first
@@ -170,6 +170,18 @@ class UringTcpServer(TcpServer):
             except Exception as exc:  # that one is closed; the others still wait their turn
                 self.reactor.report(exc, self)
         self.arm_accept()
+
+    @property
+    def listening(self) -> bool:
+        """Neither closed nor stopped accepting (the listener's fd is still open)."""
+        return not (self._closed or self._stopped_accepting)
+
+    def _close_listener(self) -> None:
+        if getattr(self, "_listener", None) is not None:
+            self._stop_listening()
+        self.sock.close()
+        while self._waiting:  # never adopted: their peers see the listener's end
+            self._waiting.popleft().close()
 
     def _accept_waiting(self) -> int:
         return len(self._waiting)
