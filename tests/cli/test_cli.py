@@ -99,7 +99,6 @@ def test_help_shows_examples(command: str, cli: Cli, tmp_path: Path) -> None:
             "argument --graceful-timeout: must be a number of seconds above 0, got nan",
         ),
         (["serve", "--body-min-rate", "-1"], "argument --body-min-rate: must be 0-1099511627776"),
-        (["serve", "--app", "main:app", "--body-timeout", "5"], "drop --body-timeout"),
         (["serve", "--engine", "uring", "--fresh-bytearray"], "--fresh-bytearray works with"),
         (
             ["serve", "--app", "main:app", "--max-connections", "10", "--root", "."],

@@ -203,7 +203,8 @@ ASGI_IDLE_TIMEOUT = 5.0
 #: seconds an ASGI application's lifespan startup, and its shutdown, may each take (hypercorn's
 #: startup and shutdown timeouts are 60 s too)
 ASGI_LIFESPAN_TIMEOUT = 60.0
-#: a request body's time, and the rate that extends it (Apache mod_reqtimeout's body=20,MinRate=500)
+#: a request body's time, and the rate that extends it, on both servers (Apache
+#: mod_reqtimeout's body=20,MinRate=500)
 HTTP_BODY_TIMEOUT = 20.0
 HTTP_BODY_MIN_RATE = 500
 #: seconds a stop signal lets the answers (requests, with --app) under way take, on both servers
@@ -320,8 +321,6 @@ def _check_serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
                 ("--uploads", args.uploads),
                 ("--fresh-bytearray", args.fresh_bytearray),
                 ("--max-connections", args.max_connections is not None),
-                ("--body-timeout", args.body_timeout is not None),
-                ("--body-min-rate", args.body_min_rate is not None),
                 ("--engine", args.engine != "auto"),
             )
             if on
@@ -344,6 +343,8 @@ def _serve_asgi(args: argparse.Namespace) -> int:
         lifespan_timeout=(
             ASGI_LIFESPAN_TIMEOUT if args.lifespan_timeout is None else args.lifespan_timeout
         ),
+        body_timeout=HTTP_BODY_TIMEOUT if args.body_timeout is None else args.body_timeout,
+        body_min_rate=HTTP_BODY_MIN_RATE if args.body_min_rate is None else args.body_min_rate,
         graceful_timeout=(
             GRACEFUL_TIMEOUT if args.graceful_timeout is None else args.graceful_timeout
         ),

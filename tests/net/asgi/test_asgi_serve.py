@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -314,3 +315,43 @@ def test_a_stop_during_a_hanging_startup_ends_the_server_at_once(
     assert "startup ended" in text
     assert "stopped during the application's startup" in text
     assert "serving ASGI app" not in text
+
+
+BODY_READER = (
+    APP_HEAD
+    + """    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        size += len(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"%d" % size})
+"""
+)
+
+
+def test_body_timeout_and_rate_reach_the_application_server(tmp_path: Path) -> None:
+    """``--body-timeout`` and ``--body-min-rate`` bound a request body with ``--app`` as they
+    do for the built-in server: a body trickled in at 2 bytes a second against a minimum of
+    5 is answered 408 about a second in, far from its 20 s end."""
+    (tmp_path / "myservice.py").write_text(BODY_READER)
+    proc, (port,), log = start(
+        tmp_path, "--app-dir", str(tmp_path), "--body-timeout", "0.5", "--body-min-rate", "5"
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n")
+            began = time.monotonic()
+            for _ in range(40):
+                if select.select([client], [], [], 0.5)[0]:
+                    break  # answered
+                client.sendall(b"z")
+            reply = client.recv(65536)
+            took = time.monotonic() - began
+    finally:
+        timed_stop(proc, signal.SIGTERM)
+    assert reply.startswith(b"HTTP/1.1 408 "), (reply, log.read_text())
+    assert took < 5
