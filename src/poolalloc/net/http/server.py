@@ -378,6 +378,11 @@ class HttpServer:
     ) -> None:
         self.reactor = reactor
         self.root = os.path.realpath(root) if root is not None else None
+        if self.root is not None and not os.path.isdir(self.root):
+            # Taken, a missing root answered every GET 404 and every upload "404 No such file
+            # or directory" while the server looked fine: refused here, as `serve --root` is.
+            code = errno.ENOTDIR if os.path.exists(self.root) else errno.ENOENT
+            raise OSError(code, "HttpServer root must be an existing directory", self.root)
         self.uploads = uploads
         self.max_body, self.max_upload = max_body, max_upload
         self.max_head, self.max_target = max_head, max_target
