@@ -302,6 +302,12 @@ def _check_serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
     if args.app_dir is not None and args.app is None:
         parser.error("--app-dir is where --app is imported from: it needs --app")
     if args.app is not None:
+        from poolalloc.net.asgi.server import split_app_spec  # noqa: PLC0415 (only with --app)
+
+        try:
+            split_app_spec(args.app)
+        except ValueError as exc:  # a usage error, status 2, before anything is imported
+            parser.error(f"argument --app: {exc} (main:app for `app` in main.py)")
         # the application runs on asyncio: options of the built-in server would be ignored
         given = [
             flag
