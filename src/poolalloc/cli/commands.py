@@ -605,7 +605,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("poolalloc: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        if settings.flag("POOLALLOC_TRACEBACK"):
+        try:
+            full = settings.flag("POOLALLOC_TRACEBACK")
+        except ValueError as bad:  # the error itself must still be said
+            print(f"poolalloc: warning: {bad}", file=sys.stderr)
+            full = False
+        if full:
             traceback.print_exc()
         print(f"poolalloc: error: {_one_line(exc)}", file=sys.stderr)
         return 1
