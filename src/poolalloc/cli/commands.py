@@ -357,7 +357,9 @@ def add_serve(subs: argparse._SubParsersAction[OneLineParser]) -> None:
         default="127.0.0.1",
         help="address to listen on (default 127.0.0.1; 0.0.0.0 or :: for every interface)",
     )
-    p.add_argument("--port", type=port_number, default=8080, help="TCP port (0: any free port)")
+    p.add_argument(
+        "--port", type=port_number, default=8080, help="TCP port (default 8080; 0: any free port)"
+    )
     p.add_argument("--root", type=directory, help="serve the files under this directory")
     p.add_argument("--uploads", action="store_true", help="accept PUT/POST uploads under --root")
     p.add_argument(
