@@ -46,6 +46,10 @@ def test_every_setting_is_named_poolalloc_and_documented_in_one_table() -> None:
         assert values.strip() == setting.values
         for old in setting.old_names:
             assert f"`{old}" in DOC.read_text()
+    # the sampling rate said is the one the lease layer uses (it said every 64th; it is 128th)
+    sampled = f"(sampled: every {leaks.SAMPLE_EVERY}th buffer lease)"
+    assert sampled in settings.SETTINGS["POOLALLOC_LEAKS"].meaning
+    assert sampled in DOC.read_text()
 
 
 @pytest.mark.parametrize(

@@ -75,7 +75,7 @@ SETTINGS: dict[str, Setting] = {
             "off",
             "off, sampled or all",
             "leak tracking for pools created from now on, buffer and object pools alike: the "
-            "stack that acquired each outstanding lease (sampled: every 64th buffer lease)",
+            "stack that acquired each outstanding lease (sampled: every 128th buffer lease)",
             {"POOLALLOC_TRACK_LEAKS": _on_off_to_level},
         ),
         Setting(
