@@ -451,9 +451,12 @@ class HttpServer:
         return head + resp.body
 
     def start(self) -> None:
-        """Start listening (the reactor must run to serve)."""
+        """Start listening (the reactor must run to serve).
+
+        :raises RuntimeError: the server is closed, or was started already.
+        """
+        self.tcp.start()  # first: a start it refuses must not leave a Date timer behind
         self._tick()
-        self.tcp.start()
 
     def close(self) -> None:
         """Stop listening and abort every connection."""
