@@ -810,3 +810,22 @@ def test_a_graceful_timeout_that_is_not_seconds_is_refused(value: Any) -> None:
 
     with pytest.raises((TypeError, ValueError), match="graceful_timeout must be a number"):
         serve(Recorder(), port=0, graceful_timeout=value)
+
+
+def test_a_server_starts_once() -> None:
+    """A second start() ran the lifespan startup again and opened a second listener (the
+    first one was never closed); after shutdown() it served from a closed pool."""
+    from asgi_test_apps import hello_world
+
+    from poolalloc.net.asgi import AsgiServer
+
+    async def main() -> None:
+        server = AsgiServer(hello_world, "127.0.0.1", 0, lifespan="off")
+        await server.start()
+        with pytest.raises(RuntimeError, match="AsgiServer was started already"):
+            await server.start()
+        await server.shutdown(1)
+        with pytest.raises(RuntimeError, match="AsgiServer was started already"):
+            await server.start()
+
+    asyncio.run(main())

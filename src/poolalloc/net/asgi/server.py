@@ -279,6 +279,7 @@ class AsgiServer:
         self._sock = sock
         self._reuse_port = reuse_port
         self._server: asyncio.Server | None = None
+        self._started = False
 
     @property
     def address(self) -> tuple[str, int]:
@@ -319,7 +320,13 @@ class AsgiServer:
 
         :raises LifespanError: the app's startup failed.
         :raises OSError: the address cannot be bound (the lifespan shutdown has run then).
+        :raises RuntimeError: start() was called before (a server starts once): a second
+            start ran the app's lifespan startup again and opened a second listener, the
+            first left open for the life of the process.
         """
+        if self._started:
+            raise RuntimeError("AsgiServer was started already: a server starts once")
+        self._started = True
         loop = asyncio.get_running_loop()
         if self._lifespan_mode != "off":
             self._lifespan = _Lifespan(
