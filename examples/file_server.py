@@ -68,6 +68,8 @@ def main() -> int:
     parser.add_argument("--once", action="store_true", help="one upload + download, then exit")
     parser.add_argument("--size", type=int, default=8 << 20, help="bytes sent by --once")
     args = parser.parse_args()
+    if args.root:
+        os.makedirs(args.root, exist_ok=True)  # the server refuses a root that does not exist
 
     with tempfile.TemporaryDirectory() as scratch:
         reactor = Reactor()

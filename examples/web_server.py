@@ -6,7 +6,7 @@ Python objects on the way. Routes are plain functions from a request to a respon
 
     python examples/web_server.py --port 8080                 # until Ctrl-C
     python examples/web_server.py --port 8080 --duration 5    # stop after 5 seconds
-    curl http://127.0.0.1:8080/  /hello?name=you  /stats
+    curl http://127.0.0.1:8080/ 'http://127.0.0.1:8080/hello?name=you' http://127.0.0.1:8080/stats
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import poolalloc
-from poolalloc import BufferPool, ObjectPool, leaks, settings
+from poolalloc import BufferPool, ObjectPool, SlabPool, leaks, settings
 
 PACKAGE = Path(poolalloc.__file__).parent
 DOC = Path(__file__).resolve().parents[1] / "docs" / "guide" / "settings.md"
@@ -46,6 +46,10 @@ def test_every_setting_is_named_poolalloc_and_documented_in_one_table() -> None:
         assert values.strip() == setting.values
         for old in setting.old_names:
             assert f"`{old}" in DOC.read_text()
+    # the sampling rate said is the one the lease layer uses (it said every 64th; it is 128th)
+    sampled = f"(sampled: every {leaks.SAMPLE_EVERY}th buffer lease)"
+    assert sampled in settings.SETTINGS["POOLALLOC_LEAKS"].meaning
+    assert sampled in DOC.read_text()
 
 
 @pytest.mark.parametrize(
@@ -72,6 +76,20 @@ def test_the_new_name_wins_silently_over_the_old(recwarn: pytest.WarningsRecorde
 def test_unset_is_the_default() -> None:
     assert settings.value("POOLALLOC_LEAKS", environ={}) == "off"
     assert not settings.flag("POOLALLOC_DEBUG", environ={"POOLALLOC_DEBUG": "0"})
+
+
+def test_an_on_off_setting_refuses_what_is_not_0_or_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Read as "anything but 0", POOLALLOC_DEBUG=off turned debug mode on.
+    for bad in ("off", "false", "yes", " 0"):
+        with pytest.raises(ValueError, match=f"^POOLALLOC_DEBUG must be 0 or 1, not '{bad}'$"):
+            settings.flag("POOLALLOC_DEBUG", environ={"POOLALLOC_DEBUG": bad})
+    for good in ("1", "unpooled", "7"):  # the core's own forms (docs/design.md) still pass
+        assert settings.flag("POOLALLOC_DEBUG", environ={"POOLALLOC_DEBUG": good})
+    monkeypatch.setenv("POOLALLOC_DEBUG", "off")
+    with pytest.raises(ValueError, match="POOLALLOC_DEBUG must be 0 or 1"):
+        BufferPool(64)
+    with pytest.raises(ValueError, match="POOLALLOC_DEBUG must be 0 or 1"):
+        SlabPool()  # the core reads the variable itself
 
 
 def test_one_leak_switch_covers_buffer_and_object_pools(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -39,7 +39,11 @@ SAMPLE_EVERY = 128
 STACK_LIMIT = 12
 
 _override: str | None = None
-_INTERNAL = (os.path.join("poolalloc", "buffers.py"), os.path.join("poolalloc", "_waiting.py"))
+_INTERNAL = (
+    os.path.join("poolalloc", "buffers.py"),
+    os.path.join("poolalloc", "_waiting.py"),
+    *(os.path.join("poolalloc", "objects", f) for f in ("pool.py", "_store.py", "lease.py")),
+)
 
 
 class LeakWarning(UserWarning):

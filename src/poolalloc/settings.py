@@ -27,6 +27,16 @@ def _on_off_to_level(old: str) -> str:
     return "off" if old.strip() in ("", "0") else "all"
 
 
+def _zero_or_one(text: str) -> bool:
+    return text in ("0", "1")
+
+
+def _debug_value(text: str) -> bool:
+    # The C core reads POOLALLOC_DEBUG itself at create (native/core/pool.c), where "unpooled"
+    # and a number above 1 (a PA_DEBUG_* mask) are debug modes too (docs/design.md).
+    return text in ("0", "1", "unpooled") or (text.isascii() and text.isdigit())
+
+
 @dataclass(frozen=True)
 class Setting:
     """One environment variable: its name, default, accepted values and what it does.
@@ -44,6 +54,8 @@ class Setting:
     values: str
     meaning: str
     old_names: Mapping[str, Callable[[str], str]] = field(default_factory=dict)
+    #: Whether a value is one of ``values``; :func:`flag` refuses any other.
+    valid: Callable[[str], bool] = _zero_or_one
 
 
 SETTINGS: dict[str, Setting] = {
@@ -56,13 +68,14 @@ SETTINGS: dict[str, Setting] = {
             "BufferPool and Allocator debug mode for pools created without debug=: every block "
             "allocated on its own with canaries (memray sees each acquire), use-after-release "
             "and overflow checks",
+            valid=_debug_value,
         ),
         Setting(
             "POOLALLOC_LEAKS",
             "off",
             "off, sampled or all",
             "leak tracking for pools created from now on, buffer and object pools alike: the "
-            "stack that acquired each outstanding lease (sampled: every 64th buffer lease)",
+            "stack that acquired each outstanding lease (sampled: every 128th buffer lease)",
             {"POOLALLOC_TRACK_LEAKS": _on_off_to_level},
         ),
         Setting(
@@ -107,7 +120,12 @@ def value(name: str, environ: Mapping[str, str] | None = None) -> str:
 
 
 def flag(name: str, environ: Mapping[str, str] | None = None) -> bool:
-    """Whether an on/off setting is on (anything but empty or ``0``).
+    """Whether an on/off setting is on: ``0`` (or unset) is off, ``1`` on.
+
+    Any other value is refused rather than guessed: read as "not 0", ``POOLALLOC_DEBUG=off``
+    turned debug mode on.
+
+    :raises ValueError: a value other than 0 or 1, naming the variable.
 
     Example:
         >>> flag("POOLALLOC_DEBUG", environ={"POOLALLOC_DEBUG": "1"})
@@ -115,4 +133,7 @@ def flag(name: str, environ: Mapping[str, str] | None = None) -> bool:
         >>> flag("POOLALLOC_DEBUG", environ={})
         False
     """
-    return value(name, environ).strip() not in ("", "0")
+    setting, raw = SETTINGS[name], value(name, environ)
+    if raw and not setting.valid(raw):
+        raise ValueError(f"{name} must be {setting.values}, not {raw!r}")
+    return raw not in ("", "0")

@@ -21,7 +21,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Final
 
-from poolalloc import _ffi, numa
+from poolalloc import _ffi, numa, settings
 from poolalloc._closing import ClosesOnExit
 from poolalloc._ints import shown
 from poolalloc._memory import check_holdable
@@ -185,6 +185,7 @@ class SlabPool(ClosesOnExit, NotCopyable):
         debug: bool | int = False,
         decay_ms: int | None = None,
     ) -> None:
+        settings.flag("POOLALLOC_DEBUG")  # the core reads it too, and would take 'off' for on
         self._handle = _ffi.pool_create(
             max_bytes or 0, retain_bytes, _numa_value(numa_node), _debug_value(debug), decay_ms
         )

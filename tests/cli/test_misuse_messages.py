@@ -200,3 +200,16 @@ def test_api_misuse_is_one_line(
         call()
     assert str(info.value) == message
     assert "\n" not in str(info.value)
+
+
+def test_a_bad_traceback_setting_still_says_the_error(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "poolalloc", "serve", "--app", "nothere:app", "--port", "0"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False,
+        env={**os.environ, "POOLALLOC_TRACEBACK": "yes"},
+    )  # fmt: skip
+    assert run.returncode == 1
+    assert run.stderr == (
+        "poolalloc: warning: POOLALLOC_TRACEBACK must be 0 or 1, not 'yes'\n"
+        "poolalloc: error: could not import module 'nothere' (from 'nothere:app')\n"
+    )

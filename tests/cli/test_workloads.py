@@ -115,6 +115,22 @@ def test_ratios_and_goals_follow_the_samples() -> None:
     assert "goal: half: 0.33x, met" in text
 
 
+def test_a_goal_not_measured_names_the_variant_that_did_not_run() -> None:
+    # `poolalloc demo` runs the connections workload without its io_uring server: the line
+    # said "pooled did not run" beside pooled's own figures.
+    pooled, base = _common.Variant("pooled"), _common.Variant("base")
+    pooled.add(t=1.0)
+    base.add(t=2.0)
+    metric = _common.Metric("t", "time", "s", True)
+    goals = [
+        _common.Goal("other first", "t", "other", "pooled", 1.0, True),
+        _common.Goal("other second", "t", "pooled", "other", 1.0, True),
+    ]
+    text = workloads.render(_common.build_doc("x", "x", {}, [metric], [pooled, base], goals))
+    assert "goal: other first: not measured (other did not run)" in text
+    assert "goal: other second: not measured (other did not run)" in text
+
+
 def test_unknown_workload_is_a_clear_error(cli: Cli) -> None:
     with pytest.raises(ValueError, match="no workload 'nope'"):
         workloads.run_workloads(["nope"])

@@ -35,6 +35,14 @@ def test_numpy_frames_read_in_place(tmp_path: Path) -> None:
     assert "outstanding buffers: 0" in out
 
 
+def test_numpy_frames_of_one_value(tmp_path: Path) -> None:
+    # the marker and the frame number share the one value: the check refused such frames
+    out = run_example(
+        "numpy_frames.py", "--frames", "3", "--rows", "1", "--cols", "1", cwd=tmp_path
+    )
+    assert "3 frames of 1x1 float32" in out
+
+
 def test_asyncio_echo_server(tmp_path: Path) -> None:
     out = run_example("asyncio_echo.py", "--once", cwd=tmp_path)
     assert "1000/1000 messages echoed intact" in out
@@ -47,6 +55,17 @@ def test_file_server_upload_and_download(tmp_path: Path) -> None:
     )
     assert f"PUT 201, GET 200, {3 << 20} bytes, intact: True" in out
     assert "buffers still leased: 0" in out
+
+
+def test_file_server_creates_its_root(tmp_path: Path) -> None:
+    # the docstring's `--root /tmp/files`: a missing directory answered every request 404
+    root = tmp_path / "files"
+    out = run_example(
+        "file_server.py", "--once", "--port", "0", "--size", "1000", "--root", str(root),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert "PUT 201, GET 200, 1000 bytes, intact: True" in out
+    assert (root / "upload.bin").stat().st_size == 1000
 
 
 def test_web_server_answers_then_stops(tmp_path: Path) -> None:

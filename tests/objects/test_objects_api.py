@@ -276,6 +276,8 @@ def test_close_report_carries_acquisition_stacks_when_tracking(make_pool: MakePo
     assert report.outstanding == 1
     assert len(report.stacks) == 1
     assert "leaky_handler" in report.stacks[0]
+    # it ends at the acquiring line, not inside the pool (it ended with the pool's own frames)
+    assert report.stacks[0].rstrip().endswith("return pool.acquire()")
     lease.release()  # type: ignore[attr-defined]
 
 

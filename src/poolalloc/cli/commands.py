@@ -313,6 +313,12 @@ def _check_serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
     if args.app_dir is not None and args.app is None:
         parser.error("--app-dir is where --app is imported from: it needs --app")
     if args.app is not None:
+        from poolalloc.net.asgi.server import split_app_spec  # noqa: PLC0415 (only with --app)
+
+        try:
+            split_app_spec(args.app)
+        except ValueError as exc:  # a usage error, status 2, before anything is imported
+            parser.error(f"argument --app: {exc} (main:app for `app` in main.py)")
         # the application runs on asyncio: options of the built-in server would be ignored
         given = [
             flag
@@ -367,7 +373,9 @@ def add_serve(subs: argparse._SubParsersAction[OneLineParser]) -> None:
         default="127.0.0.1",
         help="address to listen on (default 127.0.0.1; 0.0.0.0 or :: for every interface)",
     )
-    p.add_argument("--port", type=port_number, default=8080, help="TCP port (0: any free port)")
+    p.add_argument(
+        "--port", type=port_number, default=8080, help="TCP port (default 8080; 0: any free port)"
+    )
     p.add_argument("--root", type=directory, help="serve the files under this directory")
     p.add_argument("--uploads", action="store_true", help="accept PUT/POST uploads under --root")
     p.add_argument(
@@ -633,7 +641,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("poolalloc: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        if settings.flag("POOLALLOC_TRACEBACK"):
+        try:
+            full = settings.flag("POOLALLOC_TRACEBACK")
+        except ValueError as bad:  # the error itself must still be said
+            print(f"poolalloc: warning: {bad}", file=sys.stderr)
+            full = False
+        if full:
             traceback.print_exc()
         print(f"poolalloc: error: {_one_line(exc)}", file=sys.stderr)
         return 1

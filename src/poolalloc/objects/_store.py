@@ -21,13 +21,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import traceback
 import weakref
 from collections import deque
 from collections.abc import Callable
 from time import monotonic
 from typing import Generic, TypeVar
 
+from poolalloc import leaks
 from poolalloc._ints import integer, shown
 from poolalloc.errors import PoolClosedError, PoolExhausted, PoolValueError
 from poolalloc.objects._waiting import CLOSED, CREATE, AsyncWaiter, ThreadWaiter, Waiter
@@ -64,7 +64,8 @@ def stash_cap(max_size: int | None, max_idle: int | None, stash_size: int | None
 
 
 def acquisition_stack() -> str:
-    return "".join(traceback.format_stack()[:-2])
+    # the pool's own frames left out, as for buffer leases: the last line is the caller's
+    return "".join(leaks.capture().format())
 
 
 def _count(value: object) -> int | None:

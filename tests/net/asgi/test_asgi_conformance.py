@@ -917,3 +917,22 @@ def test_body_limits_are_checked(
         AsgiServer(_read_body, port=0, **options)
     with pytest.raises(error, match=says):  # before any worker is forked
         serve(_read_body, port=0, workers=2, **options)
+
+
+def test_a_server_starts_once() -> None:
+    """A second start() ran the lifespan startup again and opened a second listener (the
+    first one was never closed); after shutdown() it served from a closed pool."""
+    from asgi_test_apps import hello_world
+
+    from poolalloc.net.asgi import AsgiServer
+
+    async def main() -> None:
+        server = AsgiServer(hello_world, "127.0.0.1", 0, lifespan="off")
+        await server.start()
+        with pytest.raises(RuntimeError, match="AsgiServer was started already"):
+            await server.start()
+        await server.shutdown(1)
+        with pytest.raises(RuntimeError, match="AsgiServer was started already"):
+            await server.start()
+
+    asyncio.run(main())

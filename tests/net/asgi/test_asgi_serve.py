@@ -151,6 +151,14 @@ def test_bad_app_specs_are_clear_errors(app_dir: Path) -> None:
     )  # fmt: skip
     assert run.returncode != 0
     assert "could not import module 'nothere'" in run.stderr
+    # a spec without the colon is a bad command line: status 2, as every bad value is
+    run = subprocess.run(
+        [sys.executable, "-m", "poolalloc", "serve", "--app", "myservice", "--port", "0"],
+        check=False, capture_output=True, text=True, timeout=30, cwd=app_dir,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert "'module:attribute', not 'myservice'" in run.stderr
+    assert "see poolalloc serve --help" in run.stderr
 
 
 def test_idle_timeout_and_buffer_capacity_reach_the_application_server(app_dir: Path) -> None:

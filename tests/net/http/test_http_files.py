@@ -13,6 +13,9 @@ from typing import Any
 import pytest
 from rawhttp import connect, is_closed_by_peer, read_response
 
+import poolalloc
+from poolalloc.net import HttpServer, Reactor
+
 pytestmark = [pytest.mark.net, pytest.mark.timeout(60)]
 
 MTIME = 1_700_000_000  # a fixed modification time, whole seconds
@@ -268,3 +271,15 @@ def test_compressed_files_are_their_archive_type(make_server: Any, files_root: A
         assert "content-encoding" not in h
     assert one(srv.port, "/small.txt")[1]["content-type"].startswith("text/plain")
     assert one(srv.port, "/big.bin")[1]["content-type"] == "application/octet-stream"
+
+
+def test_a_root_that_is_not_a_directory_is_refused(tmp_path: Any) -> None:
+    # Taken, it answered every request 404 (and every upload "No such file or directory").
+    (tmp_path / "file").write_bytes(b"x")
+    reactor = Reactor()
+    with poolalloc.BufferPool(4096, capacity=2) as pool:
+        with pytest.raises(FileNotFoundError, match="must be an existing directory"):
+            HttpServer(reactor, buffer_pool=pool, root=tmp_path / "missing")
+        with pytest.raises(NotADirectoryError, match="must be an existing directory"):
+            HttpServer(reactor, buffer_pool=pool, root=tmp_path / "file")
+    reactor.close()

@@ -427,3 +427,16 @@ def test_a_close_waiting_for_acknowledgement_frees_its_slot_once_acknowledged(
         for c in kept:
             c.close()
         served.stop()
+
+
+@pytest.mark.parametrize("engine", _engines())
+def test_a_server_starts_once_and_not_after_close(engine: str) -> None:
+    # It said "fd 5 is already registered" (epoll) or armed a second accept (io_uring), and
+    # after close "file descriptor cannot be a negative integer" or EBADF.
+    served = Served(engine)
+    name = type(served.http.tcp).__name__
+    with pytest.raises(RuntimeError, match=f"^{name} was started already$"):
+        served.http.start()
+    served.stop()
+    with pytest.raises(RuntimeError, match=f"^{name} is closed$"):
+        served.http.start()

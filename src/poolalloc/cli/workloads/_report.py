@@ -57,7 +57,9 @@ def render(doc: Doc) -> str:
     lines.append("(median [min-max] of the runs; Nx: pooled's median / that row's median)")
     for g in doc["goals"]:
         if g["ratio"] is None:
-            lines.append(f"goal: {g['goal']}: not measured ({g['b']} did not run)")
+            ran = {r["variant"] for r in doc["rows"] if g["metric"] in (r.get("summary") or {})}
+            missing = [v for v in (g["a"], g["b"]) if v not in ran] or [g["b"]]
+            lines.append(f"goal: {g['goal']}: not measured ({' and '.join(missing)} did not run)")
             continue
         verdict = "met" if g["met"] else "NOT met"
         lines.append(f"goal: {g['goal']}: {g['ratio']:.2f}x, {verdict}")

@@ -291,6 +291,7 @@ class AsgiServer:
         self._sock = sock
         self._reuse_port = reuse_port
         self._server: asyncio.Server | None = None
+        self._started = False
 
     @property
     def address(self) -> tuple[str, int]:
@@ -331,7 +332,13 @@ class AsgiServer:
 
         :raises LifespanError: the app's startup failed.
         :raises OSError: the address cannot be bound (the lifespan shutdown has run then).
+        :raises RuntimeError: start() was called before (a server starts once): a second
+            start ran the app's lifespan startup again and opened a second listener, the
+            first left open for the life of the process.
         """
+        if self._started:
+            raise RuntimeError("AsgiServer was started already: a server starts once")
+        self._started = True
         loop = asyncio.get_running_loop()
         if self._lifespan_mode != "off":
             self._lifespan = _Lifespan(
@@ -514,6 +521,22 @@ def new_event_loop(loop: str = "auto") -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
+def split_app_spec(spec: str) -> tuple[str, str]:
+    """``(module, attribute)`` of ``module:attribute``; the one check of that form, made by
+    :func:`import_app` and by ``poolalloc serve --app`` before anything runs.
+
+    Example:
+        >>> split_app_spec("main:app")
+        ('main', 'app')
+
+    :raises ValueError: no colon, or nothing on one side of it.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"the app must be given as 'module:attribute', not {spec!r}")
+    return module_name, attr
+
+
 def import_app(spec: str, app_dir: str | None = ".") -> App:
     """The app named by ``module:attribute`` (uvicorn's form), importing from ``app_dir``.
 
@@ -527,9 +550,7 @@ def import_app(spec: str, app_dir: str | None = ".") -> App:
 
     :raises ValueError: a malformed spec, or a module/attribute that does not exist.
     """
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"the app must be given as 'module:attribute', not {spec!r}")
+    module_name, attr = split_app_spec(spec)
     if app_dir is not None:
         path = os.path.abspath(app_dir)
         if path not in sys.path:

@@ -177,6 +177,7 @@ class TcpServer:
         self._closed = False
         #: After :meth:`stop_accepting`: the listener is gone, the connections are still served.
         self._stopped_accepting = False
+        self._started = False
 
     @staticmethod
     def make_connection_pool(max_connections: int | None) -> Any:
@@ -196,8 +197,24 @@ class TcpServer:
         """The bound ``(host, port)`` (also once the listener is closed)."""
         return self._address
 
+    def _check_startable(self) -> None:
+        """Refuse a second start, and a start after close, in the loops' words.
+
+        Started twice, epoll refused the listener's second registration (FileExistsError) and
+        io_uring armed a second accept; closed, the listener's fd was -1 (a ValueError, or an
+        OSError(EBADF) from the ring).
+
+        :raises RuntimeError: the server is closed, or was started already.
+        """
+        if self._closed:
+            raise RuntimeError(f"{type(self).__name__} is closed")
+        if self._started:
+            raise RuntimeError(f"{type(self).__name__} was started already")
+        self._started = True
+
     def start(self) -> None:
         """Register the listener and the timeout sweep; accepts start with the reactor."""
+        self._check_startable()
         self.reactor.register(self.sock.fileno(), self._on_acceptable, None)
         self._sweeper = self.reactor.call_later(self.sweep_interval, self._sweep)
 

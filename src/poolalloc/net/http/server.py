@@ -390,6 +390,11 @@ class HttpServer:
                              f"above, not {body_min_rate!r}")  # fmt: skip
         self.reactor = reactor
         self.root = os.path.realpath(root) if root is not None else None
+        if self.root is not None and not os.path.isdir(self.root):
+            # Taken, a missing root answered every GET 404 and every upload "404 No such file
+            # or directory" while the server looked fine: refused here, as `serve --root` is.
+            code = errno.ENOTDIR if os.path.exists(self.root) else errno.ENOENT
+            raise OSError(code, "HttpServer root must be an existing directory", self.root)
         self.uploads = uploads
         self.max_body, self.max_upload = max_body, max_upload
         self.max_head, self.max_target = max_head, max_target
@@ -465,9 +470,12 @@ class HttpServer:
         return head + resp.body
 
     def start(self) -> None:
-        """Start listening (the reactor must run to serve)."""
+        """Start listening (the reactor must run to serve).
+
+        :raises RuntimeError: the server is closed, or was started already.
+        """
+        self.tcp.start()  # first: a start it refuses must not leave a Date timer behind
         self._tick()
-        self.tcp.start()
 
     def close(self) -> None:
         """Stop listening and abort every connection."""

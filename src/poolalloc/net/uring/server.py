@@ -113,6 +113,7 @@ class UringTcpServer(TcpServer):
 
     def start(self) -> None:
         """Arm the multishot accept and the timeout sweep."""
+        self._check_startable()
         self._listener = _Listener(self)
         self._token = self.reactor.new_token(self._listener)
         self.arm_accept()
