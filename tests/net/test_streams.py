@@ -545,6 +545,24 @@ def test_bad_arguments() -> None:
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("method", ["read", "readexactly", "read_lease", "readexactly_lease"])
+@pytest.mark.parametrize("size", [2.5, 3.0, "2"])
+def test_a_size_that_is_no_integer_is_refused_and_consumes_nothing(method: str, size: Any) -> None:
+    """asyncio's reader raises TypeError with its buffer intact; a float used to take the first
+    pieces, then fail half way, leaving the reader's count out of step (every later read broke)."""
+
+    async def main() -> None:
+        reader = PooledStreamReader()
+        reader.feed_data(b"ab")
+        reader.feed_data(b"cd")
+        reader.feed_eof()
+        with pytest.raises(TypeError):
+            await getattr(reader, method)(size)
+        assert await reader.read() == b"abcd"
+
+    asyncio.run(main())
+
+
 def test_async_iteration_yields_lines(run: Any, buffer_pool: Any) -> None:
     async def main() -> list[bytes]:
         async def handler(reader: Any, writer: Any) -> None:

@@ -53,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import operator
 import re
 import warnings
 from collections.abc import Awaitable, Callable, Iterable
@@ -94,6 +95,13 @@ def default_pool() -> BufferPool:
     if _default_pool is None or _default_pool.closed:
         _default_pool = BufferPool(DEFAULT_BLOCK, name="poolalloc.net.streams")
     return _default_pool
+
+
+def _check_size(n: int) -> None:
+    # before anything is taken: a float got half way through _take, dropped the pieces it had
+    # passed and left the byte count out of step with them (the reader broken for good);
+    # asyncio's reader raises the same TypeError, also with nothing consumed
+    operator.index(n)
 
 
 def _drop(view: memoryview) -> None:
@@ -384,6 +392,7 @@ class PooledStreamReader:
         return isep + seplen
 
     async def _exactly(self, n: int) -> None:
+        _check_size(n)
         if n < 0:
             raise ValueError("readexactly size can not be less than zero")
         if self._exception is not None:
@@ -433,6 +442,7 @@ class PooledStreamReader:
 
     async def read(self, n: int = -1) -> bytes:
         """Up to ``n`` bytes (``-1``: everything until EOF); b'' at EOF."""
+        _check_size(n)
         if self._exception is not None:
             raise self._exception
         if n == 0:
@@ -464,6 +474,7 @@ class PooledStreamReader:
 
         Each result is one view of one pooled block, exactly as the transport delivered it.
         """
+        _check_size(n)
         if self._exception is not None:
             raise self._exception
         if n == 0:
