@@ -227,3 +227,27 @@ def test_mmap_send_range(datafile: Any) -> None:
     assert mmap_send(a, datafile, 10, 0) == 0
     a.close()
     b.close()
+
+
+def test_mmap_send_raises_the_send_error() -> None:
+    """A send that fails (the peer gone, a socket never connected, a send timeout): the failed
+    call's frames still held views of the map, so closing the map raised ``BufferError`` and
+    the real error survived only as its context."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as f:
+        f.write(DATA * 16)  # more than the socket buffers hold
+        f.flush()
+        a, b = socket.socketpair()
+        b.close()
+        with pytest.raises((BrokenPipeError, ConnectionResetError)):
+            mmap_send(a, f)
+        a.close()
+        with socket.socket() as never_connected, pytest.raises(BrokenPipeError):
+            mmap_send(never_connected, f)  # Linux answers a send on it with EPIPE
+        a, b = socket.socketpair()
+        a.settimeout(0.2)  # b never reads: the send times out once the buffers are full
+        with pytest.raises(TimeoutError):
+            mmap_send(a, f)
+        a.close()
+        b.close()

@@ -258,6 +258,11 @@ def mmap_send(
             sent = end - offset - sum(len(v) for v in left)
             for v in left:
                 v.release()
+        except BaseException as exc:
+            # the failed send's frames still hold views of the map: closing it would raise
+            # BufferError ("exported pointers exist") in place of this error
+            traceback.clear_frames(exc.__traceback__)
+            raise
         finally:
             view.release()
     file.seek(offset + sent)
