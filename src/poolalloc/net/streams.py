@@ -9,7 +9,7 @@ Underneath, the transport reads straight into pooled leases: the protocol is a
 
 The lease variants hand the received bytes out *without copying*:
 
-* :meth:`PooledStreamReader.read_lease` -- the next received piece, as it arrived;
+* :meth:`PooledStreamReader.read_lease` -- the next received piece (arrivals into one block);
 * :meth:`PooledStreamReader.readexactly_lease` -- exactly ``n`` bytes;
 * :meth:`PooledStreamReader.readuntil_lease` -- up to and including a separator.
 
@@ -21,10 +21,11 @@ transport is done with it.
 
 How memory is held: once a read has landed, the reader returns the lease at once and keeps only
 views of the filled part; a lease released with views alive is *parked* by the lease layer and
-its block comes back when the last view dies. A pool created with ``strict=True`` refuses to
-park, so over such a pool each read is copied out of its lease (correct, but not zero copy). A
-stream whose pool is exhausted fails that
-connection (the reader raises ``PoolExhausted``), never the loop.
+its block comes back when the last view dies. Later reads land in the same block's free tail
+until it is three quarters full, so small arrivals do not pin a block each. A pool created with
+``strict=True`` refuses to park, so over such a pool each read is copied out of its lease
+(correct, but not zero copy). A stream whose pool is exhausted fails that connection (the
+reader raises ``PoolExhausted``), never the loop.
 
 Backpressure is asyncio's: reading pauses while more than ``2 * limit`` bytes wait unread, and
 resumes at ``limit``. It runs unchanged on the default loop and on uvloop.
@@ -78,6 +79,11 @@ DEFAULT_LIMIT = 2**16
 #: Block size of the default pool: asyncio's transports read at most 256 KiB at a time, and
 #: 64 KiB holds a typical read whole.
 DEFAULT_BLOCK = 2**16
+
+#: A block keeps taking reads while at least 1/_REFILL_SHARE of it is free: it goes back only
+#: once three quarters full, so however small a peer's writes, unread bytes pin at most 4/3 of
+#: their size in blocks (plus the block being filled and the one being read from).
+_REFILL_SHARE = 4
 
 _default_pool: BufferPool | None = None
 
@@ -213,6 +219,7 @@ class PooledStreamReader:
         self._exception: BaseException | None = None
         self._transport: Any = None  # pause_reading/resume_reading: a ReadTransport
         self._paused = False
+        self._on_empty: Callable[[], None] | None = None  # the protocol lets go of its block
 
     def __repr__(self) -> str:
         info = [f"{self._size} bytes"] if self._size else []
@@ -270,7 +277,26 @@ class PooledStreamReader:
         """Append a view the reader now owns (the protocol feeds views of pooled blocks)."""
         assert not self._eof, "feed_view after feed_eof"
         self._pieces.append(view)
-        self._size += len(view)
+        self._fed(len(view))
+
+    def _grow_last(self, old: memoryview, new: memoryview) -> bool:
+        """Put ``new`` (``old`` and the bytes just after it in one block) in ``old``'s place.
+
+        One piece per run of reads into a block, not one per read: a peer that sends a byte at a
+        time costs a view object per block, not per byte. False when ``old`` is no longer the
+        last piece (partly read, or taken): then the caller feeds a piece of its own.
+        """
+        pieces = self._pieces
+        if self._eof or not pieces or pieces[-1] is not old:
+            return False
+        pieces[-1] = new
+        added = len(new) - len(old)
+        _drop(old)
+        self._fed(added)
+        return True
+
+    def _fed(self, n: int) -> None:
+        self._size += n
         self._wakeup_waiter()
         if self._transport is not None and not self._paused and self._size > 2 * self._limit:
             try:
@@ -287,6 +313,8 @@ class PooledStreamReader:
             _drop(self._pieces.popleft())
         self._size = 0
         self._maybe_resume_transport()
+        if self._on_empty is not None:
+            self._on_empty()
         return dropped
 
     async def _wait_for_data(self, func_name: str) -> None:
@@ -324,6 +352,8 @@ class PooledStreamReader:
                 left = 0
         self._size -= n
         self._maybe_resume_transport()
+        if not self._size and self._on_empty is not None:
+            self._on_empty()
         return out
 
     def _take_bytes(self, n: int) -> bytes:
@@ -472,7 +502,8 @@ class PooledStreamReader:
     async def read_lease(self, n: int = -1) -> PooledBytes | None:
         """The next received bytes (at most ``n``; -1: one whole piece), zero copy; None at EOF.
 
-        Each result is one view of one pooled block, exactly as the transport delivered it.
+        Each result is one view of one pooled block: what the transport delivered into it since
+        the last read (several small arrivals into one block come out as one piece).
         """
         _check_size(n)
         if self._exception is not None:
@@ -522,8 +553,15 @@ class _PooledStreamProtocol(asyncio.BufferedProtocol):
         self._pool = pool
         self._loop = loop
         self._cb = client_connected_cb
-        self._lease: Any = None
-        self._view: memoryview | None = None  # the view of _lease handed to the transport
+        self._lease: Any = None  # only between get_buffer and buffer_updated, or a strict pool's
+        # the block being filled: a view of a lease released at its first read (parked by the
+        # lease layer until its last view dies, this one too); later reads land after _fill
+        self._whole: memoryview | None = None
+        self._fill = 0
+        self._last: memoryview | None = None  # the piece fed last from _whole, at _last_start
+        self._last_start = 0
+        self._view: memoryview | None = None  # the free tail of _whole handed to the transport
+        reader._on_empty = self._reader_empty
         self._transport: asyncio.Transport | None = None
         self._task: asyncio.Future[None] | None = None
         self._paused = False
@@ -572,35 +610,67 @@ class _PooledStreamProtocol(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         view = self._view
         if view is None:  # else kept from a read that found nothing (EAGAIN)
-            try:
-                lease = self._lease = self._pool.acquire(0)
-            except Exception as exc:
-                self._buffer_error = exc  # uvloop reports it as a RuntimeError: keep the cause
-                raise
-            view = self._view = lease.view
+            whole = self._whole
+            if whole is None:
+                try:
+                    lease = self._lease = self._pool.acquire(0)
+                except Exception as exc:
+                    self._buffer_error = exc  # uvloop reports it as a RuntimeError: keep the cause
+                    raise
+                whole = self._whole = lease.view
+                self._fill = 0
+            view = self._view = whole[self._fill :]
         return view
 
     def buffer_updated(self, nbytes: int) -> None:
-        lease, self._lease = self._lease, None
-        whole, self._view = self._view, None
+        tail, self._view = self._view, None
+        whole = self._whole
+        assert tail is not None
         assert whole is not None
-        piece = whole[:nbytes]
-        _drop(whole)  # uvloop may still export it until this call returns: then it lets go
-        try:
-            lease.release()  # parked until the reader and its users drop the piece
-        except BufferError:
-            # a strict pool refuses to park a viewed block (the transport still holds its view
-            # during this call): keep a copy, and the lease for the next read
-            data = piece.tobytes()
-            piece.release()
-            self._lease = lease
-            self._view = lease.view
-            piece = memoryview(data)
+        _drop(tail)  # uvloop may still export it until this call returns: then it lets go
+        start = self._fill
+        end = self._fill = start + nbytes
         reader = self._reader
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            try:
+                lease.release()  # parked until the last view of the block dies, ours too
+            except BufferError:
+                # a strict pool refuses to park a viewed block: keep a copy, and the lease
+                # for the next read, from its start
+                self._lease = lease
+                self._fill = 0
+                if reader is not None:
+                    reader.feed_view(memoryview(whole[start:end].tobytes()))
+                return
         if reader is None:
-            _drop(piece)
+            self._let_go()
+            return
+        last = self._last
+        merged = None if last is None else whole[self._last_start : end]
+        if last is not None and merged is not None and reader._grow_last(last, merged):
+            self._last = merged
         else:
-            reader.feed_view(piece)
+            if merged is not None:
+                merged.release()
+            self._last = whole[start:end]
+            self._last_start = start
+            reader.feed_view(self._last)
+        free = len(whole) - end
+        if free < max(1, len(whole) // _REFILL_SHARE):
+            self._let_go()
+
+    def _let_go(self) -> None:
+        """Stop filling the current block: it goes back once the reader and its users drop it."""
+        whole, self._whole = self._whole, None
+        self._last = None
+        if whole is not None:
+            _drop(whole)
+
+    def _reader_empty(self) -> None:
+        # everything read: an idle connection holds no block (the next read takes a fresh one)
+        if self._view is None and self._lease is None:
+            self._let_go()
 
     def eof_received(self) -> bool:
         self._drop_lease()
@@ -640,6 +710,7 @@ class _PooledStreamProtocol(asyncio.BufferedProtocol):
         view, self._view = self._view, None
         if view is not None:
             _drop(view)
+        self._let_go()
         lease, self._lease = self._lease, None
         if lease is not None:
             try:
