@@ -251,3 +251,112 @@ def test_mmap_send_raises_the_send_error() -> None:
             mmap_send(a, f)
         a.close()
         b.close()
+
+
+@pytest.fixture
+def bigfile(tmp_path: Any) -> Any:
+    """More than a socket pair's buffers hold: a peer that never reads stops the transfer."""
+    path = tmp_path / "big.bin"
+    path.write_bytes(DATA * 30)
+    with open(path, "rb") as f:
+        yield f
+
+
+def taken_by_socket(sock: socket.socket) -> bytes:
+    """Everything the peer's socket buffers hold now, without waiting for more."""
+    sock.setblocking(False)
+    out = bytearray()
+    while True:
+        try:
+            chunk = sock.recv(1 << 20)
+        except BlockingIOError:
+            return bytes(out)
+        if not chunk:
+            return bytes(out)
+        out += chunk
+
+
+SEND_WITH_TIMEOUT = {
+    "sendfile": lambda sock, f: sendfile(sock, f, 0),
+    "fallback": lambda sock, f: sendfile_fallback(sock, f, 0),
+    "splice": lambda sock, f: splice_file_to_socket(f, sock, 0, len(DATA) * 30),
+}
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("send", SEND_WITH_TIMEOUT.values(), ids=SEND_WITH_TIMEOUT.keys())
+def test_a_socket_timeout_is_honoured_and_the_offset_says_how_far(bigfile: Any, send: Any) -> None:
+    """A socket with a timeout has a non-blocking descriptor underneath: ``sendfile`` retried
+    ``EAGAIN`` at once, spinning a core for as long as the peer did not read (for ever here),
+    and ``splice_file_to_socket`` raised ``BlockingIOError`` with the file's offset untouched and
+    the count lost. They now wait up to the timeout, raise ``TimeoutError`` and leave the offset
+    just after the bytes the socket took."""
+    import time
+
+    a, b = socket.socketpair()
+    a.settimeout(0.3)
+    started = time.monotonic()
+    cpu = time.process_time()
+    with pytest.raises(TimeoutError):
+        send(a, bigfile)
+    assert time.monotonic() - started < 5
+    assert time.process_time() - cpu < 1.5  # it waited, it did not spin
+    got = taken_by_socket(b)
+    assert len(got) > 0
+    assert bigfile.tell() == len(got)
+    assert got == (DATA * 30)[: len(got)]
+    a.close()
+    b.close()
+
+
+def test_splice_to_a_nonblocking_socket_stops_at_eagain_with_the_count(bigfile: Any) -> None:
+    """As ``sendfile`` does: the count so far, the offset after it (it raised
+    ``BlockingIOError`` and lost both)."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    sent = splice_file_to_socket(bigfile, a, 100, len(DATA) * 30 - 100)
+    assert 0 < sent < len(DATA) * 30 - 100
+    assert bigfile.tell() == 100 + sent
+    got = taken_by_socket(b)
+    assert got == (DATA * 30)[100 : 100 + sent]
+    a.close()
+    b.close()
+
+
+def test_splice_refuses_negative_ranges_as_sendfile(datafile: Any) -> None:
+    a, b = socket.socketpair()
+    with pytest.raises(ValueError, match="non-negative"):
+        splice_file_to_socket(datafile, a, -1, 10)  # was the kernel's bare EINVAL
+    with pytest.raises(ValueError, match="non-negative"):
+        splice_file_to_socket(datafile, a, 0, -5)  # was 0, as if sent
+    a.close()
+    b.close()
+
+
+def test_splice_to_a_tls_socket_sends_through_tls(datafile: Any, tmp_path: Any) -> None:
+    """A splice writes to the descriptor under the TLS layer: the file went out as plaintext,
+    which broke the TLS stream (and showed the file to anyone on the path)."""
+    ssl = pytest.importorskip("ssl")
+    from test_sockets import _self_signed, tcp_pair
+
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.check_hostname = False
+    client_ctx.verify_mode = ssl.CERT_NONE
+    a, b = tcp_pair()
+    box: list[Any] = []
+    t = threading.Thread(target=lambda: box.append(server_ctx.wrap_socket(b, server_side=True)))
+    t.start()
+    ca = client_ctx.wrap_socket(a)
+    t.join(5)
+    sb = box[0]
+    sb.settimeout(5)
+    reader, got = threaded_recv(sb, 50_000)
+    assert splice_file_to_socket(datafile, ca, 10, 50_000) == 50_000
+    reader.join(10)
+    assert got == [DATA[10:50_010]]
+    assert datafile.tell() == 50_010
+    ca.close()
+    sb.close()
