@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from poolalloc.net import sockets
 from poolalloc.net.sockets import recv_into, recvmsg_into, send_buffers, sendall_buffers
 
 pytestmark = pytest.mark.timeout(20)
@@ -240,3 +241,22 @@ def _self_signed(tmp_path: Any) -> tuple[str, str]:
         check=True, capture_output=True, timeout=30,
     )  # fmt: skip
     return pem, key
+
+
+def test_recvmsg_into_takes_at_most_iov_max_leases(pair: Any) -> None:
+    """``count`` above IOV_MAX took a lease for each (5000 blocks mapped here) and then failed
+    with ``OSError: Message too long``: the kernel takes at most IOV_MAX buffers a call."""
+    import poolalloc
+
+    a, b = pair
+    pool = poolalloc.BufferPool(4096)  # no capacity: nothing stopped the taking before
+    a.sendall(b"z" * 10_000)
+    got = recvmsg_into(b, pool, 5000)
+    assert got is not None
+    data = b"".join(bytes(lease.view[:n]) for lease, n in got)
+    assert data  # TCP may hand over part of it: what came is in order
+    assert data == b"z" * len(data)
+    for lease, _ in got:
+        lease.release()
+    assert pool.stats().peak <= sockets.IOV_MAX
+    pool.close()

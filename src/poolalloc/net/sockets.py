@@ -137,6 +137,7 @@ def recvmsg_into(
 
     Returns the leases that received bytes with their fill levels, in order; unused leases go
     straight back. ``None`` at EOF. TLS sockets read into one lease (ssl has no scatter read).
+    A ``count`` above ``IOV_MAX`` (1024) reads into ``IOV_MAX`` leases, the most one call takes.
 
     ``timeout`` bounds the whole call's wait for leases: only the first lease is waited for
     (up to ``timeout``; None: the pool's default); the others are taken only if the pool has
@@ -162,6 +163,9 @@ def recvmsg_into(
     """
     if count < 1:
         raise ValueError("count must be at least 1")
+    # more buffers than the kernel takes in one call failed with EMSGSIZE, after taking (and
+    # mapping) a lease for each
+    count = min(count, IOV_MAX)
     if isinstance(sock, ssl.SSLSocket):
         single = recv_into(sock, pool, timeout)
         return None if single is None else [single]
