@@ -280,6 +280,7 @@ SEND_WITH_TIMEOUT = {
     "sendfile": lambda sock, f: sendfile(sock, f, 0),
     "fallback": lambda sock, f: sendfile_fallback(sock, f, 0),
     "splice": lambda sock, f: splice_file_to_socket(f, sock, 0, len(DATA) * 30),
+    "mmap": lambda sock, f: mmap_send(sock, f, 0),
 }
 
 
@@ -360,3 +361,90 @@ def test_splice_to_a_tls_socket_sends_through_tls(datafile: Any, tmp_path: Any) 
     assert datafile.tell() == 50_010
     ca.close()
     sb.close()
+
+
+def test_mmap_send_of_a_file_that_shrinks_ends_at_its_new_end(bigfile: Any) -> None:
+    """The kernel met a page past the new end: ``OSError: [Errno 14] Bad address``, with the
+    count lost. It ends like ``sendfile`` at a shrunk end of file now: the count so far."""
+    a, b = socket.socketpair()
+    got = bytearray()
+
+    def shrink_then_read() -> None:
+        import time
+
+        time.sleep(0.2)  # mmap_send waits on the full socket by now
+        os.truncate(bigfile.name, 1 << 20)
+        got.extend(receive(b, len(DATA) * 30))
+
+    t = threading.Thread(target=shrink_then_read)
+    t.start()
+    sent = mmap_send(a, bigfile)
+    a.close()
+    t.join(10)
+    assert 0 < sent <= 1 << 20  # the socket pair's buffers hold less than 1 MiB
+    assert len(got) == sent
+    assert bigfile.tell() == sent
+    assert bytes(got) == (DATA * 30)[:sent]
+    b.close()
+
+
+MMAP_OVER_TLS = """
+import os, socket, ssl, sys, tempfile, threading, time
+from poolalloc.net.zerocopy import mmap_send
+cert, key = sys.argv[1:3]
+sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+sctx.load_cert_chain(cert, key)
+cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+cctx.check_hostname = False
+cctx.verify_mode = ssl.CERT_NONE
+lsock = socket.create_server(("127.0.0.1", 0))
+plain = socket.create_connection(lsock.getsockname())
+peer, _ = lsock.accept()
+box = []
+t = threading.Thread(target=lambda: box.append(sctx.wrap_socket(peer, server_side=True)))
+t.start()
+client = cctx.wrap_socket(plain)
+t.join()
+server = box[0]
+data = os.urandom(16 << 20)
+f = tempfile.TemporaryFile()
+f.write(data)
+f.flush()
+got = bytearray()
+target = []
+server.settimeout(0.2)
+def shrink_then_read():
+    time.sleep(0.3)  # the send waits on full socket buffers by now
+    os.ftruncate(f.fileno(), 1 << 20)
+    while not target or len(got) < target[0]:
+        try:
+            got.extend(server.recv(1 << 16))
+        except TimeoutError:
+            pass
+reader = threading.Thread(target=shrink_then_read)
+reader.start()
+sent = mmap_send(client, f)
+target.append(sent)
+reader.join(10)
+assert got == data[:sent] and 0 < sent < len(data) and f.tell() == sent, (sent, len(got))
+print("ok")
+"""
+
+
+def test_mmap_send_over_tls_survives_a_file_that_shrinks(tmp_path: Any) -> None:
+    """TLS encrypts in user space: it read the map, and the first page past the new end of the
+    file raised SIGBUS, which killed the process. A TLS socket takes the copy path now."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("ssl")
+    from child_env import child_env
+    from test_sockets import _self_signed
+
+    cert, key = _self_signed(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", MMAP_OVER_TLS, cert, key],
+        capture_output=True, text=True, timeout=60, env=child_env(), check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.strip() == "ok"

@@ -9,9 +9,8 @@ read that far (``os.sendfile`` with an explicit offset does not move it, so we s
 On a non-blocking socket the functions stop at ``EAGAIN`` and return the count so far; the
 caller resumes from ``offset + sent`` when the socket is writable again. A socket with a
 timeout (``settimeout(5)``) waits for room up to that timeout at a time, as its own ``send``
-does, and raises ``TimeoutError`` past it. A transfer by :func:`sendfile`,
-:func:`sendfile_fallback` or :func:`splice_file_to_socket` that fails part way (a timeout, the
-peer gone) also leaves the file's offset just after the last byte the socket took.
+does, and raises ``TimeoutError`` past it. A transfer that fails part way (a timeout, the peer
+gone) also leaves the file's offset just after the last byte the socket took.
 """
 
 from __future__ import annotations
@@ -292,6 +291,11 @@ def mmap_send(
 ) -> int:
     """Send a file range from an ``mmap`` of it (no read copy into user space); bytes sent.
 
+    A file that shrinks during the send ends it at its new end, with the count so far, as
+    :func:`sendfile` does. A TLS socket takes the copy path (:func:`sendfile_fallback`): TLS
+    encrypts in user space, which would read the map here, and reading a mapped page past the
+    end of a file that shrank meanwhile raises ``SIGBUS``, which kills the process.
+
     Example:
         >>> import socket, tempfile
         >>> a, b = socket.socketpair()
@@ -300,7 +304,8 @@ def mmap_send(
         (7, b'mapped!', 7)
         >>> a.close(); b.close(); f.close()
 
-    :raises ValueError: the range is outside the file, or the file is empty.
+    :raises ValueError: the range is outside the file (an empty range sends nothing).
+    :raises TimeoutError: the socket's timeout ran out (the file's offset says how far it got).
     :raises OSError: the socket failed.
     """
     size = os.fstat(file.fileno()).st_size
@@ -310,18 +315,29 @@ def mmap_send(
     if end == offset:
         file.seek(offset)
         return 0
+    if isinstance(sock, ssl.SSLSocket):
+        return sendfile_fallback(sock, file, offset, end - offset)
     start = offset - offset % mmap.ALLOCATIONGRANULARITY
+    sent = 0
     with mmap.mmap(file.fileno(), end - start, offset=start, access=mmap.ACCESS_READ) as mm:
         view = memoryview(mm)
         try:
-            left = send_buffers(sock, [view[offset - start :]])
-            sent = end - offset - sum(len(v) for v in left)
-            for v in left:
-                v.release()
+            while offset + sent < end:
+                try:
+                    sent += sock.send(view[offset - start + sent :])
+                except (BlockingIOError, InterruptedError):
+                    break  # a non-blocking socket is full: the count says where to resume
+                except OSError as exc:
+                    if exc.errno != errno.EFAULT:
+                        raise
+                    # the kernel met a page past the end of a file that shrank under the map:
+                    # the end of the file came early, as for sendfile
+                    break
         except BaseException as exc:
             # the failed send's frames still hold views of the map: closing it would raise
             # BufferError ("exported pointers exist") in place of this error
             traceback.clear_frames(exc.__traceback__)
+            _seek_quietly(file, offset + sent)
             raise
         finally:
             view.release()
