@@ -364,6 +364,47 @@ def test_tiny_writes_do_not_pin_a_block_each(run: Any, buffer_pool: Any) -> None
     assert idle == 0
 
 
+def test_tiny_writes_over_a_strict_pool_are_joined(run: Any) -> None:
+    """A strict pool copies each read: one copy per read cost a view object and a bytes object
+    (~250 bytes) per byte sent, up to 2 * limit of them per connection. Copies now join while
+    they fit in 4 KiB."""
+    count = 400
+    payload = bytes(i % 251 for i in range(count))
+    pool = poolalloc.BufferPool(4096, capacity=16, strict=True)
+
+    async def main() -> tuple[int, bytes]:
+        readers: list[Any] = []
+        done = asyncio.Event()
+
+        async def handler(reader: Any, writer: Any) -> None:
+            readers.append(reader)
+            await done.wait()
+            writer.close()
+
+        server, port = await serve(handler, pool)
+        _, writer = await streams.open_connection("127.0.0.1", port, pool=pool)
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(count):
+            writer.write(payload[i : i + 1])
+            await writer.drain()
+            await asyncio.sleep(0.0005)
+        while not readers or readers[0]._size < count:
+            await asyncio.sleep(0.005)
+        pieces = len(readers[0]._pieces)
+        got = await readers[0].readexactly(count)
+        done.set()
+        await stop(server, writer)
+        return pieces, got
+
+    pieces, got = run(main())
+    assert got == payload
+    assert pieces <= 2
+    for _ in range(3):
+        gc.collect()
+    assert pool.outstanding() == 0
+    pool.close()
+
+
 def test_reads_mixed_with_arrivals_into_one_block_keep_every_byte(run: Any) -> None:
     """Arrivals that fill a block in several reads, taken by every kind of read in between
     (part of the last piece read, the rest grown by the next arrival): the bytes come out

@@ -84,6 +84,9 @@ DEFAULT_BLOCK = 2**16
 #: once three quarters full, so however small a peer's writes, unread bytes pin at most 4/3 of
 #: their size in blocks (plus the block being filled and the one being read from).
 _REFILL_SHARE = 4
+#: Over a strict pool each read is copied: a copy joins the last one while both fit in this
+#: many bytes, so a byte at a time does not cost a view object (~200 bytes) per byte.
+_COPY_JOIN = 4096
 
 _default_pool: BufferPool | None = None
 
@@ -641,7 +644,7 @@ class _PooledStreamProtocol(asyncio.BufferedProtocol):
                 self._lease = lease
                 self._fill = 0
                 if reader is not None:
-                    reader.feed_view(memoryview(whole[start:end].tobytes()))
+                    self._feed_copy(reader, whole[start:end].tobytes())
                 return
         if reader is None:
             self._let_go()
@@ -659,6 +662,21 @@ class _PooledStreamProtocol(asyncio.BufferedProtocol):
         free = len(whole) - end
         if free < max(1, len(whole) // _REFILL_SHARE):
             self._let_go()
+
+    def _feed_copy(self, reader: PooledStreamReader, data: bytes) -> None:
+        last = self._last
+        if (
+            last is not None
+            and reader._pieces
+            and reader._pieces[-1] is last  # else read (and maybe released) meanwhile
+            and len(last) + len(data) <= _COPY_JOIN
+        ):
+            joined = memoryview(last.tobytes() + data)
+            if reader._grow_last(last, joined):
+                self._last = joined
+                return
+        self._last = memoryview(data)
+        reader.feed_view(self._last)
 
     def _let_go(self) -> None:
         """Stop filling the current block: it goes back once the reader and its users drop it."""
