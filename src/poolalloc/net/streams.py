@@ -22,7 +22,7 @@ transport is done with it.
 How memory is held: once a read has landed, the reader returns the lease at once and keeps only
 views of the filled part; a lease released with views alive is *parked* by the lease layer and
 its block comes back when the last view dies. Later reads land in the same block's free tail
-until it is three quarters full, so small arrivals do not pin a block each. A pool created with
+until a quarter of it is filled, so small arrivals do not pin a block each. A pool created with
 ``strict=True`` refuses to park, so over such a pool each read is copied out of its lease
 (correct, but not zero copy). A stream whose pool is exhausted fails that connection (the
 reader raises ``PoolExhausted``), never the loop.
@@ -80,10 +80,11 @@ DEFAULT_LIMIT = 2**16
 #: 64 KiB holds a typical read whole.
 DEFAULT_BLOCK = 2**16
 
-#: A block keeps taking reads while at least 1/_REFILL_SHARE of it is free: it goes back only
-#: once three quarters full, so however small a peer's writes, unread bytes pin at most 4/3 of
-#: their size in blocks (plus the block being filled and the one being read from).
-_REFILL_SHARE = 4
+#: While unread bytes accumulate, a block keeps taking reads until a quarter of it
+#: (len >> _FILL_SHIFT) is filled: however small a peer's writes, unread bytes pin at most four
+#: times their size in blocks (plus the block being filled and the one being read from). A read
+#: of a quarter block or more, or one into an empty reader, takes a block of its own, as before.
+_FILL_SHIFT = 2
 #: Over a strict pool each read is copied: a copy joins the last one while both fit in this
 #: many bytes, so a byte at a time does not cost a view object (~200 bytes) per byte.
 _COPY_JOIN = 4096
@@ -222,7 +223,8 @@ class PooledStreamReader:
         self._exception: BaseException | None = None
         self._transport: Any = None  # pause_reading/resume_reading: a ReadTransport
         self._paused = False
-        self._on_empty: Callable[[], None] | None = None  # the protocol lets go of its block
+        # set while the protocol fills a block it would let go of once everything is read
+        self._on_empty: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         info = [f"{self._size} bytes"] if self._size else []
@@ -564,7 +566,6 @@ class _PooledStreamProtocol(asyncio.BufferedProtocol):
         self._last: memoryview | None = None  # the piece fed last from _whole, at _last_start
         self._last_start = 0
         self._view: memoryview | None = None  # the free tail of _whole handed to the transport
-        reader._on_empty = self._reader_empty
         self._transport: asyncio.Transport | None = None
         self._task: asyncio.Future[None] | None = None
         self._paused = False
@@ -622,7 +623,7 @@ class _PooledStreamProtocol(asyncio.BufferedProtocol):
                     raise
                 whole = self._whole = lease.view
                 self._fill = 0
-            view = self._view = whole[self._fill :]
+            view = self._view = whole[self._fill :] if self._fill else whole
         return view
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -630,7 +631,8 @@ class _PooledStreamProtocol(asyncio.BufferedProtocol):
         whole = self._whole
         assert tail is not None
         assert whole is not None
-        _drop(tail)  # uvloop may still export it until this call returns: then it lets go
+        if tail is not whole:
+            _drop(tail)  # uvloop may still export it until this call returns: then it lets go
         start = self._fill
         end = self._fill = start + nbytes
         reader = self._reader
@@ -649,19 +651,29 @@ class _PooledStreamProtocol(asyncio.BufferedProtocol):
         if reader is None:
             self._let_go()
             return
-        last = self._last
-        merged = None if last is None else whole[self._last_start : end]
-        if last is not None and merged is not None and reader._grow_last(last, merged):
-            self._last = merged
-        else:
-            if merged is not None:
+        kept = last = self._last
+        if last is not None:  # this block has taken reads before: grow the last piece
+            merged = whole[self._last_start : end]
+            if reader._grow_last(last, merged):
+                last = merged
+            else:
                 merged.release()
-            self._last = whole[start:end]
+                last = None
+        if last is None:
+            last = whole[start:end]
             self._last_start = start
-            reader.feed_view(self._last)
-        free = len(whole) - end
-        if free < max(1, len(whole) // _REFILL_SHARE):
-            self._let_go()
+            reader.feed_view(last)
+        if end >= len(whole) >> _FILL_SHIFT or (kept is None and reader._size == nbytes):
+            # a quarter full (the bulk path: one block per read), or the reader had nothing
+            # unread (the app keeps up: its read takes the piece, nothing accumulates)
+            self._whole = None
+            if kept is not None:
+                self._last = None
+                reader._on_empty = None
+            _drop(whole)
+        else:
+            self._last = last
+            reader._on_empty = self._reader_empty
 
     def _feed_copy(self, reader: PooledStreamReader, data: bytes) -> None:
         last = self._last
@@ -682,13 +694,20 @@ class _PooledStreamProtocol(asyncio.BufferedProtocol):
         """Stop filling the current block: it goes back once the reader and its users drop it."""
         whole, self._whole = self._whole, None
         self._last = None
+        if self._reader is not None:
+            self._reader._on_empty = None
         if whole is not None:
             _drop(whole)
 
     def _reader_empty(self) -> None:
         # everything read: an idle connection holds no block (the next read takes a fresh one)
         if self._view is None and self._lease is None:
-            self._let_go()
+            whole, self._whole = self._whole, None
+            self._last = None
+            if self._reader is not None:
+                self._reader._on_empty = None
+            if whole is not None:
+                _drop(whole)
 
     def eof_received(self) -> bool:
         self._drop_lease()
