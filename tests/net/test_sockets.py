@@ -260,3 +260,46 @@ def test_recvmsg_into_takes_at_most_iov_max_leases(pair: Any) -> None:
         lease.release()
     assert pool.stats().peak <= sockets.IOV_MAX
     pool.close()
+
+
+@pytest.fixture
+def udp_pair() -> Any:
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b.bind(("127.0.0.1", 0))
+    a.connect(b.getsockname())
+    b.settimeout(5)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_a_datagram_larger_than_the_leases_is_an_error_not_a_cut(udp_pair: Any) -> None:
+    """A datagram larger than the lease(s) came back as its first 4096 (or 8192) bytes, as if
+    that were all of it: the kernel drops the rest, and nothing told the caller."""
+    import errno
+
+    import poolalloc
+
+    a, b = udp_pair
+    pool = poolalloc.BufferPool(4096, capacity=4)
+    a.send(b"x" * 10_000)
+    with pytest.raises(OSError, match="did not fit") as info:
+        recv_into(b, pool)
+    assert info.value.errno == errno.EMSGSIZE
+    a.send(b"y" * 10_000)
+    with pytest.raises(OSError, match="did not fit"):
+        recvmsg_into(b, pool, 2)
+    assert pool.outstanding() == 0
+    a.send(b"z" * 4096)  # one that fits exactly is whole
+    got = recv_into(b, pool)
+    assert got is not None
+    assert got[1] == 4096
+    got[0].release()
+    a.send(b"w" * 5000)
+    parts = recvmsg_into(b, pool, 2)
+    assert parts is not None
+    assert [n for _, n in parts] == [4096, 904]
+    for lease, _ in parts:
+        lease.release()
+    pool.close()
