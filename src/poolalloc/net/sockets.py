@@ -49,6 +49,13 @@ IOV_MAX = 1024
 _SOCK_TYPE = _socket.socket.type
 
 
+def _is_stream(sock: socket.socket) -> bool:
+    try:
+        return bool(_SOCK_TYPE.__get__(sock) == socket.SOCK_STREAM)
+    except TypeError:  # no socket object: a stand-in that has recv_into
+        return bool(getattr(sock, "type", socket.SOCK_STREAM) == socket.SOCK_STREAM)
+
+
 def _cut_short(room: int, size: int | None = None) -> OSError:
     what = "a datagram" if size is None else f"a datagram of {size} bytes"
     return OSError(
@@ -137,7 +144,7 @@ def recv_into(
     """
     lease = pool.acquire(timeout)
     try:
-        if _SOCK_TYPE.__get__(sock) == socket.SOCK_STREAM:
+        if _is_stream(sock):
             n = sock.recv_into(lease.view)
         else:  # MSG_TRUNC: the datagram's whole size, to tell a cut one from one that fitted
             n = sock.recv_into(lease.view, 0, socket.MSG_TRUNC)
