@@ -13,8 +13,8 @@ The lease variants hand the received bytes out *without copying*:
 * :meth:`PooledStreamReader.readexactly_lease` -- exactly ``n`` bytes;
 * :meth:`PooledStreamReader.readuntil_lease` -- up to and including a separator.
 
-Each returns a :class:`PooledBytes`: one or a few zero-copy views of pooled blocks (a read that
-spans two transport reads spans two blocks). Release it (or use ``with``) when done; the blocks
+Each returns a :class:`PooledBytes`: one or a few zero-copy views of pooled blocks (one per
+block the bytes span). Release it (or use ``with``) when done; the blocks
 go back to the pool when the last view of them is released. The writer accepts a
 :class:`PooledBytes` or a lease as well as bytes, and gives it back to its pool once the
 transport is done with it.
