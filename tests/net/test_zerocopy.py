@@ -324,12 +324,16 @@ def test_splice_to_a_nonblocking_socket_stops_at_eagain_with_the_count(bigfile: 
     b.close()
 
 
-def test_splice_refuses_negative_ranges_as_sendfile(datafile: Any) -> None:
+def test_splice_and_fallback_refuse_negative_ranges_as_sendfile(datafile: Any) -> None:
     a, b = socket.socketpair()
     with pytest.raises(ValueError, match="non-negative"):
         splice_file_to_socket(datafile, a, -1, 10)  # was the kernel's bare EINVAL
     with pytest.raises(ValueError, match="non-negative"):
         splice_file_to_socket(datafile, a, 0, -5)  # was 0, as if sent
+    with pytest.raises(ValueError, match="non-negative"):
+        sendfile_fallback(a, datafile, 0, -5)  # was 0, as if sent
+    with pytest.raises(ValueError, match="non-negative"):
+        sendfile_fallback(a, datafile, -1)  # was the file's own seek error
     a.close()
     b.close()
 

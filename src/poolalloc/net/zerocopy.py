@@ -172,8 +172,11 @@ def sendfile_fallback(
         (3, b'bcd')
         >>> a.close(); b.close()
 
+    :raises ValueError: negative ``offset`` or ``count``.
     :raises OSError: the socket or the file failed.
     """
+    if offset < 0 or (count is not None and count < 0):
+        raise ValueError("offset and count must be non-negative")
     lease = pool.acquire() if pool is not None else None
     view = lease.view if lease is not None else memoryview(bytearray(65536))
     sent = 0
