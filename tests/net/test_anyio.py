@@ -81,6 +81,25 @@ async def test_max_bytes_caps_each_read(anyio_backend: str, buffer_pool: Any) ->
     assert len(rest) == 100 - got[1]
 
 
+@pytest.mark.parametrize("max_bytes", [2.5, 7.0, "7"])
+async def test_max_bytes_that_is_no_integer_takes_no_lease(
+    anyio_backend: str, buffer_pool: Any, max_bytes: Any
+) -> None:
+    """A float failed at the slice of the lease's view, outside the code that gives the lease
+    back: the lease stayed out, held by the traceback, until the collector came by."""
+
+    async def serve(stream: anyio.abc.SocketStream) -> None:
+        await stream.send(b"data")
+
+    async with connected(serve) as client:
+        with pytest.raises(TypeError):
+            await recv_lease(client, buffer_pool, max_bytes=max_bytes)
+        assert buffer_pool.outstanding() == 0
+        data, _ = await drain(client, buffer_pool)
+    assert data == b"data"  # nothing was read
+    assert buffer_pool.stats().gc_returns == 0
+
+
 async def test_buffered_wrapper_uses_the_copy_path(anyio_backend: str, buffer_pool: Any) -> None:
     async def serve(stream: anyio.abc.SocketStream) -> None:
         await stream.send(b"head\r\nbody-bytes")

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from poolalloc.net import sockets
 from poolalloc.net.sockets import recv_into, recvmsg_into, send_buffers, sendall_buffers
 
 pytestmark = pytest.mark.timeout(20)
@@ -240,3 +241,65 @@ def _self_signed(tmp_path: Any) -> tuple[str, str]:
         check=True, capture_output=True, timeout=30,
     )  # fmt: skip
     return pem, key
+
+
+def test_recvmsg_into_takes_at_most_iov_max_leases(pair: Any) -> None:
+    """``count`` above IOV_MAX took a lease for each (5000 blocks mapped here) and then failed
+    with ``OSError: Message too long``: the kernel takes at most IOV_MAX buffers a call."""
+    import poolalloc
+
+    a, b = pair
+    pool = poolalloc.BufferPool(4096)  # no capacity: nothing stopped the taking before
+    a.sendall(b"z" * 10_000)
+    got = recvmsg_into(b, pool, 5000)
+    assert got is not None
+    data = b"".join(bytes(lease.view[:n]) for lease, n in got)
+    assert data  # TCP may hand over part of it: what came is in order
+    assert data == b"z" * len(data)
+    for lease, _ in got:
+        lease.release()
+    assert pool.stats().peak <= sockets.IOV_MAX
+    pool.close()
+
+
+@pytest.fixture
+def udp_pair() -> Any:
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b.bind(("127.0.0.1", 0))
+    a.connect(b.getsockname())
+    b.settimeout(5)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_a_datagram_larger_than_the_leases_is_an_error_not_a_cut(udp_pair: Any) -> None:
+    """A datagram larger than the lease(s) came back as its first 4096 (or 8192) bytes, as if
+    that were all of it: the kernel drops the rest, and nothing told the caller."""
+    import errno
+
+    import poolalloc
+
+    a, b = udp_pair
+    pool = poolalloc.BufferPool(4096, capacity=4)
+    a.send(b"x" * 10_000)
+    with pytest.raises(OSError, match="did not fit") as info:
+        recv_into(b, pool)
+    assert info.value.errno == errno.EMSGSIZE
+    a.send(b"y" * 10_000)
+    with pytest.raises(OSError, match="did not fit"):
+        recvmsg_into(b, pool, 2)
+    assert pool.outstanding() == 0
+    a.send(b"z" * 4096)  # one that fits exactly is whole
+    got = recv_into(b, pool)
+    assert got is not None
+    assert got[1] == 4096
+    got[0].release()
+    a.send(b"w" * 5000)
+    parts = recvmsg_into(b, pool, 2)
+    assert parts is not None
+    assert [n for _, n in parts] == [4096, 904]
+    for lease, _ in parts:
+        lease.release()
+    pool.close()

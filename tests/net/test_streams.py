@@ -7,6 +7,7 @@ import contextlib
 import gc
 import importlib.util
 import os
+import socket
 import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -323,6 +324,148 @@ def test_backpressure_pauses_and_resumes(run: Any, buffer_pool: Any) -> None:
     assert got == total
 
 
+def test_tiny_writes_do_not_pin_a_block_each(run: Any, buffer_pool: Any) -> None:
+    """A peer sending a byte at a time to a reader that does not read yet: each transport read
+    used to pin a whole block (16 KiB for one byte here), so 400 bytes held 400 blocks and
+    exhausted the 256-block pool (with no capacity: 2 * limit bytes pinned 2 * limit blocks, GiBs).
+    Reads now fill a block before taking the next, and an idle reader holds none."""
+    count = 400
+    payload = bytes(i % 251 for i in range(count))
+
+    async def main() -> tuple[int, bytes, int]:
+        readers: list[Any] = []
+        done = asyncio.Event()
+
+        async def handler(reader: Any, writer: Any) -> None:
+            readers.append(reader)
+            await done.wait()
+            writer.close()
+
+        server, port = await serve(handler, buffer_pool)
+        _, writer = await streams.open_connection("127.0.0.1", port, pool=buffer_pool)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(count):
+            writer.write(payload[i : i + 1])
+            await writer.drain()
+            await asyncio.sleep(0.0005)  # one read each on the server side
+        while not readers or readers[0]._size < count:
+            await asyncio.sleep(0.005)
+        pinned = buffer_pool.outstanding()
+        got = await readers[0].readexactly(count)
+        idle = buffer_pool.outstanding()
+        done.set()
+        await stop(server, writer)
+        return pinned, got, idle
+
+    pinned, got, idle = run(main())
+    assert got == payload
+    assert pinned <= 2
+    assert idle == 0
+
+
+def test_tiny_writes_over_a_strict_pool_are_joined(run: Any) -> None:
+    """A strict pool copies each read: one copy per read cost a view object and a bytes object
+    (~250 bytes) per byte sent, up to 2 * limit of them per connection. Copies now join while
+    they fit in 4 KiB."""
+    count = 400
+    payload = bytes(i % 251 for i in range(count))
+    pool = poolalloc.BufferPool(4096, capacity=16, strict=True)
+
+    async def main() -> tuple[int, bytes]:
+        readers: list[Any] = []
+        done = asyncio.Event()
+
+        async def handler(reader: Any, writer: Any) -> None:
+            readers.append(reader)
+            await done.wait()
+            writer.close()
+
+        server, port = await serve(handler, pool)
+        _, writer = await streams.open_connection("127.0.0.1", port, pool=pool)
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(count):
+            writer.write(payload[i : i + 1])
+            await writer.drain()
+            await asyncio.sleep(0.0005)
+        while not readers or readers[0]._size < count:
+            await asyncio.sleep(0.005)
+        pieces = len(readers[0]._pieces)
+        got = await readers[0].readexactly(count)
+        done.set()
+        await stop(server, writer)
+        return pieces, got
+
+    pieces, got = run(main())
+    assert got == payload
+    assert pieces <= 2
+    for _ in range(3):
+        gc.collect()
+    assert pool.outstanding() == 0
+    pool.close()
+
+
+def test_reads_mixed_with_arrivals_into_one_block_keep_every_byte(run: Any) -> None:
+    """Arrivals that fill a block in several reads, taken by every kind of read in between
+    (part of the last piece read, the rest grown by the next arrival): the bytes come out
+    whole and in order, and every block goes back."""
+    import random
+
+    rng = random.Random(7)
+    lines = [bytes(rng.choice(b"abcdef") for _ in range(rng.randrange(1, 300))) for _ in range(300)]
+    payload = b"".join(line + b"|" for line in lines)
+    pool = poolalloc.BufferPool(4096, capacity=64)
+
+    async def main() -> bytes:
+        got = bytearray()
+
+        async def handler(reader: Any, writer: Any) -> None:
+            step = 0
+            while True:
+                step += 1
+                try:
+                    if step % 4 == 0:
+                        data = await reader.read_lease(rng.randrange(1, 200))
+                        if data is None:
+                            break
+                        with data:
+                            got.extend(bytes(data))
+                    elif step % 4 == 1:
+                        got.extend(await reader.readuntil(b"|"))
+                    elif step % 4 == 2:
+                        with await reader.readexactly_lease(rng.randrange(0, 50)) as data:
+                            got.extend(bytes(data))
+                    else:
+                        got.extend(await reader.read(rng.randrange(1, 700)))
+                except asyncio.IncompleteReadError as exc:
+                    got.extend(exc.partial)
+                    break
+            writer.close()
+
+        server, port = await serve(handler, pool)
+        _, writer = await streams.open_connection("127.0.0.1", port, pool=pool)
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        at = 0
+        while at < len(payload):
+            size = rng.randrange(1, 900)
+            writer.write(payload[at : at + size])
+            at += size
+            await writer.drain()
+            if rng.random() < 0.5:
+                await asyncio.sleep(0.0005)
+        writer.write_eof()
+        while len(got) < len(payload):
+            await asyncio.sleep(0.01)
+        await stop(server, writer)
+        return bytes(got)
+
+    assert run(main()) == payload
+    for _ in range(3):
+        gc.collect()
+    assert pool.outstanding() == 0
+    pool.close()
+
+
 def test_writer_gives_leases_back(run: Any, buffer_pool: Any) -> None:
     async def main() -> tuple[bytes, int]:
         async def handler(reader: Any, writer: Any) -> None:
@@ -541,6 +684,24 @@ def test_bad_arguments() -> None:
             await reader.readexactly(-1)
         with pytest.raises(TypeError, match="tuple"):
             await reader.readuntil((b"a", b"b"))  # type: ignore[arg-type]
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("method", ["read", "readexactly", "read_lease", "readexactly_lease"])
+@pytest.mark.parametrize("size", [2.5, 3.0, "2"])
+def test_a_size_that_is_no_integer_is_refused_and_consumes_nothing(method: str, size: Any) -> None:
+    """asyncio's reader raises TypeError with its buffer intact; a float used to take the first
+    pieces, then fail half way, leaving the reader's count out of step (every later read broke)."""
+
+    async def main() -> None:
+        reader = PooledStreamReader()
+        reader.feed_data(b"ab")
+        reader.feed_data(b"cd")
+        reader.feed_eof()
+        with pytest.raises(TypeError):
+            await getattr(reader, method)(size)
+        assert await reader.read() == b"abcd"
 
     asyncio.run(main())
 

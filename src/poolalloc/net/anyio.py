@@ -42,6 +42,7 @@ Example:
 
 from __future__ import annotations
 
+import operator
 import socket
 
 import anyio
@@ -99,6 +100,7 @@ async def recv_lease(
     :raises anyio.BrokenResourceError: the connection failed (e.g. reset by the peer).
     :raises anyio.ClosedResourceError: the stream was closed by this side.
     :raises ValueError: ``max_bytes`` < 1.
+    :raises TypeError: ``max_bytes`` is not an integer (checked before a lease is taken).
 
     Example:
         >>> import anyio, poolalloc
@@ -114,8 +116,12 @@ async def recv_lease(
         >>> anyio.run(main)
         (b'abc', None)
     """
-    if max_bytes is not None and max_bytes < 1:
-        raise ValueError(f"max_bytes must be >= 1, not {max_bytes}")
+    if max_bytes is not None:
+        # before the lease is taken: a float failed at the slice below, outside the try, and
+        # the lease stayed out until the traceback holding it was collected
+        max_bytes = operator.index(max_bytes)
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, not {max_bytes}")
     sock = _raw_socket(stream)
     lease = await _acquire(pool)
     whole = lease.view

@@ -13,6 +13,8 @@ they are served one buffer at a time through ``send``/``recv_into``.
 
 from __future__ import annotations
 
+import _socket
+import errno
 import socket
 import ssl
 import sys
@@ -42,6 +44,25 @@ else:  # Python 3.11 has no runtime Buffer ABC; the name only documents the anno
 
 #: ``sendmsg`` accepts at most IOV_MAX (1024 on Linux) buffers per call.
 IOV_MAX = 1024
+
+# the C attribute itself: ``socket.socket.type`` wraps it in an enum on every call (~0.4 us)
+_SOCK_TYPE = _socket.socket.type
+
+
+def _is_stream(sock: socket.socket) -> bool:
+    try:
+        return bool(_SOCK_TYPE.__get__(sock) == socket.SOCK_STREAM)
+    except TypeError:  # no socket object: a stand-in that has recv_into
+        return bool(getattr(sock, "type", socket.SOCK_STREAM) == socket.SOCK_STREAM)
+
+
+def _cut_short(room: int, size: int | None = None) -> OSError:
+    what = "a datagram" if size is None else f"a datagram of {size} bytes"
+    return OSError(
+        errno.EMSGSIZE,
+        f"{what} did not fit the {room} bytes of the lease(s): the kernel dropped its rest "
+        "(use larger blocks, or more of them with recvmsg_into)",
+    )
 
 
 class LeaseLike(Protocol):
@@ -100,7 +121,9 @@ def recv_into(
     """Read once from ``sock`` into a fresh lease; ``(lease, nbytes)`` or ``None`` at EOF.
 
     The caller owns the lease and must release it. On EOF or error the lease is already back
-    in the pool.
+    in the pool. On a datagram socket each call reads one datagram; one larger than the lease
+    raises ``OSError(EMSGSIZE)`` (the kernel drops the rest of it) instead of handing back its
+    first bytes as if they were all, and an empty datagram reads as ``None``.
 
     Example:
         >>> import socket, poolalloc
@@ -115,12 +138,18 @@ def recv_into(
         >>> b.close(); _ = pool.close()
 
     :raises BlockingIOError: a non-blocking socket has no data.
-    :raises OSError: the socket failed (e.g. ``ConnectionResetError``).
+    :raises OSError: the socket failed (e.g. ``ConnectionResetError``), or ``EMSGSIZE``: a
+        datagram larger than the lease.
     :raises poolalloc.PoolExhausted: no lease within ``timeout``.
     """
     lease = pool.acquire(timeout)
     try:
-        n = sock.recv_into(lease.view)
+        if _is_stream(sock):
+            n = sock.recv_into(lease.view)
+        else:  # MSG_TRUNC: the datagram's whole size, to tell a cut one from one that fitted
+            n = sock.recv_into(lease.view, 0, socket.MSG_TRUNC)
+            if n > lease.nbytes:
+                raise _cut_short(lease.nbytes, n)
     except BaseException:
         lease.release()
         raise
@@ -137,6 +166,7 @@ def recvmsg_into(
 
     Returns the leases that received bytes with their fill levels, in order; unused leases go
     straight back. ``None`` at EOF. TLS sockets read into one lease (ssl has no scatter read).
+    A ``count`` above ``IOV_MAX`` (1024) reads into ``IOV_MAX`` leases, the most one call takes.
 
     ``timeout`` bounds the whole call's wait for leases: only the first lease is waited for
     (up to ``timeout``; None: the pool's default); the others are taken only if the pool has
@@ -157,11 +187,15 @@ def recvmsg_into(
 
     :raises ValueError: ``count`` is not positive.
     :raises BlockingIOError: a non-blocking socket has no data.
-    :raises OSError: the socket failed.
+    :raises OSError: the socket failed, or ``EMSGSIZE``: a datagram larger than the leases
+        (the kernel drops its rest; the leases go back).
     :raises poolalloc.PoolExhausted: not even the first lease within ``timeout``.
     """
     if count < 1:
         raise ValueError("count must be at least 1")
+    # more buffers than the kernel takes in one call failed with EMSGSIZE, after taking (and
+    # mapping) a lease for each
+    count = min(count, IOV_MAX)
     if isinstance(sock, ssl.SSLSocket):
         single = recv_into(sock, pool, timeout)
         return None if single is None else [single]
@@ -175,7 +209,9 @@ def recvmsg_into(
         _release_all(leases)  # the ones taken before the failure go back
         raise
     try:
-        n = sock.recvmsg_into([lease.view for lease in leases])[0]
+        n, _, flags, _ = sock.recvmsg_into([lease.view for lease in leases])
+        if flags & socket.MSG_TRUNC:
+            raise _cut_short(n)
     except BaseException:
         _release_all(leases)
         raise

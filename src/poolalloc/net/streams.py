@@ -9,22 +9,23 @@ Underneath, the transport reads straight into pooled leases: the protocol is a
 
 The lease variants hand the received bytes out *without copying*:
 
-* :meth:`PooledStreamReader.read_lease` -- the next received piece, as it arrived;
+* :meth:`PooledStreamReader.read_lease` -- the next received piece (arrivals into one block);
 * :meth:`PooledStreamReader.readexactly_lease` -- exactly ``n`` bytes;
 * :meth:`PooledStreamReader.readuntil_lease` -- up to and including a separator.
 
-Each returns a :class:`PooledBytes`: one or a few zero-copy views of pooled blocks (a read that
-spans two transport reads spans two blocks). Release it (or use ``with``) when done; the blocks
+Each returns a :class:`PooledBytes`: one or a few zero-copy views of pooled blocks (one per
+block the bytes span). Release it (or use ``with``) when done; the blocks
 go back to the pool when the last view of them is released. The writer accepts a
 :class:`PooledBytes` or a lease as well as bytes, and gives it back to its pool once the
 transport is done with it.
 
 How memory is held: once a read has landed, the reader returns the lease at once and keeps only
 views of the filled part; a lease released with views alive is *parked* by the lease layer and
-its block comes back when the last view dies. A pool created with ``strict=True`` refuses to
-park, so over such a pool each read is copied out of its lease (correct, but not zero copy). A
-stream whose pool is exhausted fails that
-connection (the reader raises ``PoolExhausted``), never the loop.
+its block comes back when the last view dies. Later reads land in the same block's free tail
+until a quarter of it is filled, so small arrivals do not pin a block each. A pool created with
+``strict=True`` refuses to park, so over such a pool each read is copied out of its lease
+(correct, but not zero copy). A stream whose pool is exhausted fails that connection (the
+reader raises ``PoolExhausted``), never the loop.
 
 Backpressure is asyncio's: reading pauses while more than ``2 * limit`` bytes wait unread, and
 resumes at ``limit``. It runs unchanged on the default loop and on uvloop.
@@ -53,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import operator
 import re
 import warnings
 from collections.abc import Awaitable, Callable, Iterable
@@ -78,6 +80,15 @@ DEFAULT_LIMIT = 2**16
 #: 64 KiB holds a typical read whole.
 DEFAULT_BLOCK = 2**16
 
+#: While unread bytes accumulate, a block keeps taking reads until a quarter of it
+#: (len >> _FILL_SHIFT) is filled: however small a peer's writes, unread bytes pin at most four
+#: times their size in blocks (plus the block being filled and the one being read from). A read
+#: of a quarter block or more, or one into an empty reader, takes a block of its own, as before.
+_FILL_SHIFT = 2
+#: Over a strict pool each read is copied: a copy joins the last one while both fit in this
+#: many bytes, so a byte at a time does not cost a view object (~200 bytes) per byte.
+_COPY_JOIN = 4096
+
 _default_pool: BufferPool | None = None
 
 ClientConnected = Callable[["PooledStreamReader", "PooledStreamWriter"], Awaitable[None] | None]
@@ -94,6 +105,13 @@ def default_pool() -> BufferPool:
     if _default_pool is None or _default_pool.closed:
         _default_pool = BufferPool(DEFAULT_BLOCK, name="poolalloc.net.streams")
     return _default_pool
+
+
+def _check_size(n: int) -> None:
+    # before anything is taken: a float got half way through _take, dropped the pieces it had
+    # passed and left the byte count out of step with them (the reader broken for good);
+    # asyncio's reader raises the same TypeError, also with nothing consumed
+    operator.index(n)
 
 
 def _drop(view: memoryview) -> None:
@@ -205,6 +223,8 @@ class PooledStreamReader:
         self._exception: BaseException | None = None
         self._transport: Any = None  # pause_reading/resume_reading: a ReadTransport
         self._paused = False
+        # set while the protocol fills a block it would let go of once everything is read
+        self._on_empty: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         info = [f"{self._size} bytes"] if self._size else []
@@ -262,7 +282,26 @@ class PooledStreamReader:
         """Append a view the reader now owns (the protocol feeds views of pooled blocks)."""
         assert not self._eof, "feed_view after feed_eof"
         self._pieces.append(view)
-        self._size += len(view)
+        self._fed(len(view))
+
+    def _grow_last(self, old: memoryview, new: memoryview) -> bool:
+        """Put ``new`` (``old`` and the bytes just after it in one block) in ``old``'s place.
+
+        One piece per run of reads into a block, not one per read: a peer that sends a byte at a
+        time costs a view object per block, not per byte. False when ``old`` is no longer the
+        last piece (partly read, or taken): then the caller feeds a piece of its own.
+        """
+        pieces = self._pieces
+        if self._eof or not pieces or pieces[-1] is not old:
+            return False
+        pieces[-1] = new
+        added = len(new) - len(old)
+        _drop(old)
+        self._fed(added)
+        return True
+
+    def _fed(self, n: int) -> None:
+        self._size += n
         self._wakeup_waiter()
         if self._transport is not None and not self._paused and self._size > 2 * self._limit:
             try:
@@ -279,6 +318,8 @@ class PooledStreamReader:
             _drop(self._pieces.popleft())
         self._size = 0
         self._maybe_resume_transport()
+        if self._on_empty is not None:
+            self._on_empty()
         return dropped
 
     async def _wait_for_data(self, func_name: str) -> None:
@@ -316,6 +357,8 @@ class PooledStreamReader:
                 left = 0
         self._size -= n
         self._maybe_resume_transport()
+        if not self._size and self._on_empty is not None:
+            self._on_empty()
         return out
 
     def _take_bytes(self, n: int) -> bytes:
@@ -384,6 +427,7 @@ class PooledStreamReader:
         return isep + seplen
 
     async def _exactly(self, n: int) -> None:
+        _check_size(n)
         if n < 0:
             raise ValueError("readexactly size can not be less than zero")
         if self._exception is not None:
@@ -433,6 +477,7 @@ class PooledStreamReader:
 
     async def read(self, n: int = -1) -> bytes:
         """Up to ``n`` bytes (``-1``: everything until EOF); b'' at EOF."""
+        _check_size(n)
         if self._exception is not None:
             raise self._exception
         if n == 0:
@@ -462,8 +507,10 @@ class PooledStreamReader:
     async def read_lease(self, n: int = -1) -> PooledBytes | None:
         """The next received bytes (at most ``n``; -1: one whole piece), zero copy; None at EOF.
 
-        Each result is one view of one pooled block, exactly as the transport delivered it.
+        Each result is one view of one pooled block: what the transport delivered into it since
+        the last read (several small arrivals into one block come out as one piece).
         """
+        _check_size(n)
         if self._exception is not None:
             raise self._exception
         if n == 0:
@@ -511,8 +558,14 @@ class _PooledStreamProtocol(asyncio.BufferedProtocol):
         self._pool = pool
         self._loop = loop
         self._cb = client_connected_cb
-        self._lease: Any = None
-        self._view: memoryview | None = None  # the view of _lease handed to the transport
+        self._lease: Any = None  # only between get_buffer and buffer_updated, or a strict pool's
+        # the block being filled: a view of a lease released at its first read (parked by the
+        # lease layer until its last view dies, this one too); later reads land after _fill
+        self._whole: memoryview | None = None
+        self._fill = 0
+        self._last: memoryview | None = None  # the piece fed last from _whole, at _last_start
+        self._last_start = 0
+        self._view: memoryview | None = None  # the free tail of _whole handed to the transport
         self._transport: asyncio.Transport | None = None
         self._task: asyncio.Future[None] | None = None
         self._paused = False
@@ -561,35 +614,100 @@ class _PooledStreamProtocol(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         view = self._view
         if view is None:  # else kept from a read that found nothing (EAGAIN)
-            try:
-                lease = self._lease = self._pool.acquire(0)
-            except Exception as exc:
-                self._buffer_error = exc  # uvloop reports it as a RuntimeError: keep the cause
-                raise
-            view = self._view = lease.view
+            whole = self._whole
+            if whole is None:
+                try:
+                    lease = self._lease = self._pool.acquire(0)
+                except Exception as exc:
+                    self._buffer_error = exc  # uvloop reports it as a RuntimeError: keep the cause
+                    raise
+                whole = self._whole = lease.view
+                self._fill = 0
+            view = self._view = whole[self._fill :] if self._fill else whole
         return view
 
     def buffer_updated(self, nbytes: int) -> None:
-        lease, self._lease = self._lease, None
-        whole, self._view = self._view, None
+        tail, self._view = self._view, None
+        whole = self._whole
+        assert tail is not None
         assert whole is not None
-        piece = whole[:nbytes]
-        _drop(whole)  # uvloop may still export it until this call returns: then it lets go
-        try:
-            lease.release()  # parked until the reader and its users drop the piece
-        except BufferError:
-            # a strict pool refuses to park a viewed block (the transport still holds its view
-            # during this call): keep a copy, and the lease for the next read
-            data = piece.tobytes()
-            piece.release()
-            self._lease = lease
-            self._view = lease.view
-            piece = memoryview(data)
+        if tail is not whole:
+            _drop(tail)  # uvloop may still export it until this call returns: then it lets go
+        start = self._fill
+        end = self._fill = start + nbytes
         reader = self._reader
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            try:
+                lease.release()  # parked until the last view of the block dies, ours too
+            except BufferError:
+                # a strict pool refuses to park a viewed block: keep a copy, and the lease
+                # for the next read, from its start
+                self._lease = lease
+                self._fill = 0
+                if reader is not None:
+                    self._feed_copy(reader, whole[start:end].tobytes())
+                return
         if reader is None:
-            _drop(piece)
+            self._let_go()
+            return
+        kept = last = self._last
+        if last is not None:  # this block has taken reads before: grow the last piece
+            merged = whole[self._last_start : end]
+            if reader._grow_last(last, merged):
+                last = merged
+            else:
+                merged.release()
+                last = None
+        if last is None:
+            last = whole[start:end]
+            self._last_start = start
+            reader.feed_view(last)
+        if end >= len(whole) >> _FILL_SHIFT or (kept is None and reader._size == nbytes):
+            # a quarter full (the bulk path: one block per read), or the reader had nothing
+            # unread (the app keeps up: its read takes the piece, nothing accumulates)
+            self._whole = None
+            if kept is not None:
+                self._last = None
+                reader._on_empty = None
+            _drop(whole)
         else:
-            reader.feed_view(piece)
+            self._last = last
+            reader._on_empty = self._reader_empty
+
+    def _feed_copy(self, reader: PooledStreamReader, data: bytes) -> None:
+        last = self._last
+        if (
+            last is not None
+            and reader._pieces
+            and reader._pieces[-1] is last  # else read (and maybe released) meanwhile
+            and len(last) + len(data) <= _COPY_JOIN
+        ):
+            joined = memoryview(last.tobytes() + data)
+            if reader._grow_last(last, joined):
+                self._last = joined
+                return
+        self._last = memoryview(data)
+        reader.feed_view(self._last)
+
+    def _let_go(self) -> None:
+        """Stop filling the current block: it goes back once the reader and its users drop it."""
+        whole, self._whole = self._whole, None
+        self._last = None
+        if self._reader is not None:
+            self._reader._on_empty = None
+        if whole is not None:
+            _drop(whole)
+
+    def _reader_empty(self) -> None:
+        # everything read: an idle connection holds no block (the next read takes a fresh one)
+        if self._view is None and self._lease is None:
+            whole, self._whole = self._whole, None
+            self._last = None
+            if self._reader is not None:
+                self._reader._on_empty = None
+            if whole is not None:
+                _drop(whole)
 
     def eof_received(self) -> bool:
         self._drop_lease()
@@ -629,6 +747,7 @@ class _PooledStreamProtocol(asyncio.BufferedProtocol):
         view, self._view = self._view, None
         if view is not None:
             _drop(view)
+        self._let_go()
         lease, self._lease = self._lease, None
         if lease is not None:
             try:

@@ -7,14 +7,20 @@ moved and leaves the *file's own offset* just after the last byte sent, as if th
 read that far (``os.sendfile`` with an explicit offset does not move it, so we seek).
 
 On a non-blocking socket the functions stop at ``EAGAIN`` and return the count so far; the
-caller resumes from ``offset + sent`` when the socket is writable again.
+caller resumes from ``offset + sent`` when the socket is writable again. A socket with a
+timeout (``settimeout(5)``) waits for room up to that timeout at a time, as its own ``send``
+does, and raises ``TimeoutError`` past it. A transfer that fails part way (a timeout, the peer
+gone) also leaves the file's offset just after the last byte the socket took.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import math
 import mmap
 import os
+import select
 import socket
 import ssl
 import traceback
@@ -81,7 +87,7 @@ def sendfile(
     sent = 0
     if not isinstance(sock, ssl.SSLSocket):
         try:
-            sent = _sendfile_native(sock, file.fileno(), offset, count)
+            sent = _sendfile_native(sock, file, offset, count)
         except _NotAvailable:
             sent = 0
         else:
@@ -96,25 +102,57 @@ class _NotAvailable(Exception):
     pass
 
 
-def _sendfile_native(sock: socket.socket, in_fd: int, offset: int, count: int | None) -> int:
+def _wait_writable(sock: socket.socket) -> bool:
+    """After ``EAGAIN``: False on a non-blocking socket (the caller stops there), else True
+    once the socket takes bytes again.
+
+    A socket with a timeout has a non-blocking descriptor underneath: the kernel answers
+    ``EAGAIN`` at once, and retrying without a wait spun a core until the peer read, forever
+    for a peer that never does.
+
+    :raises TimeoutError: nothing fitted within the socket's timeout.
+    """
+    timeout = sock.gettimeout()
+    if timeout == 0.0:
+        return False
+    if timeout is not None:  # None: SO_SNDTIMEO on a blocking socket already waited
+        poller = select.poll()
+        poller.register(sock, select.POLLOUT)
+        if not poller.poll(math.ceil(timeout * 1000)):
+            raise TimeoutError("timed out")
+    return True
+
+
+def _sendfile_native(sock: socket.socket, file: FileLike, offset: int, count: int | None) -> int:
+    in_fd = file.fileno()
     out_fd = sock.fileno()
     sent = 0
-    while count is None or sent < count:
-        chunk = _MAX_CHUNK if count is None else min(count - sent, _MAX_CHUNK)
-        try:
-            n = os.sendfile(out_fd, in_fd, offset + sent, chunk)
-        except (BlockingIOError, InterruptedError):
-            if sock.gettimeout() == 0.0:
-                return sent
-            continue
-        except OSError as exc:
-            if exc.errno in _NOT_AVAILABLE and sent == 0:
-                raise _NotAvailable from exc
-            raise
-        if n == 0:
-            break  # EOF of the file
-        sent += n
+    try:
+        while count is None or sent < count:
+            chunk = _MAX_CHUNK if count is None else min(count - sent, _MAX_CHUNK)
+            try:
+                n = os.sendfile(out_fd, in_fd, offset + sent, chunk)
+            except (BlockingIOError, InterruptedError):
+                if not _wait_writable(sock):
+                    return sent
+                continue
+            except OSError as exc:
+                if exc.errno in _NOT_AVAILABLE and sent == 0:
+                    raise _NotAvailable from exc
+                raise
+            if n == 0:
+                break  # EOF of the file
+            sent += n
+    except OSError:
+        _seek_quietly(file, offset + sent)
+        raise
     return sent
+
+
+def _seek_quietly(file: FileLike, at: int) -> None:
+    """Leave the file after the bytes sent on the way out of a failure (the failure wins)."""
+    with contextlib.suppress(OSError, ValueError):
+        file.seek(at)
 
 
 def sendfile_fallback(
@@ -134,8 +172,11 @@ def sendfile_fallback(
         (3, b'bcd')
         >>> a.close(); b.close()
 
+    :raises ValueError: negative ``offset`` or ``count``.
     :raises OSError: the socket or the file failed.
     """
+    if offset < 0 or (count is not None and count < 0):
+        raise ValueError("offset and count must be non-negative")
     lease = pool.acquire() if pool is not None else None
     view = lease.view if lease is not None else memoryview(bytearray(65536))
     sent = 0
@@ -158,6 +199,7 @@ def sendfile_fallback(
         # the failed send's frames still hold a slice of the view: a strict pool would refuse
         # the lease's release below and hide this error behind LeaseBusyError
         traceback.clear_frames(exc.__traceback__)
+        _seek_quietly(file, offset + sent)  # readinto moved it past what was sent
         raise
     finally:
         view.release()  # no view of the lease left: a strict pool takes it back
@@ -189,10 +231,12 @@ def splice(src_fd: int, dst_fd: int, count: int, *, offset: int | None = None) -
 
 
 def splice_file_to_socket(file: FileLike, sock: socket.socket, offset: int, count: int) -> int:
-    """Send a file range to a blocking socket through a pipe with two splices; bytes sent.
+    """Send a file range to a socket through a pipe with two splices; bytes sent.
 
-    Falls back to :func:`sendfile_fallback` if the kernel refuses splice for this file.
-    Leaves the file's offset after the last byte sent.
+    Falls back to :func:`sendfile_fallback` if the kernel refuses splice for this file, and for
+    a TLS socket (a splice would put the file's plaintext on the wire under the TLS stream).
+    Leaves the file's offset after the last byte sent. A non-blocking socket stops at
+    ``EAGAIN`` with the count so far, as :func:`sendfile` does.
 
     Example:
         >>> import socket, tempfile
@@ -202,8 +246,14 @@ def splice_file_to_socket(file: FileLike, sock: socket.socket, offset: int, coun
         (4, b'bcde', 5)
         >>> a.close(); b.close(); f.close()
 
+    :raises ValueError: negative ``offset`` or ``count``.
+    :raises TimeoutError: the socket's timeout ran out (the file's offset says how far it got).
     :raises OSError: the socket or the file failed.
     """
+    if offset < 0 or count < 0:
+        raise ValueError("offset and count must be non-negative")
+    if isinstance(sock, ssl.SSLSocket):
+        return sendfile_fallback(sock, file, offset, count)
     r, w = os.pipe()
     sent = 0
     try:
@@ -216,10 +266,22 @@ def splice_file_to_socket(file: FileLike, sock: socket.socket, offset: int, coun
                 raise
             if n == 0:
                 break
-            moved = 0
-            while moved < n:
-                moved += splice(r, sock.fileno(), n - moved)
-            sent += n
+            left = n
+            while left:
+                try:
+                    moved = splice(r, sock.fileno(), left)
+                except (BlockingIOError, InterruptedError):
+                    # what is left in the pipe is a copy of the file, dropped with the pipe:
+                    # the count and the offset say where to resume
+                    if not _wait_writable(sock):
+                        file.seek(offset + sent)
+                        return sent
+                    continue
+                sent += moved
+                left -= moved
+    except OSError:
+        _seek_quietly(file, offset + sent)
+        raise
     finally:
         os.close(r)
         os.close(w)
@@ -232,6 +294,11 @@ def mmap_send(
 ) -> int:
     """Send a file range from an ``mmap`` of it (no read copy into user space); bytes sent.
 
+    A file that shrinks during the send ends it at its new end, with the count so far, as
+    :func:`sendfile` does. A TLS socket takes the copy path (:func:`sendfile_fallback`): TLS
+    encrypts in user space, which would read the map here, and reading a mapped page past the
+    end of a file that shrank meanwhile raises ``SIGBUS``, which kills the process.
+
     Example:
         >>> import socket, tempfile
         >>> a, b = socket.socketpair()
@@ -240,7 +307,8 @@ def mmap_send(
         (7, b'mapped!', 7)
         >>> a.close(); b.close(); f.close()
 
-    :raises ValueError: the range is outside the file, or the file is empty.
+    :raises ValueError: the range is outside the file (an empty range sends nothing).
+    :raises TimeoutError: the socket's timeout ran out (the file's offset says how far it got).
     :raises OSError: the socket failed.
     """
     size = os.fstat(file.fileno()).st_size
@@ -250,14 +318,30 @@ def mmap_send(
     if end == offset:
         file.seek(offset)
         return 0
+    if isinstance(sock, ssl.SSLSocket):
+        return sendfile_fallback(sock, file, offset, end - offset)
     start = offset - offset % mmap.ALLOCATIONGRANULARITY
+    sent = 0
     with mmap.mmap(file.fileno(), end - start, offset=start, access=mmap.ACCESS_READ) as mm:
         view = memoryview(mm)
         try:
-            left = send_buffers(sock, [view[offset - start :]])
-            sent = end - offset - sum(len(v) for v in left)
-            for v in left:
-                v.release()
+            while offset + sent < end:
+                try:
+                    sent += sock.send(view[offset - start + sent :])
+                except (BlockingIOError, InterruptedError):
+                    break  # a non-blocking socket is full: the count says where to resume
+                except OSError as exc:
+                    if exc.errno != errno.EFAULT:
+                        raise
+                    # the kernel met a page past the end of a file that shrank under the map:
+                    # the end of the file came early, as for sendfile
+                    break
+        except BaseException as exc:
+            # the failed send's frames still hold views of the map: closing it would raise
+            # BufferError ("exported pointers exist") in place of this error
+            traceback.clear_frames(exc.__traceback__)
+            _seek_quietly(file, offset + sent)
+            raise
         finally:
             view.release()
     file.seek(offset + sent)
