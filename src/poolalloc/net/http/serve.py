@@ -208,6 +208,12 @@ def explained_bind(host: str, port: int) -> Iterator[None]:
         raise OSError(errno.EINVAL, f"{host!r}: {exc}") from None
 
 
+#: Seconds after the first stop signal in which a SIGINT is not a second Ctrl-C: with
+#: ``--workers`` one Ctrl-C brings a worker SIGINT (the terminal) and SIGTERM (the supervisor)
+#: together, in either order (see :func:`stop_signals`); a person's second Ctrl-C comes later.
+SIGNALS_TOGETHER = 0.25
+
+
 def stop_signals(
     add_signal_handler: Callable[..., object],
     graceful: Callable[[], object],
@@ -220,17 +226,23 @@ def stop_signals(
     every worker from the terminal and then as the supervisor's SIGTERM, and systemd signals
     the whole group too; neither may cut the answers in flight.
 
+    A SIGINT within :data:`SIGNALS_TOGETHER` seconds of ``graceful()``'s return is part of the
+    first stop: the terminal's SIGINT and the supervisor's SIGTERM are often both pending when
+    a worker next runs, and Linux then runs the handler of the higher signal number first
+    (SIGTERM, then SIGINT), or they reach two threads of the worker in either order.
+
     Example:
         >>> stop_signals(loop.add_signal_handler, begin_shutdown, stop_at_once)  # doctest: +SKIP
     """
-    stopping = False
+    began: float | None = None
 
     def on_signal(signum: int) -> None:
-        nonlocal stopping
-        if not stopping:
-            stopping = True
+        nonlocal began
+        if began is None:
+            began = math.inf  # a signal that graceful() lets in is part of this stop
             graceful()
-        elif signum == signal.SIGINT:
+            began = time.monotonic()  # after graceful(), which may take a while
+        elif signum == signal.SIGINT and time.monotonic() - began >= SIGNALS_TOGETHER:
             now()
 
     for signum in _STOP_SIGNALS:
