@@ -182,3 +182,17 @@ def test_serve_refuses_a_bad_graceful_timeout_before_it_listens(bad: object) -> 
     would fail in turn, and a NaN timer breaks the order of the loop's timers)."""
     with pytest.raises(ValueError, match="graceful_timeout"):
         serve("127.0.0.1", 0, workers=2, graceful_timeout=bad)
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [({"body_timeout": 0}, ValueError), ({"body_min_rate": float("nan")}, ValueError),
+     ({"body_timeout": "20"}, TypeError), ({"body_min_rate": True}, TypeError)],
+)  # fmt: skip
+def test_serve_refuses_bad_body_limits_before_it_forks(
+    options: dict[str, object], error: type[Exception]
+) -> None:
+    """As ``graceful_timeout``, and as the ASGI server's ``serve``: five workers each failed in
+    turn, and the supervisor gave up with status 1."""
+    with pytest.raises(error, match=next(iter(options))):
+        serve("127.0.0.1", 0, workers=2, **options)  # type: ignore[arg-type]

@@ -70,6 +70,27 @@ _TEXT = "text/plain; charset=utf-8"
 _DRAIN_POLL = 0.02
 
 
+def check_body_limits(body_timeout: object, body_min_rate: object) -> None:
+    """Refuse a ``body_timeout`` that is not seconds above 0, or a ``body_min_rate`` that is
+    not bytes per second, 0 or above and finite (``serve`` asks before it forks its workers,
+    each of which would fail in turn).
+
+    :raises TypeError: one is no number (a bool neither).
+    :raises ValueError: one is out of its range (NaN too).
+    """
+    for name, value in (("body_timeout", body_timeout), ("body_min_rate", body_min_rate)):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"{name} must be a number, not {value!r}")
+    assert isinstance(body_timeout, int | float)
+    assert isinstance(body_min_rate, int | float)
+    if not body_timeout > 0:
+        raise ValueError(f"body_timeout must be a number of seconds above 0, not "
+                         f"{body_timeout!r}")  # fmt: skip
+    if not 0 <= body_min_rate < math.inf:
+        raise ValueError(f"body_min_rate must be a number of bytes per second, 0 or "
+                         f"above, not {body_min_rate!r}")  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class Response:
     """A dynamic response; ``headers`` are extra ``(name, value)`` pairs.
@@ -382,12 +403,7 @@ class HttpServer:
         body_min_rate: float = 500.0,
         **server_options: Any,
     ) -> None:
-        if not body_timeout > 0:
-            raise ValueError(f"body_timeout must be a number of seconds above 0, not "
-                             f"{body_timeout!r}")  # fmt: skip
-        if not 0 <= body_min_rate < math.inf:
-            raise ValueError(f"body_min_rate must be a number of bytes per second, 0 or "
-                             f"above, not {body_min_rate!r}")  # fmt: skip
+        check_body_limits(body_timeout, body_min_rate)
         self.reactor = reactor
         self.root = os.path.realpath(root) if root is not None else None
         self.uploads = uploads
