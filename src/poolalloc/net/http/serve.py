@@ -30,7 +30,7 @@ from poolalloc.buffers import BufferPool
 from poolalloc.net.epoll.reactor import Reactor
 from poolalloc.net.epoll.server import TcpServer, listen_socket
 from poolalloc.net.http.parser import Request
-from poolalloc.net.http.server import HttpServer, Response, check_body_limits
+from poolalloc.net.http.server import HttpServer, Response, per_second, seconds
 from poolalloc.net.metrics import prometheus_text
 from poolalloc.net.sockets import LeaseSource
 from poolalloc.net.uring.proactor import Proactor, available
@@ -127,19 +127,20 @@ def serve(
         ...
         ValueError: workers must be at least 1
 
-    :raises ValueError: ``workers`` is not positive, ``graceful_timeout`` is not a number of
-        seconds, 0 or above, or a body limit is out of its range (:func:`check_body_limits`).
-    :raises TypeError: a body limit is no number.
+    :raises ValueError: ``workers`` is not positive, ``graceful_timeout`` is below 0 or NaN, or
+        a body limit is out of its range.
+    :raises TypeError: ``graceful_timeout`` or a body limit is no number.
     :raises OSError: the address cannot be bound.
     """
     if workers < 1:
         raise ValueError("workers must be at least 1")
-    timeout = options.get("graceful_timeout", GRACEFUL_TIMEOUT)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
-        # here, before any worker is forked (each would fail in turn)
-        raise ValueError(f"graceful_timeout must be a number of seconds, 0 or above, "
-                         f"not {timeout!r}")  # fmt: skip
-    check_body_limits(options.get("body_timeout", 20.0), options.get("body_min_rate", 500.0))
+    # here, before any worker is forked (each would fail in turn)
+    if "graceful_timeout" in options:
+        seconds("graceful_timeout", options["graceful_timeout"], zero=True)
+    if "body_timeout" in options:
+        seconds("body_timeout", options["body_timeout"])
+    if "body_min_rate" in options:
+        per_second("body_min_rate", options["body_min_rate"])
     if workers == 1:
         return _run_worker(host, port, root, reuse_port=False, **options)
     # Bind once here, without SO_REUSEPORT: a busy address is one error from the parent (not one
