@@ -508,6 +508,7 @@ class HttpServer:
             >>> srv.shutdown(30.0, done=reactor.stop)  # doctest: +SKIP
 
         :raises ValueError: ``timeout`` is NaN or below 0.
+        :raises TypeError: ``timeout`` is no number.
         """
         timeout = seconds("timeout", timeout, zero=True)
         if self.draining:
