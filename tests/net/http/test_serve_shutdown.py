@@ -9,10 +9,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from poolalloc.net.http.serve import serve
+from poolalloc.net.http.serve import SIGNALS_TOGETHER, serve, stop_signals
 
 pytestmark = [pytest.mark.net, pytest.mark.timeout(60)]
 
@@ -196,3 +197,28 @@ def test_serve_refuses_bad_body_limits_before_it_forks(
     turn, and the supervisor gave up with status 1."""
     with pytest.raises(error, match=next(iter(options))):
         serve("127.0.0.1", 0, workers=2, **options)  # type: ignore[arg-type]
+
+
+def test_stop_signals_take_signals_together_as_one_and_survive_a_failed_stop() -> None:
+    """The rule itself, on a loop that records the handlers: a SIGINT right after the first
+    signal is part of it; one :data:`SIGNALS_TOGETHER` later stops at once, also when the
+    graceful stop raised (it was never taken then: Ctrl-C could not stop the server)."""
+    handlers: dict[int, Any] = {}
+    calls: list[str] = []
+
+    def add_signal_handler(signum: int, callback: Any, *args: Any) -> None:
+        handlers[signum] = lambda: callback(*args)
+
+    def graceful() -> None:
+        calls.append("graceful")
+        raise RuntimeError("the stop failed")
+
+    stop_signals(add_signal_handler, graceful, lambda: calls.append("now"))
+    with pytest.raises(RuntimeError):
+        handlers[signal.SIGTERM]()
+    handlers[signal.SIGINT]()  # came with the SIGTERM
+    assert calls == ["graceful"]
+    time.sleep(SIGNALS_TOGETHER + 0.05)
+    handlers[signal.SIGTERM]()  # a repeated SIGTERM: nothing
+    handlers[signal.SIGINT]()
+    assert calls == ["graceful", "now"]

@@ -243,8 +243,10 @@ def stop_signals(
         nonlocal began
         if began is None:
             began = math.inf  # a signal that graceful() lets in is part of this stop
-            graceful()
-            began = time.monotonic()  # after graceful(), which may take a while
+            try:
+                graceful()
+            finally:  # after graceful(), which may take a while (or fail: Ctrl-C still works)
+                began = time.monotonic()
         elif signum == signal.SIGINT and time.monotonic() - began >= SIGNALS_TOGETHER:
             now()
 
