@@ -221,7 +221,9 @@ class SlabPool(ClosesOnExit, NotCopyable):
             # takes as 1 byte, too) or is negative
             n = _ffi._size(size)
             check_holdable(n, f"alloc({shown(n)}): a block of {shown(n)} bytes is")
-        if alignment != 64:  # the default is what the core's call takes: True (1) is refused
+        # the default is what the core's call takes; True (1) is refused, and an array (whose
+        # comparison has no one truth) is never compared
+        if type(alignment) is not int or alignment != 64:
             _ffi._size(alignment, "alignment")
         address, usable = _ffi.alloc_sized(self._handle, size, alignment)
         block = Block(self, address, size, usable)

@@ -218,6 +218,9 @@ def test_alloc_refuses_a_bool_or_a_float_as_a_size_as_alloc_async_does() -> None
             with pytest.raises(PoolValueError, match="alignment must be an int, not bool"):
                 slabs.alloc(64, flag)  # type: ignore[arg-type]
         slabs.alloc(64, np.int64(128)).free()  # type: ignore[arg-type]
+        # an array has no one truth: its comparison with the default raised ValueError
+        with pytest.raises(PoolValueError, match="alignment must be an int, not ndarray"):
+            slabs.alloc(64, np.array([64, 64]))  # type: ignore[arg-type]
         assert slabs.stats().in_use_blocks == 0
 
 

@@ -828,10 +828,13 @@ async def _read_body(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"%d" % size})
 
 
-def _trickle(gap: float, count: int, *, expect_100: bool = False) -> tuple[bytes, float, float]:
+def _trickle(
+    gap: float, count: int, *, expect_100: bool = False, body_timeout: float = 0.6
+) -> tuple[bytes, float, float]:
     """A POST of ``count`` body bytes sent one every ``gap`` seconds to a server whose body
-    must be whole within 0.6 s plus a second per 5 bytes (``idle_timeout`` far above every
-    gap): (everything until EOF, seconds from the first body byte to that EOF, timeouts).
+    must be whole within ``body_timeout`` plus a second per 5 bytes (``idle_timeout`` far
+    above every gap): (everything until EOF, seconds from the first body byte to that EOF,
+    timeouts).
     The client stops sending once the server has said something."""
     import asyncio
 
@@ -862,7 +865,7 @@ def _trickle(gap: float, count: int, *, expect_100: bool = False) -> tuple[bytes
     async def main() -> tuple[bytes, float, float]:
         server = AsgiServer(
             late_reader if expect_100 else _read_body, "127.0.0.1", 0, idle_timeout=30,
-            body_timeout=0.6, body_min_rate=5, lifespan="off",
+            body_timeout=body_timeout, body_min_rate=5, lifespan="off",
         )  # fmt: skip
         await server.start()
         reply, waited = await asyncio.to_thread(client, server.address)
@@ -888,10 +891,11 @@ def test_a_body_trickled_below_the_minimum_rate_gets_a_408() -> None:
 @pytest.mark.parametrize("expect_100", [False, True], ids=["plain", "expect-100"])
 def test_a_body_at_the_minimum_rate_is_read_whole(expect_100: bool) -> None:
     """A slow body that keeps up with ``body_min_rate`` (10 bytes a second against 5) is
-    read to its end, 2 s for a ``body_timeout`` of 0.6 s; with ``Expect: 100-continue`` the
-    clock starts when the 100 goes out (a second after the head: the app's first
-    ``receive()``), not with the head."""
-    reply, waited, timeouts = _trickle(0.1, 20, expect_100=expect_100)
+    read to its end, 2 s for a ``body_timeout`` of 1.5 s (the first byte 1.4 s before its
+    deadline: a client stalled on a loaded machine is not taken for a slow one); with
+    ``Expect: 100-continue`` the clock starts when the 100 goes out (a second after the head:
+    the app's first ``receive()``), not with the head."""
+    reply, waited, timeouts = _trickle(0.1, 20, expect_100=expect_100, body_timeout=1.5)
     assert waited > 1.5  # the body took longer than body_timeout, at the rate
     assert reply.startswith(b"HTTP/1.1 200 "), reply
     assert reply.endswith(b"\r\n\r\n20"), reply

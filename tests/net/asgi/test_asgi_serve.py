@@ -281,6 +281,35 @@ def test_a_second_sigint_stops_a_graceful_shutdown_at_once(tmp_path: Path, signu
     assert "signal received again: stopping now" in text
 
 
+def test_a_sigint_and_a_sigterm_that_come_together_are_one_stop(tmp_path: Path) -> None:
+    """One Ctrl-C with --workers reaches a worker as SIGINT (the terminal) and SIGTERM (the
+    supervisor), often both pending when it next runs: Linux runs the SIGTERM handler first,
+    and the SIGINT after it was taken for a second Ctrl-C, which cancelled the requests in
+    flight. Sent back to back here, three times (the order is up to the scheduler): the
+    shutdown stays graceful; a later SIGINT still stops it at once."""
+    (tmp_path / "myservice.py").write_text(STUCK_APP)
+    for _ in range(3):
+        proc, (port,), log = start(tmp_path, "--app-dir", str(tmp_path))
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+                client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                await_line(log, "stuck request started")
+                os.kill(proc.pid, signal.SIGINT)
+                os.kill(proc.pid, signal.SIGTERM)
+                await_line(log, "shutting down")
+                time.sleep(0.5)
+                assert proc.poll() is None, log.read_text()  # still graceful
+                assert "again" not in log.read_text()
+                status, took = timed_stop(proc, signal.SIGINT)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert status == 0, log.read_text()
+        assert took < 5, log.read_text()  # the later SIGINT still stops it at once
+        assert "signal received again: stopping now" in log.read_text()
+
+
 HANGING_STARTUP = """
 import asyncio
 

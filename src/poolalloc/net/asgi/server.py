@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import importlib
 import logging
-import math
 import os
 import socket
 import sys
@@ -55,6 +54,7 @@ from poolalloc.net.http.serve import (  # the same supervisor, stop rule, words 
     explained_bind,
     stop_signals,
 )
+from poolalloc.net.http.server import per_second, seconds
 from poolalloc.net.sockets import LeaseSource
 
 __all__ = [
@@ -269,11 +269,11 @@ class AsgiServer:
     ) -> None:
         if lifespan not in ("auto", "on", "off"):
             raise ValueError(f"lifespan must be auto, on or off, not {lifespan!r}")
-        lifespan_timeout = _seconds("lifespan_timeout", lifespan_timeout)
-        keep_alive_timeout = _seconds("keep_alive_timeout", keep_alive_timeout)
-        idle_timeout = _seconds("idle_timeout", idle_timeout)
-        body_timeout = _seconds("body_timeout", body_timeout)
-        body_min_rate = _rate("body_min_rate", body_min_rate)
+        lifespan_timeout = seconds("lifespan_timeout", lifespan_timeout)
+        keep_alive_timeout = seconds("keep_alive_timeout", keep_alive_timeout)
+        idle_timeout = seconds("idle_timeout", idle_timeout)
+        body_timeout = seconds("body_timeout", body_timeout)
+        body_min_rate = per_second("body_min_rate", body_min_rate)
         self._own_pool = pool is None
         self.pool: LeaseSource = (
             pool if pool is not None else BufferPool(buffer_size, capacity=buffer_capacity)
@@ -475,27 +475,6 @@ async def _cancel_bounded(tasks: list[asyncio.Task[None]]) -> None:
         await _close_ignoring(tasks, "the ASGI request task")
 
 
-def _seconds(name: str, value: object, *, zero: bool = False) -> float:
-    """``value`` as seconds above 0 (or from 0 with ``zero``; inf: no limit), else an error
-    naming ``name``: a NaN timer breaks the order of every timer of the loop (none is below
-    or above NaN), and a timeout below 0 ends what it bounds at once."""
-    above = "0 or above" if zero else "above 0"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds {above}, not {value!r}")
-    if not (value >= 0 if zero else value > 0):
-        raise ValueError(f"{name} must be a number of seconds {above}, not {value!r}")
-    return float(value)
-
-
-def _rate(name: str, value: object) -> float:
-    """``value`` as bytes per second, 0 or above and finite, else an error naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of bytes per second, not {value!r}")
-    if not 0 <= value < math.inf:
-        raise ValueError(f"{name} must be a number of bytes per second, 0 or above, not {value!r}")
-    return float(value)
-
-
 def new_event_loop(loop: str = "auto") -> asyncio.AbstractEventLoop:
     """uvloop's loop for ``auto`` when uvloop is installed (or ``uvloop``), else asyncio's.
 
@@ -600,12 +579,12 @@ def serve(
     """
     if workers < 1:
         raise ValueError("workers must be at least 1")
-    graceful_timeout = _seconds("graceful_timeout", graceful_timeout, zero=True)
+    graceful_timeout = seconds("graceful_timeout", graceful_timeout, zero=True)
     for name in ("lifespan_timeout", "keep_alive_timeout", "idle_timeout", "body_timeout"):
         if name in options:  # here, not only in each worker, which would fail in turn
-            _seconds(name, options[name])
+            seconds(name, options[name])
     if "body_min_rate" in options:
-        _rate("body_min_rate", options["body_min_rate"])
+        per_second("body_min_rate", options["body_min_rate"])
     if isinstance(app, str):
         app = import_app(app, app_dir)
     if workers == 1:

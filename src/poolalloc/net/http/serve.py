@@ -30,7 +30,7 @@ from poolalloc.buffers import BufferPool
 from poolalloc.net.epoll.reactor import Reactor
 from poolalloc.net.epoll.server import TcpServer, listen_socket
 from poolalloc.net.http.parser import Request
-from poolalloc.net.http.server import HttpServer, Response
+from poolalloc.net.http.server import HttpServer, Response, per_second, seconds
 from poolalloc.net.metrics import prometheus_text
 from poolalloc.net.sockets import LeaseSource
 from poolalloc.net.uring.proactor import Proactor, available
@@ -127,17 +127,20 @@ def serve(
         ...
         ValueError: workers must be at least 1
 
-    :raises ValueError: ``workers`` is not positive, or ``graceful_timeout`` is not a
-        number of seconds, 0 or above.
+    :raises ValueError: ``workers`` is not positive, ``graceful_timeout`` is below 0 or NaN, or
+        a body limit is out of its range.
+    :raises TypeError: ``graceful_timeout`` or a body limit is no number.
     :raises OSError: the address cannot be bound.
     """
     if workers < 1:
         raise ValueError("workers must be at least 1")
-    timeout = options.get("graceful_timeout", GRACEFUL_TIMEOUT)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
-        # here, before any worker is forked (each would fail in turn)
-        raise ValueError(f"graceful_timeout must be a number of seconds, 0 or above, "
-                         f"not {timeout!r}")  # fmt: skip
+    # here, before any worker is forked (each would fail in turn)
+    if "graceful_timeout" in options:
+        seconds("graceful_timeout", options["graceful_timeout"], zero=True)
+    if "body_timeout" in options:
+        seconds("body_timeout", options["body_timeout"])
+    if "body_min_rate" in options:
+        per_second("body_min_rate", options["body_min_rate"])
     if workers == 1:
         return _run_worker(host, port, root, reuse_port=False, **options)
     # Bind once here, without SO_REUSEPORT: a busy address is one error from the parent (not one
@@ -208,6 +211,12 @@ def explained_bind(host: str, port: int) -> Iterator[None]:
         raise OSError(errno.EINVAL, f"{host!r}: {exc}") from None
 
 
+#: Seconds after the first stop signal in which a SIGINT is not a second Ctrl-C: with
+#: ``--workers`` one Ctrl-C brings a worker SIGINT (the terminal) and SIGTERM (the supervisor)
+#: together, in either order (see :func:`stop_signals`); a person's second Ctrl-C comes later.
+SIGNALS_TOGETHER = 0.25
+
+
 def stop_signals(
     add_signal_handler: Callable[..., object],
     graceful: Callable[[], object],
@@ -220,17 +229,25 @@ def stop_signals(
     every worker from the terminal and then as the supervisor's SIGTERM, and systemd signals
     the whole group too; neither may cut the answers in flight.
 
+    A SIGINT within :data:`SIGNALS_TOGETHER` seconds of ``graceful()``'s return is part of the
+    first stop: the terminal's SIGINT and the supervisor's SIGTERM are often both pending when
+    a worker next runs, and Linux then runs the handler of the higher signal number first
+    (SIGTERM, then SIGINT), or they reach two threads of the worker in either order.
+
     Example:
         >>> stop_signals(loop.add_signal_handler, begin_shutdown, stop_at_once)  # doctest: +SKIP
     """
-    stopping = False
+    began: float | None = None
 
     def on_signal(signum: int) -> None:
-        nonlocal stopping
-        if not stopping:
-            stopping = True
-            graceful()
-        elif signum == signal.SIGINT:
+        nonlocal began
+        if began is None:
+            began = math.inf  # a signal that graceful() lets in is part of this stop
+            try:
+                graceful()
+            finally:  # after graceful(), which may take a while (or fail: Ctrl-C still works)
+                began = time.monotonic()
+        elif signum == signal.SIGINT and time.monotonic() - began >= SIGNALS_TOGETHER:
             now()
 
     for signum in _STOP_SIGNALS:

@@ -70,6 +70,27 @@ _TEXT = "text/plain; charset=utf-8"
 _DRAIN_POLL = 0.02
 
 
+def seconds(name: str, value: object, *, zero: bool = False) -> float:
+    """``value`` as seconds above 0 (or from 0 with ``zero``; inf: no limit), else an error
+    naming ``name``: a NaN timer breaks the order of every timer of the loop (none is below
+    or above NaN), and a timeout below 0 ends what it bounds at once."""
+    above = "0 or above" if zero else "above 0"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds {above}, not {value!r}")
+    if not (value >= 0 if zero else value > 0):
+        raise ValueError(f"{name} must be a number of seconds {above}, not {value!r}")
+    return float(value)
+
+
+def per_second(name: str, value: object) -> float:
+    """``value`` as bytes per second, 0 or above and finite, else an error naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of bytes per second, not {value!r}")
+    if not 0 <= value < math.inf:
+        raise ValueError(f"{name} must be a number of bytes per second, 0 or above, not {value!r}")
+    return float(value)
+
+
 @dataclass(frozen=True, slots=True)
 class Response:
     """A dynamic response; ``headers`` are extra ``(name, value)`` pairs.
@@ -382,12 +403,8 @@ class HttpServer:
         body_min_rate: float = 500.0,
         **server_options: Any,
     ) -> None:
-        if not body_timeout > 0:
-            raise ValueError(f"body_timeout must be a number of seconds above 0, not "
-                             f"{body_timeout!r}")  # fmt: skip
-        if not 0 <= body_min_rate < math.inf:
-            raise ValueError(f"body_min_rate must be a number of bytes per second, 0 or "
-                             f"above, not {body_min_rate!r}")  # fmt: skip
+        body_timeout = seconds("body_timeout", body_timeout)
+        body_min_rate = per_second("body_min_rate", body_min_rate)
         self.reactor = reactor
         self.root = os.path.realpath(root) if root is not None else None
         if self.root is not None and not os.path.isdir(self.root):
@@ -499,9 +516,9 @@ class HttpServer:
             >>> srv.shutdown(30.0, done=reactor.stop)  # doctest: +SKIP
 
         :raises ValueError: ``timeout`` is NaN or below 0.
+        :raises TypeError: ``timeout`` is no number.
         """
-        if not timeout >= 0:
-            raise ValueError(f"timeout must be a number of seconds, 0 or above, not {timeout!r}")
+        timeout = seconds("timeout", timeout, zero=True)
         if self.draining:
             return
         self.draining = True
