@@ -332,6 +332,8 @@ def test_a_closed_ring_and_its_buffer_rings_raise_ebadf() -> None:
         lambda: bufring.add_many([(address, 0)], 4096),
         bufring.publish,
         lambda: bufring.readd(array.array("H", [0])),
+        lambda: bufring.readd(array.array("H")),  # nothing to stage: closed all the same
+        lambda: bufring.add_many([], 4096),
     ]
     for call in calls:
         with pytest.raises(OSError, match="Bad file descriptor") as caught:

@@ -325,13 +325,15 @@ class Ring:
         ring raises ``OSError(EBADF)`` but :meth:`close`, :meth:`submit` and the counters
         (which say 0)."""
         if self._ring:
-            for bufring in list(self._bufrings):
-                bufring.close()
-            self.csend_raw = _closed_csend  # the CopySender holds the pointer freed below
-            self._cq_mem.release()
-            ring, self._ring = self._ring, ffi.NULL  # the C functions answer EBADF for NULL
-            self.fd = -1
-            lib.pa_uring_destroy(ring)
+            try:
+                for bufring in list(self._bufrings):
+                    bufring.close()
+            finally:  # a buffer ring that failed to unregister still goes with the ring
+                self.csend_raw = _closed_csend  # the CopySender holds the pointer freed below
+                self._cq_mem.release()
+                ring, self._ring = self._ring, ffi.NULL  # the C functions answer EBADF for NULL
+                self.fd = -1
+                lib.pa_uring_destroy(ring)
 
     def new_bufring(self, bgid: int, entries: int, *, incremental: bool = False) -> BufRing:
         """Register a provided-buffer ring of ``entries`` (a power of two) as group ``bgid``;
@@ -396,6 +398,8 @@ class BufRing:
     def add_many(self, entries: list[tuple[int, int]], nbytes: int) -> None:
         """Stage ``(address, bid)`` buffers of ``nbytes`` each and publish them."""
         add, br = self._add, self._br
+        if not br:  # closed: said also when there is nothing to stage
+            check_rc(errno.EBADF, "buffer ring add")
         for address, bid in entries:
             rc = add(br, address, nbytes, bid)
             if rc:
@@ -410,6 +414,8 @@ class BufRing:
 
     def readd(self, bids: Any) -> None:
         """Stage again and publish the blocks last added under ``bids`` (an ``array('H')``)."""
+        if not self._br:
+            check_rc(errno.EBADF, "readd")
         if bids:
             ptr = _from_buffer("uint16_t[]", bids)
             check_rc(lib.pa_uring_bufring_readd(self._br, ptr, len(bids)), "readd")
