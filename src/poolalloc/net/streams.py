@@ -702,12 +702,7 @@ class _PooledStreamProtocol(asyncio.BufferedProtocol):
     def _reader_empty(self) -> None:
         # everything read: an idle connection holds no block (the next read takes a fresh one)
         if self._view is None and self._lease is None:
-            whole, self._whole = self._whole, None
-            self._last = None
-            if self._reader is not None:
-                self._reader._on_empty = None
-            if whole is not None:
-                _drop(whole)
+            self._let_go()
 
     def eof_received(self) -> bool:
         self._drop_lease()
