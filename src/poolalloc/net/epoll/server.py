@@ -197,6 +197,11 @@ class TcpServer:
         """The bound ``(host, port)`` (also once the listener is closed)."""
         return self._address
 
+    @property
+    def listening(self) -> bool:
+        """Neither closed nor stopped accepting (the listener's fd is still open)."""
+        return not (self._closed or self._stopped_accepting)
+
     def _check_startable(self) -> None:
         """Refuse a second start, and a start after close, in the loops' words.
 
@@ -225,7 +230,7 @@ class TcpServer:
     def _on_acceptable(self) -> None:
         accept = self.sock.accept
         for _ in range(self.accept_batch):
-            if self._closed or self._stopped_accepting:
+            if not self.listening:
                 return
             try:
                 lease = self.conn_pool.acquire(timeout=0)
@@ -264,7 +269,7 @@ class TcpServer:
 
     def _continue_accepting(self) -> None:
         self._accept_more = None
-        if self._closed or self._stopped_accepting or self.accept_paused:
+        if not self.listening or self.accept_paused:
             return  # resuming tries accept itself; closing ends it
         if self.reactor.stats["wakeups"] == self._batch_pass:
             # Scheduled from this pass's IO dispatch, so it would run in this same pass: the
@@ -339,7 +344,7 @@ class TcpServer:
         return oldest
 
     def _resume_accepting(self) -> None:
-        if not self.accept_paused or self._closed or self._stopped_accepting:
+        if not self.accept_paused or not self.listening:
             return
         self.accept_paused = False
         self._room_made = False
@@ -468,7 +473,7 @@ class TcpServer:
         """Close the listening socket and serve on (a graceful stop's first step): a client
         that comes now is refused by the kernel, one in the backlog is reset, the connections
         already accepted keep their timeouts. Idempotent; :meth:`close` ends the rest."""
-        if self._closed or self._stopped_accepting:
+        if not self.listening:
             return
         self._stopped_accepting = True
         self.accept_paused = False

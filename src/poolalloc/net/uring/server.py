@@ -172,11 +172,6 @@ class UringTcpServer(TcpServer):
                 self.reactor.report(exc, self)
         self.arm_accept()
 
-    @property
-    def listening(self) -> bool:
-        """Neither closed nor stopped accepting (the listener's fd is still open)."""
-        return not (self._closed or self._stopped_accepting)
-
     def _close_listener(self) -> None:
         if getattr(self, "_listener", None) is not None:
             self._stop_listening()
