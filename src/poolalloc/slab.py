@@ -36,6 +36,9 @@ NUMA_LOCAL: Final[str] = "local"
 
 #: Requests above this are checked against what the machine can hold (check_holdable)
 _CHECKED_FROM = 1 << 30
+#: The alignment the core's call takes as it is: ``alloc`` checks any other object (an
+#: identity test, the one a call with the default pays).
+_DEFAULT_ALIGN: Final = 64
 
 
 def _numa_value(numa_node: int | str | None) -> int:
@@ -197,7 +200,7 @@ class SlabPool(ClosesOnExit, NotCopyable):
 
     # ---- blocks ----
 
-    def alloc(self, size: int, alignment: int = 64) -> Block:
+    def alloc(self, size: int, alignment: int = _DEFAULT_ALIGN) -> Block:
         """A block of at least ``size`` bytes aligned to ``alignment`` (a power of two <= 4096).
 
         :raises PoolValueError: size 0 or negative, alignment not a power of two or too large.
@@ -221,9 +224,8 @@ class SlabPool(ClosesOnExit, NotCopyable):
             # takes as 1 byte, too) or is negative
             n = _ffi._size(size)
             check_holdable(n, f"alloc({shown(n)}): a block of {shown(n)} bytes is")
-        # the default is what the core's call takes; True (1) is refused, and an array (whose
-        # comparison has no one truth) is never compared
-        if type(alignment) is not int or alignment != 64:
+        # True (which the core's call takes as 1) and an array are refused by name
+        if alignment is not _DEFAULT_ALIGN:
             _ffi._size(alignment, "alignment")
         address, usable = _ffi.alloc_sized(self._handle, size, alignment)
         block = Block(self, address, size, usable)
