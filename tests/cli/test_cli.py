@@ -197,3 +197,15 @@ def test_serve_on_an_address_not_here_is_one_line(cli: Cli) -> None:
         "poolalloc: error: 192.0.2.1:0 is not an address of this machine: give one of its "
         "addresses as --host (e.g. 127.0.0.1, 0.0.0.0, ::1 or ::)\n"
     )
+
+
+def test_serve_help_defaults_are_the_servers_own() -> None:
+    """The CLI states the servers' defaults without importing them (``poolalloc --help`` loads
+    no server): the copies must say what the servers do."""
+    from poolalloc.cli import commands
+    from poolalloc.net.http.serve import GRACEFUL_TIMEOUT
+    from poolalloc.net.http.server import BODY_MIN_RATE, BODY_TIMEOUT
+
+    assert commands.HTTP_BODY_TIMEOUT == BODY_TIMEOUT
+    assert commands.HTTP_BODY_MIN_RATE == BODY_MIN_RATE
+    assert commands.GRACEFUL_TIMEOUT == GRACEFUL_TIMEOUT

@@ -180,8 +180,8 @@ class ServerState:
         max_body: int = 1 << 30,
         keep_alive_timeout: float = 5.0,
         idle_timeout: float = 60.0,
-        body_timeout: float = 20.0,
-        body_min_rate: float = 500.0,
+        body_timeout: float,
+        body_min_rate: float,
         pipeline_limit: int = 65536,
     ) -> None:
         self.app = app

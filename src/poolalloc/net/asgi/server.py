@@ -50,11 +50,12 @@ from poolalloc.net.asgi._protocol import (
     ServerState,
 )
 from poolalloc.net.http.serve import (  # the same supervisor, stop rule, words for a bind's error
+    GRACEFUL_TIMEOUT,
     _supervise,
     explained_bind,
     stop_signals,
 )
-from poolalloc.net.http.server import per_second, seconds
+from poolalloc.net.http.server import BODY_MIN_RATE, BODY_TIMEOUT, per_second, seconds
 from poolalloc.net.sockets import LeaseSource
 
 __all__ = [
@@ -260,8 +261,8 @@ class AsgiServer:
         root_path: str = "",
         keep_alive_timeout: float = 5.0,
         idle_timeout: float = 60.0,
-        body_timeout: float = 20.0,
-        body_min_rate: float = 500.0,
+        body_timeout: float = BODY_TIMEOUT,
+        body_min_rate: float = BODY_MIN_RATE,
         max_body: int = 1 << 30,
         backlog: int = 2048,
         sock: socket.socket | None = None,
@@ -560,7 +561,7 @@ def serve(
     workers: int = 1,
     app_dir: str | None = ".",
     loop: str = "auto",
-    graceful_timeout: float = 30.0,
+    graceful_timeout: float = GRACEFUL_TIMEOUT,
     ready: Callable[[tuple[str, int]], None] | None = None,
     **options: Any,
 ) -> int:

@@ -30,7 +30,14 @@ from poolalloc.buffers import BufferPool
 from poolalloc.net.epoll.reactor import Reactor
 from poolalloc.net.epoll.server import TcpServer, listen_socket
 from poolalloc.net.http.parser import Request
-from poolalloc.net.http.server import HttpServer, Response, per_second, seconds
+from poolalloc.net.http.server import (
+    BODY_MIN_RATE,
+    BODY_TIMEOUT,
+    HttpServer,
+    Response,
+    per_second,
+    seconds,
+)
 from poolalloc.net.metrics import prometheus_text
 from poolalloc.net.sockets import LeaseSource
 from poolalloc.net.uring.proactor import Proactor, available
@@ -51,8 +58,8 @@ def build_server(
     max_connections: int | None = None,
     idle_timeout: float = 60.0,
     read_pool: Callable[[int], LeaseSource] | None = None,
-    body_timeout: float = 20.0,
-    body_min_rate: float = 500.0,
+    body_timeout: float = BODY_TIMEOUT,
+    body_min_rate: float = BODY_MIN_RATE,
 ) -> HttpServer:
     """An :class:`HttpServer` with its buffer pool, listening (not yet started).
 

@@ -68,6 +68,10 @@ _NAME_MAX = 255  # bytes in one path component, on every Linux filesystem served
 _TEXT = "text/plain; charset=utf-8"
 #: How often a graceful shutdown looks whether its connections are gone (seconds)
 _DRAIN_POLL = 0.02
+#: A request body's seconds, and the bytes per second that earn it one more (Apache
+#: mod_reqtimeout's body=20,MinRate=500): the defaults of both servers
+BODY_TIMEOUT = 20.0
+BODY_MIN_RATE = 500.0
 
 
 def seconds(name: str, value: object, *, zero: bool = False) -> float:
@@ -399,8 +403,8 @@ class HttpServer:
         max_head: int = 16384,
         max_target: int = 8190,
         header_timeout: float = 10.0,
-        body_timeout: float = 20.0,
-        body_min_rate: float = 500.0,
+        body_timeout: float = BODY_TIMEOUT,
+        body_min_rate: float = BODY_MIN_RATE,
         **server_options: Any,
     ) -> None:
         body_timeout = seconds("body_timeout", body_timeout)
