@@ -205,7 +205,8 @@ def test_send_buffers_to_closed_peer_raises(pair: Any) -> None:
         keep_sending()
 
 
-def test_send_buffers_over_tls_falls_back_to_send(tmp_path: Any) -> None:
+def tls_pair(tmp_path: Any) -> tuple[Any, Any]:
+    """A connected TLS client and server socket over loopback (a self-signed certificate)."""
     ssl = pytest.importorskip("ssl")
     cert, key = _self_signed(tmp_path)
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -219,7 +220,11 @@ def test_send_buffers_over_tls_falls_back_to_send(tmp_path: Any) -> None:
     t.start()
     ca = client_ctx.wrap_socket(a)
     t.join(5)
-    sb = box[0]
+    return ca, box[0]
+
+
+def test_send_buffers_over_tls_falls_back_to_send(tmp_path: Any) -> None:
+    ca, sb = tls_pair(tmp_path)
     assert send_buffers(ca, [b"over ", b"tls"]) == []
     got = bytearray()
     _read_all(sb, got, 8)

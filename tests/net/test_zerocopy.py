@@ -341,22 +341,9 @@ def test_splice_and_fallback_refuse_negative_ranges_as_sendfile(datafile: Any) -
 def test_splice_to_a_tls_socket_sends_through_tls(datafile: Any, tmp_path: Any) -> None:
     """A splice writes to the descriptor under the TLS layer: the file went out as plaintext,
     which broke the TLS stream (and showed the file to anyone on the path)."""
-    ssl = pytest.importorskip("ssl")
-    from test_sockets import _self_signed, tcp_pair
+    from test_sockets import tls_pair
 
-    cert, key = _self_signed(tmp_path)
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(cert, key)
-    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client_ctx.check_hostname = False
-    client_ctx.verify_mode = ssl.CERT_NONE
-    a, b = tcp_pair()
-    box: list[Any] = []
-    t = threading.Thread(target=lambda: box.append(server_ctx.wrap_socket(b, server_side=True)))
-    t.start()
-    ca = client_ctx.wrap_socket(a)
-    t.join(5)
-    sb = box[0]
+    ca, sb = tls_pair(tmp_path)
     sb.settimeout(5)
     reader, got = threaded_recv(sb, 50_000)
     assert splice_file_to_socket(datafile, ca, 10, 50_000) == 50_000
