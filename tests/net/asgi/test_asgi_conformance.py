@@ -902,6 +902,62 @@ def test_a_body_at_the_minimum_rate_is_read_whole(expect_100: bool) -> None:
     assert timeouts == 0
 
 
+def test_a_fast_upload_to_a_slow_app_is_not_timed_out() -> None:
+    """The body's clock stops while reading is paused for the app. A client sends 256 KiB of
+    its body at once and the last KiB 1.8 s later; the app reads the first part, then works
+    for 1.5 s, while the server, holding 64 KiB the app has not taken, reads nothing more. The
+    client made the server wait about 0.3 s of its ``body_timeout`` of 1 s (no rate): it got a
+    408 at 1.5 s, its clock having run on through the pause."""
+    import asyncio
+
+    from poolalloc.net.asgi import AsgiServer
+
+    size = 257 * 1024
+
+    async def slow_reader(scope: Any, receive: Any, send: Any) -> None:
+        first = await receive()
+        await asyncio.sleep(1.5)  # reading stays paused: more than a pipeline_limit waits
+        total = len(first["body"])
+        more = first.get("more_body", False)
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":  # timed out: the 408 went out
+                return
+            total += len(message["body"])
+            more = message.get("more_body", False)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"%d" % total})
+
+    def client(address: tuple[str, int]) -> bytes:
+        with socket.create_connection(address, timeout=10) as sock:
+            sock.sendall(
+                b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                b"Content-Length: %d\r\n\r\n" % size + b"z" * (size - 1024)
+            )
+            if not select.select([sock], [], [], 1.8)[0]:  # not answered early
+                sock.sendall(b"z" * 1024)
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+            return reply
+
+    async def main() -> tuple[bytes, float]:
+        server = AsgiServer(
+            slow_reader, "127.0.0.1", 0, idle_timeout=30, body_timeout=1, body_min_rate=0,
+            lifespan="off",
+        )  # fmt: skip
+        await server.start()
+        reply = await asyncio.to_thread(client, server.address)
+        timeouts = server.metrics()["timeouts_total"]
+        await server.shutdown(1)
+        return reply, timeouts
+
+    reply, timeouts = asyncio.run(main())
+    assert reply.startswith(b"HTTP/1.1 200 "), reply[:200]
+    assert reply.endswith(b"\r\n\r\n%d" % size), reply[-200:]
+    assert timeouts == 0
+
+
 @pytest.mark.parametrize(
     ("options", "error", "says"),
     [

@@ -588,6 +588,10 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
         self._pending = bytearray()  # a partial head, or bytes of the next pipelined request
         self.cycle: _Cycle | None = None
         self._read_paused = False
+        #: when reading was paused, and the request then running (its body's deadline waits
+        #: the pause out)
+        self._paused_at = 0.0
+        self._paused_cycle: _Cycle | None = None
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._next_when_drained = False  # a pipelined request waits for the last response
@@ -990,10 +994,19 @@ class HttpAsgiProtocol(asyncio.BufferedProtocol):
             ):
                 self._read_paused = False
                 self.transport.resume_reading()
+                if cycle is not None and cycle is self._paused_cycle:
+                    # Reading was paused for the app, which had not taken what came: the
+                    # client could send nothing meanwhile, so that time is not the body's. A
+                    # fast upload to a slow app got a 408 once the pause outlasted the slack
+                    # its bytes had earned (with body_min_rate=0, once it outlasted
+                    # body_timeout).
+                    cycle.deadline += self.loop.time() - self._paused_at
+                self._paused_cycle = None
 
     def _pause_reading(self) -> None:
         if not self._read_paused and self.transport is not None:
             self._read_paused = True
+            self._paused_at, self._paused_cycle = self.loop.time(), self.cycle
             self.transport.pause_reading()
 
     def _arm_idle(self) -> None:

@@ -225,8 +225,9 @@ class AsgiServer:
         ``http.disconnect`` and the connection closes.
     :param body_timeout: seconds a request body may take to arrive whole, one more per
         ``body_min_rate`` bytes received (Apache mod_reqtimeout's ``body=20,MinRate=500``, as
-        the HTTP server's): past it, while the app waits for more, the request ends as for
-        ``idle_timeout`` (a body trickled in a byte at a time held its connection for good).
+        the HTTP server's; not counting the time reading is paused for the app): past it,
+        while the app waits for more, the request ends as for ``idle_timeout`` (a body
+        trickled in a byte at a time held its connection for good).
     :param body_min_rate: bytes per second that earn a body a second more (0: the whole body
         within ``body_timeout``).
     :param lifespan_timeout: seconds the app's lifespan startup and shutdown may each take;
