@@ -488,6 +488,52 @@ def test_writer_gives_leases_back(run: Any, buffer_pool: Any) -> None:
     assert out == 0
 
 
+def test_a_refused_write_still_gives_the_leases_back(run: Any, buffer_pool: Any) -> None:
+    """A lease or PooledBytes handed to ``write``/``writelines`` is the writer's even when the
+    transport refuses it (``write()`` after ``write_eof()`` raises ``RuntimeError``): it stayed
+    out of the pool, with nothing saying whose it was. A bad item among them (not bytes-like)
+    is refused before anything is taken: those leases stay the caller's."""
+
+    async def main() -> tuple[list[str], list[bool], bool, int]:
+        refused: list[str] = []
+        given: list[Any] = []
+
+        async def handler(reader: Any, writer: Any) -> None:
+            kept = buffer_pool.acquire()
+            with contextlib.suppress(TypeError):
+                writer.writelines([kept, "text"])
+            given.append(kept.released)  # False: still the caller's
+            kept.release()
+            writer.write(b"ok")
+            writer.write_eof()
+            pieces = PooledBytes([memoryview(b"abc")])
+            for call, items in (
+                (writer.write, buffer_pool.acquire()),
+                (writer.write, pieces),
+                (writer.writelines, [buffer_pool.acquire(), b"x", buffer_pool.acquire()]),
+            ):
+                for item in items if isinstance(items, list) else [items]:
+                    if not isinstance(item, bytes):
+                        given.append(item)
+                try:
+                    call(items)
+                except RuntimeError:
+                    refused.append(call.__name__)
+            await writer.drain()
+            writer.close()
+
+        got = await read_from(handler, buffer_pool)
+        assert got == b"ok"
+        caller_kept, *taken = given
+        return refused, [item.released for item in taken], caller_kept, buffer_pool.outstanding()
+
+    refused, released, caller_kept, out = run(main())
+    assert refused == ["write", "write", "writelines"]
+    assert released == [True, True, True, True]
+    assert caller_kept is False
+    assert out == 0
+
+
 def test_writer_refuses_what_is_not_bytes_like_as_asyncio_does(run: Any, buffer_pool: Any) -> None:
     # a str reached the lease branch and raised AttributeError ('str' has no 'view'); asyncio's
     # writer raises TypeError, and the connection goes on

@@ -850,44 +850,67 @@ class PooledStreamWriter:
                     owned.release()
 
     def write(self, data: Any) -> None:
-        """Queue ``data``: bytes-like, a :class:`PooledBytes`, or a lease (released after)."""
+        """Queue ``data``: bytes-like, a :class:`PooledBytes`, or a lease.
+
+        A lease or :class:`PooledBytes` is the writer's from then on: released once its bytes
+        are queued, and released too if the transport refuses them (``write()`` after
+        ``write_eof()`` raises ``RuntimeError``); only what is not a buffer at all
+        (``TypeError``) stays the caller's.
+        """
         if _is_plain(data):
             self._transport.write(data)
             return
+        view = None
         if isinstance(data, PooledBytes):
             views = data.views
-            if len(views) == 1:
+        else:
+            view = memoryview(data.view)
+        try:
+            if view is not None:
+                self._transport.write(view)
+            elif len(views) == 1:
                 self._transport.write(views[0])
             else:
                 self._transport.writelines(views)
-        else:
-            view = memoryview(data.view)
-            self._transport.write(view)
-            _drop(view)
-        self._give_back(data)
+        finally:
+            # a refused write must not strand the block: the caller, holding a lease the
+            # writer took, had no way to know it was still theirs to release
+            if view is not None:
+                _drop(view)
+            self._give_back(data)
         self._retry_busy()
 
     def writelines(self, data: Iterable[Any]) -> None:
-        """Queue several buffers (any mix of what :meth:`write` takes) in one call."""
+        """Queue several buffers (any mix of what :meth:`write` takes) in one call; leases
+        and :class:`PooledBytes` among them are the writer's, as for :meth:`write`."""
         bufs: list[Any] = []
         owned: list[Any] = []
         made: list[memoryview] = []
-        for item in data:
-            if _is_plain(item):
-                bufs.append(item)
-            elif isinstance(item, PooledBytes):
-                bufs.extend(item.views)
-                owned.append(item)
-            else:
-                view = memoryview(item.view)
-                bufs.append(view)
-                made.append(view)
-                owned.append(item)
-        self._transport.writelines(bufs)
-        for view in made:
-            _drop(view)
-        for item in owned:
-            self._give_back(item)
+        try:
+            for item in data:
+                if _is_plain(item):
+                    if not isinstance(item, bytes | bytearray | memoryview):
+                        memoryview(item).release()  # not bytes-like: TypeError, nothing taken
+                    bufs.append(item)
+                elif isinstance(item, PooledBytes):
+                    bufs.extend(item.views)
+                    owned.append(item)
+                else:
+                    view = memoryview(item.view)
+                    bufs.append(view)
+                    made.append(view)
+                    owned.append(item)
+        except BaseException:
+            for view in made:  # nothing was taken: every item stays the caller's
+                _drop(view)
+            raise
+        try:
+            self._transport.writelines(bufs)
+        finally:
+            for view in made:
+                _drop(view)
+            for item in owned:
+                self._give_back(item)
         self._retry_busy()
 
     def write_eof(self) -> None:
