@@ -191,6 +191,35 @@ def test_send_buffers_blocking_and_sendall(pair: Any) -> None:
         sendall_buffers(a, [b"x"])
 
 
+@pytest.mark.parametrize("call", [send_buffers, sendall_buffers])
+def test_a_send_that_times_out_says_how_much_went(pair: Any, call: Any) -> None:
+    """On a socket with a timeout and a peer that reads nothing, the send ends with a
+    TimeoutError that carries the count of bytes that went out (a bare ``timed out`` lost
+    it: the caller could not tell what to send again). The peer then receives exactly
+    that many, the payload's first bytes."""
+    from poolalloc.net.sockets import SendTimeoutError
+
+    a, b = pair
+    a.settimeout(0.3)
+    payload = bytes(range(256)) * (32 * 1024)  # 8 MiB: far more than the socket buffers
+    pieces = [memoryview(payload)[i : i + 1_000_000] for i in range(0, len(payload), 1_000_000)]
+    with pytest.raises(SendTimeoutError) as caught:
+        call(a, pieces)
+    err = caught.value
+    assert isinstance(err, TimeoutError)
+    assert err.total == len(payload)
+    assert 0 < err.sent < len(payload)
+    assert str(err) == f"timed out with {len(payload) - err.sent} of {len(payload)} bytes unsent"
+    b.settimeout(2)
+    got = bytearray()
+    while len(got) < err.sent:
+        got += b.recv(1 << 20)
+    b.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        b.recv(1)  # nothing beyond what it said went out
+    assert got == payload[: err.sent]
+
+
 def test_send_buffers_to_closed_peer_raises(pair: Any) -> None:
     a, b = pair
     b.close()

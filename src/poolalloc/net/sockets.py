@@ -28,6 +28,7 @@ __all__ = [
     "BufferLike",
     "LeaseLike",
     "LeaseSource",
+    "SendTimeoutError",
     "recv_into",
     "recvmsg_into",
     "send_buffers",
@@ -226,6 +227,26 @@ def recvmsg_into(
     return filled or None
 
 
+class SendTimeoutError(TimeoutError):
+    """A send on a socket with a timeout ran out of time part way: ``sent`` of the buffers'
+    ``total`` bytes went out, the rest did not (``socket.sendall`` cannot say how much did).
+
+    Example:
+        >>> err = SendTimeoutError(3, 10)
+        >>> err.sent, err.total, str(err)
+        (3, 10, 'timed out with 7 of 10 bytes unsent')
+    """
+
+    def __init__(self, sent: int, total: int) -> None:
+        super().__init__(f"timed out with {total - sent} of {total} bytes unsent")
+        self.sent, self.total = sent, total
+
+
+def _timed_out(before: list[memoryview], left: list[memoryview]) -> SendTimeoutError:
+    total = sum(len(v) for v in before)
+    return SendTimeoutError(total - sum(len(v) for v in left), total)
+
+
 def send_buffers(sock: socket.socket, buffers: Sequence[BufferLike]) -> list[memoryview]:
     """Gather-write ``buffers`` with ``sendmsg`` until done or the socket would block.
 
@@ -242,9 +263,11 @@ def send_buffers(sock: socket.socket, buffers: Sequence[BufferLike]) -> list[mem
         b'GET / HTTP/1.1\\r\\n'
         >>> a.close(); b.close()
 
+    :raises SendTimeoutError: the socket's timeout passed with bytes still unsent (how many
+        went out is on the error).
     :raises OSError: the socket failed (``BrokenPipeError``, ``ConnectionResetError``...).
     """
-    views = _views(buffers)
+    views = first = _views(buffers)
     if isinstance(sock, ssl.SSLSocket):
         return _send_one_by_one(sock, views)
     while views:
@@ -252,6 +275,8 @@ def send_buffers(sock: socket.socket, buffers: Sequence[BufferLike]) -> list[mem
             sent = sock.sendmsg(views[:IOV_MAX])
         except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError):
             return views
+        except TimeoutError:  # the count of what went out would be lost with a bare one
+            raise _timed_out(first, views) from None
         views = _advance(views, sent)
     return views
 
@@ -267,15 +292,16 @@ def sendall_buffers(sock: socket.socket, buffers: Sequence[BufferLike]) -> int:
         >>> a.close(); b.close()
 
     :raises ValueError: the socket is non-blocking (it would have to spin).
+    :raises SendTimeoutError: the socket's timeout passed with bytes still unsent.
     :raises OSError: the socket failed.
     """
     if sock.gettimeout() == 0.0:
         raise ValueError("sendall_buffers needs a blocking socket")
-    total = sum(len(v) for v in _views(buffers))
-    left = send_buffers(sock, buffers)
-    if left:  # a send timeout expired mid-way
-        raise TimeoutError(f"{sum(len(v) for v in left)} of {total} bytes unsent")
-    return total
+    views = _views(buffers)
+    left = send_buffers(sock, views)
+    if left:  # only where a send would block, which a blocking socket's does not: never short
+        raise _timed_out(views, left)
+    return sum(len(v) for v in views)
 
 
 def _views(buffers: Sequence[BufferLike]) -> list[memoryview]:
@@ -301,11 +327,14 @@ def _views(buffers: Sequence[BufferLike]) -> list[memoryview]:
 
 
 def _send_one_by_one(sock: socket.socket, views: list[memoryview]) -> list[memoryview]:
+    first = views
     while views:
         try:
             sent = sock.send(views[0])
         except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError):
             return views
+        except TimeoutError:
+            raise _timed_out(first, views) from None
         views = _advance(views, sent)
     return views
 
