@@ -99,6 +99,18 @@ def test_connections_without_uvloop_say_not_installed(monkeypatch: pytest.Monkey
     assert "not measured (uvloop Protocol did not run)" in text
 
 
+def test_a_goal_between_servers_not_asked_for_is_left_out() -> None:
+    """`poolalloc demo` runs the connections workload without its io_uring server and said
+    "goal: io_uring memory per connection <= the epoll Reactor's: not measured (pooled io_uring
+    did not run)": a goal nobody asked about, read as a failure to run."""
+    (doc,) = _conns.run(
+        quick=True, connections=20, seconds=0.5, servers=["pooled", "asyncio Protocol"]
+    )
+    check_doc(doc)
+    assert doc["goals"] == []
+    assert "goal:" not in workloads.render(doc)
+
+
 def test_ratios_and_goals_follow_the_samples() -> None:
     a, b = _common.Variant("pooled"), _common.Variant("base")
     for x, y in ((1.0, 4.0), (3.0, 8.0), (2.0, 6.0)):
