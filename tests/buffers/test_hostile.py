@@ -20,6 +20,7 @@ from poolalloc import (
     BufferPool,
     DoubleReleaseError,
     ForeignBufferError,
+    LeaseReleasedError,
     ObjectPool,
     PoolExhausted,
     PoolValueError,
@@ -464,3 +465,33 @@ def test_lease_invariants_hold_after_garbage_collected_leases() -> None:
                 assert s.outstanding == s.live + s.parked
             kept.release()
         assert (pool.stats().gc_returns, alloc.stats().gc_returns) == (1, 1)
+
+
+# ---- Python code run in the middle of a lease's own method ----
+
+
+@pytest.mark.parametrize("where", ["read key", "write key", "write value"])
+def test_an_index_that_releases_the_lease_is_refused_not_followed(where: str) -> None:
+    # The key's (or the value's) __index__ runs after the lease was found live; it released the
+    # lease, whose block went back: the byte access then read or wrote a block that was gone.
+    with BufferPool(64) as pool:
+        buf = pool.acquire()
+
+        class Releasing:
+            def __index__(self) -> int:
+                buf.release()
+                return 0
+
+        def touch() -> None:
+            if where == "read key":
+                buf[Releasing()]  # type: ignore[index]
+            elif where == "write key":
+                buf[Releasing()] = 1  # type: ignore[index]
+            else:
+                buf[0] = Releasing()  # type: ignore[assignment]
+
+        with pytest.raises(LeaseReleasedError):
+            touch()
+        s = pool.stats()
+        assert (s.live, s.outstanding, s.acquires, s.releases) == (0, 0, 1, 1)
+
