@@ -476,9 +476,13 @@ class BufferPool(_LeasingPool):
             timeout=timeout, decay_ms=decay_ms,
         )  # fmt: skip
         self.size = size
-        # the C method itself: no Python frame on the fast path; it calls the slow path at capacity
-        self.acquire = self._leases.acquire  # type: ignore[method-assign]
-        self.try_acquire = self._leases.try_acquire  # type: ignore[method-assign]
+        # the C method itself: no Python frame on the fast path; it calls the slow path at capacity.
+        # Not over a subclass's override, which the instance attribute would hide.
+        cls = type(self)
+        if cls.acquire is BufferPool.acquire:
+            self.acquire = self._leases.acquire  # type: ignore[method-assign]
+        if cls.try_acquire is BufferPool.try_acquire:
+            self.try_acquire = self._leases.try_acquire  # type: ignore[method-assign]
 
     def acquire(self, timeout: float | None = None) -> Buffer:
         """Lease one buffer; at capacity wait up to ``timeout`` seconds (None: the pool's
@@ -618,7 +622,8 @@ class Allocator(_LeasingPool):
             name=name, debug=debug, strict=strict, leak_level=leaks, timeout=timeout,
             decay_ms=decay_ms,
         )  # fmt: skip
-        self.alloc = self._leases.alloc  # type: ignore[method-assign]
+        if type(self).alloc is Allocator.alloc:  # a subclass's override stays in force
+            self.alloc = self._leases.alloc  # type: ignore[method-assign]
 
     def alloc(self, nbytes: int, alignment: int = 64, *, timeout: float | None = None) -> Buffer:
         """Lease ``nbytes`` bytes aligned to ``alignment``; at capacity wait like ``acquire``.

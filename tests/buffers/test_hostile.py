@@ -17,6 +17,7 @@ import pytest
 
 from poolalloc import (
     Allocator,
+    Buffer,
     BufferPool,
     DoubleReleaseError,
     ForeignBufferError,
@@ -495,3 +496,35 @@ def test_an_index_that_releases_the_lease_is_refused_not_followed(where: str) ->
         s = pool.stats()
         assert (s.live, s.outstanding, s.acquires, s.releases) == (0, 0, 1, 1)
 
+
+# ---- subclasses ----
+
+
+def test_a_subclass_override_of_acquire_or_alloc_is_called() -> None:
+    # The pools put the C methods on each instance for speed; that hid a subclass's override.
+    calls: list[str] = []
+
+    class Counted(BufferPool):
+        def acquire(self, timeout: float | None = None) -> Buffer:
+            calls.append("acquire")
+            return super().acquire(timeout)
+
+        def try_acquire(self) -> Buffer | None:
+            calls.append("try_acquire")
+            return super().try_acquire()
+
+    class CountedAlloc(Allocator):
+        def alloc(
+            self, nbytes: int, alignment: int = 64, *, timeout: float | None = None
+        ) -> Buffer:
+            calls.append("alloc")
+            return super().alloc(nbytes, alignment, timeout=timeout)
+
+    with Counted(64, capacity=2) as pool, CountedAlloc() as alloc:
+        for lease in (pool.acquire(), pool.try_acquire(), alloc.alloc(100)):
+            assert lease is not None
+            lease.release()
+    assert calls == ["acquire", "try_acquire", "alloc"]
+    with BufferPool(64) as plain, Allocator() as plain_alloc:  # the fast path stays for the rest
+        assert plain.acquire == plain._leases.acquire
+        assert plain_alloc.alloc == plain_alloc._leases.alloc
