@@ -87,9 +87,14 @@ class Block(NotCopyable):
         return self._freed
 
     def _span(self, offset: int, n: int) -> int:
+        # a float offset became a float address, which the copy truncated. Converted before the
+        # check below: an __index__ is Python code, which may free the block. Plain ints in
+        # range (the common call) need no call.
+        if type(offset) is not int or type(n) is not int or offset < 0 or n < 0:
+            offset, n = _ffi._size(offset, "offset"), _ffi._size(n, "n")
         if self._freed:
             raise DoubleReleaseError("block already freed", errno.EALREADY)
-        if offset < 0 or n < 0 or offset + n > self.nbytes:
+        if offset + n > self.nbytes:
             raise PoolValueError(
                 f"range [{offset}, {offset + n}) outside the block's {self.nbytes} bytes",
                 errno.EINVAL,
@@ -99,15 +104,18 @@ class Block(NotCopyable):
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         """Copy ``data`` into the block at ``offset``.
 
-        :raises PoolValueError: the range leaves the requested size.
+        :raises PoolValueError: the range leaves the requested size, or ``offset`` is no int.
         :raises DoubleReleaseError: the block was freed.
         """
-        _ffi.write(self._span(offset, len(memoryview(data).cast("B"))), data)
+        # one export of `data`, measured and copied: a second export may be longer than the first
+        with memoryview(data) as view, view.cast("B") as flat:
+            _ffi.write(self._span(offset, flat.nbytes), flat)
 
     def read(self, offset: int, n: int) -> bytes:
         """Copy ``n`` bytes out of the block from ``offset``.
 
-        :raises PoolValueError: the range leaves the requested size.
+        :raises PoolValueError: the range leaves the requested size, or ``offset`` or ``n`` is
+            no int.
         :raises DoubleReleaseError: the block was freed.
         """
         return _ffi.read(self._span(offset, n), n)
