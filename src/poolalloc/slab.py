@@ -23,7 +23,7 @@ from typing import Final
 
 from poolalloc import _ffi, numa, settings
 from poolalloc._closing import ClosesOnExit
-from poolalloc._ints import shown
+from poolalloc._ints import integer, shown
 from poolalloc._memory import check_holdable
 from poolalloc._not_copyable import NotCopyable
 from poolalloc.errors import DoubleReleaseError, PoolValueError
@@ -45,12 +45,22 @@ def _numa_value(numa_node: int | str | None) -> int:
     return numa.resolve_node(numa_node)  # checks the node against the topology first
 
 
+_DEBUG_FLAGS: Final = _ffi.DEBUG_POISON | _ffi.DEBUG_CANARY | _ffi.DEBUG_UNPOOLED
+
+
 def _debug_value(debug: bool | int) -> int:
     if debug is True:
         return _ffi.DEBUG_POISON | _ffi.DEBUG_CANARY
     if debug is False:
         return 0
-    return int(debug)
+    flags = integer(debug, "debug")
+    if flags < 0 or flags & ~_DEBUG_FLAGS:
+        raise PoolValueError(
+            f"debug must be True, False or PA_DEBUG_* flags (at most {_DEBUG_FLAGS}),"
+            f" not {shown(flags)}",
+            errno.EINVAL,
+        )
+    return flags
 
 
 class Block(NotCopyable):

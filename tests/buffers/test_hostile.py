@@ -77,6 +77,8 @@ def test_lease_layer_state_is_read_only() -> None:
         (lambda: BufferPool(64, alignment=64.0), TypeError, "alignment must be an int"),  # type: ignore[arg-type]
         (lambda: BufferPool(64, timeout="1"), TypeError, "timeout must be a number"),  # type: ignore[arg-type]
         (lambda: BufferPool(64, timeout=-1), PoolValueError, "timeout must be >= 0"),
+        (lambda: BufferPool(64, leaks=2), TypeError, "level must be one of .*, not int"),  # type: ignore[arg-type]
+        (lambda: Allocator(leaks=b"all"), TypeError, "level must be one of .*, not bytes"),  # type: ignore[arg-type]
     ],
 )
 def test_bad_constructor_arguments_name_the_argument(make: Any, exc: type, pattern: str) -> None:

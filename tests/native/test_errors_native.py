@@ -283,3 +283,11 @@ def test_block_write_copies_the_bytes_it_measured(pool: SlabPool) -> None:
     block.free()
     neighbour.free()
 
+
+@pytest.mark.parametrize(
+    ("debug", "exc"),
+    [("x", TypeError), (1.0, TypeError), (-1, PoolValueError), (8, PoolValueError)],
+)
+def test_debug_flags_are_checked_by_name(debug: object, exc: type[Exception]) -> None:
+    with pytest.raises(exc, match="debug must be"):
+        SlabPool(debug=debug)  # type: ignore[arg-type]
