@@ -339,6 +339,9 @@ class _LeasingPool(NotCopyable):
     def trim(self) -> int:
         """Give the ready blocks back to the core and free memory to the OS; returns bytes.
 
+        What other live threads' caches in the core hold stays mapped until :meth:`decay`,
+        :meth:`close` or their exit (see :meth:`SlabPool.trim`).
+
         Example:
             >>> with BufferPool(4096) as pool:
             ...     pool.release_many(pool.acquire_many(10))

@@ -256,7 +256,12 @@ class SlabPool(ClosesOnExit, NotCopyable):
     # ---- the pool ----
 
     def trim(self) -> int:
-        """Give empty slabs and retained chunks back to the OS; returns the bytes released."""
+        """Give empty slabs and retained chunks back to the OS; returns the bytes released.
+
+        Blocks that other live threads keep cached for this pool keep their slabs mapped: those
+        go back at :meth:`decay` (once idle for the decay time), :meth:`close`, or the thread's
+        exit. Only the calling thread's cache is emptied here.
+        """
         return _ffi.pool_trim(self._handle)
 
     def decay(self, max_age_ms: int = 0) -> int:
