@@ -26,7 +26,7 @@ from poolalloc._closing import ClosesOnExit
 from poolalloc._ints import integer, shown
 from poolalloc._memory import check_holdable
 from poolalloc._not_copyable import NotCopyable
-from poolalloc.errors import DoubleReleaseError, PoolValueError
+from poolalloc.errors import DoubleReleaseError, NumaError, PoolValueError
 from poolalloc.stats import ClassStats, PoolStats
 
 #: Every SlabPool alive in this process (tests use it to check that nothing is outstanding).
@@ -289,7 +289,11 @@ class SlabPool(ClosesOnExit, NotCopyable):
         """The counters of one NUMA node's chunks (see ``pa_pool_node_stats``).
 
         :raises NumaError: the pool has no chunks set for that node.
+        :raises TypeError: ``node`` is no int (True is no node).
         """
+        node = integer(node, "node")
+        if not 0 <= node < 1 << 31:  # past the C int: no node, not cffi's OverflowError
+            raise NumaError(f"node_stats({shown(node)}): no such NUMA node", errno.ENODEV)
         return PoolStats.from_mapping(_ffi.pool_node_stats(self._handle, node))
 
     def class_stats(self) -> list[ClassStats]:
