@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+from forking import in_child
 from objpool_helpers import TEST_SECONDS, Factory, Thing
 
 from poolalloc import ObjectPool, PoolExhausted
@@ -247,35 +248,6 @@ def test_close_wakes_waiting_threads_with_pool_closed(make_pool: MakePool) -> No
     assert pool.stats().alive == 0
 
 
-def _in_child(body: Callable[[], None], limit: float = 20.0) -> int:
-    """Fork, run ``body`` in the child and return its exit code (2: it raised; -9: it hung)."""
-    import os
-    import sys
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads running
-        pid = os.fork()
-    if pid == 0:
-        code = 2
-        try:
-            body()
-            code = 0
-        except BaseException as exc:
-            sys.stderr.write(f"child: {exc!r}\n")
-        finally:
-            os._exit(code)
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.01)
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-    return -9
-
-
 @pytest.mark.parametrize("granted", [False, True], ids=["queued", "granted"])
 def test_a_forked_child_gets_the_objects_of_waiters_that_did_not_follow_it(
     make_pool: MakePool, granted: bool
@@ -308,7 +280,7 @@ def test_a_forked_child_gets_the_objects_of_waiters_that_did_not_follow_it(
     try:
         if granted:
             held.release()
-        code = _in_child(child)
+        code = in_child(child)
     finally:
         sys.setswitchinterval(switch)
         if not granted:
@@ -338,8 +310,8 @@ def test_a_forked_child_does_not_inherit_a_pool_lock_held_by_another_thread(
             pass
 
     try:
-        code = _in_child(child, limit=5)
+        code = in_child(child, limit=5)
     finally:
         done.set()
         t.join(10)
-    assert code == 0, "the child hung on the lock (-9) or failed (2)"
+    assert code == 0, "the child hung on the lock (HUNG) or failed (RAISED)"
