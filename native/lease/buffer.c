@@ -285,7 +285,8 @@ static PyObject *buffer_subscript(BufferObject *b, PyObject *key) {
   if (check_live(b) < 0) return NULL;
   if (PyIndex_Check(key)) {
     Py_ssize_t i;
-    if (index_of(b, key, &i) < 0) return NULL;
+    // a key's __index__ is Python code, which may have released this lease: look again
+    if (index_of(b, key, &i) < 0 || check_live(b) < 0) return NULL;
     return PyLong_FromLong(((unsigned char *)b->ptr)[i]);
   }
   PyObject *mv = PyMemoryView_FromObject((PyObject *)b);
@@ -310,6 +311,8 @@ static int buffer_ass_subscript(BufferObject *b, PyObject *key, PyObject *value)
       PyErr_SetString(PyExc_ValueError, "byte must be in range(0, 256)");
       return -1;
     }
+    // the key's or the value's __index__ may have released this lease (Python code ran)
+    if (check_live(b) < 0) return -1;
     ((unsigned char *)b->ptr)[i] = (unsigned char)v;
     return 0;
   }

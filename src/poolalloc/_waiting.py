@@ -33,9 +33,11 @@ import contextlib
 import errno
 import functools
 import math
+import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 from poolalloc._lease import Buffer, LeasePool
@@ -149,6 +151,7 @@ class Waiters:
     def __init__(self, default_timeout: float = DEFAULT_TIMEOUT) -> None:
         self.queue: list[Wake] = []
         self.default_timeout = default_timeout
+        _ALL.add(self)
 
     def notify(self) -> None:
         """Wake every waiting thread and task (a block came back); each one retries."""
@@ -235,6 +238,20 @@ class Waiters:
         finally:
             if wake is not None:
                 _discard(queue, wake)
+
+
+#: Every Waiters alive, for the fork handler.
+_ALL: weakref.WeakSet[Waiters] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # The entries of threads that did not follow into the child would stay queued (and counted
+    # in `waiters`) until a release popped them; a waiter of this thread's loop just retries.
+    for waiters in list(_ALL):
+        waiters.notify()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def check_timeout(timeout: object, what: str = "timeout") -> float | None:

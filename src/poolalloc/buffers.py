@@ -339,6 +339,9 @@ class _LeasingPool(NotCopyable):
     def trim(self) -> int:
         """Give the ready blocks back to the core and free memory to the OS; returns bytes.
 
+        What other live threads' caches in the core hold stays mapped until :meth:`decay`,
+        :meth:`close` or their exit (see :meth:`SlabPool.trim`).
+
         Example:
             >>> with BufferPool(4096) as pool:
             ...     pool.release_many(pool.acquire_many(10))
@@ -476,9 +479,13 @@ class BufferPool(_LeasingPool):
             timeout=timeout, decay_ms=decay_ms,
         )  # fmt: skip
         self.size = size
-        # the C method itself: no Python frame on the fast path; it calls the slow path at capacity
-        self.acquire = self._leases.acquire  # type: ignore[method-assign]
-        self.try_acquire = self._leases.try_acquire  # type: ignore[method-assign]
+        # the C method itself: no Python frame on the fast path; it calls the slow path at capacity.
+        # Not over a subclass's override, which the instance attribute would hide.
+        cls = type(self)
+        if cls.acquire is BufferPool.acquire:
+            self.acquire = self._leases.acquire  # type: ignore[method-assign]
+        if cls.try_acquire is BufferPool.try_acquire:
+            self.try_acquire = self._leases.try_acquire  # type: ignore[method-assign]
 
     def acquire(self, timeout: float | None = None) -> Buffer:
         """Lease one buffer; at capacity wait up to ``timeout`` seconds (None: the pool's
@@ -618,7 +625,8 @@ class Allocator(_LeasingPool):
             name=name, debug=debug, strict=strict, leak_level=leaks, timeout=timeout,
             decay_ms=decay_ms,
         )  # fmt: skip
-        self.alloc = self._leases.alloc  # type: ignore[method-assign]
+        if type(self).alloc is Allocator.alloc:  # a subclass's override stays in force
+            self.alloc = self._leases.alloc  # type: ignore[method-assign]
 
     def alloc(self, nbytes: int, alignment: int = 64, *, timeout: float | None = None) -> Buffer:
         """Lease ``nbytes`` bytes aligned to ``alignment``; at capacity wait like ``acquire``.

@@ -76,6 +76,8 @@ class TrackedPool(Protocol):
 
 
 def _parse(value: str, source: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{source} must be one of {', '.join(LEVELS)}, not {type(value).__name__}")
     value = value.strip().lower()
     if value not in LEVELS:
         raise ValueError(f"{source} must be one of {', '.join(LEVELS)}, not {value!r}")
@@ -100,6 +102,7 @@ def set_level(value: str | None) -> None:
     """Set the level for pools created from now on; ``None`` goes back to the environment.
 
     :raises ValueError: when ``value`` names no level.
+    :raises TypeError: when ``value`` is no str (or None).
 
     Example:
         >>> set_level("sampled"); level()

@@ -23,10 +23,10 @@ from typing import Final
 
 from poolalloc import _ffi, numa, settings
 from poolalloc._closing import ClosesOnExit
-from poolalloc._ints import shown
+from poolalloc._ints import integer, shown
 from poolalloc._memory import check_holdable
 from poolalloc._not_copyable import NotCopyable
-from poolalloc.errors import DoubleReleaseError, PoolValueError
+from poolalloc.errors import DoubleReleaseError, NumaError, PoolValueError
 from poolalloc.stats import ClassStats, PoolStats
 
 #: Every SlabPool alive in this process (tests use it to check that nothing is outstanding).
@@ -45,12 +45,22 @@ def _numa_value(numa_node: int | str | None) -> int:
     return numa.resolve_node(numa_node)  # checks the node against the topology first
 
 
+_DEBUG_FLAGS: Final = _ffi.DEBUG_POISON | _ffi.DEBUG_CANARY | _ffi.DEBUG_UNPOOLED
+
+
 def _debug_value(debug: bool | int) -> int:
     if debug is True:
         return _ffi.DEBUG_POISON | _ffi.DEBUG_CANARY
     if debug is False:
         return 0
-    return int(debug)
+    flags = integer(debug, "debug")
+    if flags < 0 or flags & ~_DEBUG_FLAGS:
+        raise PoolValueError(
+            f"debug must be True, False or PA_DEBUG_* flags (at most {_DEBUG_FLAGS}),"
+            f" not {shown(flags)}",
+            errno.EINVAL,
+        )
+    return flags
 
 
 class Block(NotCopyable):
@@ -87,9 +97,14 @@ class Block(NotCopyable):
         return self._freed
 
     def _span(self, offset: int, n: int) -> int:
+        # a float offset became a float address, which the copy truncated. Converted before the
+        # check below: an __index__ is Python code, which may free the block. Plain ints in
+        # range (the common call) need no call.
+        if type(offset) is not int or type(n) is not int or offset < 0 or n < 0:
+            offset, n = _ffi._size(offset, "offset"), _ffi._size(n, "n")
         if self._freed:
             raise DoubleReleaseError("block already freed", errno.EALREADY)
-        if offset < 0 or n < 0 or offset + n > self.nbytes:
+        if offset + n > self.nbytes:
             raise PoolValueError(
                 f"range [{offset}, {offset + n}) outside the block's {self.nbytes} bytes",
                 errno.EINVAL,
@@ -99,15 +114,18 @@ class Block(NotCopyable):
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         """Copy ``data`` into the block at ``offset``.
 
-        :raises PoolValueError: the range leaves the requested size.
+        :raises PoolValueError: the range leaves the requested size, or ``offset`` is no int.
         :raises DoubleReleaseError: the block was freed.
         """
-        _ffi.write(self._span(offset, len(memoryview(data).cast("B"))), data)
+        # one export of `data`, measured and copied: a second export may be longer than the first
+        with memoryview(data) as view, view.cast("B") as flat:
+            _ffi.write(self._span(offset, flat.nbytes), flat)
 
     def read(self, offset: int, n: int) -> bytes:
         """Copy ``n`` bytes out of the block from ``offset``.
 
-        :raises PoolValueError: the range leaves the requested size.
+        :raises PoolValueError: the range leaves the requested size, or ``offset`` or ``n`` is
+            no int.
         :raises DoubleReleaseError: the block was freed.
         """
         return _ffi.read(self._span(offset, n), n)
@@ -238,7 +256,12 @@ class SlabPool(ClosesOnExit, NotCopyable):
     # ---- the pool ----
 
     def trim(self) -> int:
-        """Give empty slabs and retained chunks back to the OS; returns the bytes released."""
+        """Give empty slabs and retained chunks back to the OS; returns the bytes released.
+
+        Blocks that other live threads keep cached for this pool keep their slabs mapped: those
+        go back at :meth:`decay` (once idle for the decay time), :meth:`close`, or the thread's
+        exit. Only the calling thread's cache is emptied here.
+        """
         return _ffi.pool_trim(self._handle)
 
     def decay(self, max_age_ms: int = 0) -> int:
@@ -266,7 +289,11 @@ class SlabPool(ClosesOnExit, NotCopyable):
         """The counters of one NUMA node's chunks (see ``pa_pool_node_stats``).
 
         :raises NumaError: the pool has no chunks set for that node.
+        :raises TypeError: ``node`` is no int (True is no node).
         """
+        node = integer(node, "node")
+        if not 0 <= node < 1 << 31:  # past the C int: no node, not cffi's OverflowError
+            raise NumaError(f"node_stats({shown(node)}): no such NUMA node", errno.ENODEV)
         return PoolStats.from_mapping(_ffi.pool_node_stats(self._handle, node))
 
     def class_stats(self) -> list[ClassStats]:

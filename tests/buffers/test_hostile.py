@@ -17,9 +17,11 @@ import pytest
 
 from poolalloc import (
     Allocator,
+    Buffer,
     BufferPool,
     DoubleReleaseError,
     ForeignBufferError,
+    LeaseReleasedError,
     ObjectPool,
     PoolExhausted,
     PoolValueError,
@@ -75,6 +77,8 @@ def test_lease_layer_state_is_read_only() -> None:
         (lambda: BufferPool(64, alignment=64.0), TypeError, "alignment must be an int"),  # type: ignore[arg-type]
         (lambda: BufferPool(64, timeout="1"), TypeError, "timeout must be a number"),  # type: ignore[arg-type]
         (lambda: BufferPool(64, timeout=-1), PoolValueError, "timeout must be >= 0"),
+        (lambda: BufferPool(64, leaks=2), TypeError, "level must be one of .*, not int"),  # type: ignore[arg-type]
+        (lambda: Allocator(leaks=b"all"), TypeError, "level must be one of .*, not bytes"),  # type: ignore[arg-type]
     ],
 )
 def test_bad_constructor_arguments_name_the_argument(make: Any, exc: type, pattern: str) -> None:
@@ -464,3 +468,65 @@ def test_lease_invariants_hold_after_garbage_collected_leases() -> None:
                 assert s.outstanding == s.live + s.parked
             kept.release()
         assert (pool.stats().gc_returns, alloc.stats().gc_returns) == (1, 1)
+
+
+# ---- Python code run in the middle of a lease's own method ----
+
+
+@pytest.mark.parametrize("where", ["read key", "write key", "write value"])
+def test_an_index_that_releases_the_lease_is_refused_not_followed(where: str) -> None:
+    # The key's (or the value's) __index__ runs after the lease was found live; it released the
+    # lease, whose block went back: the byte access then read or wrote a block that was gone.
+    with BufferPool(64) as pool:
+        buf = pool.acquire()
+
+        class Releasing:
+            def __index__(self) -> int:
+                buf.release()
+                return 0
+
+        def touch() -> None:
+            if where == "read key":
+                buf[Releasing()]  # type: ignore[index]
+            elif where == "write key":
+                buf[Releasing()] = 1  # type: ignore[index]
+            else:
+                buf[0] = Releasing()  # type: ignore[assignment]
+
+        with pytest.raises(LeaseReleasedError):
+            touch()
+        s = pool.stats()
+        assert (s.live, s.outstanding, s.acquires, s.releases) == (0, 0, 1, 1)
+
+
+# ---- subclasses ----
+
+
+def test_a_subclass_override_of_acquire_or_alloc_is_called() -> None:
+    # The pools put the C methods on each instance for speed; that hid a subclass's override.
+    calls: list[str] = []
+
+    class Counted(BufferPool):
+        def acquire(self, timeout: float | None = None) -> Buffer:
+            calls.append("acquire")
+            return super().acquire(timeout)
+
+        def try_acquire(self) -> Buffer | None:
+            calls.append("try_acquire")
+            return super().try_acquire()
+
+    class CountedAlloc(Allocator):
+        def alloc(
+            self, nbytes: int, alignment: int = 64, *, timeout: float | None = None
+        ) -> Buffer:
+            calls.append("alloc")
+            return super().alloc(nbytes, alignment, timeout=timeout)
+
+    with Counted(64, capacity=2) as pool, CountedAlloc() as alloc:
+        for lease in (pool.acquire(), pool.try_acquire(), alloc.alloc(100)):
+            assert lease is not None
+            lease.release()
+    assert calls == ["acquire", "try_acquire", "alloc"]
+    with BufferPool(64) as plain, Allocator() as plain_alloc:  # the fast path stays for the rest
+        assert plain.acquire == plain._leases.acquire
+        assert plain_alloc.alloc == plain_alloc._leases.alloc

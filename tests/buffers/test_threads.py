@@ -8,8 +8,9 @@ import threading
 import time
 
 import budget
+from forking import in_child
 
-from poolalloc import BufferPool
+from poolalloc import Allocator, BufferPool
 
 SECONDS = budget.seconds(0.5)
 THREADS = int(os.environ.get("PA_TEST_THREADS", "4"))
@@ -68,3 +69,35 @@ def test_release_on_another_thread_than_the_acquirer() -> None:
         s = pool.stats()
         assert s.acquires == s.releases == count
         assert s.outstanding == 0
+
+
+def test_a_forked_child_counts_no_waiter_of_a_thread_that_did_not_follow_it() -> None:
+    # A thread waiting at capacity at the fork does not exist in the child; its entry stayed in
+    # the queue, counted in `waiters`, until a release there popped it.
+    with BufferPool(64, capacity=1) as pool, Allocator(capacity=64) as alloc:
+        held, held_bytes = pool.acquire(), alloc.alloc(64)
+        threads = [
+            threading.Thread(target=lambda: pool.acquire(timeout=10).release()),
+            threading.Thread(target=lambda: alloc.alloc(64, timeout=10).release()),
+        ]
+        for t in threads:
+            t.start()
+        end = time.monotonic() + 5
+        while (pool.stats().waiters, alloc.stats().waiters) != (1, 1):
+            assert time.monotonic() < end
+            time.sleep(0.001)
+
+        def child() -> None:
+            assert (pool.stats().waiters, alloc.stats().waiters) == (0, 0)
+            held.release()
+            held_bytes.release()
+            pool.acquire(timeout=1).release()
+            alloc.alloc(64, timeout=1).release()
+
+        code = in_child(child)
+        held.release()
+        held_bytes.release()
+        for t in threads:
+            t.join(10)
+        assert code == 0
+        assert (pool.stats().live, pool.stats().waiters, alloc.stats().live) == (0, 0, 0)

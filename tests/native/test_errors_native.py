@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import sys
 import threading
 
 import pytest
@@ -235,3 +236,58 @@ def test_a_null_pool_or_out_pointer_is_einval_from_every_thread_state() -> None:
     t.start()
     t.join()
     assert results == [(errno.EINVAL, errno.EINVAL)] * 3
+
+
+def test_block_offsets_and_lengths_are_ints(pool: SlabPool) -> None:
+    # a float offset became a float address, which the copy truncated: written, no error
+    block = pool.alloc(16)
+    block.write(0, bytes(16))
+    for offset in (1.5, True, "0", None):
+        with pytest.raises(PoolValueError, match="offset must be an int"):
+            block.write(offset, b"x")  # type: ignore[arg-type]
+        with pytest.raises(PoolValueError, match="offset must be an int"):
+            block.read(offset, 1)  # type: ignore[arg-type]
+    with pytest.raises(PoolValueError, match="n must be an int, not float"):
+        block.read(0, 1.5)  # type: ignore[arg-type]
+    assert block.read(0, 16) == bytes(16)
+    block.free()
+
+
+def test_a_block_freed_by_its_offsets_index_is_not_touched(pool: SlabPool) -> None:
+    block = pool.alloc(64)
+
+    class Freeing:
+        def __index__(self) -> int:
+            block.free()
+            return 0
+
+    with pytest.raises(DoubleReleaseError):
+        block.write(Freeing(), b"abc")  # type: ignore[arg-type]
+    assert pool.stats().in_use_blocks == 0
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="a Python class exports a buffer from 3.12")
+def test_block_write_copies_the_bytes_it_measured(pool: SlabPool) -> None:
+    # write() measured one export of `data` and copied a second one, which may be longer
+    exports = iter([b"12345678", bytes(range(256)) * 16])
+
+    class Growing:
+        def __buffer__(self, flags: int) -> memoryview:
+            return memoryview(next(exports))
+
+    block, neighbour = pool.alloc(64), pool.alloc(64)
+    neighbour.write(0, b"\xaa" * 64)
+    block.write(0, Growing())  # type: ignore[arg-type]
+    assert block.read(0, 8) == b"12345678"
+    assert neighbour.read(0, 64) == b"\xaa" * 64
+    block.free()
+    neighbour.free()
+
+
+@pytest.mark.parametrize(
+    ("debug", "exc"),
+    [("x", TypeError), (1.0, TypeError), (-1, PoolValueError), (8, PoolValueError)],
+)
+def test_debug_flags_are_checked_by_name(debug: object, exc: type[Exception]) -> None:
+    with pytest.raises(exc, match="debug must be"):
+        SlabPool(debug=debug)  # type: ignore[arg-type]

@@ -108,3 +108,13 @@ def test_real_machine_node_count() -> None:
         node = pool.stats().numa_bound
         b.free()
         assert node in (0, 1)  # mbind may be refused by a container's seccomp profile
+
+
+def test_node_stats_refuses_what_is_no_node_by_name() -> None:
+    with SlabPool() as pool:
+        for bad in (True, "0", 1.0):
+            with pytest.raises(TypeError, match="node must be an int"):
+                pool.node_stats(bad)  # type: ignore[arg-type]
+        for far in (-5, 1 << 40):
+            with pytest.raises(NumaError, match="no such NUMA node"):
+                pool.node_stats(far)

@@ -433,6 +433,13 @@ def test_non_callable_factory_is_refused() -> None:
         ObjectPool(42)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("hook", ["reset", "validate", "dispose"])
+def test_a_hook_that_cannot_be_called_is_refused(hook: str) -> None:
+    # taken, it failed at every use; the failure was only logged and each object disposed
+    with pytest.raises(TypeError, match=f"{hook} must be callable or None, got 'clear'"):
+        ObjectPool(list, **{hook: "clear"})  # type: ignore[arg-type]
+
+
 def test_repr_names_the_pool(make_pool: MakePool) -> None:
     pool = make_pool(name="parsers", max_size=2)
     assert repr(pool) == "<ObjectPool 'parsers' max_size=2>"

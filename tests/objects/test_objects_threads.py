@@ -10,6 +10,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import pytest
+from forking import in_child
 from objpool_helpers import TEST_SECONDS, Factory, Thing
 
 from poolalloc import ObjectPool, PoolExhausted
@@ -244,3 +246,72 @@ def test_close_wakes_waiting_threads_with_pool_closed(make_pool: MakePool) -> No
     assert outcome == ["closed"]
     held.release()
     assert pool.stats().alive == 0
+
+
+@pytest.mark.parametrize("granted", [False, True], ids=["queued", "granted"])
+def test_a_forked_child_gets_the_objects_of_waiters_that_did_not_follow_it(
+    make_pool: MakePool, granted: bool
+) -> None:
+    # A waiting thread does not exist in the child: neither its place in the queue nor an object
+    # granted to it (released, not yet collected at the fork) may keep the child from the pool.
+    import sys
+
+    pool = make_pool(max_size=1)
+    held = pool.acquire()
+    got: list[Thing] = []
+
+    def waiter() -> None:
+        with pool.acquire(timeout=10) as obj:
+            got.append(obj)
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    _wait_until(lambda: pool.stats().waiting == 1)
+
+    def child() -> None:
+        if not granted:
+            held.release()  # the child's own release must not go to the parent's waiter
+        with pool.acquire(timeout=1):
+            pass
+        assert pool.stats().waiting == 0
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(30)  # the waiter may not take the GIL between the release and the fork
+    try:
+        if granted:
+            held.release()
+        code = in_child(child)
+    finally:
+        sys.setswitchinterval(switch)
+        if not granted:
+            held.release()
+    t.join(10)
+    assert code == 0
+    assert len(got) == 1
+
+
+def test_a_forked_child_does_not_inherit_a_pool_lock_held_by_another_thread(
+    make_pool: MakePool,
+) -> None:
+    pool = make_pool(max_size=1)
+    taken, done = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with pool._lock:  # a thread inside the pool's slow path at the instant of the fork
+            taken.set()
+            done.wait(10)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    taken.wait(5)
+
+    def child() -> None:
+        with pool.acquire(timeout=1):  # a new thread's first acquire takes the lock
+            pass
+
+    try:
+        code = in_child(child, limit=5)
+    finally:
+        done.set()
+        t.join(10)
+    assert code == 0, "the child hung on the lock (HUNG) or failed (RAISED)"

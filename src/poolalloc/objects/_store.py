@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import weakref
 from collections import deque
 from collections.abc import Callable
 from time import monotonic
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from poolalloc import leaks
 from poolalloc._ints import integer, shown
@@ -49,6 +50,13 @@ _COUNTERS = (
     "rel",
     "gc",
 )
+
+
+def _remove(waiters: list[Waiter], waiter: Waiter) -> None:
+    for i, w in enumerate(waiters):
+        if w is waiter:
+            del waiters[i]
+            return
 
 
 def stash_cap(max_size: int | None, max_idle: int | None, stash_size: int | None) -> int:
@@ -143,6 +151,9 @@ class ObjectStore(Generic[T]):
         self._stashes: list[Stash[T]] = []
         self._idle: list[Slot[T]] = []
         self._waiters: deque[Waiter] = deque()
+        # waiters granted something they have not collected yet (a forked child takes back what
+        # was granted to the threads that did not follow it)
+        self._granted: list[Waiter] = []
         self._contended = False  # a waiter is queued or the pool is closed: returns must lock
         self._closed = False
         self._alive = 0
@@ -154,6 +165,26 @@ class ObjectStore(Generic[T]):
         self._collected_slots: list[tuple[Slot[T], bool, bool]] = []
         self._home = weakref.ref(self)  # what each slot's finalizer gives its object back to
         self._reset: Callable[[T], object] | None = None
+        _STORES.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child, where only the forking thread lives on: the waiters of the other
+        threads are gone, and what was granted to them would be stranded for good (objects
+        released in the parent that no thread of the child can ever acquire)."""
+        me = threading.get_ident()
+        self._lock = threading.Lock()  # a thread that is gone may have held it
+        gone = [w for w in (*self._waiters, *self._granted) if w.thread != me]
+        self._waiters = deque(w for w in self._waiters if w.thread == me)
+        self._granted = [w for w in self._granted if w.thread == me]
+        self._contended = self._closed or bool(self._waiters)
+        wake: list[Waiter] = []
+        dead: list[Slot[T]] = []
+        with self._lock:
+            for waiter in gone:
+                grant, waiter.grant = waiter.grant, None
+                if grant is not None:
+                    self._regrant(grant, wake, dead)
+        self._finish(wake, dead)
 
     def _collected(self, slot: Slot[T], lease_id: int) -> None:
         """A lease was collected unreleased (from ``Lease.__del__``): its object comes back."""
@@ -276,6 +307,7 @@ class ObjectStore(Generic[T]):
     def _collect(self, waiter: Waiter) -> object:
         with self._lock:
             grant = waiter.grant
+            _remove(self._granted, waiter)
             if grant is None:
                 self._waiters.remove(waiter)
                 self._contended = self._closed or bool(self._waiters)
@@ -290,6 +322,7 @@ class ObjectStore(Generic[T]):
         dead: list[Slot[T]] = []
         with self._lock:
             grant, waiter.grant = waiter.grant, None
+            _remove(self._granted, waiter)
             if grant is None:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
@@ -329,6 +362,7 @@ class ObjectStore(Generic[T]):
     def _grant(self, grant: object, wake: list[Waiter]) -> None:
         waiter = self._waiters.popleft()
         waiter.grant = grant
+        self._granted.append(waiter)
         wake.append(waiter)
         if not self._waiters:
             self._contended = self._closed
@@ -445,3 +479,15 @@ class ObjectStore(Generic[T]):
                     self._idle.append(stash.pop())
                 except IndexError:
                     break
+
+
+#: Every ObjectPool alive, for the fork handler.
+_STORES: weakref.WeakSet[ObjectStore[Any]] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_STORES):
+        store._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -52,10 +52,11 @@ class ThreadWaiter:
         False
     """
 
-    __slots__ = ("_gate", "grant")
+    __slots__ = ("_gate", "grant", "thread")
 
     def __init__(self) -> None:
         self.grant: object = None
+        self.thread = threading.get_ident()  # a forked child drops the waiters of other threads
         self._gate = threading.Lock()
         self._gate.acquire()
 
@@ -89,10 +90,11 @@ class AsyncWaiter:
         True
     """
 
-    __slots__ = ("_loop", "future", "grant")
+    __slots__ = ("_loop", "future", "grant", "thread")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.grant: object = None
+        self.thread = threading.get_ident()  # the loop's thread
         self._loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
 

@@ -111,6 +111,10 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
     ) -> None:
         if not callable(factory):
             raise TypeError(f"factory must be callable, got {factory!r}")
+        for what, hook in (("reset", reset), ("validate", validate), ("dispose", dispose)):
+            # else it failed at each use, and that was only logged (the object disposed)
+            if hook is not None and not callable(hook):
+                raise TypeError(f"{what} must be callable or None, got {hook!r}")
         max_size, min_idle, max_idle, stash_size = check_limits(
             max_size=max_size,
             min_idle=min_idle,
