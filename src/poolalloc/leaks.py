@@ -10,7 +10,9 @@ The level comes from the environment variable ``POOLALLOC_LEAKS`` (``off``, ``sa
 ``all``) or from :func:`set_level`; a pool reads it when it is created. With tracking on, a pool
 closed with leases still outstanding emits a :class:`LeakWarning` naming each one and where it
 was acquired, and a lease that was garbage-collected without ``release()`` is reported too (its
-block went back to the pool, so no memory was lost, but the code that forgot it is still wrong).
+block went back to the pool, so no memory was lost, but the code that forgot it is still wrong):
+once per place it was acquired, with a count, for the first :data:`GC_LEAKS_KEPT` of them. Those
+collected without a stack (tracking off, or not sampled) are counted in the report all the same.
 
 Example:
     >>> from poolalloc import leaks
@@ -27,9 +29,18 @@ import sys
 import traceback
 from typing import Protocol
 
-from poolalloc import settings
+from poolalloc import _lease, settings
 
-__all__ = ["LEVELS", "SAMPLE_EVERY", "LeakWarning", "capture", "level", "report", "set_level"]
+__all__ = [
+    "GC_LEAKS_KEPT",
+    "LEVELS",
+    "SAMPLE_EVERY",
+    "LeakWarning",
+    "capture",
+    "level",
+    "report",
+    "set_level",
+]
 
 #: the tracking levels, in the order of their cost
 LEVELS = ("off", "sampled", "all")
@@ -37,6 +48,9 @@ LEVELS = ("off", "sampled", "all")
 SAMPLE_EVERY = 128
 #: frames kept per stack: enough to see the caller's caller, cheap enough for ``all`` in tests
 STACK_LIMIT = 12
+#: stacks of leases collected unreleased that a pool keeps (the rest are only counted), so that a
+#: leak that recurs does not make the tracker grow without bound
+GC_LEAKS_KEPT = _lease.GC_LEAKS_KEPT
 
 _override: str | None = None
 _INTERNAL = (
@@ -161,7 +175,23 @@ def report(pool: TrackedPool) -> str:
         untracked = counters["live"] - len(pool.tracked)
         if untracked > 0:
             lines.append(f"  {untracked} lease(s) without a stack: set POOLALLOC_LEAKS=all")
+    # One entry per place, not per lease: a leak in a loop repeats the same stack.
+    places: dict[str, int] = {}
     for stack in pool.gc_leaks:
-        lines.append(f"{name}: a lease was garbage-collected without release(), acquired at:")
-        lines.append(_format_stack(stack))
+        text = _format_stack(stack)
+        places[text] = places.get(text, 0) + 1
+    for text, count in places.items():
+        what = "a lease was" if count == 1 else f"{count} leases were"
+        lines.append(f"{name}: {what} garbage-collected without release(), acquired at:")
+        lines.append(text)
+    unknown = counters["gc_returns"] - len(pool.gc_leaks)
+    if unknown > 0:
+        where = (
+            f"only the first {GC_LEAKS_KEPT} stacks are kept"
+            if len(pool.gc_leaks) >= GC_LEAKS_KEPT
+            else "set POOLALLOC_LEAKS=all to see where they were acquired"
+        )
+        lines.append(
+            f"{name}: {unknown} lease(s) garbage-collected without release() and no stack: {where}"
+        )
     return "\n".join(lines)

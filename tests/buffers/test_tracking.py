@@ -140,3 +140,39 @@ def test_teardown_fixture_reports_an_outstanding_lease(tmp_path: Path) -> None:
     assert "leases still outstanding at the end of the test" in out
     assert "test_leaky.py" in out
     assert "KEEP.append(pool.acquire())" in out
+
+
+def test_collected_leases_without_a_stack_are_still_reported() -> None:
+    # tracking off (or a lease the sampler skipped): the lease counters saw the leak, so the
+    # report must not say "" as if the pool were clean
+    for level in ("off", "sampled"):
+        pool = BufferPool(64, leaks=level, name="quiet")
+        acquire_and_forget(pool)
+        gc.collect()
+        assert pool.stats().gc_returns == 1
+        text = pool.leak_report()
+        assert "quiet: 1 lease(s) garbage-collected without release() and no stack" in text
+        assert "POOLALLOC_LEAKS=all" in text
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            pool.close()
+        # with tracking on (sampled), close() warns of what the report says, as for `all`
+        assert [str(w.message) for w in record] == ([text] if level == "sampled" else [])
+
+
+def test_a_recurring_leak_is_reported_once_and_kept_bounded() -> None:
+    n = leaks.GC_LEAKS_KEPT + 100
+    pool = BufferPool(64, leaks="all", name="loop")
+    for _ in range(n):
+        acquire_and_forget(pool)
+    gc.collect()
+    assert pool.stats().gc_returns == n
+    assert len(pool._leases.gc_leaks) == leaks.GC_LEAKS_KEPT  # the tracker does not grow for good
+    text = pool.leak_report()
+    assert text.count("acquired at:") == 1
+    assert f"loop: {leaks.GC_LEAKS_KEPT} leases were garbage-collected without release()" in text
+    assert "loop: 100 lease(s) garbage-collected without release() and no stack" in text
+    assert f"only the first {leaks.GC_LEAKS_KEPT} stacks are kept" in text
+    with pytest.warns(leaks.LeakWarning) as record:
+        pool.close()
+    assert str(record[0].message) == text
