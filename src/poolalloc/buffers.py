@@ -24,13 +24,13 @@ from __future__ import annotations
 import errno
 import sys
 import time
-import warnings
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Self
 
 from poolalloc import _async_backends, _ffi, _lease, leaks, settings
+from poolalloc._closing import warn_at_user
 from poolalloc._ints import integer as _integer
 from poolalloc._ints import shown as _shown
 from poolalloc._lease import Buffer, BufferPin, LeasePool
@@ -382,13 +382,12 @@ class _LeasingPool(NotCopyable):
         if self._leak_level != "off":  # the LeakWarning names each lease and its stack
             text = leaks.report(self._leases)
             if text:
-                warnings.warn(text, leaks.LeakWarning, stacklevel=2)
+                warn_at_user(text, leaks.LeakWarning)
         elif not report.is_clean:
-            warnings.warn(
+            warn_at_user(
                 f"{self!r} closed with {report.live} lease(s) live and {report.parked} released"
                 " but held by views (leaks='all' shows where they were acquired)",
                 ResourceWarning,
-                stacklevel=2,
             )
         self._slab.close()
         return report

@@ -176,3 +176,15 @@ def test_a_recurring_leak_is_reported_once_and_kept_bounded() -> None:
     with pytest.warns(leaks.LeakWarning) as record:
         pool.close()
     assert str(record[0].message) == text
+
+
+@pytest.mark.parametrize("level", ["off", "all"])
+def test_close_warning_points_at_the_users_with_statement(level: str) -> None:
+    # `with pool:` closes from __exit__: the warning's location must be the user's line, not
+    # poolalloc's __exit__ (the same for every pool, so it says nothing about which one)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        with BufferPool(64, leaks=level) as pool:
+            kept = pool.acquire()
+    assert [Path(w.filename).name for w in record] == [Path(__file__).name]
+    kept.release()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -443,3 +444,12 @@ def test_repr_names_the_pool(make_pool: MakePool) -> None:
     assert "Thing" in repr(lease)
     lease.release()
     assert repr(lease) == "<Lease released>"
+
+
+def test_close_warning_points_at_the_users_with_statement(make_pool: MakePool) -> None:
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        with make_pool() as pool:
+            lease = pool.acquire()
+    assert [w.filename for w in record] == [__file__]
+    lease.release()

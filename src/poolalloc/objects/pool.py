@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-import warnings
 from collections.abc import Callable
 from time import monotonic
 from typing import TypeVar
 
 from poolalloc import _async_backends, leaks
-from poolalloc._closing import ClosesOnExit
+from poolalloc._closing import ClosesOnExit, warn_at_user
 from poolalloc._not_copyable import NotCopyable
 from poolalloc._waiting import DEFAULT_TIMEOUT, check_timeout
 from poolalloc.errors import ForeignLeaseError, PoolClosedError
@@ -459,11 +458,10 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
             where = "".join(
                 f"\n  lease {i} acquired at:\n{stack.rstrip()}" for i, stack in enumerate(stacks, 1)
             )
-            warnings.warn(
+            warn_at_user(
                 f"{self!r} closed with {s.in_use} object(s) still leased"
                 + (where if stacks else f" (set {_TRACK_ENV}=all to see where)"),
                 ResourceWarning,
-                stacklevel=2,
             )
         return CloseReport(outstanding=s.in_use, stacks=stacks)
 
