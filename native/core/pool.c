@@ -329,8 +329,11 @@ int pa_pool_decay(pa_pool_t *pool, uint64_t max_age_ms, size_t *released_bytes) 
   uint64_t last = atomic_load_explicit(&pool->decay_last, memory_order_relaxed);
   while (now > last && !atomic_compare_exchange_weak(&pool->decay_last, &last, now)) {
   }
+  uint64_t before = pai_tl.unmapped;
   pai_reclaim_caches(pool, true, age, &rep);
-  uint64_t released = decay_pass(pool, age, pai_now_ns());
+  /* the idle caches' blocks may empty slabs past the retention bound, which unmap at once */
+  uint64_t released = pai_tl.unmapped - before;
+  released += decay_pass(pool, age, pai_now_ns());
   if (released_bytes) *released_bytes = (size_t)released;
   return 0;
 }

@@ -240,10 +240,13 @@ class _LeasingPool(NotCopyable):
         """
         counters = self._leases.counters()
         seen = (counters["acquires"], counters["releases"])
+        # as in trim(): what the drain's frees unmap went back during this call too
+        before = self._slab.stats().trimmed_bytes
         if seen == self._decay_seen and counters["stashed"]:
             self._leases.drain()
         self._decay_seen = seen
-        return int(self._slab.decay(max_age_ms))
+        self._slab.decay(max_age_ms)
+        return self._slab.stats().trimmed_bytes - before
 
     @property
     def name(self) -> str | None:
