@@ -155,3 +155,13 @@ def test_peak_help_names_its_unit() -> None:
     text = prometheus_text({"buffer_pool_core_in_use_peak": 4096})
     assert "# HELP poolalloc_buffer_pool_core_in_use_peak" in text
     assert "bytes" in text.splitlines()[0]
+
+
+def test_numa_node_help_explains_every_negative_value() -> None:
+    # pa_stats_t.numa_node is PA_NUMA_ANY (-1), PA_NUMA_LOCAL (-2) or a node number
+    from poolalloc import SlabPool
+
+    with SlabPool(numa_node="local") as pool:
+        value = pool.stats().numa_node
+    text = prometheus_text({"buffer_pool_core_numa_node": value})
+    assert f"{value}:" in text.splitlines()[0]

@@ -122,7 +122,7 @@ _FIELD_HELP = {
     "trimmed_bytes": "bytes returned to the kernel by trims",
     "failed_allocs": "allocations refused",
     "huge_allocs": "allocations too large for a size class",
-    "numa_node": "NUMA node the memory is bound to (-1: none)",
+    "numa_node": "NUMA node the memory is bound to (-1: none, -2: each thread's local node)",
     "numa_bound": "1 when the memory is bound to a NUMA node",
     "closed": "1 once closed",
     "debug": "1 in debug mode",
