@@ -456,7 +456,8 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
         if s.in_use and not was_closed:
             # the stacks go in the warning too: `with pool:` drops the report that holds them
             where = "".join(
-                f"\n  lease {i} acquired at:\n{stack.rstrip()}" for i, stack in enumerate(stacks, 1)
+                f"\n  {count} lease(s) acquired at:\n{text}"
+                for text, count in leaks.places(stack.rstrip() for stack in stacks)
             )
             warn_at_user(
                 f"{self!r} closed with {s.in_use} object(s) still leased"
