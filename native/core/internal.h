@@ -467,6 +467,9 @@ typedef struct pai_tl_s {
    * reclaimer after membarrier; see tlcache.c) */
   _Atomic uint32_t busy;
   bool decaying;               /* this thread is emptying idle caches: slabs emptied are stale */
+  /* bytes this thread unmapped, ever: a trim's own flush frees blocks whose slabs may go past
+   * the retention bound and unmap on paths that count no `released` (pool.c release_empty) */
+  uint64_t unmapped;
 } pai_tl_t;
 /* Bumped whenever a slab is released or a chunk unmapped, so that the per-thread page->slab
  * memo of pa_free never outlives the slab it names. */

@@ -232,6 +232,7 @@ void pai_pool_chunk_empty(pa_pool_t *pool, pai_chunk_t *c, bool force, uint64_t 
   pool->trimmed += c->len;
   if (!force) pool->trims++;
   *released += c->len;
+  pai_tl.unmapped += c->len;
   pai_chunk_unmap(c);
   atomic_fetch_sub(&pool->refs, 1); /* never the last: the caller holds a reference */
 }
@@ -257,8 +258,9 @@ void pai_pool_unmap_retained(pa_pool_t *pool, uint64_t limit, uint64_t *released
  * back. Trim and close count it as a trim; an allocation that hit ENOSPC runs it (not counted)
  * so that its retry can map again. */
 static uint64_t release_empty(pa_pool_t *pool, bool count_trim) {
-  uint64_t released = 0;
+  uint64_t before = pai_tl.unmapped;
   pai_tcache_flush_current(pool);
+  uint64_t released = pai_tl.unmapped - before; /* slabs the flush emptied past the bound */
   for (unsigned i = 0; i < pai_ndepots(pool); i++)
     pai_depot_release_empty(pool, &pool->depots[i], true, &released);
   pthread_mutex_lock(&pool->lock);
@@ -327,8 +329,11 @@ int pa_pool_decay(pa_pool_t *pool, uint64_t max_age_ms, size_t *released_bytes) 
   uint64_t last = atomic_load_explicit(&pool->decay_last, memory_order_relaxed);
   while (now > last && !atomic_compare_exchange_weak(&pool->decay_last, &last, now)) {
   }
+  uint64_t before = pai_tl.unmapped;
   pai_reclaim_caches(pool, true, age, &rep);
-  uint64_t released = decay_pass(pool, age, pai_now_ns());
+  /* the idle caches' blocks may empty slabs past the retention bound, which unmap at once */
+  uint64_t released = pai_tl.unmapped - before;
+  released += decay_pass(pool, age, pai_now_ns());
   if (released_bytes) *released_bytes = (size_t)released;
   return 0;
 }

@@ -49,7 +49,9 @@ static void buffer_collect_unreleased(BufferObject *b) {
   p->gc_returns++;
   p->live--;
   b->released = 1;
-  if (b->origin != NULL && p->gc_leaks != NULL && PyList_Append(p->gc_leaks, b->origin) < 0)
+  if (b->origin != NULL && p->gc_leaks != NULL &&
+      PyList_GET_SIZE(p->gc_leaks) < LEASE_GC_LEAKS_KEPT &&
+      PyList_Append(p->gc_leaks, b->origin) < 0)
     PyErr_WriteUnraisable(NULL);
   lease_pool_untrack(p, b);
   if (lease_pool_give_back(p, b) < 0) PyErr_WriteUnraisable((PyObject *)p);

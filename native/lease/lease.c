@@ -154,7 +154,8 @@ PyMODINIT_FUNC PyInit__lease(void) {
       PyModule_AddObject(m, "ViewLeaseBase", (PyObject *)&LeaseViewBaseType) < 0 ||
       PyModule_AddObject(m, "Window", (PyObject *)&LeaseWindowType) < 0 ||
       PyModule_AddIntConstant(m, "API_VERSION", PA_API_VERSION) < 0 ||
-      PyModule_AddIntConstant(m, "MAX_REQUEST", (long)PA_MAX_REQUEST) < 0) {
+      PyModule_AddIntConstant(m, "MAX_REQUEST", (long)PA_MAX_REQUEST) < 0 ||
+      PyModule_AddIntConstant(m, "GC_LEAKS_KEPT", LEASE_GC_LEAKS_KEPT) < 0) {
     Py_DECREF(m);
     return NULL;
   }

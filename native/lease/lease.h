@@ -46,6 +46,10 @@ typedef struct buffer_s {
   int released;            /* release() was called (or the lease was collected) */
 } BufferObject;
 
+/* A leak that recurs must not make the tracker itself grow without bound: past this many
+ * origins kept, collected leases are only counted (leaks.report groups the kept ones). */
+#define LEASE_GC_LEAKS_KEPT 256
+
 struct lease_pool_s {
   PyObject_HEAD
   pa_pool_t *pool;         /* core pool; kept alive by `owner` */
@@ -55,7 +59,8 @@ struct lease_pool_s {
   PyObject *notify;        /* notify(): called when a block came back and waiters > 0 */
   PyObject *capture;       /* capture() -> origin, for leak tracking */
   PyObject *tracked;       /* dict: id(lease) -> origin of every tracked live lease */
-  PyObject *gc_leaks;      /* list: origins of tracked leases collected unreleased */
+  PyObject *gc_leaks;      /* list: origins of tracked leases collected unreleased, the first
+                              LEASE_GC_LEAKS_KEPT of them (gc_returns counts them all) */
   PyObject *weakreflist;
   size_t size;             /* fixed pools: the block request size */
   size_t align;

@@ -10,6 +10,8 @@ import numpy.typing as npt
 API_VERSION: int
 #: the largest request the core serves (a 64-bit Linux process's user address space)
 MAX_REQUEST: int
+#: origins of collected unreleased leases a lease layer keeps (``gc_leaks``); the rest are counted
+GC_LEAKS_KEPT: int
 
 def _claim_token() -> object: ...
 

@@ -40,6 +40,7 @@ import time
 import weakref
 from collections.abc import Callable
 
+from poolalloc import leaks
 from poolalloc._lease import Buffer, LeasePool
 from poolalloc.errors import PoolExhausted, PoolValueError
 
@@ -104,9 +105,12 @@ def _self_deadlock(core: LeasePool) -> PoolExhausted:
     stacks = list(core.tracked.values())
     if stacks:
         lines.append("Live leases were acquired at:")
-        for stack in stacks:
-            frame = stack[-1]
-            lines.append(f"  {frame.filename}:{frame.lineno} in {frame.name}")
+        lines += [
+            f"  {where}" + (f" ({count} leases)" if count > 1 else "")
+            for where, count in leaks.places(
+                f"{s[-1].filename}:{s[-1].lineno} in {s[-1].name}" for s in stacks
+            )
+        ]
     elif c["live"]:
         lines.append("(leaks='all' or POOLALLOC_LEAKS=all shows where they were acquired)")
     return PoolExhausted("\n".join(lines), errno.ENOSPC)

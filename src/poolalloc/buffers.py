@@ -24,13 +24,13 @@ from __future__ import annotations
 import errno
 import sys
 import time
-import warnings
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Self
 
 from poolalloc import _async_backends, _ffi, _lease, leaks, settings
+from poolalloc._closing import warn_at_user
 from poolalloc._ints import integer as _integer
 from poolalloc._ints import shown as _shown
 from poolalloc._lease import Buffer, BufferPin, LeasePool
@@ -240,10 +240,13 @@ class _LeasingPool(NotCopyable):
         """
         counters = self._leases.counters()
         seen = (counters["acquires"], counters["releases"])
+        # as in trim(): what the drain's frees unmap went back during this call too
+        before = self._slab.stats().trimmed_bytes
         if seen == self._decay_seen and counters["stashed"]:
             self._leases.drain()
         self._decay_seen = seen
-        return int(self._slab.decay(max_age_ms))
+        self._slab.decay(max_age_ms)
+        return self._slab.stats().trimmed_bytes - before
 
     @property
     def name(self) -> str | None:
@@ -349,8 +352,12 @@ class _LeasingPool(NotCopyable):
             ...     pool.stats().stashed
             0
         """
+        # the drain's frees may unmap slabs past the retention bound before the trim runs:
+        # those bytes went back too (another thread's unmaps meanwhile are counted with them)
+        before = self._slab.stats().trimmed_bytes
         self._leases.drain()
-        return int(self._slab.trim())
+        self._slab.trim()
+        return self._slab.stats().trimmed_bytes - before
 
     def close(self) -> CloseReport:
         """Refuse new leases, wake waiters (they get PoolClosedError), free what is free.
@@ -381,13 +388,12 @@ class _LeasingPool(NotCopyable):
         if self._leak_level != "off":  # the LeakWarning names each lease and its stack
             text = leaks.report(self._leases)
             if text:
-                warnings.warn(text, leaks.LeakWarning, stacklevel=2)
+                warn_at_user(text, leaks.LeakWarning)
         elif not report.is_clean:
-            warnings.warn(
+            warn_at_user(
                 f"{self!r} closed with {report.live} lease(s) live and {report.parked} released"
                 " but held by views (leaks='all' shows where they were acquired)",
                 ResourceWarning,
-                stacklevel=2,
             )
         self._slab.close()
         return report

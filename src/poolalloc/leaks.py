@@ -8,9 +8,11 @@ Three levels, like Netty's ``ResourceLeakDetector`` but exact for ``all``:
 
 The level comes from the environment variable ``POOLALLOC_LEAKS`` (``off``, ``sampled`` or
 ``all``) or from :func:`set_level`; a pool reads it when it is created. With tracking on, a pool
-closed with leases still outstanding emits a :class:`LeakWarning` naming each one and where it
-was acquired, and a lease that was garbage-collected without ``release()`` is reported too (its
-block went back to the pool, so no memory was lost, but the code that forgot it is still wrong).
+closed with leases still outstanding emits a :class:`LeakWarning` naming where each was acquired
+(each place once, with a count), and a lease that was garbage-collected without ``release()`` is
+reported too (its block went back to the pool, so no memory was lost, but the code that forgot it
+is still wrong): once per place, with a count, for the first :data:`GC_LEAKS_KEPT` of them. Those
+collected without a stack (tracking off, or not sampled) are counted in the report all the same.
 
 Example:
     >>> from poolalloc import leaks
@@ -25,11 +27,22 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from collections.abc import Iterable
 from typing import Protocol
 
-from poolalloc import settings
+from poolalloc import _lease, settings
 
-__all__ = ["LEVELS", "SAMPLE_EVERY", "LeakWarning", "capture", "level", "report", "set_level"]
+__all__ = [
+    "GC_LEAKS_KEPT",
+    "LEVELS",
+    "SAMPLE_EVERY",
+    "LeakWarning",
+    "capture",
+    "level",
+    "places",
+    "report",
+    "set_level",
+]
 
 #: the tracking levels, in the order of their cost
 LEVELS = ("off", "sampled", "all")
@@ -37,6 +50,9 @@ LEVELS = ("off", "sampled", "all")
 SAMPLE_EVERY = 128
 #: frames kept per stack: enough to see the caller's caller, cheap enough for ``all`` in tests
 STACK_LIMIT = 12
+#: stacks of leases collected unreleased that a pool keeps (the rest are only counted), so that a
+#: leak that recurs does not make the tracker grow without bound
+GC_LEAKS_KEPT = _lease.GC_LEAKS_KEPT
 
 _override: str | None = None
 _INTERNAL = (
@@ -141,6 +157,20 @@ def _format_stack(stack: traceback.StackSummary) -> str:
     return "".join(stack.format()).rstrip()
 
 
+def places(texts: Iterable[str]) -> list[tuple[str, int]]:
+    """Each distinct text (a formatted stack) once, with how many times it came, first seen first:
+    a leak in a loop repeats one place, which a report names once rather than once a lease.
+
+    Example:
+        >>> places(["a", "b", "a"])
+        [('a', 2), ('b', 1)]
+    """
+    counts: dict[str, int] = {}
+    for text in texts:
+        counts[text] = counts.get(text, 0) + 1
+    return list(counts.items())
+
+
 def report(pool: TrackedPool) -> str:
     """A readable report of a pool's outstanding and collected-unreleased leases ('' if none).
 
@@ -159,12 +189,23 @@ def report(pool: TrackedPool) -> str:
             f"{name}: {out} lease(s) outstanding ({counters['live']} not released, "
             f"{counters['parked']} released but still viewed)"
         )
-        for i, stack in enumerate(pool.tracked.values(), 1):
-            lines.append(f"  lease {i} acquired at:\n{_format_stack(stack)}")
+        for text, count in places(_format_stack(s) for s in pool.tracked.values()):
+            lines.append(f"  {count} lease(s) acquired at:\n{text}")
         untracked = counters["live"] - len(pool.tracked)
         if untracked > 0:
             lines.append(f"  {untracked} lease(s) without a stack: set POOLALLOC_LEAKS=all")
-    for stack in pool.gc_leaks:
-        lines.append(f"{name}: a lease was garbage-collected without release(), acquired at:")
-        lines.append(_format_stack(stack))
+    for text, count in places(_format_stack(s) for s in pool.gc_leaks):
+        what = "a lease was" if count == 1 else f"{count} leases were"
+        lines.append(f"{name}: {what} garbage-collected without release(), acquired at:")
+        lines.append(text)
+    unknown = counters["gc_returns"] - len(pool.gc_leaks)
+    if unknown > 0:
+        where = (
+            f"only the first {GC_LEAKS_KEPT} stacks are kept"
+            if len(pool.gc_leaks) >= GC_LEAKS_KEPT
+            else "set POOLALLOC_LEAKS=all to see where they were acquired"
+        )
+        lines.append(
+            f"{name}: {unknown} lease(s) garbage-collected without release() and no stack: {where}"
+        )
     return "\n".join(lines)

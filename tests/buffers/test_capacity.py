@@ -243,6 +243,36 @@ def test_a_lone_thread_waiting_for_its_own_leases_fails_at_once(leaks: str) -> N
         assert "leaks='all'" in message
 
 
+SELF_DEADLOCK_LOOP = """
+from poolalloc import BufferPool, PoolExhausted
+pool = BufferPool(64, capacity=50, leaks="all")
+held = []
+for _ in range(50):
+    held.append(pool.acquire())
+try:
+    pool.acquire()
+except PoolExhausted as exc:
+    print(exc)
+"""
+
+
+def test_a_lone_thread_s_message_names_each_place_once() -> None:
+    # 50 leases from one line: one line with the count, not 50 identical lines
+    import subprocess
+    import sys
+
+    message = subprocess.run(
+        [sys.executable, "-c", SELF_DEADLOCK_LOOP],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "this thread holds every block" in message
+    assert message.count("<string>:6 in <module>") == 1
+    assert "<string>:6 in <module> (50 leases)" in message
+
+
 def test_the_default_wait_is_finite() -> None:
     from poolalloc.buffers import DEFAULT_TIMEOUT
 

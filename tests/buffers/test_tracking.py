@@ -27,7 +27,8 @@ def test_all_reports_each_outstanding_lease_with_its_stack() -> None:
     text = str(record[0].message)
     assert "'tracked'" not in text
     assert "tracked: 2 lease(s) outstanding" in text
-    assert text.count(", in acquire_and_forget") == 2
+    assert text.count(", in acquire_and_forget") == 1  # one place, named once with its count
+    assert "  2 lease(s) acquired at:" in text
     assert "test_tracking.py" in text
     for buf in kept:
         buf.release()  # type: ignore[attr-defined]
@@ -140,3 +141,69 @@ def test_teardown_fixture_reports_an_outstanding_lease(tmp_path: Path) -> None:
     assert "leases still outstanding at the end of the test" in out
     assert "test_leaky.py" in out
     assert "KEEP.append(pool.acquire())" in out
+
+
+def test_collected_leases_without_a_stack_are_still_reported() -> None:
+    # tracking off (or a lease the sampler skipped): the lease counters saw the leak, so the
+    # report must not say "" as if the pool were clean
+    for level in ("off", "sampled"):
+        pool = BufferPool(64, leaks=level, name="quiet")
+        acquire_and_forget(pool)
+        gc.collect()
+        assert pool.stats().gc_returns == 1
+        text = pool.leak_report()
+        assert "quiet: 1 lease(s) garbage-collected without release() and no stack" in text
+        assert "POOLALLOC_LEAKS=all" in text
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            pool.close()
+        # with tracking on (sampled), close() warns of what the report says, as for `all`
+        assert [str(w.message) for w in record] == ([text] if level == "sampled" else [])
+
+
+def test_a_recurring_leak_is_reported_once_and_kept_bounded() -> None:
+    n = leaks.GC_LEAKS_KEPT + 100
+    pool = BufferPool(64, leaks="all", name="loop")
+    for _ in range(n):
+        acquire_and_forget(pool)
+    gc.collect()
+    assert pool.stats().gc_returns == n
+    assert len(pool._leases.gc_leaks) == leaks.GC_LEAKS_KEPT  # the tracker does not grow for good
+    text = pool.leak_report()
+    assert text.count("acquired at:") == 1
+    assert f"loop: {leaks.GC_LEAKS_KEPT} leases were garbage-collected without release()" in text
+    assert "loop: 100 lease(s) garbage-collected without release() and no stack" in text
+    assert f"only the first {leaks.GC_LEAKS_KEPT} stacks are kept" in text
+    with pytest.warns(leaks.LeakWarning) as record:
+        pool.close()
+    assert str(record[0].message) == text
+
+
+@pytest.mark.parametrize("level", ["off", "all"])
+def test_close_warning_points_at_the_users_with_statement(level: str) -> None:
+    # `with pool:` closes from __exit__: the warning's location must be the user's line, not
+    # poolalloc's __exit__ (the same for every pool, so it says nothing about which one)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        with BufferPool(64, leaks=level) as pool:
+            kept = pool.acquire()
+    assert [Path(w.filename).name for w in record] == [Path(__file__).name]
+    kept.release()
+
+
+def test_outstanding_leases_are_reported_once_per_place() -> None:
+    # 300 leases held from one line (a list that only grows) and one from another: two stacks
+    # in the warning, not 301 (it was one stack per lease)
+    pool = BufferPool(64, leaks="all", name="held")
+    kept = [acquire_and_forget(pool) for _ in range(300)]
+    kept.append(pool.acquire())
+    with pytest.warns(leaks.LeakWarning) as record:
+        report = pool.close()
+    text = str(record[0].message)
+    assert "held: 301 lease(s) outstanding" in text
+    assert "  300 lease(s) acquired at:" in text
+    assert "  1 lease(s) acquired at:" in text
+    assert text.count("acquired at:") == 2
+    assert len(report.stacks) == 301  # the report object still has one stack per lease
+    for buf in kept:
+        buf.release()  # type: ignore[attr-defined]

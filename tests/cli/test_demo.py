@@ -82,3 +82,17 @@ def test_demo_from_a_source_checkout(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_verdict_fails_on_leases_the_garbage_collector_returned() -> None:
+    # outstanding is 0 once the collector brought a dropped lease back: the leak must still show
+    from poolalloc.cli._demo import RunReport, verdict
+    from poolalloc.cli.loadgen import LoadResult
+
+    metrics = {"buffer_pool_outstanding": 0.0, "buffer_pool_gc_returns": 3.0}
+    problems = verdict(RunReport("pooled", LoadResult(ok=1, failed=0, elapsed=1.0), metrics), None)
+    assert len(problems) == 1
+    assert "pooled: 3 leases garbage-collected without release()" in problems[0]
+    assert "POOLALLOC_LEAKS=all" in problems[0]
+    clean = {"buffer_pool_outstanding": 0.0, "buffer_pool_gc_returns": 0.0}
+    assert verdict(RunReport("pooled", LoadResult(ok=1, failed=0, elapsed=1.0), clean), None) == []

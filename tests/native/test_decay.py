@@ -149,3 +149,36 @@ def test_rss_of_an_idle_pool_falls_within_the_decay_time() -> None:
     assert pool.stats().mapped_bytes == 0
     assert _rss_bytes() - base <= 2 << 20
     pool.close()
+
+
+def test_decay_returns_every_byte_it_unmapped() -> None:
+    # The caches decay empties free their blocks first; with no retention the slabs those
+    # empty unmap at once, during the call: decay() must count them with the rest.
+    with SlabPool(retain_bytes=0) as pool:
+        _churn(pool, 10000, 3000)
+        for _ in range(100):
+            before = pool.stats()
+            released = pool.decay(10)
+            after = pool.stats()
+            assert released == before.mapped_bytes - after.mapped_bytes
+            if after.mapped_bytes == 0:
+                break
+            time.sleep(0.02)
+        assert pool.stats().mapped_bytes == 0
+
+
+def test_buffer_pool_decay_returns_every_byte_it_unmapped() -> None:
+    from poolalloc import BufferPool
+
+    # 1 MiB buffers: the ready ones the decay drains to the core are past the retention bound
+    with BufferPool(1 << 20, decay_ms=20) as pool:
+        pool.release_many(pool.acquire_many(200))
+        for _ in range(100):
+            before = pool.stats().core
+            released = pool.decay()
+            after = pool.stats().core
+            assert released == before.mapped_bytes - after.mapped_bytes
+            if after.mapped_bytes == 0:
+                break
+            time.sleep(0.02)
+        assert pool.stats().core.mapped_bytes == 0

@@ -118,3 +118,29 @@ def test_rss_drops_after_trim() -> None:
             b.free()
         pool.trim()
         assert _rss_bytes() - base <= 12 << 20
+
+
+def test_trim_returns_every_byte_it_unmapped() -> None:
+    # With the default retention, the trim's own flush of this thread's cache empties slabs past
+    # the bound, which unmap at once: those bytes went back to the OS during trim() too.
+    with SlabPool() as pool:
+        for b in [pool.alloc(3000) for _ in range(10000)]:
+            b.free()
+        before = pool.stats()
+        released = pool.trim()
+        after = pool.stats()
+        assert after.mapped_bytes == 0
+        assert released == before.mapped_bytes - after.mapped_bytes
+        assert released == after.trimmed_bytes - before.trimmed_bytes
+
+
+def test_buffer_pool_trim_returns_every_byte_it_unmapped() -> None:
+    from poolalloc import BufferPool
+
+    with BufferPool(1 << 20) as pool:
+        pool.release_many(pool.acquire_many(200))
+        before = pool.stats().core
+        released = pool.trim()
+        after = pool.stats().core
+        assert after.mapped_bytes == 0
+        assert released == before.mapped_bytes - after.mapped_bytes

@@ -139,3 +139,29 @@ def test_serve_metrics_page_parses(tmp_path: Path) -> None:
     for name, kind in pool_figures.items():
         grows = any(name.endswith(f"_{field}") for field in COUNTER_FIELDS)
         assert kind == ("counter" if grows else "gauge"), name
+
+
+def test_asgi_server_metrics_parse_as_counters_and_gauges() -> None:
+    from poolalloc.net.asgi.server import AsgiServer
+
+    server = AsgiServer(lambda s, r, w: None, port=0)
+    families = _check_exposition(prometheus_text(server.metrics()))
+    assert families["poolalloc_overloaded"][0] == "counter"
+    assert "poolalloc figure" not in families["poolalloc_overloaded"][1]
+
+
+def test_peak_help_names_its_unit() -> None:
+    # pa_stats_t.in_use_peak is a high-water mark of in_use_bytes, not of in_use_blocks
+    text = prometheus_text({"buffer_pool_core_in_use_peak": 4096})
+    assert "# HELP poolalloc_buffer_pool_core_in_use_peak" in text
+    assert "bytes" in text.splitlines()[0]
+
+
+def test_numa_node_help_explains_every_negative_value() -> None:
+    # pa_stats_t.numa_node is PA_NUMA_ANY (-1), PA_NUMA_LOCAL (-2) or a node number
+    from poolalloc import SlabPool
+
+    with SlabPool(numa_node="local") as pool:
+        value = pool.stats().numa_node
+    text = prometheus_text({"buffer_pool_core_numa_node": value})
+    assert f"{value}:" in text.splitlines()[0]

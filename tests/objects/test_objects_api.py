@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -271,8 +272,11 @@ def test_close_report_carries_acquisition_stacks_when_tracking(make_pool: MakePo
     lease = leaky_handler()
     with pool.acquire():
         pass
-    with pytest.warns(ResourceWarning):
+    with pytest.warns(ResourceWarning) as record:
         report = pool.close()
+    # the warning names where, as BufferPool's does: `with pool:` drops the report
+    assert "1 lease(s) acquired at:" in str(record[0].message)
+    assert "return pool.acquire()" in str(record[0].message)
     assert report.outstanding == 1
     assert len(report.stacks) == 1
     assert "leaky_handler" in report.stacks[0]
@@ -447,3 +451,28 @@ def test_repr_names_the_pool(make_pool: MakePool) -> None:
     assert "Thing" in repr(lease)
     lease.release()
     assert repr(lease) == "<Lease released>"
+
+
+def test_close_warning_points_at_the_users_with_statement(make_pool: MakePool) -> None:
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        with make_pool() as pool:
+            lease = pool.acquire()
+    assert [w.filename for w in record] == [__file__]
+    lease.release()
+
+
+def test_close_warning_names_each_place_once(make_pool: MakePool) -> None:
+    pool = make_pool(track_leaks=True)
+
+    def leaky_handler() -> object:
+        return pool.acquire()
+
+    leases = [leaky_handler() for _ in range(20)]
+    with pytest.warns(ResourceWarning) as record:
+        pool.close()
+    message = str(record[0].message)
+    assert message.count("acquired at:") == 1
+    assert "20 lease(s) acquired at:" in message
+    for lease in leases:
+        lease.release()  # type: ignore[attr-defined]

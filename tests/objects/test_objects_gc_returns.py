@@ -91,6 +91,28 @@ def test_leak_tracking_logs_where_a_collected_lease_was_acquired(
     assert pool.close().is_clean
 
 
+def test_a_leak_in_a_loop_logs_once_per_place(caplog: pytest.LogCaptureFixture) -> None:
+    # one warning (with its stack) per leak was a flood in a request loop: the place is logged
+    # once, and gc_returns still counts every lease
+    pool = ObjectPool(list, track_leaks=True)
+
+    def leak() -> None:
+        pool.acquire()
+
+    with caplog.at_level(logging.WARNING, logger="poolalloc.objects"):
+        for _ in range(50):
+            leak()
+        gc.collect()
+        pool.acquire()  # another place: logged too
+        gc.collect()
+    lines = [r for r in caplog.records if "garbage-collected" in r.getMessage()]
+    assert len(lines) == 2
+    assert "in leak" in lines[0].getMessage()
+    assert "counted in stats().gc_returns" in lines[0].getMessage()
+    assert pool.stats().gc_returns == 51
+    assert pool.close().is_clean
+
+
 def test_an_interrupt_between_acquire_and_with_leaves_the_pool_whole() -> None:
     pool = ObjectPool(list, max_size=1, timeout=0)
 

@@ -240,6 +240,14 @@ def verdict(pooled: RunReport, baseline: RunReport | None) -> list[str]:
             problems.append(f"{run.label}: the server reported no lease count: cannot check leaks")
         elif left:
             problems.append(f"{run.label}: {left:.0f} leases still outstanding after the run")
+        # a lease dropped unreleased gives its block back, so `outstanding` is 0 all the same:
+        # the books balance only with the garbage collector's help, which is a leak in the code
+        collected = pick(run.metrics, "gc_returns")
+        if collected:
+            problems.append(
+                f"{run.label}: {collected:.0f} leases garbage-collected without release() "
+                "(run the server with POOLALLOC_LEAKS=all to see where they were acquired)"
+            )
     return problems
 
 

@@ -84,6 +84,7 @@ _SERVER_HELP = {
     "timeouts_total": "Timeouts that ended a connection: idle, an unfinished request, a linger.",
     "upload_leftovers_total": "Uploads whose temporary part name could not be removed at the end.",
     "upload_leftovers_pending": "Temporary part names of uploads still waiting to be removed.",
+    "overloaded_total": "Connections answered 503 because no read buffer was free (ASGI server).",
 }
 
 _PREFIX_HELP = {
@@ -111,7 +112,7 @@ _FIELD_HELP = {
     "mapped_peak": "high-water mark of mapped bytes",
     "in_use_bytes": "bytes in blocks handed out",
     "in_use_blocks": "blocks handed out",
-    "in_use_peak": "high-water mark of blocks handed out",
+    "in_use_peak": "high-water mark of bytes in blocks handed out",
     "allocs": "blocks allocated",
     "frees": "blocks freed",
     "cache_hits": "allocations served by a thread cache",
@@ -121,7 +122,7 @@ _FIELD_HELP = {
     "trimmed_bytes": "bytes returned to the kernel by trims",
     "failed_allocs": "allocations refused",
     "huge_allocs": "allocations too large for a size class",
-    "numa_node": "NUMA node the memory is bound to (-1: none)",
+    "numa_node": "NUMA node the memory is bound to (-1: none, -2: each thread's local node)",
     "numa_bound": "1 when the memory is bound to a NUMA node",
     "closed": "1 once closed",
     "debug": "1 in debug mode",
@@ -171,7 +172,9 @@ def flatten_stats(prefix: str, stats: object) -> dict[str, float]:
 
 
 def _is_counter(name: str) -> bool:
-    if name in COUNTERS:
+    # a name ending in _total is a counter by the format's convention, whichever server made it
+    # (the ASGI server's overloaded_total is not in COUNTERS); exposed as a gauge, it would lie
+    if name in COUNTERS or name.endswith("_total"):
         return True
     return any(name.endswith(f"_{field}") for field in COUNTER_FIELDS) and name not in _SERVER_HELP
 

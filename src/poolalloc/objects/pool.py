@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-import warnings
 from collections.abc import Callable
 from time import monotonic
 from typing import TypeVar
 
 from poolalloc import _async_backends, leaks
-from poolalloc._closing import ClosesOnExit
+from poolalloc._closing import ClosesOnExit, warn_at_user
 from poolalloc._not_copyable import NotCopyable
 from poolalloc._waiting import DEFAULT_TIMEOUT, check_timeout
 from poolalloc.errors import ForeignLeaseError, PoolClosedError
@@ -145,6 +144,8 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
         )
         # id(lease) -> acquisition stack (ids, not leases: a lease must stay collectable)
         self._out: dict[int, str] = {}
+        # stacks of collected leases already logged (at most leaks.GC_LEAKS_KEPT)
+        self._logged: set[str] = set()
         for _ in range(min_idle):
             self._idle.append(Slot(factory(), monotonic(), self._home))
             self._alive += 1
@@ -339,10 +340,17 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
 
     def _forget_lease(self, lease_id: int) -> None:
         stack = self._out.pop(lease_id, None)
-        if stack is not None:
-            log.warning(
-                "%r: a lease was garbage-collected without release(); acquired at:\n%s", self, stack
-            )
+        if stack is None or stack in self._logged:
+            return  # a leak in a loop logs once, not once a lease (gc_returns counts them all)
+        if len(self._logged) < leaks.GC_LEAKS_KEPT:
+            self._logged.add(stack)
+        log.warning(
+            "%r: a lease was garbage-collected without release(); acquired at:\n%s"
+            "(leases collected unreleased from here again are counted in stats().gc_returns, "
+            "not logged)",
+            self,
+            stack,
+        )
 
     def _reset_failed(self, slot: Slot[T], exc: BaseException) -> None:
         """Dispose an object whose reset raised; swallow (and log) only an Exception."""
@@ -450,11 +458,15 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
         self._finish(wake, dead)
         s = self.stats()
         if s.in_use and not was_closed:
-            warnings.warn(
+            # the stacks go in the warning too: `with pool:` drops the report that holds them
+            where = "".join(
+                f"\n  {count} lease(s) acquired at:\n{text}"
+                for text, count in leaks.places(stack.rstrip() for stack in stacks)
+            )
+            warn_at_user(
                 f"{self!r} closed with {s.in_use} object(s) still leased"
-                + ("" if stacks else f" (set {_TRACK_ENV}=all to see where)"),
+                + (where if stacks else f" (set {_TRACK_ENV}=all to see where)"),
                 ResourceWarning,
-                stacklevel=2,
             )
         return CloseReport(outstanding=s.in_use, stacks=stacks)
 
