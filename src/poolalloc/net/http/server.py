@@ -816,9 +816,7 @@ class HttpServer:
         rel = urllib.parse.unquote(target_path).lstrip("/")
         if "\0" in rel:
             raise HttpError(400, "NUL in path")
-        full = os.path.realpath(os.path.join(self.root, rel))
-        if full != self.root and not full.startswith(self.root + os.sep):
-            raise HttpError(404, "not found")
+        full = self._under_root(os.path.join(self.root, rel))
         if for_write:
             if full == self.root or rel.endswith("/"):
                 raise HttpError(409, "cannot upload onto a directory")
@@ -826,7 +824,16 @@ class HttpServer:
         # "a/", "a/." and "a/.." name a directory: never a file, whatever realpath makes of them
         names_dir = rel == "" or rel.endswith("/") or os.path.basename(rel) in (".", "..")
         if os.path.isdir(full):
-            return os.path.join(full, "index.html") if names_dir else None
+            # the index is a name of its own, which may be a symlink out of the root too
+            return self._under_root(os.path.join(full, "index.html")) if names_dir else None
         if names_dir:
+            raise HttpError(404, "not found")
+        return full
+
+    def _under_root(self, path: str) -> str:
+        """``path`` with its symlinks resolved, or a 404 when that is not under ``root``."""
+        assert self.root is not None
+        full = os.path.realpath(path)
+        if full != self.root and not full.startswith(self.root + os.sep):
             raise HttpError(404, "not found")
         return full
