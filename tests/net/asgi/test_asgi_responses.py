@@ -41,6 +41,8 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         headers, body = [(b"content-length", b"10")], b"abc"
     elif path == "/inject":
         headers, body = [(b"x-a", b"1\r\nSet-Cookie: evil=1")], b"x"
+    elif path.startswith("/ctl/"):  # a value with the byte 0xNN inside it
+        headers, body = [(b"x-a", b"1%c2" % int(path[5:], 16)), (b"content-length", b"1")], b"x"
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -114,6 +116,27 @@ def test_a_header_value_that_would_break_the_head_is_refused(server: Any) -> Non
     assert closed
     if server.kind == "poolalloc":
         assert got.startswith(b"HTTP/1.1 500 ")
+
+
+@pytest.mark.parametrize("byte", [0x01, 0x08, 0x0B, 0x0C, 0x1F, 0x7F])
+def test_a_header_value_with_a_control_byte_is_refused(make_server: Any, byte: int) -> None:
+    """RFC 9110 5.5: a field value is visible bytes, spaces and tabs; a control byte is none,
+    and the server's own parser refuses a request that carries one. h11 refuses to read a
+    response with a VT or FF in a header (uvicorn's h11 server refuses to send those, not the
+    others). None goes out: a 500, as for a CR or LF."""
+    server = make_server("poolalloc", app)
+    got, closed = exchange(
+        server, b"GET /ctl/%x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % byte
+    )
+    assert got.startswith(b"HTTP/1.1 500 ")
+    assert b"x-a" not in got.lower()
+    assert closed
+
+
+def test_a_header_value_with_a_tab_goes_out(server: Any) -> None:
+    got, _ = exchange(server, b"GET /ctl/9 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 200 ")
+    assert b"x-a: 1\t2\r\n" in got
 
 
 def test_several_receivers_all_get_their_messages(make_server: Any) -> None:
