@@ -165,6 +165,47 @@ def test_a_route_that_raises_is_answered_500_and_closed_gracefully(make_server: 
     assert srv.call(srv.http.metrics)["errors_total"] >= 2
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"headers": (("X-Echo", "a\r\nSet-Cookie: evil=1"),)},
+        {"headers": (("X-Echo", "a\nSet-Cookie: evil=1"),)},
+        {"headers": (("X-Echo", "a\x0bb"),)},
+        {"headers": (("X-Echo", "a\x00b"),)},
+        {"headers": (("Set-Cookie: evil=1\r\nX", "1"),)},
+        {"headers": (("X Echo", "1"),)},
+        {"headers": (("", "1"),)},
+        {"headers": (("X-Echo", "\u2028"),)},  # not Latin-1: no bytes to send
+        {"content_type": "text/plain\r\nSet-Cookie: evil=1"},
+        {"status": 100},  # interim: the client would wait for the real answer
+        {"status": 1200},
+    ],
+)
+def test_a_response_that_would_break_the_head_is_refused(make_server: Any, fields: Any) -> None:
+    """RFC 9110 5.5: a CR or LF in a header a route reflects from the request would add
+    headers (or a response) of the client's choosing. ``Response`` refuses such a field, or a
+    status that is not a final one, when it is made; made in a route, the client gets the
+    route's 500."""
+    with pytest.raises(ValueError, match="Response"):
+        Response(**fields)
+    srv = make_server()
+    srv.reactor.exception_handler = lambda exc, where: None
+    srv.call(srv.http.route, "/reflect", lambda req: Response(**fields))
+    got = exchange(srv.port, b"GET /reflect HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert [r[0] for r in got] == [500]
+    assert b"evil" not in got[0][2]
+    assert "set-cookie" not in got[0][1]
+    assert served(srv.port)
+
+
+def test_a_response_with_valid_fields_is_made(make_server: Any) -> None:
+    resp = Response(299, b"x", 'text/x; a="b\tc"', (("X-A", "1\t\xe92"), ("X-B", "")))
+    srv = make_server()
+    srv.call(srv.http.route, "/ok", resp)
+    status, headers, body = exchange(srv.port, b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")[0]
+    assert (status, headers["x-a"], headers["x-b"], body) == (299, "1\t\xe92", "", b"x")
+
+
 def _read_to_eof(sock: socket.socket, timeout: float = 5.0) -> bytes:
     """Everything the server sends until its FIN; a reset (ConnectionResetError) or no end
     within ``timeout`` fails the test."""

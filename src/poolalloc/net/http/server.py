@@ -53,7 +53,7 @@ from poolalloc.net.epoll.reactor import Reactor
 from poolalloc.net.epoll.server import TcpServer
 from poolalloc.net.http import _files
 from poolalloc.net.http._cache import ReplyCache
-from poolalloc.net.http.parser import HttpError, Request
+from poolalloc.net.http.parser import HttpError, Request, valid_field
 from poolalloc.net.http.protocol import BodySink, HttpProtocol
 from poolalloc.net.transport import Handled
 
@@ -102,15 +102,38 @@ class Response:
     Immutable, so a handler may return the same object for every request: the server then
     reuses its encoded bytes (refreshed when the ``Date`` second changes).
 
+    A field that would break the head (a name that is not a token, a value with a control
+    byte, a CR or LF that would add headers of a client's choosing when a handler reflects
+    the request, or text that is not Latin-1) or a status that is not a final one raises
+    ``ValueError`` here: in a handler, its client gets the handler's 500.
+
     Example:
         >>> Response(body=b"ok").status
         200
+        >>> Response(headers=(("X-A", "1\\r\\nSet-Cookie: a=1"),))
+        Traceback (most recent call last):
+        ...
+        ValueError: Response: invalid header 'X-A': '1\\r\\nSet-Cookie: a=1'
     """
 
     status: int = 200
     body: bytes = b""
-    content_type: str = "text/plain; charset=utf-8"
+    content_type: str = _TEXT
     headers: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 200 <= self.status <= 599:  # a 1xx is interim: the client waits for another
+            raise ValueError(f"Response: invalid final status {self.status!r}")
+        fields = self.headers
+        if self.content_type is not _TEXT:
+            fields = (("Content-Type", self.content_type), *fields)
+        for name, value in fields:
+            try:
+                ok = valid_field(name.encode("latin-1"), value.encode("latin-1"))
+            except UnicodeEncodeError:
+                ok = False
+            if not ok:
+                raise ValueError(f"Response: invalid header {name!r}: {value!r}")
 
 
 #: a "%" not followed by two hex digits: unquote would keep it as it is, a name no client meant
