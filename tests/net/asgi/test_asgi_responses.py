@@ -41,6 +41,8 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         headers, body = [(b"content-length", b"10")], b"abc"
     elif path == "/inject":
         headers, body = [(b"x-a", b"1\r\nSet-Cookie: evil=1")], b"x"
+    elif path.startswith("/close/"):  # "connection: close" as one element of a list
+        headers.append((b"connection", path[7:].replace("_", " ").encode()))
     elif path.startswith("/ctl/"):  # a value with the byte 0xNN inside it
         headers, body = [(b"x-a", b"1%c2" % int(path[5:], 16)), (b"content-length", b"1")], b"x"
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -116,6 +118,20 @@ def test_a_header_value_that_would_break_the_head_is_refused(server: Any) -> Non
     assert closed
     if server.kind == "poolalloc":
         assert got.startswith(b"HTTP/1.1 500 ")
+
+
+@pytest.mark.parametrize("value", ["close,_x-a", "x-a,close", "Close", "x-a,_CLOSE_,_x-b"])
+def test_a_connection_close_in_a_list_closes(server: Any, value: str) -> None:
+    """RFC 9112 9.6: a server that sends the ``close`` option closes after the response. A
+    ``connection`` header is a list (RFC 9110 7.6.1), of case-insensitive options: ``close``
+    among others went out while the connection stayed open, and the pipelined request was
+    answered to a client that had been told none would be."""
+    got, closed = exchange(
+        server, b"GET /close/%s HTTP/1.1\r\nHost: x\r\n\r\n" % value.encode() + NEXT
+    )
+    assert got.startswith(b"HTTP/1.1 200 ")
+    assert got.count(b"next-ok") == 1  # the first response's body, not the next request's
+    assert closed
 
 
 @pytest.mark.parametrize("byte", [0x01, 0x08, 0x0B, 0x0C, 0x1F, 0x7F])

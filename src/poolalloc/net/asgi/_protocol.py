@@ -491,11 +491,15 @@ class _Cycle:
                     raise RuntimeError("two different content-length headers in the response")
                 has_length = True
                 self._body_left = length
-            elif lname == b"connection" and value.lower() == b"close":
-                self.keep_alive = False
-                continue
-            elif lname == b"connection" and value.lower() == b"keep-alive":
-                said_keep_alive = True
+            elif lname == b"connection":
+                # a list of case-insensitive options (RFC 9110 7.6.1): a "close" among them
+                # must close the connection after this response (RFC 9112 9.6)
+                options = {o.strip(b" \t") for o in value.lower().split(b",")}
+                if b"close" in options:
+                    self.keep_alive = False
+                    if len(options) == 1:
+                        continue  # the server's own "connection: close" says it
+                said_keep_alive = said_keep_alive or b"keep-alive" in options
             elif lname == b"transfer-encoding":
                 continue  # the server frames the body itself
             parts += (name, b": ", value, b"\r\n")
