@@ -177,6 +177,10 @@ def test_a_route_that_raises_is_answered_500_and_closed_gracefully(make_server: 
         {"headers": (("", "1"),)},
         {"headers": (("X-Echo", "\u2028"),)},  # not Latin-1: no bytes to send
         {"content_type": "text/plain\r\nSet-Cookie: evil=1"},
+        # the server frames the body: a second length or a coding would cut it elsewhere, the
+        # rest read as the next response
+        {"body": b"hello", "headers": (("Content-Length", "2"),)},
+        {"body": b"hello", "headers": (("transfer-encoding", "chunked"),)},
         {"status": 100},  # interim: the client would wait for the real answer
         {"status": 1200},
     ],

@@ -66,6 +66,9 @@ _UNNAMED = os.path.isdir("/proc/self/fd")
 _LINK_REFUSED = frozenset({errno.EPERM, errno.EACCES, errno.EXDEV, errno.EOPNOTSUPP})
 _NAME_MAX = 255  # bytes in one path component, on every Linux filesystem served here
 _TEXT = "text/plain; charset=utf-8"
+#: Headers the server writes from the body it sends: a route's own would frame it otherwise, a
+#: client then reading the rest of the body as the next response
+_FRAMING = frozenset({"content-length", "transfer-encoding"})
 #: How often a graceful shutdown looks whether its connections are gone (seconds)
 _DRAIN_POLL = 0.02
 #: A request body's seconds, and the bytes per second that earn it one more (Apache
@@ -104,8 +107,9 @@ class Response:
 
     A field that would break the head (a name that is not a token, a value with a control
     byte, a CR or LF that would add headers of a client's choosing when a handler reflects
-    the request, or text that is not Latin-1) or a status that is not a final one raises
-    ``ValueError`` here: in a handler, its client gets the handler's 500.
+    the request, or text that is not Latin-1), a ``Content-Length`` or ``Transfer-Encoding``
+    (the server frames the body) or a status that is not a final one raises ``ValueError``
+    here: in a handler, its client gets the handler's 500.
 
     Example:
         >>> Response(body=b"ok").status
@@ -134,6 +138,8 @@ class Response:
                 ok = False
             if not ok:
                 raise ValueError(f"Response: invalid header {name!r}: {value!r}")
+            if name.lower() in _FRAMING:
+                raise ValueError(f"Response: {name!r} is the server's: it frames the body")
 
 
 #: a "%" not followed by two hex digits: unquote would keep it as it is, a name no client meant
