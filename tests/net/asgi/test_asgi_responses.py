@@ -41,6 +41,9 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         headers, body = [(b"content-length", b"10")], b"abc"
     elif path == "/inject":
         headers, body = [(b"x-a", b"1\r\nSet-Cookie: evil=1")], b"x"
+    elif path == "/version":
+        body = scope["http_version"].encode()
+        headers = [(b"content-length", b"%d" % len(body))]
     elif path.startswith("/close/"):  # "connection: close" as one element of a list
         headers.append((b"connection", path[7:].replace("_", " ").encode()))
     elif path.startswith("/ctl/"):  # a value with the byte 0xNN inside it
@@ -132,6 +135,20 @@ def test_a_connection_close_in_a_list_closes(server: Any, value: str) -> None:
     assert got.startswith(b"HTTP/1.1 200 ")
     assert got.count(b"next-ok") == 1  # the first response's body, not the next request's
     assert closed
+
+
+def test_a_later_http_1_minor_version_is_served_as_1_1(make_server: Any) -> None:
+    """RFC 9110 2.5: a request of a higher minor version (HTTP/1.2) is handled as the highest
+    this server speaks, 1.1: it was handed to the app as "1.0", and answered as HTTP/1.0
+    keep-alive (``connection: keep-alive``, a streamed body closing the connection)."""
+    server = make_server("poolalloc", app)
+    got, closed = exchange(server, b"GET /version HTTP/1.2\r\nHost: x\r\n\r\n" + NEXT, 1.5)
+    first, _, rest = got.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200 ")
+    assert b"connection" not in first.lower()
+    assert rest.startswith(b"1.1HTTP/1.1 200 ")
+    assert rest.endswith(b"next-ok")
+    assert not closed
 
 
 @pytest.mark.parametrize("byte", [0x01, 0x08, 0x0B, 0x0C, 0x1F, 0x7F])

@@ -154,7 +154,7 @@ def _parsed(head: bytes) -> _Parsed:
             raw_path = req.path
         hit = (
             req,
-            "1.1" if req.version[1] == 1 else "1.0",
+            "1.0" if req.version[1] == 0 else "1.1",  # HTTP/1.2 is 1.1 to us (RFC 9110 2.5)
             unquote(raw_path) if "%" in raw_path else raw_path,
             raw_path.encode("latin-1"),
             query.encode("latin-1"),
