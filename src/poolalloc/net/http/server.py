@@ -69,6 +69,8 @@ _TEXT = "text/plain; charset=utf-8"
 #: Headers the server writes from the body it sends: a route's own would frame it otherwise, a
 #: client then reading the rest of the body as the next response
 _FRAMING = frozenset({"content-length", "transfer-encoding"})
+#: Statuses whose response ends at its head (RFC 9112 6.3), whatever it says
+_NO_CONTENT = (204, 304)
 #: How often a graceful shutdown looks whether its connections are gone (seconds)
 _DRAIN_POLL = 0.02
 #: A request body's seconds, and the bytes per second that earn it one more (Apache
@@ -108,8 +110,8 @@ class Response:
     A field that would break the head (a name that is not a token, a value with a control
     byte, a CR or LF that would add headers of a client's choosing when a handler reflects
     the request, or text that is not Latin-1), a ``Content-Length`` or ``Transfer-Encoding``
-    (the server frames the body) or a status that is not a final one raises ``ValueError``
-    here: in a handler, its client gets the handler's 500.
+    (the server frames the body), a status that is not a final one, or a body for a 204 or
+    304 raises ``ValueError`` here: in a handler, its client gets the handler's 500.
 
     Example:
         >>> Response(body=b"ok").status
@@ -128,6 +130,8 @@ class Response:
     def __post_init__(self) -> None:
         if not 200 <= self.status <= 599:  # a 1xx is interim: the client waits for another
             raise ValueError(f"Response: invalid final status {self.status!r}")
+        if self.body and self.status in _NO_CONTENT:  # its client reads it as the next answer
+            raise ValueError(f"Response: a {self.status} has no content (RFC 9110 15.3.5, 15.4.5)")
         fields = self.headers
         if self.content_type is not _TEXT:
             fields = (("Content-Type", self.content_type), *fields)
@@ -722,7 +726,9 @@ class HttpServer:
             self._date,
             b"\r\n",
         ]
-        if status == 204:  # RFC 9110 8.6: no Content-Length (a MUST NOT), no content at all
+        if status in _NO_CONTENT:
+            # RFC 9110 8.6: no Content-Length in a 204 (a MUST NOT), none in a 304 but the
+            # 200's (not its own 0); no content metadata for either
             length = content_type = None
         if content_type is not None:  # a 304 carries no content metadata
             parts += (b"Content-Type: ", content_type.encode("latin-1"), b"\r\n")
