@@ -181,6 +181,7 @@ def test_a_route_that_raises_is_answered_500_and_closed_gracefully(make_server: 
         # rest read as the next response
         {"body": b"hello", "headers": (("Content-Length", "2"),)},
         {"body": b"hello", "headers": (("transfer-encoding", "chunked"),)},
+        {"headers": (("Connection", "close"),)},  # on a connection the server keeps open
         {"status": 100},  # interim: the client would wait for the real answer
         # no content (RFC 9110 15.3.5, 15.4.5): a client reads the body as the next response
         {"status": 204, "body": b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil"},

@@ -66,9 +66,10 @@ _UNNAMED = os.path.isdir("/proc/self/fd")
 _LINK_REFUSED = frozenset({errno.EPERM, errno.EACCES, errno.EXDEV, errno.EOPNOTSUPP})
 _NAME_MAX = 255  # bytes in one path component, on every Linux filesystem served here
 _TEXT = "text/plain; charset=utf-8"
-#: Headers the server writes from the body it sends: a route's own would frame it otherwise, a
-#: client then reading the rest of the body as the next response
-_FRAMING = frozenset({"content-length", "transfer-encoding"})
+#: Headers the server writes from the body it sends and the connection's state: a route's own
+#: would frame the body otherwise (a client then reading the rest as the next response), or
+#: say "close" on a connection the server keeps open (RFC 9112 9.6)
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
 #: Statuses whose response ends at its head (RFC 9112 6.3), whatever it says
 _NO_CONTENT = (204, 304)
 #: How often a graceful shutdown looks whether its connections are gone (seconds)
@@ -109,9 +110,10 @@ class Response:
 
     A field that would break the head (a name that is not a token, a value with a control
     byte, a CR or LF that would add headers of a client's choosing when a handler reflects
-    the request, or text that is not Latin-1), a ``Content-Length`` or ``Transfer-Encoding``
-    (the server frames the body), a status that is not a final one, or a body for a 204 or
-    304 raises ``ValueError`` here: in a handler, its client gets the handler's 500.
+    the request, or text that is not Latin-1), a ``Content-Length``, ``Transfer-Encoding`` or
+    ``Connection`` (the server frames the body and keeps the connection), a status that is not
+    a final one, or a body for a 204 or 304 raises ``ValueError`` here: in a handler, its
+    client gets the handler's 500.
 
     Example:
         >>> Response(body=b"ok").status
@@ -143,7 +145,7 @@ class Response:
             if not ok:
                 raise ValueError(f"Response: invalid header {name!r}: {value!r}")
             if name.lower() in _FRAMING:
-                raise ValueError(f"Response: {name!r} is the server's: it frames the body")
+                raise ValueError(f"Response: {name!r} is the server's to write")
 
 
 #: a "%" not followed by two hex digits: unquote would keep it as it is, a name no client meant
