@@ -41,6 +41,8 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         headers, body = [(b"content-length", b"10")], b"abc"
     elif path == "/inject":
         headers, body = [(b"x-a", b"1\r\nSet-Cookie: evil=1")], b"x"
+    elif path == "/length-twice":  # one length, written twice
+        headers = [(b"content-length", b"7"), (b"Content-Length", b"07")]
     elif path == "/version":
         body = scope["http_version"].encode()
         headers = [(b"content-length", b"%d" % len(body))]
@@ -135,6 +137,20 @@ def test_a_connection_close_in_a_list_closes(server: Any, value: str) -> None:
     assert got.startswith(b"HTTP/1.1 200 ")
     assert got.count(b"next-ok") == 1  # the first response's body, not the next request's
     assert closed
+
+
+def test_a_content_length_given_twice_goes_out_once(make_server: Any) -> None:
+    """RFC 9110 8.6: a length repeated with one value may be read as that value, but a
+    recipient that compares the fields (h11, this server's own parser) refuses ``7`` and ``07``
+    as conflicting: the response goes out with the first one only, and the connection
+    serves the next request."""
+    server = make_server("poolalloc", app)
+    got, closed = exchange(server, b"GET /length-twice HTTP/1.1\r\nHost: x\r\n\r\n" + NEXT, 1.5)
+    first, _, rest = got.partition(b"\r\n\r\n")
+    assert first.lower().count(b"content-length") == 1
+    assert b"content-length: 7\r\n" in first + b"\r\n"
+    assert rest.startswith(b"next-okHTTP/1.1 200 ")
+    assert not closed
 
 
 def test_a_later_http_1_minor_version_is_served_as_1_1(make_server: Any) -> None:

@@ -487,8 +487,10 @@ class _Cycle:
                 if status in (204, 205):
                     continue  # 204: no Content-Length (RFC 9110 8.6); 205: 0, written below
                 length = _content_length(value)
-                if has_length and length != self._body_left:
-                    raise RuntimeError("two different content-length headers in the response")
+                if has_length:
+                    if length != self._body_left:
+                        raise RuntimeError("two different content-length headers in the response")
+                    continue  # one field: "7" and "07" conflict for h11 and our own parser
                 has_length = True
                 self._body_left = length
             elif lname == b"connection":
