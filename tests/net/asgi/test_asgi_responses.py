@@ -41,6 +41,15 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         headers, body = [(b"content-length", b"10")], b"abc"
     elif path == "/inject":
         headers, body = [(b"x-a", b"1\r\nSet-Cookie: evil=1")], b"x"
+    elif path == "/length-twice":  # one length, written twice
+        headers = [(b"content-length", b"7"), (b"Content-Length", b"07")]
+    elif path == "/version":
+        body = scope["http_version"].encode()
+        headers = [(b"content-length", b"%d" % len(body))]
+    elif path.startswith("/close/"):  # "connection: close" as one element of a list
+        headers.append((b"connection", path[7:].replace("_", " ").encode()))
+    elif path.startswith("/ctl/"):  # a value with the byte 0xNN inside it
+        headers, body = [(b"x-a", b"1%c2" % int(path[5:], 16)), (b"content-length", b"1")], b"x"
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -114,6 +123,69 @@ def test_a_header_value_that_would_break_the_head_is_refused(server: Any) -> Non
     assert closed
     if server.kind == "poolalloc":
         assert got.startswith(b"HTTP/1.1 500 ")
+
+
+@pytest.mark.parametrize("value", ["close,_x-a", "x-a,close", "Close", "x-a,_CLOSE_,_x-b"])
+def test_a_connection_close_in_a_list_closes(server: Any, value: str) -> None:
+    """RFC 9112 9.6: a server that sends the ``close`` option closes after the response. A
+    ``connection`` header is a list (RFC 9110 7.6.1), of case-insensitive options: ``close``
+    among others went out while the connection stayed open, and the pipelined request was
+    answered to a client that had been told none would be."""
+    got, closed = exchange(
+        server, b"GET /close/%s HTTP/1.1\r\nHost: x\r\n\r\n" % value.encode() + NEXT
+    )
+    assert got.startswith(b"HTTP/1.1 200 ")
+    assert got.count(b"next-ok") == 1  # the first response's body, not the next request's
+    assert closed
+
+
+def test_a_content_length_given_twice_goes_out_once(make_server: Any) -> None:
+    """RFC 9110 8.6: a length repeated with one value may be read as that value, but a
+    recipient that compares the fields (h11, this server's own parser) refuses ``7`` and ``07``
+    as conflicting: the response goes out with the first one only, and the connection
+    serves the next request."""
+    server = make_server("poolalloc", app)
+    got, closed = exchange(server, b"GET /length-twice HTTP/1.1\r\nHost: x\r\n\r\n" + NEXT, 1.5)
+    first, _, rest = got.partition(b"\r\n\r\n")
+    assert first.lower().count(b"content-length") == 1
+    assert b"content-length: 7\r\n" in first + b"\r\n"
+    assert rest.startswith(b"next-okHTTP/1.1 200 ")
+    assert not closed
+
+
+def test_a_later_http_1_minor_version_is_served_as_1_1(make_server: Any) -> None:
+    """RFC 9110 2.5: a request of a higher minor version (HTTP/1.2) is handled as the highest
+    this server speaks, 1.1: it was handed to the app as "1.0", and answered as HTTP/1.0
+    keep-alive (``connection: keep-alive``, a streamed body closing the connection)."""
+    server = make_server("poolalloc", app)
+    got, closed = exchange(server, b"GET /version HTTP/1.2\r\nHost: x\r\n\r\n" + NEXT, 1.5)
+    first, _, rest = got.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200 ")
+    assert b"connection" not in first.lower()
+    assert rest.startswith(b"1.1HTTP/1.1 200 ")
+    assert rest.endswith(b"next-ok")
+    assert not closed
+
+
+@pytest.mark.parametrize("byte", [0x01, 0x08, 0x0B, 0x0C, 0x1F, 0x7F])
+def test_a_header_value_with_a_control_byte_is_refused(make_server: Any, byte: int) -> None:
+    """RFC 9110 5.5: a field value is visible bytes, spaces and tabs; a control byte is none,
+    and the server's own parser refuses a request that carries one. h11 refuses to read a
+    response with a VT or FF in a header (uvicorn's h11 server refuses to send those, not the
+    others). None goes out: a 500, as for a CR or LF."""
+    server = make_server("poolalloc", app)
+    got, closed = exchange(
+        server, b"GET /ctl/%x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % byte
+    )
+    assert got.startswith(b"HTTP/1.1 500 ")
+    assert b"x-a" not in got.lower()
+    assert closed
+
+
+def test_a_header_value_with_a_tab_goes_out(server: Any) -> None:
+    got, _ = exchange(server, b"GET /ctl/9 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 200 ")
+    assert b"x-a: 1\t2\r\n" in got
 
 
 def test_several_receivers_all_get_their_messages(make_server: Any) -> None:

@@ -165,6 +165,78 @@ def test_a_route_that_raises_is_answered_500_and_closed_gracefully(make_server: 
     assert srv.call(srv.http.metrics)["errors_total"] >= 2
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"headers": (("X-Echo", "a\r\nSet-Cookie: evil=1"),)},
+        {"headers": (("X-Echo", "a\nSet-Cookie: evil=1"),)},
+        {"headers": (("X-Echo", "a\x0bb"),)},
+        {"headers": (("X-Echo", "a\x00b"),)},
+        {"headers": (("Set-Cookie: evil=1\r\nX", "1"),)},
+        {"headers": (("X Echo", "1"),)},
+        {"headers": (("", "1"),)},
+        {"headers": (("X-Echo", "\u2028"),)},  # not Latin-1: no bytes to send
+        {"content_type": "text/plain\r\nSet-Cookie: evil=1"},
+        # the server frames the body: a second length or a coding would cut it elsewhere, the
+        # rest read as the next response
+        {"body": b"hello", "headers": (("Content-Length", "2"),)},
+        {"body": b"hello", "headers": (("transfer-encoding", "chunked"),)},
+        {"headers": (("Connection", "close"),)},  # on a connection the server keeps open
+        {"status": 100},  # interim: the client would wait for the real answer
+        # no content (RFC 9110 15.3.5, 15.4.5): a client reads the body as the next response
+        {"status": 204, "body": b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil"},
+        {"status": 304, "body": b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil"},
+        {"status": 1200},
+    ],
+)
+def test_a_response_that_would_break_the_head_is_refused(make_server: Any, fields: Any) -> None:
+    """RFC 9110 5.5: a CR or LF in a header a route reflects from the request would add
+    headers (or a response) of the client's choosing. ``Response`` refuses such a field, or a
+    status that is not a final one, when it is made; made in a route, the client gets the
+    route's 500."""
+    with pytest.raises(ValueError, match="Response"):
+        Response(**fields)
+    srv = make_server()
+    srv.reactor.exception_handler = lambda exc, where: None
+    srv.call(srv.http.route, "/reflect", lambda req: Response(**fields))
+    got = exchange(srv.port, b"GET /reflect HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert [r[0] for r in got] == [500]
+    assert b"evil" not in got[0][2]
+    assert "set-cookie" not in got[0][1]
+    assert served(srv.port)
+
+
+def test_a_response_with_valid_fields_is_made(make_server: Any) -> None:
+    resp = Response(299, b"x", 'text/x; a="b\tc"', (("X-A", "1\t\xe92"), ("X-B", "")))
+    srv = make_server()
+    srv.call(srv.http.route, "/ok", resp)
+    status, headers, body = exchange(srv.port, b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")[0]
+    assert (status, headers["x-a"], headers["x-b"], body) == (299, "1\t\xe92", "", b"x")
+
+
+@pytest.mark.parametrize("static", [True, False])
+@pytest.mark.parametrize("status", [204, 304])
+def test_a_response_without_content_has_no_length_and_no_body(
+    make_server: Any, status: int, static: bool
+) -> None:
+    """RFC 9110 8.6, 15.4.5: a 304 carries no content, and a Content-Length only if it is the
+    200's (not the 0 of its own empty body), so no content metadata, as a file's 304; the
+    next pipelined request is answered right after the head (twice: the second from the
+    reply cache)."""
+    srv = make_server()
+    resp = Response(status)
+    srv.call(srv.http.route, "/none", resp if static else lambda req: resp)
+    for _ in range(2):
+        with connect(srv.port) as sock:
+            sock.sendall(b"GET /none HTTP/1.1\r\nHost: x\r\n\r\n" + GET)
+            f = sock.makefile("rb")
+            head = b"".join(iter(f.readline, b"\r\n")).lower()
+            assert head.startswith(b"http/1.1 %d " % status)
+            assert b"content-length" not in head
+            assert b"content-type" not in head
+            assert read_response(f)[::2] == (200, b"Hello, World!")
+
+
 def _read_to_eof(sock: socket.socket, timeout: float = 5.0) -> bytes:
     """Everything the server sends until its FIN; a reset (ConnectionResetError) or no end
     within ``timeout`` fails the test."""

@@ -283,3 +283,27 @@ def test_a_root_that_is_not_a_directory_is_refused(tmp_path: Any) -> None:
         with pytest.raises(NotADirectoryError, match="must be an existing directory"):
             HttpServer(reactor, buffer_pool=pool, root=tmp_path / "file")
     reactor.close()
+
+
+def test_symlinks_out_of_the_root_are_not_served(
+    make_server: Any, files_root: Any, tmp_path_factory: Any
+) -> None:
+    """A symlink under the root that points out of it is a 404, whether it is named (a file,
+    a directory on the way) or reached as a directory's ``index.html``: the directory was
+    checked to be under the root, and its index then opened without a look at where it led."""
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "secret.txt").write_bytes(b"secret")
+    (files_root / "link.txt").symlink_to(outside / "secret.txt")
+    (files_root / "linkdir").symlink_to(outside)
+    (files_root / "trap").mkdir()
+    (files_root / "trap" / "index.html").symlink_to(outside / "secret.txt")
+    srv = make_server(root=files_root)
+    for target in ("/link.txt", "/linkdir/secret.txt", "/trap/", "/trap/index.html"):
+        for method in ("GET", "HEAD"):
+            status, _, body = one(srv.port, target, method)
+            assert (status, b"secret" in body) == (404, False), (method, target)
+    (files_root / "trap" / "index.html").unlink()  # a link that stays under the root is served
+    (files_root / "trap" / "index.html").symlink_to(files_root / "sub" / "index.html")
+    assert one(srv.port, "/trap/")[::2] == (200, b"<p>index</p>")
+    (files_root / "index.html").symlink_to(outside / "secret.txt")  # the root's own index
+    assert one(srv.port, "/")[0] == 404

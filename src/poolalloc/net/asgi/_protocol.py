@@ -154,7 +154,7 @@ def _parsed(head: bytes) -> _Parsed:
             raw_path = req.path
         hit = (
             req,
-            "1.1" if req.version[1] == 1 else "1.0",
+            "1.0" if req.version[1] == 0 else "1.1",  # HTTP/1.2 is 1.1 to us (RFC 9110 2.5)
             unquote(raw_path) if "%" in raw_path else raw_path,
             raw_path.encode("latin-1"),
             query.encode("latin-1"),
@@ -487,15 +487,21 @@ class _Cycle:
                 if status in (204, 205):
                     continue  # 204: no Content-Length (RFC 9110 8.6); 205: 0, written below
                 length = _content_length(value)
-                if has_length and length != self._body_left:
-                    raise RuntimeError("two different content-length headers in the response")
+                if has_length:
+                    if length != self._body_left:
+                        raise RuntimeError("two different content-length headers in the response")
+                    continue  # one field: "7" and "07" conflict for h11 and our own parser
                 has_length = True
                 self._body_left = length
-            elif lname == b"connection" and value.lower() == b"close":
-                self.keep_alive = False
-                continue
-            elif lname == b"connection" and value.lower() == b"keep-alive":
-                said_keep_alive = True
+            elif lname == b"connection":
+                # a list of case-insensitive options (RFC 9110 7.6.1): a "close" among them
+                # must close the connection after this response (RFC 9112 9.6)
+                options = {o.strip(b" \t") for o in value.lower().split(b",")}
+                if b"close" in options:
+                    self.keep_alive = False
+                    if len(options) == 1:
+                        continue  # the server's own "connection: close" says it
+                said_keep_alive = said_keep_alive or b"keep-alive" in options
             elif lname == b"transfer-encoding":
                 continue  # the server frames the body itself
             parts += (name, b": ", value, b"\r\n")

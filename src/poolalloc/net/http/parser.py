@@ -69,7 +69,9 @@ _MAX_TRAILER = 16384
 #: the match's end.
 BLANK_LINE = re.compile(rb"\n\r?\n")
 _FIELD_NAME = re.compile(_TOKEN)
-_BAD_VALUE = re.compile(rb"[\r\n\x00]|\A[ \t]|[ \t]\Z")
+#: A control byte other than HTAB (the head pattern refuses the same in a request), or
+#: whitespace at either end.
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]|\A[ \t]|[ \t]\Z")
 
 
 def line_end(buf: bytes | bytearray | memoryview, lf: int) -> int:
@@ -87,8 +89,8 @@ def line_end(buf: bytes | bytearray | memoryview, lf: int) -> int:
 
 def valid_field(name: bytes, value: bytes) -> bool:
     """Whether ``name: value`` is a header line a head may carry: a token for the name (RFC
-    9110 5.1), no CR, LF or NUL in the value (5.5: those would start another line) and no
-    whitespace at either end of it.
+    9110 5.1), no control byte but HTAB in the value (5.5: a CR or LF would start another
+    line; VT and FF end one for some readers) and no whitespace at either end of it.
 
     Example:
         >>> valid_field(b"x-a", b"1"), valid_field(b"x-a", b"1\\r\\nSet-Cookie: a=1")

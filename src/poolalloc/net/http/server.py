@@ -53,7 +53,7 @@ from poolalloc.net.epoll.reactor import Reactor
 from poolalloc.net.epoll.server import TcpServer
 from poolalloc.net.http import _files
 from poolalloc.net.http._cache import ReplyCache
-from poolalloc.net.http.parser import HttpError, Request
+from poolalloc.net.http.parser import HttpError, Request, valid_field
 from poolalloc.net.http.protocol import BodySink, HttpProtocol
 from poolalloc.net.transport import Handled
 
@@ -66,6 +66,12 @@ _UNNAMED = os.path.isdir("/proc/self/fd")
 _LINK_REFUSED = frozenset({errno.EPERM, errno.EACCES, errno.EXDEV, errno.EOPNOTSUPP})
 _NAME_MAX = 255  # bytes in one path component, on every Linux filesystem served here
 _TEXT = "text/plain; charset=utf-8"
+#: Headers the server writes from the body it sends and the connection's state: a route's own
+#: would frame the body otherwise (a client then reading the rest as the next response), or
+#: say "close" on a connection the server keeps open (RFC 9112 9.6)
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
+#: Statuses whose response ends at its head (RFC 9112 6.3), whatever it says
+_NO_CONTENT = (204, 304)
 #: How often a graceful shutdown looks whether its connections are gone (seconds)
 _DRAIN_POLL = 0.02
 #: A request body's seconds, and the bytes per second that earn it one more (Apache
@@ -102,15 +108,44 @@ class Response:
     Immutable, so a handler may return the same object for every request: the server then
     reuses its encoded bytes (refreshed when the ``Date`` second changes).
 
+    A field that would break the head (a name that is not a token, a value with a control
+    byte, a CR or LF that would add headers of a client's choosing when a handler reflects
+    the request, or text that is not Latin-1), a ``Content-Length``, ``Transfer-Encoding`` or
+    ``Connection`` (the server frames the body and keeps the connection), a status that is not
+    a final one, or a body for a 204 or 304 raises ``ValueError`` here: in a handler, its
+    client gets the handler's 500.
+
     Example:
         >>> Response(body=b"ok").status
         200
+        >>> Response(headers=(("X-A", "1\\r\\nSet-Cookie: a=1"),))
+        Traceback (most recent call last):
+        ...
+        ValueError: Response: invalid header 'X-A': '1\\r\\nSet-Cookie: a=1'
     """
 
     status: int = 200
     body: bytes = b""
-    content_type: str = "text/plain; charset=utf-8"
+    content_type: str = _TEXT
     headers: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 200 <= self.status <= 599:  # a 1xx is interim: the client waits for another
+            raise ValueError(f"Response: invalid final status {self.status!r}")
+        if self.body and self.status in _NO_CONTENT:  # its client reads it as the next answer
+            raise ValueError(f"Response: a {self.status} has no content (RFC 9110 15.3.5, 15.4.5)")
+        fields = self.headers
+        if self.content_type is not _TEXT:
+            fields = (("Content-Type", self.content_type), *fields)
+        for name, value in fields:
+            try:
+                ok = valid_field(name.encode("latin-1"), value.encode("latin-1"))
+            except UnicodeEncodeError:
+                ok = False
+            if not ok:
+                raise ValueError(f"Response: invalid header {name!r}: {value!r}")
+            if name.lower() in _FRAMING:
+                raise ValueError(f"Response: {name!r} is the server's to write")
 
 
 #: a "%" not followed by two hex digits: unquote would keep it as it is, a name no client meant
@@ -693,7 +728,9 @@ class HttpServer:
             self._date,
             b"\r\n",
         ]
-        if status == 204:  # RFC 9110 8.6: no Content-Length (a MUST NOT), no content at all
+        if status in _NO_CONTENT:
+            # RFC 9110 8.6: no Content-Length in a 204 (a MUST NOT), none in a 304 but the
+            # 200's (not its own 0); no content metadata for either
             length = content_type = None
         if content_type is not None:  # a 304 carries no content metadata
             parts += (b"Content-Type: ", content_type.encode("latin-1"), b"\r\n")
@@ -816,9 +853,7 @@ class HttpServer:
         rel = urllib.parse.unquote(target_path).lstrip("/")
         if "\0" in rel:
             raise HttpError(400, "NUL in path")
-        full = os.path.realpath(os.path.join(self.root, rel))
-        if full != self.root and not full.startswith(self.root + os.sep):
-            raise HttpError(404, "not found")
+        full = self._under_root(os.path.join(self.root, rel))
         if for_write:
             if full == self.root or rel.endswith("/"):
                 raise HttpError(409, "cannot upload onto a directory")
@@ -826,7 +861,16 @@ class HttpServer:
         # "a/", "a/." and "a/.." name a directory: never a file, whatever realpath makes of them
         names_dir = rel == "" or rel.endswith("/") or os.path.basename(rel) in (".", "..")
         if os.path.isdir(full):
-            return os.path.join(full, "index.html") if names_dir else None
+            # the index is a name of its own, which may be a symlink out of the root too
+            return self._under_root(os.path.join(full, "index.html")) if names_dir else None
         if names_dir:
+            raise HttpError(404, "not found")
+        return full
+
+    def _under_root(self, path: str) -> str:
+        """``path`` with its symlinks resolved, or a 404 when that is not under ``root``."""
+        assert self.root is not None
+        full = os.path.realpath(path)
+        if full != self.root and not full.startswith(self.root + os.sep):
             raise HttpError(404, "not found")
         return full
