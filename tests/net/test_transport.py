@@ -514,3 +514,41 @@ def test_a_protocols_own_pause_outlasts_the_write_queue_draining(harness: Harnes
     assert proto.conn.paused
     proto.conn.resume_reading()
     harness.until(lambda: proto.reads == [b"first", b"second"])
+
+
+def test_a_protocol_error_on_eof_aborts_the_connection(harness: Harness) -> None:
+    """As for an error on a read: the connection ends at once (before, on epoll, it stayed
+    open, its peer waiting for the idle timeout) and the loop reports the error."""
+    client, proto = harness.connect()
+
+    def fail() -> bool:
+        raise RuntimeError("protocol bug")
+
+    proto.eof_received = fail  # type: ignore[method-assign]
+    client.shutdown(socket.SHUT_WR)
+    harness.until(lambda: bool(proto.lost))
+    assert [type(e) for e in proto.lost] == [RuntimeError]
+    assert [type(e) for e in harness.errors] == [RuntimeError]
+    harness.errors.clear()
+    assert not harness.server.connections
+
+
+def test_a_protocol_error_in_connection_lost_still_returns_the_pooled_connection(
+    harness: Harness,
+) -> None:
+    """The loop reports the error; the server still takes the connection back (before, its
+    pooled object stayed in use for good, and the server counted it as active)."""
+    client, proto = harness.connect()
+
+    def fail(exc: BaseException | None) -> None:
+        proto.lost.append(exc)
+        raise RuntimeError("protocol bug")
+
+    proto.connection_lost = fail  # type: ignore[method-assign]
+    client.close()
+    harness.until(lambda: bool(proto.lost))
+    harness.spin(0.05)
+    assert [type(e) for e in harness.errors] == [RuntimeError]
+    harness.errors.clear()
+    assert not harness.server.connections
+    assert harness.server.conn_pool.stats().in_use == 0

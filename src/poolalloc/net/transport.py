@@ -610,7 +610,15 @@ class BaseConnection(Generic[LoopT]):
                 # that is out, _linger shuts down our side and reads this EOF again.
                 return
             self._finish(None)
-        elif not self.protocol.eof_received():
+            return
+        try:
+            keep_open = self.protocol.eof_received()
+        except Exception as exc:
+            # As for a read: a protocol bug ends the connection (the peer would otherwise
+            # wait for the idle timeout), and the loop reports it.
+            self.abort(exc)
+            raise
+        if not keep_open:
             self.close()
 
     # ---- the write queue's accounting ----
@@ -797,7 +805,9 @@ class BaseConnection(Generic[LoopT]):
         if self.sock is not None:
             self.sock.close()
         protocol, on_closed = self.protocol, self.on_closed
-        if protocol is not None:
-            protocol.connection_lost(exc)
-        if on_closed is not None:
-            on_closed(self)
+        try:
+            if protocol is not None:
+                protocol.connection_lost(exc)
+        finally:  # a protocol that raised there (the loop reports it) must not strand the
+            if on_closed is not None:  # pooled connection: the owner still takes it back
+                on_closed(self)
