@@ -170,6 +170,7 @@ def test_a_closed_reactor_refuses_work(reactor: Reactor) -> None:
             "register": lambda: reactor.register(a.fileno(), print, None),
             "add_signal_handler": lambda: reactor.add_signal_handler(signal.SIGUSR1, print),
             "run": reactor.run,
+            "run_once": reactor.run_once,  # was a ValueError from the closed epoll object
         }
         for call in calls.values():
             with pytest.raises(RuntimeError, match=f"^{type(reactor).__name__} is closed$"):
@@ -316,3 +317,46 @@ def test_a_cut_pass_repeats_the_interrupted_callback_only_while_its_fd_is_ready(
         os.close(rfd)
         os.close(wfd)
         r.close()
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_keeps_off_the_parents_epoll_set(reactor: Reactor) -> None:
+    """The child's epoll fd is the parent's very set. Before, a child closing what it
+    inherited (a server's ``close`` unregisters its listener) deleted the parent's
+    registration, so the parent never heard of that fd again; and a child could run the
+    parent's loop and take its events. Now the child's unregister leaves the set alone, and
+    ``run`` and ``register`` in the child raise, as the Proactor's ``run`` does."""
+    a, b = socket.socketpair()
+    seen: list[str] = []
+    reactor.register(a.fileno(), lambda: seen.append(a.recv(16).decode()), None)
+    pid = os.fork()
+    if pid == 0:  # the child: its status says what it found
+        code = 9
+        try:
+            reactor.unregister(a.fileno())
+            reactor.call_soon(reactor.stop)  # a run that is let through ends after one pass
+            try:
+                reactor.run()
+            except RuntimeError as exc:
+                code = 0 if "fork" in str(exc) else 2
+            else:
+                code = 3
+            c, d = socket.socketpair()
+            try:
+                reactor.register(c.fileno(), print, None)
+            except RuntimeError:
+                pass
+            else:
+                code = code or 4
+            reactor.close()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    try:
+        assert os.waitstatus_to_exitcode(status) == 0
+        b.sendall(b"hello")
+        run_for(reactor, 0.05)
+        assert seen == ["hello"]
+    finally:
+        a.close()
+        b.close()

@@ -170,6 +170,8 @@ class Reactor:
         exception_handler: Callable[[BaseException, object], None] | None = None,
     ) -> None:
         self._epoll = select.epoll()
+        #: The process that made the loop: a forked child shares its epoll set (see _check_pid)
+        self.pid = os.getpid()
         self._max_events = max_events
         self._handlers: dict[int, list[Callback | None]] = {}
         self._ready: collections.deque[Handle] = collections.deque()
@@ -200,10 +202,11 @@ class Reactor:
 
         :raises FileExistsError: ``fd`` is already registered.
         :raises OSError: epoll refused the fd (e.g. a regular file: ``EPERM``).
-        :raises RuntimeError: the reactor is closed.
+        :raises RuntimeError: the reactor is closed, or this is a forked child.
         """
         if self._closed:
             self._refuse_closed()
+        self._check_pid()
         if fd in self._handlers:
             raise FileExistsError(f"fd {fd} is already registered")
         self._epoll.register(fd, _REGISTER_MASK)
@@ -224,6 +227,8 @@ class Reactor:
         :raises KeyError: ``fd`` is not registered.
         """
         del self._handlers[fd]
+        if self.pid != os.getpid():
+            return  # the set is the parent's too: a child closing what it inherited keeps off it
         # An fd already closed was dropped from the set by the kernel: nothing to undo.
         with contextlib.suppress(OSError, ValueError):
             self._epoll.unregister(fd)
@@ -294,6 +299,17 @@ class Reactor:
     def _refuse_closed(self) -> NoReturn:
         raise RuntimeError(f"{type(self).__name__} is closed")
 
+    def _check_pid(self) -> None:
+        # A forked child's epoll fd is the very set of the parent: run there, the child would
+        # take the parent's events (each edge is reported once); an fd it registered would
+        # wake the parent under a number the parent may use for another file.
+        if self.pid != os.getpid():
+            name = type(self).__name__
+            raise RuntimeError(
+                f"this {name} belongs to the parent process: its epoll set is shared across "
+                f"fork(); create a new {name} in the child"
+            )
+
     def _timer_cancelled(self) -> None:
         self._cancelled_timers += 1
         if self._cancelled_timers > 64 and self._cancelled_timers * 2 > len(self._timers):
@@ -351,10 +367,12 @@ class Reactor:
         After a :meth:`stop` made while the loop was not running, ``run`` makes one pass that
         does not sleep, then returns (asyncio's ``run_forever`` does the same).
 
-        :raises RuntimeError: the reactor is closed or already running.
+        :raises RuntimeError: the reactor is closed, already running, or called in a forked
+            child (make a new loop there).
         """
         if self._closed:
             self._refuse_closed()
+        self._check_pid()
         if self._running:
             raise RuntimeError(f"{type(self).__name__} is already running")
         self._running = True
@@ -379,7 +397,12 @@ class Reactor:
             os.eventfd_write(self._wakeup_fd, 1)
 
     def run_once(self) -> None:
-        """One pass: wait for IO (bounded by the next timer), dispatch, run due callbacks."""
+        """One pass: wait for IO (bounded by the next timer), dispatch, run due callbacks.
+
+        :raises RuntimeError: the reactor is closed.
+        """
+        if self._closed:
+            self._refuse_closed()
         if self._undispatched or self._interrupted >= 0:
             self._finish_cut_pass()
         events = self._epoll.poll(self._poll_timeout(), self._max_events)

@@ -207,7 +207,6 @@ class Proactor(Reactor):
         except BaseException:
             self._ring.close()
             raise
-        self.pid = os.getpid()
         self.ring_buffers = ring_buffers
         if incremental is None:
             incremental = probe_result().has_pbuf_inc
@@ -293,17 +292,13 @@ class Proactor(Reactor):
                 "shared across fork(); create a new Proactor in the child"
             )
 
-    def run(self) -> None:
-        """Run until :meth:`stop`; after a :meth:`stop` made before, one pass (see
-        :meth:`Reactor.run`).
-
-        :raises RuntimeError: closed, already running, or called in a forked child.
-        """
-        self._check_pid()
-        super().run()
-
     def run_once(self) -> None:
-        """One pass: flush writes, refill buffer rings, submit and wait, dispatch, run callbacks."""
+        """One pass: flush writes, refill buffer rings, submit and wait, dispatch, run callbacks.
+
+        :raises RuntimeError: the proactor is closed.
+        """
+        if self._closed:
+            self._refuse_closed()
         if self._unhandled or self._undispatched or self._interrupted >= 0:
             self._finish_cut_pass()
         if self.dirty:
