@@ -552,3 +552,27 @@ def test_a_protocol_error_in_connection_lost_still_returns_the_pooled_connection
     harness.errors.clear()
     assert not harness.server.connections
     assert harness.server.conn_pool.stats().in_use == 0
+
+
+def test_a_loop_closed_before_its_server_returns_the_pooled_connections(engine: str) -> None:
+    """The Proactor's close aborts the connections left open; the Reactor's leaves them to
+    their owner, who may abort them after it. Either way the pooled connection goes straight
+    back: no later pass will come to run a deferred release (before, the Proactor's went
+    back only when the garbage collector found the dropped callback, and an abort after the
+    Reactor's close raised ``RuntimeError("Reactor is closed")`` from the server's hook)."""
+    h = Harness(engine)
+    client, proto = h.connect()
+    try:
+        h.loop.close()
+        if not proto.lost:  # the Reactor: the connection is its owner's to end
+            proto.conn.abort()
+        assert len(proto.lost) == 1
+        stats = h.server.conn_pool.stats()
+        assert (stats.in_use, stats.gc_returns) == (0, 0)
+        assert not h.server.connections
+    finally:
+        h.server.close()
+        client.close()
+    assert h.pool.outstanding() == 0
+    h.pool.close()
+    assert h.errors == []
