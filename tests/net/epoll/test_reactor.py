@@ -341,7 +341,7 @@ def test_a_forked_child_keeps_off_the_parents_epoll_set(reactor: Reactor) -> Non
                 code = 0 if "fork" in str(exc) else 2
             else:
                 code = 3
-            c, d = socket.socketpair()
+            c, _ = socket.socketpair()
             try:
                 reactor.register(c.fileno(), print, None)
             except RuntimeError:
