@@ -7,7 +7,9 @@ driven pass by pass in the test's thread.
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import resource
 import socket
 import struct
 import termios
@@ -576,3 +578,20 @@ def test_a_loop_closed_before_its_server_returns_the_pooled_connections(engine: 
     assert h.pool.outstanding() == 0
     h.pool.close()
     assert h.errors == []
+
+
+def test_a_file_write_of_a_bad_descriptor_ends_the_connection(harness: Harness) -> None:
+    """A descriptor that is not open (a file closed before its ``write_file``): the connection
+    is aborted with the error, on both engines. Before, on epoll, closing the range's fd raised
+    again inside the abort, which stopped half-way: the socket stayed open, the protocol never
+    heard of it (the peer waited for good) and the server's close could not end it."""
+    client, proto = harness.connect()
+    bad = resource.getrlimit(resource.RLIMIT_NOFILE)[0]  # never an open descriptor
+    proto.conn.write_file(bad, 0, 10)
+    harness.until(lambda: bool(proto.lost))
+    harness.spin(0.05)
+    assert [getattr(e, "errno", None) for e in proto.lost] == [errno.EBADF]
+    harness.errors.clear()  # io_uring's flush reports it to the loop as well
+    with pytest.raises(ConnectionResetError):  # aborted: the peer is not left waiting
+        harness.receive(client)
+    assert not harness.server.connections

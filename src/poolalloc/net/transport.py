@@ -288,7 +288,10 @@ class FileRange:
     def discard(self) -> None:
         """Close the fd if this range owns it."""
         if self.close_fd and self.fd >= 0:
-            os.close(self.fd)
+            # EBADF: the caller's fd was not open (its send failed for that and the connection
+            # is being aborted); raising here would stop that abort half-way
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
             self.fd = -1
 
 
