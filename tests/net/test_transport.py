@@ -595,3 +595,14 @@ def test_a_file_write_of_a_bad_descriptor_ends_the_connection(harness: Harness) 
     with pytest.raises(ConnectionResetError):  # aborted: the peer is not left waiting
         harness.receive(client)
     assert not harness.server.connections
+
+
+def test_a_write_of_a_strided_view_is_refused_at_the_call(harness: Harness) -> None:
+    """Both engines refuse a view that is not C-contiguous when it is written, and the
+    connection goes on. Before, io_uring queued it and aborted the connection at the flush."""
+    client, proto = harness.connect()
+    with pytest.raises(BufferError, match="C-contiguous"):
+        proto.conn.write(memoryview(bytes(range(20)))[::2])
+    proto.conn.write(b"still open")
+    assert harness.receive(client, 10) == b"still open"
+    assert proto.lost == []
