@@ -606,3 +606,23 @@ def test_a_write_of_a_strided_view_is_refused_at_the_call(harness: Harness) -> N
     proto.conn.write(b"still open")
     assert harness.receive(client, 10) == b"still open"
     assert proto.lost == []
+
+
+@pytest.mark.parametrize("reply", [b"bye", b"x" * 300_000])
+def test_a_reply_written_in_the_pass_that_stops_the_loop_goes_out(
+    harness: Harness, reply: bytes
+) -> None:
+    """``stop()`` from the callback that wrote: once ``run()`` returns the kernel has what fit
+    (epoll sends at the write). Before, io_uring kept it queued for the next pass, so the
+    peer got nothing while the loop was stopped."""
+    client, proto = harness.connect()
+
+    def answer(p: Recorder, data: bytes) -> None:
+        p.conn.write(reply)
+        harness.loop.stop()
+
+    proto.on_data = answer
+    client.sendall(b"go")
+    harness.loop.run()
+    client.settimeout(5)
+    assert client.recv(3) == reply[:3]

@@ -292,6 +292,16 @@ class Proactor(Reactor):
                 "shared across fork(); create a new Proactor in the child"
             )
 
+    def run(self) -> None:
+        """Run until :meth:`stop`, as :meth:`Reactor.run`; on the way out, what the last
+        pass's callbacks wrote is handed to the kernel, as the Reactor's writes are at once."""
+        super().run()
+        # Only on a plain return: a pass cut short by Ctrl-C leaves its flushes to the next
+        # pass (or the close), which handles them first.
+        if self.dirty:
+            self._flush_dirty()
+        self._ring.submit()
+
     def run_once(self) -> None:
         """One pass: flush writes, refill buffer rings, submit and wait, dispatch, run callbacks.
 
