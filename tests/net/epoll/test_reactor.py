@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -360,3 +361,44 @@ def test_a_forked_child_keeps_off_the_parents_epoll_set(reactor: Reactor) -> Non
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize("engine", ["epoll", "uring"])
+def test_call_soon_threadsafe_racing_close_never_writes_into_a_reused_fd(engine: str) -> None:
+    """A thread's ``call_soon_threadsafe`` that races the loop's ``close`` either schedules
+    (before it) or raises ``RuntimeError`` (after it). Before, the thread could check the loop
+    open, lose the processor to ``close``, and write its wakeup into whatever file took the
+    closed eventfd's number (a pipe here; a client's socket in a server): half the trials on
+    epoll; the Proactor raised ``OSError(EBADF)``."""
+    if engine == "uring":
+        from poolalloc.net.uring.proactor import Proactor, available
+
+        if not available()[0]:
+            pytest.skip("io_uring unavailable")
+    stray: list[bytes] = []
+    other: list[BaseException] = []
+    for _ in range(100):
+        loop = Reactor() if engine == "epoll" else Proactor()
+
+        def hammer(loop: Reactor = loop) -> None:
+            while True:
+                try:
+                    loop.call_soon_threadsafe(lambda: None)
+                except RuntimeError:
+                    return
+                except Exception as exc:
+                    other.append(exc)
+                    return
+
+        thread = threading.Thread(target=hammer)
+        thread.start()
+        time.sleep(0.0005)
+        loop.close()
+        r, w = os.pipe()  # takes the closed eventfd's number, or a number near it
+        thread.join(5)
+        os.set_blocking(r, False)
+        with contextlib.suppress(BlockingIOError):
+            stray.append(os.read(r, 64))
+        os.close(r)
+        os.close(w)
+    assert (stray, other) == ([], [])

@@ -48,7 +48,8 @@ What does this mean for the Reactor?
   last-activity stamp, so idle tracking costs no system call and no timer per request.
 * ``call_soon_threadsafe`` appends to a deque (atomic under the GIL) and writes an ``eventfd``
   that is registered like any other fd; the eventfd counter coalesces many writes into one
-  wakeup.
+  wakeup. A lock orders it (and ``stop``) with ``close``: a thread that found the loop open
+  must not write after ``close`` freed the eventfd's number for another file.
 * Signals: a Python-level handler alone can be delayed indefinitely while the loop sleeps in
   ``epoll_wait``. ``signal.set_wakeup_fd`` makes the C-level handler write the signal number
   into a non-blocking socket we watch, so the loop wakes at once and learns *which* signals came;
@@ -72,6 +73,7 @@ import os
 import select
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -191,6 +193,10 @@ class Reactor:
         self.exception_handler = exception_handler or _log_exception
         self.stats = {"wakeups": 0, "events": 0, "callbacks": 0, "timers": 0, "errors": 0}
         self._wakeup_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        # Held by other threads' wakeups and by close() while it marks the loop closed: a
+        # wakeup that found the loop open must not write into a file that took the closed
+        # eventfd's number meanwhile (a client's socket, in a server).
+        self._wakeup_lock = threading.Lock()
         self.register(self._wakeup_fd, self._drain_wakeup, None)
         self._signal_handlers: dict[int, Handle] = {}
         self._signal_sock: tuple[socket.socket, socket.socket] | None = None
@@ -258,13 +264,14 @@ class Reactor:
 
         :raises RuntimeError: the reactor is closed (its eventfd is gone).
         """
-        if self._closed:
-            self._refuse_closed()
         handle = Handle(callback, args)
-        self._ready.append(handle)
-        # BlockingIOError: the counter is saturated, so a wakeup is pending anyway.
-        with contextlib.suppress(BlockingIOError):
-            os.eventfd_write(self._wakeup_fd, 1)
+        with self._wakeup_lock:
+            if self._closed:
+                self._refuse_closed()
+            self._ready.append(handle)
+            # BlockingIOError: the counter is saturated, so a wakeup is pending anyway.
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_write(self._wakeup_fd, 1)
         return handle
 
     def call_at(self, when: float, callback: Callback, *args: Any) -> TimerHandle:
@@ -391,10 +398,11 @@ class Reactor:
         """Make :meth:`run` return after the current pass, or after its first pass when it
         is not running yet (thread-safe). A no-op on a closed reactor."""
         self._stopping = True
-        if self._closed:
-            return  # its eventfd is closed, and the number may name another file by now
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.eventfd_write(self._wakeup_fd, 1)
+        with self._wakeup_lock:
+            if self._closed:
+                return  # its eventfd is closed, and the number may name another file by now
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.eventfd_write(self._wakeup_fd, 1)
 
     def run_once(self) -> None:
         """One pass: wait for IO (bounded by the next timer), dispatch, run due callbacks.
@@ -521,7 +529,8 @@ class Reactor:
             raise RuntimeError("cannot close a running reactor")
         if self._closed:
             return
-        self._closed = True
+        with self._wakeup_lock:  # no wakeup is under way, and none starts (see __init__)
+            self._closed = True
         for signum in list(self._signal_handlers):
             self.remove_signal_handler(signum)
         if self._signal_sock is not None:
