@@ -626,3 +626,41 @@ def test_a_reply_written_in_the_pass_that_stops_the_loop_goes_out(
     harness.loop.run()
     client.settimeout(5)
     assert client.recv(3) == reply[:3]
+
+
+def test_a_connection_without_a_server_ends_its_linger_in_time(engine: str) -> None:
+    """``close()`` lingers for the peer's EOF at most ``linger`` seconds, as documented, also
+    for a connection a program opened itself (a client): no server's sweep looks at its
+    deadline, so a timer does. Before, it lingered for good on a peer that stayed silent."""
+    loop: Reactor
+    if engine == "uring":
+        from poolalloc.net.uring.proactor import Proactor, available
+
+        if not available()[0]:
+            pytest.skip("io_uring unavailable")
+        loop = Proactor(ring_buffers=64, initial_buffers=8)
+    else:
+        loop = Reactor()
+    pool = poolalloc.BufferPool(4096, capacity=8)
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    peer, _ = listener.accept()  # stays open and silent
+    try:
+        proto = Recorder()
+        conn = getattr(loop, "connection_class", Connection)()
+        conn.linger = 0.1
+        conn.open(loop, client, pool, proto, 4096)
+        conn.close()
+        deadline = time.monotonic() + 5
+        while not proto.lost and time.monotonic() < deadline:
+            loop.call_later(0.01, lambda: None)
+            loop.run_once()
+        assert proto.lost == [None]
+        peer.settimeout(1)
+        assert peer.recv(1) == b""  # a FIN: the linger's end is not a reset
+    finally:
+        peer.close()
+        listener.close()
+        loop.close()
+    assert pool.outstanding() == 0
+    pool.close()

@@ -227,6 +227,9 @@ class Loop(Protocol):
 
     now: float
 
+    @property
+    def closed(self) -> bool: ...
+
     def call_soon(self, callback: Callable[..., object], *args: Any) -> Any: ...
 
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Any: ...
@@ -737,7 +740,15 @@ class BaseConnection(Generic[LoopT]):
         on_lingering = self.on_lingering
         if on_lingering is not None:  # before the drain, which may find the EOF and finish
             on_lingering(self)
+        elif self.reactor is not None and not self.reactor.closed:
+            # No server's sweep looks at this connection's deadline (a program opened it
+            # itself, a client): a timer ends the linger instead.
+            self.reactor.call_later(self.linger, self._linger_expired, self.sock)
         self._discard_input()
+
+    def _linger_expired(self, sock: socket.socket | None) -> None:
+        if sock is self.sock and not self.closed and self._lingering:
+            self._end_linger()
 
     def _discard_input(self) -> None:
         """Drop input until the peer's EOF (the engine's half)."""
