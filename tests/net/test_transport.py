@@ -664,3 +664,33 @@ def test_a_connection_without_a_server_ends_its_linger_in_time(engine: str) -> N
         loop.close()
     assert pool.outstanding() == 0
     pool.close()
+
+
+@pytest.mark.parametrize("where", ["hook", "held"])
+def test_a_protocol_error_on_resume_aborts_the_connection(harness: Harness, where: str) -> None:
+    """An exception from the protocol's optional ``resume_reading`` hook, or from its
+    ``buffer_received`` for input it held back, aborts the connection and the loop reports it,
+    as for a fresh read. Before, the connection stayed open, unpaused but never read again
+    (its held input stuck), until the idle timeout."""
+    client, proto = harness.connect()
+
+    def fail(*args: Any) -> None:
+        raise RuntimeError("protocol bug")
+
+    def first_read(p: Recorder, data: bytes) -> None:
+        p.conn.pause_reading()
+        p.conn.hold_back(data[3:])
+        if where == "hook":
+            p.resume_reading = fail  # type: ignore[attr-defined]
+        else:
+            p.on_data = fail
+
+    proto.on_data = first_read
+    client.sendall(b"abcdef")
+    harness.until(lambda: len(proto.reads) == 1)
+    proto.conn.resume_reading()
+    harness.until(lambda: bool(proto.lost), 3)
+    assert [type(e) for e in proto.lost] == [RuntimeError]
+    assert [type(e) for e in harness.errors] == [RuntimeError]
+    harness.errors.clear()
+    assert not harness.server.connections

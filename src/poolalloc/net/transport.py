@@ -578,7 +578,11 @@ class BaseConnection(Generic[LoopT]):
         self.paused = False
         hook = getattr(self.protocol, "resume_reading", None)  # optional, for a protocol's own
         if hook is not None and not self.closed:  # state; held input is the connection's
-            hook()
+            try:
+                hook()
+            except Exception as exc:  # as for a read: a protocol bug ends the connection
+                self.abort(exc)
+                raise
         held = self._held
         protocol = self.protocol
         while held and not self.paused and not self.closed:
@@ -586,7 +590,11 @@ class BaseConnection(Generic[LoopT]):
             assert protocol is not None
             # A protocol that pauses again hands the unread rest back with hold_back.
             if isinstance(item, bytes):
-                protocol.buffer_received(HeldBytes(item), len(item))
+                try:
+                    protocol.buffer_received(HeldBytes(item), len(item))
+                except Exception as exc:
+                    self.abort(exc)
+                    raise
                 continue
             lease, nbytes = item
             self._held_leases -= 1
