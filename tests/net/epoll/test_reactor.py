@@ -402,3 +402,29 @@ def test_call_soon_threadsafe_racing_close_never_writes_into_a_reused_fd(engine:
         os.close(r)
         os.close(w)
     assert (stray, other) == ([], [])
+
+
+def test_removing_a_signal_handler_restores_the_one_before(reactor: Reactor) -> None:
+    """``remove_signal_handler`` (and ``close``) put back what the signal did before the loop
+    took it. Before, it was ``SIG_DFL``: after a loop that handled SIGINT closed, Ctrl-C killed
+    the process on the spot instead of raising ``KeyboardInterrupt`` (no ``finally`` ran)."""
+    before = signal.getsignal(signal.SIGINT)
+    mine: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        mine.append(signum)
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        reactor.add_signal_handler(signal.SIGINT, print)
+        reactor.add_signal_handler(signal.SIGUSR1, print)
+        reactor.add_signal_handler(signal.SIGUSR1, print)  # replaced: the first "before" stays
+        assert reactor.remove_signal_handler(signal.SIGUSR1)
+        assert signal.getsignal(signal.SIGUSR1) is handler  # SIG_DFL would end the process
+        signal.raise_signal(signal.SIGUSR1)
+        assert mine == [signal.SIGUSR1]
+        reactor.close()
+        assert signal.getsignal(signal.SIGINT) is before
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        signal.signal(signal.SIGINT, before)

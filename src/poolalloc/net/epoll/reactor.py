@@ -199,6 +199,8 @@ class Reactor:
         self._wakeup_lock = threading.Lock()
         self.register(self._wakeup_fd, self._drain_wakeup, None)
         self._signal_handlers: dict[int, Handle] = {}
+        #: what each signal did before this loop took it, put back when the loop lets it go
+        self._signals_before: dict[int, Any] = {}
         self._signal_sock: tuple[socket.socket, socket.socket] | None = None
         self._old_wakeup_fd = -1
 
@@ -341,14 +343,18 @@ class Reactor:
                 self._signal_sock[1].fileno(), warn_on_full_buffer=False
             )
             self.register(self._signal_sock[0].fileno(), self._drain_signals, None)
-        signal.signal(signum, _ignore_in_python)
+        before = signal.signal(signum, _ignore_in_python)
+        self._signals_before.setdefault(signum, before)
         self._signal_handlers[signum] = Handle(callback, args)
 
     def remove_signal_handler(self, signum: int) -> bool:
-        """Restore the default action for ``signum``; False if no handler was set."""
+        """Give ``signum`` back the handler it had before :meth:`add_signal_handler` (Python's
+        ``KeyboardInterrupt`` for SIGINT, say); False if no handler was set."""
         if self._signal_handlers.pop(signum, None) is None:
             return False
-        signal.signal(signum, signal.SIG_DFL)
+        before = self._signals_before.pop(signum, None)
+        # None: the handler before was not set from Python, which cannot put it back
+        signal.signal(signum, signal.SIG_DFL if before is None else before)
         return True
 
     def _drain_signals(self) -> None:
