@@ -428,3 +428,30 @@ def test_removing_a_signal_handler_restores_the_one_before(reactor: Reactor) -> 
     finally:
         signal.signal(signal.SIGUSR1, previous)
         signal.signal(signal.SIGINT, before)
+
+
+def test_two_loops_with_signal_handlers_close_in_any_order() -> None:
+    """Each loop with signal handlers makes its socket the process's wakeup fd, keeping the
+    one it replaced. Closing the older loop first used to reset the wakeup fd while the newer
+    one ran on (its signals never reached it), and the newer one's close then put back the
+    older's closed fd: ``OSError(EBADF)`` halfway through ``close``, or, had the number been
+    taken meanwhile, signal bytes written into another file."""
+    start = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(start)
+    got: list[str] = []
+    a = Reactor()
+    a.add_signal_handler(signal.SIGUSR1, got.append, "a")
+    b = Reactor()
+    b.add_signal_handler(signal.SIGUSR2, lambda: (got.append("b"), b.stop()))
+    try:
+        a.close()
+        b.call_soon(os.kill, os.getpid(), signal.SIGUSR2)
+        guard = b.call_later(2.0, b.stop)
+        b.run()
+        guard.cancel()
+        assert got == ["b"]
+    finally:
+        b.close()
+    now = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(now)
+    assert now == start

@@ -96,6 +96,11 @@ Callback = Callable[..., object]
 #: ``2**31 - 1`` ms raises ``OverflowError``); the io_uring wait takes it too.
 MAX_WAIT = (2**31 - 1) // 1000
 
+#: The open loops whose signal socket became the process's wakeup fd, each keeping the fd it
+#: replaced (a chain, oldest first): a loop that closes splices itself out of it (main thread
+#: only, as every signal API).
+_signal_loops: list[Reactor] = []
+
 
 class Handle:
     """A scheduled callback; ``cancel()`` stops it from running.
@@ -342,6 +347,7 @@ class Reactor:
             self._old_wakeup_fd = signal.set_wakeup_fd(
                 self._signal_sock[1].fileno(), warn_on_full_buffer=False
             )
+            _signal_loops.append(self)
             self.register(self._signal_sock[0].fileno(), self._drain_signals, None)
         before = signal.signal(signum, _ignore_in_python)
         self._signals_before.setdefault(signum, before)
@@ -540,7 +546,7 @@ class Reactor:
         for signum in list(self._signal_handlers):
             self.remove_signal_handler(signum)
         if self._signal_sock is not None:
-            signal.set_wakeup_fd(self._old_wakeup_fd)
+            self._let_go_of_wakeup_fd()
             for s in self._signal_sock:
                 s.close()
         os.close(self._wakeup_fd)
@@ -548,6 +554,23 @@ class Reactor:
         self._handlers.clear()
         self._ready.clear()
         self._timers.clear()
+
+    def _let_go_of_wakeup_fd(self) -> None:
+        """Take this loop's socket out of the wakeup fd chain (see ``_signal_loops``): the
+        wakeup fd goes back to the one it replaced only if it is still this loop's (a newer loop
+        may run on with its own), and a newer loop that replaced this one will put back this
+        one's predecessor, not this closed socket's number."""
+        assert self._signal_sock is not None
+        mine = self._signal_sock[1].fileno()
+        _signal_loops.remove(self)
+        for other in _signal_loops:
+            if other._old_wakeup_fd == mine:
+                other._old_wakeup_fd = self._old_wakeup_fd
+        current = signal.set_wakeup_fd(-1)  # the only way to read it
+        restore = self._old_wakeup_fd if current == mine else current
+        if restore != -1:
+            with contextlib.suppress(OSError, ValueError):  # its owner closed it meanwhile
+                signal.set_wakeup_fd(restore, warn_on_full_buffer=False)
 
     @property
     def closed(self) -> bool:
