@@ -694,3 +694,22 @@ def test_a_protocol_error_on_resume_aborts_the_connection(harness: Harness, wher
     assert [type(e) for e in harness.errors] == [RuntimeError]
     harness.errors.clear()
     assert not harness.server.connections
+
+
+def test_a_connection_back_in_its_pool_refuses_work_plainly(harness: Harness) -> None:
+    """A protocol that keeps its connection past ``connection_lost`` (a relay closing its
+    other side) finds it closed: ``close`` and ``abort`` do nothing and ``write`` raises
+    ``ConnectionError``. Before, the pooled object, reset, looked open, and each failed on
+    its missing socket (an ``AssertionError`` on epoll, an ``AttributeError`` on io_uring)."""
+    client, proto = harness.connect()
+    conn = proto.conn
+    client.close()
+    harness.until(lambda: bool(proto.lost))
+    harness.spin(0.05)  # the server hands the object back to its pool
+    assert harness.server.conn_pool.stats().in_use == 0
+    assert conn.closed
+    conn.close()
+    conn.abort()
+    with pytest.raises(ConnectionError):
+        conn.write(b"late")
+    assert harness.server.conn_pool.stats().in_use == 0

@@ -143,8 +143,8 @@ class Transport(StreamTransport, Protocol):
     Example:
         >>> from poolalloc.net.epoll.connection import Connection
         >>> t: Transport = Connection()
-        >>> t.closed, t.paused
-        (False, False)
+        >>> t.closed, t.paused  # closed until it is opened on a socket
+        (True, False)
     """
 
     @property
@@ -425,7 +425,9 @@ class BaseConnection(Generic[LoopT]):
         self.deadline = 0.0  # absolute loop time; 0 = none (set by protocols)
         self.paused = False
         self.closing = False
-        self.closed = False
+        # Closed until open: a protocol that kept this object past its connection_lost finds
+        # it closed (close and abort do nothing, write raises), not open without a socket.
+        self.closed = True
         self._lingering = False
         self._chunk = 65536
         if self._resuming:
@@ -460,6 +462,7 @@ class BaseConnection(Generic[LoopT]):
         self.sock, self.fd = sock, sock.fileno()
         self.pool, self.protocol, self._chunk = pool, protocol, chunk_size
         self.last_active = reactor.now
+        self.closed = False
 
     # ---- the transport interface's small parts ----
     def is_closing(self) -> bool:
