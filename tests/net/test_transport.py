@@ -7,7 +7,9 @@ driven pass by pass in the test's thread.
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import resource
 import socket
 import struct
 import termios
@@ -514,3 +516,200 @@ def test_a_protocols_own_pause_outlasts_the_write_queue_draining(harness: Harnes
     assert proto.conn.paused
     proto.conn.resume_reading()
     harness.until(lambda: proto.reads == [b"first", b"second"])
+
+
+def test_a_protocol_error_on_eof_aborts_the_connection(harness: Harness) -> None:
+    """As for an error on a read: the connection ends at once (before, on epoll, it stayed
+    open, its peer waiting for the idle timeout) and the loop reports the error."""
+    client, proto = harness.connect()
+
+    def fail() -> bool:
+        raise RuntimeError("protocol bug")
+
+    proto.eof_received = fail  # type: ignore[method-assign]
+    client.shutdown(socket.SHUT_WR)
+    harness.until(lambda: bool(proto.lost))
+    assert [type(e) for e in proto.lost] == [RuntimeError]
+    assert [type(e) for e in harness.errors] == [RuntimeError]
+    harness.errors.clear()
+    assert not harness.server.connections
+
+
+def test_a_protocol_error_in_connection_lost_still_returns_the_pooled_connection(
+    harness: Harness,
+) -> None:
+    """The loop reports the error; the server still takes the connection back (before, its
+    pooled object stayed in use for good, and the server counted it as active)."""
+    client, proto = harness.connect()
+
+    def fail(exc: BaseException | None) -> None:
+        proto.lost.append(exc)
+        raise RuntimeError("protocol bug")
+
+    proto.connection_lost = fail  # type: ignore[method-assign]
+    client.close()
+    harness.until(lambda: bool(proto.lost))
+    harness.spin(0.05)
+    assert [type(e) for e in harness.errors] == [RuntimeError]
+    harness.errors.clear()
+    assert not harness.server.connections
+    assert harness.server.conn_pool.stats().in_use == 0
+
+
+def test_a_loop_closed_before_its_server_returns_the_pooled_connections(engine: str) -> None:
+    """The Proactor's close aborts the connections left open; the Reactor's leaves them to
+    their owner, who may abort them after it. Either way the pooled connection goes straight
+    back: no later pass will come to run a deferred release (before, the Proactor's went
+    back only when the garbage collector found the dropped callback, and an abort after the
+    Reactor's close raised ``RuntimeError("Reactor is closed")`` from the server's hook)."""
+    h = Harness(engine)
+    client, proto = h.connect()
+    try:
+        h.loop.close()
+        if not proto.lost:  # the Reactor: the connection is its owner's to end
+            proto.conn.abort()
+        assert len(proto.lost) == 1
+        stats = h.server.conn_pool.stats()
+        assert (stats.in_use, stats.gc_returns) == (0, 0)
+        assert not h.server.connections
+    finally:
+        h.server.close()
+        client.close()
+    assert h.pool.outstanding() == 0
+    h.pool.close()
+    assert h.errors == []
+
+
+def test_a_file_write_of_a_bad_descriptor_ends_the_connection(harness: Harness) -> None:
+    """A descriptor that is not open (a file closed before its ``write_file``): the connection
+    is aborted with the error, on both engines. Before, on epoll, closing the range's fd raised
+    again inside the abort, which stopped half-way: the socket stayed open, the protocol never
+    heard of it (the peer waited for good) and the server's close could not end it."""
+    client, proto = harness.connect()
+    bad = resource.getrlimit(resource.RLIMIT_NOFILE)[0]  # never an open descriptor
+    proto.conn.write_file(bad, 0, 10)
+    harness.until(lambda: bool(proto.lost))
+    harness.spin(0.05)
+    assert [getattr(e, "errno", None) for e in proto.lost] == [errno.EBADF]
+    harness.errors.clear()  # io_uring's flush reports it to the loop as well
+    with pytest.raises(ConnectionResetError):  # aborted: the peer is not left waiting
+        harness.receive(client)
+    assert not harness.server.connections
+
+
+def test_a_write_of_a_strided_view_is_refused_at_the_call(harness: Harness) -> None:
+    """Both engines refuse a view that is not C-contiguous when it is written, and the
+    connection goes on. Before, io_uring queued it and aborted the connection at the flush."""
+    client, proto = harness.connect()
+    with pytest.raises(BufferError, match="C-contiguous"):
+        proto.conn.write(memoryview(bytes(range(20)))[::2])
+    proto.conn.write(b"still open")
+    assert harness.receive(client, 10) == b"still open"
+    assert proto.lost == []
+
+
+@pytest.mark.parametrize("reply", [b"bye", b"x" * 300_000])
+def test_a_reply_written_in_the_pass_that_stops_the_loop_goes_out(
+    harness: Harness, reply: bytes
+) -> None:
+    """``stop()`` from the callback that wrote: once ``run()`` returns the kernel has what fit
+    (epoll sends at the write). Before, io_uring kept it queued for the next pass, so the
+    peer got nothing while the loop was stopped."""
+    client, proto = harness.connect()
+
+    def answer(p: Recorder, data: bytes) -> None:
+        p.conn.write(reply)
+        harness.loop.stop()
+
+    proto.on_data = answer
+    client.sendall(b"go")
+    harness.loop.run()
+    client.settimeout(5)
+    assert client.recv(3) == reply[:3]
+
+
+def test_a_connection_without_a_server_ends_its_linger_in_time(engine: str) -> None:
+    """``close()`` lingers for the peer's EOF at most ``linger`` seconds, as documented, also
+    for a connection a program opened itself (a client): no server's sweep looks at its
+    deadline, so a timer does. Before, it lingered for good on a peer that stayed silent."""
+    loop: Reactor
+    if engine == "uring":
+        from poolalloc.net.uring.proactor import Proactor, available
+
+        if not available()[0]:
+            pytest.skip("io_uring unavailable")
+        loop = Proactor(ring_buffers=64, initial_buffers=8)
+    else:
+        loop = Reactor()
+    pool = poolalloc.BufferPool(4096, capacity=8)
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    peer, _ = listener.accept()  # stays open and silent
+    try:
+        proto = Recorder()
+        conn = getattr(loop, "connection_class", Connection)()
+        conn.linger = 0.1
+        conn.open(loop, client, pool, proto, 4096)
+        conn.close()
+        deadline = time.monotonic() + 5
+        while not proto.lost and time.monotonic() < deadline:
+            loop.call_later(0.01, lambda: None)
+            loop.run_once()
+        assert proto.lost == [None]
+        peer.settimeout(1)
+        assert peer.recv(1) == b""  # a FIN: the linger's end is not a reset
+    finally:
+        peer.close()
+        listener.close()
+        loop.close()
+    assert pool.outstanding() == 0
+    pool.close()
+
+
+@pytest.mark.parametrize("where", ["hook", "held"])
+def test_a_protocol_error_on_resume_aborts_the_connection(harness: Harness, where: str) -> None:
+    """An exception from the protocol's optional ``resume_reading`` hook, or from its
+    ``buffer_received`` for input it held back, aborts the connection and the loop reports it,
+    as for a fresh read. Before, the connection stayed open, unpaused but never read again
+    (its held input stuck), until the idle timeout."""
+    client, proto = harness.connect()
+
+    def fail(*args: Any) -> None:
+        raise RuntimeError("protocol bug")
+
+    def first_read(p: Recorder, data: bytes) -> None:
+        p.conn.pause_reading()
+        p.conn.hold_back(data[3:])
+        if where == "hook":
+            p.resume_reading = fail  # type: ignore[attr-defined]
+        else:
+            p.on_data = fail
+
+    proto.on_data = first_read
+    client.sendall(b"abcdef")
+    harness.until(lambda: len(proto.reads) == 1)
+    proto.conn.resume_reading()
+    harness.until(lambda: bool(proto.lost), 3)
+    assert [type(e) for e in proto.lost] == [RuntimeError]
+    assert [type(e) for e in harness.errors] == [RuntimeError]
+    harness.errors.clear()
+    assert not harness.server.connections
+
+
+def test_a_connection_back_in_its_pool_refuses_work_plainly(harness: Harness) -> None:
+    """A protocol that keeps its connection past ``connection_lost`` (a relay closing its
+    other side) finds it closed: ``close`` and ``abort`` do nothing and ``write`` raises
+    ``ConnectionError``. Before, the pooled object, reset, looked open, and each failed on
+    its missing socket (an ``AssertionError`` on epoll, an ``AttributeError`` on io_uring)."""
+    client, proto = harness.connect()
+    conn = proto.conn
+    client.close()
+    harness.until(lambda: bool(proto.lost))
+    harness.spin(0.05)  # the server hands the object back to its pool
+    assert harness.server.conn_pool.stats().in_use == 0
+    assert conn.closed
+    conn.close()
+    conn.abort()
+    with pytest.raises(ConnectionError):
+        conn.write(b"late")
+    assert harness.server.conn_pool.stats().in_use == 0

@@ -143,8 +143,8 @@ class Transport(StreamTransport, Protocol):
     Example:
         >>> from poolalloc.net.epoll.connection import Connection
         >>> t: Transport = Connection()
-        >>> t.closed, t.paused
-        (False, False)
+        >>> t.closed, t.paused  # closed until it is opened on a socket
+        (True, False)
     """
 
     @property
@@ -227,6 +227,9 @@ class Loop(Protocol):
 
     now: float
 
+    @property
+    def closed(self) -> bool: ...
+
     def call_soon(self, callback: Callable[..., object], *args: Any) -> Any: ...
 
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Any: ...
@@ -288,7 +291,10 @@ class FileRange:
     def discard(self) -> None:
         """Close the fd if this range owns it."""
         if self.close_fd and self.fd >= 0:
-            os.close(self.fd)
+            # EBADF: the caller's fd was not open (its send failed for that and the connection
+            # is being aborted); raising here would stop that abort half-way
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
             self.fd = -1
 
 
@@ -419,7 +425,9 @@ class BaseConnection(Generic[LoopT]):
         self.deadline = 0.0  # absolute loop time; 0 = none (set by protocols)
         self.paused = False
         self.closing = False
-        self.closed = False
+        # Closed until open: a protocol that kept this object past its connection_lost finds
+        # it closed (close and abort do nothing, write raises), not open without a socket.
+        self.closed = True
         self._lingering = False
         self._chunk = 65536
         if self._resuming:
@@ -454,6 +462,7 @@ class BaseConnection(Generic[LoopT]):
         self.sock, self.fd = sock, sock.fileno()
         self.pool, self.protocol, self._chunk = pool, protocol, chunk_size
         self.last_active = reactor.now
+        self.closed = False
 
     # ---- the transport interface's small parts ----
     def is_closing(self) -> bool:
@@ -572,7 +581,11 @@ class BaseConnection(Generic[LoopT]):
         self.paused = False
         hook = getattr(self.protocol, "resume_reading", None)  # optional, for a protocol's own
         if hook is not None and not self.closed:  # state; held input is the connection's
-            hook()
+            try:
+                hook()
+            except Exception as exc:  # as for a read: a protocol bug ends the connection
+                self.abort(exc)
+                raise
         held = self._held
         protocol = self.protocol
         while held and not self.paused and not self.closed:
@@ -580,7 +593,11 @@ class BaseConnection(Generic[LoopT]):
             assert protocol is not None
             # A protocol that pauses again hands the unread rest back with hold_back.
             if isinstance(item, bytes):
-                protocol.buffer_received(HeldBytes(item), len(item))
+                try:
+                    protocol.buffer_received(HeldBytes(item), len(item))
+                except Exception as exc:
+                    self.abort(exc)
+                    raise
                 continue
             lease, nbytes = item
             self._held_leases -= 1
@@ -610,7 +627,15 @@ class BaseConnection(Generic[LoopT]):
                 # that is out, _linger shuts down our side and reads this EOF again.
                 return
             self._finish(None)
-        elif not self.protocol.eof_received():
+            return
+        try:
+            keep_open = self.protocol.eof_received()
+        except Exception as exc:
+            # As for a read: a protocol bug ends the connection (the peer would otherwise
+            # wait for the idle timeout), and the loop reports it.
+            self.abort(exc)
+            raise
+        if not keep_open:
             self.close()
 
     # ---- the write queue's accounting ----
@@ -726,7 +751,15 @@ class BaseConnection(Generic[LoopT]):
         on_lingering = self.on_lingering
         if on_lingering is not None:  # before the drain, which may find the EOF and finish
             on_lingering(self)
+        elif self.reactor is not None and not self.reactor.closed:
+            # No server's sweep looks at this connection's deadline (a program opened it
+            # itself, a client): a timer ends the linger instead.
+            self.reactor.call_later(self.linger, self._linger_expired, self.sock)
         self._discard_input()
+
+    def _linger_expired(self, sock: socket.socket | None) -> None:
+        if sock is self.sock and not self.closed and self._lingering:
+            self._end_linger()
 
     def _discard_input(self) -> None:
         """Drop input until the peer's EOF (the engine's half)."""
@@ -797,7 +830,9 @@ class BaseConnection(Generic[LoopT]):
         if self.sock is not None:
             self.sock.close()
         protocol, on_closed = self.protocol, self.on_closed
-        if protocol is not None:
-            protocol.connection_lost(exc)
-        if on_closed is not None:
-            on_closed(self)
+        try:
+            if protocol is not None:
+                protocol.connection_lost(exc)
+        finally:  # a protocol that raised there (the loop reports it) must not strand the
+            if on_closed is not None:  # pooled connection: the owner still takes it back
+                on_closed(self)

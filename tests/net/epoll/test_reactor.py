@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -170,6 +171,7 @@ def test_a_closed_reactor_refuses_work(reactor: Reactor) -> None:
             "register": lambda: reactor.register(a.fileno(), print, None),
             "add_signal_handler": lambda: reactor.add_signal_handler(signal.SIGUSR1, print),
             "run": reactor.run,
+            "run_once": reactor.run_once,  # was a ValueError from the closed epoll object
         }
         for call in calls.values():
             with pytest.raises(RuntimeError, match=f"^{type(reactor).__name__} is closed$"):
@@ -316,3 +318,140 @@ def test_a_cut_pass_repeats_the_interrupted_callback_only_while_its_fd_is_ready(
         os.close(rfd)
         os.close(wfd)
         r.close()
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_keeps_off_the_parents_epoll_set(reactor: Reactor) -> None:
+    """The child's epoll fd is the parent's very set. Before, a child closing what it
+    inherited (a server's ``close`` unregisters its listener) deleted the parent's
+    registration, so the parent never heard of that fd again; and a child could run the
+    parent's loop and take its events. Now the child's unregister leaves the set alone, and
+    ``run`` and ``register`` in the child raise, as the Proactor's ``run`` does."""
+    a, b = socket.socketpair()
+    seen: list[str] = []
+    reactor.register(a.fileno(), lambda: seen.append(a.recv(16).decode()), None)
+    pid = os.fork()
+    if pid == 0:  # the child: its status says what it found
+        code = 9
+        try:
+            reactor.unregister(a.fileno())
+            reactor.call_soon(reactor.stop)  # a run that is let through ends after one pass
+            try:
+                reactor.run()
+            except RuntimeError as exc:
+                code = 0 if "fork" in str(exc) else 2
+            else:
+                code = 3
+            c, _ = socket.socketpair()
+            try:
+                reactor.register(c.fileno(), print, None)
+            except RuntimeError:
+                pass
+            else:
+                code = code or 4
+            reactor.close()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    try:
+        assert os.waitstatus_to_exitcode(status) == 0
+        b.sendall(b"hello")
+        run_for(reactor, 0.05)
+        assert seen == ["hello"]
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("engine", ["epoll", "uring"])
+def test_call_soon_threadsafe_racing_close_never_writes_into_a_reused_fd(engine: str) -> None:
+    """A thread's ``call_soon_threadsafe`` that races the loop's ``close`` either schedules
+    (before it) or raises ``RuntimeError`` (after it). Before, the thread could check the loop
+    open, lose the processor to ``close``, and write its wakeup into whatever file took the
+    closed eventfd's number (a pipe here; a client's socket in a server): half the trials on
+    epoll; the Proactor raised ``OSError(EBADF)``."""
+    if engine == "uring":
+        from poolalloc.net.uring.proactor import Proactor, available
+
+        if not available()[0]:
+            pytest.skip("io_uring unavailable")
+    stray: list[bytes] = []
+    other: list[BaseException] = []
+    for _ in range(100):
+        loop = Reactor() if engine == "epoll" else Proactor()
+
+        def hammer(loop: Reactor = loop) -> None:
+            while True:
+                try:
+                    loop.call_soon_threadsafe(lambda: None)
+                except RuntimeError:
+                    return
+                except Exception as exc:
+                    other.append(exc)
+                    return
+
+        thread = threading.Thread(target=hammer)
+        thread.start()
+        time.sleep(0.0005)
+        loop.close()
+        r, w = os.pipe()  # takes the closed eventfd's number, or a number near it
+        thread.join(5)
+        os.set_blocking(r, False)
+        with contextlib.suppress(BlockingIOError):
+            stray.append(os.read(r, 64))
+        os.close(r)
+        os.close(w)
+    assert (stray, other) == ([], [])
+
+
+def test_removing_a_signal_handler_restores_the_one_before(reactor: Reactor) -> None:
+    """``remove_signal_handler`` (and ``close``) put back what the signal did before the loop
+    took it. Before, it was ``SIG_DFL``: after a loop that handled SIGINT closed, Ctrl-C killed
+    the process on the spot instead of raising ``KeyboardInterrupt`` (no ``finally`` ran)."""
+    before = signal.getsignal(signal.SIGINT)
+    mine: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        mine.append(signum)
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        reactor.add_signal_handler(signal.SIGINT, print)
+        reactor.add_signal_handler(signal.SIGUSR1, print)
+        reactor.add_signal_handler(signal.SIGUSR1, print)  # replaced: the first "before" stays
+        assert reactor.remove_signal_handler(signal.SIGUSR1)
+        assert signal.getsignal(signal.SIGUSR1) is handler  # SIG_DFL would end the process
+        signal.raise_signal(signal.SIGUSR1)
+        assert mine == [signal.SIGUSR1]
+        reactor.close()
+        assert signal.getsignal(signal.SIGINT) is before
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        signal.signal(signal.SIGINT, before)
+
+
+def test_two_loops_with_signal_handlers_close_in_any_order() -> None:
+    """Each loop with signal handlers makes its socket the process's wakeup fd, keeping the
+    one it replaced. Closing the older loop first used to reset the wakeup fd while the newer
+    one ran on (its signals never reached it), and the newer one's close then put back the
+    older's closed fd: ``OSError(EBADF)`` halfway through ``close``, or, had the number been
+    taken meanwhile, signal bytes written into another file."""
+    start = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(start)
+    got: list[str] = []
+    a = Reactor()
+    a.add_signal_handler(signal.SIGUSR1, got.append, "a")
+    b = Reactor()
+    b.add_signal_handler(signal.SIGUSR2, lambda: (got.append("b"), b.stop()))
+    try:
+        a.close()
+        b.call_soon(os.kill, os.getpid(), signal.SIGUSR2)
+        guard = b.call_later(2.0, b.stop)
+        b.run()
+        guard.cancel()
+        assert got == ["b"]
+    finally:
+        b.close()
+    now = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(now)
+    assert now == start

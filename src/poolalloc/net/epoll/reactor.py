@@ -48,7 +48,8 @@ What does this mean for the Reactor?
   last-activity stamp, so idle tracking costs no system call and no timer per request.
 * ``call_soon_threadsafe`` appends to a deque (atomic under the GIL) and writes an ``eventfd``
   that is registered like any other fd; the eventfd counter coalesces many writes into one
-  wakeup.
+  wakeup. A lock orders it (and ``stop``) with ``close``: a thread that found the loop open
+  must not write after ``close`` freed the eventfd's number for another file.
 * Signals: a Python-level handler alone can be delayed indefinitely while the loop sleeps in
   ``epoll_wait``. ``signal.set_wakeup_fd`` makes the C-level handler write the signal number
   into a non-blocking socket we watch, so the loop wakes at once and learns *which* signals came;
@@ -72,6 +73,7 @@ import os
 import select
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -93,6 +95,11 @@ Callback = Callable[..., object]
 #: The longest wait, in seconds: ``epoll_wait`` takes an ``int`` of milliseconds (a timeout over
 #: ``2**31 - 1`` ms raises ``OverflowError``); the io_uring wait takes it too.
 MAX_WAIT = (2**31 - 1) // 1000
+
+#: The open loops whose signal socket became the process's wakeup fd, each keeping the fd it
+#: replaced (a chain, oldest first): a loop that closes splices itself out of it (main thread
+#: only, as every signal API).
+_signal_loops: list[Reactor] = []
 
 
 class Handle:
@@ -170,6 +177,8 @@ class Reactor:
         exception_handler: Callable[[BaseException, object], None] | None = None,
     ) -> None:
         self._epoll = select.epoll()
+        #: The process that made the loop: a forked child shares its epoll set (see _check_pid)
+        self.pid = os.getpid()
         self._max_events = max_events
         self._handlers: dict[int, list[Callback | None]] = {}
         self._ready: collections.deque[Handle] = collections.deque()
@@ -189,8 +198,14 @@ class Reactor:
         self.exception_handler = exception_handler or _log_exception
         self.stats = {"wakeups": 0, "events": 0, "callbacks": 0, "timers": 0, "errors": 0}
         self._wakeup_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        # Held by other threads' wakeups and by close() while it marks the loop closed: a
+        # wakeup that found the loop open must not write into a file that took the closed
+        # eventfd's number meanwhile (a client's socket, in a server).
+        self._wakeup_lock = threading.Lock()
         self.register(self._wakeup_fd, self._drain_wakeup, None)
         self._signal_handlers: dict[int, Handle] = {}
+        #: what each signal did before this loop took it, put back when the loop lets it go
+        self._signals_before: dict[int, Any] = {}
         self._signal_sock: tuple[socket.socket, socket.socket] | None = None
         self._old_wakeup_fd = -1
 
@@ -200,10 +215,11 @@ class Reactor:
 
         :raises FileExistsError: ``fd`` is already registered.
         :raises OSError: epoll refused the fd (e.g. a regular file: ``EPERM``).
-        :raises RuntimeError: the reactor is closed.
+        :raises RuntimeError: the reactor is closed, or this is a forked child.
         """
         if self._closed:
             self._refuse_closed()
+        self._check_pid()
         if fd in self._handlers:
             raise FileExistsError(f"fd {fd} is already registered")
         self._epoll.register(fd, _REGISTER_MASK)
@@ -224,6 +240,8 @@ class Reactor:
         :raises KeyError: ``fd`` is not registered.
         """
         del self._handlers[fd]
+        if self.pid != os.getpid():
+            return  # the set is the parent's too: a child closing what it inherited keeps off it
         # An fd already closed was dropped from the set by the kernel: nothing to undo.
         with contextlib.suppress(OSError, ValueError):
             self._epoll.unregister(fd)
@@ -253,13 +271,14 @@ class Reactor:
 
         :raises RuntimeError: the reactor is closed (its eventfd is gone).
         """
-        if self._closed:
-            self._refuse_closed()
         handle = Handle(callback, args)
-        self._ready.append(handle)
-        # BlockingIOError: the counter is saturated, so a wakeup is pending anyway.
-        with contextlib.suppress(BlockingIOError):
-            os.eventfd_write(self._wakeup_fd, 1)
+        with self._wakeup_lock:
+            if self._closed:
+                self._refuse_closed()
+            self._ready.append(handle)
+            # BlockingIOError: the counter is saturated, so a wakeup is pending anyway.
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_write(self._wakeup_fd, 1)
         return handle
 
     def call_at(self, when: float, callback: Callback, *args: Any) -> TimerHandle:
@@ -294,6 +313,17 @@ class Reactor:
     def _refuse_closed(self) -> NoReturn:
         raise RuntimeError(f"{type(self).__name__} is closed")
 
+    def _check_pid(self) -> None:
+        # A forked child's epoll fd is the very set of the parent: run there, the child would
+        # take the parent's events (each edge is reported once); an fd it registered would
+        # wake the parent under a number the parent may use for another file.
+        if self.pid != os.getpid():
+            name = type(self).__name__
+            raise RuntimeError(
+                f"this {name} belongs to the parent process: its epoll set is shared across "
+                f"fork(); create a new {name} in the child"
+            )
+
     def _timer_cancelled(self) -> None:
         self._cancelled_timers += 1
         if self._cancelled_timers > 64 and self._cancelled_timers * 2 > len(self._timers):
@@ -317,15 +347,20 @@ class Reactor:
             self._old_wakeup_fd = signal.set_wakeup_fd(
                 self._signal_sock[1].fileno(), warn_on_full_buffer=False
             )
+            _signal_loops.append(self)
             self.register(self._signal_sock[0].fileno(), self._drain_signals, None)
-        signal.signal(signum, _ignore_in_python)
+        before = signal.signal(signum, _ignore_in_python)
+        self._signals_before.setdefault(signum, before)
         self._signal_handlers[signum] = Handle(callback, args)
 
     def remove_signal_handler(self, signum: int) -> bool:
-        """Restore the default action for ``signum``; False if no handler was set."""
+        """Give ``signum`` back the handler it had before :meth:`add_signal_handler` (Python's
+        ``KeyboardInterrupt`` for SIGINT, say); False if no handler was set."""
         if self._signal_handlers.pop(signum, None) is None:
             return False
-        signal.signal(signum, signal.SIG_DFL)
+        before = self._signals_before.pop(signum, None)
+        # None: the handler before was not set from Python, which cannot put it back
+        signal.signal(signum, signal.SIG_DFL if before is None else before)
         return True
 
     def _drain_signals(self) -> None:
@@ -351,10 +386,12 @@ class Reactor:
         After a :meth:`stop` made while the loop was not running, ``run`` makes one pass that
         does not sleep, then returns (asyncio's ``run_forever`` does the same).
 
-        :raises RuntimeError: the reactor is closed or already running.
+        :raises RuntimeError: the reactor is closed, already running, or called in a forked
+            child (make a new loop there).
         """
         if self._closed:
             self._refuse_closed()
+        self._check_pid()
         if self._running:
             raise RuntimeError(f"{type(self).__name__} is already running")
         self._running = True
@@ -373,13 +410,19 @@ class Reactor:
         """Make :meth:`run` return after the current pass, or after its first pass when it
         is not running yet (thread-safe). A no-op on a closed reactor."""
         self._stopping = True
-        if self._closed:
-            return  # its eventfd is closed, and the number may name another file by now
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.eventfd_write(self._wakeup_fd, 1)
+        with self._wakeup_lock:
+            if self._closed:
+                return  # its eventfd is closed, and the number may name another file by now
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.eventfd_write(self._wakeup_fd, 1)
 
     def run_once(self) -> None:
-        """One pass: wait for IO (bounded by the next timer), dispatch, run due callbacks."""
+        """One pass: wait for IO (bounded by the next timer), dispatch, run due callbacks.
+
+        :raises RuntimeError: the reactor is closed.
+        """
+        if self._closed:
+            self._refuse_closed()
         if self._undispatched or self._interrupted >= 0:
             self._finish_cut_pass()
         events = self._epoll.poll(self._poll_timeout(), self._max_events)
@@ -498,11 +541,12 @@ class Reactor:
             raise RuntimeError("cannot close a running reactor")
         if self._closed:
             return
-        self._closed = True
+        with self._wakeup_lock:  # no wakeup is under way, and none starts (see __init__)
+            self._closed = True
         for signum in list(self._signal_handlers):
             self.remove_signal_handler(signum)
         if self._signal_sock is not None:
-            signal.set_wakeup_fd(self._old_wakeup_fd)
+            self._let_go_of_wakeup_fd()
             for s in self._signal_sock:
                 s.close()
         os.close(self._wakeup_fd)
@@ -510,6 +554,23 @@ class Reactor:
         self._handlers.clear()
         self._ready.clear()
         self._timers.clear()
+
+    def _let_go_of_wakeup_fd(self) -> None:
+        """Take this loop's socket out of the wakeup fd chain (see ``_signal_loops``): the
+        wakeup fd goes back to the one it replaced only if it is still this loop's (a newer loop
+        may run on with its own), and a newer loop that replaced this one will put back this
+        one's predecessor, not this closed socket's number."""
+        assert self._signal_sock is not None
+        mine = self._signal_sock[1].fileno()
+        _signal_loops.remove(self)
+        for other in _signal_loops:
+            if other._old_wakeup_fd == mine:
+                other._old_wakeup_fd = self._old_wakeup_fd
+        current = signal.set_wakeup_fd(-1)  # the only way to read it
+        restore = self._old_wakeup_fd if current == mine else current
+        if restore != -1:
+            with contextlib.suppress(OSError, ValueError):  # its owner closed it meanwhile
+                signal.set_wakeup_fd(restore, warn_on_full_buffer=False)
 
     @property
     def closed(self) -> bool:

@@ -389,8 +389,9 @@ class TcpServer:
         self._fold(conn)
         lease, conn.pooled = conn.pooled, None
         assert lease is not None  # set by _adopt
-        if self._closed:
-            lease.release()
+        reactor = self.reactor
+        if self._closed or reactor.closed or getattr(reactor, "draining", False):
+            lease.release()  # no later pass will come to run a deferred release
             return
         # Return to the pool after the current callback chain: callers up the stack still
         # look at this object's flags, and the pool's reset would clear them. The resume goes

@@ -376,6 +376,8 @@ class UringConnection(BaseConnection["Proactor"]):
                 return  # counted in bytes_out when the kernel completes it (bytes_out)
         if type(data) is not bytes:
             data = memoryview(data)
+            if not data.c_contiguous:  # refused here, as epoll's send does, not at the flush
+                raise BufferError("memoryview: underlying buffer is not C-contiguous")
             if data.format != "B" or data.ndim != 1:
                 data = data.cast("B")
         n = len(data)

@@ -207,7 +207,6 @@ class Proactor(Reactor):
         except BaseException:
             self._ring.close()
             raise
-        self.pid = os.getpid()
         self.ring_buffers = ring_buffers
         if incremental is None:
             incremental = probe_result().has_pbuf_inc
@@ -294,16 +293,22 @@ class Proactor(Reactor):
             )
 
     def run(self) -> None:
-        """Run until :meth:`stop`; after a :meth:`stop` made before, one pass (see
-        :meth:`Reactor.run`).
-
-        :raises RuntimeError: closed, already running, or called in a forked child.
-        """
-        self._check_pid()
+        """Run until :meth:`stop`, as :meth:`Reactor.run`; on the way out, what the last
+        pass's callbacks wrote is handed to the kernel, as the Reactor's writes are at once."""
         super().run()
+        # Only on a plain return: a pass cut short by Ctrl-C leaves its flushes to the next
+        # pass (or the close), which handles them first.
+        if self.dirty:
+            self._flush_dirty()
+        self._ring.submit()
 
     def run_once(self) -> None:
-        """One pass: flush writes, refill buffer rings, submit and wait, dispatch, run callbacks."""
+        """One pass: flush writes, refill buffer rings, submit and wait, dispatch, run callbacks.
+
+        :raises RuntimeError: the proactor is closed.
+        """
+        if self._closed:
+            self._refuse_closed()
         if self._unhandled or self._undispatched or self._interrupted >= 0:
             self._finish_cut_pass()
         if self.dirty:
