@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+from forking import in_child
 
 from poolalloc.net.epoll.reactor import Reactor
 
@@ -455,3 +456,41 @@ def test_two_loops_with_signal_handlers_close_in_any_order() -> None:
     now = signal.set_wakeup_fd(-1)
     signal.set_wakeup_fd(now)
     assert now == start
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+@pytest.mark.parametrize("engine", ["epoll", "uring"])
+def test_a_forked_child_closes_a_loop_whose_wakeup_another_thread_was_writing(
+    engine: str,
+) -> None:
+    """A thread of the parent in the middle of ``call_soon_threadsafe`` (or ``stop``) holds the
+    loop's wakeup lock when another thread forks; the child has no such thread to let go of it.
+    Closing what the child inherited (as the guide says it may) then waited on that lock for
+    good; now the child's copy of each loop starts with a free one."""
+    if engine == "uring":
+        from poolalloc.net.uring.proactor import Proactor, available
+
+        if not available()[0]:
+            pytest.skip("io_uring unavailable")
+    loop = Reactor() if engine == "epoll" else Proactor()
+    held, done = threading.Event(), threading.Event()
+
+    def mid_wakeup() -> None:  # holds the lock as a wakeup under way does, across the fork
+        with loop._wakeup_lock:
+            held.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=mid_wakeup)
+    thread.start()
+    try:
+        assert held.wait(5)
+
+        def close_in_child() -> None:
+            loop.call_soon_threadsafe(print)
+            loop.close()
+
+        assert in_child(close_in_child, limit=5.0) == 0  # not killed as hung
+    finally:
+        done.set()
+        thread.join(5)
+        loop.close()

@@ -214,6 +214,44 @@ def test_a_response_with_valid_fields_is_made(make_server: Any) -> None:
     assert (status, headers["x-a"], headers["x-b"], body) == (299, "1\t\xe92", "", b"x")
 
 
+def test_a_header_value_that_is_a_number_is_sent_as_its_digits(make_server: Any) -> None:
+    """The head writes each field with a format, so a route that gives a count as a number
+    (not a str) was answered with it; the check of the fields takes it the same way."""
+    srv = make_server()
+    srv.call(srv.http.route, "/n", lambda req: Response(body=b"x", headers=(("X-Count", 5),)))
+    status, headers, body = exchange(srv.port, b"GET /n HTTP/1.1\r\nHost: x\r\n\r\n")[0]
+    assert (status, headers["x-count"], body) == (200, "5", b"x")
+
+
+def test_a_response_made_for_each_request_checks_its_fields_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The field check costs more than the rest of a Response: a route that makes one for
+    each request with the same headers pays it once, and headers that vary (made from each
+    request) keep what is remembered bounded; a bad field is refused every time."""
+    from poolalloc.net.http import server as http_server
+
+    checked: list[bytes] = []
+    real = http_server.valid_field
+
+    def counting(name: bytes, value: bytes) -> bool:
+        checked.append(name)
+        return real(name, value)
+
+    monkeypatch.setattr(http_server, "valid_field", counting)
+    monkeypatch.setattr(http_server, "_CHECKED_FIELDS", {}, raising=False)
+    fields = (("Cache-Control", "no-store"), ("X-A", "1"))
+    for _ in range(100):
+        Response(body=b"{}", content_type="application/json", headers=fields)
+    assert len(checked) == 3  # the content type and the two headers, for the first one only
+    for i in range(3 * http_server._CHECKED_FIELDS_MAX):
+        Response(headers=(("ETag", f'"{i}"'),))
+    assert len(http_server._CHECKED_FIELDS) <= http_server._CHECKED_FIELDS_MAX
+    for _ in range(2):
+        with pytest.raises(ValueError, match="invalid header"):
+            Response(headers=(("X-A", "1\r\nSet-Cookie: a=1"),))
+
+
 @pytest.mark.parametrize("static", [True, False])
 @pytest.mark.parametrize("status", [204, 304])
 def test_a_response_without_content_has_no_length_and_no_body(

@@ -49,7 +49,8 @@ What does this mean for the Reactor?
 * ``call_soon_threadsafe`` appends to a deque (atomic under the GIL) and writes an ``eventfd``
   that is registered like any other fd; the eventfd counter coalesces many writes into one
   wakeup. A lock orders it (and ``stop``) with ``close``: a thread that found the loop open
-  must not write after ``close`` freed the eventfd's number for another file.
+  must not write after ``close`` freed the eventfd's number for another file. A forked child
+  gets a free one (a thread of the parent that held it is not there to let go).
 * Signals: a Python-level handler alone can be delayed indefinitely while the loop sleeps in
   ``epoll_wait``. ``signal.set_wakeup_fd`` makes the C-level handler write the signal number
   into a non-blocking socket we watch, so the loop wakes at once and learns *which* signals came;
@@ -75,6 +76,7 @@ import signal
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -202,6 +204,7 @@ class Reactor:
         # wakeup that found the loop open must not write into a file that took the closed
         # eventfd's number meanwhile (a client's socket, in a server).
         self._wakeup_lock = threading.Lock()
+        _loops.add(self)
         self.register(self._wakeup_fd, self._drain_wakeup, None)
         self._signal_handlers: dict[int, Handle] = {}
         #: what each signal did before this loop took it, put back when the loop lets it go
@@ -582,6 +585,21 @@ class Reactor:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+#: Every loop alive, for the fork handler below.
+_loops: weakref.WeakSet[Reactor] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent that was waking a loop held its lock at the fork, and that thread
+    # is not in the child to let go of it: the child's close() of what it inherited would wait
+    # on it for good.
+    for loop in list(_loops):
+        loop._wakeup_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _ignore_in_python(signum: int, frame: object) -> None:

@@ -72,6 +72,9 @@ _TEXT = "text/plain; charset=utf-8"
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
 #: Statuses whose response ends at its head (RFC 9112 6.3), whatever it says
 _NO_CONTENT = (204, 304)
+#: (content_type, headers) of Responses whose fields passed the check, at most _CHECKED_FIELDS_MAX
+_CHECKED_FIELDS: dict[object, None] = {}
+_CHECKED_FIELDS_MAX = 256
 #: How often a graceful shutdown looks whether its connections are gone (seconds)
 _DRAIN_POLL = 0.02
 #: A request body's seconds, and the bytes per second that earn it one more (Apache
@@ -135,17 +138,31 @@ class Response:
         if self.body and self.status in _NO_CONTENT:  # its client reads it as the next answer
             raise ValueError(f"Response: a {self.status} has no content (RFC 9110 15.3.5, 15.4.5)")
         fields = self.headers
+        if self.content_type is _TEXT and not fields:
+            return
+        # A route that makes its Response for each request repeats a few header sets: checked
+        # once each, the check costs a lookup there instead of a microsecond or two a request.
+        key: object = (self.content_type, fields)
+        try:
+            if key in _CHECKED_FIELDS:
+                return
+        except TypeError:  # a list of headers: no key, checked each time
+            key = None
         if self.content_type is not _TEXT:
             fields = (("Content-Type", self.content_type), *fields)
         for name, value in fields:
-            try:
-                ok = valid_field(name.encode("latin-1"), value.encode("latin-1"))
+            try:  # as the head will write them (a number as a value is sent as its digits)
+                ok = valid_field(f"{name}".encode("latin-1"), f"{value}".encode("latin-1"))
             except UnicodeEncodeError:
                 ok = False
             if not ok:
                 raise ValueError(f"Response: invalid header {name!r}: {value!r}")
-            if name.lower() in _FRAMING:
+            if f"{name}".lower() in _FRAMING:
                 raise ValueError(f"Response: {name!r} is the server's to write")
+        if key is not None:
+            if len(_CHECKED_FIELDS) >= _CHECKED_FIELDS_MAX:  # headers made from each request
+                _CHECKED_FIELDS.clear()
+            _CHECKED_FIELDS[key] = None
 
 
 #: a "%" not followed by two hex digits: unquote would keep it as it is, a name no client meant
