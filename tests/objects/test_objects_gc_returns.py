@@ -113,6 +113,39 @@ def test_a_leak_in_a_loop_logs_once_per_place(caplog: pytest.LogCaptureFixture) 
     assert pool.close().is_clean
 
 
+def test_leaks_from_more_places_than_are_kept_are_counted_not_logged(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # past the places it keeps, a repeated place was logged with its stack every time, though
+    # the line said it would not be: the last place kept says new ones are counted only
+    from poolalloc import leaks
+
+    monkeypatch.setattr(leaks, "GC_LEAKS_KEPT", 2)
+    pool = ObjectPool(list, track_leaks=True)
+
+    def first() -> None:
+        pool.acquire()
+
+    def second() -> None:
+        pool.acquire()
+
+    def third() -> None:
+        pool.acquire()
+
+    with caplog.at_level(logging.WARNING, logger="poolalloc.objects"):
+        for leak in (first, second, third, third, first):
+            leak()
+            gc.collect()
+    lines = [r.getMessage() for r in caplog.records if "garbage-collected" in r.getMessage()]
+    assert len(lines) == 2
+    assert "in first" in lines[0]
+    assert "or from any new place" not in lines[0]
+    assert "in second" in lines[1]
+    assert "or from any new place" in lines[1]
+    assert pool.stats().gc_returns == 5
+    assert pool.close().is_clean
+
+
 def test_an_interrupt_between_acquire_and_with_leaves_the_pool_whole() -> None:
     pool = ObjectPool(list, max_size=1, timeout=0)
 

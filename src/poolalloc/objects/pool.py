@@ -342,14 +342,16 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
         stack = self._out.pop(lease_id, None)
         if stack is None or stack in self._logged:
             return  # a leak in a loop logs once, not once a lease (gc_returns counts them all)
-        if len(self._logged) < leaks.GC_LEAKS_KEPT:
-            self._logged.add(stack)
+        if len(self._logged) >= leaks.GC_LEAKS_KEPT:
+            return  # that many places logged already: the rest are counted, as the log said
+        self._logged.add(stack)
         log.warning(
             "%r: a lease was garbage-collected without release(); acquired at:\n%s"
-            "(leases collected unreleased from here again are counted in stats().gc_returns, "
+            "(leases collected unreleased from here again%s are counted in stats().gc_returns, "
             "not logged)",
             self,
             stack,
+            " or from any new place" if len(self._logged) == leaks.GC_LEAKS_KEPT else "",
         )
 
     def _reset_failed(self, slot: Slot[T], exc: BaseException) -> None:

@@ -458,6 +458,23 @@ def test_two_loops_with_signal_handlers_close_in_any_order() -> None:
     assert now == start
 
 
+def test_a_signal_handler_may_stop_the_loop_while_its_thread_wakes_it() -> None:
+    """A Python signal handler runs in the main thread between two bytecodes, possibly while
+    that thread is inside ``call_soon_threadsafe`` or ``stop`` holding the wakeup lock; a
+    handler that calls ``stop()`` (the usual one) then waited on the lock its own thread held.
+    Run in a child, so that a hang is a kill and not a stuck suite."""
+
+    def in_the_lock() -> None:
+        loop = Reactor()
+        signal.signal(signal.SIGUSR1, lambda *_: loop.stop())
+        with loop._wakeup_lock:  # as a wakeup under way holds it when the signal comes
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.01)  # the handler runs here, at the next bytecode
+        loop.close()
+
+    assert in_child(in_the_lock, limit=5.0) == 0  # not killed as hung
+
+
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 @pytest.mark.parametrize("engine", ["epoll", "uring"])
 def test_a_forked_child_closes_a_loop_whose_wakeup_another_thread_was_writing(

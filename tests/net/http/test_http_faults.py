@@ -223,6 +223,19 @@ def test_a_header_value_that_is_a_number_is_sent_as_its_digits(make_server: Any)
     assert (status, headers["x-count"], body) == (200, "5", b"x")
 
 
+def test_headers_given_as_a_generator_all_go_out(make_server: Any) -> None:
+    """The field check walked a generator of headers to its end, and the head then found it
+    empty: the response went out without them. Any iterable is taken as a tuple, once."""
+    srv = make_server()
+    srv.call(
+        srv.http.route,
+        "/g",
+        lambda req: Response(body=b"x", headers=((n, v) for n, v in (("X-A", "1"), ("X-B", "2")))),
+    )
+    status, headers, body = exchange(srv.port, b"GET /g HTTP/1.1\r\nHost: x\r\n\r\n")[0]
+    assert (status, headers.get("x-a"), headers.get("x-b"), body) == (200, "1", "2", b"x")
+
+
 def test_a_response_made_for_each_request_checks_its_fields_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -202,8 +202,10 @@ class Reactor:
         self._wakeup_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         # Held by other threads' wakeups and by close() while it marks the loop closed: a
         # wakeup that found the loop open must not write into a file that took the closed
-        # eventfd's number meanwhile (a client's socket, in a server).
-        self._wakeup_lock = threading.Lock()
+        # eventfd's number meanwhile (a client's socket, in a server). Re-entrant: a Python
+        # signal handler that calls stop() may run while this thread is inside stop() or
+        # call_soon_threadsafe, holding it.
+        self._wakeup_lock = threading.RLock()
         _loops.add(self)
         self.register(self._wakeup_fd, self._drain_wakeup, None)
         self._signal_handlers: dict[int, Handle] = {}
@@ -596,7 +598,7 @@ def _after_fork_in_child() -> None:
     # is not in the child to let go of it: the child's close() of what it inherited would wait
     # on it for good.
     for loop in list(_loops):
-        loop._wakeup_lock = threading.Lock()
+        loop._wakeup_lock = threading.RLock()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -138,6 +138,9 @@ class Response:
         if self.body and self.status in _NO_CONTENT:  # its client reads it as the next answer
             raise ValueError(f"Response: a {self.status} has no content (RFC 9110 15.3.5, 15.4.5)")
         fields = self.headers
+        if type(fields) is not tuple:  # a generator would be used up by the check below
+            fields = tuple(fields)
+            object.__setattr__(self, "headers", fields)  # frozen: set once, here
         if self.content_type is _TEXT and not fields:
             return
         # A route that makes its Response for each request repeats a few header sets: checked
