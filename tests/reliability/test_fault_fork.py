@@ -9,12 +9,12 @@ on, and all its counters balance at the end. A hung child is killed and fails th
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
 import warnings
 
+from forking import HUNG, RAISED, in_child
 from relkit import TEST_SECONDS
 
 from poolalloc import Allocator, BufferPool, ObjectPool, PoolExhausted, SlabPool
@@ -42,7 +42,7 @@ def _hammer(pools: tuple, seed: int, stop: threading.Event, counts: list[int]) -
     counts.append(n)
 
 
-def _child(pools: tuple) -> int:
+def _child(pools: tuple) -> None:
     alloc, bufs, slab, objs = pools
     done: list[int] = []
 
@@ -65,28 +65,7 @@ def _child(pools: tuple) -> int:
         t.start()
     for t in threads:
         t.join()
-    return 0 if len(done) == 4 else 3
-
-
-def _fork_and_wait(pools: tuple) -> int:
-    pid = os.fork()
-    if pid == 0:
-        code = 2
-        try:
-            code = _child(pools)
-        except BaseException as exc:
-            os.write(2, f"child failed: {exc!r}\n".encode())
-        finally:
-            os._exit(code)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.01)
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-    return -999  # hung
+    assert len(done) == 4, f"threads done in the child: {done}"
 
 
 def test_fork_while_threads_hammer_every_pool() -> None:
@@ -106,11 +85,11 @@ def test_fork_while_threads_hammer_every_pool() -> None:
         warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads running
         for _ in range(FORKS):
             time.sleep(TEST_SECONDS / FORKS)
-            codes.append(_fork_and_wait(pools))
+            codes.append(in_child(lambda: _child(pools)))
     stop.set()
     for t in threads:
         t.join(30)
-    assert codes == [0] * FORKS, f"child exit codes (-999: hung): {codes}"
+    assert codes == [0] * FORKS, f"child exit codes ({HUNG}: hung, {RAISED}: raised): {codes}"
     assert len(counts) == 4
     assert sum(counts) > 0
     alloc, bufs, slab, objs = pools
