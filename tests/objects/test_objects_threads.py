@@ -9,6 +9,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from forking import in_child
@@ -219,6 +220,57 @@ def test_release_from_another_thread_wakes_a_waiter(make_pool: MakePool) -> None
     t.join(10)
     assert len(got) == 1
     assert pool.stats().created == 1
+
+
+def test_an_interrupt_while_a_waiter_collects_its_grant_passes_the_object_on(
+    make_pool: MakePool,
+) -> None:
+    """An asynchronous exception landing in a woken waiter's collection of its grant, after
+    the grant left the waiter's record and before it was handed out, left the object on a
+    waiter nobody would collect: the pool no longer balanced and, at max_size, never served
+    again (an interrupt storm under AddressSanitizer found it). A trace function raises the
+    interrupt on that line, as PyThreadState_SetAsyncExc would."""
+    import inspect
+    import sys
+
+    from poolalloc.objects._store import ObjectStore
+
+    lines, first = inspect.getsourcelines(ObjectStore._collect)
+    (target,) = [first + i for i, line in enumerate(lines) if "if grant is not None:" in line]
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if frame.f_code is ObjectStore._collect.__code__:
+            return local
+        return None
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        if event == "line" and frame.f_lineno == target:
+            raise KeyboardInterrupt
+        return local
+
+    pool = make_pool(max_size=1)
+    lease = pool.acquire()
+    raised: list[BaseException] = []
+
+    def waiter() -> None:
+        sys.settrace(tracer)
+        try:
+            pool.acquire(timeout=10)
+        except BaseException as exc:  # the interrupt is what is looked at
+            raised.append(exc)
+        finally:
+            sys.settrace(None)
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    _wait_until(lambda: pool.stats().waiting == 1)
+    lease.release()  # granted to the waiter, whose collection is interrupted
+    t.join(10)
+    assert [type(exc) for exc in raised] == [KeyboardInterrupt]
+    s = pool.stats()
+    assert (s.in_use, s.waiting, s.is_balanced) == (0, 0, True)
+    with pool.acquire(timeout=1):  # the object came back
+        pass
 
 
 def test_close_wakes_waiting_threads_with_pool_closed(make_pool: MakePool) -> None:

@@ -52,13 +52,6 @@ _COUNTERS = (
 )
 
 
-def _remove(waiters: list[Waiter], waiter: Waiter) -> None:
-    for i, w in enumerate(waiters):
-        if w is waiter:
-            del waiters[i]
-            return
-
-
 def stash_cap(max_size: int | None, max_idle: int | None, stash_size: int | None) -> int:
     # Small per-thread stashes: Netty learned that big per-thread caches bloat (Recycler 32k ->
     # 4096); a quarter of a bounded pool, at most 8, keeps most objects where waiters find them.
@@ -152,8 +145,10 @@ class ObjectStore(Generic[T]):
         self._idle: list[Slot[T]] = []
         self._waiters: deque[Waiter] = deque()
         # waiters granted something they have not collected yet (a forked child takes back what
-        # was granted to the threads that did not follow it)
-        self._granted: list[Waiter] = []
+        # was granted to the threads that did not follow it). A set: its add and discard are one
+        # call each, with no bytecode inside for an asynchronous exception to land on between a
+        # grant's hand-over and its record (a loop there lost objects to interrupt storms).
+        self._granted: set[Waiter] = set()
         self._contended = False  # a waiter is queued or the pool is closed: returns must lock
         self._closed = False
         self._alive = 0
@@ -175,7 +170,7 @@ class ObjectStore(Generic[T]):
         self._lock = threading.Lock()  # a thread that is gone may have held it
         gone = [w for w in (*self._waiters, *self._granted) if w.thread != me]
         self._waiters = deque(w for w in self._waiters if w.thread == me)
-        self._granted = [w for w in self._granted if w.thread == me]
+        self._granted = {w for w in self._granted if w.thread == me}
         self._contended = self._closed or bool(self._waiters)
         wake: list[Waiter] = []
         dead: list[Slot[T]] = []
@@ -305,30 +300,39 @@ class ObjectStore(Generic[T]):
         return self._collect(waiter)
 
     def _collect(self, waiter: Waiter) -> object:
-        with self._lock:
-            grant = waiter.grant
-            _remove(self._granted, waiter)
-            if grant is None:
-                self._waiters.remove(waiter)
-                self._contended = self._closed or bool(self._waiters)
-                self._n["timeouts"] += 1
-        if grant is None:
-            raise PoolExhausted(f"{self!r}: timed out waiting for a free object")
-        return grant
+        # An asynchronous exception (KeyboardInterrupt, PyThreadState_SetAsyncExc) may land on
+        # any bytecode here: what was granted then goes on, as when the wait was interrupted.
+        # Uncaught, it left the grant on a waiter nobody would collect (an object lost for good).
+        try:
+            with self._lock:
+                grant = waiter.grant
+                self._granted.discard(waiter)
+                if grant is None:
+                    self._waiters.remove(waiter)
+                    self._contended = self._closed or bool(self._waiters)
+                    self._n["timeouts"] += 1
+            if grant is not None:
+                return grant
+        except BaseException:
+            self._abandon(waiter)
+            raise
+        raise PoolExhausted(f"{self!r}: timed out waiting for a free object")
 
     def _abandon(self, waiter: Waiter) -> None:
         """A waiter gives up (cancelled, interrupted, loop gone): pass on whatever it got."""
         wake: list[Waiter] = []
         dead: list[Slot[T]] = []
         with self._lock:
+            # no call between taking the grant and passing it on: an asynchronous exception
+            # lands after a call, and one landing there lost the object (interrupt storms)
             grant, waiter.grant = waiter.grant, None
-            _remove(self._granted, waiter)
             if grant is None:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
                 self._contended = self._closed or bool(self._waiters)
             else:
                 self._regrant(grant, wake, dead)
+            self._granted.discard(waiter)
         self._finish(wake, dead)
 
     def _abandon_permit(self) -> None:
@@ -362,7 +366,7 @@ class ObjectStore(Generic[T]):
     def _grant(self, grant: object, wake: list[Waiter]) -> None:
         waiter = self._waiters.popleft()
         waiter.grant = grant
-        self._granted.append(waiter)
+        self._granted.add(waiter)
         wake.append(waiter)
         if not self._waiters:
             self._contended = self._closed
