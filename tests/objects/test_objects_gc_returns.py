@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import threading
@@ -160,6 +161,35 @@ def test_an_interrupt_between_acquire_and_with_leaves_the_pool_whole() -> None:
     gc.collect()  # the traceback held the frame, and the frame the lease
     pool.acquire().release()
     assert pool.stats().is_balanced
+
+
+@pytest.mark.parametrize("track", [False, True])
+def test_a_task_collected_inside_async_with_gives_its_object_back_once(
+    track: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The collection that finalizes the slot also closes the task's coroutine, whose
+    ``__aexit__`` releases the lease: the object must come back once, not twice."""
+    pool = ObjectPool(list, max_size=2, timeout=0, track_leaks=track)
+
+    async def main() -> None:
+        async def holder() -> None:
+            async with pool.acquire_async() as items:
+                items.append(1)
+                await asyncio.get_running_loop().create_future()  # never resolved
+
+        task = asyncio.ensure_future(holder())
+        await asyncio.sleep(0)  # it holds the lease now, and waits for good
+        del task  # only the cycle task -> coroutine -> future -> task holds it
+        gc.collect()  # asyncio logs "Task was destroyed but it is pending!"
+
+    asyncio.run(main())
+    s = pool.stats()
+    assert (s.created, s.idle, s.in_use, s.is_balanced) == (1, 1, 0, True), s
+    first, second = pool.acquire(), pool.acquire()
+    assert first.obj is not second.obj  # one object would have gone to both
+    first.release()
+    second.release()
+    assert pool.close().is_clean
 
 
 class _Holder:

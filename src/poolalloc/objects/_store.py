@@ -8,17 +8,24 @@ Lock order and ownership (see ``docs/design.md`` ## ObjectPool):
   ``wake`` and ``dead`` lists under the lock and :meth:`ObjectStore._finish` acts on them after).
 * A stash is appended to only by its owning thread, without the lock; anybody may ``pop()``
   from it (an atomic list operation), which is how waiters, ``trim`` and ``close`` steal.
-* ``_alive`` counts objects against ``max_size``, including CREATE permits not yet built.
+* ``_alive`` counts objects against ``max_size``, including permits (:class:`Permit`) not yet
+  built: each armed permit is one unit of it.
+* Nothing the pool counts lives only in a frame without a finalizer to bring it back: a slot
+  dropped between two places gives its object back, a permit dropped unused its count, and a
+  waiter (held weakly by the queue) dies with the thread or task that waited on it, taking its
+  grant along to that grant's finalizer. An asynchronous exception (KeyboardInterrupt,
+  ``PyThreadState_SetAsyncExc``) lands after a call; there is no clean-up it can skip.
 
 Example:
     >>> core = ObjectStore(max_size=1, max_idle=None, stash_cap=1, dispose=None)
-    >>> core._take(None, None) is CREATE  # capacity left: the caller may build one object
+    >>> isinstance(core._take(None, None), Permit)  # capacity left: the caller may build one
     True
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -31,7 +38,7 @@ from typing import Any, Generic, TypeVar
 from poolalloc import leaks
 from poolalloc._ints import integer, shown
 from poolalloc.errors import PoolClosedError, PoolExhausted, PoolValueError
-from poolalloc.objects._waiting import CLOSED, CREATE, AsyncWaiter, ThreadWaiter, Waiter
+from poolalloc.objects._waiting import CLOSED, AsyncWaiter, Permit, ThreadWaiter, Waiter
 from poolalloc.objects.lease import Slot, Stash
 
 T = TypeVar("T")
@@ -143,21 +150,22 @@ class ObjectStore(Generic[T]):
         self._local = threading.local()
         self._stashes: list[Stash[T]] = []
         self._idle: list[Slot[T]] = []
-        self._waiters: deque[Waiter] = deque()
+        # Weak: a waiter whose thread or task is gone (an asynchronous exception) dies with it,
+        # and what was granted to it comes back through the grant's finalizer.
+        self._waiters: deque[weakref.ref[Waiter]] = deque()
         # waiters granted something they have not collected yet (a forked child takes back what
-        # was granted to the threads that did not follow it). A set: its add and discard are one
-        # call each, with no bytecode inside for an asynchronous exception to land on between a
-        # grant's hand-over and its record (a loop there lost objects to interrupt storms).
-        self._granted: set[Waiter] = set()
+        # was granted to the threads that did not follow it)
+        self._granted: weakref.WeakSet[Waiter] = weakref.WeakSet()
         self._contended = False  # a waiter is queued or the pool is closed: returns must lock
         self._closed = False
         self._alive = 0
         self._n = dict.fromkeys(_COUNTERS, 0)
-        # Slots of leases collected unreleased, with whether their reset went well. Filled by
+        # Slots of leases collected unreleased, with whether their reset went well and whether
+        # they were leased (None for a permit dropped unused). Filled by
         # Lease.__del__, which may run inside a garbage collection on a thread that holds
         # `_lock` already (the lock is not reentrant): it appends here and folds them in only
         # when it gets the lock without waiting; every locked slow path folds the rest.
-        self._collected_slots: list[tuple[Slot[T], bool, bool]] = []
+        self._collected_slots: list[tuple[Slot[T] | None, bool, bool]] = []
         self._home = weakref.ref(self)  # what each slot's finalizer gives its object back to
         self._reset: Callable[[T], object] | None = None
         _STORES.add(self)
@@ -168,9 +176,11 @@ class ObjectStore(Generic[T]):
         released in the parent that no thread of the child can ever acquire)."""
         me = threading.get_ident()
         self._lock = threading.Lock()  # a thread that is gone may have held it
-        gone = [w for w in (*self._waiters, *self._granted) if w.thread != me]
-        self._waiters = deque(w for w in self._waiters if w.thread == me)
-        self._granted = {w for w in self._granted if w.thread == me}
+        queued = [w for w in (ref() for ref in self._waiters) if w is not None]
+        granted = list(self._granted)
+        gone = [w for w in (*queued, *granted) if w.thread != me]
+        self._waiters = deque(weakref.ref(w) for w in queued if w.thread == me)
+        self._granted = weakref.WeakSet(w for w in granted if w.thread == me)
         self._contended = self._closed or bool(self._waiters)
         wake: list[Waiter] = []
         dead: list[Slot[T]] = []
@@ -211,6 +221,11 @@ class ObjectStore(Generic[T]):
         self._collected_slots.append((Slot(obj, born, self._home), ok, out))
         self._fold_soon()
 
+    def _permit_lost(self) -> None:
+        """A permit was dropped unused (from ``Permit.__del__``): its count comes back."""
+        self._collected_slots.append(_PERMIT_LOST)
+        self._fold_soon()
+
     def _fold_soon(self) -> None:
         if self._lock.acquire(False):  # else the holder (maybe this very thread) folds it in
             self._lock.release()
@@ -227,12 +242,17 @@ class ObjectStore(Generic[T]):
         """Leak tracking forgets the lease (ObjectPool keeps a record per lease)."""
 
     def _fold_collected(self, wake: list[Waiter], dead: list[Slot[T]]) -> None:
-        """Slots of collected leases back into the pool (lock held)."""
+        """Slots of collected leases, and counts of permits dropped unused, back into the pool
+        (lock held)."""
         while self._collected_slots:
             try:
                 slot, ok, leased = self._collected_slots.pop()
             except IndexError:
                 return
+            if slot is None:
+                self._alive -= 1
+                self._permit_for_next(wake)
+                continue
             if leased:
                 self._n["gc"] += 1
             if ok:
@@ -242,27 +262,25 @@ class ObjectStore(Generic[T]):
                 self._retire_locked(slot, wake, dead)
 
     def _take(self, deadline: float | None, loop: asyncio.AbstractEventLoop | None) -> object:
-        """A slot, CREATE, or a queued waiter (possibly granted already)."""
+        """A slot, a permit, or a queued waiter (possibly granted already)."""
         if self._collected_slots:
             self._fold_now()
         wake: list[Waiter] = []
         with self._lock:
             if self._closed:
                 raise PoolClosedError(f"{self!r} is closed")
-            if not self._waiters:
+            if self._next_waiter() is None:
                 if self._idle:
                     return self._idle.pop()
                 if self._max_size is None or self._alive < self._max_size:
-                    self._alive += 1
-                    return CREATE
+                    return self._new_permit()
             waiter: Waiter = ThreadWaiter() if loop is None else AsyncWaiter(loop)
-            self._waiters.append(waiter)
+            self._waiters.append(weakref.ref(waiter))
             self._contended = True
             self._serve_waiters(wake)
             gave_up = waiter.grant is None and deadline is not None and deadline <= monotonic()
             if gave_up:
-                self._waiters.remove(waiter)
-                self._contended = bool(self._waiters)
+                self._unqueue(waiter)
                 self._n["timeouts"] += 1
         self._wake(wake)
         if gave_up:
@@ -277,6 +295,8 @@ class ObjectStore(Generic[T]):
                     break
                 if waiter.wait(RECHECK if left is None else min(left, RECHECK)):
                     break
+                if waiter.grant is not None:
+                    break  # granted by a thread interrupted before it woke us
                 # an object of a lease collected while the lock was busy may be waiting for us
                 if self._collected_slots:
                     self._fold_now()
@@ -308,8 +328,7 @@ class ObjectStore(Generic[T]):
                 grant = waiter.grant
                 self._granted.discard(waiter)
                 if grant is None:
-                    self._waiters.remove(waiter)
-                    self._contended = self._closed or bool(self._waiters)
+                    self._unqueue(waiter)
                     self._n["timeouts"] += 1
             if grant is not None:
                 return grant
@@ -327,19 +346,25 @@ class ObjectStore(Generic[T]):
             # lands after a call, and one landing there lost the object (interrupt storms)
             grant, waiter.grant = waiter.grant, None
             if grant is None:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-                self._contended = self._closed or bool(self._waiters)
+                self._unqueue(waiter)
             else:
                 self._regrant(grant, wake, dead)
             self._granted.discard(waiter)
         self._finish(wake, dead)
 
-    def _abandon_permit(self) -> None:
+    def _give_back(self, permit: Permit) -> None:
+        """An unused permit goes back (its object could not be built), unless it went already."""
         wake: list[Waiter] = []
         with self._lock:
-            self._regrant(CREATE, wake, [])
+            if permit.home is not None:
+                self._regrant(permit, wake, [])
         self._wake(wake)
+
+    def _unqueue(self, waiter: Waiter) -> None:
+        """Take ``waiter`` out of the queue, if it is there (lock held)."""
+        with contextlib.suppress(ValueError):  # granted, or taken out by an interrupt
+            self._waiters.remove(weakref.ref(waiter))
+        self._contended = self._closed or bool(self._waiters)
 
     def _spill(self, stash: Stash[T]) -> None:
         """A return found waiters, a closed pool, or a full stash: settle it under the lock."""
@@ -355,36 +380,61 @@ class ObjectStore(Generic[T]):
                 self._retire_locked(slot, wake, dead)
                 while stash:
                     self._retire_locked(stash.pop(), wake, dead)
-            elif self._waiters:
-                self._grant(slot, wake)
+            elif (waiter := self._next_waiter()) is not None:
+                self._hand(waiter, slot, wake)
             elif len(stash) < self._stash_cap:
                 stash.append(slot)
             else:
                 self._to_idle(slot, wake, dead)
         self._finish(wake, dead)
 
-    def _grant(self, grant: object, wake: list[Waiter]) -> None:
-        waiter = self._waiters.popleft()
+    def _next_waiter(self) -> Waiter | None:
+        """The first queued waiter still waiting, or None (lock held). The references of waiters
+        whose thread or task is gone are dropped here."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters[0]()
+            if waiter is not None:
+                return waiter
+            waiters.popleft()
+        self._contended = self._closed
+        return None
+
+    def _hand(self, waiter: Waiter, grant: object, wake: list[Waiter]) -> None:
+        """Give ``grant`` to ``waiter``, the head of the queue (lock held)."""
+        self._waiters.popleft()
         waiter.grant = grant
-        self._granted.add(waiter)
         wake.append(waiter)
         if not self._waiters:
             self._contended = self._closed
+        self._granted.add(waiter)
+
+    def _new_permit(self) -> Permit:
+        """Leave to build one object, counted against ``max_size`` (lock held)."""
+        permit = Permit(None)
+        # armed and counted in one step, with no call between for an asynchronous exception
+        permit.home = self._home
+        self._alive += 1
+        return permit
+
+    def _permit_for_next(self, wake: list[Waiter]) -> None:
+        """Room for one more object: the next waiter, if any, may build it (lock held)."""
+        if not self._closed and (waiter := self._next_waiter()) is not None:
+            self._hand(waiter, self._new_permit(), wake)
 
     def _regrant(self, grant: object, wake: list[Waiter], dead: list[Slot[T]]) -> None:
         if grant is CLOSED:
             return
-        if grant is CREATE:
-            if self._waiters and not self._closed:
-                self._grant(CREATE, wake)
-            else:
-                self._alive -= 1
+        if isinstance(grant, Permit):
+            grant.home = None
+            self._alive -= 1
+            self._permit_for_next(wake)
             return
         assert isinstance(grant, Slot)
         if self._closed:
             self._retire_locked(grant, wake, dead)
-        elif self._waiters:
-            self._grant(grant, wake)
+        elif (waiter := self._next_waiter()) is not None:
+            self._hand(waiter, grant, wake)
         else:
             self._to_idle(grant, wake, dead)
 
@@ -399,9 +449,7 @@ class ObjectStore(Generic[T]):
         self._alive -= 1
         self._n["disposed"] += 1
         dead.append(slot)
-        if self._waiters and not self._closed:
-            self._alive += 1
-            self._grant(CREATE, wake)
+        self._permit_for_next(wake)
 
     def _retire(self, slot: Slot[T], reason: str) -> None:
         wake: list[Waiter] = []
@@ -414,18 +462,19 @@ class ObjectStore(Generic[T]):
     def _serve_waiters(self, wake: list[Waiter]) -> None:
         """Hand queued waiters idle objects, free capacity, then other threads' stashes."""
         self._fold_orphans()
-        while self._waiters and self._idle:
-            self._grant(self._idle.pop(), wake)
-        while self._waiters and (self._max_size is None or self._alive < self._max_size):
-            self._alive += 1
-            self._grant(CREATE, wake)
+        while self._idle and (waiter := self._next_waiter()) is not None:
+            self._hand(waiter, self._idle.pop(), wake)
+        while (self._max_size is None or self._alive < self._max_size) and (
+            waiter := self._next_waiter()
+        ) is not None:
+            self._hand(waiter, self._new_permit(), wake)
         for stash in self._stashes:
-            while self._waiters:
+            while (waiter := self._next_waiter()) is not None:
                 try:
                     slot = stash.pop()
                 except IndexError:
                     break
-                self._grant(slot, wake)
+                self._hand(waiter, slot, wake)
 
     def _fold_orphans(self) -> None:
         """Stashes of finished threads: their slots go to the shared list, counters kept."""
@@ -485,6 +534,8 @@ class ObjectStore(Generic[T]):
                     break
 
 
+#: What ``_collected_slots`` holds for a permit dropped unused.
+_PERMIT_LOST = (None, True, False)
 #: Every ObjectPool alive, for the fork handler.
 _STORES: weakref.WeakSet[ObjectStore[Any]] = weakref.WeakSet()
 

@@ -7,13 +7,18 @@ granted it either takes it or hands it on, so nothing is stranded between "hande
 "woken" (the race behind asyncpg issues #467 and #1052, where the hand-off lived in a future that
 cancellation could drop).
 
-A grant is one of: a pooled slot, :data:`CREATE` (the pool already counted a new object against
-``max_size``; the waiter must build it or give the permit back), or :data:`CLOSED`.
+A grant is one of: a pooled slot, a :class:`Permit` (the pool already counted a new object
+against ``max_size``; the waiter must build it or give the permit back), or :data:`CLOSED`.
+
+The pool holds its waiters weakly. A waiter lives as long as the thread or task that waits on
+it; when that one is gone (an asynchronous exception can land between any two calls, before any
+clean-up could run), the waiter goes with it and so does its grant, whose finalizer gives the
+slot or the permit back to the pool. Nothing a waiter was given is lost with it.
 
 Example:
     >>> waiter = ThreadWaiter()
-    >>> waiter.grant = CREATE
-    >>> waiter.wake(), waiter.wait(0.0), waiter.grant is CREATE
+    >>> waiter.grant = Permit(None)
+    >>> waiter.wake(), waiter.wait(0.0), isinstance(waiter.grant, Permit)
     (True, True, True)
 """
 
@@ -21,7 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Final, final
+import weakref
+from typing import Any, Final, final
+
+from poolalloc.objects._finalizing import held_during_collection
 
 
 @final
@@ -37,8 +45,42 @@ class _Token:
         return self._name
 
 
-#: The grant that lets a waiter build a fresh object: the pool already counted it as alive.
-CREATE: Final = _Token("CREATE")
+class Permit:
+    """Leave to build one object, already counted against ``max_size`` by the pool ``home``.
+
+    Used (the object built and counted) or handed back, the pool disarms it (``home = None``).
+    Dropped armed, as when an asynchronous exception lands between the count and the build, its
+    finalizer gives the count back, as a slot's finalizer gives back its object.
+
+    Example:
+        >>> permit = Permit(None)  # no pool: nothing to give back
+        >>> permit.home is None
+        True
+    """
+
+    __slots__ = ("home",)
+
+    def __init__(self, home: weakref.ref[Any] | None) -> None:
+        self.home = home
+
+    def __del__(self) -> None:
+        try:
+            home = self.home
+        except AttributeError:  # an interrupt landed in __init__: nothing was counted yet
+            return
+        if home is not None and not held_during_collection(self):
+            self.give_back()
+
+    def give_back(self) -> None:
+        """The permit is lost: its count goes back to the pool (once)."""
+        home = self.home
+        if home is not None:
+            self.home = None
+            pool = home()
+            if pool is not None:
+                pool._permit_lost()
+
+
 #: The grant that tells a waiter the pool closed while it waited.
 CLOSED: Final = _Token("CLOSED")
 
@@ -52,7 +94,7 @@ class ThreadWaiter:
         False
     """
 
-    __slots__ = ("_gate", "grant", "thread")
+    __slots__ = ("__weakref__", "_gate", "grant", "thread")
 
     def __init__(self) -> None:
         self.grant: object = None
@@ -82,15 +124,15 @@ class AsyncWaiter:
         >>> import asyncio
         >>> async def demo() -> bool:
         ...     waiter = AsyncWaiter(asyncio.get_running_loop())
-        ...     waiter.grant = CREATE
+        ...     waiter.grant = CLOSED
         ...     waiter.wake()
         ...     await waiter.future
-        ...     return waiter.grant is CREATE
+        ...     return waiter.grant is CLOSED
         >>> asyncio.run(demo())
         True
     """
 
-    __slots__ = ("_loop", "future", "grant", "thread")
+    __slots__ = ("__weakref__", "_loop", "future", "grant", "thread")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.grant: object = None

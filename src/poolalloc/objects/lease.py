@@ -38,6 +38,7 @@ from poolalloc._closing import ExcInfo
 from poolalloc._lease import ObjectLeaseBase
 from poolalloc._not_copyable import NotCopyable
 from poolalloc.errors import DoubleReleaseError, LeaseReleasedError
+from poolalloc.objects._finalizing import held_during_collection
 
 __all__ = ["AsyncAcquire", "Lease", "TrackedLease"]
 
@@ -65,10 +66,19 @@ class Slot(Generic[T]):
         self.out = False  #: counted as leased (acquires) and not yet as released
 
     def __del__(self) -> None:
+        try:
+            home = self.home
+        except AttributeError:  # an interrupt landed in __init__: nothing was counted yet
+            return
+        if home is not None and not held_during_collection(self):
+            self.give_back()
+
+    def give_back(self) -> None:
+        """The slot is lost: its object goes back to the pool, in a new slot (once)."""
         home = self.home
         if home is not None:
             # Whoever gives the object back first (this, or the finalizer of a lease collected
-            # in the same garbage cycle) clears `home`, so it comes back once, in a new slot.
+            # in the same garbage cycle) clears `home`, so it comes back once.
             self.home = None
             pool = home()
             if pool is not None:

@@ -52,7 +52,7 @@ from poolalloc.objects._store import (
     log,
     stash_cap,
 )
-from poolalloc.objects._waiting import CLOSED, CREATE, AsyncWaiter, ThreadWaiter, Waiter
+from poolalloc.objects._waiting import CLOSED, AsyncWaiter, Permit, ThreadWaiter, Waiter
 from poolalloc.objects.lease import AsyncAcquire, Lease, Slot, Stash, TrackedLease
 from poolalloc.objects.stats import CloseReport, ObjectPoolStats
 
@@ -297,8 +297,8 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
     def _lease_from_grant(self, grant: object, stash: Stash[T]) -> Lease[T] | None:
         if grant is CLOSED:
             raise PoolClosedError(f"{self!r} closed while waiting")
-        if grant is CREATE:
-            slot = self._create()
+        if isinstance(grant, Permit):
+            slot = self._create(grant)
         else:
             assert isinstance(grant, Slot)
             slot = grant
@@ -316,16 +316,21 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
             self._out[id(lease)] = acquisition_stack()
         return lease
 
-    def _create(self) -> Slot[T]:
+    def _create(self, permit: Permit) -> Slot[T]:
         try:
-            obj = self._factory()
+            slot: Slot[T] = Slot(self._factory(), monotonic())
+            with self._lock:
+                # One step with no call inside for an asynchronous exception to land on: the
+                # permit's count passes to the slot, whose finalizer brings the object back.
+                # (Counted before the slot existed, an interrupt between lost the object.)
+                permit.home = None
+                slot.home = self._home
+                self._n["created"] += 1
+                self._n["fresh"] += 1
         except BaseException:
-            self._abandon_permit()
+            self._give_back(permit)
             raise
-        with self._lock:
-            self._n["created"] += 1
-            self._n["fresh"] += 1
-        return Slot(obj, monotonic(), self._home)
+        return slot
 
     def _is_valid(self, slot: Slot[T]) -> bool:
         assert self._validate is not None
@@ -386,7 +391,7 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
                 disposed=n["disposed"],
                 in_use=acquires - releases - n["gc"],
                 idle=self._idle_count(),
-                waiting=len(self._waiters),
+                waiting=sum(ref() is not None for ref in self._waiters),
                 timeouts=n["timeouts"],
                 invalid=n["invalid"],
                 reset_failures=n["reset"],
@@ -453,8 +458,8 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
             for slot in self._idle:
                 self._retire_locked(slot, wake, dead)
             self._idle.clear()
-            while self._waiters:
-                self._grant(CLOSED, wake)
+            while (waiter := self._next_waiter()) is not None:
+                self._hand(waiter, CLOSED, wake)
             self._contended = True
             stacks = tuple(self._out.values())
         self._finish(wake, dead)
