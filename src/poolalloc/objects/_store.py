@@ -153,9 +153,10 @@ class ObjectStore(Generic[T]):
         # Weak: a waiter whose thread or task is gone (an asynchronous exception) dies with it,
         # and what was granted to it comes back through the grant's finalizer.
         self._waiters: deque[weakref.ref[Waiter]] = deque()
-        # waiters granted something they have not collected yet (a forked child takes back what
-        # was granted to the threads that did not follow it)
-        self._granted: weakref.WeakSet[Waiter] = weakref.WeakSet()
+        # waiters granted something they have not collected yet, by id (a forked child takes back
+        # what was granted to the threads that did not follow it). Weak too; a dict and not a
+        # WeakSet, whose add and discard are Python calls on every hand-over.
+        self._granted: dict[int, weakref.ref[Waiter]] = {}
         self._contended = False  # a waiter is queued or the pool is closed: returns must lock
         self._closed = False
         self._alive = 0
@@ -177,10 +178,10 @@ class ObjectStore(Generic[T]):
         me = threading.get_ident()
         self._lock = threading.Lock()  # a thread that is gone may have held it
         queued = [w for w in (ref() for ref in self._waiters) if w is not None]
-        granted = list(self._granted)
+        granted = [w for w in (ref() for ref in self._granted.values()) if w is not None]
         gone = [w for w in (*queued, *granted) if w.thread != me]
         self._waiters = deque(weakref.ref(w) for w in queued if w.thread == me)
-        self._granted = weakref.WeakSet(w for w in granted if w.thread == me)
+        self._granted = {id(w): weakref.ref(w) for w in granted if w.thread == me}
         self._contended = self._closed or bool(self._waiters)
         wake: list[Waiter] = []
         dead: list[Slot[T]] = []
@@ -326,7 +327,7 @@ class ObjectStore(Generic[T]):
         try:
             with self._lock:
                 grant = waiter.grant
-                self._granted.discard(waiter)
+                self._granted.pop(id(waiter), None)
                 if grant is None:
                     self._unqueue(waiter)
                     self._n["timeouts"] += 1
@@ -349,7 +350,7 @@ class ObjectStore(Generic[T]):
                 self._unqueue(waiter)
             else:
                 self._regrant(grant, wake, dead)
-            self._granted.discard(waiter)
+            self._granted.pop(id(waiter), None)
         self._finish(wake, dead)
 
     def _give_back(self, permit: Permit) -> None:
@@ -402,12 +403,14 @@ class ObjectStore(Generic[T]):
 
     def _hand(self, waiter: Waiter, grant: object, wake: list[Waiter]) -> None:
         """Give ``grant`` to ``waiter``, the head of the queue (lock held)."""
-        self._waiters.popleft()
+        # granted before it leaves the queue: an interrupt after the pop leaves it a grant that
+        # its next check (RECHECK) finds, where one before the grant left it nothing to wait for
         waiter.grant = grant
+        self._waiters.popleft()
         wake.append(waiter)
         if not self._waiters:
             self._contended = self._closed
-        self._granted.add(waiter)
+        self._granted[id(waiter)] = weakref.ref(waiter)
 
     def _new_permit(self) -> Permit:
         """Leave to build one object, counted against ``max_size`` (lock held)."""
