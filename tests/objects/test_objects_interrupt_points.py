@@ -132,6 +132,19 @@ def hand_to_a_thread(pool: ObjectPool[list[int]]) -> None:
     _then(hand, lambda: thread.join() if thread.ident else None)
 
 
+def take_in_a_finished_thread(pool: ObjectPool[list[int]]) -> None:
+    """This thread's first call takes in the stash of a thread that finished, counters too."""
+
+    def user() -> None:
+        pool.acquire(timeout=WAIT)  # dropped unreleased: back, counted in gc_returns
+        pool.acquire(timeout=WAIT).release()  # into that thread's stash
+
+    thread = threading.Thread(target=user)
+    thread.start()
+    thread.join()
+    pool.acquire(timeout=WAIT).release()
+
+
 def hand_between_tasks(pool: ObjectPool[list[int]]) -> None:
     """Two asyncio tasks: one holds the only object, the other waits for it."""
 
@@ -153,6 +166,7 @@ SCENARIOS: dict[str, Callable[[ObjectPool[list[int]]], None]] = {
     "wait_for_a_thread": wait_for_a_thread,
     "hand_to_a_thread": hand_to_a_thread,
     "hand_between_tasks": hand_between_tasks,
+    "take_in_a_finished_thread": take_in_a_finished_thread,
 }
 POOLS: dict[str, dict[str, Any]] = {
     "plain": {},

@@ -484,12 +484,22 @@ class ObjectStore(Generic[T]):
         orphans = [s for s in self._stashes if s.is_orphaned()]
         if not orphans:
             return
-        # By identity: stashes are lists, and list.remove() would match any equal (empty) one.
-        self._stashes = [s for s in self._stashes if not any(s is o for o in orphans)]
+        # Each step leaves nothing counted twice or lost where an asynchronous exception lands:
+        # counters move with no call between adding and zeroing, slots one pop at a time (a
+        # popped slot dropped comes back through its finalizer), and an orphan leaves the
+        # registry only empty. (Unregistered first, an interrupt lost the counters of the rest.)
         for stash in orphans:
-            self._idle.extend(stash)
             self._n["acq"] += stash.acquires
             self._n["rel"] += stash.releases
+            stash.acquires = stash.releases = 0
+            while stash:
+                try:
+                    slot = stash.pop()
+                except IndexError:
+                    break
+                self._idle.append(slot)
+        # `in` compares stashes by identity (Stash.__eq__), not as equal (empty) lists
+        self._stashes = [s for s in self._stashes if s not in orphans]
 
     def _idle_count(self) -> int:
         return len(self._idle) + sum(len(s) for s in self._stashes)
