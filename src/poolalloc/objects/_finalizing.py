@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import sys
+from collections.abc import Callable
 from typing import Any
 
 
@@ -72,10 +73,18 @@ def _settle() -> None:
     _suspects.extend(kept)
 
 
-def _on_collection(phase: str, info: dict[str, int]) -> None:
-    _Collection.running = phase == "start"
-    if phase == "stop" and _suspects:
-        _settle()
+def _on_collection(
+    phase: str,
+    info: dict[str, int],
+    state: type[_Collection] = _Collection,
+    settle: Callable[[], None] = _settle,
+    suspects: list[Any] = _suspects,
+) -> None:
+    # what it uses is bound here: collections at interpreter exit run after module globals
+    # may have been cleared
+    state.running = phase == "start"
+    if phase == "stop" and suspects:
+        settle()
 
 
 gc.callbacks.append(_on_collection)
