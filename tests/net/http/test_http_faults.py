@@ -181,7 +181,8 @@ def test_a_route_that_raises_is_answered_500_and_closed_gracefully(make_server: 
         # rest read as the next response
         {"body": b"hello", "headers": (("Content-Length", "2"),)},
         {"body": b"hello", "headers": (("transfer-encoding", "chunked"),)},
-        {"headers": (("Connection", "close"),)},  # on a connection the server keeps open
+        {"headers": (("Connection", "keep-alive"),)},  # the server decides to keep one open
+        {"headers": (("Connection", "close, upgrade"),)},
         {"status": 100},  # interim: the client would wait for the real answer
         # no content (RFC 9110 15.3.5, 15.4.5): a client reads the body as the next response
         {"status": 204, "body": b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil"},
@@ -203,6 +204,34 @@ def test_a_response_that_would_break_the_head_is_refused(make_server: Any, field
     assert [r[0] for r in got] == [500]
     assert b"evil" not in got[0][2]
     assert "set-cookie" not in got[0][1]
+    assert served(srv.port)
+
+
+@pytest.mark.parametrize(
+    "resp",
+    [
+        Response(body=b"bye", headers=(("Connection", "close"),)),
+        Response(body=b"bye", headers=(("X-A", "1"), ("connection", "Close"))),
+        Response(body=b"bye", close=True),
+        Response(body=b"bye", content_type="text/x", close=True),
+    ],
+)
+def test_a_route_that_asks_for_a_close_gets_one(make_server: Any, resp: Response) -> None:
+    """RFC 9112 9.6: a route's ``Connection: close`` (or ``close=True``) is sent once, by the
+    server, and the connection is closed after it; a request pipelined behind is not read."""
+    assert resp.close
+    assert all(n.lower() != "connection" for n, _ in resp.headers)
+    srv = make_server()
+    srv.call(srv.http.route, "/bye", lambda req: resp)  # made per request
+    srv.call(srv.http.route, "/bye-static", resp)  # the static route's reply cache
+    for path in (b"/bye", b"/bye-static"):
+        sock = connect(srv.port)
+        sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n" + GET + GET)
+        f = sock.makefile("rb")
+        status, headers, body = read_response(f)
+        assert (status, headers["connection"], body) == (200, "close", b"bye")
+        assert is_closed_by_peer(sock)  # the two requests behind it are not answered
+        sock.close()
     assert served(srv.port)
 
 

@@ -68,12 +68,16 @@ _NAME_MAX = 255  # bytes in one path component, on every Linux filesystem served
 _TEXT = "text/plain; charset=utf-8"
 #: Headers the server writes from the body it sends and the connection's state: a route's own
 #: would frame the body otherwise (a client then reading the rest as the next response), or
-#: say "close" on a connection the server keeps open (RFC 9112 9.6)
+#: say "close" on a connection the server keeps open (RFC 9112 9.6). A route's
+#: ``Connection: close`` is taken as its ``close=True``: the server then writes it, and closes.
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
+#: what _CHECKED_FIELDS holds for fields that need no change, and what it lacks
+_AS_GIVEN = None
+_UNCHECKED = object()
 #: Statuses whose response ends at its head (RFC 9112 6.3), whatever it says
 _NO_CONTENT = (204, 304)
 #: (content_type, headers) of Responses whose fields passed the check, at most _CHECKED_FIELDS_MAX
-_CHECKED_FIELDS: dict[object, None] = {}
+_CHECKED_FIELDS: dict[object, object] = {}
 _CHECKED_FIELDS_MAX = 256
 #: How often a graceful shutdown looks whether its connections are gone (seconds)
 _DRAIN_POLL = 0.02
@@ -111,16 +115,23 @@ class Response:
     Immutable, so a handler may return the same object for every request: the server then
     reuses its encoded bytes (refreshed when the ``Date`` second changes).
 
+    ``close=True`` (or a ``("Connection", "close")`` header, taken as that) closes the
+    connection once the response is sent; it says ``Connection: close``, and requests the
+    client pipelined behind it are not read.
+
     A field that would break the head (a name that is not a token, a value with a control
     byte, a CR or LF that would add headers of a client's choosing when a handler reflects
-    the request, or text that is not Latin-1), a ``Content-Length``, ``Transfer-Encoding`` or
-    ``Connection`` (the server frames the body and keeps the connection), a status that is not
+    the request, or text that is not Latin-1), a ``Content-Length`` or ``Transfer-Encoding``
+    (the server frames the body), a ``Connection`` other than ``close``, a status that is not
     a final one, or a body for a 204 or 304 raises ``ValueError`` here: in a handler, its
     client gets the handler's 500.
 
     Example:
         >>> Response(body=b"ok").status
         200
+        >>> r = Response(headers=(("Connection", "close"),))
+        >>> r.close, r.headers
+        (True, ())
         >>> Response(headers=(("X-A", "1\\r\\nSet-Cookie: a=1"),))
         Traceback (most recent call last):
         ...
@@ -131,6 +142,7 @@ class Response:
     body: bytes = b""
     content_type: str = _TEXT
     headers: tuple[tuple[str, str], ...] = ()
+    close: bool = False
 
     def __post_init__(self) -> None:
         if not 200 <= self.status <= 599:  # a 1xx is interim: the client waits for another
@@ -147,25 +159,49 @@ class Response:
         # once each, the check costs a lookup there instead of a microsecond or two a request.
         key: object = (self.content_type, fields)
         try:
-            if key in _CHECKED_FIELDS:
-                return
+            kept = _CHECKED_FIELDS.get(key, _UNCHECKED)
         except TypeError:  # a list of headers: no key, checked each time
-            key = None
-        if self.content_type is not _TEXT:
-            fields = (("Content-Type", self.content_type), *fields)
-        for name, value in fields:
-            try:  # as the head will write them (a number as a value is sent as its digits)
-                ok = valid_field(f"{name}".encode("latin-1"), f"{value}".encode("latin-1"))
-            except UnicodeEncodeError:
-                ok = False
-            if not ok:
-                raise ValueError(f"Response: invalid header {name!r}: {value!r}")
-            if f"{name}".lower() in _FRAMING:
-                raise ValueError(f"Response: {name!r} is the server's to write")
-        if key is not None:
-            if len(_CHECKED_FIELDS) >= _CHECKED_FIELDS_MAX:  # headers made from each request
-                _CHECKED_FIELDS.clear()
-            _CHECKED_FIELDS[key] = None
+            key, kept = None, _UNCHECKED
+        if kept is _UNCHECKED:
+            kept = _checked(self.content_type, fields)
+            if key is not None:
+                if len(_CHECKED_FIELDS) >= _CHECKED_FIELDS_MAX:  # headers made from each request
+                    _CHECKED_FIELDS.clear()
+                _CHECKED_FIELDS[key] = kept
+        if kept is not _AS_GIVEN:  # a Connection: close, taken out of the fields
+            object.__setattr__(self, "headers", kept)
+            object.__setattr__(self, "close", True)
+
+
+def _tokens(value: str) -> set[str]:
+    """The tokens of a comma-separated field value, lower case."""
+    return {t.strip(" \t").lower() for t in value.split(",")}
+
+
+def _checked(
+    content_type: str, fields: tuple[tuple[str, str], ...]
+) -> tuple[tuple[str, str], ...] | None:
+    """None when ``fields`` go out as given, or the fields without their ``Connection: close``.
+
+    :raises ValueError: a field would break the head, or is the server's to write.
+    """
+    close = False
+    every = fields if content_type is _TEXT else (("Content-Type", content_type), *fields)
+    for name, value in every:
+        try:  # as the head will write them (a number as a value is sent as its digits)
+            ok = valid_field(f"{name}".encode("latin-1"), f"{value}".encode("latin-1"))
+        except UnicodeEncodeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"Response: invalid header {name!r}: {value!r}")
+        lower = f"{name}".lower()
+        if lower == "connection" and _tokens(f"{value}") == {"close"}:
+            close = True
+        elif lower in _FRAMING:
+            raise ValueError(f"Response: {name!r} is the server's to write")
+    if not close:
+        return _AS_GIVEN
+    return tuple((n, v) for n, v in fields if f"{n}".lower() != "connection")
 
 
 #: a "%" not followed by two hex digits: unquote would keep it as it is, a name no client meant
@@ -533,6 +569,7 @@ class HttpServer:
             or req.chunked
             or req.content_length
             or resp.status >= 400
+            or resp.close
         ):
             return None
         head = self._head(
@@ -766,7 +803,7 @@ class HttpServer:
         return b"".join(parts)
 
     def _send(self, proto: HttpProtocol, req: Request, resp: Response) -> None:
-        keep = req.keep_alive
+        keep = req.keep_alive and not resp.close
         head = self._head(
             resp.status,
             len(resp.body),
