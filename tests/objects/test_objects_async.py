@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import math
 import random
+import sys
 import threading
 import time
 import warnings
 from collections.abc import Callable
+from types import FrameType
 
 import pytest
 from objpool_helpers import TEST_SECONDS, Thing
 
 from poolalloc import ObjectPool, PoolClosedError, PoolExhausted
+from poolalloc.objects._waiting import AsyncWaiter
 
 MakePool = Callable[..., ObjectPool[Thing]]
 
@@ -191,4 +196,103 @@ def test_acquire_async_runs_as_a_task_and_a_cancelled_one_strands_nothing(
         again.release()
 
     asyncio.run(scenario())
+    _assert_nothing_stranded(pool, 1)
+
+
+def test_a_task_waiting_for_an_object_is_kept_alive(make_pool: MakePool) -> None:
+    """A task nobody keeps a reference to, waiting at max_size, is kept alive by the pool (as
+    asyncio's queues keep theirs): a garbage collection while it waits does not destroy it."""
+    pool = make_pool(max_size=1)
+    held = pool.acquire()
+    done: list[Thing] = []
+
+    async def worker() -> None:
+        async with pool.acquire_async(timeout=math.inf) as thing:
+            done.append(thing)
+
+    async def main() -> None:
+        asyncio.get_running_loop().create_task(worker())  # no reference kept
+        await asyncio.sleep(0.01)
+        gc.collect()
+        held.release()
+        await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+    assert len(done) == 1
+    _assert_nothing_stranded(pool, 1)
+
+
+def test_a_late_wakeup_does_not_pass_on_a_grant_already_used(
+    make_pool: MakePool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The granting thread is held up between the grant and the wake-up; the task finds the
+    grant at its deadline, uses it, and its loop closes; the wake-up then fails (loop closed)
+    and gave the grant, already used, to the pool a second time: one object, two users."""
+    pool = make_pool(max_size=1)
+    loop_closed = threading.Event()
+    wake = AsyncWaiter.wake
+
+    def held_up(self: AsyncWaiter) -> bool:
+        loop_closed.wait(5)
+        return wake(self)
+
+    monkeypatch.setattr(AsyncWaiter, "wake", held_up)
+    held = pool.acquire()
+
+    async def main() -> None:
+        (await pool.acquire_async(timeout=0.3)).release()  # granted at 0.1 s, never woken
+
+    releaser = threading.Timer(0.1, held.release)
+    releaser.start()
+    asyncio.run(main())
+    loop_closed.set()
+    releaser.join()
+    monkeypatch.undo()
+    s = pool.stats()
+    assert (s.idle, s.alive, s.is_balanced) == (1, 1, True), s
+    _assert_nothing_stranded(pool, 1)
+    with pytest.raises(PoolExhausted), pool.acquire(timeout=0):
+        pool.acquire(timeout=0)  # a second object from a max_size=1 pool
+
+
+def test_a_task_whose_wakeup_an_interrupt_stopped_is_woken_by_the_next_call(
+    make_pool: MakePool,
+) -> None:
+    """An interrupt lands in the releasing thread after the grant, before the wake-up: the
+    next slow path of any caller (here ``stats()``) sends the wake-up again."""
+    pool = make_pool(max_size=1)
+    held = pool.acquire()
+    took: list[float] = []
+
+    def waiter() -> None:
+        async def main() -> None:
+            start = time.monotonic()
+            (await pool.acquire_async(timeout=10)).release()
+            took.append(time.monotonic() - start)
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    end = time.monotonic() + 5
+    while pool.stats().waiting == 0 and time.monotonic() < end:
+        time.sleep(0.001)
+
+    def land_at_wake(frame: FrameType, event: str, arg: object) -> None:
+        if event == "call" and frame.f_code.co_name == "_wake":
+            sys.setprofile(None)
+            raise KeyboardInterrupt
+
+    sys.setprofile(land_at_wake)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            held.release()
+    finally:
+        sys.setprofile(None)
+    time.sleep(0.1)
+    assert not took  # granted, not woken
+    pool.stats()
+    thread.join(5)
+    assert took, "the task was never woken"
+    assert took[0] < 2, took
     _assert_nothing_stranded(pool, 1)

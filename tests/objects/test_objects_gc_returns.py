@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 import threading
 
 import pytest
@@ -250,3 +251,56 @@ def test_an_untracked_pool_resets_the_object_of_a_collected_lease() -> None:
         assert items == []
     s = pool.stats()
     assert (s.gc_returns, s.reset_failures, s.is_balanced) == (1, 0, True)
+
+
+def test_a_waiting_coroutine_collected_while_its_thread_holds_the_lock_does_not_hang() -> None:
+    """A collection can run on a thread inside the pool's lock (any allocation there may start
+    one) and close a waiting coroutine found garbage; its clean-up must not wait for that lock
+    (it is not reentrant): the grant is passed on by the next locked path instead."""
+    pool = ObjectPool(list, max_size=1, timeout=0)
+    held = pool.acquire()
+
+    async def main() -> None:
+        waiting = pool.acquire_async(timeout=math.inf)
+        waiting.send(None)  # queued, suspended in its wait
+        cycle: list[object] = [waiting]
+        cycle.append(cycle)
+        del waiting, cycle
+        with pool._lock:
+            gc.collect()  # closes the coroutine: its clean-up runs here, lock held
+
+    runner = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    runner.start()
+    runner.join(10)
+    assert not runner.is_alive(), "the collection waited for a lock its own thread held"
+    held.release()
+    s = pool.stats()
+    assert (s.waiting, s.in_use, s.idle, s.is_balanced) == (0, 0, 1, True), s
+    pool.acquire(timeout=0).release()
+
+
+def test_an_object_given_back_after_its_slot_stayed_a_suspect_comes_back_at_once() -> None:
+    """A slot that a collection found garbage and user code then put back (the task collected
+    inside ``async with``) cannot be finalized again; when a later lease of it is dropped, the
+    next acquisition finds it, not only the next collection."""
+    pool = ObjectPool(list, max_size=1, timeout=0)
+
+    async def main() -> None:
+        async def holder() -> None:
+            async with pool.acquire_async():
+                await asyncio.get_running_loop().create_future()  # never resolved
+
+        task = asyncio.ensure_future(holder())
+        await asyncio.sleep(0)
+        del task
+        gc.collect()
+
+    asyncio.run(main())
+    gc.disable()  # no collection from here on: only the pool can notice
+    try:
+        pool.acquire()  # dropped unreleased
+        pool.acquire(timeout=0).release()
+    finally:
+        gc.enable()
+    s = pool.stats()
+    assert (s.gc_returns, s.in_use, s.idle, s.is_balanced) == (1, 0, 1, True), s

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dis
 import gc
 import sys
 import threading
@@ -40,6 +41,15 @@ class Landed(BaseException):
     """The simulated asynchronous exception (a BaseException, as KeyboardInterrupt is)."""
 
 
+def _suspends(frame: FrameType, event: str) -> bool:
+    """A coroutine's "return" that is an ``await`` giving way, not a return. Nothing can land
+    in a suspended frame: an interrupt then lands in the event loop, which cancels the task
+    (raised in the frame as it suspends, the task would end with the frame still waiting)."""
+    if event != "return":
+        return False
+    return not dis.opname[frame.f_code.co_code[frame.f_lasti]].startswith("RETURN")
+
+
 def _in_finalizer(frame: FrameType | None) -> bool:
     # A finalizer swallows what lands in it ("Exception ignored in"); its one-line window
     # between a dying slot and the pool is the part no Python code can close.
@@ -61,6 +71,7 @@ def landing(at: int) -> Iterator[list[str]]:
         if (
             event in LANDINGS
             and frame.f_code.co_filename.startswith(POOL_CODE)
+            and not _suspends(frame, event)
             and not _in_finalizer(frame)
         ):
             seen.append(f"{event} {frame.f_code.co_name}:{frame.f_lineno}")
@@ -183,7 +194,7 @@ POOLS: dict[str, dict[str, Any]] = {
 def _check(pool: ObjectPool[list[int]], where: str) -> None:
     gc.collect()  # leases and waiters of the frames the landing unwound
     s = pool.stats()
-    assert (s.in_use, s.waiting, s.is_balanced) == (0, 0, True), (where, s)
+    assert (s.in_use, s.waiting, s.is_balanced, s.reused >= 0) == (0, 0, True, True), (where, s)
     try:
         leases = [pool.acquire(timeout=0) for _ in range(SIZE)]  # all of max_size, at once
     except PoolExhausted:

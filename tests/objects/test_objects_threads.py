@@ -236,7 +236,11 @@ def test_an_interrupt_while_a_waiter_collects_its_grant_passes_the_object_on(
     from poolalloc.objects._store import ObjectStore
 
     lines, first = inspect.getsourcelines(ObjectStore._collect)
-    (target,) = [first + i for i, line in enumerate(lines) if "if grant is not None:" in line]
+    (target,) = [
+        first + i
+        for i, line in enumerate(lines)
+        if "if grant is not None:" in line and "return grant" in lines[i + 1]
+    ]
 
     def tracer(frame: Any, event: str, arg: Any) -> Any:
         if frame.f_code is ObjectStore._collect.__code__:

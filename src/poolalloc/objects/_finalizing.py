@@ -5,13 +5,14 @@ A slot (or a permit) dropped by reference counting is gone: its finalizer gives 
 its count) back to the pool at once. A garbage collection is different: it runs the finalizers
 of everything unreachable before freeing any of it, so a slot's finalizer can run in the same
 collection as the finalizer that *uses* the slot. The usual case is an asyncio task collected
-while it waits inside ``async with pool.acquire_async()``: closing its coroutine runs
-``__aexit__``, which releases the lease, and the slot goes back to a stash, alive after all.
+inside ``async with pool.acquire_async()`` while it waits for something else: closing its
+coroutine runs ``__aexit__``, which releases the lease, and the slot goes back to a stash,
+alive after all.
 Given back by its own finalizer as well, the one object would sit in the pool twice and go to
 two users. So during a collection a finalizer keeps its slot or permit (a *suspect*), and when
 the collection ends each suspect that nothing else holds is given back; one that something
 holds (a stash, a lease, a waiter) stays a suspect, since its finalizer cannot run again, and is
-looked at after the next collection.
+looked at after the next collection (or by a waiting thread or task, between its steps).
 
 Example:
     >>> from poolalloc.objects._waiting import Permit
@@ -23,16 +24,18 @@ from __future__ import annotations
 
 import gc
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
 
 class _Collection:
     running = False  # between the gc callbacks' "start" and "stop"
+    thread = 0  # the thread it runs on (threading.get_ident())
 
 
 #: slots and permits whose finalizer ran during a collection, not yet settled
-_suspects: list[Any] = []
+suspects: list[Any] = []
 
 
 def held_during_collection(thing: Any) -> bool:
@@ -41,8 +44,21 @@ def held_during_collection(thing: Any) -> bool:
     ``thing`` has ``home`` (a weak reference to its pool) and ``give_back()``."""
     if not _Collection.running or thing.home() is None:
         return False  # reference counting freed it, or its pool is garbage too
-    _suspects.append(thing)
+    suspects.append(thing)
     return True
+
+
+def collecting_here() -> bool:
+    """True inside a garbage collection on this thread: no lock of a pool may be waited for
+    (this thread may hold it, and the locks are not reentrant)."""
+    return _Collection.running and _Collection.thread == threading.get_ident()
+
+
+def settle() -> None:
+    """Give back the suspects that nothing holds any more (any time; the pools' waiters call
+    it between their steps, so a suspect lost after its collection does not wait for the next)."""
+    if suspects and not _Collection.running:
+        _settle()
 
 
 def _refs(thing: object) -> int:
@@ -50,38 +66,52 @@ def _refs(thing: object) -> int:
 
 
 def _alone() -> int:
-    probe = object()
-    return _refs(probe)  # one local holds it: the count a suspect has when nothing else does
+    held = [object()]
+    probe = held[0]
+    return _refs(probe)  # in a list and a local, as _settle holds a suspect nothing else holds
 
 
 _ALONE = _alone()
 
 
 def _settle() -> None:
-    kept = []
-    while _suspects:
+    # By index, each suspect left in the list until it is settled: an asynchronous exception
+    # landing here (the gc callback's errors are only printed) loses none of them. Removed by
+    # identity: another thread, or a collection on this one, may settle at the same time.
+    i = 0
+    while i < len(suspects):
         try:
-            thing = _suspects.pop()
+            thing = suspects[i]
         except IndexError:
-            break
+            break  # another settle took the rest
         if thing.home is None:
-            continue  # disposed, used (a permit), or given back already
-        if _refs(thing) > _ALONE:
-            kept.append(thing)  # alive where it belongs: settled after a later collection
-            continue
-        thing.give_back()
-    _suspects.extend(kept)
+            _forget(thing)  # disposed, used (a permit), or given back already
+        elif _refs(thing) > _ALONE:
+            i += 1  # alive where it belongs: settled after a later collection, or by a waiter
+        else:
+            thing.give_back()
+            _forget(thing)
+
+
+def _forget(thing: object) -> None:
+    for j, other in enumerate(suspects):
+        if other is thing:
+            del suspects[j]
+            return
 
 
 def _on_collection(
     phase: str,
     info: dict[str, int],
+    *,
     state: type[_Collection] = _Collection,
     settle: Callable[[], None] = _settle,
-    suspects: list[Any] = _suspects,
+    suspects: list[Any] = suspects,
+    ident: Callable[[], int] = threading.get_ident,
 ) -> None:
     # what it uses is bound here: collections at interpreter exit run after module globals
     # may have been cleared
+    state.thread = ident()
     state.running = phase == "start"
     if phase == "stop" and suspects:
         settle()

@@ -12,9 +12,11 @@ Lock order and ownership (see ``docs/design.md`` ## ObjectPool):
   built: each armed permit is one unit of it.
 * Nothing the pool counts lives only in a frame without a finalizer to bring it back: a slot
   dropped between two places gives its object back, a permit dropped unused its count, and a
-  waiter (held weakly by the queue) dies with the thread or task that waited on it, taking its
-  grant along to that grant's finalizer. An asynchronous exception (KeyboardInterrupt,
-  ``PyThreadState_SetAsyncExc``) lands after a call; there is no clean-up it can skip.
+  waiter (held weakly by the queue) dies with the frames that wait on it, taking its grant
+  along to that grant's finalizer. An asynchronous exception (KeyboardInterrupt,
+  ``PyThreadState_SetAsyncExc``) lands after a call; there is no clean-up it can skip. An
+  asyncio task is kept alive while it waits (``_waiting_tasks``), as asyncio's own queues keep
+  theirs.
 
 Example:
     >>> core = ObjectStore(max_size=1, max_idle=None, stash_cap=1, dispose=None)
@@ -37,14 +39,14 @@ from typing import Any, Generic, TypeVar
 
 from poolalloc import leaks
 from poolalloc._ints import integer, shown
+from poolalloc._waiting import RECHECK
 from poolalloc.errors import PoolClosedError, PoolExhausted, PoolValueError
+from poolalloc.objects import _finalizing
 from poolalloc.objects._waiting import CLOSED, AsyncWaiter, Permit, ThreadWaiter, Waiter
 from poolalloc.objects.lease import Slot, Stash
 
 T = TypeVar("T")
 log = logging.getLogger("poolalloc.objects")
-#: longest a waiting thread sleeps before it looks for objects of collected leases
-RECHECK = 0.5
 _COUNTERS = (
     "created",
     "fresh",
@@ -150,23 +152,26 @@ class ObjectStore(Generic[T]):
         self._local = threading.local()
         self._stashes: list[Stash[T]] = []
         self._idle: list[Slot[T]] = []
-        # Weak: a waiter whose thread or task is gone (an asynchronous exception) dies with it,
-        # and what was granted to it comes back through the grant's finalizer.
+        # Weak: a waiter whose frames an asynchronous exception unwound dies with them, and what
+        # was granted to it comes back through the grant's finalizer.
         self._waiters: deque[weakref.ref[Waiter]] = deque()
+        # asyncio tasks waiting here: kept alive while they wait (nothing else need hold them)
+        self._waiting_tasks: set[asyncio.Task[Any]] = set()
         # waiters granted something they have not collected yet, by id (a forked child takes back
-        # what was granted to the threads that did not follow it). Weak too; a dict and not a
-        # WeakSet, whose add and discard are Python calls on every hand-over.
+        # what was granted to the threads that did not follow it); a dict and not a WeakSet,
+        # whose add and discard are Python calls on every hand-over
         self._granted: dict[int, weakref.ref[Waiter]] = {}
         self._contended = False  # a waiter is queued or the pool is closed: returns must lock
         self._closed = False
         self._alive = 0
         self._n = dict.fromkeys(_COUNTERS, 0)
         # Slots of leases collected unreleased, with whether their reset went well and whether
-        # they were leased (None for a permit dropped unused). Filled by
+        # they were leased (None for a permit dropped unused; a waiter that a garbage
+        # collection gave up, on the thread it ran on). Filled by
         # Lease.__del__, which may run inside a garbage collection on a thread that holds
         # `_lock` already (the lock is not reentrant): it appends here and folds them in only
         # when it gets the lock without waiting; every locked slow path folds the rest.
-        self._collected_slots: list[tuple[Slot[T] | None, bool, bool]] = []
+        self._collected_slots: list[tuple[Slot[T] | Waiter | None, bool, bool]] = []
         self._home = weakref.ref(self)  # what each slot's finalizer gives its object back to
         self._reset: Callable[[T], object] | None = None
         _STORES.add(self)
@@ -180,8 +185,8 @@ class ObjectStore(Generic[T]):
         queued = [w for w in (ref() for ref in self._waiters) if w is not None]
         granted = [w for w in (ref() for ref in self._granted.values()) if w is not None]
         gone = [w for w in (*queued, *granted) if w.thread != me]
-        self._waiters = deque(weakref.ref(w) for w in queued if w.thread == me)
-        self._granted = {id(w): weakref.ref(w) for w in granted if w.thread == me}
+        self._waiters = deque(_entry(w) for w in queued if w.thread == me)
+        self._granted = {id(w): _entry(w) for w in granted if w.thread == me}
         self._contended = self._closed or bool(self._waiters)
         wake: list[Waiter] = []
         dead: list[Slot[T]] = []
@@ -254,6 +259,9 @@ class ObjectStore(Generic[T]):
                 self._alive -= 1
                 self._permit_for_next(wake)
                 continue
+            if not isinstance(slot, Slot):
+                self._abandon_locked(slot, wake, dead)
+                continue
             if leased:
                 self._n["gc"] += 1
             if ok:
@@ -264,19 +272,19 @@ class ObjectStore(Generic[T]):
 
     def _take(self, deadline: float | None, loop: asyncio.AbstractEventLoop | None) -> object:
         """A slot, a permit, or a queued waiter (possibly granted already)."""
-        if self._collected_slots:
-            self._fold_now()
+        if self._collected_slots or self._granted or _finalizing.suspects:
+            self._recheck()
         wake: list[Waiter] = []
         with self._lock:
             if self._closed:
                 raise PoolClosedError(f"{self!r} is closed")
-            if self._next_waiter() is None:
+            if not self._waiters or self._next_waiter() is None:
                 if self._idle:
                     return self._idle.pop()
                 if self._max_size is None or self._alive < self._max_size:
                     return self._new_permit()
             waiter: Waiter = ThreadWaiter() if loop is None else AsyncWaiter(loop)
-            self._waiters.append(weakref.ref(waiter))
+            self._waiters.append(_entry(waiter))
             self._contended = True
             self._serve_waiters(wake)
             gave_up = waiter.grant is None and deadline is not None and deadline <= monotonic()
@@ -284,6 +292,8 @@ class ObjectStore(Generic[T]):
                 self._unqueue(waiter)
                 self._n["timeouts"] += 1
         self._wake(wake)
+        if self._collected_slots:  # given back while this thread held the lock
+            self._fold_now()
         if gave_up:
             raise PoolExhausted(f"{self!r}: no object free and max_size reached")
         return waiter
@@ -298,16 +308,23 @@ class ObjectStore(Generic[T]):
                     break
                 if waiter.grant is not None:
                     break  # granted by a thread interrupted before it woke us
-                # an object of a lease collected while the lock was busy may be waiting for us
-                if self._collected_slots:
-                    self._fold_now()
+                self._recheck()
         except BaseException:
             self._abandon(waiter)
             raise
         return self._collect(waiter)
 
     async def _wait_async(self, waiter: AsyncWaiter, deadline: float | None) -> object:
+        # One await, no steps (a step a task costs the loop a timer every RECHECK, for every
+        # waiting task): a wake-up lost to an interrupt in the granting thread is sent again by
+        # the next slow path of any caller (_recheck), or the deadline finds the grant.
+        task = asyncio.current_task()
         try:
+            if task is not None:
+                self._waiting_tasks.add(task)
+                # and let go of it if it ends with this frame still suspended (an interrupt
+                # in the await chain above it): the frame, collected, then gives up its waiter
+                task.add_done_callback(self._waiting_tasks.discard)
             if deadline is None:
                 await waiter.future
             else:
@@ -318,15 +335,35 @@ class ObjectStore(Generic[T]):
         except BaseException:
             self._abandon(waiter)
             raise
+        finally:
+            if task is not None:
+                self._waiting_tasks.discard(task)
+                task.remove_done_callback(self._waiting_tasks.discard)
         return self._collect(waiter)
+
+    def _recheck(self) -> None:
+        """What each slow path and a waiting thread's steps look at: objects given back while
+        the lock was busy, slots and permits whose finalizer ran in a garbage collection, and
+        tasks granted something whose wake-up an interrupt stopped."""
+        if self._collected_slots:
+            self._fold_now()
+        _finalizing.settle()
+        if self._granted:
+            for ref in list(self._granted.values()):
+                waiter = ref()
+                if type(waiter) is AsyncWaiter and not waiter.woken and not waiter.wake():
+                    self._abandon(waiter)  # its event loop is gone: pass the grant on
 
     def _collect(self, waiter: Waiter) -> object:
         # An asynchronous exception (KeyboardInterrupt, PyThreadState_SetAsyncExc) may land on
         # any bytecode here: what was granted then goes on, as when the wait was interrupted.
         # Uncaught, it left the grant on a waiter nobody would collect (an object lost for good).
+        grant = None
         try:
             with self._lock:
-                grant = waiter.grant
+                # taken, not only read: a late wake-up that fails (the task's loop closed) must
+                # not find the grant again and pass it on a second time
+                grant, waiter.grant = waiter.grant, None
                 self._granted.pop(id(waiter), None)
                 if grant is None:
                     self._unqueue(waiter)
@@ -334,24 +371,34 @@ class ObjectStore(Generic[T]):
             if grant is not None:
                 return grant
         except BaseException:
+            if grant is not None:  # taken, not handed out: back on the waiter, to pass on
+                waiter.grant = grant
             self._abandon(waiter)
             raise
         raise PoolExhausted(f"{self!r}: timed out waiting for a free object")
 
     def _abandon(self, waiter: Waiter) -> None:
         """A waiter gives up (cancelled, interrupted, loop gone): pass on whatever it got."""
+        if _finalizing.collecting_here():
+            # A collection closed the waiting coroutine, maybe on a thread that holds the lock
+            # (it is not reentrant): the next locked path passes the grant on.
+            self._collected_slots.append((waiter, True, False))
+            return
         wake: list[Waiter] = []
         dead: list[Slot[T]] = []
         with self._lock:
-            # no call between taking the grant and passing it on: an asynchronous exception
-            # lands after a call, and one landing there lost the object (interrupt storms)
-            grant, waiter.grant = waiter.grant, None
-            if grant is None:
-                self._unqueue(waiter)
-            else:
-                self._regrant(grant, wake, dead)
-            self._granted.pop(id(waiter), None)
+            self._abandon_locked(waiter, wake, dead)
         self._finish(wake, dead)
+
+    def _abandon_locked(self, waiter: Waiter, wake: list[Waiter], dead: list[Slot[T]]) -> None:
+        # no call between taking the grant and passing it on: an asynchronous exception lands
+        # after a call, and one landing there lost the object (interrupt storms)
+        grant, waiter.grant = waiter.grant, None
+        if grant is None:
+            self._unqueue(waiter)
+        else:
+            self._regrant(grant, wake, dead)
+        self._granted.pop(id(waiter), None)
 
     def _give_back(self, permit: Permit) -> None:
         """An unused permit goes back (its object could not be built), unless it went already."""
@@ -363,8 +410,12 @@ class ObjectStore(Generic[T]):
 
     def _unqueue(self, waiter: Waiter) -> None:
         """Take ``waiter`` out of the queue, if it is there (lock held)."""
-        with contextlib.suppress(ValueError):  # granted, or taken out by an interrupt
-            self._waiters.remove(weakref.ref(waiter))
+        entry, waiters = _entry(waiter), self._waiters
+        if waiters and waiters[-1] == entry:
+            waiters.pop()  # the newest: a waiter that would not wait (timeout 0) leaves at once
+        else:
+            with contextlib.suppress(ValueError):  # granted, or taken out by an interrupt
+                waiters.remove(entry)
         self._contended = self._closed or bool(self._waiters)
 
     def _spill(self, stash: Stash[T]) -> None:
@@ -381,7 +432,7 @@ class ObjectStore(Generic[T]):
                 self._retire_locked(slot, wake, dead)
                 while stash:
                     self._retire_locked(stash.pop(), wake, dead)
-            elif (waiter := self._next_waiter()) is not None:
+            elif self._waiters and (waiter := self._next_waiter()) is not None:
                 self._hand(waiter, slot, wake)
             elif len(stash) < self._stash_cap:
                 stash.append(slot)
@@ -410,7 +461,11 @@ class ObjectStore(Generic[T]):
         wake.append(waiter)
         if not self._waiters:
             self._contended = self._closed
-        self._granted[id(waiter)] = weakref.ref(waiter)
+        granted = self._granted
+        if len(granted) >= _GRANTED_PRUNE:  # of threads unwound before they collected
+            for key in [k for k, ref in granted.items() if ref() is None]:
+                del granted[key]
+        granted[id(waiter)] = _entry(waiter)
 
     def _new_permit(self) -> Permit:
         """Leave to build one object, counted against ``max_size`` (lock held)."""
@@ -422,7 +477,7 @@ class ObjectStore(Generic[T]):
 
     def _permit_for_next(self, wake: list[Waiter]) -> None:
         """Room for one more object: the next waiter, if any, may build it (lock held)."""
-        if not self._closed and (waiter := self._next_waiter()) is not None:
+        if not self._closed and self._waiters and (waiter := self._next_waiter()) is not None:
             self._hand(waiter, self._new_permit(), wake)
 
     def _regrant(self, grant: object, wake: list[Waiter], dead: list[Slot[T]]) -> None:
@@ -436,7 +491,7 @@ class ObjectStore(Generic[T]):
         assert isinstance(grant, Slot)
         if self._closed:
             self._retire_locked(grant, wake, dead)
-        elif (waiter := self._next_waiter()) is not None:
+        elif self._waiters and (waiter := self._next_waiter()) is not None:
             self._hand(waiter, grant, wake)
         else:
             self._to_idle(grant, wake, dead)
@@ -491,7 +546,8 @@ class ObjectStore(Generic[T]):
         for stash in orphans:
             self._n["acq"] += stash.acquires
             self._n["rel"] += stash.releases
-            stash.acquires = stash.releases = 0
+            self._n["fresh"] += stash.fresh
+            stash.acquires = stash.releases = stash.fresh = 0
             while stash:
                 try:
                     slot = stash.pop()
@@ -506,6 +562,8 @@ class ObjectStore(Generic[T]):
 
     def _finish(self, wake: list[Waiter], dead: list[Slot[T]]) -> None:
         self._wake(wake)
+        if self._collected_slots:  # given back while this thread held the lock
+            self._fold_now()
         dispose = self._dispose
         if dispose is not None:
             for slot in dead:
@@ -516,7 +574,9 @@ class ObjectStore(Generic[T]):
 
     def _wake(self, wake: list[Waiter]) -> None:
         for waiter in wake:
-            if not waiter.wake():
+            if waiter.wake():
+                waiter.woken = True
+            else:
                 self._abandon(waiter)  # its event loop is gone: pass the grant on
 
     def _my_stash(self) -> Stash[T]:
@@ -549,6 +609,15 @@ class ObjectStore(Generic[T]):
 
 #: What ``_collected_slots`` holds for a permit dropped unused.
 _PERMIT_LOST = (None, True, False)
+#: Granted waiters recorded before the records of dead ones are swept out
+_GRANTED_PRUNE = 64
+
+
+def _entry(waiter: Waiter) -> weakref.ref[Waiter]:
+    """What the queue and the granted records hold for ``waiter`` (equal for one waiter)."""
+    return weakref.ref(waiter)
+
+
 #: Every ObjectPool alive, for the fork handler.
 _STORES: weakref.WeakSet[ObjectStore[Any]] = weakref.WeakSet()
 

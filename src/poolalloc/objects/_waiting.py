@@ -10,10 +10,11 @@ cancellation could drop).
 A grant is one of: a pooled slot, a :class:`Permit` (the pool already counted a new object
 against ``max_size``; the waiter must build it or give the permit back), or :data:`CLOSED`.
 
-The pool holds its waiters weakly. A waiter lives as long as the thread or task that waits on
-it; when that one is gone (an asynchronous exception can land between any two calls, before any
-clean-up could run), the waiter goes with it and so does its grant, whose finalizer gives the
-slot or the permit back to the pool. Nothing a waiter was given is lost with it.
+The pool holds its waiters weakly. A waiter lives as long as the frames that wait on it; when
+an asynchronous exception unwinds them (it can land between any two calls, before any clean-up
+could run), the waiter goes with them and so does its grant, whose finalizer gives the slot or
+the permit back to the pool. A task that waits is kept alive by the pool while it waits, as
+asyncio's own queues keep theirs (the task, not its waiter, so the rule above holds for it).
 
 Example:
     >>> waiter = ThreadWaiter()
@@ -94,10 +95,11 @@ class ThreadWaiter:
         False
     """
 
-    __slots__ = ("__weakref__", "_gate", "grant", "thread")
+    __slots__ = ("__weakref__", "_gate", "grant", "thread", "woken")
 
     def __init__(self) -> None:
         self.grant: object = None
+        self.woken = False  #: its wake-up was sent (a grant without one is sent again)
         self.thread = threading.get_ident()  # a forked child drops the waiters of other threads
         self._gate = threading.Lock()
         self._gate.acquire()
@@ -132,10 +134,11 @@ class AsyncWaiter:
         True
     """
 
-    __slots__ = ("__weakref__", "_loop", "future", "grant", "thread")
+    __slots__ = ("__weakref__", "_loop", "future", "grant", "thread", "woken")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.grant: object = None
+        self.woken = False  #: its wake-up was sent (a grant without one is sent again)
         self.thread = threading.get_ident()  # the loop's thread
         self._loop = loop
         self.future: asyncio.Future[None] = loop.create_future()

@@ -93,7 +93,7 @@ class Stash(list[Slot[T]]):
     ``ObjectPool.stats()`` sums them.
     """
 
-    __slots__ = ("acquires", "owner", "releases")
+    __slots__ = ("acquires", "fresh", "owner", "releases")
 
     # Identity, not list equality: two empty stashes are different stashes.
     __eq__ = object.__eq__
@@ -102,6 +102,7 @@ class Stash(list[Slot[T]]):
     def __init__(self) -> None:
         super().__init__()
         self.acquires = 0
+        self.fresh = 0  #: acquisitions that built their object
         self.releases = 0
         self.owner = weakref.ref(threading.current_thread())
 

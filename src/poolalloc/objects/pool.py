@@ -45,6 +45,7 @@ from poolalloc._closing import ClosesOnExit, warn_at_user
 from poolalloc._not_copyable import NotCopyable
 from poolalloc._waiting import DEFAULT_TIMEOUT, check_timeout
 from poolalloc.errors import ForeignLeaseError, PoolClosedError
+from poolalloc.objects import _finalizing
 from poolalloc.objects._store import (
     ObjectStore,
     acquisition_stack,
@@ -298,16 +299,16 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
         if grant is CLOSED:
             raise PoolClosedError(f"{self!r} closed while waiting")
         if isinstance(grant, Permit):
-            slot = self._create(grant)
-        else:
-            assert isinstance(grant, Slot)
-            slot = grant
-            if self._validate is not None and not self._is_valid(slot):
-                return None
-        return self._lease_out(slot, stash)
+            return self._lease_out(self._create(grant), stash, fresh=True)
+        assert isinstance(grant, Slot)
+        if self._validate is not None and not self._is_valid(grant):
+            return None
+        return self._lease_out(grant, stash)
 
-    def _lease_out(self, slot: Slot[T], stash: Stash[T]) -> Lease[T]:
+    def _lease_out(self, slot: Slot[T], stash: Stash[T], fresh: bool = False) -> Lease[T]:
+        # counted together, with no call between (``reused`` is acquires less fresh ones)
         stash.acquires += 1
+        stash.fresh += fresh
         slot.out = True
         lease: Lease[T] = TrackedLease() if self._track else Lease()
         lease._pool = self
@@ -326,7 +327,6 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
                 permit.home = None
                 slot.home = self._home
                 self._n["created"] += 1
-                self._n["fresh"] += 1
         except BaseException:
             self._give_back(permit)
             raise
@@ -376,18 +376,19 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
             >>> s = pool.stats(); (s.created, s.idle, s.in_use, s.is_balanced)
             (2, 2, 0, True)
         """
-        if self._collected_slots:
-            self._fold_now()
+        if self._collected_slots or self._granted or _finalizing.suspects:
+            self._recheck()
         with self._lock:
             self._fold_orphans()
             n = self._n
             acquires = n["acq"] + sum(s.acquires for s in self._stashes)
+            fresh = n["fresh"] + sum(s.fresh for s in self._stashes)
             releases = n["rel"] + sum(s.releases for s in self._stashes)
             return ObjectPoolStats(
                 name=self.name,
                 max_size=self._max_size,
                 created=n["created"],
-                reused=acquires - n["fresh"],
+                reused=acquires - fresh,
                 disposed=n["disposed"],
                 in_use=acquires - releases - n["gc"],
                 idle=self._idle_count(),
@@ -411,8 +412,8 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
             >>> pool.trim(), pool.stats().idle
             (2, 1)
         """
-        if self._collected_slots:
-            self._fold_now()
+        if self._collected_slots or self._granted or _finalizing.suspects:
+            self._recheck()
         wake: list[Waiter] = []
         dead: list[Slot[T]] = []
         with self._lock:
@@ -447,8 +448,8 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
             >>> lease.release(); pool.stats().disposed
             1
         """
-        if self._collected_slots:
-            self._fold_now()
+        if self._collected_slots or self._granted or _finalizing.suspects:
+            self._recheck()
         wake: list[Waiter] = []
         dead: list[Slot[T]] = []
         with self._lock:
