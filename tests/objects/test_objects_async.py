@@ -12,6 +12,7 @@ import time
 import warnings
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 import pytest
 from objpool_helpers import TEST_SECONDS, Thing
@@ -295,4 +296,53 @@ def test_a_task_whose_wakeup_an_interrupt_stopped_is_woken_by_the_next_call(
     thread.join(5)
     assert took, "the task was never woken"
     assert took[0] < 2, took
+    _assert_nothing_stranded(pool, 1)
+
+
+def test_a_task_handed_its_grant_by_an_interrupted_thread_is_woken_again(
+    make_pool: MakePool,
+) -> None:
+    """The interrupt lands in the hand-over itself, after the task left the queue and before
+    its wake-up was queued: the grant is recorded first, so the next caller's slow path wakes
+    the task (before, nothing did and a task without a deadline waited for good)."""
+    import inspect
+
+    from poolalloc.objects._store import ObjectStore
+
+    lines, first = inspect.getsourcelines(ObjectStore._hand)
+    (target,) = [first + i for i, line in enumerate(lines) if "wake.append(waiter)" in line]
+
+    def tracer(frame: FrameType, event: str, arg: object) -> Any:
+        if frame.f_code is ObjectStore._hand.__code__:
+            return local
+        return None
+
+    def local(frame: FrameType, event: str, arg: object) -> Any:
+        if event == "line" and frame.f_lineno == target:
+            sys.settrace(None)
+            raise KeyboardInterrupt
+        return local
+
+    pool = make_pool(max_size=1)
+    held = pool.acquire()
+
+    async def main() -> bool:
+        task = asyncio.ensure_future(pool.acquire_async(timeout=math.inf))
+        await asyncio.sleep(0.01)
+        sys.settrace(tracer)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                held.release()
+        finally:
+            sys.settrace(None)
+        await asyncio.sleep(0.01)
+        pool.stats()  # another caller's slow path
+        done, _ = await asyncio.wait([task], timeout=2)
+        if not done:
+            task.cancel()
+            return False
+        task.result().release()
+        return True
+
+    assert asyncio.run(main()), "the task was never woken"
     _assert_nothing_stranded(pool, 1)

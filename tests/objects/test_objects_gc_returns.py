@@ -7,6 +7,7 @@ import gc
 import logging
 import math
 import threading
+import warnings
 
 import pytest
 
@@ -304,3 +305,30 @@ def test_an_object_given_back_after_its_slot_stayed_a_suspect_comes_back_at_once
         gc.enable()
     s = pool.stats()
     assert (s.gc_returns, s.in_use, s.idle, s.is_balanced) == (1, 0, 1, True), s
+
+
+def test_a_granted_coroutine_collected_passes_its_object_to_the_next_waiter() -> None:
+    """A waiting coroutine driven by hand is granted the object, then found garbage: the
+    collection's clean-up passes the grant on at once, not when some later caller comes."""
+    pool = ObjectPool(list, max_size=1)
+    held = pool.acquire()
+
+    async def main() -> bool:
+        first = pool.acquire_async(timeout=math.inf)
+        first.send(None)  # queued first, suspended in its wait
+        second = asyncio.ensure_future(pool.acquire_async(timeout=2.0))
+        await asyncio.sleep(0.01)
+        held.release()  # granted to the first
+        cycle: list[object] = [first]
+        cycle.append(cycle)
+        del first, cycle
+        gc.collect()  # closes it: its grant goes to the second
+        lease = await second
+        lease.release()
+        return True
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the hand-driven coroutine
+        assert asyncio.run(main())
+    s = pool.stats()
+    assert (s.waiting, s.in_use, s.idle, s.timeouts, s.is_balanced) == (0, 0, 1, 0, True), s

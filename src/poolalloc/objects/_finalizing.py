@@ -23,8 +23,10 @@ Example:
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +38,37 @@ class _Collection:
 
 #: slots and permits whose finalizer ran during a collection, not yet settled
 suspects: list[Any] = []
+
+
+class Returned:
+    """What a pool counts and gets back when it is lost: a slot (its object) or a permit (its
+    count). ``home`` is a weak reference to the pool, None once placed for good or given back.
+    A subclass says in ``_return_to`` what going back means for it."""
+
+    __slots__ = ("home",)
+    home: weakref.ref[Any] | None
+
+    def __del__(self) -> None:
+        try:
+            home = self.home
+        except AttributeError:  # an interrupt landed in __init__: nothing was counted yet
+            return
+        if home is not None and not held_during_collection(self):
+            self.give_back()
+
+    def give_back(self) -> None:
+        """It is lost: it goes back to its pool (once)."""
+        home = self.home
+        if home is not None:
+            # Whoever gives it back first (this, or the finalizer of a lease collected in the
+            # same garbage cycle) clears `home`, so it comes back once.
+            self.home = None
+            pool = home()
+            if pool is not None:
+                self._return_to(pool)
+
+    def _return_to(self, pool: Any) -> None:
+        raise NotImplementedError  # pragma: no cover - every subclass says it
 
 
 def held_during_collection(thing: Any) -> bool:
@@ -117,4 +150,9 @@ def _on_collection(
         settle()
 
 
+def _after_fork_in_child() -> None:
+    _Collection.running = False  # a fork while another thread collected: not in the child
+
+
 gc.callbacks.append(_on_collection)
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -161,6 +161,10 @@ class ObjectStore(Generic[T]):
         # what was granted to the threads that did not follow it); a dict and not a WeakSet,
         # whose add and discard are Python calls on every hand-over
         self._granted: dict[int, weakref.ref[Waiter]] = {}
+        self._prune_at = _GRANTED_PRUNE
+        # granted tasks whose wake-up was not sent yet (an interrupt may stop it): the next
+        # slow path of any caller sends it again
+        self._unwoken: dict[int, weakref.ref[Waiter]] = {}
         self._contended = False  # a waiter is queued or the pool is closed: returns must lock
         self._closed = False
         self._alive = 0
@@ -187,6 +191,8 @@ class ObjectStore(Generic[T]):
         gone = [w for w in (*queued, *granted) if w.thread != me]
         self._waiters = deque(_entry(w) for w in queued if w.thread == me)
         self._granted = {id(w): _entry(w) for w in granted if w.thread == me}
+        self._unwoken = {k: ref for k, ref in self._unwoken.items() if k in self._granted}
+        self._waiting_tasks = set()  # the parent's: the child's loop, if any, keeps its own
         self._contended = self._closed or bool(self._waiters)
         wake: list[Waiter] = []
         dead: list[Slot[T]] = []
@@ -272,7 +278,7 @@ class ObjectStore(Generic[T]):
 
     def _take(self, deadline: float | None, loop: asyncio.AbstractEventLoop | None) -> object:
         """A slot, a permit, or a queued waiter (possibly granted already)."""
-        if self._collected_slots or self._granted or _finalizing.suspects:
+        if self._collected_slots or self._unwoken or _finalizing.suspects:
             self._recheck()
         wake: list[Waiter] = []
         with self._lock:
@@ -348,10 +354,14 @@ class ObjectStore(Generic[T]):
         if self._collected_slots:
             self._fold_now()
         _finalizing.settle()
-        if self._granted:
-            for ref in list(self._granted.values()):
+        if self._unwoken:
+            for key, ref in list(self._unwoken.items()):
                 waiter = ref()
-                if type(waiter) is AsyncWaiter and not waiter.woken and not waiter.wake():
+                if waiter is None or waiter.grant is None:
+                    self._unwoken.pop(key, None)  # gone, or it took its grant
+                elif waiter.wake():
+                    self._unwoken.pop(key, None)
+                else:
                     self._abandon(waiter)  # its event loop is gone: pass the grant on
 
     def _collect(self, waiter: Waiter) -> object:
@@ -365,9 +375,12 @@ class ObjectStore(Generic[T]):
                 # not find the grant again and pass it on a second time
                 grant, waiter.grant = waiter.grant, None
                 self._granted.pop(id(waiter), None)
+                self._unwoken.pop(id(waiter), None)
                 if grant is None:
                     self._unqueue(waiter)
                     self._n["timeouts"] += 1
+            if self._collected_slots:  # given back while this thread held the lock
+                self._fold_now()
             if grant is not None:
                 return grant
         except BaseException:
@@ -381,8 +394,9 @@ class ObjectStore(Generic[T]):
         """A waiter gives up (cancelled, interrupted, loop gone): pass on whatever it got."""
         if _finalizing.collecting_here():
             # A collection closed the waiting coroutine, maybe on a thread that holds the lock
-            # (it is not reentrant): the next locked path passes the grant on.
+            # (it is not reentrant): folded in now if the lock is free, else by its holder.
             self._collected_slots.append((waiter, True, False))
+            self._fold_soon()
             return
         wake: list[Waiter] = []
         dead: list[Slot[T]] = []
@@ -399,6 +413,7 @@ class ObjectStore(Generic[T]):
         else:
             self._regrant(grant, wake, dead)
         self._granted.pop(id(waiter), None)
+        self._unwoken.pop(id(waiter), None)
 
     def _give_back(self, permit: Permit) -> None:
         """An unused permit goes back (its object could not be built), unless it went already."""
@@ -456,16 +471,27 @@ class ObjectStore(Generic[T]):
         """Give ``grant`` to ``waiter``, the head of the queue (lock held)."""
         # granted before it leaves the queue: an interrupt after the pop leaves it a grant that
         # its next check (RECHECK) finds, where one before the grant left it nothing to wait for
+        # and recorded before it leaves the queue too, with no call between: out of the queue
+        # and unrecorded, a task whose wake-up an interrupt stopped was never woken again
+        key, entry = id(waiter), _entry(waiter)
         waiter.grant = grant
+        self._granted[key] = entry
+        if type(waiter) is AsyncWaiter:
+            self._unwoken[key] = entry
         self._waiters.popleft()
         wake.append(waiter)
         if not self._waiters:
             self._contended = self._closed
+        if len(self._granted) >= self._prune_at:  # records of waiters unwound uncollected
+            self._prune_granted()
+
+    def _prune_granted(self) -> None:
+        """Drop the records of granted waiters that died uncollected (lock held); each sweep
+        doubles the size that starts the next, so sweeps stay rare whatever ``max_size``."""
         granted = self._granted
-        if len(granted) >= _GRANTED_PRUNE:  # of threads unwound before they collected
-            for key in [k for k, ref in granted.items() if ref() is None]:
-                del granted[key]
-        granted[id(waiter)] = _entry(waiter)
+        for key in [k for k, ref in granted.items() if ref() is None]:
+            del granted[key]
+        self._prune_at = max(_GRANTED_PRUNE, 2 * len(granted))
 
     def _new_permit(self) -> Permit:
         """Leave to build one object, counted against ``max_size`` (lock held)."""
@@ -575,7 +601,7 @@ class ObjectStore(Generic[T]):
     def _wake(self, wake: list[Waiter]) -> None:
         for waiter in wake:
             if waiter.wake():
-                waiter.woken = True
+                self._unwoken.pop(id(waiter), None)
             else:
                 self._abandon(waiter)  # its event loop is gone: pass the grant on
 

@@ -30,7 +30,7 @@ import threading
 import weakref
 from typing import Any, Final, final
 
-from poolalloc.objects._finalizing import held_during_collection
+from poolalloc.objects._finalizing import Returned
 
 
 @final
@@ -46,7 +46,7 @@ class _Token:
         return self._name
 
 
-class Permit:
+class Permit(Returned):
     """Leave to build one object, already counted against ``max_size`` by the pool ``home``.
 
     Used (the object built and counted) or handed back, the pool disarms it (``home = None``).
@@ -59,27 +59,13 @@ class Permit:
         True
     """
 
-    __slots__ = ("home",)
+    __slots__ = ()  # `home` is Returned's
 
     def __init__(self, home: weakref.ref[Any] | None) -> None:
         self.home = home
 
-    def __del__(self) -> None:
-        try:
-            home = self.home
-        except AttributeError:  # an interrupt landed in __init__: nothing was counted yet
-            return
-        if home is not None and not held_during_collection(self):
-            self.give_back()
-
-    def give_back(self) -> None:
-        """The permit is lost: its count goes back to the pool (once)."""
-        home = self.home
-        if home is not None:
-            self.home = None
-            pool = home()
-            if pool is not None:
-                pool._permit_lost()
+    def _return_to(self, pool: Any) -> None:
+        pool._permit_lost()
 
 
 #: The grant that tells a waiter the pool closed while it waited.
@@ -95,11 +81,10 @@ class ThreadWaiter:
         False
     """
 
-    __slots__ = ("__weakref__", "_gate", "grant", "thread", "woken")
+    __slots__ = ("__weakref__", "_gate", "grant", "thread")
 
     def __init__(self) -> None:
         self.grant: object = None
-        self.woken = False  #: its wake-up was sent (a grant without one is sent again)
         self.thread = threading.get_ident()  # a forked child drops the waiters of other threads
         self._gate = threading.Lock()
         self._gate.acquire()
@@ -134,11 +119,10 @@ class AsyncWaiter:
         True
     """
 
-    __slots__ = ("__weakref__", "_loop", "future", "grant", "thread", "woken")
+    __slots__ = ("__weakref__", "_loop", "future", "grant", "thread")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.grant: object = None
-        self.woken = False  #: its wake-up was sent (a grant without one is sent again)
         self.thread = threading.get_ident()  # the loop's thread
         self._loop = loop
         self.future: asyncio.Future[None] = loop.create_future()

@@ -38,7 +38,7 @@ from poolalloc._closing import ExcInfo
 from poolalloc._lease import ObjectLeaseBase
 from poolalloc._not_copyable import NotCopyable
 from poolalloc.errors import DoubleReleaseError, LeaseReleasedError
-from poolalloc.objects._finalizing import held_during_collection
+from poolalloc.objects._finalizing import Returned
 
 __all__ = ["AsyncAcquire", "Lease", "TrackedLease"]
 
@@ -46,7 +46,7 @@ T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
 
-class Slot(Generic[T]):
+class Slot(Returned, Generic[T]):
     """One pooled object, when it was made (``time.monotonic()``), and its pool.
 
     A slot is always somewhere the pool can see (idle list, a stash, a lease, a grant) except for
@@ -57,7 +57,7 @@ class Slot(Generic[T]):
     the slot. A disposed slot, and one whose object a finalizer gave back, has ``home = None``.
     """
 
-    __slots__ = ("born", "home", "obj", "out")
+    __slots__ = ("born", "obj", "out")  # and `home`, of Returned
 
     def __init__(self, obj: T, born: float, home: weakref.ref[Any] | None = None) -> None:
         self.obj = obj
@@ -65,24 +65,8 @@ class Slot(Generic[T]):
         self.home = home
         self.out = False  #: counted as leased (acquires) and not yet as released
 
-    def __del__(self) -> None:
-        try:
-            home = self.home
-        except AttributeError:  # an interrupt landed in __init__: nothing was counted yet
-            return
-        if home is not None and not held_during_collection(self):
-            self.give_back()
-
-    def give_back(self) -> None:
-        """The slot is lost: its object goes back to the pool, in a new slot (once)."""
-        home = self.home
-        if home is not None:
-            # Whoever gives the object back first (this, or the finalizer of a lease collected
-            # in the same garbage cycle) clears `home`, so it comes back once.
-            self.home = None
-            pool = home()
-            if pool is not None:
-                pool._slot_lost(self.obj, self.born, self.out)
+    def _return_to(self, pool: Any) -> None:
+        pool._slot_lost(self.obj, self.born, self.out)  # in a new slot
 
 
 class Stash(list[Slot[T]]):

@@ -376,7 +376,7 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
             >>> s = pool.stats(); (s.created, s.idle, s.in_use, s.is_balanced)
             (2, 2, 0, True)
         """
-        if self._collected_slots or self._granted or _finalizing.suspects:
+        if self._collected_slots or self._unwoken or _finalizing.suspects:
             self._recheck()
         with self._lock:
             self._fold_orphans()
@@ -412,7 +412,7 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
             >>> pool.trim(), pool.stats().idle
             (2, 1)
         """
-        if self._collected_slots or self._granted or _finalizing.suspects:
+        if self._collected_slots or self._unwoken or _finalizing.suspects:
             self._recheck()
         wake: list[Waiter] = []
         dead: list[Slot[T]] = []
@@ -448,7 +448,7 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
             >>> lease.release(); pool.stats().disposed
             1
         """
-        if self._collected_slots or self._granted or _finalizing.suspects:
+        if self._collected_slots or self._unwoken or _finalizing.suspects:
             self._recheck()
         wake: list[Waiter] = []
         dead: list[Slot[T]] = []

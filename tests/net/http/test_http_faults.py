@@ -214,6 +214,7 @@ def test_a_response_that_would_break_the_head_is_refused(make_server: Any, field
         Response(body=b"bye", headers=(("X-A", "1"), ("connection", "Close"))),
         Response(body=b"bye", close=True),
         Response(body=b"bye", content_type="text/x", close=True),
+        Response(body=b"bye", headers=(("Connection", "close,"),)),  # RFC 9110 5.6.1
     ],
 )
 def test_a_route_that_asks_for_a_close_gets_one(make_server: Any, resp: Response) -> None:
@@ -233,6 +234,16 @@ def test_a_route_that_asks_for_a_close_gets_one(make_server: Any, resp: Response
         assert is_closed_by_peer(sock)  # the two requests behind it are not answered
         sock.close()
     assert served(srv.port)
+
+
+def test_responses_with_equal_but_different_header_sets_keep_their_own_values() -> None:
+    """The per-header-set check remembers a set by equality, and 1 == 1.0 == True: each
+    Response keeps its own values (a Connection: close is taken out of its own fields)."""
+    first = Response(headers=(("X-N", 1), ("Connection", "close")))  # type: ignore[arg-type]
+    second = Response(headers=(("X-N", True), ("Connection", "close")))  # type: ignore[arg-type]
+    assert (first.headers, second.headers) == ((("X-N", 1),), (("X-N", True),))
+    assert [type(v) for _, v in second.headers] == [bool]
+    assert (first.close, second.close) == (True, True)
 
 
 def test_a_response_with_valid_fields_is_made(make_server: Any) -> None:

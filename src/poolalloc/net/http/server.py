@@ -71,8 +71,11 @@ _TEXT = "text/plain; charset=utf-8"
 #: say "close" on a connection the server keeps open (RFC 9112 9.6). A route's
 #: ``Connection: close`` is taken as its ``close=True``: the server then writes it, and closes.
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
-#: what _CHECKED_FIELDS holds for fields that need no change, and what it lacks
+#: what _CHECKED_FIELDS holds for fields that go out as given, for fields whose Connection:
+#: close is taken out (from each Response's own fields: equal keys may hold unequal values, as
+#: 1 == 1.0 == True), and what it lacks
 _AS_GIVEN = None
+_STRIP = object()
 _UNCHECKED = object()
 #: Statuses whose response ends at its head (RFC 9112 6.3), whatever it says
 _NO_CONTENT = (204, 304)
@@ -168,20 +171,21 @@ class Response:
                 if len(_CHECKED_FIELDS) >= _CHECKED_FIELDS_MAX:  # headers made from each request
                     _CHECKED_FIELDS.clear()
                 _CHECKED_FIELDS[key] = kept
-        if kept is not _AS_GIVEN:  # a Connection: close, taken out of the fields
-            object.__setattr__(self, "headers", kept)
+        if kept is _STRIP:  # a Connection: close, taken out of the fields
+            others = tuple((n, v) for n, v in fields if f"{n}".lower() != "connection")
+            object.__setattr__(self, "headers", others)
             object.__setattr__(self, "close", True)
 
 
 def _tokens(value: str) -> set[str]:
-    """The tokens of a comma-separated field value, lower case."""
+    """The elements of a comma-separated field value, lower case (an empty one is "", which
+    RFC 9110 5.6.1 says to ignore)."""
     return {t.strip(" \t").lower() for t in value.split(",")}
 
 
-def _checked(
-    content_type: str, fields: tuple[tuple[str, str], ...]
-) -> tuple[tuple[str, str], ...] | None:
-    """None when ``fields`` go out as given, or the fields without their ``Connection: close``.
+def _checked(content_type: str, fields: tuple[tuple[str, str], ...]) -> object:
+    """``_AS_GIVEN`` when ``fields`` go out as given, ``_STRIP`` when their ``Connection:
+    close`` is to be taken out (the response then closes its connection).
 
     :raises ValueError: a field would break the head, or is the server's to write.
     """
@@ -195,13 +199,11 @@ def _checked(
         if not ok:
             raise ValueError(f"Response: invalid header {name!r}: {value!r}")
         lower = f"{name}".lower()
-        if lower == "connection" and _tokens(f"{value}") == {"close"}:
+        if lower == "connection" and _tokens(f"{value}") - {""} == {"close"}:
             close = True
         elif lower in _FRAMING:
             raise ValueError(f"Response: {name!r} is the server's to write")
-    if not close:
-        return _AS_GIVEN
-    return tuple((n, v) for n, v in fields if f"{n}".lower() != "connection")
+    return _STRIP if close else _AS_GIVEN
 
 
 #: a "%" not followed by two hex digits: unquote would keep it as it is, a name no client meant
