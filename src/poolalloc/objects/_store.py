@@ -161,7 +161,7 @@ class ObjectStore(Generic[T]):
         # what was granted to the threads that did not follow it); a dict and not a WeakSet,
         # whose add and discard are Python calls on every hand-over
         self._granted: dict[int, weakref.ref[Waiter]] = {}
-        self._prune_at = _GRANTED_PRUNE
+        self._prune_at = _SWEEP_AT
         # granted tasks whose wake-up was not sent yet (an interrupt may stop it): the next
         # slow path of any caller sends it again
         self._unwoken: dict[int, weakref.ref[Waiter]] = {}
@@ -189,8 +189,8 @@ class ObjectStore(Generic[T]):
         queued = [w for w in (ref() for ref in self._waiters) if w is not None]
         granted = [w for w in (ref() for ref in self._granted.values()) if w is not None]
         gone = [w for w in (*queued, *granted) if w.thread != me]
-        self._waiters = deque(_entry(w) for w in queued if w.thread == me)
-        self._granted = {id(w): _entry(w) for w in granted if w.thread == me}
+        self._waiters = deque(weakref.ref(w) for w in queued if w.thread == me)
+        self._granted = {id(w): weakref.ref(w) for w in granted if w.thread == me}
         self._unwoken = {k: ref for k, ref in self._unwoken.items() if k in self._granted}
         self._waiting_tasks = set()  # the parent's: the child's loop, if any, keeps its own
         self._contended = self._closed or bool(self._waiters)
@@ -290,7 +290,7 @@ class ObjectStore(Generic[T]):
                 if self._max_size is None or self._alive < self._max_size:
                     return self._new_permit()
             waiter: Waiter = ThreadWaiter() if loop is None else AsyncWaiter(loop)
-            self._waiters.append(_entry(waiter))
+            self._waiters.append(weakref.ref(waiter))
             self._contended = True
             self._serve_waiters(wake)
             gave_up = waiter.grant is None and deadline is not None and deadline <= monotonic()
@@ -425,7 +425,7 @@ class ObjectStore(Generic[T]):
 
     def _unqueue(self, waiter: Waiter) -> None:
         """Take ``waiter`` out of the queue, if it is there (lock held)."""
-        entry, waiters = _entry(waiter), self._waiters
+        entry, waiters = weakref.ref(waiter), self._waiters
         if waiters and waiters[-1] == entry:
             waiters.pop()  # the newest: a waiter that would not wait (timeout 0) leaves at once
         else:
@@ -473,7 +473,7 @@ class ObjectStore(Generic[T]):
         # its next check (RECHECK) finds, where one before the grant left it nothing to wait for
         # and recorded before it leaves the queue too, with no call between: out of the queue
         # and unrecorded, a task whose wake-up an interrupt stopped was never woken again
-        key, entry = id(waiter), _entry(waiter)
+        key, entry = id(waiter), weakref.ref(waiter)
         waiter.grant = grant
         self._granted[key] = entry
         if type(waiter) is AsyncWaiter:
@@ -491,7 +491,7 @@ class ObjectStore(Generic[T]):
         granted = self._granted
         for key in [k for k, ref in granted.items() if ref() is None]:
             del granted[key]
-        self._prune_at = max(_GRANTED_PRUNE, 2 * len(granted))
+        self._prune_at = max(_SWEEP_AT, 2 * len(granted))
 
     def _new_permit(self) -> Permit:
         """Leave to build one object, counted against ``max_size`` (lock held)."""
@@ -546,6 +546,8 @@ class ObjectStore(Generic[T]):
     def _serve_waiters(self, wake: list[Waiter]) -> None:
         """Hand queued waiters idle objects, free capacity, then other threads' stashes."""
         self._fold_orphans()
+        if not self._waiters:
+            return
         while self._idle and (waiter := self._next_waiter()) is not None:
             self._hand(waiter, self._idle.pop(), wake)
         while (self._max_size is None or self._alive < self._max_size) and (
@@ -635,13 +637,8 @@ class ObjectStore(Generic[T]):
 
 #: What ``_collected_slots`` holds for a permit dropped unused.
 _PERMIT_LOST = (None, True, False)
-#: Granted waiters recorded before the records of dead ones are swept out
-_GRANTED_PRUNE = 64
-
-
-def _entry(waiter: Waiter) -> weakref.ref[Waiter]:
-    """What the queue and the granted records hold for ``waiter`` (equal for one waiter)."""
-    return weakref.ref(waiter)
+#: Records of granted waiters kept before the first sweep of dead ones
+_SWEEP_AT = 64
 
 
 #: Every ObjectPool alive, for the fork handler.
