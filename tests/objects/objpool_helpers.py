@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
+import sys
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import budget
 
@@ -50,3 +54,24 @@ class Factory:
     def alive(self) -> set[int]:
         with self._lock:
             return {t.id for t in self.made if not t.disposed}
+
+
+def interrupt_on_line(
+    function: Callable[..., Any], where: Callable[[list[str], int], bool]
+) -> Callable[..., Any]:
+    """A trace function for ``sys.settrace`` that raises KeyboardInterrupt once, on the line of
+    ``function`` that ``where(lines, index)`` picks, as ``PyThreadState_SetAsyncExc`` would."""
+    lines, first = inspect.getsourcelines(function)
+    (target,) = [first + i for i in range(len(lines)) if where(lines, i)]
+    code = function.__code__
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        return local if frame.f_code is code else None
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        if event == "line" and frame.f_lineno == target:
+            sys.settrace(None)
+            raise KeyboardInterrupt
+        return local
+
+    return tracer

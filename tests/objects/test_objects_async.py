@@ -12,10 +12,9 @@ import time
 import warnings
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
 
 import pytest
-from objpool_helpers import TEST_SECONDS, Thing
+from objpool_helpers import TEST_SECONDS, Thing, interrupt_on_line
 
 from poolalloc import ObjectPool, PoolClosedError, PoolExhausted
 from poolalloc.objects._waiting import AsyncWaiter
@@ -305,24 +304,9 @@ def test_a_task_handed_its_grant_by_an_interrupted_thread_is_woken_again(
     """The interrupt lands in the hand-over itself, after the task left the queue and before
     its wake-up was queued: the grant is recorded first, so the next caller's slow path wakes
     the task (before, nothing did and a task without a deadline waited for good)."""
-    import inspect
-
     from poolalloc.objects._store import ObjectStore
 
-    lines, first = inspect.getsourcelines(ObjectStore._hand)
-    (target,) = [first + i for i, line in enumerate(lines) if "wake.append(waiter)" in line]
-
-    def tracer(frame: FrameType, event: str, arg: object) -> Any:
-        if frame.f_code is ObjectStore._hand.__code__:
-            return local
-        return None
-
-    def local(frame: FrameType, event: str, arg: object) -> Any:
-        if event == "line" and frame.f_lineno == target:
-            sys.settrace(None)
-            raise KeyboardInterrupt
-        return local
-
+    tracer = interrupt_on_line(ObjectStore._hand, lambda lines, i: "wake.append(" in lines[i])
     pool = make_pool(max_size=1)
     held = pool.acquire()
 

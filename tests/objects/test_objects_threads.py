@@ -9,11 +9,10 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from forking import in_child
-from objpool_helpers import TEST_SECONDS, Factory, Thing
+from objpool_helpers import TEST_SECONDS, Factory, Thing, interrupt_on_line
 
 from poolalloc import ObjectPool, PoolExhausted
 
@@ -230,27 +229,14 @@ def test_an_interrupt_while_a_waiter_collects_its_grant_passes_the_object_on(
     waiter nobody would collect: the pool no longer balanced and, at max_size, never served
     again (an interrupt storm under AddressSanitizer found it). A trace function raises the
     interrupt on that line, as PyThreadState_SetAsyncExc would."""
-    import inspect
     import sys
 
     from poolalloc.objects._store import ObjectStore
 
-    lines, first = inspect.getsourcelines(ObjectStore._collect)
-    (target,) = [
-        first + i
-        for i, line in enumerate(lines)
-        if "if grant is not None:" in line and "return grant" in lines[i + 1]
-    ]
-
-    def tracer(frame: Any, event: str, arg: Any) -> Any:
-        if frame.f_code is ObjectStore._collect.__code__:
-            return local
-        return None
-
-    def local(frame: Any, event: str, arg: Any) -> Any:
-        if event == "line" and frame.f_lineno == target:
-            raise KeyboardInterrupt
-        return local
+    tracer = interrupt_on_line(
+        ObjectStore._collect,
+        lambda lines, i: "if grant is not None:" in lines[i] and "return grant" in lines[i + 1],
+    )
 
     pool = make_pool(max_size=1)
     lease = pool.acquire()

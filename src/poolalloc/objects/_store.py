@@ -350,7 +350,8 @@ class ObjectStore(Generic[T]):
     def _recheck(self) -> None:
         """What each slow path and a waiting thread's steps look at: objects given back while
         the lock was busy, slots and permits whose finalizer ran in a garbage collection, and
-        tasks granted something whose wake-up an interrupt stopped."""
+        tasks granted something whose wake-up an interrupt stopped. (``_take``, the slow path
+        taken most, tests the three attributes before it calls this.)"""
         if self._collected_slots:
             self._fold_now()
         _finalizing.settle()

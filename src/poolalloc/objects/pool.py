@@ -45,7 +45,6 @@ from poolalloc._closing import ClosesOnExit, warn_at_user
 from poolalloc._not_copyable import NotCopyable
 from poolalloc._waiting import DEFAULT_TIMEOUT, check_timeout
 from poolalloc.errors import ForeignLeaseError, PoolClosedError
-from poolalloc.objects import _finalizing
 from poolalloc.objects._store import (
     ObjectStore,
     acquisition_stack,
@@ -376,8 +375,7 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
             >>> s = pool.stats(); (s.created, s.idle, s.in_use, s.is_balanced)
             (2, 2, 0, True)
         """
-        if self._collected_slots or self._unwoken or _finalizing.suspects:
-            self._recheck()
+        self._recheck()
         with self._lock:
             self._fold_orphans()
             n = self._n
@@ -412,8 +410,7 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
             >>> pool.trim(), pool.stats().idle
             (2, 1)
         """
-        if self._collected_slots or self._unwoken or _finalizing.suspects:
-            self._recheck()
+        self._recheck()
         wake: list[Waiter] = []
         dead: list[Slot[T]] = []
         with self._lock:
@@ -448,8 +445,7 @@ class ObjectPool(ObjectStore[T], ClosesOnExit, NotCopyable):
             >>> lease.release(); pool.stats().disposed
             1
         """
-        if self._collected_slots or self._unwoken or _finalizing.suspects:
-            self._recheck()
+        self._recheck()
         wake: list[Waiter] = []
         dead: list[Slot[T]] = []
         with self._lock:
